@@ -1,0 +1,631 @@
+//! A multi-server FIFO queueing station: the reference model that validates the
+//! engine against queueing theory, drives its benchmarks, and underlies the serving
+//! agents.
+//!
+//! Customers arrive with a chosen inter-arrival distribution, wait in one FIFO queue,
+//! and are served by the first free of `servers` identical servers with a chosen
+//! service-time distribution. With a `capacity` (customers in the system, waiting
+//! plus in service), arrivals that find it full are blocked (a loss system; M/M/c/c
+//! when capacity = servers).
+//!
+//! Statistics cover customers `warmup_customers..customers` (0-based arrival order);
+//! time averages cover the window from the first counted arrival to the last arrival.
+//! Arrivals stop after `customers`, and the run ends when the station has drained.
+//!
+//! Random streams: inter-arrival times come from [`ARRIVAL_STREAM`] and each
+//! customer's service requirement from [`SERVICE_STREAM`], drawn at arrival in arrival
+//! order. So replication `r` presents the same customers with the same work to any
+//! number of servers (common random numbers), even blocked ones.
+
+pub mod theory;
+
+use std::collections::VecDeque;
+
+use infersim_engine::stats::{LatencyHistogram, Tally, TimeWeighted};
+use infersim_engine::{
+    Arena, Context, EventQueue, HeapQueue, Id, Model, NullObserver, Observer, ScheduleError, SimDuration, SimTime,
+    Simulation, StreamId,
+};
+use rand::Rng;
+use rand_distr::{Distribution, Exp, LogNormal};
+use serde::{Deserialize, Serialize};
+
+/// Stream of inter-arrival times.
+pub const ARRIVAL_STREAM: StreamId = StreamId(0);
+/// Stream of service requirements.
+pub const SERVICE_STREAM: StreamId = StreamId(1);
+
+/// A distribution of non-negative durations, described by its mean.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DurationDistribution {
+    /// Exponential with this mean (memoryless: Poisson arrivals, M-type service).
+    Exponential {
+        /// Mean [s].
+        mean_s: f64,
+    },
+    /// Always this value.
+    Deterministic {
+        /// The value [s].
+        value_s: f64,
+    },
+    /// Log-normal with this mean and coefficient of variation (std / mean).
+    LogNormal {
+        /// Mean [s].
+        mean_s: f64,
+        /// Coefficient of variation, >= 0.
+        cv: f64,
+    },
+}
+
+impl DurationDistribution {
+    /// Exponential with rate `rate_per_s`.
+    pub fn exponential_rate(rate_per_s: f64) -> Self {
+        DurationDistribution::Exponential { mean_s: 1.0 / rate_per_s }
+    }
+
+    /// The mean [s].
+    pub fn mean_s(&self) -> f64 {
+        match *self {
+            DurationDistribution::Exponential { mean_s } | DurationDistribution::LogNormal { mean_s, .. } => mean_s,
+            DurationDistribution::Deterministic { value_s } => value_s,
+        }
+    }
+
+    /// The coefficient of variation.
+    pub fn cv(&self) -> f64 {
+        match *self {
+            DurationDistribution::Exponential { .. } => 1.0,
+            DurationDistribution::Deterministic { .. } => 0.0,
+            DurationDistribution::LogNormal { cv, .. } => cv,
+        }
+    }
+
+    fn sampler(&self, key: &'static str) -> Result<Sampler, StationError> {
+        let mean_s = self.mean_s();
+        if !(mean_s.is_finite() && mean_s > 0.0) {
+            return Err(StationError::out_of_range(key, mean_s, "a finite number of seconds > 0"));
+        }
+        Ok(match *self {
+            DurationDistribution::Exponential { mean_s } => {
+                Sampler::Exponential(Exp::new(1.0 / mean_s).expect("rate checked positive and finite"))
+            }
+            DurationDistribution::Deterministic { value_s } => Sampler::Constant(value_s),
+            DurationDistribution::LogNormal { mean_s, cv } => {
+                if !(cv.is_finite() && cv >= 0.0) {
+                    return Err(StationError::out_of_range("service_cv", cv, "a finite number >= 0"));
+                }
+                // For log-normal, cv^2 = exp(sigma^2) - 1 and mean = exp(mu + sigma^2 / 2).
+                let sigma2 = cv.mul_add(cv, 1.0).ln();
+                let mu = mean_s.ln() - sigma2 / 2.0;
+                Sampler::LogNormal(LogNormal::new(mu, sigma2.sqrt()).expect("sigma checked finite and >= 0"))
+            }
+        })
+    }
+}
+
+/// A validated, ready-to-draw distribution.
+#[derive(Clone, Copy, Debug)]
+enum Sampler {
+    Exponential(Exp<f64>),
+    Constant(f64),
+    LogNormal(LogNormal<f64>),
+}
+
+impl Sampler {
+    #[inline]
+    fn sample_s<R: Rng + ?Sized>(&self, rng: &mut R) -> f64 {
+        match self {
+            Sampler::Exponential(d) => d.sample(rng),
+            Sampler::Constant(v) => *v,
+            Sampler::LogNormal(d) => d.sample(rng),
+        }
+    }
+}
+
+/// What a station is.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StationConfig {
+    /// Number of identical servers, >= 1.
+    pub servers: u32,
+    /// Time between arrivals.
+    pub interarrival: DurationDistribution,
+    /// Service requirement of one customer.
+    pub service: DurationDistribution,
+    /// Most customers in the system (waiting plus in service); `None` is unlimited.
+    /// Must be >= `servers`.
+    pub capacity: Option<u32>,
+    /// Customers to generate.
+    pub customers: u64,
+    /// Leading customers left out of the statistics.
+    pub warmup_customers: u64,
+}
+
+impl StationConfig {
+    /// An M/M/c station (M/M/c/K with a capacity).
+    pub fn mmc(
+        arrival_rate_per_s: f64,
+        service_rate_per_s: f64,
+        servers: u32,
+        customers: u64,
+        warmup_customers: u64,
+    ) -> Self {
+        StationConfig {
+            servers,
+            interarrival: DurationDistribution::exponential_rate(arrival_rate_per_s),
+            service: DurationDistribution::exponential_rate(service_rate_per_s),
+            capacity: None,
+            customers,
+            warmup_customers,
+        }
+    }
+
+    /// Offered load in Erlangs: mean service time / mean inter-arrival time.
+    pub fn offered_erlangs(&self) -> f64 {
+        self.service.mean_s() / self.interarrival.mean_s()
+    }
+
+    fn validate(&self) -> Result<(Sampler, Sampler), StationError> {
+        if self.servers == 0 {
+            return Err(StationError::out_of_range("servers", self.servers, "an integer >= 1"));
+        }
+        if let Some(capacity) = self.capacity
+            && capacity < self.servers
+        {
+            return Err(StationError::out_of_range("capacity", capacity, "an integer >= servers"));
+        }
+        if self.customers < self.warmup_customers + 2 {
+            return Err(StationError::out_of_range("customers", self.customers, "an integer >= warmup_customers + 2"));
+        }
+        Ok((self.interarrival.sampler("arrival mean")?, self.service.sampler("service mean")?))
+    }
+}
+
+/// A configuration value outside its allowed range, or a run that went wrong.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StationError {
+    /// A configuration value is outside its range.
+    #[error("{key} = {value} is out of range: expected {allowed}")]
+    OutOfRange {
+        /// The offending key.
+        key: &'static str,
+        /// Its value, as written.
+        value: String,
+        /// What is allowed.
+        allowed: &'static str,
+    },
+    /// The engine refused a time the model computed.
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+}
+
+impl StationError {
+    fn out_of_range(key: &'static str, value: impl ToString, allowed: &'static str) -> Self {
+        StationError::OutOfRange { key, value: value.to_string(), allowed }
+    }
+}
+
+/// The station's events: payloads are ids, never data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StationEvent {
+    /// The next customer arrives.
+    Arrival,
+    /// The customer on this server finishes.
+    Departure(Id<Server>),
+}
+
+/// One server of the station.
+#[derive(Clone, Debug, Default)]
+pub struct Server {
+    serving: Option<Customer>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Customer {
+    index: u64,
+    arrival: SimTime,
+    service: SimDuration,
+}
+
+/// What happened to a customer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Served to completion.
+    Served,
+    /// Turned away because the station was full.
+    Blocked,
+}
+
+/// One row per customer, for traces.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CustomerRecord {
+    /// Arrival order, from 0.
+    pub customer: u64,
+    /// Arrival time [s].
+    pub arrival_s: f64,
+    /// Service start [s]; `None` if blocked.
+    pub start_s: Option<f64>,
+    /// Departure [s]; `None` if blocked.
+    pub finish_s: Option<f64>,
+    /// The server; `None` if blocked.
+    pub server: Option<u32>,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Whether the customer falls in the warm-up (left out of the statistics).
+    pub warmup: bool,
+}
+
+/// Statistics over the observation window.
+#[derive(Clone, Debug)]
+struct WindowStats {
+    start: SimTime,
+    end: Option<SimTime>,
+    wait_s: Tally,
+    sojourn_s: Tally,
+    sojourn: LatencyHistogram,
+    waited: u64,
+    blocked: u64,
+    arrivals: u64,
+    queue_len: TimeWeighted,
+    in_system: TimeWeighted,
+    busy: TimeWeighted,
+}
+
+impl WindowStats {
+    fn new(start: SimTime, queue_len: usize, in_system: u32, busy: u32) -> Self {
+        WindowStats {
+            start,
+            end: None,
+            wait_s: Tally::new(),
+            sojourn_s: Tally::new(),
+            sojourn: LatencyHistogram::new(),
+            waited: 0,
+            blocked: 0,
+            arrivals: 0,
+            queue_len: TimeWeighted::new(start, queue_len as f64),
+            in_system: TimeWeighted::new(start, f64::from(in_system)),
+            busy: TimeWeighted::new(start, f64::from(busy)),
+        }
+    }
+}
+
+/// The station model; `O` receives a [`CustomerRecord`] per customer.
+pub struct Station<O = NullObserver> {
+    config: StationConfig,
+    interarrival: Sampler,
+    service: Sampler,
+    servers: Arena<Server>,
+    /// Idle servers, lowest id on top.
+    idle: Vec<Id<Server>>,
+    queue: VecDeque<Customer>,
+    arrived: u64,
+    in_system: u32,
+    stats: WindowStats,
+    observer: O,
+}
+
+impl<O: Observer<CustomerRecord>> Station<O> {
+    /// A station with no customers, validated.
+    pub fn new(config: StationConfig, observer: O) -> Result<Self, StationError> {
+        let (interarrival, service) = config.validate()?;
+        let mut servers = Arena::with_capacity(config.servers as usize);
+        for _ in 0..config.servers {
+            servers.push(Server::default());
+        }
+        let mut idle: Vec<_> = servers.ids().collect();
+        idle.reverse();
+        Ok(Station {
+            config,
+            interarrival,
+            service,
+            servers,
+            idle,
+            queue: VecDeque::new(),
+            arrived: 0,
+            in_system: 0,
+            stats: WindowStats::new(SimTime::ZERO, 0, 0, 0),
+            observer,
+        })
+    }
+
+    /// The observer, e.g. to read collected rows.
+    pub fn observer(&self) -> &O {
+        &self.observer
+    }
+
+    /// Consumes the station, returning its observer.
+    pub fn into_observer(self) -> O {
+        self.observer
+    }
+
+    fn busy_servers(&self) -> u32 {
+        self.config.servers - self.idle.len() as u32
+    }
+
+    fn window_open(&self) -> bool {
+        self.stats.end.is_none()
+    }
+
+    /// Records the state after a change, while the window is open.
+    #[inline]
+    fn record_state(&mut self, now: SimTime) {
+        if self.window_open() {
+            let busy = self.busy_servers();
+            self.stats.queue_len.update(now, self.queue.len() as f64);
+            self.stats.in_system.update(now, f64::from(self.in_system));
+            self.stats.busy.update(now, f64::from(busy));
+        }
+    }
+
+    fn counted(&self, customer: &Customer) -> bool {
+        customer.index >= self.config.warmup_customers
+    }
+
+    fn start_service(
+        &mut self,
+        server: Id<Server>,
+        customer: Customer,
+        ctx: &mut Context<'_, StationEvent>,
+    ) -> Result<(), StationError> {
+        let now = ctx.now();
+        if self.counted(&customer) {
+            let wait = now - customer.arrival;
+            self.stats.wait_s.add(wait.as_secs_f64());
+            if wait > SimDuration::ZERO {
+                self.stats.waited += 1;
+            }
+        }
+        ctx.schedule(customer.service, StationEvent::Departure(server))?;
+        self.servers[server].serving = Some(customer);
+        Ok(())
+    }
+
+    fn on_arrival(&mut self, ctx: &mut Context<'_, StationEvent>) -> Result<(), StationError> {
+        let now = ctx.now();
+        let index = self.arrived;
+        self.arrived += 1;
+        if index == self.config.warmup_customers {
+            self.stats = WindowStats::new(now, self.queue.len(), self.in_system, self.busy_servers());
+        }
+        let service_s = self.service.sample_s(ctx.rng(SERVICE_STREAM));
+        let customer = Customer { index, arrival: now, service: SimDuration::from_secs_f64(service_s)? };
+        let counted = self.counted(&customer);
+        if counted {
+            self.stats.arrivals += 1;
+        }
+        let full = self.config.capacity.is_some_and(|cap| self.in_system >= cap);
+        if full {
+            if counted {
+                self.stats.blocked += 1;
+            }
+            self.observer.observe(CustomerRecord {
+                customer: index,
+                arrival_s: now.as_secs_f64(),
+                start_s: None,
+                finish_s: None,
+                server: None,
+                outcome: Outcome::Blocked,
+                warmup: !counted,
+            });
+        } else {
+            self.in_system += 1;
+            match self.idle.pop() {
+                Some(server) => self.start_service(server, customer, ctx)?,
+                None => self.queue.push_back(customer),
+            }
+        }
+        self.record_state(now);
+        if self.arrived < self.config.customers {
+            let gap_s = self.interarrival.sample_s(ctx.rng(ARRIVAL_STREAM));
+            ctx.schedule(SimDuration::from_secs_f64(gap_s)?, StationEvent::Arrival)?;
+        } else {
+            self.stats.end = Some(now);
+        }
+        Ok(())
+    }
+
+    fn on_departure(&mut self, server: Id<Server>, ctx: &mut Context<'_, StationEvent>) -> Result<(), StationError> {
+        let now = ctx.now();
+        let done = self.servers[server].serving.take().expect("departure from an idle server: broken invariant");
+        self.in_system -= 1;
+        let start = now - done.service;
+        if self.counted(&done) {
+            let sojourn = now - done.arrival;
+            self.stats.sojourn_s.add(sojourn.as_secs_f64());
+            self.stats.sojourn.record(sojourn);
+        }
+        self.observer.observe(CustomerRecord {
+            customer: done.index,
+            arrival_s: done.arrival.as_secs_f64(),
+            start_s: Some(start.as_secs_f64()),
+            finish_s: Some(now.as_secs_f64()),
+            server: Some(server.index()),
+            outcome: Outcome::Served,
+            warmup: !self.counted(&done),
+        });
+        match self.queue.pop_front() {
+            Some(next) => self.start_service(server, next, ctx)?,
+            None => self.idle.push(server),
+        }
+        self.record_state(now);
+        Ok(())
+    }
+
+    /// The statistics of a finished run.
+    pub fn results(&self, events: u64) -> StationRun {
+        let s = &self.stats;
+        let end = s.end.unwrap_or(s.start);
+        let window_s = (end - s.start).as_secs_f64();
+        let served = s.sojourn_s.count();
+        StationRun {
+            wait_s: s.wait_s.mean(),
+            sojourn_s: s.sojourn_s.mean(),
+            queue_len: s.queue_len.mean_until(end),
+            in_system: s.in_system.mean_until(end),
+            utilisation: s.busy.mean_until(end).map(|b| b / f64::from(self.config.servers)),
+            p_wait: (served > 0).then(|| s.waited as f64 / served as f64),
+            p_block: s.blocked as f64 / s.arrivals as f64,
+            sojourn_p50_s: s.sojourn.p50_s(),
+            sojourn_p95_s: s.sojourn.p95_s(),
+            sojourn_p99_s: s.sojourn.p99_s(),
+            arrival_rate_per_s: (window_s > 0.0).then(|| (s.arrivals - 1) as f64 / window_s),
+            arrivals: s.arrivals,
+            served,
+            blocked: s.blocked,
+            window_s,
+            events,
+        }
+    }
+}
+
+impl<O: Observer<CustomerRecord>> Model for Station<O> {
+    type Event = StationEvent;
+    type Error = StationError;
+
+    #[inline]
+    fn handle(&mut self, event: StationEvent, ctx: &mut Context<'_, StationEvent>) -> Result<(), StationError> {
+        match event {
+            StationEvent::Arrival => self.on_arrival(ctx),
+            StationEvent::Departure(server) => self.on_departure(server, ctx),
+        }
+    }
+}
+
+/// The measures of one replication. A measure that is undefined for the run (for
+/// example the mean wait when every counted customer was blocked) is `None`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StationRun {
+    /// Mean time in queue of counted customers that were served [s].
+    pub wait_s: Option<f64>,
+    /// Mean time in system of counted customers that were served [s].
+    pub sojourn_s: Option<f64>,
+    /// Time-average number waiting over the window.
+    pub queue_len: Option<f64>,
+    /// Time-average number in the system over the window.
+    pub in_system: Option<f64>,
+    /// Time-average fraction of servers busy over the window.
+    pub utilisation: Option<f64>,
+    /// Fraction of served counted customers that had to wait.
+    pub p_wait: Option<f64>,
+    /// Fraction of counted arrivals that were blocked.
+    pub p_block: f64,
+    /// Median time in system [s] (HDR histogram, 0.1% precision).
+    pub sojourn_p50_s: Option<f64>,
+    /// 95th percentile of time in system [s].
+    pub sojourn_p95_s: Option<f64>,
+    /// 99th percentile of time in system [s].
+    pub sojourn_p99_s: Option<f64>,
+    /// Arrivals per second over the window (the first counted arrival opens it).
+    pub arrival_rate_per_s: Option<f64>,
+    /// Counted arrivals.
+    pub arrivals: u64,
+    /// Counted customers served.
+    pub served: u64,
+    /// Counted customers blocked.
+    pub blocked: u64,
+    /// Length of the observation window [s].
+    pub window_s: f64,
+    /// Events handled in the whole run.
+    pub events: u64,
+}
+
+/// Builds the simulation of `config` for one replication, with its first arrival
+/// scheduled, on a chosen future-event list.
+pub fn build_station<O: Observer<CustomerRecord>, Q: EventQueue<StationEvent>>(
+    config: &StationConfig,
+    observer: O,
+    queue: Q,
+    master_seed: u64,
+    replication: u64,
+) -> Result<Simulation<Station<O>, Q>, StationError> {
+    let station = Station::new(*config, observer)?;
+    let interarrival = station.interarrival;
+    let mut sim = Simulation::with_queue(station, queue, master_seed, replication);
+    let first_s = interarrival.sample_s(sim.rng(ARRIVAL_STREAM));
+    sim.schedule(SimDuration::from_secs_f64(first_s)?, StationEvent::Arrival)?;
+    Ok(sim)
+}
+
+/// Runs one replication of `config` to completion, untraced.
+pub fn run_station(config: &StationConfig, master_seed: u64, replication: u64) -> Result<StationRun, StationError> {
+    let mut sim = build_station(config, NullObserver, HeapQueue::new(), master_seed, replication)?;
+    sim.run(Default::default())?;
+    Ok(sim.model().results(sim.events_handled()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use infersim_engine::VecObserver;
+
+    fn small() -> StationConfig {
+        StationConfig::mmc(0.9, 1.0, 2, 500, 50)
+    }
+
+    #[test]
+    fn every_customer_is_accounted_for() {
+        let mut config = small();
+        config.capacity = Some(3);
+        let mut sim = build_station(&config, VecObserver::default(), HeapQueue::new(), 1, 0).unwrap();
+        sim.run(Default::default()).unwrap();
+        let run = sim.model().results(sim.events_handled());
+        let rows = &sim.model().observer().rows;
+        assert_eq!(rows.len() as u64, config.customers);
+        assert_eq!(run.arrivals, config.customers - config.warmup_customers);
+        assert_eq!(run.served + run.blocked, run.arrivals);
+        assert!(run.blocked > 0, "capacity 3 at 90% load blocks someone");
+        for r in rows {
+            if let (Some(start), Some(finish)) = (r.start_s, r.finish_s) {
+                assert!(r.arrival_s <= start && start <= finish, "{r:?}");
+            }
+        }
+        // Events: one arrival per customer and one departure per served customer.
+        let served_all = rows.iter().filter(|r| r.outcome == Outcome::Served).count() as u64;
+        assert_eq!(run.events, config.customers + served_all);
+    }
+
+    #[test]
+    fn fifo_order_of_service_with_one_server() {
+        let config = StationConfig::mmc(2.0, 1.0, 1, 200, 0);
+        let mut sim = build_station(&config, VecObserver::default(), HeapQueue::new(), 3, 0).unwrap();
+        sim.run(Default::default()).unwrap();
+        let starts: Vec<f64> = sim.model().observer().rows.iter().map(|r| r.start_s.unwrap()).collect();
+        assert!(starts.windows(2).all(|w| w[0] <= w[1]), "one server serves in arrival order");
+    }
+
+    #[test]
+    fn invalid_configs_name_the_key_and_range() {
+        let mut c = small();
+        c.servers = 0;
+        assert!(matches!(Station::new(c, NullObserver), Err(StationError::OutOfRange { key: "servers", .. })));
+        let mut c = small();
+        c.capacity = Some(1);
+        let err = Station::new(c, NullObserver).err().unwrap();
+        assert_eq!(err.to_string(), "capacity = 1 is out of range: expected an integer >= servers");
+        let mut c = small();
+        c.interarrival = DurationDistribution::Exponential { mean_s: f64::NAN };
+        assert!(Station::new(c, NullObserver).is_err());
+        let mut c = small();
+        c.service = DurationDistribution::LogNormal { mean_s: 1.0, cv: -1.0 };
+        assert!(Station::new(c, NullObserver).is_err());
+        let mut c = small();
+        c.warmup_customers = c.customers;
+        assert!(Station::new(c, NullObserver).is_err());
+    }
+
+    #[test]
+    fn lognormal_has_the_requested_mean_and_cv() {
+        let d = DurationDistribution::LogNormal { mean_s: 2.0, cv: 0.5 };
+        let sampler = d.sampler("service mean").unwrap();
+        let mut rng = infersim_engine::derive_stream(5, 0, StreamId(0));
+        let mut t = Tally::new();
+        for _ in 0..200_000 {
+            t.add(sampler.sample_s(&mut rng));
+        }
+        // Standard error of the mean is 1 / sqrt(200000) = 0.0022; 5 sigma = 0.011.
+        assert!((t.mean().unwrap() - 2.0).abs() < 0.011, "{:?}", t.mean());
+        assert!((t.std_dev().unwrap() / t.mean().unwrap() - 0.5).abs() < 0.01);
+    }
+}

@@ -1,0 +1,145 @@
+//! Agents live in arenas addressed by typed ids.
+//!
+//! An [`Id<T>`] is a `u32` index that only indexes an `Arena<T>`: passing a GPU id
+//! where a request id is expected does not compile. Ids are `Copy`, small enough for
+//! event payloads, and `Send` whatever `T` is.
+//!
+//! ```
+//! use infersim_engine::{Arena, Id};
+//! struct Gpu { busy: bool }
+//! let mut gpus = Arena::new();
+//! let g: Id<Gpu> = gpus.push(Gpu { busy: false });
+//! gpus[g].busy = true;
+//! assert!(gpus[g].busy);
+//! ```
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::marker::PhantomData;
+use std::ops::{Index, IndexMut};
+
+/// Typed index into an [`Arena<T>`].
+pub struct Id<T> {
+    index: u32,
+    _marker: PhantomData<fn() -> T>,
+}
+
+impl<T> Id<T> {
+    /// The id of the `index`-th element.
+    pub const fn from_index(index: u32) -> Self {
+        Id { index, _marker: PhantomData }
+    }
+
+    /// The position in the arena.
+    pub const fn index(self) -> u32 {
+        self.index
+    }
+}
+
+// Manual impls: derives would demand the same traits of `T`.
+impl<T> Clone for Id<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Id<T> {}
+impl<T> PartialEq for Id<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.index == other.index
+    }
+}
+impl<T> Eq for Id<T> {}
+impl<T> PartialOrd for Id<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<T> Ord for Id<T> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.index.cmp(&other.index)
+    }
+}
+impl<T> Hash for Id<T> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.index.hash(state);
+    }
+}
+impl<T> fmt::Debug for Id<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.index)
+    }
+}
+
+/// A growable store of agents of one kind.
+#[derive(Clone, Debug)]
+pub struct Arena<T> {
+    items: Vec<T>,
+}
+
+impl<T> Default for Arena<T> {
+    fn default() -> Self {
+        Arena { items: Vec::new() }
+    }
+}
+
+impl<T> Arena<T> {
+    /// An empty arena.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty arena with room for `n` agents.
+    pub fn with_capacity(n: usize) -> Self {
+        Arena { items: Vec::with_capacity(n) }
+    }
+
+    /// Adds an agent and returns its id.
+    pub fn push(&mut self, item: T) -> Id<T> {
+        let index = u32::try_from(self.items.len()).expect("arena holds at most 2^32 agents");
+        self.items.push(item);
+        Id::from_index(index)
+    }
+
+    /// The agent with id `id`, if it exists.
+    pub fn get(&self, id: Id<T>) -> Option<&T> {
+        self.items.get(id.index as usize)
+    }
+
+    /// The agent with id `id`, mutably, if it exists.
+    pub fn get_mut(&mut self, id: Id<T>) -> Option<&mut T> {
+        self.items.get_mut(id.index as usize)
+    }
+
+    /// Number of agents.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the arena is empty.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Agents with their ids, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (Id<T>, &T)> {
+        self.items.iter().enumerate().map(|(i, t)| (Id::from_index(i as u32), t))
+    }
+
+    /// All ids, in order.
+    pub fn ids(&self) -> impl Iterator<Item = Id<T>> + use<T> {
+        (0..self.items.len() as u32).map(Id::from_index)
+    }
+}
+
+impl<T> Index<Id<T>> for Arena<T> {
+    type Output = T;
+    fn index(&self, id: Id<T>) -> &T {
+        &self.items[id.index as usize]
+    }
+}
+
+impl<T> IndexMut<Id<T>> for Arena<T> {
+    fn index_mut(&mut self, id: Id<T>) -> &mut T {
+        &mut self.items[id.index as usize]
+    }
+}

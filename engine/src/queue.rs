@@ -1,0 +1,396 @@
+//! The future-event list.
+//!
+//! Events are ordered by the key `(time, seq)`, where `seq` grows by one with every
+//! schedule (and reschedule) call. Events at the same instant therefore run in the
+//! order they were scheduled (FIFO), and a run is reproducible to the event.
+//!
+//! Two implementations share one contract, [`EventQueue`]:
+//! - [`HeapQueue`]: `std`'s `BinaryHeap` of small `(time, seq, slot)` keys, with
+//!   payloads in a slot arena and lazy cancellation (a cancelled key stays in the heap
+//!   and is skipped when it surfaces). The engine's default, chosen by the benchmarks
+//!   in `benches/README.md`.
+//! - [`IndexedQueue`]: the `priority-queue` crate's indexed heap, which removes and
+//!   re-prioritises keys in place.
+//!
+//! ```
+//! use infersim_engine::{EventQueue, HeapQueue, SimTime};
+//! let mut q = HeapQueue::new();
+//! let t = SimTime::from_nanos(5);
+//! q.push(t, "first");
+//! let second = q.push(t, "second");
+//! q.push(SimTime::from_nanos(1), "earliest");
+//! assert_eq!(q.cancel(second), Some("second"));
+//! let order: Vec<_> = std::iter::from_fn(|| q.pop().map(|s| s.event)).collect();
+//! assert_eq!(order, ["earliest", "first"]);
+//! ```
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
+use priority_queue::PriorityQueue;
+use rustc_hash::FxBuildHasher;
+
+use crate::time::SimTime;
+
+/// Handle of a scheduled event, for cancelling or rescheduling it.
+///
+/// A handle outlives its event harmlessly: once the event has run or been cancelled,
+/// operations on the handle report that it is not pending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EventId {
+    slot: u32,
+    seq: u64,
+}
+
+impl EventId {
+    /// The scheduling sequence number: the FIFO tie-breaker among equal times.
+    pub fn seq(self) -> u64 {
+        self.seq
+    }
+}
+
+/// An event taken from the queue.
+#[derive(Debug, PartialEq)]
+pub struct Scheduled<E> {
+    /// When it is due.
+    pub time: SimTime,
+    /// Its handle (now stale).
+    pub id: EventId,
+    /// The payload.
+    pub event: E,
+}
+
+/// The contract every future-event list meets. Object safe, so that a handler's
+/// context can hold `&mut dyn EventQueue<E>`.
+pub trait EventQueue<E> {
+    /// Schedules `event` at `time` and returns its handle.
+    fn push(&mut self, time: SimTime, event: E) -> EventId;
+    /// Removes and returns the event with the smallest `(time, seq)`.
+    fn pop(&mut self) -> Option<Scheduled<E>>;
+    /// The time of the next event without removing it.
+    fn peek_time(&mut self) -> Option<SimTime>;
+    /// Removes a pending event and returns its payload; `None` if it is not pending.
+    fn cancel(&mut self, id: EventId) -> Option<E>;
+    /// Moves a pending event to `time`. It gets a fresh sequence number, so it runs
+    /// after events already scheduled at that instant. Returns the new handle, or
+    /// `None` if `id` is not pending.
+    fn reschedule(&mut self, id: EventId, time: SimTime) -> Option<EventId>;
+    /// The time a pending event is due, or `None` if it is not pending.
+    fn time_of(&self, id: EventId) -> Option<SimTime>;
+    /// Number of pending events.
+    fn len(&self) -> usize;
+    /// Whether no event is pending.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Payload storage shared by both queues: a slot per pending event, recycled through
+/// a free list, so the ordered structure only moves 24-byte keys.
+#[derive(Debug)]
+struct Slots<E> {
+    slots: Vec<Slot<E>>,
+    free: Vec<u32>,
+    next_seq: u64,
+    live: usize,
+}
+
+#[derive(Debug)]
+struct Slot<E> {
+    /// Sequence number of the event that occupies (or last occupied) the slot.
+    seq: u64,
+    time: SimTime,
+    event: Option<E>,
+}
+
+impl<E> Default for Slots<E> {
+    fn default() -> Self {
+        Slots { slots: Vec::new(), free: Vec::new(), next_seq: 0, live: 0 }
+    }
+}
+
+impl<E> Slots<E> {
+    fn next_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    fn insert(&mut self, time: SimTime, event: E) -> EventId {
+        let seq = self.next_seq();
+        let slot = Slot { seq, time, event: Some(event) };
+        let index = match self.free.pop() {
+            Some(index) => {
+                self.slots[index as usize] = slot;
+                index
+            }
+            None => {
+                let index = u32::try_from(self.slots.len())
+                    .expect("more than 2^32 pending events: the model is leaking events");
+                self.slots.push(slot);
+                index
+            }
+        };
+        self.live += 1;
+        EventId { slot: index, seq }
+    }
+
+    /// The slot of a pending event, if `(slot, seq)` still names one.
+    fn pending_mut(&mut self, slot: u32, seq: u64) -> Option<&mut Slot<E>> {
+        self.slots.get_mut(slot as usize).filter(|s| s.seq == seq && s.event.is_some())
+    }
+
+    fn pending(&self, id: EventId) -> Option<&Slot<E>> {
+        self.slots.get(id.slot as usize).filter(|s| s.seq == id.seq && s.event.is_some())
+    }
+
+    /// Takes the payload of a pending event and frees its slot.
+    fn take(&mut self, slot: u32, seq: u64) -> Option<(SimTime, E)> {
+        let entry = self.pending_mut(slot, seq)?;
+        let time = entry.time;
+        let event = entry.event.take()?;
+        self.free.push(slot);
+        self.live -= 1;
+        Some((time, event))
+    }
+}
+
+/// Heap key: ordered so that `BinaryHeap` (a max-heap) pops the smallest `(time, seq)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct HeapKey {
+    time: SimTime,
+    seq: u64,
+    slot: u32,
+}
+
+impl Ord for HeapKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.time, other.seq).cmp(&(self.time, self.seq))
+    }
+}
+
+impl PartialOrd for HeapKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// `std::collections::BinaryHeap` with lazy cancellation; see the [module docs](self).
+#[derive(Debug)]
+pub struct HeapQueue<E> {
+    heap: BinaryHeap<HeapKey>,
+    slots: Slots<E>,
+}
+
+impl<E> Default for HeapQueue<E> {
+    fn default() -> Self {
+        HeapQueue { heap: BinaryHeap::new(), slots: Slots::default() }
+    }
+}
+
+impl<E> HeapQueue<E> {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Drops keys of cancelled events from the top, so the top is a pending event.
+    fn skip_stale(&mut self) {
+        while let Some(top) = self.heap.peek() {
+            if self.slots.pending(EventId { slot: top.slot, seq: top.seq }).is_some() {
+                return;
+            }
+            self.heap.pop();
+        }
+    }
+
+    /// Rebuilds the heap from pending keys once stale keys outnumber them, so heavy
+    /// cancellation cannot grow the heap without bound.
+    fn compact_if_needed(&mut self) {
+        if self.heap.len() > 2 * self.slots.live + 64 {
+            let slots = &self.slots;
+            self.heap.retain(|k| slots.pending(EventId { slot: k.slot, seq: k.seq }).is_some());
+        }
+    }
+}
+
+impl<E> EventQueue<E> for HeapQueue<E> {
+    #[inline]
+    fn push(&mut self, time: SimTime, event: E) -> EventId {
+        let id = self.slots.insert(time, event);
+        self.heap.push(HeapKey { time, seq: id.seq, slot: id.slot });
+        id
+    }
+
+    #[inline]
+    fn pop(&mut self) -> Option<Scheduled<E>> {
+        while let Some(key) = self.heap.pop() {
+            if let Some((time, event)) = self.slots.take(key.slot, key.seq) {
+                return Some(Scheduled { time, id: EventId { slot: key.slot, seq: key.seq }, event });
+            }
+        }
+        None
+    }
+
+    fn peek_time(&mut self) -> Option<SimTime> {
+        self.skip_stale();
+        self.heap.peek().map(|k| k.time)
+    }
+
+    fn cancel(&mut self, id: EventId) -> Option<E> {
+        let (_, event) = self.slots.take(id.slot, id.seq)?;
+        self.compact_if_needed();
+        Some(event)
+    }
+
+    fn reschedule(&mut self, id: EventId, time: SimTime) -> Option<EventId> {
+        let seq = self.slots.next_seq();
+        let slot = self.slots.pending_mut(id.slot, id.seq)?;
+        // The old key now names a stale seq and is skipped when it surfaces.
+        slot.seq = seq;
+        slot.time = time;
+        self.heap.push(HeapKey { time, seq, slot: id.slot });
+        self.compact_if_needed();
+        Some(EventId { slot: id.slot, seq })
+    }
+
+    fn time_of(&self, id: EventId) -> Option<SimTime> {
+        self.slots.pending(id).map(|s| s.time)
+    }
+
+    fn len(&self) -> usize {
+        self.slots.live
+    }
+}
+
+/// The `priority-queue` crate's indexed binary heap: cancellation and rescheduling
+/// act in place, with no stale keys left behind.
+pub struct IndexedQueue<E> {
+    queue: PriorityQueue<u32, Reverse<(SimTime, u64)>, FxBuildHasher>,
+    slots: Slots<E>,
+}
+
+impl<E> std::fmt::Debug for IndexedQueue<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexedQueue").field("pending", &self.slots.live).finish()
+    }
+}
+
+impl<E> Default for IndexedQueue<E> {
+    fn default() -> Self {
+        IndexedQueue { queue: PriorityQueue::with_default_hasher(), slots: Slots::default() }
+    }
+}
+
+impl<E> IndexedQueue<E> {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<E> EventQueue<E> for IndexedQueue<E> {
+    fn push(&mut self, time: SimTime, event: E) -> EventId {
+        let id = self.slots.insert(time, event);
+        self.queue.push(id.slot, Reverse((time, id.seq)));
+        id
+    }
+
+    fn pop(&mut self) -> Option<Scheduled<E>> {
+        let (slot, Reverse((_, seq))) = self.queue.pop()?;
+        let (time, event) =
+            self.slots.take(slot, seq).expect("indexed queue and slot arena disagree: broken invariant");
+        Some(Scheduled { time, id: EventId { slot, seq }, event })
+    }
+
+    fn peek_time(&mut self) -> Option<SimTime> {
+        self.queue.peek().map(|(_, Reverse((t, _)))| *t)
+    }
+
+    fn cancel(&mut self, id: EventId) -> Option<E> {
+        let (_, event) = self.slots.take(id.slot, id.seq)?;
+        self.queue.remove(&id.slot);
+        Some(event)
+    }
+
+    fn reschedule(&mut self, id: EventId, time: SimTime) -> Option<EventId> {
+        let seq = self.slots.next_seq();
+        let slot = self.slots.pending_mut(id.slot, id.seq)?;
+        slot.seq = seq;
+        slot.time = time;
+        self.queue.change_priority(&id.slot, Reverse((time, seq)));
+        Some(EventId { slot: id.slot, seq })
+    }
+
+    fn time_of(&self, id: EventId) -> Option<SimTime> {
+        self.slots.pending(id).map(|s| s.time)
+    }
+
+    fn len(&self) -> usize {
+        self.slots.live
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(n: u64) -> SimTime {
+        SimTime::from_nanos(n)
+    }
+
+    fn drain<Q: EventQueue<u32>>(q: &mut Q) -> Vec<(u64, u32)> {
+        std::iter::from_fn(|| q.pop().map(|s| (s.time.as_nanos(), s.event))).collect()
+    }
+
+    fn contract<Q: EventQueue<u32> + Default>() {
+        let mut q = Q::default();
+        let a = q.push(t(10), 1);
+        q.push(t(5), 2);
+        let c = q.push(t(10), 3);
+        q.push(t(10), 4);
+        assert_eq!(q.len(), 4);
+        assert_eq!(q.time_of(c), Some(t(10)));
+        // Rescheduling to the same time moves the event behind its peers (fresh seq).
+        let a2 = q.reschedule(a, t(10)).unwrap();
+        assert_eq!(q.reschedule(a, t(1)), None, "the old handle is stale");
+        assert_eq!(q.cancel(c), Some(3));
+        assert_eq!(q.cancel(c), None);
+        assert_eq!(q.peek_time(), Some(t(5)));
+        assert_eq!(drain(&mut q), vec![(5, 2), (10, 4), (10, 1)]);
+        assert_eq!(q.cancel(a2), None, "a handled event cannot be cancelled");
+        assert!(q.is_empty());
+        assert_eq!(q.peek_time(), None);
+    }
+
+    #[test]
+    fn heap_queue_meets_the_contract() {
+        contract::<HeapQueue<u32>>();
+    }
+
+    #[test]
+    fn indexed_queue_meets_the_contract() {
+        contract::<IndexedQueue<u32>>();
+    }
+
+    #[test]
+    fn heap_queue_compacts_under_heavy_cancellation() {
+        let mut q = HeapQueue::new();
+        for i in 0..10_000u32 {
+            let id = q.push(t(u64::from(i)), i);
+            q.cancel(id);
+        }
+        assert!(q.heap.len() <= 64 + 1, "stale keys were not compacted: {}", q.heap.len());
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn slot_reuse_never_revives_a_stale_handle() {
+        let mut q = HeapQueue::new();
+        let old = q.push(t(1), 1);
+        assert_eq!(q.pop().map(|s| s.event), Some(1));
+        let new = q.push(t(2), 2); // reuses the slot of `old`
+        assert_eq!(q.cancel(old), None);
+        assert_eq!(q.time_of(new), Some(t(2)));
+    }
+}

@@ -1,0 +1,304 @@
+//! The model API and the run loop.
+
+use crate::error::ScheduleError;
+use crate::queue::{EventId, EventQueue, HeapQueue};
+use crate::rng::{RngStreams, SimRng, StreamId};
+use crate::time::{SimDuration, SimTime};
+
+/// A simulation model: state plus a handler for its closed set of events.
+///
+/// `Event` is usually an enum with small payloads (typed ids, not data), handled with
+/// an exhaustive `match`, so a forgotten event kind is a compile error.
+pub trait Model {
+    /// The model's events.
+    type Event;
+    /// The model's error; scheduling errors convert into it so handlers can use `?`.
+    type Error: From<ScheduleError>;
+
+    /// Handles one event at `ctx.now()`.
+    fn handle(&mut self, event: Self::Event, ctx: &mut Context<'_, Self::Event>) -> Result<(), Self::Error>;
+}
+
+/// When to schedule an event: at an instant, or after a delay from now. The one
+/// scheduling method, [`Context::schedule`], takes either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    /// At this instant (must not be in the past).
+    At(SimTime),
+    /// This long after now.
+    After(SimDuration),
+}
+
+impl From<SimTime> for When {
+    fn from(t: SimTime) -> Self {
+        When::At(t)
+    }
+}
+
+impl From<SimDuration> for When {
+    fn from(d: SimDuration) -> Self {
+        When::After(d)
+    }
+}
+
+impl When {
+    #[inline]
+    fn resolve(self, now: SimTime) -> Result<SimTime, ScheduleError> {
+        match self {
+            When::At(at) if at < now => Err(ScheduleError::InPast { now, at }),
+            When::At(at) => Ok(at),
+            When::After(d) => now.checked_add(d).ok_or(ScheduleError::Overflow),
+        }
+    }
+}
+
+/// What a handler can do: read the clock, schedule and cancel events, draw random
+/// numbers from its streams, and ask the run to stop.
+pub struct Context<'a, E> {
+    now: SimTime,
+    queue: &'a mut dyn EventQueue<E>,
+    rng: &'a mut RngStreams,
+    stop: &'a mut bool,
+}
+
+impl<E> Context<'_, E> {
+    /// The current simulation time.
+    #[inline]
+    pub fn now(&self) -> SimTime {
+        self.now
+    }
+
+    /// Schedules `event` at an instant or after a delay. Events at equal times run in
+    /// the order they were scheduled.
+    #[inline]
+    pub fn schedule(&mut self, when: impl Into<When>, event: E) -> Result<EventId, ScheduleError> {
+        let at = when.into().resolve(self.now)?;
+        Ok(self.queue.push(at, event))
+    }
+
+    /// Cancels a pending event and returns its payload; `None` if it already ran or
+    /// was cancelled.
+    pub fn cancel(&mut self, id: EventId) -> Option<E> {
+        self.queue.cancel(id)
+    }
+
+    /// Moves a pending event; returns its new handle.
+    pub fn reschedule(&mut self, id: EventId, when: impl Into<When>) -> Result<EventId, ScheduleError> {
+        let at = when.into().resolve(self.now)?;
+        self.queue.reschedule(id, at).ok_or(ScheduleError::NotPending(id))
+    }
+
+    /// The time a pending event is due.
+    pub fn time_of(&self, id: EventId) -> Option<SimTime> {
+        self.queue.time_of(id)
+    }
+
+    /// The random stream `id` of this replication.
+    #[inline]
+    pub fn rng(&mut self, id: StreamId) -> &mut SimRng {
+        self.rng.stream(id)
+    }
+
+    /// Ends the run after this event.
+    pub fn stop(&mut self) {
+        *self.stop = true;
+    }
+}
+
+/// Limits on one call of [`Simulation::run`]. The default runs until no event is left.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunLimits {
+    /// Handle events due at or before this instant, then set the clock to it.
+    pub horizon: Option<SimTime>,
+    /// Handle at most this many events in this call.
+    pub max_events: Option<u64>,
+}
+
+/// Why [`Simulation::run`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// No event was left.
+    QueueEmpty,
+    /// The next event lies beyond the horizon; the clock stands at the horizon.
+    Horizon,
+    /// The event budget of this call was used up.
+    EventBudget,
+    /// A handler called [`Context::stop`].
+    Requested,
+}
+
+/// A hook called with every event just before it is handled (for trace hashes and
+/// debugging). It costs one predictable branch per event when absent.
+pub type EventHook<E> = Box<dyn FnMut(SimTime, EventId, &E) + Send>;
+
+/// A model, its future-event list, its clock and its random streams.
+///
+/// ```
+/// use infersim_engine::{Context, Model, ScheduleError, SimDuration, Simulation, StopReason};
+///
+/// /// This example demonstrates a clock that ticks every second and stops at the fifth.
+/// struct Ticker { ticks: u32 }
+/// enum Event { Tick }
+///
+/// impl Model for Ticker {
+///     type Event = Event;
+///     type Error = ScheduleError;
+///     fn handle(&mut self, event: Event, ctx: &mut Context<'_, Event>) -> Result<(), ScheduleError> {
+///         match event {
+///             Event::Tick => {
+///                 self.ticks += 1;
+///                 if self.ticks == 5 {
+///                     ctx.stop();
+///                 } else {
+///                     ctx.schedule(SimDuration::from_secs_f64(1.0)?, Event::Tick)?;
+///                 }
+///             }
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// let mut sim = Simulation::new(Ticker { ticks: 0 }, 42, 0);
+/// sim.schedule(SimDuration::ZERO, Event::Tick)?;
+/// assert_eq!(sim.run(Default::default())?, StopReason::Requested);
+/// assert_eq!(sim.model().ticks, 5);
+/// assert_eq!(sim.now().as_secs_f64(), 4.0);
+/// # Ok::<(), ScheduleError>(())
+/// ```
+pub struct Simulation<M: Model, Q: EventQueue<M::Event> = HeapQueue<<M as Model>::Event>> {
+    model: M,
+    queue: Q,
+    now: SimTime,
+    rng: RngStreams,
+    events_handled: u64,
+    stop_requested: bool,
+    hook: Option<EventHook<M::Event>>,
+}
+
+impl<M: Model> Simulation<M> {
+    /// A simulation of `model` at time zero, with the default future-event list and
+    /// the random streams of `replication` under `master_seed`.
+    pub fn new(model: M, master_seed: u64, replication: u64) -> Self {
+        Self::with_queue(model, HeapQueue::new(), master_seed, replication)
+    }
+}
+
+impl<M: Model, Q: EventQueue<M::Event>> Simulation<M, Q> {
+    /// Like [`Simulation::new`], with a chosen future-event list.
+    pub fn with_queue(model: M, queue: Q, master_seed: u64, replication: u64) -> Self {
+        Simulation {
+            model,
+            queue,
+            now: SimTime::ZERO,
+            rng: RngStreams::new(master_seed, replication),
+            events_handled: 0,
+            stop_requested: false,
+            hook: None,
+        }
+    }
+
+    /// The current simulation time.
+    pub fn now(&self) -> SimTime {
+        self.now
+    }
+
+    /// The model.
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    /// The model, mutably (e.g. to reset statistics after a warm-up).
+    pub fn model_mut(&mut self) -> &mut M {
+        &mut self.model
+    }
+
+    /// Consumes the simulation and returns the model.
+    pub fn into_model(self) -> M {
+        self.model
+    }
+
+    /// Events handled so far.
+    pub fn events_handled(&self) -> u64 {
+        self.events_handled
+    }
+
+    /// Events pending.
+    pub fn pending_events(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The random streams, for drawing initial conditions before the run.
+    pub fn rng(&mut self, id: StreamId) -> &mut SimRng {
+        self.rng.stream(id)
+    }
+
+    /// Installs a hook called with every event before it is handled.
+    pub fn set_event_hook(&mut self, hook: EventHook<M::Event>) {
+        self.hook = Some(hook);
+    }
+
+    /// Schedules an event from outside the model (initial events, injected faults).
+    pub fn schedule(&mut self, when: impl Into<When>, event: M::Event) -> Result<EventId, ScheduleError> {
+        let at = when.into().resolve(self.now)?;
+        Ok(self.queue.push(at, event))
+    }
+
+    /// Cancels a pending event from outside the model.
+    pub fn cancel(&mut self, id: EventId) -> Option<M::Event> {
+        self.queue.cancel(id)
+    }
+
+    /// Handles the next event, if any; returns its time.
+    pub fn step(&mut self) -> Result<Option<SimTime>, M::Error> {
+        let Some(next) = self.queue.pop() else { return Ok(None) };
+        self.dispatch(next.time, next.id, next.event)?;
+        Ok(Some(next.time))
+    }
+
+    #[inline]
+    fn dispatch(&mut self, time: SimTime, id: EventId, event: M::Event) -> Result<(), M::Error> {
+        debug_assert!(time >= self.now, "the future-event list went back in time");
+        self.now = time;
+        if let Some(hook) = self.hook.as_mut() {
+            hook(time, id, &event);
+        }
+        self.events_handled += 1;
+        let mut ctx = Context { now: time, queue: &mut self.queue, rng: &mut self.rng, stop: &mut self.stop_requested };
+        self.model.handle(event, &mut ctx)
+    }
+
+    /// Runs until the queue empties, the horizon or event budget is reached, or a
+    /// handler asks to stop. A model error ends the run and is returned.
+    pub fn run(&mut self, limits: RunLimits) -> Result<StopReason, M::Error> {
+        self.stop_requested = false;
+        let mut budget = limits.max_events.unwrap_or(u64::MAX);
+        loop {
+            if budget == 0 {
+                return Ok(StopReason::EventBudget);
+            }
+            // Peek only when a horizon is set: an unbounded run pops directly.
+            if let Some(horizon) = limits.horizon {
+                match self.queue.peek_time() {
+                    Some(t) if t <= horizon => {}
+                    next => {
+                        self.now = self.now.max(horizon);
+                        return Ok(if next.is_some() { StopReason::Horizon } else { StopReason::QueueEmpty });
+                    }
+                }
+            }
+            let Some(next) = self.queue.pop() else {
+                return Ok(StopReason::QueueEmpty);
+            };
+            budget -= 1;
+            self.dispatch(next.time, next.id, next.event)?;
+            if self.stop_requested {
+                return Ok(StopReason::Requested);
+            }
+        }
+    }
+
+    /// Runs until `horizon` (see [`RunLimits::horizon`]).
+    pub fn run_until(&mut self, horizon: SimTime) -> Result<StopReason, M::Error> {
+        self.run(RunLimits { horizon: Some(horizon), max_events: None })
+    }
+}
