@@ -1,0 +1,144 @@
+//! The practical limit the engine is measured against: a bare, hand-written
+//! `BinaryHeap` M/M/c loop with no model trait, no context and no event-list
+//! abstraction, drawing the same random numbers in the same order as the engine's
+//! station and computing the same statistics. `tests/` checks that both give
+//! bit-identical results, so the benchmarks compare equal work.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+use infersim_agents::station::{ARRIVAL_STREAM, SERVICE_STREAM};
+use infersim_engine::stats::{LatencyHistogram, Tally, TimeWeighted};
+use infersim_engine::{SimDuration, SimTime, derive_stream};
+use rand_distr::{Distribution, Exp};
+
+/// What the bare loop measures (a subset of the station's measures).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BareRun {
+    /// Mean time in queue [s].
+    pub wait_s: f64,
+    /// Mean time in system [s].
+    pub sojourn_s: f64,
+    /// Time-average queue length.
+    pub queue_len: f64,
+    /// Time-average number in system.
+    pub in_system: f64,
+    /// 99th percentile of time in system [s].
+    pub sojourn_p99_s: f64,
+    /// Events handled.
+    pub events: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Arrival,
+    Departure(u32),
+}
+
+#[derive(Clone, Copy)]
+struct Customer {
+    index: u64,
+    arrival: SimTime,
+    service: SimDuration,
+}
+
+/// Runs M/M/c with `customers` arrivals, statistics from customer `warmup` on, on the
+/// random streams of (`seed`, `replication`).
+pub fn bare_mmc(
+    arrival_rate_per_s: f64,
+    service_rate_per_s: f64,
+    servers: u32,
+    customers: u64,
+    warmup: u64,
+    seed: u64,
+    replication: u64,
+) -> BareRun {
+    let mut arrival_rng = derive_stream(seed, replication, ARRIVAL_STREAM);
+    let mut service_rng = derive_stream(seed, replication, SERVICE_STREAM);
+    let interarrival = Exp::new(arrival_rate_per_s).expect("positive rate");
+    let service = Exp::new(service_rate_per_s).expect("positive rate");
+    let secs = |s: f64| SimDuration::from_secs_f64(s).expect("finite sample");
+
+    let mut heap: BinaryHeap<Reverse<(SimTime, u64, Kind)>> = BinaryHeap::new();
+    let mut seq = 0u64;
+    let mut serving: Vec<Option<Customer>> = vec![None; servers as usize];
+    let mut idle: Vec<u32> = (0..servers).rev().collect();
+    let mut queue: VecDeque<Customer> = VecDeque::new();
+    let (mut arrived, mut in_system, mut events) = (0u64, 0u32, 0u64);
+    let (mut wait, mut sojourn, mut hist) = (Tally::new(), Tally::new(), LatencyHistogram::new());
+    let mut q_tw = TimeWeighted::new(SimTime::ZERO, 0.0);
+    let mut n_tw = TimeWeighted::new(SimTime::ZERO, 0.0);
+    let mut end: Option<SimTime> = None;
+
+    heap.push(Reverse((SimTime::ZERO + secs(interarrival.sample(&mut arrival_rng)), seq, Kind::Arrival)));
+    seq += 1;
+    while let Some(Reverse((now, _, kind))) = heap.pop() {
+        events += 1;
+        match kind {
+            Kind::Arrival => {
+                let index = arrived;
+                arrived += 1;
+                if index == warmup {
+                    q_tw = TimeWeighted::new(now, queue.len() as f64);
+                    n_tw = TimeWeighted::new(now, f64::from(in_system));
+                }
+                let c = Customer { index, arrival: now, service: secs(service.sample(&mut service_rng)) };
+                in_system += 1;
+                match idle.pop() {
+                    Some(s) => {
+                        if index >= warmup {
+                            wait.add(0.0);
+                        }
+                        heap.push(Reverse((now + c.service, seq, Kind::Departure(s))));
+                        seq += 1;
+                        serving[s as usize] = Some(c);
+                    }
+                    None => queue.push_back(c),
+                }
+                if end.is_none() {
+                    q_tw.update(now, queue.len() as f64);
+                    n_tw.update(now, f64::from(in_system));
+                }
+                if arrived < customers {
+                    heap.push(Reverse((now + secs(interarrival.sample(&mut arrival_rng)), seq, Kind::Arrival)));
+                    seq += 1;
+                } else {
+                    end = Some(now);
+                }
+            }
+            Kind::Departure(s) => {
+                let done = serving[s as usize].take().expect("busy server");
+                in_system -= 1;
+                if done.index >= warmup {
+                    let d = now - done.arrival;
+                    sojourn.add(d.as_secs_f64());
+                    hist.record(d);
+                }
+                match queue.pop_front() {
+                    Some(next) => {
+                        if next.index >= warmup {
+                            wait.add((now - next.arrival).as_secs_f64());
+                        }
+                        heap.push(Reverse((now + next.service, seq, Kind::Departure(s))));
+                        seq += 1;
+                        serving[s as usize] = Some(next);
+                    }
+                    None => idle.push(s),
+                }
+                if end.is_none() {
+                    q_tw.update(now, queue.len() as f64);
+                    n_tw.update(now, f64::from(in_system));
+                }
+            }
+        }
+    }
+    let end = end.expect("every arrival was generated");
+    BareRun {
+        wait_s: wait.mean().unwrap_or(0.0),
+        sojourn_s: sojourn.mean().unwrap_or(0.0),
+        queue_len: q_tw.mean_until(end).unwrap_or(0.0),
+        in_system: n_tw.mean_until(end).unwrap_or(0.0),
+        sojourn_p99_s: hist.p99_s().unwrap_or(0.0),
+        events,
+    }
+}

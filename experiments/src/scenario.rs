@@ -1,0 +1,424 @@
+//! Scenario files: TOML read into a raw table, checked key by key against the schema
+//! (so an unknown key names the file, the line and the nearest valid key), overridden
+//! with `--set key=value`, then resolved into typed configuration with range checks.
+
+use std::fmt;
+use std::path::Path;
+
+use infersim_agents::station::{DurationDistribution, StationConfig};
+use serde::Deserialize;
+use toml::{Table, Value};
+
+/// Built-in scenarios: name and TOML text, embedded in the binary.
+pub const BUILTIN: &[(&str, &str)] = &[("mmc", include_str!("../../data/scenarios/mmc.toml"))];
+
+/// The scenario `infersim run` uses when none is named.
+pub const DEFAULT_SCENARIO: &str = "mmc";
+
+/// Every key a scenario may contain, as dotted paths.
+const KNOWN_KEYS: &[&str] = &[
+    "description",
+    "station.servers",
+    "station.arrival_rate_per_s",
+    "station.service_rate_per_s",
+    "station.service",
+    "station.service_cv",
+    "station.capacity",
+    "simulation.customers",
+    "simulation.warmup_customers",
+    "simulation.replications",
+    "simulation.seed",
+];
+
+/// Why a scenario could not be loaded. Every message names the source (file path or
+/// built-in name) and, where there is one, the key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScenarioError {
+    /// The file could not be read.
+    #[error("{source_name}: cannot read: {error}")]
+    Read {
+        /// The path.
+        source_name: String,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// Not a built-in name and not an existing file.
+    #[error("no scenario named `{0}`: not a built-in (see `infersim list`) and no such file")]
+    Unknown(String),
+    /// The text is not valid TOML.
+    #[error("{source_name}: malformed TOML: {message}")]
+    Malformed {
+        /// Where it came from.
+        source_name: String,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A key that the schema does not have.
+    #[error("{source_name}{line}: unknown key `{key}`{hint}")]
+    UnknownKey {
+        /// Where it came from.
+        source_name: String,
+        /// The dotted key.
+        key: String,
+        /// ":LINE" when known.
+        line: LineHint,
+        /// ", did you mean `...`?" when a key is close.
+        hint: NearestHint,
+    },
+    /// A `--set` argument without `=`.
+    #[error("--set {0}: expected KEY=VALUE, e.g. --set station.servers=8")]
+    BadOverride(String),
+    /// A value of the wrong type or out of range.
+    #[error("{source_name}: {key} = {value} is invalid: expected {expected}")]
+    Invalid {
+        /// Where it came from.
+        source_name: String,
+        /// The dotted key.
+        key: String,
+        /// The value as written.
+        value: String,
+        /// What is allowed.
+        expected: String,
+    },
+}
+
+/// A line number suffix for messages.
+#[derive(Debug, Default)]
+pub struct LineHint(Option<usize>);
+
+impl fmt::Display for LineHint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(line) => write!(f, ":{line}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A "did you mean" suffix for messages.
+#[derive(Debug, Default)]
+pub struct NearestHint(Option<String>);
+
+impl fmt::Display for NearestHint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(key) => write!(f, "; did you mean `{key}`?"),
+            None => write!(f, "; valid keys: {}", KNOWN_KEYS.join(", ")),
+        }
+    }
+}
+
+/// Edit distance, for suggesting the nearest valid key.
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+fn nearest_key(key: &str) -> NearestHint {
+    let best = KNOWN_KEYS.iter().map(|k| (levenshtein(key, k), *k)).min();
+    NearestHint(best.filter(|(d, _)| *d <= key.len().max(4) / 2).map(|(_, k)| k.to_string()))
+}
+
+/// The 1-based line where `key`'s last component is assigned, if it can be found.
+fn line_of(text: &str, key: &str) -> LineHint {
+    let leaf = key.rsplit('.').next().unwrap_or(key);
+    LineHint(text.lines().position(|l| {
+        let l = l.trim_start();
+        l.strip_prefix(leaf).is_some_and(|rest| rest.trim_start().starts_with('='))
+    }))
+    .map_line()
+}
+
+impl LineHint {
+    fn map_line(self) -> Self {
+        LineHint(self.0.map(|i| i + 1))
+    }
+}
+
+/// Dotted paths of every leaf in a table.
+fn leaf_keys(table: &Table, prefix: &str, out: &mut Vec<String>) {
+    for (k, v) in table {
+        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match v {
+            Value::Table(t) if !KNOWN_KEYS.contains(&path.as_str()) => leaf_keys(t, &path, out),
+            _ => out.push(path),
+        }
+    }
+}
+
+/// A scenario: its validated configuration plus where it came from.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// The built-in name or the file path.
+    pub source_name: String,
+    /// The raw table after overrides: written next to outputs as the resolved scenario.
+    pub table: Table,
+    /// One line on what the scenario is.
+    pub description: String,
+    /// The station model.
+    pub station: StationConfig,
+    /// Replications to run unless the command line says otherwise.
+    pub replications: u64,
+    /// Master seed unless the command line says otherwise.
+    pub seed: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    description: String,
+    station: RawStation,
+    simulation: RawSimulation,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStation {
+    servers: i64,
+    arrival_rate_per_s: f64,
+    service_rate_per_s: f64,
+    service: String,
+    service_cv: Option<f64>,
+    capacity: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSimulation {
+    customers: i64,
+    warmup_customers: i64,
+    #[serde(default = "default_replications")]
+    replications: i64,
+    #[serde(default = "default_seed")]
+    seed: i64,
+}
+
+fn default_replications() -> i64 {
+    30
+}
+
+fn default_seed() -> i64 {
+    42
+}
+
+impl Scenario {
+    /// A built-in scenario by name.
+    pub fn builtin(name: &str) -> Result<Scenario, ScenarioError> {
+        let (_, text) = BUILTIN.iter().find(|(n, _)| *n == name).ok_or_else(|| ScenarioError::Unknown(name.into()))?;
+        Scenario::parse(name, text)
+    }
+
+    /// A built-in name, or else a path to a TOML file.
+    pub fn load(name_or_path: &str) -> Result<Scenario, ScenarioError> {
+        if BUILTIN.iter().any(|(n, _)| *n == name_or_path) {
+            return Scenario::builtin(name_or_path);
+        }
+        let path = Path::new(name_or_path);
+        if !path.exists() {
+            return Err(ScenarioError::Unknown(name_or_path.into()));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ScenarioError::Read { source_name: name_or_path.into(), error })?;
+        Scenario::parse(name_or_path, &text)
+    }
+
+    /// Parses and validates scenario text.
+    pub fn parse(source_name: &str, text: &str) -> Result<Scenario, ScenarioError> {
+        let table: Table = text.parse().map_err(|e: toml::de::Error| ScenarioError::Malformed {
+            source_name: source_name.into(),
+            message: e.to_string(),
+        })?;
+        let mut keys = Vec::new();
+        leaf_keys(&table, "", &mut keys);
+        if let Some(key) = keys.into_iter().find(|k| !KNOWN_KEYS.contains(&k.as_str())) {
+            return Err(ScenarioError::UnknownKey {
+                source_name: source_name.into(),
+                line: line_of(text, &key),
+                hint: nearest_key(&key),
+                key,
+            });
+        }
+        Scenario::resolve(source_name, table)
+    }
+
+    /// Applies `key=value` overrides (dotted TOML paths; values in TOML syntax, bare
+    /// words taken as strings) and re-validates.
+    pub fn apply_overrides<S: AsRef<str>>(&mut self, overrides: &[S]) -> Result<(), ScenarioError> {
+        let mut table = self.table.clone();
+        for o in overrides {
+            let o = o.as_ref();
+            let (key, raw) = o.split_once('=').ok_or_else(|| ScenarioError::BadOverride(o.into()))?;
+            let key = key.trim();
+            if !KNOWN_KEYS.contains(&key) {
+                return Err(ScenarioError::UnknownKey {
+                    source_name: "--set".into(),
+                    key: key.into(),
+                    line: LineHint::default(),
+                    hint: nearest_key(key),
+                });
+            }
+            let value = format!("v = {}", raw.trim())
+                .parse::<Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| Value::String(raw.trim().into()));
+            let mut node = &mut table;
+            let parts: Vec<&str> = key.split('.').collect();
+            for part in &parts[..parts.len() - 1] {
+                node = node
+                    .entry(part.to_string())
+                    .or_insert_with(|| Value::Table(Table::new()))
+                    .as_table_mut()
+                    .ok_or_else(|| ScenarioError::BadOverride(o.into()))?;
+            }
+            node.insert(parts[parts.len() - 1].to_string(), value);
+        }
+        *self = Scenario::resolve(&format!("{} (with --set)", self.source_name), table)?;
+        Ok(())
+    }
+
+    fn resolve(source_name: &str, table: Table) -> Result<Scenario, ScenarioError> {
+        let raw: RawScenario = table.clone().try_into().map_err(|e: toml::de::Error| ScenarioError::Malformed {
+            source_name: source_name.into(),
+            message: e.message().to_string(),
+        })?;
+        let invalid = |key: &str, value: &dyn fmt::Display, expected: &str| ScenarioError::Invalid {
+            source_name: source_name.into(),
+            key: key.into(),
+            value: value.to_string(),
+            expected: expected.into(),
+        };
+        let positive = |key: &str, v: f64| {
+            if v.is_finite() && v > 0.0 { Ok(v) } else { Err(invalid(key, &v, "a finite number > 0")) }
+        };
+        let s = &raw.station;
+        let servers = u32::try_from(s.servers)
+            .ok()
+            .filter(|&c| c >= 1)
+            .ok_or_else(|| invalid("station.servers", &s.servers, "an integer from 1 to 4294967295"))?;
+        let lambda = positive("station.arrival_rate_per_s", s.arrival_rate_per_s)?;
+        let mu = positive("station.service_rate_per_s", s.service_rate_per_s)?;
+        let service = match (s.service.as_str(), s.service_cv) {
+            ("exponential", None) => DurationDistribution::Exponential { mean_s: 1.0 / mu },
+            ("deterministic", None) => DurationDistribution::Deterministic { value_s: 1.0 / mu },
+            ("lognormal", Some(cv)) if cv.is_finite() && cv >= 0.0 => {
+                DurationDistribution::LogNormal { mean_s: 1.0 / mu, cv }
+            }
+            ("lognormal", Some(cv)) => return Err(invalid("station.service_cv", &cv, "a finite number >= 0")),
+            ("lognormal", None) => {
+                return Err(invalid("station.service_cv", &"(missing)", "a number >= 0 when service = \"lognormal\""));
+            }
+            ("exponential" | "deterministic", Some(cv)) => {
+                return Err(invalid("station.service_cv", &cv, "no value unless service = \"lognormal\""));
+            }
+            (other, _) => {
+                return Err(invalid("station.service", &other, "one of exponential, deterministic, lognormal"));
+            }
+        };
+        let capacity = match s.capacity {
+            None => None,
+            Some(k) => Some(
+                u32::try_from(k)
+                    .ok()
+                    .filter(|&k| k >= servers)
+                    .ok_or_else(|| invalid("station.capacity", &k, "an integer >= station.servers"))?,
+            ),
+        };
+        let sim = &raw.simulation;
+        let warmup = u64::try_from(sim.warmup_customers)
+            .map_err(|_| invalid("simulation.warmup_customers", &sim.warmup_customers, "an integer >= 0"))?;
+        let customers = u64::try_from(sim.customers).ok().filter(|&n| n >= warmup + 2).ok_or_else(|| {
+            invalid("simulation.customers", &sim.customers, "an integer >= simulation.warmup_customers + 2")
+        })?;
+        let replications = u64::try_from(sim.replications)
+            .ok()
+            .filter(|&r| r >= 1)
+            .ok_or_else(|| invalid("simulation.replications", &sim.replications, "an integer >= 1"))?;
+        let seed = u64::try_from(sim.seed).map_err(|_| invalid("simulation.seed", &sim.seed, "an integer >= 0"))?;
+        Ok(Scenario {
+            source_name: source_name.into(),
+            description: raw.description,
+            station: StationConfig {
+                servers,
+                interarrival: DurationDistribution::exponential_rate(lambda),
+                service,
+                capacity,
+                customers,
+                warmup_customers: warmup,
+            },
+            replications,
+            seed,
+            table,
+        })
+    }
+
+    /// The resolved scenario as TOML text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(&self.table).expect("a TOML table always serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Scenario::parse("t.toml", text).unwrap_err().to_string()
+    }
+
+    const GOOD: &str = include_str!("../../data/scenarios/mmc.toml");
+
+    #[test]
+    fn builtins_parse() {
+        for (name, _) in BUILTIN {
+            Scenario::builtin(name).unwrap();
+        }
+        assert!(Scenario::builtin(DEFAULT_SCENARIO).is_ok());
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_nearest_key() {
+        let text = GOOD.replace("servers = 4", "servrs = 4");
+        let line = text.lines().position(|l| l.starts_with("servrs")).unwrap() + 1;
+        assert_eq!(err(&text), format!("t.toml:{line}: unknown key `station.servrs`; did you mean `station.servers`?"));
+    }
+
+    #[test]
+    fn out_of_range_values_name_key_and_range() {
+        assert_eq!(
+            err(&GOOD.replace("arrival_rate_per_s = 3.6", "arrival_rate_per_s = -1.0")),
+            "t.toml: station.arrival_rate_per_s = -1 is invalid: expected a finite number > 0"
+        );
+        assert!(err(&GOOD.replace("servers = 4", "servers = 0")).contains("station.servers = 0"));
+        assert!(err(&GOOD.replace("\"exponential\"", "\"weibull\"")).contains("one of exponential, deterministic"));
+        assert!(err(&GOOD.replace("# capacity = 10", "capacity = 2")).contains("station.capacity = 2"));
+        assert!(err("description = [").contains("malformed TOML"));
+    }
+
+    #[test]
+    fn overrides_apply_and_are_checked() {
+        let mut s = Scenario::builtin("mmc").unwrap();
+        s.apply_overrides(&["station.servers=8", "station.service=deterministic", "station.capacity=20"]).unwrap();
+        assert_eq!(s.station.servers, 8);
+        assert_eq!(s.station.capacity, Some(20));
+        assert!(matches!(s.station.service, DurationDistribution::Deterministic { .. }));
+        assert!(s.to_toml().contains("capacity = 20"));
+        let e = s.apply_overrides(&["station.sevrers=2"]).unwrap_err().to_string();
+        assert_eq!(e, "--set: unknown key `station.sevrers`; did you mean `station.servers`?");
+        assert!(s.apply_overrides(&["station.servers"]).is_err());
+        let e = s.apply_overrides(&["station.service_rate_per_s=0"]).unwrap_err().to_string();
+        assert!(e.contains("station.service_rate_per_s = 0 is invalid"), "{e}");
+        assert_eq!(s.station.servers, 8, "a failed override leaves the scenario unchanged");
+    }
+}

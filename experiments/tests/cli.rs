@@ -1,0 +1,92 @@
+//! End-to-end runs of the `infersim` binary, as a user types them.
+
+use std::process::{Command, Output};
+
+fn infersim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_infersim")).args(args).output().expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const SMALL: [&str; 4] = ["--set", "simulation.customers=4000", "--set", "simulation.warmup_customers=400"];
+
+/// The table rows (everything after the timing line), which must not depend on threads.
+fn table(o: &Output) -> String {
+    stdout(o).lines().skip(2).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn default_run_prints_intervals_next_to_theory() {
+    let o = infersim(&[&["run", "--reps", "4"][..], &SMALL].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("scenario mmc"), "{out}");
+    let wait = out.lines().find(|l| l.starts_with("wait_s")).expect("a wait_s row");
+    // metric, n, mean, [low, high], analytic
+    let fields: Vec<&str> = wait.split_whitespace().collect();
+    assert_eq!(fields[1], "4");
+    let analytic: f64 = fields.last().unwrap().parse().unwrap();
+    assert!((analytic - 1.96938).abs() < 1e-4, "{wait}");
+}
+
+#[test]
+fn results_are_identical_for_one_and_two_threads() {
+    let one = infersim(&[&["run", "--reps", "5", "--seed", "3", "--threads", "1"][..], &SMALL].concat());
+    let two = infersim(&[&["run", "--reps", "5", "--seed", "3", "--threads", "2"][..], &SMALL].concat());
+    assert!(one.status.success() && two.status.success());
+    assert_eq!(table(&one), table(&two));
+    let other_seed = infersim(&[&["run", "--reps", "5", "--seed", "4", "--threads", "2"][..], &SMALL].concat());
+    assert_ne!(table(&one), table(&other_seed));
+}
+
+#[test]
+fn bad_input_is_one_clear_line_and_exit_code_2() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["run", "nosuch"], "no scenario named `nosuch`"),
+        (&["run", "--set", "station.sevrers=2"], "did you mean `station.servers`?"),
+        (&["run", "--set", "station.arrival_rate_per_s=-3"], "station.arrival_rate_per_s = -3 is invalid"),
+        (&["run", "--set", "station.service=weibull"], "one of exponential, deterministic, lognormal"),
+        (&["run", "--reps", "0"], "--reps must be at least 1"),
+        (&["run", "--threads", "0"], "--threads must be at least 1"),
+        (&["validate", "--set", "oops", "mmc"], "expected KEY=VALUE"),
+    ];
+    for (args, message) in cases {
+        let o = infersim(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains(message), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line, got {err}");
+        assert!(stdout(&o).is_empty(), "{args:?}: nothing on stdout");
+    }
+}
+
+#[test]
+fn list_and_validate() {
+    let o = infersim(&["list"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).starts_with("mmc "));
+    let o = infersim(&["validate", "mmc", "--set", "station.servers=7"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("servers = 7"));
+}
+
+#[test]
+fn a_scenario_file_with_a_typo_names_file_and_line() {
+    let dir = std::env::temp_dir().join(format!("infersim-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("typo.toml");
+    let text = include_str!("../../data/scenarios/mmc.toml").replace("customers = 100000", "customer = 100000");
+    std::fs::write(&path, &text).unwrap();
+    let line = text.lines().position(|l| l.starts_with("customer =")).unwrap() + 1;
+    let o = infersim(&["validate", path.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let expected = format!("{}:{line}: unknown key `simulation.customer`", path.display());
+    assert!(stderr(&o).contains(&expected), "{}", stderr(&o));
+}
