@@ -8,7 +8,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use infersim_agents::station::{StationConfig, build_station};
 use infersim_benches::bare_mmc;
 use infersim_engine::{
-    EventQueue, HeapQueue, IndexedQueue, NullObserver, SimDuration, SimTime, StreamId, derive_stream,
+    EventQueue, HeapQueue, IndexedQueue, NullObserver, QueueKind, SimDuration, SimTime, StreamId, derive_stream,
 };
 use rand_distr::{Distribution, Exp};
 
@@ -47,7 +47,7 @@ fn fel_hold(c: &mut Criterion) {
     group.finish();
 }
 
-fn station_events<Q: EventQueue<infersim_agents::station::StationEvent>>(config: &StationConfig, queue: Q) -> u64 {
+fn station_events(config: &StationConfig, queue: QueueKind) -> u64 {
     let mut sim = build_station(config, NullObserver, queue, 42, 0).unwrap();
     sim.run(Default::default()).unwrap();
     black_box(sim.model().results(sim.events_handled()));
@@ -56,11 +56,11 @@ fn station_events<Q: EventQueue<infersim_agents::station::StationEvent>>(config:
 
 fn mm1(c: &mut Criterion) {
     let config = StationConfig::mmc(0.8, 1.0, 1, 200_000, 0);
-    let events = station_events(&config, HeapQueue::new());
+    let events = station_events(&config, QueueKind::BinaryHeap);
     let mut group = c.benchmark_group("mm1_rho0.8");
     group.throughput(Throughput::Elements(events));
-    group.bench_function("engine_binary_heap", |b| b.iter(|| station_events(&config, HeapQueue::new())));
-    group.bench_function("engine_priority_queue", |b| b.iter(|| station_events(&config, IndexedQueue::new())));
+    group.bench_function("engine_binary_heap", |b| b.iter(|| station_events(&config, QueueKind::BinaryHeap)));
+    group.bench_function("engine_priority_queue", |b| b.iter(|| station_events(&config, QueueKind::PriorityQueue)));
     group.finish();
 }
 
@@ -69,11 +69,11 @@ fn engine_vs_bare(c: &mut Criterion) {
         [("mm4_rho0.9", 3.6, 4u32, 200_000u64), ("mm1000_rho0.98", 980.0, 1000, 400_000)]
     {
         let config = StationConfig::mmc(lambda, 1.0, servers, customers, 0);
-        let events = station_events(&config, HeapQueue::new());
+        let events = station_events(&config, QueueKind::BinaryHeap);
         let mut group = c.benchmark_group(name);
         group.throughput(Throughput::Elements(events));
         group.bench_function("bare_loop", |b| b.iter(|| bare_mmc(lambda, 1.0, servers, customers, 0, 42, 0)));
-        group.bench_function("engine", |b| b.iter(|| station_events(&config, HeapQueue::new())));
+        group.bench_function("engine", |b| b.iter(|| station_events(&config, QueueKind::BinaryHeap)));
         group.finish();
     }
 }

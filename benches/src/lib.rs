@@ -23,6 +23,10 @@ pub struct BareRun {
     pub queue_len: f64,
     /// Time-average number in system.
     pub in_system: f64,
+    /// Time-average fraction of servers busy.
+    pub utilisation: f64,
+    /// Fraction of customers that waited.
+    pub p_wait: f64,
     /// 99th percentile of time in system [s].
     pub sojourn_p99_s: f64,
     /// Events handled.
@@ -64,10 +68,11 @@ pub fn bare_mmc(
     let mut serving: Vec<Option<Customer>> = vec![None; servers as usize];
     let mut idle: Vec<u32> = (0..servers).rev().collect();
     let mut queue: VecDeque<Customer> = VecDeque::new();
-    let (mut arrived, mut in_system, mut events) = (0u64, 0u32, 0u64);
+    let (mut arrived, mut events) = (0u64, 0u64);
     let (mut wait, mut sojourn, mut hist) = (Tally::new(), Tally::new(), LatencyHistogram::new());
     let mut q_tw = TimeWeighted::new(SimTime::ZERO, 0.0);
-    let mut n_tw = TimeWeighted::new(SimTime::ZERO, 0.0);
+    let mut busy_tw = TimeWeighted::new(SimTime::ZERO, 0.0);
+    let mut waited = 0u64;
     let mut end: Option<SimTime> = None;
 
     heap.push(Reverse((SimTime::ZERO + secs(interarrival.sample(&mut arrival_rng)), seq, Kind::Arrival)));
@@ -80,10 +85,9 @@ pub fn bare_mmc(
                 arrived += 1;
                 if index == warmup {
                     q_tw = TimeWeighted::new(now, queue.len() as f64);
-                    n_tw = TimeWeighted::new(now, f64::from(in_system));
+                    busy_tw = TimeWeighted::new(now, f64::from(servers - idle.len() as u32));
                 }
                 let c = Customer { index, arrival: now, service: secs(service.sample(&mut service_rng)) };
-                in_system += 1;
                 match idle.pop() {
                     Some(s) => {
                         if index >= warmup {
@@ -97,7 +101,7 @@ pub fn bare_mmc(
                 }
                 if end.is_none() {
                     q_tw.update(now, queue.len() as f64);
-                    n_tw.update(now, f64::from(in_system));
+                    busy_tw.update(now, f64::from(servers - idle.len() as u32));
                 }
                 if arrived < customers {
                     heap.push(Reverse((now + secs(interarrival.sample(&mut arrival_rng)), seq, Kind::Arrival)));
@@ -108,7 +112,6 @@ pub fn bare_mmc(
             }
             Kind::Departure(s) => {
                 let done = serving[s as usize].take().expect("busy server");
-                in_system -= 1;
                 if done.index >= warmup {
                     let d = now - done.arrival;
                     sojourn.add(d.as_secs_f64());
@@ -117,7 +120,9 @@ pub fn bare_mmc(
                 match queue.pop_front() {
                     Some(next) => {
                         if next.index >= warmup {
-                            wait.add((now - next.arrival).as_secs_f64());
+                            let w = now - next.arrival;
+                            wait.add(w.as_secs_f64());
+                            waited += u64::from(w > SimDuration::ZERO);
                         }
                         heap.push(Reverse((now + next.service, seq, Kind::Departure(s))));
                         seq += 1;
@@ -127,17 +132,21 @@ pub fn bare_mmc(
                 }
                 if end.is_none() {
                     q_tw.update(now, queue.len() as f64);
-                    n_tw.update(now, f64::from(in_system));
+                    busy_tw.update(now, f64::from(servers - idle.len() as u32));
                 }
             }
         }
     }
     let end = end.expect("every arrival was generated");
+    let queue_len = q_tw.mean_until(end).unwrap_or(0.0);
+    let busy = busy_tw.mean_until(end).unwrap_or(0.0);
     BareRun {
         wait_s: wait.mean().unwrap_or(0.0),
         sojourn_s: sojourn.mean().unwrap_or(0.0),
-        queue_len: q_tw.mean_until(end).unwrap_or(0.0),
-        in_system: n_tw.mean_until(end).unwrap_or(0.0),
+        queue_len,
+        in_system: queue_len + busy,
+        utilisation: busy / f64::from(servers),
+        p_wait: waited as f64 / sojourn.count() as f64,
         sojourn_p99_s: hist.p99_s().unwrap_or(0.0),
         events,
     }

@@ -60,8 +60,7 @@ pub struct Scheduled<E> {
     pub event: E,
 }
 
-/// The contract every future-event list meets. Object safe, so that a handler's
-/// context can hold `&mut dyn EventQueue<E>`.
+/// The contract every future-event list meets.
 pub trait EventQueue<E> {
     /// Schedules `event` at `time` and returns its handle.
     fn push(&mut self, time: SimTime, event: E) -> EventId;
@@ -92,7 +91,6 @@ struct Slots<E> {
     slots: Vec<Slot<E>>,
     free: Vec<u32>,
     next_seq: u64,
-    live: usize,
 }
 
 #[derive(Debug)]
@@ -105,7 +103,7 @@ struct Slot<E> {
 
 impl<E> Default for Slots<E> {
     fn default() -> Self {
-        Slots { slots: Vec::new(), free: Vec::new(), next_seq: 0, live: 0 }
+        Slots { slots: Vec::new(), free: Vec::new(), next_seq: 0 }
     }
 }
 
@@ -116,6 +114,13 @@ impl<E> Slots<E> {
         seq
     }
 
+    /// Pending events: every slot not on the free list (a cancelled event's slot is
+    /// freed at once; its stale heap key fails the seq check when it surfaces).
+    fn live(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    #[inline]
     fn insert(&mut self, time: SimTime, event: E) -> EventId {
         let seq = self.next_seq();
         let slot = Slot { seq, time, event: Some(event) };
@@ -124,15 +129,17 @@ impl<E> Slots<E> {
                 self.slots[index as usize] = slot;
                 index
             }
-            None => {
-                let index = u32::try_from(self.slots.len())
-                    .expect("more than 2^32 pending events: the model is leaking events");
-                self.slots.push(slot);
-                index
-            }
+            None => self.grow(slot),
         };
-        self.live += 1;
         EventId { slot: index, seq }
+    }
+
+    #[cold]
+    fn grow(&mut self, slot: Slot<E>) -> u32 {
+        let index =
+            u32::try_from(self.slots.len()).expect("more than 2^32 pending events: the model is leaking events");
+        self.slots.push(slot);
+        index
     }
 
     /// The slot of a pending event, if `(slot, seq)` still names one.
@@ -145,12 +152,12 @@ impl<E> Slots<E> {
     }
 
     /// Takes the payload of a pending event and frees its slot.
+    #[inline]
     fn take(&mut self, slot: u32, seq: u64) -> Option<(SimTime, E)> {
         let entry = self.pending_mut(slot, seq)?;
         let time = entry.time;
         let event = entry.event.take()?;
         self.free.push(slot);
-        self.live -= 1;
         Some((time, event))
     }
 }
@@ -207,7 +214,7 @@ impl<E> HeapQueue<E> {
     /// Rebuilds the heap from pending keys once stale keys outnumber them, so heavy
     /// cancellation cannot grow the heap without bound.
     fn compact_if_needed(&mut self) {
-        if self.heap.len() > 2 * self.slots.live + 64 {
+        if self.heap.len() > 2 * self.slots.live() + 64 {
             let slots = &self.slots;
             self.heap.retain(|k| slots.pending(EventId { slot: k.slot, seq: k.seq }).is_some());
         }
@@ -259,7 +266,7 @@ impl<E> EventQueue<E> for HeapQueue<E> {
     }
 
     fn len(&self) -> usize {
-        self.slots.live
+        self.slots.live()
     }
 }
 
@@ -272,7 +279,7 @@ pub struct IndexedQueue<E> {
 
 impl<E> std::fmt::Debug for IndexedQueue<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IndexedQueue").field("pending", &self.slots.live).finish()
+        f.debug_struct("IndexedQueue").field("pending", &self.slots.live()).finish()
     }
 }
 
@@ -327,7 +334,74 @@ impl<E> EventQueue<E> for IndexedQueue<E> {
     }
 
     fn len(&self) -> usize {
-        self.slots.live
+        self.slots.live()
+    }
+}
+
+/// Which future-event list a [`Simulation`](crate::Simulation) uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QueueKind {
+    /// [`HeapQueue`]: the default, fastest in the benchmarks.
+    #[default]
+    BinaryHeap,
+    /// [`IndexedQueue`]: the `priority-queue` crate.
+    PriorityQueue,
+}
+
+/// The future-event list of a simulation: a closed set of implementations, so the
+/// handler's context dispatches with a predictable branch that inlines, rather than
+/// through a vtable.
+#[derive(Debug)]
+pub enum FutureEvents<E> {
+    /// See [`HeapQueue`].
+    Heap(HeapQueue<E>),
+    /// See [`IndexedQueue`].
+    Indexed(IndexedQueue<E>),
+}
+
+impl<E> FutureEvents<E> {
+    /// An empty list of the given kind.
+    pub fn new(kind: QueueKind) -> Self {
+        match kind {
+            QueueKind::BinaryHeap => FutureEvents::Heap(HeapQueue::new()),
+            QueueKind::PriorityQueue => FutureEvents::Indexed(IndexedQueue::new()),
+        }
+    }
+}
+
+macro_rules! dispatch {
+    ($self:ident, $q:ident => $body:expr) => {
+        match $self {
+            FutureEvents::Heap($q) => $body,
+            FutureEvents::Indexed($q) => $body,
+        }
+    };
+}
+
+impl<E> EventQueue<E> for FutureEvents<E> {
+    #[inline]
+    fn push(&mut self, time: SimTime, event: E) -> EventId {
+        dispatch!(self, q => q.push(time, event))
+    }
+    #[inline]
+    fn pop(&mut self) -> Option<Scheduled<E>> {
+        dispatch!(self, q => q.pop())
+    }
+    #[inline]
+    fn peek_time(&mut self) -> Option<SimTime> {
+        dispatch!(self, q => q.peek_time())
+    }
+    fn cancel(&mut self, id: EventId) -> Option<E> {
+        dispatch!(self, q => q.cancel(id))
+    }
+    fn reschedule(&mut self, id: EventId, time: SimTime) -> Option<EventId> {
+        dispatch!(self, q => q.reschedule(id, time))
+    }
+    fn time_of(&self, id: EventId) -> Option<SimTime> {
+        dispatch!(self, q => q.time_of(id))
+    }
+    fn len(&self) -> usize {
+        dispatch!(self, q => q.len())
     }
 }
 

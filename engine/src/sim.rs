@@ -1,7 +1,7 @@
 //! The model API and the run loop.
 
 use crate::error::ScheduleError;
-use crate::queue::{EventId, EventQueue, HeapQueue};
+use crate::queue::{EventId, EventQueue, FutureEvents, QueueKind};
 use crate::rng::{RngStreams, SimRng, StreamId};
 use crate::time::{SimDuration, SimTime};
 
@@ -56,7 +56,7 @@ impl When {
 /// numbers from its streams, and ask the run to stop.
 pub struct Context<'a, E> {
     now: SimTime,
-    queue: &'a mut dyn EventQueue<E>,
+    queue: &'a mut FutureEvents<E>,
     rng: &'a mut RngStreams,
     stop: &'a mut bool,
 }
@@ -165,9 +165,9 @@ pub type EventHook<E> = Box<dyn FnMut(SimTime, EventId, &E) + Send>;
 /// assert_eq!(sim.now().as_secs_f64(), 4.0);
 /// # Ok::<(), ScheduleError>(())
 /// ```
-pub struct Simulation<M: Model, Q: EventQueue<M::Event> = HeapQueue<<M as Model>::Event>> {
+pub struct Simulation<M: Model> {
     model: M,
-    queue: Q,
+    queue: FutureEvents<M::Event>,
     now: SimTime,
     rng: RngStreams,
     events_handled: u64,
@@ -179,16 +179,14 @@ impl<M: Model> Simulation<M> {
     /// A simulation of `model` at time zero, with the default future-event list and
     /// the random streams of `replication` under `master_seed`.
     pub fn new(model: M, master_seed: u64, replication: u64) -> Self {
-        Self::with_queue(model, HeapQueue::new(), master_seed, replication)
+        Self::with_queue(model, QueueKind::default(), master_seed, replication)
     }
-}
 
-impl<M: Model, Q: EventQueue<M::Event>> Simulation<M, Q> {
     /// Like [`Simulation::new`], with a chosen future-event list.
-    pub fn with_queue(model: M, queue: Q, master_seed: u64, replication: u64) -> Self {
+    pub fn with_queue(model: M, queue: QueueKind, master_seed: u64, replication: u64) -> Self {
         Simulation {
             model,
-            queue,
+            queue: FutureEvents::new(queue),
             now: SimTime::ZERO,
             rng: RngStreams::new(master_seed, replication),
             events_handled: 0,

@@ -17,6 +17,8 @@ fn engine_station_equals_the_bare_loop_bit_for_bit() {
         assert_eq!(engine.sojourn_s.unwrap().to_bits(), bare.sojourn_s.to_bits());
         assert_eq!(engine.queue_len.unwrap().to_bits(), bare.queue_len.to_bits());
         assert_eq!(engine.in_system.unwrap().to_bits(), bare.in_system.to_bits());
+        assert_eq!(engine.utilisation.unwrap().to_bits(), bare.utilisation.to_bits());
+        assert_eq!(engine.p_wait.unwrap().to_bits(), bare.p_wait.to_bits());
         assert_eq!(engine.sojourn_p99_s.unwrap().to_bits(), bare.sojourn_p99_s.to_bits());
     }
 }

@@ -23,8 +23,8 @@ use std::collections::VecDeque;
 
 use infersim_engine::stats::{LatencyHistogram, Tally, TimeWeighted};
 use infersim_engine::{
-    Arena, Context, EventQueue, HeapQueue, Id, Model, NullObserver, Observer, ScheduleError, SimDuration, SimTime,
-    Simulation, StreamId,
+    Arena, Context, Id, Model, NullObserver, Observer, QueueKind, ScheduleError, SimDuration, SimTime, Simulation,
+    StreamId,
 };
 use rand::Rng;
 use rand_distr::{Distribution, Exp, LogNormal};
@@ -269,12 +269,13 @@ struct WindowStats {
     blocked: u64,
     arrivals: u64,
     queue_len: TimeWeighted,
-    in_system: TimeWeighted,
+    /// Busy servers; the number in system is queue length plus this, so its time
+    /// average is derived rather than integrated a third time.
     busy: TimeWeighted,
 }
 
 impl WindowStats {
-    fn new(start: SimTime, queue_len: usize, in_system: u32, busy: u32) -> Self {
+    fn new(start: SimTime, queue_len: usize, busy: u32) -> Self {
         WindowStats {
             start,
             end: None,
@@ -285,7 +286,6 @@ impl WindowStats {
             blocked: 0,
             arrivals: 0,
             queue_len: TimeWeighted::new(start, queue_len as f64),
-            in_system: TimeWeighted::new(start, f64::from(in_system)),
             busy: TimeWeighted::new(start, f64::from(busy)),
         }
     }
@@ -325,7 +325,7 @@ impl<O: Observer<CustomerRecord>> Station<O> {
             queue: VecDeque::new(),
             arrived: 0,
             in_system: 0,
-            stats: WindowStats::new(SimTime::ZERO, 0, 0, 0),
+            stats: WindowStats::new(SimTime::ZERO, 0, 0),
             observer,
         })
     }
@@ -354,7 +354,6 @@ impl<O: Observer<CustomerRecord>> Station<O> {
         if self.window_open() {
             let busy = self.busy_servers();
             self.stats.queue_len.update(now, self.queue.len() as f64);
-            self.stats.in_system.update(now, f64::from(self.in_system));
             self.stats.busy.update(now, f64::from(busy));
         }
     }
@@ -363,12 +362,13 @@ impl<O: Observer<CustomerRecord>> Station<O> {
         customer.index >= self.config.warmup_customers
     }
 
+    #[inline(always)]
     fn start_service(
         &mut self,
         server: Id<Server>,
         customer: Customer,
         ctx: &mut Context<'_, StationEvent>,
-    ) -> Result<(), StationError> {
+    ) -> Result<(), ScheduleError> {
         let now = ctx.now();
         if self.counted(&customer) {
             let wait = now - customer.arrival;
@@ -382,12 +382,13 @@ impl<O: Observer<CustomerRecord>> Station<O> {
         Ok(())
     }
 
-    fn on_arrival(&mut self, ctx: &mut Context<'_, StationEvent>) -> Result<(), StationError> {
+    #[inline(always)]
+    fn on_arrival(&mut self, ctx: &mut Context<'_, StationEvent>) -> Result<(), ScheduleError> {
         let now = ctx.now();
         let index = self.arrived;
         self.arrived += 1;
         if index == self.config.warmup_customers {
-            self.stats = WindowStats::new(now, self.queue.len(), self.in_system, self.busy_servers());
+            self.stats = WindowStats::new(now, self.queue.len(), self.busy_servers());
         }
         let service_s = self.service.sample_s(ctx.rng(SERVICE_STREAM));
         let customer = Customer { index, arrival: now, service: SimDuration::from_secs_f64(service_s)? };
@@ -426,7 +427,8 @@ impl<O: Observer<CustomerRecord>> Station<O> {
         Ok(())
     }
 
-    fn on_departure(&mut self, server: Id<Server>, ctx: &mut Context<'_, StationEvent>) -> Result<(), StationError> {
+    #[inline(always)]
+    fn on_departure(&mut self, server: Id<Server>, ctx: &mut Context<'_, StationEvent>) -> Result<(), ScheduleError> {
         let now = ctx.now();
         let done = self.servers[server].serving.take().expect("departure from an idle server: broken invariant");
         self.in_system -= 1;
@@ -459,12 +461,14 @@ impl<O: Observer<CustomerRecord>> Station<O> {
         let end = s.end.unwrap_or(s.start);
         let window_s = (end - s.start).as_secs_f64();
         let served = s.sojourn_s.count();
+        let queue_len = s.queue_len.mean_until(end);
+        let busy = s.busy.mean_until(end);
         StationRun {
             wait_s: s.wait_s.mean(),
             sojourn_s: s.sojourn_s.mean(),
-            queue_len: s.queue_len.mean_until(end),
-            in_system: s.in_system.mean_until(end),
-            utilisation: s.busy.mean_until(end).map(|b| b / f64::from(self.config.servers)),
+            queue_len,
+            in_system: queue_len.zip(busy).map(|(q, b)| q + b),
+            utilisation: busy.map(|b| b / f64::from(self.config.servers)),
             p_wait: (served > 0).then(|| s.waited as f64 / served as f64),
             p_block: s.blocked as f64 / s.arrivals as f64,
             sojourn_p50_s: s.sojourn.p50_s(),
@@ -482,10 +486,12 @@ impl<O: Observer<CustomerRecord>> Station<O> {
 
 impl<O: Observer<CustomerRecord>> Model for Station<O> {
     type Event = StationEvent;
-    type Error = StationError;
+    /// Configuration errors are caught by [`Station::new`]; at run time only the
+    /// engine can refuse a time, and a small error type keeps handler returns cheap.
+    type Error = ScheduleError;
 
     #[inline]
-    fn handle(&mut self, event: StationEvent, ctx: &mut Context<'_, StationEvent>) -> Result<(), StationError> {
+    fn handle(&mut self, event: StationEvent, ctx: &mut Context<'_, StationEvent>) -> Result<(), ScheduleError> {
         match event {
             StationEvent::Arrival => self.on_arrival(ctx),
             StationEvent::Departure(server) => self.on_departure(server, ctx),
@@ -533,13 +539,13 @@ pub struct StationRun {
 
 /// Builds the simulation of `config` for one replication, with its first arrival
 /// scheduled, on a chosen future-event list.
-pub fn build_station<O: Observer<CustomerRecord>, Q: EventQueue<StationEvent>>(
+pub fn build_station<O: Observer<CustomerRecord>>(
     config: &StationConfig,
     observer: O,
-    queue: Q,
+    queue: QueueKind,
     master_seed: u64,
     replication: u64,
-) -> Result<Simulation<Station<O>, Q>, StationError> {
+) -> Result<Simulation<Station<O>>, StationError> {
     let station = Station::new(*config, observer)?;
     let interarrival = station.interarrival;
     let mut sim = Simulation::with_queue(station, queue, master_seed, replication);
@@ -550,7 +556,7 @@ pub fn build_station<O: Observer<CustomerRecord>, Q: EventQueue<StationEvent>>(
 
 /// Runs one replication of `config` to completion, untraced.
 pub fn run_station(config: &StationConfig, master_seed: u64, replication: u64) -> Result<StationRun, StationError> {
-    let mut sim = build_station(config, NullObserver, HeapQueue::new(), master_seed, replication)?;
+    let mut sim = build_station(config, NullObserver, QueueKind::default(), master_seed, replication)?;
     sim.run(Default::default())?;
     Ok(sim.model().results(sim.events_handled()))
 }
@@ -568,7 +574,7 @@ mod tests {
     fn every_customer_is_accounted_for() {
         let mut config = small();
         config.capacity = Some(3);
-        let mut sim = build_station(&config, VecObserver::default(), HeapQueue::new(), 1, 0).unwrap();
+        let mut sim = build_station(&config, VecObserver::default(), QueueKind::default(), 1, 0).unwrap();
         sim.run(Default::default()).unwrap();
         let run = sim.model().results(sim.events_handled());
         let rows = &sim.model().observer().rows;
@@ -589,7 +595,7 @@ mod tests {
     #[test]
     fn fifo_order_of_service_with_one_server() {
         let config = StationConfig::mmc(2.0, 1.0, 1, 200, 0);
-        let mut sim = build_station(&config, VecObserver::default(), HeapQueue::new(), 3, 0).unwrap();
+        let mut sim = build_station(&config, VecObserver::default(), QueueKind::default(), 3, 0).unwrap();
         sim.run(Default::default()).unwrap();
         let starts: Vec<f64> = sim.model().observer().rows.iter().map(|r| r.start_s.unwrap()).collect();
         assert!(starts.windows(2).all(|w| w[0] <= w[1]), "one server serves in arrival order");

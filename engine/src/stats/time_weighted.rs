@@ -22,8 +22,9 @@ pub struct TimeWeighted {
     window_start: SimTime,
     last_change: SimTime,
     value: f64,
-    /// Integral of the signal over [window_start, last_change), in value x seconds.
-    area: f64,
+    /// Integral of the signal over [window_start, last_change), in value x nanoseconds:
+    /// integer spans, so no division on the hot path.
+    area_ns: f64,
     min: f64,
     max: f64,
 }
@@ -31,15 +32,16 @@ pub struct TimeWeighted {
 impl TimeWeighted {
     /// Starts observing at `start` with the signal at `value`.
     pub fn new(start: SimTime, value: f64) -> Self {
-        TimeWeighted { window_start: start, last_change: start, value, area: 0.0, min: value, max: value }
+        TimeWeighted { window_start: start, last_change: start, value, area_ns: 0.0, min: value, max: value }
     }
 
-    /// The signal changes to `value` at `now`.
-    ///
-    /// Panics if `now` is before the previous change: the caller's clock went back.
+    /// The signal changes to `value` at `now`, which must not be before the previous
+    /// change (checked in debug builds; the engine's clock never goes back).
     #[inline]
     pub fn update(&mut self, now: SimTime, value: f64) {
-        self.area += self.value * (now - self.last_change).as_secs_f64();
+        debug_assert!(now >= self.last_change, "time-weighted signal updated in the past");
+        let span_ns = now.as_nanos().wrapping_sub(self.last_change.as_nanos());
+        self.area_ns += self.value * span_ns as f64;
         self.last_change = now;
         self.value = value;
         self.min = self.min.min(value);
@@ -58,13 +60,17 @@ impl TimeWeighted {
 
     /// The integral of the signal from the window start to `end` (value x seconds).
     pub fn integral_until(&self, end: SimTime) -> f64 {
-        self.area + self.value * (end - self.last_change).as_secs_f64()
+        self.integral_ns_until(end) / 1e9
+    }
+
+    fn integral_ns_until(&self, end: SimTime) -> f64 {
+        self.area_ns + self.value * (end - self.last_change).as_nanos() as f64
     }
 
     /// The time average over [window start, `end`]; `None` for an empty window.
     pub fn mean_until(&self, end: SimTime) -> Option<f64> {
-        let span = (end - self.window_start).as_secs_f64();
-        (span > 0.0).then(|| self.integral_until(end) / span)
+        let span_ns = (end - self.window_start).as_nanos();
+        (span_ns > 0).then(|| self.integral_ns_until(end) / span_ns as f64)
     }
 
     /// Smallest value taken in the window.
