@@ -15,9 +15,9 @@ use rand_distr::{Distribution, Exp};
 /// What the bare loop measures (a subset of the station's measures).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BareRun {
-    /// Mean time in queue [s].
+    /// Mean time in queue (s).
     pub wait_s: f64,
-    /// Mean time in system [s].
+    /// Mean time in system (s).
     pub sojourn_s: f64,
     /// Time-average queue length.
     pub queue_len: f64,
@@ -27,7 +27,7 @@ pub struct BareRun {
     pub utilisation: f64,
     /// Fraction of customers that waited.
     pub p_wait: f64,
-    /// 99th percentile of time in system [s].
+    /// 99th percentile of time in system (s).
     pub sojourn_p99_s: f64,
     /// Events handled.
     pub events: u64,

@@ -300,3 +300,109 @@ impl<M: Model> Simulation<M> {
         self.run(RunLimits { horizon: Some(horizon), max_events: None })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Ticks every second; fails on tick `fail_at`, stops on tick `stop_at`.
+    struct Clock {
+        ticks: Vec<u64>,
+        fail_at: u64,
+        stop_at: u64,
+    }
+
+    #[derive(Debug, PartialEq, thiserror::Error)]
+    enum ClockError {
+        #[error("tick {0} failed")]
+        Failed(u64),
+        #[error(transparent)]
+        Schedule(#[from] ScheduleError),
+    }
+
+    impl Model for Clock {
+        type Event = ();
+        type Error = ClockError;
+        fn handle(&mut self, _: (), ctx: &mut Context<'_, ()>) -> Result<(), ClockError> {
+            let n = self.ticks.len() as u64;
+            self.ticks.push(ctx.now().as_nanos());
+            if n == self.fail_at {
+                return Err(ClockError::Failed(n));
+            }
+            if n == self.stop_at {
+                ctx.stop();
+            }
+            ctx.schedule(SimDuration::from_nanos(1_000), ())?;
+            Ok(())
+        }
+    }
+
+    fn clock(fail_at: u64, stop_at: u64) -> Simulation<Clock> {
+        let mut sim = Simulation::new(Clock { ticks: Vec::new(), fail_at, stop_at }, 0, 0);
+        sim.schedule(SimTime::ZERO, ()).unwrap();
+        sim
+    }
+
+    #[test]
+    fn horizon_runs_events_at_the_horizon_and_sets_the_clock() {
+        let mut sim = clock(u64::MAX, u64::MAX);
+        assert_eq!(sim.run_until(SimTime::from_nanos(2_500)), Ok(StopReason::Horizon));
+        assert_eq!(sim.model().ticks, vec![0, 1_000, 2_000]);
+        assert_eq!(sim.now(), SimTime::from_nanos(2_500));
+        // An event exactly at the horizon runs.
+        assert_eq!(sim.run_until(SimTime::from_nanos(3_000)), Ok(StopReason::Horizon));
+        assert_eq!(sim.model().ticks.last(), Some(&3_000));
+        assert_eq!(sim.pending_events(), 1);
+    }
+
+    #[test]
+    fn an_empty_queue_before_the_horizon_still_advances_the_clock() {
+        let mut sim = Simulation::new(Clock { ticks: Vec::new(), fail_at: u64::MAX, stop_at: u64::MAX }, 0, 0);
+        assert_eq!(sim.run_until(SimTime::from_nanos(7)), Ok(StopReason::QueueEmpty));
+        assert_eq!(sim.now(), SimTime::from_nanos(7));
+        assert_eq!(sim.run(RunLimits::default()), Ok(StopReason::QueueEmpty));
+        assert_eq!(sim.step(), Ok(None));
+    }
+
+    #[test]
+    fn event_budget_and_stop_request_end_a_run() {
+        let mut sim = clock(u64::MAX, 5);
+        assert_eq!(sim.run(RunLimits { horizon: None, max_events: Some(3) }), Ok(StopReason::EventBudget));
+        assert_eq!(sim.events_handled(), 3);
+        assert_eq!(sim.step(), Ok(Some(SimTime::from_nanos(3_000))));
+        assert_eq!(sim.run(RunLimits::default()), Ok(StopReason::Requested));
+        assert_eq!(sim.events_handled(), 6);
+        // The stop request does not outlive the run that saw it.
+        assert_eq!(sim.run(RunLimits { horizon: None, max_events: Some(2) }), Ok(StopReason::EventBudget));
+    }
+
+    #[test]
+    fn a_model_error_ends_the_run_and_is_returned() {
+        let mut sim = clock(2, u64::MAX);
+        assert_eq!(sim.run(RunLimits::default()), Err(ClockError::Failed(2)));
+        assert_eq!(sim.now(), SimTime::from_nanos(2_000));
+    }
+
+    #[test]
+    fn the_hook_sees_every_event_in_order() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let mut sim = clock(u64::MAX, 3);
+        sim.set_event_hook(Box::new(move |t, id, _| sink.lock().unwrap().push((t.as_nanos(), id.seq()))));
+        sim.run(RunLimits::default()).unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec![(0, 0), (1_000, 1), (2_000, 2), (3_000, 3)]);
+    }
+
+    #[test]
+    fn when_resolves_instants_and_delays() {
+        let now = SimTime::from_nanos(10);
+        assert_eq!(When::from(SimTime::from_nanos(12)).resolve(now), Ok(SimTime::from_nanos(12)));
+        assert_eq!(When::from(SimDuration::from_nanos(5)).resolve(now), Ok(SimTime::from_nanos(15)));
+        assert_eq!(
+            When::At(SimTime::from_nanos(9)).resolve(now),
+            Err(ScheduleError::InPast { now, at: SimTime::from_nanos(9) })
+        );
+        assert_eq!(When::After(SimDuration::MAX).resolve(now), Err(ScheduleError::Overflow));
+    }
+}

@@ -41,17 +41,17 @@ pub const SERVICE_STREAM: StreamId = StreamId(1);
 pub enum DurationDistribution {
     /// Exponential with this mean (memoryless: Poisson arrivals, M-type service).
     Exponential {
-        /// Mean [s].
+        /// Mean (s).
         mean_s: f64,
     },
     /// Always this value.
     Deterministic {
-        /// The value [s].
+        /// The value (s).
         value_s: f64,
     },
     /// Log-normal with this mean and coefficient of variation (std / mean).
     LogNormal {
-        /// Mean [s].
+        /// Mean (s).
         mean_s: f64,
         /// Coefficient of variation, >= 0.
         cv: f64,
@@ -64,7 +64,7 @@ impl DurationDistribution {
         DurationDistribution::Exponential { mean_s: 1.0 / rate_per_s }
     }
 
-    /// The mean [s].
+    /// The mean (s).
     pub fn mean_s(&self) -> f64 {
         match *self {
             DurationDistribution::Exponential { mean_s } | DurationDistribution::LogNormal { mean_s, .. } => mean_s,
@@ -243,11 +243,11 @@ pub enum Outcome {
 pub struct CustomerRecord {
     /// Arrival order, from 0.
     pub customer: u64,
-    /// Arrival time [s].
+    /// Arrival time (s).
     pub arrival_s: f64,
-    /// Service start [s]; `None` if blocked.
+    /// Service start (s); `None` if blocked.
     pub start_s: Option<f64>,
-    /// Departure [s]; `None` if blocked.
+    /// Departure (s); `None` if blocked.
     pub finish_s: Option<f64>,
     /// The server; `None` if blocked.
     pub server: Option<u32>,
@@ -503,9 +503,9 @@ impl<O: Observer<CustomerRecord>> Model for Station<O> {
 /// example the mean wait when every counted customer was blocked) is `None`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StationRun {
-    /// Mean time in queue of counted customers that were served [s].
+    /// Mean time in queue of counted customers that were served (s).
     pub wait_s: Option<f64>,
-    /// Mean time in system of counted customers that were served [s].
+    /// Mean time in system of counted customers that were served (s).
     pub sojourn_s: Option<f64>,
     /// Time-average number waiting over the window.
     pub queue_len: Option<f64>,
@@ -517,11 +517,11 @@ pub struct StationRun {
     pub p_wait: Option<f64>,
     /// Fraction of counted arrivals that were blocked.
     pub p_block: f64,
-    /// Median time in system [s] (HDR histogram, 0.1% precision).
+    /// Median time in system (s) (HDR histogram, 0.1% precision).
     pub sojourn_p50_s: Option<f64>,
-    /// 95th percentile of time in system [s].
+    /// 95th percentile of time in system (s).
     pub sojourn_p95_s: Option<f64>,
-    /// 99th percentile of time in system [s].
+    /// 99th percentile of time in system (s).
     pub sojourn_p99_s: Option<f64>,
     /// Arrivals per second over the window (the first counted arrival opens it).
     pub arrival_rate_per_s: Option<f64>,
@@ -531,7 +531,7 @@ pub struct StationRun {
     pub served: u64,
     /// Counted customers blocked.
     pub blocked: u64,
-    /// Length of the observation window [s].
+    /// Length of the observation window (s).
     pub window_s: f64,
     /// Events handled in the whole run.
     pub events: u64,
@@ -634,4 +634,25 @@ mod tests {
         assert!((t.mean().unwrap() - 2.0).abs() < 0.011, "{:?}", t.mean());
         assert!((t.std_dev().unwrap() / t.mean().unwrap() - 0.5).abs() < 0.01);
     }
+}
+
+#[cfg(test)]
+mod value_stability {
+    use super::*;
+    use infersim_engine::VecObserver;
+
+    /// Pins the first arrival and departure times of a replication, so an upgrade of
+    /// `rand_distr` (or a change in how the station draws) that would change every
+    /// result is caught here rather than noticed as drift in published numbers.
+    #[test]
+    fn first_customers_are_pinned() {
+        let config = StationConfig::mmc(1.0, 2.0, 1, 10, 0);
+        let mut sim = build_station(&config, VecObserver::default(), QueueKind::default(), 42, 0).unwrap();
+        sim.run(Default::default()).unwrap();
+        let first: Vec<(f64, f64)> =
+            sim.model().observer().rows.iter().take(3).map(|r| (r.arrival_s, r.finish_s.unwrap())).collect();
+        assert_eq!(first, PINNED);
+    }
+
+    const PINNED: [(f64, f64); 3] = [(2.504187915, 2.603644203), (2.60664213, 2.611865629), (3.29404008, 3.771482827)];
 }
