@@ -5,7 +5,7 @@
 //! model's closed event enum, per-agent random streams and output statistics.
 //!
 //! ```
-//! use infersim_engine::{Context, Model, ScheduleError, SimDuration, Simulation, StreamId};
+//! use infersim_engine::{Context, Model, ScheduleError, SimDuration, SimTime, Simulation, StreamId};
 //! use infersim_engine::stats::Tally;
 //! use rand_distr::{Distribution, Exp};
 //!
@@ -32,7 +32,7 @@
 //!
 //! let mut sim = Simulation::new(Source { arrivals: 0, gaps_s: Tally::new() }, 7, 0);
 //! sim.schedule(SimDuration::ZERO, Event::Arrival)?;
-//! sim.run_until(SimDuration::from_secs(1000).map(|d| infersim_engine::SimTime::ZERO + d).unwrap())?;
+//! sim.run_until(SimTime::from_secs_f64(1000.0)?)?;
 //! let rate = sim.model().arrivals as f64 / 1000.0;
 //! assert!((rate - 2.0).abs() < 0.2, "about 2 arrivals per second, got {rate}");
 //! # Ok::<(), ScheduleError>(())

@@ -33,7 +33,7 @@ fn station_metrics(run: &StationRun) -> Vec<Option<f64>> {
         run.queue_len,
         run.in_system,
         run.p_wait,
-        Some(run.p_block),
+        run.p_block,
         run.utilisation,
         run.sojourn_p99_s,
         Some(run.events as f64),

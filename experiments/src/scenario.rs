@@ -133,17 +133,11 @@ fn nearest_key(key: &str) -> NearestHint {
 /// The 1-based line where `key`'s last component is assigned, if it can be found.
 fn line_of(text: &str, key: &str) -> LineHint {
     let leaf = key.rsplit('.').next().unwrap_or(key);
-    LineHint(text.lines().position(|l| {
+    let index = text.lines().position(|l| {
         let l = l.trim_start();
         l.strip_prefix(leaf).is_some_and(|rest| rest.trim_start().starts_with('='))
-    }))
-    .map_line()
-}
-
-impl LineHint {
-    fn map_line(self) -> Self {
-        LineHint(self.0.map(|i| i + 1))
-    }
+    });
+    LineHint(index.map(|i| i + 1))
 }
 
 /// Dotted paths of every leaf in a table.

@@ -470,11 +470,11 @@ impl<O: Observer<CustomerRecord>> Station<O> {
             in_system: queue_len.zip(busy).map(|(q, b)| q + b),
             utilisation: busy.map(|b| b / f64::from(self.config.servers)),
             p_wait: (served > 0).then(|| s.waited as f64 / served as f64),
-            p_block: s.blocked as f64 / s.arrivals as f64,
+            p_block: (s.arrivals > 0).then(|| s.blocked as f64 / s.arrivals as f64),
             sojourn_p50_s: s.sojourn.p50_s(),
             sojourn_p95_s: s.sojourn.p95_s(),
             sojourn_p99_s: s.sojourn.p99_s(),
-            arrival_rate_per_s: (window_s > 0.0).then(|| (s.arrivals - 1) as f64 / window_s),
+            arrival_rate_per_s: (window_s > 0.0).then(|| s.arrivals.saturating_sub(1) as f64 / window_s),
             arrivals: s.arrivals,
             served,
             blocked: s.blocked,
@@ -516,7 +516,7 @@ pub struct StationRun {
     /// Fraction of served counted customers that had to wait.
     pub p_wait: Option<f64>,
     /// Fraction of counted arrivals that were blocked.
-    pub p_block: f64,
+    pub p_block: Option<f64>,
     /// Median time in system (s) (HDR histogram, 0.1% precision).
     pub sojourn_p50_s: Option<f64>,
     /// 95th percentile of time in system (s).
