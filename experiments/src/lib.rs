@@ -1,22 +1,30 @@
 //! # infersim (experiments)
 //!
 //! Wires scenarios to models and runs Monte Carlo batches: scenario files (TOML, with
-//! `--set` overrides) are validated into typed configuration, replications run in
-//! parallel with results independent of the thread count, and summaries carry
-//! Student-t confidence intervals.
+//! `--set` overrides and `[sweep]` grids) are validated into typed configuration,
+//! replications run in parallel with results independent of the thread count, every
+//! batch is written to an output directory (Parquet for notebooks, a manifest for
+//! reproduction), and summaries carry Student-t confidence intervals.
 //!
 //! ```
+//! use std::sync::atomic::AtomicBool;
+//! use infersim::batch::{run_batch, BatchSpec};
+//! use infersim::runner::Shard;
 //! use infersim::scenario::Scenario;
-//! use infersim::runner::run_batch;
 //!
 //! /// This example demonstrates a small batch of the built-in `mmc` scenario.
 //! let mut scenario = Scenario::builtin("mmc").unwrap();
 //! scenario.apply_overrides(&["simulation.customers=5000", "simulation.warmup_customers=500"]).unwrap();
-//! let batch = run_batch(&scenario, 4, 42, 2).unwrap();
-//! assert_eq!(batch.replications.len(), 4);
-//! let wait = batch.summary("wait_s").unwrap();
-//! assert!(wait.ci.unwrap().low > 0.0);
+//! let out = std::env::temp_dir().join(format!("infersim-doc-{}", std::process::id()));
+//! let spec = BatchSpec { replications: 4, seed: 42, threads: 2, shard: Shard::ALL, out: out.clone(), resume: false, confidence: 0.95 };
+//! let report = run_batch(&scenario, &spec, &AtomicBool::new(false), &|_| {}).unwrap();
+//! assert_eq!(report.manifest.completed, 4);
+//! assert!(out.join("replications.parquet").exists() && out.join("summary.csv").exists());
+//! # std::fs::remove_dir_all(out).unwrap();
 //! ```
 
+pub mod analysis;
+pub mod batch;
+pub mod output;
 pub mod runner;
 pub mod scenario;

@@ -1,10 +1,19 @@
 //! The `infersim` command line.
 
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use infersim::runner::{CONFIDENCE, analytic, run_batch};
-use infersim::scenario::{BUILTIN, DEFAULT_SCENARIO, Scenario};
+use indicatif::{ProgressBar, ProgressStyle};
+use infersim::analysis::cell;
+use infersim::batch::{BatchSpec, BatchStatus, Manifest, default_out_dir, read_manifest, run_batch, summarize_dirs};
+use infersim::runner::{Shard, analytic};
+use infersim::scenario::{BUILTIN, DEFAULT_SCENARIO, ModelConfig, Scenario};
+use polars::prelude::{AnyValue, DataFrame};
 
 /// infersim: discrete-event simulation of AI inference fleets.
 #[derive(Parser)]
@@ -16,23 +25,50 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a Monte Carlo batch of a scenario and print its results with confidence intervals.
+    /// Run a Monte Carlo batch of a scenario, write it to an output directory and print its summary.
     Run {
         /// A built-in scenario name or a path to a TOML file.
         #[arg(default_value = DEFAULT_SCENARIO)]
         scenario: String,
-        /// Replications (default: the scenario's simulation.replications).
+        /// Replications per point (default: the scenario's simulation.replications).
         #[arg(long)]
         reps: Option<u64>,
         /// Master seed (default: the scenario's simulation.seed).
         #[arg(long)]
         seed: Option<u64>,
+        /// Output directory (default: out/<scenario>-<date>-<time>).
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// Worker threads (default: all cores). Results do not depend on it.
         #[arg(long)]
         threads: Option<usize>,
         /// Override a scenario key by its dotted path, e.g. --set station.servers=8.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
+        /// Run only the I-th of N disjoint slices of the batch, e.g. --shard 2/8.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<String>,
+        /// Continue the interrupted batch in --out.
+        #[arg(long, requires = "out")]
+        resume: bool,
+        /// Confidence level of the intervals.
+        #[arg(long, default_value_t = 0.95)]
+        confidence: f64,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Summarise one or more output directories (e.g. the shards of one batch) as one batch.
+    Analyze {
+        /// Output directories of the same batch.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where to write the merged batch (needed for several directories).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Confidence level of the intervals.
+        #[arg(long, default_value_t = 0.95)]
+        confidence: f64,
     },
     /// List the built-in scenarios.
     List,
@@ -44,6 +80,20 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+}
+
+/// Everything the CLI prints on stdout goes through here, so that a closed pipe
+/// (`infersim run | head`) ends the output quietly instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, $($arg)*) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                eprintln!("infersim: cannot write to stdout: {e}");
+            }
+        }
+    }};
 }
 
 fn load(scenario: &str, overrides: &[String]) -> anyhow::Result<Scenario> {
@@ -64,60 +114,234 @@ fn fmt_value(x: f64) -> String {
     }
 }
 
+fn f64_at(df: &DataFrame, column: &str, row: usize) -> Option<f64> {
+    match df.column(column).ok()?.get(row).ok()? {
+        AnyValue::Float64(x) => Some(x),
+        AnyValue::UInt64(x) => Some(x as f64),
+        AnyValue::UInt32(x) => Some(f64::from(x)),
+        _ => None,
+    }
+}
+
+/// Prints the summary, a block per point, with analytic values where the model has them.
+fn print_summary(summary: &DataFrame, manifest: &Manifest, scenario: Option<&Scenario>) {
+    let confidence = f64_at(summary, "confidence", 0).unwrap_or(0.95);
+    let mut current = None;
+    for row in 0..summary.height() {
+        let point = f64_at(summary, "point", row).unwrap_or(0.0) as u32;
+        let theory = scenario
+            .and_then(|s| s.points.get(point as usize))
+            .map(|p| match &p.model {
+                ModelConfig::Station(config) => analytic(config),
+            })
+            .unwrap_or_default();
+        if current != Some(point) {
+            current = Some(point);
+            say!("");
+            if let Some(p) = manifest.points.get(point as usize).filter(|p| !p.params.is_empty()) {
+                let params: Vec<String> = p.params.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                say!("point {point}: {}", params.join(", "));
+            }
+            say!(
+                "{:<14} {:>4} {:>12} {:>27} {:>12}",
+                "metric",
+                "n",
+                "mean",
+                format!("{:.0}% CI", confidence * 100.0),
+                "analytic"
+            );
+        }
+        let metric = summary.column("metric").ok().and_then(|c| c.get(row).ok()).map(|v| cell(&v)).unwrap_or_default();
+        let n = f64_at(summary, "n", row).unwrap_or(0.0);
+        let mean = f64_at(summary, "mean", row).map_or("-".into(), fmt_value);
+        let ci = match (f64_at(summary, "ci_low", row), f64_at(summary, "ci_high", row)) {
+            (Some(lo), Some(hi)) => format!("[{}, {}]", fmt_value(lo), fmt_value(hi)),
+            _ => "(needs 2 replications)".into(),
+        };
+        let exact = theory.iter().find(|(m, _)| *m == metric).map(|(_, v)| fmt_value(*v)).unwrap_or_default();
+        say!("{metric:<14} {n:>4} {mean:>12} {ci:>27} {exact:>12}");
+    }
+}
+
+/// Ctrl-C once: finish the running replications and stop; twice: stop at once.
+fn install_interrupt(cancel: Arc<AtomicBool>) {
+    let _ = ctrlc::set_handler(move || {
+        if cancel.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninfersim: interrupted again; stopping now");
+            std::process::exit(130);
+        }
+        eprintln!("\ninfersim: stopping after the running replications (Ctrl-C again to stop at once)");
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run(
     scenario: &str,
     reps: Option<u64>,
     seed: Option<u64>,
+    out: Option<PathBuf>,
     threads: Option<usize>,
     overrides: &[String],
-) -> anyhow::Result<()> {
+    shard: Option<String>,
+    resume: bool,
+    confidence: f64,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
     let s = load(scenario, overrides)?;
-    let reps = reps.unwrap_or(s.replications);
-    let seed = seed.unwrap_or(s.seed);
-    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let batch = run_batch(&s, reps, seed, threads)?;
-    let secs = batch.elapsed.as_secs_f64();
-    println!("infersim {} | scenario {} | {}", env!("CARGO_PKG_VERSION"), s.source_name, s.description);
-    println!(
-        "{reps} replications, seed {seed}, {threads} threads: {secs:.2} s, {:.1} million events/s",
-        batch.events() as f64 / secs / 1e6
+    let shard = match shard {
+        Some(text) => Shard::parse(&text).map_err(anyhow::Error::msg)?,
+        None => Shard::ALL,
+    };
+    let spec = BatchSpec {
+        replications: reps.unwrap_or(s.replications),
+        seed: seed.unwrap_or(s.seed),
+        threads: threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        shard,
+        out: out.unwrap_or_else(|| default_out_dir(&s)),
+        resume,
+        confidence,
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    install_interrupt(Arc::clone(&cancel));
+    let total = infersim::runner::work_items(s.points.len(), spec.replications, spec.shard).len() as u64;
+    let bar = if quiet || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} replications  {msg}  ETA {eta}")
+                .expect("a valid progress template"),
+        );
+        bar
+    };
+    let events = AtomicU64::new(0);
+    let event_column = infersim::runner::metric_names(&s.points[0].model).iter().position(|m| *m == "events");
+    let started = std::time::Instant::now();
+    let report = run_batch(&s, &spec, &cancel, &|record| {
+        if let Some(Some(e)) = event_column.map(|i| record.metrics[i]) {
+            let total = events.fetch_add(e as u64, Ordering::Relaxed) + e as u64;
+            bar.set_message(format!("{:.1} M events/s", total as f64 / started.elapsed().as_secs_f64() / 1e6));
+        }
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    let m = &report.manifest;
+    let secs = started.elapsed().as_secs_f64();
+    say!("infersim {} | scenario {} | {}", m.version, m.scenario, m.description);
+    say!(
+        "{} points x {} replications (shard {}/{}), seed {}, {} threads: {secs:.2} s, {:.1} million events/s",
+        m.points.len(),
+        m.replications,
+        m.shard[0],
+        m.shard[1],
+        m.seed,
+        spec.threads,
+        events.load(Ordering::Relaxed) as f64 / secs / 1e6
     );
-    let theory = analytic(&s.station);
-    println!();
-    println!(
-        "{:<14} {:>4} {:>12} {:>27} {:>12}",
-        "metric",
-        "n",
-        "mean",
-        format!("{:.0}% CI", CONFIDENCE * 100.0),
-        "analytic"
-    );
-    for m in batch.summaries() {
-        let exact = theory.iter().find(|(name, _)| *name == m.name).map(|(_, v)| fmt_value(*v)).unwrap_or_default();
-        let (mean, ci) = match m.ci {
-            Some(ci) => (fmt_value(ci.mean), format!("[{}, {}]", fmt_value(ci.low), fmt_value(ci.high))),
-            None => ("-".into(), "(needs 2 replications)".into()),
-        };
-        println!("{:<14} {:>4} {:>12} {:>27} {:>12}", m.name, m.n, mean, ci, exact);
+    say!("output: {}", spec.out.display());
+    if m.status == BatchStatus::Interrupted {
+        say!(
+            "interrupted: {} of {} replications done and kept; continue with: infersim run {} --out {} --resume",
+            m.completed,
+            m.expected,
+            scenario,
+            spec.out.display()
+        );
+        return Ok(ExitCode::from(130));
     }
-    Ok(())
+    if let Some(summary) = &report.summary {
+        print_summary(summary, m, Some(&s));
+    }
+    if !m.failed.is_empty() {
+        let first = &m.failed[0];
+        eprintln!(
+            "infersim: {} replications failed (first: point {} replication {}: {}); see manifest.json",
+            m.failed.len(),
+            first.point,
+            first.replication,
+            first.error
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn analyze(dirs: &[PathBuf], out: Option<PathBuf>, confidence: f64) -> anyhow::Result<ExitCode> {
+    let manifests: Vec<Manifest> = dirs
+        .iter()
+        .map(|d| read_manifest(d).with_context(|| format!("{}: not an infersim output", d.display())))
+        .collect::<Result<_, _>>()?;
+    let first = &manifests[0];
+    for (dir, m) in dirs.iter().zip(&manifests) {
+        if m.scenario_toml != first.scenario_toml || m.seed != first.seed || m.replications != first.replications {
+            bail!(
+                "{}: belongs to another batch than {} (scenario, seed or replications differ)",
+                dir.display(),
+                dirs[0].display()
+            );
+        }
+        if m.status != BatchStatus::Complete {
+            bail!(
+                "{}: the batch there is not complete ({} of {} replications); finish it with --resume",
+                dir.display(),
+                m.completed,
+                m.expected
+            );
+        }
+    }
+    let count = first.shard[1];
+    let have: std::collections::BTreeSet<u64> = manifests.iter().map(|m| m.shard[0]).collect();
+    let missing: Vec<String> = (1..=count).filter(|i| !have.contains(i)).map(|i| format!("{i}/{count}")).collect();
+    if manifests.iter().any(|m| m.shard[1] != count) || have.len() != manifests.len() {
+        bail!("the directories are not distinct shards of one batch");
+    }
+    if !missing.is_empty() {
+        bail!("the batch is incomplete: shards {} are missing", missing.join(", "));
+    }
+    let summary = summarize_dirs(dirs, first, confidence)?;
+    let mut merged = first.clone();
+    merged.shard = [1, 1];
+    merged.expected = manifests.iter().map(|m| m.expected).sum();
+    merged.completed = manifests.iter().map(|m| m.completed).sum();
+    merged.failed = manifests.iter().flat_map(|m| m.failed.clone()).collect();
+    let target = match (out, dirs) {
+        (Some(out), _) => Some(out),
+        (None, [only]) => Some(only.clone()),
+        (None, _) => None,
+    };
+    if let Some(target) = target {
+        infersim::batch::write_merged(dirs, &target, &merged, summary.clone())?;
+        say!("wrote {}", target.display());
+    } else {
+        say!("(several directories and no --out: summary printed, nothing written)");
+    }
+    say!("infersim {} | scenario {} | {}", merged.version, merged.scenario, merged.description);
+    let scenario = Scenario::parse(&merged.scenario, &merged.scenario_toml).ok();
+    print_summary(&summary, &merged, scenario.as_ref());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { scenario, reps, seed, threads, overrides } => run(&scenario, reps, seed, threads, &overrides),
+        Command::Run { scenario, reps, seed, out, threads, overrides, shard, resume, confidence, quiet } => {
+            run(&scenario, reps, seed, out, threads, &overrides, shard, resume, confidence, quiet)
+        }
+        Command::Analyze { dirs, out, confidence } => analyze(&dirs, out, confidence),
         Command::List => {
             for (name, _) in BUILTIN {
                 let s = Scenario::builtin(name).expect("built-in scenarios are valid (tested)");
-                println!("{name:<12} {}", s.description);
+                say!("{name:<12} {}", s.description);
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { scenario, overrides } => load(&scenario, &overrides).map(|s| print!("{}", s.to_toml())),
+        Command::Validate { scenario, overrides } => load(&scenario, &overrides).map(|s| {
+            say!("{}", s.to_toml().trim_end());
+            ExitCode::SUCCESS
+        }),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("infersim: error: {e:#}");
             ExitCode::from(2)

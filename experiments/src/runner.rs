@@ -1,29 +1,27 @@
-//! Monte Carlo batches: replications in parallel, results independent of the thread
-//! count (each replication's streams depend only on the master seed and its index,
-//! and results are collected in index order).
+//! Running replications: one (point, replication) work item at a time, many in
+//! parallel. A replication's random streams depend only on the master seed and its
+//! index (the same at every point: common random numbers), so what a replication
+//! produces does not depend on which thread runs it or in which order.
 
-use std::time::{Duration, Instant};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use infersim_agents::station::{DurationDistribution, StationConfig, StationError, StationRun, run_station, theory};
+use infersim_agents::station::{DurationDistribution, StationConfig, StationRun, run_station, theory};
 use infersim_engine::replication_seed;
-use infersim_engine::stats::ConfidenceInterval;
 use rayon::prelude::*;
 
-use crate::scenario::Scenario;
+use crate::output::ReplicationRecord;
+use crate::scenario::{ModelConfig, Point};
 
-/// Per-replication metrics of the station, in output order.
+/// Per-replication metrics of the station, in column order.
 pub const STATION_METRICS: &[&str] =
     &["wait_s", "sojourn_s", "queue_len", "in_system", "p_wait", "p_block", "utilisation", "sojourn_p99_s", "events"];
 
-/// One replication's results.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Replication {
-    /// Index within the batch.
-    pub replication: u64,
-    /// The 64-bit seed its streams derive from (recorded for reproduction).
-    pub seed: u64,
-    /// Values of [`STATION_METRICS`], in order; `None` where undefined for this run.
-    pub metrics: Vec<Option<f64>>,
+/// The metric columns a model produces.
+pub fn metric_names(model: &ModelConfig) -> &'static [&'static str] {
+    match model {
+        ModelConfig::Station(_) => STATION_METRICS,
+    }
 }
 
 fn station_metrics(run: &StationRun) -> Vec<Option<f64>> {
@@ -40,29 +38,78 @@ fn station_metrics(run: &StationRun) -> Vec<Option<f64>> {
     ]
 }
 
-/// A finished batch.
-#[derive(Clone, Debug)]
-pub struct Batch {
-    /// Replications in index order.
-    pub replications: Vec<Replication>,
-    /// Wall-clock time of the batch.
-    pub elapsed: Duration,
-    /// Threads used.
-    pub threads: usize,
+/// The I-th of N disjoint slices of a batch (`--shard I/N`, I from 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// Which slice, 1..=count.
+    pub index: u64,
+    /// How many slices.
+    pub count: u64,
 }
 
-/// Summary of one metric across replications.
-#[derive(Clone, Debug)]
-pub struct MetricSummary {
-    /// Metric name.
-    pub name: &'static str,
-    /// Replications where the metric was defined.
-    pub n: usize,
-    /// The Student-t interval (needs n >= 2).
-    pub ci: Option<ConfidenceInterval>,
+impl Shard {
+    /// The whole batch.
+    pub const ALL: Shard = Shard { index: 1, count: 1 };
+
+    /// Parses `I/N` with 1 <= I <= N.
+    pub fn parse(text: &str) -> Result<Shard, String> {
+        let bad = || format!("--shard {text}: expected I/N with 1 <= I <= N, e.g. --shard 2/8");
+        let (i, n) = text.split_once('/').ok_or_else(bad)?;
+        let (index, count): (u64, u64) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        if count == 0 || index == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether the work item with global position `g` belongs to this shard. Items are
+    /// dealt round-robin, so every shard gets a similar mix of points.
+    pub fn owns(&self, g: u64) -> bool {
+        g % self.count == self.index - 1
+    }
 }
 
-/// Why a batch failed.
+/// Every (point, replication) of a batch that belongs to `shard`, point-major.
+pub fn work_items(points: usize, replications: u64, shard: Shard) -> Vec<(u32, u64)> {
+    (0..points as u32)
+        .flat_map(|p| (0..replications).map(move |r| (p, r)))
+        .enumerate()
+        .filter(|(g, _)| shard.owns(*g as u64))
+        .map(|(_, item)| item)
+        .collect()
+}
+
+/// Runs one replication of one point. A failure, including a panic inside the model,
+/// becomes a record with an error and no metrics, so it cannot take the batch down.
+pub fn run_replication(point: &Point, master_seed: u64, replication: u64) -> ReplicationRecord {
+    let metrics = metric_names(&point.model);
+    let outcome = catch_unwind(AssertUnwindSafe(|| match &point.model {
+        ModelConfig::Station(config) => {
+            run_station(config, master_seed, replication).map(|run| station_metrics(&run)).map_err(|e| e.to_string())
+        }
+    }))
+    .unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(format!("panicked: {message}"))
+    });
+    let (metrics, error) = match outcome {
+        Ok(values) => (values, None),
+        Err(e) => (vec![None; metrics.len()], Some(e)),
+    };
+    ReplicationRecord {
+        point: point.index,
+        replication,
+        seed: replication_seed(master_seed, replication),
+        metrics,
+        error,
+    }
+}
+
+/// Why replications could not be run at all.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
@@ -80,24 +127,19 @@ pub enum RunError {
         /// Why.
         message: String,
     },
-    /// A replication failed.
-    #[error("replication {replication}: {error}")]
-    Replication {
-        /// Which.
-        replication: u64,
-        /// Why.
-        error: StationError,
-    },
 }
 
-/// Confidence level of printed intervals.
-pub const CONFIDENCE: f64 = 0.95;
-
-/// Runs `replications` replications of `scenario` under `seed` on `threads` threads.
-pub fn run_batch(scenario: &Scenario, replications: u64, seed: u64, threads: usize) -> Result<Batch, RunError> {
-    if replications == 0 {
-        return Err(RunError::NoReplications);
-    }
+/// Runs `items` on `threads` threads, handing each finished record to `done` (which
+/// may be called from any worker, in any order). Items not yet started when `cancel`
+/// becomes true are skipped. Returns the first error `done` returned, if any.
+pub fn run_items<E: Send>(
+    points: &[Point],
+    items: &[(u32, u64)],
+    master_seed: u64,
+    threads: usize,
+    cancel: &AtomicBool,
+    done: impl Fn(ReplicationRecord) -> Result<(), E> + Sync,
+) -> Result<Result<(), E>, RunError> {
     if threads == 0 {
         return Err(RunError::NoThreads);
     }
@@ -105,51 +147,18 @@ pub fn run_batch(scenario: &Scenario, replications: u64, seed: u64, threads: usi
         .num_threads(threads)
         .build()
         .map_err(|e| RunError::ThreadPool { threads, message: e.to_string() })?;
-    let start = Instant::now();
-    let config = scenario.station;
-    let replications = pool.install(|| {
-        (0..replications)
-            .into_par_iter()
-            .map(|replication| {
-                let run = run_station(&config, seed, replication)
-                    .map_err(|error| RunError::Replication { replication, error })?;
-                Ok(Replication {
-                    replication,
-                    seed: replication_seed(seed, replication),
-                    metrics: station_metrics(&run),
-                })
-            })
-            .collect::<Result<Vec<_>, RunError>>()
-    })?;
-    Ok(Batch { replications, elapsed: start.elapsed(), threads })
-}
-
-impl Batch {
-    /// The summary of metric `name`, or `None` if there is no such metric.
-    pub fn summary(&self, name: &str) -> Option<MetricSummary> {
-        let index = STATION_METRICS.iter().position(|m| *m == name)?;
-        let values: Vec<f64> = self.replications.iter().filter_map(|r| r.metrics[index]).collect();
-        Some(MetricSummary {
-            name: STATION_METRICS[index],
-            n: values.len(),
-            ci: ConfidenceInterval::from_samples(&values, CONFIDENCE).ok(),
+    Ok(pool.install(|| {
+        items.par_iter().with_max_len(1).try_for_each(|&(p, r)| {
+            if cancel.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            done(run_replication(&points[p as usize], master_seed, r))
         })
-    }
-
-    /// Summaries of every metric, in output order.
-    pub fn summaries(&self) -> Vec<MetricSummary> {
-        STATION_METRICS.iter().filter_map(|m| self.summary(m)).collect()
-    }
-
-    /// Total events over all replications.
-    pub fn events(&self) -> u64 {
-        let index = STATION_METRICS.iter().position(|m| *m == "events").expect("events is a metric");
-        self.replications.iter().filter_map(|r| r.metrics[index]).sum::<f64>() as u64
-    }
+    }))
 }
 
-/// Steady-state values from queueing theory, where the station has a closed form:
-/// M/M/c (Erlang C), M/G/1 (Pollaczek-Khinchine), and loss systems M/M/c/c (Erlang B).
+/// Steady-state values from queueing theory where the station has a closed form:
+/// M/M/c (Erlang C), M/G/1 (Pollaczek-Khinchine) and loss systems M/G/c/c (Erlang B).
 pub fn analytic(config: &StationConfig) -> Vec<(&'static str, f64)> {
     let DurationDistribution::Exponential { mean_s: interarrival_s } = config.interarrival else {
         return Vec::new();
@@ -164,14 +173,15 @@ pub fn analytic(config: &StationConfig) -> Vec<(&'static str, f64)> {
         Some(k) if k == c => {
             // Erlang B holds for any service distribution (insensitivity).
             let b = theory::erlang_b(c, lambda * service_s);
+            let carried = lambda * (1.0 - b) * service_s;
             return vec![
                 ("wait_s", 0.0),
                 ("sojourn_s", service_s),
                 ("queue_len", 0.0),
-                ("in_system", lambda * (1.0 - b) * service_s),
+                ("in_system", carried),
                 ("p_wait", 0.0),
                 ("p_block", b),
-                ("utilisation", lambda * (1.0 - b) * service_s / f64::from(c)),
+                ("utilisation", carried / f64::from(c)),
             ];
         }
         _ => None,
@@ -193,6 +203,8 @@ pub fn analytic(config: &StationConfig) -> Vec<(&'static str, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenario::Scenario;
+    use std::sync::Mutex;
 
     fn small() -> Scenario {
         let mut s = Scenario::builtin("mmc").unwrap();
@@ -200,28 +212,63 @@ mod tests {
         s
     }
 
-    #[test]
-    fn results_do_not_depend_on_the_thread_count() {
-        let s = small();
-        let one = run_batch(&s, 6, 9, 1).unwrap();
-        let two = run_batch(&s, 6, 9, 2).unwrap();
-        assert_eq!(one.replications, two.replications);
-        assert_eq!(one.replications[3].seed, replication_seed(9, 3));
+    fn collect(s: &Scenario, items: &[(u32, u64)], threads: usize) -> Vec<ReplicationRecord> {
+        let out = Mutex::new(Vec::new());
+        run_items(&s.points, items, 9, threads, &AtomicBool::new(false), |r| {
+            out.lock().unwrap().push(r);
+            Ok::<(), ()>(())
+        })
+        .unwrap()
+        .unwrap();
+        let mut v = out.into_inner().unwrap();
+        v.sort_by_key(|r| (r.point, r.replication));
+        v
     }
 
     #[test]
-    fn bad_counts_are_errors() {
-        assert!(matches!(run_batch(&small(), 0, 1, 1), Err(RunError::NoReplications)));
-        assert!(matches!(run_batch(&small(), 1, 1, 0), Err(RunError::NoThreads)));
+    fn records_do_not_depend_on_the_thread_count() {
+        let s = small();
+        let items = work_items(1, 6, Shard::ALL);
+        let one = collect(&s, &items, 1);
+        assert_eq!(one, collect(&s, &items, 2));
+        assert_eq!(one[3].seed, replication_seed(9, 3));
+        assert!(one.iter().all(|r| r.error.is_none()));
+    }
+
+    #[test]
+    fn shards_partition_the_batch() {
+        let all = work_items(3, 5, Shard::ALL);
+        assert_eq!(all.len(), 15);
+        let mut union: Vec<_> = (1..=4).flat_map(|i| work_items(3, 5, Shard { index: i, count: 4 })).collect();
+        union.sort();
+        assert_eq!(union, all);
+        assert_eq!(Shard::parse("2/8"), Ok(Shard { index: 2, count: 8 }));
+        for bad in ["3/2", "0/2", "1/0", "x", "1/x"] {
+            assert!(Shard::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cancellation_skips_unstarted_items() {
+        let s = small();
+        let cancel = AtomicBool::new(true);
+        let count = Mutex::new(0);
+        run_items(&s.points, &work_items(1, 4, Shard::ALL), 1, 1, &cancel, |_| {
+            *count.lock().unwrap() += 1;
+            Ok::<(), ()>(())
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(*count.lock().unwrap(), 0);
     }
 
     #[test]
     fn analytic_values_exist_where_theory_does() {
-        let s = small();
-        let a = analytic(&s.station);
+        let ModelConfig::Station(station) = small().points[0].model;
+        let a = analytic(&station);
         let wait = a.iter().find(|(m, _)| *m == "wait_s").unwrap().1;
         assert!((wait - theory::mmc(3.6, 1.0, 4).unwrap().wait_s).abs() < 1e-12);
-        let mut lossy = s.station;
+        let mut lossy = station;
         lossy.capacity = Some(6);
         assert!(analytic(&lossy).is_empty(), "M/M/4/6 has no formula here");
     }

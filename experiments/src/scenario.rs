@@ -1,6 +1,11 @@
 //! Scenario files: TOML read into a raw table, checked key by key against the schema
 //! (so an unknown key names the file, the line and the nearest valid key), overridden
 //! with `--set key=value`, then resolved into typed configuration with range checks.
+//!
+//! A `[sweep]` table maps dotted keys to lists of values; the scenario then has one
+//! point per combination (the cartesian product, keys in alphabetical order, the last
+//! key varying fastest). Every point is resolved and checked when the scenario loads,
+//! so a bad value fails before anything runs or is written.
 
 use std::fmt;
 use std::path::Path;
@@ -14,6 +19,9 @@ pub const BUILTIN: &[(&str, &str)] = &[("mmc", include_str!("../../data/scenario
 
 /// The scenario `infersim run` uses when none is named.
 pub const DEFAULT_SCENARIO: &str = "mmc";
+
+/// Keys that cannot be swept: they describe the batch, not a point.
+const UNSWEEPABLE: &[&str] = &["description", "simulation.replications", "simulation.seed"];
 
 /// Every key a scenario may contain, as dotted paths.
 const KNOWN_KEYS: &[&str] = &[
@@ -69,6 +77,16 @@ pub enum ScenarioError {
     /// A `--set` argument without `=`.
     #[error("--set {0}: expected KEY=VALUE, e.g. --set station.servers=8")]
     BadOverride(String),
+    /// A sweep entry that is not a non-empty list, or names a key that cannot vary.
+    #[error("{source_name}: sweep.{key}: {problem}")]
+    BadSweep {
+        /// Where it came from.
+        source_name: String,
+        /// The swept key.
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// A value of the wrong type or out of range.
     #[error("{source_name}: {key} = {value} is invalid: expected {expected}")]
     Invalid {
@@ -151,21 +169,73 @@ fn leaf_keys(table: &Table, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
+/// What one point of a scenario simulates: a closed set of models, dispatched with an
+/// exhaustive `match` by the runner.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ModelConfig {
+    /// The queueing station (`[station]`).
+    Station(StationConfig),
+}
+
+/// One point of a (possibly swept) scenario.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Point {
+    /// Position in the sweep, from 0.
+    pub index: u32,
+    /// The value of each swept key at this point, in [`Scenario::sweep_keys`] order.
+    pub params: Vec<Value>,
+    /// The resolved model.
+    pub model: ModelConfig,
+}
+
 /// A scenario: its validated configuration plus where it came from.
 #[derive(Clone, Debug)]
 pub struct Scenario {
     /// The built-in name or the file path.
     pub source_name: String,
-    /// The raw table after overrides: written next to outputs as the resolved scenario.
+    /// The raw table after overrides, without the sweep.
     pub table: Table,
+    /// Swept keys with their values, in alphabetical key order.
+    pub sweep: Vec<(String, Vec<Value>)>,
     /// One line on what the scenario is.
     pub description: String,
-    /// The station model.
-    pub station: StationConfig,
+    /// Every point; exactly one without a sweep.
+    pub points: Vec<Point>,
     /// Replications to run unless the command line says otherwise.
     pub replications: u64,
     /// Master seed unless the command line says otherwise.
     pub seed: u64,
+}
+
+/// One resolved point, before it is placed in the sweep.
+#[derive(Clone)]
+struct ResolvedPoint {
+    description: String,
+    model: ModelConfig,
+    replications: u64,
+    seed: u64,
+}
+
+/// Flattens a sweep table into (dotted key, values) pairs.
+fn flatten_sweep(table: &Table, prefix: &str, out: &mut Vec<(String, Value)>) {
+    for (k, v) in table {
+        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match v {
+            Value::Table(t) if !KNOWN_KEYS.contains(&path.as_str()) => flatten_sweep(t, &path, out),
+            _ => out.push((path, v.clone())),
+        }
+    }
+}
+
+/// Sets a dotted key in a table, creating intermediate tables.
+fn set_key(table: &mut Table, key: &str, value: Value) -> Option<()> {
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut node = table;
+    for part in &parts[..parts.len() - 1] {
+        node = node.entry(part.to_string()).or_insert_with(|| Value::Table(Table::new())).as_table_mut()?;
+    }
+    node.insert(parts[parts.len() - 1].to_string(), value);
+    Some(())
 }
 
 #[derive(Deserialize)]
@@ -229,27 +299,59 @@ impl Scenario {
 
     /// Parses and validates scenario text.
     pub fn parse(source_name: &str, text: &str) -> Result<Scenario, ScenarioError> {
-        let table: Table = text.parse().map_err(|e: toml::de::Error| ScenarioError::Malformed {
+        let mut table: Table = text.parse().map_err(|e: toml::de::Error| ScenarioError::Malformed {
             source_name: source_name.into(),
             message: e.to_string(),
         })?;
+        let sweep_table = match table.remove("sweep") {
+            None => Table::new(),
+            Some(Value::Table(t)) => t,
+            Some(other) => {
+                return Err(ScenarioError::BadSweep {
+                    source_name: source_name.into(),
+                    key: String::new(),
+                    problem: format!("expected a table of key = [values], found {other}"),
+                });
+            }
+        };
         let mut keys = Vec::new();
         leaf_keys(&table, "", &mut keys);
-        if let Some(key) = keys.into_iter().find(|k| !KNOWN_KEYS.contains(&k.as_str())) {
+        let mut sweep_entries = Vec::new();
+        flatten_sweep(&sweep_table, "", &mut sweep_entries);
+        let unknown =
+            keys.iter().chain(sweep_entries.iter().map(|(k, _)| k)).find(|k| !KNOWN_KEYS.contains(&k.as_str()));
+        if let Some(key) = unknown {
             return Err(ScenarioError::UnknownKey {
                 source_name: source_name.into(),
-                line: line_of(text, &key),
-                hint: nearest_key(&key),
-                key,
+                line: line_of(text, key),
+                hint: nearest_key(key),
+                key: key.clone(),
             });
         }
-        Scenario::resolve(source_name, table)
+        let mut sweep = Vec::new();
+        for (key, value) in sweep_entries {
+            let bad = |problem: String| ScenarioError::BadSweep {
+                source_name: source_name.into(),
+                key: key.clone(),
+                problem,
+            };
+            if UNSWEEPABLE.contains(&key.as_str()) {
+                return Err(bad("this key describes the batch and cannot be swept".into()));
+            }
+            match value {
+                Value::Array(values) if !values.is_empty() => sweep.push((key, values)),
+                Value::Array(_) => return Err(bad("the list of values is empty".into())),
+                other => return Err(bad(format!("expected a list of values, found {other}"))),
+            }
+        }
+        Scenario::resolve(source_name, table, sweep)
     }
 
     /// Applies `key=value` overrides (dotted TOML paths; values in TOML syntax, bare
     /// words taken as strings) and re-validates.
     pub fn apply_overrides<S: AsRef<str>>(&mut self, overrides: &[S]) -> Result<(), ScenarioError> {
         let mut table = self.table.clone();
+        let mut sweep = self.sweep.clone();
         for o in overrides {
             let o = o.as_ref();
             let (key, raw) = o.split_once('=').ok_or_else(|| ScenarioError::BadOverride(o.into()))?;
@@ -267,22 +369,68 @@ impl Scenario {
                 .ok()
                 .and_then(|mut t| t.remove("v"))
                 .unwrap_or_else(|| Value::String(raw.trim().into()));
-            let mut node = &mut table;
-            let parts: Vec<&str> = key.split('.').collect();
-            for part in &parts[..parts.len() - 1] {
-                node = node
-                    .entry(part.to_string())
-                    .or_insert_with(|| Value::Table(Table::new()))
-                    .as_table_mut()
-                    .ok_or_else(|| ScenarioError::BadOverride(o.into()))?;
-            }
-            node.insert(parts[parts.len() - 1].to_string(), value);
+            set_key(&mut table, key, value).ok_or_else(|| ScenarioError::BadOverride(o.into()))?;
+            // Setting a swept key pins it: it leaves the sweep.
+            sweep.retain(|(k, _)| k != key);
         }
-        *self = Scenario::resolve(&format!("{} (with --set)", self.source_name), table)?;
+        let source_name = if self.source_name.ends_with("(with --set)") {
+            self.source_name.clone()
+        } else {
+            format!("{} (with --set)", self.source_name)
+        };
+        *self = Scenario::resolve(&source_name, table, sweep)?;
         Ok(())
     }
 
-    fn resolve(source_name: &str, table: Table) -> Result<Scenario, ScenarioError> {
+    /// The swept keys, in point-parameter order.
+    pub fn sweep_keys(&self) -> Vec<String> {
+        self.sweep.iter().map(|(k, _)| k.clone()).collect()
+    }
+
+    /// Resolves the base table and every point of the sweep.
+    fn resolve(source_name: &str, table: Table, sweep: Vec<(String, Vec<Value>)>) -> Result<Scenario, ScenarioError> {
+        let base = Scenario::resolve_point(source_name, table.clone())?;
+        let total: usize = sweep.iter().map(|(_, v)| v.len()).product();
+        let too_many = || ScenarioError::BadSweep {
+            source_name: source_name.into(),
+            key: String::new(),
+            problem: "more than 2^32 points".into(),
+        };
+        let mut points = Vec::with_capacity(total);
+        for index in 0..total {
+            // Mixed radix, last key fastest.
+            let mut rest = index;
+            let mut params = vec![Value::Boolean(false); sweep.len()];
+            let mut point_table = table.clone();
+            for (k, (key, values)) in sweep.iter().enumerate().rev() {
+                let value = values[rest % values.len()].clone();
+                rest /= values.len();
+                set_key(&mut point_table, key, value.clone()).ok_or_else(|| ScenarioError::BadSweep {
+                    source_name: source_name.into(),
+                    key: key.clone(),
+                    problem: "cannot be set".into(),
+                })?;
+                params[k] = value;
+            }
+            let model = if sweep.is_empty() {
+                base.model
+            } else {
+                Scenario::resolve_point(&format!("{source_name} (sweep point {index})"), point_table)?.model
+            };
+            points.push(Point { index: u32::try_from(index).map_err(|_| too_many())?, params, model });
+        }
+        Ok(Scenario {
+            source_name: source_name.into(),
+            table,
+            sweep,
+            description: base.description,
+            points,
+            replications: base.replications,
+            seed: base.seed,
+        })
+    }
+
+    fn resolve_point(source_name: &str, table: Table) -> Result<ResolvedPoint, ScenarioError> {
         let raw: RawScenario = table.clone().try_into().map_err(|e: toml::de::Error| ScenarioError::Malformed {
             source_name: source_name.into(),
             message: e.message().to_string(),
@@ -340,26 +488,32 @@ impl Scenario {
             .filter(|&r| r >= 1)
             .ok_or_else(|| invalid("simulation.replications", &sim.replications, "an integer >= 1"))?;
         let seed = u64::try_from(sim.seed).map_err(|_| invalid("simulation.seed", &sim.seed, "an integer >= 0"))?;
-        Ok(Scenario {
-            source_name: source_name.into(),
+        Ok(ResolvedPoint {
             description: raw.description,
-            station: StationConfig {
+            model: ModelConfig::Station(StationConfig {
                 servers,
                 interarrival: DurationDistribution::exponential_rate(lambda),
                 service,
                 capacity,
                 customers,
                 warmup_customers: warmup,
-            },
+            }),
             replications,
             seed,
-            table,
         })
     }
 
-    /// The resolved scenario as TOML text.
+    /// The resolved scenario as TOML text, sweep included.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(&self.table).expect("a TOML table always serialises")
+        let mut table = self.table.clone();
+        if !self.sweep.is_empty() {
+            let mut sweep = Table::new();
+            for (key, values) in &self.sweep {
+                set_key(&mut sweep, key, Value::Array(values.clone())).expect("sweep keys are valid paths");
+            }
+            table.insert("sweep".into(), Value::Table(sweep));
+        }
+        toml::to_string_pretty(&table).expect("a TOML table always serialises")
     }
 }
 
@@ -404,15 +558,56 @@ mod tests {
     fn overrides_apply_and_are_checked() {
         let mut s = Scenario::builtin("mmc").unwrap();
         s.apply_overrides(&["station.servers=8", "station.service=deterministic", "station.capacity=20"]).unwrap();
-        assert_eq!(s.station.servers, 8);
-        assert_eq!(s.station.capacity, Some(20));
-        assert!(matches!(s.station.service, DurationDistribution::Deterministic { .. }));
+        let ModelConfig::Station(station) = s.points[0].model;
+        assert_eq!(station.servers, 8);
+        assert_eq!(station.capacity, Some(20));
+        assert!(matches!(station.service, DurationDistribution::Deterministic { .. }));
         assert!(s.to_toml().contains("capacity = 20"));
         let e = s.apply_overrides(&["station.sevrers=2"]).unwrap_err().to_string();
         assert_eq!(e, "--set: unknown key `station.sevrers`; did you mean `station.servers`?");
         assert!(s.apply_overrides(&["station.servers"]).is_err());
         let e = s.apply_overrides(&["station.service_rate_per_s=0"]).unwrap_err().to_string();
         assert!(e.contains("station.service_rate_per_s = 0 is invalid"), "{e}");
-        assert_eq!(s.station.servers, 8, "a failed override leaves the scenario unchanged");
+        assert_eq!(servers(&s.points[0]), 8, "a failed override leaves the scenario unchanged");
+    }
+
+    fn servers(p: &Point) -> u32 {
+        let ModelConfig::Station(s) = p.model;
+        s.servers
+    }
+
+    #[test]
+    fn a_sweep_is_the_cartesian_product_last_key_fastest() {
+        let text = format!(
+            "{GOOD}\n[sweep]\nstation.servers = [4, 5]\nstation.service = [\"exponential\", \"deterministic\"]\n"
+        );
+        let s = Scenario::parse("t.toml", &text).unwrap();
+        assert_eq!(s.sweep_keys(), ["station.servers", "station.service"]);
+        assert_eq!(s.points.len(), 4);
+        let labels: Vec<(u32, String)> =
+            s.points.iter().map(|p| (servers(p), p.params[1].as_str().unwrap().to_string())).collect();
+        assert_eq!(labels[0], (4, "exponential".into()));
+        assert_eq!(labels[1], (4, "deterministic".into()));
+        assert_eq!(labels[3], (5, "deterministic".into()));
+        // The resolved text reads back as the same sweep.
+        let again = Scenario::parse("again.toml", &s.to_toml()).unwrap();
+        assert_eq!(again.points, s.points);
+        // --set pins a swept key.
+        let mut pinned = s.clone();
+        pinned.apply_overrides(&["station.servers=6"]).unwrap();
+        assert_eq!(pinned.points.len(), 2);
+        assert!(pinned.points.iter().all(|p| servers(p) == 6));
+    }
+
+    #[test]
+    fn bad_sweeps_are_reported_before_anything_runs() {
+        let with =
+            |sweep: &str| Scenario::parse("t.toml", &format!("{GOOD}\n[sweep]\n{sweep}\n")).unwrap_err().to_string();
+        assert_eq!(with("station.servers = []"), "t.toml: sweep.station.servers: the list of values is empty");
+        assert!(with("station.servers = 3").contains("expected a list of values"));
+        assert!(with("simulation.seed = [1, 2]").contains("cannot be swept"));
+        assert!(with("station.srvers = [1]").contains("did you mean `station.servers`"));
+        let e = with("station.servers = [4, 0]");
+        assert!(e.contains("sweep point 1") && e.contains("station.servers = 0"), "{e}");
     }
 }

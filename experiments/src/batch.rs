@@ -1,0 +1,411 @@
+//! A Monte Carlo batch written to an output directory.
+//!
+//! Every finished replication is saved at once as a part file (atomically), so an
+//! interrupted batch loses only the replications that were running; `--resume` runs
+//! what is missing. When every replication of the shard is done, the parts are
+//! assembled in (point, replication) order into `replications.parquet` (identical
+//! bytes whatever the thread count or the interruptions), the summary is computed,
+//! and the parts are removed.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use polars::prelude::DataFrame;
+use serde::{Deserialize, Serialize};
+
+use crate::analysis::{AnalysisError, scan_replications, summarize, write_csv, write_frame_parquet};
+use crate::output::{
+    OutputError, ReplicationRecord, parameter_column_name, read_parts, replications_batch, write_atomically,
+    write_parquet, write_part,
+};
+use crate::runner::{RunError, Shard, metric_names, run_items, work_items};
+use crate::scenario::Scenario;
+
+/// How to run a batch.
+#[derive(Clone, Debug)]
+pub struct BatchSpec {
+    /// Replications per point.
+    pub replications: u64,
+    /// Master seed.
+    pub seed: u64,
+    /// Worker threads (results do not depend on it).
+    pub threads: usize,
+    /// Which slice of the batch to run.
+    pub shard: Shard,
+    /// The output directory.
+    pub out: PathBuf,
+    /// Continue the batch already in `out` instead of starting a new one.
+    pub resume: bool,
+    /// Confidence level of the summary intervals.
+    pub confidence: f64,
+}
+
+/// Where a batch stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchStatus {
+    /// Replications are being run.
+    Running,
+    /// Stopped early; `--resume` completes it.
+    Interrupted,
+    /// Every replication of the shard is done and the outputs are written.
+    Complete,
+}
+
+/// A point of the batch, as recorded in the manifest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ManifestPoint {
+    /// Point index.
+    pub point: u32,
+    /// Swept key -> value at this point.
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A replication that failed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailedReplication {
+    /// Point index.
+    pub point: u32,
+    /// Replication index.
+    pub replication: u64,
+    /// Why.
+    pub error: String,
+}
+
+/// `manifest.json`: everything needed to reproduce, resume and read a batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always "infersim".
+    pub tool: String,
+    /// infersim's version.
+    pub version: String,
+    /// The scenario's built-in name or path.
+    pub scenario: String,
+    /// Its one-line description.
+    pub description: String,
+    /// The resolved scenario (also in scenario.toml).
+    pub scenario_toml: String,
+    /// Master seed.
+    pub seed: u64,
+    /// Replications per point.
+    pub replications: u64,
+    /// The 64-bit seed of each replication index (the same at every point).
+    pub replication_seeds: Vec<u64>,
+    /// This directory's slice of the batch, `[I, N]`.
+    pub shard: [u64; 2],
+    /// Threads used by the latest run.
+    pub threads: usize,
+    /// Swept keys, in order.
+    pub sweep_keys: Vec<String>,
+    /// Their column names in replications.parquet.
+    pub parameter_columns: Vec<String>,
+    /// Every point of the batch.
+    pub points: Vec<ManifestPoint>,
+    /// Metric columns, in order.
+    pub metrics: Vec<String>,
+    /// Replications this shard must run.
+    pub expected: u64,
+    /// Replications finished (successfully or not).
+    pub completed: u64,
+    /// Replications that failed; they are not in replications.parquet.
+    pub failed: Vec<FailedReplication>,
+    /// Where the batch stands.
+    pub status: BatchStatus,
+    /// When the batch was first started (seconds since the Unix epoch).
+    pub started_unix_s: u64,
+    /// Wall time of the latest run (s).
+    pub elapsed_s: f64,
+}
+
+/// Why a batch could not run or finish.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BatchError {
+    /// Bad run parameters.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// A file could not be read or written.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// Analysis failed.
+    #[error(transparent)]
+    Analysis(#[from] AnalysisError),
+    /// The output directory already holds something and `--resume` was not given.
+    #[error("{0}: already exists and is not empty; choose another --out, or add --resume to continue the batch in it")]
+    OutputExists(PathBuf),
+    /// `--resume` on a directory without a batch.
+    #[error("{0}: no manifest.json here, so there is no batch to resume")]
+    NothingToResume(PathBuf),
+    /// `--resume` with a different scenario, seed, replications or shard.
+    #[error("{path}: cannot resume: the batch there has {what} {there}, this run asks for {here}")]
+    ResumeMismatch {
+        /// The directory.
+        path: PathBuf,
+        /// Which setting differs.
+        what: &'static str,
+        /// The recorded value.
+        there: String,
+        /// The requested value.
+        here: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OutputError + '_ {
+    move |error| OutputError::Io { path: path.to_path_buf(), error }
+}
+
+/// Reads `DIR/manifest.json`.
+pub fn read_manifest(dir: &Path) -> Result<Manifest, OutputError> {
+    let path = dir.join("manifest.json");
+    let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+    serde_json::from_str(&text).map_err(|e| OutputError::Format { path, message: e.to_string() })
+}
+
+fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), OutputError> {
+    let path = dir.join("manifest.json");
+    write_atomically(&path, |w| {
+        serde_json::to_writer_pretty(&mut *w, manifest)
+            .map_err(|e| OutputError::Format { path: path.clone(), message: e.to_string() })?;
+        std::io::Write::write_all(w, b"\n").map_err(io_err(&path))
+    })
+}
+
+fn new_manifest(scenario: &Scenario, spec: &BatchSpec, expected: u64) -> Manifest {
+    let keys = scenario.sweep_keys();
+    Manifest {
+        tool: "infersim".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        scenario: scenario.source_name.clone(),
+        description: scenario.description.clone(),
+        scenario_toml: scenario.to_toml(),
+        seed: spec.seed,
+        replications: spec.replications,
+        replication_seeds: (0..spec.replications).map(|r| infersim_engine::replication_seed(spec.seed, r)).collect(),
+        shard: [spec.shard.index, spec.shard.count],
+        threads: spec.threads,
+        parameter_columns: keys.iter().map(|k| parameter_column_name(k)).collect(),
+        points: scenario
+            .points
+            .iter()
+            .map(|p| ManifestPoint {
+                point: p.index,
+                params: keys
+                    .iter()
+                    .zip(&p.params)
+                    .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or(serde_json::Value::Null)))
+                    .collect(),
+            })
+            .collect(),
+        sweep_keys: keys,
+        metrics: metric_names(&scenario.points[0].model).iter().map(|m| m.to_string()).collect(),
+        expected,
+        completed: 0,
+        failed: Vec::new(),
+        status: BatchStatus::Running,
+        started_unix_s: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        elapsed_s: 0.0,
+    }
+}
+
+/// What a batch run produced.
+#[derive(Debug)]
+pub struct BatchReport {
+    /// The manifest as last written.
+    pub manifest: Manifest,
+    /// The summary, once the batch is complete.
+    pub summary: Option<DataFrame>,
+}
+
+fn check_resumable(dir: &Path, there: &Manifest, here: &Manifest) -> Result<(), BatchError> {
+    let mismatch =
+        |what, a: String, b: String| BatchError::ResumeMismatch { path: dir.to_path_buf(), what, there: a, here: b };
+    if there.scenario_toml != here.scenario_toml {
+        return Err(mismatch("a different scenario (see its scenario.toml)", String::new(), String::new()));
+    }
+    if there.seed != here.seed {
+        return Err(mismatch("seed", there.seed.to_string(), here.seed.to_string()));
+    }
+    if there.replications != here.replications {
+        return Err(mismatch("replications", there.replications.to_string(), here.replications.to_string()));
+    }
+    if there.shard != here.shard {
+        let show = |s: [u64; 2]| format!("{}/{}", s[0], s[1]);
+        return Err(mismatch("shard", show(there.shard), show(here.shard)));
+    }
+    Ok(())
+}
+
+/// Runs (or resumes) a batch into `spec.out`. `progress` is called with every finished
+/// replication; `cancel` stops the batch after the running replications finish.
+pub fn run_batch(
+    scenario: &Scenario,
+    spec: &BatchSpec,
+    cancel: &AtomicBool,
+    progress: &(dyn Fn(&ReplicationRecord) + Sync),
+) -> Result<BatchReport, BatchError> {
+    if spec.replications == 0 {
+        return Err(RunError::NoReplications.into());
+    }
+    if spec.threads == 0 {
+        return Err(RunError::NoThreads.into());
+    }
+    if !(spec.confidence > 0.0 && spec.confidence < 1.0) {
+        return Err(AnalysisError::BadConfidence(spec.confidence).into());
+    }
+    let started = Instant::now();
+    let items = work_items(scenario.points.len(), spec.replications, spec.shard);
+    let out = &spec.out;
+    let mut manifest = new_manifest(scenario, spec, items.len() as u64);
+    if spec.resume {
+        let previous = read_manifest(out).map_err(|_| BatchError::NothingToResume(out.clone()))?;
+        check_resumable(out, &previous, &manifest)?;
+        manifest.started_unix_s = previous.started_unix_s;
+        if previous.status == BatchStatus::Complete {
+            let summary = summarize_dir(out, &manifest, spec.confidence)?;
+            return Ok(BatchReport { manifest: previous, summary: Some(summary) });
+        }
+    } else {
+        let occupied = fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(false);
+        if occupied {
+            return Err(BatchError::OutputExists(out.clone()));
+        }
+        fs::create_dir_all(out).map_err(io_err(out))?;
+        fs::write(out.join("scenario.toml"), scenario.to_toml()).map_err(io_err(&out.join("scenario.toml")))?;
+    }
+    fs::create_dir_all(out.join("parts")).map_err(io_err(&out.join("parts")))?;
+    // Failed replications are tried again on resume.
+    let mut done: BTreeSet<(u32, u64)> = BTreeSet::new();
+    for record in read_parts(out)? {
+        if record.error.is_some() {
+            let path = crate::output::part_path(out, record.point, record.replication);
+            fs::remove_file(&path).map_err(io_err(&path))?;
+        } else {
+            done.insert((record.point, record.replication));
+        }
+    }
+    let todo: Vec<(u32, u64)> = items.iter().copied().filter(|i| !done.contains(i)).collect();
+    manifest.completed = done.len() as u64;
+    write_manifest(out, &manifest)?;
+
+    run_items(&scenario.points, &todo, spec.seed, spec.threads, cancel, |record| {
+        write_part(out, &record)?;
+        progress(&record);
+        Ok::<(), OutputError>(())
+    })??;
+
+    let records = read_parts(out)?;
+    manifest.completed = records.len() as u64;
+    manifest.failed = records
+        .iter()
+        .filter_map(|r| {
+            r.error.as_ref().map(|e| FailedReplication { point: r.point, replication: r.replication, error: e.clone() })
+        })
+        .collect();
+    manifest.elapsed_s = started.elapsed().as_secs_f64();
+    if manifest.completed < manifest.expected {
+        manifest.status = BatchStatus::Interrupted;
+        write_manifest(out, &manifest)?;
+        return Ok(BatchReport { manifest, summary: None });
+    }
+    let succeeded: Vec<ReplicationRecord> = records.into_iter().filter(|r| r.error.is_none()).collect();
+    let params: Vec<Vec<toml::Value>> = scenario.points.iter().map(|p| p.params.clone()).collect();
+    let metrics: Vec<&str> = manifest.metrics.iter().map(String::as_str).collect();
+    let batch = replications_batch(&succeeded, &manifest.sweep_keys, &params, &metrics)
+        .map_err(|e| OutputError::Format { path: out.join("replications.parquet"), message: e.to_string() })?;
+    write_parquet(&out.join("replications.parquet"), &batch)?;
+    let summary = summarize_dir(out, &manifest, spec.confidence)?;
+    manifest.status = BatchStatus::Complete;
+    write_manifest(out, &manifest)?;
+    fs::remove_dir_all(out.join("parts")).map_err(io_err(&out.join("parts")))?;
+    Ok(BatchReport { manifest, summary: Some(summary) })
+}
+
+/// Computes and writes `summary.parquet` and `summary.csv` for one directory.
+fn summarize_dir(out: &Path, manifest: &Manifest, confidence: f64) -> Result<DataFrame, BatchError> {
+    let mut summary = summarize_dirs(&[out.to_path_buf()], manifest, confidence)?;
+    write_frame_parquet(&out.join("summary.parquet"), &mut summary)?;
+    write_csv(&out.join("summary.csv"), &summary)?;
+    Ok(summary)
+}
+
+/// The summary of one or more directories holding (parts of) the same batch.
+pub fn summarize_dirs(dirs: &[PathBuf], manifest: &Manifest, confidence: f64) -> Result<DataFrame, AnalysisError> {
+    let ids: Vec<String> =
+        std::iter::once("point".to_string()).chain(manifest.parameter_columns.iter().cloned()).collect();
+    summarize(scan_replications(dirs)?, &ids, &manifest.metrics, confidence)
+}
+
+/// A default output directory: `out/<scenario>-<UTC date>-<time>`, made unique.
+pub fn default_out_dir(scenario: &Scenario) -> PathBuf {
+    let name: String = Path::new(&scenario.source_name)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "batch".into())
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .collect();
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
+    let t = secs % 86_400;
+    let base = format!("out/{name}-{y:04}{mo:02}{d:02}-{:02}{:02}{:02}", t / 3600, t / 60 % 60, t % 60);
+    let mut dir = PathBuf::from(&base);
+    let mut k = 2;
+    while dir.exists() {
+        dir = PathBuf::from(format!("{base}-{k}"));
+        k += 1;
+    }
+    dir
+}
+
+/// Days since 1970-01-01 to a (year, month, day) civil date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Writes a merged batch (from several shard directories, or rewrites one directory):
+/// `replications.parquet` sorted by (point, replication), the summary, the manifest
+/// and the scenario.
+pub fn write_merged(
+    dirs: &[PathBuf],
+    out: &Path,
+    manifest: &Manifest,
+    mut summary: DataFrame,
+) -> Result<(), BatchError> {
+    use polars::prelude::SortMultipleOptions;
+    fs::create_dir_all(out).map_err(io_err(out))?;
+    if dirs.len() > 1 || dirs[0] != out {
+        let mut merged = scan_replications(dirs)?
+            .sort(["point", "replication"], SortMultipleOptions::default())
+            .collect()
+            .map_err(|error| AnalysisError::Polars { context: "merging replications".into(), error })?;
+        write_frame_parquet(&out.join("replications.parquet"), &mut merged)?;
+    }
+    write_frame_parquet(&out.join("summary.parquet"), &mut summary)?;
+    write_csv(&out.join("summary.csv"), &summary)?;
+    fs::write(out.join("scenario.toml"), &manifest.scenario_toml).map_err(io_err(&out.join("scenario.toml")))?;
+    write_manifest(out, manifest)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_415), (2025, 11, 23));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+}

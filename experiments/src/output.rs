@@ -1,0 +1,264 @@
+//! The output directory of a batch (DESIGN section 4):
+//!
+//! ```text
+//! OUT/manifest.json          tool version, resolved scenario, seeds, points, progress, times
+//! OUT/scenario.toml          the resolved scenario
+//! OUT/replications.parquet   one row per (point, replication)
+//! OUT/summary.parquet, .csv  one row per (point, metric)
+//! OUT/parts/                 one file per finished replication while a batch is under way
+//! ```
+//!
+//! Every file appears atomically: it is written under a temporary name in the same
+//! directory and renamed into place, so a reader (or a crash) never sees half a file.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, UInt32Array, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+use toml::Value;
+
+/// Failures of reading or writing outputs, with the path involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutputError {
+    /// A file-system operation failed.
+    #[error("{path}: {error}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// Parquet or Arrow refused the data.
+    #[error("{path}: {message}")]
+    Format {
+        /// The path.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutputError + '_ {
+    move |error| OutputError::Io { path: path.to_path_buf(), error }
+}
+
+fn format_err(path: &Path) -> impl FnOnce(String) -> OutputError + '_ {
+    move |message| OutputError::Format { path: path.to_path_buf(), message }
+}
+
+/// Writes `path` atomically: `write` fills a temporary file beside it, which is then
+/// flushed, synced and renamed over `path`.
+pub fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<(), OutputError>,
+) -> Result<(), OutputError> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let file = File::create(&tmp).map_err(io(&tmp))?;
+        let mut w = BufWriter::new(file);
+        write(&mut w)?;
+        let file = w.into_inner().map_err(|e| OutputError::Io { path: tmp.clone(), error: e.into_error() })?;
+        file.sync_all().map_err(io(&tmp))?;
+        fs::rename(&tmp, path).map_err(io(path))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Zstandard level for every Parquet file infersim writes.
+const ZSTD_LEVEL: i32 = 3;
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL).expect("3 is a valid zstd level")))
+        .set_created_by(format!("infersim {}", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Writes one record batch to `path` as Parquet, atomically.
+pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), OutputError> {
+    write_atomically(path, |w| {
+        let mut writer = ArrowWriter::try_new(w, batch.schema(), Some(writer_properties()))
+            .map_err(|e| format_err(path)(e.to_string()))?;
+        writer.write(batch).map_err(|e| format_err(path)(e.to_string()))?;
+        writer.close().map_err(|e| format_err(path)(e.to_string()))?;
+        Ok(())
+    })
+}
+
+/// A column of swept parameter values, typed by the TOML values it holds.
+pub fn parameter_column(values: &[&Value]) -> (DataType, ArrayRef) {
+    if values.iter().all(|v| v.is_integer()) {
+        let a: Int64Array = values.iter().map(|v| v.as_integer()).collect();
+        (DataType::Int64, Arc::new(a))
+    } else if values.iter().all(|v| v.is_float() || v.is_integer()) {
+        let a: Float64Array =
+            values.iter().map(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64))).collect();
+        (DataType::Float64, Arc::new(a))
+    } else if values.iter().all(|v| v.is_bool()) {
+        let a: BooleanArray = values.iter().map(|v| v.as_bool()).collect();
+        (DataType::Boolean, Arc::new(a))
+    } else {
+        let a: StringArray =
+            values.iter().map(|v| Some(v.as_str().map_or_else(|| v.to_string(), str::to_string))).collect();
+        (DataType::Utf8, Arc::new(a))
+    }
+}
+
+/// The column name of a swept key: dots become underscores (`station.servers` ->
+/// `station_servers`), so names stay snake_case for every reader.
+pub fn parameter_column_name(key: &str) -> String {
+    key.replace('.', "_")
+}
+
+/// One finished replication, as kept in `parts/` and in `replications.parquet`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplicationRecord {
+    /// Point index in the sweep (0 without a sweep).
+    pub point: u32,
+    /// Replication index.
+    pub replication: u64,
+    /// The 64-bit seed its streams derive from.
+    pub seed: u64,
+    /// Metric values in the batch's metric order; `None` where undefined.
+    pub metrics: Vec<Option<f64>>,
+    /// Why the replication failed, if it did (its metrics are then all `None`).
+    pub error: Option<String>,
+}
+
+/// File name of a replication's part file.
+pub fn part_path(out: &Path, point: u32, replication: u64) -> PathBuf {
+    out.join("parts").join(format!("point-{point}-rep-{replication}.json"))
+}
+
+/// Saves one finished replication atomically.
+pub fn write_part(out: &Path, record: &ReplicationRecord) -> Result<(), OutputError> {
+    let path = part_path(out, record.point, record.replication);
+    write_atomically(&path, |w| {
+        serde_json::to_writer(&mut *w, record).map_err(|e| format_err(&path)(e.to_string()))?;
+        w.flush().map_err(io(&path))
+    })
+}
+
+/// Reads every part file under `out/parts`, sorted by (point, replication).
+pub fn read_parts(out: &Path) -> Result<Vec<ReplicationRecord>, OutputError> {
+    let dir = out.join("parts");
+    let mut records = Vec::new();
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(records),
+        Err(e) => return Err(io(&dir)(e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(io(&dir))?.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let text = fs::read_to_string(&path).map_err(io(&path))?;
+            let record: ReplicationRecord =
+                serde_json::from_str(&text).map_err(|e| format_err(&path)(e.to_string()))?;
+            records.push(record);
+        }
+    }
+    records.sort_by_key(|r| (r.point, r.replication));
+    Ok(records)
+}
+
+/// Builds the `replications.parquet` batch: point, replication, seed, the swept
+/// parameters of each row's point, then every metric.
+pub fn replications_batch(
+    records: &[ReplicationRecord],
+    sweep_keys: &[String],
+    point_params: &[Vec<Value>],
+    metric_names: &[&str],
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let mut fields = vec![
+        Field::new("point", DataType::UInt32, false),
+        Field::new("replication", DataType::UInt64, false),
+        Field::new("seed", DataType::UInt64, false),
+    ];
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(records.iter().map(|r| r.point).collect::<UInt32Array>()),
+        Arc::new(records.iter().map(|r| r.replication).collect::<UInt64Array>()),
+        Arc::new(records.iter().map(|r| r.seed).collect::<UInt64Array>()),
+    ];
+    for (k, key) in sweep_keys.iter().enumerate() {
+        let values: Vec<&Value> = records.iter().map(|r| &point_params[r.point as usize][k]).collect();
+        let (dtype, array) = parameter_column(&values);
+        fields.push(Field::new(parameter_column_name(key), dtype, false));
+        columns.push(array);
+    }
+    for (m, name) in metric_names.iter().enumerate() {
+        fields.push(Field::new(*name, DataType::Float64, true));
+        columns.push(Arc::new(records.iter().map(|r| r.metrics[m]).collect::<Float64Array>()));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("infersim-output-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("parts")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn parts_round_trip_exactly_and_sorted() {
+        let dir = tmp("parts");
+        let a =
+            ReplicationRecord { point: 1, replication: 0, seed: 7, metrics: vec![Some(0.1 + 0.2), None], error: None };
+        let b = ReplicationRecord {
+            point: 0,
+            replication: 3,
+            seed: 9,
+            metrics: vec![Some(f64::MIN_POSITIVE), Some(1e300)],
+            error: None,
+        };
+        write_part(&dir, &a).unwrap();
+        write_part(&dir, &b).unwrap();
+        assert_eq!(read_parts(&dir).unwrap(), vec![b, a]);
+        assert!(
+            fs::read_dir(dir.join("parts")).unwrap().all(|e| !e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.'))
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn failed_writes_leave_nothing_behind() {
+        let dir = tmp("atomic");
+        let path = dir.join("x.txt");
+        let r = write_atomically(&path, |_| Err(OutputError::Format { path: path.clone(), message: "no".into() }));
+        assert!(r.is_err());
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "only parts/ remains");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn parameter_columns_keep_their_types() {
+        let ints = [Value::Integer(1), Value::Integer(2)];
+        assert_eq!(parameter_column(&ints.iter().collect::<Vec<_>>()).0, DataType::Int64);
+        let mixed = [Value::Integer(1), Value::Float(2.5)];
+        assert_eq!(parameter_column(&mixed.iter().collect::<Vec<_>>()).0, DataType::Float64);
+        let words = [Value::String("a".into())];
+        assert_eq!(parameter_column(&words.iter().collect::<Vec<_>>()).0, DataType::Utf8);
+        assert_eq!(parameter_column_name("station.servers"), "station_servers");
+    }
+}

@@ -1,0 +1,236 @@
+//! End-to-end batches through the binary: outputs read back with polars, determinism
+//! across thread counts, interruption and resume, shards and merging, partial
+//! failures, and bad input that must leave nothing behind.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use polars::prelude::*;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_infersim"))
+}
+
+fn infersim(args: &[&str]) -> Output {
+    bin().args(args).output().expect("the binary runs")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+const SMALL: [&str; 4] = ["--set", "simulation.customers=4000", "--set", "simulation.warmup_customers=400"];
+
+fn run(out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["run", "-q", "--out", s(out)];
+    args.extend_from_slice(&SMALL);
+    args.extend_from_slice(extra);
+    let o = infersim(&args);
+    assert!(o.status.success(), "{:?}: {}", args, String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+fn read(path: PathBuf) -> DataFrame {
+    let text = path.to_string_lossy().into_owned();
+    LazyFrame::scan_parquet(PlRefPath::new(text.as_str()), ScanArgsParquet::default()).unwrap().collect().unwrap()
+}
+
+fn manifest(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn a_batch_writes_every_output_and_they_read_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("batch");
+    run(&out, &["--reps", "5", "--seed", "11"]);
+    for f in ["manifest.json", "scenario.toml", "replications.parquet", "summary.parquet", "summary.csv"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    assert!(!out.join("parts").exists(), "parts are removed once assembled");
+    let reps = read(out.join("replications.parquet"));
+    assert_eq!(reps.height(), 5);
+    let names: Vec<String> = reps.get_column_names().iter().map(|n| n.to_string()).collect();
+    assert_eq!(&names[..3], ["point", "replication", "seed"]);
+    assert!(names.contains(&"wait_s".to_string()) && names.contains(&"p_block".to_string()));
+    assert_eq!(reps.column("wait_s").unwrap().dtype(), &DataType::Float64);
+    let m = manifest(&out);
+    assert_eq!(m["status"], "complete");
+    assert_eq!(m["completed"], 5);
+    let seeds: Vec<u64> = reps.column("seed").unwrap().u64().unwrap().into_no_null_iter().collect();
+    let recorded: Vec<u64> = m["replication_seeds"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert_eq!(seeds, recorded);
+    // Invariants of every row: served customers' waits are below their sojourns.
+    let wait = reps.column("wait_s").unwrap().f64().unwrap().clone();
+    let sojourn = reps.column("sojourn_s").unwrap().f64().unwrap().clone();
+    assert!(wait.into_no_null_iter().zip(sojourn.into_no_null_iter()).all(|(w, s)| 0.0 <= w && w < s));
+    let summary = read(out.join("summary.parquet"));
+    assert_eq!(summary.height(), m["metrics"].as_array().unwrap().len());
+    assert!(summary.column("n").unwrap().u64().unwrap().into_no_null_iter().all(|n| n == 5));
+    let csv = fs::read_to_string(out.join("summary.csv")).unwrap();
+    assert!(csv.starts_with("point,metric,n,mean,std,ci_low,ci_high,confidence\n"));
+}
+
+#[test]
+fn replications_are_byte_identical_for_one_and_two_threads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("t1"), tmp.path().join("t2"));
+    run(&a, &["--reps", "6", "--threads", "1"]);
+    run(&b, &["--reps", "6", "--threads", "2"]);
+    assert_eq!(fs::read(a.join("replications.parquet")).unwrap(), fs::read(b.join("replications.parquet")).unwrap());
+    assert_eq!(fs::read(a.join("summary.csv")).unwrap(), fs::read(b.join("summary.csv")).unwrap());
+}
+
+fn parts(dir: &Path) -> usize {
+    fs::read_dir(dir.join("parts"))
+        .map(|d| d.filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json")).count())
+        .unwrap_or(0)
+}
+
+/// Starts a long batch, waits until some replications are saved, and stops it with
+/// `signal`; returns the child's exit code (None when killed).
+fn interrupt(out: &Path, signal: &str) -> Option<i32> {
+    let mut child = bin()
+        .args(["run", "-q", "--out", s(out), "--reps", "400", "--threads", "1"])
+        .args(["--set", "simulation.customers=20000", "--set", "simulation.warmup_customers=0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while parts(out) < 3 {
+        assert!(Instant::now() < deadline, "no replication finished in 120 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    child.wait().unwrap().code()
+}
+
+#[test]
+fn an_interrupted_or_killed_batch_resumes_to_the_same_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = tmp.path().join("full");
+    let args = ["--reps", "400", "--set", "simulation.customers=20000", "--set", "simulation.warmup_customers=0"];
+    let o = infersim(&[&["run", "-q", "--out", s(&full)][..], &args].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let expected = fs::read(full.join("replications.parquet")).unwrap();
+    for signal in ["-INT", "-KILL"] {
+        let out = tmp.path().join(signal.trim_start_matches('-'));
+        let code = interrupt(&out, signal);
+        if signal == "-INT" {
+            assert_eq!(code, Some(130), "Ctrl-C ends with 130");
+            assert_eq!(manifest(&out)["status"], "interrupted");
+        }
+        assert!(!out.join("replications.parquet").exists(), "no final output before the batch is complete");
+        let kept = parts(&out);
+        assert!((3..400).contains(&kept), "{signal}: {kept} parts kept");
+        let o = infersim(&[&["run", "-q", "--out", s(&out), "--resume"][..], &args].concat());
+        assert!(o.status.success(), "{signal}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(fs::read(out.join("replications.parquet")).unwrap(), expected, "{signal}: resumed batch differs");
+        assert_eq!(manifest(&out)["status"], "complete");
+    }
+}
+
+#[test]
+fn a_sweep_split_into_shards_merges_into_the_unsharded_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = tmp.path().join("sweep.toml");
+    let text = include_str!("../../data/scenarios/mmc.toml").to_string()
+        + "\n[sweep]\nstation.servers = [4, 5]\nstation.arrival_rate_per_s = [2.0, 3.0]\n";
+    fs::write(&scenario, text).unwrap();
+    let sc = s(&scenario);
+    let whole = tmp.path().join("whole");
+    run(&whole, &[sc, "--reps", "3"]);
+    let reps = read(whole.join("replications.parquet"));
+    assert_eq!(reps.height(), 12);
+    let servers: Vec<i64> = reps.column("station_servers").unwrap().i64().unwrap().into_no_null_iter().collect();
+    // Keys in alphabetical order, the last (station.servers) varying fastest.
+    assert_eq!(&servers[..6], [4, 4, 4, 5, 5, 5]);
+    // Common random numbers: replication r has the same seed at every point.
+    let seeds = reps.column("seed").unwrap().u64().unwrap().clone();
+    assert_eq!(seeds.get(0), seeds.get(3));
+    let shard_dirs: Vec<PathBuf> = (1..=3).map(|i| tmp.path().join(format!("shard{i}"))).collect();
+    for (i, dir) in shard_dirs.iter().enumerate() {
+        run(dir, &[sc, "--reps", "3", "--shard", &format!("{}/3", i + 1)]);
+    }
+    let merged = tmp.path().join("merged");
+    let incomplete = infersim(&["analyze", s(&shard_dirs[0]), s(&shard_dirs[2]), "--out", s(&merged)]);
+    assert_eq!(incomplete.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&incomplete.stderr).contains("shards 2/3 are missing"));
+    assert!(!merged.exists(), "a refused merge writes nothing");
+    let o = infersim(&["analyze", s(&shard_dirs[0]), s(&shard_dirs[1]), s(&shard_dirs[2]), "--out", s(&merged)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(read(merged.join("replications.parquet")).equals(&reps), "merged rows differ from the unsharded batch");
+    assert_eq!(fs::read(merged.join("summary.csv")).unwrap(), fs::read(whole.join("summary.csv")).unwrap());
+}
+
+#[test]
+fn a_failing_replication_is_recorded_and_the_others_are_kept() {
+    // Two customers with a mean service of 1e10 s: in about half the replications the
+    // second departure lies beyond the 584 years integer time can hold, which is an
+    // error for that replication, never a silent clamp.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("fails");
+    let o = infersim(&[
+        "run",
+        "-q",
+        "--out",
+        s(&out),
+        "--reps",
+        "12",
+        "--set",
+        "station.servers=1",
+        "--set",
+        "station.arrival_rate_per_s=1e-9",
+        "--set",
+        "station.service_rate_per_s=1e-10",
+        "--set",
+        "simulation.customers=2",
+        "--set",
+        "simulation.warmup_customers=0",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("replications failed"));
+    let m = manifest(&out);
+    let failed = m["failed"].as_array().unwrap();
+    assert!(!failed.is_empty() && failed.len() < 12, "{} failed", failed.len());
+    assert!(failed[0]["error"].as_str().unwrap().contains("584 years"));
+    assert_eq!(read(out.join("replications.parquet")).height(), 12 - failed.len());
+}
+
+#[test]
+fn bad_input_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("never");
+    for (args, message) in [
+        (vec!["run", "--out", s(&out), "--set", "station.servres=3"], "did you mean `station.servers`"),
+        (vec!["run", "--out", s(&out), "--reps", "0"], "--reps must be at least 1"),
+        (vec!["run", "--out", s(&out), "--shard", "3/2"], "expected I/N with 1 <= I <= N"),
+        (vec!["run", "--out", s(&out), "--resume"], "no manifest.json here"),
+        (vec!["run", "--out", s(&out), "--confidence", "1.5"], "outside (0, 1)"),
+        (vec!["run", "nosuch.toml", "--out", s(&out)], "no scenario named `nosuch.toml`"),
+    ] {
+        let o = infersim(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(message),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!out.exists(), "{args:?} left {out:?} behind");
+    }
+    // An occupied directory is refused and left untouched.
+    fs::create_dir_all(&out).unwrap();
+    fs::write(out.join("precious.txt"), "keep").unwrap();
+    let o = infersim(&["run", "--out", s(&out)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists and is not empty"));
+    assert_eq!(fs::read_dir(&out).unwrap().count(), 1);
+    // An output directory that cannot be created.
+    let o = infersim(&["run", "--out", "/proc/infersim-cannot-write-here"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/proc/infersim-cannot-write-here"));
+}
