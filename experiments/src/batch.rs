@@ -21,8 +21,9 @@ use crate::output::{
     OutputError, ReplicationRecord, parameter_column_name, read_parts, replications_batch, write_atomically,
     write_parquet, write_part,
 };
-use crate::runner::{RunError, Shard, metric_names, run_items, work_items};
+use crate::runner::{RunError, Shard, TraceSpec, metric_names, run_items, work_items};
 use crate::scenario::Scenario;
+use crate::trace::TraceLevel;
 
 /// How to run a batch.
 #[derive(Clone, Debug)]
@@ -41,6 +42,8 @@ pub struct BatchSpec {
     pub resume: bool,
     /// Confidence level of the summary intervals.
     pub confidence: f64,
+    /// How much of each replication to record.
+    pub trace: TraceLevel,
 }
 
 /// Where a batch stands.
@@ -106,6 +109,8 @@ pub struct Manifest {
     pub points: Vec<ManifestPoint>,
     /// Metric columns, in order.
     pub metrics: Vec<String>,
+    /// Trace level: summary, timeseries or requests.
+    pub trace: TraceLevel,
     /// Replications this shard must run.
     pub expected: u64,
     /// Replications finished (successfully or not).
@@ -201,6 +206,7 @@ fn new_manifest(scenario: &Scenario, spec: &BatchSpec, expected: u64) -> Manifes
             .collect(),
         sweep_keys: keys,
         metrics: metric_names(&scenario.points[0].model).iter().map(|m| m.to_string()).collect(),
+        trace: spec.trace,
         expected,
         completed: 0,
         failed: Vec::new(),
@@ -230,6 +236,9 @@ fn check_resumable(dir: &Path, there: &Manifest, here: &Manifest) -> Result<(), 
     }
     if there.replications != here.replications {
         return Err(mismatch("replications", there.replications.to_string(), here.replications.to_string()));
+    }
+    if there.trace != here.trace {
+        return Err(mismatch("trace level", format!("{:?}", there.trace), format!("{:?}", here.trace)));
     }
     if there.shard != here.shard {
         let show = |s: [u64; 2]| format!("{}/{}", s[0], s[1]);
@@ -290,7 +299,14 @@ pub fn run_batch(
     manifest.completed = done.len() as u64;
     write_manifest(out, &manifest)?;
 
-    run_items(&scenario.points, &todo, spec.seed, spec.threads, cancel, |record| {
+    let trace = TraceSpec {
+        level: spec.trace,
+        out: out.clone(),
+        sample_every: infersim_engine::SimDuration::from_secs_f64(scenario.sample_interval_s).map_err(|e| {
+            OutputError::Format { path: out.clone(), message: format!("simulation.sample_interval_s: {e}") }
+        })?,
+    };
+    run_items(&scenario.points, &todo, spec.seed, spec.threads, &trace, cancel, |record| {
         write_part(out, &record)?;
         progress(&record);
         Ok::<(), OutputError>(())

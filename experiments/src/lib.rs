@@ -16,7 +16,7 @@
 //! let mut scenario = Scenario::builtin("mmc").unwrap();
 //! scenario.apply_overrides(&["simulation.customers=5000", "simulation.warmup_customers=500"]).unwrap();
 //! let out = std::env::temp_dir().join(format!("infersim-doc-{}", std::process::id()));
-//! let spec = BatchSpec { replications: 4, seed: 42, threads: 2, shard: Shard::ALL, out: out.clone(), resume: false, confidence: 0.95 };
+//! let spec = BatchSpec { replications: 4, seed: 42, threads: 2, shard: Shard::ALL, out: out.clone(), resume: false, confidence: 0.95, trace: Default::default() };
 //! let report = run_batch(&scenario, &spec, &AtomicBool::new(false), &|_| {}).unwrap();
 //! assert_eq!(report.manifest.completed, 4);
 //! assert!(out.join("replications.parquet").exists() && out.join("summary.csv").exists());
@@ -28,3 +28,4 @@ pub mod batch;
 pub mod output;
 pub mod runner;
 pub mod scenario;
+pub mod trace;

@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use infersim::analysis::cell;
+use infersim::analysis::{Gate, cell};
 use infersim::batch::{BatchSpec, BatchStatus, Manifest, default_out_dir, read_manifest, run_batch, summarize_dirs};
 use infersim::runner::{Shard, analytic};
 use infersim::scenario::{BUILTIN, DEFAULT_SCENARIO, ModelConfig, Scenario};
+use infersim::trace::TraceLevel;
 use polars::prelude::{AnyValue, DataFrame};
 
 /// infersim: discrete-event simulation of AI inference fleets.
@@ -57,6 +58,9 @@ enum Command {
         /// No progress bar.
         #[arg(long, short)]
         quiet: bool,
+        /// What to record per replication (cumulative): summary, timeseries (sampled state), requests (a row per request).
+        #[arg(long, value_enum, default_value_t = TraceLevel::Summary)]
+        trace: TraceLevel,
     },
     /// Summarise one or more output directories (e.g. the shards of one batch) as one batch.
     Analyze {
@@ -66,6 +70,19 @@ enum Command {
         /// Where to write the merged batch (needed for several directories).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Confidence level of the intervals.
+        #[arg(long, default_value_t = 0.95)]
+        confidence: f64,
+    },
+    /// Compare two batches replication by replication: the difference, its interval and the relative change.
+    Compare {
+        /// The baseline batch's output directory.
+        base: PathBuf,
+        /// The candidate batch's output directory.
+        candidate: PathBuf,
+        /// Exit 1 when METRIC is significantly worse than the tolerance, e.g. sojourn_p99_s:+5% (higher is worse) or utilisation:-2% (lower is worse). Repeatable.
+        #[arg(long = "fail-on", value_name = "METRIC:+X%")]
+        fail_on: Vec<String>,
         /// Confidence level of the intervals.
         #[arg(long, default_value_t = 0.95)]
         confidence: f64,
@@ -186,6 +203,7 @@ fn run(
     resume: bool,
     confidence: f64,
     quiet: bool,
+    trace: TraceLevel,
 ) -> anyhow::Result<ExitCode> {
     let s = load(scenario, overrides)?;
     let shard = match shard {
@@ -200,6 +218,7 @@ fn run(
         out: out.unwrap_or_else(|| default_out_dir(&s)),
         resume,
         confidence,
+        trace,
     };
     let cancel = Arc::new(AtomicBool::new(false));
     install_interrupt(Arc::clone(&cancel));
@@ -321,13 +340,118 @@ fn analyze(dirs: &[PathBuf], out: Option<PathBuf>, confidence: f64) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
+fn signed(x: f64) -> String {
+    if x >= 0.0 { format!("+{}", fmt_value(x)) } else { fmt_value(x) }
+}
+
+fn complete_manifest(dir: &std::path::Path) -> anyhow::Result<Manifest> {
+    let m = read_manifest(dir).with_context(|| format!("{}: not an infersim output", dir.display()))?;
+    if m.status != BatchStatus::Complete || m.shard[1] != 1 {
+        bail!(
+            "{}: not a complete, unsharded batch (merge shards with `infersim analyze DIR... --out MERGED` first)",
+            dir.display()
+        );
+    }
+    Ok(m)
+}
+
+fn compare(
+    base: &std::path::Path,
+    candidate: &std::path::Path,
+    fail_on: &[String],
+    confidence: f64,
+) -> anyhow::Result<ExitCode> {
+    let gates: Vec<Gate> =
+        fail_on.iter().map(|g| Gate::parse(g).map_err(anyhow::Error::msg)).collect::<Result<_, _>>()?;
+    let (bm, cm) = (complete_manifest(base)?, complete_manifest(candidate)?);
+    let metrics: Vec<String> = bm.metrics.iter().filter(|m| cm.metrics.contains(m)).cloned().collect();
+    if let Some(g) = gates.iter().find(|g| !metrics.contains(&g.metric)) {
+        bail!("--fail-on {}: no such metric in both batches; they have: {}", g.metric, metrics.join(", "));
+    }
+    let rows = infersim::analysis::compare(
+        infersim::analysis::scan_replications(&[base.to_path_buf()])?,
+        infersim::analysis::scan_replications(&[candidate.to_path_buf()])?,
+        &metrics,
+        confidence,
+    )?;
+    let crn = bm.seed == cm.seed;
+    say!("compare {} -> {}", base.display(), candidate.display());
+    say!(
+        "paired by (point, replication); {}",
+        if crn { "same seed: common random numbers" } else { "different seeds: independent pairs, wider intervals" }
+    );
+    let mut current = None;
+    for r in &rows {
+        if current != Some(r.point) {
+            current = Some(r.point);
+            say!("");
+            if bm.points.len() > 1 {
+                say!("point {}", r.point);
+            }
+            say!(
+                "{:<14} {:>5} {:>12} {:>12} {:>34} {:>9}",
+                "metric",
+                "pairs",
+                "base",
+                "candidate",
+                format!("difference [{:.0}% CI]", confidence * 100.0),
+                "change"
+            );
+        }
+        let diff = match r.difference {
+            Some(ci) => format!("{} [{}, {}]", signed(ci.mean), signed(ci.low), signed(ci.high)),
+            None => "(needs 2 pairs)".into(),
+        };
+        let change = r.relative_change().map_or(String::new(), |c| format!("{:+.2}%", c * 100.0));
+        let mark = if r.significant() { " *" } else { "" };
+        say!(
+            "{:<14} {:>5} {:>12} {:>12} {:>34} {:>9}{mark}",
+            r.metric,
+            r.pairs,
+            fmt_value(r.base_mean),
+            fmt_value(r.candidate_mean),
+            diff,
+            change
+        );
+    }
+    say!("");
+    say!("* the interval of the difference excludes zero");
+    let failures: Vec<String> = gates
+        .iter()
+        .flat_map(|g| {
+            rows.iter().filter(move |r| r.metric == g.metric && g.fails(r)).map(move |r| {
+                format!(
+                    "{} at point {}: {} (allowed {}{:.2}%)",
+                    r.metric,
+                    r.point,
+                    r.relative_change().map_or("-".into(), |c| format!("{:+.2}%", c * 100.0)),
+                    if g.direction > 0.0 { "+" } else { "-" },
+                    g.tolerance * 100.0
+                )
+            })
+        })
+        .collect();
+    if failures.is_empty() {
+        if !gates.is_empty() {
+            say!("gates passed: {}", fail_on.join(", "));
+        }
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for f in &failures {
+            eprintln!("infersim: gate failed: {f}");
+        }
+        Ok(ExitCode::from(1))
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { scenario, reps, seed, out, threads, overrides, shard, resume, confidence, quiet } => {
-            run(&scenario, reps, seed, out, threads, &overrides, shard, resume, confidence, quiet)
+        Command::Run { scenario, reps, seed, out, threads, overrides, shard, resume, confidence, quiet, trace } => {
+            run(&scenario, reps, seed, out, threads, &overrides, shard, resume, confidence, quiet, trace)
         }
         Command::Analyze { dirs, out, confidence } => analyze(&dirs, out, confidence),
+        Command::Compare { base, candidate, fail_on, confidence } => compare(&base, &candidate, &fail_on, confidence),
         Command::List => {
             for (name, _) in BUILTIN {
                 let s = Scenario::builtin(name).expect("built-in scenarios are valid (tested)");

@@ -80,7 +80,8 @@ pub fn write_atomically(
 /// Zstandard level for every Parquet file infersim writes.
 const ZSTD_LEVEL: i32 = 3;
 
-fn writer_properties() -> WriterProperties {
+/// Parquet settings shared by every file infersim writes: zstd, and infersim as the creator.
+pub fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL).expect("3 is a valid zstd level")))
         .set_created_by(format!("infersim {}", env!("CARGO_PKG_VERSION")))

@@ -6,12 +6,87 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use infersim_agents::station::{DurationDistribution, StationConfig, StationRun, run_station, theory};
-use infersim_engine::replication_seed;
+use std::path::PathBuf;
+
+use infersim_agents::station::{
+    CustomerRecord, DurationDistribution, StationConfig, StationRun, build_sampled_station, run_station, theory,
+};
+use infersim_engine::{NullObserver, Observer, QueueKind, SimDuration, replication_seed};
 use rayon::prelude::*;
 
 use crate::output::ReplicationRecord;
 use crate::scenario::{ModelConfig, Point};
+use crate::trace::{ParquetSink, StationRequestColumns, StationSampleColumns, TraceLevel, trace_dir};
+
+/// What to trace and where.
+#[derive(Clone, Debug)]
+pub struct TraceSpec {
+    /// How much to record.
+    pub level: TraceLevel,
+    /// The batch's output directory (traces go below it).
+    pub out: PathBuf,
+    /// Spacing of sampled state.
+    pub sample_every: SimDuration,
+}
+
+impl TraceSpec {
+    /// No traces: metrics only.
+    pub fn none() -> TraceSpec {
+        TraceSpec { level: TraceLevel::Summary, out: PathBuf::new(), sample_every: SimDuration::ZERO }
+    }
+}
+
+/// Runs a station with the given observers and hands them back for finishing.
+fn run_observed<O: Observer<CustomerRecord>>(
+    config: &StationConfig,
+    requests: O,
+    samples: ParquetSink<StationSampleColumns>,
+    every: SimDuration,
+    seed: u64,
+    replication: u64,
+) -> Result<(StationRun, O, ParquetSink<StationSampleColumns>), String> {
+    let mut sim = build_sampled_station(config, requests, every, samples, QueueKind::default(), seed, replication)
+        .map_err(|e| e.to_string())?;
+    sim.run(Default::default()).map_err(|e| e.to_string())?;
+    let run = sim.model().results(sim.events_handled());
+    let (requests, samples) = sim.into_model().into_observers();
+    Ok((run, requests, samples.expect("sampling was switched on")))
+}
+
+fn run_station_traced(
+    config: &StationConfig,
+    seed: u64,
+    point: u32,
+    replication: u64,
+    trace: &TraceSpec,
+) -> Result<StationRun, String> {
+    if trace.level == TraceLevel::Summary {
+        return run_station(config, seed, replication).map_err(|e| e.to_string());
+    }
+    let dir = trace_dir(&trace.out, point, replication);
+    // A replication rerun after an interruption starts its traces afresh, dropping any
+    // temporary file the interrupted attempt left.
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let samples =
+        ParquetSink::<StationSampleColumns>::create(dir.join("timeseries.parquet")).map_err(|e| e.to_string())?;
+    let run = if trace.level >= TraceLevel::Requests {
+        let requests =
+            ParquetSink::<StationRequestColumns>::create(dir.join("requests.parquet")).map_err(|e| e.to_string())?;
+        let (run, requests, samples) = run_observed(config, requests, samples, trace.sample_every, seed, replication)?;
+        requests.finish().map_err(|e| e.to_string())?;
+        samples.finish().map_err(|e| e.to_string())?;
+        run
+    } else {
+        let (run, NullObserver, samples) =
+            run_observed(config, NullObserver, samples, trace.sample_every, seed, replication)?;
+        samples.finish().map_err(|e| e.to_string())?;
+        run
+    };
+    Ok(run)
+}
 
 /// Per-replication metrics of the station, in column order.
 pub const STATION_METRICS: &[&str] =
@@ -81,11 +156,11 @@ pub fn work_items(points: usize, replications: u64, shard: Shard) -> Vec<(u32, u
 
 /// Runs one replication of one point. A failure, including a panic inside the model,
 /// becomes a record with an error and no metrics, so it cannot take the batch down.
-pub fn run_replication(point: &Point, master_seed: u64, replication: u64) -> ReplicationRecord {
+pub fn run_replication(point: &Point, master_seed: u64, replication: u64, trace: &TraceSpec) -> ReplicationRecord {
     let metrics = metric_names(&point.model);
     let outcome = catch_unwind(AssertUnwindSafe(|| match &point.model {
         ModelConfig::Station(config) => {
-            run_station(config, master_seed, replication).map(|run| station_metrics(&run)).map_err(|e| e.to_string())
+            run_station_traced(config, master_seed, point.index, replication, trace).map(|run| station_metrics(&run))
         }
     }))
     .unwrap_or_else(|panic| {
@@ -137,6 +212,7 @@ pub fn run_items<E: Send>(
     items: &[(u32, u64)],
     master_seed: u64,
     threads: usize,
+    trace: &TraceSpec,
     cancel: &AtomicBool,
     done: impl Fn(ReplicationRecord) -> Result<(), E> + Sync,
 ) -> Result<Result<(), E>, RunError> {
@@ -152,7 +228,7 @@ pub fn run_items<E: Send>(
             if cancel.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            done(run_replication(&points[p as usize], master_seed, r))
+            done(run_replication(&points[p as usize], master_seed, r, trace))
         })
     }))
 }
@@ -214,7 +290,7 @@ mod tests {
 
     fn collect(s: &Scenario, items: &[(u32, u64)], threads: usize) -> Vec<ReplicationRecord> {
         let out = Mutex::new(Vec::new());
-        run_items(&s.points, items, 9, threads, &AtomicBool::new(false), |r| {
+        run_items(&s.points, items, 9, threads, &TraceSpec::none(), &AtomicBool::new(false), |r| {
             out.lock().unwrap().push(r);
             Ok::<(), ()>(())
         })
@@ -253,7 +329,7 @@ mod tests {
         let s = small();
         let cancel = AtomicBool::new(true);
         let count = Mutex::new(0);
-        run_items(&s.points, &work_items(1, 4, Shard::ALL), 1, 1, &cancel, |_| {
+        run_items(&s.points, &work_items(1, 4, Shard::ALL), 1, 1, &TraceSpec::none(), &cancel, |_| {
             *count.lock().unwrap() += 1;
             Ok::<(), ()>(())
         })

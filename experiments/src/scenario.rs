@@ -21,7 +21,8 @@ pub const BUILTIN: &[(&str, &str)] = &[("mmc", include_str!("../../data/scenario
 pub const DEFAULT_SCENARIO: &str = "mmc";
 
 /// Keys that cannot be swept: they describe the batch, not a point.
-const UNSWEEPABLE: &[&str] = &["description", "simulation.replications", "simulation.seed"];
+const UNSWEEPABLE: &[&str] =
+    &["description", "simulation.replications", "simulation.seed", "simulation.sample_interval_s"];
 
 /// Every key a scenario may contain, as dotted paths.
 const KNOWN_KEYS: &[&str] = &[
@@ -36,6 +37,7 @@ const KNOWN_KEYS: &[&str] = &[
     "simulation.warmup_customers",
     "simulation.replications",
     "simulation.seed",
+    "simulation.sample_interval_s",
 ];
 
 /// Why a scenario could not be loaded. Every message names the source (file path or
@@ -205,6 +207,8 @@ pub struct Scenario {
     pub replications: u64,
     /// Master seed unless the command line says otherwise.
     pub seed: u64,
+    /// Spacing of the sampled state in timeseries traces (s).
+    pub sample_interval_s: f64,
 }
 
 /// One resolved point, before it is placed in the sweep.
@@ -214,6 +218,7 @@ struct ResolvedPoint {
     model: ModelConfig,
     replications: u64,
     seed: u64,
+    sample_interval_s: f64,
 }
 
 /// Flattens a sweep table into (dotted key, values) pairs.
@@ -266,6 +271,12 @@ struct RawSimulation {
     replications: i64,
     #[serde(default = "default_seed")]
     seed: i64,
+    #[serde(default = "default_sample_interval_s")]
+    sample_interval_s: f64,
+}
+
+fn default_sample_interval_s() -> f64 {
+    1.0
 }
 
 fn default_replications() -> i64 {
@@ -427,6 +438,7 @@ impl Scenario {
             points,
             replications: base.replications,
             seed: base.seed,
+            sample_interval_s: base.sample_interval_s,
         })
     }
 
@@ -500,6 +512,7 @@ impl Scenario {
             }),
             replications,
             seed,
+            sample_interval_s: positive("simulation.sample_interval_s", sim.sample_interval_s)?,
         })
     }
 

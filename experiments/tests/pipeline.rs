@@ -234,3 +234,86 @@ fn bad_input_writes_nothing() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("/proc/infersim-cannot-write-here"));
 }
+
+#[test]
+fn compare_pairs_replications_and_gates_on_tolerances() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, cand, same) = (tmp.path().join("base"), tmp.path().join("cand"), tmp.path().join("same"));
+    run(&base, &["--reps", "10"]);
+    // A fifth server: waits fall sharply, on the same random numbers.
+    run(&cand, &["--reps", "10", "--set", "station.servers=5"]);
+    run(&same, &["--reps", "10"]);
+    let o = infersim(&["compare", s(&base), s(&cand)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("common random numbers"), "{out}");
+    let wait = out.lines().find(|l| l.starts_with("wait_s")).unwrap();
+    assert!(wait.ends_with('*') && wait.contains("-"), "a significant decrease: {wait}");
+    // Lower waits pass a gate on increases and fail a gate on decreases.
+    let o = infersim(&["compare", s(&base), s(&cand), "--fail-on", "wait_s:+5%"]);
+    assert_eq!(o.status.code(), Some(0));
+    let o = infersim(&["compare", s(&base), s(&cand), "--fail-on", "wait_s:-5%"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("gate failed: wait_s at point 0"));
+    // A batch compared with its own rerun: zero difference everywhere, nothing fails.
+    let o = infersim(&["compare", s(&base), s(&same), "--fail-on", "wait_s:+0%", "--fail-on", "wait_s:-0%"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stdout));
+    let o = infersim(&["compare", s(&base), s(&cand), "--fail-on", "latency:+5%"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no such metric"));
+}
+
+#[test]
+fn traces_are_written_per_replication_and_change_no_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (plain, traced) = (tmp.path().join("plain"), tmp.path().join("traced"));
+    run(&plain, &["--reps", "2"]);
+    run(&traced, &["--reps", "2", "--trace", "requests", "--set", "simulation.sample_interval_s=10"]);
+    assert_eq!(
+        fs::read(plain.join("replications.parquet")).unwrap(),
+        fs::read(traced.join("replications.parquet")).unwrap(),
+        "tracing must not change what is simulated"
+    );
+    assert!(!plain.join("traces").exists());
+    assert_eq!(manifest(&traced)["trace"], "requests");
+    for rep in 0..2 {
+        let dir = traced.join(format!("traces/point=0/rep={rep}"));
+        let requests = read(dir.join("requests.parquet"));
+        assert_eq!(requests.height(), 4000, "one row per customer");
+        let col = |name: &str| requests.column(name).unwrap().f64().unwrap().clone();
+        let (arrival, start, finish, latency) = (col("arrival_s"), col("start_s"), col("finish_s"), col("latency_s"));
+        for i in 0..requests.height() {
+            let (a, s, f, l) =
+                (arrival.get(i).unwrap(), start.get(i).unwrap(), finish.get(i).unwrap(), latency.get(i).unwrap());
+            assert!(a <= s && s <= f, "row {i}: arrival {a} start {s} finish {f}");
+            assert!((l - (f - a)).abs() < 1e-9);
+        }
+        let outcome = requests.column("outcome").unwrap().str().unwrap().clone();
+        assert!((0..outcome.len()).all(|i| outcome.get(i) == Some("served")), "no capacity, nobody rejected");
+        let ts = read(dir.join("timeseries.parquet"));
+        assert_eq!(ts.get_column_names()[0].as_str(), "t_h");
+        let t_s = ts.column("t_s").unwrap().f64().unwrap().clone();
+        assert_eq!(t_s.get(1), Some(10.0));
+        let n = |c: &str| ts.column(c).unwrap().u32().unwrap().clone();
+        let (q, b, in_sys) = (n("queue_len"), n("busy_servers"), n("in_system"));
+        assert!((0..ts.height()).all(|i| q.get(i).unwrap() + b.get(i).unwrap() == in_sys.get(i).unwrap()));
+    }
+    // A resume must keep the trace level.
+    let o = infersim(&[
+        "run",
+        "-q",
+        "--out",
+        s(&traced),
+        "--resume",
+        "--reps",
+        "2",
+        "--set",
+        "simulation.customers=4000",
+        "--set",
+        "simulation.warmup_customers=400",
+        "--set",
+        "simulation.sample_interval_s=10",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("trace level"));
+}

@@ -257,6 +257,28 @@ pub struct CustomerRecord {
     pub warmup: bool,
 }
 
+/// The station's state at one instant of the sampling grid.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StationSample {
+    /// The grid instant (s).
+    pub t_s: f64,
+    /// Customers waiting.
+    pub queue_len: u32,
+    /// Servers busy.
+    pub busy_servers: u32,
+    /// Customers in the system (waiting plus in service).
+    pub in_system: u32,
+}
+
+/// Samples of the state on a fixed grid, taken lazily: when an event arrives, every
+/// grid instant before it is emitted with the state that held since the previous
+/// event. Sampling adds no events, so it cannot change the run it observes.
+struct GridSampler<S> {
+    every: SimDuration,
+    next: SimTime,
+    sink: S,
+}
+
 /// Statistics over the observation window.
 #[derive(Clone, Debug)]
 struct WindowStats {
@@ -291,8 +313,9 @@ impl WindowStats {
     }
 }
 
-/// The station model; `O` receives a [`CustomerRecord`] per customer.
-pub struct Station<O = NullObserver> {
+/// The station model; `O` receives a [`CustomerRecord`] per customer and `S` a
+/// [`StationSample`] per instant of the sampling grid, if one is set.
+pub struct Station<O = NullObserver, S = NullObserver> {
     config: StationConfig,
     interarrival: Sampler,
     service: Sampler,
@@ -304,6 +327,7 @@ pub struct Station<O = NullObserver> {
     in_system: u32,
     stats: WindowStats,
     observer: O,
+    sampler: Option<GridSampler<S>>,
 }
 
 impl<O: Observer<CustomerRecord>> Station<O> {
@@ -327,17 +351,64 @@ impl<O: Observer<CustomerRecord>> Station<O> {
             in_system: 0,
             stats: WindowStats::new(SimTime::ZERO, 0, 0),
             observer,
+            sampler: None,
         })
+    }
+}
+
+impl<O: Observer<CustomerRecord>, S: Observer<StationSample>> Station<O, S> {
+    /// Samples the state every `every` (from time zero) into `sink`.
+    pub fn with_samples<S2: Observer<StationSample>>(self, every: SimDuration, sink: S2) -> Station<O, S2> {
+        Station {
+            config: self.config,
+            interarrival: self.interarrival,
+            service: self.service,
+            servers: self.servers,
+            idle: self.idle,
+            queue: self.queue,
+            arrived: self.arrived,
+            in_system: self.in_system,
+            stats: self.stats,
+            observer: self.observer,
+            sampler: (every > SimDuration::ZERO).then_some(GridSampler { every, next: SimTime::ZERO, sink }),
+        }
+    }
+
+    /// The sample sink, if sampling is on.
+    pub fn samples(&self) -> Option<&S> {
+        self.sampler.as_ref().map(|s| &s.sink)
+    }
+
+    /// Consumes the station, returning its observers.
+    pub fn into_observers(self) -> (O, Option<S>) {
+        (self.observer, self.sampler.map(|s| s.sink))
+    }
+
+    /// Emits every grid instant before `now` with the state that held there.
+    #[inline]
+    fn sample_before(&mut self, now: SimTime) {
+        let busy = self.busy_servers();
+        let Some(s) = self.sampler.as_mut() else { return };
+        while s.next < now {
+            s.sink.observe(StationSample {
+                t_s: s.next.as_secs_f64(),
+                queue_len: self.queue.len() as u32,
+                busy_servers: busy,
+                in_system: self.in_system,
+            });
+            match s.next.checked_add(s.every) {
+                Some(next) => s.next = next,
+                None => {
+                    self.sampler = None;
+                    return;
+                }
+            }
+        }
     }
 
     /// The observer, e.g. to read collected rows.
     pub fn observer(&self) -> &O {
         &self.observer
-    }
-
-    /// Consumes the station, returning its observer.
-    pub fn into_observer(self) -> O {
-        self.observer
     }
 
     fn busy_servers(&self) -> u32 {
@@ -484,7 +555,7 @@ impl<O: Observer<CustomerRecord>> Station<O> {
     }
 }
 
-impl<O: Observer<CustomerRecord>> Model for Station<O> {
+impl<O: Observer<CustomerRecord>, S: Observer<StationSample>> Model for Station<O, S> {
     type Event = StationEvent;
     /// Configuration errors are caught by [`Station::new`]; at run time only the
     /// engine can refuse a time, and a small error type keeps handler returns cheap.
@@ -492,6 +563,9 @@ impl<O: Observer<CustomerRecord>> Model for Station<O> {
 
     #[inline]
     fn handle(&mut self, event: StationEvent, ctx: &mut Context<'_, StationEvent>) -> Result<(), ScheduleError> {
+        if self.sampler.is_some() {
+            self.sample_before(ctx.now());
+        }
         match event {
             StationEvent::Arrival => self.on_arrival(ctx),
             StationEvent::Departure(server) => self.on_departure(server, ctx),
@@ -546,7 +620,29 @@ pub fn build_station<O: Observer<CustomerRecord>>(
     master_seed: u64,
     replication: u64,
 ) -> Result<Simulation<Station<O>>, StationError> {
-    let station = Station::new(*config, observer)?;
+    start(Station::new(*config, observer)?, queue, master_seed, replication)
+}
+
+/// Like [`build_station`], also sampling the state every `every` into `samples`.
+pub fn build_sampled_station<O: Observer<CustomerRecord>, S: Observer<StationSample>>(
+    config: &StationConfig,
+    observer: O,
+    every: SimDuration,
+    samples: S,
+    queue: QueueKind,
+    master_seed: u64,
+    replication: u64,
+) -> Result<Simulation<Station<O, S>>, StationError> {
+    start(Station::new(*config, observer)?.with_samples(every, samples), queue, master_seed, replication)
+}
+
+/// Schedules the first arrival of a new station.
+fn start<O: Observer<CustomerRecord>, S: Observer<StationSample>>(
+    station: Station<O, S>,
+    queue: QueueKind,
+    master_seed: u64,
+    replication: u64,
+) -> Result<Simulation<Station<O, S>>, StationError> {
     let interarrival = station.interarrival;
     let mut sim = Simulation::with_queue(station, queue, master_seed, replication);
     let first_s = interarrival.sample_s(sim.rng(ARRIVAL_STREAM));
@@ -590,6 +686,38 @@ mod tests {
         // Events: one arrival per customer and one departure per served customer.
         let served_all = rows.iter().filter(|r| r.outcome == Outcome::Served).count() as u64;
         assert_eq!(run.events, config.customers + served_all);
+    }
+
+    #[test]
+    fn sampling_sees_the_state_on_the_grid_and_changes_nothing() {
+        let config = StationConfig::mmc(3.0, 1.0, 2, 2_000, 100);
+        let every = SimDuration::from_secs_f64(0.5).unwrap();
+        let mut plain = build_station(&config, VecObserver::default(), QueueKind::default(), 4, 0).unwrap();
+        plain.run(Default::default()).unwrap();
+        let mut sampled = build_sampled_station(
+            &config,
+            VecObserver::default(),
+            every,
+            VecObserver::default(),
+            QueueKind::default(),
+            4,
+            0,
+        )
+        .unwrap();
+        sampled.run(Default::default()).unwrap();
+        assert_eq!(plain.events_handled(), sampled.events_handled());
+        assert_eq!(plain.model().results(0), sampled.model().results(0));
+        let samples = &sampled.model().samples().unwrap().rows;
+        let end_s = sampled.now().as_secs_f64();
+        assert_eq!(samples.len(), (end_s / 0.5).ceil() as usize, "one sample per grid instant before the end");
+        assert!(samples.windows(2).all(|w| (w[1].t_s - w[0].t_s - 0.5).abs() < 1e-9));
+        assert!(samples.iter().all(|s| s.in_system == s.queue_len + s.busy_servers && s.busy_servers <= 2));
+        // The state at an instant is what the customer rows imply: arrived by then and not yet gone.
+        let rows = &sampled.model().observer().rows;
+        for s in samples.iter().step_by(97) {
+            let present = rows.iter().filter(|r| r.arrival_s <= s.t_s && r.finish_s.is_some_and(|f| f > s.t_s)).count();
+            assert_eq!(present as u32, s.in_system, "at t = {}", s.t_s);
+        }
     }
 
     #[test]
