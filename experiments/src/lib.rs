@@ -26,6 +26,7 @@
 pub mod analysis;
 pub mod batch;
 pub mod output;
+pub mod plot;
 pub mod runner;
 pub mod scenario;
 pub mod trace;

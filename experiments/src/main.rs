@@ -87,6 +87,17 @@ enum Command {
         #[arg(long, default_value_t = 0.95)]
         confidence: f64,
     },
+    /// Draw the charts of a batch (PNG and SVG): time series with bands, latency CDF, sweeps with intervals.
+    Plot {
+        /// The batch's output directory.
+        dir: PathBuf,
+        /// Where to put the charts (default: DIR/plots).
+        #[arg(long)]
+        to: Option<PathBuf>,
+        /// Confidence level of bands and bars.
+        #[arg(long, default_value_t = 0.95)]
+        confidence: f64,
+    },
     /// List the built-in scenarios.
     List,
     /// Check a scenario and print it resolved.
@@ -444,6 +455,20 @@ fn compare(
     }
 }
 
+fn plot(dir: &std::path::Path, to: Option<PathBuf>, confidence: f64) -> anyhow::Result<ExitCode> {
+    let manifest = complete_manifest(dir)?;
+    let summary = summarize_dirs(&[dir.to_path_buf()], &manifest, confidence)?;
+    let target = to.unwrap_or_else(|| dir.join("plots"));
+    let written = infersim::plot::plot_batch(dir, &manifest, &summary, &target, confidence)?;
+    if written.is_empty() {
+        say!("nothing to plot: run with --trace timeseries or --trace requests, or with a [sweep]");
+    }
+    for path in written {
+        say!("{}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -452,6 +477,7 @@ fn main() -> ExitCode {
         }
         Command::Analyze { dirs, out, confidence } => analyze(&dirs, out, confidence),
         Command::Compare { base, candidate, fail_on, confidence } => compare(&base, &candidate, &fail_on, confidence),
+        Command::Plot { dir, to, confidence } => plot(&dir, to, confidence),
         Command::List => {
             for (name, _) in BUILTIN {
                 let s = Scenario::builtin(name).expect("built-in scenarios are valid (tested)");

@@ -317,3 +317,32 @@ fn traces_are_written_per_replication_and_change_no_result() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("trace level"));
 }
+
+#[test]
+fn plot_draws_png_and_svg_for_traces_and_sweeps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = tmp.path().join("sweep.toml");
+    let text = include_str!("../../data/scenarios/mmc.toml").to_string() + "\n[sweep]\nstation.servers = [4, 5]\n";
+    fs::write(&scenario, text).unwrap();
+    let out = tmp.path().join("b");
+    run(&out, &[s(&scenario), "--reps", "3", "--trace", "requests", "--set", "simulation.sample_interval_s=30"]);
+    let o = infersim(&["plot", s(&out)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let plots = out.join("plots");
+    for stem in ["timeseries_queue_len", "timeseries_busy_servers", "latency_cdf", "sweep_wait_s", "sweep_p_wait"] {
+        let png = fs::read(plots.join(format!("{stem}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{stem}.png is a PNG");
+        assert!(png.len() > 10_000, "{stem}.png is nearly empty");
+        let svg = fs::read_to_string(plots.join(format!("{stem}.svg"))).unwrap();
+        // Trace charts have a line per point; sweep charts put the swept key on the x axis.
+        let expected = if stem.starts_with("sweep") { "station.servers" } else { "station.servers = 5" };
+        assert!(svg.contains("<svg") && svg.contains(expected), "{stem}.svg lacks {expected}");
+    }
+    assert!(!plots.join("timeseries_point.png").exists(), "hive columns are not state");
+    // A batch without traces or sweep has nothing to draw, and says so.
+    let bare = tmp.path().join("bare");
+    run(&bare, &["--reps", "2"]);
+    let o = infersim(&["plot", s(&bare)]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("nothing to plot"));
+}

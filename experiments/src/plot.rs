@@ -1,0 +1,375 @@
+//! Charts of a finished batch, as PNG and SVG (plotters):
+//! - `timeseries_<column>.{png,svg}`: the sampled state over time, mean over
+//!   replications with its confidence band, one line per point;
+//! - `latency_cdf.{png,svg}`: the empirical distribution of request latency after
+//!   warm-up, pooled over replications, one line per point;
+//! - `sweep_<metric>.{png,svg}`: each metric against the first swept parameter, with
+//!   confidence bars, one line per value of the other swept parameters.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use infersim_engine::stats::student_t_quantile;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use polars::prelude::*;
+
+use crate::analysis::AnalysisError;
+use crate::batch::Manifest;
+
+/// Why a chart could not be drawn.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlotError {
+    /// Reading or aggregating the data failed.
+    #[error(transparent)]
+    Analysis(#[from] AnalysisError),
+    /// polars failed.
+    #[error("{0}")]
+    Polars(#[from] PolarsError),
+    /// Drawing or writing the image failed.
+    #[error("{path}: {message}")]
+    Draw {
+        /// The image.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A file-system operation failed.
+    #[error("{path}: {error}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        error: std::io::Error,
+    },
+}
+
+/// One line of a chart: points (x, y) with an optional interval (low, high) each.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Line {
+    /// Legend label.
+    pub label: String,
+    /// (x, y, low, high), sorted by x.
+    pub points: Vec<(f64, f64, f64, f64)>,
+}
+
+/// How a chart shows intervals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Bands {
+    None,
+    Shaded,
+    Bars,
+}
+
+const SIZE: (u32, u32) = (960, 600);
+
+/// Tableau 10: distinct, and every colour readable on white.
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// Columns of a trace file that are not state: the time axis and the hive
+/// partition columns polars adds from `point=P/rep=R` directories.
+const NOT_STATE: [&str; 4] = ["t_h", "t_s", "point", "rep"];
+
+fn bounds(lines: &[Line]) -> Option<((f64, f64), (f64, f64))> {
+    let pts = lines.iter().flat_map(|l| l.points.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, _, lo, hi) in pts {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(lo);
+        y1 = y1.max(hi);
+    }
+    if !(x0.is_finite() && y0.is_finite()) {
+        return None;
+    }
+    let pad = |a: f64, b: f64| if b > a { (b - a) * 0.05 } else { a.abs().max(1.0) * 0.05 };
+    let (px, py) = (pad(x0, x1), pad(y0, y1));
+    Some(((x0 - px, x1 + px), (y0 - py, y1 + py)))
+}
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    lines: &[Line],
+    bands: Bands,
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let ((x0, x1), (y0, y1)) = bounds(lines).ok_or("nothing to draw")?;
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 24))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(72)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(|e| e.to_string())?;
+    chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().map_err(|e| e.to_string())?;
+    for (i, line) in lines.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()].to_rgba();
+        if bands == Bands::Shaded {
+            let mut polygon: Vec<(f64, f64)> = line.points.iter().map(|p| (p.0, p.3)).collect();
+            polygon.extend(line.points.iter().rev().map(|p| (p.0, p.2)));
+            chart
+                .draw_series(std::iter::once(Polygon::new(polygon, color.mix(0.2).filled())))
+                .map_err(|e| e.to_string())?;
+        }
+        if bands == Bands::Bars {
+            chart
+                .draw_series(line.points.iter().map(|&(x, _, lo, hi)| {
+                    ErrorBar::new_vertical(x, lo, (lo + hi) / 2.0, hi, color.stroke_width(2), 8)
+                }))
+                .map_err(|e| e.to_string())?;
+        }
+        chart
+            .draw_series(LineSeries::new(line.points.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(line.label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3)));
+    }
+    if lines.len() > 1 || !lines[0].label.is_empty() {
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())
+}
+
+/// Draws one chart as `<stem>.png` and `<stem>.svg` in `dir`, each written under a
+/// temporary name and renamed into place.
+fn chart(
+    dir: &Path,
+    stem: &str,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    lines: &[Line],
+    bands: Bands,
+) -> Result<Vec<PathBuf>, PlotError> {
+    let mut written = Vec::new();
+    for ext in ["png", "svg"] {
+        let path = dir.join(format!("{stem}.{ext}"));
+        let tmp = dir.join(format!(".{stem}.tmp.{ext}"));
+        let result = if ext == "png" {
+            draw(BitMapBackend::new(&tmp, SIZE).into_drawing_area(), title, x_label, y_label, lines, bands)
+        } else {
+            draw(SVGBackend::new(&tmp, SIZE).into_drawing_area(), title, x_label, y_label, lines, bands)
+        };
+        result.map_err(|message| {
+            let _ = fs::remove_file(&tmp);
+            PlotError::Draw { path: path.clone(), message }
+        })?;
+        fs::rename(&tmp, &path).map_err(|error| PlotError::Io { path: path.clone(), error })?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// Trace files `traces/point=P/rep=R/<name>` with their point and replication.
+fn trace_files(out: &Path, name: &str) -> Vec<(u32, u64, PathBuf)> {
+    let mut found = Vec::new();
+    let parse = |entry: &fs::DirEntry, key: &str| -> Option<u64> {
+        entry.file_name().to_str()?.strip_prefix(key)?.strip_prefix('=')?.parse().ok()
+    };
+    let Ok(points) = fs::read_dir(out.join("traces")) else { return found };
+    for p in points.flatten() {
+        let Some(point) = parse(&p, "point") else { continue };
+        let Ok(reps) = fs::read_dir(p.path()) else { continue };
+        for r in reps.flatten() {
+            let Some(rep) = parse(&r, "rep") else { continue };
+            let file = r.path().join(name);
+            if file.is_file() {
+                found.push((point as u32, rep, file));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+fn scan(path: &Path) -> Result<LazyFrame, PolarsError> {
+    let text = path.to_string_lossy().into_owned();
+    LazyFrame::scan_parquet(PlRefPath::new(text.as_str()), ScanArgsParquet::default())
+}
+
+fn label(manifest: &Manifest, point: u32) -> String {
+    match manifest.points.get(point as usize) {
+        Some(p) if !p.params.is_empty() => {
+            p.params.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", ")
+        }
+        _ => String::new(),
+    }
+}
+
+/// Mean and t-interval of `value` per `x`, over the rows of `frame`.
+fn mean_band(frame: LazyFrame, x: &str, value: &str, confidence: f64) -> Result<Vec<(f64, f64, f64, f64)>, PlotError> {
+    let df = frame
+        .group_by([col(x)])
+        .agg([
+            col(value).cast(DataType::Float64).mean().alias("mean"),
+            col(value).cast(DataType::Float64).std(1).alias("std"),
+            col(value).count().cast(DataType::UInt64).alias("n"),
+        ])
+        .sort([x], SortMultipleOptions::default())
+        .collect()?;
+    let xs = df.column(x)?.cast(&DataType::Float64)?;
+    let (xs, mean, std, n) = (
+        xs.f64()?.clone(),
+        df.column("mean")?.f64()?.clone(),
+        df.column("std")?.f64()?.clone(),
+        df.column("n")?.u64()?.clone(),
+    );
+    let mut points = Vec::with_capacity(df.height());
+    for i in 0..df.height() {
+        let (Some(x), Some(m)) = (xs.get(i), mean.get(i)) else { continue };
+        let count = n.get(i).unwrap_or(0);
+        let half = match std.get(i) {
+            Some(s) if count >= 2 => student_t_quantile(1.0 - (1.0 - confidence) / 2.0, (count - 1) as f64)
+                .map_or(0.0, |t| t * s / (count as f64).sqrt()),
+            _ => 0.0,
+        };
+        points.push((x, m, m - half, m + half));
+    }
+    Ok(points)
+}
+
+/// Draws every chart the batch in `out` has data for, into `dir`; returns the files.
+pub fn plot_batch(
+    out: &Path,
+    manifest: &Manifest,
+    summary: &DataFrame,
+    dir: &Path,
+    confidence: f64,
+) -> Result<Vec<PathBuf>, PlotError> {
+    fs::create_dir_all(dir).map_err(|error| PlotError::Io { path: dir.to_path_buf(), error })?;
+    let mut written = Vec::new();
+    let points: Vec<u32> = manifest.points.iter().map(|p| p.point).collect();
+
+    // Time series: mean over replications at each grid instant, with its band.
+    let series = trace_files(out, "timeseries.parquet");
+    if !series.is_empty() {
+        let columns: Vec<String> = scan(&series[0].2)?
+            .collect_schema()?
+            .iter_names()
+            .map(|n| n.to_string())
+            .filter(|n| !NOT_STATE.contains(&n.as_str()))
+            .collect();
+        for column in &columns {
+            let mut lines = Vec::new();
+            for &point in &points {
+                let files: Vec<LazyFrame> =
+                    series.iter().filter(|f| f.0 == point).map(|f| scan(&f.2)).collect::<Result<_, _>>()?;
+                if files.is_empty() {
+                    continue;
+                }
+                let frame = concat(files, UnionArgs::default())?;
+                lines
+                    .push(Line { label: label(manifest, point), points: mean_band(frame, "t_h", column, confidence)? });
+            }
+            let title = format!("{column}: mean over replications, {:.0}% band", confidence * 100.0);
+            written.extend(chart(
+                dir,
+                &format!("timeseries_{column}"),
+                &title,
+                "time (h)",
+                column,
+                &lines,
+                Bands::Shaded,
+            )?);
+        }
+    }
+
+    // Latency distribution after warm-up, pooled over replications.
+    let requests = trace_files(out, "requests.parquet");
+    if !requests.is_empty() {
+        let mut lines = Vec::new();
+        for &point in &points {
+            let files: Vec<LazyFrame> =
+                requests.iter().filter(|f| f.0 == point).map(|f| scan(&f.2)).collect::<Result<_, _>>()?;
+            if files.is_empty() {
+                continue;
+            }
+            let df = concat(files, UnionArgs::default())?
+                .filter(col("warmup").not().and(col("latency_s").is_not_null()))
+                .select([col("latency_s")])
+                .sort(["latency_s"], SortMultipleOptions::default())
+                .collect()?;
+            let lat = df.column("latency_s")?.f64()?.clone();
+            let n = lat.len();
+            // At most ~2000 points per line: every k-th order statistic.
+            let step = (n / 2000).max(1);
+            let pts: Vec<(f64, f64, f64, f64)> = (0..n)
+                .step_by(step)
+                .chain(std::iter::once(n.saturating_sub(1)))
+                .filter_map(|i| lat.get(i).map(|x| (x, (i + 1) as f64 / n as f64)))
+                .map(|(x, y)| (x, y, y, y))
+                .collect();
+            lines.push(Line { label: label(manifest, point), points: pts });
+        }
+        written.extend(chart(
+            dir,
+            "latency_cdf",
+            "Latency after warm-up (all replications)",
+            "latency (s)",
+            "fraction of requests",
+            &lines,
+            Bands::None,
+        )?);
+    }
+
+    // Sweeps: each metric against the first swept parameter.
+    if let Some(first) = manifest.sweep_keys.first() {
+        let metrics = summary.column("metric")?.str()?.clone();
+        let point_col = summary.column("point")?.u32()?.clone();
+        let (mean, low, high) = (
+            summary.column("mean")?.f64()?.clone(),
+            summary.column("ci_low")?.f64()?.clone(),
+            summary.column("ci_high")?.f64()?.clone(),
+        );
+        for metric in &manifest.metrics {
+            let mut groups: std::collections::BTreeMap<String, Vec<(f64, f64, f64, f64)>> = Default::default();
+            for i in 0..summary.height() {
+                if metrics.get(i) != Some(metric.as_str()) {
+                    continue;
+                }
+                let Some(point) = point_col.get(i).and_then(|p| manifest.points.get(p as usize)) else { continue };
+                let Some(x) = point.params.get(first).and_then(|v| v.as_f64()) else { continue };
+                let rest: Vec<String> =
+                    point.params.iter().filter(|(k, _)| *k != first).map(|(k, v)| format!("{k} = {v}")).collect();
+                let (Some(m), lo, hi) = (mean.get(i), low.get(i), high.get(i)) else { continue };
+                groups.entry(rest.join(", ")).or_default().push((x, m, lo.unwrap_or(m), hi.unwrap_or(m)));
+            }
+            let lines: Vec<Line> = groups
+                .into_iter()
+                .map(|(label, mut points)| {
+                    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    Line { label, points }
+                })
+                .filter(|l| !l.points.is_empty())
+                .collect();
+            if !lines.is_empty() {
+                let title = format!("{metric} against {first} ({:.0}% intervals)", confidence * 100.0);
+                written.extend(chart(dir, &format!("sweep_{metric}"), &title, first, metric, &lines, Bands::Bars)?);
+            }
+        }
+    }
+    Ok(written)
+}
