@@ -22,4 +22,5 @@
 //! assert!((sojourn_s - exact.sojourn_s).abs() < 0.1 * exact.sojourn_s, "{sojourn_s} vs {}", exact.sojourn_s);
 //! ```
 
+pub mod serving;
 pub mod station;

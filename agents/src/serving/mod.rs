@@ -1,0 +1,859 @@
+//! Serving: inference requests arriving at nodes of GPUs that serve them in batches.
+//!
+//! Requests arrive (Poisson or evenly spaced), each with a task drawn by weight, its
+//! prompt and output token counts, and the task's latency SLO. A router sends each
+//! request to a node; a node's requests wait in one FIFO queue. A free GPU starts a
+//! batch when `max_batch` requests wait, or when the oldest has waited `max_wait_s`
+//! (a per-node timer, cancelled or moved as the queue changes). A batch of `b`
+//! requests with `T` tokens in total takes `base_s + per_request_s b + per_token_s T`.
+//!
+//! Energy: a GPU draws `gpu_max_w` while it serves a batch and `gpu_idle_w`
+//! otherwise (power = idle + (max - idle) x utilisation, utilisation being 0 or 1 at
+//! any instant); every node draws `node_baseline_w`; the facility multiplies IT power
+//! by its PUE. Carbon is energy times grid intensity; cost is energy times its price
+//! plus GPU-hours times theirs.
+//!
+//! Arrivals stop at `duration_s`; the run ends when every request is served, and
+//! energy is accounted up to that moment. Latency statistics cover requests that
+//! arrived after `warmup_s`.
+//!
+//! Streams: arrivals [`ARRIVAL_STREAM`], request attributes (task, tokens)
+//! [`REQUEST_STREAM`], routing [`ROUTING_STREAM`]: adding GPUs changes none of the
+//! requests a replication presents.
+
+use std::collections::VecDeque;
+
+use infersim_engine::stats::{LatencyHistogram, Tally};
+use infersim_engine::{
+    Arena, Context, EventId, Id, Model, NullObserver, Observer, QueueKind, ScheduleError, SimDuration, SimTime,
+    Simulation, StreamId,
+};
+use rand::{Rng, RngExt};
+use rand_distr::{Distribution, Exp, LogNormal};
+use serde::{Deserialize, Serialize};
+
+/// Stream of inter-arrival times.
+pub const ARRIVAL_STREAM: StreamId = StreamId(0);
+/// Stream of request attributes: task and token counts.
+pub const REQUEST_STREAM: StreamId = StreamId(1);
+/// Stream of routing decisions.
+pub const ROUTING_STREAM: StreamId = StreamId(2);
+
+/// How requests arrive.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ArrivalProcess {
+    /// Poisson: exponential gaps with this mean rate.
+    Poisson {
+        /// Requests per second.
+        rate_per_s: f64,
+    },
+    /// Evenly spaced at this rate.
+    Deterministic {
+        /// Requests per second.
+        rate_per_s: f64,
+    },
+}
+
+impl ArrivalProcess {
+    /// The mean arrival rate.
+    pub fn rate_per_s(&self) -> f64 {
+        match *self {
+            ArrivalProcess::Poisson { rate_per_s } | ArrivalProcess::Deterministic { rate_per_s } => rate_per_s,
+        }
+    }
+}
+
+/// A token count: fixed, or log-normal with a mean and coefficient of variation,
+/// rounded to a whole number of at least one token.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TokenCount {
+    /// Always this many.
+    Fixed {
+        /// Tokens.
+        tokens: u32,
+    },
+    /// Log-normal.
+    LogNormal {
+        /// Mean tokens.
+        mean: f64,
+        /// Coefficient of variation.
+        cv: f64,
+    },
+}
+
+/// A kind of request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// Name, e.g. "chat".
+    pub name: String,
+    /// Relative frequency, > 0.
+    pub weight: f64,
+    /// Prompt tokens.
+    pub prompt_tokens: TokenCount,
+    /// Output tokens.
+    pub output_tokens: TokenCount,
+    /// Latency objective (s).
+    pub slo_s: f64,
+}
+
+/// How a node's router picks a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Routing {
+    /// Nodes in turn.
+    RoundRobin,
+    /// The node with the fewest requests waiting or in service (lowest index on ties).
+    LeastLoaded,
+    /// A node uniformly at random.
+    Random,
+}
+
+/// Everything that defines a serving world.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServingConfig {
+    /// How requests arrive.
+    pub arrivals: ArrivalProcess,
+    /// Kinds of request.
+    pub tasks: Vec<Task>,
+    /// Routing across nodes.
+    pub routing: Routing,
+    /// Nodes, >= 1.
+    pub nodes: u32,
+    /// GPUs per node, >= 1.
+    pub gpus_per_node: u32,
+    /// Most requests in one batch, >= 1.
+    pub max_batch: u32,
+    /// Longest a request waits for its batch to fill (s), >= 0.
+    pub max_wait_s: f64,
+    /// Fixed time of a batch (s).
+    pub base_s: f64,
+    /// Time per request in the batch (s).
+    pub per_request_s: f64,
+    /// Time per token (prompt plus output) in the batch (s).
+    pub per_token_s: f64,
+    /// GPU power when idle (W).
+    pub gpu_idle_w: f64,
+    /// GPU power when serving (W).
+    pub gpu_max_w: f64,
+    /// Power of each node apart from its GPUs (W).
+    pub node_baseline_w: f64,
+    /// Facility power over IT power, >= 1.
+    pub pue: f64,
+    /// Grid carbon intensity (kg CO2e per kWh).
+    pub grid_kg_per_kwh: f64,
+    /// Energy price (USD per kWh).
+    pub energy_usd_per_kwh: f64,
+    /// GPU rental price (USD per GPU-hour).
+    pub gpu_usd_per_hour: f64,
+    /// Arrivals stop after this long (s).
+    pub duration_s: f64,
+    /// Requests arriving before this are left out of latency statistics (s).
+    pub warmup_s: f64,
+}
+
+/// A configuration value out of range.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{key} = {value} is out of range: expected {allowed}")]
+pub struct ServingConfigError {
+    /// The key.
+    pub key: String,
+    /// Its value.
+    pub value: String,
+    /// What is allowed.
+    pub allowed: &'static str,
+}
+
+fn check(ok: bool, key: &str, value: impl ToString, allowed: &'static str) -> Result<(), ServingConfigError> {
+    if ok { Ok(()) } else { Err(ServingConfigError { key: key.into(), value: value.to_string(), allowed }) }
+}
+
+impl ServingConfig {
+    /// Checks every value; the error names the key and the allowed range.
+    pub fn validate(&self) -> Result<(), ServingConfigError> {
+        let finite_nonneg = |x: f64| x.is_finite() && x >= 0.0;
+        let rate = self.arrivals.rate_per_s();
+        check(rate.is_finite() && rate > 0.0, "arrivals.rate_per_s", rate, "a finite number > 0")?;
+        check(!self.tasks.is_empty(), "tasks", "[]", "at least one task")?;
+        for (i, t) in self.tasks.iter().enumerate() {
+            check(
+                t.weight.is_finite() && t.weight > 0.0,
+                &format!("tasks[{i}].weight"),
+                t.weight,
+                "a finite number > 0",
+            )?;
+            check(t.slo_s.is_finite() && t.slo_s > 0.0, &format!("tasks[{i}].slo_s"), t.slo_s, "a finite number > 0")?;
+            for (what, c) in [("prompt_tokens", t.prompt_tokens), ("output_tokens", t.output_tokens)] {
+                let key = format!("tasks[{i}].{what}");
+                match c {
+                    TokenCount::Fixed { tokens } => check(tokens >= 1, &key, tokens, "at least 1 token")?,
+                    TokenCount::LogNormal { mean, cv } => {
+                        check(mean.is_finite() && mean >= 1.0, &format!("{key}.mean"), mean, "a finite number >= 1")?;
+                        check(finite_nonneg(cv), &format!("{key}.cv"), cv, "a finite number >= 0")?;
+                    }
+                }
+            }
+        }
+        check(self.nodes >= 1, "nodes", self.nodes, "an integer >= 1")?;
+        check(self.gpus_per_node >= 1, "gpus_per_node", self.gpus_per_node, "an integer >= 1")?;
+        check(self.max_batch >= 1, "max_batch", self.max_batch, "an integer >= 1")?;
+        for (key, v) in [
+            ("max_wait_s", self.max_wait_s),
+            ("base_s", self.base_s),
+            ("per_request_s", self.per_request_s),
+            ("per_token_s", self.per_token_s),
+            ("gpu_idle_w", self.gpu_idle_w),
+            ("node_baseline_w", self.node_baseline_w),
+            ("grid_kg_per_kwh", self.grid_kg_per_kwh),
+            ("energy_usd_per_kwh", self.energy_usd_per_kwh),
+            ("gpu_usd_per_hour", self.gpu_usd_per_hour),
+            ("warmup_s", self.warmup_s),
+        ] {
+            check(finite_nonneg(v), key, v, "a finite number >= 0")?;
+        }
+        check(
+            self.base_s + self.per_request_s + self.per_token_s > 0.0,
+            "per_request_s",
+            self.per_request_s,
+            "a batch that takes time: base_s + per_request_s + per_token_s > 0",
+        )?;
+        check(
+            self.gpu_max_w.is_finite() && self.gpu_max_w >= self.gpu_idle_w,
+            "gpu_max_w",
+            self.gpu_max_w,
+            "a finite number >= gpu_idle_w",
+        )?;
+        check(self.pue.is_finite() && self.pue >= 1.0, "pue", self.pue, "a finite number >= 1")?;
+        check(
+            self.duration_s.is_finite() && self.duration_s > self.warmup_s,
+            "duration_s",
+            self.duration_s,
+            "a finite number > warmup_s",
+        )?;
+        Ok(())
+    }
+
+    /// Total GPUs.
+    pub fn gpus(&self) -> u32 {
+        self.nodes * self.gpus_per_node
+    }
+}
+
+/// The events of the serving world.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ServingEvent {
+    /// The next request arrives.
+    Arrival,
+    /// A node's oldest request has waited `max_wait_s`.
+    BatchTimer(Id<Node>),
+    /// A GPU finishes its batch.
+    BatchDone(Id<Gpu>),
+}
+
+/// A request.
+#[derive(Clone, Copy, Debug)]
+pub struct Request {
+    task: u16,
+    tokens: u32,
+    arrival: SimTime,
+    start: SimTime,
+}
+
+/// A node: its GPUs and queue.
+#[derive(Debug, Default)]
+pub struct Node {
+    gpus: Vec<Id<Gpu>>,
+    queue: VecDeque<Id<Request>>,
+    timer: Option<EventId>,
+    load: u32,
+}
+
+/// A GPU and the batch it serves.
+#[derive(Debug, Default)]
+pub struct Gpu {
+    node: u32,
+    batch: Vec<Id<Request>>,
+    busy_s: f64,
+}
+
+/// One row per served request, for traces.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RequestRecord {
+    /// Arrival order, from 0.
+    pub request_id: u64,
+    /// Task name index.
+    pub task: u16,
+    /// Prompt plus output tokens.
+    pub tokens: u32,
+    /// Arrival, start of its batch, finish (s).
+    pub arrival_s: f64,
+    /// Start of its batch (s).
+    pub start_s: f64,
+    /// Finish (s).
+    pub finish_s: f64,
+    /// Node and GPU.
+    pub node: u32,
+    /// GPU index (global).
+    pub gpu: u32,
+    /// Requests in its batch.
+    pub batch_size: u32,
+    /// Its share of the batch's GPU energy at full power (kWh).
+    pub energy_kwh: f64,
+    /// Whether latency <= the task's SLO.
+    pub slo_met: bool,
+    /// Arrived during warm-up.
+    pub warmup: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum TokenSampler {
+    Fixed(u32),
+    LogNormal(LogNormal<f64>),
+}
+
+impl TokenSampler {
+    fn new(c: TokenCount) -> Self {
+        match c {
+            TokenCount::Fixed { tokens } => TokenSampler::Fixed(tokens),
+            TokenCount::LogNormal { mean, cv } => {
+                let sigma2 = cv.mul_add(cv, 1.0).ln();
+                TokenSampler::LogNormal(LogNormal::new(mean.ln() - sigma2 / 2.0, sigma2.sqrt()).expect("validated"))
+            }
+        }
+    }
+
+    fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> u32 {
+        match self {
+            TokenSampler::Fixed(n) => *n,
+            TokenSampler::LogNormal(d) => d.sample(rng).round().clamp(1.0, f64::from(u32::MAX)) as u32,
+        }
+    }
+}
+
+/// The serving world; `O` receives a [`RequestRecord`] per served request.
+pub struct Serving<O = NullObserver> {
+    config: ServingConfig,
+    gap: Option<Exp<f64>>,
+    cumulative_weights: Vec<f64>,
+    token_samplers: Vec<(TokenSampler, TokenSampler)>,
+    nodes: Arena<Node>,
+    gpus: Arena<Gpu>,
+    requests: Arena<Request>,
+    next_node: u32,
+    horizon: SimTime,
+    stats: ServingStats,
+    observer: O,
+}
+
+#[derive(Debug, Default)]
+struct ServingStats {
+    arrivals: u64,
+    counted: u64,
+    served: u64,
+    latency_s: Tally,
+    latency: LatencyHistogram,
+    slo_met: u64,
+    batch_size: Tally,
+}
+
+/// What one replication measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServingRun {
+    /// Requests that arrived after warm-up.
+    pub requests: u64,
+    /// Of those, served (all of them: the run drains).
+    pub served: u64,
+    /// Served requests per second over the arrival window after warm-up.
+    pub throughput_per_s: f64,
+    /// Mean latency (arrival to finish) (s).
+    pub latency_mean_s: Option<f64>,
+    /// Median latency (s).
+    pub latency_p50_s: Option<f64>,
+    /// 95th percentile (s).
+    pub latency_p95_s: Option<f64>,
+    /// 99th percentile (s).
+    pub latency_p99_s: Option<f64>,
+    /// Fraction of counted requests within their SLO.
+    pub slo_attainment: Option<f64>,
+    /// Mean requests per batch (all batches).
+    pub batch_size_mean: Option<f64>,
+    /// Busy GPU time over available GPU time, whole run.
+    pub gpu_utilisation: f64,
+    /// Facility energy, whole run (kWh).
+    pub energy_kwh: f64,
+    /// GPU energy while serving (kWh).
+    pub energy_gpu_busy_kwh: f64,
+    /// GPU energy while idle (kWh).
+    pub energy_gpu_idle_kwh: f64,
+    /// Node baseline energy (kWh).
+    pub energy_baseline_kwh: f64,
+    /// Facility overhead, (PUE - 1) x IT energy (kWh).
+    pub energy_overhead_kwh: f64,
+    /// Energy per served request, whole run (kWh).
+    pub energy_per_request_kwh: Option<f64>,
+    /// Carbon (kg CO2e).
+    pub carbon_kg: f64,
+    /// Energy plus GPU rental (USD).
+    pub cost_usd: f64,
+    /// Length of the run, arrivals plus drain (s).
+    pub run_s: f64,
+    /// Events handled.
+    pub events: u64,
+}
+
+const J_PER_KWH: f64 = 3.6e6;
+
+impl<O: Observer<RequestRecord>> Serving<O> {
+    /// A validated world with no requests yet.
+    pub fn new(config: ServingConfig, observer: O) -> Result<Self, ServingConfigError> {
+        config.validate()?;
+        let gap = match config.arrivals {
+            ArrivalProcess::Poisson { rate_per_s } => Some(Exp::new(rate_per_s).expect("validated")),
+            ArrivalProcess::Deterministic { .. } => None,
+        };
+        let total: f64 = config.tasks.iter().map(|t| t.weight).sum();
+        let cumulative_weights = config
+            .tasks
+            .iter()
+            .scan(0.0, |acc, t| {
+                *acc += t.weight / total;
+                Some(*acc)
+            })
+            .collect();
+        let token_samplers = config
+            .tasks
+            .iter()
+            .map(|t| (TokenSampler::new(t.prompt_tokens), TokenSampler::new(t.output_tokens)))
+            .collect();
+        let mut nodes = Arena::new();
+        let mut gpus = Arena::new();
+        for n in 0..config.nodes {
+            let mut node = Node::default();
+            for _ in 0..config.gpus_per_node {
+                node.gpus.push(gpus.push(Gpu { node: n, ..Gpu::default() }));
+            }
+            nodes.push(node);
+        }
+        let horizon = SimTime::from_secs_f64(config.duration_s).map_err(|_| ServingConfigError {
+            key: "duration_s".into(),
+            value: config.duration_s.to_string(),
+            allowed: "at most 584 years",
+        })?;
+        Ok(Serving {
+            config,
+            gap,
+            cumulative_weights,
+            token_samplers,
+            nodes,
+            gpus,
+            requests: Arena::new(),
+            next_node: 0,
+            horizon,
+            stats: ServingStats::default(),
+            observer,
+        })
+    }
+
+    /// The observer.
+    pub fn observer(&self) -> &O {
+        &self.observer
+    }
+
+    /// Consumes the world, returning its observer.
+    pub fn into_observer(self) -> O {
+        self.observer
+    }
+
+    fn gap_s<R: Rng + ?Sized>(&self, rng: &mut R) -> f64 {
+        match self.gap {
+            Some(exp) => exp.sample(rng),
+            None => 1.0 / self.config.arrivals.rate_per_s(),
+        }
+    }
+
+    fn route(&mut self, ctx: &mut Context<'_, ServingEvent>) -> Id<Node> {
+        let n = self.config.nodes;
+        let index = match self.config.routing {
+            Routing::RoundRobin => {
+                let i = self.next_node;
+                self.next_node = (i + 1) % n;
+                i
+            }
+            Routing::LeastLoaded => {
+                self.nodes.iter().min_by_key(|(id, node)| (node.load, id.index())).map_or(0, |(id, _)| id.index())
+            }
+            Routing::Random => ctx.rng(ROUTING_STREAM).random_range(0..n),
+        };
+        Id::from_index(index)
+    }
+
+    fn on_arrival(&mut self, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
+        let now = ctx.now();
+        let rng = ctx.rng(REQUEST_STREAM);
+        let u: f64 = rng.random();
+        let task = self.cumulative_weights.iter().position(|&c| u < c).unwrap_or(self.cumulative_weights.len() - 1);
+        let (prompt, output) = self.token_samplers[task];
+        let tokens = prompt.sample(rng).saturating_add(output.sample(rng));
+        let request = self.requests.push(Request { task: task as u16, tokens, arrival: now, start: now });
+        self.stats.arrivals += 1;
+        let node = self.route(ctx);
+        self.nodes[node].queue.push_back(request);
+        self.nodes[node].load += 1;
+        self.dispatch(node, ctx)?;
+        let gap = self.gap_s(ctx.rng(ARRIVAL_STREAM));
+        let next = now.checked_add(SimDuration::from_secs_f64(gap)?).ok_or(ScheduleError::Overflow)?;
+        if next < self.horizon {
+            ctx.schedule(next, ServingEvent::Arrival)?;
+        }
+        Ok(())
+    }
+
+    /// Starts batches on free GPUs while the batching rule allows, and keeps the
+    /// node's timer on the instant its oldest request will have waited `max_wait_s`.
+    fn dispatch(&mut self, node_id: Id<Node>, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
+        let now = ctx.now();
+        let max_batch = self.config.max_batch as usize;
+        let max_wait = SimDuration::from_secs_f64(self.config.max_wait_s)?;
+        loop {
+            let node = &self.nodes[node_id];
+            let Some(&oldest) = node.queue.front() else { break };
+            let due = self.requests[oldest].arrival.checked_add(max_wait).ok_or(ScheduleError::Overflow)?;
+            let ready = node.queue.len() >= max_batch || due <= now;
+            let free = node.gpus.iter().copied().find(|g| self.gpus[*g].batch.is_empty());
+            match (ready, free) {
+                (true, Some(gpu)) => self.start_batch(node_id, gpu, ctx)?,
+                (false, Some(_)) => {
+                    // Wait for the batch to fill, at most until `due`.
+                    let node = &mut self.nodes[node_id];
+                    match node.timer.and_then(|t| ctx.time_of(t)) {
+                        Some(at) if at == due => {}
+                        Some(_) => node.timer = Some(ctx.reschedule(node.timer.expect("pending"), due)?),
+                        None => node.timer = Some(ctx.schedule(due, ServingEvent::BatchTimer(node_id))?),
+                    }
+                    return Ok(());
+                }
+                (_, None) => break,
+            }
+        }
+        // No timer is needed when the queue is empty or every GPU is busy (a finishing
+        // batch dispatches again).
+        if let Some(timer) = self.nodes[node_id].timer.take() {
+            ctx.cancel(timer);
+        }
+        Ok(())
+    }
+
+    fn start_batch(
+        &mut self,
+        node_id: Id<Node>,
+        gpu: Id<Gpu>,
+        ctx: &mut Context<'_, ServingEvent>,
+    ) -> Result<(), ScheduleError> {
+        let now = ctx.now();
+        let take = (self.config.max_batch as usize).min(self.nodes[node_id].queue.len());
+        let batch: Vec<Id<Request>> = self.nodes[node_id].queue.drain(..take).collect();
+        let tokens: f64 = batch.iter().map(|r| f64::from(self.requests[*r].tokens)).sum();
+        for r in &batch {
+            self.requests[*r].start = now;
+        }
+        let c = &self.config;
+        let service_s = c.base_s + c.per_request_s * batch.len() as f64 + c.per_token_s * tokens;
+        self.stats.batch_size.add(batch.len() as f64);
+        self.gpus[gpu].batch = batch;
+        ctx.schedule(SimDuration::from_secs_f64(service_s)?, ServingEvent::BatchDone(gpu))?;
+        Ok(())
+    }
+
+    fn on_batch_done(&mut self, gpu_id: Id<Gpu>, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
+        let now = ctx.now();
+        let batch = std::mem::take(&mut self.gpus[gpu_id].batch);
+        let node_id: Id<Node> = Id::from_index(self.gpus[gpu_id].node);
+        let start = self.requests[batch[0]].start;
+        let busy_s = (now - start).as_secs_f64();
+        self.gpus[gpu_id].busy_s += busy_s;
+        let energy_share_kwh = self.config.gpu_max_w * busy_s / J_PER_KWH / batch.len() as f64;
+        let warmup = SimTime::from_secs_f64(self.config.warmup_s)?;
+        for r in &batch {
+            let req = self.requests[*r];
+            let latency = now - req.arrival;
+            let slo_met = latency.as_secs_f64() <= self.config.tasks[req.task as usize].slo_s;
+            let counted = req.arrival >= warmup;
+            if counted {
+                self.stats.counted += 1;
+                self.stats.served += 1;
+                self.stats.latency_s.add(latency.as_secs_f64());
+                self.stats.latency.record(latency);
+                self.stats.slo_met += u64::from(slo_met);
+            }
+            self.observer.observe(RequestRecord {
+                request_id: u64::from(r.index()),
+                task: req.task,
+                tokens: req.tokens,
+                arrival_s: req.arrival.as_secs_f64(),
+                start_s: req.start.as_secs_f64(),
+                finish_s: now.as_secs_f64(),
+                node: node_id.index(),
+                gpu: gpu_id.index(),
+                batch_size: batch.len() as u32,
+                energy_kwh: energy_share_kwh,
+                slo_met,
+                warmup: !counted,
+            });
+        }
+        self.nodes[node_id].load -= batch.len() as u32;
+        self.dispatch(node_id, ctx)
+    }
+
+    /// The measures of a finished run that ended at `end` after `events` events.
+    pub fn results(&self, end: SimTime, events: u64) -> ServingRun {
+        let c = &self.config;
+        let s = &self.stats;
+        let run_s = end.as_secs_f64();
+        let gpu_s = f64::from(c.gpus()) * run_s;
+        let busy_s: f64 = self.gpus.iter().map(|(_, g)| g.busy_s).sum();
+        let energy_gpu_busy_kwh = c.gpu_max_w * busy_s / J_PER_KWH;
+        let energy_gpu_idle_kwh = c.gpu_idle_w * (gpu_s - busy_s) / J_PER_KWH;
+        let energy_baseline_kwh = c.node_baseline_w * f64::from(c.nodes) * run_s / J_PER_KWH;
+        let it_kwh = energy_gpu_busy_kwh + energy_gpu_idle_kwh + energy_baseline_kwh;
+        let energy_overhead_kwh = it_kwh * (c.pue - 1.0);
+        let energy_kwh = it_kwh + energy_overhead_kwh;
+        let served_all = self.requests.len() as f64;
+        let window_s = c.duration_s - c.warmup_s;
+        ServingRun {
+            requests: s.counted,
+            served: s.served,
+            throughput_per_s: s.served as f64 / window_s,
+            latency_mean_s: s.latency_s.mean(),
+            latency_p50_s: s.latency.p50_s(),
+            latency_p95_s: s.latency.p95_s(),
+            latency_p99_s: s.latency.p99_s(),
+            slo_attainment: (s.counted > 0).then(|| s.slo_met as f64 / s.counted as f64),
+            batch_size_mean: s.batch_size.mean(),
+            gpu_utilisation: if gpu_s > 0.0 { busy_s / gpu_s } else { 0.0 },
+            energy_kwh,
+            energy_gpu_busy_kwh,
+            energy_gpu_idle_kwh,
+            energy_baseline_kwh,
+            energy_overhead_kwh,
+            energy_per_request_kwh: (served_all > 0.0).then(|| energy_kwh / served_all),
+            carbon_kg: energy_kwh * c.grid_kg_per_kwh,
+            cost_usd: energy_kwh * c.energy_usd_per_kwh + gpu_s / 3600.0 * c.gpu_usd_per_hour,
+            run_s,
+            events,
+        }
+    }
+}
+
+impl<O: Observer<RequestRecord>> Model for Serving<O> {
+    type Event = ServingEvent;
+    type Error = ScheduleError;
+
+    fn handle(&mut self, event: ServingEvent, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
+        match event {
+            ServingEvent::Arrival => self.on_arrival(ctx),
+            ServingEvent::BatchTimer(node) => {
+                self.nodes[node].timer = None;
+                self.dispatch(node, ctx)
+            }
+            ServingEvent::BatchDone(gpu) => self.on_batch_done(gpu, ctx),
+        }
+    }
+}
+
+/// Builds one replication with its first arrival scheduled.
+pub fn build_serving<O: Observer<RequestRecord>>(
+    config: &ServingConfig,
+    observer: O,
+    master_seed: u64,
+    replication: u64,
+) -> Result<Simulation<Serving<O>>, ServingConfigError> {
+    let world = Serving::new(config.clone(), observer)?;
+    let mut sim = Simulation::with_queue(world, QueueKind::default(), master_seed, replication);
+    let first_s = {
+        let gap = sim.model().gap;
+        let rate = config.arrivals.rate_per_s();
+        let rng = sim.rng(ARRIVAL_STREAM);
+        match gap {
+            Some(exp) => exp.sample(rng),
+            None => 1.0 / rate,
+        }
+    };
+    let err = |e: ScheduleError| ServingConfigError {
+        key: "arrivals.rate_per_s".into(),
+        value: e.to_string(),
+        allowed: "a first arrival within 584 years",
+    };
+    let first = SimTime::from_secs_f64(first_s).map_err(err)?;
+    if first < sim.model().horizon {
+        sim.schedule(first, ServingEvent::Arrival).map_err(err)?;
+    }
+    Ok(sim)
+}
+
+/// Runs one replication to completion, untraced.
+pub fn run_serving(config: &ServingConfig, master_seed: u64, replication: u64) -> Result<ServingRun, String> {
+    let mut sim = build_serving(config, NullObserver, master_seed, replication).map_err(|e| e.to_string())?;
+    sim.run(Default::default()).map_err(|e| e.to_string())?;
+    Ok(sim.model().results(sim.now(), sim.events_handled()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use infersim_engine::VecObserver;
+
+    /// One node, one GPU, evenly spaced arrivals at 1/s, 0.5 s per request, no warm-up.
+    fn simple() -> ServingConfig {
+        ServingConfig {
+            arrivals: ArrivalProcess::Deterministic { rate_per_s: 1.0 },
+            tasks: vec![Task {
+                name: "chat".into(),
+                weight: 1.0,
+                prompt_tokens: TokenCount::Fixed { tokens: 100 },
+                output_tokens: TokenCount::Fixed { tokens: 50 },
+                slo_s: 1.0,
+            }],
+            routing: Routing::RoundRobin,
+            nodes: 1,
+            gpus_per_node: 1,
+            max_batch: 1,
+            max_wait_s: 0.0,
+            base_s: 0.0,
+            per_request_s: 0.5,
+            per_token_s: 0.0,
+            gpu_idle_w: 100.0,
+            gpu_max_w: 400.0,
+            node_baseline_w: 200.0,
+            pue: 1.5,
+            grid_kg_per_kwh: 0.4,
+            energy_usd_per_kwh: 0.1,
+            gpu_usd_per_hour: 2.0,
+            duration_s: 100.0,
+            warmup_s: 0.0,
+        }
+    }
+
+    fn run_traced(config: &ServingConfig) -> (ServingRun, Vec<RequestRecord>) {
+        let mut sim = build_serving(config, VecObserver::default(), 1, 0).unwrap();
+        sim.run(Default::default()).unwrap();
+        let run = sim.model().results(sim.now(), sim.events_handled());
+        (run, sim.into_model().into_observer().rows)
+    }
+
+    #[test]
+    fn energy_is_accounted_exactly() {
+        let (run, rows) = run_traced(&simple());
+        // Arrivals at 1, 2, ..., 99 s; the last is served by 99.5 s.
+        assert_eq!(rows.len(), 99);
+        assert_eq!(run.run_s, 99.5);
+        let kwh = |w: f64, s: f64| w * s / 3.6e6;
+        assert!((run.energy_gpu_busy_kwh - kwh(400.0, 49.5)).abs() < 1e-15);
+        assert!((run.energy_gpu_idle_kwh - kwh(100.0, 50.0)).abs() < 1e-15);
+        assert!((run.energy_baseline_kwh - kwh(200.0, 99.5)).abs() < 1e-15);
+        let it = run.energy_gpu_busy_kwh + run.energy_gpu_idle_kwh + run.energy_baseline_kwh;
+        assert!((run.energy_overhead_kwh - 0.5 * it).abs() < 1e-15);
+        assert!((run.energy_kwh - 1.5 * it).abs() < 1e-15, "total = parts");
+        assert!((run.carbon_kg - 0.4 * run.energy_kwh).abs() < 1e-15);
+        assert!((run.cost_usd - (0.1 * run.energy_kwh + 2.0 * 99.5 / 3600.0)).abs() < 1e-12);
+        assert!((run.gpu_utilisation - 49.5 / 99.5).abs() < 1e-12);
+        let shares: f64 = rows.iter().map(|r| r.energy_kwh).sum();
+        assert!((shares - run.energy_gpu_busy_kwh).abs() < 1e-12, "per-request shares add up to GPU busy energy");
+        assert_eq!(run.latency_mean_s, Some(0.5));
+        assert_eq!(run.slo_attainment, Some(1.0));
+    }
+
+    #[test]
+    fn full_batches_start_at_once_and_partial_ones_when_the_oldest_has_waited() {
+        // Batches of 4 fill within 3 s, well before the 10 s limit.
+        let mut config = simple();
+        config.max_batch = 4;
+        config.max_wait_s = 10.0;
+        config.per_request_s = 0.1;
+        config.duration_s = 100.5; // 100 arrivals: 25 full batches
+        let (run, rows) = run_traced(&config);
+        assert_eq!(run.batch_size_mean, Some(4.0));
+        let first = &rows[0];
+        assert_eq!((first.arrival_s, first.start_s, first.batch_size), (1.0, 4.0, 4));
+        // With a 0.5 s limit at one request per second, every batch is a lone request
+        // that waited exactly 0.5 s: the timer path.
+        config.max_wait_s = 0.5;
+        let (run, rows) = run_traced(&config);
+        assert_eq!(run.batch_size_mean, Some(1.0));
+        assert!(rows.iter().all(|r| (r.start_s - r.arrival_s - 0.5).abs() < 1e-9), "{:?}", &rows[..2]);
+        // The last requests of a run are not stranded: a partial final batch still runs.
+        config.max_wait_s = 10.0;
+        config.duration_s = 102.5; // 102 arrivals: 25 batches of 4 and one of 2
+        let (run, rows) = run_traced(&config);
+        assert_eq!(rows.len(), 102);
+        assert_eq!(run.served, 102);
+        let last = rows.last().unwrap();
+        assert_eq!((last.batch_size, last.start_s), (2, 111.0), "waited 10 s from its arrival at 101 s");
+    }
+
+    #[test]
+    fn records_are_consistent_under_load_with_several_nodes() {
+        let mut config = simple();
+        config.arrivals = ArrivalProcess::Poisson { rate_per_s: 30.0 };
+        config.tasks.push(Task {
+            name: "code".into(),
+            weight: 3.0,
+            prompt_tokens: TokenCount::LogNormal { mean: 400.0, cv: 0.8 },
+            output_tokens: TokenCount::LogNormal { mean: 200.0, cv: 1.0 },
+            slo_s: 3.0,
+        });
+        config.nodes = 3;
+        config.gpus_per_node = 2;
+        config.max_batch = 8;
+        config.max_wait_s = 0.05;
+        config.base_s = 0.05;
+        config.per_request_s = 0.01;
+        config.per_token_s = 0.0002;
+        config.warmup_s = 20.0;
+        for routing in [Routing::RoundRobin, Routing::LeastLoaded, Routing::Random] {
+            config.routing = routing;
+            let (run, rows) = run_traced(&config);
+            assert_eq!(run.requests, run.served);
+            assert!(rows.iter().all(|r| r.arrival_s <= r.start_s && r.start_s < r.finish_s && r.batch_size <= 8));
+            assert!(rows.iter().all(|r| r.gpu / 2 == r.node), "a GPU belongs to its node");
+            let code = rows.iter().filter(|r| r.task == 1).count() as f64 / rows.len() as f64;
+            assert!((code - 0.75).abs() < 0.03, "task mix {code}");
+            assert!(run.batch_size_mean.unwrap() > 1.0, "{routing:?}: load makes batches");
+            let nodes_used: std::collections::BTreeSet<u32> = rows.iter().map(|r| r.node).collect();
+            assert_eq!(nodes_used.len(), 3, "{routing:?}");
+        }
+    }
+
+    #[test]
+    fn more_gpus_see_the_same_requests() {
+        let mut config = simple();
+        config.arrivals = ArrivalProcess::Poisson { rate_per_s: 1.5 };
+        config.tasks[0].prompt_tokens = TokenCount::LogNormal { mean: 100.0, cv: 1.0 };
+        let key = |rows: Vec<RequestRecord>| {
+            let mut v: Vec<(u64, u64, u32)> =
+                rows.iter().map(|r| (r.request_id, r.arrival_s.to_bits(), r.tokens)).collect();
+            v.sort();
+            v
+        };
+        let (_, one) = run_traced(&config);
+        config.gpus_per_node = 3;
+        let (_, three) = run_traced(&config);
+        assert_eq!(key(one), key(three));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut c = simple();
+        c.pue = 0.9;
+        assert_eq!(c.validate().unwrap_err().to_string(), "pue = 0.9 is out of range: expected a finite number >= 1");
+        let mut c = simple();
+        c.tasks[0].weight = 0.0;
+        assert_eq!(c.validate().unwrap_err().key, "tasks[0].weight");
+        let mut c = simple();
+        c.gpu_max_w = 50.0;
+        assert_eq!(c.validate().unwrap_err().key, "gpu_max_w");
+        let mut c = simple();
+        c.warmup_s = 200.0;
+        assert_eq!(c.validate().unwrap_err().key, "duration_s");
+    }
+}
