@@ -154,40 +154,50 @@ fn f64_at(df: &DataFrame, column: &str, row: usize) -> Option<f64> {
 /// Prints the summary, a block per point, with analytic values where the model has them.
 fn print_summary(summary: &DataFrame, manifest: &Manifest, scenario: Option<&Scenario>) {
     let confidence = f64_at(summary, "confidence", 0).unwrap_or(0.95);
+    let metric_at =
+        |row: usize| summary.column("metric").ok().and_then(|c| c.get(row).ok()).map(|v| cell(&v)).unwrap_or_default();
+    let width = (0..summary.height()).map(|r| metric_at(r).len()).max().unwrap_or(6).max(6);
     let mut current = None;
+    let mut theory = Vec::new();
     for row in 0..summary.height() {
         let point = f64_at(summary, "point", row).unwrap_or(0.0) as u32;
-        let theory = scenario
-            .and_then(|s| s.points.get(point as usize))
-            .map(|p| match &p.model {
-                ModelConfig::Station(config) => analytic(config),
-            })
-            .unwrap_or_default();
         if current != Some(point) {
             current = Some(point);
+            theory = scenario
+                .and_then(|s| s.points.get(point as usize))
+                .map(|p| match &p.model {
+                    ModelConfig::Station(config) => analytic(config),
+                    ModelConfig::Serving(_) => Vec::new(),
+                })
+                .unwrap_or_default();
             say!("");
             if let Some(p) = manifest.points.get(point as usize).filter(|p| !p.params.is_empty()) {
                 let params: Vec<String> = p.params.iter().map(|(k, v)| format!("{k} = {v}")).collect();
                 say!("point {point}: {}", params.join(", "));
             }
-            say!(
-                "{:<14} {:>4} {:>12} {:>27} {:>12}",
+            let header = format!(
+                "{:<width$} {:>4} {:>12} {:>27}",
                 "metric",
                 "n",
                 "mean",
-                format!("{:.0}% CI", confidence * 100.0),
-                "analytic"
+                format!("{:.0}% CI", confidence * 100.0)
             );
+            if theory.is_empty() { say!("{header}") } else { say!("{header} {:>12}", "analytic") }
         }
-        let metric = summary.column("metric").ok().and_then(|c| c.get(row).ok()).map(|v| cell(&v)).unwrap_or_default();
+        let metric = metric_at(row);
         let n = f64_at(summary, "n", row).unwrap_or(0.0);
         let mean = f64_at(summary, "mean", row).map_or("-".into(), fmt_value);
         let ci = match (f64_at(summary, "ci_low", row), f64_at(summary, "ci_high", row)) {
             (Some(lo), Some(hi)) => format!("[{}, {}]", fmt_value(lo), fmt_value(hi)),
             _ => "(needs 2 replications)".into(),
         };
-        let exact = theory.iter().find(|(m, _)| *m == metric).map(|(_, v)| fmt_value(*v)).unwrap_or_default();
-        say!("{metric:<14} {n:>4} {mean:>12} {ci:>27} {exact:>12}");
+        let line = format!("{metric:<width$} {n:>4} {mean:>12} {ci:>27}");
+        if theory.is_empty() {
+            say!("{line}");
+        } else {
+            let exact = theory.iter().find(|(m, _)| *m == metric).map(|(_, v)| fmt_value(*v)).unwrap_or_default();
+            say!("{line} {exact:>12}");
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::path::PathBuf;
 
+use infersim_agents::serving::{ServingConfig, ServingRun, build_serving, run_serving};
 use infersim_agents::station::{
     CustomerRecord, DurationDistribution, StationConfig, StationRun, build_sampled_station, run_station, theory,
 };
@@ -16,7 +17,9 @@ use rayon::prelude::*;
 
 use crate::output::ReplicationRecord;
 use crate::scenario::{ModelConfig, Point};
-use crate::trace::{ParquetSink, StationRequestColumns, StationSampleColumns, TraceLevel, trace_dir};
+use crate::trace::{
+    ParquetSink, ServingRequestColumns, StationRequestColumns, StationSampleColumns, TraceLevel, trace_dir,
+};
 
 /// What to trace and where.
 #[derive(Clone, Debug)]
@@ -92,11 +95,92 @@ fn run_station_traced(
 pub const STATION_METRICS: &[&str] =
     &["wait_s", "sojourn_s", "queue_len", "in_system", "p_wait", "p_block", "utilisation", "sojourn_p99_s", "events"];
 
+/// Per-replication metrics of the serving world, in column order.
+pub const SERVING_METRICS: &[&str] = &[
+    "requests",
+    "served",
+    "throughput_per_s",
+    "latency_mean_s",
+    "latency_p50_s",
+    "latency_p95_s",
+    "latency_p99_s",
+    "slo_attainment",
+    "batch_size_mean",
+    "gpu_utilisation",
+    "energy_kwh",
+    "energy_gpu_busy_kwh",
+    "energy_gpu_idle_kwh",
+    "energy_baseline_kwh",
+    "energy_overhead_kwh",
+    "energy_per_request_kwh",
+    "carbon_kg",
+    "cost_usd",
+    "events",
+];
+
 /// The metric columns a model produces.
 pub fn metric_names(model: &ModelConfig) -> &'static [&'static str] {
     match model {
         ModelConfig::Station(_) => STATION_METRICS,
+        ModelConfig::Serving(_) => SERVING_METRICS,
     }
+}
+
+/// Whether a model writes sampled state (timeseries traces).
+pub fn has_timeseries(model: &ModelConfig) -> bool {
+    match model {
+        ModelConfig::Station(_) => true,
+        ModelConfig::Serving(_) => false,
+    }
+}
+
+fn serving_metrics(run: &ServingRun) -> Vec<Option<f64>> {
+    vec![
+        Some(run.requests as f64),
+        Some(run.served as f64),
+        Some(run.throughput_per_s),
+        run.latency_mean_s,
+        run.latency_p50_s,
+        run.latency_p95_s,
+        run.latency_p99_s,
+        run.slo_attainment,
+        run.batch_size_mean,
+        Some(run.gpu_utilisation),
+        Some(run.energy_kwh),
+        Some(run.energy_gpu_busy_kwh),
+        Some(run.energy_gpu_idle_kwh),
+        Some(run.energy_baseline_kwh),
+        Some(run.energy_overhead_kwh),
+        run.energy_per_request_kwh,
+        Some(run.carbon_kg),
+        Some(run.cost_usd),
+        Some(run.events as f64),
+    ]
+}
+
+fn run_serving_traced(
+    config: &ServingConfig,
+    seed: u64,
+    point: u32,
+    replication: u64,
+    trace: &TraceSpec,
+) -> Result<ServingRun, String> {
+    if trace.level < TraceLevel::Requests {
+        return run_serving(config, seed, replication);
+    }
+    let dir = trace_dir(&trace.out, point, replication);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let names = config.tasks.iter().map(|t| t.name.clone()).collect();
+    let sink = ParquetSink::with_columns(dir.join("requests.parquet"), ServingRequestColumns::new(names))
+        .map_err(|e| e.to_string())?;
+    let mut sim = build_serving(config, sink, seed, replication).map_err(|e| e.to_string())?;
+    sim.run(Default::default()).map_err(|e| e.to_string())?;
+    let run = sim.model().results(sim.now(), sim.events_handled());
+    sim.into_model().into_observer().finish().map_err(|e| e.to_string())?;
+    Ok(run)
 }
 
 fn station_metrics(run: &StationRun) -> Vec<Option<f64>> {
@@ -158,19 +242,21 @@ pub fn work_items(points: usize, replications: u64, shard: Shard) -> Vec<(u32, u
 /// becomes a record with an error and no metrics, so it cannot take the batch down.
 pub fn run_replication(point: &Point, master_seed: u64, replication: u64, trace: &TraceSpec) -> ReplicationRecord {
     let metrics = metric_names(&point.model);
-    let outcome = catch_unwind(AssertUnwindSafe(|| match &point.model {
-        ModelConfig::Station(config) => {
-            run_station_traced(config, master_seed, point.index, replication, trace).map(|run| station_metrics(&run))
-        }
-    }))
-    .unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        Err(format!("panicked: {message}"))
-    });
+    let outcome =
+        catch_unwind(AssertUnwindSafe(|| match &point.model {
+            ModelConfig::Station(config) => run_station_traced(config, master_seed, point.index, replication, trace)
+                .map(|run| station_metrics(&run)),
+            ModelConfig::Serving(config) => run_serving_traced(config, master_seed, point.index, replication, trace)
+                .map(|run| serving_metrics(&run)),
+        }))
+        .unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(format!("panicked: {message}"))
+        });
     let (metrics, error) = match outcome {
         Ok(values) => (values, None),
         Err(e) => (vec![None; metrics.len()], Some(e)),
@@ -340,7 +426,7 @@ mod tests {
 
     #[test]
     fn analytic_values_exist_where_theory_does() {
-        let ModelConfig::Station(station) = small().points[0].model;
+        let ModelConfig::Station(station) = small().points[0].model.clone() else { panic!("mmc is a station") };
         let a = analytic(&station);
         let wait = a.iter().find(|(m, _)| *m == "wait_s").unwrap().1;
         assert!((wait - theory::mmc(3.6, 1.0, 4).unwrap().wait_s).abs() < 1e-12);

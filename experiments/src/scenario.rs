@@ -10,15 +10,19 @@
 use std::fmt;
 use std::path::Path;
 
+use infersim_agents::serving::{ArrivalProcess, Routing, ServingConfig, Task};
 use infersim_agents::station::{DurationDistribution, StationConfig};
 use serde::Deserialize;
 use toml::{Table, Value};
 
 /// Built-in scenarios: name and TOML text, embedded in the binary.
-pub const BUILTIN: &[(&str, &str)] = &[("mmc", include_str!("../../data/scenarios/mmc.toml"))];
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("serving", include_str!("../../data/scenarios/serving.toml")),
+    ("mmc", include_str!("../../data/scenarios/mmc.toml")),
+];
 
 /// The scenario `infersim run` uses when none is named.
-pub const DEFAULT_SCENARIO: &str = "mmc";
+pub const DEFAULT_SCENARIO: &str = "serving";
 
 /// Keys that cannot be swept: they describe the batch, not a point.
 const UNSWEEPABLE: &[&str] =
@@ -33,8 +37,28 @@ const KNOWN_KEYS: &[&str] = &[
     "station.service",
     "station.service_cv",
     "station.capacity",
+    "serving.nodes",
+    "serving.gpus_per_node",
+    "serving.routing",
+    "serving.max_batch",
+    "serving.max_wait_s",
+    "serving.arrivals.kind",
+    "serving.arrivals.rate_per_s",
+    "serving.tasks",
+    "serving.service.base_s",
+    "serving.service.per_request_s",
+    "serving.service.per_token_s",
+    "serving.power.gpu_idle_w",
+    "serving.power.gpu_max_w",
+    "serving.power.node_baseline_w",
+    "serving.power.pue",
+    "serving.grid.kg_per_kwh",
+    "serving.prices.energy_usd_per_kwh",
+    "serving.prices.gpu_usd_per_hour",
     "simulation.customers",
     "simulation.warmup_customers",
+    "simulation.duration_s",
+    "simulation.warmup_s",
     "simulation.replications",
     "simulation.seed",
     "simulation.sample_interval_s",
@@ -173,10 +197,12 @@ fn leaf_keys(table: &Table, prefix: &str, out: &mut Vec<String>) {
 
 /// What one point of a scenario simulates: a closed set of models, dispatched with an
 /// exhaustive `match` by the runner.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum ModelConfig {
     /// The queueing station (`[station]`).
     Station(StationConfig),
+    /// The serving world (`[serving]`).
+    Serving(ServingConfig),
 }
 
 /// One point of a (possibly swept) scenario.
@@ -247,8 +273,55 @@ fn set_key(table: &mut Table, key: &str, value: Value) -> Option<()> {
 #[serde(deny_unknown_fields)]
 struct RawScenario {
     description: String,
-    station: RawStation,
+    station: Option<RawStation>,
+    serving: Option<RawServing>,
     simulation: RawSimulation,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServing {
+    nodes: i64,
+    gpus_per_node: i64,
+    routing: Routing,
+    max_batch: i64,
+    max_wait_s: f64,
+    arrivals: ArrivalProcess,
+    tasks: Vec<Task>,
+    service: RawBatchTime,
+    power: RawPower,
+    grid: RawGrid,
+    prices: RawPrices,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatchTime {
+    base_s: f64,
+    per_request_s: f64,
+    per_token_s: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPower {
+    gpu_idle_w: f64,
+    gpu_max_w: f64,
+    node_baseline_w: f64,
+    pue: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrid {
+    kg_per_kwh: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrices {
+    energy_usd_per_kwh: f64,
+    gpu_usd_per_hour: f64,
 }
 
 #[derive(Deserialize)]
@@ -265,8 +338,10 @@ struct RawStation {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSimulation {
-    customers: i64,
-    warmup_customers: i64,
+    customers: Option<i64>,
+    warmup_customers: Option<i64>,
+    duration_s: Option<f64>,
+    warmup_s: Option<f64>,
     #[serde(default = "default_replications")]
     replications: i64,
     #[serde(default = "default_seed")]
@@ -424,7 +499,7 @@ impl Scenario {
                 params[k] = value;
             }
             let model = if sweep.is_empty() {
-                base.model
+                base.model.clone()
             } else {
                 Scenario::resolve_point(&format!("{source_name} (sweep point {index})"), point_table)?.model
             };
@@ -456,7 +531,51 @@ impl Scenario {
         let positive = |key: &str, v: f64| {
             if v.is_finite() && v > 0.0 { Ok(v) } else { Err(invalid(key, &v, "a finite number > 0")) }
         };
-        let s = &raw.station;
+        let sim = &raw.simulation;
+        let replications = u64::try_from(sim.replications)
+            .ok()
+            .filter(|&r| r >= 1)
+            .ok_or_else(|| invalid("simulation.replications", &sim.replications, "an integer >= 1"))?;
+        let seed = u64::try_from(sim.seed).map_err(|_| invalid("simulation.seed", &sim.seed, "an integer >= 0"))?;
+        let only = |key: &str, present: bool, model: &str| {
+            if present {
+                Err(invalid(key, &"(set)", &format!("no value: it applies to [{model}] scenarios")))
+            } else {
+                Ok(())
+            }
+        };
+        let model = match (&raw.station, &raw.serving) {
+            (Some(s), None) => {
+                only("simulation.duration_s", sim.duration_s.is_some(), "serving")?;
+                only("simulation.warmup_s", sim.warmup_s.is_some(), "serving")?;
+                ModelConfig::Station(Scenario::resolve_station(s, sim, &invalid)?)
+            }
+            (None, Some(s)) => {
+                only("simulation.customers", sim.customers.is_some(), "station")?;
+                only("simulation.warmup_customers", sim.warmup_customers.is_some(), "station")?;
+                ModelConfig::Serving(Scenario::resolve_serving(s, sim, &invalid)?)
+            }
+            _ => {
+                return Err(invalid("[station] / [serving]", &"", "exactly one model section: [station] or [serving]"));
+            }
+        };
+        Ok(ResolvedPoint {
+            description: raw.description,
+            model,
+            replications,
+            seed,
+            sample_interval_s: positive("simulation.sample_interval_s", sim.sample_interval_s)?,
+        })
+    }
+
+    fn resolve_station(
+        s: &RawStation,
+        sim: &RawSimulation,
+        invalid: &dyn Fn(&str, &dyn fmt::Display, &str) -> ScenarioError,
+    ) -> Result<StationConfig, ScenarioError> {
+        let positive = |key: &str, v: f64| {
+            if v.is_finite() && v > 0.0 { Ok(v) } else { Err(invalid(key, &v, "a finite number > 0")) }
+        };
         let servers = u32::try_from(s.servers)
             .ok()
             .filter(|&c| c >= 1)
@@ -489,31 +608,71 @@ impl Scenario {
                     .ok_or_else(|| invalid("station.capacity", &k, "an integer >= station.servers"))?,
             ),
         };
-        let sim = &raw.simulation;
-        let warmup = u64::try_from(sim.warmup_customers)
-            .map_err(|_| invalid("simulation.warmup_customers", &sim.warmup_customers, "an integer >= 0"))?;
-        let customers = u64::try_from(sim.customers).ok().filter(|&n| n >= warmup + 2).ok_or_else(|| {
-            invalid("simulation.customers", &sim.customers, "an integer >= simulation.warmup_customers + 2")
+        let warmup_raw = sim.warmup_customers.unwrap_or(0);
+        let warmup = u64::try_from(warmup_raw)
+            .map_err(|_| invalid("simulation.warmup_customers", &warmup_raw, "an integer >= 0"))?;
+        let customers_raw = sim
+            .customers
+            .ok_or_else(|| invalid("simulation.customers", &"(missing)", "an integer >= 2 for [station]"))?;
+        let customers = u64::try_from(customers_raw).ok().filter(|&n| n >= warmup + 2).ok_or_else(|| {
+            invalid("simulation.customers", &customers_raw, "an integer >= simulation.warmup_customers + 2")
         })?;
-        let replications = u64::try_from(sim.replications)
-            .ok()
-            .filter(|&r| r >= 1)
-            .ok_or_else(|| invalid("simulation.replications", &sim.replications, "an integer >= 1"))?;
-        let seed = u64::try_from(sim.seed).map_err(|_| invalid("simulation.seed", &sim.seed, "an integer >= 0"))?;
-        Ok(ResolvedPoint {
-            description: raw.description,
-            model: ModelConfig::Station(StationConfig {
-                servers,
-                interarrival: DurationDistribution::exponential_rate(lambda),
-                service,
-                capacity,
-                customers,
-                warmup_customers: warmup,
-            }),
-            replications,
-            seed,
-            sample_interval_s: positive("simulation.sample_interval_s", sim.sample_interval_s)?,
+        Ok(StationConfig {
+            servers,
+            interarrival: DurationDistribution::exponential_rate(lambda),
+            service,
+            capacity,
+            customers,
+            warmup_customers: warmup,
         })
+    }
+
+    fn resolve_serving(
+        s: &RawServing,
+        sim: &RawSimulation,
+        invalid: &dyn Fn(&str, &dyn fmt::Display, &str) -> ScenarioError,
+    ) -> Result<ServingConfig, ScenarioError> {
+        let count = |key: &str, v: i64| {
+            u32::try_from(v).ok().filter(|&n| n >= 1).ok_or_else(|| invalid(key, &v, "an integer from 1 to 4294967295"))
+        };
+        let duration_s = sim
+            .duration_s
+            .ok_or_else(|| invalid("simulation.duration_s", &"(missing)", "a number of seconds > 0 for [serving]"))?;
+        let config = ServingConfig {
+            arrivals: s.arrivals,
+            tasks: s.tasks.clone(),
+            routing: s.routing,
+            nodes: count("serving.nodes", s.nodes)?,
+            gpus_per_node: count("serving.gpus_per_node", s.gpus_per_node)?,
+            max_batch: count("serving.max_batch", s.max_batch)?,
+            max_wait_s: s.max_wait_s,
+            base_s: s.service.base_s,
+            per_request_s: s.service.per_request_s,
+            per_token_s: s.service.per_token_s,
+            gpu_idle_w: s.power.gpu_idle_w,
+            gpu_max_w: s.power.gpu_max_w,
+            node_baseline_w: s.power.node_baseline_w,
+            pue: s.power.pue,
+            grid_kg_per_kwh: s.grid.kg_per_kwh,
+            energy_usd_per_kwh: s.prices.energy_usd_per_kwh,
+            gpu_usd_per_hour: s.prices.gpu_usd_per_hour,
+            duration_s,
+            warmup_s: sim.warmup_s.unwrap_or(0.0),
+        };
+        config.validate().map_err(|e| {
+            // Name the key as the scenario file spells it.
+            let key = match e.key.as_str() {
+                "arrivals.rate_per_s" => "serving.arrivals.rate_per_s".to_string(),
+                "base_s" | "per_request_s" | "per_token_s" => format!("serving.service.{}", e.key),
+                "gpu_idle_w" | "gpu_max_w" | "node_baseline_w" | "pue" => format!("serving.power.{}", e.key),
+                "grid_kg_per_kwh" => "serving.grid.kg_per_kwh".into(),
+                "energy_usd_per_kwh" | "gpu_usd_per_hour" => format!("serving.prices.{}", e.key),
+                "duration_s" | "warmup_s" => format!("simulation.{}", e.key),
+                other => format!("serving.{other}"),
+            };
+            invalid(&key, &e.value, e.allowed)
+        })?;
+        Ok(config)
     }
 
     /// The resolved scenario as TOML text, sweep included.
@@ -549,6 +708,28 @@ mod tests {
     }
 
     #[test]
+    fn the_serving_scenario_resolves_and_checks_its_keys() {
+        let s = Scenario::builtin("serving").unwrap();
+        let ModelConfig::Serving(c) = &s.points[0].model else { panic!("serving is a serving scenario") };
+        assert_eq!((c.nodes, c.gpus_per_node, c.max_batch), (2, 4, 8));
+        assert_eq!(c.tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["chat", "code"]);
+        let text = include_str!("../../data/scenarios/serving.toml");
+        let e =
+            Scenario::parse("s.toml", &text.replace("gpus_per_node = 4", "gpus_per_nod = 4")).unwrap_err().to_string();
+        assert!(e.contains("unknown key `serving.gpus_per_nod`; did you mean `serving.gpus_per_node`?"), "{e}");
+        let e = Scenario::parse("s.toml", &text.replace("weight = 3.0", "wieght = 3.0")).unwrap_err().to_string();
+        assert!(e.contains("wieght"), "{e}");
+        let mut changed = s.clone();
+        changed.apply_overrides(&["serving.arrivals.rate_per_s=30", "serving.power.gpu_max_w=300"]).unwrap();
+        let ModelConfig::Serving(c) = &changed.points[0].model else { unreachable!() };
+        assert_eq!((c.arrivals.rate_per_s(), c.gpu_max_w), (30.0, 300.0));
+        let both = format!(
+            "{text}\n[station]\nservers = 1\narrival_rate_per_s = 1.0\nservice_rate_per_s = 2.0\nservice = \"exponential\"\n"
+        );
+        assert!(Scenario::parse("s.toml", &both).unwrap_err().to_string().contains("exactly one model section"));
+    }
+
+    #[test]
     fn unknown_key_names_file_line_and_nearest_key() {
         let text = GOOD.replace("servers = 4", "servrs = 4");
         let line = text.lines().position(|l| l.starts_with("servrs")).unwrap() + 1;
@@ -571,7 +752,7 @@ mod tests {
     fn overrides_apply_and_are_checked() {
         let mut s = Scenario::builtin("mmc").unwrap();
         s.apply_overrides(&["station.servers=8", "station.service=deterministic", "station.capacity=20"]).unwrap();
-        let ModelConfig::Station(station) = s.points[0].model;
+        let ModelConfig::Station(station) = s.points[0].model.clone() else { panic!("a station scenario") };
         assert_eq!(station.servers, 8);
         assert_eq!(station.capacity, Some(20));
         assert!(matches!(station.service, DurationDistribution::Deterministic { .. }));
@@ -585,7 +766,7 @@ mod tests {
     }
 
     fn servers(p: &Point) -> u32 {
-        let ModelConfig::Station(s) = p.model;
+        let ModelConfig::Station(s) = &p.model else { panic!("a station scenario") };
         s.servers
     }
 

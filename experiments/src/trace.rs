@@ -17,6 +17,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use infersim_agents::serving::RequestRecord;
 use infersim_agents::station::{CustomerRecord, Outcome, StationSample};
 use infersim_engine::Observer;
 use parquet::arrow::ArrowWriter;
@@ -73,12 +74,18 @@ pub struct ParquetSink<C: Columns> {
 impl<C: Columns> ParquetSink<C> {
     /// Starts writing the trace that will appear at `path`.
     pub fn create(path: PathBuf) -> Result<Self, OutputError> {
+        Self::with_columns(path, C::default())
+    }
+
+    /// Like [`ParquetSink::create`], with column buffers that carry context (such as
+    /// the names behind an index).
+    pub fn with_columns(path: PathBuf, columns: C) -> Result<Self, OutputError> {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("trace");
         let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
         let file = File::create(&tmp).map_err(|error| OutputError::Io { path: tmp.clone(), error })?;
         let writer = ArrowWriter::try_new(file, C::schema(), Some(writer_properties()))
             .map_err(|e| OutputError::Format { path: tmp.clone(), message: e.to_string() })?;
-        Ok(ParquetSink { path, tmp, writer: Some(writer), columns: C::default(), rows: 0, error: None })
+        Ok(ParquetSink { path, tmp, writer: Some(writer), columns, rows: 0, error: None })
     }
 
     fn flush(&mut self) {
@@ -187,6 +194,98 @@ impl Columns for StationRequestColumns {
             Arc::new(Float64Array::from(c.wait_s)),
             Arc::new(Float64Array::from(c.latency_s)),
             Arc::new(StringArray::from(c.outcome)),
+            Arc::new(BooleanArray::from(c.warmup)),
+        ]
+    }
+}
+
+/// Columns of `requests.parquet` for the serving world: one row per request.
+#[derive(Default)]
+pub struct ServingRequestColumns {
+    task_names: Vec<String>,
+    request_id: Vec<u64>,
+    task: Vec<String>,
+    tokens: Vec<u32>,
+    arrival_s: Vec<f64>,
+    start_s: Vec<f64>,
+    finish_s: Vec<f64>,
+    node: Vec<u32>,
+    gpu: Vec<u32>,
+    batch_size: Vec<u32>,
+    latency_s: Vec<f64>,
+    energy_kwh: Vec<f64>,
+    slo_met: Vec<bool>,
+    warmup: Vec<bool>,
+}
+
+impl ServingRequestColumns {
+    /// Buffers that write task names for task indices.
+    pub fn new(task_names: Vec<String>) -> Self {
+        ServingRequestColumns { task_names, ..Default::default() }
+    }
+}
+
+impl Columns for ServingRequestColumns {
+    type Row = RequestRecord;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("request_id", DataType::UInt64, false),
+            Field::new("task", DataType::Utf8, false),
+            Field::new("tokens", DataType::UInt32, false),
+            Field::new("arrival_s", DataType::Float64, false),
+            Field::new("start_s", DataType::Float64, false),
+            Field::new("finish_s", DataType::Float64, false),
+            Field::new("node", DataType::UInt32, false),
+            Field::new("gpu", DataType::UInt32, false),
+            Field::new("batch_size", DataType::UInt32, false),
+            Field::new("latency_s", DataType::Float64, false),
+            Field::new("energy_kwh", DataType::Float64, false),
+            Field::new("outcome", DataType::Utf8, false),
+            Field::new("slo_met", DataType::Boolean, false),
+            Field::new("warmup", DataType::Boolean, false),
+        ]))
+    }
+
+    fn push(&mut self, r: RequestRecord) {
+        let name = self.task_names.get(r.task as usize).cloned().unwrap_or_else(|| r.task.to_string());
+        self.request_id.push(r.request_id);
+        self.task.push(name);
+        self.tokens.push(r.tokens);
+        self.arrival_s.push(r.arrival_s);
+        self.start_s.push(r.start_s);
+        self.finish_s.push(r.finish_s);
+        self.node.push(r.node);
+        self.gpu.push(r.gpu);
+        self.batch_size.push(r.batch_size);
+        self.latency_s.push(r.finish_s - r.arrival_s);
+        self.energy_kwh.push(r.energy_kwh);
+        self.slo_met.push(r.slo_met);
+        self.warmup.push(r.warmup);
+    }
+
+    fn len(&self) -> usize {
+        self.request_id.len()
+    }
+
+    fn take(&mut self) -> Vec<ArrayRef> {
+        let names = std::mem::take(&mut self.task_names);
+        let c = std::mem::replace(self, ServingRequestColumns::new(names));
+        let rows = c.request_id.len();
+        vec![
+            Arc::new(UInt64Array::from(c.request_id)),
+            Arc::new(StringArray::from(c.task)),
+            Arc::new(UInt32Array::from(c.tokens)),
+            Arc::new(Float64Array::from(c.arrival_s)),
+            Arc::new(Float64Array::from(c.start_s)),
+            Arc::new(Float64Array::from(c.finish_s)),
+            Arc::new(UInt32Array::from(c.node)),
+            Arc::new(UInt32Array::from(c.gpu)),
+            Arc::new(UInt32Array::from(c.batch_size)),
+            Arc::new(Float64Array::from(c.latency_s)),
+            Arc::new(Float64Array::from(c.energy_kwh)),
+            Arc::new(StringArray::from(vec!["served"; rows])),
+            Arc::new(BooleanArray::from(c.slo_met)),
             Arc::new(BooleanArray::from(c.warmup)),
         ]
     }

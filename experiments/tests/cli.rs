@@ -26,7 +26,7 @@ fn table(o: &Output) -> String {
 
 #[test]
 fn default_run_prints_intervals_next_to_theory() {
-    let o = infersim(&[&["run", "--reps", "4"][..], &SMALL].concat());
+    let o = infersim(&[&["run", "mmc", "--reps", "4"][..], &SMALL].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("scenario mmc"), "{out}");
@@ -40,11 +40,11 @@ fn default_run_prints_intervals_next_to_theory() {
 
 #[test]
 fn results_are_identical_for_one_and_two_threads() {
-    let one = infersim(&[&["run", "--reps", "5", "--seed", "3", "--threads", "1"][..], &SMALL].concat());
-    let two = infersim(&[&["run", "--reps", "5", "--seed", "3", "--threads", "2"][..], &SMALL].concat());
+    let one = infersim(&[&["run", "mmc", "--reps", "5", "--seed", "3", "--threads", "1"][..], &SMALL].concat());
+    let two = infersim(&[&["run", "mmc", "--reps", "5", "--seed", "3", "--threads", "2"][..], &SMALL].concat());
     assert!(one.status.success() && two.status.success());
     assert_eq!(table(&one), table(&two));
-    let other_seed = infersim(&[&["run", "--reps", "5", "--seed", "4", "--threads", "2"][..], &SMALL].concat());
+    let other_seed = infersim(&[&["run", "mmc", "--reps", "5", "--seed", "4", "--threads", "2"][..], &SMALL].concat());
     assert_ne!(table(&one), table(&other_seed));
 }
 
@@ -53,8 +53,15 @@ fn bad_input_is_one_clear_line_and_exit_code_2() {
     let cases: &[(&[&str], &str)] = &[
         (&["run", "nosuch"], "no scenario named `nosuch`"),
         (&["run", "--set", "station.sevrers=2"], "did you mean `station.servers`?"),
-        (&["run", "--set", "station.arrival_rate_per_s=-3"], "station.arrival_rate_per_s = -3 is invalid"),
-        (&["run", "--set", "station.service=weibull"], "one of exponential, deterministic, lognormal"),
+        (&["run", "mmc", "--set", "station.arrival_rate_per_s=-3"], "station.arrival_rate_per_s = -3 is invalid"),
+        (&["run", "mmc", "--set", "station.service=weibull"], "one of exponential, deterministic, lognormal"),
+        (
+            &["run", "--set", "serving.power.pue=0.5"],
+            "serving.power.pue = 0.5 is invalid: expected a finite number >= 1",
+        ),
+        (&["run", "--set", "serving.max_batch=0"], "serving.max_batch = 0 is invalid"),
+        (&["run", "--set", "simulation.customers=10"], "simulation.customers = (set) is invalid"),
+        (&["run", "--trace", "timeseries"], "does not sample its state yet"),
         (&["run", "--reps", "0"], "--reps must be at least 1"),
         (&["run", "--threads", "0"], "--threads must be at least 1"),
         (&["validate", "--set", "oops", "mmc"], "expected KEY=VALUE"),
@@ -73,7 +80,8 @@ fn bad_input_is_one_clear_line_and_exit_code_2() {
 fn list_and_validate() {
     let o = infersim(&["list"]);
     assert!(o.status.success());
-    assert!(stdout(&o).starts_with("mmc "));
+    assert!(stdout(&o).starts_with("serving "), "the default comes first");
+    assert!(stdout(&o).contains("\nmmc "));
     let o = infersim(&["validate", "mmc", "--set", "station.servers=7"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("servers = 7"));
@@ -92,4 +100,16 @@ fn a_scenario_file_with_a_typo_names_file_and_line() {
     assert_eq!(o.status.code(), Some(2));
     let expected = format!("{}:{line}: unknown key `simulation.customer`", path.display());
     assert!(stderr(&o).contains(&expected), "{}", stderr(&o));
+}
+
+#[test]
+fn the_default_run_is_the_serving_scenario() {
+    let o = infersim(&["run", "--reps", "3", "--set", "simulation.duration_s=300", "--set", "simulation.warmup_s=30"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("scenario serving"), "{out}");
+    for metric in ["latency_p99_s", "slo_attainment", "energy_per_request_kwh", "carbon_kg", "cost_usd"] {
+        assert!(out.lines().any(|l| l.starts_with(metric)), "{metric} missing from\n{out}");
+    }
+    assert!(!out.contains("analytic"), "no closed form for this model, so no empty column");
 }

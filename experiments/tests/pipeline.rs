@@ -23,8 +23,12 @@ fn s(p: &Path) -> &str {
 
 const SMALL: [&str; 4] = ["--set", "simulation.customers=4000", "--set", "simulation.warmup_customers=400"];
 
+/// Runs a small batch of `mmc`, or of the scenario file among `extra`.
 fn run(out: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["run", "-q", "--out", s(out)];
+    if !extra.iter().any(|a| a.ends_with(".toml")) {
+        args.push("mmc");
+    }
     args.extend_from_slice(&SMALL);
     args.extend_from_slice(extra);
     let o = infersim(&args);
@@ -93,7 +97,7 @@ fn parts(dir: &Path) -> usize {
 /// `signal`; returns the child's exit code (None when killed).
 fn interrupt(out: &Path, signal: &str) -> Option<i32> {
     let mut child = bin()
-        .args(["run", "-q", "--out", s(out), "--reps", "400", "--threads", "1"])
+        .args(["run", "mmc", "-q", "--out", s(out), "--reps", "400", "--threads", "1"])
         .args(["--set", "simulation.customers=20000", "--set", "simulation.warmup_customers=0"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -114,7 +118,7 @@ fn an_interrupted_or_killed_batch_resumes_to_the_same_result() {
     let tmp = tempfile::tempdir().unwrap();
     let full = tmp.path().join("full");
     let args = ["--reps", "400", "--set", "simulation.customers=20000", "--set", "simulation.warmup_customers=0"];
-    let o = infersim(&[&["run", "-q", "--out", s(&full)][..], &args].concat());
+    let o = infersim(&[&["run", "mmc", "-q", "--out", s(&full)][..], &args].concat());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let expected = fs::read(full.join("replications.parquet")).unwrap();
     for signal in ["-INT", "-KILL"] {
@@ -127,7 +131,7 @@ fn an_interrupted_or_killed_batch_resumes_to_the_same_result() {
         assert!(!out.join("replications.parquet").exists(), "no final output before the batch is complete");
         let kept = parts(&out);
         assert!((3..400).contains(&kept), "{signal}: {kept} parts kept");
-        let o = infersim(&[&["run", "-q", "--out", s(&out), "--resume"][..], &args].concat());
+        let o = infersim(&[&["run", "mmc", "-q", "--out", s(&out), "--resume"][..], &args].concat());
         assert!(o.status.success(), "{signal}: {}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(fs::read(out.join("replications.parquet")).unwrap(), expected, "{signal}: resumed batch differs");
         assert_eq!(manifest(&out)["status"], "complete");
@@ -176,6 +180,7 @@ fn a_failing_replication_is_recorded_and_the_others_are_kept() {
     let out = tmp.path().join("fails");
     let o = infersim(&[
         "run",
+        "mmc",
         "-q",
         "--out",
         s(&out),
@@ -301,6 +306,7 @@ fn traces_are_written_per_replication_and_change_no_result() {
     // A resume must keep the trace level.
     let o = infersim(&[
         "run",
+        "mmc",
         "-q",
         "--out",
         s(&traced),

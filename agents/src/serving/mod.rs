@@ -75,6 +75,7 @@ pub enum TokenCount {
         tokens: u32,
     },
     /// Log-normal.
+    #[serde(rename = "lognormal")]
     LogNormal {
         /// Mean tokens.
         mean: f64,
@@ -85,6 +86,7 @@ pub enum TokenCount {
 
 /// A kind of request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Task {
     /// Name, e.g. "chat".
     pub name: String,
