@@ -22,5 +22,6 @@
 //! assert!((sojourn_s - exact.sojourn_s).abs() < 0.1 * exact.sojourn_s, "{sojourn_s} vs {}", exact.sojourn_s);
 //! ```
 
+pub mod distributions;
 pub mod serving;
 pub mod station;

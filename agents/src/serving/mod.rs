@@ -32,6 +32,8 @@ use rand::{Rng, RngExt};
 use rand_distr::{Distribution, Exp, LogNormal};
 use serde::{Deserialize, Serialize};
 
+use crate::distributions::lognormal_from_mean_cv;
+
 /// Stream of inter-arrival times.
 pub const ARRIVAL_STREAM: StreamId = StreamId(0);
 /// Stream of request attributes: task and token counts.
@@ -318,10 +320,7 @@ impl TokenSampler {
     fn new(c: TokenCount) -> Self {
         match c {
             TokenCount::Fixed { tokens } => TokenSampler::Fixed(tokens),
-            TokenCount::LogNormal { mean, cv } => {
-                let sigma2 = cv.mul_add(cv, 1.0).ln();
-                TokenSampler::LogNormal(LogNormal::new(mean.ln() - sigma2 / 2.0, sigma2.sqrt()).expect("validated"))
-            }
+            TokenCount::LogNormal { mean, cv } => TokenSampler::LogNormal(lognormal_from_mean_cv(mean, cv)),
         }
     }
 

@@ -27,6 +27,8 @@ use infersim_engine::{
     StreamId,
 };
 use rand::Rng;
+
+use crate::distributions::lognormal_from_mean_cv;
 use rand_distr::{Distribution, Exp, LogNormal};
 use serde::{Deserialize, Serialize};
 
@@ -95,10 +97,7 @@ impl DurationDistribution {
                 if !(cv.is_finite() && cv >= 0.0) {
                     return Err(StationError::out_of_range("service_cv", cv, "a finite number >= 0"));
                 }
-                // For log-normal, cv^2 = exp(sigma^2) - 1 and mean = exp(mu + sigma^2 / 2).
-                let sigma2 = cv.mul_add(cv, 1.0).ln();
-                let mu = mean_s.ln() - sigma2 / 2.0;
-                Sampler::LogNormal(LogNormal::new(mu, sigma2.sqrt()).expect("sigma checked finite and >= 0"))
+                Sampler::LogNormal(lognormal_from_mean_cv(mean_s, cv))
             }
         })
     }
