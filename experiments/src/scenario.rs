@@ -44,6 +44,11 @@ const KNOWN_KEYS: &[&str] = &[
     "serving.max_wait_s",
     "serving.arrivals.kind",
     "serving.arrivals.rate_per_s",
+    "serving.arrivals.amplitude",
+    "serving.arrivals.period_h",
+    "serving.arrivals.peak_h",
+    "serving.arrivals.rates_per_s",
+    "serving.arrivals.mean_sojourn_s",
     "serving.tasks",
     "serving.service.base_s",
     "serving.service.per_request_s",
@@ -639,7 +644,7 @@ impl Scenario {
             .duration_s
             .ok_or_else(|| invalid("simulation.duration_s", &"(missing)", "a number of seconds > 0 for [serving]"))?;
         let config = ServingConfig {
-            arrivals: s.arrivals,
+            arrivals: s.arrivals.clone(),
             tasks: s.tasks.clone(),
             routing: s.routing,
             nodes: count("serving.nodes", s.nodes)?,
@@ -662,7 +667,7 @@ impl Scenario {
         config.validate().map_err(|e| {
             // Name the key as the scenario file spells it.
             let key = match e.key.as_str() {
-                "arrivals.rate_per_s" => "serving.arrivals.rate_per_s".to_string(),
+                key if key.starts_with("arrivals.") => format!("serving.{key}"),
                 "base_s" | "per_request_s" | "per_token_s" => format!("serving.service.{}", e.key),
                 "gpu_idle_w" | "gpu_max_w" | "node_baseline_w" | "pue" => format!("serving.power.{}", e.key),
                 "grid_kg_per_kwh" => "serving.grid.kg_per_kwh".into(),
@@ -723,6 +728,31 @@ mod tests {
         changed.apply_overrides(&["serving.arrivals.rate_per_s=30", "serving.power.gpu_max_w=300"]).unwrap();
         let ModelConfig::Serving(c) = &changed.points[0].model else { unreachable!() };
         assert_eq!((c.arrivals.rate_per_s(), c.gpu_max_w), (30.0, 300.0));
+        let mut diurnal = s.clone();
+        let cycle = [
+            "serving.arrivals.kind=diurnal",
+            "serving.arrivals.amplitude=0.5",
+            "serving.arrivals.period_h=24",
+            "serving.arrivals.peak_h=14",
+        ];
+        diurnal.apply_overrides(&cycle).unwrap();
+        let ModelConfig::Serving(c) = &diurnal.points[0].model else { unreachable!() };
+        assert!(matches!(c.arrivals, ArrivalProcess::Diurnal { amplitude: 0.5, .. }));
+        let e = diurnal.apply_overrides(&["serving.arrivals.amplitude=2"]).unwrap_err().to_string();
+        assert!(e.contains("serving.arrivals.amplitude = 2 is invalid: expected a number from 0 to 1"), "{e}");
+        // --set cannot delete keys, so switching to mmpp that way leaves the old rate behind.
+        let mut bursty = s.clone();
+        let e = bursty.apply_overrides(&["serving.arrivals.kind=mmpp"]).unwrap_err().to_string();
+        assert!(e.contains("unknown field `rate_per_s`, expected `rates_per_s` or `mean_sojourn_s`"), "{e}");
+        let mmpp = text.replace(
+            "kind = \"poisson\"\nrate_per_s = 20.0",
+            "kind = \"mmpp\"\nrates_per_s = [5.0, 50.0]\nmean_sojourn_s = [300.0]",
+        );
+        let e = Scenario::parse("s.toml", &mmpp).unwrap_err().to_string();
+        assert!(
+            e.contains("serving.arrivals.rates_per_s") && e.contains("as many mean_sojourn_s as rates_per_s"),
+            "{e}"
+        );
         let both = format!(
             "{text}\n[station]\nservers = 1\narrival_rate_per_s = 1.0\nservice_rate_per_s = 2.0\nservice = \"exponential\"\n"
         );

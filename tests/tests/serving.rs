@@ -78,3 +78,77 @@ fn batching_lowers_energy_per_request_and_raises_latency_at_low_load() {
     assert!(energy(&batched) < 0.6 * energy(&alone), "{} vs {}", energy(&batched), energy(&alone));
     assert!(latency(&batched) > latency(&alone));
 }
+
+fn arrivals_only(arrivals: ArrivalProcess, duration_s: f64) -> ServingConfig {
+    // One fast GPU with big batches: capacity far above any arrival rate used here.
+    let mut c = md1(1.0, 0.0001);
+    c.arrivals = arrivals;
+    c.max_batch = 64;
+    c.duration_s = duration_s;
+    c.warmup_s = 0.0;
+    c
+}
+
+fn arrival_times(config: &ServingConfig, seed: u64) -> Vec<f64> {
+    let mut sim =
+        infersim_agents::serving::build_serving(config, infersim_engine::VecObserver::default(), seed, 0).unwrap();
+    sim.run(Default::default()).unwrap();
+    let mut t: Vec<f64> = sim.model().observer().rows.iter().map(|r| r.arrival_s).collect();
+    t.sort_by(f64::total_cmp);
+    t
+}
+
+/// Variance over mean of the counts in consecutive windows: 1 for Poisson.
+fn index_of_dispersion(times: &[f64], window_s: f64, duration_s: f64) -> f64 {
+    let mut counts = vec![0.0; (duration_s / window_s) as usize];
+    for t in times {
+        if let Some(c) = counts.get_mut((t / window_s) as usize) {
+            *c += 1.0;
+        }
+    }
+    let n = counts.len() as f64;
+    let mean = counts.iter().sum::<f64>() / n;
+    counts.iter().map(|c| (c - mean) * (c - mean)).sum::<f64>() / (n - 1.0) / mean
+}
+
+#[test]
+fn diurnal_arrivals_follow_their_rate_curve() {
+    let process = ArrivalProcess::Diurnal { rate_per_s: 50.0, amplitude: 0.8, period_h: 0.5, peak_h: 0.1 };
+    // 1.5 periods, so the cosine term of the integral does not cancel.
+    let config = arrivals_only(process.clone(), 2_700.0);
+    let counts = interval(&config, 17, |r| r.requests as f64);
+    let exact = process.expected_count(2_700.0);
+    assert!(counts.contains(exact), "{counts:?} misses the integral of the rate, {exact}");
+    // Shape: the half-period centred on the peak gets 1/2 + amplitude/pi of the arrivals.
+    let long = arrivals_only(process, 9_000.0);
+    let times = arrival_times(&long, 3);
+    let period_s = 1_800.0;
+    let near_peak = times
+        .iter()
+        .filter(|t| {
+            let phase = ((*t - 360.0) / period_s).rem_euclid(1.0);
+            !(0.25..0.75).contains(&phase)
+        })
+        .count() as f64
+        / times.len() as f64;
+    let exact_share = 0.5 + 0.8 / std::f64::consts::PI;
+    // About 450 000 arrivals: the share's standard error is under 0.001.
+    assert!((near_peak - exact_share).abs() < 0.005, "peak share {near_peak} vs {exact_share}");
+}
+
+#[test]
+fn mmpp_arrivals_have_their_mean_rate_and_are_bursty() {
+    let process = ArrivalProcess::Mmpp { rates_per_s: vec![2.0, 20.0], mean_sojourn_s: vec![50.0, 10.0] };
+    assert!((process.rate_per_s() - 5.0).abs() < 1e-12, "stationary mean: 2 x 5/6 + 20 x 1/6");
+    let config = arrivals_only(process, 20_000.0);
+    let rate = interval(&config, 23, |r| r.requests as f64 / 20_000.0);
+    assert!(rate.contains(5.0), "{rate:?}");
+    let bursty = index_of_dispersion(&arrival_times(&config, 1), 10.0, 20_000.0);
+    let poisson = index_of_dispersion(
+        &arrival_times(&arrivals_only(ArrivalProcess::Poisson { rate_per_s: 5.0 }, 20_000.0), 1),
+        10.0,
+        20_000.0,
+    );
+    assert!(bursty > 5.0, "MMPP counts should be overdispersed: {bursty}");
+    assert!((0.85..1.15).contains(&poisson), "Poisson counts have dispersion 1: {poisson}");
+}

@@ -29,10 +29,14 @@ use infersim_engine::{
     Simulation, StreamId,
 };
 use rand::{Rng, RngExt};
-use rand_distr::{Distribution, Exp, LogNormal};
+use rand_distr::{Distribution, LogNormal};
 use serde::{Deserialize, Serialize};
 
 use crate::distributions::lognormal_from_mean_cv;
+
+mod arrivals;
+use arrivals::ArrivalGenerator;
+pub use arrivals::ArrivalProcess;
 
 /// Stream of inter-arrival times.
 pub const ARRIVAL_STREAM: StreamId = StreamId(0);
@@ -40,31 +44,6 @@ pub const ARRIVAL_STREAM: StreamId = StreamId(0);
 pub const REQUEST_STREAM: StreamId = StreamId(1);
 /// Stream of routing decisions.
 pub const ROUTING_STREAM: StreamId = StreamId(2);
-
-/// How requests arrive.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ArrivalProcess {
-    /// Poisson: exponential gaps with this mean rate.
-    Poisson {
-        /// Requests per second.
-        rate_per_s: f64,
-    },
-    /// Evenly spaced at this rate.
-    Deterministic {
-        /// Requests per second.
-        rate_per_s: f64,
-    },
-}
-
-impl ArrivalProcess {
-    /// The mean arrival rate.
-    pub fn rate_per_s(&self) -> f64 {
-        match *self {
-            ArrivalProcess::Poisson { rate_per_s } | ArrivalProcess::Deterministic { rate_per_s } => rate_per_s,
-        }
-    }
-}
 
 /// A token count: fixed, or log-normal with a mean and coefficient of variation,
 /// rounded to a whole number of at least one token.
@@ -177,8 +156,7 @@ impl ServingConfig {
     /// Checks every value; the error names the key and the allowed range.
     pub fn validate(&self) -> Result<(), ServingConfigError> {
         let finite_nonneg = |x: f64| x.is_finite() && x >= 0.0;
-        let rate = self.arrivals.rate_per_s();
-        check(rate.is_finite() && rate > 0.0, "arrivals.rate_per_s", rate, "a finite number > 0")?;
+        self.arrivals.validate()?;
         check(!self.tasks.is_empty(), "tasks", "[]", "at least one task")?;
         for (i, t) in self.tasks.iter().enumerate() {
             check(
@@ -335,7 +313,7 @@ impl TokenSampler {
 /// The serving world; `O` receives a [`RequestRecord`] per served request.
 pub struct Serving<O = NullObserver> {
     config: ServingConfig,
-    gap: Option<Exp<f64>>,
+    arrivals: ArrivalGenerator,
     cumulative_weights: Vec<f64>,
     token_samplers: Vec<(TokenSampler, TokenSampler)>,
     nodes: Arena<Node>,
@@ -409,10 +387,7 @@ impl<O: Observer<RequestRecord>> Serving<O> {
     /// A validated world with no requests yet.
     pub fn new(config: ServingConfig, observer: O) -> Result<Self, ServingConfigError> {
         config.validate()?;
-        let gap = match config.arrivals {
-            ArrivalProcess::Poisson { rate_per_s } => Some(Exp::new(rate_per_s).expect("validated")),
-            ArrivalProcess::Deterministic { .. } => None,
-        };
+        let arrivals = ArrivalGenerator::new(config.arrivals.clone());
         let total: f64 = config.tasks.iter().map(|t| t.weight).sum();
         let cumulative_weights = config
             .tasks
@@ -443,7 +418,7 @@ impl<O: Observer<RequestRecord>> Serving<O> {
         })?;
         Ok(Serving {
             config,
-            gap,
+            arrivals,
             cumulative_weights,
             token_samplers,
             nodes,
@@ -464,13 +439,6 @@ impl<O: Observer<RequestRecord>> Serving<O> {
     /// Consumes the world, returning its observer.
     pub fn into_observer(self) -> O {
         self.observer
-    }
-
-    fn gap_s<R: Rng + ?Sized>(&self, rng: &mut R) -> f64 {
-        match self.gap {
-            Some(exp) => exp.sample(rng),
-            None => 1.0 / self.config.arrivals.rate_per_s(),
-        }
     }
 
     fn route(&mut self, ctx: &mut Context<'_, ServingEvent>) -> Id<Node> {
@@ -502,8 +470,7 @@ impl<O: Observer<RequestRecord>> Serving<O> {
         self.nodes[node].queue.push_back(request);
         self.nodes[node].load += 1;
         self.dispatch(node, ctx)?;
-        let gap = self.gap_s(ctx.rng(ARRIVAL_STREAM));
-        let next = now.checked_add(SimDuration::from_secs_f64(gap)?).ok_or(ScheduleError::Overflow)?;
+        let next = self.arrivals.next_after(now, ctx.rng(ARRIVAL_STREAM))?;
         if next < self.horizon {
             ctx.schedule(next, ServingEvent::Arrival)?;
         }
@@ -671,21 +638,14 @@ pub fn build_serving<O: Observer<RequestRecord>>(
 ) -> Result<Simulation<Serving<O>>, ServingConfigError> {
     let world = Serving::new(config.clone(), observer)?;
     let mut sim = Simulation::with_queue(world, QueueKind::default(), master_seed, replication);
-    let first_s = {
-        let gap = sim.model().gap;
-        let rate = config.arrivals.rate_per_s();
-        let rng = sim.rng(ARRIVAL_STREAM);
-        match gap {
-            Some(exp) => exp.sample(rng),
-            None => 1.0 / rate,
-        }
-    };
     let err = |e: ScheduleError| ServingConfigError {
-        key: "arrivals.rate_per_s".into(),
+        key: "arrivals".into(),
         value: e.to_string(),
         allowed: "a first arrival within 584 years",
     };
-    let first = SimTime::from_secs_f64(first_s).map_err(err)?;
+    let mut arrivals = sim.model().arrivals.clone();
+    let first = arrivals.next_after(SimTime::ZERO, sim.rng(ARRIVAL_STREAM)).map_err(err)?;
+    sim.model_mut().arrivals = arrivals;
     if first < sim.model().horizon {
         sim.schedule(first, ServingEvent::Arrival).map_err(err)?;
     }
