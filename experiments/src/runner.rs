@@ -99,6 +99,9 @@ pub const STATION_METRICS: &[&str] =
 pub const SERVING_METRICS: &[&str] = &[
     "requests",
     "served",
+    "rejected",
+    "timed_out",
+    "truncated",
     "throughput_per_s",
     "latency_mean_s",
     "latency_p50_s",
@@ -138,6 +141,9 @@ fn serving_metrics(run: &ServingRun) -> Vec<Option<f64>> {
     vec![
         Some(run.requests as f64),
         Some(run.served as f64),
+        Some(run.rejected as f64),
+        Some(run.timed_out as f64),
+        Some(run.truncated as f64),
         Some(run.throughput_per_s),
         run.latency_mean_s,
         run.latency_p50_s,

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::path::Path;
 
-use infersim_agents::serving::{ArrivalProcess, Routing, ServingConfig, Task};
+use infersim_agents::serving::{ArrivalProcess, OverLimit, Routing, ServingConfig, Task};
 use infersim_agents::station::{DurationDistribution, StationConfig};
 use serde::Deserialize;
 use toml::{Table, Value};
@@ -42,6 +42,8 @@ const KNOWN_KEYS: &[&str] = &[
     "serving.routing",
     "serving.max_batch",
     "serving.max_wait_s",
+    "serving.context_limit_tokens",
+    "serving.over_limit",
     "serving.arrivals.kind",
     "serving.arrivals.rate_per_s",
     "serving.arrivals.amplitude",
@@ -291,6 +293,9 @@ struct RawServing {
     routing: Routing,
     max_batch: i64,
     max_wait_s: f64,
+    context_limit_tokens: Option<i64>,
+    #[serde(default)]
+    over_limit: OverLimit,
     arrivals: ArrivalProcess,
     tasks: Vec<Task>,
     service: RawBatchTime,
@@ -643,27 +648,35 @@ impl Scenario {
         let duration_s = sim
             .duration_s
             .ok_or_else(|| invalid("simulation.duration_s", &"(missing)", "a number of seconds > 0 for [serving]"))?;
-        let config = ServingConfig {
-            arrivals: s.arrivals.clone(),
-            tasks: s.tasks.clone(),
-            routing: s.routing,
-            nodes: count("serving.nodes", s.nodes)?,
-            gpus_per_node: count("serving.gpus_per_node", s.gpus_per_node)?,
-            max_batch: count("serving.max_batch", s.max_batch)?,
-            max_wait_s: s.max_wait_s,
-            base_s: s.service.base_s,
-            per_request_s: s.service.per_request_s,
-            per_token_s: s.service.per_token_s,
-            gpu_idle_w: s.power.gpu_idle_w,
-            gpu_max_w: s.power.gpu_max_w,
-            node_baseline_w: s.power.node_baseline_w,
-            pue: s.power.pue,
-            grid_kg_per_kwh: s.grid.kg_per_kwh,
-            energy_usd_per_kwh: s.prices.energy_usd_per_kwh,
-            gpu_usd_per_hour: s.prices.gpu_usd_per_hour,
-            duration_s,
-            warmup_s: sim.warmup_s.unwrap_or(0.0),
-        };
+        let config =
+            ServingConfig {
+                arrivals: s.arrivals.clone(),
+                tasks: s.tasks.clone(),
+                routing: s.routing,
+                nodes: count("serving.nodes", s.nodes)?,
+                gpus_per_node: count("serving.gpus_per_node", s.gpus_per_node)?,
+                max_batch: count("serving.max_batch", s.max_batch)?,
+                max_wait_s: s.max_wait_s,
+                context_limit_tokens: match s.context_limit_tokens {
+                    None => None,
+                    Some(n) => Some(u32::try_from(n).ok().filter(|&n| n >= 2).ok_or_else(|| {
+                        invalid("serving.context_limit_tokens", &n, "an integer from 2 to 4294967295")
+                    })?),
+                },
+                over_limit: s.over_limit,
+                base_s: s.service.base_s,
+                per_request_s: s.service.per_request_s,
+                per_token_s: s.service.per_token_s,
+                gpu_idle_w: s.power.gpu_idle_w,
+                gpu_max_w: s.power.gpu_max_w,
+                node_baseline_w: s.power.node_baseline_w,
+                pue: s.power.pue,
+                grid_kg_per_kwh: s.grid.kg_per_kwh,
+                energy_usd_per_kwh: s.prices.energy_usd_per_kwh,
+                gpu_usd_per_hour: s.prices.gpu_usd_per_hour,
+                duration_s,
+                warmup_s: sim.warmup_s.unwrap_or(0.0),
+            };
         config.validate().map_err(|e| {
             // Name the key as the scenario file spells it.
             let key = match e.key.as_str() {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use infersim_agents::serving::RequestRecord;
+use infersim_agents::serving::{RequestOutcome, RequestRecord};
 use infersim_agents::station::{CustomerRecord, Outcome, StationSample};
 use infersim_engine::Observer;
 use parquet::arrow::ArrowWriter;
@@ -199,21 +199,24 @@ impl Columns for StationRequestColumns {
     }
 }
 
-/// Columns of `requests.parquet` for the serving world: one row per request.
+/// Columns of `requests.parquet` for the serving world: one row per request, whatever
+/// became of it (`outcome`: served, rejected, timed_out).
 #[derive(Default)]
 pub struct ServingRequestColumns {
     task_names: Vec<String>,
     request_id: Vec<u64>,
     task: Vec<String>,
     tokens: Vec<u32>,
+    truncated: Vec<bool>,
     arrival_s: Vec<f64>,
-    start_s: Vec<f64>,
-    finish_s: Vec<f64>,
-    node: Vec<u32>,
-    gpu: Vec<u32>,
-    batch_size: Vec<u32>,
-    latency_s: Vec<f64>,
+    start_s: Vec<Option<f64>>,
+    finish_s: Vec<Option<f64>>,
+    node: Vec<Option<u32>>,
+    gpu: Vec<Option<u32>>,
+    batch_size: Vec<Option<u32>>,
+    latency_s: Vec<Option<f64>>,
     energy_kwh: Vec<f64>,
+    outcome: Vec<&'static str>,
     slo_met: Vec<bool>,
     warmup: Vec<bool>,
 }
@@ -233,13 +236,14 @@ impl Columns for ServingRequestColumns {
             Field::new("request_id", DataType::UInt64, false),
             Field::new("task", DataType::Utf8, false),
             Field::new("tokens", DataType::UInt32, false),
+            Field::new("truncated", DataType::Boolean, false),
             Field::new("arrival_s", DataType::Float64, false),
-            Field::new("start_s", DataType::Float64, false),
-            Field::new("finish_s", DataType::Float64, false),
-            Field::new("node", DataType::UInt32, false),
-            Field::new("gpu", DataType::UInt32, false),
-            Field::new("batch_size", DataType::UInt32, false),
-            Field::new("latency_s", DataType::Float64, false),
+            Field::new("start_s", DataType::Float64, true),
+            Field::new("finish_s", DataType::Float64, true),
+            Field::new("node", DataType::UInt32, true),
+            Field::new("gpu", DataType::UInt32, true),
+            Field::new("batch_size", DataType::UInt32, true),
+            Field::new("latency_s", DataType::Float64, true),
             Field::new("energy_kwh", DataType::Float64, false),
             Field::new("outcome", DataType::Utf8, false),
             Field::new("slo_met", DataType::Boolean, false),
@@ -249,17 +253,20 @@ impl Columns for ServingRequestColumns {
 
     fn push(&mut self, r: RequestRecord) {
         let name = self.task_names.get(r.task as usize).cloned().unwrap_or_else(|| r.task.to_string());
+        let served = r.outcome == RequestOutcome::Served;
         self.request_id.push(r.request_id);
         self.task.push(name);
         self.tokens.push(r.tokens);
+        self.truncated.push(r.truncated);
         self.arrival_s.push(r.arrival_s);
         self.start_s.push(r.start_s);
         self.finish_s.push(r.finish_s);
         self.node.push(r.node);
         self.gpu.push(r.gpu);
         self.batch_size.push(r.batch_size);
-        self.latency_s.push(r.finish_s - r.arrival_s);
+        self.latency_s.push(r.finish_s.filter(|_| served).map(|f| f - r.arrival_s));
         self.energy_kwh.push(r.energy_kwh);
+        self.outcome.push(r.outcome.as_str());
         self.slo_met.push(r.slo_met);
         self.warmup.push(r.warmup);
     }
@@ -271,11 +278,11 @@ impl Columns for ServingRequestColumns {
     fn take(&mut self) -> Vec<ArrayRef> {
         let names = std::mem::take(&mut self.task_names);
         let c = std::mem::replace(self, ServingRequestColumns::new(names));
-        let rows = c.request_id.len();
         vec![
             Arc::new(UInt64Array::from(c.request_id)),
             Arc::new(StringArray::from(c.task)),
             Arc::new(UInt32Array::from(c.tokens)),
+            Arc::new(BooleanArray::from(c.truncated)),
             Arc::new(Float64Array::from(c.arrival_s)),
             Arc::new(Float64Array::from(c.start_s)),
             Arc::new(Float64Array::from(c.finish_s)),
@@ -284,7 +291,7 @@ impl Columns for ServingRequestColumns {
             Arc::new(UInt32Array::from(c.batch_size)),
             Arc::new(Float64Array::from(c.latency_s)),
             Arc::new(Float64Array::from(c.energy_kwh)),
-            Arc::new(StringArray::from(vec!["served"; rows])),
+            Arc::new(StringArray::from(c.outcome)),
             Arc::new(BooleanArray::from(c.slo_met)),
             Arc::new(BooleanArray::from(c.warmup)),
         ]

@@ -352,3 +352,59 @@ fn plot_draws_png_and_svg_for_traces_and_sweeps() {
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("nothing to plot"));
 }
+
+#[test]
+fn serving_request_traces_account_for_every_request_and_all_energy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("serving");
+    // Overload 8 GPUs (60 requests/s) so that some chat requests time out.
+    let o = infersim(&[
+        "run",
+        "serving",
+        "-q",
+        "--out",
+        s(&out),
+        "--reps",
+        "2",
+        "--trace",
+        "requests",
+        "--set",
+        "simulation.duration_s=300",
+        "--set",
+        "simulation.warmup_s=0",
+        "--set",
+        "serving.arrivals.rate_per_s=60",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reps = read(out.join("replications.parquet"));
+    let metric = |name: &str, row: usize| reps.column(name).unwrap().f64().unwrap().get(row).unwrap();
+    for rep in 0..2usize {
+        let requests = read(out.join(format!("traces/point=0/rep={rep}/requests.parquet")));
+        let outcome = requests.column("outcome").unwrap().str().unwrap().clone();
+        let count = |o: &str| (0..outcome.len()).filter(|&i| outcome.get(i) == Some(o)).count() as f64;
+        assert_eq!(requests.height() as f64, metric("requests", rep));
+        assert_eq!(count("served"), metric("served", rep));
+        assert_eq!(count("timed_out"), metric("timed_out", rep));
+        assert_eq!(count("rejected"), metric("rejected", rep));
+        assert_eq!(count("served") + count("timed_out") + count("rejected"), requests.height() as f64);
+        assert!(metric("timed_out", rep) > 0.0, "overload makes some requests give up");
+        assert!(metric("truncated", rep) > 0.0, "a 2048-token limit truncates some code requests");
+        let f = |c: &str| requests.column(c).unwrap().f64().unwrap().clone();
+        let (arrival, start, finish) = (f("arrival_s"), f("start_s"), f("finish_s"));
+        for i in 0..requests.height() {
+            if outcome.get(i) == Some("served") {
+                assert!(
+                    arrival.get(i).unwrap() <= start.get(i).unwrap() && start.get(i).unwrap() <= finish.get(i).unwrap()
+                );
+            }
+        }
+        let shares: f64 = f("energy_kwh").into_no_null_iter().sum();
+        assert!(
+            (shares - metric("energy_gpu_busy_kwh", rep)).abs() < 1e-9,
+            "per-request energy adds up to GPU busy energy"
+        );
+        let parts = ["energy_gpu_busy_kwh", "energy_gpu_idle_kwh", "energy_baseline_kwh", "energy_overhead_kwh"];
+        let sum: f64 = parts.iter().map(|p| metric(p, rep)).sum();
+        assert!((sum - metric("energy_kwh", rep)).abs() < 1e-9 * sum, "total energy is the sum of its parts");
+    }
+}

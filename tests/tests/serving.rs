@@ -2,7 +2,7 @@
 //! wait, a constant service time and Poisson arrivals on one GPU, it is an M/D/1 queue.
 //! Student-t intervals over 30 replications at 99%, fixed seeds.
 
-use infersim_agents::serving::{ArrivalProcess, Routing, ServingConfig, Task, TokenCount, run_serving};
+use infersim_agents::serving::{ArrivalProcess, OverLimit, Routing, ServingConfig, Task, TokenCount, run_serving};
 use infersim_agents::station::theory;
 use infersim_engine::stats::ConfidenceInterval;
 
@@ -15,12 +15,15 @@ fn md1(rate_per_s: f64, service_s: f64) -> ServingConfig {
             prompt_tokens: TokenCount::Fixed { tokens: 1 },
             output_tokens: TokenCount::Fixed { tokens: 1 },
             slo_s: 10.0,
+            timeout_s: None,
         }],
         routing: Routing::RoundRobin,
         nodes: 1,
         gpus_per_node: 1,
         max_batch: 1,
         max_wait_s: 0.0,
+        context_limit_tokens: None,
+        over_limit: OverLimit::Reject,
         base_s: 0.0,
         per_request_s: service_s,
         per_token_s: 0.0,

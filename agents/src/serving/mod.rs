@@ -79,6 +79,43 @@ pub struct Task {
     pub output_tokens: TokenCount,
     /// Latency objective (s).
     pub slo_s: f64,
+    /// A request still waiting for its batch after this long gives up (s); none by
+    /// default.
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
+}
+
+/// What happens to a request whose prompt plus output exceeds the context limit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverLimit {
+    /// Refuse it.
+    #[default]
+    Reject,
+    /// Shorten its output to fit (refuse it if the prompt alone does not fit).
+    Truncate,
+}
+
+/// What became of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RequestOutcome {
+    /// Served to completion.
+    Served,
+    /// Refused at arrival (over the context limit).
+    Rejected,
+    /// Gave up waiting for its batch.
+    TimedOut,
+}
+
+impl RequestOutcome {
+    /// The name used in outputs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestOutcome::Served => "served",
+            RequestOutcome::Rejected => "rejected",
+            RequestOutcome::TimedOut => "timed_out",
+        }
+    }
 }
 
 /// How a node's router picks a node.
@@ -110,6 +147,10 @@ pub struct ServingConfig {
     pub max_batch: u32,
     /// Longest a request waits for its batch to fill (s), >= 0.
     pub max_wait_s: f64,
+    /// Most prompt plus output tokens a request may have; none by default.
+    pub context_limit_tokens: Option<u32>,
+    /// What to do with a request over the limit.
+    pub over_limit: OverLimit,
     /// Fixed time of a batch (s).
     pub base_s: f64,
     /// Time per request in the batch (s).
@@ -166,6 +207,14 @@ impl ServingConfig {
                 "a finite number > 0",
             )?;
             check(t.slo_s.is_finite() && t.slo_s > 0.0, &format!("tasks[{i}].slo_s"), t.slo_s, "a finite number > 0")?;
+            if let Some(timeout) = t.timeout_s {
+                check(
+                    timeout.is_finite() && timeout > 0.0,
+                    &format!("tasks[{i}].timeout_s"),
+                    timeout,
+                    "a finite number > 0",
+                )?;
+            }
             for (what, c) in [("prompt_tokens", t.prompt_tokens), ("output_tokens", t.output_tokens)] {
                 let key = format!("tasks[{i}].{what}");
                 match c {
@@ -180,6 +229,9 @@ impl ServingConfig {
         check(self.nodes >= 1, "nodes", self.nodes, "an integer >= 1")?;
         check(self.gpus_per_node >= 1, "gpus_per_node", self.gpus_per_node, "an integer >= 1")?;
         check(self.max_batch >= 1, "max_batch", self.max_batch, "an integer >= 1")?;
+        if let Some(limit) = self.context_limit_tokens {
+            check(limit >= 2, "context_limit_tokens", limit, "an integer >= 2 (one prompt and one output token)")?;
+        }
         for (key, v) in [
             ("max_wait_s", self.max_wait_s),
             ("base_s", self.base_s),
@@ -231,6 +283,8 @@ pub enum ServingEvent {
     BatchTimer(Id<Node>),
     /// A GPU finishes its batch.
     BatchDone(Id<Gpu>),
+    /// A waiting request reaches its task's timeout.
+    Timeout(Id<Request>),
 }
 
 /// A request.
@@ -238,8 +292,11 @@ pub enum ServingEvent {
 pub struct Request {
     task: u16,
     tokens: u32,
+    truncated: bool,
+    node: u32,
     arrival: SimTime,
     start: SimTime,
+    timeout: Option<EventId>,
 }
 
 /// A node: its GPUs and queue.
@@ -259,30 +316,34 @@ pub struct Gpu {
     busy_s: f64,
 }
 
-/// One row per served request, for traces.
+/// One row per request, for traces.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RequestRecord {
     /// Arrival order, from 0.
     pub request_id: u64,
-    /// Task name index.
+    /// Task index.
     pub task: u16,
-    /// Prompt plus output tokens.
+    /// Prompt plus output tokens (after truncation).
     pub tokens: u32,
-    /// Arrival, start of its batch, finish (s).
+    /// Whether its output was shortened to fit the context limit.
+    pub truncated: bool,
+    /// Arrival (s).
     pub arrival_s: f64,
-    /// Start of its batch (s).
-    pub start_s: f64,
-    /// Finish (s).
-    pub finish_s: f64,
-    /// Node and GPU.
-    pub node: u32,
-    /// GPU index (global).
-    pub gpu: u32,
-    /// Requests in its batch.
-    pub batch_size: u32,
-    /// Its share of the batch's GPU energy at full power (kWh).
+    /// Start of its batch (s); `None` unless served.
+    pub start_s: Option<f64>,
+    /// Finish, or the moment it gave up (s); `None` if rejected.
+    pub finish_s: Option<f64>,
+    /// Its node; `None` if rejected.
+    pub node: Option<u32>,
+    /// Its GPU (global index); `None` unless served.
+    pub gpu: Option<u32>,
+    /// Requests in its batch; `None` unless served.
+    pub batch_size: Option<u32>,
+    /// Its share of the batch's GPU energy at full power (kWh); 0 unless served.
     pub energy_kwh: f64,
-    /// Whether latency <= the task's SLO.
+    /// What became of it.
+    pub outcome: RequestOutcome,
+    /// Served within its task's SLO.
     pub slo_met: bool,
     /// Arrived during warm-up.
     pub warmup: bool,
@@ -321,6 +382,7 @@ pub struct Serving<O = NullObserver> {
     requests: Arena<Request>,
     next_node: u32,
     horizon: SimTime,
+    warmup: SimTime,
     stats: ServingStats,
     observer: O,
 }
@@ -328,8 +390,13 @@ pub struct Serving<O = NullObserver> {
 #[derive(Debug, Default)]
 struct ServingStats {
     arrivals: u64,
+    /// Requests served over the whole run (energy per request divides by this).
+    served_all: u64,
     counted: u64,
     served: u64,
+    rejected: u64,
+    timed_out: u64,
+    truncated: u64,
     latency_s: Tally,
     latency: LatencyHistogram,
     slo_met: u64,
@@ -341,8 +408,14 @@ struct ServingStats {
 pub struct ServingRun {
     /// Requests that arrived after warm-up.
     pub requests: u64,
-    /// Of those, served (all of them: the run drains).
+    /// Of those, served.
     pub served: u64,
+    /// Of those, refused over the context limit.
+    pub rejected: u64,
+    /// Of those, given up waiting.
+    pub timed_out: u64,
+    /// Of those, shortened to fit the context limit (and then served or timed out).
+    pub truncated: u64,
     /// Served requests per second over the arrival window after warm-up.
     pub throughput_per_s: f64,
     /// Mean latency (arrival to finish) (s).
@@ -353,7 +426,8 @@ pub struct ServingRun {
     pub latency_p95_s: Option<f64>,
     /// 99th percentile (s).
     pub latency_p99_s: Option<f64>,
-    /// Fraction of counted requests within their SLO.
+    /// Fraction of counted requests served within their SLO (a rejected or timed-out
+    /// request misses it).
     pub slo_attainment: Option<f64>,
     /// Mean requests per batch (all batches).
     pub batch_size_mean: Option<f64>,
@@ -416,7 +490,13 @@ impl<O: Observer<RequestRecord>> Serving<O> {
             value: config.duration_s.to_string(),
             allowed: "at most 584 years",
         })?;
+        let warmup = SimTime::from_secs_f64(config.warmup_s).map_err(|_| ServingConfigError {
+            key: "warmup_s".into(),
+            value: config.warmup_s.to_string(),
+            allowed: "at most 584 years",
+        })?;
         Ok(Serving {
+            warmup,
             config,
             arrivals,
             cumulative_weights,
@@ -462,19 +542,92 @@ impl<O: Observer<RequestRecord>> Serving<O> {
         let rng = ctx.rng(REQUEST_STREAM);
         let u: f64 = rng.random();
         let task = self.cumulative_weights.iter().position(|&c| u < c).unwrap_or(self.cumulative_weights.len() - 1);
-        let (prompt, output) = self.token_samplers[task];
-        let tokens = prompt.sample(rng).saturating_add(output.sample(rng));
-        let request = self.requests.push(Request { task: task as u16, tokens, arrival: now, start: now });
+        let (prompt_sampler, output_sampler) = self.token_samplers[task];
+        let (prompt, mut output) = (prompt_sampler.sample(rng), output_sampler.sample(rng));
+        let counted = now >= self.warmup;
         self.stats.arrivals += 1;
-        let node = self.route(ctx);
-        self.nodes[node].queue.push_back(request);
-        self.nodes[node].load += 1;
-        self.dispatch(node, ctx)?;
+        self.stats.counted += u64::from(counted);
+        let mut truncated = false;
+        let mut rejected = false;
+        if let Some(limit) = self.config.context_limit_tokens
+            && prompt.saturating_add(output) > limit
+        {
+            match self.config.over_limit {
+                OverLimit::Truncate if prompt < limit => {
+                    output = limit - prompt;
+                    truncated = true;
+                }
+                _ => rejected = true,
+            }
+        }
+        let tokens = prompt.saturating_add(output);
+        let request = self.requests.push(Request {
+            task: task as u16,
+            tokens,
+            truncated,
+            node: 0,
+            arrival: now,
+            start: now,
+            timeout: None,
+        });
+        if counted {
+            self.stats.truncated += u64::from(truncated);
+        }
+        if rejected {
+            self.stats.rejected += u64::from(counted);
+            self.record_unserved(request, RequestOutcome::Rejected, None);
+        } else {
+            let node = self.route(ctx);
+            self.requests[request].node = node.index();
+            if let Some(timeout_s) = self.config.tasks[task].timeout_s {
+                let id = ctx.schedule(SimDuration::from_secs_f64(timeout_s)?, ServingEvent::Timeout(request))?;
+                self.requests[request].timeout = Some(id);
+            }
+            self.nodes[node].queue.push_back(request);
+            self.nodes[node].load += 1;
+            self.dispatch(node, ctx)?;
+        }
         let next = self.arrivals.next_after(now, ctx.rng(ARRIVAL_STREAM))?;
         if next < self.horizon {
             ctx.schedule(next, ServingEvent::Arrival)?;
         }
         Ok(())
+    }
+
+    /// A waiting request gives up: it leaves its node's queue, and the node's batch
+    /// timer is recomputed, since the oldest request may have changed.
+    fn on_timeout(&mut self, request: Id<Request>, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
+        let node: Id<Node> = Id::from_index(self.requests[request].node);
+        self.requests[request].timeout = None;
+        let queue = &mut self.nodes[node].queue;
+        let position = queue.iter().position(|r| *r == request).expect("a timeout fires only for a waiting request");
+        queue.remove(position);
+        self.nodes[node].load -= 1;
+        if self.requests[request].arrival >= self.warmup {
+            self.stats.timed_out += 1;
+        }
+        self.record_unserved(request, RequestOutcome::TimedOut, Some(ctx.now()));
+        self.dispatch(node, ctx)
+    }
+
+    fn record_unserved(&mut self, request: Id<Request>, outcome: RequestOutcome, gave_up: Option<SimTime>) {
+        let r = self.requests[request];
+        self.observer.observe(RequestRecord {
+            request_id: u64::from(request.index()),
+            task: r.task,
+            tokens: r.tokens,
+            truncated: r.truncated,
+            arrival_s: r.arrival.as_secs_f64(),
+            start_s: None,
+            finish_s: gave_up.map(SimTime::as_secs_f64),
+            node: gave_up.map(|_| r.node),
+            gpu: None,
+            batch_size: None,
+            energy_kwh: 0.0,
+            outcome,
+            slo_met: false,
+            warmup: r.arrival < self.warmup,
+        });
     }
 
     /// Starts batches on free GPUs while the batching rule allows, and keeps the
@@ -523,7 +676,11 @@ impl<O: Observer<RequestRecord>> Serving<O> {
         let batch: Vec<Id<Request>> = self.nodes[node_id].queue.drain(..take).collect();
         let tokens: f64 = batch.iter().map(|r| f64::from(self.requests[*r].tokens)).sum();
         for r in &batch {
-            self.requests[*r].start = now;
+            let request = &mut self.requests[*r];
+            request.start = now;
+            if let Some(timeout) = request.timeout.take() {
+                ctx.cancel(timeout);
+            }
         }
         let c = &self.config;
         let service_s = c.base_s + c.per_request_s * batch.len() as f64 + c.per_token_s * tokens;
@@ -541,14 +698,13 @@ impl<O: Observer<RequestRecord>> Serving<O> {
         let busy_s = (now - start).as_secs_f64();
         self.gpus[gpu_id].busy_s += busy_s;
         let energy_share_kwh = self.config.gpu_max_w * busy_s / J_PER_KWH / batch.len() as f64;
-        let warmup = SimTime::from_secs_f64(self.config.warmup_s)?;
         for r in &batch {
             let req = self.requests[*r];
             let latency = now - req.arrival;
             let slo_met = latency.as_secs_f64() <= self.config.tasks[req.task as usize].slo_s;
-            let counted = req.arrival >= warmup;
+            let counted = req.arrival >= self.warmup;
+            self.stats.served_all += 1;
             if counted {
-                self.stats.counted += 1;
                 self.stats.served += 1;
                 self.stats.latency_s.add(latency.as_secs_f64());
                 self.stats.latency.record(latency);
@@ -558,13 +714,15 @@ impl<O: Observer<RequestRecord>> Serving<O> {
                 request_id: u64::from(r.index()),
                 task: req.task,
                 tokens: req.tokens,
+                truncated: req.truncated,
                 arrival_s: req.arrival.as_secs_f64(),
-                start_s: req.start.as_secs_f64(),
-                finish_s: now.as_secs_f64(),
-                node: node_id.index(),
-                gpu: gpu_id.index(),
-                batch_size: batch.len() as u32,
+                start_s: Some(req.start.as_secs_f64()),
+                finish_s: Some(now.as_secs_f64()),
+                node: Some(node_id.index()),
+                gpu: Some(gpu_id.index()),
+                batch_size: Some(batch.len() as u32),
                 energy_kwh: energy_share_kwh,
+                outcome: RequestOutcome::Served,
                 slo_met,
                 warmup: !counted,
             });
@@ -586,11 +744,14 @@ impl<O: Observer<RequestRecord>> Serving<O> {
         let it_kwh = energy_gpu_busy_kwh + energy_gpu_idle_kwh + energy_baseline_kwh;
         let energy_overhead_kwh = it_kwh * (c.pue - 1.0);
         let energy_kwh = it_kwh + energy_overhead_kwh;
-        let served_all = self.requests.len() as f64;
+        let served_all = s.served_all as f64;
         let window_s = c.duration_s - c.warmup_s;
         ServingRun {
             requests: s.counted,
             served: s.served,
+            rejected: s.rejected,
+            timed_out: s.timed_out,
+            truncated: s.truncated,
             throughput_per_s: s.served as f64 / window_s,
             latency_mean_s: s.latency_s.mean(),
             latency_p50_s: s.latency.p50_s(),
@@ -625,6 +786,7 @@ impl<O: Observer<RequestRecord>> Model for Serving<O> {
                 self.dispatch(node, ctx)
             }
             ServingEvent::BatchDone(gpu) => self.on_batch_done(gpu, ctx),
+            ServingEvent::Timeout(request) => self.on_timeout(request, ctx),
         }
     }
 }
@@ -674,12 +836,15 @@ mod tests {
                 prompt_tokens: TokenCount::Fixed { tokens: 100 },
                 output_tokens: TokenCount::Fixed { tokens: 50 },
                 slo_s: 1.0,
+                timeout_s: None,
             }],
             routing: Routing::RoundRobin,
             nodes: 1,
             gpus_per_node: 1,
             max_batch: 1,
             max_wait_s: 0.0,
+            context_limit_tokens: None,
+            over_limit: OverLimit::Reject,
             base_s: 0.0,
             per_request_s: 0.5,
             per_token_s: 0.0,
@@ -735,13 +900,13 @@ mod tests {
         let (run, rows) = run_traced(&config);
         assert_eq!(run.batch_size_mean, Some(4.0));
         let first = &rows[0];
-        assert_eq!((first.arrival_s, first.start_s, first.batch_size), (1.0, 4.0, 4));
+        assert_eq!((first.arrival_s, first.start_s, first.batch_size), (1.0, Some(4.0), Some(4)));
         // With a 0.5 s limit at one request per second, every batch is a lone request
         // that waited exactly 0.5 s: the timer path.
         config.max_wait_s = 0.5;
         let (run, rows) = run_traced(&config);
         assert_eq!(run.batch_size_mean, Some(1.0));
-        assert!(rows.iter().all(|r| (r.start_s - r.arrival_s - 0.5).abs() < 1e-9), "{:?}", &rows[..2]);
+        assert!(rows.iter().all(|r| (r.start_s.unwrap() - r.arrival_s - 0.5).abs() < 1e-9), "{:?}", &rows[..2]);
         // The last requests of a run are not stranded: a partial final batch still runs.
         config.max_wait_s = 10.0;
         config.duration_s = 102.5; // 102 arrivals: 25 batches of 4 and one of 2
@@ -749,7 +914,7 @@ mod tests {
         assert_eq!(rows.len(), 102);
         assert_eq!(run.served, 102);
         let last = rows.last().unwrap();
-        assert_eq!((last.batch_size, last.start_s), (2, 111.0), "waited 10 s from its arrival at 101 s");
+        assert_eq!((last.batch_size, last.start_s), (Some(2), Some(111.0)), "waited 10 s from its arrival at 101 s");
     }
 
     #[test]
@@ -762,6 +927,7 @@ mod tests {
             prompt_tokens: TokenCount::LogNormal { mean: 400.0, cv: 0.8 },
             output_tokens: TokenCount::LogNormal { mean: 200.0, cv: 1.0 },
             slo_s: 3.0,
+            timeout_s: None,
         });
         config.nodes = 3;
         config.gpus_per_node = 2;
@@ -775,14 +941,64 @@ mod tests {
             config.routing = routing;
             let (run, rows) = run_traced(&config);
             assert_eq!(run.requests, run.served);
-            assert!(rows.iter().all(|r| r.arrival_s <= r.start_s && r.start_s < r.finish_s && r.batch_size <= 8));
-            assert!(rows.iter().all(|r| r.gpu / 2 == r.node), "a GPU belongs to its node");
+            assert!(rows.iter().all(|r| {
+                let (start, finish) = (r.start_s.unwrap(), r.finish_s.unwrap());
+                r.arrival_s <= start && start < finish && r.batch_size.unwrap() <= 8
+            }));
+            assert!(rows.iter().all(|r| r.gpu.unwrap() / 2 == r.node.unwrap()), "a GPU belongs to its node");
             let code = rows.iter().filter(|r| r.task == 1).count() as f64 / rows.len() as f64;
             assert!((code - 0.75).abs() < 0.03, "task mix {code}");
             assert!(run.batch_size_mean.unwrap() > 1.0, "{routing:?}: load makes batches");
-            let nodes_used: std::collections::BTreeSet<u32> = rows.iter().map(|r| r.node).collect();
+            let nodes_used: std::collections::BTreeSet<u32> = rows.iter().filter_map(|r| r.node).collect();
             assert_eq!(nodes_used.len(), 3, "{routing:?}");
         }
+    }
+
+    #[test]
+    fn requests_that_wait_too_long_time_out_and_leave_the_queue() {
+        // One request per second, each taking 3 s alone: the queue grows, and requests
+        // give up after waiting 2.5 s.
+        let mut config = simple();
+        config.per_request_s = 3.0;
+        config.tasks[0].timeout_s = Some(2.5);
+        config.tasks[0].slo_s = 10.0;
+        let (run, rows) = run_traced(&config);
+        assert_eq!(rows.len() as u64, run.requests, "a record per request, whatever its outcome");
+        assert_eq!(run.requests, run.served + run.timed_out + run.rejected);
+        assert!(run.timed_out > 0 && run.served > 0, "{run:?}");
+        for r in &rows {
+            match r.outcome {
+                RequestOutcome::Served => assert!(r.start_s.unwrap() - r.arrival_s <= 2.5 + 1e-9, "{r:?}"),
+                RequestOutcome::TimedOut => {
+                    assert!((r.finish_s.unwrap() - r.arrival_s - 2.5).abs() < 1e-9, "gave up at its timeout: {r:?}");
+                    assert_eq!((r.start_s, r.gpu, r.energy_kwh), (None, None, 0.0));
+                }
+                RequestOutcome::Rejected => panic!("no context limit here"),
+            }
+        }
+        // The GPU is busy 3 s per served request and arrivals come every second, so
+        // about a third are served.
+        let share = run.served as f64 / run.requests as f64;
+        assert!((share - 1.0 / 3.0).abs() < 0.02, "{share}");
+        assert_eq!(run.slo_attainment, Some(share), "a timed-out request misses its SLO");
+    }
+
+    #[test]
+    fn the_context_limit_rejects_or_truncates_visibly() {
+        let mut config = simple(); // 100 prompt + 50 output tokens
+        config.context_limit_tokens = Some(120);
+        let (run, rows) = run_traced(&config);
+        assert_eq!((run.rejected, run.served, run.truncated), (99, 0, 0));
+        assert!(rows.iter().all(|r| r.outcome == RequestOutcome::Rejected && r.node.is_none()));
+        assert_eq!(run.energy_per_request_kwh, None, "nothing served");
+        config.over_limit = OverLimit::Truncate;
+        let (run, rows) = run_traced(&config);
+        assert_eq!((run.rejected, run.served, run.truncated), (0, 99, 99));
+        assert!(rows.iter().all(|r| r.truncated && r.tokens == 120));
+        // A prompt that alone exceeds the limit cannot be truncated to fit.
+        config.context_limit_tokens = Some(90);
+        let (run, _) = run_traced(&config);
+        assert_eq!((run.rejected, run.truncated), (99, 0));
     }
 
     #[test]
