@@ -201,6 +201,22 @@ fn print_summary(summary: &DataFrame, manifest: &Manifest, scenario: Option<&Sce
     }
 }
 
+/// Says once, on stderr, if any replication looked a service profile up outside its
+/// measured range: silent extrapolation is the commonest way such simulations go wrong.
+fn warn_on_extrapolation(summary: &DataFrame) {
+    for row in 0..summary.height() {
+        let metric = summary.column("metric").ok().and_then(|c| c.get(row).ok()).map(|v| cell(&v));
+        if metric.as_deref() == Some("extrapolated_lookups") && f64_at(summary, "mean", row).is_some_and(|m| m > 0.0) {
+            eprintln!(
+                "infersim: warning: the service profile was used outside its measured batch sizes \
+                 (extrapolated_lookups > 0 at point {}); results there rest on extrapolation",
+                f64_at(summary, "point", row).unwrap_or(0.0)
+            );
+            return;
+        }
+    }
+}
+
 /// Ctrl-C once: finish the running replications and stop; twice: stop at once.
 fn install_interrupt(cancel: Arc<AtomicBool>) {
     let _ = ctrlc::set_handler(move || {
@@ -291,6 +307,7 @@ fn run(
     }
     if let Some(summary) = &report.summary {
         print_summary(summary, m, Some(&s));
+        warn_on_extrapolation(summary);
     }
     if !m.failed.is_empty() {
         let first = &m.failed[0];

@@ -10,7 +10,7 @@
 use std::fmt;
 use std::path::Path;
 
-use infersim_agents::serving::{ArrivalProcess, OverLimit, Routing, ServingConfig, Task};
+use infersim_agents::serving::{ArrivalProcess, BatchTime, OverLimit, Routing, ServingConfig, Task};
 use infersim_agents::station::{DurationDistribution, StationConfig};
 use serde::Deserialize;
 use toml::{Table, Value};
@@ -52,6 +52,9 @@ const KNOWN_KEYS: &[&str] = &[
     "serving.arrivals.rates_per_s",
     "serving.arrivals.mean_sojourn_s",
     "serving.tasks",
+    "serving.service.kind",
+    "serving.service.batch_sizes",
+    "serving.service.batch_latency_s",
     "serving.service.base_s",
     "serving.service.per_request_s",
     "serving.service.per_token_s",
@@ -298,18 +301,10 @@ struct RawServing {
     over_limit: OverLimit,
     arrivals: ArrivalProcess,
     tasks: Vec<Task>,
-    service: RawBatchTime,
+    service: BatchTime,
     power: RawPower,
     grid: RawGrid,
     prices: RawPrices,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBatchTime {
-    base_s: f64,
-    per_request_s: f64,
-    per_token_s: f64,
 }
 
 #[derive(Deserialize)]
@@ -664,9 +659,7 @@ impl Scenario {
                     })?),
                 },
                 over_limit: s.over_limit,
-                base_s: s.service.base_s,
-                per_request_s: s.service.per_request_s,
-                per_token_s: s.service.per_token_s,
+                service: s.service.clone(),
                 gpu_idle_w: s.power.gpu_idle_w,
                 gpu_max_w: s.power.gpu_max_w,
                 node_baseline_w: s.power.node_baseline_w,
@@ -681,7 +674,7 @@ impl Scenario {
             // Name the key as the scenario file spells it.
             let key = match e.key.as_str() {
                 key if key.starts_with("arrivals.") => format!("serving.{key}"),
-                "base_s" | "per_request_s" | "per_token_s" => format!("serving.service.{}", e.key),
+                key if key.starts_with("service.") => format!("serving.{key}"),
                 "gpu_idle_w" | "gpu_max_w" | "node_baseline_w" | "pue" => format!("serving.power.{}", e.key),
                 "grid_kg_per_kwh" => "serving.grid.kg_per_kwh".into(),
                 "energy_usd_per_kwh" | "gpu_usd_per_hour" => format!("serving.prices.{}", e.key),

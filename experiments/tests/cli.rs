@@ -1,5 +1,6 @@
 //! End-to-end runs of the `infersim` binary, as a user types them.
 
+use std::fs;
 use std::process::{Command, Output};
 
 /// Runs the binary in a fresh temporary working directory, so a default output
@@ -112,4 +113,44 @@ fn the_default_run_is_the_serving_scenario() {
         assert!(out.lines().any(|l| l.starts_with(metric)), "{metric} missing from\n{out}");
     }
     assert!(!out.contains("analytic"), "no closed form for this model, so no empty column");
+}
+
+#[test]
+fn a_profile_used_beyond_its_measured_sizes_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = include_str!("../../data/scenarios/serving.toml");
+    let affine = "kind = \"affine\"\nbase_s = 0.08\nper_request_s = 0.02\nper_token_s = 0.0004";
+    assert!(text.contains(affine), "the built-in scenario's service section changed; update this test");
+    let with_profile = |sizes: &str, latencies: &str| {
+        text.replace(
+            affine,
+            &format!("kind = \"profile\"\nbatch_sizes = {sizes}\nbatch_latency_s = {latencies}\nper_token_s = 0.0004"),
+        )
+    };
+    let short = dir.path().join("short.toml");
+    fs::write(&short, with_profile("[1, 2, 4]", "[0.1, 0.12, 0.16]")).unwrap();
+    let full = dir.path().join("full.toml");
+    fs::write(&full, with_profile("[1, 2, 4, 8]", "[0.1, 0.12, 0.16, 0.24]")).unwrap();
+    let small = [
+        "--reps",
+        "2",
+        "--set",
+        "simulation.duration_s=300",
+        "--set",
+        "simulation.warmup_s=30",
+        "--set",
+        "serving.arrivals.rate_per_s=60",
+    ];
+    let o = infersim(&[&["run", short.to_str().unwrap()][..], &small].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("warning: the service profile was used outside its measured batch sizes"),
+        "{}",
+        stderr(&o)
+    );
+    let row = stdout(&o).lines().find(|l| l.starts_with("extrapolated_lookups")).map(str::to_string).unwrap();
+    assert!(!row.split_whitespace().nth(2).unwrap().starts_with('0'), "{row}");
+    let o = infersim(&[&["run", full.to_str().unwrap()][..], &small].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
 }

@@ -2,7 +2,9 @@
 //! wait, a constant service time and Poisson arrivals on one GPU, it is an M/D/1 queue.
 //! Student-t intervals over 30 replications at 99%, fixed seeds.
 
-use infersim_agents::serving::{ArrivalProcess, OverLimit, Routing, ServingConfig, Task, TokenCount, run_serving};
+use infersim_agents::serving::{
+    ArrivalProcess, BatchTime, OverLimit, Routing, ServingConfig, Task, TokenCount, run_serving,
+};
 use infersim_agents::station::theory;
 use infersim_engine::stats::ConfidenceInterval;
 
@@ -24,9 +26,7 @@ fn md1(rate_per_s: f64, service_s: f64) -> ServingConfig {
         max_wait_s: 0.0,
         context_limit_tokens: None,
         over_limit: OverLimit::Reject,
-        base_s: 0.0,
-        per_request_s: service_s,
-        per_token_s: 0.0,
+        service: BatchTime::Affine { base_s: 0.0, per_request_s: service_s, per_token_s: 0.0 },
         gpu_idle_w: 60.0,
         gpu_max_w: 300.0,
         node_baseline_w: 0.0,
@@ -70,7 +70,7 @@ fn batching_lowers_energy_per_request_and_raises_latency_at_low_load() {
     // A batch costs 0.2 s plus 0.05 s per request: serving four at once is cheaper
     // per request than four alone, but the first waits for the others.
     let mut alone = md1(2.0, 0.05);
-    alone.base_s = 0.2;
+    alone.service = BatchTime::Affine { base_s: 0.2, per_request_s: 0.05, per_token_s: 0.0 };
     alone.duration_s = 4_000.0;
     alone.warmup_s = 200.0;
     let mut batched = alone.clone();

@@ -4,8 +4,8 @@
 //! prompt and output token counts, and the task's latency SLO. A router sends each
 //! request to a node; a node's requests wait in one FIFO queue. A free GPU starts a
 //! batch when `max_batch` requests wait, or when the oldest has waited `max_wait_s`
-//! (a per-node timer, cancelled or moved as the queue changes). A batch of `b`
-//! requests with `T` tokens in total takes `base_s + per_request_s b + per_token_s T`.
+//! (a per-node timer, cancelled or moved as the queue changes). A batch takes a time
+//! given by [`BatchTime`]: affine in requests and tokens, or a measured profile.
 //!
 //! Energy: a GPU draws `gpu_max_w` while it serves a batch and `gpu_idle_w`
 //! otherwise (power = idle + (max - idle) x utilisation, utilisation being 0 or 1 at
@@ -35,8 +35,10 @@ use serde::{Deserialize, Serialize};
 use crate::distributions::lognormal_from_mean_cv;
 
 mod arrivals;
+mod batch_time;
 use arrivals::ArrivalGenerator;
 pub use arrivals::ArrivalProcess;
+pub use batch_time::BatchTime;
 
 /// Stream of inter-arrival times.
 pub const ARRIVAL_STREAM: StreamId = StreamId(0);
@@ -151,12 +153,8 @@ pub struct ServingConfig {
     pub context_limit_tokens: Option<u32>,
     /// What to do with a request over the limit.
     pub over_limit: OverLimit,
-    /// Fixed time of a batch (s).
-    pub base_s: f64,
-    /// Time per request in the batch (s).
-    pub per_request_s: f64,
-    /// Time per token (prompt plus output) in the batch (s).
-    pub per_token_s: f64,
+    /// How long a batch takes.
+    pub service: BatchTime,
     /// GPU power when idle (W).
     pub gpu_idle_w: f64,
     /// GPU power when serving (W).
@@ -234,9 +232,6 @@ impl ServingConfig {
         }
         for (key, v) in [
             ("max_wait_s", self.max_wait_s),
-            ("base_s", self.base_s),
-            ("per_request_s", self.per_request_s),
-            ("per_token_s", self.per_token_s),
             ("gpu_idle_w", self.gpu_idle_w),
             ("node_baseline_w", self.node_baseline_w),
             ("grid_kg_per_kwh", self.grid_kg_per_kwh),
@@ -246,12 +241,7 @@ impl ServingConfig {
         ] {
             check(finite_nonneg(v), key, v, "a finite number >= 0")?;
         }
-        check(
-            self.base_s + self.per_request_s + self.per_token_s > 0.0,
-            "per_request_s",
-            self.per_request_s,
-            "a batch that takes time: base_s + per_request_s + per_token_s > 0",
-        )?;
+        self.service.validate()?;
         check(
             self.gpu_max_w.is_finite() && self.gpu_max_w >= self.gpu_idle_w,
             "gpu_max_w",
@@ -397,6 +387,8 @@ struct ServingStats {
     rejected: u64,
     timed_out: u64,
     truncated: u64,
+    /// Batches whose time came from a profile extrapolated beyond its measured sizes.
+    extrapolated_lookups: u64,
     latency_s: Tally,
     latency: LatencyHistogram,
     slo_met: u64,
@@ -431,6 +423,8 @@ pub struct ServingRun {
     pub slo_attainment: Option<f64>,
     /// Mean requests per batch (all batches).
     pub batch_size_mean: Option<f64>,
+    /// Batches whose time a profile had to extrapolate, whole run.
+    pub extrapolated_lookups: u64,
     /// Busy GPU time over available GPU time, whole run.
     pub gpu_utilisation: f64,
     /// Facility energy, whole run (kWh).
@@ -682,8 +676,8 @@ impl<O: Observer<RequestRecord>> Serving<O> {
                 ctx.cancel(timeout);
             }
         }
-        let c = &self.config;
-        let service_s = c.base_s + c.per_request_s * batch.len() as f64 + c.per_token_s * tokens;
+        let (service_s, extrapolated) = self.config.service.seconds(batch.len(), tokens);
+        self.stats.extrapolated_lookups += u64::from(extrapolated);
         self.stats.batch_size.add(batch.len() as f64);
         self.gpus[gpu].batch = batch;
         ctx.schedule(SimDuration::from_secs_f64(service_s)?, ServingEvent::BatchDone(gpu))?;
@@ -759,6 +753,7 @@ impl<O: Observer<RequestRecord>> Serving<O> {
             latency_p99_s: s.latency.p99_s(),
             slo_attainment: (s.counted > 0).then(|| s.slo_met as f64 / s.counted as f64),
             batch_size_mean: s.batch_size.mean(),
+            extrapolated_lookups: s.extrapolated_lookups,
             gpu_utilisation: if gpu_s > 0.0 { busy_s / gpu_s } else { 0.0 },
             energy_kwh,
             energy_gpu_busy_kwh,
@@ -845,9 +840,7 @@ mod tests {
             max_wait_s: 0.0,
             context_limit_tokens: None,
             over_limit: OverLimit::Reject,
-            base_s: 0.0,
-            per_request_s: 0.5,
-            per_token_s: 0.0,
+            service: BatchTime::Affine { base_s: 0.0, per_request_s: 0.5, per_token_s: 0.0 },
             gpu_idle_w: 100.0,
             gpu_max_w: 400.0,
             node_baseline_w: 200.0,
@@ -895,7 +888,7 @@ mod tests {
         let mut config = simple();
         config.max_batch = 4;
         config.max_wait_s = 10.0;
-        config.per_request_s = 0.1;
+        config.service = BatchTime::Affine { base_s: 0.0, per_request_s: 0.1, per_token_s: 0.0 };
         config.duration_s = 100.5; // 100 arrivals: 25 full batches
         let (run, rows) = run_traced(&config);
         assert_eq!(run.batch_size_mean, Some(4.0));
@@ -933,9 +926,7 @@ mod tests {
         config.gpus_per_node = 2;
         config.max_batch = 8;
         config.max_wait_s = 0.05;
-        config.base_s = 0.05;
-        config.per_request_s = 0.01;
-        config.per_token_s = 0.0002;
+        config.service = BatchTime::Affine { base_s: 0.05, per_request_s: 0.01, per_token_s: 0.0002 };
         config.warmup_s = 20.0;
         for routing in [Routing::RoundRobin, Routing::LeastLoaded, Routing::Random] {
             config.routing = routing;
@@ -959,7 +950,7 @@ mod tests {
         // One request per second, each taking 3 s alone: the queue grows, and requests
         // give up after waiting 2.5 s.
         let mut config = simple();
-        config.per_request_s = 3.0;
+        config.service = BatchTime::Affine { base_s: 0.0, per_request_s: 3.0, per_token_s: 0.0 };
         config.tasks[0].timeout_s = Some(2.5);
         config.tasks[0].slo_s = 10.0;
         let (run, rows) = run_traced(&config);
