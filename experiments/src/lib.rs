@@ -27,6 +27,7 @@ pub mod analysis;
 pub mod batch;
 pub mod output;
 pub mod plot;
+pub mod replay;
 pub mod runner;
 pub mod scenario;
 pub mod trace;

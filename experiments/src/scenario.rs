@@ -8,7 +8,7 @@
 //! so a bad value fails before anything runs or is written.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use infersim_agents::serving::{ArrivalProcess, BatchTime, OverLimit, Routing, ServingConfig, Task};
 use infersim_agents::station::{DurationDistribution, StationConfig};
@@ -51,6 +51,7 @@ const KNOWN_KEYS: &[&str] = &[
     "serving.arrivals.peak_h",
     "serving.arrivals.rates_per_s",
     "serving.arrivals.mean_sojourn_s",
+    "serving.arrivals.path",
     "serving.tasks",
     "serving.service.kind",
     "serving.service.batch_sizes",
@@ -109,6 +110,16 @@ pub enum ScenarioError {
         line: LineHint,
         /// ", did you mean `...`?" when a key is close.
         hint: NearestHint,
+    },
+    /// A trace file with a bad row.
+    #[error("{path}:{line}: {message}")]
+    Trace {
+        /// The trace file.
+        path: String,
+        /// The 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
     },
     /// A `--set` argument without `=`.
     #[error("--set {0}: expected KEY=VALUE, e.g. --set station.servers=8")]
@@ -245,6 +256,9 @@ pub struct Scenario {
     pub seed: u64,
     /// Spacing of the sampled state in timeseries traces (s).
     pub sample_interval_s: f64,
+    /// Where relative paths in the scenario (trace files) are resolved: the scenario
+    /// file's directory, or the current directory for built-ins.
+    pub base_dir: PathBuf,
 }
 
 /// One resolved point, before it is placed in the sweep.
@@ -299,7 +313,8 @@ struct RawServing {
     context_limit_tokens: Option<i64>,
     #[serde(default)]
     over_limit: OverLimit,
-    arrivals: ArrivalProcess,
+    /// An [`ArrivalProcess`], or `{ kind = "trace", path = "..." }`.
+    arrivals: Value,
     tasks: Vec<Task>,
     service: BatchTime,
     power: RawPower,
@@ -385,11 +400,17 @@ impl Scenario {
         }
         let text = std::fs::read_to_string(path)
             .map_err(|error| ScenarioError::Read { source_name: name_or_path.into(), error })?;
-        Scenario::parse(name_or_path, &text)
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Scenario::parse_in(name_or_path, &text, &base_dir)
     }
 
     /// Parses and validates scenario text.
     pub fn parse(source_name: &str, text: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse_in(source_name, text, Path::new(""))
+    }
+
+    /// Like [`Scenario::parse`], resolving relative paths against `base_dir`.
+    pub fn parse_in(source_name: &str, text: &str, base_dir: &Path) -> Result<Scenario, ScenarioError> {
         let mut table: Table = text.parse().map_err(|e: toml::de::Error| ScenarioError::Malformed {
             source_name: source_name.into(),
             message: e.to_string(),
@@ -435,7 +456,7 @@ impl Scenario {
                 other => return Err(bad(format!("expected a list of values, found {other}"))),
             }
         }
-        Scenario::resolve(source_name, table, sweep)
+        Scenario::resolve(source_name, base_dir, table, sweep)
     }
 
     /// Applies `key=value` overrides (dotted TOML paths; values in TOML syntax, bare
@@ -469,7 +490,8 @@ impl Scenario {
         } else {
             format!("{} (with --set)", self.source_name)
         };
-        *self = Scenario::resolve(&source_name, table, sweep)?;
+        let base_dir = self.base_dir.clone();
+        *self = Scenario::resolve(&source_name, &base_dir, table, sweep)?;
         Ok(())
     }
 
@@ -479,8 +501,13 @@ impl Scenario {
     }
 
     /// Resolves the base table and every point of the sweep.
-    fn resolve(source_name: &str, table: Table, sweep: Vec<(String, Vec<Value>)>) -> Result<Scenario, ScenarioError> {
-        let base = Scenario::resolve_point(source_name, table.clone())?;
+    fn resolve(
+        source_name: &str,
+        base_dir: &Path,
+        table: Table,
+        sweep: Vec<(String, Vec<Value>)>,
+    ) -> Result<Scenario, ScenarioError> {
+        let base = Scenario::resolve_point(source_name, base_dir, table.clone())?;
         let total: usize = sweep.iter().map(|(_, v)| v.len()).product();
         let too_many = || ScenarioError::BadSweep {
             source_name: source_name.into(),
@@ -506,7 +533,7 @@ impl Scenario {
             let model = if sweep.is_empty() {
                 base.model.clone()
             } else {
-                Scenario::resolve_point(&format!("{source_name} (sweep point {index})"), point_table)?.model
+                Scenario::resolve_point(&format!("{source_name} (sweep point {index})"), base_dir, point_table)?.model
             };
             points.push(Point { index: u32::try_from(index).map_err(|_| too_many())?, params, model });
         }
@@ -519,10 +546,11 @@ impl Scenario {
             replications: base.replications,
             seed: base.seed,
             sample_interval_s: base.sample_interval_s,
+            base_dir: base_dir.to_path_buf(),
         })
     }
 
-    fn resolve_point(source_name: &str, table: Table) -> Result<ResolvedPoint, ScenarioError> {
+    fn resolve_point(source_name: &str, base_dir: &Path, table: Table) -> Result<ResolvedPoint, ScenarioError> {
         let raw: RawScenario = table.clone().try_into().map_err(|e: toml::de::Error| ScenarioError::Malformed {
             source_name: source_name.into(),
             message: e.message().to_string(),
@@ -558,7 +586,7 @@ impl Scenario {
             (None, Some(s)) => {
                 only("simulation.customers", sim.customers.is_some(), "station")?;
                 only("simulation.warmup_customers", sim.warmup_customers.is_some(), "station")?;
-                ModelConfig::Serving(Scenario::resolve_serving(s, sim, &invalid)?)
+                ModelConfig::Serving(Scenario::resolve_serving(s, sim, base_dir, &invalid)?)
             }
             _ => {
                 return Err(invalid("[station] / [serving]", &"", "exactly one model section: [station] or [serving]"));
@@ -635,6 +663,7 @@ impl Scenario {
     fn resolve_serving(
         s: &RawServing,
         sim: &RawSimulation,
+        base_dir: &Path,
         invalid: &dyn Fn(&str, &dyn fmt::Display, &str) -> ScenarioError,
     ) -> Result<ServingConfig, ScenarioError> {
         let count = |key: &str, v: i64| {
@@ -645,7 +674,7 @@ impl Scenario {
             .ok_or_else(|| invalid("simulation.duration_s", &"(missing)", "a number of seconds > 0 for [serving]"))?;
         let config =
             ServingConfig {
-                arrivals: s.arrivals.clone(),
+                arrivals: Scenario::resolve_arrivals(&s.arrivals, &s.tasks, base_dir, invalid)?,
                 tasks: s.tasks.clone(),
                 routing: s.routing,
                 nodes: count("serving.nodes", s.nodes)?,
@@ -684,6 +713,33 @@ impl Scenario {
             invalid(&key, &e.value, e.allowed)
         })?;
         Ok(config)
+    }
+
+    fn resolve_arrivals(
+        value: &Value,
+        tasks: &[Task],
+        base_dir: &Path,
+        invalid: &dyn Fn(&str, &dyn fmt::Display, &str) -> ScenarioError,
+    ) -> Result<ArrivalProcess, ScenarioError> {
+        let malformed = |message: String| invalid("serving.arrivals", &"(table)", &message);
+        if value.get("kind").and_then(Value::as_str) == Some("trace") {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct RawTrace {
+                #[allow(dead_code)]
+                kind: String,
+                path: String,
+            }
+            let raw: RawTrace =
+                value.clone().try_into().map_err(|e: toml::de::Error| malformed(e.message().to_string()))?;
+            let path = base_dir.join(&raw.path);
+            let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+            let requests = crate::replay::read_trace_csv(&path, &names)?;
+            return Ok(ArrivalProcess::Replay { requests: requests.into() });
+        }
+        value.clone().try_into().map_err(|e: toml::de::Error| {
+            malformed(format!("{} (kinds: poisson, deterministic, diurnal, mmpp, trace)", e.message()))
+        })
     }
 
     /// The resolved scenario as TOML text, sweep included.

@@ -408,3 +408,55 @@ fn serving_request_traces_account_for_every_request_and_all_energy() {
         assert!((sum - metric("energy_kwh", rep)).abs() < 1e-9 * sum, "total energy is the sum of its parts");
     }
 }
+
+#[test]
+fn a_recorded_trace_is_replayed_exactly_and_a_bad_one_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A trace beside its scenario, named relative to it.
+    let mut csv = String::from("timestamp_s,task,prompt_tokens,output_tokens,user\n");
+    for i in 0..500 {
+        let task = if i % 4 == 0 { "code" } else { "chat" };
+        csv += &format!("{:.3},{task},{},{},u{i}\n", i as f64 * 0.25, 100 + i, 50,);
+    }
+    fs::write(tmp.path().join("trace.csv"), &csv).unwrap();
+    let text = include_str!("../../data/scenarios/serving.toml")
+        .replace("kind = \"poisson\"\nrate_per_s = 20.0", "kind = \"trace\"\npath = \"trace.csv\"")
+        .replace("duration_s = 1800.0", "duration_s = 100.0")
+        .replace("warmup_s = 120.0", "warmup_s = 0.0");
+    let scenario = tmp.path().join("replay.toml");
+    fs::write(&scenario, text).unwrap();
+    let out = tmp.path().join("out");
+    let o = infersim(&["run", s(&scenario), "-q", "--out", s(&out), "--reps", "2", "--trace", "requests"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let requests = read(out.join("traces/point=0/rep=0/requests.parquet"));
+    // Arrivals at 0, 0.25, ... below the 100 s horizon: 400 of the 500 rows.
+    assert_eq!(requests.height(), 400);
+    let arrival = requests.column("arrival_s").unwrap().f64().unwrap().clone();
+    let mut times: Vec<f64> = arrival.into_no_null_iter().collect();
+    times.sort_by(f64::total_cmp);
+    assert!(times.iter().enumerate().all(|(i, t)| (t - i as f64 * 0.25).abs() < 1e-9));
+    let tokens = requests.column("tokens").unwrap().u32().unwrap().clone();
+    let ids = requests.column("request_id").unwrap().u64().unwrap().clone();
+    for i in 0..requests.height() {
+        let id = ids.get(i).unwrap() as u32;
+        assert_eq!(tokens.get(i), Some(100 + id + 50), "tokens come from the trace");
+    }
+    let task = requests.column("task").unwrap().str().unwrap().clone();
+    let code = (0..task.len()).filter(|&i| task.get(i) == Some("code")).count();
+    assert_eq!(code, 100, "tasks come from the trace");
+
+    // Out of order: one line, exit code 2, nothing written.
+    fs::write(tmp.path().join("trace.csv"), "timestamp_s\n1.0\n3.0\n2.0\n").unwrap();
+    let never = tmp.path().join("never");
+    let o = infersim(&["run", s(&scenario), "--out", s(&never)]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(err.contains("trace.csv:4: timestamp_s = 2 goes back in time"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1);
+    assert!(!never.exists());
+    fs::write(tmp.path().join("trace.csv"), "timestamp_s\n1.0\nlater\n").unwrap();
+    let o = infersim(&["run", s(&scenario), "--out", s(&never)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("trace.csv:3: timestamp_s = \"later\" is not a finite number"));
+    assert!(!never.exists());
+}

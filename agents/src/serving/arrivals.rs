@@ -4,6 +4,7 @@
 //! a world (GPUs, batching, routing) leaves its arrivals unchanged.
 
 use std::f64::consts::TAU;
+use std::sync::Arc;
 
 use infersim_engine::{ScheduleError, SimDuration, SimRng, SimTime};
 use rand::RngExt;
@@ -48,6 +49,27 @@ pub enum ArrivalProcess {
         /// Mean stay in each phase (s).
         mean_sojourn_s: Vec<f64>,
     },
+    /// A recorded trace, replayed as it is: every replication sees these arrivals.
+    /// Scenario files name a CSV; the experiments crate reads it into this.
+    #[serde(skip)]
+    Replay {
+        /// The requests, in time order.
+        requests: Arc<[ReplayedRequest]>,
+    },
+}
+
+/// One request of a replayed trace. Task and token counts that the trace leaves out
+/// are drawn as for any other request.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReplayedRequest {
+    /// Arrival (s), non-decreasing along the trace.
+    pub time_s: f64,
+    /// Index of its task in the scenario's task list.
+    pub task: Option<u16>,
+    /// Prompt tokens.
+    pub prompt_tokens: Option<u32>,
+    /// Output tokens.
+    pub output_tokens: Option<u32>,
 }
 
 impl ArrivalProcess {
@@ -61,6 +83,12 @@ impl ArrivalProcess {
                 let total: f64 = mean_sojourn_s.iter().sum();
                 rates_per_s.iter().zip(mean_sojourn_s).map(|(r, d)| r * d / total).sum()
             }
+            ArrivalProcess::Replay { requests } => match (requests.first(), requests.last()) {
+                (Some(first), Some(last)) if last.time_s > first.time_s => {
+                    (requests.len() - 1) as f64 / (last.time_s - first.time_s)
+                }
+                _ => 0.0,
+            },
         }
     }
 
@@ -75,6 +103,7 @@ impl ArrivalProcess {
                 rate_per_s * (t_s + amplitude * period_s / TAU * (phase(t_s).sin() - phase(0.0).sin()))
             }
             ArrivalProcess::Deterministic { rate_per_s } => (t_s * rate_per_s).floor(),
+            ArrivalProcess::Replay { ref requests } => requests.iter().filter(|r| r.time_s <= t_s).count() as f64,
             _ => self.rate_per_s() * t_s,
         }
     }
@@ -120,6 +149,19 @@ impl ArrivalProcess {
                     return bad("mean_sojourn_s", format!("{mean_sojourn_s:?}"), "finite numbers of seconds > 0");
                 }
             }
+            ArrivalProcess::Replay { requests } => {
+                if requests.is_empty() {
+                    return bad("path", "(no requests)".into(), "a trace with at least one request");
+                }
+                let ordered = requests.windows(2).all(|w| w[0].time_s <= w[1].time_s);
+                if !ordered || !requests.iter().all(|r| r.time_s.is_finite() && r.time_s >= 0.0) {
+                    return bad(
+                        "path",
+                        "(unordered or negative times)".into(),
+                        "finite, non-negative, non-decreasing times",
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -137,6 +179,8 @@ pub(crate) struct ArrivalGenerator {
     gap: Option<Exp<f64>>,
     /// MMPP: current phase and the instant it ends (s); `None` before the first draw.
     phase: Option<(usize, f64)>,
+    /// Replay: the next request of the trace to hand out.
+    cursor: usize,
 }
 
 impl ArrivalGenerator {
@@ -145,15 +189,29 @@ impl ArrivalGenerator {
             ArrivalProcess::Poisson { rate_per_s } => Exp::new(*rate_per_s).ok(),
             _ => None,
         };
-        ArrivalGenerator { process, gap, phase: None }
+        ArrivalGenerator { process, gap, phase: None, cursor: 0 }
     }
 
-    /// The next arrival after `now`.
+    /// For a replayed trace, the `index`-th request (arrivals come in trace order).
+    pub(crate) fn replayed(&self, index: usize) -> Option<ReplayedRequest> {
+        match &self.process {
+            ArrivalProcess::Replay { requests } => requests.get(index).copied(),
+            _ => None,
+        }
+    }
+
+    /// The next arrival after `now` (for a replayed trace: the next recorded one, or
+    /// [`SimTime::MAX`] when the trace is exhausted).
     pub(crate) fn next_after(&mut self, now: SimTime, rng: &mut SimRng) -> Result<SimTime, ScheduleError> {
         let after = |gap_s: f64| now.checked_add(SimDuration::from_secs_f64(gap_s)?).ok_or(ScheduleError::Overflow);
         match &self.process {
             ArrivalProcess::Poisson { .. } => after(self.gap.expect("validated Poisson rate").sample(rng)),
             ArrivalProcess::Deterministic { rate_per_s } => after(1.0 / rate_per_s),
+            ArrivalProcess::Replay { requests } => {
+                let next = requests.get(self.cursor).map_or(Ok(SimTime::MAX), |r| SimTime::from_secs_f64(r.time_s));
+                self.cursor += 1;
+                next
+            }
             ArrivalProcess::Diurnal { rate_per_s, amplitude, period_h, peak_h } => {
                 let max = rate_per_s * (1.0 + amplitude);
                 let period_s = period_h * 3600.0;

@@ -37,7 +37,7 @@ use crate::distributions::lognormal_from_mean_cv;
 mod arrivals;
 mod batch_time;
 use arrivals::ArrivalGenerator;
-pub use arrivals::ArrivalProcess;
+pub use arrivals::{ArrivalProcess, ReplayedRequest};
 pub use batch_time::BatchTime;
 
 /// Stream of inter-arrival times.
@@ -196,6 +196,11 @@ impl ServingConfig {
     pub fn validate(&self) -> Result<(), ServingConfigError> {
         let finite_nonneg = |x: f64| x.is_finite() && x >= 0.0;
         self.arrivals.validate()?;
+        if let ArrivalProcess::Replay { requests } = &self.arrivals
+            && let Some(r) = requests.iter().find(|r| r.task.is_some_and(|t| usize::from(t) >= self.tasks.len()))
+        {
+            check(false, "arrivals.task", r.task.unwrap_or(0), "the index of one of the tasks")?;
+        }
         check(!self.tasks.is_empty(), "tasks", "[]", "at least one task")?;
         for (i, t) in self.tasks.iter().enumerate() {
             check(
@@ -533,11 +538,18 @@ impl<O: Observer<RequestRecord>> Serving<O> {
 
     fn on_arrival(&mut self, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
         let now = ctx.now();
+        let replayed = self.arrivals.replayed(self.stats.arrivals as usize);
         let rng = ctx.rng(REQUEST_STREAM);
-        let u: f64 = rng.random();
-        let task = self.cumulative_weights.iter().position(|&c| u < c).unwrap_or(self.cumulative_weights.len() - 1);
+        let task = match replayed.and_then(|r| r.task) {
+            Some(task) => usize::from(task),
+            None => {
+                let u: f64 = rng.random();
+                self.cumulative_weights.iter().position(|&c| u < c).unwrap_or(self.cumulative_weights.len() - 1)
+            }
+        };
         let (prompt_sampler, output_sampler) = self.token_samplers[task];
-        let (prompt, mut output) = (prompt_sampler.sample(rng), output_sampler.sample(rng));
+        let prompt = replayed.and_then(|r| r.prompt_tokens).unwrap_or_else(|| prompt_sampler.sample(rng));
+        let mut output = replayed.and_then(|r| r.output_tokens).unwrap_or_else(|| output_sampler.sample(rng));
         let counted = now >= self.warmup;
         self.stats.arrivals += 1;
         self.stats.counted += u64::from(counted);

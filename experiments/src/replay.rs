@@ -1,0 +1,125 @@
+//! Reading recorded request traces for replay.
+//!
+//! A trace is a CSV file with a header. `timestamp_s` (seconds from the start of the
+//! run, non-decreasing) is required; `task` (a task name of the scenario),
+//! `prompt_tokens` and `output_tokens` are optional and, when present, replace what
+//! would otherwise be drawn. Other columns are ignored, so traces exported from real
+//! systems can be used as they are.
+
+use std::path::Path;
+
+use infersim_agents::serving::ReplayedRequest;
+
+use crate::scenario::ScenarioError;
+
+/// Reads a trace, checking every row; an error names the file, the line and the column.
+pub fn read_trace_csv(path: &Path, task_names: &[&str]) -> Result<Vec<ReplayedRequest>, ScenarioError> {
+    let shown = path.display().to_string();
+    let text =
+        std::fs::read_to_string(path).map_err(|error| ScenarioError::Read { source_name: shown.clone(), error })?;
+    let bad = |line: usize, message: String| ScenarioError::Trace { path: shown.clone(), line, message };
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let Some((_, header)) = lines.next() else {
+        return Err(bad(1, "the file is empty; expected a header with timestamp_s".into()));
+    };
+    let columns: Vec<&str> = header.split(',').map(str::trim).collect();
+    let find = |name: &str| columns.iter().position(|c| *c == name);
+    let time_col = find("timestamp_s")
+        .ok_or_else(|| bad(1, format!("no timestamp_s column (columns: {})", columns.join(", "))))?;
+    let (task_col, prompt_col, output_col) = (find("task"), find("prompt_tokens"), find("output_tokens"));
+    let mut requests = Vec::new();
+    let mut previous = 0.0_f64;
+    for (index, line) in lines {
+        let number = index + 1;
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let field = |col: usize, name: &str| {
+            fields
+                .get(col)
+                .copied()
+                .ok_or_else(|| bad(number, format!("missing {name}: the row has {} fields", fields.len())))
+        };
+        let raw_time = field(time_col, "timestamp_s")?;
+        let time_s: f64 =
+            raw_time.parse().ok().filter(|t: &f64| t.is_finite() && *t >= 0.0).ok_or_else(|| {
+                bad(number, format!("timestamp_s = {raw_time:?} is not a finite number of seconds >= 0"))
+            })?;
+        if time_s < previous {
+            return Err(bad(
+                number,
+                format!("timestamp_s = {time_s} goes back in time (the previous row has {previous})"),
+            ));
+        }
+        previous = time_s;
+        let tokens = |col: Option<usize>, name: &str| -> Result<Option<u32>, ScenarioError> {
+            let Some(col) = col else { return Ok(None) };
+            let raw = field(col, name)?;
+            raw.parse::<u32>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .map(Some)
+                .ok_or_else(|| bad(number, format!("{name} = {raw:?} is not a whole number of tokens >= 1")))
+        };
+        let task = match task_col {
+            None => None,
+            Some(col) => {
+                let name = field(col, "task")?;
+                let index = task_names.iter().position(|t| *t == name).ok_or_else(|| {
+                    bad(number, format!("task {name:?} is not one of the scenario's tasks ({})", task_names.join(", ")))
+                })?;
+                Some(index as u16)
+            }
+        };
+        requests.push(ReplayedRequest {
+            time_s,
+            task,
+            prompt_tokens: tokens(prompt_col, "prompt_tokens")?,
+            output_tokens: tokens(output_col, "output_tokens")?,
+        });
+    }
+    if requests.is_empty() {
+        return Err(bad(1, "the trace has a header but no requests".into()));
+    }
+    Ok(requests)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str) -> Result<Vec<ReplayedRequest>, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.csv");
+        std::fs::write(&path, text).unwrap();
+        read_trace_csv(&path, &["chat", "code"])
+            .map_err(|e| e.to_string().replace(&path.display().to_string(), "t.csv"))
+    }
+
+    #[test]
+    fn reads_what_is_there_and_ignores_other_columns() {
+        let r = read("user,timestamp_s,task,prompt_tokens\nu1,0.5,code,120\nu2,0.5,chat,30\nu3,2.25,chat,7\n").unwrap();
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[0], ReplayedRequest { time_s: 0.5, task: Some(1), prompt_tokens: Some(120), output_tokens: None });
+        assert_eq!(r[2].time_s, 2.25);
+    }
+
+    #[test]
+    fn bad_rows_name_the_line_and_the_problem() {
+        assert_eq!(
+            read("timestamp_s\n1.0\n0.5\n").unwrap_err(),
+            "t.csv:3: timestamp_s = 0.5 goes back in time (the previous row has 1)"
+        );
+        assert_eq!(
+            read("timestamp_s\n1.0\nsoon\n").unwrap_err(),
+            "t.csv:3: timestamp_s = \"soon\" is not a finite number of seconds >= 0"
+        );
+        assert!(read("time\n1.0\n").unwrap_err().contains("no timestamp_s column"));
+        assert!(
+            read("timestamp_s,task\n1.0,poetry\n")
+                .unwrap_err()
+                .contains("task \"poetry\" is not one of the scenario's tasks")
+        );
+        assert!(read("timestamp_s,prompt_tokens\n1.0,0\n").unwrap_err().contains("prompt_tokens = \"0\""));
+        assert!(read("").unwrap_err().contains("empty"));
+        assert!(read("timestamp_s\n").unwrap_err().contains("no requests"));
+    }
+}
