@@ -59,6 +59,7 @@ pub mod error;
 pub mod observer;
 pub mod queue;
 pub mod rng;
+pub mod sampling;
 pub mod sim;
 pub mod stats;
 pub mod time;

@@ -141,9 +141,6 @@ pub enum BatchError {
     /// The output directory already holds something and `--resume` was not given.
     #[error("{0}: already exists and is not empty; choose another --out, or add --resume to continue the batch in it")]
     OutputExists(PathBuf),
-    /// A trace level the scenario's model cannot write.
-    #[error("--trace timeseries: this scenario's model does not sample its state yet; use --trace requests or summary")]
-    TraceUnavailable,
     /// `--resume` on a directory without a batch.
     #[error("{0}: no manifest.json here, so there is no batch to resume")]
     NothingToResume(PathBuf),
@@ -266,9 +263,6 @@ pub fn run_batch(
     }
     if !(spec.confidence > 0.0 && spec.confidence < 1.0) {
         return Err(AnalysisError::BadConfidence(spec.confidence).into());
-    }
-    if spec.trace == TraceLevel::Timeseries && !crate::runner::has_timeseries(&scenario.points[0].model) {
-        return Err(BatchError::TraceUnavailable);
     }
     let started = Instant::now();
     let items = work_items(scenario.points.len(), spec.replications, spec.shard);

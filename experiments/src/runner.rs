@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::path::PathBuf;
 
-use infersim_agents::serving::{ServingConfig, ServingRun, build_serving, run_serving};
+use infersim_agents::serving::{RequestRecord, ServingConfig, ServingRun, build_sampled_serving, run_serving};
 use infersim_agents::station::{
     CustomerRecord, DurationDistribution, StationConfig, StationRun, build_sampled_station, run_station, theory,
 };
@@ -18,7 +18,8 @@ use rayon::prelude::*;
 use crate::output::ReplicationRecord;
 use crate::scenario::{ModelConfig, Point};
 use crate::trace::{
-    ParquetSink, ServingRequestColumns, StationRequestColumns, StationSampleColumns, TraceLevel, trace_dir,
+    ParquetSink, ServingRequestColumns, ServingSampleColumns, StationRequestColumns, StationSampleColumns, TraceLevel,
+    trace_dir,
 };
 
 /// What to trace and where.
@@ -66,13 +67,7 @@ fn run_station_traced(
     if trace.level == TraceLevel::Summary {
         return run_station(config, seed, replication).map_err(|e| e.to_string());
     }
-    let dir = trace_dir(&trace.out, point, replication);
-    // A replication rerun after an interruption starts its traces afresh, dropping any
-    // temporary file the interrupted attempt left.
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dir = fresh_trace_dir(trace, point, replication)?;
     let samples =
         ParquetSink::<StationSampleColumns>::create(dir.join("timeseries.parquet")).map_err(|e| e.to_string())?;
     let run = if trace.level >= TraceLevel::Requests {
@@ -130,14 +125,6 @@ pub fn metric_names(model: &ModelConfig) -> &'static [&'static str] {
     }
 }
 
-/// Whether a model writes sampled state (timeseries traces).
-pub fn has_timeseries(model: &ModelConfig) -> bool {
-    match model {
-        ModelConfig::Station(_) => true,
-        ModelConfig::Serving(_) => false,
-    }
-}
-
 fn serving_metrics(run: &ServingRun) -> Vec<Option<f64>> {
     vec![
         Some(run.requests as f64),
@@ -166,6 +153,24 @@ fn serving_metrics(run: &ServingRun) -> Vec<Option<f64>> {
     ]
 }
 
+/// Runs a serving world with the given request observer and a timeseries sink, and
+/// hands both back for finishing.
+fn run_serving_observed<O: Observer<RequestRecord>>(
+    config: &ServingConfig,
+    requests: O,
+    samples: ParquetSink<ServingSampleColumns>,
+    every: SimDuration,
+    seed: u64,
+    replication: u64,
+) -> Result<(ServingRun, O, ParquetSink<ServingSampleColumns>), String> {
+    let mut sim =
+        build_sampled_serving(config, requests, every, samples, seed, replication).map_err(|e| e.to_string())?;
+    sim.run(Default::default()).map_err(|e| e.to_string())?;
+    let run = sim.model().results(sim.now(), sim.events_handled());
+    let (requests, samples) = sim.into_model().into_observers();
+    Ok((run, requests, samples.expect("sampling was switched on")))
+}
+
 fn run_serving_traced(
     config: &ServingConfig,
     seed: u64,
@@ -173,22 +178,40 @@ fn run_serving_traced(
     replication: u64,
     trace: &TraceSpec,
 ) -> Result<ServingRun, String> {
-    if trace.level < TraceLevel::Requests {
+    if trace.level == TraceLevel::Summary {
         return run_serving(config, seed, replication);
     }
+    let dir = fresh_trace_dir(trace, point, replication)?;
+    let samples =
+        ParquetSink::<ServingSampleColumns>::create(dir.join("timeseries.parquet")).map_err(|e| e.to_string())?;
+    let every = trace.sample_every;
+    let run = if trace.level >= TraceLevel::Requests {
+        let names = config.tasks.iter().map(|t| t.name.clone()).collect();
+        let requests = ParquetSink::with_columns(dir.join("requests.parquet"), ServingRequestColumns::new(names))
+            .map_err(|e| e.to_string())?;
+        let (run, requests, samples) = run_serving_observed(config, requests, samples, every, seed, replication)?;
+        requests.finish().map_err(|e| e.to_string())?;
+        samples.finish().map_err(|e| e.to_string())?;
+        run
+    } else {
+        let (run, NullObserver, samples) =
+            run_serving_observed(config, NullObserver, samples, every, seed, replication)?;
+        samples.finish().map_err(|e| e.to_string())?;
+        run
+    };
+    Ok(run)
+}
+
+/// The trace directory of one replication, emptied: a replication rerun after an
+/// interruption starts its traces afresh, dropping any temporary file the
+/// interrupted attempt left.
+fn fresh_trace_dir(trace: &TraceSpec, point: u32, replication: u64) -> Result<PathBuf, String> {
     let dir = trace_dir(&trace.out, point, replication);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let names = config.tasks.iter().map(|t| t.name.clone()).collect();
-    let sink = ParquetSink::with_columns(dir.join("requests.parquet"), ServingRequestColumns::new(names))
-        .map_err(|e| e.to_string())?;
-    let mut sim = build_serving(config, sink, seed, replication).map_err(|e| e.to_string())?;
-    sim.run(Default::default()).map_err(|e| e.to_string())?;
-    let run = sim.model().results(sim.now(), sim.events_handled());
-    sim.into_model().into_observer().finish().map_err(|e| e.to_string())?;
-    Ok(run)
+    Ok(dir)
 }
 
 fn station_metrics(run: &StationRun) -> Vec<Option<f64>> {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use infersim_agents::serving::{RequestOutcome, RequestRecord};
+use infersim_agents::serving::{RequestOutcome, RequestRecord, ServingSample};
 use infersim_agents::station::{CustomerRecord, Outcome, StationSample};
 use infersim_engine::Observer;
 use parquet::arrow::ArrowWriter;
@@ -294,6 +294,60 @@ impl Columns for ServingRequestColumns {
             Arc::new(StringArray::from(c.outcome)),
             Arc::new(BooleanArray::from(c.slo_met)),
             Arc::new(BooleanArray::from(c.warmup)),
+        ]
+    }
+}
+
+/// Columns of `timeseries.parquet` for the serving world.
+#[derive(Default)]
+pub struct ServingSampleColumns {
+    t_s: Vec<f64>,
+    queue_len: Vec<u32>,
+    busy_gpus: Vec<u32>,
+    power_kw: Vec<f64>,
+    energy_kwh: Vec<f64>,
+    carbon_kg: Vec<f64>,
+}
+
+impl Columns for ServingSampleColumns {
+    type Row = ServingSample;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("t_h", DataType::Float64, false),
+            Field::new("t_s", DataType::Float64, false),
+            Field::new("queue_len", DataType::UInt32, false),
+            Field::new("busy_gpus", DataType::UInt32, false),
+            Field::new("power_kw", DataType::Float64, false),
+            Field::new("energy_kwh", DataType::Float64, false),
+            Field::new("carbon_kg", DataType::Float64, false),
+        ]))
+    }
+
+    fn push(&mut self, s: ServingSample) {
+        self.t_s.push(s.t_s);
+        self.queue_len.push(s.queue_len);
+        self.busy_gpus.push(s.busy_gpus);
+        self.power_kw.push(s.power_kw);
+        self.energy_kwh.push(s.energy_kwh);
+        self.carbon_kg.push(s.carbon_kg);
+    }
+
+    fn len(&self) -> usize {
+        self.t_s.len()
+    }
+
+    fn take(&mut self) -> Vec<ArrayRef> {
+        let c = std::mem::take(self);
+        let t_h: Vec<f64> = c.t_s.iter().map(|t| t / 3600.0).collect();
+        vec![
+            Arc::new(Float64Array::from(t_h)),
+            Arc::new(Float64Array::from(c.t_s)),
+            Arc::new(UInt32Array::from(c.queue_len)),
+            Arc::new(UInt32Array::from(c.busy_gpus)),
+            Arc::new(Float64Array::from(c.power_kw)),
+            Arc::new(Float64Array::from(c.energy_kwh)),
+            Arc::new(Float64Array::from(c.carbon_kg)),
         ]
     }
 }

@@ -62,7 +62,6 @@ fn bad_input_is_one_clear_line_and_exit_code_2() {
         ),
         (&["run", "--set", "serving.max_batch=0"], "serving.max_batch = 0 is invalid"),
         (&["run", "--set", "simulation.customers=10"], "simulation.customers = (set) is invalid"),
-        (&["run", "--trace", "timeseries"], "does not sample its state yet"),
         (&["run", "--reps", "0"], "--reps must be at least 1"),
         (&["run", "--threads", "0"], "--threads must be at least 1"),
         (&["validate", "--set", "oops", "mmc"], "expected KEY=VALUE"),

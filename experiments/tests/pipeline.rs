@@ -460,3 +460,49 @@ fn a_recorded_trace_is_replayed_exactly_and_a_bad_one_is_refused() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("trace.csv:3: timestamp_s = \"later\" is not a finite number"));
     assert!(!never.exists());
 }
+
+#[test]
+fn serving_timeseries_tracks_power_energy_and_carbon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("ts");
+    let o = infersim(&[
+        "run",
+        "serving",
+        "-q",
+        "--out",
+        s(&out),
+        "--reps",
+        "2",
+        "--trace",
+        "timeseries",
+        "--set",
+        "simulation.duration_s=600",
+        "--set",
+        "simulation.warmup_s=0",
+        "--set",
+        "simulation.sample_interval_s=10",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reps = read(out.join("replications.parquet"));
+    for rep in 0..2usize {
+        let dir = out.join(format!("traces/point=0/rep={rep}"));
+        assert!(!dir.join("requests.parquet").exists(), "timeseries level writes no request rows");
+        let ts = read(dir.join("timeseries.parquet"));
+        let names: Vec<String> = ts.get_column_names().iter().map(|n| n.to_string()).collect();
+        assert_eq!(names[0], "t_h");
+        for c in ["queue_len", "busy_gpus", "power_kw", "energy_kwh", "carbon_kg"] {
+            assert!(names.contains(&c.to_string()), "{c} missing: {names:?}");
+        }
+        let energy = ts.column("energy_kwh").unwrap().f64().unwrap().clone();
+        let last = energy.get(ts.height() - 1).unwrap();
+        let total = reps.column("energy_kwh").unwrap().f64().unwrap().get(rep).unwrap();
+        // The last sample is at most 10 s before the end, when the facility draws
+        // at most (8 x 400 W + 2 x 300 W) x 1.2 = 4.56 kW: 0.0127 kWh.
+        assert!(last <= total + 1e-12 && total - last <= 0.0127, "last sample {last} vs total {total}");
+        let carbon = ts.column("carbon_kg").unwrap().f64().unwrap().get(ts.height() - 1).unwrap();
+        assert!((carbon - 0.394 * last).abs() < 1e-12);
+    }
+    let o = infersim(&["plot", s(&out)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("plots/timeseries_power_kw.png").is_file());
+}

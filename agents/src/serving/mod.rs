@@ -23,6 +23,7 @@
 
 use std::collections::VecDeque;
 
+use infersim_engine::sampling::Grid;
 use infersim_engine::stats::{LatencyHistogram, Tally};
 use infersim_engine::{
     Arena, Context, EventId, Id, Model, NullObserver, Observer, QueueKind, ScheduleError, SimDuration, SimTime,
@@ -366,8 +367,31 @@ impl TokenSampler {
     }
 }
 
-/// The serving world; `O` receives a [`RequestRecord`] per served request.
-pub struct Serving<O = NullObserver> {
+/// The serving world's state at one instant of the sampling grid.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ServingSample {
+    /// The grid instant (s).
+    pub t_s: f64,
+    /// Requests waiting, all nodes.
+    pub queue_len: u32,
+    /// GPUs serving a batch.
+    pub busy_gpus: u32,
+    /// Facility power (kW).
+    pub power_kw: f64,
+    /// Facility energy since the start (kWh).
+    pub energy_kwh: f64,
+    /// Carbon since the start (kg CO2e).
+    pub carbon_kg: f64,
+}
+
+struct Sampling<S> {
+    grid: Grid,
+    sink: S,
+}
+
+/// The serving world; `O` receives a [`RequestRecord`] per request and `S` a
+/// [`ServingSample`] per instant of the sampling grid, if one is set.
+pub struct Serving<O = NullObserver, S = NullObserver> {
     config: ServingConfig,
     arrivals: ArrivalGenerator,
     cumulative_weights: Vec<f64>,
@@ -380,6 +404,12 @@ pub struct Serving<O = NullObserver> {
     warmup: SimTime,
     stats: ServingStats,
     observer: O,
+    sampling: Option<Sampling<S>>,
+    /// GPUs serving a batch now.
+    busy_gpus: u32,
+    /// IT energy up to `power_changed` (J), integrated at every change of `busy_gpus`.
+    it_energy_j: f64,
+    power_changed: SimTime,
 }
 
 #[derive(Debug, Default)]
@@ -459,6 +489,27 @@ const J_PER_KWH: f64 = 3.6e6;
 impl<O: Observer<RequestRecord>> Serving<O> {
     /// A validated world with no requests yet.
     pub fn new(config: ServingConfig, observer: O) -> Result<Self, ServingConfigError> {
+        Serving::with_sampling(config, observer, None)
+    }
+}
+
+impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
+    /// Like [`Serving::new`], also sampling the state every `every` into `sink`.
+    pub fn new_sampled(
+        config: ServingConfig,
+        observer: O,
+        every: SimDuration,
+        sink: S,
+    ) -> Result<Self, ServingConfigError> {
+        let sampling = (every > SimDuration::ZERO).then(|| Sampling { grid: Grid::new(every), sink });
+        Serving::with_sampling(config, observer, sampling)
+    }
+
+    fn with_sampling(
+        config: ServingConfig,
+        observer: O,
+        sampling: Option<Sampling<S>>,
+    ) -> Result<Self, ServingConfigError> {
         config.validate()?;
         let arrivals = ArrivalGenerator::new(config.arrivals.clone());
         let total: f64 = config.tasks.iter().map(|t| t.weight).sum();
@@ -507,10 +558,60 @@ impl<O: Observer<RequestRecord>> Serving<O> {
             horizon,
             stats: ServingStats::default(),
             observer,
+            sampling,
+            busy_gpus: 0,
+            it_energy_j: 0.0,
+            power_changed: SimTime::ZERO,
         })
     }
 
-    /// The observer.
+    /// The sample sink, if sampling is on.
+    pub fn samples(&self) -> Option<&S> {
+        self.sampling.as_ref().map(|s| &s.sink)
+    }
+
+    /// Consumes the world, returning its observers.
+    pub fn into_observers(self) -> (O, Option<S>) {
+        (self.observer, self.sampling.map(|s| s.sink))
+    }
+
+    /// IT power (W) with `busy` GPUs serving.
+    fn it_power_w(&self, busy: u32) -> f64 {
+        let c = &self.config;
+        f64::from(busy) * c.gpu_max_w
+            + f64::from(c.gpus() - busy) * c.gpu_idle_w
+            + f64::from(c.nodes) * c.node_baseline_w
+    }
+
+    /// Integrates IT energy up to `now`, then changes the number of busy GPUs.
+    fn set_busy(&mut self, now: SimTime, busy: u32) {
+        self.it_energy_j += self.it_power_w(self.busy_gpus) * (now - self.power_changed).as_secs_f64();
+        self.power_changed = now;
+        self.busy_gpus = busy;
+    }
+
+    /// Emits every grid instant before `now` with the state that held there.
+    fn sample_before(&mut self, now: SimTime) {
+        let pue = self.config.pue;
+        let power_w = self.it_power_w(self.busy_gpus);
+        let (energy_j, changed, busy) = (self.it_energy_j, self.power_changed, self.busy_gpus);
+        let queue_len: u32 = self.nodes.iter().map(|(_, n)| n.queue.len() as u32).sum();
+        let grid_kg_per_kwh = self.config.grid_kg_per_kwh;
+        let Some(sampling) = self.sampling.as_mut() else { return };
+        for t in sampling.grid.due_before(now) {
+            let energy_kwh = (energy_j + power_w * (t - changed).as_secs_f64()) * pue / J_PER_KWH;
+            sampling.sink.observe(ServingSample {
+                t_s: t.as_secs_f64(),
+                queue_len,
+                busy_gpus: busy,
+                power_kw: power_w * pue / 1000.0,
+                energy_kwh,
+                carbon_kg: energy_kwh * grid_kg_per_kwh,
+            });
+        }
+    }
+
+    /// The request observer.
     pub fn observer(&self) -> &O {
         &self.observer
     }
@@ -692,6 +793,7 @@ impl<O: Observer<RequestRecord>> Serving<O> {
         self.stats.extrapolated_lookups += u64::from(extrapolated);
         self.stats.batch_size.add(batch.len() as f64);
         self.gpus[gpu].batch = batch;
+        self.set_busy(now, self.busy_gpus + 1);
         ctx.schedule(SimDuration::from_secs_f64(service_s)?, ServingEvent::BatchDone(gpu))?;
         Ok(())
     }
@@ -699,6 +801,7 @@ impl<O: Observer<RequestRecord>> Serving<O> {
     fn on_batch_done(&mut self, gpu_id: Id<Gpu>, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
         let now = ctx.now();
         let batch = std::mem::take(&mut self.gpus[gpu_id].batch);
+        self.set_busy(now, self.busy_gpus - 1);
         let node_id: Id<Node> = Id::from_index(self.gpus[gpu_id].node);
         let start = self.requests[batch[0]].start;
         let busy_s = (now - start).as_secs_f64();
@@ -781,11 +884,14 @@ impl<O: Observer<RequestRecord>> Serving<O> {
     }
 }
 
-impl<O: Observer<RequestRecord>> Model for Serving<O> {
+impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Model for Serving<O, S> {
     type Event = ServingEvent;
     type Error = ScheduleError;
 
     fn handle(&mut self, event: ServingEvent, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
+        if self.sampling.is_some() {
+            self.sample_before(ctx.now());
+        }
         match event {
             ServingEvent::Arrival => self.on_arrival(ctx),
             ServingEvent::BatchTimer(node) => {
@@ -805,7 +911,26 @@ pub fn build_serving<O: Observer<RequestRecord>>(
     master_seed: u64,
     replication: u64,
 ) -> Result<Simulation<Serving<O>>, ServingConfigError> {
-    let world = Serving::new(config.clone(), observer)?;
+    start(Serving::new(config.clone(), observer)?, master_seed, replication)
+}
+
+/// Like [`build_serving`], also sampling the state every `every` into `samples`.
+pub fn build_sampled_serving<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
+    config: &ServingConfig,
+    observer: O,
+    every: SimDuration,
+    samples: S,
+    master_seed: u64,
+    replication: u64,
+) -> Result<Simulation<Serving<O, S>>, ServingConfigError> {
+    start(Serving::new_sampled(config.clone(), observer, every, samples)?, master_seed, replication)
+}
+
+fn start<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
+    world: Serving<O, S>,
+    master_seed: u64,
+    replication: u64,
+) -> Result<Simulation<Serving<O, S>>, ServingConfigError> {
     let mut sim = Simulation::with_queue(world, QueueKind::default(), master_seed, replication);
     let err = |e: ScheduleError| ServingConfigError {
         key: "arrivals".into(),
@@ -1019,6 +1144,36 @@ mod tests {
         config.gpus_per_node = 3;
         let (_, three) = run_traced(&config);
         assert_eq!(key(one), key(three));
+    }
+
+    #[test]
+    fn sampling_matches_the_energy_account_and_changes_nothing() {
+        let mut config = simple();
+        config.arrivals = ArrivalProcess::Poisson { rate_per_s: 1.5 };
+        config.gpus_per_node = 2;
+        let (plain, _) = run_traced(&config);
+        let every = SimDuration::from_secs(1).unwrap();
+        let mut sim = build_sampled_serving(&config, NullObserver, every, VecObserver::default(), 1, 0).unwrap();
+        sim.run(Default::default()).unwrap();
+        let sampled = sim.model().results(sim.now(), sim.events_handled());
+        assert_eq!(plain, sampled, "sampling must not change the run");
+        let samples = &sim.model().samples().unwrap().rows;
+        assert_eq!(samples.len(), sim.now().as_secs_f64().ceil() as usize);
+        let (idle_kw, max_kw) = ((2.0 * 100.0 + 200.0) * 1.5 / 1000.0, (2.0 * 400.0 + 200.0) * 1.5 / 1000.0);
+        for s in samples {
+            assert!(s.busy_gpus <= 2);
+            let expected_kw =
+                (f64::from(s.busy_gpus) * 400.0 + f64::from(2 - s.busy_gpus) * 100.0 + 200.0) * 1.5 / 1000.0;
+            assert!((s.power_kw - expected_kw).abs() < 1e-12 && (idle_kw..=max_kw).contains(&s.power_kw));
+            assert!((s.carbon_kg - 0.4 * s.energy_kwh).abs() < 1e-15);
+        }
+        assert!(samples.windows(2).all(|w| w[1].energy_kwh >= w[0].energy_kwh), "cumulative energy never falls");
+        // The last sample lies within a second of the end, at most 1 s of full power short.
+        let last = samples.last().unwrap();
+        let gap_kwh = max_kw * (sim.now().as_secs_f64() - last.t_s) / 3600.0;
+        assert!(
+            last.energy_kwh <= sampled.energy_kwh + 1e-12 && sampled.energy_kwh - last.energy_kwh <= gap_kwh + 1e-12
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod theory;
 
 use std::collections::VecDeque;
 
+use infersim_engine::sampling::Grid;
 use infersim_engine::stats::{LatencyHistogram, Tally, TimeWeighted};
 use infersim_engine::{
     Arena, Context, Id, Model, NullObserver, Observer, QueueKind, ScheduleError, SimDuration, SimTime, Simulation,
@@ -269,12 +270,10 @@ pub struct StationSample {
     pub in_system: u32,
 }
 
-/// Samples of the state on a fixed grid, taken lazily: when an event arrives, every
-/// grid instant before it is emitted with the state that held since the previous
-/// event. Sampling adds no events, so it cannot change the run it observes.
+/// Samples of the state on a fixed grid (see [`Grid`]): sampling adds no events, so it
+/// cannot change the run it observes.
 struct GridSampler<S> {
-    every: SimDuration,
-    next: SimTime,
+    grid: Grid,
     sink: S,
 }
 
@@ -369,7 +368,7 @@ impl<O: Observer<CustomerRecord>, S: Observer<StationSample>> Station<O, S> {
             in_system: self.in_system,
             stats: self.stats,
             observer: self.observer,
-            sampler: (every > SimDuration::ZERO).then_some(GridSampler { every, next: SimTime::ZERO, sink }),
+            sampler: (every > SimDuration::ZERO).then(|| GridSampler { grid: Grid::new(every), sink }),
         }
     }
 
@@ -387,21 +386,10 @@ impl<O: Observer<CustomerRecord>, S: Observer<StationSample>> Station<O, S> {
     #[inline]
     fn sample_before(&mut self, now: SimTime) {
         let busy = self.busy_servers();
+        let (queue_len, in_system) = (self.queue.len() as u32, self.in_system);
         let Some(s) = self.sampler.as_mut() else { return };
-        while s.next < now {
-            s.sink.observe(StationSample {
-                t_s: s.next.as_secs_f64(),
-                queue_len: self.queue.len() as u32,
-                busy_servers: busy,
-                in_system: self.in_system,
-            });
-            match s.next.checked_add(s.every) {
-                Some(next) => s.next = next,
-                None => {
-                    self.sampler = None;
-                    return;
-                }
-            }
+        for t in s.grid.due_before(now) {
+            s.sink.observe(StationSample { t_s: t.as_secs_f64(), queue_len, busy_servers: busy, in_system });
         }
     }
 
