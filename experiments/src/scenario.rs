@@ -10,7 +10,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use infersim_agents::serving::{ArrivalProcess, BatchTime, OverLimit, Routing, ServingConfig, Task};
+use infersim_agents::serving::{ArrivalProcess, BatchTime, Failures, OverLimit, Routing, ServingConfig, Task};
 use infersim_agents::station::{DurationDistribution, StationConfig};
 use serde::Deserialize;
 use toml::{Table, Value};
@@ -44,6 +44,8 @@ const KNOWN_KEYS: &[&str] = &[
     "serving.max_wait_s",
     "serving.context_limit_tokens",
     "serving.over_limit",
+    "serving.failures.mtbf_h",
+    "serving.failures.mttr_h",
     "serving.arrivals.kind",
     "serving.arrivals.rate_per_s",
     "serving.arrivals.amplitude",
@@ -313,6 +315,7 @@ struct RawServing {
     context_limit_tokens: Option<i64>,
     #[serde(default)]
     over_limit: OverLimit,
+    failures: Option<Failures>,
     /// An [`ArrivalProcess`], or `{ kind = "trace", path = "..." }`.
     arrivals: Value,
     tasks: Vec<Task>,
@@ -688,6 +691,7 @@ impl Scenario {
                     })?),
                 },
                 over_limit: s.over_limit,
+                failures: s.failures,
                 service: s.service.clone(),
                 gpu_idle_w: s.power.gpu_idle_w,
                 gpu_max_w: s.power.gpu_max_w,

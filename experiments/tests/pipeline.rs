@@ -374,6 +374,10 @@ fn serving_request_traces_account_for_every_request_and_all_energy() {
         "simulation.warmup_s=0",
         "--set",
         "serving.arrivals.rate_per_s=60",
+        "--set",
+        "serving.failures.mtbf_h=0.02",
+        "--set",
+        "serving.failures.mttr_h=0.005",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let reps = read(out.join("replications.parquet"));
@@ -386,7 +390,10 @@ fn serving_request_traces_account_for_every_request_and_all_energy() {
         assert_eq!(count("served"), metric("served", rep));
         assert_eq!(count("timed_out"), metric("timed_out", rep));
         assert_eq!(count("rejected"), metric("rejected", rep));
-        assert_eq!(count("served") + count("timed_out") + count("rejected"), requests.height() as f64);
+        assert_eq!(count("lost"), metric("lost", rep));
+        assert!(metric("lost", rep) > 0.0, "failing GPUs lose their batches");
+        let outcomes = count("served") + count("timed_out") + count("rejected") + count("lost");
+        assert_eq!(outcomes, requests.height() as f64, "arrivals = served + rejected + timed_out + lost");
         assert!(metric("timed_out", rep) > 0.0, "overload makes some requests give up");
         assert!(metric("truncated", rep) > 0.0, "a 2048-token limit truncates some code requests");
         let f = |c: &str| requests.column(c).unwrap().f64().unwrap().clone();

@@ -26,6 +26,7 @@ fn md1(rate_per_s: f64, service_s: f64) -> ServingConfig {
         max_wait_s: 0.0,
         context_limit_tokens: None,
         over_limit: OverLimit::Reject,
+        failures: None,
         service: BatchTime::Affine { base_s: 0.0, per_request_s: service_s, per_token_s: 0.0 },
         gpu_idle_w: 60.0,
         gpu_max_w: 300.0,

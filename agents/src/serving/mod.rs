@@ -30,7 +30,7 @@ use infersim_engine::{
     Simulation, StreamId,
 };
 use rand::{Rng, RngExt};
-use rand_distr::{Distribution, LogNormal};
+use rand_distr::{Distribution, Exp1, LogNormal};
 use serde::{Deserialize, Serialize};
 
 use crate::distributions::lognormal_from_mean_cv;
@@ -47,6 +47,21 @@ pub const ARRIVAL_STREAM: StreamId = StreamId(0);
 pub const REQUEST_STREAM: StreamId = StreamId(1);
 /// Stream of routing decisions.
 pub const ROUTING_STREAM: StreamId = StreamId(2);
+/// Failures of GPU `g` draw from stream `FAILURE_STREAM_BASE + g`, so adding GPUs
+/// leaves the failures of the others unchanged.
+pub const FAILURE_STREAM_BASE: u32 = 1000;
+
+/// GPU failures: each GPU fails after an exponential time with mean `mtbf_h` and is
+/// repaired after an exponential time with mean `mttr_h`. A batch on a failing GPU is
+/// lost; a GPU that is down draws no power.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Failures {
+    /// Mean time between failures of one GPU (h).
+    pub mtbf_h: f64,
+    /// Mean time to repair (h).
+    pub mttr_h: f64,
+}
 
 /// A token count: fixed, or log-normal with a mean and coefficient of variation,
 /// rounded to a whole number of at least one token.
@@ -108,6 +123,8 @@ pub enum RequestOutcome {
     Rejected,
     /// Gave up waiting for its batch.
     TimedOut,
+    /// Its batch's GPU failed.
+    Lost,
 }
 
 impl RequestOutcome {
@@ -117,6 +134,7 @@ impl RequestOutcome {
             RequestOutcome::Served => "served",
             RequestOutcome::Rejected => "rejected",
             RequestOutcome::TimedOut => "timed_out",
+            RequestOutcome::Lost => "lost",
         }
     }
 }
@@ -154,6 +172,8 @@ pub struct ServingConfig {
     pub context_limit_tokens: Option<u32>,
     /// What to do with a request over the limit.
     pub over_limit: OverLimit,
+    /// GPU failures and repairs; none by default.
+    pub failures: Option<Failures>,
     /// How long a batch takes.
     pub service: BatchTime,
     /// GPU power when idle (W).
@@ -233,6 +253,10 @@ impl ServingConfig {
         check(self.nodes >= 1, "nodes", self.nodes, "an integer >= 1")?;
         check(self.gpus_per_node >= 1, "gpus_per_node", self.gpus_per_node, "an integer >= 1")?;
         check(self.max_batch >= 1, "max_batch", self.max_batch, "an integer >= 1")?;
+        if let Some(f) = self.failures {
+            check(f.mtbf_h.is_finite() && f.mtbf_h > 0.0, "failures.mtbf_h", f.mtbf_h, "a finite number of hours > 0")?;
+            check(f.mttr_h.is_finite() && f.mttr_h > 0.0, "failures.mttr_h", f.mttr_h, "a finite number of hours > 0")?;
+        }
         if let Some(limit) = self.context_limit_tokens {
             check(limit >= 2, "context_limit_tokens", limit, "an integer >= 2 (one prompt and one output token)")?;
         }
@@ -281,6 +305,10 @@ pub enum ServingEvent {
     BatchDone(Id<Gpu>),
     /// A waiting request reaches its task's timeout.
     Timeout(Id<Request>),
+    /// A GPU fails.
+    GpuFails(Id<Gpu>),
+    /// A failed GPU is back.
+    GpuRepaired(Id<Gpu>),
 }
 
 /// A request.
@@ -310,6 +338,11 @@ pub struct Gpu {
     node: u32,
     batch: Vec<Id<Request>>,
     busy_s: f64,
+    /// The pending end of its batch, cancelled if it fails first.
+    done: Option<EventId>,
+    /// When it went down, while it is down.
+    down_since: Option<SimTime>,
+    down_s: f64,
 }
 
 /// One row per request, for traces.
@@ -335,7 +368,8 @@ pub struct RequestRecord {
     pub gpu: Option<u32>,
     /// Requests in its batch; `None` unless served.
     pub batch_size: Option<u32>,
-    /// Its share of the batch's GPU energy at full power (kWh); 0 unless served.
+    /// Its share of its batch's GPU energy at full power (kWh): spent and wasted for a
+    /// lost request, 0 for one that never ran.
     pub energy_kwh: f64,
     /// What became of it.
     pub outcome: RequestOutcome,
@@ -407,6 +441,8 @@ pub struct Serving<O = NullObserver, S = NullObserver> {
     sampling: Option<Sampling<S>>,
     /// GPUs serving a batch now.
     busy_gpus: u32,
+    /// GPUs failed and not yet repaired.
+    down_gpus: u32,
     /// IT energy up to `power_changed` (J), integrated at every change of `busy_gpus`.
     it_energy_j: f64,
     power_changed: SimTime,
@@ -421,6 +457,8 @@ struct ServingStats {
     served: u64,
     rejected: u64,
     timed_out: u64,
+    lost: u64,
+    failures: u64,
     truncated: u64,
     /// Batches whose time came from a profile extrapolated beyond its measured sizes.
     extrapolated_lookups: u64,
@@ -441,6 +479,10 @@ pub struct ServingRun {
     pub rejected: u64,
     /// Of those, given up waiting.
     pub timed_out: u64,
+    /// Of those, lost when their GPU failed.
+    pub lost: u64,
+    /// GPU failures, whole run.
+    pub gpu_failures: u64,
     /// Of those, shortened to fit the context limit (and then served or timed out).
     pub truncated: u64,
     /// Served requests per second over the arrival window after warm-up.
@@ -560,6 +602,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             observer,
             sampling,
             busy_gpus: 0,
+            down_gpus: 0,
             it_energy_j: 0.0,
             power_changed: SimTime::ZERO,
         })
@@ -575,26 +618,86 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         (self.observer, self.sampling.map(|s| s.sink))
     }
 
-    /// IT power (W) with `busy` GPUs serving.
-    fn it_power_w(&self, busy: u32) -> f64 {
+    /// IT power (W) with `busy` GPUs serving and `down` GPUs off.
+    fn it_power_w(&self, busy: u32, down: u32) -> f64 {
         let c = &self.config;
         f64::from(busy) * c.gpu_max_w
-            + f64::from(c.gpus() - busy) * c.gpu_idle_w
+            + f64::from(c.gpus() - busy - down) * c.gpu_idle_w
             + f64::from(c.nodes) * c.node_baseline_w
     }
 
     /// Integrates IT energy up to `now`, then changes the number of busy GPUs.
     fn set_busy(&mut self, now: SimTime, busy: u32) {
-        self.it_energy_j += self.it_power_w(self.busy_gpus) * (now - self.power_changed).as_secs_f64();
+        self.set_power_state(now, busy, self.down_gpus);
+    }
+
+    /// Integrates IT energy up to `now`, then changes the numbers of busy and down GPUs.
+    fn set_power_state(&mut self, now: SimTime, busy: u32, down: u32) {
+        self.it_energy_j += self.it_power_w(self.busy_gpus, self.down_gpus) * (now - self.power_changed).as_secs_f64();
         self.power_changed = now;
         self.busy_gpus = busy;
+        self.down_gpus = down;
+    }
+
+    /// A GPU fails: its batch, if any, is lost; it is repaired later.
+    fn on_gpu_fails(&mut self, gpu_id: Id<Gpu>, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
+        let now = ctx.now();
+        let failures = self.config.failures.expect("failure events exist only with failures configured");
+        self.stats.failures += 1;
+        let batch = std::mem::take(&mut self.gpus[gpu_id].batch);
+        let mut wasted_kwh = 0.0;
+        let busy = if let Some(done) = self.gpus[gpu_id].done.take() {
+            ctx.cancel(done);
+            let busy_s = (now - self.requests[batch[0]].start).as_secs_f64();
+            self.gpus[gpu_id].busy_s += busy_s;
+            wasted_kwh = self.config.gpu_max_w * busy_s / J_PER_KWH / batch.len() as f64;
+            self.busy_gpus - 1
+        } else {
+            self.busy_gpus
+        };
+        self.set_power_state(now, busy, self.down_gpus + 1);
+        self.gpus[gpu_id].down_since = Some(now);
+        let node_id: Id<Node> = Id::from_index(self.gpus[gpu_id].node);
+        self.nodes[node_id].load -= batch.len() as u32;
+        for r in batch {
+            if self.requests[r].arrival >= self.warmup {
+                self.stats.lost += 1;
+            }
+            self.record_unserved(r, RequestOutcome::Lost, Some(now), wasted_kwh);
+        }
+        let repair_s: f64 =
+            Distribution::<f64>::sample(&Exp1, ctx.rng(failure_stream(gpu_id))) * failures.mttr_h * 3600.0;
+        ctx.schedule(SimDuration::from_secs_f64(repair_s)?, ServingEvent::GpuRepaired(gpu_id))?;
+        Ok(())
+    }
+
+    /// A GPU is back: it may fail again (until arrivals stop) and takes work at once.
+    fn on_gpu_repaired(&mut self, gpu_id: Id<Gpu>, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
+        let now = ctx.now();
+        if let Some(since) = self.gpus[gpu_id].down_since.take() {
+            self.gpus[gpu_id].down_s += (now - since).as_secs_f64();
+        }
+        self.set_power_state(now, self.busy_gpus, self.down_gpus - 1);
+        self.schedule_failure(gpu_id, ctx)?;
+        self.dispatch(Id::from_index(self.gpus[gpu_id].node), ctx)
+    }
+
+    /// Schedules the next failure of a GPU, if it falls before arrivals stop.
+    fn schedule_failure(&mut self, gpu_id: Id<Gpu>, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
+        let Some(failures) = self.config.failures else { return Ok(()) };
+        let up_s: f64 = Distribution::<f64>::sample(&Exp1, ctx.rng(failure_stream(gpu_id))) * failures.mtbf_h * 3600.0;
+        let at = ctx.now().checked_add(SimDuration::from_secs_f64(up_s)?).ok_or(ScheduleError::Overflow)?;
+        if at < self.horizon {
+            ctx.schedule(at, ServingEvent::GpuFails(gpu_id))?;
+        }
+        Ok(())
     }
 
     /// Emits every grid instant before `now` with the state that held there.
     fn sample_before(&mut self, now: SimTime) {
         let pue = self.config.pue;
-        let power_w = self.it_power_w(self.busy_gpus);
         let (energy_j, changed, busy) = (self.it_energy_j, self.power_changed, self.busy_gpus);
+        let power_w = self.it_power_w(busy, self.down_gpus);
         let queue_len: u32 = self.nodes.iter().map(|(_, n)| n.queue.len() as u32).sum();
         let grid_kg_per_kwh = self.config.grid_kg_per_kwh;
         let Some(sampling) = self.sampling.as_mut() else { return };
@@ -682,7 +785,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         }
         if rejected {
             self.stats.rejected += u64::from(counted);
-            self.record_unserved(request, RequestOutcome::Rejected, None);
+            self.record_unserved(request, RequestOutcome::Rejected, None, 0.0);
         } else {
             let node = self.route(ctx);
             self.requests[request].node = node.index();
@@ -713,11 +816,19 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         if self.requests[request].arrival >= self.warmup {
             self.stats.timed_out += 1;
         }
-        self.record_unserved(request, RequestOutcome::TimedOut, Some(ctx.now()));
+        self.record_unserved(request, RequestOutcome::TimedOut, Some(ctx.now()), 0.0);
         self.dispatch(node, ctx)
     }
 
-    fn record_unserved(&mut self, request: Id<Request>, outcome: RequestOutcome, gave_up: Option<SimTime>) {
+    /// Records a request that was not served; `energy_kwh` is what was spent on it
+    /// (a lost batch's share of its GPU's energy up to the failure).
+    fn record_unserved(
+        &mut self,
+        request: Id<Request>,
+        outcome: RequestOutcome,
+        gave_up: Option<SimTime>,
+        energy_kwh: f64,
+    ) {
         let r = self.requests[request];
         self.observer.observe(RequestRecord {
             request_id: u64::from(request.index()),
@@ -730,7 +841,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             node: gave_up.map(|_| r.node),
             gpu: None,
             batch_size: None,
-            energy_kwh: 0.0,
+            energy_kwh,
             outcome,
             slo_met: false,
             warmup: r.arrival < self.warmup,
@@ -748,7 +859,10 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             let Some(&oldest) = node.queue.front() else { break };
             let due = self.requests[oldest].arrival.checked_add(max_wait).ok_or(ScheduleError::Overflow)?;
             let ready = node.queue.len() >= max_batch || due <= now;
-            let free = node.gpus.iter().copied().find(|g| self.gpus[*g].batch.is_empty());
+            let free = node.gpus.iter().copied().find(|g| {
+                let gpu = &self.gpus[*g];
+                gpu.batch.is_empty() && gpu.down_since.is_none()
+            });
             match (ready, free) {
                 (true, Some(gpu)) => self.start_batch(node_id, gpu, ctx)?,
                 (false, Some(_)) => {
@@ -794,13 +908,14 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         self.stats.batch_size.add(batch.len() as f64);
         self.gpus[gpu].batch = batch;
         self.set_busy(now, self.busy_gpus + 1);
-        ctx.schedule(SimDuration::from_secs_f64(service_s)?, ServingEvent::BatchDone(gpu))?;
+        self.gpus[gpu].done = Some(ctx.schedule(SimDuration::from_secs_f64(service_s)?, ServingEvent::BatchDone(gpu))?);
         Ok(())
     }
 
     fn on_batch_done(&mut self, gpu_id: Id<Gpu>, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
         let now = ctx.now();
         let batch = std::mem::take(&mut self.gpus[gpu_id].batch);
+        self.gpus[gpu_id].done = None;
         self.set_busy(now, self.busy_gpus - 1);
         let node_id: Id<Node> = Id::from_index(self.gpus[gpu_id].node);
         let start = self.requests[batch[0]].start;
@@ -847,8 +962,10 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         let run_s = end.as_secs_f64();
         let gpu_s = f64::from(c.gpus()) * run_s;
         let busy_s: f64 = self.gpus.iter().map(|(_, g)| g.busy_s).sum();
+        let down_s: f64 =
+            self.gpus.iter().map(|(_, g)| g.down_s + g.down_since.map_or(0.0, |t| (end - t).as_secs_f64())).sum();
         let energy_gpu_busy_kwh = c.gpu_max_w * busy_s / J_PER_KWH;
-        let energy_gpu_idle_kwh = c.gpu_idle_w * (gpu_s - busy_s) / J_PER_KWH;
+        let energy_gpu_idle_kwh = c.gpu_idle_w * (gpu_s - busy_s - down_s) / J_PER_KWH;
         let energy_baseline_kwh = c.node_baseline_w * f64::from(c.nodes) * run_s / J_PER_KWH;
         let it_kwh = energy_gpu_busy_kwh + energy_gpu_idle_kwh + energy_baseline_kwh;
         let energy_overhead_kwh = it_kwh * (c.pue - 1.0);
@@ -860,6 +977,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             served: s.served,
             rejected: s.rejected,
             timed_out: s.timed_out,
+            lost: s.lost,
+            gpu_failures: s.failures,
             truncated: s.truncated,
             throughput_per_s: s.served as f64 / window_s,
             latency_mean_s: s.latency_s.mean(),
@@ -900,6 +1019,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Model for Serving<O
             }
             ServingEvent::BatchDone(gpu) => self.on_batch_done(gpu, ctx),
             ServingEvent::Timeout(request) => self.on_timeout(request, ctx),
+            ServingEvent::GpuFails(gpu) => self.on_gpu_fails(gpu, ctx),
+            ServingEvent::GpuRepaired(gpu) => self.on_gpu_repaired(gpu, ctx),
         }
     }
 }
@@ -926,6 +1047,11 @@ pub fn build_sampled_serving<O: Observer<RequestRecord>, S: Observer<ServingSamp
     start(Serving::new_sampled(config.clone(), observer, every, samples)?, master_seed, replication)
 }
 
+/// The random stream of one GPU's failures and repairs.
+fn failure_stream(gpu: Id<Gpu>) -> StreamId {
+    StreamId(FAILURE_STREAM_BASE + gpu.index())
+}
+
 fn start<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
     world: Serving<O, S>,
     master_seed: u64,
@@ -942,6 +1068,16 @@ fn start<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
     sim.model_mut().arrivals = arrivals;
     if first < sim.model().horizon {
         sim.schedule(first, ServingEvent::Arrival).map_err(err)?;
+    }
+    if let Some(failures) = sim.model().config.failures {
+        let horizon = sim.model().horizon;
+        for gpu in sim.model().gpus.ids().collect::<Vec<_>>() {
+            let up_s: f64 = Distribution::<f64>::sample(&Exp1, sim.rng(failure_stream(gpu))) * failures.mtbf_h * 3600.0;
+            let at = SimTime::from_secs_f64(up_s).map_err(err)?;
+            if at < horizon {
+                sim.schedule(at, ServingEvent::GpuFails(gpu)).map_err(err)?;
+            }
+        }
     }
     Ok(sim)
 }
@@ -977,6 +1113,7 @@ mod tests {
             max_wait_s: 0.0,
             context_limit_tokens: None,
             over_limit: OverLimit::Reject,
+            failures: None,
             service: BatchTime::Affine { base_s: 0.0, per_request_s: 0.5, per_token_s: 0.0 },
             gpu_idle_w: 100.0,
             gpu_max_w: 400.0,
@@ -1101,7 +1238,7 @@ mod tests {
                     assert!((r.finish_s.unwrap() - r.arrival_s - 2.5).abs() < 1e-9, "gave up at its timeout: {r:?}");
                     assert_eq!((r.start_s, r.gpu, r.energy_kwh), (None, None, 0.0));
                 }
-                RequestOutcome::Rejected => panic!("no context limit here"),
+                RequestOutcome::Rejected | RequestOutcome::Lost => panic!("no context limit or failures here: {r:?}"),
             }
         }
         // The GPU is busy 3 s per served request and arrivals come every second, so
@@ -1173,6 +1310,44 @@ mod tests {
         let gap_kwh = max_kw * (sim.now().as_secs_f64() - last.t_s) / 3600.0;
         assert!(
             last.energy_kwh <= sampled.energy_kwh + 1e-12 && sampled.energy_kwh - last.energy_kwh <= gap_kwh + 1e-12
+        );
+    }
+
+    #[test]
+    fn failing_gpus_lose_their_batch_and_draw_no_power_while_down() {
+        let mut config = simple();
+        config.arrivals = ArrivalProcess::Poisson { rate_per_s: 2.0 };
+        config.gpus_per_node = 4;
+        config.duration_s = 3600.0;
+        config.failures = Some(Failures { mtbf_h: 0.05, mttr_h: 0.01 });
+        let every = SimDuration::from_secs(1).unwrap();
+        let mut sim =
+            build_sampled_serving(&config, VecObserver::default(), every, VecObserver::default(), 1, 0).unwrap();
+        sim.run(Default::default()).unwrap();
+        let run = sim.model().results(sim.now(), sim.events_handled());
+        let rows = &sim.model().observer().rows;
+        assert!(run.gpu_failures > 50 && run.lost > 0, "{run:?}");
+        assert_eq!(run.requests, run.served + run.lost + run.timed_out + run.rejected);
+        for r in rows.iter().filter(|r| r.outcome == RequestOutcome::Lost) {
+            assert!(r.node.is_some() && r.gpu.is_none() && r.start_s.is_none() && r.energy_kwh > 0.0, "{r:?}");
+        }
+        let shares: f64 = rows.iter().map(|r| r.energy_kwh).sum();
+        assert!((shares - run.energy_gpu_busy_kwh).abs() < 1e-12, "served and lost shares add up to GPU busy energy");
+        // Two accountings of energy agree: totals from busy and down seconds, and the
+        // running integral behind the samples (which a forgotten down time would break
+        // by tens of watt-hours).
+        let last = sim.model().samples().unwrap().rows.last().unwrap();
+        let max_kw = (4.0 * 400.0 + 200.0) * 1.5 / 1000.0;
+        let gap_kwh = max_kw * (sim.now().as_secs_f64() - last.t_s) / 3600.0;
+        assert!(last.energy_kwh <= run.energy_kwh + 1e-12 && run.energy_kwh - last.energy_kwh <= gap_kwh + 1e-12);
+        assert!(
+            sim.model()
+                .samples()
+                .unwrap()
+                .rows
+                .iter()
+                .any(|s| s.power_kw < (200.0 * 1.5) / 1000.0 + 4.0 * 0.1 * 1.5 - 0.01),
+            "some samples see a GPU off"
         );
     }
 
