@@ -436,6 +436,8 @@ pub struct Serving<O = NullObserver, S = NullObserver> {
     next_node: u32,
     horizon: SimTime,
     warmup: SimTime,
+    /// `max_wait_s`, converted once.
+    max_wait: SimDuration,
     stats: ServingStats,
     observer: O,
     sampling: Option<Sampling<S>>,
@@ -587,8 +589,14 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             value: config.warmup_s.to_string(),
             allowed: "at most 584 years",
         })?;
+        let max_wait = SimDuration::from_secs_f64(config.max_wait_s).map_err(|_| ServingConfigError {
+            key: "max_wait_s".into(),
+            value: config.max_wait_s.to_string(),
+            allowed: "at most 584 years",
+        })?;
         Ok(Serving {
             warmup,
+            max_wait,
             config,
             arrivals,
             cumulative_weights,
@@ -698,10 +706,11 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         let pue = self.config.pue;
         let (energy_j, changed, busy) = (self.it_energy_j, self.power_changed, self.busy_gpus);
         let power_w = self.it_power_w(busy, self.down_gpus);
-        let queue_len: u32 = self.nodes.iter().map(|(_, n)| n.queue.len() as u32).sum();
         let grid_kg_per_kwh = self.config.grid_kg_per_kwh;
         let Some(sampling) = self.sampling.as_mut() else { return };
         for t in sampling.grid.due_before(now) {
+            // Summed only when an instant is due: most events pass no grid instant.
+            let queue_len: u32 = self.nodes.iter().map(|(_, n)| n.queue.len() as u32).sum();
             let energy_kwh = (energy_j + power_w * (t - changed).as_secs_f64()) * pue / J_PER_KWH;
             sampling.sink.observe(ServingSample {
                 t_s: t.as_secs_f64(),
@@ -853,7 +862,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
     fn dispatch(&mut self, node_id: Id<Node>, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
         let now = ctx.now();
         let max_batch = self.config.max_batch as usize;
-        let max_wait = SimDuration::from_secs_f64(self.config.max_wait_s)?;
+        let max_wait = self.max_wait;
         loop {
             let node = &self.nodes[node_id];
             let Some(&oldest) = node.queue.front() else { break };
