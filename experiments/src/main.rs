@@ -97,6 +97,9 @@ enum Command {
         /// Confidence level of bands and bars.
         #[arg(long, default_value_t = 0.95)]
         confidence: f64,
+        /// The swept key on the x axis of sweep charts (default: the first swept key).
+        #[arg(long, value_name = "KEY")]
+        x: Option<String>,
     },
     /// List the built-in scenarios.
     List,
@@ -482,11 +485,11 @@ fn compare(
     }
 }
 
-fn plot(dir: &std::path::Path, to: Option<PathBuf>, confidence: f64) -> anyhow::Result<ExitCode> {
+fn plot(dir: &std::path::Path, to: Option<PathBuf>, confidence: f64, x: Option<&str>) -> anyhow::Result<ExitCode> {
     let manifest = complete_manifest(dir)?;
     let summary = summarize_dirs(&[dir.to_path_buf()], &manifest, confidence)?;
     let target = to.unwrap_or_else(|| dir.join("plots"));
-    let written = infersim::plot::plot_batch(dir, &manifest, &summary, &target, confidence)?;
+    let written = infersim::plot::plot_batch(dir, &manifest, &summary, &target, confidence, x)?;
     if written.is_empty() {
         say!("nothing to plot: run with --trace timeseries or --trace requests, or with a [sweep]");
     }
@@ -504,7 +507,7 @@ fn main() -> ExitCode {
         }
         Command::Analyze { dirs, out, confidence } => analyze(&dirs, out, confidence),
         Command::Compare { base, candidate, fail_on, confidence } => compare(&base, &candidate, &fail_on, confidence),
-        Command::Plot { dir, to, confidence } => plot(&dir, to, confidence),
+        Command::Plot { dir, to, confidence, x } => plot(&dir, to, confidence, x.as_deref()),
         Command::List => {
             for (name, _) in BUILTIN {
                 let s = Scenario::builtin(name).expect("built-in scenarios are valid (tested)");

@@ -27,6 +27,14 @@ pub enum PlotError {
     /// polars failed.
     #[error("{0}")]
     Polars(#[from] PolarsError),
+    /// `--x` named a key that is not swept.
+    #[error("--x {key}: not a swept key of this batch; swept: {swept}")]
+    NotSwept {
+        /// The key asked for.
+        key: String,
+        /// The swept keys.
+        swept: String,
+    },
     /// Drawing or writing the image failed.
     #[error("{path}: {message}")]
     Draw {
@@ -82,6 +90,20 @@ const PALETTE: [RGBColor; 10] = [
 /// partition columns polars adds from `point=P/rep=R` directories.
 const NOT_STATE: [&str; 4] = ["t_h", "t_s", "point", "rep"];
 
+/// An axis label that stays distinct from its neighbours whatever the magnitude:
+/// scientific notation for very small or large values, trimmed decimals otherwise.
+fn tick(v: &f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if !(1e-2..1e5).contains(&a) {
+        format!("{v:.2e}")
+    } else {
+        let text = format!("{v:.3}");
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
 fn bounds(lines: &[Line]) -> Option<((f64, f64), (f64, f64))> {
     let pts = lines.iter().flat_map(|l| l.points.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
@@ -119,7 +141,14 @@ where
         .y_label_area_size(72)
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(|e| e.to_string())?;
-    chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
+        .draw()
+        .map_err(|e| e.to_string())?;
     for (i, line) in lines.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()].to_rgba();
         if bands == Bands::Shaded {
@@ -258,7 +287,15 @@ pub fn plot_batch(
     summary: &DataFrame,
     dir: &Path,
     confidence: f64,
+    x_key: Option<&str>,
 ) -> Result<Vec<PathBuf>, PlotError> {
+    let x_key = match x_key {
+        Some(key) if !manifest.sweep_keys.iter().any(|k| k == key) => {
+            return Err(PlotError::NotSwept { key: key.into(), swept: manifest.sweep_keys.join(", ") });
+        }
+        Some(key) => Some(key.to_string()),
+        None => manifest.sweep_keys.first().cloned(),
+    };
     fs::create_dir_all(dir).map_err(|error| PlotError::Io { path: dir.to_path_buf(), error })?;
     let mut written = Vec::new();
     let points: Vec<u32> = manifest.points.iter().map(|p| p.point).collect();
@@ -335,8 +372,9 @@ pub fn plot_batch(
         )?);
     }
 
-    // Sweeps: each metric against the first swept parameter.
-    if let Some(first) = manifest.sweep_keys.first() {
+    // Sweeps: each metric against one swept parameter (--x, or the first), a line per
+    // combination of the others, in sweep order.
+    if let Some(first) = x_key.as_ref() {
         let metrics = summary.column("metric")?.str()?.clone();
         let point_col = summary.column("point")?.u32()?.clone();
         let (mean, low, high) = (
@@ -345,7 +383,7 @@ pub fn plot_batch(
             summary.column("ci_high")?.f64()?.clone(),
         );
         for metric in &manifest.metrics {
-            let mut groups: std::collections::BTreeMap<String, Vec<(f64, f64, f64, f64)>> = Default::default();
+            let mut groups: Vec<Line> = Vec::new();
             for i in 0..summary.height() {
                 if metrics.get(i) != Some(metric.as_str()) {
                     continue;
@@ -355,21 +393,52 @@ pub fn plot_batch(
                 let rest: Vec<String> =
                     point.params.iter().filter(|(k, _)| *k != first).map(|(k, v)| format!("{k} = {v}")).collect();
                 let (Some(m), lo, hi) = (mean.get(i), low.get(i), high.get(i)) else { continue };
-                groups.entry(rest.join(", ")).or_default().push((x, m, lo.unwrap_or(m), hi.unwrap_or(m)));
+                let label = rest.join(", ");
+                let index = match groups.iter().position(|l| l.label == label) {
+                    Some(index) => index,
+                    None => {
+                        groups.push(Line { label, points: Vec::new() });
+                        groups.len() - 1
+                    }
+                };
+                groups[index].points.push((x, m, lo.unwrap_or(m), hi.unwrap_or(m)));
             }
             let lines: Vec<Line> = groups
                 .into_iter()
-                .map(|(label, mut points)| {
-                    points.sort_by(|a, b| a.0.total_cmp(&b.0));
-                    Line { label, points }
+                .map(|mut line| {
+                    line.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    line
                 })
                 .filter(|l| !l.points.is_empty())
                 .collect();
             if !lines.is_empty() {
                 let title = format!("{metric} against {first} ({:.0}% intervals)", confidence * 100.0);
-                written.extend(chart(dir, &format!("sweep_{metric}"), &title, first, metric, &lines, Bands::Bars)?);
+                written.extend(chart(
+                    dir,
+                    &format!("sweep_{metric}"),
+                    &title,
+                    first.as_str(),
+                    metric,
+                    &lines,
+                    Bands::Bars,
+                )?);
             }
         }
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_labels_stay_distinct_at_any_magnitude() {
+        let labels: Vec<String> = [5.5e-5, 6.0e-5, 6.5e-5].iter().map(tick).collect();
+        assert_eq!(labels, ["5.50e-5", "6.00e-5", "6.50e-5"]);
+        assert_eq!(tick(&1.25), "1.25");
+        assert_eq!(tick(&20.0), "20");
+        assert_eq!(tick(&0.0), "0");
+        assert_eq!(tick(&250_000.0), "2.50e5");
+    }
 }

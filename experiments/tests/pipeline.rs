@@ -345,6 +345,9 @@ fn plot_draws_png_and_svg_for_traces_and_sweeps() {
         assert!(svg.contains("<svg") && svg.contains(expected), "{stem}.svg lacks {expected}");
     }
     assert!(!plots.join("timeseries_point.png").exists(), "hive columns are not state");
+    let o = infersim(&["plot", s(&out), "--x", "station.arrival_rate_per_s"]);
+    assert_eq!(o.status.code(), Some(2), "only a swept key can be the x axis");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a swept key of this batch; swept: station.servers"));
     // A batch without traces or sweep has nothing to draw, and says so.
     let bare = tmp.path().join("bare");
     run(&bare, &["--reps", "2"]);
