@@ -23,5 +23,7 @@
 //! ```
 
 pub mod distributions;
+pub mod grid;
+pub mod retraining;
 pub mod serving;
 pub mod station;

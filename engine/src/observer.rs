@@ -38,6 +38,16 @@ impl<R> Observer<R> for VecObserver<R> {
     }
 }
 
+/// An observer that may be absent: `None` discards every row, as [`NullObserver`].
+impl<R, O: Observer<R>> Observer<R> for Option<O> {
+    #[inline]
+    fn observe(&mut self, row: R) {
+        if let Some(observer) = self {
+            observer.observe(row);
+        }
+    }
+}
+
 impl<R, O: Observer<R> + ?Sized> Observer<R> for &mut O {
     fn observe(&mut self, row: R) {
         (**self).observe(row);

@@ -66,8 +66,9 @@ pub fn summarize(
         .flat_map(|m| {
             [
                 col(m.as_str()).count().cast(DataType::UInt64).alias(format!("{m}\u{1}n")),
-                col(m.as_str()).mean().alias(format!("{m}\u{1}mean")),
-                col(m.as_str()).std(1).alias(format!("{m}\u{1}std")),
+                // Boolean metrics (e.g. `diverged`) summarise as fractions.
+                col(m.as_str()).cast(DataType::Float64).mean().alias(format!("{m}\u{1}mean")),
+                col(m.as_str()).cast(DataType::Float64).std(1).alias(format!("{m}\u{1}std")),
             ]
         })
         .collect();

@@ -170,7 +170,7 @@ fn print_summary(summary: &DataFrame, manifest: &Manifest, scenario: Option<&Sce
                 .and_then(|s| s.points.get(point as usize))
                 .map(|p| match &p.model {
                     ModelConfig::Station(config) => analytic(config),
-                    ModelConfig::Serving(_) => Vec::new(),
+                    ModelConfig::Serving(_) | ModelConfig::Retraining(_) => Vec::new(),
                 })
                 .unwrap_or_default();
             say!("");
@@ -216,6 +216,26 @@ fn warn_on_extrapolation(summary: &DataFrame) {
                 f64_at(summary, "point", row).unwrap_or(0.0)
             );
             return;
+        }
+    }
+}
+
+/// Says, after the table, at which points the loss ran away: such replications stop
+/// early and carry `diverged = true`, so their other metrics cover a shorter run.
+fn report_divergence(summary: &DataFrame) {
+    for row in 0..summary.height() {
+        let metric = summary.column("metric").ok().and_then(|c| c.get(row).ok()).map(|v| cell(&v));
+        if metric.as_deref() != Some("diverged") {
+            continue;
+        }
+        let (Some(fraction), Some(n)) = (f64_at(summary, "mean", row), f64_at(summary, "n", row)) else { continue };
+        if fraction > 0.0 {
+            say!(
+                "RUNAWAY at point {}: the loss diverged in {:.0} of {n:.0} replications (diverged = true); \
+                 those stopped when it did, so their other metrics cover fewer hours (see diverged_at_h)",
+                f64_at(summary, "point", row).unwrap_or(0.0),
+                (fraction * n).round()
+            );
         }
     }
 }
@@ -311,6 +331,7 @@ fn run(
     if let Some(summary) = &report.summary {
         print_summary(summary, m, Some(&s));
         warn_on_extrapolation(summary);
+        report_divergence(summary);
     }
     if !m.failed.is_empty() {
         let first = &m.failed[0];
@@ -378,6 +399,7 @@ fn analyze(dirs: &[PathBuf], out: Option<PathBuf>, confidence: f64) -> anyhow::R
     say!("infersim {} | scenario {} | {}", merged.version, merged.scenario, merged.description);
     let scenario = Scenario::parse(&merged.scenario, &merged.scenario_toml).ok();
     print_summary(&summary, &merged, scenario.as_ref());
+    report_divergence(&summary);
     Ok(ExitCode::SUCCESS)
 }
 

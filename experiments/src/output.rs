@@ -200,8 +200,13 @@ pub fn replications_batch(
         columns.push(array);
     }
     for (m, name) in metric_names.iter().enumerate() {
-        fields.push(Field::new(*name, DataType::Float64, true));
-        columns.push(Arc::new(records.iter().map(|r| r.metrics[m]).collect::<Float64Array>()));
+        if crate::runner::BOOLEAN_METRICS.contains(name) {
+            fields.push(Field::new(*name, DataType::Boolean, true));
+            columns.push(Arc::new(records.iter().map(|r| r.metrics[m].map(|x| x != 0.0)).collect::<BooleanArray>()));
+        } else {
+            fields.push(Field::new(*name, DataType::Float64, true));
+            columns.push(Arc::new(records.iter().map(|r| r.metrics[m]).collect::<Float64Array>()));
+        }
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }

@@ -82,6 +82,54 @@ pub fn read_trace_csv(path: &Path, task_names: &[&str]) -> Result<Vec<ReplayedRe
     Ok(requests)
 }
 
+/// Reads a carbon-intensity series: a CSV with a header naming `t_h` (hours from the
+/// start of the run, strictly increasing) and `kg_per_kwh` (>= 0); other columns are
+/// ignored. Each value holds until the next row's hour.
+pub fn read_intensity_csv(path: &Path) -> Result<Vec<(f64, f64)>, ScenarioError> {
+    let shown = path.display().to_string();
+    let text =
+        std::fs::read_to_string(path).map_err(|error| ScenarioError::Read { source_name: shown.clone(), error })?;
+    let bad = |line: usize, message: String| ScenarioError::Trace { path: shown.clone(), line, message };
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let Some((_, header)) = lines.next() else {
+        return Err(bad(1, "the file is empty; expected a header with t_h,kg_per_kwh".into()));
+    };
+    let columns: Vec<&str> = header.split(',').map(str::trim).collect();
+    let find = |name: &str| {
+        columns
+            .iter()
+            .position(|c| *c == name)
+            .ok_or_else(|| bad(1, format!("no {name} column (columns: {})", columns.join(", "))))
+    };
+    let (t_col, v_col) = (find("t_h")?, find("kg_per_kwh")?);
+    let mut points: Vec<(f64, f64)> = Vec::new();
+    for (index, line) in lines {
+        let number = index + 1;
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let number_at = |col: usize, name: &str| -> Result<f64, ScenarioError> {
+            let raw = fields.get(col).copied().unwrap_or("");
+            raw.parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| bad(number, format!("{name} = {raw:?} is not a finite number")))
+        };
+        let (t_h, value) = (number_at(t_col, "t_h")?, number_at(v_col, "kg_per_kwh")?);
+        if value < 0.0 {
+            return Err(bad(number, format!("kg_per_kwh = {value} is negative")));
+        }
+        if let Some(&(previous, _)) = points.last()
+            && t_h <= previous
+        {
+            return Err(bad(number, format!("t_h = {t_h} does not increase (the previous row has {previous})")));
+        }
+        points.push((t_h, value));
+    }
+    if points.is_empty() {
+        return Err(bad(2, "no rows after the header".into()));
+    }
+    Ok(points)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

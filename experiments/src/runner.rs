@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::path::PathBuf;
 
+use infersim_agents::retraining::{
+    RetrainingConfig, RetrainingRun, build_retraining, finish_retraining, run_retraining,
+};
 use infersim_agents::serving::{RequestRecord, ServingConfig, ServingRun, build_sampled_serving, run_serving};
 use infersim_agents::station::{
     CustomerRecord, DurationDistribution, StationConfig, StationRun, build_sampled_station, run_station, theory,
@@ -18,8 +21,8 @@ use rayon::prelude::*;
 use crate::output::ReplicationRecord;
 use crate::scenario::{ModelConfig, Point};
 use crate::trace::{
-    ParquetSink, ServingRequestColumns, ServingSampleColumns, StationRequestColumns, StationSampleColumns, TraceLevel,
-    trace_dir,
+    ParquetSink, RetrainingRequestColumns, RetrainingSampleColumns, ServingRequestColumns, ServingSampleColumns,
+    StationRequestColumns, StationSampleColumns, TraceLevel, trace_dir,
 };
 
 /// What to trace and where.
@@ -119,12 +122,109 @@ pub const SERVING_METRICS: &[&str] = &[
     "events",
 ];
 
+/// Per-replication metrics of the drift-and-retraining world, in column order.
+pub const RETRAINING_METRICS: &[&str] = &[
+    "final_loss",
+    "min_loss",
+    "max_loss",
+    "mean_loss",
+    "quality_mean",
+    "retrain_starts",
+    "retrain_completed",
+    "retrain_failed",
+    "retrain_preempted",
+    "hours_above_upper",
+    "drift_per_h",
+    "requests",
+    "served",
+    "lost",
+    "gpu_failures",
+    "latency_mean_s",
+    "latency_p99_s",
+    "energy_kwh",
+    "energy_serving_kwh",
+    "energy_idle_kwh",
+    "energy_training_kwh",
+    "carbon_kg",
+    "cost_usd",
+    "diverged",
+    "diverged_at_h",
+    "simulated_h",
+    "events",
+];
+
+/// Metrics that are true or false: kept as 1 or 0 in part files, written as Boolean
+/// columns, summarised as the fraction of replications where they hold.
+pub const BOOLEAN_METRICS: &[&str] = &["diverged"];
+
 /// The metric columns a model produces.
 pub fn metric_names(model: &ModelConfig) -> &'static [&'static str] {
     match model {
         ModelConfig::Station(_) => STATION_METRICS,
         ModelConfig::Serving(_) => SERVING_METRICS,
+        ModelConfig::Retraining(_) => RETRAINING_METRICS,
     }
+}
+
+fn retraining_metrics(run: &RetrainingRun) -> Vec<Option<f64>> {
+    vec![
+        Some(run.final_loss),
+        Some(run.min_loss),
+        Some(run.max_loss),
+        Some(run.mean_loss),
+        Some(run.quality_mean),
+        Some(run.retrain_starts as f64),
+        Some(run.retrain_completed as f64),
+        Some(run.retrain_failed as f64),
+        Some(run.retrain_preempted as f64),
+        Some(run.hours_above_upper),
+        Some(run.drift_per_h),
+        Some(run.requests as f64),
+        Some(run.served as f64),
+        Some(run.lost as f64),
+        Some(run.gpu_failures as f64),
+        run.latency_mean_s,
+        run.latency_p99_s,
+        Some(run.energy_kwh),
+        Some(run.energy_serving_kwh),
+        Some(run.energy_idle_kwh),
+        Some(run.energy_training_kwh),
+        Some(run.carbon_kg),
+        Some(run.cost_usd),
+        Some(if run.diverged { 1.0 } else { 0.0 }),
+        run.diverged_at_h,
+        Some(run.simulated_h),
+        Some(run.events as f64),
+    ]
+}
+
+/// Runs the drift-and-retraining world; its timeseries is one row per monitor tick.
+fn run_retraining_traced(
+    config: &RetrainingConfig,
+    seed: u64,
+    point: u32,
+    replication: u64,
+    trace: &TraceSpec,
+) -> Result<RetrainingRun, String> {
+    if trace.level == TraceLevel::Summary {
+        return run_retraining(config, seed, replication);
+    }
+    let dir = fresh_trace_dir(trace, point, replication)?;
+    let samples =
+        ParquetSink::<RetrainingSampleColumns>::create(dir.join("timeseries.parquet")).map_err(|e| e.to_string())?;
+    let requests = if trace.level >= TraceLevel::Requests {
+        Some(ParquetSink::<RetrainingRequestColumns>::create(dir.join("requests.parquet")).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let mut sim = build_retraining(config, requests, Some(samples), seed, replication).map_err(|e| e.to_string())?;
+    let run = finish_retraining(&mut sim).map_err(|e| e.to_string())?;
+    let (requests, samples) = sim.into_model().into_observers();
+    if let Some(requests) = requests {
+        requests.finish().map_err(|e| e.to_string())?;
+    }
+    samples.expect("sampling was switched on").finish().map_err(|e| e.to_string())?;
+    Ok(run)
 }
 
 fn serving_metrics(run: &ServingRun) -> Vec<Option<f64>> {
@@ -277,21 +377,24 @@ pub fn work_items(points: usize, replications: u64, shard: Shard) -> Vec<(u32, u
 /// becomes a record with an error and no metrics, so it cannot take the batch down.
 pub fn run_replication(point: &Point, master_seed: u64, replication: u64, trace: &TraceSpec) -> ReplicationRecord {
     let metrics = metric_names(&point.model);
-    let outcome =
-        catch_unwind(AssertUnwindSafe(|| match &point.model {
-            ModelConfig::Station(config) => run_station_traced(config, master_seed, point.index, replication, trace)
-                .map(|run| station_metrics(&run)),
-            ModelConfig::Serving(config) => run_serving_traced(config, master_seed, point.index, replication, trace)
-                .map(|run| serving_metrics(&run)),
-        }))
-        .unwrap_or_else(|panic| {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(format!("panicked: {message}"))
-        });
+    let outcome = catch_unwind(AssertUnwindSafe(|| match &point.model {
+        ModelConfig::Station(config) => {
+            run_station_traced(config, master_seed, point.index, replication, trace).map(|run| station_metrics(&run))
+        }
+        ModelConfig::Serving(config) => {
+            run_serving_traced(config, master_seed, point.index, replication, trace).map(|run| serving_metrics(&run))
+        }
+        ModelConfig::Retraining(config) => run_retraining_traced(config, master_seed, point.index, replication, trace)
+            .map(|run| retraining_metrics(&run)),
+    }))
+    .unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(format!("panicked: {message}"))
+    });
     let (metrics, error) = match outcome {
         Ok(values) => (values, None),
         Err(e) => (vec![None; metrics.len()], Some(e)),

@@ -10,6 +10,11 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use infersim_agents::grid::CarbonIntensity;
+use infersim_agents::retraining::{
+    Drift, DriftDistribution, Energy, Fleet, LossFunction, Monitor, Policy, Prices, Quality, RetrainingConfig,
+    Training, TrainingPool,
+};
 use infersim_agents::serving::{ArrivalProcess, BatchTime, Failures, OverLimit, Routing, ServingConfig, Task};
 use infersim_agents::station::{DurationDistribution, StationConfig};
 use serde::Deserialize;
@@ -19,6 +24,10 @@ use toml::{Table, Value};
 pub const BUILTIN: &[(&str, &str)] = &[
     ("serving", include_str!("../../data/scenarios/serving.toml")),
     ("mmc", include_str!("../../data/scenarios/mmc.toml")),
+    ("bloom-sd", include_str!("../../data/scenarios/bloom-sd.toml")),
+    ("bloom-stochastic", include_str!("../../data/scenarios/bloom-stochastic.toml")),
+    ("bloom-deployment", include_str!("../../data/scenarios/bloom-deployment.toml")),
+    ("bloom-sweep", include_str!("../../data/scenarios/bloom-sweep.toml")),
 ];
 
 /// The scenario `infersim run` uses when none is named.
@@ -54,6 +63,7 @@ const KNOWN_KEYS: &[&str] = &[
     "serving.arrivals.rates_per_s",
     "serving.arrivals.mean_sojourn_s",
     "serving.arrivals.path",
+    "serving.arrivals.first_gap_fraction",
     "serving.tasks",
     "serving.service.kind",
     "serving.service.batch_sizes",
@@ -68,6 +78,63 @@ const KNOWN_KEYS: &[&str] = &[
     "serving.grid.kg_per_kwh",
     "serving.prices.energy_usd_per_kwh",
     "serving.prices.gpu_usd_per_hour",
+    "arrivals.kind",
+    "arrivals.rate_per_s",
+    "arrivals.first_gap_fraction",
+    "arrivals.amplitude",
+    "arrivals.period_h",
+    "arrivals.peak_h",
+    "arrivals.rates_per_s",
+    "arrivals.mean_sojourn_s",
+    "arrivals.path",
+    "fleet.gpus",
+    "fleet.service_s",
+    "fleet.service_cv",
+    "fleet.failures.mtbf_h",
+    "fleet.failures.mttr_h",
+    "drift.per_request",
+    "drift.distribution",
+    "drift.cv",
+    "drift.initial_loss",
+    "drift.diverge_above",
+    "quality.kind",
+    "quality.best_loss",
+    "quality.worst_loss",
+    "monitor.policy",
+    "monitor.upper",
+    "monitor.lower",
+    "monitor.interval_h",
+    "monitor.period_h",
+    "monitor.threshold_kg_per_kwh",
+    "monitor.deadline_h",
+    "training.pool",
+    "training.dedicated_gpus",
+    "training.gpus_per_job",
+    "training.samples_per_gpu_h",
+    "training.samples_per_job",
+    "training.base_samples",
+    "training.loss.kind",
+    "training.loss.scale",
+    "training.loss.offset",
+    "training.loss.a",
+    "training.loss.b",
+    "training.loss.c",
+    "training.energy_per_sample_kwh",
+    "training.gpu_power_kw",
+    "training.preempt_above_queue",
+    "energy.per_request_kwh",
+    "energy.idle_kwh_per_h",
+    "energy.pue",
+    "grid.kind",
+    "grid.kg_per_kwh",
+    "grid.mean_kg_per_kwh",
+    "grid.amplitude",
+    "grid.peak_h",
+    "grid.period_h",
+    "grid.path",
+    "prices.energy_usd_per_kwh",
+    "prices.gpu_usd_per_hour",
+    "simulation.duration_h",
     "simulation.customers",
     "simulation.warmup_customers",
     "simulation.duration_s",
@@ -226,6 +293,8 @@ pub enum ModelConfig {
     Station(StationConfig),
     /// The serving world (`[serving]`).
     Serving(ServingConfig),
+    /// The drift-and-retraining world (`[drift]` with `[monitor]`, `[training]`, ...).
+    Retraining(RetrainingConfig),
 }
 
 /// One point of a (possibly swept) scenario.
@@ -302,6 +371,70 @@ struct RawScenario {
     station: Option<RawStation>,
     serving: Option<RawServing>,
     simulation: RawSimulation,
+    // The drift-and-retraining world.
+    arrivals: Option<Value>,
+    fleet: Option<Fleet>,
+    drift: Option<RawDrift>,
+    quality: Option<Quality>,
+    monitor: Option<RawMonitor>,
+    training: Option<RawTraining>,
+    energy: Option<Energy>,
+    grid: Option<Value>,
+    prices: Option<Prices>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDrift {
+    per_request: f64,
+    #[serde(default = "default_drift_distribution")]
+    distribution: String,
+    cv: Option<f64>,
+    initial_loss: f64,
+    #[serde(default = "default_diverge_above")]
+    diverge_above: f64,
+}
+
+fn default_drift_distribution() -> String {
+    "constant".into()
+}
+
+fn default_diverge_above() -> f64 {
+    10.0
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMonitor {
+    policy: String,
+    upper: f64,
+    lower: f64,
+    #[serde(default = "default_interval_h")]
+    interval_h: f64,
+    period_h: Option<f64>,
+    threshold_kg_per_kwh: Option<f64>,
+    deadline_h: Option<f64>,
+}
+
+fn default_interval_h() -> f64 {
+    1.0
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTraining {
+    pool: String,
+    dedicated_gpus: Option<i64>,
+    gpus_per_job: i64,
+    samples_per_gpu_h: f64,
+    samples_per_job: f64,
+    base_samples: f64,
+    loss: LossFunction,
+    #[serde(default)]
+    energy_per_sample_kwh: f64,
+    #[serde(default)]
+    gpu_power_kw: f64,
+    preempt_above_queue: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -364,6 +497,7 @@ struct RawSimulation {
     customers: Option<i64>,
     warmup_customers: Option<i64>,
     duration_s: Option<f64>,
+    duration_h: Option<f64>,
     warmup_s: Option<f64>,
     #[serde(default = "default_replications")]
     replications: i64,
@@ -580,19 +714,51 @@ impl Scenario {
                 Ok(())
             }
         };
-        let model = match (&raw.station, &raw.serving) {
-            (Some(s), None) => {
+        let retraining_sections = [
+            ("arrivals", raw.arrivals.is_some()),
+            ("fleet", raw.fleet.is_some()),
+            ("drift", raw.drift.is_some()),
+            ("quality", raw.quality.is_some()),
+            ("monitor", raw.monitor.is_some()),
+            ("training", raw.training.is_some()),
+            ("energy", raw.energy.is_some()),
+            ("grid", raw.grid.is_some()),
+            ("prices", raw.prices.is_some()),
+        ];
+        let retraining = retraining_sections.iter().any(|(_, present)| *present);
+        let model = match (&raw.station, &raw.serving, retraining) {
+            (Some(s), None, false) => {
                 only("simulation.duration_s", sim.duration_s.is_some(), "serving")?;
+                only("simulation.duration_h", sim.duration_h.is_some(), "serving")?;
                 only("simulation.warmup_s", sim.warmup_s.is_some(), "serving")?;
                 ModelConfig::Station(Scenario::resolve_station(s, sim, &invalid)?)
             }
-            (None, Some(s)) => {
+            (None, Some(s), false) => {
                 only("simulation.customers", sim.customers.is_some(), "station")?;
                 only("simulation.warmup_customers", sim.warmup_customers.is_some(), "station")?;
                 ModelConfig::Serving(Scenario::resolve_serving(s, sim, base_dir, &invalid)?)
             }
+            (None, None, true) => {
+                if let Some((section, _)) = retraining_sections.iter().find(|(_, present)| !present) {
+                    return Err(invalid(
+                        &format!("[{section}]"),
+                        &"(missing)",
+                        "a table: a drift-and-retraining scenario needs [arrivals], [fleet], [drift], \
+                         [quality], [monitor], [training], [energy], [grid] and [prices]",
+                    ));
+                }
+                only("simulation.customers", sim.customers.is_some(), "station")?;
+                only("simulation.warmup_customers", sim.warmup_customers.is_some(), "station")?;
+                only("simulation.warmup_s", sim.warmup_s.is_some(), "serving")?;
+                ModelConfig::Retraining(Scenario::resolve_retraining(&raw, sim, base_dir, &invalid)?)
+            }
             _ => {
-                return Err(invalid("[station] / [serving]", &"", "exactly one model section: [station] or [serving]"));
+                return Err(invalid(
+                    "[station] / [serving] / [drift]",
+                    &"",
+                    "exactly one model: [station], [serving], or the drift-and-retraining tables ([drift], \
+                     [monitor], [training], ...)",
+                ));
             }
         };
         Ok(ResolvedPoint {
@@ -672,9 +838,7 @@ impl Scenario {
         let count = |key: &str, v: i64| {
             u32::try_from(v).ok().filter(|&n| n >= 1).ok_or_else(|| invalid(key, &v, "an integer from 1 to 4294967295"))
         };
-        let duration_s = sim
-            .duration_s
-            .ok_or_else(|| invalid("simulation.duration_s", &"(missing)", "a number of seconds > 0 for [serving]"))?;
+        let duration_s = Scenario::duration_s(sim, invalid)?;
         let config =
             ServingConfig {
                 arrivals: Scenario::resolve_arrivals(&s.arrivals, &s.tasks, base_dir, invalid)?,
@@ -719,13 +883,163 @@ impl Scenario {
         Ok(config)
     }
 
+    /// `simulation.duration_s` or `simulation.duration_h` (exactly one), in seconds.
+    fn duration_s(
+        sim: &RawSimulation,
+        invalid: &dyn Fn(&str, &dyn fmt::Display, &str) -> ScenarioError,
+    ) -> Result<f64, ScenarioError> {
+        match (sim.duration_s, sim.duration_h) {
+            (Some(s), None) => Ok(s),
+            (None, Some(h)) if h.is_finite() && h > 0.0 => Ok(h * 3600.0),
+            (None, Some(h)) => Err(invalid("simulation.duration_h", &h, "a finite number of hours > 0")),
+            (Some(_), Some(_)) => Err(invalid("simulation.duration_h", &"(set)", "no value when duration_s is set")),
+            (None, None) => {
+                Err(invalid("simulation.duration_s", &"(missing)", "duration_s (seconds) or duration_h (hours)"))
+            }
+        }
+    }
+
+    fn resolve_retraining(
+        raw: &RawScenario,
+        sim: &RawSimulation,
+        base_dir: &Path,
+        invalid: &dyn Fn(&str, &dyn fmt::Display, &str) -> ScenarioError,
+    ) -> Result<RetrainingConfig, ScenarioError> {
+        let present = "checked present";
+        let (d, m, t) = (
+            raw.drift.as_ref().expect(present),
+            raw.monitor.as_ref().expect(present),
+            raw.training.as_ref().expect(present),
+        );
+        let need = |key: &str, v: Option<f64>, policy: &str| {
+            v.ok_or_else(|| invalid(key, &"(missing)", &format!("a number when monitor.policy = \"{policy}\"")))
+        };
+        let policy = match m.policy.as_str() {
+            "vensim" => Policy::Vensim,
+            "hysteresis" => Policy::Hysteresis,
+            "periodic" => Policy::Periodic { period_h: need("monitor.period_h", m.period_h, "periodic")? },
+            "carbon_aware" => Policy::CarbonAware {
+                threshold_kg_per_kwh: need("monitor.threshold_kg_per_kwh", m.threshold_kg_per_kwh, "carbon_aware")?,
+                deadline_h: need("monitor.deadline_h", m.deadline_h, "carbon_aware")?,
+            },
+            other => {
+                return Err(invalid("monitor.policy", &other, "one of vensim, hysteresis, periodic, carbon_aware"));
+            }
+        };
+        let distribution = match (d.distribution.as_str(), d.cv) {
+            ("constant", None) => DriftDistribution::Constant,
+            ("gamma", Some(cv)) => DriftDistribution::Gamma { cv },
+            ("lognormal", Some(cv)) => DriftDistribution::LogNormal { cv },
+            ("gamma" | "lognormal", None) => {
+                return Err(invalid("drift.cv", &"(missing)", "a number > 0 for gamma and lognormal drift"));
+            }
+            ("constant", Some(cv)) => return Err(invalid("drift.cv", &cv, "no value for constant drift")),
+            (other, _) => return Err(invalid("drift.distribution", &other, "one of constant, gamma, lognormal")),
+        };
+        let gpus = |key: &str, v: i64| {
+            u32::try_from(v).ok().filter(|&n| n >= 1).ok_or_else(|| invalid(key, &v, "an integer from 1 to 4294967295"))
+        };
+        let pool = match (t.pool.as_str(), t.dedicated_gpus) {
+            ("shared", None) => TrainingPool::Shared,
+            ("dedicated", Some(n)) => TrainingPool::Dedicated { gpus: gpus("training.dedicated_gpus", n)? },
+            ("dedicated", None) => {
+                return Err(invalid("training.dedicated_gpus", &"(missing)", "an integer >= 1 with a dedicated pool"));
+            }
+            ("shared", Some(n)) => return Err(invalid("training.dedicated_gpus", &n, "no value with a shared pool")),
+            (other, _) => return Err(invalid("training.pool", &other, "shared or dedicated")),
+        };
+        let preempt_above_queue = match t.preempt_above_queue {
+            None => None,
+            Some(n) => Some(
+                u32::try_from(n)
+                    .map_err(|_| invalid("training.preempt_above_queue", &n, "an integer from 0 to 4294967295"))?,
+            ),
+        };
+        let config = RetrainingConfig {
+            arrivals: Scenario::resolve_arrivals_at(
+                "arrivals",
+                raw.arrivals.as_ref().expect(present),
+                &[],
+                base_dir,
+                invalid,
+            )?,
+            fleet: raw.fleet.expect(present),
+            drift: Drift {
+                per_request: d.per_request,
+                distribution,
+                initial_loss: d.initial_loss,
+                diverge_above: d.diverge_above,
+            },
+            quality: raw.quality.expect(present),
+            monitor: Monitor { policy, upper: m.upper, lower: m.lower, interval_h: m.interval_h },
+            training: Training {
+                pool,
+                gpus_per_job: gpus("training.gpus_per_job", t.gpus_per_job)?,
+                samples_per_gpu_h: t.samples_per_gpu_h,
+                samples_per_job: t.samples_per_job,
+                base_samples: t.base_samples,
+                loss: t.loss,
+                energy_per_sample_kwh: t.energy_per_sample_kwh,
+                gpu_power_kw: t.gpu_power_kw,
+                preempt_above_queue,
+            },
+            energy: raw.energy.expect(present),
+            grid: Scenario::resolve_grid(raw.grid.as_ref().expect(present), base_dir, invalid)?,
+            prices: raw.prices.expect(present),
+            duration_s: Scenario::duration_s(sim, invalid)?,
+        };
+        config.validate().map_err(|e| {
+            let key = if e.key == "duration_s" { "simulation.duration_s".to_string() } else { e.key.clone() };
+            invalid(&key, &e.value, e.allowed)
+        })?;
+        Ok(config)
+    }
+
+    /// A grid table: `{ kind = "constant" | "diurnal" | "series", ... }`; a series names
+    /// a CSV with `t_h,kg_per_kwh` rows, relative to the scenario file.
+    fn resolve_grid(
+        value: &Value,
+        base_dir: &Path,
+        invalid: &dyn Fn(&str, &dyn fmt::Display, &str) -> ScenarioError,
+    ) -> Result<CarbonIntensity, ScenarioError> {
+        let malformed = |message: String| invalid("grid", &"(table)", &message);
+        if value.get("kind").and_then(Value::as_str) == Some("series") {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct RawSeries {
+                #[allow(dead_code)]
+                kind: String,
+                path: String,
+            }
+            let raw: RawSeries =
+                value.clone().try_into().map_err(|e: toml::de::Error| malformed(e.message().to_string()))?;
+            let points = crate::replay::read_intensity_csv(&base_dir.join(&raw.path))?;
+            return Ok(CarbonIntensity::Series { points: points.into() });
+        }
+        value
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| malformed(format!("{} (kinds: constant, diurnal, series)", e.message())))
+    }
+
     fn resolve_arrivals(
         value: &Value,
         tasks: &[Task],
         base_dir: &Path,
         invalid: &dyn Fn(&str, &dyn fmt::Display, &str) -> ScenarioError,
     ) -> Result<ArrivalProcess, ScenarioError> {
-        let malformed = |message: String| invalid("serving.arrivals", &"(table)", &message);
+        Scenario::resolve_arrivals_at("serving.arrivals", value, tasks, base_dir, invalid)
+    }
+
+    /// An arrivals table at `key`: a process, or `{ kind = "trace", path = "..." }`.
+    fn resolve_arrivals_at(
+        key: &str,
+        value: &Value,
+        tasks: &[Task],
+        base_dir: &Path,
+        invalid: &dyn Fn(&str, &dyn fmt::Display, &str) -> ScenarioError,
+    ) -> Result<ArrivalProcess, ScenarioError> {
+        let malformed = |message: String| invalid(key, &"(table)", &message);
         if value.get("kind").and_then(Value::as_str) == Some("trace") {
             #[derive(Deserialize)]
             #[serde(deny_unknown_fields)]
@@ -822,7 +1136,7 @@ mod tests {
         let both = format!(
             "{text}\n[station]\nservers = 1\narrival_rate_per_s = 1.0\nservice_rate_per_s = 2.0\nservice = \"exponential\"\n"
         );
-        assert!(Scenario::parse("s.toml", &both).unwrap_err().to_string().contains("exactly one model section"));
+        assert!(Scenario::parse("s.toml", &both).unwrap_err().to_string().contains("exactly one model"));
     }
 
     #[test]

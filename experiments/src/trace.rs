@@ -17,6 +17,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use infersim_agents::retraining::{RetrainingRequest, RetrainingSample};
 use infersim_agents::serving::{RequestOutcome, RequestRecord, ServingSample};
 use infersim_agents::station::{CustomerRecord, Outcome, StationSample};
 use infersim_engine::Observer;
@@ -133,69 +134,62 @@ impl<C: Columns> Observer<C::Row> for ParquetSink<C> {
     }
 }
 
-/// Columns of `requests.parquet` for the station: one row per customer.
-#[derive(Default)]
-pub struct StationRequestColumns {
-    request_id: Vec<u64>,
-    arrival_s: Vec<f64>,
-    start_s: Vec<Option<f64>>,
-    finish_s: Vec<Option<f64>>,
-    server: Vec<Option<u32>>,
-    wait_s: Vec<Option<f64>>,
-    latency_s: Vec<Option<f64>>,
-    outcome: Vec<&'static str>,
-    warmup: Vec<bool>,
+/// Defines a [`Columns`] type from one line per column: name, buffer element type,
+/// Arrow array type, Arrow data type, nullability, and the value taken from a row.
+macro_rules! columns {
+    (
+        $(#[$doc:meta])*
+        $name:ident for $row:ty {
+            $($col:ident: $ty:ty => $array:ident, $dtype:ident, $nullable:literal, |$r:ident| $value:expr;)+
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(Default)]
+        pub struct $name {
+            $($col: Vec<$ty>,)+
+        }
+
+        impl Columns for $name {
+            type Row = $row;
+
+            fn schema() -> SchemaRef {
+                Arc::new(Schema::new(vec![$(Field::new(stringify!($col), DataType::$dtype, $nullable)),+]))
+            }
+
+            fn push(&mut self, row: $row) {
+                $(self.$col.push({
+                    let $r = &row;
+                    $value
+                });)+
+            }
+
+            fn len(&self) -> usize {
+                [$(self.$col.len()),+][0]
+            }
+
+            fn take(&mut self) -> Vec<ArrayRef> {
+                let c = std::mem::take(self);
+                vec![$(Arc::new($array::from(c.$col)) as ArrayRef),+]
+            }
+        }
+    };
 }
 
-impl Columns for StationRequestColumns {
-    type Row = CustomerRecord;
-
-    fn schema() -> SchemaRef {
-        Arc::new(Schema::new(vec![
-            Field::new("request_id", DataType::UInt64, false),
-            Field::new("arrival_s", DataType::Float64, false),
-            Field::new("start_s", DataType::Float64, true),
-            Field::new("finish_s", DataType::Float64, true),
-            Field::new("server", DataType::UInt32, true),
-            Field::new("wait_s", DataType::Float64, true),
-            Field::new("latency_s", DataType::Float64, true),
-            Field::new("outcome", DataType::Utf8, false),
-            Field::new("warmup", DataType::Boolean, false),
-        ]))
-    }
-
-    fn push(&mut self, r: CustomerRecord) {
-        self.request_id.push(r.customer);
-        self.arrival_s.push(r.arrival_s);
-        self.start_s.push(r.start_s);
-        self.finish_s.push(r.finish_s);
-        self.server.push(r.server);
-        self.wait_s.push(r.start_s.map(|s| s - r.arrival_s));
-        self.latency_s.push(r.finish_s.map(|f| f - r.arrival_s));
-        self.outcome.push(match r.outcome {
+columns! {
+    /// Columns of `requests.parquet` for the station: one row per customer.
+    StationRequestColumns for CustomerRecord {
+        request_id: u64 => UInt64Array, UInt64, false, |r| r.customer;
+        arrival_s: f64 => Float64Array, Float64, false, |r| r.arrival_s;
+        start_s: Option<f64> => Float64Array, Float64, true, |r| r.start_s;
+        finish_s: Option<f64> => Float64Array, Float64, true, |r| r.finish_s;
+        server: Option<u32> => UInt32Array, UInt32, true, |r| r.server;
+        wait_s: Option<f64> => Float64Array, Float64, true, |r| r.start_s.map(|s| s - r.arrival_s);
+        latency_s: Option<f64> => Float64Array, Float64, true, |r| r.finish_s.map(|f| f - r.arrival_s);
+        outcome: &'static str => StringArray, Utf8, false, |r| match r.outcome {
             Outcome::Served => "served",
             Outcome::Blocked => "rejected",
-        });
-        self.warmup.push(r.warmup);
-    }
-
-    fn len(&self) -> usize {
-        self.request_id.len()
-    }
-
-    fn take(&mut self) -> Vec<ArrayRef> {
-        let c = std::mem::take(self);
-        vec![
-            Arc::new(UInt64Array::from(c.request_id)),
-            Arc::new(Float64Array::from(c.arrival_s)),
-            Arc::new(Float64Array::from(c.start_s)),
-            Arc::new(Float64Array::from(c.finish_s)),
-            Arc::new(UInt32Array::from(c.server)),
-            Arc::new(Float64Array::from(c.wait_s)),
-            Arc::new(Float64Array::from(c.latency_s)),
-            Arc::new(StringArray::from(c.outcome)),
-            Arc::new(BooleanArray::from(c.warmup)),
-        ]
+        };
+        warmup: bool => BooleanArray, Boolean, false, |r| r.warmup;
     }
 }
 
@@ -298,103 +292,61 @@ impl Columns for ServingRequestColumns {
     }
 }
 
-/// Columns of `timeseries.parquet` for the serving world.
-#[derive(Default)]
-pub struct ServingSampleColumns {
-    t_s: Vec<f64>,
-    queue_len: Vec<u32>,
-    busy_gpus: Vec<u32>,
-    power_kw: Vec<f64>,
-    energy_kwh: Vec<f64>,
-    carbon_kg: Vec<f64>,
-}
-
-impl Columns for ServingSampleColumns {
-    type Row = ServingSample;
-
-    fn schema() -> SchemaRef {
-        Arc::new(Schema::new(vec![
-            Field::new("t_h", DataType::Float64, false),
-            Field::new("t_s", DataType::Float64, false),
-            Field::new("queue_len", DataType::UInt32, false),
-            Field::new("busy_gpus", DataType::UInt32, false),
-            Field::new("power_kw", DataType::Float64, false),
-            Field::new("energy_kwh", DataType::Float64, false),
-            Field::new("carbon_kg", DataType::Float64, false),
-        ]))
-    }
-
-    fn push(&mut self, s: ServingSample) {
-        self.t_s.push(s.t_s);
-        self.queue_len.push(s.queue_len);
-        self.busy_gpus.push(s.busy_gpus);
-        self.power_kw.push(s.power_kw);
-        self.energy_kwh.push(s.energy_kwh);
-        self.carbon_kg.push(s.carbon_kg);
-    }
-
-    fn len(&self) -> usize {
-        self.t_s.len()
-    }
-
-    fn take(&mut self) -> Vec<ArrayRef> {
-        let c = std::mem::take(self);
-        let t_h: Vec<f64> = c.t_s.iter().map(|t| t / 3600.0).collect();
-        vec![
-            Arc::new(Float64Array::from(t_h)),
-            Arc::new(Float64Array::from(c.t_s)),
-            Arc::new(UInt32Array::from(c.queue_len)),
-            Arc::new(UInt32Array::from(c.busy_gpus)),
-            Arc::new(Float64Array::from(c.power_kw)),
-            Arc::new(Float64Array::from(c.energy_kwh)),
-            Arc::new(Float64Array::from(c.carbon_kg)),
-        ]
+columns! {
+    /// Columns of `timeseries.parquet` for the serving world.
+    ServingSampleColumns for ServingSample {
+        t_h: f64 => Float64Array, Float64, false, |s| s.t_s / 3600.0;
+        t_s: f64 => Float64Array, Float64, false, |s| s.t_s;
+        queue_len: u32 => UInt32Array, UInt32, false, |s| s.queue_len;
+        busy_gpus: u32 => UInt32Array, UInt32, false, |s| s.busy_gpus;
+        power_kw: f64 => Float64Array, Float64, false, |s| s.power_kw;
+        energy_kwh: f64 => Float64Array, Float64, false, |s| s.energy_kwh;
+        carbon_kg: f64 => Float64Array, Float64, false, |s| s.carbon_kg;
     }
 }
 
-/// Columns of `timeseries.parquet` for the station.
-#[derive(Default)]
-pub struct StationSampleColumns {
-    t_s: Vec<f64>,
-    queue_len: Vec<u32>,
-    busy_servers: Vec<u32>,
-    in_system: Vec<u32>,
+columns! {
+    /// Columns of `timeseries.parquet` for the station.
+    StationSampleColumns for StationSample {
+        t_h: f64 => Float64Array, Float64, false, |s| s.t_s / 3600.0;
+        t_s: f64 => Float64Array, Float64, false, |s| s.t_s;
+        queue_len: u32 => UInt32Array, UInt32, false, |s| s.queue_len;
+        busy_servers: u32 => UInt32Array, UInt32, false, |s| s.busy_servers;
+        in_system: u32 => UInt32Array, UInt32, false, |s| s.in_system;
+    }
 }
 
-impl Columns for StationSampleColumns {
-    type Row = StationSample;
-
-    fn schema() -> SchemaRef {
-        Arc::new(Schema::new(vec![
-            Field::new("t_h", DataType::Float64, false),
-            Field::new("t_s", DataType::Float64, false),
-            Field::new("queue_len", DataType::UInt32, false),
-            Field::new("busy_servers", DataType::UInt32, false),
-            Field::new("in_system", DataType::UInt32, false),
-        ]))
+columns! {
+    /// Columns of `timeseries.parquet` for the drift-and-retraining world: one row per
+    /// monitor tick. The first six are the Vensim model's saved variables, by the same
+    /// names as its reference trajectories.
+    RetrainingSampleColumns for RetrainingSample {
+        t_h: f64 => Float64Array, Float64, false, |s| s.t_h;
+        loss: f64 => Float64Array, Float64, false, |s| s.loss;
+        training_gpus: f64 => Float64Array, Float64, false, |s| s.training_gpus;
+        processed_data: f64 => Float64Array, Float64, false, |s| s.processed_data;
+        energy_kwh: f64 => Float64Array, Float64, false, |s| s.energy_kwh;
+        requests: u64 => UInt64Array, UInt64, false, |s| s.requests;
+        loss_monitoring: f64 => Float64Array, Float64, false, |s| s.loss_monitoring;
+        quality: f64 => Float64Array, Float64, false, |s| s.quality;
+        queue_len: u32 => UInt32Array, UInt32, false, |s| s.queue_len;
+        carbon_kg: f64 => Float64Array, Float64, false, |s| s.carbon_kg;
     }
+}
 
-    fn push(&mut self, s: StationSample) {
-        self.t_s.push(s.t_s);
-        self.queue_len.push(s.queue_len);
-        self.busy_servers.push(s.busy_servers);
-        self.in_system.push(s.in_system);
-    }
-
-    fn len(&self) -> usize {
-        self.t_s.len()
-    }
-
-    fn take(&mut self) -> Vec<ArrayRef> {
-        let c = std::mem::take(self);
-        let t_h: Vec<f64> = c.t_s.iter().map(|t| t / 3600.0).collect();
-        vec![
-            Arc::new(Float64Array::from(t_h)),
-            Arc::new(Float64Array::from(c.t_s)),
-            Arc::new(UInt32Array::from(c.queue_len)),
-            Arc::new(UInt32Array::from(c.busy_servers)),
-            Arc::new(UInt32Array::from(c.in_system)),
-        ]
+columns! {
+    /// Columns of `requests.parquet` for the drift-and-retraining world.
+    RetrainingRequestColumns for RetrainingRequest {
+        request_id: u64 => UInt64Array, UInt64, false, |r| r.request_id;
+        arrival_s: f64 => Float64Array, Float64, false, |r| r.arrival_s;
+        start_s: f64 => Float64Array, Float64, false, |r| r.start_s;
+        finish_s: f64 => Float64Array, Float64, false, |r| r.finish_s;
+        gpu: Option<u32> => UInt32Array, UInt32, true, |r| r.gpu;
+        latency_s: Option<f64> => Float64Array, Float64, true, |r| r.served.then_some(r.latency_s);
+        loss: f64 => Float64Array, Float64, false, |r| r.loss;
+        drift: f64 => Float64Array, Float64, false, |r| r.drift;
+        energy_kwh: f64 => Float64Array, Float64, false, |r| r.energy_kwh;
+        outcome: &'static str => StringArray, Utf8, false, |r| if r.served { "served" } else { "lost" };
     }
 }
 

@@ -22,10 +22,17 @@ pub enum ArrivalProcess {
         /// Requests per second.
         rate_per_s: f64,
     },
-    /// Evenly spaced at this rate.
+    /// Evenly spaced at this rate: the k-th request (from 0) arrives at
+    /// `(k + first_gap_fraction) / rate_per_s`, computed from k so that rounding to
+    /// nanoseconds never accumulates.
     Deterministic {
         /// Requests per second.
         rate_per_s: f64,
+        /// How much of one gap passes before the first request, in (0, 1]: 1 (the
+        /// default) puts requests at the ends of their gaps, 0.5 in the middles (so
+        /// that none coincides with an event on a whole-hour grid).
+        #[serde(default = "one")]
+        first_gap_fraction: f64,
     },
     /// Non-homogeneous Poisson with a daily (or any periodic) cycle:
     /// `rate(t) = rate_per_s x (1 + amplitude x cos(2 pi (t_h - peak_h) / period_h))`,
@@ -77,7 +84,7 @@ impl ArrivalProcess {
     pub fn rate_per_s(&self) -> f64 {
         match self {
             ArrivalProcess::Poisson { rate_per_s }
-            | ArrivalProcess::Deterministic { rate_per_s }
+            | ArrivalProcess::Deterministic { rate_per_s, .. }
             | ArrivalProcess::Diurnal { rate_per_s, .. } => *rate_per_s,
             ArrivalProcess::Mmpp { rates_per_s, mean_sojourn_s } => {
                 let total: f64 = mean_sojourn_s.iter().sum();
@@ -102,7 +109,9 @@ impl ArrivalProcess {
                 let phase = |t: f64| TAU * (t - peak_h * 3600.0) / period_s;
                 rate_per_s * (t_s + amplitude * period_s / TAU * (phase(t_s).sin() - phase(0.0).sin()))
             }
-            ArrivalProcess::Deterministic { rate_per_s } => (t_s * rate_per_s).floor(),
+            ArrivalProcess::Deterministic { rate_per_s, first_gap_fraction } => {
+                (t_s * rate_per_s - first_gap_fraction + 1.0).floor().max(0.0)
+            }
             ArrivalProcess::Replay { ref requests } => requests.iter().filter(|r| r.time_s <= t_s).count() as f64,
             _ => self.rate_per_s() * t_s,
         }
@@ -115,9 +124,17 @@ impl ArrivalProcess {
         };
         let positive = |x: f64| x.is_finite() && x > 0.0;
         match self {
-            ArrivalProcess::Poisson { rate_per_s } | ArrivalProcess::Deterministic { rate_per_s } => {
+            ArrivalProcess::Poisson { rate_per_s } => {
                 if !positive(*rate_per_s) {
                     return bad("rate_per_s", rate_per_s.to_string(), "a finite number > 0");
+                }
+            }
+            ArrivalProcess::Deterministic { rate_per_s, first_gap_fraction } => {
+                if !positive(*rate_per_s) {
+                    return bad("rate_per_s", rate_per_s.to_string(), "a finite number > 0");
+                }
+                if !(*first_gap_fraction > 0.0 && *first_gap_fraction <= 1.0) {
+                    return bad("first_gap_fraction", first_gap_fraction.to_string(), "a number in (0, 1]");
                 }
             }
             ArrivalProcess::Diurnal { rate_per_s, amplitude, period_h, peak_h } => {
@@ -167,6 +184,10 @@ impl ArrivalProcess {
     }
 }
 
+fn one() -> f64 {
+    1.0
+}
+
 /// A standard exponential draw (mean 1).
 fn exp1(rng: &mut SimRng) -> f64 {
     Distribution::<f64>::sample(&Exp1, rng)
@@ -206,7 +227,11 @@ impl ArrivalGenerator {
         let after = |gap_s: f64| now.checked_add(SimDuration::from_secs_f64(gap_s)?).ok_or(ScheduleError::Overflow);
         match &self.process {
             ArrivalProcess::Poisson { .. } => after(self.gap.expect("validated Poisson rate").sample(rng)),
-            ArrivalProcess::Deterministic { rate_per_s } => after(1.0 / rate_per_s),
+            ArrivalProcess::Deterministic { rate_per_s, first_gap_fraction } => {
+                let k = self.cursor as f64;
+                self.cursor += 1;
+                SimTime::from_secs_f64((k + first_gap_fraction) / rate_per_s)
+            }
             ArrivalProcess::Replay { requests } => {
                 let next = requests.get(self.cursor).map_or(Ok(SimTime::MAX), |r| SimTime::from_secs_f64(r.time_s));
                 self.cursor += 1;

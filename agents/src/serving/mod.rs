@@ -37,7 +37,7 @@ use crate::distributions::lognormal_from_mean_cv;
 
 mod arrivals;
 mod batch_time;
-use arrivals::ArrivalGenerator;
+pub(crate) use arrivals::ArrivalGenerator;
 pub use arrivals::{ArrivalProcess, ReplayedRequest};
 pub use batch_time::BatchTime;
 
@@ -1106,7 +1106,7 @@ mod tests {
     /// One node, one GPU, evenly spaced arrivals at 1/s, 0.5 s per request, no warm-up.
     fn simple() -> ServingConfig {
         ServingConfig {
-            arrivals: ArrivalProcess::Deterministic { rate_per_s: 1.0 },
+            arrivals: ArrivalProcess::Deterministic { rate_per_s: 1.0, first_gap_fraction: 1.0 },
             tasks: vec![Task {
                 name: "chat".into(),
                 weight: 1.0,

@@ -11,13 +11,21 @@
 /// assert_eq!(t.mean(), Some(5.0));
 /// assert_eq!(t.variance(), Some(32.0 / 7.0));
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tally {
     count: u64,
     mean: f64,
     m2: f64,
     min: f64,
     max: f64,
+}
+
+impl Default for Tally {
+    /// An empty tally, as [`Tally::new`] (a derived default would start min and max
+    /// at zero instead of at the infinities).
+    fn default() -> Self {
+        Tally::new()
+    }
 }
 
 impl Tally {
@@ -130,6 +138,14 @@ impl Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_is_empty_with_extremes_from_the_first_observation() {
+        let mut t = Tally::default();
+        assert_eq!(t, Tally::new());
+        t.add(3.0);
+        assert_eq!((t.min(), t.max()), (Some(3.0), Some(3.0)));
+    }
 
     #[test]
     fn empty_and_single() {

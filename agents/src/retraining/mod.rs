@@ -1,0 +1,985 @@
+//! Drift and retraining: a deployed model whose loss drifts with every request it
+//! serves, a monitoring controller that retrains it, and the energy of both.
+//!
+//! Agents:
+//! - a request source ([`ArrivalProcess`]) whose requests queue for the serving
+//!   GPUs (or are served the instant they arrive when `fleet.service_s` is 0); every
+//!   served request adds drift to the loss;
+//! - a monitoring controller that ticks every `monitor.interval_h`, samples the state
+//!   and applies its [`Policy`];
+//! - retraining jobs that take GPUs from a dedicated pool or from the serving fleet,
+//!   process samples, lower the loss when they finish ([`LossFunction`]), and may be
+//!   preempted or fail with a GPU;
+//! - GPUs that fail and are repaired.
+//!
+//! Under the `vensim` policy the controller integrates the Vensim model's stocks
+//! (training GPUs, processed data) with its own Euler step, so a deterministic run
+//! reproduces the model file hour by hour. The other policies run discrete jobs.
+//!
+//! A runaway (loss above `drift.diverge_above`, or any state not finite) stops the
+//! replication at the tick that sees it and flags it: no infinity or NaN ever leaves
+//! the model.
+//!
+//! Streams: arrivals [`ARRIVAL_STREAM`], service times [`SERVICE_STREAM`], drift
+//! [`DRIFT_STREAM`], GPU `g`'s failures `FAILURE_STREAM_BASE + g`.
+//!
+//! ```
+//! use infersim_agents::retraining::{RetrainingConfig, run_retraining};
+//! let mut config = RetrainingConfig::bloom();
+//! config.duration_s = 200.0 * 3600.0;
+//! let run = run_retraining(&config, 1, 0).unwrap();
+//! // The Vensim model with 1e-6 drift per request first retrains at hour 124.
+//! assert_eq!(run.retrain_starts, 1);
+//! assert!(!run.diverged);
+//! ```
+
+use std::collections::VecDeque;
+
+use infersim_engine::stats::{LatencyHistogram, Tally};
+use infersim_engine::{
+    Arena, Context, EventId, Id, Model, NullObserver, Observer, QueueKind, ScheduleError, SimDuration, SimTime,
+    Simulation, StreamId,
+};
+use rand_distr::{Distribution, Exp1, LogNormal};
+
+mod config;
+use config::DriftSampler;
+pub use config::{
+    Drift, DriftDistribution, Energy, Fleet, LossFunction, Monitor, Policy, Prices, Quality, RetrainingConfig,
+    RetrainingConfigError, Training, TrainingPool,
+};
+
+use crate::distributions::lognormal_from_mean_cv;
+use crate::grid::CarbonIntensity;
+use crate::serving::{ArrivalGenerator, ArrivalProcess, FAILURE_STREAM_BASE};
+
+/// Stream of inter-arrival times.
+pub const ARRIVAL_STREAM: StreamId = StreamId(0);
+/// Stream of service times.
+pub const SERVICE_STREAM: StreamId = StreamId(1);
+/// Stream of per-request drift.
+pub const DRIFT_STREAM: StreamId = StreamId(2);
+
+const NS_PER_H: f64 = 3.6e12;
+
+fn hours(t: SimTime) -> f64 {
+    t.as_nanos() as f64 / NS_PER_H
+}
+
+/// The events of the drift-and-retraining world.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RetrainingEvent {
+    /// The next request arrives.
+    Arrival,
+    /// A GPU finishes serving its request.
+    ServiceDone(Id<Gpu>),
+    /// The monitoring controller looks at the model.
+    Tick,
+    /// The running retraining job finishes.
+    JobDone,
+    /// A carbon-aware wait reaches its deadline.
+    CarbonDeadline,
+    /// A GPU fails.
+    GpuFails(Id<Gpu>),
+    /// A failed GPU is back.
+    GpuRepaired(Id<Gpu>),
+}
+
+/// What a GPU is doing.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+enum GpuState {
+    #[default]
+    Idle,
+    /// Serving a request that arrived at `arrival` and started at `start`; its
+    /// completion event.
+    Serving {
+        arrival: SimTime,
+        start: SimTime,
+        done: EventId,
+    },
+    /// Held by the retraining job.
+    Training,
+    Down,
+}
+
+/// A GPU of the fleet or of the dedicated training pool.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Gpu {
+    /// Part of the serving fleet (else of the dedicated training pool).
+    serving: bool,
+    state: GpuState,
+}
+
+/// The retraining job under way.
+#[derive(Clone, Debug)]
+struct Job {
+    gpus: Vec<Id<Gpu>>,
+    /// Its completion, once it holds all its GPUs.
+    done: Option<EventId>,
+}
+
+/// The state of the Vensim model's stocks under the `vensim` policy.
+#[derive(Clone, Copy, Debug)]
+struct VensimStocks {
+    training_gpus: f64,
+    processed_data: f64,
+    monitoring: f64,
+}
+
+/// The state at one monitor tick: the columns of `timeseries.parquet`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetrainingSample {
+    /// The tick (h).
+    pub t_h: f64,
+    /// Model loss.
+    pub loss: f64,
+    /// GPUs training.
+    pub training_gpus: f64,
+    /// Samples the model has been trained on.
+    pub processed_data: f64,
+    /// Energy since the start (kWh).
+    pub energy_kwh: f64,
+    /// Requests that have arrived since the start.
+    pub requests: u64,
+    /// The Vensim `loss monitoring` signal: +0.5 above the band, -0.5 below, else 0.
+    pub loss_monitoring: f64,
+    /// Quality at this loss.
+    pub quality: f64,
+    /// Requests waiting for a GPU.
+    pub queue_len: u32,
+    /// Carbon since the start (kg CO2e).
+    pub carbon_kg: f64,
+}
+
+/// One request, as recorded in `requests.parquet`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetrainingRequest {
+    /// Arrival order, from 0.
+    pub request_id: u64,
+    /// Arrival (s).
+    pub arrival_s: f64,
+    /// Service start (s).
+    pub start_s: f64,
+    /// Completion, or the instant it was lost (s).
+    pub finish_s: f64,
+    /// GPU that served it; `None` for instant service.
+    pub gpu: Option<u32>,
+    /// `finish_s - arrival_s`.
+    pub latency_s: f64,
+    /// Loss of the model that answered, before this request's drift.
+    pub loss: f64,
+    /// Drift this request added.
+    pub drift: f64,
+    /// Energy (kWh, PUE included).
+    pub energy_kwh: f64,
+    /// Served, or lost to a GPU failure.
+    pub served: bool,
+}
+
+/// What one replication measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetrainingRun {
+    /// Loss at the last tick.
+    pub final_loss: f64,
+    /// Lowest loss a tick saw.
+    pub min_loss: f64,
+    /// Highest loss a tick saw.
+    pub max_loss: f64,
+    /// Mean of the loss over ticks.
+    pub mean_loss: f64,
+    /// Mean quality over ticks.
+    pub quality_mean: f64,
+    /// Retraining starts (jobs; under `vensim`, entries into the above-band state).
+    pub retrain_starts: u64,
+    /// Jobs that finished (under `vensim`, steps in which the loss function applied).
+    pub retrain_completed: u64,
+    /// Jobs lost to a GPU failure.
+    pub retrain_failed: u64,
+    /// Jobs preempted for serving.
+    pub retrain_preempted: u64,
+    /// Ticks with the loss above the upper bound, times the tick interval (h).
+    pub hours_above_upper: f64,
+    /// Total drift added per hour of the run.
+    pub drift_per_h: f64,
+    /// Requests that arrived.
+    pub requests: u64,
+    /// Requests served.
+    pub served: u64,
+    /// Requests lost to GPU failures.
+    pub lost: u64,
+    /// GPU failures.
+    pub gpu_failures: u64,
+    /// Mean latency of served requests (s).
+    pub latency_mean_s: Option<f64>,
+    /// 99th percentile latency (s).
+    pub latency_p99_s: Option<f64>,
+    /// Total energy (kWh).
+    pub energy_kwh: f64,
+    /// Of which serving requests.
+    pub energy_serving_kwh: f64,
+    /// Of which drawn whatever the load.
+    pub energy_idle_kwh: f64,
+    /// Of which retraining.
+    pub energy_training_kwh: f64,
+    /// Carbon (kg CO2e).
+    pub carbon_kg: f64,
+    /// Energy and GPU-hours at their prices (USD).
+    pub cost_usd: f64,
+    /// Whether the loss ran away and the replication stopped early.
+    pub diverged: bool,
+    /// When it did (h).
+    pub diverged_at_h: Option<f64>,
+    /// Hours simulated (less than the duration when diverged).
+    pub simulated_h: f64,
+    /// Events handled.
+    pub events: u64,
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    requests: u64,
+    served: u64,
+    lost: u64,
+    gpu_failures: u64,
+    drift_total: f64,
+    latency_s: Tally,
+    latency: LatencyHistogram,
+    tick_loss: Tally,
+    tick_quality: Tally,
+    hours_above_upper: f64,
+    retrain_starts: u64,
+    retrain_completed: u64,
+    retrain_failed: u64,
+    retrain_preempted: u64,
+    energy_serving_kwh: f64,
+    energy_idle_kwh: f64,
+    energy_training_kwh: f64,
+    carbon_kg: f64,
+    diverged_at: Option<SimTime>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum ServiceSampler {
+    Instant,
+    Constant(f64),
+    LogNormal(LogNormal<f64>),
+}
+
+/// The drift-and-retraining world; `O` receives a [`RetrainingRequest`] per request
+/// and `S` a [`RetrainingSample`] per monitor tick.
+pub struct Retraining<O = NullObserver, S = NullObserver> {
+    config: RetrainingConfig,
+    arrivals: ArrivalGenerator,
+    drift: DriftSampler,
+    service: ServiceSampler,
+    gpus: Arena<Gpu>,
+    /// Idle serving GPUs, used last-in first-out.
+    idle_serving: Vec<Id<Gpu>>,
+    queue: VecDeque<(u64, SimTime)>,
+    /// Arrival order of the request on each serving GPU.
+    serving_request: Vec<u64>,
+    horizon: SimTime,
+    interval: SimDuration,
+    loss: f64,
+    /// Samples trained on (discrete jobs: base plus finished jobs').
+    processed_data: f64,
+    vensim: VensimStocks,
+    job: Option<Job>,
+    /// GPUs the job still waits for.
+    job_claims: u32,
+    /// A hysteresis or carbon-aware campaign is under way.
+    campaign: bool,
+    /// A carbon-aware trigger waiting for clean power, and its deadline event.
+    carbon_wait: Option<EventId>,
+    /// The next periodic start.
+    next_periodic: SimTime,
+    /// Continuous power draws (kW, PUE included) since `flows_since`.
+    idle_kw: f64,
+    training_kw: f64,
+    flows_since: SimTime,
+    stats: Stats,
+    observer: O,
+    samples: Option<S>,
+}
+
+impl<O: Observer<RetrainingRequest>> Retraining<O> {
+    /// A validated world with nothing scheduled yet.
+    pub fn new(config: RetrainingConfig, observer: O) -> Result<Self, RetrainingConfigError> {
+        Retraining::with_samples(config, observer, None)
+    }
+}
+
+impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O, S> {
+    /// A validated world that also hands its per-tick state to `samples`.
+    pub fn with_samples(
+        config: RetrainingConfig,
+        observer: O,
+        samples: Option<S>,
+    ) -> Result<Self, RetrainingConfigError> {
+        config.validate()?;
+        let out_of_range = |key: &str, value: f64| RetrainingConfigError {
+            key: key.into(),
+            value: value.to_string(),
+            allowed: "at most 584 years",
+        };
+        let horizon = SimTime::from_secs_f64(config.duration_s)
+            .map_err(|_| out_of_range("simulation.duration_s", config.duration_s))?;
+        let interval = SimDuration::from_secs_f64(config.monitor.interval_h * 3600.0)
+            .map_err(|_| out_of_range("monitor.interval_h", config.monitor.interval_h))?;
+        let mut gpus = Arena::new();
+        let mut idle_serving = Vec::new();
+        for _ in 0..config.fleet.gpus {
+            idle_serving.push(gpus.push(Gpu { serving: true, state: GpuState::Idle }));
+        }
+        if let TrainingPool::Dedicated { gpus: n } = config.training.pool {
+            for _ in 0..n {
+                gpus.push(Gpu { serving: false, state: GpuState::Idle });
+            }
+        }
+        // Pop from the end: GPU 0 first.
+        idle_serving.reverse();
+        let (service_s, service_cv) = (config.fleet.service_s, config.fleet.service_cv);
+        let service = if service_s == 0.0 {
+            ServiceSampler::Instant
+        } else if service_cv == 0.0 {
+            ServiceSampler::Constant(service_s)
+        } else {
+            ServiceSampler::LogNormal(lognormal_from_mean_cv(service_s, service_cv))
+        };
+        let next_periodic = match config.monitor.policy {
+            Policy::Periodic { period_h } => SimTime::from_secs_f64(period_h * 3600.0).unwrap_or(SimTime::MAX),
+            _ => SimTime::MAX,
+        };
+        Ok(Retraining {
+            arrivals: ArrivalGenerator::new(config.arrivals.clone()),
+            drift: config.drift_sampler(),
+            service,
+            serving_request: vec![0; gpus.len()],
+            gpus,
+            idle_serving,
+            queue: VecDeque::new(),
+            horizon,
+            interval,
+            loss: config.drift.initial_loss,
+            processed_data: config.training.base_samples,
+            vensim: VensimStocks { training_gpus: 0.0, processed_data: config.training.base_samples, monitoring: 0.0 },
+            job: None,
+            job_claims: 0,
+            campaign: false,
+            carbon_wait: None,
+            next_periodic,
+            idle_kw: config.energy.idle_kwh_per_h * config.energy.pue,
+            training_kw: 0.0,
+            flows_since: SimTime::ZERO,
+            stats: Stats::default(),
+            observer,
+            samples,
+            config,
+        })
+    }
+
+    /// Consumes the world, returning its observers.
+    pub fn into_observers(self) -> (O, Option<S>) {
+        (self.observer, self.samples)
+    }
+
+    /// The current loss.
+    pub fn loss(&self) -> f64 {
+        self.loss
+    }
+
+    /// Accounts the continuous flows (idle and training power) up to `now`.
+    fn advance_flows(&mut self, now: SimTime) {
+        if now <= self.flows_since {
+            return;
+        }
+        let (from_h, to_h) = (hours(self.flows_since), hours(now));
+        let dt_h = (now - self.flows_since).as_nanos() as f64 / NS_PER_H;
+        self.stats.energy_idle_kwh += self.idle_kw * dt_h;
+        self.stats.energy_training_kwh += self.training_kw * dt_h;
+        let power_kw = self.idle_kw + self.training_kw;
+        if power_kw > 0.0 {
+            self.stats.carbon_kg += power_kw * self.config.grid.integral(from_h, to_h);
+        }
+        self.flows_since = now;
+    }
+
+    fn set_training_kw(&mut self, now: SimTime, kw: f64) {
+        self.advance_flows(now);
+        self.training_kw = kw;
+    }
+
+    fn energy_kwh(&self) -> f64 {
+        self.stats.energy_serving_kwh + self.stats.energy_idle_kwh + self.stats.energy_training_kwh
+    }
+
+    fn monitoring(&self) -> f64 {
+        let m = &self.config.monitor;
+        if self.loss > m.upper {
+            0.5
+        } else if self.loss < m.lower {
+            -0.5
+        } else {
+            0.0
+        }
+    }
+
+    fn on_arrival(&mut self, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
+        let now = ctx.now();
+        let id = self.stats.requests;
+        self.stats.requests += 1;
+        let next = self.arrivals.next_after(now, ctx.rng(ARRIVAL_STREAM))?;
+        if next < self.horizon {
+            ctx.schedule(next, RetrainingEvent::Arrival)?;
+        }
+        if let ServiceSampler::Instant = self.service {
+            self.serve(id, now, now, None, ctx);
+            return Ok(());
+        }
+        self.queue.push_back((id, now));
+        self.dispatch(ctx)
+    }
+
+    /// Starts requests on idle serving GPUs while both exist.
+    fn dispatch(&mut self, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
+        while !self.queue.is_empty() {
+            let Some(gpu) = self.idle_serving.pop() else { break };
+            let (id, arrival) = self.queue.pop_front().expect("checked non-empty");
+            let service_s = match self.service {
+                ServiceSampler::Instant => 0.0,
+                ServiceSampler::Constant(s) => s,
+                ServiceSampler::LogNormal(d) => d.sample(ctx.rng(SERVICE_STREAM)),
+            };
+            let done = ctx.schedule(SimDuration::from_secs_f64(service_s)?, RetrainingEvent::ServiceDone(gpu))?;
+            self.gpus[gpu].state = GpuState::Serving { arrival, start: ctx.now(), done };
+            self.serving_request[gpu.index() as usize] = id;
+        }
+        Ok(())
+    }
+
+    /// A request is answered: drift, energy, latency.
+    fn serve(
+        &mut self,
+        id: u64,
+        arrival: SimTime,
+        start: SimTime,
+        gpu: Option<Id<Gpu>>,
+        ctx: &mut Context<'_, RetrainingEvent>,
+    ) {
+        let now = ctx.now();
+        let drift = match self.drift {
+            DriftSampler::Constant(x) => x,
+            DriftSampler::Gamma(d) => d.sample(ctx.rng(DRIFT_STREAM)),
+            DriftSampler::LogNormal(d) => d.sample(ctx.rng(DRIFT_STREAM)),
+        };
+        let loss = self.loss;
+        self.loss += drift;
+        self.stats.drift_total += drift;
+        self.stats.served += 1;
+        let energy_kwh = self.config.energy.per_request_kwh * self.config.energy.pue;
+        self.stats.energy_serving_kwh += energy_kwh;
+        if energy_kwh > 0.0 {
+            self.stats.carbon_kg += energy_kwh * self.config.grid.at(hours(now));
+        }
+        let latency = now - arrival;
+        self.stats.latency_s.add(latency.as_secs_f64());
+        self.stats.latency.record(latency);
+        self.observer.observe(RetrainingRequest {
+            request_id: id,
+            arrival_s: arrival.as_secs_f64(),
+            start_s: start.as_secs_f64(),
+            finish_s: now.as_secs_f64(),
+            gpu: gpu.map(|g| g.index()),
+            latency_s: latency.as_secs_f64(),
+            loss,
+            drift,
+            energy_kwh,
+            served: true,
+        });
+    }
+
+    fn on_service_done(&mut self, gpu: Id<Gpu>, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
+        let GpuState::Serving { arrival, start, .. } = self.gpus[gpu].state else {
+            unreachable!("ServiceDone for a GPU that is not serving")
+        };
+        let id = self.serving_request[gpu.index() as usize];
+        self.serve(id, arrival, start, Some(gpu), ctx);
+        self.release(gpu, ctx)
+    }
+
+    /// A GPU becomes free: the job claims it if it waits for GPUs of its pool,
+    /// otherwise a serving GPU takes the next request.
+    fn release(&mut self, gpu: Id<Gpu>, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
+        self.gpus[gpu].state = GpuState::Idle;
+        if self.job_claims > 0 && self.in_training_pool(gpu) {
+            self.claim(gpu, ctx)?;
+            return Ok(());
+        }
+        if self.gpus[gpu].serving {
+            self.idle_serving.push(gpu);
+            self.dispatch(ctx)?;
+        }
+        Ok(())
+    }
+
+    fn in_training_pool(&self, gpu: Id<Gpu>) -> bool {
+        match self.config.training.pool {
+            TrainingPool::Shared => self.gpus[gpu].serving,
+            TrainingPool::Dedicated { .. } => !self.gpus[gpu].serving,
+        }
+    }
+
+    /// Gives an idle GPU to the job; starts the job when it has them all.
+    fn claim(&mut self, gpu: Id<Gpu>, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
+        self.gpus[gpu].state = GpuState::Training;
+        self.job_claims -= 1;
+        let job = self.job.as_mut().expect("claims exist only with a job");
+        job.gpus.push(gpu);
+        if self.job_claims == 0 {
+            let t = &self.config.training;
+            let g = f64::from(t.gpus_per_job);
+            let duration_h = t.samples_per_job / (t.samples_per_gpu_h * g);
+            let done = ctx.schedule(SimDuration::from_secs_f64(duration_h * 3600.0)?, RetrainingEvent::JobDone)?;
+            job.done = Some(done);
+            let kw = (t.samples_per_gpu_h * g * t.energy_per_sample_kwh + g * t.gpu_power_kw) * self.config.energy.pue;
+            self.set_training_kw(ctx.now(), kw);
+        }
+        Ok(())
+    }
+
+    /// Starts a retraining job: it takes idle GPUs of its pool now and claims the
+    /// rest as they free up.
+    fn start_job(&mut self, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
+        debug_assert!(self.job.is_none());
+        self.stats.retrain_starts += 1;
+        self.job = Some(Job { gpus: Vec::new(), done: None });
+        self.job_claims = self.config.training.gpus_per_job;
+        let candidates: Vec<Id<Gpu>> = match self.config.training.pool {
+            TrainingPool::Shared => {
+                let take = (self.job_claims as usize).min(self.idle_serving.len());
+                let at = self.idle_serving.len() - take;
+                self.idle_serving.split_off(at)
+            }
+            TrainingPool::Dedicated { .. } => self
+                .gpus
+                .iter()
+                .filter(|(_, g)| !g.serving && g.state == GpuState::Idle)
+                .map(|(id, _)| id)
+                .take(self.job_claims as usize)
+                .collect(),
+        };
+        for gpu in candidates {
+            self.claim(gpu, ctx)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the job (finished, failed or preempted) and gives its GPUs back.
+    fn end_job(&mut self, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
+        let job = self.job.take().expect("a job to end");
+        if let Some(done) = job.done {
+            ctx.cancel(done);
+        }
+        self.job_claims = 0;
+        self.set_training_kw(ctx.now(), 0.0);
+        for gpu in job.gpus {
+            if self.gpus[gpu].state == GpuState::Training {
+                self.release(gpu, ctx)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_job_done(&mut self, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
+        if let Some(job) = self.job.as_mut() {
+            job.done = None;
+        }
+        self.end_job(ctx)?;
+        self.stats.retrain_completed += 1;
+        let t = &self.config.training;
+        self.processed_data += t.samples_per_job;
+        match t.loss {
+            LossFunction::Vensim { scale, offset } => {
+                let d = t.samples_per_job;
+                self.loss += scale * (d.ln() - offset) / (d * d);
+            }
+            LossFunction::PowerLaw { a, b, c } => {
+                self.loss = self.loss.min(a * self.processed_data.powf(-b) + c);
+            }
+        }
+        // A campaign goes on until a job leaves the loss below the lower bound.
+        if self.campaign {
+            if self.loss < self.config.monitor.lower {
+                self.campaign = false;
+            } else {
+                self.start_job(ctx)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_tick(&mut self, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
+        let now = ctx.now();
+        self.advance_flows(now);
+        let finite = self.loss.is_finite()
+            && self.vensim.training_gpus.is_finite()
+            && self.vensim.processed_data.is_finite()
+            && self.energy_kwh().is_finite()
+            && self.stats.carbon_kg.is_finite();
+        if !finite || self.loss > self.config.drift.diverge_above {
+            self.stats.diverged_at = Some(now);
+            if finite {
+                self.record_tick(now);
+            }
+            ctx.stop();
+            return Ok(());
+        }
+        self.record_tick(now);
+        match self.config.monitor.policy {
+            Policy::Vensim => self.vensim_step(now),
+            Policy::Hysteresis => {
+                if !self.campaign && self.loss > self.config.monitor.upper {
+                    self.campaign = true;
+                }
+                if self.campaign && self.job.is_none() {
+                    self.start_job(ctx)?;
+                }
+            }
+            Policy::Periodic { period_h } => {
+                if now >= self.next_periodic {
+                    let period = SimDuration::from_secs_f64(period_h * 3600.0)?;
+                    while self.next_periodic <= now {
+                        self.next_periodic = self.next_periodic.checked_add(period).unwrap_or(SimTime::MAX);
+                    }
+                    if self.job.is_none() {
+                        self.start_job(ctx)?;
+                    }
+                }
+            }
+            Policy::CarbonAware { threshold_kg_per_kwh, deadline_h } => {
+                if !self.campaign && self.carbon_wait.is_none() && self.loss > self.config.monitor.upper {
+                    let deadline = SimDuration::from_secs_f64(deadline_h * 3600.0)?;
+                    self.carbon_wait = Some(ctx.schedule(deadline, RetrainingEvent::CarbonDeadline)?);
+                }
+                if let Some(wait) = self.carbon_wait
+                    && self.config.grid.at(hours(now)) <= threshold_kg_per_kwh
+                {
+                    ctx.cancel(wait);
+                    self.carbon_wait = None;
+                    self.campaign = true;
+                }
+                if self.campaign && self.job.is_none() {
+                    self.start_job(ctx)?;
+                }
+            }
+        }
+        if let (Some(limit), TrainingPool::Shared, Some(_)) =
+            (self.config.training.preempt_above_queue, self.config.training.pool, &self.job)
+            && self.queue.len() > limit as usize
+        {
+            self.stats.retrain_preempted += 1;
+            self.end_job(ctx)?;
+        }
+        let next = now.checked_add(self.interval).ok_or(ScheduleError::Overflow)?;
+        if next <= self.horizon {
+            ctx.schedule(next, RetrainingEvent::Tick)?;
+        }
+        Ok(())
+    }
+
+    /// Metrics and the sample of one tick, before the controller acts.
+    fn record_tick(&mut self, now: SimTime) {
+        let monitoring = self.monitoring();
+        let quality = self.config.quality.at(self.loss);
+        self.stats.tick_loss.add(self.loss);
+        self.stats.tick_quality.add(quality);
+        if self.loss > self.config.monitor.upper {
+            self.stats.hours_above_upper += self.config.monitor.interval_h;
+        }
+        let (training_gpus, processed_data) = match self.config.monitor.policy {
+            Policy::Vensim => (self.vensim.training_gpus, self.vensim.processed_data),
+            _ => (self.job.as_ref().map_or(0.0, |j| j.gpus.len() as f64), self.processed_data),
+        };
+        let energy_kwh = self.energy_kwh();
+        let sample = RetrainingSample {
+            t_h: hours(now),
+            loss: self.loss,
+            training_gpus,
+            processed_data,
+            energy_kwh,
+            requests: self.stats.requests,
+            loss_monitoring: monitoring,
+            quality,
+            queue_len: self.queue.len() as u32,
+            carbon_kg: self.stats.carbon_kg,
+        };
+        if let Some(samples) = self.samples.as_mut() {
+            samples.observe(sample);
+        }
+    }
+
+    /// One Euler step of the Vensim model's controller and training stocks, with the
+    /// model file's equations term by term (dt = the tick interval).
+    fn vensim_step(&mut self, now: SimTime) {
+        let t = self.config.training;
+        let dt = self.config.monitor.interval_h;
+        let v = self.vensim;
+        let monitoring = self.monitoring();
+        let p = v.processed_data;
+        let LossFunction::Vensim { scale, offset } = t.loss else {
+            unreachable!("validated: the vensim policy uses the vensim loss function")
+        };
+        let loss_function = if monitoring < 0.001 || p <= 0.0 { 0.0 } else { (scale * (p.ln() - offset)) / (p * p) };
+        let loss_rate = if monitoring < 0.01 {
+            if p > t.base_samples { p - t.base_samples } else { 0.0 }
+        } else {
+            p - t.base_samples
+        };
+        let data_rate = t.samples_per_gpu_h * v.training_gpus;
+        let adjust = if monitoring == 0.0 {
+            0.0
+        } else if v.training_gpus == 0.0 {
+            f64::from(t.gpus_per_job)
+        } else {
+            v.training_gpus * monitoring
+        };
+        let reduce = if v.training_gpus > 0.0 && adjust == 0.0 { v.training_gpus } else { 0.0 };
+        if monitoring == 0.5 && v.monitoring != 0.5 {
+            self.stats.retrain_starts += 1;
+        }
+        if loss_function != 0.0 {
+            // An hour of the loss function at work: the model's counterpart of a job.
+            self.stats.retrain_completed += 1;
+        }
+        self.loss += loss_function * dt;
+        let kw = (data_rate * t.energy_per_sample_kwh + v.training_gpus * t.gpu_power_kw) * self.config.energy.pue;
+        self.set_training_kw(now, kw);
+        self.vensim = VensimStocks {
+            training_gpus: v.training_gpus + (adjust - reduce) * dt,
+            processed_data: p + (data_rate - loss_rate) * dt,
+            monitoring,
+        };
+    }
+
+    fn on_carbon_deadline(&mut self, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
+        self.carbon_wait = None;
+        self.campaign = true;
+        if self.job.is_none() {
+            self.start_job(ctx)?;
+        }
+        Ok(())
+    }
+
+    fn failure_stream(gpu: Id<Gpu>) -> StreamId {
+        StreamId(FAILURE_STREAM_BASE + gpu.index())
+    }
+
+    fn schedule_failure(&mut self, gpu: Id<Gpu>, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
+        let Some(f) = self.config.fleet.failures else { return Ok(()) };
+        let up_h: f64 = Distribution::<f64>::sample(&Exp1, ctx.rng(Self::failure_stream(gpu))) * f.mtbf_h;
+        let at = ctx.now().checked_add(SimDuration::from_secs_f64(up_h * 3600.0)?).ok_or(ScheduleError::Overflow)?;
+        if at < self.horizon {
+            ctx.schedule(at, RetrainingEvent::GpuFails(gpu))?;
+        }
+        Ok(())
+    }
+
+    fn on_gpu_fails(&mut self, gpu: Id<Gpu>, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
+        let now = ctx.now();
+        self.stats.gpu_failures += 1;
+        match self.gpus[gpu].state {
+            GpuState::Idle => {
+                if let Some(i) = self.idle_serving.iter().position(|&g| g == gpu) {
+                    self.idle_serving.swap_remove(i);
+                }
+            }
+            GpuState::Serving { arrival, start, done } => {
+                ctx.cancel(done);
+                self.stats.lost += 1;
+                let id = self.serving_request[gpu.index() as usize];
+                self.observer.observe(RetrainingRequest {
+                    request_id: id,
+                    arrival_s: arrival.as_secs_f64(),
+                    start_s: start.as_secs_f64(),
+                    finish_s: now.as_secs_f64(),
+                    gpu: Some(gpu.index()),
+                    latency_s: (now - arrival).as_secs_f64(),
+                    loss: self.loss,
+                    drift: 0.0,
+                    energy_kwh: 0.0,
+                    served: false,
+                });
+            }
+            GpuState::Training => {
+                // The job fails: its other GPUs go back; the campaign (if any) retries
+                // at the next tick.
+                self.gpus[gpu].state = GpuState::Down;
+                self.stats.retrain_failed += 1;
+                self.end_job(ctx)?;
+            }
+            GpuState::Down => unreachable!("a GPU that is down cannot fail"),
+        }
+        self.gpus[gpu].state = GpuState::Down;
+        let f = self.config.fleet.failures.expect("failure events exist only with failures configured");
+        let repair_h: f64 = Distribution::<f64>::sample(&Exp1, ctx.rng(Self::failure_stream(gpu))) * f.mttr_h;
+        ctx.schedule(SimDuration::from_secs_f64(repair_h * 3600.0)?, RetrainingEvent::GpuRepaired(gpu))?;
+        Ok(())
+    }
+
+    fn on_gpu_repaired(&mut self, gpu: Id<Gpu>, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
+        self.schedule_failure(gpu, ctx)?;
+        self.release(gpu, ctx)
+    }
+
+    /// What the replication measured, up to `end`.
+    pub fn results(&mut self, end: SimTime, events: u64) -> RetrainingRun {
+        self.advance_flows(end);
+        let s = &self.stats;
+        let simulated_h = hours(end);
+        let energy_kwh = self.energy_kwh();
+        let gpu_hours = f64::from(self.config.total_gpus()) * simulated_h;
+        RetrainingRun {
+            final_loss: self.last_tick_loss(),
+            min_loss: s.tick_loss.min().unwrap_or(self.loss),
+            max_loss: s.tick_loss.max().unwrap_or(self.loss),
+            mean_loss: s.tick_loss.mean().unwrap_or(self.loss),
+            quality_mean: s.tick_quality.mean().unwrap_or_else(|| self.config.quality.at(self.loss)),
+            retrain_starts: s.retrain_starts,
+            retrain_completed: s.retrain_completed,
+            retrain_failed: s.retrain_failed,
+            retrain_preempted: s.retrain_preempted,
+            hours_above_upper: s.hours_above_upper,
+            drift_per_h: if simulated_h > 0.0 { s.drift_total / simulated_h } else { 0.0 },
+            requests: s.requests,
+            served: s.served,
+            lost: s.lost,
+            gpu_failures: s.gpu_failures,
+            latency_mean_s: s.latency_s.mean(),
+            latency_p99_s: s.latency.p99_s(),
+            energy_kwh,
+            energy_serving_kwh: s.energy_serving_kwh,
+            energy_idle_kwh: s.energy_idle_kwh,
+            energy_training_kwh: s.energy_training_kwh,
+            carbon_kg: s.carbon_kg,
+            cost_usd: energy_kwh * self.config.prices.energy_usd_per_kwh
+                + gpu_hours * self.config.prices.gpu_usd_per_hour,
+            diverged: s.diverged_at.is_some(),
+            diverged_at_h: s.diverged_at.map(hours),
+            simulated_h,
+            events,
+        }
+    }
+
+    fn last_tick_loss(&self) -> f64 {
+        if self.loss.is_finite() { self.loss } else { self.stats.tick_loss.max().unwrap_or(f64::MAX) }
+    }
+}
+
+impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Model for Retraining<O, S> {
+    type Event = RetrainingEvent;
+    type Error = ScheduleError;
+
+    fn handle(&mut self, event: RetrainingEvent, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
+        match event {
+            RetrainingEvent::Arrival => self.on_arrival(ctx),
+            RetrainingEvent::ServiceDone(gpu) => self.on_service_done(gpu, ctx),
+            RetrainingEvent::Tick => self.on_tick(ctx),
+            RetrainingEvent::JobDone => self.on_job_done(ctx),
+            RetrainingEvent::CarbonDeadline => self.on_carbon_deadline(ctx),
+            RetrainingEvent::GpuFails(gpu) => self.on_gpu_fails(gpu, ctx),
+            RetrainingEvent::GpuRepaired(gpu) => self.on_gpu_repaired(gpu, ctx),
+        }
+    }
+}
+
+/// Builds one replication: first arrival, first tick and first failures scheduled.
+pub fn build_retraining<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>>(
+    config: &RetrainingConfig,
+    observer: O,
+    samples: Option<S>,
+    master_seed: u64,
+    replication: u64,
+) -> Result<Simulation<Retraining<O, S>>, RetrainingConfigError> {
+    let world = Retraining::with_samples(config.clone(), observer, samples)?;
+    let mut sim = Simulation::with_queue(world, QueueKind::default(), master_seed, replication);
+    let err = |e: ScheduleError| RetrainingConfigError {
+        key: "arrivals".into(),
+        value: e.to_string(),
+        allowed: "a first arrival within 584 years",
+    };
+    let mut arrivals = sim.model().arrivals.clone();
+    let first = arrivals.next_after(SimTime::ZERO, sim.rng(ARRIVAL_STREAM)).map_err(err)?;
+    sim.model_mut().arrivals = arrivals;
+    let horizon = sim.model().horizon;
+    if first < horizon {
+        sim.schedule(first, RetrainingEvent::Arrival).map_err(err)?;
+    }
+    sim.schedule(SimTime::ZERO, RetrainingEvent::Tick).map_err(err)?;
+    if let Some(f) = config.fleet.failures {
+        for gpu in sim.model().gpus.ids().collect::<Vec<_>>() {
+            let up_h: f64 =
+                Distribution::<f64>::sample(&Exp1, sim.rng(Retraining::<O, S>::failure_stream(gpu))) * f.mtbf_h;
+            let at = SimTime::from_secs_f64(up_h * 3600.0).map_err(err)?;
+            if at < horizon {
+                sim.schedule(at, RetrainingEvent::GpuFails(gpu)).map_err(err)?;
+            }
+        }
+    }
+    Ok(sim)
+}
+
+/// Runs a built replication to its horizon (or its runaway) and returns its metrics.
+pub fn finish_retraining<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>>(
+    sim: &mut Simulation<Retraining<O, S>>,
+) -> Result<RetrainingRun, ScheduleError> {
+    let horizon = sim.model().horizon;
+    sim.run_until(horizon)?;
+    let end = sim.model().stats.diverged_at.unwrap_or(horizon);
+    let events = sim.events_handled();
+    Ok(sim.model_mut().results(end, events))
+}
+
+/// Runs one replication untraced.
+pub fn run_retraining(config: &RetrainingConfig, master_seed: u64, replication: u64) -> Result<RetrainingRun, String> {
+    let mut sim = build_retraining::<NullObserver, NullObserver>(config, NullObserver, None, master_seed, replication)
+        .map_err(|e| e.to_string())?;
+    finish_retraining(&mut sim).map_err(|e| e.to_string())
+}
+
+impl RetrainingConfig {
+    /// The Vensim model of BLOOM's deployment (`bloom_simple.mdl`) with 1e-6 drift per
+    /// request: 558 requests/h served instantly, the [1.9, 2] band, the model file's
+    /// loss function and energy constants, 2080 h.
+    pub fn bloom() -> RetrainingConfig {
+        RetrainingConfig {
+            arrivals: ArrivalProcess::Deterministic { rate_per_s: 558.0 / 3600.0, first_gap_fraction: 0.5 },
+            fleet: Fleet { gpus: 16, service_s: 0.0, service_cv: 0.0, failures: None },
+            drift: Drift {
+                per_request: 1e-6,
+                distribution: DriftDistribution::Constant,
+                initial_loss: 1.931,
+                diverge_above: 10.0,
+            },
+            quality: Quality::Linear { best_loss: 1.8, worst_loss: 2.8 },
+            monitor: Monitor { policy: Policy::Vensim, upper: 2.0, lower: 1.9, interval_h: 1.0 },
+            training: Training {
+                pool: TrainingPool::Dedicated { gpus: 2 },
+                gpus_per_job: 2,
+                samples_per_gpu_h: 0.43157,
+                samples_per_job: 5000.0,
+                base_samples: 5000.0,
+                loss: LossFunction::Vensim { scale: 3398.0, offset: 1400.0 },
+                energy_per_sample_kwh: 0.00242012,
+                gpu_power_kw: 0.0,
+                preempt_above_queue: None,
+            },
+            energy: Energy { per_request_kwh: 0.04784, idle_kwh_per_h: 0.28, pue: 1.0 },
+            grid: CarbonIntensity::Constant { kg_per_kwh: 0.394 },
+            prices: Prices { energy_usd_per_kwh: 0.12, gpu_usd_per_hour: 0.0 },
+            duration_s: 2080.0 * 3600.0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
