@@ -1140,6 +1140,27 @@ mod tests {
     }
 
     #[test]
+    fn bloom_scenarios_are_the_documented_configurations() {
+        use infersim_agents::retraining::RetrainingConfig;
+        let model = |name: &str| Scenario::builtin(name).unwrap().points[0].model.clone();
+        assert_eq!(model("bloom-sd"), ModelConfig::Retraining(RetrainingConfig::bloom()));
+        assert_eq!(model("bloom-stochastic"), ModelConfig::Retraining(RetrainingConfig::bloom_stochastic()));
+        let sweep = Scenario::builtin("bloom-sweep").unwrap();
+        assert_eq!(sweep.points.len(), 21);
+        assert_eq!(sweep.sweep_keys(), ["drift.per_request", "monitor.upper"]);
+        let grid = Scenario::parse(
+            "g.toml",
+            &BUILTIN.iter().find(|(n, _)| *n == "bloom-sd").unwrap().1.replace(
+                "kind = \"constant\"\nkg_per_kwh = 0.394",
+                "kind = \"diurnal\"\nmean_kg_per_kwh = 0.3\namplitude = 1.5\npeak_h = 18.0",
+            ),
+        );
+        assert!(
+            grid.unwrap_err().to_string().contains("grid.amplitude = 1.5 is invalid: expected a number from 0 to 1")
+        );
+    }
+
+    #[test]
     fn unknown_key_names_file_line_and_nearest_key() {
         let text = GOOD.replace("servers = 4", "servrs = 4");
         let line = text.lines().position(|l| l.starts_with("servrs")).unwrap() + 1;

@@ -952,7 +952,7 @@ impl RetrainingConfig {
     /// loss function and energy constants, 2080 h.
     pub fn bloom() -> RetrainingConfig {
         RetrainingConfig {
-            arrivals: ArrivalProcess::Deterministic { rate_per_s: 558.0 / 3600.0, first_gap_fraction: 0.5 },
+            arrivals: ArrivalProcess::Deterministic { rate_per_s: 0.155, first_gap_fraction: 0.5 },
             fleet: Fleet { gpus: 16, service_s: 0.0, service_cv: 0.0, failures: None },
             drift: Drift {
                 per_request: 1e-6,
@@ -978,6 +978,28 @@ impl RetrainingConfig {
             prices: Prices { energy_usd_per_kwh: 0.12, gpu_usd_per_hour: 0.0 },
             duration_s: 2080.0 * 3600.0,
         }
+    }
+
+    /// The built-in `bloom-stochastic` scenario: [`RetrainingConfig::bloom`] with
+    /// Poisson arrivals, gamma drift (cv 1), requests queueing for 16 GPUs (5 s, cv
+    /// 0.5), hysteresis retraining in one-hour jobs on 8 GPUs taken from the fleet, and
+    /// GPU failures (MTBF 2000 h, MTTR 8 h).
+    pub fn bloom_stochastic() -> RetrainingConfig {
+        let mut c = RetrainingConfig::bloom();
+        c.arrivals = ArrivalProcess::Poisson { rate_per_s: 0.155 };
+        c.fleet = Fleet {
+            gpus: 16,
+            service_s: 5.0,
+            service_cv: 0.5,
+            failures: Some(crate::serving::Failures { mtbf_h: 2000.0, mttr_h: 8.0 }),
+        };
+        c.drift.distribution = DriftDistribution::Gamma { cv: 1.0 };
+        c.monitor.policy = Policy::Hysteresis;
+        c.training.pool = TrainingPool::Shared;
+        c.training.gpus_per_job = 8;
+        c.training.samples_per_gpu_h = 625.0;
+        c.training.preempt_above_queue = Some(200);
+        c
     }
 }
 

@@ -1,0 +1,43 @@
+//! Whole-replication benchmarks of domain scenarios. Results are in benches/README.md.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use infersim_agents::retraining::{RetrainingConfig, run_retraining};
+
+/// `bloom-stochastic` stretched to one year (8760 h, about 4.9 million requests).
+fn bloom_year() -> RetrainingConfig {
+    let mut config = RetrainingConfig::bloom_stochastic();
+    config.duration_s = 8760.0 * 3600.0;
+    config
+}
+
+fn bloom_stochastic_year(c: &mut Criterion) {
+    let config = bloom_year();
+    let run = run_retraining(&config, 42, 0).unwrap();
+    let mut group = c.benchmark_group("bloom_stochastic_8760h");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(run.events));
+    group.bench_function("one_replication_one_core", |b| b.iter(|| black_box(run_retraining(&config, 42, 0).unwrap())));
+    // Replications on two cores at once: with linear scaling, the time of one.
+    group.throughput(Throughput::Elements(2 * run.events));
+    group.bench_function("two_replications_two_cores", |b| {
+        b.iter(|| {
+            std::thread::scope(|s| {
+                let handles: Vec<_> =
+                    (0..2).map(|r| s.spawn(move || black_box(run_retraining(&bloom_year(), 42, r).unwrap()))).collect();
+                handles.into_iter().for_each(|h| {
+                    h.join().unwrap();
+                });
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(std::time::Duration::from_secs(20));
+    targets = bloom_stochastic_year
+}
+criterion_main!(benches);
