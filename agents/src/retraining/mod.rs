@@ -246,6 +246,7 @@ struct Stats {
     latency: LatencyHistogram,
     tick_loss: Tally,
     tick_quality: Tally,
+    last_tick_loss: Option<f64>,
     hours_above_upper: f64,
     retrain_starts: u64,
     retrain_completed: u64,
@@ -635,13 +636,21 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
             return Ok(());
         }
         self.record_tick(now);
+        // Serving first: with a shared pool, a long queue preempts the running job and
+        // keeps new ones from starting until it has shrunk.
+        let overloaded = self.config.training.pool == TrainingPool::Shared
+            && self.config.training.preempt_above_queue.is_some_and(|limit| self.queue.len() > limit as usize);
+        if overloaded && self.job.is_some() {
+            self.stats.retrain_preempted += 1;
+            self.end_job(ctx)?;
+        }
         match self.config.monitor.policy {
             Policy::Vensim => self.vensim_step(now),
             Policy::Hysteresis => {
                 if !self.campaign && self.loss > self.config.monitor.upper {
                     self.campaign = true;
                 }
-                if self.campaign && self.job.is_none() {
+                if self.campaign && self.job.is_none() && !overloaded {
                     self.start_job(ctx)?;
                 }
             }
@@ -651,7 +660,7 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
                     while self.next_periodic <= now {
                         self.next_periodic = self.next_periodic.checked_add(period).unwrap_or(SimTime::MAX);
                     }
-                    if self.job.is_none() {
+                    if self.job.is_none() && !overloaded {
                         self.start_job(ctx)?;
                     }
                 }
@@ -668,17 +677,10 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
                     self.carbon_wait = None;
                     self.campaign = true;
                 }
-                if self.campaign && self.job.is_none() {
+                if self.campaign && self.job.is_none() && !overloaded {
                     self.start_job(ctx)?;
                 }
             }
-        }
-        if let (Some(limit), TrainingPool::Shared, Some(_)) =
-            (self.config.training.preempt_above_queue, self.config.training.pool, &self.job)
-            && self.queue.len() > limit as usize
-        {
-            self.stats.retrain_preempted += 1;
-            self.end_job(ctx)?;
         }
         let next = now.checked_add(self.interval).ok_or(ScheduleError::Overflow)?;
         if next <= self.horizon {
@@ -693,6 +695,7 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
         let quality = self.config.quality.at(self.loss);
         self.stats.tick_loss.add(self.loss);
         self.stats.tick_quality.add(quality);
+        self.stats.last_tick_loss = Some(self.loss);
         if self.loss > self.config.monitor.upper {
             self.stats.hours_above_upper += self.config.monitor.interval_h;
         }
@@ -839,7 +842,7 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
         let energy_kwh = self.energy_kwh();
         let gpu_hours = f64::from(self.config.total_gpus()) * simulated_h;
         RetrainingRun {
-            final_loss: self.last_tick_loss(),
+            final_loss: s.last_tick_loss.unwrap_or(self.config.drift.initial_loss),
             min_loss: s.tick_loss.min().unwrap_or(self.loss),
             max_loss: s.tick_loss.max().unwrap_or(self.loss),
             mean_loss: s.tick_loss.mean().unwrap_or(self.loss),
@@ -868,10 +871,6 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
             simulated_h,
             events,
         }
-    }
-
-    fn last_tick_loss(&self) -> f64 {
-        if self.loss.is_finite() { self.loss } else { self.stats.tick_loss.max().unwrap_or(f64::MAX) }
     }
 }
 
