@@ -531,9 +531,10 @@ fn main() -> ExitCode {
         Command::Compare { base, candidate, fail_on, confidence } => compare(&base, &candidate, &fail_on, confidence),
         Command::Plot { dir, to, confidence, x } => plot(&dir, to, confidence, x.as_deref()),
         Command::List => {
+            let width = BUILTIN.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
             for (name, _) in BUILTIN {
                 let s = Scenario::builtin(name).expect("built-in scenarios are valid (tested)");
-                say!("{name:<12} {}", s.description);
+                say!("{name:<width$}  {}", s.description);
             }
             Ok(ExitCode::SUCCESS)
         }
