@@ -12,25 +12,66 @@ use infersim_agents::serving::ReplayedRequest;
 
 use crate::scenario::ScenarioError;
 
+/// A CSV file read whole: errors name it and a line numbered as an editor shows it.
+struct CsvFile {
+    shown: String,
+    text: String,
+}
+
+/// The columns a CSV header names, for finding required ones.
+struct Header<'a> {
+    file: &'a CsvFile,
+    columns: Vec<&'a str>,
+}
+
+impl CsvFile {
+    fn read(path: &Path) -> Result<CsvFile, ScenarioError> {
+        let shown = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|error| ScenarioError::Read { source_name: shown.clone(), error })?;
+        Ok(CsvFile { shown, text })
+    }
+
+    fn error(&self, line: usize, message: String) -> ScenarioError {
+        ScenarioError::Trace { path: self.shown.clone(), line, message }
+    }
+
+    /// The header, and the non-blank rows after it with their line numbers;
+    /// `expected` says what the header should hold when the file is empty.
+    fn rows(&self, expected: &str) -> Result<(Header<'_>, impl Iterator<Item = (usize, &str)>), ScenarioError> {
+        let mut lines = self.text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i + 1, l));
+        let Some((_, header)) = lines.next() else {
+            return Err(self.error(1, format!("the file is empty; expected a header with {expected}")));
+        };
+        Ok((Header { file: self, columns: header.split(',').map(str::trim).collect() }, lines))
+    }
+}
+
+impl Header<'_> {
+    fn iter(&self) -> impl Iterator<Item = &&str> {
+        self.columns.iter()
+    }
+
+    /// The position of a required column.
+    fn column(&self, name: &str) -> Result<usize, ScenarioError> {
+        self.columns
+            .iter()
+            .position(|c| *c == name)
+            .ok_or_else(|| self.file.error(1, format!("no {name} column (columns: {})", self.columns.join(", "))))
+    }
+}
+
 /// Reads a trace, checking every row; an error names the file, the line and the column.
 pub fn read_trace_csv(path: &Path, task_names: &[&str]) -> Result<Vec<ReplayedRequest>, ScenarioError> {
-    let shown = path.display().to_string();
-    let text =
-        std::fs::read_to_string(path).map_err(|error| ScenarioError::Read { source_name: shown.clone(), error })?;
-    let bad = |line: usize, message: String| ScenarioError::Trace { path: shown.clone(), line, message };
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    let Some((_, header)) = lines.next() else {
-        return Err(bad(1, "the file is empty; expected a header with timestamp_s".into()));
-    };
-    let columns: Vec<&str> = header.split(',').map(str::trim).collect();
-    let find = |name: &str| columns.iter().position(|c| *c == name);
-    let time_col = find("timestamp_s")
-        .ok_or_else(|| bad(1, format!("no timestamp_s column (columns: {})", columns.join(", "))))?;
+    let file = CsvFile::read(path)?;
+    let bad = |line: usize, message: String| file.error(line, message);
+    let (header, lines) = file.rows("timestamp_s")?;
+    let find = |name: &str| header.iter().position(|c| *c == name);
+    let time_col = header.column("timestamp_s")?;
     let (task_col, prompt_col, output_col) = (find("task"), find("prompt_tokens"), find("output_tokens"));
     let mut requests = Vec::new();
     let mut previous = 0.0_f64;
-    for (index, line) in lines {
-        let number = index + 1;
+    for (number, line) in lines {
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         let field = |col: usize, name: &str| {
             fields
@@ -86,25 +127,12 @@ pub fn read_trace_csv(path: &Path, task_names: &[&str]) -> Result<Vec<ReplayedRe
 /// start of the run, strictly increasing) and `kg_per_kwh` (>= 0); other columns are
 /// ignored. Each value holds until the next row's hour.
 pub fn read_intensity_csv(path: &Path) -> Result<Vec<(f64, f64)>, ScenarioError> {
-    let shown = path.display().to_string();
-    let text =
-        std::fs::read_to_string(path).map_err(|error| ScenarioError::Read { source_name: shown.clone(), error })?;
-    let bad = |line: usize, message: String| ScenarioError::Trace { path: shown.clone(), line, message };
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    let Some((_, header)) = lines.next() else {
-        return Err(bad(1, "the file is empty; expected a header with t_h,kg_per_kwh".into()));
-    };
-    let columns: Vec<&str> = header.split(',').map(str::trim).collect();
-    let find = |name: &str| {
-        columns
-            .iter()
-            .position(|c| *c == name)
-            .ok_or_else(|| bad(1, format!("no {name} column (columns: {})", columns.join(", "))))
-    };
-    let (t_col, v_col) = (find("t_h")?, find("kg_per_kwh")?);
+    let file = CsvFile::read(path)?;
+    let bad = |line: usize, message: String| file.error(line, message);
+    let (header, lines) = file.rows("t_h,kg_per_kwh")?;
+    let (t_col, v_col) = (header.column("t_h")?, header.column("kg_per_kwh")?);
     let mut points: Vec<(f64, f64)> = Vec::new();
-    for (index, line) in lines {
-        let number = index + 1;
+    for (number, line) in lines {
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         let number_at = |col: usize, name: &str| -> Result<f64, ScenarioError> {
             let raw = fields.get(col).copied().unwrap_or("");

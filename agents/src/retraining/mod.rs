@@ -90,9 +90,10 @@ pub enum RetrainingEvent {
 enum GpuState {
     #[default]
     Idle,
-    /// Serving a request that arrived at `arrival` and started at `start`; its
-    /// completion event.
+    /// Serving request `id` (arrival order), which arrived at `arrival` and started at
+    /// `start`; `done` is its completion event.
     Serving {
+        id: u64,
         arrival: SimTime,
         start: SimTime,
         done: EventId,
@@ -118,11 +119,11 @@ struct Job {
     done: Option<EventId>,
 }
 
-/// The state of the Vensim model's stocks under the `vensim` policy.
+/// The Vensim model's training-GPU stock and last monitoring signal, under the
+/// `vensim` policy (its processed-data stock is [`Retraining`]'s `processed_data`).
 #[derive(Clone, Copy, Debug)]
 struct VensimStocks {
     training_gpus: f64,
-    processed_data: f64,
     monitoring: f64,
 }
 
@@ -277,12 +278,11 @@ pub struct Retraining<O = NullObserver, S = NullObserver> {
     /// Idle serving GPUs, used last-in first-out.
     idle_serving: Vec<Id<Gpu>>,
     queue: VecDeque<(u64, SimTime)>,
-    /// Arrival order of the request on each serving GPU.
-    serving_request: Vec<u64>,
     horizon: SimTime,
     interval: SimDuration,
     loss: f64,
-    /// Samples trained on (discrete jobs: base plus finished jobs').
+    /// Samples trained on: with discrete jobs, the base plus every finished job's;
+    /// under `vensim`, the model's `processed data` stock.
     processed_data: f64,
     vensim: VensimStocks,
     job: Option<Job>,
@@ -355,7 +355,6 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
             arrivals: ArrivalGenerator::new(config.arrivals.clone()),
             drift: config.drift_sampler(),
             service,
-            serving_request: vec![0; gpus.len()],
             gpus,
             idle_serving,
             queue: VecDeque::new(),
@@ -363,7 +362,7 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
             interval,
             loss: config.drift.initial_loss,
             processed_data: config.training.base_samples,
-            vensim: VensimStocks { training_gpus: 0.0, processed_data: config.training.base_samples, monitoring: 0.0 },
+            vensim: VensimStocks { training_gpus: 0.0, monitoring: 0.0 },
             job: None,
             job_claims: 0,
             campaign: false,
@@ -382,11 +381,6 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
     /// Consumes the world, returning its observers.
     pub fn into_observers(self) -> (O, Option<S>) {
         (self.observer, self.samples)
-    }
-
-    /// The current loss.
-    pub fn loss(&self) -> f64 {
-        self.loss
     }
 
     /// Accounts the continuous flows (idle and training power) up to `now`.
@@ -452,8 +446,7 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
                 ServiceSampler::LogNormal(d) => d.sample(ctx.rng(SERVICE_STREAM)),
             };
             let done = ctx.schedule(SimDuration::from_secs_f64(service_s)?, RetrainingEvent::ServiceDone(gpu))?;
-            self.gpus[gpu].state = GpuState::Serving { arrival, start: ctx.now(), done };
-            self.serving_request[gpu.index() as usize] = id;
+            self.gpus[gpu].state = GpuState::Serving { id, arrival, start: ctx.now(), done };
         }
         Ok(())
     }
@@ -500,10 +493,9 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
     }
 
     fn on_service_done(&mut self, gpu: Id<Gpu>, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
-        let GpuState::Serving { arrival, start, .. } = self.gpus[gpu].state else {
+        let GpuState::Serving { id, arrival, start, .. } = self.gpus[gpu].state else {
             unreachable!("ServiceDone for a GPU that is not serving")
         };
-        let id = self.serving_request[gpu.index() as usize];
         self.serve(id, arrival, start, Some(gpu), ctx);
         self.release(gpu, ctx)
     }
@@ -624,7 +616,7 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
         self.advance_flows(now);
         let finite = self.loss.is_finite()
             && self.vensim.training_gpus.is_finite()
-            && self.vensim.processed_data.is_finite()
+            && self.processed_data.is_finite()
             && self.energy_kwh().is_finite()
             && self.stats.carbon_kg.is_finite();
         if !finite || self.loss > self.config.drift.diverge_above {
@@ -699,16 +691,16 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
         if self.loss > self.config.monitor.upper {
             self.stats.hours_above_upper += self.config.monitor.interval_h;
         }
-        let (training_gpus, processed_data) = match self.config.monitor.policy {
-            Policy::Vensim => (self.vensim.training_gpus, self.vensim.processed_data),
-            _ => (self.job.as_ref().map_or(0.0, |j| j.gpus.len() as f64), self.processed_data),
+        let training_gpus = match self.config.monitor.policy {
+            Policy::Vensim => self.vensim.training_gpus,
+            _ => self.job.as_ref().map_or(0.0, |j| j.gpus.len() as f64),
         };
         let energy_kwh = self.energy_kwh();
         let sample = RetrainingSample {
             t_h: hours(now),
             loss: self.loss,
             training_gpus,
-            processed_data,
+            processed_data: self.processed_data,
             energy_kwh,
             requests: self.stats.requests,
             loss_monitoring: monitoring,
@@ -728,7 +720,7 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
         let dt = self.config.monitor.interval_h;
         let v = self.vensim;
         let monitoring = self.monitoring();
-        let p = v.processed_data;
+        let p = self.processed_data;
         let LossFunction::Vensim { scale, offset } = t.loss else {
             unreachable!("validated: the vensim policy uses the vensim loss function")
         };
@@ -757,11 +749,8 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
         self.loss += loss_function * dt;
         let kw = (data_rate * t.energy_per_sample_kwh + v.training_gpus * t.gpu_power_kw) * self.config.energy.pue;
         self.set_training_kw(now, kw);
-        self.vensim = VensimStocks {
-            training_gpus: v.training_gpus + (adjust - reduce) * dt,
-            processed_data: p + (data_rate - loss_rate) * dt,
-            monitoring,
-        };
+        self.processed_data = p + (data_rate - loss_rate) * dt;
+        self.vensim = VensimStocks { training_gpus: v.training_gpus + (adjust - reduce) * dt, monitoring };
     }
 
     fn on_carbon_deadline(&mut self, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
@@ -796,10 +785,9 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
                     self.idle_serving.swap_remove(i);
                 }
             }
-            GpuState::Serving { arrival, start, done } => {
+            GpuState::Serving { id, arrival, start, done } => {
                 ctx.cancel(done);
                 self.stats.lost += 1;
-                let id = self.serving_request[gpu.index() as usize];
                 self.observer.observe(RetrainingRequest {
                     request_id: id,
                     arrival_s: arrival.as_secs_f64(),

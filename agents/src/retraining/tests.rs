@@ -99,11 +99,6 @@ fn runaway_is_detected_stopped_and_finite() {
     }
 }
 
-/// Every job start of a run, with the loss the controller saw.
-fn job_starts(config: &RetrainingConfig, seed: u64) -> (RetrainingRun, Vec<RetrainingSample>) {
-    samples(config, seed, 0)
-}
-
 fn stochastic() -> RetrainingConfig {
     let mut c = RetrainingConfig::bloom();
     c.arrivals = ArrivalProcess::Poisson { rate_per_s: 558.0 / 3600.0 };
@@ -123,7 +118,7 @@ fn hysteresis_starts_only_above_the_band_and_stops_only_below_it() {
     config.drift.per_request = 2e-6;
     config.training.loss = LossFunction::Vensim { scale: 3398.0, offset: 1400.0 };
     config.training.samples_per_job = 20_000.0; // a smaller step: campaigns of several jobs
-    let (run, ticks) = job_starts(&config, 3);
+    let (run, ticks) = samples(&config, 3, 0);
     assert!(run.retrain_starts >= 3, "{}", run.retrain_starts);
     // A tick that sees training begin after a tick without any: the loss was above the band.
     for w in ticks.windows(2) {
@@ -150,7 +145,7 @@ fn carbon_aware_waits_for_clean_power_but_never_past_its_deadline() {
     config.monitor.policy = Policy::CarbonAware { threshold_kg_per_kwh: 0.3, deadline_h };
     let mut waits = Vec::new();
     for seed in 0..20 {
-        let (run, ticks) = job_starts(&config, seed);
+        let (run, ticks) = samples(&config, seed, 0);
         assert!(run.retrain_starts >= 1);
         let mut triggered: Option<f64> = None;
         for s in &ticks {
