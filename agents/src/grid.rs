@@ -18,11 +18,12 @@ pub enum CarbonIntensity {
         /// kg CO2e per kWh.
         kg_per_kwh: f64,
     },
-    /// A daily (or any periodic) cycle:
-    /// `mean_kg_per_kwh x (1 + amplitude x cos(2 pi (t_h - peak_h) / period_h))`.
+    /// A daily (or any periodic) cycle around the mean `kg_per_kwh`:
+    /// `kg_per_kwh x (1 + amplitude x cos(2 pi (t_h - peak_h) / period_h))`.
     Diurnal {
-        /// The mean over a period (kg CO2e per kWh).
-        mean_kg_per_kwh: f64,
+        /// The mean over a period (kg CO2e per kWh); named as the constant's value so
+        /// that `--set grid.kind=diurnal` turns a constant grid into a cycle around it.
+        kg_per_kwh: f64,
         /// Relative swing around the mean, in [0, 1].
         amplitude: f64,
         /// Hour of the cycle with the highest intensity.
@@ -69,9 +70,9 @@ impl CarbonIntensity {
                     return bad("kg_per_kwh", kg_per_kwh, "a finite number >= 0");
                 }
             }
-            CarbonIntensity::Diurnal { mean_kg_per_kwh, amplitude, peak_h, period_h } => {
-                if !non_negative(*mean_kg_per_kwh) {
-                    return bad("mean_kg_per_kwh", mean_kg_per_kwh, "a finite number >= 0");
+            CarbonIntensity::Diurnal { kg_per_kwh, amplitude, peak_h, period_h } => {
+                if !non_negative(*kg_per_kwh) {
+                    return bad("kg_per_kwh", kg_per_kwh, "a finite number >= 0");
                 }
                 if !(0.0..=1.0).contains(amplitude) {
                     return bad("amplitude", amplitude, "a number from 0 to 1");
@@ -98,12 +99,21 @@ impl CarbonIntensity {
         Ok(())
     }
 
+    /// The intensity, if it is the same at every hour: carbon is then energy times it,
+    /// exactly, with no integral to round.
+    pub fn constant(&self) -> Option<f64> {
+        match self {
+            CarbonIntensity::Constant { kg_per_kwh } => Some(*kg_per_kwh),
+            _ => None,
+        }
+    }
+
     /// The intensity at hour `t_h` (kg CO2e per kWh).
     pub fn at(&self, t_h: f64) -> f64 {
         match self {
             CarbonIntensity::Constant { kg_per_kwh } => *kg_per_kwh,
-            CarbonIntensity::Diurnal { mean_kg_per_kwh, amplitude, peak_h, period_h } => {
-                mean_kg_per_kwh * (1.0 + amplitude * (TAU * (t_h - peak_h) / period_h).cos())
+            CarbonIntensity::Diurnal { kg_per_kwh, amplitude, peak_h, period_h } => {
+                kg_per_kwh * (1.0 + amplitude * (TAU * (t_h - peak_h) / period_h).cos())
             }
             CarbonIntensity::Series { points } => {
                 // The last point at or before t_h, or the first point.
@@ -121,10 +131,9 @@ impl CarbonIntensity {
         }
         match self {
             CarbonIntensity::Constant { kg_per_kwh } => kg_per_kwh * (to_h - from_h),
-            CarbonIntensity::Diurnal { mean_kg_per_kwh, amplitude, peak_h, period_h } => {
+            CarbonIntensity::Diurnal { kg_per_kwh, amplitude, peak_h, period_h } => {
                 let phase = |t: f64| TAU * (t - peak_h) / period_h;
-                mean_kg_per_kwh
-                    * ((to_h - from_h) + amplitude * period_h / TAU * (phase(to_h).sin() - phase(from_h).sin()))
+                kg_per_kwh * ((to_h - from_h) + amplitude * period_h / TAU * (phase(to_h).sin() - phase(from_h).sin()))
             }
             CarbonIntensity::Series { points } => {
                 let mut total = 0.0;
@@ -158,7 +167,7 @@ mod tests {
     fn constant_and_cycle_integrate_in_closed_form() {
         let c = CarbonIntensity::Constant { kg_per_kwh: 0.4 };
         assert!((c.integral(2.0, 5.0) - 1.2).abs() < 1e-12);
-        let d = CarbonIntensity::Diurnal { mean_kg_per_kwh: 0.3, amplitude: 0.5, peak_h: 18.0, period_h: 24.0 };
+        let d = CarbonIntensity::Diurnal { kg_per_kwh: 0.3, amplitude: 0.5, peak_h: 18.0, period_h: 24.0 };
         assert!((d.at(18.0) - 0.45).abs() < 1e-12 && (d.at(6.0) - 0.15).abs() < 1e-12);
         // A whole period integrates to the mean times its length.
         assert!((d.integral(3.0, 27.0) - 0.3 * 24.0).abs() < 1e-9);
@@ -185,7 +194,7 @@ mod tests {
 
     #[test]
     fn out_of_range_values_name_their_key() {
-        let d = CarbonIntensity::Diurnal { mean_kg_per_kwh: 0.3, amplitude: 1.5, peak_h: 0.0, period_h: 24.0 };
+        let d = CarbonIntensity::Diurnal { kg_per_kwh: 0.3, amplitude: 1.5, peak_h: 0.0, period_h: 24.0 };
         let e = d.validate().unwrap_err();
         assert_eq!(e.key, "amplitude");
         assert!(e.to_string().contains("grid.amplitude = 1.5"), "{e}");

@@ -75,7 +75,12 @@ const KNOWN_KEYS: &[&str] = &[
     "serving.power.gpu_max_w",
     "serving.power.node_baseline_w",
     "serving.power.pue",
+    "serving.grid.kind",
     "serving.grid.kg_per_kwh",
+    "serving.grid.amplitude",
+    "serving.grid.peak_h",
+    "serving.grid.period_h",
+    "serving.grid.path",
     "serving.prices.energy_usd_per_kwh",
     "serving.prices.gpu_usd_per_hour",
     "arrivals.kind",
@@ -127,7 +132,6 @@ const KNOWN_KEYS: &[&str] = &[
     "energy.pue",
     "grid.kind",
     "grid.kg_per_kwh",
-    "grid.mean_kg_per_kwh",
     "grid.amplitude",
     "grid.peak_h",
     "grid.period_h",
@@ -454,7 +458,8 @@ struct RawServing {
     tasks: Vec<Task>,
     service: BatchTime,
     power: RawPower,
-    grid: RawGrid,
+    /// A [`CarbonIntensity`] table.
+    grid: Value,
     prices: RawPrices,
 }
 
@@ -465,12 +470,6 @@ struct RawPower {
     gpu_max_w: f64,
     node_baseline_w: f64,
     pue: f64,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGrid {
-    kg_per_kwh: f64,
 }
 
 #[derive(Deserialize)]
@@ -861,7 +860,7 @@ impl Scenario {
                 gpu_max_w: s.power.gpu_max_w,
                 node_baseline_w: s.power.node_baseline_w,
                 pue: s.power.pue,
-                grid_kg_per_kwh: s.grid.kg_per_kwh,
+                grid: Scenario::resolve_grid("serving.grid", &s.grid, base_dir, invalid)?,
                 energy_usd_per_kwh: s.prices.energy_usd_per_kwh,
                 gpu_usd_per_hour: s.prices.gpu_usd_per_hour,
                 duration_s,
@@ -873,7 +872,6 @@ impl Scenario {
                 key if key.starts_with("arrivals.") => format!("serving.{key}"),
                 key if key.starts_with("service.") => format!("serving.{key}"),
                 "gpu_idle_w" | "gpu_max_w" | "node_baseline_w" | "pue" => format!("serving.power.{}", e.key),
-                "grid_kg_per_kwh" => "serving.grid.kg_per_kwh".into(),
                 "energy_usd_per_kwh" | "gpu_usd_per_hour" => format!("serving.prices.{}", e.key),
                 "duration_s" | "warmup_s" => format!("simulation.{}", e.key),
                 other => format!("serving.{other}"),
@@ -984,7 +982,7 @@ impl Scenario {
                 preempt_above_queue,
             },
             energy: raw.energy.expect(present),
-            grid: Scenario::resolve_grid(raw.grid.as_ref().expect(present), base_dir, invalid)?,
+            grid: Scenario::resolve_grid("grid", raw.grid.as_ref().expect(present), base_dir, invalid)?,
             prices: raw.prices.expect(present),
             duration_s: Scenario::duration_s(sim, invalid)?,
         };
@@ -995,14 +993,22 @@ impl Scenario {
         Ok(config)
     }
 
-    /// A grid table: `{ kind = "constant" | "diurnal" | "series", ... }`; a series names
-    /// a CSV with `t_h,kg_per_kwh` rows, relative to the scenario file.
+    /// A grid table at `key`: `{ kind = "constant" | "diurnal" | "series", ... }`
+    /// (without `kind`: constant); a series names a CSV with `t_h,kg_per_kwh` rows,
+    /// relative to the scenario file.
     fn resolve_grid(
+        key: &str,
         value: &Value,
         base_dir: &Path,
         invalid: &dyn Fn(&str, &dyn fmt::Display, &str) -> ScenarioError,
     ) -> Result<CarbonIntensity, ScenarioError> {
-        let malformed = |message: String| invalid("grid", &"(table)", &message);
+        let malformed = |message: String| invalid(key, &"(table)", &message);
+        let mut value = value.clone();
+        if let Value::Table(table) = &mut value
+            && !table.contains_key("kind")
+        {
+            table.insert("kind".into(), Value::String("constant".into()));
+        }
         if value.get("kind").and_then(Value::as_str) == Some("series") {
             #[derive(Deserialize)]
             #[serde(deny_unknown_fields)]
@@ -1011,13 +1017,11 @@ impl Scenario {
                 kind: String,
                 path: String,
             }
-            let raw: RawSeries =
-                value.clone().try_into().map_err(|e: toml::de::Error| malformed(e.message().to_string()))?;
+            let raw: RawSeries = value.try_into().map_err(|e: toml::de::Error| malformed(e.message().to_string()))?;
             let points = crate::replay::read_intensity_csv(&base_dir.join(&raw.path))?;
             return Ok(CarbonIntensity::Series { points: points.into() });
         }
         value
-            .clone()
             .try_into()
             .map_err(|e: toml::de::Error| malformed(format!("{} (kinds: constant, diurnal, series)", e.message())))
     }
@@ -1140,6 +1144,30 @@ mod tests {
     }
 
     #[test]
+    fn grid_intensity_can_vary_by_hour_or_come_from_a_csv() {
+        let mut s = Scenario::builtin("serving").unwrap();
+        s.apply_overrides(&[
+            "serving.grid.kind=diurnal",
+            "serving.grid.kg_per_kwh=0.3",
+            "serving.grid.amplitude=0.5",
+            "serving.grid.peak_h=19",
+        ])
+        .unwrap();
+        let ModelConfig::Serving(c) = &s.points[0].model else { unreachable!() };
+        assert_eq!(c.grid, CarbonIntensity::Diurnal { kg_per_kwh: 0.3, amplitude: 0.5, peak_h: 19.0, period_h: 24.0 });
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("grid.csv"), "t_h,kg_per_kwh\n0,0.5\n6,0.2\n").unwrap();
+        let text =
+            BUILTIN[0].1.replace("kind = \"constant\"\nkg_per_kwh = 0.394", "kind = \"series\"\npath = \"grid.csv\"");
+        let s = Scenario::parse_in("s.toml", &text, dir.path()).unwrap();
+        let ModelConfig::Serving(c) = &s.points[0].model else { unreachable!() };
+        assert_eq!(c.grid, CarbonIntensity::Series { points: vec![(0.0, 0.5), (6.0, 0.2)].into() });
+        std::fs::write(dir.path().join("grid.csv"), "t_h,kg_per_kwh\n0,0.5\n0,0.2\n").unwrap();
+        let e = Scenario::parse_in("s.toml", &text, dir.path()).unwrap_err().to_string();
+        assert!(e.contains("grid.csv:3: t_h = 0 does not increase"), "{e}");
+    }
+
+    #[test]
     fn bloom_scenarios_are_the_documented_configurations() {
         use infersim_agents::retraining::RetrainingConfig;
         let model = |name: &str| Scenario::builtin(name).unwrap().points[0].model.clone();
@@ -1152,7 +1180,7 @@ mod tests {
             "g.toml",
             &BUILTIN.iter().find(|(n, _)| *n == "bloom-sd").unwrap().1.replace(
                 "kind = \"constant\"\nkg_per_kwh = 0.394",
-                "kind = \"diurnal\"\nmean_kg_per_kwh = 0.3\namplitude = 1.5\npeak_h = 18.0",
+                "kind = \"diurnal\"\nkg_per_kwh = 0.3\namplitude = 1.5\npeak_h = 18.0",
             ),
         );
         assert!(

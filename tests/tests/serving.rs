@@ -32,7 +32,7 @@ fn md1(rate_per_s: f64, service_s: f64) -> ServingConfig {
         gpu_max_w: 300.0,
         node_baseline_w: 0.0,
         pue: 1.0,
-        grid_kg_per_kwh: 0.0,
+        grid: infersim_agents::grid::CarbonIntensity::Constant { kg_per_kwh: 0.0 },
         energy_usd_per_kwh: 0.0,
         gpu_usd_per_hour: 0.0,
         duration_s: 40_000.0,

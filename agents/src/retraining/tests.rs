@@ -140,7 +140,7 @@ fn carbon_aware_waits_for_clean_power_but_never_past_its_deadline() {
     config.drift.per_request = 1e-6;
     config.fleet.service_s = 0.0;
     // Dirty at hours 6..18 of the day, clean otherwise; threshold between.
-    config.grid = CarbonIntensity::Diurnal { mean_kg_per_kwh: 0.4, amplitude: 0.5, peak_h: 12.0, period_h: 24.0 };
+    config.grid = CarbonIntensity::Diurnal { kg_per_kwh: 0.4, amplitude: 0.5, peak_h: 12.0, period_h: 24.0 };
     let deadline_h = 5.0;
     config.monitor.policy = Policy::CarbonAware { threshold_kg_per_kwh: 0.3, deadline_h };
     let mut waits = Vec::new();

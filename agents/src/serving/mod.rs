@@ -34,6 +34,7 @@ use rand_distr::{Distribution, Exp1, LogNormal};
 use serde::{Deserialize, Serialize};
 
 use crate::distributions::lognormal_from_mean_cv;
+use crate::grid::CarbonIntensity;
 
 mod arrivals;
 mod batch_time;
@@ -184,8 +185,8 @@ pub struct ServingConfig {
     pub node_baseline_w: f64,
     /// Facility power over IT power, >= 1.
     pub pue: f64,
-    /// Grid carbon intensity (kg CO2e per kWh).
-    pub grid_kg_per_kwh: f64,
+    /// Grid carbon intensity over time.
+    pub grid: CarbonIntensity,
     /// Energy price (USD per kWh).
     pub energy_usd_per_kwh: f64,
     /// GPU rental price (USD per GPU-hour).
@@ -264,7 +265,6 @@ impl ServingConfig {
             ("max_wait_s", self.max_wait_s),
             ("gpu_idle_w", self.gpu_idle_w),
             ("node_baseline_w", self.node_baseline_w),
-            ("grid_kg_per_kwh", self.grid_kg_per_kwh),
             ("energy_usd_per_kwh", self.energy_usd_per_kwh),
             ("gpu_usd_per_hour", self.gpu_usd_per_hour),
             ("warmup_s", self.warmup_s),
@@ -272,6 +272,11 @@ impl ServingConfig {
             check(finite_nonneg(v), key, v, "a finite number >= 0")?;
         }
         self.service.validate()?;
+        self.grid.validate().map_err(|e| ServingConfigError {
+            key: format!("grid.{}", e.key),
+            value: e.value.clone(),
+            allowed: e.allowed,
+        })?;
         check(
             self.gpu_max_w.is_finite() && self.gpu_max_w >= self.gpu_idle_w,
             "gpu_max_w",
@@ -447,6 +452,9 @@ pub struct Serving<O = NullObserver, S = NullObserver> {
     down_gpus: u32,
     /// IT energy up to `power_changed` (J), integrated at every change of `busy_gpus`.
     it_energy_j: f64,
+    /// IT carbon up to `power_changed` (g: W x h x kg/kWh), integrated with the grid's
+    /// intensity at every change of `busy_gpus`.
+    it_carbon_g: f64,
     power_changed: SimTime,
 }
 
@@ -530,6 +538,10 @@ pub struct ServingRun {
 
 const J_PER_KWH: f64 = 3.6e6;
 
+fn hours(t: SimTime) -> f64 {
+    t.as_secs_f64() / 3600.0
+}
+
 impl<O: Observer<RequestRecord>> Serving<O> {
     /// A validated world with no requests yet.
     pub fn new(config: ServingConfig, observer: O) -> Result<Self, ServingConfigError> {
@@ -612,6 +624,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             busy_gpus: 0,
             down_gpus: 0,
             it_energy_j: 0.0,
+            it_carbon_g: 0.0,
             power_changed: SimTime::ZERO,
         })
     }
@@ -641,7 +654,9 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
 
     /// Integrates IT energy up to `now`, then changes the numbers of busy and down GPUs.
     fn set_power_state(&mut self, now: SimTime, busy: u32, down: u32) {
-        self.it_energy_j += self.it_power_w(self.busy_gpus, self.down_gpus) * (now - self.power_changed).as_secs_f64();
+        let power_w = self.it_power_w(self.busy_gpus, self.down_gpus);
+        self.it_energy_j += power_w * (now - self.power_changed).as_secs_f64();
+        self.it_carbon_g += power_w * self.config.grid.integral(hours(self.power_changed), hours(now));
         self.power_changed = now;
         self.busy_gpus = busy;
         self.down_gpus = down;
@@ -706,7 +721,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         let pue = self.config.pue;
         let (energy_j, changed, busy) = (self.it_energy_j, self.power_changed, self.busy_gpus);
         let power_w = self.it_power_w(busy, self.down_gpus);
-        let grid_kg_per_kwh = self.config.grid_kg_per_kwh;
+        let carbon_g = self.it_carbon_g;
+        let grid = &self.config.grid;
         let Some(sampling) = self.sampling.as_mut() else { return };
         for t in sampling.grid.due_before(now) {
             // Summed only when an instant is due: most events pass no grid instant.
@@ -718,7 +734,10 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
                 busy_gpus: busy,
                 power_kw: power_w * pue / 1000.0,
                 energy_kwh,
-                carbon_kg: energy_kwh * grid_kg_per_kwh,
+                carbon_kg: match grid.constant() {
+                    Some(kg_per_kwh) => energy_kwh * kg_per_kwh,
+                    None => (carbon_g + power_w * grid.integral(hours(changed), hours(t))) * pue / 1000.0,
+                },
             });
         }
     }
@@ -1004,7 +1023,14 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             energy_baseline_kwh,
             energy_overhead_kwh,
             energy_per_request_kwh: (served_all > 0.0).then(|| energy_kwh / served_all),
-            carbon_kg: energy_kwh * c.grid_kg_per_kwh,
+            carbon_kg: match c.grid.constant() {
+                Some(kg_per_kwh) => energy_kwh * kg_per_kwh,
+                None => {
+                    let tail_g = self.it_power_w(self.busy_gpus, self.down_gpus)
+                        * c.grid.integral(hours(self.power_changed), hours(end));
+                    (self.it_carbon_g + tail_g) * c.pue / 1000.0
+                }
+            },
             cost_usd: energy_kwh * c.energy_usd_per_kwh + gpu_s / 3600.0 * c.gpu_usd_per_hour,
             run_s,
             events,
@@ -1128,7 +1154,7 @@ mod tests {
             gpu_max_w: 400.0,
             node_baseline_w: 200.0,
             pue: 1.5,
-            grid_kg_per_kwh: 0.4,
+            grid: CarbonIntensity::Constant { kg_per_kwh: 0.4 },
             energy_usd_per_kwh: 0.1,
             gpu_usd_per_hour: 2.0,
             duration_s: 100.0,
@@ -1141,6 +1167,33 @@ mod tests {
         sim.run(Default::default()).unwrap();
         let run = sim.model().results(sim.now(), sim.events_handled());
         (run, sim.into_model().into_observer().rows)
+    }
+
+    #[test]
+    fn a_varying_grid_integrates_power_times_intensity() {
+        // A flat cycle gives what the constant gives.
+        let mut flat = simple();
+        flat.grid = CarbonIntensity::Diurnal { kg_per_kwh: 0.4, amplitude: 0.0, peak_h: 0.0, period_h: 24.0 };
+        let (constant, _) = run_traced(&simple());
+        let (cycle, _) = run_traced(&flat);
+        assert!((cycle.carbon_kg - constant.carbon_kg).abs() < 1e-12 * constant.carbon_kg);
+        // A 2-second cycle peaking at 1 s: intensity 0.4 (1 + cos(pi (t - 1))), t in s.
+        let mut cycle = simple();
+        cycle.grid =
+            CarbonIntensity::Diurnal { kg_per_kwh: 0.4, amplitude: 1.0, peak_h: 1.0 / 3600.0, period_h: 2.0 / 3600.0 };
+        let (run, _) = run_traced(&cycle);
+        // By hand. Request k (1..=99) is served on [k, k + 0.5]: the cosine averages
+        // +2/pi there for odd k (50 of them) and -2/pi for even k (49), and the other
+        // way round on the idle half-second after it (k = 1..=98). [0, 1] is idle at
+        // mean intensity 0.4. The 200 W baseline runs to 99.5 s, where the integral of
+        // the intensity is 0.4 (99.5 + sin(98.5 pi) / pi) = 0.4 (99.5 + 1 / pi).
+        let pi = std::f64::consts::PI;
+        let joules_kg_per_kwh = 400.0 * 0.5 * 0.4 * (99.0 + 2.0 / pi) // busy
+            + 100.0 * 0.5 * 0.4 * 98.0 // idle half-seconds
+            + 100.0 * 1.0 * 0.4 // idle first second
+            + 200.0 * 0.4 * (99.5 + 1.0 / pi); // baseline
+        let expected_kg = joules_kg_per_kwh * 1.5 / J_PER_KWH;
+        assert!((run.carbon_kg - expected_kg).abs() < 1e-9 * expected_kg, "{} vs {expected_kg}", run.carbon_kg);
     }
 
     #[test]
