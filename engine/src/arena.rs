@@ -143,3 +143,119 @@ impl<T> IndexMut<Id<T>> for Arena<T> {
         &mut self.items[id.index as usize]
     }
 }
+
+/// A store of short-lived agents (requests, jobs) whose slots are reused: memory
+/// follows the number alive at once, not the number ever created, so a run with
+/// millions of requests stays small.
+///
+/// A removed agent's id may be handed out again, so an id must not outlive its agent:
+/// using one after [`Slab::remove`] and before the slot is reused panics (a broken
+/// invariant, not a recoverable error). Reuse is last-freed first, which is
+/// deterministic.
+///
+/// ```
+/// use infersim_engine::Slab;
+/// let mut requests = Slab::new();
+/// let a = requests.insert("a");
+/// let b = requests.insert("b");
+/// assert_eq!(requests.remove(a), "a");
+/// let c = requests.insert("c"); // reuses a's slot
+/// assert_eq!((c, requests[b], requests.len()), (a, "b", 2));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Slab<T> {
+    slots: Vec<Option<T>>,
+    free: Vec<u32>,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab { slots: Vec::new(), free: Vec::new() }
+    }
+}
+
+impl<T> Slab<T> {
+    /// An empty slab.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an agent and returns its id, reusing the most recently freed slot.
+    pub fn insert(&mut self, item: T) -> Id<T> {
+        match self.free.pop() {
+            Some(index) => {
+                self.slots[index as usize] = Some(item);
+                Id::from_index(index)
+            }
+            None => {
+                let index = u32::try_from(self.slots.len()).expect("a slab holds at most 2^32 live agents");
+                self.slots.push(Some(item));
+                Id::from_index(index)
+            }
+        }
+    }
+
+    /// Removes an agent; its id becomes free for reuse.
+    ///
+    /// # Panics
+    /// If the slot is empty: the id outlived its agent.
+    pub fn remove(&mut self, id: Id<T>) -> T {
+        let item = self.slots[id.index as usize].take().unwrap_or_else(|| panic!("slab id {id:?} used after removal"));
+        self.free.push(id.index);
+        item
+    }
+
+    /// Agents alive now.
+    pub fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    /// Whether no agent is alive.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Slots allocated: the most agents ever alive at once.
+    pub fn capacity_used(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+impl<T> Index<Id<T>> for Slab<T> {
+    type Output = T;
+    fn index(&self, id: Id<T>) -> &T {
+        self.slots[id.index as usize].as_ref().unwrap_or_else(|| panic!("slab id {id:?} used after removal"))
+    }
+}
+
+impl<T> IndexMut<Id<T>> for Slab<T> {
+    fn index_mut(&mut self, id: Id<T>) -> &mut T {
+        self.slots[id.index as usize].as_mut().unwrap_or_else(|| panic!("slab id {id:?} used after removal"))
+    }
+}
+
+#[cfg(test)]
+mod slab_tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_reused_and_memory_follows_the_live_count() {
+        let mut slab = Slab::new();
+        for round in 0..1000u32 {
+            let ids: Vec<_> = (0..3).map(|k| slab.insert(round * 3 + k)).collect();
+            for id in ids {
+                slab.remove(id);
+            }
+        }
+        assert_eq!((slab.len(), slab.capacity_used()), (0, 3));
+    }
+
+    #[test]
+    #[should_panic(expected = "used after removal")]
+    fn a_removed_id_cannot_be_read() {
+        let mut slab = Slab::new();
+        let id = slab.insert(1);
+        slab.remove(id);
+        let _ = slab[id];
+    }
+}

@@ -64,7 +64,7 @@ pub mod sim;
 pub mod stats;
 pub mod time;
 
-pub use arena::{Arena, Id};
+pub use arena::{Arena, Id, Slab};
 pub use error::ScheduleError;
 pub use observer::{NullObserver, Observer, VecObserver};
 pub use queue::{EventId, EventQueue, FutureEvents, HeapQueue, IndexedQueue, QueueKind, Scheduled};

@@ -27,7 +27,7 @@ use infersim_engine::sampling::Grid;
 use infersim_engine::stats::{LatencyHistogram, Tally};
 use infersim_engine::{
     Arena, Context, EventId, Id, Model, NullObserver, Observer, QueueKind, ScheduleError, SimDuration, SimTime,
-    Simulation, StreamId,
+    Simulation, Slab, StreamId,
 };
 use rand::{Rng, RngExt};
 use rand_distr::{Distribution, Exp1, LogNormal};
@@ -319,6 +319,8 @@ pub enum ServingEvent {
 /// A request.
 #[derive(Clone, Copy, Debug)]
 pub struct Request {
+    /// Arrival order, from 0 (slots are reused, so this is not the slab index).
+    id: u64,
     task: u16,
     tokens: u32,
     truncated: bool,
@@ -437,7 +439,8 @@ pub struct Serving<O = NullObserver, S = NullObserver> {
     token_samplers: Vec<(TokenSampler, TokenSampler)>,
     nodes: Arena<Node>,
     gpus: Arena<Gpu>,
-    requests: Arena<Request>,
+    /// Requests alive now; a request leaves when served, rejected, timed out or lost.
+    requests: Slab<Request>,
     next_node: u32,
     horizon: SimTime,
     warmup: SimTime,
@@ -615,7 +618,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             token_samplers,
             nodes,
             gpus,
-            requests: Arena::new(),
+            requests: Slab::new(),
             next_node: 0,
             horizon,
             stats: ServingStats::default(),
@@ -799,7 +802,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             }
         }
         let tokens = prompt.saturating_add(output);
-        let request = self.requests.push(Request {
+        let request = self.requests.insert(Request {
+            id: self.stats.arrivals - 1,
             task: task as u16,
             tokens,
             truncated,
@@ -857,9 +861,9 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         gave_up: Option<SimTime>,
         energy_kwh: f64,
     ) {
-        let r = self.requests[request];
+        let r = self.requests.remove(request);
         self.observer.observe(RequestRecord {
-            request_id: u64::from(request.index()),
+            request_id: r.id,
             task: r.task,
             tokens: r.tokens,
             truncated: r.truncated,
@@ -951,7 +955,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         self.gpus[gpu_id].busy_s += busy_s;
         let energy_share_kwh = self.config.gpu_max_w * busy_s / J_PER_KWH / batch.len() as f64;
         for r in &batch {
-            let req = self.requests[*r];
+            let req = self.requests.remove(*r);
             let latency = now - req.arrival;
             let slo_met = latency.as_secs_f64() <= self.config.tasks[req.task as usize].slo_s;
             let counted = req.arrival >= self.warmup;
@@ -963,7 +967,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
                 self.stats.slo_met += u64::from(slo_met);
             }
             self.observer.observe(RequestRecord {
-                request_id: u64::from(r.index()),
+                request_id: req.id,
                 task: req.task,
                 tokens: req.tokens,
                 truncated: req.truncated,
