@@ -22,6 +22,7 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 use toml::Value;
 
@@ -86,6 +87,23 @@ pub fn writer_properties() -> WriterProperties {
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL).expect("3 is a valid zstd level")))
         .set_created_by(format!("infersim {}", env!("CARGO_PKG_VERSION")))
         .build()
+}
+
+/// Settings for streaming trace files: as [`writer_properties`], row groups of
+/// [`crate::trace::ROW_GROUP_ROWS`], and dictionary encoding only for text columns. Numbers in a trace (times, latencies, energies)
+/// rarely repeat, so a dictionary would hash every value only to be abandoned; text
+/// (task names, outcomes) takes a few values and compresses well with one.
+pub fn trace_writer_properties(schema: &Schema) -> WriterProperties {
+    // One row group per buffer the sink hands over, so the writer never holds more
+    // than that (its default would gather a million rows before writing).
+    let mut builder = writer_properties()
+        .into_builder()
+        .set_max_row_group_row_count(Some(crate::trace::ROW_GROUP_ROWS))
+        .set_dictionary_enabled(false);
+    for field in schema.fields().iter().filter(|f| f.data_type() == &DataType::Utf8) {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);
+    }
+    builder.build()
 }
 
 /// Writes one record batch to `path` as Parquet, atomically.

@@ -24,7 +24,7 @@ use infersim_engine::Observer;
 use parquet::arrow::ArrowWriter;
 use serde::{Deserialize, Serialize};
 
-use crate::output::{OutputError, writer_properties};
+use crate::output::{OutputError, trace_writer_properties};
 
 /// How much of each replication to record. Levels are cumulative.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
@@ -84,7 +84,8 @@ impl<C: Columns> ParquetSink<C> {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("trace");
         let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
         let file = File::create(&tmp).map_err(|error| OutputError::Io { path: tmp.clone(), error })?;
-        let writer = ArrowWriter::try_new(file, C::schema(), Some(writer_properties()))
+        let schema = C::schema();
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(trace_writer_properties(&schema)))
             .map_err(|e| OutputError::Format { path: tmp.clone(), message: e.to_string() })?;
         Ok(ParquetSink { path, tmp, writer: Some(writer), columns, rows: 0, error: None })
     }
