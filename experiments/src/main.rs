@@ -14,6 +14,7 @@ use infersim::batch::{BatchSpec, BatchStatus, Manifest, default_out_dir, read_ma
 use infersim::runner::{Shard, analytic};
 use infersim::scenario::{BUILTIN, DEFAULT_SCENARIO, ModelConfig, Scenario};
 use infersim::trace::TraceLevel;
+use infersim_engine::stats::Warmup;
 use polars::prelude::{AnyValue, DataFrame};
 
 /// infersim: discrete-event simulation of AI inference fleets.
@@ -73,6 +74,18 @@ enum Command {
         /// Confidence level of the intervals.
         #[arg(long, default_value_t = 0.95)]
         confidence: f64,
+        /// Also a batch-means interval of this traced column (e.g. latency_s, wait_s,
+        /// queue_len) for each replication: one long run, no replications needed.
+        /// Repeatable; writes batch_means.csv.
+        #[arg(long = "batch-means", value_name = "COLUMN")]
+        batch_means: Vec<String>,
+        /// Batches for --batch-means.
+        #[arg(long, default_value_t = 20)]
+        batches: usize,
+        /// Warm-up rule for --batch-means: mser5 (delete the prefix that minimises the
+        /// marginal standard error), none, or a number of leading observations.
+        #[arg(long, default_value = "mser5", value_parser = parse_warmup)]
+        warmup: Warmup,
     },
     /// Compare two batches replication by replication: the difference, its interval and the relative change.
     Compare {
@@ -347,7 +360,27 @@ fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-fn analyze(dirs: &[PathBuf], out: Option<PathBuf>, confidence: f64) -> anyhow::Result<ExitCode> {
+/// What `analyze --batch-means` asks for.
+struct BatchMeansSpec {
+    series: Vec<String>,
+    batches: usize,
+    warmup: Warmup,
+}
+
+fn parse_warmup(text: &str) -> Result<Warmup, String> {
+    match text {
+        "mser5" => Ok(Warmup::Mser5),
+        "none" => Ok(Warmup::None),
+        n => n.parse().map(Warmup::Fixed).map_err(|_| format!("`{n}`: expected mser5, none or a whole number")),
+    }
+}
+
+fn analyze(
+    dirs: &[PathBuf],
+    out: Option<PathBuf>,
+    confidence: f64,
+    batch_means: &BatchMeansSpec,
+) -> anyhow::Result<ExitCode> {
     let manifests: Vec<Manifest> = dirs
         .iter()
         .map(|d| read_manifest(d).with_context(|| format!("{}: not an infersim output", d.display())))
@@ -380,6 +413,17 @@ fn analyze(dirs: &[PathBuf], out: Option<PathBuf>, confidence: f64) -> anyhow::R
         bail!("the batch is incomplete: shards {} are missing", missing.join(", "));
     }
     let summary = summarize_dirs(dirs, first, confidence)?;
+    // Computed before anything is written, so a bad column leaves nothing behind.
+    let mut series_rows = Vec::new();
+    for series in &batch_means.series {
+        series_rows.extend(infersim::analysis::batch_means_of_traces(
+            dirs,
+            series,
+            batch_means.warmup,
+            batch_means.batches,
+            confidence,
+        )?);
+    }
     let mut merged = first.clone();
     merged.shard = [1, 1];
     merged.expected = manifests.iter().map(|m| m.expected).sum();
@@ -392,6 +436,10 @@ fn analyze(dirs: &[PathBuf], out: Option<PathBuf>, confidence: f64) -> anyhow::R
     };
     if let Some(target) = target {
         infersim::batch::write_merged(dirs, &target, &merged, summary.clone())?;
+        if !series_rows.is_empty() {
+            let frame = infersim::analysis::batch_means_frame(&series_rows, batch_means.warmup)?;
+            infersim::analysis::write_csv(&target.join("batch_means.csv"), &frame)?;
+        }
         say!("wrote {}", target.display());
     } else {
         say!("(several directories and no --out: summary printed, nothing written)");
@@ -400,7 +448,49 @@ fn analyze(dirs: &[PathBuf], out: Option<PathBuf>, confidence: f64) -> anyhow::R
     let scenario = Scenario::parse(&merged.scenario, &merged.scenario_toml).ok();
     print_summary(&summary, &merged, scenario.as_ref());
     report_divergence(&summary);
+    print_batch_means(&series_rows, confidence);
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per (series, point, replication): the batch-means interval and how it
+/// was made.
+fn print_batch_means(rows: &[infersim::analysis::SeriesBatchMeans], confidence: f64) {
+    if rows.is_empty() {
+        return;
+    }
+    say!("");
+    say!("batch means (one long run each; {:.0}% intervals over batch means):", confidence * 100.0);
+    say!(
+        "{:<14} {:>5} {:>4} {:>10} {:>9} {:>16} {:>12} {:>27} {:>6}",
+        "series",
+        "point",
+        "rep",
+        "observed",
+        "deleted",
+        "batches x size",
+        "mean",
+        "interval",
+        "lag-1"
+    );
+    for r in rows {
+        let ci = &r.result.ci;
+        let lag1 = r.result.lag1_autocorrelation.map_or("-".into(), |x| format!("{x:.2}"));
+        say!(
+            "{:<14} {:>5} {:>4} {:>10} {:>9} {:>16} {:>12} {:>27} {:>6}",
+            r.series,
+            r.point,
+            r.replication,
+            r.observations,
+            r.result.deleted,
+            format!("{} x {}", ci.n, r.result.batch_size),
+            fmt_value(ci.mean),
+            format!("[{}, {}]", fmt_value(ci.low), fmt_value(ci.high)),
+            lag1
+        );
+    }
+    if rows.iter().any(|r| r.result.lag1_autocorrelation.is_some_and(|x| x > 0.2)) {
+        say!("(lag-1 autocorrelation above 0.2: the batches are too short to be independent; use fewer batches)");
+    }
 }
 
 fn signed(x: f64) -> String {
@@ -527,7 +617,9 @@ fn main() -> ExitCode {
         Command::Run { scenario, reps, seed, out, threads, overrides, shard, resume, confidence, quiet, trace } => {
             run(&scenario, reps, seed, out, threads, &overrides, shard, resume, confidence, quiet, trace)
         }
-        Command::Analyze { dirs, out, confidence } => analyze(&dirs, out, confidence),
+        Command::Analyze { dirs, out, confidence, batch_means, batches, warmup } => {
+            analyze(&dirs, out, confidence, &BatchMeansSpec { series: batch_means, batches, warmup })
+        }
         Command::Compare { base, candidate, fail_on, confidence } => compare(&base, &candidate, &fail_on, confidence),
         Command::Plot { dir, to, confidence, x } => plot(&dir, to, confidence, x.as_deref()),
         Command::List => {

@@ -516,3 +516,41 @@ fn serving_timeseries_tracks_power_energy_and_carbon() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.join("plots/timeseries_power_kw.png").is_file());
 }
+
+#[test]
+fn batch_means_give_an_interval_from_one_long_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("long");
+    // One replication of M/M/4 at rho 0.9 with 200 000 customers, traced per customer.
+    let o = infersim(&[
+        "run",
+        "mmc",
+        "-q",
+        "--reps",
+        "1",
+        "--seed",
+        "5",
+        "--trace",
+        "requests",
+        "--set",
+        "simulation.customers=200000",
+        "--out",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = infersim(&["analyze", s(&out), "--batch-means", "wait_s", "--batches", "20"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("batch means (one long run each"));
+    let csv = fs::read_to_string(out.join("batch_means.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let field = |name: &str| row[header.iter().position(|h| *h == name).unwrap()];
+    assert_eq!((field("series"), field("warmup_rule"), field("batches")), ("wait_s", "mser5", "20"));
+    let (low, high): (f64, f64) = (field("ci_low").parse().unwrap(), field("ci_high").parse().unwrap());
+    // Erlang C: Wq = 1.96938 s for M/M/4 at arrival rate 3.6 and service rate 1.
+    assert!(low < 1.96938 && 1.96938 < high, "[{low}, {high}]");
+    let bad = infersim(&["analyze", s(&out), "--batch-means", "no_such_column"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no trace has a column `no_such_column`"));
+}
