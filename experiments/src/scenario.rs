@@ -194,6 +194,15 @@ pub enum ScenarioError {
         /// What is wrong.
         message: String,
     },
+    /// A trace file that cannot be used, or a bad row of a Parquet trace (the message
+    /// names the row).
+    #[error("{path}: {message}")]
+    TraceFile {
+        /// The trace file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A `--set` argument without `=`.
     #[error("--set {0}: expected KEY=VALUE, e.g. --set station.servers=8")]
     BadOverride(String),
@@ -1056,7 +1065,12 @@ impl Scenario {
                 value.clone().try_into().map_err(|e: toml::de::Error| malformed(e.message().to_string()))?;
             let path = base_dir.join(&raw.path);
             let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
-            let requests = crate::replay::read_trace_csv(&path, &names)?;
+            let is_parquet = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+            let requests = if is_parquet {
+                crate::replay::read_trace_parquet(&path, &names)?
+            } else {
+                crate::replay::read_trace_csv(&path, &names)?
+            };
             return Ok(ArrivalProcess::Replay { requests: requests.into() });
         }
         value.clone().try_into().map_err(|e: toml::de::Error| {
