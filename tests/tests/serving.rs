@@ -2,42 +2,17 @@
 //! wait, a constant service time and Poisson arrivals on one GPU, it is an M/D/1 queue.
 //! Student-t intervals over 30 replications at 99%, fixed seeds.
 
-use infersim_agents::serving::{
-    ArrivalProcess, BatchTime, OverLimit, Routing, ServingConfig, Task, TokenCount, run_serving,
-};
+use infersim_agents::serving::{ArrivalProcess, BatchTime, ServingConfig, run_serving};
 use infersim_agents::station::theory;
 use infersim_engine::stats::ConfidenceInterval;
 
 fn md1(rate_per_s: f64, service_s: f64) -> ServingConfig {
-    ServingConfig {
-        arrivals: ArrivalProcess::Poisson { rate_per_s },
-        tasks: vec![Task {
-            name: "t".into(),
-            weight: 1.0,
-            prompt_tokens: TokenCount::Fixed { tokens: 1 },
-            output_tokens: TokenCount::Fixed { tokens: 1 },
-            slo_s: 10.0,
-            timeout_s: None,
-        }],
-        routing: Routing::RoundRobin,
-        nodes: 1,
-        gpus_per_node: 1,
-        max_batch: 1,
-        max_wait_s: 0.0,
-        context_limit_tokens: None,
-        over_limit: OverLimit::Reject,
-        failures: None,
-        service: BatchTime::Affine { base_s: 0.0, per_request_s: service_s, per_token_s: 0.0 },
-        gpu_idle_w: 60.0,
-        gpu_max_w: 300.0,
-        node_baseline_w: 0.0,
-        pue: 1.0,
-        grid: infersim_agents::grid::CarbonIntensity::Constant { kg_per_kwh: 0.0 },
-        energy_usd_per_kwh: 0.0,
-        gpu_usd_per_hour: 0.0,
-        duration_s: 40_000.0,
-        warmup_s: 2_000.0,
-    }
+    let mut config = ServingConfig::single_gpu(ArrivalProcess::Poisson { rate_per_s }, service_s, 40_000.0);
+    config.tasks[0].slo_s = 10.0;
+    config.gpu_idle_w = 60.0;
+    config.gpu_max_w = 300.0;
+    config.warmup_s = 2_000.0;
+    config
 }
 
 fn interval(

@@ -297,6 +297,43 @@ impl ServingConfig {
     pub fn gpus(&self) -> u32 {
         self.nodes * self.gpus_per_node
     }
+
+    /// The serving world reduced to a single-server queue: one node with one GPU, one
+    /// task of one-token requests, batches of one started at once, `service_s` per
+    /// request, no failures, a free and carbon-free grid; GPUs draw 100 W idle and
+    /// 400 W busy, nodes nothing. With Poisson arrivals it is an M/D/1 queue, which is
+    /// how the world is checked against queueing theory; tests start from it.
+    pub fn single_gpu(arrivals: ArrivalProcess, service_s: f64, duration_s: f64) -> ServingConfig {
+        ServingConfig {
+            arrivals,
+            tasks: vec![Task {
+                name: "chat".into(),
+                weight: 1.0,
+                prompt_tokens: TokenCount::Fixed { tokens: 1 },
+                output_tokens: TokenCount::Fixed { tokens: 1 },
+                slo_s: 1.0,
+                timeout_s: None,
+            }],
+            routing: Routing::RoundRobin,
+            nodes: 1,
+            gpus_per_node: 1,
+            max_batch: 1,
+            max_wait_s: 0.0,
+            context_limit_tokens: None,
+            over_limit: OverLimit::Reject,
+            failures: None,
+            service: BatchTime::Affine { base_s: 0.0, per_request_s: service_s, per_token_s: 0.0 },
+            gpu_idle_w: 100.0,
+            gpu_max_w: 400.0,
+            node_baseline_w: 0.0,
+            pue: 1.0,
+            grid: CarbonIntensity::Constant { kg_per_kwh: 0.0 },
+            energy_usd_per_kwh: 0.0,
+            gpu_usd_per_hour: 0.0,
+            duration_s,
+            warmup_s: 0.0,
+        }
+    }
 }
 
 /// The events of the serving world.
@@ -1133,37 +1170,19 @@ mod tests {
     use super::*;
     use infersim_engine::VecObserver;
 
-    /// One node, one GPU, evenly spaced arrivals at 1/s, 0.5 s per request, no warm-up.
+    /// One node, one GPU, evenly spaced arrivals at 1/s, 0.5 s per request, no warm-up;
+    /// 100 + 50 tokens, a 200 W node, PUE 1.5, 0.4 kg/kWh and prices.
     fn simple() -> ServingConfig {
-        ServingConfig {
-            arrivals: ArrivalProcess::Deterministic { rate_per_s: 1.0, first_gap_fraction: 1.0 },
-            tasks: vec![Task {
-                name: "chat".into(),
-                weight: 1.0,
-                prompt_tokens: TokenCount::Fixed { tokens: 100 },
-                output_tokens: TokenCount::Fixed { tokens: 50 },
-                slo_s: 1.0,
-                timeout_s: None,
-            }],
-            routing: Routing::RoundRobin,
-            nodes: 1,
-            gpus_per_node: 1,
-            max_batch: 1,
-            max_wait_s: 0.0,
-            context_limit_tokens: None,
-            over_limit: OverLimit::Reject,
-            failures: None,
-            service: BatchTime::Affine { base_s: 0.0, per_request_s: 0.5, per_token_s: 0.0 },
-            gpu_idle_w: 100.0,
-            gpu_max_w: 400.0,
-            node_baseline_w: 200.0,
-            pue: 1.5,
-            grid: CarbonIntensity::Constant { kg_per_kwh: 0.4 },
-            energy_usd_per_kwh: 0.1,
-            gpu_usd_per_hour: 2.0,
-            duration_s: 100.0,
-            warmup_s: 0.0,
-        }
+        let arrivals = ArrivalProcess::Deterministic { rate_per_s: 1.0, first_gap_fraction: 1.0 };
+        let mut c = ServingConfig::single_gpu(arrivals, 0.5, 100.0);
+        c.tasks[0].prompt_tokens = TokenCount::Fixed { tokens: 100 };
+        c.tasks[0].output_tokens = TokenCount::Fixed { tokens: 50 };
+        c.node_baseline_w = 200.0;
+        c.pue = 1.5;
+        c.grid = CarbonIntensity::Constant { kg_per_kwh: 0.4 };
+        c.energy_usd_per_kwh = 0.1;
+        c.gpu_usd_per_hour = 2.0;
+        c
     }
 
     fn run_traced(config: &ServingConfig) -> (ServingRun, Vec<RequestRecord>) {
