@@ -81,6 +81,9 @@ pub fn write_atomically(
 /// Zstandard level for every Parquet file infersim writes.
 const ZSTD_LEVEL: i32 = 3;
 
+/// Zstandard level for trace files.
+const TRACE_ZSTD_LEVEL: i32 = 1;
+
 /// Parquet settings shared by every file infersim writes: zstd, and infersim as the creator.
 pub fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
@@ -99,6 +102,9 @@ pub fn trace_writer_properties(schema: &Schema) -> WriterProperties {
     let mut builder = writer_properties()
         .into_builder()
         .set_max_row_group_row_count(Some(crate::trace::ROW_GROUP_ROWS))
+        // Level 1: traces are large and written while the simulation runs; level 3
+        // cost a quarter of a traced run for a few percent smaller files.
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(TRACE_ZSTD_LEVEL).expect("1 is a valid zstd level")))
         .set_dictionary_enabled(false);
     for field in schema.fields().iter().filter(|f| f.data_type() == &DataType::Utf8) {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);

@@ -13,6 +13,8 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -60,16 +62,39 @@ pub trait Columns: Default {
     fn take(&mut self) -> Vec<ArrayRef>;
 }
 
+/// Where a sink's row groups go: written by the simulation's own thread while the
+/// trace is small, handed to a writer thread once it has filled a row group.
+enum Writer {
+    Inline(Box<ArrowWriter<File>>),
+    Threaded { batches: SyncSender<RecordBatch>, thread: JoinHandle<Result<(), String>> },
+}
+
 /// A trace file being written: rows are buffered and written a row group at a time
-/// to a temporary file, which [`ParquetSink::finish`] renames into place. A write error
-/// is kept and reported by `finish` (observers cannot fail mid-run).
+/// to a temporary file, which [`ParquetSink::finish`] renames into place. A trace that
+/// outgrows one row group gets a writer thread, so the simulation goes on while a
+/// group is encoded and compressed (at most two groups wait: memory stays bounded);
+/// a smaller one is written at `finish`, without a thread, which is cheaper when many
+/// replications already keep every core busy. A write error is kept and reported by
+/// `finish` (observers cannot fail mid-run).
 pub struct ParquetSink<C: Columns> {
     path: PathBuf,
     tmp: PathBuf,
-    writer: Option<ArrowWriter<File>>,
+    writer: Option<Writer>,
     columns: C,
     rows: u64,
     error: Option<OutputError>,
+}
+
+/// Writes every batch it receives, then closes the file. After a failure it keeps
+/// receiving (so the simulation never blocks) and reports the first error.
+fn write_batches(mut writer: ArrowWriter<File>, batches: Receiver<RecordBatch>) -> Result<(), String> {
+    let mut result = Ok(());
+    for batch in batches {
+        if result.is_ok() {
+            result = writer.write(&batch).map_err(|e| e.to_string());
+        }
+    }
+    result.and_then(|()| writer.close().map(|_| ()).map_err(|e| e.to_string()))
 }
 
 impl<C: Columns> ParquetSink<C> {
@@ -87,36 +112,67 @@ impl<C: Columns> ParquetSink<C> {
         let schema = C::schema();
         let writer = ArrowWriter::try_new(file, schema.clone(), Some(trace_writer_properties(&schema)))
             .map_err(|e| OutputError::Format { path: tmp.clone(), message: e.to_string() })?;
-        Ok(ParquetSink { path, tmp, writer: Some(writer), columns, rows: 0, error: None })
+        Ok(ParquetSink { path, tmp, writer: Some(Writer::Inline(Box::new(writer))), columns, rows: 0, error: None })
     }
 
-    fn flush(&mut self) {
+    /// Hands the buffered rows on: to the writer thread (started on the first full row
+    /// group), or, at `finish` of a small trace, to the inline writer.
+    fn flush(&mut self, finishing: bool) {
         if self.columns.is_empty() || self.error.is_some() {
             return;
         }
-        let Some(writer) = self.writer.as_mut() else { return };
-        let batch = RecordBatch::try_new(C::schema(), self.columns.take())
-            .and_then(|b| writer.write(&b).map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e))));
-        if let Err(e) = batch {
-            self.error = Some(OutputError::Format { path: self.tmp.clone(), message: e.to_string() });
+        let batch = match RecordBatch::try_new(C::schema(), self.columns.take()) {
+            Ok(batch) => batch,
+            Err(e) => {
+                self.error = Some(OutputError::Format { path: self.tmp.clone(), message: e.to_string() });
+                return;
+            }
+        };
+        if !finishing && let Some(Writer::Inline(_)) = self.writer {
+            let Some(Writer::Inline(writer)) = self.writer.take() else { unreachable!("matched above") };
+            let (batches, received) = sync_channel::<RecordBatch>(1);
+            match std::thread::Builder::new()
+                .name("trace-writer".into())
+                .spawn(move || write_batches(*writer, received))
+            {
+                Ok(thread) => self.writer = Some(Writer::Threaded { batches, thread }),
+                Err(error) => {
+                    self.error = Some(OutputError::Io { path: self.tmp.clone(), error });
+                    return;
+                }
+            }
+        }
+        let written = match self.writer.as_mut() {
+            Some(Writer::Inline(writer)) => writer.write(&batch).map_err(|e| e.to_string()),
+            Some(Writer::Threaded { batches, .. }) => {
+                batches.send(batch).map_err(|_| "the trace writer stopped".to_string())
+            }
+            None => Ok(()),
+        };
+        if let Err(message) = written {
+            self.error = Some(OutputError::Format { path: self.tmp.clone(), message });
         }
     }
 
     /// Writes what is buffered, closes the file and renames it into place; returns
     /// the number of rows.
     pub fn finish(mut self) -> Result<u64, OutputError> {
-        self.flush();
-        let result = match (self.error.take(), self.writer.take()) {
+        self.flush(true);
+        let written = match self.writer.take() {
+            Some(Writer::Inline(writer)) => writer.close().map(|_| ()).map_err(|e| e.to_string()),
+            Some(Writer::Threaded { batches, thread }) => {
+                // Closing the channel ends the writer thread's loop.
+                drop(batches);
+                thread.join().unwrap_or_else(|_| Err("the trace writer panicked".to_string()))
+            }
+            None => Ok(()),
+        };
+        let result = match (self.error.take(), written) {
             (Some(e), _) => Err(e),
-            (None, Some(writer)) => writer
-                .close()
-                .map(|_| ())
-                .map_err(|e| OutputError::Format { path: self.tmp.clone(), message: e.to_string() })
-                .and_then(|()| {
-                    fs::rename(&self.tmp, &self.path)
-                        .map_err(|error| OutputError::Io { path: self.path.clone(), error })
-                }),
-            (None, None) => Ok(()),
+            (None, Err(message)) => Err(OutputError::Format { path: self.tmp.clone(), message }),
+            (None, Ok(())) => {
+                fs::rename(&self.tmp, &self.path).map_err(|error| OutputError::Io { path: self.path.clone(), error })
+            }
         };
         if result.is_err() {
             let _ = fs::remove_file(&self.tmp);
@@ -130,7 +186,7 @@ impl<C: Columns> Observer<C::Row> for ParquetSink<C> {
         self.columns.push(row);
         self.rows += 1;
         if self.columns.len() >= ROW_GROUP_ROWS {
-            self.flush();
+            self.flush(false);
         }
     }
 }
@@ -200,7 +256,8 @@ columns! {
 pub struct ServingRequestColumns {
     task_names: Vec<String>,
     request_id: Vec<u64>,
-    task: Vec<String>,
+    /// Task indices; names are looked up when a batch is built, not copied per row.
+    task: Vec<u16>,
     tokens: Vec<u32>,
     truncated: Vec<bool>,
     arrival_s: Vec<f64>,
@@ -214,6 +271,14 @@ pub struct ServingRequestColumns {
     outcome: Vec<&'static str>,
     slo_met: Vec<bool>,
     warmup: Vec<bool>,
+}
+
+/// The name of task `index`, or the index itself if the names do not cover it.
+fn task_name(names: &[String], index: u16) -> std::borrow::Cow<'_, str> {
+    match names.get(usize::from(index)) {
+        Some(name) => std::borrow::Cow::Borrowed(name.as_str()),
+        None => std::borrow::Cow::Owned(index.to_string()),
+    }
 }
 
 impl ServingRequestColumns {
@@ -247,10 +312,9 @@ impl Columns for ServingRequestColumns {
     }
 
     fn push(&mut self, r: RequestRecord) {
-        let name = self.task_names.get(r.task as usize).cloned().unwrap_or_else(|| r.task.to_string());
         let served = r.outcome == RequestOutcome::Served;
         self.request_id.push(r.request_id);
-        self.task.push(name);
+        self.task.push(r.task);
         self.tokens.push(r.tokens);
         self.truncated.push(r.truncated);
         self.arrival_s.push(r.arrival_s);
@@ -272,10 +336,10 @@ impl Columns for ServingRequestColumns {
 
     fn take(&mut self) -> Vec<ArrayRef> {
         let names = std::mem::take(&mut self.task_names);
-        let c = std::mem::replace(self, ServingRequestColumns::new(names));
+        let c = std::mem::replace(self, ServingRequestColumns::new(names.clone()));
         vec![
             Arc::new(UInt64Array::from(c.request_id)),
-            Arc::new(StringArray::from(c.task)),
+            Arc::new(StringArray::from_iter_values(c.task.iter().map(|&t| task_name(&names, t)))),
             Arc::new(UInt32Array::from(c.tokens)),
             Arc::new(BooleanArray::from(c.truncated)),
             Arc::new(Float64Array::from(c.arrival_s)),
@@ -354,4 +418,61 @@ columns! {
 /// The trace directory of one replication.
 pub fn trace_dir(out: &Path, point: u32, replication: u64) -> PathBuf {
     out.join("traces").join(format!("point={point}")).join(format!("rep={replication}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::AsArray;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    fn sample(i: u32) -> StationSample {
+        StationSample { t_s: f64::from(i), queue_len: i, busy_servers: i % 4, in_system: i + i % 4 }
+    }
+
+    fn written(rows: u32) -> (tempfile::TempDir, PathBuf, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("timeseries.parquet");
+        let mut sink = ParquetSink::<StationSampleColumns>::create(path.clone()).unwrap();
+        (0..rows).for_each(|i| sink.observe(sample(i)));
+        let count = sink.finish().unwrap();
+        (dir, path, count)
+    }
+
+    #[test]
+    fn a_small_trace_is_one_row_group_written_at_finish() {
+        let (dir, path, count) = written(1000);
+        assert_eq!(count, 1000);
+        let reader = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
+        assert_eq!(reader.metadata().num_row_groups(), 1);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file is left");
+    }
+
+    #[test]
+    fn a_large_trace_streams_row_groups_in_order_through_the_writer_thread() {
+        let rows = 3 * ROW_GROUP_ROWS as u32 + 17;
+        let (dir, path, count) = written(rows);
+        assert_eq!(count, u64::from(rows));
+        let reader = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
+        let groups: Vec<i64> = reader.metadata().row_groups().iter().map(|g| g.num_rows()).collect();
+        let full = ROW_GROUP_ROWS as i64;
+        assert_eq!(groups, vec![full, full, full, 17]);
+        // Every row, in order.
+        let batches =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap())
+                .unwrap()
+                .build()
+                .unwrap();
+        let mut next = 0u32;
+        for batch in batches {
+            let batch = batch.unwrap();
+            let queue = batch.column_by_name("queue_len").unwrap().as_primitive::<arrow::datatypes::UInt32Type>();
+            for value in queue.values() {
+                assert_eq!(*value, next);
+                next += 1;
+            }
+        }
+        assert_eq!(next, rows);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file is left");
+    }
 }
