@@ -62,18 +62,24 @@ pub fn derive_stream(master_seed: u64, replication: u64, stream: StreamId) -> Si
     SimRng::from_seed(seed)
 }
 
+/// Stream ids below this are kept in a vector indexed by id; larger ones (models may
+/// spread theirs out, e.g. one block per kind of agent) in a hash map, so that memory
+/// grows with the streams used, not with the largest id.
+const DENSE_STREAMS: usize = 4096;
+
 /// The streams of one replication, created on first use.
 #[derive(Clone, Debug)]
 pub struct RngStreams {
     master_seed: u64,
     replication: u64,
     streams: Vec<Option<SimRng>>,
+    sparse: rustc_hash::FxHashMap<u32, SimRng>,
 }
 
 impl RngStreams {
     /// Streams for replication `replication` under `master_seed`.
     pub fn new(master_seed: u64, replication: u64) -> Self {
-        RngStreams { master_seed, replication, streams: Vec::new() }
+        RngStreams { master_seed, replication, streams: Vec::new(), sparse: Default::default() }
     }
 
     /// The master seed.
@@ -90,10 +96,13 @@ impl RngStreams {
     #[inline]
     pub fn stream(&mut self, id: StreamId) -> &mut SimRng {
         let index = id.0 as usize;
+        let (seed, rep) = (self.master_seed, self.replication);
+        if index >= DENSE_STREAMS {
+            return self.sparse.entry(id.0).or_insert_with(|| derive_stream(seed, rep, id));
+        }
         if index >= self.streams.len() {
             self.streams.resize_with(index + 1, || None);
         }
-        let (seed, rep) = (self.master_seed, self.replication);
         self.streams[index].get_or_insert_with(|| derive_stream(seed, rep, id))
     }
 }
@@ -105,6 +114,19 @@ mod tests {
 
     /// Value stability: pins the first draws, so a dependency upgrade or a change to
     /// the derivation that would silently change every result fails here.
+    #[test]
+    fn large_stream_ids_cost_no_more_than_small_ones() {
+        let mut streams = RngStreams::new(7, 3);
+        let far = StreamId(u32::MAX - 1);
+        let first = streams.stream(far).next_u64();
+        assert_eq!(first, derive_stream(7, 3, far).next_u64());
+        // The stream is kept: the next draw is its second value.
+        let mut fresh = derive_stream(7, 3, far);
+        fresh.next_u64();
+        assert_eq!(streams.stream(far).next_u64(), fresh.next_u64());
+        assert!(streams.streams.len() <= DENSE_STREAMS, "no vector grown to the id");
+    }
+
     #[test]
     fn streams_are_value_stable() {
         let mut rng = derive_stream(42, 0, StreamId(0));
