@@ -24,6 +24,7 @@
 
 pub mod distributions;
 pub mod grid;
+pub mod network;
 pub mod retraining;
 pub mod serving;
 pub mod station;
