@@ -183,7 +183,7 @@ fn print_summary(summary: &DataFrame, manifest: &Manifest, scenario: Option<&Sce
                 .and_then(|s| s.points.get(point as usize))
                 .map(|p| match &p.model {
                     ModelConfig::Station(config) => analytic(config),
-                    ModelConfig::Serving(_) | ModelConfig::Retraining(_) => Vec::new(),
+                    ModelConfig::Serving(_) | ModelConfig::Retraining(_) | ModelConfig::Network(_) => Vec::new(),
                 })
                 .unwrap_or_default();
             say!("");
@@ -205,6 +205,7 @@ fn print_summary(summary: &DataFrame, manifest: &Manifest, scenario: Option<&Sce
         let mean = f64_at(summary, "mean", row).map_or("-".into(), fmt_value);
         let ci = match (f64_at(summary, "ci_low", row), f64_at(summary, "ci_high", row)) {
             (Some(lo), Some(hi)) => format!("[{}, {}]", fmt_value(lo), fmt_value(hi)),
+            _ if n == 0.0 => "(no replication has a value)".into(),
             _ => "(needs 2 replications)".into(),
         };
         let line = format!("{metric:<width$} {n:>4} {mean:>12} {ci:>27}");
@@ -534,6 +535,7 @@ fn compare(
         if crn { "same seed: common random numbers" } else { "different seeds: independent pairs, wider intervals" }
     );
     let mut current = None;
+    let width = rows.iter().map(|r| r.metric.len()).max().unwrap_or(6).max(6);
     for r in &rows {
         if current != Some(r.point) {
             current = Some(r.point);
@@ -542,7 +544,7 @@ fn compare(
                 say!("point {}", r.point);
             }
             say!(
-                "{:<14} {:>5} {:>12} {:>12} {:>34} {:>9}",
+                "{:<width$} {:>5} {:>12} {:>12} {:>34} {:>9}",
                 "metric",
                 "pairs",
                 "base",
@@ -558,7 +560,7 @@ fn compare(
         let change = r.relative_change().map_or(String::new(), |c| format!("{:+.2}%", c * 100.0));
         let mark = if r.significant() { " *" } else { "" };
         say!(
-            "{:<14} {:>5} {:>12} {:>12} {:>34} {:>9}{mark}",
+            "{:<width$} {:>5} {:>12} {:>12} {:>34} {:>9}{mark}",
             r.metric,
             r.pairs,
             fmt_value(r.base_mean),

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::path::PathBuf;
 
+use infersim_agents::network::{NetworkConfig, NetworkRun, build_network, finish_network, run_network};
 use infersim_agents::retraining::{
     RetrainingConfig, RetrainingRun, build_retraining, finish_retraining, run_retraining,
 };
@@ -21,8 +22,8 @@ use rayon::prelude::*;
 use crate::output::ReplicationRecord;
 use crate::scenario::{ModelConfig, Point};
 use crate::trace::{
-    ParquetSink, RetrainingRequestColumns, RetrainingSampleColumns, ServingRequestColumns, ServingSampleColumns,
-    StationRequestColumns, StationSampleColumns, TraceLevel, trace_dir,
+    NetworkPeriodColumns, NetworkQueryColumns, ParquetSink, RetrainingRequestColumns, RetrainingSampleColumns,
+    ServingRequestColumns, ServingSampleColumns, StationRequestColumns, StationSampleColumns, TraceLevel, trace_dir,
 };
 
 /// What to trace and where.
@@ -153,6 +154,35 @@ pub const RETRAINING_METRICS: &[&str] = &[
     "events",
 ];
 
+/// Per-replication metrics of the miner network, in column order.
+pub const NETWORK_METRICS: &[&str] = &[
+    "organic_queries",
+    "answered",
+    "answer_rate",
+    "quality_mean",
+    "latency_mean_s",
+    "latency_p50_s",
+    "latency_p99_s",
+    "slo_attainment",
+    "synthetic_queries",
+    "requests",
+    "attempts_per_query",
+    "rate_429",
+    "rate_500",
+    "share_good",
+    "share_poor",
+    "share_flaky",
+    "cold_start_h",
+    "energy_kwh",
+    "energy_per_query_kwh",
+    "nodes_joined",
+    "nodes_left",
+    "node_failures",
+    "periods",
+    "simulated_h",
+    "events",
+];
+
 /// Metrics that are true or false: kept as 1 or 0 in part files, written as Boolean
 /// columns, summarised as the fraction of replications where they hold.
 pub const BOOLEAN_METRICS: &[&str] = &["diverged"];
@@ -163,7 +193,76 @@ pub fn metric_names(model: &ModelConfig) -> &'static [&'static str] {
         ModelConfig::Station(_) => STATION_METRICS,
         ModelConfig::Serving(_) => SERVING_METRICS,
         ModelConfig::Retraining(_) => RETRAINING_METRICS,
+        ModelConfig::Network(_) => NETWORK_METRICS,
     }
+}
+
+fn network_metrics(run: &NetworkRun) -> Vec<Option<f64>> {
+    vec![
+        Some(run.organic_queries as f64),
+        Some(run.answered as f64),
+        run.answer_rate,
+        run.quality_mean,
+        run.latency_mean_s,
+        run.latency_p50_s,
+        run.latency_p99_s,
+        run.slo_attainment,
+        Some(run.synthetic_queries as f64),
+        Some(run.requests as f64),
+        run.attempts_per_query,
+        run.rate_429,
+        run.rate_500,
+        run.share_good,
+        run.share_poor,
+        run.share_flaky,
+        run.cold_start_h,
+        Some(run.energy_kwh),
+        run.energy_per_query_kwh,
+        Some(run.nodes_joined as f64),
+        Some(run.nodes_left as f64),
+        Some(run.node_failures as f64),
+        Some(run.periods as f64),
+        Some(run.simulated_h),
+        Some(run.events as f64),
+    ]
+}
+
+/// Runs the miner network; its timeseries is one row per contender and scoring period,
+/// its requests trace one row per query.
+fn run_network_traced(
+    config: &NetworkConfig,
+    seed: u64,
+    point: u32,
+    replication: u64,
+    trace: &TraceSpec,
+) -> Result<NetworkRun, String> {
+    if trace.level == TraceLevel::Summary {
+        return run_network(config, seed, replication);
+    }
+    let dir = fresh_trace_dir(trace, point, replication)?;
+    let tasks: Vec<String> = config.tasks.iter().map(|t| t.name.clone()).collect();
+    let classes: Vec<String> = config.node_classes.iter().map(|c| c.name.clone()).collect();
+    let periods = ParquetSink::with_columns(
+        dir.join("timeseries.parquet"),
+        NetworkPeriodColumns::new(tasks.clone(), classes.clone()),
+    )
+    .map_err(|e| e.to_string())?;
+    let queries = if trace.level >= TraceLevel::Requests {
+        Some(
+            ParquetSink::with_columns(dir.join("requests.parquet"), NetworkQueryColumns::new(tasks, classes))
+                .map_err(|e| e.to_string())?,
+        )
+    } else {
+        None
+    };
+    let mut sim = build_network(config, queries, Some(periods), seed, replication).map_err(|e| e.to_string())?;
+    let run = finish_network(&mut sim).map_err(|e| e.to_string())?;
+    let (queries, periods) = sim.into_model().into_observers();
+    if let Some(queries) = queries {
+        queries.finish().map_err(|e| e.to_string())?;
+    }
+    periods.expect("period scores were switched on").finish().map_err(|e| e.to_string())?;
+    Ok(run)
 }
 
 fn retraining_metrics(run: &RetrainingRun) -> Vec<Option<f64>> {
@@ -386,6 +485,9 @@ pub fn run_replication(point: &Point, master_seed: u64, replication: u64, trace:
         }
         ModelConfig::Retraining(config) => run_retraining_traced(config, master_seed, point.index, replication, trace)
             .map(|run| retraining_metrics(&run)),
+        ModelConfig::Network(config) => {
+            run_network_traced(config, master_seed, point.index, replication, trace).map(|run| network_metrics(&run))
+        }
     }))
     .unwrap_or_else(|panic| {
         let message = panic

@@ -11,6 +11,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use infersim_agents::grid::CarbonIntensity;
+use infersim_agents::network::{self, NetworkConfig, NodeClass, ScheduledEvent, Similarity, TaskConfig, Validator};
 use infersim_agents::retraining::{
     Drift, DriftDistribution, Energy, Fleet, LossFunction, Monitor, Policy, Prices, Quality, RetrainingConfig,
     Training, TrainingPool,
@@ -28,6 +29,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("bloom-stochastic", include_str!("../../data/scenarios/bloom-stochastic.toml")),
     ("bloom-deployment", include_str!("../../data/scenarios/bloom-deployment.toml")),
     ("bloom-sweep", include_str!("../../data/scenarios/bloom-sweep.toml")),
+    ("nineteen-contenders", include_str!("../../data/scenarios/nineteen-contenders.toml")),
 ];
 
 /// The scenario `infersim run` uses when none is named.
@@ -40,6 +42,22 @@ const UNSWEEPABLE: &[&str] =
 /// Every key a scenario may contain, as dotted paths.
 const KNOWN_KEYS: &[&str] = &[
     "description",
+    // The miner network: arrays of tables are checked field by field when read.
+    "tasks",
+    "node_classes",
+    "similarity",
+    "events",
+    "validator.period_s",
+    "validator.quality_noise_sd",
+    "validator.rtt_s",
+    "validator.slo_s",
+    "validator.concentration",
+    "routing.policy",
+    "routing.top",
+    "routing.half_life_s",
+    "routing.window_s",
+    "routing.weight",
+    "routing.quality_exponent",
     "station.servers",
     "station.arrival_rate_per_s",
     "station.service_rate_per_s",
@@ -216,6 +234,17 @@ pub enum ScenarioError {
         /// What is wrong.
         problem: String,
     },
+    /// A table (or one table of an array) that does not fit its schema: an unknown or
+    /// missing field, a value of the wrong type, a name that is not one of the choices.
+    #[error("{source_name}: {key}: {message}")]
+    Table {
+        /// Where it came from.
+        source_name: String,
+        /// The table, e.g. `routing` or `node_classes[2]`.
+        key: String,
+        /// The reader's message.
+        message: String,
+    },
     /// A value of the wrong type or out of range.
     #[error("{source_name}: {key} = {value} is invalid: expected {expected}")]
     Invalid {
@@ -308,6 +337,8 @@ pub enum ModelConfig {
     Serving(ServingConfig),
     /// The drift-and-retraining world (`[drift]` with `[monitor]`, `[training]`, ...).
     Retraining(RetrainingConfig),
+    /// The miner network (`[validator]`, `[routing]`, `[[tasks]]`, `[[node_classes]]`).
+    Network(NetworkConfig),
 }
 
 /// One point of a (possibly swept) scenario.
@@ -394,6 +425,42 @@ struct RawScenario {
     energy: Option<Energy>,
     grid: Option<Value>,
     prices: Option<Prices>,
+    // The miner network.
+    // Read table by table, so that an error names the table.
+    validator: Option<Value>,
+    routing: Option<Value>,
+    tasks: Option<Value>,
+    node_classes: Option<Value>,
+    similarity: Option<Value>,
+    events: Option<Value>,
+}
+
+/// Reads one table of a scenario; an error names it.
+fn table_as<T: serde::de::DeserializeOwned>(source_name: &str, key: &str, value: &Value) -> Result<T, ScenarioError> {
+    value.clone().try_into().map_err(|e: toml::de::Error| ScenarioError::Table {
+        source_name: source_name.into(),
+        key: key.into(),
+        message: e.message().trim().to_string(),
+    })
+}
+
+/// Reads an array of tables (`[[key]]`); an error names the table by its index.
+fn tables_as<T: serde::de::DeserializeOwned>(
+    source_name: &str,
+    key: &str,
+    value: Option<&Value>,
+) -> Result<Vec<T>, ScenarioError> {
+    match value {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => {
+            items.iter().enumerate().map(|(i, item)| table_as(source_name, &format!("{key}[{i}]"), item)).collect()
+        }
+        Some(other) => Err(ScenarioError::Table {
+            source_name: source_name.into(),
+            key: key.into(),
+            message: format!("expected an array of tables ([[{key}]]), found {}", other.type_str()),
+        }),
+    }
 }
 
 #[derive(Deserialize)]
@@ -734,7 +801,55 @@ impl Scenario {
             ("prices", raw.prices.is_some()),
         ];
         let retraining = retraining_sections.iter().any(|(_, present)| *present);
+        let network_sections = [
+            ("validator", raw.validator.is_some()),
+            ("routing", raw.routing.is_some()),
+            ("tasks", raw.tasks.is_some()),
+            ("node_classes", raw.node_classes.is_some()),
+        ];
+        let network =
+            network_sections.iter().any(|(_, present)| *present) || raw.similarity.is_some() || raw.events.is_some();
         let model = match (&raw.station, &raw.serving, retraining) {
+            _ if network => {
+                if raw.station.is_some() || raw.serving.is_some() || retraining {
+                    return Err(invalid(
+                        "[validator] / [routing]",
+                        &"",
+                        "exactly one model: the miner network's tables cannot stand beside [station], \
+                         [serving] or the drift-and-retraining tables",
+                    ));
+                }
+                if let Some((section, _)) = network_sections.iter().find(|(_, present)| !present) {
+                    return Err(invalid(
+                        &format!("[{section}]"),
+                        &"(missing)",
+                        "a table: a miner-network scenario needs [validator], [routing], [[tasks]] and \
+                         [[node_classes]]",
+                    ));
+                }
+                only("simulation.customers", sim.customers.is_some(), "station")?;
+                only("simulation.warmup_customers", sim.warmup_customers.is_some(), "station")?;
+                only("simulation.warmup_s", sim.warmup_s.is_some(), "serving")?;
+                let present = "checked present";
+                let config = NetworkConfig {
+                    tasks: tables_as::<TaskConfig>(source_name, "tasks", raw.tasks.as_ref())?,
+                    node_classes: tables_as::<NodeClass>(source_name, "node_classes", raw.node_classes.as_ref())?,
+                    similarity: tables_as::<Similarity>(source_name, "similarity", raw.similarity.as_ref())?,
+                    validator: table_as::<Validator>(source_name, "validator", raw.validator.as_ref().expect(present))?,
+                    routing: table_as::<network::Routing>(
+                        source_name,
+                        "routing",
+                        raw.routing.as_ref().expect(present),
+                    )?,
+                    events: tables_as::<ScheduledEvent>(source_name, "events", raw.events.as_ref())?,
+                    duration_s: Scenario::duration_s(sim, &invalid)?,
+                };
+                config.validate().map_err(|e| {
+                    let key = if e.key == "duration_s" { "simulation.duration_s".to_string() } else { e.key.clone() };
+                    invalid(&key, &e.value, e.allowed)
+                })?;
+                ModelConfig::Network(config)
+            }
             (Some(s), None, false) => {
                 only("simulation.duration_s", sim.duration_s.is_some(), "serving")?;
                 only("simulation.duration_h", sim.duration_h.is_some(), "serving")?;
@@ -1200,6 +1315,36 @@ mod tests {
         assert!(
             grid.unwrap_err().to_string().contains("grid.amplitude = 1.5 is invalid: expected a number from 0 to 1")
         );
+    }
+
+    #[test]
+    fn the_nineteen_scenario_sweeps_every_policy_and_a_set_pins_one() {
+        use infersim_agents::network::RoutingPolicy;
+        let s = Scenario::load("nineteen-contenders").unwrap();
+        let policies: Vec<RoutingPolicy> = s
+            .points
+            .iter()
+            .map(|p| match &p.model {
+                ModelConfig::Network(c) => c.routing.policy,
+                other => panic!("a network scenario, not {other:?}"),
+            })
+            .collect();
+        assert_eq!(policies, RoutingPolicy::ALL);
+        let ModelConfig::Network(c) = &s.points[0].model else { unreachable!() };
+        assert_eq!((c.tasks.len(), c.node_classes.iter().map(|k| k.count).sum::<u32>()), (3, 19));
+        assert_eq!(c.similarity_matrix()[1][0], 0.5, "sim(70b -> 3b)");
+        let mut pinned = s.clone();
+        pinned.apply_overrides(&["routing.policy=least_processed", "routing.weight=10"]).unwrap();
+        assert_eq!(pinned.points.len(), 1);
+        let ModelConfig::Network(c) = &pinned.points[0].model else { unreachable!() };
+        assert_eq!((c.routing.policy, c.routing.weight), (RoutingPolicy::LeastProcessed, 10.0));
+        let e = s.clone().apply_overrides(&["routing.top=0"]).unwrap_err().to_string();
+        assert!(e.contains("routing.top = 0 is invalid: expected an integer >= 1"), "{e}");
+        let text = BUILTIN.iter().find(|(n, _)| *n == "nineteen-contenders").unwrap().1;
+        let e = Scenario::parse("x.toml", &text.replace("slots = 8", "slotz = 8")).unwrap_err().to_string();
+        assert!(e.starts_with("x.toml: node_classes[0]: unknown field `slotz`"), "{e}");
+        let e = Scenario::parse("x.toml", &text.replace("[validator]", "[validatr]")).unwrap_err().to_string();
+        assert!(e.contains("unknown key `validatr.") && e.contains("did you mean `validator."), "{e}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use infersim_agents::network::{NetworkPeriod, NetworkQuery};
 use infersim_agents::retraining::{RetrainingRequest, RetrainingSample};
 use infersim_agents::serving::{RequestOutcome, RequestRecord, ServingSample};
 use infersim_agents::station::{CustomerRecord, Outcome, StationSample};
@@ -273,7 +274,8 @@ pub struct ServingRequestColumns {
     warmup: Vec<bool>,
 }
 
-/// The name of task `index`, or the index itself if the names do not cover it.
+/// The name at `index` (of a task or a class), or the index itself if the names do not
+/// cover it.
 fn task_name(names: &[String], index: u16) -> std::borrow::Cow<'_, str> {
     match names.get(usize::from(index)) {
         Some(name) => std::borrow::Cow::Borrowed(name.as_str()),
@@ -412,6 +414,161 @@ columns! {
         drift: f64 => Float64Array, Float64, false, |r| r.drift;
         energy_kwh: f64 => Float64Array, Float64, false, |r| r.energy_kwh;
         outcome: &'static str => StringArray, Utf8, false, |r| if r.served { "served" } else { "lost" };
+    }
+}
+
+/// Columns of `requests.parquet` for the miner network: one row per finished query,
+/// with the contender it ended with (the one that answered, or the last one tried).
+#[derive(Default)]
+pub struct NetworkQueryColumns {
+    task_names: Vec<String>,
+    class_names: Vec<String>,
+    query_id: Vec<u64>,
+    task: Vec<u16>,
+    synthetic: Vec<bool>,
+    arrival_s: Vec<f64>,
+    finish_s: Vec<f64>,
+    latency_s: Vec<Option<f64>>,
+    attempts: Vec<u32>,
+    node: Vec<Option<u32>>,
+    class: Vec<Option<u16>>,
+    outcome: Vec<&'static str>,
+    quality: Vec<Option<f64>>,
+    observed_quality: Vec<Option<f64>>,
+}
+
+impl NetworkQueryColumns {
+    /// Buffers that write task and class names for their indices.
+    pub fn new(task_names: Vec<String>, class_names: Vec<String>) -> Self {
+        NetworkQueryColumns { task_names, class_names, ..Default::default() }
+    }
+}
+
+impl Columns for NetworkQueryColumns {
+    type Row = NetworkQuery;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("query_id", DataType::UInt64, false),
+            Field::new("task", DataType::Utf8, false),
+            Field::new("synthetic", DataType::Boolean, false),
+            Field::new("arrival_s", DataType::Float64, false),
+            Field::new("finish_s", DataType::Float64, false),
+            Field::new("latency_s", DataType::Float64, true),
+            Field::new("attempts", DataType::UInt32, false),
+            Field::new("node", DataType::UInt32, true),
+            Field::new("class", DataType::Utf8, true),
+            Field::new("outcome", DataType::Utf8, false),
+            Field::new("quality", DataType::Float64, true),
+            Field::new("observed_quality", DataType::Float64, true),
+        ]))
+    }
+
+    fn push(&mut self, q: NetworkQuery) {
+        self.query_id.push(q.query_id);
+        self.task.push(q.task);
+        self.synthetic.push(q.synthetic);
+        self.arrival_s.push(q.arrival_s);
+        self.finish_s.push(q.finish_s);
+        self.latency_s.push(q.quality.map(|_| q.finish_s - q.arrival_s));
+        self.attempts.push(q.attempts);
+        self.node.push(q.node);
+        self.class.push(q.class);
+        self.outcome.push(q.outcome.as_str());
+        self.quality.push(q.quality);
+        self.observed_quality.push(q.observed_quality);
+    }
+
+    fn len(&self) -> usize {
+        self.query_id.len()
+    }
+
+    fn take(&mut self) -> Vec<ArrayRef> {
+        let (tasks, classes) = (std::mem::take(&mut self.task_names), std::mem::take(&mut self.class_names));
+        let c = std::mem::replace(self, NetworkQueryColumns::new(tasks.clone(), classes.clone()));
+        vec![
+            Arc::new(UInt64Array::from(c.query_id)),
+            Arc::new(StringArray::from_iter_values(c.task.iter().map(|&t| task_name(&tasks, t)))),
+            Arc::new(BooleanArray::from(c.synthetic)),
+            Arc::new(Float64Array::from(c.arrival_s)),
+            Arc::new(Float64Array::from(c.finish_s)),
+            Arc::new(Float64Array::from(c.latency_s)),
+            Arc::new(UInt32Array::from(c.attempts)),
+            Arc::new(UInt32Array::from(c.node)),
+            Arc::new(StringArray::from_iter(c.class.iter().map(|k| k.map(|k| task_name(&classes, k))))),
+            Arc::new(StringArray::from(c.outcome)),
+            Arc::new(Float64Array::from(c.quality)),
+            Arc::new(Float64Array::from(c.observed_quality)),
+        ]
+    }
+}
+
+/// Columns of `timeseries.parquet` for the miner network: one row per contender per
+/// scoring period, t_h (the period's end) first.
+#[derive(Default)]
+pub struct NetworkPeriodColumns {
+    task_names: Vec<String>,
+    class_names: Vec<String>,
+    rows: Vec<NetworkPeriod>,
+}
+
+impl NetworkPeriodColumns {
+    /// Buffers that write task and class names for their indices.
+    pub fn new(task_names: Vec<String>, class_names: Vec<String>) -> Self {
+        NetworkPeriodColumns { task_names, class_names, rows: Vec::new() }
+    }
+}
+
+impl Columns for NetworkPeriodColumns {
+    type Row = NetworkPeriod;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("t_h", DataType::Float64, false),
+            Field::new("node", DataType::UInt32, false),
+            Field::new("class", DataType::Utf8, false),
+            Field::new("task", DataType::Utf8, false),
+            Field::new("requests", DataType::UInt64, false),
+            Field::new("rate_limited", DataType::UInt64, false),
+            Field::new("failed", DataType::UInt64, false),
+            Field::new("consumed", DataType::Float64, false),
+            Field::new("capacity", DataType::Float64, false),
+            Field::new("period_score", DataType::Float64, true),
+            Field::new("observed_quality", DataType::Float64, true),
+            Field::new("score", DataType::Float64, true),
+            Field::new("glob", DataType::Float64, false),
+        ]))
+    }
+
+    fn push(&mut self, row: NetworkPeriod) {
+        self.rows.push(row);
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn take(&mut self) -> Vec<ArrayRef> {
+        let rows = std::mem::take(&mut self.rows);
+        let (tasks, classes) = (&self.task_names, &self.class_names);
+        let floats = |f: fn(&NetworkPeriod) -> f64| Arc::new(Float64Array::from_iter_values(rows.iter().map(f)));
+        let options = |f: fn(&NetworkPeriod) -> Option<f64>| Arc::new(Float64Array::from_iter(rows.iter().map(f)));
+        let counts = |f: fn(&NetworkPeriod) -> u64| Arc::new(UInt64Array::from_iter_values(rows.iter().map(f)));
+        vec![
+            floats(|r| r.t_h),
+            Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.node))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| task_name(classes, r.class)))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| task_name(tasks, r.task)))),
+            counts(|r| r.requests),
+            counts(|r| r.rate_limited),
+            counts(|r| r.failed),
+            floats(|r| r.consumed),
+            floats(|r| r.capacity),
+            options(|r| r.period_score),
+            options(|r| r.observed_quality),
+            options(|r| r.score),
+            floats(|r| r.glob),
+        ]
     }
 }
 
