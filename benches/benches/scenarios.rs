@@ -3,6 +3,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use infersim_agents::network::{NetworkConfig, RoutingPolicy, run_network};
 use infersim_agents::retraining::{RetrainingConfig, run_retraining};
 
 /// `bloom-stochastic` stretched to one year (8760 h, about 4.9 million requests).
@@ -35,9 +36,26 @@ fn bloom_stochastic_year(c: &mut Criterion) {
     group.finish();
 }
 
+/// `nineteen-contenders` (24 h, 19 nodes, about 250 000 queries) under each policy.
+fn nineteen_contenders_day(c: &mut Criterion) {
+    let mut group = c.benchmark_group("nineteen_contenders_24h");
+    group.sample_size(10);
+    for policy in RoutingPolicy::ALL {
+        let config = NetworkConfig {
+            routing: infersim_agents::network::Routing { policy, ..NetworkConfig::nineteen_contenders().routing },
+            ..NetworkConfig::nineteen_contenders()
+        };
+        let run = run_network(&config, 42, 0).unwrap();
+        group.throughput(Throughput::Elements(run.events));
+        let name = format!("{policy:?}");
+        group.bench_function(name, |b| b.iter(|| black_box(run_network(&config, 42, 0).unwrap())));
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(std::time::Duration::from_secs(20));
-    targets = bloom_stochastic_year
+    targets = bloom_stochastic_year, nineteen_contenders_day
 }
 criterion_main!(benches);

@@ -1330,6 +1330,11 @@ mod tests {
             })
             .collect();
         assert_eq!(policies, RoutingPolicy::ALL);
+        // The decayed-score point is the agents crate's constructor (used by benchmarks).
+        assert_eq!(
+            s.points[5].model,
+            ModelConfig::Network(infersim_agents::network::NetworkConfig::nineteen_contenders())
+        );
         let ModelConfig::Network(c) = &s.points[0].model else { unreachable!() };
         assert_eq!((c.tasks.len(), c.node_classes.iter().map(|k| k.count).sum::<u32>()), (3, 19));
         assert_eq!(c.similarity_matrix()[1][0], 0.5, "sim(70b -> 3b)");

@@ -433,6 +433,91 @@ impl NetworkConfig {
 }
 
 impl NetworkConfig {
+    /// The built-in `nineteen-contenders` scenario (data/scenarios/nineteen-contenders.toml)
+    /// under decayed-score routing; a test keeps the two equal. Nineteen nodes in four
+    /// classes serve three chat tasks, the third added at hour 12; 24 h.
+    pub fn nineteen_contenders() -> NetworkConfig {
+        let task = |name: &str, organic_per_s: f64, synthetic_per_s: f64, work_s: f64, start_h: f64| TaskConfig {
+            name: name.into(),
+            organic_per_s,
+            synthetic_per_s,
+            work_s,
+            work_cv: 0.5,
+            start_h,
+        };
+        let tasks = vec![
+            task("chat-llama-3-2-3b", 1.5, 0.3, 0.8, 0.0),
+            task("chat-llama-3-1-70b", 0.4, 0.1, 3.0, 0.0),
+            task("chat-llama-3-1-8b", 1.0, 0.2, 1.2, 12.0),
+        ];
+        let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
+        let class =
+            |name: &str, category: Category, count: u32, capacity: u32, slots: u32, speed: [f64; 2]| NodeClass {
+                name: name.into(),
+                category,
+                count,
+                tasks: names.clone(),
+                capacity,
+                slots,
+                speed,
+                quality: [0.85, 0.95],
+                reliability: [0.99, 1.0],
+                busy_w: 350.0,
+                idle_w: 120.0,
+                leave_per_h: 0.01,
+                join_per_h: 0.02,
+                mtbf_h: Some(48.0),
+                mttr_h: 1.0,
+            };
+        let slow_good =
+            NodeClass { busy_w: 250.0, idle_w: 80.0, ..class("slow_good", Category::Good, 5, 200, 4, [0.5, 0.8]) };
+        let fast_poor = NodeClass {
+            quality: [0.3, 0.5],
+            busy_w: 200.0,
+            idle_w: 80.0,
+            ..class("fast_poor", Category::Poor, 5, 400, 8, [1.6, 2.4])
+        };
+        let flaky = NodeClass {
+            quality: [0.7, 0.9],
+            reliability: [0.6, 0.8],
+            busy_w: 300.0,
+            idle_w: 100.0,
+            leave_per_h: 0.05,
+            join_per_h: 0.05,
+            mtbf_h: Some(6.0),
+            mttr_h: 0.5,
+            ..class("flaky", Category::Flaky, 4, 400, 2, [1.0, 1.5])
+        };
+        let similarity = |from: &str, to: &str, value: f64| Similarity { from: from.into(), to: to.into(), value };
+        NetworkConfig {
+            node_classes: vec![class("fast_good", Category::Good, 5, 400, 8, [1.6, 2.4]), slow_good, fast_poor, flaky],
+            similarity: vec![
+                similarity(&names[2], &names[0], 0.8),
+                similarity(&names[2], &names[1], 0.6),
+                similarity(&names[1], &names[0], 0.5),
+                similarity(&names[0], &names[1], 0.3),
+            ],
+            tasks,
+            validator: Validator {
+                period_s: 600.0,
+                quality_noise_sd: 0.1,
+                rtt_s: 0.05,
+                slo_s: 4.0,
+                concentration: 0.8,
+            },
+            routing: Routing {
+                policy: RoutingPolicy::DecayedScore,
+                top: 5,
+                half_life_s: 3600.0,
+                window_s: 86_400.0,
+                weight: 50.0,
+                quality_exponent: 1.0,
+            },
+            events: vec![ScheduledEvent { at_h: 18.0, action: NodeAction::Leave, class: "fast_good".into(), count: 2 }],
+            duration_s: 24.0 * 3600.0,
+        }
+    }
+
     /// A small network for examples and tests: two related chat tasks on twelve nodes
     /// (four good, four poor, four flaky), decayed-score routing, two hours.
     pub fn example() -> NetworkConfig {
