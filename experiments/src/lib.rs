@@ -30,4 +30,5 @@ pub mod plot;
 pub mod replay;
 pub mod runner;
 pub mod scenario;
+pub mod slurm;
 pub mod trace;

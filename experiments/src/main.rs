@@ -114,6 +114,54 @@ enum Command {
         #[arg(long, value_name = "KEY")]
         x: Option<String>,
     },
+    /// Write (and with --submit, submit) a Slurm job array that runs a batch in shards,
+    /// plus a job that merges them once every shard has succeeded.
+    Slurm {
+        /// A built-in scenario name or a path to a TOML file.
+        scenario: String,
+        /// Array tasks: the batch is split into this many shards.
+        #[arg(long)]
+        shards: u64,
+        /// The batch directory: scripts, logs, shard-I/ and merged/ go here.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Replications per point (default: the scenario's simulation.replications).
+        #[arg(long)]
+        reps: Option<u64>,
+        /// Master seed (default: the scenario's simulation.seed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Override a scenario key by its dotted path.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// What each shard records (as for run).
+        #[arg(long, value_enum, default_value_t = TraceLevel::Summary)]
+        trace: TraceLevel,
+        /// Confidence level of the merged summary.
+        #[arg(long, default_value_t = 0.95)]
+        confidence: f64,
+        /// Slurm partition.
+        #[arg(long)]
+        partition: Option<String>,
+        /// Time limit per task and for the merge, e.g. 02:00:00.
+        #[arg(long)]
+        time: Option<String>,
+        /// CPUs per array task; each task runs that many threads.
+        #[arg(long, default_value_t = 1)]
+        cpus_per_task: u32,
+        /// Memory per task and for the merge, e.g. 4G.
+        #[arg(long)]
+        mem: Option<String>,
+        /// An extra #SBATCH line, e.g. --sbatch=--account=sim. Repeatable.
+        #[arg(long = "sbatch", value_name = "LINE", allow_hyphen_values = true)]
+        sbatch: Vec<String>,
+        /// The infersim binary as the compute nodes see it (default: this one).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// Submit both jobs with sbatch and print their ids.
+        #[arg(long)]
+        submit: bool,
+    },
     /// List the built-in scenarios.
     List,
     /// Check a scenario and print it resolved.
@@ -382,6 +430,16 @@ fn analyze(
     confidence: f64,
     batch_means: &BatchMeansSpec,
 ) -> anyhow::Result<ExitCode> {
+    // Shards that never ran (or failed before writing anything) have no manifest: name
+    // them all at once rather than failing on the first.
+    let absent: Vec<String> =
+        dirs.iter().filter(|d| !d.join("manifest.json").exists()).map(|d| d.display().to_string()).collect();
+    if !absent.is_empty() {
+        bail!(
+            "the batch is incomplete: no batch in {} (never run, or failed before writing); run those shards, then merge again",
+            absent.join(", ")
+        );
+    }
     let manifests: Vec<Manifest> = dirs
         .iter()
         .map(|d| read_manifest(d).with_context(|| format!("{}: not an infersim output", d.display())))
@@ -613,6 +671,131 @@ fn plot(dir: &std::path::Path, to: Option<PathBuf>, confidence: f64, x: Option<&
     Ok(ExitCode::SUCCESS)
 }
 
+/// `infersim slurm`'s options, as given.
+struct SlurmOptions {
+    shards: u64,
+    dir: PathBuf,
+    reps: Option<u64>,
+    seed: Option<u64>,
+    overrides: Vec<String>,
+    trace: TraceLevel,
+    confidence: f64,
+    partition: Option<String>,
+    time: Option<String>,
+    cpus_per_task: u32,
+    mem: Option<String>,
+    sbatch: Vec<String>,
+    binary: Option<PathBuf>,
+}
+
+/// Writes the batch's sbatch scripts after checking everything they will run; submits
+/// them when asked.
+fn slurm(scenario: &str, o: SlurmOptions, submit: bool) -> anyhow::Result<ExitCode> {
+    // The same checks as `run`, before anything is written.
+    let s = load(scenario, &o.overrides)?;
+    if o.shards == 0 {
+        bail!("--shards must be at least 1");
+    }
+    if o.cpus_per_task == 0 {
+        bail!("--cpus-per-task must be at least 1");
+    }
+    if !(o.confidence > 0.0 && o.confidence < 1.0) {
+        bail!("--confidence {} is invalid: expected a number between 0 and 1", o.confidence);
+    }
+    let replications = o.reps.unwrap_or(s.replications);
+    if replications == 0 {
+        bail!("--reps must be at least 1");
+    }
+    let items = s.points.len() as u64 * replications;
+    if o.shards > items {
+        bail!("--shards {} is more than the batch's {items} replications: some shards would be empty", o.shards);
+    }
+    let absolute =
+        |p: &std::path::Path| std::path::absolute(p).with_context(|| format!("{}: cannot resolve", p.display()));
+    let dir = absolute(&o.dir)?;
+    if std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
+        bail!("{}: already exists and is not empty; choose another --dir", dir.display());
+    }
+    let binary = match o.binary {
+        Some(b) => absolute(&b)?,
+        None => std::env::current_exe().context("cannot find this binary; give --binary")?,
+    };
+    // Built-in names stay names; files are named by absolute path, for the compute nodes.
+    let scenario_arg = if BUILTIN.iter().any(|(name, _)| *name == scenario) {
+        scenario.to_string()
+    } else {
+        absolute(std::path::Path::new(scenario))?.to_string_lossy().into_owned()
+    };
+    let mut run_args =
+        vec!["--reps".to_string(), replications.to_string(), "--seed".into(), o.seed.unwrap_or(s.seed).to_string()];
+    for set in &o.overrides {
+        run_args.extend(["--set".to_string(), set.clone()]);
+    }
+    if o.trace != TraceLevel::Summary {
+        run_args.extend(["--trace".to_string(), format!("{:?}", o.trace).to_lowercase()]);
+    }
+    run_args.extend(["--confidence".to_string(), o.confidence.to_string()]);
+    let batch = infersim::slurm::SlurmBatch {
+        binary,
+        scenario: scenario_arg,
+        run_args,
+        shards: o.shards,
+        dir: dir.clone(),
+        partition: o.partition,
+        time: o.time,
+        cpus_per_task: o.cpus_per_task,
+        mem: o.mem,
+        extra: o.sbatch,
+        confidence: o.confidence,
+    };
+    let scripts = infersim::slurm::sbatch_scripts(&batch);
+    std::fs::create_dir_all(dir.join("logs")).with_context(|| format!("{}: cannot create", dir.display()))?;
+    for (name, text) in
+        [("shards.sbatch", &scripts.shards), ("merge.sbatch", &scripts.merge), ("submit.sh", &scripts.submit)]
+    {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("{}: cannot write", path.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("{}: cannot make executable", path.display()))?;
+        }
+    }
+    say!(
+        "wrote {}/{{shards.sbatch, merge.sbatch, submit.sh}}: {} shards of {} replications",
+        dir.display(),
+        o.shards,
+        items
+    );
+    if !submit {
+        say!("submit with: {}", dir.join("submit.sh").display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let sbatch = |args: &[&str]| -> anyhow::Result<String> {
+        let output = std::process::Command::new("sbatch")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .context("cannot run sbatch: is Slurm installed and on PATH?")?;
+        if !output.status.success() {
+            bail!("sbatch {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim());
+        }
+        let text = String::from_utf8_lossy(&output.stdout);
+        // --parsable prints "id" or "id;cluster".
+        let id = text.trim().split(';').next().unwrap_or("").to_string();
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
+            bail!("sbatch {}: unexpected answer {text:?}", args.join(" "));
+        }
+        Ok(id)
+    };
+    let array = sbatch(&["--parsable", "shards.sbatch"])?;
+    let merge = sbatch(&["--parsable", &format!("--dependency=afterok:{array}"), "merge.sbatch"])?;
+    say!("submitted array job {array} ({} tasks) and merge job {merge} (runs once every task has succeeded)", o.shards);
+    say!("merged output: {}", batch.merged_dir().display());
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -624,6 +807,41 @@ fn main() -> ExitCode {
         }
         Command::Compare { base, candidate, fail_on, confidence } => compare(&base, &candidate, &fail_on, confidence),
         Command::Plot { dir, to, confidence, x } => plot(&dir, to, confidence, x.as_deref()),
+        Command::Slurm {
+            scenario,
+            shards,
+            dir,
+            reps,
+            seed,
+            overrides,
+            trace,
+            confidence,
+            partition,
+            time,
+            cpus_per_task,
+            mem,
+            sbatch,
+            binary,
+            submit,
+        } => slurm(
+            &scenario,
+            SlurmOptions {
+                shards,
+                dir,
+                reps,
+                seed,
+                overrides,
+                trace,
+                confidence,
+                partition,
+                time,
+                cpus_per_task,
+                mem,
+                sbatch,
+                binary,
+            },
+            submit,
+        ),
         Command::List => {
             let width = BUILTIN.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
             for (name, _) in BUILTIN {
