@@ -25,6 +25,7 @@
 pub mod distributions;
 pub mod grid;
 pub mod network;
+pub mod pipeline;
 pub mod retraining;
 pub mod serving;
 pub mod station;

@@ -53,9 +53,32 @@ fn nineteen_contenders_day(c: &mut Criterion) {
     group.finish();
 }
 
+/// The same network at the scale of a full subnet: 13 times the nodes (247) and the load.
+fn nineteen_contenders_247_nodes(c: &mut Criterion) {
+    let mut group = c.benchmark_group("nineteen_contenders_247_nodes_2h");
+    group.sample_size(10);
+    for policy in [RoutingPolicy::LeastProcessed, RoutingPolicy::JoinShortestQueue, RoutingPolicy::DecayedScore] {
+        let mut config = NetworkConfig::nineteen_contenders();
+        config.routing.policy = policy;
+        config.duration_s = 2.0 * 3600.0;
+        for class in &mut config.node_classes {
+            class.count *= 13;
+        }
+        for task in &mut config.tasks {
+            task.organic_per_s *= 13.0;
+            task.synthetic_per_s *= 13.0;
+            task.start_h = 1.0;
+        }
+        let run = run_network(&config, 42, 0).unwrap();
+        group.throughput(Throughput::Elements(run.events));
+        group.bench_function(format!("{policy:?}"), |b| b.iter(|| black_box(run_network(&config, 42, 0).unwrap())));
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(std::time::Duration::from_secs(20));
-    targets = bloom_stochastic_year, nineteen_contenders_day
+    targets = bloom_stochastic_year, nineteen_contenders_day, nineteen_contenders_247_nodes
 }
 criterion_main!(benches);

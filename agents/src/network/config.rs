@@ -409,6 +409,15 @@ impl NetworkConfig {
         Ok(())
     }
 
+    /// The most contenders any task has at time 0 (nodes of the classes serving it).
+    pub fn initial_contenders_per_task(&self) -> u32 {
+        self.tasks
+            .iter()
+            .map(|t| self.node_classes.iter().filter(|c| c.tasks.contains(&t.name)).map(|c| c.count).sum::<u32>())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The index of the task named `name`.
     pub fn task_index(&self, name: &str) -> Option<usize> {
         self.tasks.iter().position(|t| t.name == name)

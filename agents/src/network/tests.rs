@@ -344,3 +344,28 @@ fn bad_values_are_named_by_key() {
     config.node_classes[0].quality = [0.9, 0.8];
     assert_eq!(config.validate().unwrap_err().key, "node_classes[0].quality");
 }
+
+#[test]
+fn rank_queues_and_scans_route_identically() {
+    // 66 contenders per task: above RANK_QUEUE_MIN_CONTENDERS, so the queues are used
+    // by default; a second run forced to scan must route every query the same way.
+    let mut config = NetworkConfig::example();
+    config.duration_s = 1.5 * HOUR;
+    for class in &mut config.node_classes {
+        class.count = 22;
+        class.leave_per_h = 0.5;
+        class.join_per_h = 2.0;
+    }
+    assert!(config.initial_contenders_per_task() >= RANK_QUEUE_MIN_CONTENDERS);
+    for policy in [RoutingPolicy::LeastProcessed, RoutingPolicy::JoinShortestQueue] {
+        config.routing.policy = policy;
+        let queued = run_traced(&config, 12, 0);
+        let mut sim = traced(&config, 12, 0);
+        assert!(sim.model().ranks.is_some(), "queues by default at this size");
+        sim.model_mut().ranks = None;
+        let run = finish_network(&mut sim).unwrap();
+        let (queries, periods) = sim.into_model().into_observers();
+        assert!(queued.1.len() > 10_000);
+        assert_eq!(queued, (run, queries.rows, periods.unwrap().rows), "{policy:?}");
+    }
+}
