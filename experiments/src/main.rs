@@ -231,7 +231,10 @@ fn print_summary(summary: &DataFrame, manifest: &Manifest, scenario: Option<&Sce
                 .and_then(|s| s.points.get(point as usize))
                 .map(|p| match &p.model {
                     ModelConfig::Station(config) => analytic(config),
-                    ModelConfig::Serving(_) | ModelConfig::Retraining(_) | ModelConfig::Network(_) => Vec::new(),
+                    ModelConfig::Serving(_)
+                    | ModelConfig::Retraining(_)
+                    | ModelConfig::Network(_)
+                    | ModelConfig::Pipeline(_) => Vec::new(),
                 })
                 .unwrap_or_default();
             say!("");

@@ -303,10 +303,12 @@ pub fn plot_batch(
     // Time series: mean over replications at each grid instant, with its band.
     let series = trace_files(out, "timeseries.parquet");
     if !series.is_empty() {
+        // Numbers only: text (a plan, a task name) and flags have no mean to draw.
         let columns: Vec<String> = scan(&series[0].2)?
             .collect_schema()?
-            .iter_names()
-            .map(|n| n.to_string())
+            .iter()
+            .filter(|(_, dtype)| dtype.is_primitive_numeric())
+            .map(|(n, _)| n.to_string())
             .filter(|n| !NOT_STATE.contains(&n.as_str()))
             .collect();
         for column in &columns {
@@ -344,8 +346,15 @@ pub fn plot_batch(
             if files.is_empty() {
                 continue;
             }
-            let df = concat(files, UnionArgs::default())?
-                .filter(col("warmup").not().and(col("latency_s").is_not_null()))
+            let frame = concat(files, UnionArgs::default())?;
+            let has_warmup = frame.clone().collect_schema()?.get("warmup").is_some();
+            let keep = if has_warmup {
+                col("warmup").not().and(col("latency_s").is_not_null())
+            } else {
+                col("latency_s").is_not_null()
+            };
+            let df = frame
+                .filter(keep)
                 .select([col("latency_s")])
                 .sort(["latency_s"], SortMultipleOptions::default())
                 .collect()?;
@@ -422,6 +431,43 @@ pub fn plot_batch(
                     &lines,
                     Bands::Bars,
                 )?);
+            }
+        }
+    }
+    // Trade-offs across a sweep: accuracy and tail latency against energy per input,
+    // one marker per point (with its interval), a line per combination of the other
+    // swept keys; the upper-left points of the accuracy chart are its Pareto front.
+    if let Some(first) = x_key.as_ref() {
+        let value = |point: usize, metric: &str| -> Option<(f64, f64, f64)> {
+            let (metrics, points) =
+                (summary.column("metric").ok()?.str().ok()?, summary.column("point").ok()?.u32().ok()?);
+            let row = (0..summary.height())
+                .find(|&i| metrics.get(i) == Some(metric) && points.get(i) == Some(point as u32))?;
+            let at = |c: &str| summary.column(c).ok()?.f64().ok()?.get(row);
+            let m = at("mean")?;
+            Some((m, at("ci_low").unwrap_or(m), at("ci_high").unwrap_or(m)))
+        };
+        const ENERGY: &str = "energy_per_request_kwh";
+        for (metric, name) in [("accuracy_mean", "pareto_accuracy_energy"), ("latency_p99_s", "pareto_latency_energy")]
+        {
+            let mut groups: Vec<Line> = Vec::new();
+            for (p, point) in manifest.points.iter().enumerate() {
+                let (Some((x, _, _)), Some((y, lo, hi))) = (value(p, ENERGY), value(p, metric)) else { continue };
+                let rest: Vec<String> =
+                    point.params.iter().filter(|(k, _)| *k != first).map(|(k, v)| format!("{k} = {v}")).collect();
+                let label = rest.join(", ");
+                match groups.iter_mut().find(|l| l.label == label) {
+                    Some(line) => line.points.push((x, y, lo, hi)),
+                    None => groups.push(Line { label, points: vec![(x, y, lo, hi)] }),
+                }
+            }
+            for line in &mut groups {
+                line.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            }
+            if groups.iter().map(|l| l.points.len()).sum::<usize>() >= 2 {
+                let title =
+                    format!("{metric} against energy per input across {first} ({:.0}% intervals)", confidence * 100.0);
+                written.extend(chart(dir, name, &title, ENERGY, metric, &groups, Bands::Bars)?);
             }
         }
     }

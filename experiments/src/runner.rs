@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::path::PathBuf;
 
 use infersim_agents::network::{NetworkConfig, NetworkRun, build_network, finish_network, run_network};
+use infersim_agents::pipeline::{PipelineConfig, PipelineRun, build_pipeline, finish_pipeline, run_pipeline};
 use infersim_agents::retraining::{
     RetrainingConfig, RetrainingRun, build_retraining, finish_retraining, run_retraining,
 };
@@ -22,8 +23,9 @@ use rayon::prelude::*;
 use crate::output::ReplicationRecord;
 use crate::scenario::{ModelConfig, Point};
 use crate::trace::{
-    NetworkPeriodColumns, NetworkQueryColumns, ParquetSink, RetrainingRequestColumns, RetrainingSampleColumns,
-    ServingRequestColumns, ServingSampleColumns, StationRequestColumns, StationSampleColumns, TraceLevel, trace_dir,
+    NetworkPeriodColumns, NetworkQueryColumns, ParquetSink, PipelineRequestColumns, PipelineSampleColumns,
+    RetrainingRequestColumns, RetrainingSampleColumns, ServingRequestColumns, ServingSampleColumns,
+    StationRequestColumns, StationSampleColumns, TraceLevel, trace_dir,
 };
 
 /// What to trace and where.
@@ -183,6 +185,27 @@ pub const NETWORK_METRICS: &[&str] = &[
     "events",
 ];
 
+/// Per-replication metrics of the adaptive pipeline, in column order.
+pub const PIPELINE_METRICS: &[&str] = &[
+    "requests",
+    "energy_kwh",
+    "energy_per_request_kwh",
+    "accuracy_mean",
+    "latency_p50_s",
+    "latency_p99_s",
+    "slo_attainment",
+    "cost_usd",
+    "cost_per_1k_usd",
+    "efficiency",
+    "quadrant",
+    "ics_mean",
+    "reconfigurations",
+    "infeasible_intervals",
+    "cores_mean",
+    "simulated_h",
+    "events",
+];
+
 /// Metrics that are true or false: kept as 1 or 0 in part files, written as Boolean
 /// columns, summarised as the fraction of replications where they hold.
 pub const BOOLEAN_METRICS: &[&str] = &["diverged"];
@@ -194,7 +217,59 @@ pub fn metric_names(model: &ModelConfig) -> &'static [&'static str] {
         ModelConfig::Serving(_) => SERVING_METRICS,
         ModelConfig::Retraining(_) => RETRAINING_METRICS,
         ModelConfig::Network(_) => NETWORK_METRICS,
+        ModelConfig::Pipeline(_) => PIPELINE_METRICS,
     }
+}
+
+fn pipeline_metrics(run: &PipelineRun) -> Vec<Option<f64>> {
+    vec![
+        Some(run.requests as f64),
+        Some(run.energy_kwh),
+        run.energy_per_request_kwh,
+        run.accuracy_mean,
+        run.latency_p50_s,
+        run.latency_p99_s,
+        run.slo_attainment,
+        Some(run.cost_usd),
+        run.cost_per_1k_usd,
+        run.efficiency,
+        run.quadrant,
+        run.ics_mean,
+        Some(run.reconfigurations as f64),
+        Some(run.infeasible_intervals as f64),
+        Some(run.cores_mean),
+        Some(run.simulated_h),
+        Some(run.events as f64),
+    ]
+}
+
+/// Runs the adaptive pipeline; its timeseries is one row per adapter interval.
+fn run_pipeline_traced(
+    config: &PipelineConfig,
+    seed: u64,
+    point: u32,
+    replication: u64,
+    trace: &TraceSpec,
+) -> Result<PipelineRun, String> {
+    if trace.level == TraceLevel::Summary {
+        return run_pipeline(config, seed, replication);
+    }
+    let dir = fresh_trace_dir(trace, point, replication)?;
+    let samples =
+        ParquetSink::<PipelineSampleColumns>::create(dir.join("timeseries.parquet")).map_err(|e| e.to_string())?;
+    let requests = if trace.level >= TraceLevel::Requests {
+        Some(ParquetSink::<PipelineRequestColumns>::create(dir.join("requests.parquet")).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let mut sim = build_pipeline(config, requests, Some(samples), seed, replication).map_err(|e| e.to_string())?;
+    let run = finish_pipeline(&mut sim).map_err(|e| e.to_string())?;
+    let (requests, samples) = sim.into_model().into_observers();
+    if let Some(requests) = requests {
+        requests.finish().map_err(|e| e.to_string())?;
+    }
+    samples.expect("sampling was switched on").finish().map_err(|e| e.to_string())?;
+    Ok(run)
 }
 
 fn network_metrics(run: &NetworkRun) -> Vec<Option<f64>> {
@@ -476,27 +551,29 @@ pub fn work_items(points: usize, replications: u64, shard: Shard) -> Vec<(u32, u
 /// becomes a record with an error and no metrics, so it cannot take the batch down.
 pub fn run_replication(point: &Point, master_seed: u64, replication: u64, trace: &TraceSpec) -> ReplicationRecord {
     let metrics = metric_names(&point.model);
-    let outcome = catch_unwind(AssertUnwindSafe(|| match &point.model {
-        ModelConfig::Station(config) => {
-            run_station_traced(config, master_seed, point.index, replication, trace).map(|run| station_metrics(&run))
-        }
-        ModelConfig::Serving(config) => {
-            run_serving_traced(config, master_seed, point.index, replication, trace).map(|run| serving_metrics(&run))
-        }
-        ModelConfig::Retraining(config) => run_retraining_traced(config, master_seed, point.index, replication, trace)
-            .map(|run| retraining_metrics(&run)),
-        ModelConfig::Network(config) => {
-            run_network_traced(config, master_seed, point.index, replication, trace).map(|run| network_metrics(&run))
-        }
-    }))
-    .unwrap_or_else(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        Err(format!("panicked: {message}"))
-    });
+    let outcome =
+        catch_unwind(AssertUnwindSafe(|| match &point.model {
+            ModelConfig::Station(config) => run_station_traced(config, master_seed, point.index, replication, trace)
+                .map(|run| station_metrics(&run)),
+            ModelConfig::Serving(config) => run_serving_traced(config, master_seed, point.index, replication, trace)
+                .map(|run| serving_metrics(&run)),
+            ModelConfig::Retraining(config) => {
+                run_retraining_traced(config, master_seed, point.index, replication, trace)
+                    .map(|run| retraining_metrics(&run))
+            }
+            ModelConfig::Network(config) => run_network_traced(config, master_seed, point.index, replication, trace)
+                .map(|run| network_metrics(&run)),
+            ModelConfig::Pipeline(config) => run_pipeline_traced(config, master_seed, point.index, replication, trace)
+                .map(|run| pipeline_metrics(&run)),
+        }))
+        .unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(format!("panicked: {message}"))
+        });
     let (metrics, error) = match outcome {
         Ok(values) => (values, None),
         Err(e) => (vec![None; metrics.len()], Some(e)),

@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 use infersim_agents::grid::CarbonIntensity;
 use infersim_agents::network::{self, NetworkConfig, NodeClass, ScheduledEvent, Similarity, TaskConfig, Validator};
+use infersim_agents::pipeline::{
+    Adapter, AdapterPolicy, Objective, PipelineConfig, Predictor, Stage, parse_profile_csv,
+};
 use infersim_agents::retraining::{
     Drift, DriftDistribution, Energy, Fleet, LossFunction, Monitor, Policy, Prices, Quality, RetrainingConfig,
     Training, TrainingPool,
@@ -30,6 +33,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("bloom-deployment", include_str!("../../data/scenarios/bloom-deployment.toml")),
     ("bloom-sweep", include_str!("../../data/scenarios/bloom-sweep.toml")),
     ("nineteen-contenders", include_str!("../../data/scenarios/nineteen-contenders.toml")),
+    ("ipa-video", include_str!("../../data/scenarios/ipa-video.toml")),
 ];
 
 /// The scenario `infersim run` uses when none is named.
@@ -58,6 +62,37 @@ const KNOWN_KEYS: &[&str] = &[
     "routing.window_s",
     "routing.weight",
     "routing.quality_exponent",
+    // The adaptive pipeline.
+    "pipeline.sla_s",
+    "stages",
+    "load.rate_per_s",
+    "load.amplitude",
+    "load.period_h",
+    "load.peak_h",
+    "load.bursts_per_h",
+    "load.burst_s",
+    "load.burst_factor",
+    "adapter.policy",
+    "adapter.alpha",
+    "adapter.beta",
+    "adapter.gamma",
+    "adapter.delta",
+    "adapter.interval_s",
+    "adapter.predictor",
+    "adapter.reconfig_delay_s",
+    "adapter.batch_cap",
+    "adapter.max_replicas",
+    "adapter.sla_share",
+    "adapter.fixed",
+    "resources.cores_per_replica",
+    "resources.busy_w",
+    "resources.idle_w",
+    "resources.usd_per_core_h",
+    "resources.usd_per_kwh",
+    "feedback.fraction",
+    "feedback.noise_sd",
+    "efficiency.quality",
+    "efficiency.cost_per_1k_usd",
     "station.servers",
     "station.arrival_rate_per_s",
     "station.service_rate_per_s",
@@ -339,6 +374,8 @@ pub enum ModelConfig {
     Retraining(RetrainingConfig),
     /// The miner network (`[validator]`, `[routing]`, `[[tasks]]`, `[[node_classes]]`).
     Network(NetworkConfig),
+    /// The adaptive inference pipeline (`[pipeline]`, `[[stages]]`, `[load]`, `[adapter]`, ...).
+    Pipeline(PipelineConfig),
 }
 
 /// One point of a (possibly swept) scenario.
@@ -433,6 +470,76 @@ struct RawScenario {
     node_classes: Option<Value>,
     similarity: Option<Value>,
     events: Option<Value>,
+    // The adaptive pipeline, also read table by table.
+    pipeline: Option<Value>,
+    stages: Option<Value>,
+    load: Option<Value>,
+    adapter: Option<Value>,
+    resources: Option<Value>,
+    feedback: Option<Value>,
+    efficiency: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    sla_s: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    name: String,
+    /// A built-in profile name or a path to a profile CSV.
+    profile: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdapter {
+    policy: String,
+    alpha: f64,
+    beta: f64,
+    gamma: f64,
+    #[serde(default)]
+    delta: f64,
+    #[serde(default = "default_adapter_interval_s")]
+    interval_s: f64,
+    #[serde(default = "default_predictor")]
+    predictor: Predictor,
+    #[serde(default)]
+    reconfig_delay_s: f64,
+    #[serde(default = "default_batch_cap")]
+    batch_cap: u32,
+    #[serde(default = "default_max_replicas")]
+    max_replicas: u32,
+    #[serde(default = "default_sla_share")]
+    sla_share: f64,
+    fixed: Option<Vec<RawFixedStage>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFixedStage {
+    variant: String,
+    batch: u32,
+    replicas: u32,
+}
+
+fn default_adapter_interval_s() -> f64 {
+    10.0
+}
+fn default_predictor() -> Predictor {
+    Predictor::MovingMax { window: 6 }
+}
+fn default_batch_cap() -> u32 {
+    64
+}
+fn default_max_replicas() -> u32 {
+    32
+}
+fn default_sla_share() -> f64 {
+    0.5
 }
 
 /// Reads one table of a scenario; an error names it.
@@ -809,7 +916,38 @@ impl Scenario {
         ];
         let network =
             network_sections.iter().any(|(_, present)| *present) || raw.similarity.is_some() || raw.events.is_some();
+        let pipeline_sections = [
+            ("pipeline", raw.pipeline.is_some()),
+            ("stages", raw.stages.is_some()),
+            ("load", raw.load.is_some()),
+            ("adapter", raw.adapter.is_some()),
+            ("resources", raw.resources.is_some()),
+            ("feedback", raw.feedback.is_some()),
+            ("efficiency", raw.efficiency.is_some()),
+        ];
+        let pipeline = pipeline_sections.iter().any(|(_, present)| *present);
         let model = match (&raw.station, &raw.serving, retraining) {
+            _ if pipeline => {
+                if raw.station.is_some() || raw.serving.is_some() || retraining || network {
+                    return Err(invalid(
+                        "[pipeline] / [adapter]",
+                        &"",
+                        "exactly one model: the pipeline's tables cannot stand beside another model's",
+                    ));
+                }
+                if let Some((section, _)) = pipeline_sections.iter().find(|(_, present)| !present) {
+                    return Err(invalid(
+                        &format!("[{section}]"),
+                        &"(missing)",
+                        "a table: a pipeline scenario needs [pipeline], [[stages]], [load], [adapter], [resources], \
+                         [feedback] and [efficiency]",
+                    ));
+                }
+                only("simulation.customers", sim.customers.is_some(), "station")?;
+                only("simulation.warmup_customers", sim.warmup_customers.is_some(), "station")?;
+                only("simulation.warmup_s", sim.warmup_s.is_some(), "serving")?;
+                ModelConfig::Pipeline(Scenario::resolve_pipeline(source_name, &raw, sim, base_dir, &invalid)?)
+            }
             _ if network => {
                 if raw.station.is_some() || raw.serving.is_some() || retraining {
                     return Err(invalid(
@@ -1019,6 +1157,97 @@ impl Scenario {
                 Err(invalid("simulation.duration_s", &"(missing)", "duration_s (seconds) or duration_h (hours)"))
             }
         }
+    }
+
+    fn resolve_pipeline(
+        source_name: &str,
+        raw: &RawScenario,
+        sim: &RawSimulation,
+        base_dir: &Path,
+        invalid: &dyn Fn(&str, &dyn fmt::Display, &str) -> ScenarioError,
+    ) -> Result<PipelineConfig, ScenarioError> {
+        let present = "checked present";
+        let p: RawPipeline = table_as(source_name, "pipeline", raw.pipeline.as_ref().expect(present))?;
+        let raw_stages: Vec<RawStage> = tables_as(source_name, "stages", raw.stages.as_ref())?;
+        let mut stages = Vec::with_capacity(raw_stages.len());
+        for (i, st) in raw_stages.iter().enumerate() {
+            let variants = match infersim_agents::pipeline::BUILTIN_PROFILES.iter().find(|(n, _)| *n == st.profile) {
+                Some((_, text)) => parse_profile_csv(text).map_err(|e| ScenarioError::TraceFile {
+                    path: format!("built-in profile {}", st.profile),
+                    message: e.to_string(),
+                })?,
+                None => {
+                    let path = base_dir.join(&st.profile);
+                    if !path.exists() {
+                        let names: Vec<&str> =
+                            infersim_agents::pipeline::BUILTIN_PROFILES.iter().map(|(n, _)| *n).collect();
+                        return Err(invalid(
+                            &format!("stages[{i}].profile"),
+                            &st.profile,
+                            &format!("a built-in profile ({}) or a CSV file", names.join(", ")),
+                        ));
+                    }
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|error| ScenarioError::Read { source_name: path.display().to_string(), error })?;
+                    parse_profile_csv(&text).map_err(|e| ScenarioError::Trace {
+                        path: path.display().to_string(),
+                        line: e.line,
+                        message: e.message,
+                    })?
+                }
+            };
+            let stage = Stage::new(st.name.clone(), variants).map_err(|variant| {
+                invalid(
+                    &format!("stages[{i}].profile"),
+                    &st.profile,
+                    &format!("at least 3 batch sizes per variant ({variant} has fewer)"),
+                )
+            })?;
+            stages.push(stage);
+        }
+        let a: RawAdapter = table_as(source_name, "adapter", raw.adapter.as_ref().expect(present))?;
+        let policy = match (a.policy.as_str(), &a.fixed) {
+            ("ipa", _) => AdapterPolicy::Ipa,
+            ("fixed", Some(plan)) => {
+                AdapterPolicy::Fixed(plan.iter().map(|f| (f.variant.clone(), f.batch, f.replicas)).collect())
+            }
+            ("fixed", None) => {
+                return Err(invalid(
+                    "adapter.fixed",
+                    &"(missing)",
+                    "one {variant, batch, replicas} per stage with policy = \"fixed\"",
+                ));
+            }
+            (other, _) => return Err(invalid("adapter.policy", &other, "fixed or ipa")),
+        };
+        let config = PipelineConfig {
+            stages,
+            load: table_as(source_name, "load", raw.load.as_ref().expect(present))?,
+            adapter: Adapter {
+                policy,
+                objective: Objective { alpha: a.alpha, beta: a.beta, gamma: a.gamma, delta: a.delta },
+                interval_s: a.interval_s,
+                predictor: a.predictor,
+                reconfig_delay_s: a.reconfig_delay_s,
+                batch_cap: a.batch_cap,
+                max_replicas: a.max_replicas,
+                sla_share: a.sla_share,
+            },
+            sla_s: p.sla_s,
+            resources: table_as(source_name, "resources", raw.resources.as_ref().expect(present))?,
+            feedback: table_as(source_name, "feedback", raw.feedback.as_ref().expect(present))?,
+            efficiency: table_as(source_name, "efficiency", raw.efficiency.as_ref().expect(present))?,
+            duration_s: Scenario::duration_s(sim, invalid)?,
+        };
+        config.validate().map_err(|e| {
+            let key = match e.key.as_str() {
+                "duration_s" => "simulation.duration_s".to_string(),
+                "sla_s" => "pipeline.sla_s".to_string(),
+                other => other.to_string(),
+            };
+            invalid(&key, &e.value, e.allowed)
+        })?;
+        Ok(config)
     }
 
     fn resolve_retraining(
@@ -1350,6 +1579,40 @@ mod tests {
         assert!(e.starts_with("x.toml: node_classes[0]: unknown field `slotz`"), "{e}");
         let e = Scenario::parse("x.toml", &text.replace("[validator]", "[validatr]")).unwrap_err().to_string();
         assert!(e.contains("unknown key `validatr.") && e.contains("did you mean `validator."), "{e}");
+    }
+
+    #[test]
+    fn the_ipa_scenario_sweeps_delta_and_reads_its_profiles() {
+        use infersim_agents::pipeline::{AdapterPolicy, PipelineConfig};
+        let s = Scenario::load("ipa-video").unwrap();
+        let deltas: Vec<f64> = s
+            .points
+            .iter()
+            .map(|p| match &p.model {
+                ModelConfig::Pipeline(c) => c.adapter.objective.delta,
+                other => panic!("a pipeline scenario, not {other:?}"),
+            })
+            .collect();
+        assert_eq!(deltas, [0.0, 0.1, 0.5, 2.0, 10.0]);
+        // The delta = 0 point is the agents crate's constructor (used by its tests).
+        assert_eq!(s.points[0].model, ModelConfig::Pipeline(PipelineConfig::video()));
+        let mut fixed = s.clone();
+        fixed.apply_overrides(&["adapter.policy=fixed", "adapter.delta=0"]).unwrap();
+        let ModelConfig::Pipeline(c) = &fixed.points[0].model else { unreachable!() };
+        assert_eq!(c.adapter.policy, AdapterPolicy::Fixed(vec![("yolov5m".into(), 4, 16), ("resnet50".into(), 4, 4)]));
+        let e = s.clone().apply_overrides(&["adapter.policy=magic"]).unwrap_err().to_string();
+        assert!(e.contains("adapter.policy = magic is invalid: expected fixed or ipa"), "{e}");
+        let text = BUILTIN.iter().find(|(n, _)| *n == "ipa-video").unwrap().1;
+        let e =
+            Scenario::parse("x.toml", &text.replace("\"video-classifier\"", "\"nope.csv\"")).unwrap_err().to_string();
+        assert!(e.contains("stages[1].profile = nope.csv is invalid: expected a built-in profile"), "{e}");
+        // A profile file of one's own, with its errors named by file and line.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.csv"), "variant,accuracy,batch,latency_s\na,1,1,0.1\na,1,2,x\n").unwrap();
+        let e = Scenario::parse_in("x.toml", &text.replace("\"video-classifier\"", "\"p.csv\""), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("p.csv:3: latency_s = \"x\" is not valid"), "{e}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use arrow::array::{ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Arra
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use infersim_agents::network::{NetworkPeriod, NetworkQuery};
+use infersim_agents::pipeline::{PipelineRequest, PipelineSample};
 use infersim_agents::retraining::{RetrainingRequest, RetrainingSample};
 use infersim_agents::serving::{RequestOutcome, RequestRecord, ServingSample};
 use infersim_agents::station::{CustomerRecord, Outcome, StationSample};
@@ -569,6 +570,33 @@ impl Columns for NetworkPeriodColumns {
             options(|r| r.score),
             floats(|r| r.glob),
         ]
+    }
+}
+
+columns! {
+    /// Columns of `timeseries.parquet` for the adaptive pipeline: one row per adapter
+    /// interval.
+    PipelineSampleColumns for PipelineSample {
+        t_h: f64 => Float64Array, Float64, false, |s| s.t_h;
+        observed_per_s: f64 => Float64Array, Float64, false, |s| s.observed_per_s;
+        predicted_per_s: f64 => Float64Array, Float64, false, |s| s.predicted_per_s;
+        plan: String => StringArray, Utf8, false, |s| s.plan.clone();
+        feasible: bool => BooleanArray, Boolean, false, |s| s.feasible;
+        queued: u32 => UInt32Array, UInt32, false, |s| s.queued;
+        cores: f64 => Float64Array, Float64, false, |s| s.cores;
+        ics: Option<f64> => Float64Array, Float64, true, |s| s.ics;
+        energy_kwh: f64 => Float64Array, Float64, false, |s| s.energy_kwh;
+    }
+}
+
+columns! {
+    /// Columns of `requests.parquet` for the adaptive pipeline: one row per input.
+    PipelineRequestColumns for PipelineRequest {
+        arrival_s: f64 => Float64Array, Float64, false, |r| r.arrival_s;
+        finish_s: f64 => Float64Array, Float64, false, |r| r.finish_s;
+        latency_s: f64 => Float64Array, Float64, false, |r| r.finish_s - r.arrival_s;
+        accuracy: f64 => Float64Array, Float64, false, |r| r.accuracy;
+        score: Option<u32> => UInt32Array, UInt32, true, |r| r.score.map(u32::from);
     }
 }
 

@@ -41,7 +41,13 @@ pub mod adapter;
 mod profile;
 
 pub use adapter::{Limits, Objective, Plan, StagePlan};
-pub use profile::{Quadratic, Stage, Variant, fit_quadratic, normalised_accuracies};
+pub use profile::{ProfileError, Quadratic, Stage, Variant, fit_quadratic, normalised_accuracies, parse_profile_csv};
+
+/// The built-in profiles, by name: CSV text as in data/profiles/.
+pub const BUILTIN_PROFILES: &[(&str, &str)] = &[
+    ("video-detector", include_str!("../../../data/profiles/video-detector.csv")),
+    ("video-classifier", include_str!("../../../data/profiles/video-classifier.csv")),
+];
 
 /// Stream of arrivals.
 pub const LOAD_STREAM: StreamId = StreamId(0);
@@ -318,23 +324,11 @@ impl PipelineConfig {
     /// delta = 0; a test keeps it equal to the scenario.
     pub fn video() -> PipelineConfig {
         let stage = |name: &str, csv: &str| {
-            let mut variants: Vec<Variant> = Vec::new();
-            for line in csv.lines().skip(1) {
-                let f: Vec<&str> = line.split(',').collect();
-                let (variant, accuracy, batch, latency) =
-                    (f[1], f[2].parse().unwrap(), f[4].parse().unwrap(), f[5].parse().unwrap());
-                match variants.last_mut() {
-                    Some(v) if v.name == variant => v.points.push((batch, latency)),
-                    _ => variants.push(Variant { name: variant.into(), accuracy, points: vec![(batch, latency)] }),
-                }
-            }
+            let variants = parse_profile_csv(csv).expect("the shipped profiles parse (tested)");
             Stage::new(name, variants).expect("the shipped profiles fit")
         };
         PipelineConfig {
-            stages: vec![
-                stage("detector", include_str!("../../../data/profiles/video-detector.csv")),
-                stage("classifier", include_str!("../../../data/profiles/video-classifier.csv")),
-            ],
+            stages: vec![stage("detector", BUILTIN_PROFILES[0].1), stage("classifier", BUILTIN_PROFILES[1].1)],
             load: Load {
                 rate_per_s: 20.0,
                 amplitude: 0.6,

@@ -123,6 +123,73 @@ impl Stage {
     }
 }
 
+/// A profile that cannot be read: the 1-based line and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct ProfileError {
+    /// Line in the text (1 is the header).
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Parses a profile table: CSV text with a header naming `variant`, `accuracy`,
+/// `batch` and `latency_s` (other columns, such as `stage`, `gflops` or `source`, are
+/// ignored), one row per (variant, batch) point, a variant's rows together. Variants
+/// keep their order of first appearance.
+pub fn parse_profile_csv(text: &str) -> Result<Vec<Variant>, ProfileError> {
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i + 1, l));
+    let err = |line: usize, message: String| ProfileError { line, message };
+    let (_, header) =
+        lines.next().ok_or_else(|| err(1, "empty; expected a header with variant,accuracy,batch,latency_s".into()))?;
+    let columns: Vec<&str> = header.split(',').map(str::trim).collect();
+    let column = |name: &str| {
+        columns
+            .iter()
+            .position(|c| *c == name)
+            .ok_or_else(|| err(1, format!("no {name} column (columns: {})", columns.join(", "))))
+    };
+    let (v_col, a_col, b_col, l_col) =
+        (column("variant")?, column("accuracy")?, column("batch")?, column("latency_s")?);
+    let mut variants: Vec<Variant> = Vec::new();
+    for (number, line) in lines {
+        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let field = |col: usize| fields.get(col).copied().unwrap_or("");
+        let number_at = |col: usize, name: &str, ok: fn(f64) -> bool| {
+            let raw = field(col);
+            raw.parse::<f64>()
+                .ok()
+                .filter(|x| ok(*x))
+                .ok_or_else(|| err(number, format!("{name} = {raw:?} is not valid")))
+        };
+        let name = field(v_col);
+        if name.is_empty() {
+            return Err(err(number, "empty variant".into()));
+        }
+        let accuracy = number_at(a_col, "accuracy", f64::is_finite)?;
+        let batch = number_at(b_col, "batch", |b| b >= 1.0 && b.fract() == 0.0)?;
+        let latency_s = number_at(l_col, "latency_s", |l| l.is_finite() && l > 0.0)?;
+        let seen_before = variants.iter().rev().skip(1).any(|v| v.name == name);
+        match variants.last_mut() {
+            _ if seen_before => return Err(err(number, format!("{name}'s rows are not together"))),
+            Some(v) if v.name == name => {
+                if v.accuracy != accuracy {
+                    return Err(err(
+                        number,
+                        format!("accuracy {accuracy} differs from {} on {name}'s earlier rows", v.accuracy),
+                    ));
+                }
+                v.points.push((batch, latency_s));
+            }
+            _ => variants.push(Variant { name: name.into(), accuracy, points: vec![(batch, latency_s)] }),
+        }
+    }
+    if variants.is_empty() {
+        return Err(err(2, "no rows after the header".into()));
+    }
+    Ok(variants)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +200,20 @@ mod tests {
 
     fn points(latency: &[f64]) -> Vec<(f64, f64)> {
         BATCHES.iter().copied().zip(latency.iter().copied()).collect()
+    }
+
+    #[test]
+    fn profiles_parse_and_bad_rows_are_named_by_line() {
+        let v = parse_profile_csv("stage,variant,accuracy,batch,latency_s\nd,a,1,1,0.1\nd,a,1,2,0.15\nd,b,2,1,0.2\n")
+            .unwrap();
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].points, vec![(1.0, 0.1), (2.0, 0.15)]);
+        let e = parse_profile_csv("variant,accuracy,batch,latency_s\na,1,1,0.1\na,1,0,0.2\n").unwrap_err();
+        assert_eq!(e, ProfileError { line: 3, message: "batch = \"0\" is not valid".into() });
+        let e = parse_profile_csv("variant,accuracy,batch\n").unwrap_err();
+        assert!(e.message.contains("no latency_s column"), "{e}");
+        let e = parse_profile_csv("variant,accuracy,batch,latency_s\na,1,1,0.1\nb,1,1,0.1\na,1,2,0.2\n").unwrap_err();
+        assert_eq!(e.line, 4);
     }
 
     #[test]
