@@ -16,7 +16,7 @@ use infersim_agents::pipeline::{
     Adapter, AdapterPolicy, Objective, PipelineConfig, Predictor, Stage, parse_profile_csv,
 };
 use infersim_agents::retraining::{
-    Drift, DriftDistribution, Energy, Fleet, LossFunction, Monitor, Policy, Prices, Quality, RetrainingConfig,
+    Drift, DriftDistribution, Energy, Fleet, LossFunction, Monitor, Policy, Prices, Quality, RetrainingConfig, Signal,
     Training, TrainingPool,
 };
 use infersim_agents::serving::{ArrivalProcess, BatchTime, Failures, OverLimit, Routing, ServingConfig, Task};
@@ -165,6 +165,11 @@ const KNOWN_KEYS: &[&str] = &[
     "monitor.period_h",
     "monitor.threshold_kg_per_kwh",
     "monitor.deadline_h",
+    "monitor.signal",
+    "monitor.ics_start_below",
+    "monitor.ics_stop_above",
+    "monitor.feedback_fraction",
+    "monitor.feedback_noise_sd",
     "training.pool",
     "training.dedicated_gpus",
     "training.gpus_per_job",
@@ -601,6 +606,17 @@ struct RawMonitor {
     period_h: Option<f64>,
     threshold_kg_per_kwh: Option<f64>,
     deadline_h: Option<f64>,
+    #[serde(default = "default_signal")]
+    signal: String,
+    ics_start_below: Option<f64>,
+    ics_stop_above: Option<f64>,
+    feedback_fraction: Option<f64>,
+    #[serde(default)]
+    feedback_noise_sd: f64,
+}
+
+fn default_signal() -> String {
+    "loss".into()
 }
 
 fn default_interval_h() -> f64 {
@@ -1277,6 +1293,30 @@ impl Scenario {
                 return Err(invalid("monitor.policy", &other, "one of vensim, hysteresis, periodic, carbon_aware"));
             }
         };
+        let ics_key = |key: &str, v: Option<f64>| {
+            v.ok_or_else(|| invalid(key, &"(missing)", "a number when monitor.signal = \"ics\""))
+        };
+        let signal = match m.signal.as_str() {
+            "loss" => {
+                for (key, v) in [
+                    ("monitor.ics_start_below", m.ics_start_below),
+                    ("monitor.ics_stop_above", m.ics_stop_above),
+                    ("monitor.feedback_fraction", m.feedback_fraction),
+                ] {
+                    if let Some(v) = v {
+                        return Err(invalid(key, &v, "no value unless monitor.signal = \"ics\""));
+                    }
+                }
+                Signal::Loss
+            }
+            "ics" => Signal::Ics {
+                start_below: ics_key("monitor.ics_start_below", m.ics_start_below)?,
+                stop_above: ics_key("monitor.ics_stop_above", m.ics_stop_above)?,
+                fraction: ics_key("monitor.feedback_fraction", m.feedback_fraction)?,
+                noise_sd: m.feedback_noise_sd,
+            },
+            other => return Err(invalid("monitor.signal", &other, "loss or ics")),
+        };
         let distribution = match (d.distribution.as_str(), d.cv) {
             ("constant", None) => DriftDistribution::Constant,
             ("gamma", Some(cv)) => DriftDistribution::Gamma { cv },
@@ -1322,7 +1362,7 @@ impl Scenario {
                 diverge_above: d.diverge_above,
             },
             quality: raw.quality.expect(present),
-            monitor: Monitor { policy, upper: m.upper, lower: m.lower, interval_h: m.interval_h },
+            monitor: Monitor { policy, upper: m.upper, lower: m.lower, interval_h: m.interval_h, signal },
             training: Training {
                 pool,
                 gpus_per_job: gpus("training.gpus_per_job", t.gpus_per_job)?,
@@ -1579,6 +1619,28 @@ mod tests {
         assert!(e.starts_with("x.toml: node_classes[0]: unknown field `slotz`"), "{e}");
         let e = Scenario::parse("x.toml", &text.replace("[validator]", "[validatr]")).unwrap_err().to_string();
         assert!(e.contains("unknown key `validatr.") && e.contains("did you mean `validator."), "{e}");
+    }
+
+    #[test]
+    fn retraining_can_watch_user_scores() {
+        use infersim_agents::retraining::Signal;
+        let mut s = Scenario::load("bloom-stochastic").unwrap();
+        let e = s.clone().apply_overrides(&["monitor.ics_start_below=4.2"]).unwrap_err().to_string();
+        assert!(e.contains("monitor.ics_start_below = 4.2 is invalid: expected no value unless"), "{e}");
+        let e = s.clone().apply_overrides(&["monitor.signal=ics"]).unwrap_err().to_string();
+        assert!(e.contains("monitor.ics_start_below = (missing)"), "{e}");
+        s.apply_overrides(&[
+            "monitor.signal=ics",
+            "monitor.ics_start_below=4.2",
+            "monitor.ics_stop_above=4.6",
+            "monitor.feedback_fraction=0.2",
+            "monitor.feedback_noise_sd=0.1",
+        ])
+        .unwrap();
+        let ModelConfig::Retraining(c) = &s.points[0].model else { unreachable!() };
+        assert_eq!(c.monitor.signal, Signal::Ics { start_below: 4.2, stop_above: 4.6, fraction: 0.2, noise_sd: 0.1 });
+        let e = s.clone().apply_overrides(&["monitor.ics_stop_above=4.0"]).unwrap_err().to_string();
+        assert!(e.contains("monitor.ics_stop_above = 4 is invalid"), "{e}");
     }
 
     #[test]

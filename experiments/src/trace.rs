@@ -399,6 +399,7 @@ columns! {
         quality: f64 => Float64Array, Float64, false, |s| s.quality;
         queue_len: u32 => UInt32Array, UInt32, false, |s| s.queue_len;
         carbon_kg: f64 => Float64Array, Float64, false, |s| s.carbon_kg;
+        ics: Option<f64> => Float64Array, Float64, true, |s| s.ics;
     }
 }
 

@@ -119,6 +119,31 @@ pub struct Monitor {
     pub lower: f64,
     /// Time between ticks (h); the model file's Euler step.
     pub interval_h: f64,
+    /// What the controller watches: the loss against [lower, upper], or users' scores.
+    pub signal: Signal,
+}
+
+/// What tells the controller that the model is bad, and good again.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Signal {
+    /// The loss: bad above `monitor.upper`, good again below `monitor.lower`.
+    #[default]
+    Loss,
+    /// The inference confidence score: a share of served requests get a user score
+    /// from 1 to 5 (round(1 + 4 x (quality + noise)), quality from the loss at the
+    /// time); each tick averages the scores of its interval. Bad below `start_below`,
+    /// good again above `stop_above`. The controller sees quality only through users,
+    /// late and noisy.
+    Ics {
+        /// ICS under which retraining starts.
+        start_below: f64,
+        /// ICS over which a campaign stops.
+        stop_above: f64,
+        /// Share of served requests that get a score.
+        fraction: f64,
+        /// Noise on a user's perception of quality (before scaling to 1..5).
+        noise_sd: f64,
+    },
 }
 
 /// When retraining starts and stops.
@@ -325,6 +350,20 @@ impl RetrainingConfig {
         }
         if !(m.lower.is_finite() && m.upper.is_finite() && m.lower <= m.upper) {
             bad("monitor.lower", m.lower, "a finite number at most monitor.upper")?;
+        }
+        if let Signal::Ics { start_below, stop_above, fraction, noise_sd } = m.signal {
+            if !(1.0..=5.0).contains(&start_below) {
+                bad("monitor.ics_start_below", start_below, "a score from 1 to 5")?;
+            }
+            if !(start_below..=5.0).contains(&stop_above) {
+                bad("monitor.ics_stop_above", stop_above, "a score from monitor.ics_start_below to 5")?;
+            }
+            if !(fraction > 0.0 && fraction <= 1.0) {
+                bad("monitor.feedback_fraction", fraction, "a share in (0, 1]")?;
+            }
+            if !finite_non_neg(noise_sd) {
+                bad("monitor.feedback_noise_sd", noise_sd, "a finite number >= 0")?;
+            }
         }
         match m.policy {
             Policy::Periodic { period_h } if !finite_pos(period_h) => {

@@ -40,13 +40,14 @@ use infersim_engine::{
     Arena, Context, EventId, Id, Model, NullObserver, Observer, QueueKind, ScheduleError, SimDuration, SimTime,
     Simulation, StreamId,
 };
+use rand::RngExt;
 use rand_distr::{Distribution, Exp1, LogNormal};
 
 mod config;
 use config::DriftSampler;
 pub use config::{
     Drift, DriftDistribution, Energy, Fleet, LossFunction, Monitor, Policy, Prices, Quality, RetrainingConfig,
-    RetrainingConfigError, Training, TrainingPool,
+    RetrainingConfigError, Signal, Training, TrainingPool,
 };
 
 use crate::distributions::lognormal_from_mean_cv;
@@ -59,6 +60,8 @@ pub const ARRIVAL_STREAM: StreamId = StreamId(0);
 pub const SERVICE_STREAM: StreamId = StreamId(1);
 /// Stream of per-request drift.
 pub const DRIFT_STREAM: StreamId = StreamId(2);
+/// Stream of user feedback (the ICS signal).
+pub const FEEDBACK_STREAM: StreamId = StreamId(3);
 
 const NS_PER_H: f64 = 3.6e12;
 
@@ -150,6 +153,8 @@ pub struct RetrainingSample {
     pub queue_len: u32,
     /// Carbon since the start (kg CO2e).
     pub carbon_kg: f64,
+    /// Mean user score of the interval before the tick (ICS signal only).
+    pub ics: Option<f64>,
 }
 
 /// One request, as recorded in `requests.parquet`.
@@ -190,6 +195,8 @@ pub struct RetrainingRun {
     pub mean_loss: f64,
     /// Mean quality over ticks.
     pub quality_mean: f64,
+    /// Mean user score (1..5) over the run, under the ICS signal.
+    pub ics_mean: Option<f64>,
     /// Retraining starts (jobs; under `vensim`, entries into the above-band state).
     pub retrain_starts: u64,
     /// Jobs that finished (under `vensim`, steps in which the loss function applied).
@@ -258,6 +265,10 @@ struct Stats {
     energy_training_kwh: f64,
     carbon_kg: f64,
     diverged_at: Option<SimTime>,
+    scores: Tally,
+    interval_scores: Tally,
+    /// The ICS the controller last computed.
+    ics: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -409,13 +420,29 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
     }
 
     fn monitoring(&self) -> f64 {
-        let m = &self.config.monitor;
-        if self.loss > m.upper {
+        if self.above_band() {
             0.5
-        } else if self.loss < m.lower {
+        } else if self.below_band() {
             -0.5
         } else {
             0.0
+        }
+    }
+
+    /// Whether the watched signal says the model is bad (loss above the band, or ICS
+    /// below its threshold).
+    fn above_band(&self) -> bool {
+        match self.config.monitor.signal {
+            Signal::Loss => self.loss > self.config.monitor.upper,
+            Signal::Ics { start_below, .. } => self.stats.ics.is_some_and(|ics| ics < start_below),
+        }
+    }
+
+    /// Whether the watched signal says the model is good again.
+    fn below_band(&self) -> bool {
+        match self.config.monitor.signal {
+            Signal::Loss => self.loss < self.config.monitor.lower,
+            Signal::Ics { stop_above, .. } => self.stats.ics.is_some_and(|ics| ics > stop_above),
         }
     }
 
@@ -467,6 +494,16 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
             DriftSampler::LogNormal(d) => d.sample(ctx.rng(DRIFT_STREAM)),
         };
         let loss = self.loss;
+        if let Signal::Ics { fraction, noise_sd, .. } = self.config.monitor.signal {
+            let rng = ctx.rng(FEEDBACK_STREAM);
+            if rng.random::<f64>() < fraction {
+                let noise: f64 = rand_distr::StandardNormal.sample(rng);
+                let quality = self.config.quality.at(loss);
+                let score = (1.0 + 4.0 * (quality + noise_sd * noise)).round().clamp(1.0, 5.0);
+                self.stats.scores.add(score);
+                self.stats.interval_scores.add(score);
+            }
+        }
         self.loss += drift;
         self.stats.drift_total += drift;
         self.stats.served += 1;
@@ -602,7 +639,7 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
         }
         // A campaign goes on until a job leaves the loss below the lower bound.
         if self.campaign {
-            if self.loss < self.config.monitor.lower {
+            if self.below_band() {
                 self.campaign = false;
             } else {
                 self.start_job(ctx)?;
@@ -627,6 +664,10 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
             ctx.stop();
             return Ok(());
         }
+        if let Some(ics) = self.stats.interval_scores.mean() {
+            self.stats.ics = Some(ics);
+        }
+        self.stats.interval_scores = Tally::new();
         self.record_tick(now);
         // Serving first: with a shared pool, a long queue preempts the running job and
         // keeps new ones from starting until it has shrunk.
@@ -639,7 +680,7 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
         match self.config.monitor.policy {
             Policy::Vensim => self.vensim_step(now),
             Policy::Hysteresis => {
-                if !self.campaign && self.loss > self.config.monitor.upper {
+                if !self.campaign && self.above_band() {
                     self.campaign = true;
                 }
                 if self.campaign && self.job.is_none() && !overloaded {
@@ -658,7 +699,7 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
                 }
             }
             Policy::CarbonAware { threshold_kg_per_kwh, deadline_h } => {
-                if !self.campaign && self.carbon_wait.is_none() && self.loss > self.config.monitor.upper {
+                if !self.campaign && self.carbon_wait.is_none() && self.above_band() {
                     let deadline = SimDuration::from_secs_f64(deadline_h * 3600.0)?;
                     self.carbon_wait = Some(ctx.schedule(deadline, RetrainingEvent::CarbonDeadline)?);
                 }
@@ -707,6 +748,7 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
             quality,
             queue_len: self.queue.len() as u32,
             carbon_kg: self.stats.carbon_kg,
+            ics: self.stats.ics,
         };
         if let Some(samples) = self.samples.as_mut() {
             samples.observe(sample);
@@ -835,6 +877,7 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
             max_loss: s.tick_loss.max().unwrap_or(self.loss),
             mean_loss: s.tick_loss.mean().unwrap_or(self.loss),
             quality_mean: s.tick_quality.mean().unwrap_or_else(|| self.config.quality.at(self.loss)),
+            ics_mean: s.scores.mean(),
             retrain_starts: s.retrain_starts,
             retrain_completed: s.retrain_completed,
             retrain_failed: s.retrain_failed,
@@ -948,7 +991,7 @@ impl RetrainingConfig {
                 diverge_above: 10.0,
             },
             quality: Quality::Linear { best_loss: 1.8, worst_loss: 2.8 },
-            monitor: Monitor { policy: Policy::Vensim, upper: 2.0, lower: 1.9, interval_h: 1.0 },
+            monitor: Monitor { policy: Policy::Vensim, upper: 2.0, lower: 1.9, interval_h: 1.0, signal: Signal::Loss },
             training: Training {
                 pool: TrainingPool::Dedicated { gpus: 2 },
                 gpus_per_job: 2,

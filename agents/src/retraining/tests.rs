@@ -294,3 +294,33 @@ fn bad_values_name_their_key() {
     config.monitor.lower = 2.5;
     assert_eq!(config.validate().unwrap_err().key, "monitor.lower");
 }
+
+#[test]
+fn users_scores_can_drive_retraining_instead_of_the_loss() {
+    // Quality is linear: 1 at loss 1.8, 0 at 2.8, so a score of 1 + 4 q is 4.2 at loss
+    // 2.0 and 4.6 at 1.9: the ICS thresholds mirror the loss band.
+    let mut config = stochastic();
+    config.drift.per_request = 2e-6;
+    config.training.loss = LossFunction::Vensim { scale: 3398.0, offset: 1400.0 };
+    config.training.samples_per_job = 20_000.0;
+    let (by_loss, _) = samples(&config, 5, 0);
+    config.monitor.signal = Signal::Ics { start_below: 4.2, stop_above: 4.6, fraction: 0.3, noise_sd: 0.1 };
+    let (by_ics, ticks) = samples(&config, 5, 0);
+    assert!(by_ics.retrain_starts >= 3, "{by_ics:?}");
+    // Each tick's ICS is the mean score of its hour: about 1 + 4 x quality, give or take
+    // the rounding to whole scores that the noise dithers.
+    let ics: Vec<(f64, f64)> = ticks.iter().filter_map(|t| t.ics.map(|i| (i, t.quality))).collect();
+    assert!(ics.len() > 900);
+    let mean_gap = ics.iter().map(|(i, q)| (i - (1.0 + 4.0 * q)).abs()).sum::<f64>() / ics.len() as f64;
+    assert!(mean_gap < 0.1, "{mean_gap}");
+    // Scores lag and are noisy, so the loss strays a little further, but stays near the
+    // band that the loss signal holds.
+    assert!(by_ics.max_loss < 2.1 && by_loss.max_loss < 2.05, "{} / {}", by_ics.max_loss, by_loss.max_loss);
+    assert!((by_ics.mean_loss - by_loss.mean_loss).abs() < 0.05);
+    assert!(by_ics.ics_mean.is_some() && by_loss.ics_mean.is_none());
+    // With a threshold no score can fall under, nothing retrains and the loss drifts away.
+    config.monitor.signal = Signal::Ics { start_below: 1.0, stop_above: 4.6, fraction: 0.3, noise_sd: 0.1 };
+    let (never, _) = samples(&config, 5, 0);
+    assert_eq!(never.retrain_starts, 0);
+    assert!(never.final_loss > 2.5);
+}
