@@ -19,7 +19,7 @@ use infersim_agents::retraining::{
     Drift, DriftDistribution, Energy, Fleet, LossFunction, Monitor, Policy, Prices, Quality, RetrainingConfig, Signal,
     Training, TrainingPool,
 };
-use infersim_agents::serving::{ArrivalProcess, BatchTime, Failures, OverLimit, Routing, ServingConfig, Task};
+use infersim_agents::serving::{ArrivalProcess, BatchTime, Failures, History, OverLimit, Routing, ServingConfig, Task};
 use infersim_agents::station::{DurationDistribution, StationConfig};
 use serde::Deserialize;
 use toml::{Table, Value};
@@ -34,6 +34,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("bloom-sweep", include_str!("../../data/scenarios/bloom-sweep.toml")),
     ("nineteen-contenders", include_str!("../../data/scenarios/nineteen-contenders.toml")),
     ("ipa-video", include_str!("../../data/scenarios/ipa-video.toml")),
+    ("llm-history", include_str!("../../data/scenarios/llm-history.toml")),
 ];
 
 /// The scenario `infersim run` uses when none is named.
@@ -106,6 +107,8 @@ const KNOWN_KEYS: &[&str] = &[
     "serving.max_wait_s",
     "serving.context_limit_tokens",
     "serving.over_limit",
+    "serving.history.keep_share",
+    "serving.history.quality_loss",
     "serving.failures.mtbf_h",
     "serving.failures.mttr_h",
     "serving.arrivals.kind",
@@ -651,6 +654,8 @@ struct RawServing {
     context_limit_tokens: Option<i64>,
     #[serde(default)]
     over_limit: OverLimit,
+    #[serde(default)]
+    history: History,
     failures: Option<Failures>,
     /// An [`ArrivalProcess`], or `{ kind = "trace", path = "..." }`.
     arrivals: Value,
@@ -1132,6 +1137,7 @@ impl Scenario {
                     })?),
                 },
                 over_limit: s.over_limit,
+                history: s.history,
                 failures: s.failures,
                 service: s.service.clone(),
                 gpu_idle_w: s.power.gpu_idle_w,
@@ -1619,6 +1625,22 @@ mod tests {
         assert!(e.starts_with("x.toml: node_classes[0]: unknown field `slotz`"), "{e}");
         let e = Scenario::parse("x.toml", &text.replace("[validator]", "[validatr]")).unwrap_err().to_string();
         assert!(e.contains("unknown key `validatr.") && e.contains("did you mean `validator."), "{e}");
+    }
+
+    #[test]
+    fn the_history_scenario_sweeps_the_share_of_history_kept() {
+        let s = Scenario::load("llm-history").unwrap();
+        let shares: Vec<f64> = s
+            .points
+            .iter()
+            .map(|p| match &p.model {
+                ModelConfig::Serving(c) => c.history.keep_share,
+                other => panic!("a serving scenario, not {other:?}"),
+            })
+            .collect();
+        assert_eq!(shares, [0.0, 0.25, 0.5, 0.75, 1.0]);
+        let e = s.clone().apply_overrides(&["serving.history.keep_share=1.5"]).unwrap_err().to_string();
+        assert!(e.contains("serving.history.keep_share = 1.5 is invalid: expected a share from 0 to 1"), "{e}");
     }
 
     #[test]

@@ -262,6 +262,8 @@ pub struct ServingRequestColumns {
     task: Vec<u16>,
     tokens: Vec<u32>,
     truncated: Vec<bool>,
+    history_tokens: Vec<u32>,
+    quality: Vec<f64>,
     arrival_s: Vec<f64>,
     start_s: Vec<Option<f64>>,
     finish_s: Vec<Option<f64>>,
@@ -300,6 +302,8 @@ impl Columns for ServingRequestColumns {
             Field::new("task", DataType::Utf8, false),
             Field::new("tokens", DataType::UInt32, false),
             Field::new("truncated", DataType::Boolean, false),
+            Field::new("history_tokens", DataType::UInt32, false),
+            Field::new("quality", DataType::Float64, false),
             Field::new("arrival_s", DataType::Float64, false),
             Field::new("start_s", DataType::Float64, true),
             Field::new("finish_s", DataType::Float64, true),
@@ -320,6 +324,8 @@ impl Columns for ServingRequestColumns {
         self.task.push(r.task);
         self.tokens.push(r.tokens);
         self.truncated.push(r.truncated);
+        self.history_tokens.push(r.history_tokens);
+        self.quality.push(r.quality);
         self.arrival_s.push(r.arrival_s);
         self.start_s.push(r.start_s);
         self.finish_s.push(r.finish_s);
@@ -345,6 +351,8 @@ impl Columns for ServingRequestColumns {
             Arc::new(StringArray::from_iter_values(c.task.iter().map(|&t| task_name(&names, t)))),
             Arc::new(UInt32Array::from(c.tokens)),
             Arc::new(BooleanArray::from(c.truncated)),
+            Arc::new(UInt32Array::from(c.history_tokens)),
+            Arc::new(Float64Array::from(c.quality)),
             Arc::new(Float64Array::from(c.arrival_s)),
             Arc::new(Float64Array::from(c.start_s)),
             Arc::new(Float64Array::from(c.finish_s)),

@@ -102,6 +102,31 @@ pub struct Task {
     /// default.
     #[serde(default)]
     pub timeout_s: Option<f64>,
+    /// Conversation history the request comes with (tokens); none by default. How
+    /// much of it is sent is [`ServingConfig::history`]'s choice.
+    #[serde(default)]
+    pub history_tokens: Option<TokenCount>,
+}
+
+/// How much conversation history a request sends, and what dropping it costs.
+///
+/// Of `h` history tokens the request keeps `floor(keep_share x h)`, fewer if the
+/// context limit needs it (history goes before the output is shortened); its quality
+/// is `1 - quality_loss x (1 - kept / h)`. Kept history adds prompt tokens, so it costs
+/// batch time and energy.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct History {
+    /// Share of the history kept, in [0, 1].
+    pub keep_share: f64,
+    /// Quality lost when all of the history is dropped, in [0, 1].
+    pub quality_loss: f64,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History { keep_share: 1.0, quality_loss: 0.3 }
+    }
 }
 
 /// What happens to a request whose prompt plus output exceeds the context limit.
@@ -173,6 +198,8 @@ pub struct ServingConfig {
     pub context_limit_tokens: Option<u32>,
     /// What to do with a request over the limit.
     pub over_limit: OverLimit,
+    /// How much conversation history requests send.
+    pub history: History,
     /// GPU failures and repairs; none by default.
     pub failures: Option<Failures>,
     /// How long a batch takes.
@@ -240,7 +267,10 @@ impl ServingConfig {
                     "a finite number > 0",
                 )?;
             }
-            for (what, c) in [("prompt_tokens", t.prompt_tokens), ("output_tokens", t.output_tokens)] {
+            let history = t.history_tokens.map(|h| ("history_tokens", h));
+            for (what, c) in
+                [("prompt_tokens", t.prompt_tokens), ("output_tokens", t.output_tokens)].into_iter().chain(history)
+            {
                 let key = format!("tasks[{i}].{what}");
                 match c {
                     TokenCount::Fixed { tokens } => check(tokens >= 1, &key, tokens, "at least 1 token")?,
@@ -261,6 +291,9 @@ impl ServingConfig {
         if let Some(limit) = self.context_limit_tokens {
             check(limit >= 2, "context_limit_tokens", limit, "an integer >= 2 (one prompt and one output token)")?;
         }
+        let h = self.history;
+        check((0.0..=1.0).contains(&h.keep_share), "history.keep_share", h.keep_share, "a share from 0 to 1")?;
+        check((0.0..=1.0).contains(&h.quality_loss), "history.quality_loss", h.quality_loss, "a number from 0 to 1")?;
         for (key, v) in [
             ("max_wait_s", self.max_wait_s),
             ("gpu_idle_w", self.gpu_idle_w),
@@ -313,6 +346,7 @@ impl ServingConfig {
                 output_tokens: TokenCount::Fixed { tokens: 1 },
                 slo_s: 1.0,
                 timeout_s: None,
+                history_tokens: None,
             }],
             routing: Routing::RoundRobin,
             nodes: 1,
@@ -321,6 +355,7 @@ impl ServingConfig {
             max_wait_s: 0.0,
             context_limit_tokens: None,
             over_limit: OverLimit::Reject,
+            history: History::default(),
             failures: None,
             service: BatchTime::Affine { base_s: 0.0, per_request_s: service_s, per_token_s: 0.0 },
             gpu_idle_w: 100.0,
@@ -361,6 +396,9 @@ pub struct Request {
     task: u16,
     tokens: u32,
     truncated: bool,
+    /// History tokens sent, and the quality that leaves.
+    history_tokens: u32,
+    quality: f64,
     node: u32,
     arrival: SimTime,
     start: SimTime,
@@ -400,6 +438,10 @@ pub struct RequestRecord {
     pub tokens: u32,
     /// Whether its output was shortened to fit the context limit.
     pub truncated: bool,
+    /// History tokens sent (included in `tokens`).
+    pub history_tokens: u32,
+    /// Quality of its answer given the history kept, in [0, 1].
+    pub quality: f64,
     /// Arrival (s).
     pub arrival_s: f64,
     /// Start of its batch (s); `None` unless served.
@@ -474,6 +516,7 @@ pub struct Serving<O = NullObserver, S = NullObserver> {
     arrivals: ArrivalGenerator,
     cumulative_weights: Vec<f64>,
     token_samplers: Vec<(TokenSampler, TokenSampler)>,
+    history_samplers: Vec<Option<TokenSampler>>,
     nodes: Arena<Node>,
     gpus: Arena<Gpu>,
     /// Requests alive now; a request leaves when served, rejected, timed out or lost.
@@ -516,6 +559,7 @@ struct ServingStats {
     latency: LatencyHistogram,
     slo_met: u64,
     batch_size: Tally,
+    quality: Tally,
 }
 
 /// What one replication measured.
@@ -548,6 +592,8 @@ pub struct ServingRun {
     /// Fraction of counted requests served within their SLO (a rejected or timed-out
     /// request misses it).
     pub slo_attainment: Option<f64>,
+    /// Mean quality of counted served requests, given the history they kept.
+    pub quality_mean: Option<f64>,
     /// Mean requests per batch (all batches).
     pub batch_size_mean: Option<f64>,
     /// Batches whose time a profile had to extrapolate, whole run.
@@ -622,6 +668,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             .iter()
             .map(|t| (TokenSampler::new(t.prompt_tokens), TokenSampler::new(t.output_tokens)))
             .collect();
+        let history_samplers = config.tasks.iter().map(|t| t.history_tokens.map(TokenSampler::new)).collect();
         let mut nodes = Arena::new();
         let mut gpus = Arena::new();
         for n in 0..config.nodes {
@@ -653,6 +700,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             arrivals,
             cumulative_weights,
             token_samplers,
+            history_samplers,
             nodes,
             gpus,
             requests: Slab::new(),
@@ -822,6 +870,20 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         let (prompt_sampler, output_sampler) = self.token_samplers[task];
         let prompt = replayed.and_then(|r| r.prompt_tokens).unwrap_or_else(|| prompt_sampler.sample(rng));
         let mut output = replayed.and_then(|r| r.output_tokens).unwrap_or_else(|| output_sampler.sample(rng));
+        // Drawn only for tasks that have history, so other scenarios keep their numbers.
+        let history_available = self.history_samplers[task].map_or(0, |h| h.sample(rng));
+        let history = self.config.history;
+        let mut history_tokens = (history.keep_share * f64::from(history_available)).floor() as u32;
+        if let Some(limit) = self.config.context_limit_tokens {
+            let room = limit.saturating_sub(prompt.saturating_add(output));
+            history_tokens = history_tokens.min(room);
+        }
+        let quality = if history_available == 0 {
+            1.0
+        } else {
+            1.0 - history.quality_loss * (1.0 - f64::from(history_tokens) / f64::from(history_available))
+        };
+        let prompt = prompt.saturating_add(history_tokens);
         let counted = now >= self.warmup;
         self.stats.arrivals += 1;
         self.stats.counted += u64::from(counted);
@@ -844,6 +906,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             task: task as u16,
             tokens,
             truncated,
+            history_tokens,
+            quality,
             node: 0,
             arrival: now,
             start: now,
@@ -904,6 +968,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             task: r.task,
             tokens: r.tokens,
             truncated: r.truncated,
+            history_tokens: r.history_tokens,
+            quality: r.quality,
             arrival_s: r.arrival.as_secs_f64(),
             start_s: None,
             finish_s: gave_up.map(SimTime::as_secs_f64),
@@ -1002,12 +1068,15 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
                 self.stats.latency_s.add(latency.as_secs_f64());
                 self.stats.latency.record(latency);
                 self.stats.slo_met += u64::from(slo_met);
+                self.stats.quality.add(req.quality);
             }
             self.observer.observe(RequestRecord {
                 request_id: req.id,
                 task: req.task,
                 tokens: req.tokens,
                 truncated: req.truncated,
+                history_tokens: req.history_tokens,
+                quality: req.quality,
                 arrival_s: req.arrival.as_secs_f64(),
                 start_s: Some(req.start.as_secs_f64()),
                 finish_s: Some(now.as_secs_f64()),
@@ -1055,6 +1124,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             latency_p95_s: s.latency.p95_s(),
             latency_p99_s: s.latency.p99_s(),
             slo_attainment: (s.counted > 0).then(|| s.slo_met as f64 / s.counted as f64),
+            quality_mean: s.quality.mean(),
             batch_size_mean: s.batch_size.mean(),
             extrapolated_lookups: s.extrapolated_lookups,
             gpu_utilisation: if gpu_s > 0.0 { busy_s / gpu_s } else { 0.0 },
@@ -1280,6 +1350,7 @@ mod tests {
             output_tokens: TokenCount::LogNormal { mean: 200.0, cv: 1.0 },
             slo_s: 3.0,
             timeout_s: None,
+            history_tokens: None,
         });
         config.nodes = 3;
         config.gpus_per_node = 2;
@@ -1349,6 +1420,36 @@ mod tests {
         config.context_limit_tokens = Some(90);
         let (run, _) = run_traced(&config);
         assert_eq!((run.rejected, run.truncated), (99, 0));
+    }
+
+    #[test]
+    fn history_is_kept_by_share_cut_first_at_the_limit_and_costs_quality() {
+        let mut config = simple(); // 100 prompt + 50 output tokens
+        config.tasks[0].history_tokens = Some(TokenCount::Fixed { tokens: 400 });
+        config.history = History { keep_share: 0.5, quality_loss: 0.3 };
+        let (run, rows) = run_traced(&config);
+        // Half the history: 200 tokens sent, quality 1 - 0.3 x 0.5.
+        assert!(rows.iter().all(|r| r.history_tokens == 200 && r.tokens == 350 && (r.quality - 0.85).abs() < 1e-12));
+        assert_eq!(run.quality_mean, Some(0.85));
+        // Under a 300-token limit the history shrinks to what fits, before the output.
+        config.context_limit_tokens = Some(300);
+        let (run, rows) = run_traced(&config);
+        assert!(rows.iter().all(|r| r.history_tokens == 150 && r.tokens == 300 && !r.truncated));
+        assert!((run.quality_mean.unwrap() - (1.0 - 0.3 * (1.0 - 150.0 / 400.0))).abs() < 1e-12);
+        // More history, more tokens, longer batches: latency grows with the share kept.
+        config.context_limit_tokens = None;
+        config.service = BatchTime::Affine { base_s: 0.1, per_request_s: 0.0, per_token_s: 0.001 };
+        let latency = |share: f64| {
+            let mut c = config.clone();
+            c.history.keep_share = share;
+            run_traced(&c).0.latency_mean_s.unwrap()
+        };
+        assert!(latency(0.0) < latency(0.5) && latency(0.5) < latency(1.0));
+        // A task without history draws nothing: its numbers do not change.
+        let plain = simple();
+        let mut with_policy = simple();
+        with_policy.history = History { keep_share: 0.2, quality_loss: 0.9 };
+        assert_eq!(run_traced(&plain), run_traced(&with_policy));
     }
 
     #[test]
