@@ -376,7 +376,8 @@ impl WorkSampler {
 type RankQueue = PriorityQueue<u32, Reverse<(u64, u32)>, FxBuildHasher>;
 
 /// From this many contenders per task, least_processed and join_shortest_queue keep
-/// their ranks in a [`RankQueue`]; below it they scan the task's contenders per query.
+/// their ranks in a priority queue per task; below it they scan the task's contenders per
+/// query.
 /// Measured (benches/README.md): with 19 contenders a scan is 1.5x (least_processed)
 /// and 2.1x (join_shortest_queue) faster than the queue's hashing and re-pushing; with
 /// 247 the queue is 1.65x and 1.46x faster.

@@ -592,7 +592,11 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
     fn rate_at(&self, t_s: f64) -> f64 {
         let l = &self.config.load;
         let cycle = 1.0 + l.amplitude * (TAU * (t_s / 3600.0 - l.peak_h) / l.period_h).cos();
-        let burst = if self.bursts.iter().any(|&(a, b)| a <= t_s && t_s < b) { l.burst_factor } else { 1.0 };
+        // Bursts are in time order and of equal length: only the last one to start by
+        // t can cover it.
+        let started = self.bursts.partition_point(|&(start, _)| start <= t_s);
+        let in_burst = started > 0 && t_s < self.bursts[started - 1].1;
+        let burst = if in_burst { l.burst_factor } else { 1.0 };
         l.rate_per_s * cycle * burst
     }
 
