@@ -119,45 +119,8 @@ enum Command {
     Slurm {
         /// A built-in scenario name or a path to a TOML file.
         scenario: String,
-        /// Array tasks: the batch is split into this many shards.
-        #[arg(long)]
-        shards: u64,
-        /// The batch directory: scripts, logs, shard-I/ and merged/ go here.
-        #[arg(long)]
-        dir: PathBuf,
-        /// Replications per point (default: the scenario's simulation.replications).
-        #[arg(long)]
-        reps: Option<u64>,
-        /// Master seed (default: the scenario's simulation.seed).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Override a scenario key by its dotted path.
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        overrides: Vec<String>,
-        /// What each shard records (as for run).
-        #[arg(long, value_enum, default_value_t = TraceLevel::Summary)]
-        trace: TraceLevel,
-        /// Confidence level of the merged summary.
-        #[arg(long, default_value_t = 0.95)]
-        confidence: f64,
-        /// Slurm partition.
-        #[arg(long)]
-        partition: Option<String>,
-        /// Time limit per task and for the merge, e.g. 02:00:00.
-        #[arg(long)]
-        time: Option<String>,
-        /// CPUs per array task; each task runs that many threads.
-        #[arg(long, default_value_t = 1)]
-        cpus_per_task: u32,
-        /// Memory per task and for the merge, e.g. 4G.
-        #[arg(long)]
-        mem: Option<String>,
-        /// An extra #SBATCH line, e.g. --sbatch=--account=sim. Repeatable.
-        #[arg(long = "sbatch", value_name = "LINE", allow_hyphen_values = true)]
-        sbatch: Vec<String>,
-        /// The infersim binary as the compute nodes see it (default: this one).
-        #[arg(long)]
-        binary: Option<PathBuf>,
+        #[command(flatten)]
+        options: SlurmOptions,
         /// Submit both jobs with sbatch and print their ids.
         #[arg(long)]
         submit: bool,
@@ -675,19 +638,46 @@ fn plot(dir: &std::path::Path, to: Option<PathBuf>, confidence: f64, x: Option<&
 }
 
 /// `infersim slurm`'s options, as given.
+#[derive(clap::Args)]
 struct SlurmOptions {
+    /// Array tasks: the batch is split into this many shards.
+    #[arg(long)]
     shards: u64,
+    /// The batch directory: scripts, logs, shard-I/ and merged/ go here.
+    #[arg(long)]
     dir: PathBuf,
+    /// Replications per point (default: the scenario's simulation.replications).
+    #[arg(long)]
     reps: Option<u64>,
+    /// Master seed (default: the scenario's simulation.seed).
+    #[arg(long)]
     seed: Option<u64>,
+    /// Override a scenario key by its dotted path.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// What each shard records (as for run).
+    #[arg(long, value_enum, default_value_t = TraceLevel::Summary)]
     trace: TraceLevel,
+    /// Confidence level of the merged summary.
+    #[arg(long, default_value_t = 0.95)]
     confidence: f64,
+    /// Slurm partition.
+    #[arg(long)]
     partition: Option<String>,
+    /// Time limit per task and for the merge, e.g. 02:00:00.
+    #[arg(long)]
     time: Option<String>,
+    /// CPUs per array task; each task runs that many threads.
+    #[arg(long, default_value_t = 1)]
     cpus_per_task: u32,
+    /// Memory per task and for the merge, e.g. 4G.
+    #[arg(long)]
     mem: Option<String>,
+    /// An extra #SBATCH line, e.g. --sbatch=--account=sim. Repeatable.
+    #[arg(long = "sbatch", value_name = "LINE", allow_hyphen_values = true)]
     sbatch: Vec<String>,
+    /// The infersim binary as the compute nodes see it (default: this one).
+    #[arg(long)]
     binary: Option<PathBuf>,
 }
 
@@ -810,41 +800,7 @@ fn main() -> ExitCode {
         }
         Command::Compare { base, candidate, fail_on, confidence } => compare(&base, &candidate, &fail_on, confidence),
         Command::Plot { dir, to, confidence, x } => plot(&dir, to, confidence, x.as_deref()),
-        Command::Slurm {
-            scenario,
-            shards,
-            dir,
-            reps,
-            seed,
-            overrides,
-            trace,
-            confidence,
-            partition,
-            time,
-            cpus_per_task,
-            mem,
-            sbatch,
-            binary,
-            submit,
-        } => slurm(
-            &scenario,
-            SlurmOptions {
-                shards,
-                dir,
-                reps,
-                seed,
-                overrides,
-                trace,
-                confidence,
-                partition,
-                time,
-                cpus_per_task,
-                mem,
-                sbatch,
-                binary,
-            },
-            submit,
-        ),
+        Command::Slurm { scenario, options, submit } => slurm(&scenario, options, submit),
         Command::List => {
             let width = BUILTIN.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
             for (name, _) in BUILTIN {
