@@ -2,25 +2,13 @@
 //! trajectories read back from timeseries.parquet, the deployment's energy and carbon,
 //! the runaway flag, and the stochastic scenario against its deterministic counterpart.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 use polars::prelude::*;
 
-fn infersim(args: &[&str]) -> Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_infersim")).args(args).output().expect("the binary runs");
-    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    o
-}
-
-fn read(path: PathBuf) -> DataFrame {
-    let text = path.to_string_lossy().into_owned();
-    LazyFrame::scan_parquet(PlRefPath::new(text.as_str()), ScanArgsParquet::default()).unwrap().collect().unwrap()
-}
-
-fn floats(df: &DataFrame, column: &str) -> Vec<f64> {
-    df.column(column).unwrap().cast(&DataType::Float64).unwrap().f64().unwrap().into_no_null_iter().collect()
-}
+mod common;
+use common::*;
 
 fn reference(name: &str) -> Vec<Vec<f64>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/reference/bloom-sd").join(name);
@@ -38,7 +26,7 @@ fn check_trajectory(drift: &str, file: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let set = format!("drift.per_request={drift}");
-    infersim(&["run", "bloom-sd", "-q", "--trace", "timeseries", "--set", &set, "--out", out.to_str().unwrap()]);
+    infersim_ok(&["run", "bloom-sd", "-q", "--trace", "timeseries", "--set", &set, "--out", out.to_str().unwrap()]);
     let ts = read(out.join("traces/point=0/rep=0/timeseries.parquet"));
     let names: Vec<String> = ts.get_column_names().iter().map(|n| n.to_string()).collect();
     assert_eq!(&names[..6], COLUMNS, "the reference columns, by name, after t_h");
@@ -71,7 +59,7 @@ fn bloom_sd_matches_the_vensim_reference_with_drift() {
 fn a_runaway_is_flagged_reported_and_never_written_as_inf_or_nan() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let o = infersim(&[
+    let o = infersim_ok(&[
         "run",
         "bloom-sd",
         "-q",
@@ -104,7 +92,7 @@ fn a_runaway_is_flagged_reported_and_never_written_as_inf_or_nan() {
 fn the_deployment_lands_on_the_papers_energy_and_carbon() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    infersim(&["run", "bloom-deployment", "-q", "--reps", "10", "--out", out.to_str().unwrap()]);
+    infersim_ok(&["run", "bloom-deployment", "-q", "--reps", "10", "--out", out.to_str().unwrap()]);
     let reps = read(out.join("replications.parquet"));
     for (column, paper) in [("energy_kwh", 914.0), ("carbon_kg", 914.0 * 0.394)] {
         for value in floats(&reps, column) {
@@ -118,7 +106,7 @@ fn the_stochastic_scenario_agrees_with_its_deterministic_counterpart() {
     // Deterministic: 6 retraining starts in 2080 h, 558e-6 drift per hour.
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    infersim(&["run", "bloom-stochastic", "-q", "--reps", "12", "--out", out.to_str().unwrap()]);
+    infersim_ok(&["run", "bloom-stochastic", "-q", "--reps", "12", "--out", out.to_str().unwrap()]);
     let summary = read(out.join("summary.parquet"));
     let row = |metric: &str| {
         let metrics = summary.column("metric").unwrap();

@@ -3,25 +3,11 @@
 //! queries and period scores read back with polars, and bytes identical for any thread
 //! count.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
-use polars::prelude::*;
-
-fn infersim(args: &[&str]) -> Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_infersim")).args(args).output().expect("the binary runs");
-    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    o
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn read(path: PathBuf) -> DataFrame {
-    let text = path.to_string_lossy().into_owned();
-    LazyFrame::scan_parquet(PlRefPath::new(text.as_str()), ScanArgsParquet::default()).unwrap().collect().unwrap()
-}
+mod common;
+use common::*;
 
 /// A shorter batch than the built-in's 24 h x 10, with the new task at hour 3 and the
 /// scheduled departure at hour 4.
@@ -38,17 +24,7 @@ fn run(out: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["run", "nineteen-contenders", "-q", "--out", s(out)];
     args.extend_from_slice(&SHORT);
     args.extend_from_slice(extra);
-    infersim(&args)
-}
-
-fn column_str(df: &DataFrame, name: &str) -> Vec<Option<String>> {
-    let values = df.column(name).unwrap().str().unwrap().clone();
-    (0..values.len()).map(|i| values.get(i).map(String::from)).collect()
-}
-
-fn column_f64(df: &DataFrame, name: &str) -> Vec<Option<f64>> {
-    let values = df.column(name).unwrap().cast(&DataType::Float64).unwrap().f64().unwrap().clone();
-    (0..values.len()).map(|i| values.get(i)).collect()
+    infersim_ok(&args)
 }
 
 #[test]
@@ -70,9 +46,9 @@ fn every_policy_runs_on_the_same_network_and_decayed_score_steers_to_good_nodes(
     ] {
         assert!(reps.column(metric).is_ok(), "{metric} is a column");
     }
-    let policy: Vec<String> = column_str(&reps, "routing_policy").into_iter().map(Option::unwrap).collect();
+    let policy: Vec<String> = strings(&reps, "routing_policy").into_iter().map(Option::unwrap).collect();
     let metric = |name: &str, wanted: &str| -> Vec<Option<f64>> {
-        column_f64(&reps, name).into_iter().zip(&policy).filter(|(_, p)| *p == wanted).map(|(v, _)| v).collect()
+        optional_floats(&reps, name).into_iter().zip(&policy).filter(|(_, p)| *p == wanted).map(|(v, _)| v).collect()
     };
     // Common random numbers: the churn is the same under every policy.
     let left = metric("nodes_left", "round_robin");
@@ -95,7 +71,7 @@ fn compare_reports_least_processed_against_decayed_score_with_significance() {
     let (base, cand) = (tmp.path().join("lp"), tmp.path().join("ds"));
     run(&base, &["--reps", "5", "--set", "routing.policy=least_processed"]);
     run(&cand, &["--reps", "5", "--set", "routing.policy=decayed_score"]);
-    let o = infersim(&["compare", s(&base), s(&cand)]);
+    let o = infersim_ok(&["compare", s(&base), s(&cand)]);
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(text.contains("common random numbers"), "{text}");
     let line = |metric: &str| {
@@ -124,22 +100,22 @@ fn queries_and_period_scores_are_traced_and_identical_for_any_thread_count() {
     let queries = read(dir.join("requests.parquet"));
     let reps = read(one.join("replications.parquet"));
     let finished =
-        column_f64(&reps, "organic_queries")[0].unwrap() + column_f64(&reps, "synthetic_queries")[0].unwrap();
+        optional_floats(&reps, "organic_queries")[0].unwrap() + optional_floats(&reps, "synthetic_queries")[0].unwrap();
     assert_eq!(queries.height() as f64, finished, "one row per finished query");
-    let tasks = column_str(&queries, "task");
+    let tasks = strings(&queries, "task");
     assert!(tasks.contains(&Some("chat-llama-3-1-8b".into())) && tasks.contains(&Some("chat-llama-3-2-3b".into())));
-    let classes = column_str(&queries, "class");
+    let classes = strings(&queries, "class");
     assert!(classes.contains(&Some("fast_good".into())) && classes.contains(&Some("slow_good".into())));
     let periods = read(dir.join("timeseries.parquet"));
     assert_eq!(periods.get_column_names()[0].as_str(), "t_h");
     // The period score is nineteen's formula of the row's own counters.
     let (n, r429, r500, cap, used, score) = (
-        column_f64(&periods, "requests"),
-        column_f64(&periods, "rate_limited"),
-        column_f64(&periods, "failed"),
-        column_f64(&periods, "capacity"),
-        column_f64(&periods, "consumed"),
-        column_f64(&periods, "period_score"),
+        optional_floats(&periods, "requests"),
+        optional_floats(&periods, "rate_limited"),
+        optional_floats(&periods, "failed"),
+        optional_floats(&periods, "capacity"),
+        optional_floats(&periods, "consumed"),
+        optional_floats(&periods, "period_score"),
     );
     let mut scored = 0;
     for i in 0..periods.height() {

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use polars::prelude::*;
 
+mod common;
+use common::*;
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_infersim"))
 }
@@ -34,11 +37,6 @@ fn run(out: &Path, extra: &[&str]) -> Output {
     let o = infersim(&args);
     assert!(o.status.success(), "{:?}: {}", args, String::from_utf8_lossy(&o.stderr));
     o
-}
-
-fn read(path: PathBuf) -> DataFrame {
-    let text = path.to_string_lossy().into_owned();
-    LazyFrame::scan_parquet(PlRefPath::new(text.as_str()), ScanArgsParquet::default()).unwrap().collect().unwrap()
 }
 
 fn manifest(dir: &Path) -> serde_json::Value {

@@ -1,36 +1,14 @@
 //! The adaptive video pipeline through the binary: the delta sweep with its metrics and
 //! its Pareto chart, and IPA against a fixed configuration on common random numbers.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-use polars::prelude::*;
-
-fn infersim(args: &[&str]) -> Output {
-    let o = Command::new(env!("CARGO_BIN_EXE_infersim")).args(args).output().expect("the binary runs");
-    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    o
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn read(path: PathBuf) -> DataFrame {
-    let text = path.to_string_lossy().into_owned();
-    LazyFrame::scan_parquet(PlRefPath::new(text.as_str()), ScanArgsParquet::default()).unwrap().collect().unwrap()
-}
-
-fn column(df: &DataFrame, name: &str) -> Vec<f64> {
-    let values = df.column(name).unwrap().cast(&DataType::Float64).unwrap().f64().unwrap().clone();
-    (0..values.len()).map(|i| values.get(i).unwrap()).collect()
-}
+mod common;
+use common::*;
 
 #[test]
 fn the_energy_weight_sweep_trades_accuracy_for_energy_and_draws_its_front() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("sweep");
-    infersim(&["run", "ipa-video", "-q", "--reps", "3", "--set", "simulation.duration_h=1", "--out", s(&out)]);
+    infersim_ok(&["run", "ipa-video", "-q", "--reps", "3", "--set", "simulation.duration_h=1", "--out", s(&out)]);
     let reps = read(out.join("replications.parquet"));
     assert_eq!(reps.height(), 5 * 3);
     for metric in
@@ -40,7 +18,7 @@ fn the_energy_weight_sweep_trades_accuracy_for_energy_and_draws_its_front() {
     }
     // Per point (delta ascending), mean energy per input falls and so does accuracy.
     let mean_by_point = |metric: &str| -> Vec<f64> {
-        let (points, values) = (column(&reps, "point"), column(&reps, metric));
+        let (points, values) = (floats(&reps, "point"), floats(&reps, metric));
         (0..5)
             .map(|p| {
                 let v: Vec<f64> =
@@ -53,9 +31,9 @@ fn the_energy_weight_sweep_trades_accuracy_for_energy_and_draws_its_front() {
     assert!(energy.windows(2).all(|w| w[1] <= w[0] * 1.02), "{energy:?}");
     assert!(energy[4] < 0.5 * energy[0], "{energy:?}");
     assert!(accuracy.windows(2).all(|w| w[1] <= w[0] + 0.02), "{accuracy:?}");
-    let quadrant = column(&reps, "quadrant");
+    let quadrant = floats(&reps, "quadrant");
     assert!(quadrant.iter().all(|q| [1.0, 2.0, 3.0, 4.0].contains(q)));
-    let o = infersim(&["plot", s(&out)]);
+    let o = infersim_ok(&["plot", s(&out)]);
     let listed = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(listed.contains("pareto_accuracy_energy.png") && listed.contains("pareto_latency_energy.svg"), "{listed}");
 }
@@ -65,9 +43,9 @@ fn ipa_against_a_fixed_plan_on_common_random_numbers() {
     let tmp = tempfile::tempdir().unwrap();
     let (fixed, ipa) = (tmp.path().join("fixed"), tmp.path().join("ipa"));
     let common = ["-q", "--reps", "4", "--set", "simulation.duration_h=1", "--set", "adapter.delta=0"];
-    infersim(&[&["run", "ipa-video", "--out", s(&fixed), "--set", "adapter.policy=fixed"][..], &common].concat());
-    infersim(&[&["run", "ipa-video", "--out", s(&ipa), "--trace", "timeseries"][..], &common].concat());
-    let o = infersim(&["compare", s(&fixed), s(&ipa)]);
+    infersim_ok(&[&["run", "ipa-video", "--out", s(&fixed), "--set", "adapter.policy=fixed"][..], &common].concat());
+    infersim_ok(&[&["run", "ipa-video", "--out", s(&ipa), "--trace", "timeseries"][..], &common].concat());
+    let o = infersim_ok(&["compare", s(&fixed), s(&ipa)]);
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
     // IPA scales replicas with the load: fewer cores and less energy per input than a
     // plan sized for the peak, on the same arrivals.

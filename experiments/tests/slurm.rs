@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use polars::prelude::*;
+mod common;
+use common::*;
 
 const INFERSIM: &str = env!("CARGO_BIN_EXE_infersim");
 
@@ -160,11 +161,6 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
-}
-
-fn read(path: PathBuf) -> DataFrame {
-    let text = path.to_string_lossy().into_owned();
-    LazyFrame::scan_parquet(PlRefPath::new(text.as_str()), ScanArgsParquet::default()).unwrap().collect().unwrap()
 }
 
 fn missing_tools() -> Vec<&'static str> {
