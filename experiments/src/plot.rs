@@ -86,9 +86,10 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
-/// Columns of a trace file that are not state: the time axis and the hive
-/// partition columns polars adds from `point=P/rep=R` directories.
-const NOT_STATE: [&str; 4] = ["t_h", "t_s", "point", "rep"];
+/// Columns of a trace file that are not state: the time axis, the hive partition
+/// columns polars adds from `point=P/rep=R` directories, and identifiers (a node's
+/// number has no mean worth drawing).
+const NOT_STATE: [&str; 5] = ["t_h", "t_s", "point", "rep", "node"];
 
 /// An axis label that stays distinct from its neighbours whatever the magnitude:
 /// scientific notation for very small or large values, trimmed decimals otherwise.
