@@ -9,6 +9,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::ConfigError;
+use crate::input::{DataTable, Inputs};
+
 /// Carbon intensity of the electricity drawn (kg CO2e per kWh) as a function of time.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -34,10 +37,13 @@ pub enum CarbonIntensity {
     },
     /// A recorded series, piecewise constant: each value holds from its hour until the
     /// next one; the first holds before it and the last after it. Scenario files name
-    /// a CSV (`t_h,kg_per_kwh`); the experiments crate reads it into this.
-    #[serde(skip)]
+    /// a table (`t_h,kg_per_kwh`); [`CarbonIntensity::load`] reads it.
     Series {
+        /// The file as the scenario names it (empty for a series built in code).
+        #[serde(default)]
+        path: String,
         /// (hour, kg CO2e per kWh), hours strictly increasing.
+        #[serde(skip)]
         points: Arc<[(f64, f64)]>,
     },
 }
@@ -46,23 +52,22 @@ fn day_h() -> f64 {
     24.0
 }
 
-/// A carbon-intensity value that cannot be used; names the key and the allowed range.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[error("grid.{key} = {value} is invalid: expected {allowed}")]
-pub struct CarbonIntensityError {
-    /// The key below `grid`.
-    pub key: &'static str,
-    /// The value as given.
-    pub value: String,
-    /// What is allowed.
-    pub allowed: &'static str,
-}
-
 impl CarbonIntensity {
-    /// Checks every value.
-    pub fn validate(&self) -> Result<(), CarbonIntensityError> {
-        let bad =
-            |key, value: &dyn ToString, allowed| Err(CarbonIntensityError { key, value: value.to_string(), allowed });
+    /// Reads a series' points through `inputs` (`key` is the grid table's); other
+    /// kinds are left as they are.
+    pub fn load(&mut self, key: &str, inputs: &dyn Inputs) -> Result<(), ConfigError> {
+        if let CarbonIntensity::Series { path, points } = self {
+            let table = inputs.table(&format!("{key}.path"), path)?;
+            *points = read_series(&table)?.into();
+        }
+        Ok(())
+    }
+
+    /// Checks every value; keys are relative to the grid table.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, value: &dyn ToString, allowed: &'static str| {
+            Err(ConfigError::invalid(key, value.to_string(), allowed))
+        };
         let non_negative = |x: f64| x.is_finite() && x >= 0.0;
         match self {
             CarbonIntensity::Constant { kg_per_kwh } => {
@@ -84,7 +89,7 @@ impl CarbonIntensity {
                     return bad("period_h", period_h, "a finite number of hours > 0");
                 }
             }
-            CarbonIntensity::Series { points } => {
+            CarbonIntensity::Series { points, .. } => {
                 if points.is_empty() {
                     return bad("path", &"(no rows)", "a series with at least one row");
                 }
@@ -115,7 +120,7 @@ impl CarbonIntensity {
             CarbonIntensity::Diurnal { kg_per_kwh, amplitude, peak_h, period_h } => {
                 kg_per_kwh * (1.0 + amplitude * (TAU * (t_h - peak_h) / period_h).cos())
             }
-            CarbonIntensity::Series { points } => {
+            CarbonIntensity::Series { points, .. } => {
                 // The last point at or before t_h, or the first point.
                 let i = points.partition_point(|(t, _)| *t <= t_h);
                 points[i.saturating_sub(1)].1
@@ -135,7 +140,7 @@ impl CarbonIntensity {
                 let phase = |t: f64| TAU * (t - peak_h) / period_h;
                 kg_per_kwh * ((to_h - from_h) + amplitude * period_h / TAU * (phase(to_h).sin() - phase(from_h).sin()))
             }
-            CarbonIntensity::Series { points } => {
+            CarbonIntensity::Series { points, .. } => {
                 let mut total = 0.0;
                 let mut t = from_h;
                 let mut i = points.partition_point(|(p, _)| *p <= from_h);
@@ -157,6 +162,34 @@ impl CarbonIntensity {
     pub fn mean(&self, horizon_h: f64) -> f64 {
         if horizon_h > 0.0 { self.integral(0.0, horizon_h) / horizon_h } else { self.at(0.0) }
     }
+}
+
+/// A carbon-intensity series from a table with `t_h` (hours from the start of the
+/// run, strictly increasing) and `kg_per_kwh` (>= 0); other columns are ignored.
+pub fn read_series(table: &DataTable) -> Result<Vec<(f64, f64)>, ConfigError> {
+    let (t_col, v_col) = (table.require("t_h")?, table.require("kg_per_kwh")?);
+    let mut points: Vec<(f64, f64)> = Vec::with_capacity(table.rows());
+    for row in 0..table.rows() {
+        let number = |col: usize, name: &str| {
+            table.number(col, row).ok().filter(|x| x.is_finite()).ok_or_else(|| {
+                table.at(row, format!("{name} = {:?} is not a finite number", table.text(col, row).unwrap_or_default()))
+            })
+        };
+        let (t_h, value) = (number(t_col, "t_h")?, number(v_col, "kg_per_kwh")?);
+        if value < 0.0 {
+            return Err(table.at(row, format!("kg_per_kwh = {value} is negative")));
+        }
+        if let Some(&(previous, _)) = points.last()
+            && t_h <= previous
+        {
+            return Err(table.at(row, format!("t_h = {t_h} does not increase (the previous row has {previous})")));
+        }
+        points.push((t_h, value));
+    }
+    if points.is_empty() {
+        return Err(table.error("no rows after the header"));
+    }
+    Ok(points)
 }
 
 #[cfg(test)]
@@ -181,22 +214,23 @@ mod tests {
 
     #[test]
     fn series_is_piecewise_constant_and_held_at_both_ends() {
-        let s = CarbonIntensity::Series { points: vec![(0.0, 0.5), (2.0, 0.1), (3.0, 0.3)].into() };
+        let s =
+            CarbonIntensity::Series { path: String::new(), points: vec![(0.0, 0.5), (2.0, 0.1), (3.0, 0.3)].into() };
         assert_eq!((s.at(-1.0), s.at(0.0), s.at(1.99), s.at(2.0), s.at(100.0)), (0.5, 0.5, 0.5, 0.1, 0.3));
         // 1 h at 0.5, 1 h at 0.1, 2 h at 0.3.
         assert!((s.integral(1.0, 5.0) - (0.5 + 0.1 + 0.6)).abs() < 1e-12);
         assert!((s.integral(-2.0, 0.5) - 1.25).abs() < 1e-12);
         assert_eq!(s.integral(4.0, 4.0), 0.0);
         assert!(s.validate().is_ok());
-        let unordered = CarbonIntensity::Series { points: vec![(1.0, 0.5), (1.0, 0.1)].into() };
-        assert_eq!(unordered.validate().unwrap_err().key, "path");
+        let unordered = CarbonIntensity::Series { path: String::new(), points: vec![(1.0, 0.5), (1.0, 0.1)].into() };
+        assert_eq!(unordered.validate().unwrap_err().key(), "path");
     }
 
     #[test]
     fn out_of_range_values_name_their_key() {
         let d = CarbonIntensity::Diurnal { kg_per_kwh: 0.3, amplitude: 1.5, peak_h: 0.0, period_h: 24.0 };
-        let e = d.validate().unwrap_err();
-        assert_eq!(e.key, "amplitude");
+        let e = d.validate().unwrap_err().within("grid");
+        assert_eq!(e.key(), "grid.amplitude");
         assert!(e.to_string().contains("grid.amplitude = 1.5"), "{e}");
     }
 }

@@ -22,10 +22,15 @@
 //! assert!((sojourn_s - exact.sojourn_s).abs() < 0.1 * exact.sojourn_s, "{sojourn_s} vs {}", exact.sojourn_s);
 //! ```
 
+pub mod arrivals;
 pub mod distributions;
+pub mod error;
+pub mod failures;
 pub mod grid;
+pub mod input;
 pub mod network;
 pub mod pipeline;
 pub mod retraining;
 pub mod serving;
 pub mod station;
+pub mod world;

@@ -397,10 +397,12 @@ pub fn compare(
     let mut rows = Vec::new();
     let points: std::collections::BTreeSet<u32> = base_keys.iter().map(|k| k.0).collect();
     for metric in metrics {
-        let b = base.column(metric).and_then(|c| c.f64().cloned()).map_err(polars_err(format!("baseline {metric}")))?;
+        // Flags (Boolean columns such as `diverged`) compare as 0/1.
+        let numbers = |c: &Column| c.cast(&DataType::Float64).and_then(|c| c.f64().cloned());
+        let b = base.column(metric).and_then(numbers).map_err(polars_err(format!("baseline {metric}")))?;
         let c = candidate
             .column(metric)
-            .and_then(|c| c.f64().cloned())
+            .and_then(numbers)
             .map_err(polars_err(format!("candidate {metric} (is it the same model?)")))?;
         for &point in &points {
             let (mut diff, mut bt, mut ct) = (Tally::new(), Tally::new(), Tally::new());

@@ -18,10 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::{AnalysisError, scan_replications, summarize, write_csv, write_frame_parquet};
 use crate::output::{
-    OutputError, ReplicationRecord, parameter_column_name, read_parts, replications_batch, write_atomically,
-    write_parquet, write_part,
+    OutputError, ReplicationRecord, metric_columns, parameter_column_name, read_parts, replications_batch,
+    write_atomically, write_parquet, write_part,
 };
-use crate::runner::{RunError, Shard, TraceSpec, metric_names, run_items, work_items};
+use crate::runner::{RunError, Shard, TraceSpec, run_items, work_items};
 use crate::scenario::Scenario;
 use crate::trace::TraceLevel;
 
@@ -87,6 +87,9 @@ pub struct Manifest {
     pub version: String,
     /// The scenario's built-in name or path.
     pub scenario: String,
+    /// The world it describes.
+    #[serde(default)]
+    pub world: String,
     /// Its one-line description.
     pub description: String,
     /// The resolved scenario (also in scenario.toml).
@@ -107,7 +110,7 @@ pub struct Manifest {
     pub parameter_columns: Vec<String>,
     /// Every point of the batch.
     pub points: Vec<ManifestPoint>,
-    /// Metric columns, in order.
+    /// Metric columns, in order (known once the batch is complete).
     pub metrics: Vec<String>,
     /// Trace level: summary, timeseries or requests.
     pub trace: TraceLevel,
@@ -141,6 +144,14 @@ pub enum BatchError {
     /// The output directory already holds something and `--resume` was not given.
     #[error("{0}: already exists and is not empty; choose another --out, or add --resume to continue the batch in it")]
     OutputExists(PathBuf),
+    /// The output directory cannot be created.
+    #[error("{path}: cannot create the output directory: {error}")]
+    OutputUnusable {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
     /// `--resume` on a directory without a batch.
     #[error("{0}: no manifest.json here, so there is no batch to resume")]
     NothingToResume(PathBuf),
@@ -184,6 +195,7 @@ fn new_manifest(scenario: &Scenario, spec: &BatchSpec, expected: u64) -> Manifes
         tool: "infersim".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         scenario: scenario.source_name.clone(),
+        world: scenario.world.to_string(),
         description: scenario.description.clone(),
         scenario_toml: scenario.to_toml(),
         seed: spec.seed,
@@ -205,7 +217,7 @@ fn new_manifest(scenario: &Scenario, spec: &BatchSpec, expected: u64) -> Manifes
             })
             .collect(),
         sweep_keys: keys,
-        metrics: metric_names(&scenario.points[0].model).iter().map(|m| m.to_string()).collect(),
+        metrics: Vec::new(),
         trace: spec.trace,
         expected,
         completed: 0,
@@ -273,7 +285,7 @@ pub fn run_batch(
         check_resumable(out, &previous, &manifest)?;
         manifest.started_unix_s = previous.started_unix_s;
         if previous.status == BatchStatus::Complete {
-            let summary = summarize_dir(out, &manifest, spec.confidence)?;
+            let summary = summarize_dir(out, &previous, spec.confidence)?;
             return Ok(BatchReport { manifest: previous, summary: Some(summary) });
         }
     } else {
@@ -281,7 +293,8 @@ pub fn run_batch(
         if occupied {
             return Err(BatchError::OutputExists(out.clone()));
         }
-        fs::create_dir_all(out).map_err(io_err(out))?;
+        // A directory that cannot be made is a bad --out (exit 2), not a failed run.
+        fs::create_dir_all(out).map_err(|error| BatchError::OutputUnusable { path: out.clone(), error })?;
         fs::write(out.join("scenario.toml"), scenario.to_toml()).map_err(io_err(&out.join("scenario.toml")))?;
     }
     fs::create_dir_all(out.join("parts")).map_err(io_err(&out.join("parts")))?;
@@ -328,7 +341,8 @@ pub fn run_batch(
     }
     let succeeded: Vec<ReplicationRecord> = records.into_iter().filter(|r| r.error.is_none()).collect();
     let params: Vec<Vec<toml::Value>> = scenario.points.iter().map(|p| p.params.clone()).collect();
-    let metrics: Vec<&str> = manifest.metrics.iter().map(String::as_str).collect();
+    let metrics = metric_columns(&succeeded);
+    manifest.metrics = metrics.iter().map(|(name, _)| name.clone()).collect();
     let batch = replications_batch(&succeeded, &manifest.sweep_keys, &params, &metrics)
         .map_err(|e| OutputError::Format { path: out.join("replications.parquet"), message: e.to_string() })?;
     write_parquet(&out.join("replications.parquet"), &batch)?;

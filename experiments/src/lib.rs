@@ -25,9 +25,10 @@
 
 pub mod analysis;
 pub mod batch;
+pub mod inputs;
 pub mod output;
 pub mod plot;
-pub mod replay;
+pub mod registry;
 pub mod runner;
 pub mod scenario;
 pub mod slurm;

@@ -11,8 +11,8 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use infersim::analysis::{Gate, cell};
 use infersim::batch::{BatchSpec, BatchStatus, Manifest, default_out_dir, read_manifest, run_batch, summarize_dirs};
-use infersim::runner::{Shard, analytic};
-use infersim::scenario::{BUILTIN, DEFAULT_SCENARIO, ModelConfig, Scenario};
+use infersim::runner::Shard;
+use infersim::scenario::{BUILTIN, DEFAULT_SCENARIO, Scenario};
 use infersim::trace::TraceLevel;
 use infersim_engine::stats::Warmup;
 use polars::prelude::{AnyValue, DataFrame};
@@ -190,16 +190,8 @@ fn print_summary(summary: &DataFrame, manifest: &Manifest, scenario: Option<&Sce
         let point = f64_at(summary, "point", row).unwrap_or(0.0) as u32;
         if current != Some(point) {
             current = Some(point);
-            theory = scenario
-                .and_then(|s| s.points.get(point as usize))
-                .map(|p| match &p.model {
-                    ModelConfig::Station(config) => analytic(config),
-                    ModelConfig::Serving(_)
-                    | ModelConfig::Retraining(_)
-                    | ModelConfig::Network(_)
-                    | ModelConfig::Pipeline(_) => Vec::new(),
-                })
-                .unwrap_or_default();
+            theory =
+                scenario.and_then(|s| s.points.get(point as usize)).map(|p| p.model.analytic()).unwrap_or_default();
             say!("");
             if let Some(p) = manifest.points.get(point as usize).filter(|p| !p.params.is_empty()) {
                 let params: Vec<String> = p.params.iter().map(|(k, v)| format!("{k} = {v}")).collect();
@@ -322,10 +314,9 @@ fn run(
         bar
     };
     let events = AtomicU64::new(0);
-    let event_column = infersim::runner::metric_names(&s.points[0].model).iter().position(|m| *m == "events");
     let started = std::time::Instant::now();
     let report = run_batch(&s, &spec, &cancel, &|record| {
-        if let Some(Some(e)) = event_column.map(|i| record.metrics[i]) {
+        if let Some(e) = record.metric("events") {
             let total = events.fetch_add(e as u64, Ordering::Relaxed) + e as u64;
             bar.set_message(format!("{:.1} M events/s", total as f64 / started.elapsed().as_secs_f64() / 1e6));
         }
@@ -454,9 +445,11 @@ fn analyze(
     merged.expected = manifests.iter().map(|m| m.expected).sum();
     merged.completed = manifests.iter().map(|m| m.completed).sum();
     merged.failed = manifests.iter().flat_map(|m| m.failed.clone()).collect();
+    // Never rewrite a batch's own files: a single directory's analysis goes to
+    // DIR/analysis unless --out says where.
     let target = match (out, dirs) {
         (Some(out), _) => Some(out),
-        (None, [only]) => Some(only.clone()),
+        (None, [only]) => Some(only.join("analysis")),
         (None, _) => None,
     };
     if let Some(target) = target {
@@ -789,6 +782,30 @@ fn slurm(scenario: &str, o: SlurmOptions, submit: bool) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
+/// 1 for a run that failed (a file that could not be written or read back, a
+/// computation that failed), 2 for bad input (the scenario, the options, an output
+/// directory that is occupied): what the README promises.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    use infersim::analysis::AnalysisError;
+    use infersim::batch::BatchError;
+    use infersim::output::OutputError;
+    use infersim::plot::PlotError;
+    let failed = e.chain().any(|cause| {
+        cause.is::<OutputError>()
+            || cause.is::<std::io::Error>()
+            || matches!(
+                cause.downcast_ref::<AnalysisError>(),
+                Some(AnalysisError::Polars { .. } | AnalysisError::Output(_))
+            )
+            || matches!(
+                cause.downcast_ref::<PlotError>(),
+                Some(PlotError::Draw { .. } | PlotError::Io { .. } | PlotError::Polars(_))
+            )
+            || matches!(cause.downcast_ref::<BatchError>(), Some(BatchError::Output(_)))
+    });
+    if failed { 1 } else { 2 }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -818,7 +835,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("infersim: error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(exit_code(&e))
         }
     }
 }

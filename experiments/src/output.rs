@@ -157,10 +157,61 @@ pub struct ReplicationRecord {
     pub replication: u64,
     /// The 64-bit seed its streams derive from.
     pub seed: u64,
-    /// Metric values in the batch's metric order; `None` where undefined.
-    pub metrics: Vec<Option<f64>>,
-    /// Why the replication failed, if it did (its metrics are then all `None`).
+    /// Metric names and values, in the order the world reports them.
+    pub metrics: Vec<(String, MetricCell)>,
+    /// Why the replication failed, if it did (it then has no metrics).
     pub error: Option<String>,
+}
+
+/// One metric's value as part files keep it: a number (`None` where undefined) or a
+/// flag.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricCell {
+    /// A number.
+    Number(Option<f64>),
+    /// True or false.
+    Flag(bool),
+}
+
+impl From<infersim_agents::world::MetricValue> for MetricCell {
+    fn from(value: infersim_agents::world::MetricValue) -> Self {
+        match value {
+            infersim_agents::world::MetricValue::Number(x) => MetricCell::Number(x),
+            infersim_agents::world::MetricValue::Flag(b) => MetricCell::Flag(b),
+        }
+    }
+}
+
+impl MetricCell {
+    /// The value as a number (a flag as 1 or 0).
+    pub fn number(self) -> Option<f64> {
+        match self {
+            MetricCell::Number(x) => x,
+            MetricCell::Flag(b) => Some(f64::from(u8::from(b))),
+        }
+    }
+}
+
+impl ReplicationRecord {
+    /// The value of metric `name`, as a number.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.number())
+    }
+}
+
+/// The metric names of a batch's records, in order of first appearance, with whether
+/// each is a flag.
+pub fn metric_columns(records: &[ReplicationRecord]) -> Vec<(String, bool)> {
+    let mut names: Vec<(String, bool)> = Vec::new();
+    for r in records {
+        for (name, value) in &r.metrics {
+            if !names.iter().any(|(n, _)| n == name) {
+                names.push((name.clone(), matches!(value, MetricCell::Flag(_))));
+            }
+        }
+    }
+    names
 }
 
 /// File name of a replication's part file.
@@ -205,7 +256,7 @@ pub fn replications_batch(
     records: &[ReplicationRecord],
     sweep_keys: &[String],
     point_params: &[Vec<Value>],
-    metric_names: &[&str],
+    metric_names: &[(String, bool)],
 ) -> Result<RecordBatch, arrow::error::ArrowError> {
     let mut fields = vec![
         Field::new("point", DataType::UInt32, false),
@@ -223,13 +274,13 @@ pub fn replications_batch(
         fields.push(Field::new(parameter_column_name(key), dtype, false));
         columns.push(array);
     }
-    for (m, name) in metric_names.iter().enumerate() {
-        if crate::runner::BOOLEAN_METRICS.contains(name) {
-            fields.push(Field::new(*name, DataType::Boolean, true));
-            columns.push(Arc::new(records.iter().map(|r| r.metrics[m].map(|x| x != 0.0)).collect::<BooleanArray>()));
+    for (name, flag) in metric_names {
+        if *flag {
+            fields.push(Field::new(name, DataType::Boolean, true));
+            columns.push(Arc::new(records.iter().map(|r| r.metric(name).map(|x| x != 0.0)).collect::<BooleanArray>()));
         } else {
-            fields.push(Field::new(*name, DataType::Float64, true));
-            columns.push(Arc::new(records.iter().map(|r| r.metrics[m]).collect::<Float64Array>()));
+            fields.push(Field::new(name, DataType::Float64, true));
+            columns.push(Arc::new(records.iter().map(|r| r.metric(name)).collect::<Float64Array>()));
         }
     }
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
@@ -249,13 +300,21 @@ mod tests {
     #[test]
     fn parts_round_trip_exactly_and_sorted() {
         let dir = tmp("parts");
-        let a =
-            ReplicationRecord { point: 1, replication: 0, seed: 7, metrics: vec![Some(0.1 + 0.2), None], error: None };
+        let a = ReplicationRecord {
+            point: 1,
+            replication: 0,
+            seed: 7,
+            metrics: vec![("a".into(), MetricCell::Number(Some(0.1 + 0.2))), ("b".into(), MetricCell::Flag(true))],
+            error: None,
+        };
         let b = ReplicationRecord {
             point: 0,
             replication: 3,
             seed: 9,
-            metrics: vec![Some(f64::MIN_POSITIVE), Some(1e300)],
+            metrics: vec![
+                ("a".into(), MetricCell::Number(Some(f64::MIN_POSITIVE))),
+                ("b".into(), MetricCell::Number(None)),
+            ],
             error: None,
         };
         write_part(&dir, &a).unwrap();

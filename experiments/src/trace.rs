@@ -19,14 +19,11 @@ use std::thread::JoinHandle;
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, StringArray, UInt32Array, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use infersim_agents::network::{NetworkPeriod, NetworkQuery};
-use infersim_agents::pipeline::{PipelineRequest, PipelineSample};
-use infersim_agents::retraining::{RetrainingRequest, RetrainingSample};
-use infersim_agents::serving::{RequestOutcome, RequestRecord, ServingSample};
-use infersim_agents::station::{CustomerRecord, Outcome, StationSample};
+use infersim_agents::world::{Cells, ColumnKind, Label, Labels, TraceRow};
 use infersim_engine::Observer;
 use parquet::arrow::ArrowWriter;
 use serde::{Deserialize, Serialize};
+use std::marker::PhantomData;
 
 use crate::output::{OutputError, trace_writer_properties};
 
@@ -46,22 +43,146 @@ pub enum TraceLevel {
 /// Rows per Parquet row group: the most a trace holds in memory.
 pub const ROW_GROUP_ROWS: usize = 65_536;
 
-/// Column buffers for one kind of trace row.
-pub trait Columns: Default {
-    /// The row type.
-    type Row;
-    /// The Arrow schema of the file.
-    fn schema() -> SchemaRef;
-    /// Appends a row.
-    fn push(&mut self, row: Self::Row);
-    /// Rows buffered.
-    fn len(&self) -> usize;
-    /// Whether nothing is buffered.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
+/// Column buffers for the rows of one trace file, built from the row type's declared
+/// columns ([`TraceRow::columns`]) and the world's labels.
+pub struct Columns<R: TraceRow> {
+    schema: SchemaRef,
+    buffers: Vec<Buffer>,
+    /// The column the next cell goes to.
+    cursor: usize,
+    rows: usize,
+    _row: PhantomData<fn(R)>,
+}
+
+/// One column's cells so far.
+enum Buffer {
+    F64(Vec<f64>),
+    OptF64(Vec<Option<f64>>),
+    U64(Vec<u64>),
+    U32(Vec<u32>),
+    OptU32(Vec<Option<u32>>),
+    Bool(Vec<bool>),
+    Text(Vec<String>),
+    Label(Vec<u16>, Arc<[String]>),
+    OptLabel(Vec<Option<u16>>, Arc<[String]>),
+}
+
+impl<R: TraceRow> Columns<R> {
+    /// Buffers for `R`'s columns; label columns are named by `labels`.
+    pub fn new(labels: &Labels) -> Self {
+        let names = |name: &str| -> Arc<[String]> { labels.of(name).unwrap_or_default().into() };
+        let mut fields = Vec::new();
+        let buffers = R::columns()
+            .iter()
+            .map(|c| {
+                let (dtype, nullable, buffer) = match c.kind {
+                    ColumnKind::F64 => (DataType::Float64, false, Buffer::F64(Vec::new())),
+                    ColumnKind::OptF64 => (DataType::Float64, true, Buffer::OptF64(Vec::new())),
+                    ColumnKind::U64 => (DataType::UInt64, false, Buffer::U64(Vec::new())),
+                    ColumnKind::U32 => (DataType::UInt32, false, Buffer::U32(Vec::new())),
+                    ColumnKind::OptU32 => (DataType::UInt32, true, Buffer::OptU32(Vec::new())),
+                    ColumnKind::Bool => (DataType::Boolean, false, Buffer::Bool(Vec::new())),
+                    ColumnKind::Text => (DataType::Utf8, false, Buffer::Text(Vec::new())),
+                    ColumnKind::Label => (DataType::Utf8, false, Buffer::Label(Vec::new(), names(c.name))),
+                    ColumnKind::OptLabel => (DataType::Utf8, true, Buffer::OptLabel(Vec::new(), names(c.name))),
+                };
+                fields.push(Field::new(c.name, dtype, nullable));
+                buffer
+            })
+            .collect();
+        Columns { schema: Arc::new(Schema::new(fields)), buffers, cursor: 0, rows: 0, _row: PhantomData }
     }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn push(&mut self, row: &R) {
+        self.cursor = 0;
+        row.write(self);
+        debug_assert_eq!(self.cursor, self.buffers.len(), "a row writes every column once");
+        self.rows += 1;
+    }
+
+    fn len(&self) -> usize {
+        self.rows
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
     /// The buffered rows as arrays in schema order, emptying the buffers.
-    fn take(&mut self) -> Vec<ArrayRef>;
+    fn take(&mut self) -> Vec<ArrayRef> {
+        self.rows = 0;
+        self.buffers
+            .iter_mut()
+            .map(|b| -> ArrayRef {
+                match b {
+                    Buffer::F64(v) => Arc::new(Float64Array::from(std::mem::take(v))),
+                    Buffer::OptF64(v) => Arc::new(Float64Array::from(std::mem::take(v))),
+                    Buffer::U64(v) => Arc::new(UInt64Array::from(std::mem::take(v))),
+                    Buffer::U32(v) => Arc::new(UInt32Array::from(std::mem::take(v))),
+                    Buffer::OptU32(v) => Arc::new(UInt32Array::from(std::mem::take(v))),
+                    Buffer::Bool(v) => Arc::new(BooleanArray::from(std::mem::take(v))),
+                    Buffer::Text(v) => Arc::new(StringArray::from(std::mem::take(v))),
+                    Buffer::Label(v, names) => {
+                        Arc::new(StringArray::from_iter_values(std::mem::take(v).into_iter().map(|i| label(names, i))))
+                    }
+                    Buffer::OptLabel(v, names) => Arc::new(StringArray::from_iter(
+                        std::mem::take(v).into_iter().map(|i| i.map(|i| label(names, i))),
+                    )),
+                }
+            })
+            .collect()
+    }
+
+    /// The next buffer; a row that writes a cell of the wrong kind is a broken
+    /// invariant of its `TraceRow` (the `trace_row!` macro rules it out).
+    fn next(&mut self) -> &mut Buffer {
+        let b = &mut self.buffers[self.cursor];
+        self.cursor += 1;
+        b
+    }
+}
+
+/// The name at `index` (of a task or a class), or the index itself if the names do not
+/// cover it.
+fn label(names: &[String], index: u16) -> std::borrow::Cow<'_, str> {
+    match names.get(usize::from(index)) {
+        Some(name) => std::borrow::Cow::Borrowed(name.as_str()),
+        None => std::borrow::Cow::Owned(index.to_string()),
+    }
+}
+
+macro_rules! cells {
+    ($($method:ident($ty:ty) => $variant:ident $(|$v:ident| $conv:expr)?;)+) => {
+        impl<R: TraceRow> Cells for Columns<R> {
+            $(
+                #[inline]
+                fn $method(&mut self, value: $ty) {
+                    match self.next() {
+                        Buffer::$variant(v, ..) => v.push(cells!(@conv value $(|$v| $conv)?)),
+                        _ => panic!(concat!("trace row wrote ", stringify!($method), " into a column of another kind")),
+                    }
+                }
+            )+
+        }
+    };
+    (@conv $value:ident) => { $value };
+    (@conv $value:ident |$v:ident| $conv:expr) => {{ let $v = $value; $conv }};
+}
+
+cells! {
+    f64(f64) => F64;
+    opt_f64(Option<f64>) => OptF64;
+    u64(u64) => U64;
+    u32(u32) => U32;
+    opt_u32(Option<u32>) => OptU32;
+    bool(bool) => Bool;
+    text(&str) => Text |s| s.to_string();
+    label(Label) => Label |l| l.0;
+    opt_label(Option<Label>) => OptLabel |l| l.map(|l| l.0);
 }
 
 /// Where a sink's row groups go: written by the simulation's own thread while the
@@ -78,11 +199,11 @@ enum Writer {
 /// a smaller one is written at `finish`, without a thread, which is cheaper when many
 /// replications already keep every core busy. A write error is kept and reported by
 /// `finish` (observers cannot fail mid-run).
-pub struct ParquetSink<C: Columns> {
+pub struct ParquetSink<R: TraceRow> {
     path: PathBuf,
     tmp: PathBuf,
     writer: Option<Writer>,
-    columns: C,
+    columns: Columns<R>,
     rows: u64,
     error: Option<OutputError>,
 }
@@ -99,21 +220,20 @@ fn write_batches(mut writer: ArrowWriter<File>, batches: Receiver<RecordBatch>) 
     result.and_then(|()| writer.close().map(|_| ()).map_err(|e| e.to_string()))
 }
 
-impl<C: Columns> ParquetSink<C> {
-    /// Starts writing the trace that will appear at `path`.
-    pub fn create(path: PathBuf) -> Result<Self, OutputError> {
-        Self::with_columns(path, C::default())
-    }
-
-    /// Like [`ParquetSink::create`], with column buffers that carry context (such as
-    /// the names behind an index).
-    pub fn with_columns(path: PathBuf, columns: C) -> Result<Self, OutputError> {
+impl<R: TraceRow> ParquetSink<R> {
+    /// Starts writing the trace that will appear at `path`; label columns are named
+    /// by `labels`.
+    pub fn create(path: PathBuf, labels: &Labels) -> Result<Self, OutputError> {
+        let columns = Columns::<R>::new(labels);
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("trace");
         let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
         let file = File::create(&tmp).map_err(|error| OutputError::Io { path: tmp.clone(), error })?;
-        let schema = C::schema();
-        let writer = ArrowWriter::try_new(file, schema.clone(), Some(trace_writer_properties(&schema)))
-            .map_err(|e| OutputError::Format { path: tmp.clone(), message: e.to_string() })?;
+        let schema = columns.schema();
+        let writer =
+            ArrowWriter::try_new(file, schema.clone(), Some(trace_writer_properties(&schema))).map_err(|e| {
+                let _ = fs::remove_file(&tmp);
+                OutputError::Format { path: tmp.clone(), message: e.to_string() }
+            })?;
         Ok(ParquetSink { path, tmp, writer: Some(Writer::Inline(Box::new(writer))), columns, rows: 0, error: None })
     }
 
@@ -123,7 +243,7 @@ impl<C: Columns> ParquetSink<C> {
         if self.columns.is_empty() || self.error.is_some() {
             return;
         }
-        let batch = match RecordBatch::try_new(C::schema(), self.columns.take()) {
+        let batch = match RecordBatch::try_new(self.columns.schema(), self.columns.take()) {
             Ok(batch) => batch,
             Err(e) => {
                 self.error = Some(OutputError::Format { path: self.tmp.clone(), message: e.to_string() });
@@ -183,429 +303,27 @@ impl<C: Columns> ParquetSink<C> {
     }
 }
 
-impl<C: Columns> Observer<C::Row> for ParquetSink<C> {
-    fn observe(&mut self, row: C::Row) {
-        self.columns.push(row);
+impl<R: TraceRow> Drop for ParquetSink<R> {
+    /// A sink dropped without `finish` (its replication failed or panicked) leaves no
+    /// temporary file behind.
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            if let Some(Writer::Threaded { batches, thread }) = self.writer.take() {
+                drop(batches);
+                let _ = thread.join();
+            }
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+impl<R: TraceRow> Observer<R> for ParquetSink<R> {
+    fn observe(&mut self, row: R) {
+        self.columns.push(&row);
         self.rows += 1;
         if self.columns.len() >= ROW_GROUP_ROWS {
             self.flush(false);
         }
-    }
-}
-
-/// Defines a [`Columns`] type from one line per column: name, buffer element type,
-/// Arrow array type, Arrow data type, nullability, and the value taken from a row.
-macro_rules! columns {
-    (
-        $(#[$doc:meta])*
-        $name:ident for $row:ty {
-            $($col:ident: $ty:ty => $array:ident, $dtype:ident, $nullable:literal, |$r:ident| $value:expr;)+
-        }
-    ) => {
-        $(#[$doc])*
-        #[derive(Default)]
-        pub struct $name {
-            $($col: Vec<$ty>,)+
-        }
-
-        impl Columns for $name {
-            type Row = $row;
-
-            fn schema() -> SchemaRef {
-                Arc::new(Schema::new(vec![$(Field::new(stringify!($col), DataType::$dtype, $nullable)),+]))
-            }
-
-            fn push(&mut self, row: $row) {
-                $(self.$col.push({
-                    let $r = &row;
-                    $value
-                });)+
-            }
-
-            fn len(&self) -> usize {
-                [$(self.$col.len()),+][0]
-            }
-
-            fn take(&mut self) -> Vec<ArrayRef> {
-                let c = std::mem::take(self);
-                vec![$(Arc::new($array::from(c.$col)) as ArrayRef),+]
-            }
-        }
-    };
-}
-
-columns! {
-    /// Columns of `requests.parquet` for the station: one row per customer.
-    StationRequestColumns for CustomerRecord {
-        request_id: u64 => UInt64Array, UInt64, false, |r| r.customer;
-        arrival_s: f64 => Float64Array, Float64, false, |r| r.arrival_s;
-        start_s: Option<f64> => Float64Array, Float64, true, |r| r.start_s;
-        finish_s: Option<f64> => Float64Array, Float64, true, |r| r.finish_s;
-        server: Option<u32> => UInt32Array, UInt32, true, |r| r.server;
-        wait_s: Option<f64> => Float64Array, Float64, true, |r| r.start_s.map(|s| s - r.arrival_s);
-        latency_s: Option<f64> => Float64Array, Float64, true, |r| r.finish_s.map(|f| f - r.arrival_s);
-        outcome: &'static str => StringArray, Utf8, false, |r| match r.outcome {
-            Outcome::Served => "served",
-            Outcome::Blocked => "rejected",
-        };
-        warmup: bool => BooleanArray, Boolean, false, |r| r.warmup;
-    }
-}
-
-/// Columns of `requests.parquet` for the serving world: one row per request, whatever
-/// became of it (`outcome`: served, rejected, timed_out).
-#[derive(Default)]
-pub struct ServingRequestColumns {
-    task_names: Vec<String>,
-    request_id: Vec<u64>,
-    /// Task indices; names are looked up when a batch is built, not copied per row.
-    task: Vec<u16>,
-    tokens: Vec<u32>,
-    truncated: Vec<bool>,
-    history_tokens: Vec<u32>,
-    quality: Vec<f64>,
-    arrival_s: Vec<f64>,
-    start_s: Vec<Option<f64>>,
-    finish_s: Vec<Option<f64>>,
-    node: Vec<Option<u32>>,
-    gpu: Vec<Option<u32>>,
-    batch_size: Vec<Option<u32>>,
-    latency_s: Vec<Option<f64>>,
-    energy_kwh: Vec<f64>,
-    outcome: Vec<&'static str>,
-    slo_met: Vec<bool>,
-    warmup: Vec<bool>,
-}
-
-/// The name at `index` (of a task or a class), or the index itself if the names do not
-/// cover it.
-fn task_name(names: &[String], index: u16) -> std::borrow::Cow<'_, str> {
-    match names.get(usize::from(index)) {
-        Some(name) => std::borrow::Cow::Borrowed(name.as_str()),
-        None => std::borrow::Cow::Owned(index.to_string()),
-    }
-}
-
-impl ServingRequestColumns {
-    /// Buffers that write task names for task indices.
-    pub fn new(task_names: Vec<String>) -> Self {
-        ServingRequestColumns { task_names, ..Default::default() }
-    }
-}
-
-impl Columns for ServingRequestColumns {
-    type Row = RequestRecord;
-
-    fn schema() -> SchemaRef {
-        Arc::new(Schema::new(vec![
-            Field::new("request_id", DataType::UInt64, false),
-            Field::new("task", DataType::Utf8, false),
-            Field::new("tokens", DataType::UInt32, false),
-            Field::new("truncated", DataType::Boolean, false),
-            Field::new("history_tokens", DataType::UInt32, false),
-            Field::new("quality", DataType::Float64, false),
-            Field::new("arrival_s", DataType::Float64, false),
-            Field::new("start_s", DataType::Float64, true),
-            Field::new("finish_s", DataType::Float64, true),
-            Field::new("node", DataType::UInt32, true),
-            Field::new("gpu", DataType::UInt32, true),
-            Field::new("batch_size", DataType::UInt32, true),
-            Field::new("latency_s", DataType::Float64, true),
-            Field::new("energy_kwh", DataType::Float64, false),
-            Field::new("outcome", DataType::Utf8, false),
-            Field::new("slo_met", DataType::Boolean, false),
-            Field::new("warmup", DataType::Boolean, false),
-        ]))
-    }
-
-    fn push(&mut self, r: RequestRecord) {
-        let served = r.outcome == RequestOutcome::Served;
-        self.request_id.push(r.request_id);
-        self.task.push(r.task);
-        self.tokens.push(r.tokens);
-        self.truncated.push(r.truncated);
-        self.history_tokens.push(r.history_tokens);
-        self.quality.push(r.quality);
-        self.arrival_s.push(r.arrival_s);
-        self.start_s.push(r.start_s);
-        self.finish_s.push(r.finish_s);
-        self.node.push(r.node);
-        self.gpu.push(r.gpu);
-        self.batch_size.push(r.batch_size);
-        self.latency_s.push(r.finish_s.filter(|_| served).map(|f| f - r.arrival_s));
-        self.energy_kwh.push(r.energy_kwh);
-        self.outcome.push(r.outcome.as_str());
-        self.slo_met.push(r.slo_met);
-        self.warmup.push(r.warmup);
-    }
-
-    fn len(&self) -> usize {
-        self.request_id.len()
-    }
-
-    fn take(&mut self) -> Vec<ArrayRef> {
-        let names = std::mem::take(&mut self.task_names);
-        let c = std::mem::replace(self, ServingRequestColumns::new(names.clone()));
-        vec![
-            Arc::new(UInt64Array::from(c.request_id)),
-            Arc::new(StringArray::from_iter_values(c.task.iter().map(|&t| task_name(&names, t)))),
-            Arc::new(UInt32Array::from(c.tokens)),
-            Arc::new(BooleanArray::from(c.truncated)),
-            Arc::new(UInt32Array::from(c.history_tokens)),
-            Arc::new(Float64Array::from(c.quality)),
-            Arc::new(Float64Array::from(c.arrival_s)),
-            Arc::new(Float64Array::from(c.start_s)),
-            Arc::new(Float64Array::from(c.finish_s)),
-            Arc::new(UInt32Array::from(c.node)),
-            Arc::new(UInt32Array::from(c.gpu)),
-            Arc::new(UInt32Array::from(c.batch_size)),
-            Arc::new(Float64Array::from(c.latency_s)),
-            Arc::new(Float64Array::from(c.energy_kwh)),
-            Arc::new(StringArray::from(c.outcome)),
-            Arc::new(BooleanArray::from(c.slo_met)),
-            Arc::new(BooleanArray::from(c.warmup)),
-        ]
-    }
-}
-
-columns! {
-    /// Columns of `timeseries.parquet` for the serving world.
-    ServingSampleColumns for ServingSample {
-        t_h: f64 => Float64Array, Float64, false, |s| s.t_s / 3600.0;
-        t_s: f64 => Float64Array, Float64, false, |s| s.t_s;
-        queue_len: u32 => UInt32Array, UInt32, false, |s| s.queue_len;
-        busy_gpus: u32 => UInt32Array, UInt32, false, |s| s.busy_gpus;
-        power_kw: f64 => Float64Array, Float64, false, |s| s.power_kw;
-        energy_kwh: f64 => Float64Array, Float64, false, |s| s.energy_kwh;
-        carbon_kg: f64 => Float64Array, Float64, false, |s| s.carbon_kg;
-    }
-}
-
-columns! {
-    /// Columns of `timeseries.parquet` for the station.
-    StationSampleColumns for StationSample {
-        t_h: f64 => Float64Array, Float64, false, |s| s.t_s / 3600.0;
-        t_s: f64 => Float64Array, Float64, false, |s| s.t_s;
-        queue_len: u32 => UInt32Array, UInt32, false, |s| s.queue_len;
-        busy_servers: u32 => UInt32Array, UInt32, false, |s| s.busy_servers;
-        in_system: u32 => UInt32Array, UInt32, false, |s| s.in_system;
-    }
-}
-
-columns! {
-    /// Columns of `timeseries.parquet` for the drift-and-retraining world: one row per
-    /// monitor tick. The first six are the Vensim model's saved variables, by the same
-    /// names as its reference trajectories.
-    RetrainingSampleColumns for RetrainingSample {
-        t_h: f64 => Float64Array, Float64, false, |s| s.t_h;
-        loss: f64 => Float64Array, Float64, false, |s| s.loss;
-        training_gpus: f64 => Float64Array, Float64, false, |s| s.training_gpus;
-        processed_data: f64 => Float64Array, Float64, false, |s| s.processed_data;
-        energy_kwh: f64 => Float64Array, Float64, false, |s| s.energy_kwh;
-        requests: u64 => UInt64Array, UInt64, false, |s| s.requests;
-        loss_monitoring: f64 => Float64Array, Float64, false, |s| s.loss_monitoring;
-        quality: f64 => Float64Array, Float64, false, |s| s.quality;
-        queue_len: u32 => UInt32Array, UInt32, false, |s| s.queue_len;
-        carbon_kg: f64 => Float64Array, Float64, false, |s| s.carbon_kg;
-        ics: Option<f64> => Float64Array, Float64, true, |s| s.ics;
-    }
-}
-
-columns! {
-    /// Columns of `requests.parquet` for the drift-and-retraining world.
-    RetrainingRequestColumns for RetrainingRequest {
-        request_id: u64 => UInt64Array, UInt64, false, |r| r.request_id;
-        arrival_s: f64 => Float64Array, Float64, false, |r| r.arrival_s;
-        start_s: f64 => Float64Array, Float64, false, |r| r.start_s;
-        finish_s: f64 => Float64Array, Float64, false, |r| r.finish_s;
-        gpu: Option<u32> => UInt32Array, UInt32, true, |r| r.gpu;
-        latency_s: Option<f64> => Float64Array, Float64, true, |r| r.served.then_some(r.latency_s);
-        loss: f64 => Float64Array, Float64, false, |r| r.loss;
-        drift: f64 => Float64Array, Float64, false, |r| r.drift;
-        energy_kwh: f64 => Float64Array, Float64, false, |r| r.energy_kwh;
-        outcome: &'static str => StringArray, Utf8, false, |r| if r.served { "served" } else { "lost" };
-    }
-}
-
-/// Columns of `requests.parquet` for the miner network: one row per finished query,
-/// with the contender it ended with (the one that answered, or the last one tried).
-#[derive(Default)]
-pub struct NetworkQueryColumns {
-    task_names: Vec<String>,
-    class_names: Vec<String>,
-    query_id: Vec<u64>,
-    task: Vec<u16>,
-    synthetic: Vec<bool>,
-    arrival_s: Vec<f64>,
-    finish_s: Vec<f64>,
-    latency_s: Vec<Option<f64>>,
-    attempts: Vec<u32>,
-    node: Vec<Option<u32>>,
-    class: Vec<Option<u16>>,
-    outcome: Vec<&'static str>,
-    quality: Vec<Option<f64>>,
-    observed_quality: Vec<Option<f64>>,
-}
-
-impl NetworkQueryColumns {
-    /// Buffers that write task and class names for their indices.
-    pub fn new(task_names: Vec<String>, class_names: Vec<String>) -> Self {
-        NetworkQueryColumns { task_names, class_names, ..Default::default() }
-    }
-}
-
-impl Columns for NetworkQueryColumns {
-    type Row = NetworkQuery;
-
-    fn schema() -> SchemaRef {
-        Arc::new(Schema::new(vec![
-            Field::new("query_id", DataType::UInt64, false),
-            Field::new("task", DataType::Utf8, false),
-            Field::new("synthetic", DataType::Boolean, false),
-            Field::new("arrival_s", DataType::Float64, false),
-            Field::new("finish_s", DataType::Float64, false),
-            Field::new("latency_s", DataType::Float64, true),
-            Field::new("attempts", DataType::UInt32, false),
-            Field::new("node", DataType::UInt32, true),
-            Field::new("class", DataType::Utf8, true),
-            Field::new("outcome", DataType::Utf8, false),
-            Field::new("quality", DataType::Float64, true),
-            Field::new("observed_quality", DataType::Float64, true),
-        ]))
-    }
-
-    fn push(&mut self, q: NetworkQuery) {
-        self.query_id.push(q.query_id);
-        self.task.push(q.task);
-        self.synthetic.push(q.synthetic);
-        self.arrival_s.push(q.arrival_s);
-        self.finish_s.push(q.finish_s);
-        self.latency_s.push(q.quality.map(|_| q.finish_s - q.arrival_s));
-        self.attempts.push(q.attempts);
-        self.node.push(q.node);
-        self.class.push(q.class);
-        self.outcome.push(q.outcome.as_str());
-        self.quality.push(q.quality);
-        self.observed_quality.push(q.observed_quality);
-    }
-
-    fn len(&self) -> usize {
-        self.query_id.len()
-    }
-
-    fn take(&mut self) -> Vec<ArrayRef> {
-        let (tasks, classes) = (std::mem::take(&mut self.task_names), std::mem::take(&mut self.class_names));
-        let c = std::mem::replace(self, NetworkQueryColumns::new(tasks.clone(), classes.clone()));
-        vec![
-            Arc::new(UInt64Array::from(c.query_id)),
-            Arc::new(StringArray::from_iter_values(c.task.iter().map(|&t| task_name(&tasks, t)))),
-            Arc::new(BooleanArray::from(c.synthetic)),
-            Arc::new(Float64Array::from(c.arrival_s)),
-            Arc::new(Float64Array::from(c.finish_s)),
-            Arc::new(Float64Array::from(c.latency_s)),
-            Arc::new(UInt32Array::from(c.attempts)),
-            Arc::new(UInt32Array::from(c.node)),
-            Arc::new(StringArray::from_iter(c.class.iter().map(|k| k.map(|k| task_name(&classes, k))))),
-            Arc::new(StringArray::from(c.outcome)),
-            Arc::new(Float64Array::from(c.quality)),
-            Arc::new(Float64Array::from(c.observed_quality)),
-        ]
-    }
-}
-
-/// Columns of `timeseries.parquet` for the miner network: one row per contender per
-/// scoring period, t_h (the period's end) first.
-#[derive(Default)]
-pub struct NetworkPeriodColumns {
-    task_names: Vec<String>,
-    class_names: Vec<String>,
-    rows: Vec<NetworkPeriod>,
-}
-
-impl NetworkPeriodColumns {
-    /// Buffers that write task and class names for their indices.
-    pub fn new(task_names: Vec<String>, class_names: Vec<String>) -> Self {
-        NetworkPeriodColumns { task_names, class_names, rows: Vec::new() }
-    }
-}
-
-impl Columns for NetworkPeriodColumns {
-    type Row = NetworkPeriod;
-
-    fn schema() -> SchemaRef {
-        Arc::new(Schema::new(vec![
-            Field::new("t_h", DataType::Float64, false),
-            Field::new("node", DataType::UInt32, false),
-            Field::new("class", DataType::Utf8, false),
-            Field::new("task", DataType::Utf8, false),
-            Field::new("requests", DataType::UInt64, false),
-            Field::new("rate_limited", DataType::UInt64, false),
-            Field::new("failed", DataType::UInt64, false),
-            Field::new("consumed", DataType::Float64, false),
-            Field::new("capacity", DataType::Float64, false),
-            Field::new("period_score", DataType::Float64, true),
-            Field::new("observed_quality", DataType::Float64, true),
-            Field::new("score", DataType::Float64, true),
-            Field::new("glob", DataType::Float64, false),
-        ]))
-    }
-
-    fn push(&mut self, row: NetworkPeriod) {
-        self.rows.push(row);
-    }
-
-    fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    fn take(&mut self) -> Vec<ArrayRef> {
-        let rows = std::mem::take(&mut self.rows);
-        let (tasks, classes) = (&self.task_names, &self.class_names);
-        let floats = |f: fn(&NetworkPeriod) -> f64| Arc::new(Float64Array::from_iter_values(rows.iter().map(f)));
-        let options = |f: fn(&NetworkPeriod) -> Option<f64>| Arc::new(Float64Array::from_iter(rows.iter().map(f)));
-        let counts = |f: fn(&NetworkPeriod) -> u64| Arc::new(UInt64Array::from_iter_values(rows.iter().map(f)));
-        vec![
-            floats(|r| r.t_h),
-            Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.node))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| task_name(classes, r.class)))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| task_name(tasks, r.task)))),
-            counts(|r| r.requests),
-            counts(|r| r.rate_limited),
-            counts(|r| r.failed),
-            floats(|r| r.consumed),
-            floats(|r| r.capacity),
-            options(|r| r.period_score),
-            options(|r| r.observed_quality),
-            options(|r| r.score),
-            floats(|r| r.glob),
-        ]
-    }
-}
-
-columns! {
-    /// Columns of `timeseries.parquet` for the adaptive pipeline: one row per adapter
-    /// interval.
-    PipelineSampleColumns for PipelineSample {
-        t_h: f64 => Float64Array, Float64, false, |s| s.t_h;
-        observed_per_s: f64 => Float64Array, Float64, false, |s| s.observed_per_s;
-        predicted_per_s: f64 => Float64Array, Float64, false, |s| s.predicted_per_s;
-        plan: String => StringArray, Utf8, false, |s| s.plan.clone();
-        feasible: bool => BooleanArray, Boolean, false, |s| s.feasible;
-        queued: u32 => UInt32Array, UInt32, false, |s| s.queued;
-        cores: f64 => Float64Array, Float64, false, |s| s.cores;
-        ics: Option<f64> => Float64Array, Float64, true, |s| s.ics;
-        energy_kwh: f64 => Float64Array, Float64, false, |s| s.energy_kwh;
-    }
-}
-
-columns! {
-    /// Columns of `requests.parquet` for the adaptive pipeline: one row per input.
-    PipelineRequestColumns for PipelineRequest {
-        arrival_s: f64 => Float64Array, Float64, false, |r| r.arrival_s;
-        finish_s: f64 => Float64Array, Float64, false, |r| r.finish_s;
-        latency_s: f64 => Float64Array, Float64, false, |r| r.finish_s - r.arrival_s;
-        accuracy: f64 => Float64Array, Float64, false, |r| r.accuracy;
-        score: Option<u32> => UInt32Array, UInt32, true, |r| r.score.map(u32::from);
     }
 }
 
@@ -620,6 +338,8 @@ mod tests {
     use arrow::array::AsArray;
     use parquet::file::reader::{FileReader, SerializedFileReader};
 
+    use infersim_agents::station::StationSample;
+
     fn sample(i: u32) -> StationSample {
         StationSample { t_s: f64::from(i), queue_len: i, busy_servers: i % 4, in_system: i + i % 4 }
     }
@@ -627,7 +347,7 @@ mod tests {
     fn written(rows: u32) -> (tempfile::TempDir, PathBuf, u64) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("timeseries.parquet");
-        let mut sink = ParquetSink::<StationSampleColumns>::create(path.clone()).unwrap();
+        let mut sink = ParquetSink::<StationSample>::create(path.clone(), &Labels::default()).unwrap();
         (0..rows).for_each(|i| sink.observe(sample(i)));
         let count = sink.finish().unwrap();
         (dir, path, count)

@@ -53,7 +53,13 @@ fn results_are_identical_for_one_and_two_threads() {
 fn bad_input_is_one_clear_line_and_exit_code_2() {
     let cases: &[(&[&str], &str)] = &[
         (&["run", "nosuch"], "no scenario named `nosuch`"),
-        (&["run", "--set", "station.sevrers=2"], "did you mean `station.servers`?"),
+        (&["run", "mmc", "--set", "station.sevrers=2"], "did you mean `station.servers`?"),
+        // Only the scenario's own world's keys are suggested.
+        (
+            &["run", "--set", "station.servers=2"],
+            "[station] belongs to the station world, and this scenario is a serving one",
+        ),
+        (&["run", "--set", "serving.gpus_per_nod=2"], "did you mean `serving.gpus_per_node`?"),
         (&["run", "mmc", "--set", "station.arrival_rate_per_s=-3"], "station.arrival_rate_per_s = -3 is invalid"),
         (&["run", "mmc", "--set", "station.service=weibull"], "one of exponential, deterministic, lognormal"),
         (
@@ -61,7 +67,7 @@ fn bad_input_is_one_clear_line_and_exit_code_2() {
             "serving.power.pue = 0.5 is invalid: expected a finite number >= 1",
         ),
         (&["run", "--set", "serving.max_batch=0"], "serving.max_batch = 0 is invalid"),
-        (&["run", "--set", "simulation.customers=10"], "simulation.customers = (set) is invalid"),
+        (&["run", "--set", "simulation.customers=10"], "unknown key `simulation.customers`; this table's keys:"),
         (&["run", "--reps", "0"], "--reps must be at least 1"),
         (&["run", "--threads", "0"], "--threads must be at least 1"),
         (&["validate", "--set", "oops", "mmc"], "expected KEY=VALUE"),
@@ -152,4 +158,19 @@ fn a_profile_used_beyond_its_measured_sizes_is_reported() {
     let o = infersim(&[&["run", full.to_str().unwrap()][..], &small].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+}
+
+#[test]
+fn analyze_never_rewrites_the_batch_it_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b");
+    let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    let o = infersim(&[&["run", "mmc", "--reps", "3", "--out", &s(&out)][..], &SMALL].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let before = fs::read(out.join("summary.csv")).unwrap();
+    let o = infersim(&["analyze", &s(&out), "--confidence", "0.9"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(fs::read(out.join("summary.csv")).unwrap(), before, "the 95% summary is untouched");
+    let written = fs::read_to_string(out.join("analysis").join("summary.csv")).unwrap();
+    assert!(written.contains("0.9"), "the 90% summary went to DIR/analysis");
 }

@@ -119,11 +119,12 @@ fn an_interrupted_or_killed_batch_resumes_to_the_same_result() {
     let o = infersim(&[&["run", "mmc", "-q", "--out", s(&full)][..], &args].concat());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let expected = fs::read(full.join("replications.parquet")).unwrap();
-    for signal in ["-INT", "-KILL"] {
+    // SIGTERM is what Slurm sends at preemption and at the time limit: like Ctrl-C.
+    for signal in ["-INT", "-TERM", "-KILL"] {
         let out = tmp.path().join(signal.trim_start_matches('-'));
         let code = interrupt(&out, signal);
-        if signal == "-INT" {
-            assert_eq!(code, Some(130), "Ctrl-C ends with 130");
+        if signal != "-KILL" {
+            assert_eq!(code, Some(130), "{signal} ends with 130");
             assert_eq!(manifest(&out)["status"], "interrupted");
         }
         assert!(!out.join("replications.parquet").exists(), "no final output before the batch is complete");
@@ -209,7 +210,7 @@ fn bad_input_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("never");
     for (args, message) in [
-        (vec!["run", "--out", s(&out), "--set", "station.servres=3"], "did you mean `station.servers`"),
+        (vec!["run", "mmc", "--out", s(&out), "--set", "station.servres=3"], "did you mean `station.servers`"),
         (vec!["run", "--out", s(&out), "--reps", "0"], "--reps must be at least 1"),
         (vec!["run", "--out", s(&out), "--shard", "3/2"], "expected I/N with 1 <= I <= N"),
         (vec!["run", "--out", s(&out), "--resume"], "no manifest.json here"),
@@ -539,7 +540,8 @@ fn batch_means_give_an_interval_from_one_long_run() {
     let o = infersim(&["analyze", s(&out), "--batch-means", "wait_s", "--batches", "20"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("batch means (one long run each"));
-    let csv = fs::read_to_string(out.join("batch_means.csv")).unwrap();
+    // analyze never rewrites the batch: its tables go to DIR/analysis.
+    let csv = fs::read_to_string(out.join("analysis").join("batch_means.csv")).unwrap();
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     let row: Vec<&str> = lines.next().unwrap().split(',').collect();

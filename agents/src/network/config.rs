@@ -273,17 +273,9 @@ pub enum NodeAction {
     Fail,
 }
 
-/// A configuration value out of range: the key as the scenario file spells it.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[error("{key} = {value}: expected {allowed}")]
-pub struct NetworkConfigError {
-    /// The key.
-    pub key: String,
-    /// Its value.
-    pub value: String,
-    /// What is allowed.
-    pub allowed: &'static str,
-}
+/// The miner network's configuration errors are the shared [`ConfigError`].
+pub use crate::error::ConfigError as NetworkConfigError;
+use crate::error::ConfigError;
 
 fn check(
     ok: bool,
@@ -291,7 +283,7 @@ fn check(
     value: impl ToString,
     allowed: &'static str,
 ) -> Result<(), NetworkConfigError> {
-    if ok { Ok(()) } else { Err(NetworkConfigError { key: key.into(), value: value.to_string(), allowed }) }
+    if ok { Ok(()) } else { Err(ConfigError::invalid(key, value, allowed)) }
 }
 
 fn range_ok(r: [f64; 2], lo: f64, hi: f64) -> bool {

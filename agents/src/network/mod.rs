@@ -55,11 +55,13 @@ use rand_distr::{Distribution, Exp1, LogNormal, StandardNormal};
 use rustc_hash::FxBuildHasher;
 
 mod config;
+mod file;
 pub mod scoring;
 pub use config::{
     Category, NetworkConfig, NetworkConfigError, NodeAction, NodeClass, Routing, RoutingPolicy, ScheduledEvent,
     Similarity, TaskConfig, Validator,
 };
+pub use file::{NetworkFile, NetworkWorld};
 use scoring::{DecayParams, HistoryRow, PeriodCounts};
 
 use crate::distributions::lognormal_from_mean_cv;
@@ -425,11 +427,7 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
     /// A validated world with no nodes yet (see [`build_network`]).
     pub fn new(config: NetworkConfig, observer: O, periods: Option<S>) -> Result<Self, NetworkConfigError> {
         config.validate()?;
-        let out_of_range = |key: &str, value: f64| NetworkConfigError {
-            key: key.into(),
-            value: value.to_string(),
-            allowed: "at most 584 years",
-        };
+        let out_of_range = |key: &str, value: f64| NetworkConfigError::invalid(key, value, "at most 584 years");
         let horizon = SimTime::from_secs_f64(config.duration_s)
             .map_err(|_| out_of_range("simulation.duration_s", config.duration_s))?;
         let period = SimDuration::from_secs_f64(config.validator.period_s)
@@ -1244,11 +1242,8 @@ pub fn build_network<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>>(
 ) -> Result<Simulation<Network<O, S>>, NetworkConfigError> {
     let world = Network::new(config.clone(), observer, periods)?;
     let mut sim = Simulation::with_queue(world, QueueKind::default(), master_seed, replication);
-    sim.schedule(SimTime::ZERO, NetworkEvent::Start).map_err(|e| NetworkConfigError {
-        key: "simulation.duration_s".into(),
-        value: e.to_string(),
-        allowed: "times within 584 years",
-    })?;
+    sim.schedule(SimTime::ZERO, NetworkEvent::Start)
+        .map_err(|e| NetworkConfigError::invalid("simulation.duration_s", e, "times within 584 years"))?;
     Ok(sim)
 }
 
@@ -1293,10 +1288,13 @@ pub fn finish_network<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>>(
 }
 
 /// Runs one replication untraced.
-pub fn run_network(config: &NetworkConfig, master_seed: u64, replication: u64) -> Result<NetworkRun, String> {
-    let mut sim = build_network::<NullObserver, NullObserver>(config, NullObserver, None, master_seed, replication)
-        .map_err(|e| e.to_string())?;
-    finish_network(&mut sim).map_err(|e| e.to_string())
+pub fn run_network(
+    config: &NetworkConfig,
+    master_seed: u64,
+    replication: u64,
+) -> Result<NetworkRun, crate::error::RunError> {
+    let mut sim = build_network::<NullObserver, NullObserver>(config, NullObserver, None, master_seed, replication)?;
+    Ok(finish_network(&mut sim)?)
 }
 
 #[cfg(test)]

@@ -336,13 +336,13 @@ fn bad_values_are_named_by_key() {
     let mut config = NetworkConfig::example();
     config.node_classes[1].tasks.push("nope".into());
     let e = config.validate().unwrap_err();
-    assert_eq!(e.key, "node_classes[1].tasks[2]");
+    assert_eq!(e.key(), "node_classes[1].tasks[2]");
     let mut config = NetworkConfig::example();
     config.similarity[0].value = 1.5;
-    assert_eq!(config.validate().unwrap_err().key, "similarity[0].value");
+    assert_eq!(config.validate().unwrap_err().key(), "similarity[0].value");
     let mut config = NetworkConfig::example();
     config.node_classes[0].quality = [0.9, 0.8];
-    assert_eq!(config.validate().unwrap_err().key, "node_classes[0].quality");
+    assert_eq!(config.validate().unwrap_err().key(), "node_classes[0].quality");
 }
 
 #[test]

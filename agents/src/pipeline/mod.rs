@@ -38,10 +38,14 @@ use rand_distr::{Distribution, Exp1, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 pub mod adapter;
+mod file;
 mod profile;
+pub use file::{PipelineFile, PipelineWorld};
 
 pub use adapter::{Limits, Objective, Plan, StagePlan};
-pub use profile::{ProfileError, Quadratic, Stage, Variant, fit_quadratic, normalised_accuracies, parse_profile_csv};
+pub use profile::{
+    ProfileError, Quadratic, Stage, Variant, fit_quadratic, normalised_accuracies, parse_profile_csv, read_profile,
+};
 
 /// The built-in profiles, by name: CSV text as in data/profiles/.
 pub const BUILTIN_PROFILES: &[(&str, &str)] = &[
@@ -202,17 +206,9 @@ pub struct PipelineConfig {
     pub duration_s: f64,
 }
 
-/// A configuration value out of range: the key as the scenario file spells it.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[error("{key} = {value}: expected {allowed}")]
-pub struct PipelineConfigError {
-    /// The key.
-    pub key: String,
-    /// Its value.
-    pub value: String,
-    /// What is allowed.
-    pub allowed: &'static str,
-}
+/// The pipeline's configuration errors are the shared [`ConfigError`].
+pub use crate::error::ConfigError as PipelineConfigError;
+use crate::error::ConfigError;
 
 fn check(
     ok: bool,
@@ -220,7 +216,7 @@ fn check(
     value: impl ToString,
     allowed: &'static str,
 ) -> Result<(), PipelineConfigError> {
-    if ok { Ok(()) } else { Err(PipelineConfigError { key: key.into(), value: value.to_string(), allowed }) }
+    if ok { Ok(()) } else { Err(ConfigError::invalid(key, value, allowed)) }
 }
 
 impl PipelineConfig {
@@ -524,11 +520,7 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
     /// A validated world with the initial plan in force.
     pub fn new(config: PipelineConfig, observer: O, samples: Option<S>) -> Result<Self, PipelineConfigError> {
         config.validate()?;
-        let too_long = |key: &str, v: f64| PipelineConfigError {
-            key: key.into(),
-            value: v.to_string(),
-            allowed: "at most 584 years",
-        };
+        let too_long = |key: &str, v: f64| ConfigError::invalid(key, v, "at most 584 years");
         let horizon = SimTime::from_secs_f64(config.duration_s)
             .map_err(|_| too_long("simulation.duration_s", config.duration_s))?;
         let interval = SimDuration::from_secs_f64(config.adapter.interval_s)
@@ -943,11 +935,7 @@ pub fn build_pipeline<O: Observer<PipelineRequest>, S: Observer<PipelineSample>>
         }
         sim.model_mut().bursts = bursts;
     }
-    let err = |e: ScheduleError| PipelineConfigError {
-        key: "simulation.duration_s".into(),
-        value: e.to_string(),
-        allowed: "times within 584 years",
-    };
+    let err = |e: ScheduleError| ConfigError::invalid("simulation.duration_s", e, "times within 584 years");
     // The first arrival, drawn as every later one is.
     let mut t = 0.0;
     let max = load.rate_per_s * (1.0 + load.amplitude) * load.burst_factor;
@@ -982,10 +970,13 @@ pub fn finish_pipeline<O: Observer<PipelineRequest>, S: Observer<PipelineSample>
 }
 
 /// Runs one replication untraced.
-pub fn run_pipeline(config: &PipelineConfig, master_seed: u64, replication: u64) -> Result<PipelineRun, String> {
-    let mut sim = build_pipeline::<NullObserver, NullObserver>(config, NullObserver, None, master_seed, replication)
-        .map_err(|e| e.to_string())?;
-    finish_pipeline(&mut sim).map_err(|e| e.to_string())
+pub fn run_pipeline(
+    config: &PipelineConfig,
+    master_seed: u64,
+    replication: u64,
+) -> Result<PipelineRun, crate::error::RunError> {
+    let mut sim = build_pipeline::<NullObserver, NullObserver>(config, NullObserver, None, master_seed, replication)?;
+    Ok(finish_pipeline(&mut sim)?)
 }
 
 #[cfg(test)]

@@ -190,6 +190,44 @@ pub fn parse_profile_csv(text: &str) -> Result<Vec<Variant>, ProfileError> {
     Ok(variants)
 }
 
+/// The variants of a profile table (as [`parse_profile_csv`] reads it), from any
+/// data file; an error names the file and the line or row.
+pub fn read_profile(table: &crate::input::DataTable) -> Result<Vec<Variant>, crate::error::ConfigError> {
+    let (v_col, a_col, b_col, l_col) =
+        (table.require("variant")?, table.require("accuracy")?, table.require("batch")?, table.require("latency_s")?);
+    let mut variants: Vec<Variant> = Vec::new();
+    for row in 0..table.rows() {
+        let number_at = |col: usize, name: &str, ok: fn(f64) -> bool| {
+            table.number(col, row).ok().filter(|x| ok(*x)).ok_or_else(|| {
+                table.at(row, format!("{name} = {:?} is not valid", table.text(col, row).unwrap_or_default()))
+            })
+        };
+        let name = table.text(v_col, row).unwrap_or_default();
+        if name.is_empty() {
+            return Err(table.at(row, "empty variant"));
+        }
+        let accuracy = number_at(a_col, "accuracy", f64::is_finite)?;
+        let batch = number_at(b_col, "batch", |b| (1.0..=65_536.0).contains(&b) && b.fract() == 0.0)?;
+        let latency_s = number_at(l_col, "latency_s", |l| l.is_finite() && l > 0.0)?;
+        let seen_before = variants.iter().rev().skip(1).any(|v| v.name == name);
+        match variants.last_mut() {
+            _ if seen_before => return Err(table.at(row, format!("{name}'s rows are not together"))),
+            Some(v) if v.name == name => {
+                if v.accuracy != accuracy {
+                    return Err(table
+                        .at(row, format!("accuracy {accuracy} differs from {} on {name}'s earlier rows", v.accuracy)));
+                }
+                v.points.push((batch, latency_s));
+            }
+            _ => variants.push(Variant { name, accuracy, points: vec![(batch, latency_s)] }),
+        }
+    }
+    if variants.is_empty() {
+        return Err(table.error("no rows after the header"));
+    }
+    Ok(variants)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

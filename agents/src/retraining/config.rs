@@ -3,9 +3,10 @@
 use rand_distr::{Gamma, LogNormal};
 use serde::{Deserialize, Serialize};
 
+use crate::arrivals::ArrivalProcess;
 use crate::distributions::lognormal_from_mean_cv;
+use crate::failures::Failures;
 use crate::grid::CarbonIntensity;
-use crate::serving::{ArrivalProcess, Failures};
 
 /// Everything one replication of the drift-and-retraining world needs.
 #[derive(Clone, Debug, PartialEq)]
@@ -270,18 +271,9 @@ pub struct Prices {
     pub gpu_usd_per_hour: f64,
 }
 
-/// A value that cannot be used: the dotted key (as scenarios spell it), the value and
-/// what is allowed.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[error("{key} = {value} is invalid: expected {allowed}")]
-pub struct RetrainingConfigError {
-    /// Dotted key.
-    pub key: String,
-    /// The value as given.
-    pub value: String,
-    /// What is allowed.
-    pub allowed: &'static str,
-}
+/// The retraining world's configuration errors are the shared [`ConfigError`].
+pub use crate::error::ConfigError as RetrainingConfigError;
+use crate::error::ConfigError;
 
 /// A ready-to-draw drift distribution.
 #[derive(Clone, Copy, Debug)]
@@ -295,31 +287,22 @@ impl RetrainingConfig {
     /// Checks every value; the error names the key and the allowed range.
     pub fn validate(&self) -> Result<(), RetrainingConfigError> {
         fn bad(key: &str, value: impl ToString, allowed: &'static str) -> Result<(), RetrainingConfigError> {
-            Err(RetrainingConfigError { key: key.into(), value: value.to_string(), allowed })
+            Err(ConfigError::invalid(key, value, allowed))
         }
         let finite_pos = |x: f64| x.is_finite() && x > 0.0;
         let finite_non_neg = |x: f64| x.is_finite() && x >= 0.0;
-        self.arrivals.validate().map_err(|e| RetrainingConfigError {
-            key: e.key.clone(),
-            value: e.value.clone(),
-            allowed: e.allowed,
-        })?;
+        self.arrivals.validate().map_err(|e| e.within("arrivals"))?;
         if self.fleet.gpus == 0 {
             bad("fleet.gpus", 0, "an integer >= 1")?;
         }
         if !finite_non_neg(self.fleet.service_s) {
             bad("fleet.service_s", self.fleet.service_s, "a finite number of seconds >= 0")?;
         }
-        if !finite_non_neg(self.fleet.service_cv) {
-            bad("fleet.service_cv", self.fleet.service_cv, "a finite number >= 0")?;
+        if !(finite_non_neg(self.fleet.service_cv) && self.fleet.service_cv <= 100.0) {
+            bad("fleet.service_cv", self.fleet.service_cv, "a number from 0 to 100")?;
         }
         if let Some(f) = self.fleet.failures {
-            if !finite_pos(f.mtbf_h) {
-                bad("fleet.failures.mtbf_h", f.mtbf_h, "a finite number of hours > 0")?;
-            }
-            if !finite_pos(f.mttr_h) {
-                bad("fleet.failures.mttr_h", f.mttr_h, "a finite number of hours > 0")?;
-            }
+            f.validate().map_err(|e| e.within("fleet.failures"))?;
         }
         let d = &self.drift;
         if !finite_non_neg(d.per_request) {
@@ -432,11 +415,7 @@ impl RetrainingConfig {
         if !(e.pue.is_finite() && e.pue >= 1.0) {
             bad("energy.pue", e.pue, "a finite number >= 1")?;
         }
-        self.grid.validate().map_err(|e| RetrainingConfigError {
-            key: format!("grid.{}", e.key),
-            value: e.value.clone(),
-            allowed: e.allowed,
-        })?;
+        self.grid.validate().map_err(|e| e.within("grid"))?;
         if !finite_non_neg(self.prices.energy_usd_per_kwh) {
             bad("prices.energy_usd_per_kwh", self.prices.energy_usd_per_kwh, "a finite number >= 0")?;
         }

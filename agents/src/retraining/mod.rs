@@ -44,11 +44,13 @@ use rand::RngExt;
 use rand_distr::{Distribution, Exp1, LogNormal};
 
 mod config;
+mod file;
 use config::DriftSampler;
 pub use config::{
     Drift, DriftDistribution, Energy, Fleet, LossFunction, Monitor, Policy, Prices, Quality, RetrainingConfig,
     RetrainingConfigError, Signal, Training, TrainingPool,
 };
+pub use file::{RetrainingFile, RetrainingWorld};
 
 use crate::distributions::lognormal_from_mean_cv;
 use crate::grid::CarbonIntensity;
@@ -65,9 +67,7 @@ pub const FEEDBACK_STREAM: StreamId = StreamId(3);
 
 const NS_PER_H: f64 = 3.6e12;
 
-fn hours(t: SimTime) -> f64 {
-    t.as_nanos() as f64 / NS_PER_H
-}
+use crate::error::hours;
 
 /// The events of the drift-and-retraining world.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -329,11 +329,7 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
         samples: Option<S>,
     ) -> Result<Self, RetrainingConfigError> {
         config.validate()?;
-        let out_of_range = |key: &str, value: f64| RetrainingConfigError {
-            key: key.into(),
-            value: value.to_string(),
-            allowed: "at most 584 years",
-        };
+        let out_of_range = |key: &str, value: f64| crate::error::ConfigError::invalid(key, value, "at most 584 years");
         let horizon = SimTime::from_secs_f64(config.duration_s)
             .map_err(|_| out_of_range("simulation.duration_s", config.duration_s))?;
         let interval = SimDuration::from_secs_f64(config.monitor.interval_h * 3600.0)
@@ -932,11 +928,7 @@ pub fn build_retraining<O: Observer<RetrainingRequest>, S: Observer<RetrainingSa
 ) -> Result<Simulation<Retraining<O, S>>, RetrainingConfigError> {
     let world = Retraining::with_samples(config.clone(), observer, samples)?;
     let mut sim = Simulation::with_queue(world, QueueKind::default(), master_seed, replication);
-    let err = |e: ScheduleError| RetrainingConfigError {
-        key: "arrivals".into(),
-        value: e.to_string(),
-        allowed: "a first arrival within 584 years",
-    };
+    let err = |e: ScheduleError| crate::error::ConfigError::invalid("arrivals", e, "a first arrival within 584 years");
     let mut arrivals = sim.model().arrivals.clone();
     let first = arrivals.next_after(SimTime::ZERO, sim.rng(ARRIVAL_STREAM)).map_err(err)?;
     sim.model_mut().arrivals = arrivals;
@@ -970,10 +962,13 @@ pub fn finish_retraining<O: Observer<RetrainingRequest>, S: Observer<RetrainingS
 }
 
 /// Runs one replication untraced.
-pub fn run_retraining(config: &RetrainingConfig, master_seed: u64, replication: u64) -> Result<RetrainingRun, String> {
-    let mut sim = build_retraining::<NullObserver, NullObserver>(config, NullObserver, None, master_seed, replication)
-        .map_err(|e| e.to_string())?;
-    finish_retraining(&mut sim).map_err(|e| e.to_string())
+pub fn run_retraining(
+    config: &RetrainingConfig,
+    master_seed: u64,
+    replication: u64,
+) -> Result<RetrainingRun, crate::error::RunError> {
+    let mut sim = build_retraining::<NullObserver, NullObserver>(config, NullObserver, None, master_seed, replication)?;
+    Ok(finish_retraining(&mut sim)?)
 }
 
 impl RetrainingConfig {

@@ -286,13 +286,13 @@ fn same_seed_same_run_and_streams_are_independent() {
 fn bad_values_name_their_key() {
     let mut config = RetrainingConfig::bloom();
     config.drift.per_request = -1.0;
-    assert_eq!(config.validate().unwrap_err().key, "drift.per_request");
+    assert_eq!(config.validate().unwrap_err().key(), "drift.per_request");
     let mut config = RetrainingConfig::bloom();
     config.training.loss = LossFunction::PowerLaw { a: 1.0, b: 0.5, c: 1.0 };
-    assert_eq!(config.validate().unwrap_err().key, "training.loss.kind");
+    assert_eq!(config.validate().unwrap_err().key(), "training.loss.kind");
     let mut config = RetrainingConfig::bloom();
     config.monitor.lower = 2.5;
-    assert_eq!(config.validate().unwrap_err().key, "monitor.lower");
+    assert_eq!(config.validate().unwrap_err().key(), "monitor.lower");
 }
 
 #[test]

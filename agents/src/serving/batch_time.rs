@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ServingConfigError;
+use crate::error::ConfigError;
 
 /// The time of one batch, as a function of its size and its tokens.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,9 +34,9 @@ pub enum BatchTime {
 
 impl BatchTime {
     /// Checks every value; errors name the key (under `service.`) and the range.
-    pub fn validate(&self) -> Result<(), ServingConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, value: String, allowed: &'static str| {
-            Err(ServingConfigError { key: format!("service.{key}"), value, allowed })
+            Err(ConfigError::invalid(format!("service.{key}"), value, allowed))
         };
         let nonneg = |x: f64| x.is_finite() && x >= 0.0;
         match self {
@@ -133,12 +133,12 @@ mod tests {
         if let BatchTime::Profile { batch_sizes, .. } = &mut p {
             batch_sizes.swap(1, 2);
         }
-        assert_eq!(p.validate().unwrap_err().key, "service.batch_sizes");
+        assert_eq!(p.validate().unwrap_err().key(), "service.batch_sizes");
         let p = BatchTime::Profile { batch_sizes: vec![1, 2], batch_latency_s: vec![0.1], per_token_s: 0.0 };
-        assert_eq!(p.validate().unwrap_err().key, "service.batch_sizes");
+        assert_eq!(p.validate().unwrap_err().key(), "service.batch_sizes");
         let p = BatchTime::Profile { batch_sizes: vec![1, 2], batch_latency_s: vec![0.1, -1.0], per_token_s: 0.0 };
-        assert_eq!(p.validate().unwrap_err().key, "service.batch_latency_s");
+        assert_eq!(p.validate().unwrap_err().key(), "service.batch_latency_s");
         let a = BatchTime::Affine { base_s: 0.0, per_request_s: 0.0, per_token_s: 0.0 };
-        assert_eq!(a.validate().unwrap_err().key, "service.per_request_s");
+        assert_eq!(a.validate().unwrap_err().key(), "service.per_request_s");
     }
 }

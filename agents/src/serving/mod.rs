@@ -30,17 +30,17 @@ use infersim_engine::{
     Simulation, Slab, StreamId,
 };
 use rand::{Rng, RngExt};
-use rand_distr::{Distribution, Exp1, LogNormal};
+use rand_distr::{Distribution, LogNormal};
 use serde::{Deserialize, Serialize};
 
 use crate::distributions::lognormal_from_mean_cv;
 use crate::grid::CarbonIntensity;
 
-mod arrivals;
 mod batch_time;
-pub(crate) use arrivals::ArrivalGenerator;
-pub use arrivals::{ArrivalProcess, ReplayedRequest};
+mod file;
+pub use crate::arrivals::{ArrivalGenerator, ArrivalProcess, ReplayedRequest};
 pub use batch_time::BatchTime;
+pub use file::{ServingFile, ServingWorld};
 
 /// Stream of inter-arrival times.
 pub const ARRIVAL_STREAM: StreamId = StreamId(0);
@@ -52,17 +52,7 @@ pub const ROUTING_STREAM: StreamId = StreamId(2);
 /// leaves the failures of the others unchanged.
 pub const FAILURE_STREAM_BASE: u32 = 1000;
 
-/// GPU failures: each GPU fails after an exponential time with mean `mtbf_h` and is
-/// repaired after an exponential time with mean `mttr_h`. A batch on a failing GPU is
-/// lost; a GPU that is down draws no power.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Failures {
-    /// Mean time between failures of one GPU (h).
-    pub mtbf_h: f64,
-    /// Mean time to repair (h).
-    pub mttr_h: f64,
-}
+pub use crate::failures::Failures;
 
 /// A token count: fixed, or log-normal with a mean and coefficient of variation,
 /// rounded to a whole number of at least one token.
@@ -224,28 +214,16 @@ pub struct ServingConfig {
     pub warmup_s: f64,
 }
 
-/// A configuration value out of range.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[error("{key} = {value} is out of range: expected {allowed}")]
-pub struct ServingConfigError {
-    /// The key.
-    pub key: String,
-    /// Its value.
-    pub value: String,
-    /// What is allowed.
-    pub allowed: &'static str,
-}
-
-fn check(ok: bool, key: &str, value: impl ToString, allowed: &'static str) -> Result<(), ServingConfigError> {
-    if ok { Ok(()) } else { Err(ServingConfigError { key: key.into(), value: value.to_string(), allowed }) }
-}
+/// A serving configuration's errors are the shared [`ConfigError`].
+pub use crate::error::ConfigError as ServingConfigError;
+use crate::error::{ConfigError, check};
 
 impl ServingConfig {
     /// Checks every value; the error names the key and the allowed range.
     pub fn validate(&self) -> Result<(), ServingConfigError> {
         let finite_nonneg = |x: f64| x.is_finite() && x >= 0.0;
-        self.arrivals.validate()?;
-        if let ArrivalProcess::Replay { requests } = &self.arrivals
+        self.arrivals.validate().map_err(|e| e.within("arrivals"))?;
+        if let ArrivalProcess::Replay { requests, .. } = &self.arrivals
             && let Some(r) = requests.iter().find(|r| r.task.is_some_and(|t| usize::from(t) >= self.tasks.len()))
         {
             check(false, "arrivals.task", r.task.unwrap_or(0), "the index of one of the tasks")?;
@@ -276,7 +254,7 @@ impl ServingConfig {
                     TokenCount::Fixed { tokens } => check(tokens >= 1, &key, tokens, "at least 1 token")?,
                     TokenCount::LogNormal { mean, cv } => {
                         check(mean.is_finite() && mean >= 1.0, &format!("{key}.mean"), mean, "a finite number >= 1")?;
-                        check(finite_nonneg(cv), &format!("{key}.cv"), cv, "a finite number >= 0")?;
+                        check(finite_nonneg(cv) && cv <= 100.0, &format!("{key}.cv"), cv, "a number from 0 to 100")?;
                     }
                 }
             }
@@ -285,8 +263,7 @@ impl ServingConfig {
         check(self.gpus_per_node >= 1, "gpus_per_node", self.gpus_per_node, "an integer >= 1")?;
         check(self.max_batch >= 1, "max_batch", self.max_batch, "an integer >= 1")?;
         if let Some(f) = self.failures {
-            check(f.mtbf_h.is_finite() && f.mtbf_h > 0.0, "failures.mtbf_h", f.mtbf_h, "a finite number of hours > 0")?;
-            check(f.mttr_h.is_finite() && f.mttr_h > 0.0, "failures.mttr_h", f.mttr_h, "a finite number of hours > 0")?;
+            f.validate().map_err(|e| e.within("failures"))?;
         }
         if let Some(limit) = self.context_limit_tokens {
             check(limit >= 2, "context_limit_tokens", limit, "an integer >= 2 (one prompt and one output token)")?;
@@ -305,11 +282,7 @@ impl ServingConfig {
             check(finite_nonneg(v), key, v, "a finite number >= 0")?;
         }
         self.service.validate()?;
-        self.grid.validate().map_err(|e| ServingConfigError {
-            key: format!("grid.{}", e.key),
-            value: e.value.clone(),
-            allowed: e.allowed,
-        })?;
+        self.grid.validate().map_err(|e| e.within("grid"))?;
         check(
             self.gpu_max_w.is_finite() && self.gpu_max_w >= self.gpu_idle_w,
             "gpu_max_w",
@@ -624,9 +597,7 @@ pub struct ServingRun {
 
 const J_PER_KWH: f64 = 3.6e6;
 
-fn hours(t: SimTime) -> f64 {
-    t.as_secs_f64() / 3600.0
-}
+use crate::error::hours;
 
 impl<O: Observer<RequestRecord>> Serving<O> {
     /// A validated world with no requests yet.
@@ -678,21 +649,12 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             }
             nodes.push(node);
         }
-        let horizon = SimTime::from_secs_f64(config.duration_s).map_err(|_| ServingConfigError {
-            key: "duration_s".into(),
-            value: config.duration_s.to_string(),
-            allowed: "at most 584 years",
-        })?;
-        let warmup = SimTime::from_secs_f64(config.warmup_s).map_err(|_| ServingConfigError {
-            key: "warmup_s".into(),
-            value: config.warmup_s.to_string(),
-            allowed: "at most 584 years",
-        })?;
-        let max_wait = SimDuration::from_secs_f64(config.max_wait_s).map_err(|_| ServingConfigError {
-            key: "max_wait_s".into(),
-            value: config.max_wait_s.to_string(),
-            allowed: "at most 584 years",
-        })?;
+        let horizon = SimTime::from_secs_f64(config.duration_s)
+            .map_err(|_| ConfigError::invalid("duration_s", config.duration_s.to_string(), "at most 584 years"))?;
+        let warmup = SimTime::from_secs_f64(config.warmup_s)
+            .map_err(|_| ConfigError::invalid("warmup_s", config.warmup_s.to_string(), "at most 584 years"))?;
+        let max_wait = SimDuration::from_secs_f64(config.max_wait_s)
+            .map_err(|_| ConfigError::invalid("max_wait_s", config.max_wait_s.to_string(), "at most 584 years"))?;
         Ok(Serving {
             warmup,
             max_wait,
@@ -776,8 +738,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             }
             self.record_unserved(r, RequestOutcome::Lost, Some(now), wasted_kwh);
         }
-        let repair_s: f64 =
-            Distribution::<f64>::sample(&Exp1, ctx.rng(failure_stream(gpu_id))) * failures.mttr_h * 3600.0;
+        let repair_s = failures.time_to_repair_s(ctx.rng(failure_stream(gpu_id)));
         ctx.schedule(SimDuration::from_secs_f64(repair_s)?, ServingEvent::GpuRepaired(gpu_id))?;
         Ok(())
     }
@@ -796,7 +757,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
     /// Schedules the next failure of a GPU, if it falls before arrivals stop.
     fn schedule_failure(&mut self, gpu_id: Id<Gpu>, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
         let Some(failures) = self.config.failures else { return Ok(()) };
-        let up_s: f64 = Distribution::<f64>::sample(&Exp1, ctx.rng(failure_stream(gpu_id))) * failures.mtbf_h * 3600.0;
+        let up_s = failures.time_to_failure_s(ctx.rng(failure_stream(gpu_id)));
         let at = ctx.now().checked_add(SimDuration::from_secs_f64(up_s)?).ok_or(ScheduleError::Overflow)?;
         if at < self.horizon {
             ctx.schedule(at, ServingEvent::GpuFails(gpu_id))?;
@@ -1204,11 +1165,7 @@ fn start<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
     replication: u64,
 ) -> Result<Simulation<Serving<O, S>>, ServingConfigError> {
     let mut sim = Simulation::with_queue(world, QueueKind::default(), master_seed, replication);
-    let err = |e: ScheduleError| ServingConfigError {
-        key: "arrivals".into(),
-        value: e.to_string(),
-        allowed: "a first arrival within 584 years",
-    };
+    let err = |e: ScheduleError| ConfigError::invalid("arrivals", e.to_string(), "a first arrival within 584 years");
     let mut arrivals = sim.model().arrivals.clone();
     let first = arrivals.next_after(SimTime::ZERO, sim.rng(ARRIVAL_STREAM)).map_err(err)?;
     sim.model_mut().arrivals = arrivals;
@@ -1218,7 +1175,7 @@ fn start<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
     if let Some(failures) = sim.model().config.failures {
         let horizon = sim.model().horizon;
         for gpu in sim.model().gpus.ids().collect::<Vec<_>>() {
-            let up_s: f64 = Distribution::<f64>::sample(&Exp1, sim.rng(failure_stream(gpu))) * failures.mtbf_h * 3600.0;
+            let up_s = failures.time_to_failure_s(sim.rng(failure_stream(gpu)));
             let at = SimTime::from_secs_f64(up_s).map_err(err)?;
             if at < horizon {
                 sim.schedule(at, ServingEvent::GpuFails(gpu)).map_err(err)?;
@@ -1229,9 +1186,13 @@ fn start<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
 }
 
 /// Runs one replication to completion, untraced.
-pub fn run_serving(config: &ServingConfig, master_seed: u64, replication: u64) -> Result<ServingRun, String> {
-    let mut sim = build_serving(config, NullObserver, master_seed, replication).map_err(|e| e.to_string())?;
-    sim.run(Default::default()).map_err(|e| e.to_string())?;
+pub fn run_serving(
+    config: &ServingConfig,
+    master_seed: u64,
+    replication: u64,
+) -> Result<ServingRun, crate::error::RunError> {
+    let mut sim = build_serving(config, NullObserver, master_seed, replication)?;
+    sim.run(Default::default())?;
     Ok(sim.model().results(sim.now(), sim.events_handled()))
 }
 
@@ -1541,15 +1502,15 @@ mod tests {
     fn bad_values_name_their_key() {
         let mut c = simple();
         c.pue = 0.9;
-        assert_eq!(c.validate().unwrap_err().to_string(), "pue = 0.9 is out of range: expected a finite number >= 1");
+        assert_eq!(c.validate().unwrap_err().to_string(), "pue = 0.9 is invalid: expected a finite number >= 1");
         let mut c = simple();
         c.tasks[0].weight = 0.0;
-        assert_eq!(c.validate().unwrap_err().key, "tasks[0].weight");
+        assert_eq!(c.validate().unwrap_err().key(), "tasks[0].weight");
         let mut c = simple();
         c.gpu_max_w = 50.0;
-        assert_eq!(c.validate().unwrap_err().key, "gpu_max_w");
+        assert_eq!(c.validate().unwrap_err().key(), "gpu_max_w");
         let mut c = simple();
         c.warmup_s = 200.0;
-        assert_eq!(c.validate().unwrap_err().key, "duration_s");
+        assert_eq!(c.validate().unwrap_err().key(), "duration_s");
     }
 }

@@ -30,6 +30,8 @@ use infersim_engine::{
 use rand::Rng;
 
 use crate::distributions::lognormal_from_mean_cv;
+use crate::error::ConfigError;
+use crate::world::{Metrics, Replication, Traces, World};
 use rand_distr::{Distribution, Exp, LogNormal};
 use serde::{Deserialize, Serialize};
 
@@ -87,7 +89,7 @@ impl DurationDistribution {
     fn sampler(&self, key: &'static str) -> Result<Sampler, StationError> {
         let mean_s = self.mean_s();
         if !(mean_s.is_finite() && mean_s > 0.0) {
-            return Err(StationError::out_of_range(key, mean_s, "a finite number of seconds > 0"));
+            return Err(out_of_range(key, mean_s, "a finite number of seconds > 0"));
         }
         Ok(match *self {
             DurationDistribution::Exponential { mean_s } => {
@@ -96,7 +98,7 @@ impl DurationDistribution {
             DurationDistribution::Deterministic { value_s } => Sampler::Constant(value_s),
             DurationDistribution::LogNormal { mean_s, cv } => {
                 if !(cv.is_finite() && cv >= 0.0) {
-                    return Err(StationError::out_of_range("service_cv", cv, "a finite number >= 0"));
+                    return Err(out_of_range("service_cv", cv, "a finite number >= 0"));
                 }
                 Sampler::LogNormal(lognormal_from_mean_cv(mean_s, cv))
             }
@@ -167,43 +169,25 @@ impl StationConfig {
 
     fn validate(&self) -> Result<(Sampler, Sampler), StationError> {
         if self.servers == 0 {
-            return Err(StationError::out_of_range("servers", self.servers, "an integer >= 1"));
+            return Err(out_of_range("servers", self.servers, "an integer >= 1"));
         }
         if let Some(capacity) = self.capacity
             && capacity < self.servers
         {
-            return Err(StationError::out_of_range("capacity", capacity, "an integer >= servers"));
+            return Err(out_of_range("capacity", capacity, "an integer >= servers"));
         }
         if self.customers < self.warmup_customers + 2 {
-            return Err(StationError::out_of_range("customers", self.customers, "an integer >= warmup_customers + 2"));
+            return Err(out_of_range("customers", self.customers, "an integer >= warmup_customers + 2"));
         }
         Ok((self.interarrival.sampler("arrival mean")?, self.service.sampler("service mean")?))
     }
 }
 
-/// A configuration value outside its allowed range, or a run that went wrong.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum StationError {
-    /// A configuration value is outside its range.
-    #[error("{key} = {value} is out of range: expected {allowed}")]
-    OutOfRange {
-        /// The offending key.
-        key: &'static str,
-        /// Its value, as written.
-        value: String,
-        /// What is allowed.
-        allowed: &'static str,
-    },
-    /// The engine refused a time the model computed.
-    #[error(transparent)]
-    Schedule(#[from] ScheduleError),
-}
+/// A station's errors: a value out of range, or a time the engine refused.
+pub use crate::error::RunError as StationError;
 
-impl StationError {
-    fn out_of_range(key: &'static str, value: impl ToString, allowed: &'static str) -> Self {
-        StationError::OutOfRange { key, value: value.to_string(), allowed }
-    }
+fn out_of_range(key: &'static str, value: impl ToString, allowed: &'static str) -> StationError {
+    StationError::Config(ConfigError::invalid(key, value, allowed))
 }
 
 /// The station's events: payloads are ids, never data.
@@ -644,6 +628,191 @@ pub fn run_station(config: &StationConfig, master_seed: u64, replication: u64) -
     Ok(sim.model().results(sim.events_handled()))
 }
 
+crate::trace_row!(CustomerRecord, |r| {
+    request_id: u64 = r.customer,
+    arrival_s: f64 = r.arrival_s,
+    start_s: Option<f64> = r.start_s,
+    finish_s: Option<f64> = r.finish_s,
+    server: Option<u32> = r.server,
+    wait_s: Option<f64> = r.start_s.map(|s| s - r.arrival_s),
+    latency_s: Option<f64> = r.finish_s.map(|f| f - r.arrival_s),
+    outcome: &str = match r.outcome {
+        Outcome::Served => "served",
+        Outcome::Blocked => "rejected",
+    },
+    warmup: bool = r.warmup,
+});
+
+crate::trace_row!(StationSample, |s| {
+    t_h: f64 = s.t_s / 3600.0,
+    t_s: f64 = s.t_s,
+    queue_len: u32 = s.queue_len,
+    busy_servers: u32 = s.busy_servers,
+    in_system: u32 = s.in_system,
+});
+
+impl StationRun {
+    /// The per-replication metrics, by name.
+    pub fn metrics(&self) -> Metrics {
+        let mut m = Metrics::new();
+        m.optional("wait_s", self.wait_s)
+            .optional("sojourn_s", self.sojourn_s)
+            .optional("queue_len", self.queue_len)
+            .optional("in_system", self.in_system)
+            .optional("p_wait", self.p_wait)
+            .optional("p_block", self.p_block)
+            .optional("utilisation", self.utilisation)
+            .optional("sojourn_p99_s", self.sojourn_p99_s)
+            .count("events", self.events);
+        m
+    }
+}
+
+/// The scenario tables of a station: `[station]` and `[simulation]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StationFile {
+    station: StationTable,
+    simulation: StationWindow,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StationTable {
+    servers: i64,
+    arrival_rate_per_s: f64,
+    service_rate_per_s: f64,
+    service: String,
+    service_cv: Option<f64>,
+    capacity: Option<i64>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StationWindow {
+    customers: i64,
+    #[serde(default)]
+    warmup_customers: i64,
+}
+
+/// The reference queueing station as a world (`world = "station"`).
+#[derive(Clone, Copy, Debug)]
+pub struct StationWorld;
+
+impl World for StationWorld {
+    const NAME: &'static str = "station";
+    type File = StationFile;
+    type Config = StationConfig;
+    type Request = CustomerRecord;
+    type Sample = StationSample;
+
+    fn resolve(file: StationFile, _inputs: &dyn crate::input::Inputs) -> Result<StationConfig, ConfigError> {
+        let (s, sim) = (&file.station, &file.simulation);
+        let positive = |key: &str, v: f64| {
+            if v.is_finite() && v > 0.0 { Ok(v) } else { Err(ConfigError::invalid(key, v, "a finite number > 0")) }
+        };
+        let servers = u32::try_from(s.servers)
+            .ok()
+            .filter(|&c| c >= 1)
+            .ok_or_else(|| ConfigError::invalid("station.servers", s.servers, "an integer from 1 to 4294967295"))?;
+        let lambda = positive("station.arrival_rate_per_s", s.arrival_rate_per_s)?;
+        let mu = positive("station.service_rate_per_s", s.service_rate_per_s)?;
+        let service = match (s.service.as_str(), s.service_cv) {
+            ("exponential", None) => DurationDistribution::Exponential { mean_s: 1.0 / mu },
+            ("deterministic", None) => DurationDistribution::Deterministic { value_s: 1.0 / mu },
+            ("lognormal", Some(cv)) if cv.is_finite() && (0.0..=100.0).contains(&cv) => {
+                DurationDistribution::LogNormal { mean_s: 1.0 / mu, cv }
+            }
+            ("lognormal", Some(cv)) => {
+                return Err(ConfigError::invalid("station.service_cv", cv, "a number from 0 to 100"));
+            }
+            ("lognormal", None) => {
+                return Err(ConfigError::invalid(
+                    "station.service_cv",
+                    "(missing)",
+                    "a number >= 0 when service = \"lognormal\"",
+                ));
+            }
+            ("exponential" | "deterministic", Some(cv)) => {
+                return Err(ConfigError::invalid("station.service_cv", cv, "no value unless service = \"lognormal\""));
+            }
+            (other, _) => {
+                return Err(ConfigError::invalid(
+                    "station.service",
+                    other,
+                    "one of exponential, deterministic, lognormal",
+                ));
+            }
+        };
+        let capacity = match s.capacity {
+            None => None,
+            Some(k) => Some(
+                u32::try_from(k)
+                    .ok()
+                    .filter(|&k| k >= servers)
+                    .ok_or_else(|| ConfigError::invalid("station.capacity", k, "an integer >= station.servers"))?,
+            ),
+        };
+        let warmup = u64::try_from(sim.warmup_customers).map_err(|_| {
+            ConfigError::invalid("simulation.warmup_customers", sim.warmup_customers, "an integer >= 0")
+        })?;
+        let customers =
+            u64::try_from(sim.customers).ok().filter(|&n| n >= warmup.saturating_add(2)).ok_or_else(|| {
+                ConfigError::invalid(
+                    "simulation.customers",
+                    sim.customers,
+                    "an integer >= simulation.warmup_customers + 2",
+                )
+            })?;
+        let config = StationConfig {
+            servers,
+            interarrival: DurationDistribution::exponential_rate(lambda),
+            service,
+            capacity,
+            customers,
+            warmup_customers: warmup,
+        };
+        config.validate().map_err(|e| match e {
+            StationError::Config(e) => e.within("station"),
+            StationError::Schedule(e) => ConfigError::invalid("station", e, "durations the clock can hold"),
+        })?;
+        Ok(config)
+    }
+
+    fn run<R: Observer<CustomerRecord>, S: Observer<StationSample>>(
+        config: &StationConfig,
+        replication: Replication,
+        traces: Traces<'_, R, S>,
+    ) -> Result<Metrics, crate::error::RunError> {
+        let (seed, rep) = (replication.master_seed, replication.index);
+        let run = match traces.sample_every {
+            Some(every) => {
+                let mut sim = build_sampled_station(
+                    config,
+                    traces.requests,
+                    every,
+                    traces.samples,
+                    QueueKind::default(),
+                    seed,
+                    rep,
+                )?;
+                sim.run(Default::default())?;
+                sim.model().results(sim.events_handled())
+            }
+            None => {
+                let mut sim = build_station(config, traces.requests, QueueKind::default(), seed, rep)?;
+                sim.run(Default::default())?;
+                sim.model().results(sim.events_handled())
+            }
+        };
+        Ok(run.metrics())
+    }
+
+    fn analytic(config: &StationConfig) -> Vec<(&'static str, f64)> {
+        theory::steady_state(config)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -720,11 +889,11 @@ mod tests {
     fn invalid_configs_name_the_key_and_range() {
         let mut c = small();
         c.servers = 0;
-        assert!(matches!(Station::new(c, NullObserver), Err(StationError::OutOfRange { key: "servers", .. })));
+        assert!(matches!(Station::new(c, NullObserver), Err(StationError::Config(e)) if e.key() == "servers"));
         let mut c = small();
         c.capacity = Some(1);
         let err = Station::new(c, NullObserver).err().unwrap();
-        assert_eq!(err.to_string(), "capacity = 1 is out of range: expected an integer >= servers");
+        assert_eq!(err.to_string(), "capacity = 1 is invalid: expected an integer >= servers");
         let mut c = small();
         c.interarrival = DurationDistribution::Exponential { mean_s: f64::NAN };
         assert!(Station::new(c, NullObserver).is_err());

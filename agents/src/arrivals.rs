@@ -1,7 +1,8 @@
-//! Arrival processes of the serving world.
+//! Arrival processes, shared by every world whose requests arrive: Poisson,
+//! deterministic, diurnal (thinning), MMPP (bursty) and the replay of a recorded trace.
 //!
-//! Every process draws only from the arrival stream, so changing anything else about
-//! a world (GPUs, batching, routing) leaves its arrivals unchanged.
+//! Every process draws only from the arrival stream it is given, so changing anything
+//! else about a world (GPUs, batching, routing) leaves its arrivals unchanged.
 
 use std::f64::consts::TAU;
 use std::sync::Arc;
@@ -11,7 +12,8 @@ use rand::RngExt;
 use rand_distr::{Distribution, Exp, Exp1};
 use serde::{Deserialize, Serialize};
 
-use super::ServingConfigError;
+use crate::error::ConfigError;
+use crate::input::{DataTable, Inputs};
 
 /// How requests arrive.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -57,10 +59,15 @@ pub enum ArrivalProcess {
         mean_sojourn_s: Vec<f64>,
     },
     /// A recorded trace, replayed as it is: every replication sees these arrivals.
-    /// Scenario files name a CSV; the experiments crate reads it into this.
-    #[serde(skip)]
+    /// Scenario files name the file (`kind = "trace"`, `path`); [`ArrivalProcess::load`]
+    /// reads its requests.
+    #[serde(rename = "trace")]
     Replay {
+        /// The trace file as the scenario names it (empty for a trace built in code).
+        #[serde(default)]
+        path: String,
         /// The requests, in time order.
+        #[serde(skip)]
         requests: Arc<[ReplayedRequest]>,
     },
 }
@@ -90,7 +97,7 @@ impl ArrivalProcess {
                 let total: f64 = mean_sojourn_s.iter().sum();
                 rates_per_s.iter().zip(mean_sojourn_s).map(|(r, d)| r * d / total).sum()
             }
-            ArrivalProcess::Replay { requests } => match (requests.first(), requests.last()) {
+            ArrivalProcess::Replay { requests, .. } => match (requests.first(), requests.last()) {
                 (Some(first), Some(last)) if last.time_s > first.time_s => {
                     (requests.len() - 1) as f64 / (last.time_s - first.time_s)
                 }
@@ -112,16 +119,16 @@ impl ArrivalProcess {
             ArrivalProcess::Deterministic { rate_per_s, first_gap_fraction } => {
                 (t_s * rate_per_s - first_gap_fraction + 1.0).floor().max(0.0)
             }
-            ArrivalProcess::Replay { ref requests } => requests.iter().filter(|r| r.time_s <= t_s).count() as f64,
+            ArrivalProcess::Replay { ref requests, .. } => requests.iter().filter(|r| r.time_s <= t_s).count() as f64,
             _ => self.rate_per_s() * t_s,
         }
     }
 
     /// Checks every value; the error names the key and the allowed range.
-    pub fn validate(&self) -> Result<(), ServingConfigError> {
-        let bad = |key: &str, value: String, allowed: &'static str| {
-            Err(ServingConfigError { key: format!("arrivals.{key}"), value, allowed })
-        };
+    /// Keys are relative to the arrivals table (`rate_per_s`); callers place them with
+    /// [`ConfigError::within`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, value: String, allowed: &'static str| Err(ConfigError::invalid(key, value, allowed));
         let positive = |x: f64| x.is_finite() && x > 0.0;
         match self {
             ArrivalProcess::Poisson { rate_per_s } => {
@@ -166,7 +173,7 @@ impl ArrivalProcess {
                     return bad("mean_sojourn_s", format!("{mean_sojourn_s:?}"), "finite numbers of seconds > 0");
                 }
             }
-            ArrivalProcess::Replay { requests } => {
+            ArrivalProcess::Replay { requests, .. } => {
                 if requests.is_empty() {
                     return bad("path", "(no requests)".into(), "a trace with at least one request");
                 }
@@ -184,6 +191,80 @@ impl ArrivalProcess {
     }
 }
 
+impl ArrivalProcess {
+    /// Reads the requests of a replayed trace through `inputs`; `key` is where the
+    /// scenario names the file, `task_names` the tasks a `task` column may name.
+    /// Other processes are left as they are.
+    pub fn load(&mut self, key: &str, inputs: &dyn Inputs, task_names: &[&str]) -> Result<(), ConfigError> {
+        if let ArrivalProcess::Replay { path, requests } = self {
+            if path.is_empty() {
+                return Err(ConfigError::invalid(format!("{key}.path"), "(missing)", "the trace file to replay"));
+            }
+            *requests = read_requests(&inputs.table(&format!("{key}.path"), path)?, task_names)?.into();
+        }
+        Ok(())
+    }
+}
+
+/// The requests of a trace table: `timestamp_s` (seconds from the start of the run,
+/// non-decreasing) is required; `task` (one of `task_names`), `prompt_tokens` and
+/// `output_tokens` are optional and, when present, replace what would be drawn. Other
+/// columns are ignored. Every row is checked; an error names its line or row.
+pub fn read_requests(table: &DataTable, task_names: &[&str]) -> Result<Vec<ReplayedRequest>, ConfigError> {
+    let time_col = table.require("timestamp_s")?;
+    let (task_col, prompt_col, output_col) =
+        (table.column("task"), table.column("prompt_tokens"), table.column("output_tokens"));
+    let mut requests = Vec::with_capacity(table.rows());
+    let mut previous = 0.0_f64;
+    for row in 0..table.rows() {
+        let time_s = table.number(time_col, row).ok().filter(|t| t.is_finite() && *t >= 0.0).ok_or_else(|| {
+            let raw = table.text(time_col, row).unwrap_or_default();
+            table.at(row, format!("timestamp_s = {raw:?} is not a finite number of seconds >= 0"))
+        })?;
+        if time_s < previous {
+            return Err(
+                table.at(row, format!("timestamp_s = {time_s} goes back in time (the previous row has {previous})"))
+            );
+        }
+        previous = time_s;
+        let tokens = |col: Option<usize>, name: &str| -> Result<Option<u32>, ConfigError> {
+            let Some(col) = col else { return Ok(None) };
+            table
+                .number(col, row)
+                .ok()
+                .filter(|n| n.fract() == 0.0 && *n >= 1.0 && *n <= f64::from(u32::MAX))
+                .map(|n| Some(n as u32))
+                .ok_or_else(|| {
+                    let raw = table.text(col, row).unwrap_or_default();
+                    table.at(row, format!("{name} = {raw:?} is not a whole number of tokens >= 1"))
+                })
+        };
+        let task = match task_col {
+            None => None,
+            Some(col) => {
+                let name = table.text(col, row).unwrap_or_default();
+                let index = task_names.iter().position(|t| *t == name).ok_or_else(|| {
+                    table.at(
+                        row,
+                        format!("task {name:?} is not one of the scenario's tasks ({})", task_names.join(", ")),
+                    )
+                })?;
+                Some(index as u16)
+            }
+        };
+        requests.push(ReplayedRequest {
+            time_s,
+            task,
+            prompt_tokens: tokens(prompt_col, "prompt_tokens")?,
+            output_tokens: tokens(output_col, "output_tokens")?,
+        });
+    }
+    if requests.is_empty() {
+        return Err(table.error("the trace has no requests"));
+    }
+    Ok(requests)
+}
+
 fn one() -> f64 {
     1.0
 }
@@ -195,7 +276,7 @@ fn exp1(rng: &mut SimRng) -> f64 {
 
 /// The state of an arrival process during a run.
 #[derive(Clone, Debug)]
-pub(crate) struct ArrivalGenerator {
+pub struct ArrivalGenerator {
     process: ArrivalProcess,
     gap: Option<Exp<f64>>,
     /// MMPP: current phase and the instant it ends (s); `None` before the first draw.
@@ -205,7 +286,8 @@ pub(crate) struct ArrivalGenerator {
 }
 
 impl ArrivalGenerator {
-    pub(crate) fn new(process: ArrivalProcess) -> Self {
+    /// A generator at the start of the run.
+    pub fn new(process: ArrivalProcess) -> Self {
         let gap = match &process {
             ArrivalProcess::Poisson { rate_per_s } => Exp::new(*rate_per_s).ok(),
             _ => None,
@@ -214,16 +296,16 @@ impl ArrivalGenerator {
     }
 
     /// For a replayed trace, the `index`-th request (arrivals come in trace order).
-    pub(crate) fn replayed(&self, index: usize) -> Option<ReplayedRequest> {
+    pub fn replayed(&self, index: usize) -> Option<ReplayedRequest> {
         match &self.process {
-            ArrivalProcess::Replay { requests } => requests.get(index).copied(),
+            ArrivalProcess::Replay { requests, .. } => requests.get(index).copied(),
             _ => None,
         }
     }
 
     /// The next arrival after `now` (for a replayed trace: the next recorded one, or
     /// [`SimTime::MAX`] when the trace is exhausted).
-    pub(crate) fn next_after(&mut self, now: SimTime, rng: &mut SimRng) -> Result<SimTime, ScheduleError> {
+    pub fn next_after(&mut self, now: SimTime, rng: &mut SimRng) -> Result<SimTime, ScheduleError> {
         let after = |gap_s: f64| now.checked_add(SimDuration::from_secs_f64(gap_s)?).ok_or(ScheduleError::Overflow);
         match &self.process {
             ArrivalProcess::Poisson { .. } => after(self.gap.expect("validated Poisson rate").sample(rng)),
@@ -232,7 +314,7 @@ impl ArrivalGenerator {
                 self.cursor += 1;
                 SimTime::from_secs_f64((k + first_gap_fraction) / rate_per_s)
             }
-            ArrivalProcess::Replay { requests } => {
+            ArrivalProcess::Replay { requests, .. } => {
                 let next = requests.get(self.cursor).map_or(Ok(SimTime::MAX), |r| SimTime::from_secs_f64(r.time_s));
                 self.cursor += 1;
                 next

@@ -1,0 +1,40 @@
+//! Failures and repairs of machines (GPUs, nodes), shared by every world that has
+//! them: exponential times between failures and to repair, drawn from the failing
+//! machine's own stream so that adding machines leaves the others' failures alone.
+
+use infersim_engine::SimRng;
+use rand_distr::{Distribution, Exp1};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ConfigError, check};
+
+/// GPU failures: each GPU fails after an exponential time with mean `mtbf_h` and is
+/// repaired after an exponential time with mean `mttr_h`. A batch on a failing GPU is
+/// lost; a GPU that is down draws no power.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Failures {
+    /// Mean time between failures of one GPU (h).
+    pub mtbf_h: f64,
+    /// Mean time to repair (h).
+    pub mttr_h: f64,
+}
+
+impl Failures {
+    /// Checks both means; keys are relative to the failures table.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let hours = |h: f64| h.is_finite() && h > 0.0 && h <= 1e6;
+        check(hours(self.mtbf_h), "mtbf_h", self.mtbf_h, "hours > 0, at most 1,000,000")?;
+        check(hours(self.mttr_h), "mttr_h", self.mttr_h, "hours > 0, at most 1,000,000")
+    }
+
+    /// Time to the next failure (s), drawn from `rng`.
+    pub fn time_to_failure_s(&self, rng: &mut SimRng) -> f64 {
+        Distribution::<f64>::sample(&Exp1, rng) * self.mtbf_h * 3600.0
+    }
+
+    /// Time to repair (s), drawn from `rng`.
+    pub fn time_to_repair_s(&self, rng: &mut SimRng) -> f64 {
+        Distribution::<f64>::sample(&Exp1, rng) * self.mttr_h * 3600.0
+    }
+}

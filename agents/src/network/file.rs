@@ -1,0 +1,139 @@
+//! The miner network as scenario files write it (`world = "network"`): `[validator]`,
+//! `[routing]`, `[[tasks]]`, `[[node_classes]]`, `[[similarity]]`, `[[events]]` and
+//! `[simulation]`.
+
+use infersim_engine::Observer;
+use serde::Deserialize;
+
+use super::{
+    NetworkConfig, NetworkPeriod, NetworkQuery, NetworkRun, NodeClass, Routing, ScheduledEvent, Similarity, TaskConfig,
+    Validator, build_network, finish_network,
+};
+use crate::error::{ConfigError, RunError};
+use crate::input::Inputs;
+use crate::world::{Label, Labels, Metrics, Replication, Traces, Window, World};
+
+/// The tables of a miner-network scenario, as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkFile {
+    validator: Validator,
+    routing: Routing,
+    tasks: Vec<TaskConfig>,
+    node_classes: Vec<NodeClass>,
+    #[serde(default)]
+    similarity: Vec<Similarity>,
+    #[serde(default)]
+    events: Vec<ScheduledEvent>,
+    simulation: Window,
+}
+
+/// The miner network as a world.
+#[derive(Clone, Copy, Debug)]
+pub struct NetworkWorld;
+
+impl World for NetworkWorld {
+    const NAME: &'static str = "network";
+    type File = NetworkFile;
+    type Config = NetworkConfig;
+    type Request = NetworkQuery;
+    type Sample = NetworkPeriod;
+
+    fn resolve(file: NetworkFile, _inputs: &dyn Inputs) -> Result<NetworkConfig, ConfigError> {
+        file.simulation.no_warmup()?;
+        let config = NetworkConfig {
+            tasks: file.tasks,
+            node_classes: file.node_classes,
+            similarity: file.similarity,
+            validator: file.validator,
+            routing: file.routing,
+            events: file.events,
+            duration_s: file.simulation.duration_s()?,
+        };
+        config
+            .validate()
+            .map_err(|e| e.rekey(|k| if k == "duration_s" { "simulation.duration_s".into() } else { k.into() }))?;
+        Ok(config)
+    }
+
+    fn run<R: Observer<NetworkQuery>, S: Observer<NetworkPeriod>>(
+        config: &NetworkConfig,
+        replication: Replication,
+        traces: Traces<'_, R, S>,
+    ) -> Result<Metrics, RunError> {
+        let periods = traces.sample_every.map(|_| traces.samples);
+        let mut sim = build_network(config, traces.requests, periods, replication.master_seed, replication.index)?;
+        Ok(finish_network(&mut sim)?.metrics())
+    }
+
+    fn labels(config: &NetworkConfig) -> Labels {
+        Labels(vec![
+            ("task", config.tasks.iter().map(|t| t.name.clone()).collect()),
+            ("class", config.node_classes.iter().map(|c| c.name.clone()).collect()),
+        ])
+    }
+}
+
+impl NetworkRun {
+    /// The per-replication metrics, by name.
+    pub fn metrics(&self) -> Metrics {
+        let mut m = Metrics::new();
+        m.count("organic_queries", self.organic_queries)
+            .count("answered", self.answered)
+            .optional("answer_rate", self.answer_rate)
+            .optional("quality_mean", self.quality_mean)
+            .optional("latency_mean_s", self.latency_mean_s)
+            .optional("latency_p50_s", self.latency_p50_s)
+            .optional("latency_p99_s", self.latency_p99_s)
+            .optional("slo_attainment", self.slo_attainment)
+            .count("synthetic_queries", self.synthetic_queries)
+            .count("requests", self.requests)
+            .optional("attempts_per_query", self.attempts_per_query)
+            .optional("rate_429", self.rate_429)
+            .optional("rate_500", self.rate_500)
+            .optional("share_good", self.share_good)
+            .optional("share_poor", self.share_poor)
+            .optional("share_flaky", self.share_flaky)
+            .optional("cold_start_h", self.cold_start_h)
+            .number("energy_kwh", self.energy_kwh)
+            .optional("energy_per_query_kwh", self.energy_per_query_kwh)
+            .count("nodes_joined", self.nodes_joined)
+            .count("nodes_left", self.nodes_left)
+            .count("node_failures", self.node_failures)
+            .count("periods", self.periods)
+            .number("simulated_h", self.simulated_h)
+            .count("events", self.events);
+        m
+    }
+}
+
+crate::trace_row!(NetworkQuery, |q| {
+    query_id: u64 = q.query_id,
+    task: Label = Label(q.task),
+    synthetic: bool = q.synthetic,
+    arrival_s: f64 = q.arrival_s,
+    finish_s: f64 = q.finish_s,
+    latency_s: Option<f64> = q.quality.map(|_| q.finish_s - q.arrival_s),
+    attempts: u32 = q.attempts,
+    node: Option<u32> = q.node,
+    class: Option<Label> = q.class.map(Label),
+    outcome: &str = q.outcome.as_str(),
+    quality: Option<f64> = q.quality,
+    observed_quality: Option<f64> = q.observed_quality,
+});
+
+crate::trace_row!(NetworkPeriod, |r| {
+    t_h: f64 = r.t_h,
+    node: u32 = r.node,
+    class: Label = Label(r.class),
+    task: Label = Label(r.task),
+    requests: u64 = r.requests,
+    rate_limited: u64 = r.rate_limited,
+    failed: u64 = r.failed,
+    consumed: f64 = r.consumed,
+    capacity: f64 = r.capacity,
+    period_score: Option<f64> = r.period_score,
+    observed_quality: Option<f64> = r.observed_quality,
+    score: Option<f64> = r.score,
+    glob: f64 = r.glob,
+});

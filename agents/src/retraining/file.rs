@@ -1,0 +1,305 @@
+//! The drift-and-retraining world as scenario files write it (`world = "retraining"`):
+//! top-level `[arrivals]`, `[fleet]`, `[drift]`, `[quality]`, `[monitor]`, `[training]`,
+//! `[energy]`, `[grid]`, `[prices]` and `[simulation]`.
+
+use infersim_engine::Observer;
+use serde::Deserialize;
+
+use super::{
+    Drift, DriftDistribution, Energy, Fleet, LossFunction, Monitor, Policy, Prices, Quality, RetrainingConfig,
+    RetrainingRequest, RetrainingRun, RetrainingSample, Signal, Training, TrainingPool, build_retraining,
+    finish_retraining,
+};
+use crate::arrivals::ArrivalProcess;
+use crate::error::{ConfigError, RunError};
+use crate::grid::CarbonIntensity;
+use crate::input::Inputs;
+use crate::world::{Metrics, Replication, Traces, Window, World};
+
+/// The tables of a drift-and-retraining scenario, as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrainingFile {
+    arrivals: ArrivalProcess,
+    fleet: Fleet,
+    drift: DriftTable,
+    quality: Quality,
+    monitor: MonitorTable,
+    training: TrainingTable,
+    energy: Energy,
+    grid: CarbonIntensity,
+    prices: Prices,
+    simulation: Window,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DriftTable {
+    per_request: f64,
+    #[serde(default = "default_drift_distribution")]
+    distribution: String,
+    cv: Option<f64>,
+    initial_loss: f64,
+    #[serde(default = "default_diverge_above")]
+    diverge_above: f64,
+}
+
+fn default_drift_distribution() -> String {
+    "constant".into()
+}
+
+fn default_diverge_above() -> f64 {
+    10.0
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MonitorTable {
+    policy: String,
+    upper: f64,
+    lower: f64,
+    #[serde(default = "default_interval_h")]
+    interval_h: f64,
+    period_h: Option<f64>,
+    threshold_kg_per_kwh: Option<f64>,
+    deadline_h: Option<f64>,
+    #[serde(default = "default_signal")]
+    signal: String,
+    ics_start_below: Option<f64>,
+    ics_stop_above: Option<f64>,
+    feedback_fraction: Option<f64>,
+    #[serde(default)]
+    feedback_noise_sd: f64,
+}
+
+fn default_signal() -> String {
+    "loss".into()
+}
+
+fn default_interval_h() -> f64 {
+    1.0
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainingTable {
+    pool: String,
+    dedicated_gpus: Option<i64>,
+    gpus_per_job: i64,
+    samples_per_gpu_h: f64,
+    samples_per_job: f64,
+    base_samples: f64,
+    loss: LossFunction,
+    #[serde(default)]
+    energy_per_sample_kwh: f64,
+    #[serde(default)]
+    gpu_power_kw: f64,
+    preempt_above_queue: Option<i64>,
+}
+
+/// Drift and retraining as a world.
+#[derive(Clone, Copy, Debug)]
+pub struct RetrainingWorld;
+
+/// The most monitor ticks a run may have: beyond it a run is a hang, not a study.
+const MAX_TICKS: f64 = 1e7;
+
+impl World for RetrainingWorld {
+    const NAME: &'static str = "retraining";
+    type File = RetrainingFile;
+    type Config = RetrainingConfig;
+    type Request = RetrainingRequest;
+    type Sample = RetrainingSample;
+
+    fn resolve(file: RetrainingFile, inputs: &dyn Inputs) -> Result<RetrainingConfig, ConfigError> {
+        let invalid = |key: &str, value: &dyn std::fmt::Display, allowed: &str| {
+            ConfigError::invalid(key, value, allowed.to_string())
+        };
+        let (d, m, t) = (&file.drift, &file.monitor, &file.training);
+        let need = |key: &str, v: Option<f64>, policy: &str| {
+            v.ok_or_else(|| invalid(key, &"(missing)", &format!("a number when monitor.policy = \"{policy}\"")))
+        };
+        let policy = match m.policy.as_str() {
+            "vensim" => Policy::Vensim,
+            "hysteresis" => Policy::Hysteresis,
+            "periodic" => Policy::Periodic { period_h: need("monitor.period_h", m.period_h, "periodic")? },
+            "carbon_aware" => Policy::CarbonAware {
+                threshold_kg_per_kwh: need("monitor.threshold_kg_per_kwh", m.threshold_kg_per_kwh, "carbon_aware")?,
+                deadline_h: need("monitor.deadline_h", m.deadline_h, "carbon_aware")?,
+            },
+            other => {
+                return Err(invalid("monitor.policy", &other, "one of vensim, hysteresis, periodic, carbon_aware"));
+            }
+        };
+        let ics_key = |key: &str, v: Option<f64>| {
+            v.ok_or_else(|| invalid(key, &"(missing)", "a number when monitor.signal = \"ics\""))
+        };
+        let signal = match m.signal.as_str() {
+            "loss" => {
+                for (key, v) in [
+                    ("monitor.ics_start_below", m.ics_start_below),
+                    ("monitor.ics_stop_above", m.ics_stop_above),
+                    ("monitor.feedback_fraction", m.feedback_fraction),
+                ] {
+                    if let Some(v) = v {
+                        return Err(invalid(key, &v, "no value unless monitor.signal = \"ics\""));
+                    }
+                }
+                Signal::Loss
+            }
+            "ics" => Signal::Ics {
+                start_below: ics_key("monitor.ics_start_below", m.ics_start_below)?,
+                stop_above: ics_key("monitor.ics_stop_above", m.ics_stop_above)?,
+                fraction: ics_key("monitor.feedback_fraction", m.feedback_fraction)?,
+                noise_sd: m.feedback_noise_sd,
+            },
+            other => return Err(invalid("monitor.signal", &other, "loss or ics")),
+        };
+        let distribution = match (d.distribution.as_str(), d.cv) {
+            ("constant", None) => DriftDistribution::Constant,
+            ("gamma", Some(cv)) => DriftDistribution::Gamma { cv },
+            ("lognormal", Some(cv)) => DriftDistribution::LogNormal { cv },
+            ("gamma" | "lognormal", None) => {
+                return Err(invalid("drift.cv", &"(missing)", "a number > 0 for gamma and lognormal drift"));
+            }
+            ("constant", Some(cv)) => return Err(invalid("drift.cv", &cv, "no value for constant drift")),
+            (other, _) => return Err(invalid("drift.distribution", &other, "one of constant, gamma, lognormal")),
+        };
+        let gpus = |key: &str, v: i64| {
+            u32::try_from(v).ok().filter(|&n| n >= 1).ok_or_else(|| invalid(key, &v, "an integer from 1 to 4294967295"))
+        };
+        let pool = match (t.pool.as_str(), t.dedicated_gpus) {
+            ("shared", None) => TrainingPool::Shared,
+            ("dedicated", Some(n)) => TrainingPool::Dedicated { gpus: gpus("training.dedicated_gpus", n)? },
+            ("dedicated", None) => {
+                return Err(invalid("training.dedicated_gpus", &"(missing)", "an integer >= 1 with a dedicated pool"));
+            }
+            ("shared", Some(n)) => return Err(invalid("training.dedicated_gpus", &n, "no value with a shared pool")),
+            (other, _) => return Err(invalid("training.pool", &other, "shared or dedicated")),
+        };
+        let preempt_above_queue = match t.preempt_above_queue {
+            None => None,
+            Some(n) => Some(
+                u32::try_from(n)
+                    .map_err(|_| invalid("training.preempt_above_queue", &n, "an integer from 0 to 4294967295"))?,
+            ),
+        };
+        let mut arrivals = file.arrivals.clone();
+        arrivals.load("arrivals", inputs, &[])?;
+        let mut grid = file.grid.clone();
+        grid.load("grid", inputs)?;
+        file.simulation.no_warmup()?;
+        let duration_s = file.simulation.duration_s()?;
+        if !(m.interval_h.is_finite() && m.interval_h > 0.0 && duration_s / (m.interval_h * 3600.0) <= MAX_TICKS) {
+            return Err(invalid(
+                "monitor.interval_h",
+                &m.interval_h,
+                "hours > 0, at least the run's length / 10,000,000 (more ticks would not end)",
+            ));
+        }
+        let config = RetrainingConfig {
+            arrivals,
+            fleet: file.fleet,
+            drift: Drift {
+                per_request: d.per_request,
+                distribution,
+                initial_loss: d.initial_loss,
+                diverge_above: d.diverge_above,
+            },
+            quality: file.quality,
+            monitor: Monitor { policy, upper: m.upper, lower: m.lower, interval_h: m.interval_h, signal },
+            training: Training {
+                pool,
+                gpus_per_job: gpus("training.gpus_per_job", t.gpus_per_job)?,
+                samples_per_gpu_h: t.samples_per_gpu_h,
+                samples_per_job: t.samples_per_job,
+                base_samples: t.base_samples,
+                loss: t.loss,
+                energy_per_sample_kwh: t.energy_per_sample_kwh,
+                gpu_power_kw: t.gpu_power_kw,
+                preempt_above_queue,
+            },
+            energy: file.energy,
+            grid,
+            prices: file.prices,
+            duration_s,
+        };
+        config
+            .validate()
+            .map_err(|e| e.rekey(|k| if k == "duration_s" { "simulation.duration_s".into() } else { k.into() }))?;
+        Ok(config)
+    }
+
+    fn run<R: Observer<RetrainingRequest>, S: Observer<RetrainingSample>>(
+        config: &RetrainingConfig,
+        replication: Replication,
+        traces: Traces<'_, R, S>,
+    ) -> Result<Metrics, RunError> {
+        let samples = traces.sample_every.map(|_| traces.samples);
+        let mut sim = build_retraining(config, traces.requests, samples, replication.master_seed, replication.index)?;
+        Ok(finish_retraining(&mut sim)?.metrics())
+    }
+}
+
+impl RetrainingRun {
+    /// The per-replication metrics, by name.
+    pub fn metrics(&self) -> Metrics {
+        let mut m = Metrics::new();
+        m.number("final_loss", self.final_loss)
+            .number("min_loss", self.min_loss)
+            .number("max_loss", self.max_loss)
+            .number("mean_loss", self.mean_loss)
+            .number("quality_mean", self.quality_mean)
+            .optional("ics_mean", self.ics_mean)
+            .count("retrain_starts", self.retrain_starts)
+            .count("retrain_completed", self.retrain_completed)
+            .count("retrain_failed", self.retrain_failed)
+            .count("retrain_preempted", self.retrain_preempted)
+            .number("hours_above_upper", self.hours_above_upper)
+            .number("drift_per_h", self.drift_per_h)
+            .count("requests", self.requests)
+            .count("served", self.served)
+            .count("lost", self.lost)
+            .count("gpu_failures", self.gpu_failures)
+            .optional("latency_mean_s", self.latency_mean_s)
+            .optional("latency_p99_s", self.latency_p99_s)
+            .number("energy_kwh", self.energy_kwh)
+            .number("energy_serving_kwh", self.energy_serving_kwh)
+            .number("energy_idle_kwh", self.energy_idle_kwh)
+            .number("energy_training_kwh", self.energy_training_kwh)
+            .number("carbon_kg", self.carbon_kg)
+            .number("cost_usd", self.cost_usd)
+            .flag("diverged", self.diverged)
+            .optional("diverged_at_h", self.diverged_at_h)
+            .number("simulated_h", self.simulated_h)
+            .count("events", self.events);
+        m
+    }
+}
+
+crate::trace_row!(RetrainingSample, |s| {
+    t_h: f64 = s.t_h,
+    loss: f64 = s.loss,
+    training_gpus: f64 = s.training_gpus,
+    processed_data: f64 = s.processed_data,
+    energy_kwh: f64 = s.energy_kwh,
+    requests: u64 = s.requests,
+    loss_monitoring: f64 = s.loss_monitoring,
+    quality: f64 = s.quality,
+    queue_len: u32 = s.queue_len,
+    carbon_kg: f64 = s.carbon_kg,
+    ics: Option<f64> = s.ics,
+});
+
+crate::trace_row!(RetrainingRequest, |r| {
+    request_id: u64 = r.request_id,
+    arrival_s: f64 = r.arrival_s,
+    start_s: f64 = r.start_s,
+    finish_s: f64 = r.finish_s,
+    gpu: Option<u32> = r.gpu,
+    latency_s: Option<f64> = r.served.then_some(r.latency_s),
+    loss: f64 = r.loss,
+    drift: f64 = r.drift,
+    energy_kwh: f64 = r.energy_kwh,
+    outcome: &str = if r.served { "served" } else { "lost" },
+});

@@ -1,0 +1,422 @@
+//! What a world is to the rest of infersim: one trait, [`World`].
+//!
+//! A world (the queueing station, the serving fleet, the drift-and-retraining loop,
+//! the miner network, the adaptive pipeline) is one module of this crate. It says how
+//! its scenario tables read ([`World::File`], plain serde), how they resolve into a
+//! configuration (reading any data files through [`Inputs`], checking every value),
+//! how one replication runs, which trace rows it emits ([`TraceRow`]) and which
+//! metrics it reports ([`Metrics`], names and values produced together). The
+//! experiments crate runs, traces, summarises and plots any world through this trait
+//! alone; registering a world there is one line.
+//!
+//! ```
+//! use infersim_agents::world::{Metrics, MetricValue};
+//! let mut m = Metrics::new();
+//! m.count("requests", 3).number("latency_mean_s", 0.25).optional("cold_start_h", None).flag("diverged", false);
+//! assert_eq!(m.names().collect::<Vec<_>>(), ["requests", "latency_mean_s", "cold_start_h", "diverged"]);
+//! assert_eq!(m.get("requests"), Some(MetricValue::Number(Some(3.0))));
+//! ```
+
+use std::fmt::Debug;
+
+use infersim_engine::{Observer, SimDuration};
+use serde::de::DeserializeOwned;
+
+use serde::Deserialize;
+
+pub use crate::error::{ConfigError, RunError};
+pub use crate::input::{DataTable, Inputs};
+
+/// One kind of simulated system.
+pub trait World: 'static {
+    /// The name scenario files give it: `world = "serving"`.
+    const NAME: &'static str;
+    /// The scenario's tables for this world as written (with `deny_unknown_fields`
+    /// throughout, so the schema is the list of allowed keys). The experiments crate
+    /// removes the batch's own keys (`description`, `world`, `simulation.replications`,
+    /// `simulation.seed`, `simulation.sample_interval_s`) before reading it.
+    type File: DeserializeOwned;
+    /// A resolved, validated configuration: what one point of a scenario runs.
+    type Config: Clone + Debug + PartialEq + Send + Sync + 'static;
+    /// A row of `requests.parquet`.
+    type Request: TraceRow;
+    /// A row of `timeseries.parquet`.
+    type Sample: TraceRow;
+
+    /// Resolves the tables: reads the data files they name through `inputs` and checks
+    /// every value. Errors name the dotted key as the file spells it.
+    fn resolve(file: Self::File, inputs: &dyn Inputs) -> Result<Self::Config, ConfigError>;
+
+    /// Runs one replication, handing trace rows to `traces`.
+    fn run<R: Observer<Self::Request>, S: Observer<Self::Sample>>(
+        config: &Self::Config,
+        replication: Replication,
+        traces: Traces<'_, R, S>,
+    ) -> Result<Metrics, RunError>;
+
+    /// The names behind the label columns of its trace rows (task names, say).
+    fn labels(config: &Self::Config) -> Labels {
+        let _ = config;
+        Labels::default()
+    }
+
+    /// Exact values from theory to print beside the estimates, where there are any.
+    fn analytic(config: &Self::Config) -> Vec<(&'static str, f64)> {
+        let _ = config;
+        Vec::new()
+    }
+}
+
+/// `[simulation]` of the worlds that run for a stretch of time: `duration_s` or
+/// `duration_h` (exactly one) and an optional warm-up.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// Length of the run (s).
+    pub duration_s: Option<f64>,
+    /// Length of the run (h).
+    pub duration_h: Option<f64>,
+    /// Warm-up left out of statistics (s).
+    pub warmup_s: Option<f64>,
+}
+
+/// The longest run a scenario may ask for: a century, far inside the clock's 584
+/// years, so that every instant derived from it stays representable.
+pub const MAX_DURATION_S: f64 = 100.0 * 365.25 * 86_400.0;
+
+impl Window {
+    /// `duration_s` or `duration_h`, in seconds, checked.
+    pub fn duration_s(&self) -> Result<f64, ConfigError> {
+        let within = |s: f64| s.is_finite() && s > 0.0 && s <= MAX_DURATION_S;
+        match (self.duration_s, self.duration_h) {
+            (Some(s), None) if within(s) => Ok(s),
+            (Some(s), None) => Err(ConfigError::invalid("simulation.duration_s", s, "seconds from 1 ns to 100 years")),
+            (None, Some(h)) if within(h * 3600.0) => Ok(h * 3600.0),
+            (None, Some(h)) => Err(ConfigError::invalid("simulation.duration_h", h, "hours from 1 ns to 100 years")),
+            (Some(_), Some(_)) => {
+                Err(ConfigError::invalid("simulation.duration_h", "(set)", "no value when duration_s is set"))
+            }
+            (None, None) => Err(ConfigError::invalid(
+                "simulation.duration_s",
+                "(missing)",
+                "duration_s (seconds) or duration_h (hours)",
+            )),
+        }
+    }
+
+    /// A run that has no warm-up: `warmup_s` must be absent.
+    pub fn no_warmup(&self) -> Result<(), ConfigError> {
+        match self.warmup_s {
+            None => Ok(()),
+            Some(w) => Err(ConfigError::invalid("simulation.warmup_s", w, "no value: this world has no warm-up")),
+        }
+    }
+}
+
+/// Which replication to run: its streams derive from (master seed, index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replication {
+    /// The batch's master seed.
+    pub master_seed: u64,
+    /// The replication's index.
+    pub index: u64,
+}
+
+/// Where a replication's trace rows go. `sample_every` is the spacing of sampled
+/// state for worlds that sample on a time grid (others emit a row per tick, period or
+/// interval whenever samples are wanted); `None` means no samples are wanted.
+pub struct Traces<'a, R, S> {
+    /// Receives a row per request.
+    pub requests: &'a mut R,
+    /// Receives sampled state.
+    pub samples: &'a mut S,
+    /// Spacing of sampled state, when samples are wanted.
+    pub sample_every: Option<SimDuration>,
+}
+
+/// The value of one metric of one replication.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MetricValue {
+    /// A number; `None` where the replication does not define it (no request served,
+    /// say).
+    Number(Option<f64>),
+    /// True or false; summarised as the fraction of replications where it holds.
+    Flag(bool),
+}
+
+/// A replication's metrics: names and values, in the order the world reports them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Metrics {
+    values: Vec<(&'static str, MetricValue)>,
+}
+
+impl Metrics {
+    /// No metrics yet.
+    pub fn new() -> Self {
+        Metrics::default()
+    }
+
+    /// A number.
+    pub fn number(&mut self, name: &'static str, value: f64) -> &mut Self {
+        self.push(name, MetricValue::Number(Some(value)))
+    }
+
+    /// A number that may be undefined.
+    pub fn optional(&mut self, name: &'static str, value: Option<f64>) -> &mut Self {
+        self.push(name, MetricValue::Number(value))
+    }
+
+    /// A count.
+    pub fn count(&mut self, name: &'static str, value: u64) -> &mut Self {
+        self.push(name, MetricValue::Number(Some(value as f64)))
+    }
+
+    /// True or false.
+    pub fn flag(&mut self, name: &'static str, value: bool) -> &mut Self {
+        self.push(name, MetricValue::Flag(value))
+    }
+
+    fn push(&mut self, name: &'static str, value: MetricValue) -> &mut Self {
+        debug_assert!(self.get(name).is_none(), "metric {name} reported twice");
+        self.values.push((name, value));
+        self
+    }
+
+    /// The names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.values.iter().map(|(n, _)| *n)
+    }
+
+    /// Every (name, value), in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, MetricValue)> + '_ {
+        self.values.iter().copied()
+    }
+
+    /// The value of `name`.
+    pub fn get(&self, name: &str) -> Option<MetricValue> {
+        self.values.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+
+    /// The number `name`, if it is one and defined.
+    pub fn value(&self, name: &str) -> Option<f64> {
+        match self.get(name)? {
+            MetricValue::Number(v) => v,
+            MetricValue::Flag(b) => Some(f64::from(u8::from(b))),
+        }
+    }
+}
+
+/// The kind of one trace column. `Label` columns hold a small index whose name the
+/// world supplies through [`World::labels`] (task and class names are written as text
+/// without copying a string per row).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnKind {
+    /// 64-bit float.
+    F64,
+    /// 64-bit float or null.
+    OptF64,
+    /// Unsigned 64-bit.
+    U64,
+    /// Unsigned 32-bit.
+    U32,
+    /// Unsigned 32-bit or null.
+    OptU32,
+    /// Boolean.
+    Bool,
+    /// Text.
+    Text,
+    /// An index written as its label's text.
+    Label,
+    /// An index written as its label's text, or null.
+    OptLabel,
+}
+
+/// One trace column: its name (snake_case, unit as suffix) and kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Column {
+    /// Column name.
+    pub name: &'static str,
+    /// What it holds.
+    pub kind: ColumnKind,
+}
+
+/// A label index (task, class): written as the name [`World::labels`] gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Label(pub u16);
+
+/// Receives one row's cells, in column order. The experiments crate implements it
+/// with Arrow buffers; tests may implement it with anything.
+pub trait Cells {
+    /// A float.
+    fn f64(&mut self, value: f64);
+    /// A float or null.
+    fn opt_f64(&mut self, value: Option<f64>);
+    /// An unsigned 64-bit integer.
+    fn u64(&mut self, value: u64);
+    /// An unsigned 32-bit integer.
+    fn u32(&mut self, value: u32);
+    /// An unsigned 32-bit integer or null.
+    fn opt_u32(&mut self, value: Option<u32>);
+    /// A Boolean.
+    fn bool(&mut self, value: bool);
+    /// Text.
+    fn text(&mut self, value: &str);
+    /// A label index.
+    fn label(&mut self, value: Label);
+    /// A label index or null.
+    fn opt_label(&mut self, value: Option<Label>);
+}
+
+/// A value that fills one cell; its column kind follows from its type, so a row's
+/// declared columns and the values it writes cannot disagree.
+pub trait Cell {
+    /// The column kind of this type.
+    const KIND: ColumnKind;
+    /// Writes the value.
+    fn put<C: Cells + ?Sized>(self, cells: &mut C);
+}
+
+macro_rules! cell {
+    ($ty:ty, $kind:ident, $method:ident) => {
+        impl Cell for $ty {
+            const KIND: ColumnKind = ColumnKind::$kind;
+            #[inline]
+            fn put<C: Cells + ?Sized>(self, cells: &mut C) {
+                cells.$method(self)
+            }
+        }
+    };
+}
+cell!(f64, F64, f64);
+cell!(Option<f64>, OptF64, opt_f64);
+cell!(u64, U64, u64);
+cell!(u32, U32, u32);
+cell!(Option<u32>, OptU32, opt_u32);
+cell!(bool, Bool, bool);
+cell!(&str, Text, text);
+cell!(Label, Label, label);
+cell!(Option<Label>, OptLabel, opt_label);
+
+/// A row of a trace file.
+pub trait TraceRow: Send + 'static {
+    /// Its columns, in order.
+    fn columns() -> &'static [Column];
+    /// Writes its cells in column order.
+    fn write<C: Cells + ?Sized>(&self, cells: &mut C);
+}
+
+/// The names behind label columns: (column, names by index).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Labels(pub Vec<(&'static str, Vec<String>)>);
+
+impl Labels {
+    /// The names for `column`, if any.
+    pub fn of(&self, column: &str) -> Option<&[String]> {
+        self.0.iter().find(|(c, _)| *c == column).map(|(_, names)| names.as_slice())
+    }
+}
+
+/// Declares a [`TraceRow`] from one line per column: `name: type = value`, where
+/// `value` reads the row `$r`. The column kind follows from the type.
+///
+/// ```
+/// use infersim_agents::trace_row;
+/// use infersim_agents::world::{Column, ColumnKind, TraceRow};
+/// struct Tick { t_s: f64, queue: u32 }
+/// trace_row!(Tick, |r| { t_h: f64 = r.t_s / 3600.0, queue_len: u32 = r.queue });
+/// assert_eq!(Tick::columns()[1], Column { name: "queue_len", kind: ColumnKind::U32 });
+/// ```
+#[macro_export]
+macro_rules! trace_row {
+    ($row:ty, |$r:ident| { $($name:ident : $ty:ty = $value:expr),+ $(,)? }) => {
+        impl $crate::world::TraceRow for $row {
+            fn columns() -> &'static [$crate::world::Column] {
+                &[$($crate::world::Column {
+                    name: stringify!($name),
+                    kind: <$ty as $crate::world::Cell>::KIND,
+                }),+]
+            }
+            #[inline]
+            fn write<C: $crate::world::Cells + ?Sized>(&self, cells: &mut C) {
+                let $r = self;
+                $(<$ty as $crate::world::Cell>::put($value, cells);)+
+            }
+        }
+    };
+}
+
+/// A row type for worlds that write no trace of that kind.
+#[derive(Clone, Copy, Debug)]
+pub enum NoRow {}
+
+impl TraceRow for NoRow {
+    fn columns() -> &'static [Column] {
+        &[]
+    }
+    fn write<C: Cells + ?Sized>(&self, _cells: &mut C) {
+        match *self {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Row {
+        t_s: f64,
+        task: u16,
+        node: Option<u32>,
+    }
+    crate::trace_row!(Row, |r| { t_h: f64 = r.t_s / 3600.0, task: Label = Label(r.task), node: Option<u32> = r.node });
+
+    #[derive(Default)]
+    struct Text(Vec<String>);
+    impl Cells for Text {
+        fn f64(&mut self, v: f64) {
+            self.0.push(format!("{v}"));
+        }
+        fn opt_f64(&mut self, v: Option<f64>) {
+            self.0.push(format!("{v:?}"));
+        }
+        fn u64(&mut self, v: u64) {
+            self.0.push(format!("{v}"));
+        }
+        fn u32(&mut self, v: u32) {
+            self.0.push(format!("{v}"));
+        }
+        fn opt_u32(&mut self, v: Option<u32>) {
+            self.0.push(format!("{v:?}"));
+        }
+        fn bool(&mut self, v: bool) {
+            self.0.push(format!("{v}"));
+        }
+        fn text(&mut self, v: &str) {
+            self.0.push(v.into());
+        }
+        fn label(&mut self, v: Label) {
+            self.0.push(format!("#{}", v.0));
+        }
+        fn opt_label(&mut self, v: Option<Label>) {
+            self.0.push(format!("{:?}", v.map(|l| l.0)));
+        }
+    }
+
+    #[test]
+    fn a_row_declares_its_columns_and_writes_them_in_order() {
+        let kinds: Vec<ColumnKind> = Row::columns().iter().map(|c| c.kind).collect();
+        assert_eq!(kinds, [ColumnKind::F64, ColumnKind::Label, ColumnKind::OptU32]);
+        let mut out = Text::default();
+        Row { t_s: 7200.0, task: 3, node: None }.write(&mut out);
+        assert_eq!(out.0, ["2", "#3", "None"]);
+    }
+
+    #[test]
+    fn metrics_keep_names_and_values_together() {
+        let mut m = Metrics::new();
+        m.count("served", 2).flag("diverged", true).optional("p99_s", None);
+        assert_eq!(m.value("served"), Some(2.0));
+        assert_eq!(m.value("diverged"), Some(1.0));
+        assert_eq!(m.value("p99_s"), None);
+        assert_eq!(m.get("nothing"), None);
+    }
+}

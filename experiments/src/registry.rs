@@ -1,0 +1,268 @@
+//! The worlds infersim knows, and the one way the experiments crate runs any of them.
+//!
+//! A world is a type implementing [`World`] in the agents crate; registering it here
+//! ([`Registry::builtin`], or [`Registry::with`] for one's own) is all the experiments
+//! crate needs: scenarios name it with `world = "..."`, and runs, traces, summaries,
+//! comparisons and plots go through [`AnyWorld`] and [`PointModel`], never through a
+//! list of worlds.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use infersim_agents::input::Inputs;
+use infersim_agents::network::NetworkWorld;
+use infersim_agents::pipeline::PipelineWorld;
+use infersim_agents::retraining::RetrainingWorld;
+use infersim_agents::serving::ServingWorld;
+use infersim_agents::station::StationWorld;
+use infersim_agents::world::{ConfigError, Metrics, Replication, Traces, World};
+use infersim_engine::NullObserver;
+use serde::de::{self, Deserializer, Visitor};
+
+use crate::trace::{ParquetSink, TraceLevel};
+
+/// A world, its type erased: what scenarios need to find and resolve it.
+pub trait AnyWorld: Send + Sync {
+    /// The name scenario files give it.
+    fn name(&self) -> &'static str;
+    /// Its top-level tables, read from its schema (for telling which world a file
+    /// without `world = ...` describes).
+    fn tables(&self) -> &'static [&'static str];
+    /// Reads and resolves one point's tables.
+    fn resolve(&self, table: toml::Table, inputs: &dyn Inputs) -> Result<Arc<dyn PointModel>, ResolveError>;
+}
+
+/// Why a point's tables could not be resolved.
+#[derive(Debug)]
+pub enum ResolveError {
+    /// The tables do not fit the schema: an unknown or missing key, a wrong type, a
+    /// name that is not one of the choices. `path` is the dotted path serde reached.
+    Schema {
+        /// Where, as a dotted path (`serving.arrivals`, `node_classes[0]`).
+        path: String,
+        /// The reader's message.
+        message: String,
+    },
+    /// A value the world refuses.
+    Config(ConfigError),
+}
+
+/// One resolved point of a scenario: a configuration of some world, ready to run.
+pub trait PointModel: Send + Sync + fmt::Debug {
+    /// Its world's name.
+    fn world(&self) -> &'static str;
+    /// Runs one replication, writing the traces `trace` asks for.
+    fn run(&self, replication: Replication, trace: &TraceTarget) -> Result<Metrics, String>;
+    /// Exact values from theory, where the world has them.
+    fn analytic(&self) -> Vec<(&'static str, f64)>;
+    /// Whether `other` is the same configuration (tests compare points).
+    fn same_as(&self, other: &dyn PointModel) -> bool;
+    /// The configuration, printed.
+    fn describe(&self) -> String;
+}
+
+/// Where one replication's traces go.
+#[derive(Clone, Debug)]
+pub struct TraceTarget {
+    /// How much to record.
+    pub level: TraceLevel,
+    /// The replication's trace directory (created by the caller, empty).
+    pub dir: std::path::PathBuf,
+    /// Spacing of sampled state.
+    pub sample_every: infersim_engine::SimDuration,
+}
+
+/// The registered worlds.
+#[derive(Clone)]
+pub struct Registry {
+    worlds: Vec<Arc<dyn AnyWorld>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.worlds.iter().map(|w| w.name())).finish()
+    }
+}
+
+impl Registry {
+    /// No worlds.
+    pub fn empty() -> Self {
+        Registry { worlds: Vec::new() }
+    }
+
+    /// The worlds infersim ships: one line each.
+    pub fn builtin() -> Self {
+        Registry::empty()
+            .with::<StationWorld>()
+            .with::<ServingWorld>()
+            .with::<RetrainingWorld>()
+            .with::<NetworkWorld>()
+            .with::<PipelineWorld>()
+    }
+
+    /// This registry and world `W`.
+    pub fn with<W: World>(mut self) -> Self {
+        assert!(self.get(W::NAME).is_none(), "world {} registered twice", W::NAME);
+        self.worlds.push(Arc::new(Entry::<W>(PhantomData)));
+        self
+    }
+
+    /// The world called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn AnyWorld>> {
+        self.worlds.iter().find(|w| w.name() == name)
+    }
+
+    /// Every world.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn AnyWorld>> {
+        self.worlds.iter()
+    }
+
+    /// The names, in registration order.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.worlds.iter().map(|w| w.name()).collect()
+    }
+}
+
+struct Entry<W: World>(PhantomData<fn() -> W>);
+
+impl<W: World> AnyWorld for Entry<W> {
+    fn name(&self) -> &'static str {
+        W::NAME
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        struct_fields::<W::File>()
+    }
+
+    fn resolve(&self, table: toml::Table, inputs: &dyn Inputs) -> Result<Arc<dyn PointModel>, ResolveError> {
+        let file: W::File = serde_path_to_error::deserialize(table).map_err(|e| ResolveError::Schema {
+            path: e.path().to_string(),
+            message: e.inner().message().trim().to_string(),
+        })?;
+        let config = W::resolve(file, inputs).map_err(ResolveError::Config)?;
+        Ok(Arc::new(Resolved::<W> { config }))
+    }
+}
+
+/// A resolved configuration of world `W`.
+pub struct Resolved<W: World> {
+    /// The configuration.
+    pub config: W::Config,
+}
+
+impl<W: World> fmt::Debug for Resolved<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {:?}", W::NAME, self.config)
+    }
+}
+
+impl<W: World> PointModel for Resolved<W> {
+    fn world(&self) -> &'static str {
+        W::NAME
+    }
+
+    fn run(&self, replication: Replication, trace: &TraceTarget) -> Result<Metrics, String> {
+        run_traced::<W>(&self.config, replication, trace)
+    }
+
+    fn analytic(&self) -> Vec<(&'static str, f64)> {
+        W::analytic(&self.config)
+    }
+
+    fn same_as(&self, other: &dyn PointModel) -> bool {
+        other.world() == W::NAME && other.describe() == self.describe()
+    }
+
+    fn describe(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+/// Runs one replication of `config`, writing `requests.parquet` and
+/// `timeseries.parquet` into the trace directory as the level asks. The one traced
+/// runner for every world.
+pub fn run_traced<W: World>(
+    config: &W::Config,
+    replication: Replication,
+    trace: &TraceTarget,
+) -> Result<Metrics, String> {
+    let e = |e: &dyn fmt::Display| e.to_string();
+    if trace.level == TraceLevel::Summary {
+        let traces = Traces { requests: &mut NullObserver, samples: &mut NullObserver, sample_every: None };
+        return W::run(config, replication, traces).map_err(|x| e(&x));
+    }
+    let labels = W::labels(config);
+    let mut samples =
+        ParquetSink::<W::Sample>::create(trace.dir.join("timeseries.parquet"), &labels).map_err(|x| e(&x))?;
+    let metrics = if trace.level >= TraceLevel::Requests {
+        let mut requests =
+            ParquetSink::<W::Request>::create(trace.dir.join("requests.parquet"), &labels).map_err(|x| e(&x))?;
+        let traces = Traces { requests: &mut requests, samples: &mut samples, sample_every: Some(trace.sample_every) };
+        let metrics = W::run(config, replication, traces).map_err(|x| e(&x))?;
+        requests.finish().map_err(|x| e(&x))?;
+        metrics
+    } else {
+        let traces =
+            Traces { requests: &mut NullObserver, samples: &mut samples, sample_every: Some(trace.sample_every) };
+        W::run(config, replication, traces).map_err(|x| e(&x))?
+    };
+    samples.finish().map_err(|x| e(&x))?;
+    Ok(metrics)
+}
+
+/// The field names of a struct type's serde schema, read by deserializing it from a
+/// probe that records what the struct asks for (no value is ever built).
+fn struct_fields<T: de::DeserializeOwned>() -> &'static [&'static str] {
+    #[derive(Debug)]
+    struct Probe(Option<&'static [&'static str]>);
+    #[derive(Debug)]
+    struct Stop;
+    impl fmt::Display for Stop {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("probe")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl de::Error for Stop {
+        fn custom<M: fmt::Display>(_: M) -> Self {
+            Stop
+        }
+    }
+    impl<'de> Deserializer<'de> for &mut Probe {
+        type Error = Stop;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            self.0 = Some(fields);
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+            unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut probe = Probe(None);
+    let _ = T::deserialize(&mut probe);
+    probe.0.unwrap_or(&[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tables_of_a_world_come_from_its_schema() {
+        let r = Registry::builtin();
+        assert_eq!(r.get("station").unwrap().tables(), ["station", "simulation"]);
+        assert_eq!(r.get("serving").unwrap().tables(), ["serving", "simulation"]);
+        assert!(r.get("network").unwrap().tables().contains(&"node_classes"));
+        assert_eq!(r.names(), ["station", "serving", "retraining", "network", "pipeline"]);
+    }
+}

@@ -1,0 +1,215 @@
+//! Worlds through the one generic pipeline: a world defined here, in a test, runs,
+//! traces, summarises and compares like the built-in ones after one registration line;
+//! and every built-in world gives byte-identical replications for one and two threads.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use infersim::batch::{BatchSpec, run_batch};
+use infersim::registry::Registry;
+use infersim::runner::Shard;
+use infersim::scenario::{BUILTIN, Scenario};
+use infersim::trace::TraceLevel;
+
+/// A world of coin flips, written as any world is: one module.
+mod coin {
+    use infersim_agents::input::Inputs;
+    use infersim_agents::trace_row;
+    use infersim_agents::world::{ConfigError, Metrics, Replication, RunError, Traces, World};
+    use infersim_engine::{Observer, StreamId, derive_stream};
+    use rand::RngExt;
+    use serde::Deserialize;
+
+    /// `[coin]` as written.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct File {
+        coin: Table,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Table {
+        p_heads: f64,
+        flips: u64,
+    }
+
+    /// A resolved coin.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct Config {
+        pub p_heads: f64,
+        pub flips: u64,
+    }
+
+    /// One flip.
+    pub struct Flip {
+        index: u64,
+        heads: bool,
+    }
+    trace_row!(Flip, |f| { flip: u64 = f.index, heads: bool = f.heads });
+
+    /// The share of heads so far, every 10 flips.
+    pub struct Share {
+        flips: u64,
+        heads_share: f64,
+    }
+    trace_row!(Share, |s| { t_h: f64 = s.flips as f64, heads_share: f64 = s.heads_share });
+
+    pub struct Coin;
+
+    impl World for Coin {
+        const NAME: &'static str = "coin";
+        type File = File;
+        type Config = Config;
+        type Request = Flip;
+        type Sample = Share;
+
+        fn resolve(file: File, _inputs: &dyn Inputs) -> Result<Config, ConfigError> {
+            let t = file.coin;
+            if !(0.0..=1.0).contains(&t.p_heads) {
+                return Err(ConfigError::invalid("coin.p_heads", t.p_heads, "a probability from 0 to 1"));
+            }
+            Ok(Config { p_heads: t.p_heads, flips: t.flips })
+        }
+
+        fn run<R: Observer<Flip>, S: Observer<Share>>(
+            config: &Config,
+            replication: Replication,
+            traces: Traces<'_, R, S>,
+        ) -> Result<Metrics, RunError> {
+            let mut rng = derive_stream(replication.master_seed, replication.index, StreamId(0));
+            let mut heads = 0u64;
+            for index in 0..config.flips {
+                let h = rng.random::<f64>() < config.p_heads;
+                heads += u64::from(h);
+                traces.requests.observe(Flip { index, heads: h });
+                if traces.sample_every.is_some() && (index + 1) % 10 == 0 {
+                    traces.samples.observe(Share { flips: index + 1, heads_share: heads as f64 / (index + 1) as f64 });
+                }
+            }
+            let share = heads as f64 / config.flips.max(1) as f64;
+            let mut m = Metrics::new();
+            m.count("heads", heads).number("heads_share", share).flag("mostly_heads", share > 0.5);
+            Ok(m)
+        }
+    }
+}
+
+const COIN: &str = "description = \"coin flips\"\nworld = \"coin\"\n\n[coin]\np_heads = 0.7\nflips = 200\n\n\
+                    [simulation]\nreplications = 8\n\n[sweep]\n\"coin.p_heads\" = [0.3, 0.7]\n";
+
+fn spec(out: &Path, threads: usize, trace: TraceLevel, replications: u64) -> BatchSpec {
+    BatchSpec {
+        replications,
+        seed: 5,
+        threads,
+        shard: Shard::ALL,
+        out: out.to_path_buf(),
+        resume: false,
+        confidence: 0.95,
+        trace,
+    }
+}
+
+#[test]
+fn a_world_defined_in_a_test_runs_through_the_whole_pipeline() {
+    // The one registration line:
+    let registry = Registry::builtin().with::<coin::Coin>();
+    let scenario = Scenario::parse_with(&registry, "coin.toml", COIN, Path::new("")).unwrap();
+    assert_eq!((scenario.world, scenario.points.len()), ("coin", 2));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("coin");
+    let report =
+        run_batch(&scenario, &spec(&out, 2, TraceLevel::Requests, 8), &AtomicBool::new(false), &|_| {}).unwrap();
+    assert_eq!(report.manifest.metrics, ["heads", "heads_share", "mostly_heads"]);
+    assert_eq!(report.manifest.world, "coin");
+    // Replications: the flag is a Boolean column; the share tracks p_heads.
+    use polars::prelude::*;
+    let reps = ParquetReader::new(std::fs::File::open(out.join("replications.parquet")).unwrap()).finish().unwrap();
+    assert_eq!(reps.height(), 16);
+    assert_eq!(reps.column("mostly_heads").unwrap().dtype(), &DataType::Boolean);
+    let summary = report.summary.unwrap();
+    let share = |point: u32| -> f64 {
+        let rows = summary
+            .clone()
+            .lazy()
+            .filter(col("point").eq(lit(point)).and(col("metric").eq(lit("heads_share"))))
+            .collect()
+            .unwrap();
+        rows.column("mean").unwrap().f64().unwrap().get(0).unwrap()
+    };
+    assert!((share(0) - 0.3).abs() < 0.05 && (share(1) - 0.7).abs() < 0.05, "{} {}", share(0), share(1));
+    // Traces: one row per flip, sampled shares every 10 flips.
+    let flips = out.join("traces/point=1/rep=3/requests.parquet");
+    let flips = ParquetReader::new(std::fs::File::open(flips).unwrap()).finish().unwrap();
+    let names: Vec<String> = flips.get_column_names().iter().map(|n| n.to_string()).collect();
+    assert_eq!((flips.height(), names), (200, vec!["flip".to_string(), "heads".to_string()]));
+    assert!(out.join("traces/point=0/rep=0/timeseries.parquet").exists());
+    // Bad values are named by key, as for any world.
+    let e = Scenario::parse_with(&registry, "c.toml", &COIN.replace("p_heads = 0.7", "p_heads = 7.0"), Path::new(""))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e, "c.toml: coin.p_heads = 7 is invalid: expected a probability from 0 to 1");
+    let e = Scenario::parse_with(&registry, "c.toml", &COIN.replace("flips = 200", "flipz = 200"), Path::new(""))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown key `coin.flipz`; did you mean `coin.flips`?"), "{e}");
+    // Without the registration line, the world is unknown.
+    let e = Scenario::parse("coin.toml", COIN).unwrap_err().to_string();
+    assert!(e.contains("world = \"coin\" is not a world"), "{e}");
+}
+
+/// Every built-in scenario, shortened: replications.parquet has the same bytes for one
+/// and two threads.
+#[test]
+fn every_built_in_world_gives_the_same_bytes_for_any_thread_count() {
+    let short: &[(&str, &[&str])] = &[
+        ("serving", &["simulation.duration_s=120", "simulation.warmup_s=10"]),
+        ("mmc", &["simulation.customers=3000", "simulation.warmup_customers=300"]),
+        ("bloom-sd", &["simulation.duration_h=200"]),
+        ("bloom-stochastic", &["simulation.duration_h=48"]),
+        ("bloom-deployment", &["simulation.duration_h=24"]),
+        ("bloom-sweep", &["simulation.duration_h=12", "monitor.upper=2.0"]),
+        ("nineteen-contenders", &["simulation.duration_h=1", "routing.policy=decayed_score"]),
+        ("ipa-video", &["simulation.duration_h=0.1"]),
+        ("llm-history", &["simulation.duration_s=60", "simulation.warmup_s=10", "serving.history.keep_share=0.5"]),
+    ];
+    assert_eq!(short.len(), BUILTIN.len(), "every built-in scenario is covered");
+    let dir = tempfile::tempdir().unwrap();
+    for (name, overrides) in short {
+        let mut s = Scenario::builtin(name).unwrap();
+        s.apply_overrides(overrides).unwrap();
+        let bytes = |threads: usize| {
+            let out = dir.path().join(format!("{name}-{threads}"));
+            let report =
+                run_batch(&s, &spec(&out, threads, TraceLevel::Summary, 3), &AtomicBool::new(false), &|_| {}).unwrap();
+            assert!(report.manifest.failed.is_empty(), "{name}: {:?}", report.manifest.failed);
+            std::fs::read(out.join("replications.parquet")).unwrap()
+        };
+        assert_eq!(bytes(1), bytes(2), "{name}: replications.parquet differs between 1 and 2 threads");
+    }
+}
+
+/// `compare` reads flags (the retraining world's `diverged`) as 0/1 instead of failing.
+#[test]
+fn compare_pairs_batches_with_boolean_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch = |name: &str, drift: &str| {
+        let mut s = Scenario::builtin("bloom-stochastic").unwrap();
+        s.apply_overrides(&["simulation.duration_h=48", &format!("drift.per_request={drift}")]).unwrap();
+        let out = dir.path().join(name);
+        let report = run_batch(&s, &spec(&out, 2, TraceLevel::Summary, 3), &AtomicBool::new(false), &|_| {}).unwrap();
+        (out, report.manifest.metrics)
+    };
+    let ((base, metrics), (cand, _)) = (batch("base", "1e-6"), batch("cand", "5e-3"));
+    assert!(metrics.contains(&"diverged".to_string()));
+    let rows = infersim::analysis::compare(
+        infersim::analysis::scan_replications(&[base]).unwrap(),
+        infersim::analysis::scan_replications(&[cand]).unwrap(),
+        &metrics,
+        0.95,
+    )
+    .unwrap();
+    let diverged = rows.iter().find(|r| r.metric == "diverged").unwrap();
+    assert_eq!((diverged.base_mean, diverged.candidate_mean), (0.0, 1.0));
+}
