@@ -129,29 +129,31 @@ impl ArrivalProcess {
     /// [`ConfigError::within`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, value: String, allowed: &'static str| Err(ConfigError::invalid(key, value, allowed));
-        let positive = |x: f64| x.is_finite() && x > 0.0;
+        // Rates the nanosecond clock can separate, and periods it can hold.
+        let rate = |x: f64| x.is_finite() && (MIN_RATE_PER_S..=MAX_RATE_PER_S).contains(&x);
+        let span = |x: f64| x.is_finite() && x > 0.0 && x <= crate::world::MAX_DURATION_S;
         match self {
             ArrivalProcess::Poisson { rate_per_s } => {
-                if !positive(*rate_per_s) {
-                    return bad("rate_per_s", rate_per_s.to_string(), "a finite number > 0");
+                if !rate(*rate_per_s) {
+                    return bad("rate_per_s", rate_per_s.to_string(), RATE_RANGE);
                 }
             }
             ArrivalProcess::Deterministic { rate_per_s, first_gap_fraction } => {
-                if !positive(*rate_per_s) {
-                    return bad("rate_per_s", rate_per_s.to_string(), "a finite number > 0");
+                if !rate(*rate_per_s) {
+                    return bad("rate_per_s", rate_per_s.to_string(), RATE_RANGE);
                 }
                 if !(*first_gap_fraction > 0.0 && *first_gap_fraction <= 1.0) {
                     return bad("first_gap_fraction", first_gap_fraction.to_string(), "a number in (0, 1]");
                 }
             }
             ArrivalProcess::Diurnal { rate_per_s, amplitude, period_h, peak_h } => {
-                if !positive(*rate_per_s) {
-                    return bad("rate_per_s", rate_per_s.to_string(), "a finite number > 0");
+                if !rate(*rate_per_s) {
+                    return bad("rate_per_s", rate_per_s.to_string(), RATE_RANGE);
                 }
                 if !(0.0..=1.0).contains(amplitude) {
                     return bad("amplitude", amplitude.to_string(), "a number from 0 to 1");
                 }
-                if !positive(*period_h) {
+                if !span(period_h * 3600.0) {
                     return bad("period_h", period_h.to_string(), "a finite number of hours > 0");
                 }
                 if !peak_h.is_finite() {
@@ -166,10 +168,14 @@ impl ArrivalProcess {
                         "at least two phases, with as many mean_sojourn_s as rates_per_s",
                     );
                 }
-                if rates_per_s.iter().any(|r| !(r.is_finite() && *r >= 0.0)) || !rates_per_s.iter().any(|r| *r > 0.0) {
-                    return bad("rates_per_s", format!("{rates_per_s:?}"), "finite numbers >= 0, at least one > 0");
+                if rates_per_s.iter().any(|r| !(*r == 0.0 || rate(*r))) || !rates_per_s.iter().any(|r| *r > 0.0) {
+                    return bad(
+                        "rates_per_s",
+                        format!("{rates_per_s:?}"),
+                        "rates of 0 or from 0.000001 to 1,000,000 per second, one > 0",
+                    );
                 }
-                if !mean_sojourn_s.iter().all(|d| positive(*d)) {
+                if !mean_sojourn_s.iter().all(|d| span(*d) && *d >= 1e-6) {
                     return bad("mean_sojourn_s", format!("{mean_sojourn_s:?}"), "finite numbers of seconds > 0");
                 }
             }
@@ -265,6 +271,13 @@ pub fn read_requests(table: &DataTable, task_names: &[&str]) -> Result<Vec<Repla
     Ok(requests)
 }
 
+/// The highest arrival rate accepted: a million a second, far above any fleet's and
+/// still a thousand nanoseconds apart on average.
+pub const MAX_RATE_PER_S: f64 = 1e6;
+/// The lowest: one per million seconds (gaps stay well inside the clock's range).
+pub const MIN_RATE_PER_S: f64 = 1e-6;
+const RATE_RANGE: &str = "a rate from 0.000001 to 1,000,000 per second";
+
 fn one() -> f64 {
     1.0
 }
@@ -306,7 +319,12 @@ impl ArrivalGenerator {
     /// The next arrival after `now` (for a replayed trace: the next recorded one, or
     /// [`SimTime::MAX`] when the trace is exhausted).
     pub fn next_after(&mut self, now: SimTime, rng: &mut SimRng) -> Result<SimTime, ScheduleError> {
-        let after = |gap_s: f64| now.checked_add(SimDuration::from_secs_f64(gap_s)?).ok_or(ScheduleError::Overflow);
+        // An arrival beyond the clock's range never comes (a rate of almost nothing).
+        let after = |gap_s: f64| match SimDuration::from_secs_f64(gap_s) {
+            Ok(gap) => Ok(now.checked_add(gap).unwrap_or(SimTime::MAX)),
+            Err(ScheduleError::Overflow) => Ok(SimTime::MAX),
+            Err(e) => Err(e),
+        };
         match &self.process {
             ArrivalProcess::Poisson { .. } => after(self.gap.expect("validated Poisson rate").sample(rng)),
             ArrivalProcess::Deterministic { rate_per_s, first_gap_fraction } => {

@@ -975,7 +975,7 @@ mod tests {
     fn out_of_range_values_name_key_and_range() {
         assert_eq!(
             err(&GOOD.replace("arrival_rate_per_s = 3.6", "arrival_rate_per_s = -1.0")),
-            "t.toml: station.arrival_rate_per_s = -1 is invalid: expected a finite number > 0"
+            "t.toml: station.arrival_rate_per_s = -1 is invalid: expected a rate from 0.000001 to 1,000,000 per second"
         );
         assert!(err(&GOOD.replace("servers = 4", "servers = 0")).contains("station.servers = 0"));
         assert!(err(&GOOD.replace("\"exponential\"", "\"weibull\"")).contains("one of exponential, deterministic"));

@@ -171,10 +171,10 @@ fn a_sweep_split_into_shards_merges_into_the_unsharded_batch() {
 }
 
 #[test]
-fn a_failing_replication_is_recorded_and_the_others_are_kept() {
-    // Two customers with a mean service of 1e10 s: in about half the replications the
-    // second departure lies beyond the 584 years integer time can hold, which is an
-    // error for that replication, never a silent clamp.
+fn validated_input_that_once_overflowed_the_clock_is_now_refused() {
+    // Two customers with a mean service of 1e10 s used to overflow the 584 years integer
+    // time holds in half the replications; such rates are refused before anything runs
+    // (failed replications are tested with a failing world in tests/worlds.rs).
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("fails");
     let o = infersim(&[
@@ -183,26 +183,14 @@ fn a_failing_replication_is_recorded_and_the_others_are_kept() {
         "-q",
         "--out",
         s(&out),
-        "--reps",
-        "12",
-        "--set",
-        "station.servers=1",
         "--set",
         "station.arrival_rate_per_s=1e-9",
         "--set",
         "station.service_rate_per_s=1e-10",
-        "--set",
-        "simulation.customers=2",
-        "--set",
-        "simulation.warmup_customers=0",
     ]);
-    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("replications failed"));
-    let m = manifest(&out);
-    let failed = m["failed"].as_array().unwrap();
-    assert!(!failed.is_empty() && failed.len() < 12, "{} failed", failed.len());
-    assert!(failed[0]["error"].as_str().unwrap().contains("584 years"));
-    assert_eq!(read(out.join("replications.parquet")).height(), 12 - failed.len());
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("station.arrival_rate_per_s = 0.000000001 is invalid"));
+    assert!(!out.exists());
 }
 
 #[test]

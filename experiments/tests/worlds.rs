@@ -87,6 +87,11 @@ mod coin {
                     traces.samples.observe(Share { flips: index + 1, heads_share: heads as f64 / (index + 1) as f64 });
                 }
             }
+            if config.p_heads == 0.5 && replication.index % 3 == 1 {
+                // A run that fails (a time the clock cannot hold), to test the batch's
+                // handling of failed replications.
+                return Err(infersim_engine::ScheduleError::Overflow.into());
+            }
             let share = heads as f64 / config.flips.max(1) as f64;
             let mut m = Metrics::new();
             m.count("heads", heads).number("heads_share", share).flag("mostly_heads", share > 0.5);
@@ -212,4 +217,39 @@ fn compare_pairs_batches_with_boolean_metrics() {
     .unwrap();
     let diverged = rows.iter().find(|r| r.metric == "diverged").unwrap();
     assert_eq!((diverged.base_mean, diverged.candidate_mean), (0.0, 1.0));
+}
+
+/// A failed replication is recorded in the manifest and left out of
+/// replications.parquet; the others are kept.
+#[test]
+fn a_failing_replication_is_recorded_and_the_others_are_kept() {
+    let registry = Registry::builtin().with::<coin::Coin>();
+    let text = COIN.replace("p_heads = 0.7", "p_heads = 0.5").replace("[sweep]\n\"coin.p_heads\" = [0.3, 0.7]\n", "");
+    let scenario = Scenario::parse_with(&registry, "coin.toml", &text, Path::new("")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fails");
+    let report =
+        run_batch(&scenario, &spec(&out, 2, TraceLevel::Timeseries, 12), &AtomicBool::new(false), &|_| {}).unwrap();
+    let failed = &report.manifest.failed;
+    assert_eq!(failed.len(), 4, "{failed:?}");
+    assert!(failed.iter().all(|f| f.replication % 3 == 1 && f.error.contains("584 years")));
+    use polars::prelude::*;
+    let reps = ParquetReader::new(std::fs::File::open(out.join("replications.parquet")).unwrap()).finish().unwrap();
+    assert_eq!(reps.height(), 8);
+    // A failed replication leaves no temporary trace file behind.
+    let leftovers: Vec<_> = walk(&out.join("traces")).into_iter().filter(|p| p.contains(".tmp-")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path.display().to_string());
+        }
+    }
+    found
 }

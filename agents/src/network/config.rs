@@ -286,6 +286,29 @@ fn check(
     if ok { Ok(()) } else { Err(ConfigError::invalid(key, value, allowed)) }
 }
 
+/// Arrival rates the clock can separate (per second).
+fn rate(x: f64) -> bool {
+    x == 0.0 || (crate::arrivals::MIN_RATE_PER_S..=crate::arrivals::MAX_RATE_PER_S).contains(&x)
+}
+const RATE: &str = "a rate of 0 or from 0.000001 to 1,000,000 per second";
+/// Durations the clock can hold, at least a nanosecond.
+fn secs(x: f64) -> bool {
+    x.is_finite() && (1e-9..=crate::world::MAX_DURATION_S).contains(&x)
+}
+const SECS: &str = "seconds from 0.000000001 to 100 years";
+/// Hours within the clock's range.
+fn hours(x: f64) -> bool {
+    x.is_finite() && (0.0..=crate::world::MAX_DURATION_S / 3600.0).contains(&x)
+}
+const HOURS: &str = "hours from 0 to 100 years";
+/// Joins and departures per hour.
+fn per_h(x: f64) -> bool {
+    x == 0.0 || (1e-6..=10_000.0).contains(&x)
+}
+const PER_H: &str = "a rate of 0 or from 0.000001 to 10,000 per hour";
+/// The most nodes a class or an event may bring.
+const MAX_NODES: u32 = 100_000;
+
 fn range_ok(r: [f64; 2], lo: f64, hi: f64) -> bool {
     r[0].is_finite() && r[1].is_finite() && lo <= r[0] && r[0] <= r[1] && r[1] <= hi
 }
@@ -301,11 +324,16 @@ impl NetworkConfig {
             let key = |k: &str| format!("tasks[{i}].{k}");
             check(!t.name.is_empty(), key("name"), "\"\"", "a non-empty name")?;
             check(self.tasks[..i].iter().all(|o| o.name != t.name), key("name"), &t.name, "a name no other task has")?;
-            check(finite_non_neg(t.organic_per_s), key("organic_per_s"), t.organic_per_s, "a finite rate >= 0")?;
-            check(finite_non_neg(t.synthetic_per_s), key("synthetic_per_s"), t.synthetic_per_s, "a finite rate >= 0")?;
-            check(finite_pos(t.work_s), key("work_s"), t.work_s, "a finite number of seconds > 0")?;
-            check(finite_non_neg(t.work_cv), key("work_cv"), t.work_cv, "a finite number >= 0")?;
-            check(finite_non_neg(t.start_h), key("start_h"), t.start_h, "a finite number of hours >= 0")?;
+            check(rate(t.organic_per_s), key("organic_per_s"), t.organic_per_s, RATE)?;
+            check(rate(t.synthetic_per_s), key("synthetic_per_s"), t.synthetic_per_s, RATE)?;
+            check(secs(t.work_s), key("work_s"), t.work_s, SECS)?;
+            check(
+                finite_non_neg(t.work_cv) && t.work_cv <= 100.0,
+                key("work_cv"),
+                t.work_cv,
+                "a number from 0 to 100",
+            )?;
+            check(hours(t.start_h), key("start_h"), t.start_h, HOURS)?;
         }
         check(!self.node_classes.is_empty(), "node_classes", "[]", "at least one [[node_classes]] table")?;
         for (i, c) in self.node_classes.iter().enumerate() {
@@ -344,12 +372,13 @@ impl NetworkConfig {
             )?;
             check(finite_non_neg(c.busy_w), key("busy_w"), c.busy_w, "a finite number of watts >= 0")?;
             check(finite_non_neg(c.idle_w), key("idle_w"), c.idle_w, "a finite number of watts >= 0")?;
-            check(finite_non_neg(c.leave_per_h), key("leave_per_h"), c.leave_per_h, "a finite rate >= 0")?;
-            check(finite_non_neg(c.join_per_h), key("join_per_h"), c.join_per_h, "a finite rate >= 0")?;
+            check(per_h(c.leave_per_h), key("leave_per_h"), c.leave_per_h, PER_H)?;
+            check(per_h(c.join_per_h), key("join_per_h"), c.join_per_h, PER_H)?;
+            check(c.count <= MAX_NODES, key("count"), c.count, "at most 100,000 nodes")?;
             if let Some(m) = c.mtbf_h {
-                check(finite_pos(m), key("mtbf_h"), m, "a finite number of hours > 0")?;
+                check(hours(m) && m > 0.0, key("mtbf_h"), m, HOURS)?;
             }
-            check(finite_pos(c.mttr_h), key("mttr_h"), c.mttr_h, "a finite number of hours > 0")?;
+            check(hours(c.mttr_h) && c.mttr_h > 0.0, key("mttr_h"), c.mttr_h, HOURS)?;
         }
         for (i, s) in self.similarity.iter().enumerate() {
             let key = |k: &str| format!("similarity[{i}].{k}");
@@ -365,14 +394,19 @@ impl NetworkConfig {
             )?;
         }
         let v = &self.validator;
-        check(finite_pos(v.period_s), "validator.period_s", v.period_s, "a finite number of seconds > 0")?;
+        check(
+            secs(v.period_s) && v.period_s >= 1e-3,
+            "validator.period_s",
+            v.period_s,
+            "seconds from 0.001 to 100 years",
+        )?;
         check(
             finite_non_neg(v.quality_noise_sd),
             "validator.quality_noise_sd",
             v.quality_noise_sd,
             "a finite number >= 0",
         )?;
-        check(finite_non_neg(v.rtt_s), "validator.rtt_s", v.rtt_s, "a finite number of seconds >= 0")?;
+        check(v.rtt_s == 0.0 || secs(v.rtt_s), "validator.rtt_s", v.rtt_s, SECS)?;
         check(finite_pos(v.slo_s), "validator.slo_s", v.slo_s, "a finite number of seconds > 0")?;
         check(
             v.concentration > 0.0 && v.concentration <= 1.0,
@@ -382,8 +416,8 @@ impl NetworkConfig {
         )?;
         let r = &self.routing;
         check(r.top >= 1, "routing.top", r.top, "an integer >= 1")?;
-        check(finite_pos(r.half_life_s), "routing.half_life_s", r.half_life_s, "a finite number of seconds > 0")?;
-        check(finite_pos(r.window_s), "routing.window_s", r.window_s, "a finite number of seconds > 0")?;
+        check(secs(r.half_life_s), "routing.half_life_s", r.half_life_s, SECS)?;
+        check(secs(r.window_s), "routing.window_s", r.window_s, SECS)?;
         check(finite_non_neg(r.weight), "routing.weight", r.weight, "a finite number >= 0")?;
         check(
             finite_non_neg(r.quality_exponent),
@@ -393,9 +427,9 @@ impl NetworkConfig {
         )?;
         for (i, e) in self.events.iter().enumerate() {
             let key = |k: &str| format!("events[{i}].{k}");
-            check(finite_non_neg(e.at_h), key("at_h"), e.at_h, "a finite number of hours >= 0")?;
+            check(hours(e.at_h), key("at_h"), e.at_h, HOURS)?;
             check(self.class_index(&e.class).is_some(), key("class"), &e.class, "a node class name")?;
-            check(e.count >= 1, key("count"), e.count, "an integer >= 1")?;
+            check((1..=MAX_NODES).contains(&e.count), key("count"), e.count, "an integer from 1 to 100,000")?;
         }
         check(finite_pos(self.duration_s), "duration_s", self.duration_s, "a finite number of seconds > 0")?;
         Ok(())

@@ -224,22 +224,40 @@ impl PipelineConfig {
     pub fn validate(&self) -> Result<(), PipelineConfigError> {
         let pos = |x: f64| x.is_finite() && x > 0.0;
         let non_neg = |x: f64| x.is_finite() && x >= 0.0;
+        // Durations the clock can hold, at least a nanosecond.
+        let secs = |x: f64| x.is_finite() && (1e-9..=crate::world::MAX_DURATION_S).contains(&x);
+        const SECS: &str = "seconds from 0.000000001 to 100 years";
         check(!self.stages.is_empty(), "stages", "[]", "at least one [[stages]] table")?;
         for (i, s) in self.stages.iter().enumerate() {
             check(!s.variants.is_empty(), format!("stages[{i}].profile"), &s.name, "a profile with variants")?;
         }
         let l = &self.load;
-        check(pos(l.rate_per_s), "load.rate_per_s", l.rate_per_s, "a finite rate > 0")?;
-        check((0.0..=1.0).contains(&l.amplitude), "load.amplitude", l.amplitude, "a number from 0 to 1")?;
-        check(pos(l.period_h), "load.period_h", l.period_h, "a finite number of hours > 0")?;
-        check(l.peak_h.is_finite(), "load.peak_h", l.peak_h, "a finite number of hours")?;
-        check(non_neg(l.bursts_per_h), "load.bursts_per_h", l.bursts_per_h, "a finite rate >= 0")?;
-        check(pos(l.burst_s), "load.burst_s", l.burst_s, "a finite number of seconds > 0")?;
         check(
-            l.burst_factor.is_finite() && l.burst_factor >= 1.0,
+            pos(l.rate_per_s) && l.rate_per_s <= 1e5,
+            "load.rate_per_s",
+            l.rate_per_s,
+            "a rate > 0, at most 100,000 per second",
+        )?;
+        check((0.0..=1.0).contains(&l.amplitude), "load.amplitude", l.amplitude, "a number from 0 to 1")?;
+        check(secs(l.period_h * 3600.0), "load.period_h", l.period_h, "hours > 0, at most 100 years")?;
+        check(
+            l.peak_h.is_finite() && l.peak_h.abs() <= 1e6,
+            "load.peak_h",
+            l.peak_h,
+            "hours from -1,000,000 to 1,000,000",
+        )?;
+        check(
+            non_neg(l.bursts_per_h) && l.bursts_per_h <= 10_000.0,
+            "load.bursts_per_h",
+            l.bursts_per_h,
+            "a rate from 0 to 10,000 per hour",
+        )?;
+        check(secs(l.burst_s), "load.burst_s", l.burst_s, SECS)?;
+        check(
+            l.burst_factor.is_finite() && (1.0..=100.0).contains(&l.burst_factor),
             "load.burst_factor",
             l.burst_factor,
-            "a number >= 1",
+            "a number from 1 to 100",
         )?;
         let a = &self.adapter;
         let o = &a.objective;
@@ -249,23 +267,41 @@ impl PipelineConfig {
             ("adapter.gamma", o.gamma),
             ("adapter.delta", o.delta),
         ] {
-            check(non_neg(v), key, v, "a finite number >= 0")?;
+            check(non_neg(v) && v <= 1e12, key, v, "a number from 0 to 1e12")?;
         }
-        check(pos(a.interval_s), "adapter.interval_s", a.interval_s, "a finite number of seconds > 0")?;
         check(
-            non_neg(a.reconfig_delay_s),
+            secs(a.interval_s) && a.interval_s >= 1e-3 && self.duration_s / a.interval_s <= 1e7,
+            "adapter.interval_s",
+            a.interval_s,
+            "seconds from 0.001 to 100 years, at most 10,000,000 intervals per run",
+        )?;
+        check(
+            a.reconfig_delay_s == 0.0 || secs(a.reconfig_delay_s),
             "adapter.reconfig_delay_s",
             a.reconfig_delay_s,
-            "a finite number of seconds >= 0",
+            "seconds from 0 to 100 years",
         )?;
-        check(a.batch_cap.is_power_of_two(), "adapter.batch_cap", a.batch_cap, "a power of two >= 1")?;
-        check(a.max_replicas >= 1, "adapter.max_replicas", a.max_replicas, "an integer >= 1")?;
+        check(
+            a.batch_cap.is_power_of_two() && a.batch_cap <= 65_536,
+            "adapter.batch_cap",
+            a.batch_cap,
+            "a power of two from 1 to 65536",
+        )?;
+        check(
+            (1..=10_000).contains(&a.max_replicas),
+            "adapter.max_replicas",
+            a.max_replicas,
+            "an integer from 1 to 10,000",
+        )?;
         check(a.sla_share > 0.0 && a.sla_share <= 1.0, "adapter.sla_share", a.sla_share, "a share in (0, 1]")?;
         match a.predictor {
             Predictor::Last => {}
-            Predictor::MovingMax { window } => {
-                check(window >= 1, "adapter.predictor.window", window, "an integer >= 1")?
-            }
+            Predictor::MovingMax { window } => check(
+                (1..=10_000).contains(&window),
+                "adapter.predictor.window",
+                window,
+                "an integer from 1 to 10,000",
+            )?,
             Predictor::Ewma { weight } => {
                 check(weight > 0.0 && weight <= 1.0, "adapter.predictor.weight", weight, "a number in (0, 1]")?
             }
@@ -279,13 +315,28 @@ impl PipelineConfig {
                     variant,
                     "a variant of the stage's profile",
                 )?;
-                check(*batch >= 1, format!("adapter.fixed[{i}].batch"), batch, "an integer >= 1")?;
-                check(*replicas >= 1, format!("adapter.fixed[{i}].replicas"), replicas, "an integer >= 1")?;
+                check(
+                    (1..=65_536).contains(batch),
+                    format!("adapter.fixed[{i}].batch"),
+                    batch,
+                    "an integer from 1 to 65536",
+                )?;
+                check(
+                    (1..=10_000).contains(replicas),
+                    format!("adapter.fixed[{i}].replicas"),
+                    replicas,
+                    "an integer from 1 to 10,000",
+                )?;
             }
         }
-        check(pos(self.sla_s), "sla_s", self.sla_s, "a finite number of seconds > 0")?;
+        check(secs(self.sla_s), "sla_s", self.sla_s, SECS)?;
         let r = &self.resources;
-        check(pos(r.cores_per_replica), "resources.cores_per_replica", r.cores_per_replica, "a finite number > 0")?;
+        check(
+            pos(r.cores_per_replica) && r.cores_per_replica <= 1e6,
+            "resources.cores_per_replica",
+            r.cores_per_replica,
+            "a number > 0, at most 1,000,000",
+        )?;
         for (key, v) in [
             ("resources.busy_w", r.busy_w),
             ("resources.idle_w", r.idle_w),
@@ -300,7 +351,12 @@ impl PipelineConfig {
             self.feedback.fraction,
             "a share from 0 to 1",
         )?;
-        check(non_neg(self.feedback.noise_sd), "feedback.noise_sd", self.feedback.noise_sd, "a finite number >= 0")?;
+        check(
+            non_neg(self.feedback.noise_sd) && self.feedback.noise_sd <= 100.0,
+            "feedback.noise_sd",
+            self.feedback.noise_sd,
+            "a number from 0 to 100",
+        )?;
         check(pos(self.duration_s), "duration_s", self.duration_s, "a finite number of seconds > 0")?;
         Ok(())
     }

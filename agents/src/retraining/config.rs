@@ -295,11 +295,12 @@ impl RetrainingConfig {
         if self.fleet.gpus == 0 {
             bad("fleet.gpus", 0, "an integer >= 1")?;
         }
-        if !finite_non_neg(self.fleet.service_s) {
-            bad("fleet.service_s", self.fleet.service_s, "a finite number of seconds >= 0")?;
+        // Service times whose tails the clock holds.
+        if !(finite_non_neg(self.fleet.service_s) && self.fleet.service_s <= 10_000.0) {
+            bad("fleet.service_s", self.fleet.service_s, "seconds from 0 to 10,000")?;
         }
-        if !(finite_non_neg(self.fleet.service_cv) && self.fleet.service_cv <= 100.0) {
-            bad("fleet.service_cv", self.fleet.service_cv, "a number from 0 to 100")?;
+        if !(finite_non_neg(self.fleet.service_cv) && self.fleet.service_cv <= 10.0) {
+            bad("fleet.service_cv", self.fleet.service_cv, "a number from 0 to 10")?;
         }
         if let Some(f) = self.fleet.failures {
             f.validate().map_err(|e| e.within("fleet.failures"))?;
@@ -311,8 +312,8 @@ impl RetrainingConfig {
         match d.distribution {
             DriftDistribution::Constant => {}
             DriftDistribution::Gamma { cv } | DriftDistribution::LogNormal { cv } => {
-                if !finite_pos(cv) {
-                    bad("drift.cv", cv, "a finite number > 0 for gamma and lognormal drift")?;
+                if !(finite_pos(cv) && (1e-3..=100.0).contains(&cv)) {
+                    bad("drift.cv", cv, "a number from 0.001 to 100 for gamma and lognormal drift")?;
                 }
             }
         }

@@ -190,11 +190,15 @@ impl World for RetrainingWorld {
         grid.load("grid", inputs)?;
         file.simulation.no_warmup()?;
         let duration_s = file.simulation.duration_s()?;
-        if !(m.interval_h.is_finite() && m.interval_h > 0.0 && duration_s / (m.interval_h * 3600.0) <= MAX_TICKS) {
+        if !(m.interval_h.is_finite()
+            && m.interval_h > 0.0
+            && m.interval_h * 3600.0 <= crate::world::MAX_DURATION_S
+            && duration_s / (m.interval_h * 3600.0) <= MAX_TICKS)
+        {
             return Err(invalid(
                 "monitor.interval_h",
                 &m.interval_h,
-                "hours > 0, at least the run's length / 10,000,000 (more ticks would not end)",
+                "hours > 0, at most 100 years and at least the run's length / 10,000,000 (more ticks would not end)",
             ));
         }
         let config = RetrainingConfig {

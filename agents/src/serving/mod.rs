@@ -54,6 +54,10 @@ pub const FAILURE_STREAM_BASE: u32 = 1000;
 
 pub use crate::failures::Failures;
 
+/// The most tokens a prompt, an output or a history may have: 2^20, beyond any
+/// model's context window.
+pub const MAX_TOKENS: u32 = 1 << 20;
+
 /// A token count: fixed, or log-normal with a mean and coefficient of variation,
 /// rounded to a whole number of at least one token.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -217,6 +221,7 @@ pub struct ServingConfig {
 /// A serving configuration's errors are the shared [`ConfigError`].
 pub use crate::error::ConfigError as ServingConfigError;
 use crate::error::{ConfigError, check};
+use crate::world::MAX_DURATION_S;
 
 impl ServingConfig {
     /// Checks every value; the error names the key and the allowed range.
@@ -239,10 +244,10 @@ impl ServingConfig {
             check(t.slo_s.is_finite() && t.slo_s > 0.0, &format!("tasks[{i}].slo_s"), t.slo_s, "a finite number > 0")?;
             if let Some(timeout) = t.timeout_s {
                 check(
-                    timeout.is_finite() && timeout > 0.0,
+                    timeout.is_finite() && timeout > 0.0 && timeout <= MAX_DURATION_S,
                     &format!("tasks[{i}].timeout_s"),
                     timeout,
-                    "a finite number > 0",
+                    "seconds > 0, at most 100 years",
                 )?;
             }
             let history = t.history_tokens.map(|h| ("history_tokens", h));
@@ -251,9 +256,16 @@ impl ServingConfig {
             {
                 let key = format!("tasks[{i}].{what}");
                 match c {
-                    TokenCount::Fixed { tokens } => check(tokens >= 1, &key, tokens, "at least 1 token")?,
+                    TokenCount::Fixed { tokens } => {
+                        check((1..=MAX_TOKENS).contains(&tokens), &key, tokens, "from 1 to 1,048,576 tokens")?
+                    }
                     TokenCount::LogNormal { mean, cv } => {
-                        check(mean.is_finite() && mean >= 1.0, &format!("{key}.mean"), mean, "a finite number >= 1")?;
+                        check(
+                            mean.is_finite() && (1.0..=f64::from(MAX_TOKENS)).contains(&mean),
+                            &format!("{key}.mean"),
+                            mean,
+                            "from 1 to 1,048,576 tokens",
+                        )?;
                         check(finite_nonneg(cv) && cv <= 100.0, &format!("{key}.cv"), cv, "a number from 0 to 100")?;
                     }
                 }
@@ -261,7 +273,7 @@ impl ServingConfig {
         }
         check(self.nodes >= 1, "nodes", self.nodes, "an integer >= 1")?;
         check(self.gpus_per_node >= 1, "gpus_per_node", self.gpus_per_node, "an integer >= 1")?;
-        check(self.max_batch >= 1, "max_batch", self.max_batch, "an integer >= 1")?;
+        check((1..=65_536).contains(&self.max_batch), "max_batch", self.max_batch, "an integer from 1 to 65536")?;
         if let Some(f) = self.failures {
             f.validate().map_err(|e| e.within("failures"))?;
         }
@@ -271,8 +283,13 @@ impl ServingConfig {
         let h = self.history;
         check((0.0..=1.0).contains(&h.keep_share), "history.keep_share", h.keep_share, "a share from 0 to 1")?;
         check((0.0..=1.0).contains(&h.quality_loss), "history.quality_loss", h.quality_loss, "a number from 0 to 1")?;
+        check(
+            finite_nonneg(self.max_wait_s) && self.max_wait_s <= MAX_DURATION_S,
+            "max_wait_s",
+            self.max_wait_s,
+            "seconds from 0 to 100 years",
+        )?;
         for (key, v) in [
-            ("max_wait_s", self.max_wait_s),
             ("gpu_idle_w", self.gpu_idle_w),
             ("node_baseline_w", self.node_baseline_w),
             ("energy_usd_per_kwh", self.energy_usd_per_kwh),
@@ -282,6 +299,17 @@ impl ServingConfig {
             check(finite_nonneg(v), key, v, "a finite number >= 0")?;
         }
         self.service.validate()?;
+        // The longest batch there can be (every request at the most tokens) must fit
+        // the clock, or a run could compute a time it cannot hold.
+        let prompt_and_output = 3.0 * f64::from(MAX_TOKENS);
+        let longest_s = self.service.seconds(self.max_batch as usize, f64::from(self.max_batch) * prompt_and_output).0;
+        check(
+            longest_s.is_finite() && longest_s <= MAX_DURATION_S,
+            "service",
+            format!("{longest_s} s for the longest batch"),
+            "a batch time model whose longest batch (max_batch requests of 3 x 1,048,576 tokens) takes at most 100 \
+             years",
+        )?;
         self.grid.validate().map_err(|e| e.within("grid"))?;
         check(
             self.gpu_max_w.is_finite() && self.gpu_max_w >= self.gpu_idle_w,
@@ -455,7 +483,9 @@ impl TokenSampler {
     fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> u32 {
         match self {
             TokenSampler::Fixed(n) => *n,
-            TokenSampler::LogNormal(d) => d.sample(rng).round().clamp(1.0, f64::from(u32::MAX)) as u32,
+            // The tail beyond MAX_TOKENS (a longer request than any model's context) is
+            // cut there, so that batch times stay within the validated bound.
+            TokenSampler::LogNormal(d) => d.sample(rng).round().clamp(1.0, f64::from(MAX_TOKENS)) as u32,
         }
     }
 }

@@ -708,8 +708,14 @@ impl World for StationWorld {
 
     fn resolve(file: StationFile, _inputs: &dyn crate::input::Inputs) -> Result<StationConfig, ConfigError> {
         let (s, sim) = (&file.station, &file.simulation);
+        // Rates whose exponential gaps the clock holds: from one a million seconds to a
+        // million a second.
         let positive = |key: &str, v: f64| {
-            if v.is_finite() && v > 0.0 { Ok(v) } else { Err(ConfigError::invalid(key, v, "a finite number > 0")) }
+            if v.is_finite() && (1e-6..=1e6).contains(&v) {
+                Ok(v)
+            } else {
+                Err(ConfigError::invalid(key, v, "a rate from 0.000001 to 1,000,000 per second"))
+            }
         };
         let servers = u32::try_from(s.servers)
             .ok()
@@ -720,11 +726,11 @@ impl World for StationWorld {
         let service = match (s.service.as_str(), s.service_cv) {
             ("exponential", None) => DurationDistribution::Exponential { mean_s: 1.0 / mu },
             ("deterministic", None) => DurationDistribution::Deterministic { value_s: 1.0 / mu },
-            ("lognormal", Some(cv)) if cv.is_finite() && (0.0..=100.0).contains(&cv) => {
+            ("lognormal", Some(cv)) if cv.is_finite() && (0.0..=10.0).contains(&cv) => {
                 DurationDistribution::LogNormal { mean_s: 1.0 / mu, cv }
             }
             ("lognormal", Some(cv)) => {
-                return Err(ConfigError::invalid("station.service_cv", cv, "a number from 0 to 100"));
+                return Err(ConfigError::invalid("station.service_cv", cv, "a number from 0 to 10"));
             }
             ("lognormal", None) => {
                 return Err(ConfigError::invalid(
