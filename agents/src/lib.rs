@@ -26,6 +26,7 @@ pub mod arrivals;
 pub mod distributions;
 pub mod error;
 pub mod failures;
+pub mod feedback;
 pub mod grid;
 pub mod input;
 pub mod network;

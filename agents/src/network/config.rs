@@ -21,6 +21,10 @@ pub struct NetworkConfig {
     pub routing: Routing,
     /// Joins, departures and failures at fixed times.
     pub events: Vec<ScheduledEvent>,
+    /// Grid carbon intensity where the nodes run; no carbon metric without one.
+    pub grid: Option<crate::grid::CarbonIntensity>,
+    /// Energy price (USD per kWh); no cost metric without one.
+    pub energy_usd_per_kwh: Option<f64>,
     /// Length of the run (s).
     pub duration_s: f64,
 }
@@ -431,6 +435,12 @@ impl NetworkConfig {
             check(self.class_index(&e.class).is_some(), key("class"), &e.class, "a node class name")?;
             check((1..=MAX_NODES).contains(&e.count), key("count"), e.count, "an integer from 1 to 100,000")?;
         }
+        if let Some(grid) = &self.grid {
+            grid.validate().map_err(|e| e.within("grid"))?;
+        }
+        if let Some(price) = self.energy_usd_per_kwh {
+            check(finite_non_neg(price), "prices.energy_usd_per_kwh", price, "a finite number >= 0")?;
+        }
         check(finite_pos(self.duration_s), "duration_s", self.duration_s, "a finite number of seconds > 0")?;
         Ok(())
     }
@@ -549,6 +559,8 @@ impl NetworkConfig {
                 quality_exponent: 1.0,
             },
             events: vec![ScheduledEvent { at_h: 18.0, action: NodeAction::Leave, class: "fast_good".into(), count: 2 }],
+            grid: Some(crate::grid::CarbonIntensity::Constant { kg_per_kwh: 0.394 }),
+            energy_usd_per_kwh: Some(0.12),
             duration_s: 24.0 * 3600.0,
         }
     }
@@ -616,6 +628,8 @@ impl NetworkConfig {
                 quality_exponent: default_quality_exponent(),
             },
             events: Vec::new(),
+            grid: None,
+            energy_usd_per_kwh: None,
             duration_s: 2.0 * 3600.0,
         }
     }

@@ -10,6 +10,7 @@ use super::{
     Validator, build_network, finish_network,
 };
 use crate::error::{ConfigError, RunError};
+use crate::grid::CarbonIntensity;
 use crate::input::Inputs;
 use crate::world::{Label, Labels, Metrics, Replication, Traces, Window, World};
 
@@ -25,7 +26,15 @@ pub struct NetworkFile {
     similarity: Vec<Similarity>,
     #[serde(default)]
     events: Vec<ScheduledEvent>,
+    grid: Option<CarbonIntensity>,
+    prices: Option<EnergyPrice>,
     simulation: Window,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnergyPrice {
+    energy_usd_per_kwh: f64,
 }
 
 /// The miner network as a world.
@@ -39,8 +48,12 @@ impl World for NetworkWorld {
     type Request = NetworkQuery;
     type Sample = NetworkPeriod;
 
-    fn resolve(file: NetworkFile, _inputs: &dyn Inputs) -> Result<NetworkConfig, ConfigError> {
+    fn resolve(file: NetworkFile, inputs: &dyn Inputs) -> Result<NetworkConfig, ConfigError> {
         file.simulation.no_warmup()?;
+        let mut grid = file.grid;
+        if let Some(grid) = &mut grid {
+            grid.load("grid", inputs)?;
+        }
         let config = NetworkConfig {
             tasks: file.tasks,
             node_classes: file.node_classes,
@@ -48,6 +61,8 @@ impl World for NetworkWorld {
             validator: file.validator,
             routing: file.routing,
             events: file.events,
+            grid,
+            energy_usd_per_kwh: file.prices.map(|p| p.energy_usd_per_kwh),
             duration_s: file.simulation.duration_s()?,
         };
         config
@@ -97,6 +112,8 @@ impl NetworkRun {
             .optional("cold_start_h", self.cold_start_h)
             .number("energy_kwh", self.energy_kwh)
             .optional("energy_per_query_kwh", self.energy_per_query_kwh)
+            .optional("carbon_kg", self.carbon_kg)
+            .optional("cost_usd", self.cost_usd)
             .count("nodes_joined", self.nodes_joined)
             .count("nodes_left", self.nodes_left)
             .count("node_failures", self.node_failures)

@@ -54,6 +54,8 @@ use rand::RngExt;
 use rand_distr::{Distribution, Exp1, LogNormal, StandardNormal};
 use rustc_hash::FxBuildHasher;
 
+use crate::error::hours;
+
 mod config;
 mod file;
 pub mod scoring;
@@ -307,6 +309,11 @@ pub struct NetworkRun {
     pub cold_start_h: Option<f64>,
     /// Energy of the nodes: idle power while present plus busy slots (kWh).
     pub energy_kwh: f64,
+    /// Carbon of that energy, with the grid's intensity when it was drawn (kg CO2e);
+    /// `None` without a `[grid]`.
+    pub carbon_kg: Option<f64>,
+    /// Energy at its price (USD); `None` without `[prices]`.
+    pub cost_usd: Option<f64>,
     /// energy_kwh per answered query (organic and synthetic).
     pub energy_per_query_kwh: Option<f64>,
     /// Nodes that joined after time 0.
@@ -338,6 +345,8 @@ struct Stats {
     failed: u64,
     by_category: [u64; 3],
     busy_j: f64,
+    /// Carbon of the busy energy, integrated with the grid (kg).
+    busy_carbon_kg: f64,
     nodes_joined: u64,
     nodes_left: u64,
     node_failures: u64,
@@ -894,7 +903,11 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
         let node = &mut self.nodes[node_id];
         let position = node.in_flight.iter().position(|&x| x == q).expect("the query is in flight at its node");
         node.in_flight.swap_remove(position);
-        self.stats.busy_j += self.config.node_classes[usize::from(node.class)].busy_w * (now - start).as_secs_f64();
+        let busy_w = self.config.node_classes[usize::from(node.class)].busy_w;
+        self.stats.busy_j += busy_w * (now - start).as_secs_f64();
+        if let Some(grid) = &self.config.grid {
+            self.stats.busy_carbon_kg += busy_w / 1000.0 * grid.integral(hours(start), hours(now));
+        }
         self.update_node_ranks(node_id);
     }
 
@@ -1136,6 +1149,18 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
             })
             .sum();
         let energy_kwh = (idle_j + s.busy_j) / 3.6e6;
+        let carbon_kg = self.config.grid.as_ref().map(|grid| {
+            let idle_kg: f64 = self
+                .nodes
+                .iter()
+                .map(|(_, n)| {
+                    let until = n.left.unwrap_or(end).min(end);
+                    self.config.node_classes[usize::from(n.class)].idle_w / 1000.0
+                        * grid.integral(hours(n.joined), hours(until))
+                })
+                .sum();
+            idle_kg + s.busy_carbon_kg
+        });
         let finished = s.organic + s.synthetic;
         NetworkRun {
             organic_queries: s.organic,
@@ -1156,6 +1181,8 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
             share_flaky: ratio(s.by_category[2], s.requests),
             cold_start_h: s.cold_start_h,
             energy_kwh,
+            carbon_kg,
+            cost_usd: self.config.energy_usd_per_kwh.map(|price| energy_kwh * price),
             energy_per_query_kwh: (s.answered_all > 0).then(|| energy_kwh / s.answered_all as f64),
             nodes_joined: s.nodes_joined,
             nodes_left: s.nodes_left,

@@ -10,6 +10,7 @@ use super::{
     PipelineSample, Predictor, Resources, Stage, build_pipeline, finish_pipeline, read_profile,
 };
 use crate::error::{ConfigError, RunError};
+use crate::grid::CarbonIntensity;
 use crate::input::Inputs;
 use crate::world::{Metrics, Replication, Traces, Window, World};
 
@@ -24,6 +25,7 @@ pub struct PipelineFile {
     resources: Resources,
     feedback: Feedback,
     efficiency: Efficiency,
+    grid: Option<CarbonIntensity>,
     simulation: Window,
 }
 
@@ -130,6 +132,10 @@ impl World for PipelineWorld {
             (other, _) => return Err(ConfigError::invalid("adapter.policy", other, "fixed or ipa")),
         };
         file.simulation.no_warmup()?;
+        let mut grid = file.grid;
+        if let Some(grid) = &mut grid {
+            grid.load("grid", inputs)?;
+        }
         let config = PipelineConfig {
             stages,
             load: file.load,
@@ -147,6 +153,7 @@ impl World for PipelineWorld {
             resources: file.resources,
             feedback: file.feedback,
             efficiency: file.efficiency,
+            grid,
             duration_s: file.simulation.duration_s()?,
         };
         config.validate().map_err(|e| {
@@ -177,6 +184,7 @@ impl PipelineRun {
         m.count("requests", self.requests)
             .number("energy_kwh", self.energy_kwh)
             .optional("energy_per_request_kwh", self.energy_per_request_kwh)
+            .optional("carbon_kg", self.carbon_kg)
             .optional("accuracy_mean", self.accuracy_mean)
             .optional("latency_p50_s", self.latency_p50_s)
             .optional("latency_p99_s", self.latency_p99_s)

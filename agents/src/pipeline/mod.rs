@@ -34,8 +34,10 @@ use infersim_engine::{
     StreamId,
 };
 use rand::RngExt;
-use rand_distr::{Distribution, Exp1, StandardNormal};
+use rand_distr::{Distribution, Exp1};
 use serde::{Deserialize, Serialize};
+
+use crate::error::hours;
 
 pub mod adapter;
 mod file;
@@ -202,6 +204,8 @@ pub struct PipelineConfig {
     pub feedback: Feedback,
     /// Quadrant thresholds.
     pub efficiency: Efficiency,
+    /// Grid carbon intensity where the replicas run; no carbon metric without one.
+    pub grid: Option<crate::grid::CarbonIntensity>,
     /// Length of the run (s).
     pub duration_s: f64,
 }
@@ -357,6 +361,9 @@ impl PipelineConfig {
             self.feedback.noise_sd,
             "a number from 0 to 100",
         )?;
+        if let Some(grid) = &self.grid {
+            grid.validate().map_err(|e| e.within("grid"))?;
+        }
         check(pos(self.duration_s), "duration_s", self.duration_s, "a finite number of seconds > 0")?;
         Ok(())
     }
@@ -410,6 +417,7 @@ impl PipelineConfig {
             },
             feedback: Feedback { fraction: 0.05, noise_sd: 0.1 },
             efficiency: Efficiency { quality: 0.5, cost_per_1k_usd: 0.01 },
+            grid: Some(crate::grid::CarbonIntensity::Constant { kg_per_kwh: 0.394 }),
             duration_s: 6.0 * 3600.0,
         }
     }
@@ -502,6 +510,9 @@ pub struct PipelineRun {
     pub requests: u64,
     /// Energy of all replicas (kWh).
     pub energy_kwh: f64,
+    /// Carbon of that energy, with the grid's intensity when it was drawn (kg CO2e);
+    /// `None` without a `[grid]`.
+    pub carbon_kg: Option<f64>,
     /// energy_kwh per finished input.
     pub energy_per_request_kwh: Option<f64>,
     /// Mean normalised accuracy of finished inputs, summed over stages (0..stages).
@@ -544,6 +555,9 @@ struct Stats {
     scores: Tally,
     interval_scores: Tally,
     busy_j: f64,
+    /// Carbon of the busy energy above idle, and of the replicas' idle power up to
+    /// `replicas_since`, integrated with the grid (kg).
+    carbon_kg: f64,
     reconfigurations: u64,
     infeasible: u64,
     /// Integral of replicas alive over time (replica-seconds), and when last updated.
@@ -671,6 +685,10 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
     fn account_replicas(&mut self, now: SimTime) {
         let alive = f64::from(self.alive_replicas());
         self.stats.replica_s += alive * (now - self.stats.replicas_since).as_secs_f64();
+        if let Some(grid) = &self.config.grid {
+            let idle_kw = alive * self.config.resources.idle_w / 1000.0;
+            self.stats.carbon_kg += idle_kw * grid.integral(hours(self.stats.replicas_since), hours(now));
+        }
         self.stats.replicas_since = now;
     }
 
@@ -714,7 +732,12 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
             for &i in &taken {
                 self.inputs[i].accuracy += accuracy;
             }
-            self.stats.busy_j += (self.config.resources.busy_w - self.config.resources.idle_w) * service_s;
+            let extra_w = self.config.resources.busy_w - self.config.resources.idle_w;
+            self.stats.busy_j += extra_w * service_s;
+            if let Some(grid) = &self.config.grid {
+                let from_h = hours(now);
+                self.stats.carbon_kg += extra_w / 1000.0 * grid.integral(from_h, from_h + service_s / 3600.0);
+            }
             self.stages[s].replicas[r].batch = taken;
             ctx.schedule(
                 SimDuration::from_secs_f64(service_s)?,
@@ -752,11 +775,10 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
             self.stats.slo_met += 1;
         }
         let fb = self.config.feedback;
-        let rng = ctx.rng(FEEDBACK_STREAM);
-        let score = if fb.fraction > 0.0 && rng.random::<f64>() < fb.fraction {
-            let quality = input.accuracy / self.stages.len() as f64;
-            let noise: f64 = StandardNormal.sample(rng);
-            let score = (1.0 + 4.0 * (quality + fb.noise_sd * noise)).round().clamp(1.0, 5.0);
+        let quality = input.accuracy / self.stages.len() as f64;
+        let score = if let Some(score) =
+            crate::feedback::user_score(quality, fb.noise_sd, fb.fraction, ctx.rng(FEEDBACK_STREAM))
+        {
             self.stats.scores.add(score);
             self.stats.interval_scores.add(score);
             Some(score as u8)
@@ -898,6 +920,10 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
         let replica_s = s.replica_s + alive * (end - s.replicas_since).as_secs_f64();
         let energy_kwh = self.energy_kwh(end);
         let r = &self.config.resources;
+        let carbon_kg =
+            self.config.grid.as_ref().map(|grid| {
+                s.carbon_kg + alive * r.idle_w / 1000.0 * grid.integral(hours(s.replicas_since), hours(end))
+            });
         let cost_usd = replica_s / 3600.0 * r.cores_per_replica * r.usd_per_core_h + energy_kwh * r.usd_per_kwh;
         let per = |x: f64| (s.requests > 0).then(|| x / s.requests as f64);
         let accuracy_mean = s.accuracy.mean();
@@ -910,6 +936,7 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
         PipelineRun {
             requests: s.requests,
             energy_kwh,
+            carbon_kg,
             energy_per_request_kwh: per(energy_kwh),
             accuracy_mean,
             latency_p50_s: s.latency.p50_s(),

@@ -40,7 +40,6 @@ use infersim_engine::{
     Arena, Context, EventId, Id, Model, NullObserver, Observer, QueueKind, ScheduleError, SimDuration, SimTime,
     Simulation, StreamId,
 };
-use rand::RngExt;
 use rand_distr::{Distribution, Exp1, LogNormal};
 
 mod config;
@@ -491,11 +490,8 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
         };
         let loss = self.loss;
         if let Signal::Ics { fraction, noise_sd, .. } = self.config.monitor.signal {
-            let rng = ctx.rng(FEEDBACK_STREAM);
-            if rng.random::<f64>() < fraction {
-                let noise: f64 = rand_distr::StandardNormal.sample(rng);
-                let quality = self.config.quality.at(loss);
-                let score = (1.0 + 4.0 * (quality + noise_sd * noise)).round().clamp(1.0, 5.0);
+            let quality = self.config.quality.at(loss);
+            if let Some(score) = crate::feedback::user_score(quality, noise_sd, fraction, ctx.rng(FEEDBACK_STREAM)) {
                 self.stats.scores.add(score);
                 self.stats.interval_scores.add(score);
             }
