@@ -60,6 +60,12 @@ pub trait World: 'static {
         Labels::default()
     }
 
+    /// Latency objectives (name, seconds), marked on latency charts.
+    fn latency_objectives(config: &Self::Config) -> Vec<(String, f64)> {
+        let _ = config;
+        Vec::new()
+    }
+
     /// Exact values from theory to print beside the estimates, where there are any.
     fn analytic(config: &Self::Config) -> Vec<(&'static str, f64)> {
         let _ = config;

@@ -53,6 +53,14 @@ pub enum PlotError {
     },
 }
 
+/// Extra marks on a chart: vertical lines at x (an SLO, say), and whether the y axis
+/// holds log10 values (its ticks are then written as powers of ten).
+#[derive(Clone, Debug, Default)]
+struct Marks {
+    vertical: Vec<(String, f64)>,
+    log_y: bool,
+}
+
 /// One line of a chart: points (x, y) with an optional interval (low, high) each.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Line {
@@ -122,6 +130,7 @@ fn bounds(lines: &[Line]) -> Option<((f64, f64), (f64, f64))> {
     Some(((x0 - px, x1 + px), (y0 - py, y1 + py)))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn draw<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     title: &str,
@@ -129,27 +138,44 @@ fn draw<DB: DrawingBackend>(
     y_label: &str,
     lines: &[Line],
     bands: Bands,
+    marks: &Marks,
 ) -> Result<(), String>
 where
     DB::ErrorType: 'static,
 {
-    let ((x0, x1), (y0, y1)) = bounds(lines).ok_or("nothing to draw")?;
+    let ((x0, mut x1), (y0, y1)) = bounds(lines).ok_or("nothing to draw")?;
+    for (_, x) in &marks.vertical {
+        // Room for the mark's label to the right of its line.
+        x1 = x1.max(*x * 1.15);
+    }
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 24))
-        .margin(16)
-        .x_label_area_size(48)
-        .y_label_area_size(72)
+        .caption(title, ("sans-serif", 26))
+        .margin(18)
+        .x_label_area_size(64)
+        .y_label_area_size(96)
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(|e| e.to_string())?;
+    let power_of_ten = |v: &f64| tick(&10f64.powf(*v));
     chart
         .configure_mesh()
         .x_desc(x_label)
         .y_desc(y_label)
         .x_label_formatter(&tick)
-        .y_label_formatter(&tick)
+        .y_label_formatter(if marks.log_y { &power_of_ten } else { &tick })
+        .label_style(("sans-serif", 18))
+        .axis_desc_style(("sans-serif", 20))
         .draw()
         .map_err(|e| e.to_string())?;
+    for (label, x) in &marks.vertical {
+        let grey = RGBColor(90, 90, 90);
+        chart
+            .draw_series(std::iter::once(PathElement::new(vec![(*x, y0), (*x, y1)], grey.stroke_width(2))))
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(std::iter::once(Text::new(label.clone(), (*x, y1), ("sans-serif", 16).into_font())))
+            .map_err(|e| e.to_string())?;
+    }
     for (i, line) in lines.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()].to_rgba();
         if bands == Bands::Shaded {
@@ -175,6 +201,7 @@ where
     if lines.len() > 1 || !lines[0].label.is_empty() {
         chart
             .configure_series_labels()
+            .label_font(("sans-serif", 16))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .draw()
@@ -185,6 +212,7 @@ where
 
 /// Draws one chart as `<stem>.png` and `<stem>.svg` in `dir`, each written under a
 /// temporary name and renamed into place.
+#[allow(clippy::too_many_arguments)]
 fn chart(
     dir: &Path,
     stem: &str,
@@ -193,15 +221,16 @@ fn chart(
     y_label: &str,
     lines: &[Line],
     bands: Bands,
+    marks: &Marks,
 ) -> Result<Vec<PathBuf>, PlotError> {
     let mut written = Vec::new();
     for ext in ["png", "svg"] {
         let path = dir.join(format!("{stem}.{ext}"));
         let tmp = dir.join(format!(".{stem}.tmp.{ext}"));
         let result = if ext == "png" {
-            draw(BitMapBackend::new(&tmp, SIZE).into_drawing_area(), title, x_label, y_label, lines, bands)
+            draw(BitMapBackend::new(&tmp, SIZE).into_drawing_area(), title, x_label, y_label, lines, bands, marks)
         } else {
-            draw(SVGBackend::new(&tmp, SIZE).into_drawing_area(), title, x_label, y_label, lines, bands)
+            draw(SVGBackend::new(&tmp, SIZE).into_drawing_area(), title, x_label, y_label, lines, bands, marks)
         };
         result.map_err(|message| {
             let _ = fs::remove_file(&tmp);
@@ -249,24 +278,73 @@ fn label(manifest: &Manifest, point: u32) -> String {
     }
 }
 
-/// Mean and t-interval of `value` per `x`, over the rows of `frame`.
-fn mean_band(frame: LazyFrame, x: &str, value: &str, confidence: f64) -> Result<Vec<(f64, f64, f64, f64)>, PlotError> {
-    let df = frame
-        .group_by([col(x)])
+/// The most bins a time-series chart draws.
+const MAX_BINS: usize = 150;
+
+/// A round bin width (h) at least `h`: 1, 2 or 5 times a power of ten seconds, or a
+/// round number of minutes or hours.
+fn nice_bin_h(h: f64) -> f64 {
+    if !(h.is_finite() && h > 0.0) {
+        return 0.0;
+    }
+    let s = h * 3600.0;
+    let round_s = [60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 21_600.0, 43_200.0, 86_400.0];
+    let width_s = if (60.0..=86_400.0).contains(&s) {
+        round_s.iter().copied().find(|w| *w >= s).unwrap_or(86_400.0)
+    } else {
+        let p = 10f64.powf(s.log10().floor());
+        [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * p).find(|w| *w >= s * (1.0 - 1e-12)).unwrap_or(10.0 * p)
+    };
+    width_s / 3600.0
+}
+
+/// A bin width for an axis label: seconds, minutes or hours.
+fn fmt_bin(h: f64) -> String {
+    let s = h * 3600.0;
+    if s < 60.0 {
+        format!("{} s", tick(&s))
+    } else if s < 3600.0 {
+        format!("{} min", tick(&(s / 60.0)))
+    } else {
+        format!("{} h", tick(&h))
+    }
+}
+
+/// Per bin of `bin_h` hours: each replication's mean of `value`, then the mean over
+/// replications with its t-interval, clipped to the smallest and largest value the
+/// replications' bin means took. A bin width of 0 keeps every instant.
+fn binned_band(
+    frame: LazyFrame,
+    value: &str,
+    bin_h: f64,
+    confidence: f64,
+) -> Result<Vec<(f64, f64, f64, f64)>, PlotError> {
+    // t_h >= 0, so truncation is the floor (the round_series feature would cost build time).
+    let bin = if bin_h > 0.0 {
+        (col("t_h") / lit(bin_h)).cast(DataType::Int64).cast(DataType::Float64) * lit(bin_h)
+    } else {
+        col("t_h")
+    };
+    let per_rep = frame
+        .select([bin.alias("bin"), col("rep"), col(value).cast(DataType::Float64).alias("v")])
+        .group_by([col("rep"), col("bin")])
+        .agg([col("v").mean().alias("v")]);
+    let df = per_rep
+        .group_by([col("bin")])
         .agg([
-            col(value).cast(DataType::Float64).mean().alias("mean"),
-            col(value).cast(DataType::Float64).std(1).alias("std"),
-            col(value).count().cast(DataType::UInt64).alias("n"),
+            col("v").mean().alias("mean"),
+            col("v").std(1).alias("std"),
+            col("v").count().cast(DataType::UInt64).alias("n"),
+            col("v").min().alias("min"),
+            col("v").max().alias("max"),
         ])
-        .sort([x], SortMultipleOptions::default())
+        .sort(["bin"], SortMultipleOptions::default())
         .collect()?;
-    let xs = df.column(x)?.cast(&DataType::Float64)?;
-    let (xs, mean, std, n) = (
-        xs.f64()?.clone(),
-        df.column("mean")?.f64()?.clone(),
-        df.column("std")?.f64()?.clone(),
-        df.column("n")?.u64()?.clone(),
-    );
+    let get = |name: &str| -> Result<Float64Chunked, PlotError> {
+        Ok(df.column(name)?.cast(&DataType::Float64)?.f64()?.clone())
+    };
+    let (xs, mean, std, lo, hi) = (get("bin")?, get("mean")?, get("std")?, get("min")?, get("max")?);
+    let n = df.column("n")?.u64()?.clone();
     let mut points = Vec::with_capacity(df.height());
     for i in 0..df.height() {
         let (Some(x), Some(m)) = (xs.get(i), mean.get(i)) else { continue };
@@ -276,9 +354,28 @@ fn mean_band(frame: LazyFrame, x: &str, value: &str, confidence: f64) -> Result<
                 .map_or(0.0, |t| t * s / (count as f64).sqrt()),
             _ => 0.0,
         };
-        points.push((x, m, m - half, m + half));
+        let (low, high) = (lo.get(i).unwrap_or(m), hi.get(i).unwrap_or(m));
+        // The centre of the bin on the axis.
+        let x = if bin_h > 0.0 { x + bin_h / 2.0 } else { x };
+        points.push((x, m, (m - half).max(low), (m + half).min(high)));
     }
     Ok(points)
+}
+
+/// Latency objectives of the batch's scenario (task SLOs, say), for marking charts.
+fn latency_objectives(manifest: &Manifest) -> Vec<(String, f64)> {
+    let Ok(scenario) = crate::scenario::Scenario::parse(&manifest.scenario, &manifest.scenario_toml) else {
+        return Vec::new();
+    };
+    let mut marks: Vec<(String, f64)> = Vec::new();
+    for point in &scenario.points {
+        for (name, slo_s) in point.model.latency_objectives() {
+            if !marks.iter().any(|(_, x)| *x == slo_s) {
+                marks.push((format!("SLO {name} {}", tick(&slo_s)), slo_s));
+            }
+        }
+    }
+    marks
 }
 
 /// Draws every chart the batch in `out` has data for, into `dir`; returns the files.
@@ -301,7 +398,9 @@ pub fn plot_batch(
     let mut written = Vec::new();
     let points: Vec<u32> = manifest.points.iter().map(|p| p.point).collect();
 
-    // Time series: mean over replications at each grid instant, with its band.
+    // Time series: each replication averaged over bins (a few hundred across the run),
+    // then the mean over replications with its band, clipped to the range the
+    // quantity took (a queue's band never goes below zero).
     let series = trace_files(out, "timeseries.parquet");
     if !series.is_empty() {
         // Numbers only: text (a plan, a task name) and flags have no mean to draw.
@@ -312,35 +411,53 @@ pub fn plot_batch(
             .map(|(n, _)| n.to_string())
             .filter(|n| !NOT_STATE.contains(&n.as_str()))
             .collect();
+        let frames: Vec<LazyFrame> = series
+            .iter()
+            .map(
+                |(point, rep, path)| Ok(scan(path)?.with_columns([lit(*point).alias("point"), lit(*rep).alias("rep")])),
+            )
+            .collect::<Result<_, PolarsError>>()?;
+        let all = concat(frames, UnionArgs::default())?;
+        let span = all.clone().select([col("t_h").min().alias("lo"), col("t_h").max().alias("hi")]).collect()?;
+        let (t0, t1) = (
+            span.column("lo")?.cast(&DataType::Float64)?.f64()?.get(0).unwrap_or(0.0),
+            span.column("hi")?.cast(&DataType::Float64)?.f64()?.get(0).unwrap_or(0.0),
+        );
+        let bin_h = nice_bin_h((t1 - t0) / MAX_BINS as f64);
         for column in &columns {
             let mut lines = Vec::new();
             for &point in &points {
-                let files: Vec<LazyFrame> =
-                    series.iter().filter(|f| f.0 == point).map(|f| scan(&f.2)).collect::<Result<_, _>>()?;
-                if files.is_empty() {
-                    continue;
+                let frame = all.clone().filter(col("point").eq(lit(point)));
+                let binned = binned_band(frame, column, bin_h, confidence)?;
+                if !binned.is_empty() {
+                    lines.push(Line { label: label(manifest, point), points: binned });
                 }
-                let frame = concat(files, UnionArgs::default())?;
-                lines
-                    .push(Line { label: label(manifest, point), points: mean_band(frame, "t_h", column, confidence)? });
+            }
+            if lines.is_empty() {
+                continue;
             }
             let title = format!("{column}: mean over replications, {:.0}% band", confidence * 100.0);
+            let x_label =
+                if bin_h > 0.0 { format!("time (h); means over {} bins", fmt_bin(bin_h)) } else { "time (h)".into() };
             written.extend(chart(
                 dir,
                 &format!("timeseries_{column}"),
                 &title,
-                "time (h)",
+                &x_label,
                 column,
                 &lines,
                 Bands::Shaded,
+                &Marks::default(),
             )?);
         }
     }
 
-    // Latency distribution after warm-up, pooled over replications.
+    // Latency distribution after warm-up, pooled over replications, with the SLOs
+    // marked; and its tail on a log scale (the share of requests slower than x).
     let requests = trace_files(out, "requests.parquet");
     if !requests.is_empty() {
         let mut lines = Vec::new();
+        let mut tails = Vec::new();
         for &point in &points {
             let files: Vec<LazyFrame> =
                 requests.iter().filter(|f| f.0 == point).map(|f| scan(&f.2)).collect::<Result<_, _>>()?;
@@ -348,38 +465,68 @@ pub fn plot_batch(
                 continue;
             }
             let frame = concat(files, UnionArgs::default())?;
-            let has_warmup = frame.clone().collect_schema()?.get("warmup").is_some();
-            let keep = if has_warmup {
+            let schema = frame.clone().collect_schema()?;
+            if schema.get("latency_s").is_none() {
+                continue;
+            }
+            let keep = if schema.get("warmup").is_some() {
                 col("warmup").not().and(col("latency_s").is_not_null())
             } else {
                 col("latency_s").is_not_null()
             };
             let df = frame
                 .filter(keep)
-                .select([col("latency_s")])
+                .select([col("latency_s").cast(DataType::Float64)])
                 .sort(["latency_s"], SortMultipleOptions::default())
                 .collect()?;
             let lat = df.column("latency_s")?.f64()?.clone();
             let n = lat.len();
+            if n == 0 {
+                continue;
+            }
             // At most ~2000 points per line: every k-th order statistic.
             let step = (n / 2000).max(1);
             let pts: Vec<(f64, f64, f64, f64)> = (0..n)
                 .step_by(step)
-                .chain(std::iter::once(n.saturating_sub(1)))
+                .chain(std::iter::once(n - 1))
                 .filter_map(|i| lat.get(i).map(|x| (x, (i + 1) as f64 / n as f64)))
                 .map(|(x, y)| (x, y, y, y))
                 .collect();
+            // The tail: log10 of the share slower than x, down to one request in n.
+            let tail: Vec<(f64, f64, f64, f64)> = (0..n.saturating_sub(1))
+                .filter(|i| {
+                    let share = (n - 1 - i) as f64 / n as f64;
+                    *i == 0 || share <= 0.5 && ((n - 1 - i) % step.max((n - 1 - i) / 200).max(1) == 0)
+                })
+                .filter_map(|i| lat.get(i).map(|x| (x, ((n - 1 - i) as f64 / n as f64).log10())))
+                .map(|(x, y)| (x, y, y, y))
+                .collect();
             lines.push(Line { label: label(manifest, point), points: pts });
+            tails.push(Line { label: label(manifest, point), points: tail });
         }
-        written.extend(chart(
-            dir,
-            "latency_cdf",
-            "Latency after warm-up (all replications)",
-            "latency (s)",
-            "fraction of requests",
-            &lines,
-            Bands::None,
-        )?);
+        let marks = Marks { vertical: latency_objectives(manifest), log_y: false };
+        if !lines.is_empty() {
+            written.extend(chart(
+                dir,
+                "latency_cdf",
+                "Latency after warm-up (all replications)",
+                "latency (s)",
+                "fraction of requests",
+                &lines,
+                Bands::None,
+                &marks,
+            )?);
+            written.extend(chart(
+                dir,
+                "latency_tail",
+                "Latency tail after warm-up: share of requests slower than x (log scale)",
+                "latency (s)",
+                "share slower (log10)",
+                &tails,
+                Bands::None,
+                &Marks { log_y: true, ..marks },
+            )?);
+        }
     }
 
     // Sweeps: each metric against one swept parameter (--x, or the first), a line per
@@ -431,6 +578,7 @@ pub fn plot_batch(
                     metric,
                     &lines,
                     Bands::Bars,
+                    &Marks::default(),
                 )?);
             }
         }
@@ -468,7 +616,7 @@ pub fn plot_batch(
             if groups.iter().map(|l| l.points.len()).sum::<usize>() >= 2 {
                 let title =
                     format!("{metric} against energy per input across {first} ({:.0}% intervals)", confidence * 100.0);
-                written.extend(chart(dir, name, &title, ENERGY, metric, &groups, Bands::Bars)?);
+                written.extend(chart(dir, name, &title, ENERGY, metric, &groups, Bands::Bars, &Marks::default())?);
             }
         }
     }
@@ -478,6 +626,28 @@ pub fn plot_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bins_are_round_and_bands_stay_within_the_values_seen() {
+        assert_eq!(nice_bin_h(0.5 / 150.0) * 3600.0, 20.0);
+        assert_eq!(nice_bin_h(24.0 / 150.0) * 3600.0, 600.0);
+        assert_eq!(nice_bin_h(0.0), 0.0);
+        // Three replications of a queue that is 0, 0 and 6 in one bin: the t-interval
+        // of the mean (2) would reach below zero; the band stops at 0.
+        let frame = df!(
+            "t_h" => [0.0, 0.0, 0.0, 0.01, 0.01, 0.01],
+            "rep" => [0u64, 1, 2, 0, 1, 2],
+            "queue_len" => [0u32, 0, 6, 1, 1, 1],
+        )
+        .unwrap()
+        .lazy();
+        let band = binned_band(frame, "queue_len", 0.005, 0.95).unwrap();
+        assert_eq!(band.len(), 2);
+        let (x, mean, low, high) = band[0];
+        assert_eq!((x, mean, low), (0.0025, 2.0, 0.0));
+        assert!(high <= 6.0);
+        assert_eq!(band[1].1, 1.0);
+    }
 
     #[test]
     fn tick_labels_stay_distinct_at_any_magnitude() {

@@ -56,6 +56,8 @@ pub trait PointModel: Send + Sync + fmt::Debug {
     fn run(&self, replication: Replication, trace: &TraceTarget) -> Result<Metrics, String>;
     /// Exact values from theory, where the world has them.
     fn analytic(&self) -> Vec<(&'static str, f64)>;
+    /// Latency objectives (name, seconds), for charts.
+    fn latency_objectives(&self) -> Vec<(String, f64)>;
     /// Whether `other` is the same configuration (tests compare points).
     fn same_as(&self, other: &dyn PointModel) -> bool;
     /// The configuration, printed.
@@ -168,6 +170,10 @@ impl<W: World> PointModel for Resolved<W> {
 
     fn analytic(&self) -> Vec<(&'static str, f64)> {
         W::analytic(&self.config)
+    }
+
+    fn latency_objectives(&self) -> Vec<(String, f64)> {
+        W::latency_objectives(&self.config)
     }
 
     fn same_as(&self, other: &dyn PointModel) -> bool {

@@ -81,6 +81,10 @@ impl World for NetworkWorld {
         Ok(finish_network(&mut sim)?.metrics())
     }
 
+    fn latency_objectives(config: &NetworkConfig) -> Vec<(String, f64)> {
+        vec![("validator".into(), config.validator.slo_s)]
+    }
+
     fn labels(config: &NetworkConfig) -> Labels {
         Labels(vec![
             ("task", config.tasks.iter().map(|t| t.name.clone()).collect()),

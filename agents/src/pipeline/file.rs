@@ -166,6 +166,10 @@ impl World for PipelineWorld {
         Ok(config)
     }
 
+    fn latency_objectives(config: &PipelineConfig) -> Vec<(String, f64)> {
+        vec![("pipeline".into(), config.sla_s)]
+    }
+
     fn run<R: Observer<PipelineRequest>, S: Observer<PipelineSample>>(
         config: &PipelineConfig,
         replication: Replication,

@@ -145,6 +145,10 @@ impl World for ServingWorld {
         Ok(run.metrics())
     }
 
+    fn latency_objectives(config: &ServingConfig) -> Vec<(String, f64)> {
+        config.tasks.iter().map(|t| (t.name.clone(), t.slo_s)).collect()
+    }
+
     fn labels(config: &ServingConfig) -> Labels {
         Labels(vec![("task", config.tasks.iter().map(|t| t.name.clone()).collect())])
     }
