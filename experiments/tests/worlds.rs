@@ -289,3 +289,33 @@ fn every_world_with_energy_reports_carbon_from_the_shared_grid() {
         assert!(c2 > carbon * 1.5, "{name}: near the peak of a 0.9 cycle carbon rises ({c2} vs {carbon})");
     }
 }
+
+/// The miner network's organic queries can follow any shared arrival process.
+#[test]
+fn network_tasks_take_any_shared_arrival_process() {
+    let mut s = Scenario::builtin("nineteen-contenders").unwrap();
+    s.apply_overrides(&[
+        "simulation.duration_h=0.25",
+        "routing.policy=least_processed",
+        "tasks[0].organic_per_s=0",
+        "tasks[0].organic={kind = \"deterministic\", rate_per_s = 1.0}",
+        "tasks[1].organic_per_s=0",
+        "tasks[1].organic={kind = \"deterministic\", rate_per_s = 1.0}",
+    ])
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("det");
+    let report = run_batch(&s, &spec(&out, 2, TraceLevel::Summary, 2), &AtomicBool::new(false), &|_| {}).unwrap();
+    assert!(report.manifest.failed.is_empty());
+    use polars::prelude::*;
+    let reps = ParquetReader::new(std::fs::File::open(out.join("replications.parquet")).unwrap()).finish().unwrap();
+    // One a second at 1, 2, ..., 899 s on each of the two tasks running from the start:
+    // 1798 queries, less the few still in flight at the end.
+    let organic = reps.column("organic_queries").unwrap().f64().unwrap();
+    for r in 0..2 {
+        let n = organic.get(r).unwrap();
+        assert!((1788.0..=1798.0).contains(&n), "replication {r}: {n} organic queries");
+    }
+    let e = s.clone().apply_overrides(&["tasks[0].organic_per_s=2"]).unwrap_err().to_string();
+    assert!(e.contains("tasks[0].organic_per_s = 2 is invalid: expected no value with [tasks.organic]"), "{e}");
+}

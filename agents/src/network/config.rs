@@ -35,8 +35,13 @@ pub struct NetworkConfig {
 pub struct TaskConfig {
     /// Name, e.g. `chat-llama-3-2-3b`.
     pub name: String,
-    /// Poisson rate of organic (user) queries (per s).
+    /// Poisson rate of organic (user) queries (per s); 0 when `organic` is given.
+    #[serde(default)]
     pub organic_per_s: f64,
+    /// Organic queries from any shared arrival process (poisson, deterministic,
+    /// diurnal, mmpp, trace) instead of `organic_per_s`: `[tasks.organic]`.
+    #[serde(default)]
+    pub organic: Option<crate::arrivals::ArrivalProcess>,
     /// Poisson rate of synthetic (validator-made) queries (per s).
     #[serde(default)]
     pub synthetic_per_s: f64,
@@ -329,6 +334,10 @@ impl NetworkConfig {
             check(!t.name.is_empty(), key("name"), "\"\"", "a non-empty name")?;
             check(self.tasks[..i].iter().all(|o| o.name != t.name), key("name"), &t.name, "a name no other task has")?;
             check(rate(t.organic_per_s), key("organic_per_s"), t.organic_per_s, RATE)?;
+            if let Some(process) = &t.organic {
+                check(t.organic_per_s == 0.0, key("organic_per_s"), t.organic_per_s, "no value with [tasks.organic]")?;
+                process.validate().map_err(|e| e.within(&key("organic")))?;
+            }
             check(rate(t.synthetic_per_s), key("synthetic_per_s"), t.synthetic_per_s, RATE)?;
             check(secs(t.work_s), key("work_s"), t.work_s, SECS)?;
             check(
@@ -485,6 +494,7 @@ impl NetworkConfig {
         let task = |name: &str, organic_per_s: f64, synthetic_per_s: f64, work_s: f64, start_h: f64| TaskConfig {
             name: name.into(),
             organic_per_s,
+            organic: None,
             synthetic_per_s,
             work_s,
             work_cv: 0.5,
@@ -572,6 +582,7 @@ impl NetworkConfig {
             TaskConfig {
                 name: "chat-llama-3-2-3b".into(),
                 organic_per_s: 2.0,
+                organic: None,
                 synthetic_per_s: 0.5,
                 work_s: 0.8,
                 work_cv: 0.5,
@@ -580,6 +591,7 @@ impl NetworkConfig {
             TaskConfig {
                 name: "chat-llama-3-1-70b".into(),
                 organic_per_s: 0.5,
+                organic: None,
                 synthetic_per_s: 0.2,
                 work_s: 3.0,
                 work_cv: 0.5,

@@ -50,12 +50,18 @@ impl World for NetworkWorld {
 
     fn resolve(file: NetworkFile, inputs: &dyn Inputs) -> Result<NetworkConfig, ConfigError> {
         file.simulation.no_warmup()?;
+        let mut tasks = file.tasks;
+        for (i, t) in tasks.iter_mut().enumerate() {
+            if let Some(process) = &mut t.organic {
+                process.load(&format!("tasks[{i}].organic"), inputs, &[])?;
+            }
+        }
         let mut grid = file.grid;
         if let Some(grid) = &mut grid {
             grid.load("grid", inputs)?;
         }
         let config = NetworkConfig {
-            tasks: file.tasks,
+            tasks,
             node_classes: file.node_classes,
             similarity: file.similarity,
             validator: file.validator,

@@ -411,6 +411,8 @@ pub struct Network<O = NullObserver, S = NullObserver> {
     similarity: Vec<Vec<f64>>,
     decay: DecayParams,
     work: Vec<WorkSampler>,
+    /// Organic sources given as a shared arrival process, per task.
+    organic: Vec<Option<crate::arrivals::ArrivalGenerator>>,
     /// The late task whose cold start is measured.
     late_task: Option<u16>,
     horizon: SimTime,
@@ -471,6 +473,11 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
         };
         let r = config.routing;
         Ok(Network {
+            organic: config
+                .tasks
+                .iter()
+                .map(|t| t.organic.clone().map(crate::arrivals::ArrivalGenerator::new))
+                .collect(),
             similarity: config.similarity_matrix(),
             decay: DecayParams { half_life_s: r.half_life_s, window_s: r.window_s, weight: r.weight },
             work,
@@ -620,18 +627,33 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
 
     /// Schedules the next query of a source after `from`.
     fn schedule_arrival(
-        &self,
+        &mut self,
         ctx: &mut Context<'_, NetworkEvent>,
         task: u16,
         synthetic: bool,
         from: SimTime,
     ) -> Result<(), ScheduleError> {
+        if !synthetic && let Some(process) = self.organic[usize::from(task)].as_mut() {
+            let at = process.next_after(from, ctx.rng(Self::arrival_stream(task, synthetic)))?;
+            return self.schedule_query(ctx, task, synthetic, at);
+        }
         let rate = self.rate_of(task, synthetic);
         if rate <= 0.0 {
             return Ok(());
         }
         let gap_s = Distribution::<f64>::sample(&Exp1, ctx.rng(Self::arrival_stream(task, synthetic))) / rate;
         let at = from + SimDuration::from_secs_f64(gap_s.min(1e12))?;
+        self.schedule_query(ctx, task, synthetic, at)
+    }
+
+    /// Schedules a query of a source at `at`, if it falls in the run.
+    fn schedule_query(
+        &self,
+        ctx: &mut Context<'_, NetworkEvent>,
+        task: u16,
+        synthetic: bool,
+        at: SimTime,
+    ) -> Result<(), ScheduleError> {
         if at < self.horizon {
             ctx.schedule(at, NetworkEvent::Arrival { task, synthetic })?;
         }
