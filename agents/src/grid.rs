@@ -53,6 +53,10 @@ fn day_h() -> f64 {
 }
 
 impl CarbonIntensity {
+    /// Zero intensity everywhere: for accounting energy where a scenario gives no grid
+    /// (and so reports no carbon).
+    pub const NONE: CarbonIntensity = CarbonIntensity::Constant { kg_per_kwh: 0.0 };
+
     /// Reads a series' points through `inputs` (`key` is the grid table's); other
     /// kinds are left as they are.
     pub fn load(&mut self, key: &str, inputs: &dyn Inputs) -> Result<(), ConfigError> {

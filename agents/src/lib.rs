@@ -31,6 +31,7 @@ pub mod grid;
 pub mod input;
 pub mod network;
 pub mod pipeline;
+pub mod power;
 pub mod retraining;
 pub mod serving;
 pub mod station;

@@ -54,8 +54,6 @@ use rand::RngExt;
 use rand_distr::{Distribution, Exp1, LogNormal, StandardNormal};
 use rustc_hash::FxBuildHasher;
 
-use crate::error::hours;
-
 mod config;
 mod file;
 pub mod scoring;
@@ -344,9 +342,8 @@ struct Stats {
     rate_limited: u64,
     failed: u64,
     by_category: [u64; 3],
-    busy_j: f64,
-    /// Carbon of the busy energy, integrated with the grid (kg).
-    busy_carbon_kg: f64,
+    /// Energy and carbon of nodes serving, above their idle power.
+    busy: crate::power::PowerMeter,
     nodes_joined: u64,
     nodes_left: u64,
     node_failures: u64,
@@ -926,10 +923,12 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
         let position = node.in_flight.iter().position(|&x| x == q).expect("the query is in flight at its node");
         node.in_flight.swap_remove(position);
         let busy_w = self.config.node_classes[usize::from(node.class)].busy_w;
-        self.stats.busy_j += busy_w * (now - start).as_secs_f64();
-        if let Some(grid) = &self.config.grid {
-            self.stats.busy_carbon_kg += busy_w / 1000.0 * grid.integral(hours(start), hours(now));
-        }
+        self.stats.busy.add(
+            start,
+            now,
+            busy_w,
+            self.config.grid.as_ref().unwrap_or(&crate::grid::CarbonIntensity::NONE),
+        );
         self.update_node_ranks(node_id);
     }
 
@@ -1162,27 +1161,15 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
     pub fn results(&self, end: SimTime, events: u64) -> NetworkRun {
         let s = &self.stats;
         let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
-        let idle_j: f64 = self
-            .nodes
-            .iter()
-            .map(|(_, n)| {
-                let until = n.left.unwrap_or(end).min(end);
-                self.config.node_classes[usize::from(n.class)].idle_w * (until - n.joined).as_secs_f64()
-            })
-            .sum();
-        let energy_kwh = (idle_j + s.busy_j) / 3.6e6;
-        let carbon_kg = self.config.grid.as_ref().map(|grid| {
-            let idle_kg: f64 = self
-                .nodes
-                .iter()
-                .map(|(_, n)| {
-                    let until = n.left.unwrap_or(end).min(end);
-                    self.config.node_classes[usize::from(n.class)].idle_w / 1000.0
-                        * grid.integral(hours(n.joined), hours(until))
-                })
-                .sum();
-            idle_kg + s.busy_carbon_kg
-        });
+        // Every node draws its idle power from joining to leaving (or the end).
+        let grid = self.config.grid.as_ref().unwrap_or(&crate::grid::CarbonIntensity::NONE);
+        let mut meter = s.busy;
+        for (_, n) in self.nodes.iter() {
+            let until = n.left.unwrap_or(end).min(end);
+            meter.add(n.joined, until, self.config.node_classes[usize::from(n.class)].idle_w, grid);
+        }
+        let energy_kwh = meter.energy_kwh_at(meter.since(), 0.0);
+        let carbon_kg = self.config.grid.as_ref().map(|_| meter.carbon_kg_at(meter.since(), 0.0, grid));
         let finished = s.organic + s.synthetic;
         NetworkRun {
             organic_queries: s.organic,

@@ -37,7 +37,8 @@ use rand::RngExt;
 use rand_distr::{Distribution, Exp1};
 use serde::{Deserialize, Serialize};
 
-use crate::error::hours;
+use crate::grid::CarbonIntensity;
+use crate::power::PowerMeter;
 
 pub mod adapter;
 mod file;
@@ -205,7 +206,7 @@ pub struct PipelineConfig {
     /// Quadrant thresholds.
     pub efficiency: Efficiency,
     /// Grid carbon intensity where the replicas run; no carbon metric without one.
-    pub grid: Option<crate::grid::CarbonIntensity>,
+    pub grid: Option<CarbonIntensity>,
     /// Length of the run (s).
     pub duration_s: f64,
 }
@@ -417,7 +418,7 @@ impl PipelineConfig {
             },
             feedback: Feedback { fraction: 0.05, noise_sd: 0.1 },
             efficiency: Efficiency { quality: 0.5, cost_per_1k_usd: 0.01 },
-            grid: Some(crate::grid::CarbonIntensity::Constant { kg_per_kwh: 0.394 }),
+            grid: Some(CarbonIntensity::Constant { kg_per_kwh: 0.394 }),
             duration_s: 6.0 * 3600.0,
         }
     }
@@ -554,10 +555,9 @@ struct Stats {
     latency: LatencyHistogram,
     scores: Tally,
     interval_scores: Tally,
-    busy_j: f64,
-    /// Carbon of the busy energy above idle, and of the replicas' idle power up to
-    /// `replicas_since`, integrated with the grid (kg).
-    carbon_kg: f64,
+    /// Energy and carbon: the replicas' idle power up to `replicas_since`, plus every
+    /// batch's power above idle.
+    meter: PowerMeter,
     reconfigurations: u64,
     infeasible: u64,
     /// Integral of replicas alive over time (replica-seconds), and when last updated.
@@ -685,10 +685,8 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
     fn account_replicas(&mut self, now: SimTime) {
         let alive = f64::from(self.alive_replicas());
         self.stats.replica_s += alive * (now - self.stats.replicas_since).as_secs_f64();
-        if let Some(grid) = &self.config.grid {
-            let idle_kw = alive * self.config.resources.idle_w / 1000.0;
-            self.stats.carbon_kg += idle_kw * grid.integral(hours(self.stats.replicas_since), hours(now));
-        }
+        let grid = self.config.grid.as_ref().unwrap_or(&CarbonIntensity::NONE);
+        self.stats.meter.hold(now, alive * self.config.resources.idle_w, grid);
         self.stats.replicas_since = now;
     }
 
@@ -733,11 +731,9 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
                 self.inputs[i].accuracy += accuracy;
             }
             let extra_w = self.config.resources.busy_w - self.config.resources.idle_w;
-            self.stats.busy_j += extra_w * service_s;
-            if let Some(grid) = &self.config.grid {
-                let from_h = hours(now);
-                self.stats.carbon_kg += extra_w / 1000.0 * grid.integral(from_h, from_h + service_s / 3600.0);
-            }
+            let done = now.checked_add(SimDuration::from_secs_f64(service_s)?).ok_or(ScheduleError::Overflow)?;
+            let grid = self.config.grid.as_ref().unwrap_or(&CarbonIntensity::NONE);
+            self.stats.meter.add(now, done, extra_w, grid);
             self.stages[s].replicas[r].batch = taken;
             ctx.schedule(
                 SimDuration::from_secs_f64(service_s)?,
@@ -908,9 +904,8 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
     }
 
     fn energy_kwh(&self, now: SimTime) -> f64 {
-        let alive = f64::from(self.alive_replicas());
-        let replica_s = self.stats.replica_s + alive * (now - self.stats.replicas_since).as_secs_f64();
-        (replica_s * self.config.resources.idle_w + self.stats.busy_j) / 3.6e6
+        let idle_w = f64::from(self.alive_replicas()) * self.config.resources.idle_w;
+        self.stats.meter.energy_kwh_at(now, idle_w)
     }
 
     /// The per-replication metrics at `end`.
@@ -920,10 +915,7 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
         let replica_s = s.replica_s + alive * (end - s.replicas_since).as_secs_f64();
         let energy_kwh = self.energy_kwh(end);
         let r = &self.config.resources;
-        let carbon_kg =
-            self.config.grid.as_ref().map(|grid| {
-                s.carbon_kg + alive * r.idle_w / 1000.0 * grid.integral(hours(s.replicas_since), hours(end))
-            });
+        let carbon_kg = self.config.grid.as_ref().map(|grid| s.meter.carbon_kg_at(end, alive * r.idle_w, grid));
         let cost_usd = replica_s / 3600.0 * r.cores_per_replica * r.usd_per_core_h + energy_kwh * r.usd_per_kwh;
         let per = |x: f64| (s.requests > 0).then(|| x / s.requests as f64);
         let accuracy_mean = s.accuracy.mean();

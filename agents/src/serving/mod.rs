@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::distributions::lognormal_from_mean_cv;
 use crate::grid::CarbonIntensity;
+use crate::power::PowerMeter;
 
 mod batch_time;
 mod file;
@@ -536,12 +537,8 @@ pub struct Serving<O = NullObserver, S = NullObserver> {
     busy_gpus: u32,
     /// GPUs failed and not yet repaired.
     down_gpus: u32,
-    /// IT energy up to `power_changed` (J), integrated at every change of `busy_gpus`.
-    it_energy_j: f64,
-    /// IT carbon up to `power_changed` (g: W x h x kg/kWh), integrated with the grid's
-    /// intensity at every change of `busy_gpus`.
-    it_carbon_g: f64,
-    power_changed: SimTime,
+    /// IT energy and carbon, integrated at every change of busy or down GPUs.
+    it: PowerMeter,
 }
 
 #[derive(Debug, Default)]
@@ -627,8 +624,6 @@ pub struct ServingRun {
 
 const J_PER_KWH: f64 = 3.6e6;
 
-use crate::error::hours;
-
 impl<O: Observer<RequestRecord>> Serving<O> {
     /// A validated world with no requests yet.
     pub fn new(config: ServingConfig, observer: O) -> Result<Self, ServingConfigError> {
@@ -703,9 +698,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             sampling,
             busy_gpus: 0,
             down_gpus: 0,
-            it_energy_j: 0.0,
-            it_carbon_g: 0.0,
-            power_changed: SimTime::ZERO,
+            it: PowerMeter::default(),
         })
     }
 
@@ -735,9 +728,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
     /// Integrates IT energy up to `now`, then changes the numbers of busy and down GPUs.
     fn set_power_state(&mut self, now: SimTime, busy: u32, down: u32) {
         let power_w = self.it_power_w(self.busy_gpus, self.down_gpus);
-        self.it_energy_j += power_w * (now - self.power_changed).as_secs_f64();
-        self.it_carbon_g += power_w * self.config.grid.integral(hours(self.power_changed), hours(now));
-        self.power_changed = now;
+        self.it.hold(now, power_w, &self.config.grid);
         self.busy_gpus = busy;
         self.down_gpus = down;
     }
@@ -798,15 +789,14 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
     /// Emits every grid instant before `now` with the state that held there.
     fn sample_before(&mut self, now: SimTime) {
         let pue = self.config.pue;
-        let (energy_j, changed, busy) = (self.it_energy_j, self.power_changed, self.busy_gpus);
+        let (it, busy) = (self.it, self.busy_gpus);
         let power_w = self.it_power_w(busy, self.down_gpus);
-        let carbon_g = self.it_carbon_g;
         let grid = &self.config.grid;
         let Some(sampling) = self.sampling.as_mut() else { return };
         for t in sampling.grid.due_before(now) {
             // Summed only when an instant is due: most events pass no grid instant.
             let queue_len: u32 = self.nodes.iter().map(|(_, n)| n.queue.len() as u32).sum();
-            let energy_kwh = (energy_j + power_w * (t - changed).as_secs_f64()) * pue / J_PER_KWH;
+            let energy_kwh = it.energy_j_at(t, power_w) * pue / J_PER_KWH;
             sampling.sink.observe(ServingSample {
                 t_s: t.as_secs_f64(),
                 queue_len,
@@ -815,7 +805,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
                 energy_kwh,
                 carbon_kg: match grid.constant() {
                     Some(kg_per_kwh) => energy_kwh * kg_per_kwh,
-                    None => (carbon_g + power_w * grid.integral(hours(changed), hours(t))) * pue / 1000.0,
+                    None => it.carbon_kg_at(t, power_w, grid) * pue,
                 },
             });
         }
@@ -1127,11 +1117,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             energy_per_request_kwh: (served_all > 0.0).then(|| energy_kwh / served_all),
             carbon_kg: match c.grid.constant() {
                 Some(kg_per_kwh) => energy_kwh * kg_per_kwh,
-                None => {
-                    let tail_g = self.it_power_w(self.busy_gpus, self.down_gpus)
-                        * c.grid.integral(hours(self.power_changed), hours(end));
-                    (self.it_carbon_g + tail_g) * c.pue / 1000.0
-                }
+                None => self.it.carbon_kg_at(end, self.it_power_w(self.busy_gpus, self.down_gpus), &c.grid) * c.pue,
             },
             cost_usd: energy_kwh * c.energy_usd_per_kwh + gpu_s / 3600.0 * c.gpu_usd_per_hour,
             run_s,
