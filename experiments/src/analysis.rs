@@ -2,7 +2,6 @@
 //! (point, metric), merging any number of output directories (for example the shards
 //! of one batch), and paired comparisons of two batches.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use infersim_engine::stats::{BatchMeans, Warmup, batch_means, student_t_quantile};
@@ -164,17 +163,15 @@ pub fn cell(value: &AnyValue<'_>) -> String {
 /// Writes a frame as CSV (header, comma-separated, no quoting needed for infersim's
 /// snake_case names and numbers), atomically.
 pub fn write_csv(path: &Path, df: &DataFrame) -> Result<(), AnalysisError> {
-    let mut text = String::new();
-    let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
-    text.push_str(&names.join(","));
-    text.push('\n');
-    for i in 0..df.height() {
-        let row: Vec<String> = df.columns().iter().map(|c| cell(&c.get(i).unwrap_or(AnyValue::Null))).collect();
-        let _ = writeln!(text, "{}", row.join(","));
-    }
+    // The csv crate quotes what needs quoting (a swept list such as `[2.0, 20.0]`).
+    let io = |e: csv::Error| OutputError::Format { path: path.to_path_buf(), message: e.to_string() };
     write_atomically(path, |w| {
-        use std::io::Write;
-        w.write_all(text.as_bytes()).map_err(|error| OutputError::Io { path: path.to_path_buf(), error })
+        let mut out = csv::Writer::from_writer(w);
+        out.write_record(df.get_column_names().iter().map(|n| n.as_str())).map_err(io)?;
+        for i in 0..df.height() {
+            out.write_record(df.columns().iter().map(|c| cell(&c.get(i).unwrap_or(AnyValue::Null)))).map_err(io)?;
+        }
+        out.flush().map_err(|error| OutputError::Io { path: path.to_path_buf(), error })
     })?;
     Ok(())
 }

@@ -60,8 +60,8 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
         /// What to record per replication (cumulative): summary, timeseries (sampled state), requests (a row per request).
-        #[arg(long, value_enum, default_value_t = TraceLevel::Summary)]
-        trace: TraceLevel,
+        #[arg(long, value_enum, default_value_t = TraceArg::Summary)]
+        trace: TraceArg,
     },
     /// Summarise one or more output directories (e.g. the shards of one batch) as one batch.
     Analyze {
@@ -135,6 +135,28 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+}
+
+/// How much to record per replication, as the command line spells it (the library's
+/// `TraceLevel` knows nothing of clap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum TraceArg {
+    /// Per-replication metrics only.
+    Summary,
+    /// Also the state sampled on a time grid (timeseries.parquet).
+    Timeseries,
+    /// Also one row per request (requests.parquet).
+    Requests,
+}
+
+impl From<TraceArg> for TraceLevel {
+    fn from(arg: TraceArg) -> Self {
+        match arg {
+            TraceArg::Summary => TraceLevel::Summary,
+            TraceArg::Timeseries => TraceLevel::Timeseries,
+            TraceArg::Requests => TraceLevel::Requests,
+        }
+    }
 }
 
 /// Everything the CLI prints on stdout goes through here, so that a closed pipe
@@ -649,8 +671,8 @@ struct SlurmOptions {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
     /// What each shard records (as for run).
-    #[arg(long, value_enum, default_value_t = TraceLevel::Summary)]
-    trace: TraceLevel,
+    #[arg(long, value_enum, default_value_t = TraceArg::Summary)]
+    trace: TraceArg,
     /// Confidence level of the merged summary.
     #[arg(long, default_value_t = 0.95)]
     confidence: f64,
@@ -717,7 +739,7 @@ fn slurm(scenario: &str, o: SlurmOptions, submit: bool) -> anyhow::Result<ExitCo
     for set in &o.overrides {
         run_args.extend(["--set".to_string(), set.clone()]);
     }
-    if o.trace != TraceLevel::Summary {
+    if o.trace != TraceArg::Summary {
         run_args.extend(["--trace".to_string(), format!("{:?}", o.trace).to_lowercase()]);
     }
     run_args.extend(["--confidence".to_string(), o.confidence.to_string()]);
@@ -810,7 +832,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { scenario, reps, seed, out, threads, overrides, shard, resume, confidence, quiet, trace } => {
-            run(&scenario, reps, seed, out, threads, &overrides, shard, resume, confidence, quiet, trace)
+            run(&scenario, reps, seed, out, threads, &overrides, shard, resume, confidence, quiet, trace.into())
         }
         Command::Analyze { dirs, out, confidence, batch_means, batches, warmup } => {
             analyze(&dirs, out, confidence, &BatchMeansSpec { series: batch_means, batches, warmup })

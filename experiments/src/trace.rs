@@ -28,7 +28,7 @@ use std::marker::PhantomData;
 use crate::output::{OutputError, trace_writer_properties};
 
 /// How much of each replication to record. Levels are cumulative.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TraceLevel {
     /// Per-replication metrics only.

@@ -319,3 +319,28 @@ fn network_tasks_take_any_shared_arrival_process() {
     let e = s.clone().apply_overrides(&["tasks[0].organic_per_s=2"]).unwrap_err().to_string();
     assert!(e.contains("tasks[0].organic_per_s = 2 is invalid: expected no value with [tasks.organic]"), "{e}");
 }
+
+/// summary.csv quotes what needs quoting: a swept list value keeps its row's columns.
+#[test]
+fn summary_csv_keeps_its_columns_when_a_swept_value_is_a_list() {
+    let mut s = Scenario::builtin("serving").unwrap();
+    s.apply_overrides(&[
+        "simulation.duration_s=30",
+        "simulation.warmup_s=0",
+        "serving.arrivals.kind=mmpp",
+        "serving.arrivals.rates_per_s=[5.0, 20.0]",
+        "serving.arrivals.mean_sojourn_s=[10.0, 10.0]",
+    ])
+    .unwrap();
+    let text = format!("{}\n[sweep]\n\"serving.arrivals.rates_per_s\" = [[2.0, 20.0], [5.0, 10.0]]\n", s.to_toml());
+    let s = Scenario::parse("lists.toml", &text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("lists");
+    run_batch(&s, &spec(&out, 2, TraceLevel::Summary, 2), &AtomicBool::new(false), &|_| {}).unwrap();
+    let mut reader = csv::Reader::from_path(out.join("summary.csv")).unwrap();
+    let width = reader.headers().unwrap().len();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r.len() == width), "every row has the header's {width} columns");
+    assert!(rows.iter().any(|r| r.iter().any(|cell| cell == "[2.0, 20.0]")), "the list is one cell");
+}

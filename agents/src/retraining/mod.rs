@@ -40,7 +40,7 @@ use infersim_engine::{
     Arena, Context, EventId, Id, Model, NullObserver, Observer, QueueKind, ScheduleError, SimDuration, SimTime,
     Simulation, StreamId,
 };
-use rand_distr::{Distribution, Exp1, LogNormal};
+use rand_distr::{Distribution, LogNormal};
 
 mod config;
 mod file;
@@ -802,8 +802,8 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
 
     fn schedule_failure(&mut self, gpu: Id<Gpu>, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
         let Some(f) = self.config.fleet.failures else { return Ok(()) };
-        let up_h: f64 = Distribution::<f64>::sample(&Exp1, ctx.rng(Self::failure_stream(gpu))) * f.mtbf_h;
-        let at = ctx.now().checked_add(SimDuration::from_secs_f64(up_h * 3600.0)?).ok_or(ScheduleError::Overflow)?;
+        let up_s = f.time_to_failure_s(ctx.rng(Self::failure_stream(gpu)));
+        let at = ctx.now().checked_add(SimDuration::from_secs_f64(up_s)?).ok_or(ScheduleError::Overflow)?;
         if at < self.horizon {
             ctx.schedule(at, RetrainingEvent::GpuFails(gpu))?;
         }
@@ -846,8 +846,8 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
         }
         self.gpus[gpu].state = GpuState::Down;
         let f = self.config.fleet.failures.expect("failure events exist only with failures configured");
-        let repair_h: f64 = Distribution::<f64>::sample(&Exp1, ctx.rng(Self::failure_stream(gpu))) * f.mttr_h;
-        ctx.schedule(SimDuration::from_secs_f64(repair_h * 3600.0)?, RetrainingEvent::GpuRepaired(gpu))?;
+        let repair_s = f.time_to_repair_s(ctx.rng(Self::failure_stream(gpu)));
+        ctx.schedule(SimDuration::from_secs_f64(repair_s)?, RetrainingEvent::GpuRepaired(gpu))?;
         Ok(())
     }
 
@@ -935,9 +935,8 @@ pub fn build_retraining<O: Observer<RetrainingRequest>, S: Observer<RetrainingSa
     sim.schedule(SimTime::ZERO, RetrainingEvent::Tick).map_err(err)?;
     if let Some(f) = config.fleet.failures {
         for gpu in sim.model().gpus.ids().collect::<Vec<_>>() {
-            let up_h: f64 =
-                Distribution::<f64>::sample(&Exp1, sim.rng(Retraining::<O, S>::failure_stream(gpu))) * f.mtbf_h;
-            let at = SimTime::from_secs_f64(up_h * 3600.0).map_err(err)?;
+            let up_s = f.time_to_failure_s(sim.rng(Retraining::<O, S>::failure_stream(gpu)));
+            let at = SimTime::from_secs_f64(up_s).map_err(err)?;
             if at < horizon {
                 sim.schedule(at, RetrainingEvent::GpuFails(gpu)).map_err(err)?;
             }
