@@ -344,3 +344,31 @@ fn summary_csv_keeps_its_columns_when_a_swept_value_is_a_list() {
     assert!(rows.iter().all(|r| r.len() == width), "every row has the header's {width} columns");
     assert!(rows.iter().any(|r| r.iter().any(|cell| cell == "[2.0, 20.0]")), "the list is one cell");
 }
+
+/// The pipeline's load can be any shared arrival process too.
+#[test]
+fn the_pipeline_load_takes_any_shared_arrival_process() {
+    let mut s = Scenario::builtin("ipa-video").unwrap();
+    s.apply_overrides(&[
+        "simulation.duration_h=0.1",
+        "adapter.delta=0",
+        "load.rate_per_s=0",
+        "load.bursts_per_h=0",
+        "load.arrivals={kind = \"deterministic\", rate_per_s = 5.0}",
+    ])
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("det");
+    let report = run_batch(&s, &spec(&out, 2, TraceLevel::Summary, 2), &AtomicBool::new(false), &|_| {}).unwrap();
+    assert!(report.manifest.failed.is_empty(), "{:?}", report.manifest.failed);
+    use polars::prelude::*;
+    let reps = ParquetReader::new(std::fs::File::open(out.join("replications.parquet")).unwrap()).finish().unwrap();
+    // Five a second for 360 s: 1799 inputs, less those still in the pipeline at the end.
+    let requests = reps.column("requests").unwrap().f64().unwrap();
+    for r in 0..2 {
+        let n = requests.get(r).unwrap();
+        assert!((1700.0..=1799.0).contains(&n), "replication {r}: {n} inputs");
+    }
+    let e = s.clone().apply_overrides(&["load.rate_per_s=3"]).unwrap_err().to_string();
+    assert!(e.contains("load.rate_per_s = 3 is invalid: expected no value with [load.arrivals]"), "{e}");
+}

@@ -132,13 +132,17 @@ impl World for PipelineWorld {
             (other, _) => return Err(ConfigError::invalid("adapter.policy", other, "fixed or ipa")),
         };
         file.simulation.no_warmup()?;
+        let mut load = file.load;
+        if let Some(process) = &mut load.arrivals {
+            process.load("load.arrivals", inputs, &[])?;
+        }
         let mut grid = file.grid;
         if let Some(grid) = &mut grid {
             grid.load("grid", inputs)?;
         }
         let config = PipelineConfig {
             stages,
-            load: file.load,
+            load,
             adapter: Adapter {
                 policy,
                 objective: Objective { alpha: a.alpha, beta: a.beta, gamma: a.gamma, delta: a.delta },

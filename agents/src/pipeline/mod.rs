@@ -63,12 +63,17 @@ pub const BURST_STREAM: StreamId = StreamId(1);
 /// Stream of user feedback.
 pub const FEEDBACK_STREAM: StreamId = StreamId(2);
 
-/// The load: a daily cycle with random bursts.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+/// The load: a daily cycle with random bursts, or any shared arrival process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Load {
-    /// Mean arrivals per second over a cycle (bursts excluded).
+    /// Mean arrivals per second over a cycle (bursts excluded); 0 with `arrivals`.
+    #[serde(default)]
     pub rate_per_s: f64,
+    /// Inputs from a shared arrival process (poisson, deterministic, diurnal, mmpp,
+    /// trace) instead of the cycle with bursts: `[load.arrivals]`.
+    #[serde(default)]
+    pub arrivals: Option<crate::arrivals::ArrivalProcess>,
     /// Relative swing of the cycle, in [0, 1].
     #[serde(default)]
     pub amplitude: f64,
@@ -237,8 +242,13 @@ impl PipelineConfig {
             check(!s.variants.is_empty(), format!("stages[{i}].profile"), &s.name, "a profile with variants")?;
         }
         let l = &self.load;
+        if let Some(process) = &l.arrivals {
+            check(l.rate_per_s == 0.0, "load.rate_per_s", l.rate_per_s, "no value with [load.arrivals]")?;
+            check(l.bursts_per_h == 0.0, "load.bursts_per_h", l.bursts_per_h, "no value with [load.arrivals]")?;
+            process.validate().map_err(|e| e.within("load.arrivals"))?;
+        }
         check(
-            pos(l.rate_per_s) && l.rate_per_s <= 1e5,
+            l.arrivals.is_some() || pos(l.rate_per_s) && l.rate_per_s <= 1e5,
             "load.rate_per_s",
             l.rate_per_s,
             "a rate > 0, at most 100,000 per second",
@@ -390,6 +400,7 @@ impl PipelineConfig {
         PipelineConfig {
             stages: vec![stage("detector", BUILTIN_PROFILES[0].1), stage("classifier", BUILTIN_PROFILES[1].1)],
             load: Load {
+                arrivals: None,
                 rate_per_s: 20.0,
                 amplitude: 0.6,
                 period_h: 24.0,
@@ -568,6 +579,8 @@ struct Stats {
 
 /// The pipeline world.
 pub struct Pipeline<O = NullObserver, S = NullObserver> {
+    /// The load's shared arrival process, when it has one.
+    arrivals: Option<crate::arrivals::ArrivalGenerator>,
     config: PipelineConfig,
     limits: Limits,
     horizon: SimTime,
@@ -598,7 +611,10 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
         let delay = SimDuration::from_secs_f64(config.adapter.reconfig_delay_s)
             .map_err(|_| too_long("adapter.reconfig_delay_s", config.adapter.reconfig_delay_s))?;
         let limits = config.limits();
-        let predicted_per_s = config.load.rate_per_s;
+        let predicted_per_s = match &config.load.arrivals {
+            Some(process) => process.rate_per_s(),
+            None => config.load.rate_per_s,
+        };
         let (plan, feasible) = match &config.adapter.policy {
             AdapterPolicy::Fixed(fixed) => (
                 fixed
@@ -628,6 +644,7 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
             })
             .collect();
         Ok(Pipeline {
+            arrivals: config.load.arrivals.clone().map(crate::arrivals::ArrivalGenerator::new),
             limits,
             horizon,
             interval,
@@ -663,7 +680,11 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
     }
 
     /// The next arrival after `now`, by thinning against the highest possible rate.
-    fn next_arrival(&self, now: SimTime, ctx: &mut Context<'_, PipelineEvent>) -> Result<SimTime, ScheduleError> {
+    fn next_arrival(&mut self, now: SimTime, ctx: &mut Context<'_, PipelineEvent>) -> Result<SimTime, ScheduleError> {
+        if let Some(process) = self.arrivals.as_mut() {
+            let next = process.next_after(now, ctx.rng(LOAD_STREAM))?;
+            return Ok(if next.as_secs_f64() >= self.config.duration_s { SimTime::MAX } else { next });
+        }
         let l = &self.config.load;
         let max = l.rate_per_s * (1.0 + l.amplitude) * l.burst_factor;
         let mut t = now.as_secs_f64();
@@ -997,7 +1018,23 @@ pub fn build_pipeline<O: Observer<PipelineRequest>, S: Observer<PipelineSample>>
 ) -> Result<Simulation<Pipeline<O, S>>, PipelineConfigError> {
     let world = Pipeline::new(config.clone(), observer, samples)?;
     let mut sim = Simulation::with_queue(world, QueueKind::default(), master_seed, replication);
-    let load = config.load;
+    let load = &config.load;
+    if let Some(mut process) = sim.model_mut().arrivals.take() {
+        let first = process
+            .next_after(SimTime::ZERO, sim.rng(LOAD_STREAM))
+            .map_err(|e| ConfigError::invalid("load.arrivals", e, "a first arrival within 584 years"))?;
+        sim.model_mut().arrivals = Some(process);
+        if first.as_secs_f64() < config.duration_s {
+            sim.schedule(first, PipelineEvent::Arrival)
+                .map_err(|e| ConfigError::invalid("load.arrivals", e, "times within 584 years"))?;
+        }
+        let interval = sim.model().interval;
+        if SimTime::ZERO + interval <= sim.model().horizon {
+            sim.schedule(interval, PipelineEvent::Tick)
+                .map_err(|e| ConfigError::invalid("adapter.interval_s", e, "times within 584 years"))?;
+        }
+        return Ok(sim);
+    }
     if load.bursts_per_h > 0.0 && load.burst_factor > 1.0 {
         let mut t_s = 0.0;
         let mut bursts = Vec::new();

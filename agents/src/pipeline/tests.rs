@@ -28,6 +28,7 @@ fn single_stage(service_s: f64, rate_per_s: f64, replicas: u32) -> PipelineConfi
     config.stages = vec![Stage::new("only", vec![Variant { name: "v".into(), accuracy: 1.0, points }]).unwrap()];
     config.load = Load {
         rate_per_s,
+        arrivals: None,
         amplitude: 0.0,
         period_h: 24.0,
         peak_h: 0.0,
