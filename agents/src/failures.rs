@@ -28,13 +28,23 @@ impl Failures {
         check(hours(self.mttr_h), "mttr_h", self.mttr_h, "hours > 0, at most 1,000,000")
     }
 
+    /// Time to the next failure (h), drawn from `rng`.
+    pub fn time_to_failure_h(&self, rng: &mut SimRng) -> f64 {
+        Distribution::<f64>::sample(&Exp1, rng) * self.mtbf_h
+    }
+
+    /// Time to repair (h), drawn from `rng`.
+    pub fn time_to_repair_h(&self, rng: &mut SimRng) -> f64 {
+        Distribution::<f64>::sample(&Exp1, rng) * self.mttr_h
+    }
+
     /// Time to the next failure (s), drawn from `rng`.
     pub fn time_to_failure_s(&self, rng: &mut SimRng) -> f64 {
-        Distribution::<f64>::sample(&Exp1, rng) * self.mtbf_h * 3600.0
+        self.time_to_failure_h(rng) * 3600.0
     }
 
     /// Time to repair (s), drawn from `rng`.
     pub fn time_to_repair_s(&self, rng: &mut SimRng) -> f64 {
-        Distribution::<f64>::sample(&Exp1, rng) * self.mttr_h * 3600.0
+        self.time_to_repair_h(rng) * 3600.0
     }
 }

@@ -100,6 +100,13 @@ pub struct NodeClass {
     pub mttr_h: f64,
 }
 
+impl NodeClass {
+    /// The class's failures and repairs, if its nodes fail (`mtbf_h` set).
+    pub fn failures(&self) -> Option<crate::failures::Failures> {
+        self.mtbf_h.map(|mtbf_h| crate::failures::Failures { mtbf_h, mttr_h: self.mttr_h })
+    }
+}
+
 fn default_mttr_h() -> f64 {
     1.0
 }

@@ -586,10 +586,10 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
             self.update_rank(contender);
         }
         let class = &self.config.node_classes[class];
-        let (leave_per_h, mtbf_h) = (class.leave_per_h, class.mtbf_h);
+        let (leave_per_h, failures) = (class.leave_per_h, class.failures());
         let rng = ctx.rng(Self::life_stream(node));
         let leave_after_h = (leave_per_h > 0.0).then(|| Distribution::<f64>::sample(&Exp1, rng) / leave_per_h);
-        let fail_after_h = mtbf_h.map(|m| Distribution::<f64>::sample(&Exp1, rng) * m);
+        let fail_after_h = failures.map(|f| f.time_to_failure_h(rng));
         if let Some(h) = leave_after_h {
             self.schedule_within(ctx, h, NetworkEvent::NodeLeaves(node))?;
         }
@@ -993,9 +993,10 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
         node.state = NodeState::Down;
         node.epoch += 1;
         let epoch = node.epoch;
-        let mttr_h = self.config.node_classes[usize::from(node.class)].mttr_h;
+        let failures = self.config.node_classes[usize::from(node.class)].failures();
         self.drop_in_flight(node_id, ctx)?;
-        let repair_h = Distribution::<f64>::sample(&Exp1, ctx.rng(Self::life_stream(node_id))) * mttr_h;
+        let failures = failures.expect("a node fails only when its class has failures");
+        let repair_h = failures.time_to_repair_h(ctx.rng(Self::life_stream(node_id)));
         self.schedule_within(ctx, repair_h, NetworkEvent::NodeRepaired { node: node_id, epoch })
     }
 
@@ -1012,8 +1013,8 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
         node.state = NodeState::Up;
         node.epoch += 1;
         let epoch = node.epoch;
-        if let Some(mtbf_h) = self.config.node_classes[usize::from(node.class)].mtbf_h {
-            let up_h = Distribution::<f64>::sample(&Exp1, ctx.rng(Self::life_stream(node_id))) * mtbf_h;
+        if let Some(failures) = self.config.node_classes[usize::from(node.class)].failures() {
+            let up_h = failures.time_to_failure_h(ctx.rng(Self::life_stream(node_id)));
             self.schedule_within(ctx, up_h, NetworkEvent::NodeFails { node: node_id, epoch })?;
         }
         Ok(())

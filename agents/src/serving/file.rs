@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::{
     ArrivalProcess, BatchTime, Failures, History, OverLimit, RequestRecord, Routing, ServingConfig, ServingRun,
-    ServingSample, Task, build_sampled_serving, build_serving,
+    ServingSample, Task, build_sampled_serving, build_serving, finish_serving,
 };
 use crate::error::{ConfigError, RunError};
 use crate::grid::CarbonIntensity;
@@ -132,15 +132,9 @@ impl World for ServingWorld {
         let (seed, rep) = (replication.master_seed, replication.index);
         let run = match traces.sample_every {
             Some(every) => {
-                let mut sim = build_sampled_serving(config, traces.requests, every, traces.samples, seed, rep)?;
-                sim.run(Default::default())?;
-                sim.model().results(sim.now(), sim.events_handled())
+                finish_serving(&mut build_sampled_serving(config, traces.requests, every, traces.samples, seed, rep)?)?
             }
-            None => {
-                let mut sim = build_serving(config, traces.requests, seed, rep)?;
-                sim.run(Default::default())?;
-                sim.model().results(sim.now(), sim.events_handled())
-            }
+            None => finish_serving(&mut build_serving(config, traces.requests, seed, rep)?)?,
         };
         Ok(run.metrics())
     }

@@ -1201,6 +1201,14 @@ fn start<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
     Ok(sim)
 }
 
+/// Runs a built replication until every request is done and returns its metrics.
+pub fn finish_serving<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
+    sim: &mut Simulation<Serving<O, S>>,
+) -> Result<ServingRun, ScheduleError> {
+    sim.run(Default::default())?;
+    Ok(sim.model().results(sim.now(), sim.events_handled()))
+}
+
 /// Runs one replication to completion, untraced.
 pub fn run_serving(
     config: &ServingConfig,
@@ -1208,8 +1216,7 @@ pub fn run_serving(
     replication: u64,
 ) -> Result<ServingRun, crate::error::RunError> {
     let mut sim = build_serving(config, NullObserver, master_seed, replication)?;
-    sim.run(Default::default())?;
-    Ok(sim.model().results(sim.now(), sim.events_handled()))
+    Ok(finish_serving(&mut sim)?)
 }
 
 #[cfg(test)]

@@ -621,11 +621,18 @@ fn start<O: Observer<CustomerRecord>, S: Observer<StationSample>>(
     Ok(sim)
 }
 
+/// Runs a built replication until the station drains and returns its measures.
+pub fn finish_station<O: Observer<CustomerRecord>, S: Observer<StationSample>>(
+    sim: &mut Simulation<Station<O, S>>,
+) -> Result<StationRun, ScheduleError> {
+    sim.run(Default::default())?;
+    Ok(sim.model().results(sim.events_handled()))
+}
+
 /// Runs one replication of `config` to completion, untraced.
 pub fn run_station(config: &StationConfig, master_seed: u64, replication: u64) -> Result<StationRun, StationError> {
     let mut sim = build_station(config, NullObserver, QueueKind::default(), master_seed, replication)?;
-    sim.run(Default::default())?;
-    Ok(sim.model().results(sim.events_handled()))
+    Ok(finish_station(&mut sim)?)
 }
 
 crate::trace_row!(CustomerRecord, |r| {
@@ -802,14 +809,9 @@ impl World for StationWorld {
                     seed,
                     rep,
                 )?;
-                sim.run(Default::default())?;
-                sim.model().results(sim.events_handled())
+                finish_station(&mut sim)?
             }
-            None => {
-                let mut sim = build_station(config, traces.requests, QueueKind::default(), seed, rep)?;
-                sim.run(Default::default())?;
-                sim.model().results(sim.events_handled())
-            }
+            None => finish_station(&mut build_station(config, traces.requests, QueueKind::default(), seed, rep)?)?,
         };
         Ok(run.metrics())
     }
