@@ -372,3 +372,37 @@ fn the_pipeline_load_takes_any_shared_arrival_process() {
     let e = s.clone().apply_overrides(&["load.rate_per_s=3"]).unwrap_err().to_string();
     assert!(e.contains("load.rate_per_s = 3 is invalid: expected no value with [load.arrivals]"), "{e}");
 }
+
+/// The pipeline's replicas fail and are repaired like the other worlds' machines
+/// (`[failures]`): batches on a failing replica are lost, and results stay independent
+/// of the thread count.
+#[test]
+fn pipeline_replicas_fail_and_are_repaired() {
+    let mut s = Scenario::builtin("ipa-video").unwrap();
+    s.apply_overrides(&["simulation.duration_h=0.5", "adapter.delta=0", "failures={mtbf_h = 0.1, mttr_h = 0.02}"])
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |threads: usize| {
+        let out = dir.path().join(format!("fail-{threads}"));
+        let report =
+            run_batch(&s, &spec(&out, threads, TraceLevel::Summary, 3), &AtomicBool::new(false), &|_| {}).unwrap();
+        assert!(report.manifest.failed.is_empty(), "{:?}", report.manifest.failed);
+        std::fs::read(out.join("replications.parquet")).unwrap()
+    };
+    assert_eq!(run(1), run(2));
+    use polars::prelude::*;
+    let reps = ParquetReader::new(std::fs::File::open(dir.path().join("fail-2/replications.parquet")).unwrap())
+        .finish()
+        .unwrap();
+    let failures = reps.column("replica_failures").unwrap().f64().unwrap().sum().unwrap();
+    let lost = reps.column("lost").unwrap().f64().unwrap().sum().unwrap();
+    let served = reps.column("requests").unwrap().f64().unwrap().sum().unwrap();
+    assert!(failures > 10.0 && lost > 0.0 && served > 0.0, "{failures} failures, {lost} lost, {served} served");
+    // Without failures nothing is lost.
+    let mut plain = Scenario::builtin("ipa-video").unwrap();
+    plain.apply_overrides(&["simulation.duration_h=0.5", "adapter.delta=0"]).unwrap();
+    let out = dir.path().join("plain");
+    run_batch(&plain, &spec(&out, 2, TraceLevel::Summary, 2), &AtomicBool::new(false), &|_| {}).unwrap();
+    let reps = ParquetReader::new(std::fs::File::open(out.join("replications.parquet")).unwrap()).finish().unwrap();
+    assert_eq!(reps.column("lost").unwrap().f64().unwrap().sum(), Some(0.0));
+}

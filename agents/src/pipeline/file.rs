@@ -10,6 +10,7 @@ use super::{
     PipelineSample, Predictor, Resources, Stage, build_pipeline, finish_pipeline, read_profile,
 };
 use crate::error::{ConfigError, RunError};
+use crate::failures::Failures;
 use crate::grid::CarbonIntensity;
 use crate::input::Inputs;
 use crate::world::{Metrics, Replication, Traces, Window, World};
@@ -26,6 +27,7 @@ pub struct PipelineFile {
     feedback: Feedback,
     efficiency: Efficiency,
     grid: Option<CarbonIntensity>,
+    failures: Option<Failures>,
     simulation: Window,
 }
 
@@ -158,6 +160,7 @@ impl World for PipelineWorld {
             feedback: file.feedback,
             efficiency: file.efficiency,
             grid,
+            failures: file.failures,
             duration_s: file.simulation.duration_s()?,
         };
         config.validate().map_err(|e| {
@@ -193,6 +196,8 @@ impl PipelineRun {
             .number("energy_kwh", self.energy_kwh)
             .optional("energy_per_request_kwh", self.energy_per_request_kwh)
             .optional("carbon_kg", self.carbon_kg)
+            .count("replica_failures", self.replica_failures)
+            .count("lost", self.lost)
             .optional("accuracy_mean", self.accuracy_mean)
             .optional("latency_p50_s", self.latency_p50_s)
             .optional("latency_p99_s", self.latency_p99_s)

@@ -62,6 +62,9 @@ pub const LOAD_STREAM: StreamId = StreamId(0);
 pub const BURST_STREAM: StreamId = StreamId(1);
 /// Stream of user feedback.
 pub const FEEDBACK_STREAM: StreamId = StreamId(2);
+/// Replica slot `r` of stage `s` fails and is repaired with stream
+/// `FAILURE_STREAM_BASE + 100,000 s + r`, so other replicas' failures stay put.
+pub const FAILURE_STREAM_BASE: u32 = 1_000_000;
 
 /// The load: a daily cycle with random bursts, or any shared arrival process.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -212,6 +215,8 @@ pub struct PipelineConfig {
     pub efficiency: Efficiency,
     /// Grid carbon intensity where the replicas run; no carbon metric without one.
     pub grid: Option<CarbonIntensity>,
+    /// Replica failures and repairs; none by default.
+    pub failures: Option<crate::failures::Failures>,
     /// Length of the run (s).
     pub duration_s: f64,
 }
@@ -372,6 +377,9 @@ impl PipelineConfig {
             self.feedback.noise_sd,
             "a number from 0 to 100",
         )?;
+        if let Some(failures) = &self.failures {
+            failures.validate().map_err(|e| e.within("failures"))?;
+        }
         if let Some(grid) = &self.grid {
             grid.validate().map_err(|e| e.within("grid"))?;
         }
@@ -430,6 +438,7 @@ impl PipelineConfig {
             feedback: Feedback { fraction: 0.05, noise_sd: 0.1 },
             efficiency: Efficiency { quality: 0.5, cost_per_1k_usd: 0.01 },
             grid: Some(CarbonIntensity::Constant { kg_per_kwh: 0.394 }),
+            failures: None,
             duration_s: 6.0 * 3600.0,
         }
     }
@@ -453,6 +462,24 @@ pub enum PipelineEvent {
     Tick,
     /// A plan decided earlier takes effect.
     Reconfigure,
+    /// A replica fails: its batch is lost, and it is down until repaired.
+    ReplicaFails {
+        /// Stage index.
+        stage: u16,
+        /// Replica index within the stage.
+        replica: u32,
+        /// The replica's life this event belongs to (stale ones are ignored).
+        epoch: u64,
+    },
+    /// A failed replica is back.
+    ReplicaRepaired {
+        /// Stage index.
+        stage: u16,
+        /// Replica index within the stage.
+        replica: u32,
+        /// The replica's life this event belongs to.
+        epoch: u64,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -465,6 +492,12 @@ struct Input {
 struct Replica {
     alive: bool,
     retiring: bool,
+    /// Failed and not yet repaired: serves nothing, draws no power, costs nothing.
+    down: bool,
+    /// Which life of the slot this is: failure and repair events carry it.
+    epoch: u64,
+    /// The pending end of its batch, cancelled if it fails first.
+    done: Option<EventId>,
     /// The batch it serves: inputs and their variant.
     batch: Vec<infersim_engine::Id<Input>>,
 }
@@ -525,6 +558,10 @@ pub struct PipelineRun {
     /// Carbon of that energy, with the grid's intensity when it was drawn (kg CO2e);
     /// `None` without a `[grid]`.
     pub carbon_kg: Option<f64>,
+    /// Replica failures.
+    pub replica_failures: u64,
+    /// Inputs lost with the batch of a failing replica.
+    pub lost: u64,
     /// energy_kwh per finished input.
     pub energy_per_request_kwh: Option<f64>,
     /// Mean normalised accuracy of finished inputs, summed over stages (0..stages).
@@ -575,6 +612,11 @@ struct Stats {
     replica_s: f64,
     replicas_since: SimTime,
     arrivals_in_interval: u64,
+    /// Replica failures, and the inputs lost with their batches.
+    replica_failures: u64,
+    lost: u64,
+    /// The last epoch handed to a replica.
+    epochs: u64,
 }
 
 /// The pipeline world.
@@ -700,7 +742,7 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
     }
 
     fn alive_replicas(&self) -> u32 {
-        self.stages.iter().map(|s| s.replicas.iter().filter(|r| r.alive).count() as u32).sum()
+        self.stages.iter().map(|s| s.replicas.iter().filter(|r| r.alive && !r.down).count() as u32).sum()
     }
 
     fn account_replicas(&mut self, now: SimTime) {
@@ -729,7 +771,8 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
         loop {
             let stage = &self.stages[s];
             let Some(&(_, oldest)) = stage.queue.front() else { break };
-            let Some(r) = stage.replicas.iter().position(|r| r.alive && !r.retiring && r.batch.is_empty()) else {
+            let Some(r) = stage.replicas.iter().position(|r| r.alive && !r.retiring && !r.down && r.batch.is_empty())
+            else {
                 break;
             };
             let batch = stage.plan.batch as usize;
@@ -756,10 +799,8 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
             let grid = self.config.grid.as_ref().unwrap_or(&CarbonIntensity::NONE);
             self.stats.meter.add(now, done, extra_w, grid);
             self.stages[s].replicas[r].batch = taken;
-            ctx.schedule(
-                SimDuration::from_secs_f64(service_s)?,
-                PipelineEvent::BatchDone { stage: s as u16, replica: r as u32 },
-            )?;
+            let handle = ctx.schedule(done, PipelineEvent::BatchDone { stage: s as u16, replica: r as u32 })?;
+            self.stages[s].replicas[r].done = Some(handle);
         }
         Ok(())
     }
@@ -767,6 +808,7 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
     fn on_batch_done(&mut self, s: usize, r: usize, ctx: &mut Context<'_, PipelineEvent>) -> Result<(), ScheduleError> {
         let now = ctx.now();
         let done = std::mem::take(&mut self.stages[s].replicas[r].batch);
+        self.stages[s].replicas[r].done = None;
         if self.stages[s].replicas[r].retiring {
             self.account_replicas(now);
             self.stages[s].replicas[r] = Replica::default();
@@ -887,6 +929,7 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
         let now = ctx.now();
         self.account_replicas(now);
         self.stats.reconfigurations += 1;
+        let mut started = Vec::new();
         for (s, p) in plan.stages.iter().enumerate() {
             let stage = &mut self.stages[s];
             stage.plan = *p;
@@ -898,8 +941,14 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
                 // Reuse a free slot (or a retiring replica) before growing.
                 match stage.replicas.iter().position(|r| !r.alive || r.retiring) {
                     Some(r) if stage.replicas[r].retiring => stage.replicas[r].retiring = false,
-                    Some(r) => stage.replicas[r] = Replica { alive: true, ..Replica::default() },
-                    None => stage.replicas.push(Replica { alive: true, ..Replica::default() }),
+                    Some(r) => {
+                        stage.replicas[r] = Replica { alive: true, ..Replica::default() };
+                        started.push((s, r));
+                    }
+                    None => {
+                        stage.replicas.push(Replica { alive: true, ..Replica::default() });
+                        started.push((s, stage.replicas.len() - 1));
+                    }
                 }
                 alive = (0..stage.replicas.len())
                     .filter(|&r| stage.replicas[r].alive && !stage.replicas[r].retiring)
@@ -918,10 +967,98 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
                 ctx.cancel(timer);
             }
         }
+        for (s, r) in started {
+            self.start_life(s, r, ctx)?;
+        }
         for s in 0..self.stages.len() {
             self.dispatch(s, ctx)?;
         }
         Ok(())
+    }
+
+    /// The random stream of replica slot `r` of stage `s`.
+    fn failure_stream(s: usize, r: usize) -> StreamId {
+        StreamId(FAILURE_STREAM_BASE + (s as u32) * 100_000 + r as u32)
+    }
+
+    /// A replica starts a new life: a fresh epoch, and its first failure scheduled.
+    fn start_life(&mut self, s: usize, r: usize, ctx: &mut Context<'_, PipelineEvent>) -> Result<(), ScheduleError> {
+        self.stats.epochs += 1;
+        let epoch = self.stats.epochs;
+        self.stages[s].replicas[r].epoch = epoch;
+        self.schedule_failure(s, r, epoch, ctx)
+    }
+
+    fn schedule_failure(
+        &mut self,
+        s: usize,
+        r: usize,
+        epoch: u64,
+        ctx: &mut Context<'_, PipelineEvent>,
+    ) -> Result<(), ScheduleError> {
+        let Some(failures) = self.config.failures else { return Ok(()) };
+        let up_s = failures.time_to_failure_s(ctx.rng(Self::failure_stream(s, r)));
+        let at = ctx.now().checked_add(SimDuration::from_secs_f64(up_s)?).unwrap_or(SimTime::MAX);
+        if at < self.horizon {
+            ctx.schedule(at, PipelineEvent::ReplicaFails { stage: s as u16, replica: r as u32, epoch })?;
+        }
+        Ok(())
+    }
+
+    /// A replica fails: its batch's inputs are lost; it is down until repaired (a
+    /// retiring one is simply gone).
+    fn on_replica_fails(
+        &mut self,
+        s: usize,
+        r: usize,
+        epoch: u64,
+        ctx: &mut Context<'_, PipelineEvent>,
+    ) -> Result<(), ScheduleError> {
+        let replica = &self.stages[s].replicas[r];
+        if replica.epoch != epoch || !replica.alive || replica.down {
+            return Ok(());
+        }
+        let now = ctx.now();
+        self.account_replicas(now);
+        self.stats.replica_failures += 1;
+        let replica = &mut self.stages[s].replicas[r];
+        if let Some(done) = replica.done.take() {
+            ctx.cancel(done);
+        }
+        let lost = std::mem::take(&mut replica.batch);
+        self.stats.lost += lost.len() as u64;
+        for i in lost {
+            self.inputs.remove(i);
+        }
+        if self.stages[s].replicas[r].retiring {
+            self.stages[s].replicas[r] = Replica::default();
+            return Ok(());
+        }
+        self.stages[s].replicas[r].down = true;
+        let failures = self.config.failures.expect("replicas fail only with failures configured");
+        let repair_s = failures.time_to_repair_s(ctx.rng(Self::failure_stream(s, r)));
+        let at = now.checked_add(SimDuration::from_secs_f64(repair_s)?).unwrap_or(SimTime::MAX);
+        if at < self.horizon {
+            ctx.schedule(at, PipelineEvent::ReplicaRepaired { stage: s as u16, replica: r as u32, epoch })?;
+        }
+        Ok(())
+    }
+
+    fn on_replica_repaired(
+        &mut self,
+        s: usize,
+        r: usize,
+        epoch: u64,
+        ctx: &mut Context<'_, PipelineEvent>,
+    ) -> Result<(), ScheduleError> {
+        let replica = &self.stages[s].replicas[r];
+        if replica.epoch != epoch || !replica.down {
+            return Ok(());
+        }
+        self.account_replicas(ctx.now());
+        self.stages[s].replicas[r].down = false;
+        self.schedule_failure(s, r, epoch, ctx)?;
+        self.dispatch(s, ctx)
     }
 
     fn energy_kwh(&self, now: SimTime) -> f64 {
@@ -950,6 +1087,8 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
             requests: s.requests,
             energy_kwh,
             carbon_kg,
+            replica_failures: s.replica_failures,
+            lost: s.lost,
             energy_per_request_kwh: per(energy_kwh),
             accuracy_mean,
             latency_p50_s: s.latency.p50_s(),
@@ -1004,6 +1143,12 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Model for Pipeli
             PipelineEvent::BatchTimer(stage) => self.on_timer(usize::from(stage), ctx),
             PipelineEvent::Tick => self.on_tick(ctx),
             PipelineEvent::Reconfigure => self.on_reconfigure(ctx),
+            PipelineEvent::ReplicaFails { stage, replica, epoch } => {
+                self.on_replica_fails(usize::from(stage), replica as usize, epoch, ctx)
+            }
+            PipelineEvent::ReplicaRepaired { stage, replica, epoch } => {
+                self.on_replica_repaired(usize::from(stage), replica as usize, epoch, ctx)
+            }
         }
     }
 }
@@ -1018,6 +1163,24 @@ pub fn build_pipeline<O: Observer<PipelineRequest>, S: Observer<PipelineSample>>
 ) -> Result<Simulation<Pipeline<O, S>>, PipelineConfigError> {
     let world = Pipeline::new(config.clone(), observer, samples)?;
     let mut sim = Simulation::with_queue(world, QueueKind::default(), master_seed, replication);
+    if let Some(failures) = config.failures {
+        // Every replica of the first plan starts its first life.
+        let slots: Vec<(usize, usize)> = (0..sim.model().stages.len())
+            .flat_map(|s| (0..sim.model().stages[s].replicas.len()).map(move |r| (s, r)))
+            .collect();
+        let horizon = sim.model().horizon;
+        for (s, r) in slots {
+            sim.model_mut().stats.epochs += 1;
+            let epoch = sim.model().stats.epochs;
+            sim.model_mut().stages[s].replicas[r].epoch = epoch;
+            let up_s = failures.time_to_failure_s(sim.rng(Pipeline::<O, S>::failure_stream(s, r)));
+            let at = SimTime::from_secs_f64(up_s).unwrap_or(SimTime::MAX);
+            if at < horizon {
+                sim.schedule(at, PipelineEvent::ReplicaFails { stage: s as u16, replica: r as u32, epoch })
+                    .map_err(|e| ConfigError::invalid("failures.mtbf_h", e, "times within 584 years"))?;
+            }
+        }
+    }
     let load = &config.load;
     if let Some(mut process) = sim.model_mut().arrivals.take() {
         let first = process
