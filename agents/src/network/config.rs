@@ -395,10 +395,9 @@ impl NetworkConfig {
             check(per_h(c.leave_per_h), key("leave_per_h"), c.leave_per_h, PER_H)?;
             check(per_h(c.join_per_h), key("join_per_h"), c.join_per_h, PER_H)?;
             check(c.count <= MAX_NODES, key("count"), c.count, "at most 100,000 nodes")?;
-            if let Some(m) = c.mtbf_h {
-                check(hours(m) && m > 0.0, key("mtbf_h"), m, HOURS)?;
+            if let Some(failures) = c.failures() {
+                failures.validate().map_err(|e| e.within(&format!("node_classes[{i}]")))?;
             }
-            check(hours(c.mttr_h) && c.mttr_h > 0.0, key("mttr_h"), c.mttr_h, HOURS)?;
         }
         for (i, s) in self.similarity.iter().enumerate() {
             let key = |k: &str| format!("similarity[{i}].{k}");
