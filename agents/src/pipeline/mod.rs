@@ -447,6 +447,9 @@ impl PipelineConfig {
 /// The events of the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PipelineEvent {
+    /// Time zero: the first plan's replicas start their lives, the first input and
+    /// the first adapter tick are scheduled.
+    Start,
     /// An input arrives at the first stage.
     Arrival,
     /// A replica of a stage finishes its batch.
@@ -976,6 +979,22 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
         Ok(())
     }
 
+    fn on_start(&mut self, ctx: &mut Context<'_, PipelineEvent>) -> Result<(), ScheduleError> {
+        let slots: Vec<(usize, usize)> =
+            (0..self.stages.len()).flat_map(|s| (0..self.stages[s].replicas.len()).map(move |r| (s, r))).collect();
+        for (s, r) in slots {
+            self.start_life(s, r, ctx)?;
+        }
+        let first = self.next_arrival(SimTime::ZERO, ctx)?;
+        if first < self.horizon {
+            ctx.schedule(first, PipelineEvent::Arrival)?;
+        }
+        if SimTime::ZERO + self.interval <= self.horizon {
+            ctx.schedule(self.interval, PipelineEvent::Tick)?;
+        }
+        Ok(())
+    }
+
     /// The random stream of replica slot `r` of stage `s`.
     fn failure_stream(s: usize, r: usize) -> StreamId {
         StreamId(FAILURE_STREAM_BASE + (s as u32) * 100_000 + r as u32)
@@ -998,9 +1017,19 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
     ) -> Result<(), ScheduleError> {
         let Some(failures) = self.config.failures else { return Ok(()) };
         let up_s = failures.time_to_failure_s(ctx.rng(Self::failure_stream(s, r)));
-        let at = ctx.now().checked_add(SimDuration::from_secs_f64(up_s)?).unwrap_or(SimTime::MAX);
+        self.schedule_within(up_s, PipelineEvent::ReplicaFails { stage: s as u16, replica: r as u32, epoch }, ctx)
+    }
+
+    /// Schedules `event` `after_s` from now, if that falls before the horizon.
+    fn schedule_within(
+        &self,
+        after_s: f64,
+        event: PipelineEvent,
+        ctx: &mut Context<'_, PipelineEvent>,
+    ) -> Result<(), ScheduleError> {
+        let at = ctx.now().checked_add(SimDuration::from_secs_f64(after_s)?).unwrap_or(SimTime::MAX);
         if at < self.horizon {
-            ctx.schedule(at, PipelineEvent::ReplicaFails { stage: s as u16, replica: r as u32, epoch })?;
+            ctx.schedule(at, event)?;
         }
         Ok(())
     }
@@ -1037,11 +1066,11 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
         self.stages[s].replicas[r].down = true;
         let failures = self.config.failures.expect("replicas fail only with failures configured");
         let repair_s = failures.time_to_repair_s(ctx.rng(Self::failure_stream(s, r)));
-        let at = now.checked_add(SimDuration::from_secs_f64(repair_s)?).unwrap_or(SimTime::MAX);
-        if at < self.horizon {
-            ctx.schedule(at, PipelineEvent::ReplicaRepaired { stage: s as u16, replica: r as u32, epoch })?;
-        }
-        Ok(())
+        self.schedule_within(
+            repair_s,
+            PipelineEvent::ReplicaRepaired { stage: s as u16, replica: r as u32, epoch },
+            ctx,
+        )
     }
 
     fn on_replica_repaired(
@@ -1136,6 +1165,7 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Model for Pipeli
 
     fn handle(&mut self, event: PipelineEvent, ctx: &mut Context<'_, PipelineEvent>) -> Result<(), ScheduleError> {
         match event {
+            PipelineEvent::Start => self.on_start(ctx),
             PipelineEvent::Arrival => self.on_arrival(ctx),
             PipelineEvent::BatchDone { stage, replica } => {
                 self.on_batch_done(usize::from(stage), replica as usize, ctx)
@@ -1163,74 +1193,23 @@ pub fn build_pipeline<O: Observer<PipelineRequest>, S: Observer<PipelineSample>>
 ) -> Result<Simulation<Pipeline<O, S>>, PipelineConfigError> {
     let world = Pipeline::new(config.clone(), observer, samples)?;
     let mut sim = Simulation::with_queue(world, QueueKind::default(), master_seed, replication);
-    if let Some(failures) = config.failures {
-        // Every replica of the first plan starts its first life.
-        let slots: Vec<(usize, usize)> = (0..sim.model().stages.len())
-            .flat_map(|s| (0..sim.model().stages[s].replicas.len()).map(move |r| (s, r)))
-            .collect();
-        let horizon = sim.model().horizon;
-        for (s, r) in slots {
-            sim.model_mut().stats.epochs += 1;
-            let epoch = sim.model().stats.epochs;
-            sim.model_mut().stages[s].replicas[r].epoch = epoch;
-            let up_s = failures.time_to_failure_s(sim.rng(Pipeline::<O, S>::failure_stream(s, r)));
-            let at = SimTime::from_secs_f64(up_s).unwrap_or(SimTime::MAX);
-            if at < horizon {
-                sim.schedule(at, PipelineEvent::ReplicaFails { stage: s as u16, replica: r as u32, epoch })
-                    .map_err(|e| ConfigError::invalid("failures.mtbf_h", e, "times within 584 years"))?;
+    if config.load.arrivals.is_none() {
+        let load = &config.load;
+        if load.bursts_per_h > 0.0 && load.burst_factor > 1.0 {
+            let mut t_s = 0.0;
+            let mut bursts = Vec::new();
+            loop {
+                t_s += Distribution::<f64>::sample(&Exp1, sim.rng(BURST_STREAM)) * 3600.0 / load.bursts_per_h;
+                if t_s >= config.duration_s {
+                    break;
+                }
+                bursts.push((t_s, t_s + load.burst_s));
             }
+            sim.model_mut().bursts = bursts;
         }
     }
-    let load = &config.load;
-    if let Some(mut process) = sim.model_mut().arrivals.take() {
-        let first = process
-            .next_after(SimTime::ZERO, sim.rng(LOAD_STREAM))
-            .map_err(|e| ConfigError::invalid("load.arrivals", e, "a first arrival within 584 years"))?;
-        sim.model_mut().arrivals = Some(process);
-        if first.as_secs_f64() < config.duration_s {
-            sim.schedule(first, PipelineEvent::Arrival)
-                .map_err(|e| ConfigError::invalid("load.arrivals", e, "times within 584 years"))?;
-        }
-        let interval = sim.model().interval;
-        if SimTime::ZERO + interval <= sim.model().horizon {
-            sim.schedule(interval, PipelineEvent::Tick)
-                .map_err(|e| ConfigError::invalid("adapter.interval_s", e, "times within 584 years"))?;
-        }
-        return Ok(sim);
-    }
-    if load.bursts_per_h > 0.0 && load.burst_factor > 1.0 {
-        let mut t_s = 0.0;
-        let mut bursts = Vec::new();
-        loop {
-            t_s += Distribution::<f64>::sample(&Exp1, sim.rng(BURST_STREAM)) * 3600.0 / load.bursts_per_h;
-            if t_s >= config.duration_s {
-                break;
-            }
-            bursts.push((t_s, t_s + load.burst_s));
-        }
-        sim.model_mut().bursts = bursts;
-    }
-    let err = |e: ScheduleError| ConfigError::invalid("simulation.duration_s", e, "times within 584 years");
-    // The first arrival, drawn as every later one is.
-    let mut t = 0.0;
-    let max = load.rate_per_s * (1.0 + load.amplitude) * load.burst_factor;
-    let first = loop {
-        t += Distribution::<f64>::sample(&Exp1, sim.rng(LOAD_STREAM)) / max;
-        if t >= config.duration_s {
-            break None;
-        }
-        let u = sim.rng(LOAD_STREAM).random::<f64>();
-        if u * max <= sim.model().rate_at(t) {
-            break Some(t);
-        }
-    };
-    if let Some(t) = first {
-        sim.schedule(SimTime::from_secs_f64(t).map_err(err)?, PipelineEvent::Arrival).map_err(err)?;
-    }
-    let interval = sim.model().interval;
-    if SimTime::ZERO + interval <= sim.model().horizon {
-        sim.schedule(interval, PipelineEvent::Tick).map_err(err)?;
-    }
+    sim.schedule(SimTime::ZERO, PipelineEvent::Start)
+        .map_err(|e| ConfigError::invalid("simulation.duration_s", e, "times within 584 years"))?;
     Ok(sim)
 }
 
