@@ -10,11 +10,9 @@ use std::path::{Path, PathBuf};
 use infersim_agents::input::{DataColumn, DataTable, Inputs};
 use infersim_agents::world::ConfigError;
 
-/// Data files embedded in the binary, by the name scenarios use.
-pub const BUILTIN_DATA: &[(&str, &str)] = &[
-    ("video-detector", include_str!("../../data/profiles/video-detector.csv")),
-    ("video-classifier", include_str!("../../data/profiles/video-classifier.csv")),
-];
+/// Data files embedded in the binary, by the name scenarios use: the pipeline's
+/// profiles (embedded once, by the agents crate, whose built-in configuration uses them).
+pub const BUILTIN_DATA: &[(&str, &str)] = infersim_agents::pipeline::BUILTIN_PROFILES;
 
 /// Reads data files relative to a scenario's directory.
 #[derive(Clone, Debug)]
