@@ -29,6 +29,7 @@ pub mod failures;
 pub mod feedback;
 pub mod grid;
 pub mod input;
+pub mod llm;
 pub mod network;
 pub mod pipeline;
 pub mod power;

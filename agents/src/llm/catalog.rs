@@ -1,0 +1,313 @@
+//! GPUs and model architectures: the numbers a roofline, a KV cache and a power model
+//! need. Every built-in number's source is in data/README.md ("LLM catalogues").
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ConfigError, check};
+
+/// A GPU as the step-time, memory and power models see it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuSpec {
+    /// Name scenarios use (`serving.gpu`).
+    pub name: String,
+    /// Peak dense bf16 tensor throughput (TFLOP/s).
+    pub peak_bf16_tflops: f64,
+    /// Peak memory bandwidth (GB/s, 1e9 bytes).
+    pub memory_gb_per_s: f64,
+    /// Memory capacity (GB, 1e9 bytes).
+    pub memory_gb: f64,
+    /// Share of peak bandwidth that decode kernels reach, in (0, 1].
+    pub bandwidth_efficiency: f64,
+    /// Share of peak FLOP/s that prefill (large matrix) work reaches, in (0, 1].
+    pub prefill_mfu: f64,
+    /// Share of peak FLOP/s that decode work reaches when it is compute-bound, in (0, 1].
+    pub decode_mfu: f64,
+    /// Board power limit (W).
+    pub tdp_w: f64,
+    /// Power with nothing to do (W).
+    pub idle_w: f64,
+    /// Power of a busy step that moves little data and computes little (W): the floor
+    /// of a running engine.
+    pub active_base_w: f64,
+    /// Power of a step that saturates the GPU (W), at most `tdp_w`.
+    pub active_max_w: f64,
+    /// Tokens in a step at which power has covered 1 - 1/e of the way from
+    /// `active_base_w` to `active_max_w`.
+    pub power_tokens_scale: f64,
+    /// Link between the GPUs of a replica, for tensor-parallel all-reduce (GB/s).
+    pub link_gb_per_s: f64,
+    /// Latency of one all-reduce on that link (µs).
+    pub link_latency_us: f64,
+}
+
+/// A decoder-only transformer's architecture.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Name scenarios use (`serving.model`).
+    pub name: String,
+    /// Decoder layers.
+    pub layers: u32,
+    /// Hidden size.
+    pub hidden: u32,
+    /// Attention (query) heads.
+    pub heads: u32,
+    /// Key/value heads (grouped-query attention).
+    pub kv_heads: u32,
+    /// Size of one head.
+    pub head_dim: u32,
+    /// MLP inner size (gated: gate, up and down projections).
+    pub intermediate: u32,
+    /// Vocabulary.
+    pub vocab: u32,
+    /// Bytes per parameter and per KV element (2 for bf16).
+    pub bytes_per_param: f64,
+    /// Whether the output projection shares the embedding's weights.
+    #[serde(default)]
+    pub tied_embeddings: bool,
+}
+
+impl ModelSpec {
+    /// Parameters of one decoder layer (projections, MLP and two norms).
+    pub fn layer_params(&self) -> f64 {
+        let (h, q, kv, i) = (
+            f64::from(self.hidden),
+            f64::from(self.heads * self.head_dim),
+            f64::from(self.kv_heads * self.head_dim),
+            f64::from(self.intermediate),
+        );
+        h * q + 2.0 * h * kv + q * h + 3.0 * h * i + 2.0 * h
+    }
+
+    /// Parameters of the output projection (the LM head).
+    pub fn head_params(&self) -> f64 {
+        f64::from(self.hidden) * f64::from(self.vocab)
+    }
+
+    /// All parameters.
+    pub fn params(&self) -> f64 {
+        let embedding = if self.tied_embeddings { 0.0 } else { self.head_params() };
+        f64::from(self.layers) * self.layer_params() + self.head_params() + embedding + f64::from(self.hidden)
+    }
+
+    /// Bytes of weights a step reads (every layer and the head; the embedding is a
+    /// lookup of a few rows).
+    pub fn weight_bytes_read(&self) -> f64 {
+        (f64::from(self.layers) * self.layer_params() + self.head_params()) * self.bytes_per_param
+    }
+
+    /// Bytes of weights held in memory.
+    pub fn weight_bytes(&self) -> f64 {
+        self.params() * self.bytes_per_param
+    }
+
+    /// KV cache per token, all layers: 2 (K and V) x layers x KV heads x head dim x bytes.
+    pub fn kv_bytes_per_token(&self) -> f64 {
+        2.0 * f64::from(self.layers) * f64::from(self.kv_heads * self.head_dim) * self.bytes_per_param
+    }
+
+    /// FLOPs of the layers' matrix products per token (2 per multiply-add).
+    pub fn linear_flops_per_token(&self) -> f64 {
+        2.0 * f64::from(self.layers) * self.layer_params()
+    }
+
+    /// FLOPs of the LM head per sequence that emits logits.
+    pub fn head_flops_per_sequence(&self) -> f64 {
+        2.0 * self.head_params()
+    }
+
+    /// Attention FLOPs for one query token against one cached token, all layers
+    /// (QK^T and PV: 2 products x 2 FLOPs x heads x head dim).
+    pub fn attention_flops_per_pair(&self) -> f64 {
+        4.0 * f64::from(self.layers) * f64::from(self.heads * self.head_dim)
+    }
+
+    /// Checks every value; keys are relative to the model's table.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, v) in [
+            ("layers", self.layers),
+            ("hidden", self.hidden),
+            ("heads", self.heads),
+            ("kv_heads", self.kv_heads),
+            ("head_dim", self.head_dim),
+            ("intermediate", self.intermediate),
+            ("vocab", self.vocab),
+        ] {
+            check((1..=1 << 20).contains(&v), key, v, "an integer from 1 to 1,048,576")?;
+        }
+        check(self.heads % self.kv_heads == 0, "kv_heads", self.kv_heads, "a divisor of heads")?;
+        check(
+            self.bytes_per_param.is_finite() && (0.125..=8.0).contains(&self.bytes_per_param),
+            "bytes_per_param",
+            self.bytes_per_param,
+            "a number of bytes from 0.125 to 8",
+        )
+    }
+}
+
+impl GpuSpec {
+    /// Checks every value; keys are relative to the GPU's table.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |key: &str, v: f64| check(v.is_finite() && v > 0.0, key, v, "a finite number > 0");
+        positive("peak_bf16_tflops", self.peak_bf16_tflops)?;
+        positive("memory_gb_per_s", self.memory_gb_per_s)?;
+        positive("memory_gb", self.memory_gb)?;
+        positive("tdp_w", self.tdp_w)?;
+        positive("power_tokens_scale", self.power_tokens_scale)?;
+        positive("link_gb_per_s", self.link_gb_per_s)?;
+        for (key, v) in [
+            ("bandwidth_efficiency", self.bandwidth_efficiency),
+            ("prefill_mfu", self.prefill_mfu),
+            ("decode_mfu", self.decode_mfu),
+        ] {
+            check(v.is_finite() && v > 0.0 && v <= 1.0, key, v, "a share in (0, 1]")?;
+        }
+        check(
+            self.link_latency_us.is_finite() && self.link_latency_us >= 0.0,
+            "link_latency_us",
+            self.link_latency_us,
+            "a finite number >= 0",
+        )?;
+        check(self.idle_w.is_finite() && self.idle_w >= 0.0, "idle_w", self.idle_w, "a finite number >= 0")?;
+        check(
+            self.active_base_w.is_finite() && self.active_base_w >= self.idle_w,
+            "active_base_w",
+            self.active_base_w,
+            "a number >= idle_w",
+        )?;
+        check(
+            self.active_max_w.is_finite() && self.active_max_w >= self.active_base_w && self.active_max_w <= self.tdp_w,
+            "active_max_w",
+            self.active_max_w,
+            "a number from active_base_w to tdp_w",
+        )
+    }
+}
+
+/// Built-in GPUs (sources: data/README.md).
+pub fn builtin_gpus() -> Vec<GpuSpec> {
+    // The H100's power curve is the fit to ML.ENERGY's Llama-3.1-8B runs; the others
+    // scale it by their TDP (an assumption, said in data/README.md).
+    let h100_base = 455.0 / 700.0;
+    let h100_max = 690.0 / 700.0;
+    let h100_idle = 75.0 / 700.0;
+    let scaled =
+        |name: &str, tflops: f64, bw: f64, gb: f64, eff: f64, mfu: (f64, f64), tdp: f64, link: (f64, f64)| GpuSpec {
+            name: name.into(),
+            peak_bf16_tflops: tflops,
+            memory_gb_per_s: bw,
+            memory_gb: gb,
+            bandwidth_efficiency: eff,
+            prefill_mfu: mfu.0,
+            decode_mfu: mfu.1,
+            tdp_w: tdp,
+            idle_w: h100_idle * tdp,
+            active_base_w: h100_base * tdp,
+            active_max_w: h100_max * tdp,
+            power_tokens_scale: 57.0,
+            link_gb_per_s: link.0,
+            link_latency_us: link.1,
+        };
+    vec![
+        scaled("H100", 989.5, 3350.0, 80.0, 0.68, (0.45, 0.30), 700.0, (450.0, 5.0)),
+        GpuSpec {
+            idle_w: 63.0,
+            active_base_w: 250.0,
+            active_max_w: 400.0,
+            ..scaled("A100-80GB", 312.0, 2039.0, 80.0, 0.68, (0.38, 0.18), 400.0, (300.0, 5.0))
+        },
+        scaled("RTX4090", 165.2, 1008.0, 24.0, 0.875, (0.60, 0.30), 450.0, (16.0, 20.0)),
+        scaled("RTXPRO6000", 503.8, 1597.0, 96.0, 0.875, (0.60, 0.30), 600.0, (16.0, 20.0)),
+    ]
+}
+
+/// Built-in models (sources: data/README.md, each model's Hugging Face config.json).
+pub fn builtin_models() -> Vec<ModelSpec> {
+    let m = |name: &str, layers, hidden, heads, kv_heads, intermediate, vocab| ModelSpec {
+        name: String::from(name),
+        layers,
+        hidden,
+        heads,
+        kv_heads,
+        head_dim: 128,
+        intermediate,
+        vocab,
+        bytes_per_param: 2.0,
+        tied_embeddings: false,
+    };
+    vec![
+        m("Llama-3.1-8B", 32, 4096, 32, 8, 14336, 128_256),
+        m("Llama-3.1-70B", 80, 8192, 64, 8, 28672, 128_256),
+        m("Qwen3-32B", 64, 5120, 64, 8, 25600, 151_936),
+        m("Llama-2-7B", 32, 4096, 32, 32, 11008, 32000),
+        m("Llama-2-70B", 80, 8192, 64, 8, 28672, 32000),
+    ]
+}
+
+/// The built-in GPU of this name, or an error listing them.
+pub fn gpu(key: &str, name: &str) -> Result<GpuSpec, ConfigError> {
+    let all = builtin_gpus();
+    all.iter().find(|g| g.name == name).cloned().ok_or_else(|| {
+        let names: Vec<String> = all.into_iter().map(|g| g.name).collect();
+        ConfigError::invalid(
+            key,
+            name,
+            format!("one of the built-in GPUs ({}) or a [serving.gpu] table", names.join(", ")),
+        )
+    })
+}
+
+/// The built-in model of this name, or an error listing them.
+pub fn model(key: &str, name: &str) -> Result<ModelSpec, ConfigError> {
+    let all = builtin_models();
+    all.iter().find(|m| m.name == name).cloned().ok_or_else(|| {
+        let names: Vec<String> = all.into_iter().map(|m| m.name).collect();
+        ConfigError::invalid(
+            key,
+            name,
+            format!("one of the built-in models ({}) or a [serving.model] table", names.join(", ")),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_counts_match_the_published_sizes() {
+        let size = |name: &str| model("m", name).unwrap().params() / 1e9;
+        // Published sizes (billions): 8.03, 70.6, 32.8, 6.74, 69.0.
+        for (name, billions) in [
+            ("Llama-3.1-8B", 8.03),
+            ("Llama-3.1-70B", 70.6),
+            ("Qwen3-32B", 32.8),
+            ("Llama-2-7B", 6.74),
+            ("Llama-2-70B", 69.0),
+        ] {
+            let got = size(name);
+            assert!((got - billions).abs() / billions < 0.02, "{name}: {got} B parameters, published {billions} B");
+        }
+    }
+
+    #[test]
+    fn kv_bytes_per_token_match_the_arithmetic() {
+        let kib = |name: &str| model("m", name).unwrap().kv_bytes_per_token() / 1024.0;
+        assert_eq!(kib("Llama-3.1-8B"), 128.0);
+        assert_eq!(kib("Llama-2-70B"), 320.0);
+        assert_eq!(kib("Llama-2-7B"), 512.0);
+    }
+
+    #[test]
+    fn builtins_are_valid_and_unknown_names_are_listed() {
+        for g in builtin_gpus() {
+            g.validate().unwrap();
+        }
+        for m in builtin_models() {
+            m.validate().unwrap();
+        }
+        let e = gpu("serving.gpu", "TPU").unwrap_err().to_string();
+        assert!(e.contains("serving.gpu") && e.contains("H100") && e.contains("RTXPRO6000"), "{e}");
+    }
+}

@@ -1,0 +1,66 @@
+//! LLM replicas at the level of engine iterations: the shared agent behind the serving
+//! world's `continuous` engine, built to be reused by any world that runs LLM
+//! inference.
+//!
+//! A [`Replica`] holds a vLLM-V1 scheduler ([`replica`]) and a paged KV cache with
+//! prefix caching ([`kv`]); a step-time model ([`step_time`]: measured
+//! [`profile`] tables, a roofline from the [`catalog`] of GPUs and models, or a
+//! formula) says how long each step takes, and the GPU's [`step power`](GpuSpec::step_power_w)
+//! what it draws.
+//!
+//! ```
+//! use infersim_agents::llm::{EngineLimits, Replica, Sequence, StepTime, Roofline, catalog};
+//! let roofline = Roofline { gpu: catalog::gpu("gpu", "H100")?, model: catalog::model("model", "Llama-3.1-8B")?, tp: 1 };
+//! let mut replica = Replica::new(EngineLimits { max_num_seqs: 8, max_num_batched_tokens: 2048, block_size: 16, num_gpu_blocks: 4096 });
+//! replica.enqueue(Sequence::new("hello", 0, 500, 20));
+//! let (mut t_s, mut tokens) = (0.0, 0);
+//! while let Some(step) = replica.schedule() {
+//!     t_s += roofline.step_s(&step);
+//!     replica.complete_step(|_, _| tokens += 1);
+//! }
+//! assert_eq!(tokens, 20);
+//! // A 500-token prefill and 19 decodes of an 8B model on an H100: about 0.15 s.
+//! assert!((0.1..0.2).contains(&t_s), "{t_s}");
+//! # Ok::<(), infersim_agents::error::ConfigError>(())
+//! ```
+
+pub mod catalog;
+pub mod kv;
+pub mod profile;
+pub mod replica;
+pub mod step_time;
+
+pub use catalog::{GpuSpec, ModelSpec};
+pub use profile::Profile;
+pub use replica::{EngineLimits, Replica, Sequence, TokenEvent};
+pub use step_time::{Affine, Roofline, StepModel, StepShape, StepTime};
+
+impl GpuSpec {
+    /// Power of one GPU during a step that computes `tokens` tokens (W):
+    /// `active_base_w + (active_max_w - active_base_w) x (1 - exp(-tokens / power_tokens_scale))`.
+    /// Small decode batches move weights and little else; large batches and prefills
+    /// keep the tensor cores busy and draw close to the limit.
+    pub fn step_power_w(&self, tokens: u32) -> f64 {
+        let saturation = 1.0 - (-f64::from(tokens) / self.power_tokens_scale).exp();
+        self.active_base_w + (self.active_max_w - self.active_base_w) * saturation
+    }
+
+    /// KV blocks of `block_size` tokens that fit a replica of `tp` of these GPUs:
+    /// `memory x utilisation - weights - activation reserve`, over the bytes of a
+    /// block. The reserve is what vLLM's profiling run peaks at, estimated as the
+    /// activations of a `max_num_batched_tokens` step: `tokens x (hidden + 2 x
+    /// intermediate + vocab... )` is dominated by the logits and the MLP, so
+    /// `tokens x (2 x intermediate + 4 x hidden) x 4 bytes` (fp32 intermediates), plus
+    /// the logits of `max_num_seqs` sequences in fp32.
+    pub fn kv_blocks(&self, model: &ModelSpec, tp: u32, utilisation: f64, limits: (u32, u32), block_size: u32) -> u32 {
+        let (max_tokens, max_seqs) = (f64::from(limits.0), f64::from(limits.1));
+        let tp_f = f64::from(tp);
+        let memory = self.memory_gb * 1e9 * tp_f * utilisation;
+        let activations =
+            tp_f * max_tokens * (2.0 * f64::from(model.intermediate) / tp_f + 4.0 * f64::from(model.hidden)) * 4.0
+                + max_seqs * f64::from(model.vocab) * 4.0;
+        let for_kv = memory - model.weight_bytes() - activations;
+        let block_bytes = model.kv_bytes_per_token() * f64::from(block_size);
+        if for_kv <= 0.0 { 0 } else { (for_kv / block_bytes).floor().min(f64::from(u32::MAX)) as u32 }
+    }
+}

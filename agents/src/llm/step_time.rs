@@ -1,0 +1,223 @@
+//! How long one engine iteration takes: one trait, [`StepTime`], and three models:
+//! measured per-layer [`Profile`](super::profile::Profile) tables, a [`Roofline`] from
+//! GPU and model specifications, and an [`Affine`] formula for quick studies.
+
+use serde::{Deserialize, Serialize};
+
+use super::catalog::{GpuSpec, ModelSpec};
+use super::profile::Profile;
+use crate::error::{ConfigError, check};
+
+/// What one step computes: the scheduler's batch, aggregated.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepShape {
+    /// Prompt (or recomputed) tokens computed this step, all prefilling sequences.
+    pub prefill_tokens: u32,
+    /// Tokens already in the KV cache of the prefilling sequences, summed.
+    pub prefill_kv: u64,
+    /// Sequences prefilling this step.
+    pub prefills: u32,
+    /// Sum over prefilling sequences of chunk x (cached + (chunk + 1) / 2): the
+    /// query-key pairs their attention computes.
+    pub prefill_pairs: f64,
+    /// Sequences decoding one token this step.
+    pub decodes: u32,
+    /// Tokens in the KV cache of the decoding sequences, summed.
+    pub decode_kv: u64,
+}
+
+impl StepShape {
+    /// Tokens the step computes.
+    pub fn tokens(&self) -> u32 {
+        self.prefill_tokens + self.decodes
+    }
+
+    /// Sequences scheduled (each computes logits, partial prefills included).
+    pub fn sequences(&self) -> u32 {
+        self.prefills + self.decodes
+    }
+}
+
+/// A step-time model: seconds of GPU work for a step of this shape on one replica
+/// (tensor-parallel communication included; host overhead is added by the replica).
+pub trait StepTime {
+    /// GPU time of the step (s).
+    fn step_s(&self, shape: &StepShape) -> f64 {
+        self.timed(shape).0
+    }
+    /// GPU time of the step (s), and whether the model had to go beyond what it was
+    /// measured on (a profile's extrapolation) to give it.
+    fn timed(&self, shape: &StepShape) -> (f64, bool);
+}
+
+/// A step time from first principles: the larger of the time to do the step's FLOPs
+/// and the time to move its bytes, each at an achievable share of the GPU's peak, plus
+/// two all-reduces per layer across the replica's GPUs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Roofline {
+    /// The GPU.
+    pub gpu: GpuSpec,
+    /// The model.
+    pub model: ModelSpec,
+    /// GPUs per replica (tensor parallel).
+    pub tp: u32,
+}
+
+impl Roofline {
+    /// Bytes one GPU reads in the step: its share of the weights and of the KV cache
+    /// read, plus the new KV it writes.
+    pub fn bytes_per_gpu(&self, s: &StepShape) -> f64 {
+        let kv = self.model.kv_bytes_per_token();
+        let tp = f64::from(self.tp);
+        (self.model.weight_bytes_read() + kv * ((s.prefill_kv + s.decode_kv) as f64 + f64::from(s.tokens()))) / tp
+    }
+
+    /// The least time the step can take: its bytes at the GPU's peak bandwidth.
+    pub fn memory_floor_s(&self, s: &StepShape) -> f64 {
+        self.bytes_per_gpu(s) / (self.gpu.memory_gb_per_s * 1e9)
+    }
+
+    /// Time of the two all-reduces per layer of the step's activations over the link
+    /// (ring: 2 (tp - 1) / tp of the bytes cross each GPU's link).
+    pub fn all_reduce_s(&self, tokens: u32) -> f64 {
+        if self.tp <= 1 {
+            return 0.0;
+        }
+        let tp = f64::from(self.tp);
+        let bytes = f64::from(tokens) * f64::from(self.model.hidden) * self.model.bytes_per_param;
+        let one = self.gpu.link_latency_us * 1e-6 + 2.0 * (tp - 1.0) / tp * bytes / (self.gpu.link_gb_per_s * 1e9);
+        2.0 * f64::from(self.model.layers) * one
+    }
+}
+
+impl StepTime for Roofline {
+    fn timed(&self, s: &StepShape) -> (f64, bool) {
+        let m = &self.model;
+        let peak = self.gpu.peak_bf16_tflops * 1e12 * f64::from(self.tp);
+        let pairs = s.prefill_pairs;
+        let prefill_flops =
+            m.linear_flops_per_token() * f64::from(s.prefill_tokens) + m.attention_flops_per_pair() * pairs;
+        let decode_flops =
+            m.linear_flops_per_token() * f64::from(s.decodes) + m.attention_flops_per_pair() * s.decode_kv as f64;
+        let head_flops = m.head_flops_per_sequence() * f64::from(s.sequences());
+        let compute_s =
+            prefill_flops / (peak * self.gpu.prefill_mfu) + (decode_flops + head_flops) / (peak * self.gpu.decode_mfu);
+        let memory_s = self.bytes_per_gpu(s) / (self.gpu.memory_gb_per_s * 1e9 * self.gpu.bandwidth_efficiency);
+        (compute_s.max(memory_s) + self.all_reduce_s(s.tokens()), false)
+    }
+}
+
+/// `base_s + per_token_s x tokens + per_sequence_s x sequences + per_kv_token_s x cached
+/// tokens read`: a fitted line (DistServe's form) or a constant.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Affine {
+    /// Fixed time per step (s).
+    pub base_s: f64,
+    /// Per token computed (s).
+    #[serde(default)]
+    pub per_token_s: f64,
+    /// Per sequence scheduled (s).
+    #[serde(default)]
+    pub per_sequence_s: f64,
+    /// Per cached token the step's attention reads (s).
+    #[serde(default)]
+    pub per_kv_token_s: f64,
+}
+
+impl Affine {
+    /// Checks every value; keys are relative to the step-time table.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, v) in [
+            ("base_s", self.base_s),
+            ("per_token_s", self.per_token_s),
+            ("per_sequence_s", self.per_sequence_s),
+            ("per_kv_token_s", self.per_kv_token_s),
+        ] {
+            check(v.is_finite() && (0.0..=3600.0).contains(&v), key, v, "seconds from 0 to 3600")?;
+        }
+        check(
+            self.base_s + self.per_token_s + self.per_sequence_s > 0.0,
+            "base_s",
+            self.base_s,
+            "a step time > 0 (base_s, per_token_s or per_sequence_s above 0)",
+        )
+    }
+}
+
+impl StepTime for Affine {
+    fn timed(&self, s: &StepShape) -> (f64, bool) {
+        let seconds = self.base_s
+            + self.per_token_s * f64::from(s.tokens())
+            + self.per_sequence_s * f64::from(s.sequences())
+            + self.per_kv_token_s * (s.prefill_kv + s.decode_kv) as f64;
+        (seconds, false)
+    }
+}
+
+/// The step-time model a replica runs: one of the three.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StepModel {
+    /// Measured per-layer tables.
+    Profile(Box<Profile>),
+    /// From specifications.
+    Roofline(Roofline),
+    /// A formula.
+    Affine(Affine),
+}
+
+impl StepTime for StepModel {
+    fn timed(&self, shape: &StepShape) -> (f64, bool) {
+        match self {
+            StepModel::Profile(p) => p.timed(shape),
+            StepModel::Roofline(r) => r.timed(shape),
+            StepModel::Affine(a) => a.timed(shape),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::catalog::{gpu, model};
+
+    fn roofline(g: &str, m: &str, tp: u32) -> Roofline {
+        Roofline { gpu: gpu("g", g).unwrap(), model: model("m", m).unwrap(), tp }
+    }
+
+    #[test]
+    fn batch_one_decode_matches_the_published_bandwidth_bounds() {
+        // Llama-2-7B: 13.5 GB of bf16 weights; >= 6.6 ms on A100-80GB, >= 4.0 ms on H100
+        // (a step reads all but the embedding table, 0.26 GB, of which it looks up rows).
+        let one = StepShape { decodes: 1, decode_kv: 1, ..StepShape::default() };
+        let a100 = roofline("A100-80GB", "Llama-2-7B", 1);
+        let h100 = roofline("H100", "Llama-2-7B", 1);
+        assert!((a100.memory_floor_s(&one) * 1e3 - 6.6).abs() < 0.2, "{}", a100.memory_floor_s(&one));
+        assert!((h100.memory_floor_s(&one) * 1e3 - 4.0).abs() < 0.2, "{}", h100.memory_floor_s(&one));
+        assert!(a100.step_s(&one) >= a100.memory_floor_s(&one));
+    }
+
+    #[test]
+    fn prefill_is_compute_bound_and_grows_with_tokens() {
+        let r = roofline("H100", "Llama-3.1-8B", 1);
+        let prefill = |tokens: u32| StepShape {
+            prefill_tokens: tokens,
+            prefills: 1,
+            prefill_pairs: f64::from(tokens) * (f64::from(tokens) + 1.0) / 2.0,
+            ..StepShape::default()
+        };
+        let (small, large) = (r.step_s(&prefill(16)), r.step_s(&prefill(8192)));
+        assert!(large > 20.0 * small, "{small} {large}");
+        // 8192 tokens x 16 GFLOP at 45% of 989.5 TFLOP/s is about 0.3 s.
+        assert!((0.25..0.4).contains(&large), "{large}");
+    }
+
+    #[test]
+    fn tensor_parallel_splits_the_work_and_adds_all_reduce() {
+        let one = roofline("H100", "Llama-3.1-70B", 1);
+        let two = roofline("H100", "Llama-3.1-70B", 2);
+        let s = StepShape { decodes: 64, decode_kv: 64 * 1000, ..StepShape::default() };
+        assert!(two.step_s(&s) < one.step_s(&s) && two.step_s(&s) > one.step_s(&s) / 2.0);
+        assert!(two.all_reduce_s(64) > 0.0 && one.all_reduce_s(64) == 0.0);
+    }
+}
