@@ -58,6 +58,20 @@ pub enum ArrivalProcess {
         /// Mean stay in each phase (s).
         mean_sojourn_s: Vec<f64>,
     },
+    /// Closed loop: `concurrency` clients, each sending its next request `think_time_s`
+    /// after its last one finished, `requests` in all: how serving benchmarks drive a
+    /// server. Only a world that tells clients their requests finished can run it (the
+    /// serving world's continuous engine); [`ArrivalGenerator`] produces no arrivals
+    /// for it.
+    Closed {
+        /// Clients.
+        concurrency: u32,
+        /// Requests sent in all.
+        requests: u64,
+        /// Pause between a response and the client's next request (s).
+        #[serde(default)]
+        think_time_s: f64,
+    },
     /// A recorded trace, replayed as it is: every replication sees these arrivals.
     /// Scenario files name the file (`kind = "trace"`, `path`); [`ArrivalProcess::load`]
     /// reads its requests.
@@ -97,6 +111,7 @@ impl ArrivalProcess {
                 let total: f64 = mean_sojourn_s.iter().sum();
                 rates_per_s.iter().zip(mean_sojourn_s).map(|(r, d)| r * d / total).sum()
             }
+            ArrivalProcess::Closed { .. } => 0.0,
             ArrivalProcess::Replay { requests, .. } => match (requests.first(), requests.last()) {
                 (Some(first), Some(last)) if last.time_s > first.time_s => {
                     (requests.len() - 1) as f64 / (last.time_s - first.time_s)
@@ -120,6 +135,7 @@ impl ArrivalProcess {
                 (t_s * rate_per_s - first_gap_fraction + 1.0).floor().max(0.0)
             }
             ArrivalProcess::Replay { ref requests, .. } => requests.iter().filter(|r| r.time_s <= t_s).count() as f64,
+            ArrivalProcess::Closed { requests, .. } => requests as f64,
             _ => self.rate_per_s() * t_s,
         }
     }
@@ -179,6 +195,18 @@ impl ArrivalProcess {
                     return bad("mean_sojourn_s", format!("{mean_sojourn_s:?}"), "finite numbers of seconds > 0");
                 }
             }
+            ArrivalProcess::Closed { concurrency, requests, think_time_s } => {
+                if !(1..=1_000_000).contains(concurrency) {
+                    return bad("concurrency", concurrency.to_string(), "an integer from 1 to 1,000,000 clients");
+                }
+                if !(1..=1_000_000_000_000).contains(requests) {
+                    return bad("requests", requests.to_string(), "an integer from 1 to 10^12");
+                }
+                if !(think_time_s.is_finite() && *think_time_s >= 0.0 && *think_time_s <= crate::world::MAX_DURATION_S)
+                {
+                    return bad("think_time_s", think_time_s.to_string(), "seconds from 0 to 100 years");
+                }
+            }
             ArrivalProcess::Replay { requests, .. } => {
                 if requests.is_empty() {
                     return bad("path", "(no requests)".into(), "a trace with at least one request");
@@ -198,6 +226,18 @@ impl ArrivalProcess {
 }
 
 impl ArrivalProcess {
+    /// Fails for a closed loop: for worlds whose requests arrive on their own.
+    pub fn require_open_loop(&self) -> Result<(), ConfigError> {
+        match self {
+            ArrivalProcess::Closed { .. } => Err(ConfigError::invalid(
+                "kind",
+                "closed",
+                "poisson, deterministic, diurnal, mmpp or trace (a closed loop needs the serving world's continuous engine)",
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Reads the requests of a replayed trace through `inputs`; `key` is where the
     /// scenario names the file, `task_names` the tasks a `task` column may name.
     /// Other processes are left as they are.
@@ -212,25 +252,60 @@ impl ArrivalProcess {
     }
 }
 
-/// The requests of a trace table: `timestamp_s` (seconds from the start of the run,
-/// non-decreasing) is required; `task` (one of `task_names`), `prompt_tokens` and
-/// `output_tokens` are optional and, when present, replace what would be drawn. Other
-/// columns are ignored. Every row is checked; an error names its line or row.
+/// Arrival-time columns a trace may have, with their scale to seconds and whether
+/// they count from an arbitrary origin (then the first row is time 0).
+const TIME_COLUMNS: [(&str, f64, bool); 5] = [
+    ("timestamp_s", 1.0, false),
+    ("arrival_time_s", 1.0, false),
+    ("arrival_time_ns", 1e-9, false),
+    // vLLM's per-request records: the engine's monotonic clock.
+    ("queued_ts", 1.0, true),
+    // Azure LLM inference traces: a date and time.
+    ("TIMESTAMP", 1.0, true),
+];
+
+/// The requests of a trace table. An arrival time is required: `timestamp_s` or
+/// `arrival_time_s` (seconds from the start of the run), `arrival_time_ns`
+/// (nanoseconds), `queued_ts` (vLLM's request records: seconds on a clock whose first
+/// row becomes 0) or `TIMESTAMP` (the Azure LLM traces: `YYYY-MM-DD HH:MM:SS.fff`, the
+/// first row becoming 0), non-decreasing. Optional, and replacing what would be drawn:
+/// `task` (one of `task_names`), prompt tokens (`prompt_tokens`, `input_toks`,
+/// `input_tokens` or `ContextTokens`) and output tokens (`output_tokens`,
+/// `output_toks` or `GeneratedTokens`). Other columns are ignored. Every row is
+/// checked; an error names its line or row.
 pub fn read_requests(table: &DataTable, task_names: &[&str]) -> Result<Vec<ReplayedRequest>, ConfigError> {
-    let time_col = table.require("timestamp_s")?;
-    let (task_col, prompt_col, output_col) =
-        (table.column("task"), table.column("prompt_tokens"), table.column("output_tokens"));
+    let Some((time_col, (time_name, scale, relative))) =
+        TIME_COLUMNS.iter().find_map(|c| table.column(c.0).map(|i| (i, *c)))
+    else {
+        let names: Vec<&str> = TIME_COLUMNS.iter().map(|c| c.0).collect();
+        return Err(table.error(format!(
+            "no arrival time column (one of {}; columns: {})",
+            names.join(", "),
+            table.names().join(", ")
+        )));
+    };
+    let (task_col, prompt_col, output_col) = (
+        table.column("task"),
+        table.column_any(&["prompt_tokens", "input_toks", "input_tokens", "ContextTokens"]),
+        table.column_any(&["output_tokens", "output_toks", "GeneratedTokens"]),
+    );
     let mut requests = Vec::with_capacity(table.rows());
     let mut previous = 0.0_f64;
+    let mut origin = None;
     for row in 0..table.rows() {
-        let time_s = table.number(time_col, row).ok().filter(|t| t.is_finite() && *t >= 0.0).ok_or_else(|| {
-            let raw = table.text(time_col, row).unwrap_or_default();
-            table.at(row, format!("timestamp_s = {raw:?} is not a finite number of seconds >= 0"))
-        })?;
+        let raw_time =
+            table.number(time_col, row).ok().or_else(|| table.text(time_col, row).and_then(|t| date_time_s(&t)));
+        let time_s = raw_time
+            .map(|t| t * scale)
+            .map(|t| if relative { t - *origin.get_or_insert(t) } else { t })
+            .filter(|t| t.is_finite() && *t >= 0.0)
+            .ok_or_else(|| {
+                let raw = table.text(time_col, row).unwrap_or_default();
+                table.at(row, format!("{time_name} = {raw:?} is not a finite number of seconds >= 0"))
+            })?;
         if time_s < previous {
-            return Err(
-                table.at(row, format!("timestamp_s = {time_s} goes back in time (the previous row has {previous})"))
-            );
+            return Err(table
+                .at(row, format!("{time_name} = {time_s} s goes back in time (the previous row has {previous} s)")));
         }
         previous = time_s;
         let tokens = |col: Option<usize>, name: &str| -> Result<Option<u32>, ConfigError> {
@@ -269,6 +344,29 @@ pub fn read_requests(table: &DataTable, task_names: &[&str]) -> Result<Vec<Repla
         return Err(table.error("the trace has no requests"));
     }
     Ok(requests)
+}
+
+/// Seconds since 1970 of `YYYY-MM-DD HH:MM:SS[.fraction]` (or with a `T`), UTC.
+fn date_time_s(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let (date, time) = text.split_once([' ', 'T'])?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.trim_end_matches('Z').split(':');
+    let (h, min) = (t.next()?.parse::<f64>().ok()?, t.next()?.parse::<f64>().ok()?);
+    let sec = t.next().map_or(Some(0.0), |s| s.parse::<f64>().ok())?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days as f64 * 86_400.0 + h * 3600.0 + min * 60.0 + sec)
 }
 
 /// The highest arrival rate accepted: a million a second, far above any fleet's and
@@ -332,6 +430,7 @@ impl ArrivalGenerator {
                 self.cursor += 1;
                 SimTime::from_secs_f64((k + first_gap_fraction) / rate_per_s)
             }
+            ArrivalProcess::Closed { .. } => Ok(SimTime::MAX),
             ArrivalProcess::Replay { requests, .. } => {
                 let next = requests.get(self.cursor).map_or(Ok(SimTime::MAX), |r| SimTime::from_secs_f64(r.time_s));
                 self.cursor += 1;

@@ -66,6 +66,13 @@ pub trait World: 'static {
         Vec::new()
     }
 
+    /// A real system's measured values to print beside the estimates (where they come
+    /// from, and (metric, value) pairs), where the scenario names a measured run.
+    fn reference(config: &Self::Config) -> Option<(String, Vec<(String, f64)>)> {
+        let _ = config;
+        None
+    }
+
     /// Exact values from theory to print beside the estimates, where there are any.
     fn analytic(config: &Self::Config) -> Vec<(&'static str, f64)> {
         let _ = config;

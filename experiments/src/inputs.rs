@@ -11,8 +11,10 @@ use infersim_agents::input::{DataColumn, DataTable, Inputs};
 use infersim_agents::world::ConfigError;
 
 /// Data files embedded in the binary, by the name scenarios use: the pipeline's
-/// profiles (embedded once, by the agents crate, whose built-in configuration uses them).
-pub const BUILTIN_DATA: &[(&str, &str)] = infersim_agents::pipeline::BUILTIN_PROFILES;
+/// profiles and the LLM serving reference data (embedded once, by the agents crate).
+pub fn builtin_data() -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    infersim_agents::pipeline::BUILTIN_PROFILES.iter().chain(infersim_agents::llm::BUILTIN_DATA)
+}
 
 /// Reads data files relative to a scenario's directory.
 #[derive(Clone, Debug)]
@@ -29,17 +31,23 @@ impl FileInputs {
 
 impl Inputs for FileInputs {
     fn table(&self, key: &str, name: &str) -> Result<DataTable, ConfigError> {
-        if let Some((_, text)) = BUILTIN_DATA.iter().find(|(n, _)| *n == name) {
-            return read_csv(&format!("built-in {name}"), text.as_bytes());
+        if let Some((_, text)) = builtin_data().find(|(n, _)| *n == name) {
+            let shown = format!("built-in {name}");
+            return if name.ends_with(".jsonl") {
+                read_json_lines(&shown, text)
+            } else {
+                read_csv(&shown, text.as_bytes())
+            };
         }
         let path = self.base_dir.join(name);
         if !path.is_file() {
-            let names: Vec<&str> = BUILTIN_DATA.iter().map(|(n, _)| *n).collect();
+            let names: Vec<&str> = builtin_data().map(|(n, _)| *n).filter(|n| !n.contains('/')).collect();
             return Err(ConfigError::invalid(
                 key,
                 name,
                 format!(
-                    "a built-in profile or data name ({}) or a file (CSV, Parquet or JSON Lines)",
+                    "a built-in profile or data name ({}, or a file under llm-serving/ of the project's data/) or a file \
+                     (CSV, Parquet or JSON Lines)",
                     names.join(", ")
                 ),
             ));
@@ -185,16 +193,37 @@ mod tests {
     }
 
     #[test]
+    fn llm_traces_are_read_with_their_own_column_names() {
+        // The ShareGPT-derived workload: nanoseconds, input_toks, output_toks.
+        let r = read("arrival_time_ns,input_toks,output_toks\n46926808,2358,531\n347938951,1034,769\n").unwrap();
+        assert_eq!((r[1].time_s, r[1].prompt_tokens, r[1].output_tokens), (0.347938951, Some(1034), Some(769)));
+        // The Azure LLM inference traces: a date and time, counted from the first row.
+        let azure = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,4808,10\n\
+                     2023-11-16 18:15:50.9951690,3180,8\n2023-11-17 00:00:00,10,1\n";
+        let r = read(azure).unwrap();
+        assert_eq!((r[0].time_s, r[1].prompt_tokens, r[1].output_tokens), (0.0, Some(3180), Some(8)));
+        assert!((r[1].time_s - 4.314579).abs() < 1e-6, "{}", r[1].time_s);
+        assert!((r[2].time_s - (5.0 * 3600.0 + 44.0 * 60.0 + 13.31941)).abs() < 1e-3, "{}", r[2].time_s);
+        // vLLM's per-request records: the engine's clock, counted from the first request.
+        let jsonl = "{\"queued_ts\": 479748.34, \"input_toks\": 5, \"output_toks\": 2}\n\
+                     {\"queued_ts\": 479749.84, \"input_toks\": 6, \"output_toks\": 3}\n";
+        let r = read_requests(&read_json_lines("r.jsonl", jsonl).unwrap(), &[]).unwrap();
+        assert!((r[1].time_s - 1.5).abs() < 1e-9 && r[0].time_s == 0.0);
+        let none = read("t,input_toks\n1,2\n").unwrap_err();
+        assert!(none.contains("no arrival time column") && none.contains("arrival_time_ns"), "{none}");
+    }
+
+    #[test]
     fn bad_rows_name_the_line_and_the_problem() {
         assert_eq!(
             read("timestamp_s\n1.0\n0.5\n").unwrap_err(),
-            "t.csv:3: timestamp_s = 0.5 goes back in time (the previous row has 1)"
+            "t.csv:3: timestamp_s = 0.5 s goes back in time (the previous row has 1 s)"
         );
         assert_eq!(
             read("timestamp_s\n1.0\nsoon\n").unwrap_err(),
             "t.csv:3: timestamp_s = \"soon\" is not a finite number of seconds >= 0"
         );
-        assert!(read("time\n1.0\n").unwrap_err().contains("no timestamp_s column"));
+        assert!(read("time\n1.0\n").unwrap_err().contains("no arrival time column"));
         assert!(
             read("timestamp_s,task\n1.0,poetry\n")
                 .unwrap_err()
@@ -238,10 +267,10 @@ mod tests {
         let back = df!("timestamp_s" => [1.0, 0.5]).unwrap();
         assert_eq!(
             read_parquet_trace(back).unwrap_err(),
-            "t.parquet: row 2: timestamp_s = 0.5 goes back in time (the previous row has 1)"
+            "t.parquet: row 2: timestamp_s = 0.5 s goes back in time (the previous row has 1 s)"
         );
         let no_time = df!("arrival_s" => [1.0]).unwrap();
-        assert_eq!(read_parquet_trace(no_time).unwrap_err(), "t.parquet: no timestamp_s column (columns: arrival_s)");
+        assert_eq!(read_parquet_trace(no_time).unwrap_err(), "t.parquet: no arrival time column (one of timestamp_s, arrival_time_s, arrival_time_ns, queued_ts, TIMESTAMP; columns: arrival_s)");
         let poetry = df!("timestamp_s" => [1.0], "task" => ["poetry"]).unwrap();
         assert!(read_parquet_trace(poetry).unwrap_err().contains("row 1: task \"poetry\" is not one of"));
         let zero = df!("timestamp_s" => [1.0], "prompt_tokens" => [0i64]).unwrap();

@@ -208,13 +208,18 @@ fn print_summary(summary: &DataFrame, manifest: &Manifest, scenario: Option<&Sce
     let width = (0..summary.height()).map(|r| metric_at(r).len()).max().unwrap_or(6).max(6);
     let mut current = None;
     let mut theory = Vec::new();
+    let mut measured: Option<(String, Vec<(String, f64)>)> = None;
     for row in 0..summary.height() {
         let point = f64_at(summary, "point", row).unwrap_or(0.0) as u32;
         if current != Some(point) {
             current = Some(point);
             theory =
                 scenario.and_then(|s| s.points.get(point as usize)).map(|p| p.model.analytic()).unwrap_or_default();
+            measured = scenario.and_then(|s| s.points.get(point as usize)).and_then(|p| p.model.reference());
             say!("");
+            if let Some((source, _)) = &measured {
+                say!("measured: {source}");
+            }
             if let Some(p) = manifest.points.get(point as usize).filter(|p| !p.params.is_empty()) {
                 let params: Vec<String> = p.params.iter().map(|(k, v)| format!("{k} = {v}")).collect();
                 say!("point {point}: {}", params.join(", "));
@@ -226,7 +231,13 @@ fn print_summary(summary: &DataFrame, manifest: &Manifest, scenario: Option<&Sce
                 "mean",
                 format!("{:.0}% CI", confidence * 100.0)
             );
-            if theory.is_empty() { say!("{header}") } else { say!("{header} {:>12}", "analytic") }
+            if measured.is_some() {
+                say!("{header} {:>12} {:>9}", "measured", "error")
+            } else if theory.is_empty() {
+                say!("{header}")
+            } else {
+                say!("{header} {:>12}", "analytic")
+            }
         }
         let metric = metric_at(row);
         let n = f64_at(summary, "n", row).unwrap_or(0.0);
@@ -237,7 +248,14 @@ fn print_summary(summary: &DataFrame, manifest: &Manifest, scenario: Option<&Sce
             _ => "(needs 2 replications)".into(),
         };
         let line = format!("{metric:<width$} {n:>4} {mean:>12} {ci:>27}");
-        if theory.is_empty() {
+        if let Some((_, values)) = &measured {
+            match (values.iter().find(|(m, _)| *m == metric), f64_at(summary, "mean", row)) {
+                (Some((_, real)), Some(sim)) if *real != 0.0 => {
+                    say!("{line} {:>12} {:>+8.1}%", fmt_value(*real), (sim - real) / real * 100.0)
+                }
+                _ => say!("{line}"),
+            }
+        } else if theory.is_empty() {
             say!("{line}");
         } else {
             let exact = theory.iter().find(|(m, _)| *m == metric).map(|(_, v)| fmt_value(*v)).unwrap_or_default();

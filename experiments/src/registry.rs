@@ -56,6 +56,9 @@ pub trait PointModel: Send + Sync + fmt::Debug {
     fn run(&self, replication: Replication, trace: &TraceTarget) -> Result<Metrics, String>;
     /// Exact values from theory, where the world has them.
     fn analytic(&self) -> Vec<(&'static str, f64)>;
+    /// A real run's measured values (source, (metric, value) pairs), if the scenario
+    /// names one.
+    fn reference(&self) -> Option<(String, Vec<(String, f64)>)>;
     /// Latency objectives (name, seconds), for charts.
     fn latency_objectives(&self) -> Vec<(String, f64)>;
     /// Whether `other` is the same configuration (tests compare points).
@@ -170,6 +173,10 @@ impl<W: World> PointModel for Resolved<W> {
 
     fn analytic(&self) -> Vec<(&'static str, f64)> {
         W::analytic(&self.config)
+    }
+
+    fn reference(&self) -> Option<(String, Vec<(String, f64)>)> {
+        W::reference(&self.config)
     }
 
     fn latency_objectives(&self) -> Vec<(String, f64)> {

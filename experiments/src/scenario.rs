@@ -29,6 +29,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("nineteen-contenders", include_str!("../../data/scenarios/nineteen-contenders.toml")),
     ("ipa-video", include_str!("../../data/scenarios/ipa-video.toml")),
     ("llm-history", include_str!("../../data/scenarios/llm-history.toml")),
+    ("vllm-replay", include_str!("../../data/scenarios/vllm-replay.toml")),
 ];
 
 /// The scenario `infersim run` uses when none is named.
@@ -766,7 +767,7 @@ mod tests {
     #[test]
     fn the_serving_scenario_resolves_and_checks_its_keys() {
         let s = Scenario::builtin("serving").unwrap();
-        let c = &s.config::<ServingWorld>(0).unwrap();
+        let c = &s.config::<ServingWorld>(0).unwrap().into_static().unwrap();
         assert_eq!((c.nodes, c.gpus_per_node, c.max_batch), (2, 4, 8));
         assert_eq!(c.tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["chat", "code"]);
         let text = include_str!("../../data/scenarios/serving.toml");
@@ -777,7 +778,7 @@ mod tests {
         assert!(e.contains("wieght"), "{e}");
         let mut changed = s.clone();
         changed.apply_overrides(&["serving.arrivals.rate_per_s=30", "serving.power.gpu_max_w=300"]).unwrap();
-        let c = &changed.config::<ServingWorld>(0).unwrap();
+        let c = &changed.config::<ServingWorld>(0).unwrap().into_static().unwrap();
         assert_eq!((c.arrivals.rate_per_s(), c.gpu_max_w), (30.0, 300.0));
         let mut diurnal = s.clone();
         let cycle = [
@@ -787,7 +788,7 @@ mod tests {
             "serving.arrivals.peak_h=14",
         ];
         diurnal.apply_overrides(&cycle).unwrap();
-        let c = &diurnal.config::<ServingWorld>(0).unwrap();
+        let c = &diurnal.config::<ServingWorld>(0).unwrap().into_static().unwrap();
         assert!(matches!(c.arrivals, ArrivalProcess::Diurnal { amplitude: 0.5, .. }));
         let e = diurnal.apply_overrides(&["serving.arrivals.amplitude=2"]).unwrap_err().to_string();
         assert!(e.contains("serving.arrivals.amplitude = 2 is invalid: expected a number from 0 to 1"), "{e}");
@@ -803,7 +804,7 @@ mod tests {
                 "serving.arrivals.mean_sojourn_s=[300.0, 60.0]",
             ])
             .unwrap();
-        let c = bursty.config::<ServingWorld>(0).unwrap();
+        let c = bursty.config::<ServingWorld>(0).unwrap().into_static().unwrap();
         assert!(matches!(c.arrivals, ArrivalProcess::Mmpp { .. }));
         let mmpp = text.replace(
             "kind = \"poisson\"\nrate_per_s = 20.0",
@@ -830,14 +831,14 @@ mod tests {
             "serving.grid.peak_h=19",
         ])
         .unwrap();
-        let c = &s.config::<ServingWorld>(0).unwrap();
+        let c = &s.config::<ServingWorld>(0).unwrap().into_static().unwrap();
         assert_eq!(c.grid, CarbonIntensity::Diurnal { kg_per_kwh: 0.3, amplitude: 0.5, peak_h: 19.0, period_h: 24.0 });
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("grid.csv"), "t_h,kg_per_kwh\n0,0.5\n6,0.2\n").unwrap();
         let text =
             BUILTIN[0].1.replace("kind = \"constant\"\nkg_per_kwh = 0.394", "kind = \"series\"\npath = \"grid.csv\"");
         let s = Scenario::parse_in("s.toml", &text, dir.path()).unwrap();
-        let c = &s.config::<ServingWorld>(0).unwrap();
+        let c = &s.config::<ServingWorld>(0).unwrap().into_static().unwrap();
         assert_eq!(
             c.grid,
             CarbonIntensity::Series { path: "grid.csv".into(), points: vec![(0.0, 0.5), (6.0, 0.2)].into() }
@@ -904,8 +905,11 @@ mod tests {
     #[test]
     fn the_history_scenario_sweeps_the_share_of_history_kept() {
         let s = Scenario::load("llm-history").unwrap();
-        let shares: Vec<f64> =
-            s.points.iter().map(|p| s.config::<ServingWorld>(p.index as usize).unwrap().history.keep_share).collect();
+        let shares: Vec<f64> = s
+            .points
+            .iter()
+            .map(|p| s.config::<ServingWorld>(p.index as usize).unwrap().into_static().unwrap().history.keep_share)
+            .collect();
         assert_eq!(shares, [0.0, 0.25, 0.5, 0.75, 1.0]);
         let e = s.clone().apply_overrides(&["serving.history.keep_share=1.5"]).unwrap_err().to_string();
         assert!(e.contains("serving.history.keep_share = 1.5 is invalid: expected a share from 0 to 1"), "{e}");

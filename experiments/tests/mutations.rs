@@ -20,6 +20,7 @@ fn short(name: &str) -> &'static [&'static str] {
         "bloom-sd" | "bloom-stochastic" | "bloom-deployment" | "bloom-sweep" => &["simulation.duration_h=12"],
         "nineteen-contenders" => &["simulation.duration_h=0.25"],
         "ipa-video" => &["simulation.duration_h=0.02"],
+        "vllm-replay" => &["simulation.duration_s=10"],
         other => panic!("no shortening for built-in scenario {other}"),
     }
 }

@@ -136,7 +136,7 @@ impl ModelSpec {
         ] {
             check((1..=1 << 20).contains(&v), key, v, "an integer from 1 to 1,048,576")?;
         }
-        check(self.heads % self.kv_heads == 0, "kv_heads", self.kv_heads, "a divisor of heads")?;
+        check(self.heads.is_multiple_of(self.kv_heads), "kv_heads", self.kv_heads, "a divisor of heads")?;
         check(
             self.bytes_per_param.is_finite() && (0.125..=8.0).contains(&self.bytes_per_param),
             "bytes_per_param",

@@ -31,6 +31,64 @@ pub mod replica;
 pub mod step_time;
 
 pub use catalog::{GpuSpec, ModelSpec};
+
+/// The LLM serving reference data, by the name scenarios use (its path under the
+/// project's data/): measured per-layer profiles, the replayed workloads and a measured
+/// vLLM run (sources: data/README.md).
+pub const BUILTIN_DATA: &[(&str, &str)] = &[
+    (
+        "llm-serving/profiles/RTX4090/Llama-3.1-8B/tp1/attention.csv",
+        include_str!("../../../data/llm-serving/profiles/RTX4090/Llama-3.1-8B/tp1/attention.csv"),
+    ),
+    (
+        "llm-serving/profiles/RTX4090/Llama-3.1-8B/tp1/dense.csv",
+        include_str!("../../../data/llm-serving/profiles/RTX4090/Llama-3.1-8B/tp1/dense.csv"),
+    ),
+    (
+        "llm-serving/profiles/RTX4090/Llama-3.1-8B/tp1/per_sequence.csv",
+        include_str!("../../../data/llm-serving/profiles/RTX4090/Llama-3.1-8B/tp1/per_sequence.csv"),
+    ),
+    (
+        "llm-serving/profiles/RTXPRO6000/Llama-3.1-8B/tp1/attention.csv",
+        include_str!("../../../data/llm-serving/profiles/RTXPRO6000/Llama-3.1-8B/tp1/attention.csv"),
+    ),
+    (
+        "llm-serving/profiles/RTXPRO6000/Llama-3.1-8B/tp1/dense.csv",
+        include_str!("../../../data/llm-serving/profiles/RTXPRO6000/Llama-3.1-8B/tp1/dense.csv"),
+    ),
+    (
+        "llm-serving/profiles/RTXPRO6000/Llama-3.1-8B/tp1/per_sequence.csv",
+        include_str!("../../../data/llm-serving/profiles/RTXPRO6000/Llama-3.1-8B/tp1/per_sequence.csv"),
+    ),
+    (
+        "llm-serving/profiles/RTXPRO6000/Qwen3-32B/tp2/attention.csv",
+        include_str!("../../../data/llm-serving/profiles/RTXPRO6000/Qwen3-32B/tp2/attention.csv"),
+    ),
+    (
+        "llm-serving/profiles/RTXPRO6000/Qwen3-32B/tp2/dense.csv",
+        include_str!("../../../data/llm-serving/profiles/RTXPRO6000/Qwen3-32B/tp2/dense.csv"),
+    ),
+    (
+        "llm-serving/profiles/RTXPRO6000/Qwen3-32B/tp2/per_sequence.csv",
+        include_str!("../../../data/llm-serving/profiles/RTXPRO6000/Qwen3-32B/tp2/per_sequence.csv"),
+    ),
+    (
+        "llm-serving/vllm/RTXPRO6000-Llama-3.1-8B/requests.jsonl",
+        include_str!("../../../data/llm-serving/vllm/RTXPRO6000-Llama-3.1-8B/requests.jsonl"),
+    ),
+    (
+        "llm-serving/vllm/RTXPRO6000-Llama-3.1-8B/timeseries.csv",
+        include_str!("../../../data/llm-serving/vllm/RTXPRO6000-Llama-3.1-8B/timeseries.csv"),
+    ),
+    (
+        "llm-serving/workloads/sharegpt-llama-3.1-8b-300-sps10.csv",
+        include_str!("../../../data/llm-serving/workloads/sharegpt-llama-3.1-8b-300-sps10.csv"),
+    ),
+    (
+        "llm-serving/workloads/sharegpt-qwen3-32b-300-sps10.csv",
+        include_str!("../../../data/llm-serving/workloads/sharegpt-qwen3-32b-300-sps10.csv"),
+    ),
+];
 pub use profile::Profile;
 pub use replica::{EngineLimits, Replica, Sequence, TokenEvent};
 pub use step_time::{Affine, Roofline, StepModel, StepShape, StepTime};

@@ -214,6 +214,11 @@ impl<K: Copy> Replica<K> {
         Some(shape)
     }
 
+    /// The sequences of the planned step.
+    pub fn planned_keys(&self) -> impl Iterator<Item = K> + '_ {
+        self.plan.iter().map(|&(i, _)| self.running[i].key)
+    }
+
     fn preempt(&mut self, mut victim: Sequence<K>) {
         let full = (victim.computed / self.kv.block_size()).min(victim.blocks);
         self.kv.release(victim.uid, full, victim.blocks - full);

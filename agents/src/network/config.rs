@@ -343,7 +343,7 @@ impl NetworkConfig {
             check(rate(t.organic_per_s), key("organic_per_s"), t.organic_per_s, RATE)?;
             if let Some(process) = &t.organic {
                 check(t.organic_per_s == 0.0, key("organic_per_s"), t.organic_per_s, "no value with [tasks.organic]")?;
-                process.validate().map_err(|e| e.within(&key("organic")))?;
+                process.validate().and_then(|()| process.require_open_loop()).map_err(|e| e.within(&key("organic")))?;
             }
             check(rate(t.synthetic_per_s), key("synthetic_per_s"), t.synthetic_per_s, RATE)?;
             check(secs(t.work_s), key("work_s"), t.work_s, SECS)?;

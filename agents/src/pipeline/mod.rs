@@ -250,7 +250,7 @@ impl PipelineConfig {
         if let Some(process) = &l.arrivals {
             check(l.rate_per_s == 0.0, "load.rate_per_s", l.rate_per_s, "no value with [load.arrivals]")?;
             check(l.bursts_per_h == 0.0, "load.bursts_per_h", l.bursts_per_h, "no value with [load.arrivals]")?;
-            process.validate().map_err(|e| e.within("load.arrivals"))?;
+            process.validate().and_then(|()| process.require_open_loop()).map_err(|e| e.within("load.arrivals"))?;
         }
         check(
             l.arrivals.is_some() || pos(l.rate_per_s) && l.rate_per_s <= 1e5,

@@ -291,7 +291,7 @@ impl RetrainingConfig {
         }
         let finite_pos = |x: f64| x.is_finite() && x > 0.0;
         let finite_non_neg = |x: f64| x.is_finite() && x >= 0.0;
-        self.arrivals.validate().map_err(|e| e.within("arrivals"))?;
+        self.arrivals.validate().and_then(|()| self.arrivals.require_open_loop()).map_err(|e| e.within("arrivals"))?;
         if self.fleet.gpus == 0 {
             bad("fleet.gpus", 0, "an integer >= 1")?;
         }

@@ -5,6 +5,7 @@
 use infersim_engine::Observer;
 use serde::Deserialize;
 
+use super::continuous::{LlmRouting, LlmServingConfig, Measured, run_continuous};
 use super::{
     ArrivalProcess, BatchTime, Failures, History, OverLimit, RequestRecord, Routing, ServingConfig, ServingRun,
     ServingSample, Task, build_sampled_serving, build_serving, finish_serving,
@@ -12,6 +13,7 @@ use super::{
 use crate::error::{ConfigError, RunError};
 use crate::grid::CarbonIntensity;
 use crate::input::Inputs;
+use crate::llm::{Affine, EngineLimits, GpuSpec, ModelSpec, Profile, Roofline, StepModel, catalog};
 use crate::world::{Label, Labels, Metrics, Replication, Traces, Window, World};
 
 /// `[serving]` and `[simulation]` as written.
@@ -22,33 +24,93 @@ pub struct ServingFile {
     simulation: Window,
 }
 
+/// `[serving]`: the keys of both engines. `engine.kind` picks one (`continuous` by
+/// default, `static` when the table has the static engine's `max_batch`); each
+/// engine refuses the other's keys.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServingTable {
     nodes: i64,
-    gpus_per_node: i64,
-    routing: Routing,
-    max_batch: i64,
-    max_wait_s: f64,
+    gpus_per_node: Option<i64>,
+    replicas_per_node: Option<i64>,
+    routing: LlmRouting,
+    engine: Option<EngineTable>,
+    max_batch: Option<i64>,
+    max_wait_s: Option<f64>,
     context_limit_tokens: Option<i64>,
-    #[serde(default)]
-    over_limit: OverLimit,
-    #[serde(default)]
-    history: History,
+    over_limit: Option<OverLimit>,
+    history: Option<History>,
     failures: Option<Failures>,
     arrivals: ArrivalProcess,
     tasks: Vec<Task>,
-    service: BatchTime,
+    service: Option<BatchTime>,
+    model: Option<Named<ModelSpec>>,
+    gpu: Option<Named<GpuSpec>>,
+    tp: Option<i64>,
+    step_time: Option<StepTimeTable>,
+    measured: Option<String>,
     power: Power,
     grid: CarbonIntensity,
     prices: Prices,
 }
 
+/// A catalogue entry by name, or a table that defines one.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum Named<T> {
+    Name(String),
+    Spec(T),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum EngineKind {
+    #[default]
+    Continuous,
+    Static,
+}
+
+/// `[serving.engine]` of the continuous engine.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EngineTable {
+    #[serde(default)]
+    kind: EngineKind,
+    max_num_seqs: Option<i64>,
+    max_num_batched_tokens: Option<i64>,
+    block_size: Option<i64>,
+    num_gpu_blocks: Option<i64>,
+    gpu_memory_utilization: Option<f64>,
+    step_overhead_s: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StepKind {
+    Profile,
+    #[default]
+    Roofline,
+    Affine,
+}
+
+/// `[serving.step_time]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StepTimeTable {
+    #[serde(default)]
+    kind: StepKind,
+    profile_dir: Option<String>,
+    base_s: Option<f64>,
+    per_token_s: Option<f64>,
+    per_sequence_s: Option<f64>,
+    per_kv_token_s: Option<f64>,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Power {
-    gpu_idle_w: f64,
-    gpu_max_w: f64,
+    gpu_idle_w: Option<f64>,
+    gpu_max_w: Option<f64>,
     node_baseline_w: f64,
     pue: f64,
 }
@@ -64,88 +126,473 @@ struct Prices {
 #[derive(Clone, Copy, Debug)]
 pub struct ServingWorld;
 
+/// A resolved serving world: one of its two engines.
+#[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)] // one per point, never in bulk
+pub enum ServingSetup {
+    /// Request-level batches.
+    Static(ServingConfig),
+    /// Token-level LLM replicas.
+    Continuous(LlmServingConfig),
+}
+
+impl ServingSetup {
+    /// The static engine's configuration, if that is the engine.
+    pub fn into_static(self) -> Option<ServingConfig> {
+        match self {
+            ServingSetup::Static(c) => Some(c),
+            ServingSetup::Continuous(_) => None,
+        }
+    }
+
+    /// The continuous engine's configuration, if that is the engine.
+    pub fn into_continuous(self) -> Option<LlmServingConfig> {
+        match self {
+            ServingSetup::Continuous(c) => Some(c),
+            ServingSetup::Static(_) => None,
+        }
+    }
+}
+
+/// Fails if a key of the other engine is present.
+fn refuse(present: bool, key: &str, engine: &str) -> Result<(), ConfigError> {
+    if present {
+        return Err(ConfigError::invalid(
+            format!("serving.{key}"),
+            "(set)",
+            format!("no value: it belongs to the other engine (serving.engine.kind = \"{engine}\" is in use)"),
+        ));
+    }
+    Ok(())
+}
+
+fn resolve_static(s: ServingTable, simulation: &Window, inputs: &dyn Inputs) -> Result<ServingConfig, ConfigError> {
+    for (present, key) in [
+        (s.replicas_per_node.is_some(), "replicas_per_node"),
+        (
+            s.engine.as_ref().is_some_and(|e| {
+                e.max_num_seqs.is_some()
+                    || e.max_num_batched_tokens.is_some()
+                    || e.block_size.is_some()
+                    || e.num_gpu_blocks.is_some()
+                    || e.gpu_memory_utilization.is_some()
+                    || e.step_overhead_s.is_some()
+            }),
+            "engine",
+        ),
+        (s.model.is_some(), "model"),
+        (s.gpu.is_some(), "gpu"),
+        (s.tp.is_some(), "tp"),
+        (s.step_time.is_some(), "step_time"),
+        (s.measured.is_some(), "measured"),
+    ] {
+        refuse(present, key, "static")?;
+    }
+    let required =
+        |key: &str| ConfigError::invalid(format!("serving.{key}"), "(missing)", "a value (the static engine needs it)");
+    let routing = match s.routing {
+        LlmRouting::RoundRobin => Routing::RoundRobin,
+        LlmRouting::LeastOutstandingRequests => Routing::LeastLoaded,
+        LlmRouting::Random => Routing::Random,
+        other => {
+            return Err(ConfigError::invalid(
+                "serving.routing",
+                format!("{other:?}"),
+                "round_robin, least_loaded or random (the static engine's routers)",
+            ));
+        }
+    };
+    let s = ResolvedStatic {
+        nodes: s.nodes,
+        gpus_per_node: s.gpus_per_node.ok_or_else(|| required("gpus_per_node"))?,
+        routing,
+        max_batch: s.max_batch.ok_or_else(|| required("max_batch"))?,
+        max_wait_s: s.max_wait_s.ok_or_else(|| required("max_wait_s"))?,
+        context_limit_tokens: s.context_limit_tokens,
+        over_limit: s.over_limit.unwrap_or_default(),
+        history: s.history.unwrap_or_default(),
+        failures: s.failures,
+        arrivals: s.arrivals,
+        tasks: s.tasks,
+        service: s.service.ok_or_else(|| required("service"))?,
+        gpu_idle_w: s.power.gpu_idle_w.ok_or_else(|| required("power.gpu_idle_w"))?,
+        gpu_max_w: s.power.gpu_max_w.ok_or_else(|| required("power.gpu_max_w"))?,
+        node_baseline_w: s.power.node_baseline_w,
+        pue: s.power.pue,
+        grid: s.grid,
+        prices: s.prices,
+    };
+    resolve_static_values(s, simulation, inputs)
+}
+
+struct ResolvedStatic {
+    nodes: i64,
+    gpus_per_node: i64,
+    routing: Routing,
+    max_batch: i64,
+    max_wait_s: f64,
+    context_limit_tokens: Option<i64>,
+    over_limit: OverLimit,
+    history: History,
+    failures: Option<Failures>,
+    arrivals: ArrivalProcess,
+    tasks: Vec<Task>,
+    service: BatchTime,
+    gpu_idle_w: f64,
+    gpu_max_w: f64,
+    node_baseline_w: f64,
+    pue: f64,
+    grid: CarbonIntensity,
+    prices: Prices,
+}
+
+fn int_in(key: &str, v: i64, low: i64, high: i64) -> Result<u32, ConfigError> {
+    u32::try_from(v)
+        .ok()
+        .filter(|&n| i64::from(n) >= low && i64::from(n) <= high)
+        .ok_or_else(|| ConfigError::invalid(key, v, format!("an integer from {low} to {high}")))
+}
+
+fn resolve_continuous(
+    s: ServingTable,
+    simulation: &Window,
+    inputs: &dyn Inputs,
+) -> Result<LlmServingConfig, ConfigError> {
+    for (present, key) in [
+        (s.gpus_per_node.is_some(), "gpus_per_node"),
+        (s.max_batch.is_some(), "max_batch"),
+        (s.max_wait_s.is_some(), "max_wait_s"),
+        (s.service.is_some(), "service"),
+        (s.context_limit_tokens.is_some(), "context_limit_tokens"),
+        (s.over_limit.is_some(), "over_limit"),
+        (s.history.is_some(), "history"),
+        (s.power.gpu_idle_w.is_some(), "power.gpu_idle_w"),
+        (s.power.gpu_max_w.is_some(), "power.gpu_max_w"),
+    ] {
+        refuse(present, key, "continuous")?;
+    }
+    let model = match s.model {
+        None => {
+            return Err(ConfigError::invalid(
+                "serving.model",
+                "(missing)",
+                "a built-in model's name or a [serving.model] table",
+            ));
+        }
+        Some(Named::Name(name)) => catalog::model("serving.model", &name)?,
+        Some(Named::Spec(m)) => m,
+    };
+    model.validate().map_err(|e| e.within("serving.model"))?;
+    let gpu = match s.gpu {
+        None => {
+            return Err(ConfigError::invalid(
+                "serving.gpu",
+                "(missing)",
+                "a built-in GPU's name or a [serving.gpu] table",
+            ));
+        }
+        Some(Named::Name(name)) => catalog::gpu("serving.gpu", &name)?,
+        Some(Named::Spec(g)) => g,
+    };
+    gpu.validate().map_err(|e| e.within("serving.gpu"))?;
+    let tp = int_in("serving.tp", s.tp.unwrap_or(1), 1, 64)?;
+    let e = s.engine.unwrap_or_default();
+    let max_num_seqs = int_in("serving.engine.max_num_seqs", e.max_num_seqs.unwrap_or(256), 1, 65_536)?;
+    let max_num_batched_tokens =
+        int_in("serving.engine.max_num_batched_tokens", e.max_num_batched_tokens.unwrap_or(8192), 1, 1 << 20)?;
+    let block_size = int_in("serving.engine.block_size", e.block_size.unwrap_or(16), 1, 4096)?;
+    let utilisation = e.gpu_memory_utilization.unwrap_or(0.9);
+    if !(utilisation.is_finite() && utilisation > 0.0 && utilisation <= 1.0) {
+        return Err(ConfigError::invalid("serving.engine.gpu_memory_utilization", utilisation, "a share in (0, 1]"));
+    }
+    let num_gpu_blocks = match e.num_gpu_blocks {
+        Some(n) => int_in("serving.engine.num_gpu_blocks", n, 2, i64::from(u32::MAX))?,
+        None => {
+            let derived = gpu.kv_blocks(&model, tp, utilisation, (max_num_batched_tokens, max_num_seqs), block_size);
+            if derived < 2 {
+                return Err(ConfigError::invalid(
+                    "serving.tp",
+                    tp,
+                    format!(
+                        "enough GPUs for {} ({:.1} GB of weights) and a KV cache on {} x {} GB at utilisation {utilisation}",
+                        model.name,
+                        model.weight_bytes() / 1e9,
+                        tp,
+                        gpu.memory_gb
+                    ),
+                ));
+            }
+            derived
+        }
+    };
+    let step = s.step_time.unwrap_or_default();
+    let affine_keys = [step.base_s, step.per_token_s, step.per_sequence_s, step.per_kv_token_s];
+    if step.kind != StepKind::Affine && affine_keys.iter().any(Option::is_some) {
+        return Err(ConfigError::invalid(
+            "serving.step_time.base_s",
+            "(set)",
+            "no value unless serving.step_time.kind = \"affine\"",
+        ));
+    }
+    if step.kind != StepKind::Profile && step.profile_dir.is_some() {
+        return Err(ConfigError::invalid(
+            "serving.step_time.profile_dir",
+            "(set)",
+            "no value unless serving.step_time.kind = \"profile\"",
+        ));
+    }
+    let step_model = match step.kind {
+        StepKind::Roofline => StepModel::Roofline(Roofline { gpu: gpu.clone(), model: model.clone(), tp }),
+        StepKind::Affine => {
+            let a = Affine {
+                base_s: step.base_s.unwrap_or(0.0),
+                per_token_s: step.per_token_s.unwrap_or(0.0),
+                per_sequence_s: step.per_sequence_s.unwrap_or(0.0),
+                per_kv_token_s: step.per_kv_token_s.unwrap_or(0.0),
+            };
+            a.validate().map_err(|e| e.within("serving.step_time"))?;
+            StepModel::Affine(a)
+        }
+        StepKind::Profile => {
+            let dir = step.profile_dir.ok_or_else(|| {
+                ConfigError::invalid(
+                    "serving.step_time.profile_dir",
+                    "(missing)",
+                    "a directory holding dense.csv, attention.csv and per_sequence.csv",
+                )
+            })?;
+            let profile = Profile::load(
+                "serving.step_time.profile_dir",
+                &dir,
+                inputs,
+                &model,
+                tp,
+                (gpu.link_gb_per_s, gpu.link_latency_us),
+            )?;
+            StepModel::Profile(Box::new(profile))
+        }
+    };
+    let names: Vec<&str> = s.tasks.iter().map(|t| t.name.as_str()).collect();
+    let mut arrivals = s.arrivals.clone();
+    arrivals.load("serving.arrivals", inputs, &names)?;
+    let mut grid = s.grid.clone();
+    grid.load("serving.grid", inputs)?;
+    let measured = match &s.measured {
+        None => None,
+        Some(path) => Some(read_measured(&inputs.table("serving.measured", path)?)?),
+    };
+    let config = LlmServingConfig {
+        arrivals,
+        tasks: s.tasks.clone(),
+        routing: s.routing,
+        nodes: int_in("serving.nodes", s.nodes, 1, 100_000)?,
+        replicas_per_node: int_in("serving.replicas_per_node", s.replicas_per_node.unwrap_or(1), 1, 1024)?,
+        tp,
+        limits: EngineLimits { max_num_seqs, max_num_batched_tokens, block_size, num_gpu_blocks },
+        step_overhead_s: e.step_overhead_s.unwrap_or(0.0),
+        step_model,
+        gpu,
+        model,
+        node_baseline_w: s.power.node_baseline_w,
+        pue: s.power.pue,
+        grid,
+        energy_usd_per_kwh: s.prices.energy_usd_per_kwh,
+        gpu_usd_per_hour: s.prices.gpu_usd_per_hour,
+        failures: s.failures,
+        duration_s: simulation.duration_s()?,
+        warmup_s: simulation.warmup_s.unwrap_or(0.0),
+        measured,
+    };
+    config.validate().map_err(|e| {
+        e.rekey(|key| match key {
+            "duration_s" | "warmup_s" => format!("simulation.{key}"),
+            other => format!("serving.{other}"),
+        })
+    })?;
+    Ok(config)
+}
+
+/// The summary of a measured run from its per-request records (vLLM's
+/// `requests.jsonl`: `queued_ts`, `first_token_ts`, `last_token_ts`, `output_toks`).
+pub fn read_measured(table: &crate::input::DataTable) -> Result<Measured, ConfigError> {
+    let col = |name: &str| table.require(name);
+    let (queued, first, last, output) = (
+        col("queued_ts")?,
+        col("first_token_ts")?,
+        col("last_token_ts")?,
+        table.column_any(&["output_toks", "output_tokens"]).ok_or_else(|| table.missing("output_toks"))?,
+    );
+    let mut ttft = Vec::new();
+    let mut tpot = Vec::new();
+    let mut e2e = Vec::new();
+    let (mut start, mut end) = (f64::INFINITY, f64::NEG_INFINITY);
+    for row in 0..table.rows() {
+        let v = |c: usize| table.number(c, row).map_err(|e| table.at(row, e));
+        let (q, f, l, n) = (v(queued)?, v(first)?, v(last)?, v(output)?);
+        ttft.push(f - q);
+        e2e.push(l - q);
+        if n > 1.0 {
+            tpot.push((l - f) / (n - 1.0));
+        }
+        start = start.min(q);
+        end = end.max(l);
+    }
+    if ttft.is_empty() {
+        return Err(table.error("no requests"));
+    }
+    let mut values = Vec::new();
+    for (name, mut xs) in [("ttft", ttft), ("tpot", tpot), ("e2e", e2e)] {
+        if xs.is_empty() {
+            continue;
+        }
+        xs.sort_by(f64::total_cmp);
+        values.push((format!("{name}_mean_s"), xs.iter().sum::<f64>() / xs.len() as f64));
+        for (q, label) in [(0.5, "p50"), (0.9, "p90"), (0.99, "p99")] {
+            values.push((format!("{name}_{label}_s"), quantile(&xs, q)));
+        }
+    }
+    values.push(("makespan_s".into(), end - start));
+    Ok(Measured { source: table.file().to_string(), values })
+}
+
+/// The `q` quantile of sorted values, by linear interpolation between order statistics.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let h = (sorted.len() - 1) as f64 * q;
+    let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
+    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
+}
+
 impl World for ServingWorld {
     const NAME: &'static str = "serving";
     type File = ServingFile;
-    type Config = ServingConfig;
+    type Config = ServingSetup;
     type Request = RequestRecord;
     type Sample = ServingSample;
 
-    fn resolve(file: ServingFile, inputs: &dyn Inputs) -> Result<ServingConfig, ConfigError> {
-        let s = file.serving;
-        let count = |key: &str, v: i64| {
-            u32::try_from(v)
-                .ok()
-                .filter(|&n| n >= 1)
-                .ok_or_else(|| ConfigError::invalid(key, v, "an integer from 1 to 4294967295"))
+    fn resolve(file: ServingFile, inputs: &dyn Inputs) -> Result<ServingSetup, ConfigError> {
+        let kind = match file.serving.engine.as_ref().map(|e| e.kind) {
+            Some(kind) => kind,
+            None if file.serving.max_batch.is_some() => EngineKind::Static,
+            None => EngineKind::Continuous,
         };
-        let names: Vec<&str> = s.tasks.iter().map(|t| t.name.as_str()).collect();
-        let mut arrivals = s.arrivals.clone();
-        arrivals.load("serving.arrivals", inputs, &names)?;
-        let mut grid = s.grid.clone();
-        grid.load("serving.grid", inputs)?;
-        let config = ServingConfig {
-            arrivals,
-            tasks: s.tasks.clone(),
-            routing: s.routing,
-            nodes: count("serving.nodes", s.nodes)?,
-            gpus_per_node: count("serving.gpus_per_node", s.gpus_per_node)?,
-            max_batch: count("serving.max_batch", s.max_batch)?,
-            max_wait_s: s.max_wait_s,
-            context_limit_tokens: match s.context_limit_tokens {
-                None => None,
-                Some(n) => Some(u32::try_from(n).ok().filter(|&n| n >= 2).ok_or_else(|| {
-                    ConfigError::invalid("serving.context_limit_tokens", n, "an integer from 2 to 4294967295")
-                })?),
-            },
-            over_limit: s.over_limit,
-            history: s.history,
-            failures: s.failures,
-            service: s.service,
-            gpu_idle_w: s.power.gpu_idle_w,
-            gpu_max_w: s.power.gpu_max_w,
-            node_baseline_w: s.power.node_baseline_w,
-            pue: s.power.pue,
-            grid,
-            energy_usd_per_kwh: s.prices.energy_usd_per_kwh,
-            gpu_usd_per_hour: s.prices.gpu_usd_per_hour,
-            duration_s: file.simulation.duration_s()?,
-            warmup_s: file.simulation.warmup_s.unwrap_or(0.0),
-        };
-        config.validate().map_err(|e| {
-            // Name the key as the scenario file spells it.
-            e.rekey(|key| match key {
-                "gpu_idle_w" | "gpu_max_w" | "node_baseline_w" | "pue" => format!("serving.power.{key}"),
-                "energy_usd_per_kwh" | "gpu_usd_per_hour" => format!("serving.prices.{key}"),
-                "duration_s" | "warmup_s" => format!("simulation.{key}"),
-                other => format!("serving.{other}"),
-            })
-        })?;
-        Ok(config)
+        match kind {
+            EngineKind::Static => Ok(ServingSetup::Static(resolve_static(file.serving, &file.simulation, inputs)?)),
+            EngineKind::Continuous => {
+                Ok(ServingSetup::Continuous(resolve_continuous(file.serving, &file.simulation, inputs)?))
+            }
+        }
     }
 
     fn run<R: Observer<RequestRecord>, S: Observer<ServingSample>>(
-        config: &ServingConfig,
+        config: &ServingSetup,
         replication: Replication,
         traces: Traces<'_, R, S>,
     ) -> Result<Metrics, RunError> {
-        let (seed, rep) = (replication.master_seed, replication.index);
-        let run = match traces.sample_every {
-            Some(every) => {
-                finish_serving(&mut build_sampled_serving(config, traces.requests, every, traces.samples, seed, rep)?)?
-            }
-            None => finish_serving(&mut build_serving(config, traces.requests, seed, rep)?)?,
+        match config {
+            ServingSetup::Static(c) => run_static(c, replication, traces),
+            ServingSetup::Continuous(c) => run_continuous(
+                c,
+                replication.master_seed,
+                replication.index,
+                traces.requests,
+                traces.sample_every.map(|every| (every, traces.samples)),
+            ),
+        }
+    }
+
+    fn latency_objectives(config: &ServingSetup) -> Vec<(String, f64)> {
+        let tasks = match config {
+            ServingSetup::Static(c) => &c.tasks,
+            ServingSetup::Continuous(c) => &c.tasks,
         };
-        Ok(run.metrics())
+        tasks.iter().map(|t| (t.name.clone(), t.slo_s)).collect()
     }
 
-    fn latency_objectives(config: &ServingConfig) -> Vec<(String, f64)> {
-        config.tasks.iter().map(|t| (t.name.clone(), t.slo_s)).collect()
+    fn labels(config: &ServingSetup) -> Labels {
+        let tasks = match config {
+            ServingSetup::Static(c) => &c.tasks,
+            ServingSetup::Continuous(c) => &c.tasks,
+        };
+        Labels(vec![("task", tasks.iter().map(|t| t.name.clone()).collect())])
     }
 
-    fn labels(config: &ServingConfig) -> Labels {
-        Labels(vec![("task", config.tasks.iter().map(|t| t.name.clone()).collect())])
+    fn reference(config: &ServingSetup) -> Option<(String, Vec<(String, f64)>)> {
+        match config {
+            ServingSetup::Continuous(c) => c.measured.as_ref().map(|m| (m.source.clone(), m.values.clone())),
+            ServingSetup::Static(_) => None,
+        }
     }
+}
+
+fn run_static<R: Observer<RequestRecord>, S: Observer<ServingSample>>(
+    config: &ServingConfig,
+    replication: Replication,
+    traces: Traces<'_, R, S>,
+) -> Result<Metrics, RunError> {
+    let (seed, rep) = (replication.master_seed, replication.index);
+    let run = match traces.sample_every {
+        Some(every) => {
+            finish_serving(&mut build_sampled_serving(config, traces.requests, every, traces.samples, seed, rep)?)?
+        }
+        None => finish_serving(&mut build_serving(config, traces.requests, seed, rep)?)?,
+    };
+    Ok(run.metrics())
+}
+
+fn resolve_static_values(
+    s: ResolvedStatic,
+    simulation: &Window,
+    inputs: &dyn Inputs,
+) -> Result<ServingConfig, ConfigError> {
+    let count = |key: &str, v: i64| {
+        u32::try_from(v)
+            .ok()
+            .filter(|&n| n >= 1)
+            .ok_or_else(|| ConfigError::invalid(key, v, "an integer from 1 to 4294967295"))
+    };
+    let names: Vec<&str> = s.tasks.iter().map(|t| t.name.as_str()).collect();
+    let mut arrivals = s.arrivals.clone();
+    arrivals.load("serving.arrivals", inputs, &names)?;
+    let mut grid = s.grid.clone();
+    grid.load("serving.grid", inputs)?;
+    let config = ServingConfig {
+        arrivals,
+        tasks: s.tasks.clone(),
+        routing: s.routing,
+        nodes: count("serving.nodes", s.nodes)?,
+        gpus_per_node: count("serving.gpus_per_node", s.gpus_per_node)?,
+        max_batch: count("serving.max_batch", s.max_batch)?,
+        max_wait_s: s.max_wait_s,
+        context_limit_tokens: match s.context_limit_tokens {
+            None => None,
+            Some(n) => Some(u32::try_from(n).ok().filter(|&n| n >= 2).ok_or_else(|| {
+                ConfigError::invalid("serving.context_limit_tokens", n, "an integer from 2 to 4294967295")
+            })?),
+        },
+        over_limit: s.over_limit,
+        history: s.history,
+        failures: s.failures,
+        service: s.service,
+        gpu_idle_w: s.gpu_idle_w,
+        gpu_max_w: s.gpu_max_w,
+        node_baseline_w: s.node_baseline_w,
+        pue: s.pue,
+        grid,
+        energy_usd_per_kwh: s.prices.energy_usd_per_kwh,
+        gpu_usd_per_hour: s.prices.gpu_usd_per_hour,
+        duration_s: simulation.duration_s()?,
+        warmup_s: simulation.warmup_s.unwrap_or(0.0),
+    };
+    config.validate().map_err(|e| {
+        // Name the key as the scenario file spells it.
+        e.rekey(|key| match key {
+            "gpu_idle_w" | "gpu_max_w" | "node_baseline_w" | "pue" => format!("serving.power.{key}"),
+            "energy_usd_per_kwh" | "gpu_usd_per_hour" => format!("serving.prices.{key}"),
+            "duration_s" | "warmup_s" => format!("simulation.{key}"),
+            other => format!("serving.{other}"),
+        })
+    })?;
+    Ok(config)
 }
 
 impl ServingRun {
@@ -200,6 +647,18 @@ crate::trace_row!(RequestRecord, |r| {
     outcome: &str = r.outcome.as_str(),
     slo_met: bool = r.slo_met,
     warmup: bool = r.warmup,
+    input_tokens: Option<u32> = r.input_tokens,
+    output_tokens: Option<u32> = r.output_tokens,
+    first_scheduled_s: Option<f64> = r.first_scheduled_s,
+    first_token_s: Option<f64> = r.first_token_s,
+    ttft_s: Option<f64> = r.first_token_s.map(|f| f - r.arrival_s),
+    tpot_s: Option<f64> = match (r.first_token_s, r.finish_s, r.output_tokens) {
+        (Some(first), Some(last), Some(n)) if n > 1 && r.outcome == super::RequestOutcome::Served => Some((last - first) / f64::from(n - 1)),
+        _ => None,
+    },
+    e2e_s: Option<f64> = r.finish_s.filter(|_| r.outcome == super::RequestOutcome::Served && r.first_token_s.is_some()).map(|f| f - r.arrival_s),
+    preemptions: Option<u32> = r.preemptions,
+    replica: Option<u32> = r.replica,
 });
 
 crate::trace_row!(ServingSample, |s| {
@@ -210,4 +669,10 @@ crate::trace_row!(ServingSample, |s| {
     power_kw: f64 = s.power_kw,
     energy_kwh: f64 = s.energy_kwh,
     carbon_kg: f64 = s.carbon_kg,
+    running: Option<u32> = s.running,
+    waiting: u32 = s.queue_len,
+    kv_usage: Option<f64> = s.kv_usage,
+    prompt_tokens_per_s: Option<f64> = s.prompt_tokens_per_s,
+    generation_tokens_per_s: Option<f64> = s.generation_tokens_per_s,
+    gpu_power_w: Option<f64> = s.gpu_power_w,
 });

@@ -38,6 +38,7 @@ use crate::grid::CarbonIntensity;
 use crate::power::PowerMeter;
 
 mod batch_time;
+pub mod continuous;
 mod file;
 pub use crate::arrivals::{ArrivalGenerator, ArrivalProcess, ReplayedRequest};
 pub use batch_time::BatchTime;
@@ -97,6 +98,12 @@ pub struct Task {
     /// default.
     #[serde(default)]
     pub timeout_s: Option<f64>,
+    /// Time-to-first-token objective (s), for goodput; none by default.
+    #[serde(default)]
+    pub ttft_slo_s: Option<f64>,
+    /// Time-per-output-token objective (s), for goodput; none by default.
+    #[serde(default)]
+    pub tpot_slo_s: Option<f64>,
     /// Conversation history the request comes with (tokens); none by default. How
     /// much of it is sent is [`ServingConfig::history`]'s choice.
     #[serde(default)]
@@ -219,6 +226,49 @@ pub struct ServingConfig {
     pub warmup_s: f64,
 }
 
+/// Checks a task list's values; keys are `tasks[i].<field>`.
+fn validate_tasks(tasks: &[Task]) -> Result<(), ConfigError> {
+    let finite_nonneg = |x: f64| x.is_finite() && x >= 0.0;
+    for (i, t) in tasks.iter().enumerate() {
+        check(t.weight.is_finite() && t.weight > 0.0, &format!("tasks[{i}].weight"), t.weight, "a finite number > 0")?;
+        check(t.slo_s.is_finite() && t.slo_s > 0.0, &format!("tasks[{i}].slo_s"), t.slo_s, "a finite number > 0")?;
+        if let Some(timeout) = t.timeout_s {
+            check(
+                timeout.is_finite() && timeout > 0.0 && timeout <= MAX_DURATION_S,
+                &format!("tasks[{i}].timeout_s"),
+                timeout,
+                "seconds > 0, at most 100 years",
+            )?;
+        }
+        for (what, objective) in [("ttft_slo_s", t.ttft_slo_s), ("tpot_slo_s", t.tpot_slo_s)] {
+            if let Some(v) = objective {
+                check(v.is_finite() && v > 0.0, &format!("tasks[{i}].{what}"), v, "a finite number of seconds > 0")?;
+            }
+        }
+        let history = t.history_tokens.map(|h| ("history_tokens", h));
+        for (what, c) in
+            [("prompt_tokens", t.prompt_tokens), ("output_tokens", t.output_tokens)].into_iter().chain(history)
+        {
+            let key = format!("tasks[{i}].{what}");
+            match c {
+                TokenCount::Fixed { tokens } => {
+                    check((1..=MAX_TOKENS).contains(&tokens), &key, tokens, "from 1 to 1,048,576 tokens")?
+                }
+                TokenCount::LogNormal { mean, cv } => {
+                    check(
+                        mean.is_finite() && (1.0..=f64::from(MAX_TOKENS)).contains(&mean),
+                        &format!("{key}.mean"),
+                        mean,
+                        "from 1 to 1,048,576 tokens",
+                    )?;
+                    check(finite_nonneg(cv) && cv <= 100.0, &format!("{key}.cv"), cv, "a number from 0 to 100")?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A serving configuration's errors are the shared [`ConfigError`].
 pub use crate::error::ConfigError as ServingConfigError;
 use crate::error::{ConfigError, check};
@@ -228,50 +278,14 @@ impl ServingConfig {
     /// Checks every value; the error names the key and the allowed range.
     pub fn validate(&self) -> Result<(), ServingConfigError> {
         let finite_nonneg = |x: f64| x.is_finite() && x >= 0.0;
-        self.arrivals.validate().map_err(|e| e.within("arrivals"))?;
+        self.arrivals.validate().and_then(|()| self.arrivals.require_open_loop()).map_err(|e| e.within("arrivals"))?;
         if let ArrivalProcess::Replay { requests, .. } = &self.arrivals
             && let Some(r) = requests.iter().find(|r| r.task.is_some_and(|t| usize::from(t) >= self.tasks.len()))
         {
             check(false, "arrivals.task", r.task.unwrap_or(0), "the index of one of the tasks")?;
         }
         check(!self.tasks.is_empty(), "tasks", "[]", "at least one task")?;
-        for (i, t) in self.tasks.iter().enumerate() {
-            check(
-                t.weight.is_finite() && t.weight > 0.0,
-                &format!("tasks[{i}].weight"),
-                t.weight,
-                "a finite number > 0",
-            )?;
-            check(t.slo_s.is_finite() && t.slo_s > 0.0, &format!("tasks[{i}].slo_s"), t.slo_s, "a finite number > 0")?;
-            if let Some(timeout) = t.timeout_s {
-                check(
-                    timeout.is_finite() && timeout > 0.0 && timeout <= MAX_DURATION_S,
-                    &format!("tasks[{i}].timeout_s"),
-                    timeout,
-                    "seconds > 0, at most 100 years",
-                )?;
-            }
-            let history = t.history_tokens.map(|h| ("history_tokens", h));
-            for (what, c) in
-                [("prompt_tokens", t.prompt_tokens), ("output_tokens", t.output_tokens)].into_iter().chain(history)
-            {
-                let key = format!("tasks[{i}].{what}");
-                match c {
-                    TokenCount::Fixed { tokens } => {
-                        check((1..=MAX_TOKENS).contains(&tokens), &key, tokens, "from 1 to 1,048,576 tokens")?
-                    }
-                    TokenCount::LogNormal { mean, cv } => {
-                        check(
-                            mean.is_finite() && (1.0..=f64::from(MAX_TOKENS)).contains(&mean),
-                            &format!("{key}.mean"),
-                            mean,
-                            "from 1 to 1,048,576 tokens",
-                        )?;
-                        check(finite_nonneg(cv) && cv <= 100.0, &format!("{key}.cv"), cv, "a number from 0 to 100")?;
-                    }
-                }
-            }
-        }
+        validate_tasks(&self.tasks)?;
         check(self.nodes >= 1, "nodes", self.nodes, "an integer >= 1")?;
         check(self.gpus_per_node >= 1, "gpus_per_node", self.gpus_per_node, "an integer >= 1")?;
         check((1..=65_536).contains(&self.max_batch), "max_batch", self.max_batch, "an integer from 1 to 65536")?;
@@ -349,6 +363,8 @@ impl ServingConfig {
                 slo_s: 1.0,
                 timeout_s: None,
                 history_tokens: None,
+                ttft_slo_s: None,
+                tpot_slo_s: None,
             }],
             routing: Routing::RoundRobin,
             nodes: 1,
@@ -465,6 +481,18 @@ pub struct RequestRecord {
     pub slo_met: bool,
     /// Arrived during warm-up.
     pub warmup: bool,
+    /// Token-level engines: prompt tokens.
+    pub input_tokens: Option<u32>,
+    /// Token-level engines: output tokens.
+    pub output_tokens: Option<u32>,
+    /// Token-level engines: first scheduled in a step (s).
+    pub first_scheduled_s: Option<f64>,
+    /// Token-level engines: its first token (s).
+    pub first_token_s: Option<f64>,
+    /// Token-level engines: times it was preempted.
+    pub preemptions: Option<u32>,
+    /// Token-level engines: its replica.
+    pub replica: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -506,6 +534,16 @@ pub struct ServingSample {
     pub energy_kwh: f64,
     /// Carbon since the start (kg CO2e).
     pub carbon_kg: f64,
+    /// Token-level engines: sequences running, all replicas.
+    pub running: Option<u32>,
+    /// Token-level engines: share of KV blocks in use, mean over replicas.
+    pub kv_usage: Option<f64>,
+    /// Token-level engines: prompt tokens computed per second since the last instant.
+    pub prompt_tokens_per_s: Option<f64>,
+    /// Token-level engines: output tokens per second since the last instant.
+    pub generation_tokens_per_s: Option<f64>,
+    /// Token-level engines: power of all GPUs (W).
+    pub gpu_power_w: Option<f64>,
 }
 
 struct Sampling<S> {
@@ -807,6 +845,11 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
                     Some(kg_per_kwh) => energy_kwh * kg_per_kwh,
                     None => it.carbon_kg_at(t, power_w, grid) * pue,
                 },
+                running: None,
+                kv_usage: None,
+                prompt_tokens_per_s: None,
+                generation_tokens_per_s: None,
+                gpu_power_w: None,
             });
         }
     }
@@ -961,6 +1004,12 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             outcome,
             slo_met: false,
             warmup: r.arrival < self.warmup,
+            input_tokens: None,
+            output_tokens: None,
+            first_scheduled_s: None,
+            first_token_s: None,
+            preemptions: None,
+            replica: None,
         });
     }
 
@@ -1068,6 +1117,12 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
                 outcome: RequestOutcome::Served,
                 slo_met,
                 warmup: !counted,
+                input_tokens: None,
+                output_tokens: None,
+                first_scheduled_s: None,
+                first_token_s: None,
+                preemptions: None,
+                replica: None,
             });
         }
         self.nodes[node_id].load -= batch.len() as u32;
@@ -1335,6 +1390,8 @@ mod tests {
             slo_s: 3.0,
             timeout_s: None,
             history_tokens: None,
+            ttft_slo_s: None,
+            tpot_slo_s: None,
         });
         config.nodes = 3;
         config.gpus_per_node = 2;

@@ -1,0 +1,814 @@
+//! The serving world's `continuous` engine: LLM replicas that run engine iterations
+//! (the shared [`crate::llm`] replica: vLLM V1 scheduling, paged KV cache, a step-time
+//! model) behind a router.
+//!
+//! One event per step per replica; tokens are counted inside the step, never one event
+//! each. A replica's GPUs draw [`GpuSpec::step_power_w`] during a step's GPU time,
+//! `active_base_w` during its host overhead and `idle_w` with nothing to do; nodes add
+//! their baseline and the facility its PUE. Requests come open loop (any
+//! [`ArrivalProcess`], a replayed trace included) or from `concurrency` closed-loop
+//! clients. TTFT = first token - arrival; TPOT = (last token - first token) / (output
+//! tokens - 1); ITL = gap between consecutive tokens of a request; E2E = last token -
+//! arrival (vLLM's benchmark definitions).
+
+use infersim_engine::sampling::Grid;
+use infersim_engine::stats::{LatencyHistogram, Tally};
+use infersim_engine::{Context, EventId, Id, Model, Observer, ScheduleError, SimDuration, SimTime, Slab, StreamId};
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    ARRIVAL_STREAM, ArrivalGenerator, ArrivalProcess, FAILURE_STREAM_BASE, REQUEST_STREAM, ROUTING_STREAM,
+    RequestOutcome, RequestRecord, ServingSample, Task, TokenSampler,
+};
+use crate::error::{ConfigError, RunError, check};
+use crate::failures::Failures;
+use crate::grid::CarbonIntensity;
+use crate::llm::{EngineLimits, GpuSpec, ModelSpec, Replica, Sequence, StepModel, StepTime, TokenEvent};
+use crate::power::PowerMeter;
+use crate::world::{MAX_DURATION_S, Metrics};
+
+const J_PER_KWH: f64 = 3.6e6;
+
+/// How the router in front of the replicas picks one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LlmRouting {
+    /// Replicas in turn.
+    RoundRobin,
+    /// The replica with the fewest requests waiting or running (lowest index on ties).
+    #[serde(alias = "least_loaded")]
+    LeastOutstandingRequests,
+    /// The replica whose KV cache is least used (then fewest waiting).
+    LeastKvUsage,
+    /// The replica with the fewest tokens still to compute or generate.
+    LeastOutstandingTokens,
+    /// Two replicas at random, the one with fewer outstanding requests.
+    PowerOfTwoChoices,
+    /// A replica uniformly at random.
+    Random,
+}
+
+/// Measured numbers to print beside a run's (a real engine's run of the same
+/// workload), by metric name.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Measured {
+    /// Where they come from.
+    pub source: String,
+    /// (metric, value) pairs.
+    pub values: Vec<(String, f64)>,
+}
+
+/// Everything that defines a token-level serving world.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlmServingConfig {
+    /// How requests arrive (a closed loop included).
+    pub arrivals: ArrivalProcess,
+    /// Kinds of request.
+    pub tasks: Vec<Task>,
+    /// Router.
+    pub routing: LlmRouting,
+    /// Nodes, >= 1.
+    pub nodes: u32,
+    /// Replicas per node, >= 1.
+    pub replicas_per_node: u32,
+    /// GPUs per replica (tensor parallel), >= 1.
+    pub tp: u32,
+    /// Scheduler limits and KV blocks.
+    pub limits: EngineLimits,
+    /// Host time per step: scheduling, input preparation, launches (s).
+    pub step_overhead_s: f64,
+    /// GPU time per step.
+    pub step_model: StepModel,
+    /// The GPU.
+    pub gpu: GpuSpec,
+    /// The model.
+    pub model: ModelSpec,
+    /// Power of each node apart from its GPUs (W).
+    pub node_baseline_w: f64,
+    /// Facility power over IT power, >= 1.
+    pub pue: f64,
+    /// Grid carbon intensity.
+    pub grid: CarbonIntensity,
+    /// Energy price (USD per kWh).
+    pub energy_usd_per_kwh: f64,
+    /// GPU rental (USD per GPU-hour).
+    pub gpu_usd_per_hour: f64,
+    /// Replica failures (a failed GPU takes its replica down); none by default.
+    pub failures: Option<Failures>,
+    /// Arrivals stop after this long (s).
+    pub duration_s: f64,
+    /// Requests arriving before this are left out of statistics (s).
+    pub warmup_s: f64,
+    /// A real run's numbers to compare with.
+    pub measured: Option<Measured>,
+}
+
+impl LlmServingConfig {
+    /// Replicas in all.
+    pub fn replicas(&self) -> u32 {
+        self.nodes * self.replicas_per_node
+    }
+
+    /// Checks every value; the error names the key (relative to `[serving]`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.arrivals.validate().map_err(|e| e.within("arrivals"))?;
+        check(!self.tasks.is_empty(), "tasks", "[]", "at least one task")?;
+        super::validate_tasks(&self.tasks)?;
+        if let ArrivalProcess::Replay { requests, .. } = &self.arrivals
+            && let Some(r) = requests.iter().find(|r| r.task.is_some_and(|t| usize::from(t) >= self.tasks.len()))
+        {
+            check(false, "arrivals.task", r.task.unwrap_or(0), "the index of one of the tasks")?;
+        }
+        check((1..=100_000).contains(&self.nodes), "nodes", self.nodes, "an integer from 1 to 100,000")?;
+        check(
+            (1..=1024).contains(&self.replicas_per_node),
+            "replicas_per_node",
+            self.replicas_per_node,
+            "an integer from 1 to 1024",
+        )?;
+        check((1..=64).contains(&self.tp), "tp", self.tp, "an integer from 1 to 64")?;
+        let l = self.limits;
+        check(
+            (1..=65_536).contains(&l.max_num_seqs),
+            "engine.max_num_seqs",
+            l.max_num_seqs,
+            "an integer from 1 to 65536",
+        )?;
+        check(
+            (1..=1 << 20).contains(&l.max_num_batched_tokens),
+            "engine.max_num_batched_tokens",
+            l.max_num_batched_tokens,
+            "an integer from 1 to 1,048,576",
+        )?;
+        check((1..=4096).contains(&l.block_size), "engine.block_size", l.block_size, "an integer from 1 to 4096")?;
+        check(
+            l.num_gpu_blocks >= 2,
+            "engine.num_gpu_blocks",
+            l.num_gpu_blocks,
+            "an integer >= 2 (one block is reserved); if derived, more GPU memory than the weights need",
+        )?;
+        check(
+            self.step_overhead_s.is_finite() && (0.0..=60.0).contains(&self.step_overhead_s),
+            "engine.step_overhead_s",
+            self.step_overhead_s,
+            "seconds from 0 to 60",
+        )?;
+        self.gpu.validate().map_err(|e| e.within("gpu"))?;
+        self.model.validate().map_err(|e| e.within("model"))?;
+        for (key, v) in [
+            ("power.node_baseline_w", self.node_baseline_w),
+            ("prices.energy_usd_per_kwh", self.energy_usd_per_kwh),
+            ("prices.gpu_usd_per_hour", self.gpu_usd_per_hour),
+        ] {
+            check(v.is_finite() && v >= 0.0, key, v, "a finite number >= 0")?;
+        }
+        check(self.pue.is_finite() && self.pue >= 1.0, "power.pue", self.pue, "a finite number >= 1")?;
+        self.grid.validate().map_err(|e| e.within("grid"))?;
+        if let Some(f) = self.failures {
+            f.validate().map_err(|e| e.within("failures"))?;
+        }
+        check(
+            self.duration_s.is_finite() && self.duration_s > self.warmup_s && self.duration_s <= MAX_DURATION_S,
+            "duration_s",
+            self.duration_s,
+            "a finite number > warmup_s, at most 100 years",
+        )?;
+        check(self.warmup_s.is_finite() && self.warmup_s >= 0.0, "warmup_s", self.warmup_s, "a finite number >= 0")
+    }
+}
+
+/// The events of the continuous engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LlmEvent {
+    /// The run starts: first arrivals, clients and failures are drawn.
+    Start,
+    /// The next open-loop request arrives.
+    Arrival,
+    /// A closed-loop client sends its next request.
+    ClientSends(u32),
+    /// A replica finishes its step.
+    StepDone(u32),
+    /// A request still waiting reaches its task's timeout.
+    Timeout(Id<LlmRequest>),
+    /// A replica fails.
+    Fails(u32),
+    /// A failed replica is back.
+    Repaired(u32),
+}
+
+/// A request in flight.
+#[derive(Clone, Copy, Debug)]
+pub struct LlmRequest {
+    id: u64,
+    task: u16,
+    prompt: u32,
+    output: u32,
+    arrival: SimTime,
+    first_scheduled: Option<SimTime>,
+    first_token: Option<SimTime>,
+    last_token: SimTime,
+    replica: u32,
+    client: Option<u32>,
+    timeout: Option<EventId>,
+    preemptions: u32,
+}
+
+struct ReplicaState {
+    engine: Replica<Id<LlmRequest>>,
+    node: u32,
+    step: Option<EventId>,
+    /// GPU power of the whole replica now (W).
+    power_w: f64,
+    down: bool,
+}
+
+#[derive(Default)]
+struct Stats {
+    arrivals: u64,
+    counted: u64,
+    served: u64,
+    timed_out: u64,
+    lost: u64,
+    failures: u64,
+    steps: u64,
+    steps_outside_table: u64,
+    prompt_tokens: u64,
+    output_tokens: u64,
+    counted_output_tokens: u64,
+    slo_met: u64,
+    goodput: u64,
+    ttft: LatencyHistogram,
+    tpot: LatencyHistogram,
+    itl: LatencyHistogram,
+    e2e: LatencyHistogram,
+    ttft_mean: Tally,
+    tpot_mean: Tally,
+    e2e_mean: Tally,
+    batch_tokens: Tally,
+    running: Tally,
+    kv_usage: Tally,
+    kv_usage_max: f64,
+    first_arrival: Option<SimTime>,
+    last_finish: SimTime,
+}
+
+struct Sampling<S> {
+    grid: Grid,
+    sink: S,
+    last: (SimTime, u64, u64),
+}
+
+/// The token-level serving world; `O` receives a [`RequestRecord`] per request and `S`
+/// a [`ServingSample`] per sampling instant.
+pub struct LlmServing<'c, O, S> {
+    config: &'c LlmServingConfig,
+    arrivals: ArrivalGenerator,
+    cumulative_weights: Vec<f64>,
+    token_samplers: Vec<(TokenSampler, TokenSampler)>,
+    requests: Slab<LlmRequest>,
+    replicas: Vec<ReplicaState>,
+    next_replica: u32,
+    sent: u64,
+    horizon: SimTime,
+    warmup: SimTime,
+    gpu_meter: PowerMeter,
+    gpu_power_w: f64,
+    observer: &'c mut O,
+    sampling: Option<Sampling<&'c mut S>>,
+    stats: Stats,
+    token_events: Vec<(Id<LlmRequest>, TokenEvent, u32)>,
+}
+
+impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, O, S> {
+    /// A world with no requests yet.
+    pub fn new(
+        config: &'c LlmServingConfig,
+        observer: &'c mut O,
+        sampling: Option<(SimDuration, &'c mut S)>,
+    ) -> Result<Self, ScheduleError> {
+        let total: f64 = config.tasks.iter().map(|t| t.weight).sum();
+        let mut acc = 0.0;
+        let cumulative_weights = config
+            .tasks
+            .iter()
+            .map(|t| {
+                acc += t.weight / total;
+                acc
+            })
+            .collect();
+        let gpus = f64::from(config.replicas() * config.tp);
+        let replicas = (0..config.replicas())
+            .map(|r| ReplicaState {
+                engine: Replica::new(config.limits),
+                node: r / config.replicas_per_node,
+                step: None,
+                power_w: config.gpu.idle_w * f64::from(config.tp),
+                down: false,
+            })
+            .collect();
+        Ok(LlmServing {
+            config,
+            arrivals: ArrivalGenerator::new(config.arrivals.clone()),
+            cumulative_weights,
+            token_samplers: config
+                .tasks
+                .iter()
+                .map(|t| (TokenSampler::new(t.prompt_tokens), TokenSampler::new(t.output_tokens)))
+                .collect(),
+            requests: Slab::new(),
+            replicas,
+            next_replica: 0,
+            sent: 0,
+            horizon: SimTime::from_secs_f64(config.duration_s)?,
+            warmup: SimTime::from_secs_f64(config.warmup_s)?,
+            gpu_meter: PowerMeter::default(),
+            gpu_power_w: config.gpu.idle_w * gpus,
+            observer,
+            sampling: sampling.filter(|(every, _)| *every > SimDuration::ZERO).map(|(every, sink)| Sampling {
+                grid: Grid::new(every),
+                sink,
+                last: (SimTime::ZERO, 0, 0),
+            }),
+            stats: Stats::default(),
+            token_events: Vec::new(),
+        })
+    }
+
+    fn start(&mut self, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
+        match self.config.arrivals {
+            ArrivalProcess::Closed { concurrency, requests, .. } => {
+                for client in 0..u64::from(concurrency).min(requests) as u32 {
+                    ctx.schedule(SimTime::ZERO, LlmEvent::ClientSends(client))?;
+                }
+            }
+            _ => {
+                let first = self.arrivals.next_after(SimTime::ZERO, ctx.rng(ARRIVAL_STREAM))?;
+                if first < self.horizon {
+                    ctx.schedule(first, LlmEvent::Arrival)?;
+                }
+            }
+        }
+        if let Some(failures) = self.config.failures {
+            for r in 0..self.replicas.len() as u32 {
+                let at = SimTime::from_secs_f64(failures.time_to_failure_s(ctx.rng(failure_stream(r))))?;
+                if at < self.horizon {
+                    ctx.schedule(at, LlmEvent::Fails(r))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn set_power(&mut self, now: SimTime, replica: usize, power_w: f64) {
+        self.gpu_meter.hold(now, self.gpu_power_w, &self.config.grid);
+        self.gpu_power_w += power_w - self.replicas[replica].power_w;
+        self.replicas[replica].power_w = power_w;
+    }
+
+    fn new_request(&mut self, client: Option<u32>, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
+        let now = ctx.now();
+        let replayed = self.arrivals.replayed(self.stats.arrivals as usize);
+        let rng = ctx.rng(REQUEST_STREAM);
+        let task = match replayed.and_then(|r| r.task) {
+            Some(task) => usize::from(task),
+            None => {
+                let u: f64 = rng.random();
+                self.cumulative_weights.iter().position(|&c| u < c).unwrap_or(self.cumulative_weights.len() - 1)
+            }
+        };
+        let (prompt_sampler, output_sampler) = self.token_samplers[task];
+        let prompt = replayed.and_then(|r| r.prompt_tokens).unwrap_or_else(|| prompt_sampler.sample(rng));
+        let output = replayed.and_then(|r| r.output_tokens).unwrap_or_else(|| output_sampler.sample(rng));
+        self.stats.arrivals += 1;
+        self.stats.first_arrival.get_or_insert(now);
+        if now >= self.warmup {
+            self.stats.counted += 1;
+        }
+        let id = self.requests.insert(LlmRequest {
+            id: self.stats.arrivals - 1,
+            task: task as u16,
+            prompt,
+            output,
+            arrival: now,
+            first_scheduled: None,
+            first_token: None,
+            last_token: now,
+            replica: 0,
+            client,
+            timeout: None,
+            preemptions: 0,
+        });
+        let Some(replica) = self.route(ctx) else {
+            return self.finish(id, RequestOutcome::Lost, ctx);
+        };
+        self.requests[id].replica = replica;
+        if !self.replicas[replica as usize].engine.fits(prompt, output) {
+            // Longer than the whole KV cache: it could never run.
+            return self.finish(id, RequestOutcome::Rejected, ctx);
+        }
+        if let Some(timeout_s) = self.config.tasks[task].timeout_s {
+            self.requests[id].timeout =
+                Some(ctx.schedule(SimDuration::from_secs_f64(timeout_s)?, LlmEvent::Timeout(id))?);
+        }
+        self.replicas[replica as usize].engine.enqueue(Sequence::new(id, self.stats.arrivals - 1, prompt, output));
+        self.kick(replica as usize, ctx)
+    }
+
+    fn route(&mut self, ctx: &mut Context<'_, LlmEvent>) -> Option<u32> {
+        let up: Vec<u32> = (0..self.replicas.len() as u32).filter(|&r| !self.replicas[r as usize].down).collect();
+        if up.is_empty() {
+            return None;
+        }
+        let load = |r: u32| {
+            let e = &self.replicas[r as usize].engine;
+            e.waiting() + e.running()
+        };
+        let pick = match self.config.routing {
+            LlmRouting::RoundRobin => {
+                let n = self.replicas.len() as u32;
+                let mut r = self.next_replica;
+                while self.replicas[r as usize].down {
+                    r = (r + 1) % n;
+                }
+                self.next_replica = (r + 1) % n;
+                r
+            }
+            LlmRouting::LeastOutstandingRequests => *up.iter().min_by_key(|&&r| load(r)).expect("some replica is up"),
+            LlmRouting::LeastKvUsage => *up
+                .iter()
+                .min_by(|&&a, &&b| {
+                    let (ea, eb) = (&self.replicas[a as usize].engine, &self.replicas[b as usize].engine);
+                    ea.kv().usage().total_cmp(&eb.kv().usage()).then(ea.waiting().cmp(&eb.waiting()))
+                })
+                .expect("some replica is up"),
+            LlmRouting::LeastOutstandingTokens => *up
+                .iter()
+                .min_by_key(|&&r| self.replicas[r as usize].engine.outstanding_tokens())
+                .expect("some replica is up"),
+            LlmRouting::PowerOfTwoChoices => {
+                let rng = ctx.rng(ROUTING_STREAM);
+                let a = up[rng.random_range(0..up.len())];
+                let b = up[rng.random_range(0..up.len())];
+                if load(b) < load(a) { b } else { a }
+            }
+            LlmRouting::Random => up[ctx.rng(ROUTING_STREAM).random_range(0..up.len())],
+        };
+        Some(pick)
+    }
+
+    /// Starts a step on an idle replica that has work.
+    fn kick(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
+        if self.replicas[r].down || self.replicas[r].step.is_some() {
+            return Ok(());
+        }
+        let now = ctx.now();
+        let idle_w = self.config.gpu.idle_w * f64::from(self.config.tp);
+        let Some(shape) = self.replicas[r].engine.schedule() else {
+            self.set_power(now, r, idle_w);
+            return Ok(());
+        };
+        let (gpu_s, outside) = self.config.step_model.timed(&shape);
+        let step_s = gpu_s + self.config.step_overhead_s;
+        let tp = f64::from(self.config.tp);
+        // The step's mean power: its GPU time at step power, its host time at the floor.
+        let power_w = tp
+            * (self.config.gpu.step_power_w(shape.tokens()) * gpu_s
+                + self.config.gpu.active_base_w * self.config.step_overhead_s)
+            / step_s.max(f64::MIN_POSITIVE);
+        self.set_power(now, r, power_w);
+        let stats = &mut self.stats;
+        stats.steps += 1;
+        stats.steps_outside_table += u64::from(outside);
+        stats.prompt_tokens += u64::from(shape.prefill_tokens);
+        stats.batch_tokens.add(f64::from(shape.tokens()));
+        let engine = &self.replicas[r].engine;
+        stats.running.add(engine.running() as f64);
+        let usage = engine.kv().usage();
+        stats.kv_usage.add(usage);
+        stats.kv_usage_max = stats.kv_usage_max.max(usage);
+        for key in self.replicas[r].engine.planned_keys() {
+            let request = &mut self.requests[key];
+            if request.first_scheduled.is_none() {
+                request.first_scheduled = Some(now);
+                if let Some(t) = request.timeout.take() {
+                    ctx.cancel(t);
+                }
+            }
+        }
+        let at = now.checked_add(SimDuration::from_secs_f64(step_s)?).ok_or(ScheduleError::Overflow)?;
+        self.replicas[r].step = Some(ctx.schedule(at, LlmEvent::StepDone(r as u32))?);
+        Ok(())
+    }
+
+    fn on_step_done(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
+        let now = ctx.now();
+        self.replicas[r].step = None;
+        let mut events = std::mem::take(&mut self.token_events);
+        self.replicas[r].engine.complete_step(|seq, e| events.push((seq.key, e, seq.preemptions)));
+        for &(id, event, preemptions) in &events {
+            let counted = self.requests[id].arrival >= self.warmup;
+            self.stats.output_tokens += 1;
+            self.stats.counted_output_tokens += u64::from(counted);
+            let request = &mut self.requests[id];
+            if request.first_token.is_none() {
+                request.first_token = Some(now);
+            } else if counted {
+                self.stats.itl.record(now - request.last_token);
+            }
+            request.last_token = now;
+            request.preemptions = preemptions;
+            if event == TokenEvent::Finished {
+                self.finish(id, RequestOutcome::Served, ctx)?;
+            }
+        }
+        events.clear();
+        self.token_events = events;
+        self.kick(r, ctx)
+    }
+
+    /// Records a request that left (served or not) and frees its slot; a closed-loop
+    /// client then sends its next request.
+    fn finish(
+        &mut self,
+        id: Id<LlmRequest>,
+        outcome: RequestOutcome,
+        ctx: &mut Context<'_, LlmEvent>,
+    ) -> Result<(), ScheduleError> {
+        let now = ctx.now();
+        let r = self.requests.remove(id);
+        if let Some(t) = r.timeout {
+            ctx.cancel(t);
+        }
+        let counted = r.arrival >= self.warmup;
+        let task = &self.config.tasks[usize::from(r.task)];
+        let mut slo_met = false;
+        if outcome == RequestOutcome::Served {
+            self.stats.last_finish = self.stats.last_finish.max(now);
+            let first = r.first_token.unwrap_or(now);
+            let ttft = first - r.arrival;
+            let e2e = now - r.arrival;
+            let tpot_s = (r.output > 1).then(|| (now - first).as_secs_f64() / f64::from(r.output - 1));
+            slo_met = e2e.as_secs_f64() <= task.slo_s;
+            let good = task.ttft_slo_s.is_none_or(|s| ttft.as_secs_f64() <= s)
+                && task.tpot_slo_s.is_none_or(|s| tpot_s.is_none_or(|t| t <= s))
+                && (task.ttft_slo_s.is_some() || task.tpot_slo_s.is_some() || slo_met);
+            if counted {
+                let s = &mut self.stats;
+                s.served += 1;
+                s.slo_met += u64::from(slo_met);
+                s.goodput += u64::from(good);
+                s.ttft.record(ttft);
+                s.ttft_mean.add(ttft.as_secs_f64());
+                s.e2e.record(e2e);
+                s.e2e_mean.add(e2e.as_secs_f64());
+                if let Some(t) = tpot_s {
+                    s.tpot.record(SimDuration::from_secs_f64(t)?);
+                    s.tpot_mean.add(t);
+                }
+            }
+        } else if counted {
+            match outcome {
+                RequestOutcome::TimedOut => self.stats.timed_out += 1,
+                RequestOutcome::Lost | RequestOutcome::Rejected => self.stats.lost += 1,
+                RequestOutcome::Served => {}
+            }
+        }
+        let secs = |t: Option<SimTime>| t.map(SimTime::as_secs_f64);
+        self.observer.observe(RequestRecord {
+            request_id: r.id,
+            task: r.task,
+            tokens: r.prompt + r.output,
+            truncated: false,
+            history_tokens: 0,
+            quality: 1.0,
+            arrival_s: r.arrival.as_secs_f64(),
+            start_s: secs(r.first_scheduled),
+            finish_s: Some(now.as_secs_f64()),
+            node: Some(self.replicas[r.replica as usize].node),
+            gpu: None,
+            batch_size: None,
+            energy_kwh: 0.0,
+            outcome,
+            slo_met,
+            warmup: !counted,
+            input_tokens: Some(r.prompt),
+            output_tokens: Some(r.output),
+            first_scheduled_s: secs(r.first_scheduled),
+            first_token_s: secs(r.first_token),
+            preemptions: Some(r.preemptions),
+            replica: Some(r.replica),
+        });
+        if let Some(client) = r.client
+            && let ArrivalProcess::Closed { requests, think_time_s, .. } = self.config.arrivals
+            && self.sent < requests
+        {
+            let at = now.checked_add(SimDuration::from_secs_f64(think_time_s)?).ok_or(ScheduleError::Overflow)?;
+            if at < self.horizon {
+                ctx.schedule(at, LlmEvent::ClientSends(client))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_timeout(&mut self, id: Id<LlmRequest>, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
+        self.requests[id].timeout = None;
+        let replica = self.requests[id].replica as usize;
+        if self.replicas[replica].engine.withdraw(|k| *k == id).is_some() {
+            self.finish(id, RequestOutcome::TimedOut, ctx)?;
+        }
+        Ok(())
+    }
+
+    fn on_fails(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
+        let now = ctx.now();
+        self.stats.failures += 1;
+        if let Some(step) = self.replicas[r].step.take() {
+            ctx.cancel(step);
+        }
+        self.replicas[r].down = true;
+        let mut lost = Vec::new();
+        self.replicas[r].engine.drain(|s| lost.push(s));
+        self.set_power(now, r, self.config.gpu.idle_w * f64::from(self.config.tp));
+        for s in lost {
+            self.requests[s.key].preemptions = s.preemptions;
+            self.finish(s.key, RequestOutcome::Lost, ctx)?;
+        }
+        let failures = self.config.failures.expect("failures are configured");
+        let repair_s = failures.time_to_repair_s(ctx.rng(failure_stream(r as u32)));
+        ctx.schedule(SimDuration::from_secs_f64(repair_s)?, LlmEvent::Repaired(r as u32))?;
+        Ok(())
+    }
+
+    fn on_repaired(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
+        self.replicas[r].down = false;
+        let failures = self.config.failures.expect("failures are configured");
+        let up_s = failures.time_to_failure_s(ctx.rng(failure_stream(r as u32)));
+        let at = ctx.now().checked_add(SimDuration::from_secs_f64(up_s)?).unwrap_or(SimTime::MAX);
+        if at < self.horizon {
+            ctx.schedule(at, LlmEvent::Fails(r as u32))?;
+        }
+        self.kick(r, ctx)
+    }
+
+    fn sample_before(&mut self, now: SimTime) {
+        let Some(sampling) = self.sampling.as_mut() else { return };
+        let config = self.config;
+        for t in sampling.grid.due_before(now) {
+            let (waiting, running, usage): (usize, usize, f64) =
+                self.replicas.iter().fold((0, 0, 0.0), |(w, r, u), s| {
+                    (w + s.engine.waiting(), r + s.engine.running(), u + s.engine.kv().usage())
+                });
+            let busy = self.replicas.iter().filter(|s| s.step.is_some()).count() as u32;
+            let baseline_w = f64::from(config.nodes) * config.node_baseline_w;
+            let it_j = self.gpu_meter.energy_j_at(t, self.gpu_power_w) + baseline_w * t.as_secs_f64();
+            let energy_kwh = it_j * config.pue / J_PER_KWH;
+            let (last_t, last_prompt, last_output) = sampling.last;
+            let dt = (t - last_t).as_secs_f64();
+            let rate = |now: u64, then: u64| if dt > 0.0 { Some((now - then) as f64 / dt) } else { None };
+            sampling.sink.observe(ServingSample {
+                t_s: t.as_secs_f64(),
+                queue_len: waiting as u32,
+                busy_gpus: busy * config.tp,
+                power_kw: (self.gpu_power_w + baseline_w) * config.pue / 1000.0,
+                energy_kwh,
+                carbon_kg: match config.grid.constant() {
+                    Some(kg) => energy_kwh * kg,
+                    None => {
+                        (self.gpu_meter.carbon_kg_at(t, self.gpu_power_w, &config.grid)
+                            + baseline_w * config.grid.integral(0.0, t.as_hours_f64()) / 1000.0)
+                            * config.pue
+                    }
+                },
+                running: Some(running as u32),
+                kv_usage: Some(usage / self.replicas.len() as f64),
+                prompt_tokens_per_s: rate(self.stats.prompt_tokens, last_prompt),
+                generation_tokens_per_s: rate(self.stats.output_tokens, last_output),
+                gpu_power_w: Some(self.gpu_power_w),
+            });
+            sampling.last = (t, self.stats.prompt_tokens, self.stats.output_tokens);
+        }
+    }
+
+    /// The metrics of a finished run that ended at `end`.
+    pub fn metrics(&mut self, end: SimTime, events: u64) -> Metrics {
+        let c = self.config;
+        self.gpu_meter.hold(end, self.gpu_power_w, &c.grid);
+        let s = &self.stats;
+        let run_s = end.as_secs_f64();
+        let makespan_s = s.first_arrival.map(|f| (s.last_finish.max(f) - f).as_secs_f64()).unwrap_or(0.0);
+        let gpus = f64::from(c.replicas() * c.tp);
+        let gpu_j = self.gpu_meter.energy_j_at(end, self.gpu_power_w);
+        let baseline_j = f64::from(c.nodes) * c.node_baseline_w * run_s;
+        let it_j = gpu_j + baseline_j;
+        let facility_j = it_j * c.pue;
+        let carbon_kg = match c.grid.constant() {
+            Some(kg) => facility_j / J_PER_KWH * kg,
+            None => {
+                (self.gpu_meter.carbon_kg_at(end, self.gpu_power_w, &c.grid)
+                    + f64::from(c.nodes) * c.node_baseline_w * c.grid.integral(0.0, end.as_hours_f64()) / 1000.0)
+                    * c.pue
+            }
+        };
+        let cost_usd = facility_j / J_PER_KWH * c.energy_usd_per_kwh + gpus * run_s / 3600.0 * c.gpu_usd_per_hour;
+        let per = |x: f64, n: u64| if n > 0 { Some(x / n as f64) } else { None };
+        let rate = |n: u64| if makespan_s > 0.0 { n as f64 / makespan_s } else { 0.0 };
+        let window_s = (c.duration_s - c.warmup_s).max(f64::MIN_POSITIVE);
+        let mut m = Metrics::new();
+        m.count("requests", s.counted)
+            .count("served", s.served)
+            .count("timed_out", s.timed_out)
+            .count("lost", s.lost)
+            .count("gpu_failures", s.failures)
+            .number("throughput_per_s", s.served as f64 / window_s)
+            .optional("ttft_mean_s", s.ttft_mean.mean())
+            .optional("ttft_p50_s", s.ttft.p50_s())
+            .optional("ttft_p90_s", s.ttft.quantile_s(0.90))
+            .optional("ttft_p99_s", s.ttft.p99_s())
+            .optional("tpot_mean_s", s.tpot_mean.mean())
+            .optional("tpot_p50_s", s.tpot.p50_s())
+            .optional("tpot_p99_s", s.tpot.p99_s())
+            .optional("itl_p50_s", s.itl.p50_s())
+            .optional("itl_p99_s", s.itl.p99_s())
+            .optional("e2e_mean_s", s.e2e_mean.mean())
+            .optional("e2e_p50_s", s.e2e.p50_s())
+            .optional("e2e_p99_s", s.e2e.p99_s())
+            .optional("latency_mean_s", s.e2e_mean.mean())
+            .optional("latency_p50_s", s.e2e.p50_s())
+            .optional("latency_p95_s", s.e2e.p95_s())
+            .optional("latency_p99_s", s.e2e.p99_s())
+            .optional("slo_attainment", per(s.slo_met as f64, s.counted))
+            .number("makespan_s", makespan_s)
+            .number("output_tokens_per_s", rate(s.output_tokens))
+            .number("goodput_per_s", rate(s.goodput))
+            .count("preemptions", self.replicas.iter().map(|r| r.engine.preemptions).sum())
+            .optional("kv_usage_mean", s.kv_usage.mean())
+            .number("kv_usage_max", s.kv_usage_max)
+            .optional("batch_tokens_mean", s.batch_tokens.mean())
+            .optional("running_mean", s.running.mean())
+            .count("steps", s.steps)
+            .count("extrapolated_lookups", s.steps_outside_table)
+            .number("gpu_power_mean_w", if run_s > 0.0 { gpu_j / run_s } else { 0.0 })
+            .optional("gpu_energy_per_output_token_j", per(gpu_j, s.output_tokens))
+            .optional("energy_per_output_token_j", per(facility_j, s.output_tokens))
+            .number("energy_kwh", facility_j / J_PER_KWH)
+            .number("energy_gpu_kwh", gpu_j / J_PER_KWH)
+            .number("energy_baseline_kwh", baseline_j / J_PER_KWH)
+            .number("energy_overhead_kwh", (facility_j - it_j) / J_PER_KWH)
+            .optional("energy_per_request_kwh", per(facility_j / J_PER_KWH, s.served))
+            .number("carbon_kg", carbon_kg)
+            .number("cost_usd", cost_usd)
+            .count("events", events);
+        m
+    }
+}
+
+fn failure_stream(replica: u32) -> StreamId {
+    StreamId(FAILURE_STREAM_BASE + replica)
+}
+
+impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Model for LlmServing<'_, O, S> {
+    type Event = LlmEvent;
+    type Error = ScheduleError;
+
+    fn handle(&mut self, event: LlmEvent, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
+        if self.sampling.is_some() {
+            self.sample_before(ctx.now());
+        }
+        match event {
+            LlmEvent::Start => self.start(ctx),
+            LlmEvent::Arrival => {
+                self.new_request(None, ctx)?;
+                let next = self.arrivals.next_after(ctx.now(), ctx.rng(ARRIVAL_STREAM))?;
+                if next < self.horizon {
+                    ctx.schedule(next, LlmEvent::Arrival)?;
+                }
+                Ok(())
+            }
+            LlmEvent::ClientSends(client) => {
+                self.sent += 1;
+                self.new_request(Some(client), ctx)
+            }
+            LlmEvent::StepDone(r) => self.on_step_done(r as usize, ctx),
+            LlmEvent::Timeout(id) => self.on_timeout(id, ctx),
+            LlmEvent::Fails(r) => self.on_fails(r as usize, ctx),
+            LlmEvent::Repaired(r) => self.on_repaired(r as usize, ctx),
+        }
+    }
+}
+
+/// Runs one replication: every request served, timed out or lost.
+pub fn run_continuous<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
+    config: &LlmServingConfig,
+    master_seed: u64,
+    replication: u64,
+    requests: &mut O,
+    sampling: Option<(SimDuration, &mut S)>,
+) -> Result<Metrics, RunError> {
+    let world = LlmServing::new(config, requests, sampling)?;
+    let mut sim = infersim_engine::Simulation::new(world, master_seed, replication);
+    sim.schedule(SimTime::ZERO, LlmEvent::Start)?;
+    sim.run(Default::default())?;
+    let (end, events) = (sim.now(), sim.events_handled());
+    Ok(sim.model_mut().metrics(end, events))
+}
