@@ -448,7 +448,7 @@ fn a_recorded_trace_is_replayed_exactly_and_a_bad_one_is_refused() {
     let o = infersim(&["run", s(&scenario), "--out", s(&never)]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(err.contains("trace.csv:4: timestamp_s = 2 goes back in time"), "{err}");
+    assert!(err.contains("trace.csv:4: timestamp_s = 2 s goes back in time"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1);
     assert!(!never.exists());
     fs::write(tmp.path().join("trace.csv"), "timestamp_s\n1.0\nlater\n").unwrap();
