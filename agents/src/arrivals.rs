@@ -64,8 +64,10 @@ pub enum ArrivalProcess {
     /// serving world's continuous engine); [`ArrivalGenerator`] produces no arrivals
     /// for it.
     Closed {
-        /// Clients.
-        concurrency: u32,
+        /// Clients; by default as many as the serving engines run at once (their
+        /// `max_num_seqs`, summed), as benchmarks that sweep the batch size set it.
+        #[serde(default)]
+        concurrency: Option<u32>,
         /// Requests sent in all.
         requests: u64,
         /// Pause between a response and the client's next request (s).
@@ -196,8 +198,10 @@ impl ArrivalProcess {
                 }
             }
             ArrivalProcess::Closed { concurrency, requests, think_time_s } => {
-                if !(1..=1_000_000).contains(concurrency) {
-                    return bad("concurrency", concurrency.to_string(), "an integer from 1 to 1,000,000 clients");
+                if let Some(c) = concurrency
+                    && !(1..=1_000_000).contains(c)
+                {
+                    return bad("concurrency", c.to_string(), "an integer from 1 to 1,000,000 clients");
                 }
                 if !(1..=1_000_000_000_000).contains(requests) {
                     return bad("requests", requests.to_string(), "an integer from 1 to 10^12");

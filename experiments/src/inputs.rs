@@ -270,7 +270,10 @@ mod tests {
             "t.parquet: row 2: timestamp_s = 0.5 s goes back in time (the previous row has 1 s)"
         );
         let no_time = df!("arrival_s" => [1.0]).unwrap();
-        assert_eq!(read_parquet_trace(no_time).unwrap_err(), "t.parquet: no arrival time column (one of timestamp_s, arrival_time_s, arrival_time_ns, queued_ts, TIMESTAMP; columns: arrival_s)");
+        assert_eq!(
+            read_parquet_trace(no_time).unwrap_err(),
+            "t.parquet: no arrival time column (one of timestamp_s, arrival_time_s, arrival_time_ns, queued_ts, TIMESTAMP; columns: arrival_s)"
+        );
         let poetry = df!("timestamp_s" => [1.0], "task" => ["poetry"]).unwrap();
         assert!(read_parquet_trace(poetry).unwrap_err().contains("row 1: task \"poetry\" is not one of"));
         let zero = df!("timestamp_s" => [1.0], "prompt_tokens" => [0i64]).unwrap();

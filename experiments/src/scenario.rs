@@ -30,6 +30,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("ipa-video", include_str!("../../data/scenarios/ipa-video.toml")),
     ("llm-history", include_str!("../../data/scenarios/llm-history.toml")),
     ("vllm-replay", include_str!("../../data/scenarios/vllm-replay.toml")),
+    ("closed-loop-h100", include_str!("../../data/scenarios/closed-loop-h100.toml")),
 ];
 
 /// The scenario `infersim run` uses when none is named.

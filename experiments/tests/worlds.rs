@@ -178,6 +178,8 @@ fn every_built_in_world_gives_the_same_bytes_for_any_thread_count() {
         ("nineteen-contenders", &["simulation.duration_h=1", "routing.policy=decayed_score"]),
         ("ipa-video", &["simulation.duration_h=0.1"]),
         ("llm-history", &["simulation.duration_s=60", "simulation.warmup_s=10", "serving.history.keep_share=0.5"]),
+        ("vllm-replay", &["serving.routing=least_kv_usage"]),
+        ("closed-loop-h100", &["serving.arrivals.requests=64", "serving.engine.max_num_seqs=16"]),
     ];
     assert_eq!(short.len(), BUILTIN.len(), "every built-in scenario is covered");
     let dir = tempfile::tempdir().unwrap();

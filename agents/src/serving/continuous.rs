@@ -3,8 +3,8 @@
 //! model) behind a router.
 //!
 //! One event per step per replica; tokens are counted inside the step, never one event
-//! each. A replica's GPUs draw [`GpuSpec::step_power_w`] during a step's GPU time,
-//! `active_base_w` during its host overhead and `idle_w` with nothing to do; nodes add
+//! each. A replica's GPUs draw [`GpuSpec::step_power_w`] during a step (its host time
+//! included, as the curve was fitted) and `idle_w` with nothing to do; nodes add
 //! their baseline and the facility its PUE. Requests come open loop (any
 //! [`ArrivalProcess`], a replayed trace included) or from `concurrency` closed-loop
 //! clients. TTFT = first token - arrival; TPOT = (last token - first token) / (output
@@ -78,6 +78,9 @@ pub struct LlmServingConfig {
     pub limits: EngineLimits,
     /// Host time per step: scheduling, input preparation, launches (s).
     pub step_overhead_s: f64,
+    /// Host time per step and scheduled sequence: per-request scheduling, sampling and
+    /// output processing that the GPU waits for (s).
+    pub step_overhead_per_seq_s: f64,
     /// GPU time per step.
     pub step_model: StepModel,
     /// The GPU.
@@ -153,6 +156,12 @@ impl LlmServingConfig {
             "engine.step_overhead_s",
             self.step_overhead_s,
             "seconds from 0 to 60",
+        )?;
+        check(
+            self.step_overhead_per_seq_s.is_finite() && (0.0..=1.0).contains(&self.step_overhead_per_seq_s),
+            "engine.step_overhead_per_seq_s",
+            self.step_overhead_per_seq_s,
+            "seconds from 0 to 1",
         )?;
         self.gpu.validate().map_err(|e| e.within("gpu"))?;
         self.model.validate().map_err(|e| e.within("model"))?;
@@ -338,7 +347,8 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
     fn start(&mut self, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
         match self.config.arrivals {
             ArrivalProcess::Closed { concurrency, requests, .. } => {
-                for client in 0..u64::from(concurrency).min(requests) as u32 {
+                let clients = concurrency.unwrap_or(self.config.limits.max_num_seqs * self.config.replicas());
+                for client in 0..u64::from(clients).min(requests) as u32 {
                     ctx.schedule(SimTime::ZERO, LlmEvent::ClientSends(client))?;
                 }
             }
@@ -469,13 +479,11 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             return Ok(());
         };
         let (gpu_s, outside) = self.config.step_model.timed(&shape);
-        let step_s = gpu_s + self.config.step_overhead_s;
-        let tp = f64::from(self.config.tp);
-        // The step's mean power: its GPU time at step power, its host time at the floor.
-        let power_w = tp
-            * (self.config.gpu.step_power_w(shape.tokens()) * gpu_s
-                + self.config.gpu.active_base_w * self.config.step_overhead_s)
-            / step_s.max(f64::MIN_POSITIVE);
+        let host_s = self.config.step_overhead_s + self.config.step_overhead_per_seq_s * f64::from(shape.sequences());
+        let step_s = gpu_s + host_s;
+        // The power curve is fitted to whole steps' mean power (host time included), so
+        // it holds for the whole step.
+        let power_w = f64::from(self.config.tp) * self.config.gpu.step_power_w(shape.tokens());
         self.set_power(now, r, power_w);
         let stats = &mut self.stats;
         stats.steps += 1;

@@ -82,6 +82,7 @@ struct EngineTable {
     num_gpu_blocks: Option<i64>,
     gpu_memory_utilization: Option<f64>,
     step_overhead_s: Option<f64>,
+    step_overhead_per_seq_s: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -390,6 +391,7 @@ fn resolve_continuous(
         tp,
         limits: EngineLimits { max_num_seqs, max_num_batched_tokens, block_size, num_gpu_blocks },
         step_overhead_s: e.step_overhead_s.unwrap_or(0.0),
+        step_overhead_per_seq_s: e.step_overhead_per_seq_s.unwrap_or(0.0),
         step_model,
         gpu,
         model,
