@@ -174,8 +174,9 @@ impl ArrivalProcess {
                 if !span(period_h * 3600.0) {
                     return bad("period_h", period_h.to_string(), "a finite number of hours > 0");
                 }
-                if !peak_h.is_finite() {
-                    return bad("peak_h", peak_h.to_string(), "a finite number of hours");
+                // Beyond a century the cycle's phase (peak_h x 3600 s) loses its meaning.
+                if !(peak_h.is_finite() && peak_h.abs() * 3600.0 <= crate::world::MAX_DURATION_S) {
+                    return bad("peak_h", peak_h.to_string(), "a number of hours from -876,600 to 876,600 (100 years)");
                 }
             }
             ArrivalProcess::Mmpp { rates_per_s, mean_sojourn_s } => {

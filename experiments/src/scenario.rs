@@ -20,6 +20,7 @@ use crate::registry::{AnyWorld, PointModel, Registry, ResolveError};
 
 /// Built-in scenarios: name and TOML text, embedded in the binary.
 pub const BUILTIN: &[(&str, &str)] = &[
+    ("llm-serving", include_str!("../../data/scenarios/llm-serving.toml")),
     ("serving", include_str!("../../data/scenarios/serving.toml")),
     ("mmc", include_str!("../../data/scenarios/mmc.toml")),
     ("bloom-sd", include_str!("../../data/scenarios/bloom-sd.toml")),
@@ -30,11 +31,12 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("ipa-video", include_str!("../../data/scenarios/ipa-video.toml")),
     ("llm-history", include_str!("../../data/scenarios/llm-history.toml")),
     ("vllm-replay", include_str!("../../data/scenarios/vllm-replay.toml")),
+    ("llm-fleet", include_str!("../../data/scenarios/llm-fleet.toml")),
     ("closed-loop-h100", include_str!("../../data/scenarios/closed-loop-h100.toml")),
 ];
 
 /// The scenario `infersim run` uses when none is named.
-pub const DEFAULT_SCENARIO: &str = "serving";
+pub const DEFAULT_SCENARIO: &str = "llm-serving";
 
 /// Keys of the batch rather than of a world: read here, removed before the world
 /// reads its tables, and never swept.
@@ -836,8 +838,12 @@ mod tests {
         assert_eq!(c.grid, CarbonIntensity::Diurnal { kg_per_kwh: 0.3, amplitude: 0.5, peak_h: 19.0, period_h: 24.0 });
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("grid.csv"), "t_h,kg_per_kwh\n0,0.5\n6,0.2\n").unwrap();
-        let text =
-            BUILTIN[0].1.replace("kind = \"constant\"\nkg_per_kwh = 0.394", "kind = \"series\"\npath = \"grid.csv\"");
+        let text = BUILTIN
+            .iter()
+            .find(|(n, _)| *n == "serving")
+            .unwrap()
+            .1
+            .replace("kind = \"constant\"\nkg_per_kwh = 0.394", "kind = \"series\"\npath = \"grid.csv\"");
         let s = Scenario::parse_in("s.toml", &text, dir.path()).unwrap();
         let c = &s.config::<ServingWorld>(0).unwrap().into_static().unwrap();
         assert_eq!(

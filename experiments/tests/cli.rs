@@ -66,7 +66,10 @@ fn bad_input_is_one_clear_line_and_exit_code_2() {
             &["run", "--set", "serving.power.pue=0.5"],
             "serving.power.pue = 0.5 is invalid: expected a finite number >= 1",
         ),
-        (&["run", "--set", "serving.max_batch=0"], "serving.max_batch = 0 is invalid"),
+        (&["run", "serving", "--set", "serving.max_batch=0"], "serving.max_batch = 0 is invalid"),
+        (&["run", "--set", "serving.engine.max_num_seqs=0"], "serving.engine.max_num_seqs = 0 is invalid"),
+        (&["run", "--set", "serving.max_batch=4"], "it belongs to the other engine"),
+        (&["run", "--set", "serving.gpu=TPU"], "one of the built-in GPUs (H100, A100-80GB, RTX4090, RTXPRO6000)"),
         (&["run", "--set", "simulation.customers=10"], "unknown key `simulation.customers`; this table's keys:"),
         (&["run", "--reps", "0"], "--reps must be at least 1"),
         (&["run", "--threads", "0"], "--threads must be at least 1"),
@@ -86,7 +89,7 @@ fn bad_input_is_one_clear_line_and_exit_code_2() {
 fn list_and_validate() {
     let o = infersim(&["list"]);
     assert!(o.status.success());
-    assert!(stdout(&o).starts_with("serving "), "the default comes first");
+    assert!(stdout(&o).starts_with("llm-serving "), "the default comes first");
     assert!(stdout(&o).contains("\nmmc "));
     let o = infersim(&["validate", "mmc", "--set", "station.servers=7"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -109,12 +112,21 @@ fn a_scenario_file_with_a_typo_names_file_and_line() {
 }
 
 #[test]
-fn the_default_run_is_the_serving_scenario() {
-    let o = infersim(&["run", "--reps", "3", "--set", "simulation.duration_s=300", "--set", "simulation.warmup_s=30"]);
+fn the_default_run_is_the_llm_serving_scenario() {
+    let o = infersim(&["run", "--reps", "3", "--set", "simulation.duration_s=60", "--set", "simulation.warmup_s=10"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(out.contains("scenario serving"), "{out}");
-    for metric in ["latency_p99_s", "slo_attainment", "energy_per_request_kwh", "carbon_kg", "cost_usd"] {
+    assert!(out.contains("scenario llm-serving"), "{out}");
+    for metric in [
+        "ttft_p99_s",
+        "tpot_mean_s",
+        "goodput_per_s",
+        "gpu_energy_per_output_token_j",
+        "energy_per_output_token_j",
+        "slo_attainment",
+        "carbon_kg",
+        "cost_usd",
+    ] {
         assert!(out.lines().any(|l| l.starts_with(metric)), "{metric} missing from\n{out}");
     }
     assert!(!out.contains("analytic"), "no closed form for this model, so no empty column");

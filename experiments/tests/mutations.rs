@@ -21,6 +21,8 @@ fn short(name: &str) -> &'static [&'static str] {
         "nineteen-contenders" => &["simulation.duration_h=0.25"],
         "ipa-video" => &["simulation.duration_h=0.02"],
         "vllm-replay" => &["simulation.duration_s=10"],
+        "llm-fleet" => &["simulation.duration_h=0.005", "simulation.warmup_s=2"],
+        "llm-serving" => &["simulation.duration_s=20", "simulation.warmup_s=2"],
         "closed-loop-h100" => &["serving.arrivals.requests=20", "simulation.duration_s=60"],
         other => panic!("no shortening for built-in scenario {other}"),
     }

@@ -179,6 +179,8 @@ fn every_built_in_world_gives_the_same_bytes_for_any_thread_count() {
         ("ipa-video", &["simulation.duration_h=0.1"]),
         ("llm-history", &["simulation.duration_s=60", "simulation.warmup_s=10", "serving.history.keep_share=0.5"]),
         ("vllm-replay", &["serving.routing=least_kv_usage"]),
+        ("llm-fleet", &["simulation.duration_h=0.01", "simulation.warmup_s=5", "serving.routing=least_kv_usage"]),
+        ("llm-serving", &["simulation.duration_s=40", "simulation.warmup_s=5", "serving.routing=power_of_two_choices"]),
         ("closed-loop-h100", &["serving.arrivals.requests=64", "serving.engine.max_num_seqs=16"]),
     ];
     assert_eq!(short.len(), BUILTIN.len(), "every built-in scenario is covered");

@@ -705,6 +705,10 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let s = &self.stats;
         let run_s = end.as_secs_f64();
         let makespan_s = s.first_arrival.map(|f| (s.last_finish.max(f) - f).as_secs_f64()).unwrap_or(0.0);
+        // Rates are per second of the measured window: from the end of the warm-up (or
+        // the first arrival) to the last token; the whole makespan without a warm-up.
+        let window_start = s.first_arrival.map_or(self.warmup, |f| f.max(self.warmup));
+        let measured_s = (s.last_finish.max(window_start) - window_start).as_secs_f64();
         let gpus = f64::from(c.replicas() * c.tp);
         let gpu_j = self.gpu_meter.energy_j_at(end, self.gpu_power_w);
         let baseline_j = f64::from(c.nodes) * c.node_baseline_w * run_s;
@@ -720,7 +724,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         };
         let cost_usd = facility_j / J_PER_KWH * c.energy_usd_per_kwh + gpus * run_s / 3600.0 * c.gpu_usd_per_hour;
         let per = |x: f64, n: u64| if n > 0 { Some(x / n as f64) } else { None };
-        let rate = |n: u64| if makespan_s > 0.0 { n as f64 / makespan_s } else { 0.0 };
+        let rate = |n: u64| if measured_s > 0.0 { n as f64 / measured_s } else { 0.0 };
         let window_s = (c.duration_s - c.warmup_s).max(f64::MIN_POSITIVE);
         let mut m = Metrics::new();
         m.count("requests", s.counted)
@@ -747,7 +751,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             .optional("latency_p99_s", s.e2e.p99_s())
             .optional("slo_attainment", per(s.slo_met as f64, s.counted))
             .number("makespan_s", makespan_s)
-            .number("output_tokens_per_s", rate(s.output_tokens))
+            .number("output_tokens_per_s", rate(s.counted_output_tokens))
             .number("goodput_per_s", rate(s.goodput))
             .count("preemptions", self.replicas.iter().map(|r| r.engine.preemptions).sum())
             .optional("kv_usage_mean", s.kv_usage.mean())
