@@ -1,5 +1,5 @@
 //! How long one engine iteration takes: one trait, [`StepTime`], and three models:
-//! measured per-layer [`Profile`](super::profile::Profile) tables, a [`Roofline`] from
+//! measured per-layer [`Profile`] tables, a [`Roofline`] from
 //! GPU and model specifications, and an [`Affine`] formula for quick studies.
 
 use serde::{Deserialize, Serialize};
