@@ -49,12 +49,21 @@ pub struct Sequence<K> {
     blocks: u32,
     /// Times preempted.
     pub preemptions: u32,
+    /// Tokens whose KV arrives with the sequence (computed elsewhere and transferred):
+    /// counted as computed when it is first admitted.
+    preloaded: u32,
 }
 
 impl<K> Sequence<K> {
     /// A request with nothing computed.
     pub fn new(key: K, uid: u64, prompt: u32, output: u32) -> Self {
-        Sequence { key, uid, prompt, output, computed: 0, generated: 0, blocks: 0, preemptions: 0 }
+        Sequence { key, uid, prompt, output, computed: 0, generated: 0, blocks: 0, preemptions: 0, preloaded: 0 }
+    }
+
+    /// A request whose prompt was prefilled elsewhere (disaggregated serving): its
+    /// prompt's KV comes with it and its first token is already produced.
+    pub fn prefilled(key: K, uid: u64, prompt: u32, output: u32) -> Self {
+        Sequence { generated: 1, preloaded: prompt, ..Sequence::new(key, uid, prompt, output) }
     }
 
     /// Tokens known: the prompt and the output so far.
@@ -180,12 +189,14 @@ impl<K: Copy> Replica<K> {
                 let bs = self.kv.block_size();
                 // A cache hit covers whole blocks and leaves the last token to compute.
                 let hit_blocks = self.kv.cached_blocks(seq.uid).min((known - 1) / bs);
-                let computed = hit_blocks * bs;
+                // Transferred KV is written into fresh blocks as it is admitted.
+                let computed = (hit_blocks * bs).max(seq.preloaded.min(known - 1));
                 let tokens = (known - computed).min(budget);
                 let mut seq = self.waiting.pop_front().expect("peeked");
+                seq.preloaded = 0;
                 self.kv.reuse_cached(seq.uid, hit_blocks);
                 self.kv.forget(seq.uid);
-                let needed = self.kv.blocks_for(computed + tokens) - hit_blocks;
+                let needed = self.kv.blocks_for(computed + tokens).saturating_sub(hit_blocks);
                 let ok = self.kv.allocate(needed);
                 debug_assert!(ok, "the reservation check covers this chunk");
                 seq.computed = computed;
@@ -318,6 +329,16 @@ mod tests {
             ]
         );
         assert_eq!(r.kv().free_blocks(), 999);
+    }
+
+    #[test]
+    fn a_prefilled_sequence_only_decodes() {
+        let mut r = Replica::new(limits(1000));
+        r.enqueue(Sequence::prefilled(0, 0, 100, 3));
+        let (events, shapes) = run_to_end(&mut r);
+        // Its prompt's KV came with it: two decode steps for the second and third token.
+        assert_eq!(shapes.iter().map(|s| (s.decodes, s.decode_kv)).collect::<Vec<_>>(), [(1, 100), (1, 101)]);
+        assert_eq!(events, [(0, TokenEvent::Token { first: false }), (0, TokenEvent::Finished)]);
     }
 
     #[test]

@@ -59,6 +59,21 @@ pub struct Measured {
     pub values: Vec<(String, f64)>,
 }
 
+/// Prefill/decode disaggregation: the first `prefill_replicas` replicas prefill
+/// prompts and produce first tokens; the rest decode. A prompt's KV cache
+/// (`prompt x KV bytes per token`) crosses a link from its prefill replica (one transfer
+/// at a time per replica) before the request queues at a decode replica.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Disaggregation {
+    /// Replicas in the prefill pool (the first ones); the others decode.
+    pub prefill_replicas: u32,
+    /// Link bandwidth from a prefill replica (GB/s).
+    pub link_gb_per_s: f64,
+    /// Latency of one transfer (µs).
+    pub link_latency_us: f64,
+}
+
 /// Everything that defines a token-level serving world.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LlmServingConfig {
@@ -105,6 +120,8 @@ pub struct LlmServingConfig {
     pub warmup_s: f64,
     /// A real run's numbers to compare with.
     pub measured: Option<Measured>,
+    /// Separate prefill and decode pools; none by default.
+    pub disaggregation: Option<Disaggregation>,
 }
 
 impl LlmServingConfig {
@@ -183,6 +200,26 @@ impl LlmServingConfig {
             self.duration_s,
             "a finite number > warmup_s, at most 100 years",
         )?;
+        if let Some(d) = self.disaggregation {
+            check(
+                d.prefill_replicas >= 1 && d.prefill_replicas < self.replicas(),
+                "disaggregation.prefill_replicas",
+                d.prefill_replicas,
+                "an integer from 1 to the replicas less one (the rest decode)",
+            )?;
+            check(
+                d.link_gb_per_s.is_finite() && d.link_gb_per_s >= 1e-3,
+                "disaggregation.link_gb_per_s",
+                d.link_gb_per_s,
+                "a finite number >= 0.001",
+            )?;
+            check(
+                d.link_latency_us.is_finite() && (0.0..=1e9).contains(&d.link_latency_us),
+                "disaggregation.link_latency_us",
+                d.link_latency_us,
+                "microseconds from 0 to 1e9",
+            )?;
+        }
         check(self.warmup_s.is_finite() && self.warmup_s >= 0.0, "warmup_s", self.warmup_s, "a finite number >= 0")
     }
 }
@@ -204,6 +241,8 @@ pub enum LlmEvent {
     Fails(u32),
     /// A failed replica is back.
     Repaired(u32),
+    /// A request's prompt KV has reached the decode pool.
+    KvArrives(Id<LlmRequest>),
 }
 
 /// A request in flight.
@@ -221,6 +260,8 @@ pub struct LlmRequest {
     client: Option<u32>,
     timeout: Option<EventId>,
     preemptions: u32,
+    /// Disaggregated: its KV is crossing to the decode pool.
+    transferring: bool,
 }
 
 struct ReplicaState {
@@ -230,6 +271,8 @@ struct ReplicaState {
     /// GPU power of the whole replica now (W).
     power_w: f64,
     down: bool,
+    /// Disaggregated prefill replica: when its outgoing link is next free.
+    link_free: SimTime,
 }
 
 #[derive(Default)]
@@ -258,6 +301,9 @@ struct Stats {
     running: Tally,
     kv_usage: Tally,
     kv_usage_max: f64,
+    kv_transfers: u64,
+    kv_transfer_s: Tally,
+    kv_transfer_bytes: f64,
     first_arrival: Option<SimTime>,
     last_finish: SimTime,
 }
@@ -314,6 +360,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
                 step: None,
                 power_w: config.gpu.idle_w * f64::from(config.tp),
                 down: false,
+                link_free: SimTime::ZERO,
             })
             .collect();
         Ok(LlmServing {
@@ -408,8 +455,13 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             client,
             timeout: None,
             preemptions: 0,
+            transferring: false,
         });
-        let Some(replica) = self.route(ctx) else {
+        let pool = match self.config.disaggregation {
+            Some(d) => 0..d.prefill_replicas,
+            None => 0..self.replicas.len() as u32,
+        };
+        let Some(replica) = self.route(pool, ctx) else {
             return self.finish(id, RequestOutcome::Lost, ctx);
         };
         self.requests[id].replica = replica;
@@ -421,12 +473,51 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             self.requests[id].timeout =
                 Some(ctx.schedule(SimDuration::from_secs_f64(timeout_s)?, LlmEvent::Timeout(id))?);
         }
-        self.replicas[replica as usize].engine.enqueue(Sequence::new(id, self.stats.arrivals - 1, prompt, output));
+        // A prefill replica of a disaggregated fleet produces the first token only.
+        let here = if self.config.disaggregation.is_some() { 1 } else { output };
+        self.replicas[replica as usize].engine.enqueue(Sequence::new(id, self.stats.arrivals - 1, prompt, here));
         self.kick(replica as usize, ctx)
     }
 
-    fn route(&mut self, ctx: &mut Context<'_, LlmEvent>) -> Option<u32> {
-        let up: Vec<u32> = (0..self.replicas.len() as u32).filter(|&r| !self.replicas[r as usize].down).collect();
+    /// Disaggregated: a prefill finished; its KV crosses to the decode pool.
+    fn send_kv(&mut self, id: Id<LlmRequest>, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
+        let d = self.config.disaggregation.expect("disaggregated");
+        let now = ctx.now();
+        let request = &mut self.requests[id];
+        request.transferring = true;
+        let bytes = f64::from(request.prompt) * self.config.model.kv_bytes_per_token();
+        let link = &mut self.replicas[request.replica as usize].link_free;
+        let start = (*link).max(now);
+        let busy_s = bytes / (d.link_gb_per_s * 1e9);
+        *link = start.checked_add(SimDuration::from_secs_f64(busy_s)?).ok_or(ScheduleError::Overflow)?;
+        let done =
+            link.checked_add(SimDuration::from_secs_f64(d.link_latency_us * 1e-6)?).ok_or(ScheduleError::Overflow)?;
+        self.stats.kv_transfers += 1;
+        self.stats.kv_transfer_bytes += bytes;
+        self.stats.kv_transfer_s.add((done - now).as_secs_f64());
+        ctx.schedule(done, LlmEvent::KvArrives(id))?;
+        Ok(())
+    }
+
+    fn on_kv_arrives(&mut self, id: Id<LlmRequest>, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
+        let d = self.config.disaggregation.expect("disaggregated");
+        self.requests[id].transferring = false;
+        let Some(replica) = self.route(d.prefill_replicas..self.replicas.len() as u32, ctx) else {
+            return self.finish(id, RequestOutcome::Lost, ctx);
+        };
+        let r = &mut self.requests[id];
+        r.replica = replica;
+        let (prompt, output, uid) = (r.prompt, r.output, r.id);
+        if !self.replicas[replica as usize].engine.fits(prompt, output) {
+            return self.finish(id, RequestOutcome::Rejected, ctx);
+        }
+        self.replicas[replica as usize].engine.enqueue(Sequence::prefilled(id, uid, prompt, output));
+        self.kick(replica as usize, ctx)
+    }
+
+    /// Picks an up replica among `pool`.
+    fn route(&mut self, pool: std::ops::Range<u32>, ctx: &mut Context<'_, LlmEvent>) -> Option<u32> {
+        let up: Vec<u32> = pool.clone().filter(|&r| !self.replicas[r as usize].down).collect();
         if up.is_empty() {
             return None;
         }
@@ -436,12 +527,9 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         };
         let pick = match self.config.routing {
             LlmRouting::RoundRobin => {
-                let n = self.replicas.len() as u32;
-                let mut r = self.next_replica;
-                while self.replicas[r as usize].down {
-                    r = (r + 1) % n;
-                }
-                self.next_replica = (r + 1) % n;
+                // The next up replica of the pool after the last one chosen.
+                let r = up.iter().copied().find(|&r| r >= self.next_replica).unwrap_or(up[0]);
+                self.next_replica = if r + 1 >= pool.end { pool.start } else { r + 1 };
                 r
             }
             LlmRouting::LeastOutstandingRequests => *up.iter().min_by_key(|&&r| load(r)).expect("some replica is up"),
@@ -527,7 +615,14 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             request.last_token = now;
             request.preemptions = preemptions;
             if event == TokenEvent::Finished {
-                self.finish(id, RequestOutcome::Served, ctx)?;
+                if self.config.disaggregation.is_some()
+                    && self.requests[id].output > 1
+                    && request_at_prefill(self.config, r)
+                {
+                    self.send_kv(id, ctx)?;
+                } else {
+                    self.finish(id, RequestOutcome::Served, ctx)?;
+                }
             }
         }
         events.clear();
@@ -759,6 +854,9 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             .optional("batch_tokens_mean", s.batch_tokens.mean())
             .optional("running_mean", s.running.mean())
             .count("steps", s.steps)
+            .count("kv_transfers", s.kv_transfers)
+            .optional("kv_transfer_mean_s", s.kv_transfer_s.mean())
+            .number("kv_transfer_gb", s.kv_transfer_bytes / 1e9)
             .count("extrapolated_lookups", s.steps_outside_table)
             .number("gpu_power_mean_w", if run_s > 0.0 { gpu_j / run_s } else { 0.0 })
             .optional("gpu_energy_per_output_token_j", per(gpu_j, s.output_tokens))
@@ -773,6 +871,11 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             .count("events", events);
         m
     }
+}
+
+/// Whether replica `r` is in a disaggregated fleet's prefill pool.
+fn request_at_prefill(config: &LlmServingConfig, r: usize) -> bool {
+    config.disaggregation.is_some_and(|d| (r as u32) < d.prefill_replicas)
 }
 
 fn failure_stream(replica: u32) -> StreamId {
@@ -805,6 +908,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Model for LlmServin
             LlmEvent::Timeout(id) => self.on_timeout(id, ctx),
             LlmEvent::Fails(r) => self.on_fails(r as usize, ctx),
             LlmEvent::Repaired(r) => self.on_repaired(r as usize, ctx),
+            LlmEvent::KvArrives(id) => self.on_kv_arrives(id, ctx),
         }
     }
 }

@@ -5,7 +5,7 @@
 use infersim_engine::Observer;
 use serde::Deserialize;
 
-use super::continuous::{LlmRouting, LlmServingConfig, Measured, run_continuous};
+use super::continuous::{Disaggregation, LlmRouting, LlmServingConfig, Measured, run_continuous};
 use super::{
     ArrivalProcess, BatchTime, Failures, History, OverLimit, RequestRecord, Routing, ServingConfig, ServingRun,
     ServingSample, Task, build_sampled_serving, build_serving, finish_serving,
@@ -49,6 +49,7 @@ struct ServingTable {
     tp: Option<i64>,
     step_time: Option<StepTimeTable>,
     measured: Option<String>,
+    disaggregation: Option<Disaggregation>,
     power: Power,
     grid: CarbonIntensity,
     prices: Prices,
@@ -186,6 +187,7 @@ fn resolve_static(s: ServingTable, simulation: &Window, inputs: &dyn Inputs) -> 
         (s.tp.is_some(), "tp"),
         (s.step_time.is_some(), "step_time"),
         (s.measured.is_some(), "measured"),
+        (s.disaggregation.is_some(), "disaggregation"),
     ] {
         refuse(present, key, "static")?;
     }
@@ -404,6 +406,7 @@ fn resolve_continuous(
         duration_s: simulation.duration_s()?,
         warmup_s: simulation.warmup_s.unwrap_or(0.0),
         measured,
+        disaggregation: s.disaggregation,
     };
     config.validate().map_err(|e| {
         e.rekey(|key| match key {
