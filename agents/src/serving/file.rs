@@ -86,26 +86,22 @@ struct EngineTable {
     step_overhead_per_seq_s: Option<f64>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum StepKind {
-    Profile,
-    #[default]
-    Roofline,
-    Affine,
+/// `[serving.step_time]`: one table per model, picked by `kind`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum StepTimeTable {
+    /// Measured per-layer tables in a directory.
+    Profile { profile_dir: String },
+    /// From the GPU and model specifications.
+    Roofline {},
+    /// A formula.
+    Affine { base_s: Option<f64>, per_token_s: Option<f64>, per_sequence_s: Option<f64>, per_kv_token_s: Option<f64> },
 }
 
-/// `[serving.step_time]`.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StepTimeTable {
-    #[serde(default)]
-    kind: StepKind,
-    profile_dir: Option<String>,
-    base_s: Option<f64>,
-    per_token_s: Option<f64>,
-    per_sequence_s: Option<f64>,
-    per_kv_token_s: Option<f64>,
+impl Default for StepTimeTable {
+    fn default() -> Self {
+        StepTimeTable::Roofline {}
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -328,51 +324,22 @@ fn resolve_continuous(
             derived
         }
     };
-    let step = s.step_time.unwrap_or_default();
-    let affine_keys = [step.base_s, step.per_token_s, step.per_sequence_s, step.per_kv_token_s];
-    if step.kind != StepKind::Affine && affine_keys.iter().any(Option::is_some) {
-        return Err(ConfigError::invalid(
-            "serving.step_time.base_s",
-            "(set)",
-            "no value unless serving.step_time.kind = \"affine\"",
-        ));
-    }
-    if step.kind != StepKind::Profile && step.profile_dir.is_some() {
-        return Err(ConfigError::invalid(
-            "serving.step_time.profile_dir",
-            "(set)",
-            "no value unless serving.step_time.kind = \"profile\"",
-        ));
-    }
-    let step_model = match step.kind {
-        StepKind::Roofline => StepModel::Roofline(Roofline { gpu: gpu.clone(), model: model.clone(), tp }),
-        StepKind::Affine => {
+    let step_model = match s.step_time.clone().unwrap_or_default() {
+        StepTimeTable::Roofline {} => StepModel::Roofline(Roofline { gpu: gpu.clone(), model: model.clone(), tp }),
+        StepTimeTable::Affine { base_s, per_token_s, per_sequence_s, per_kv_token_s } => {
             let a = Affine {
-                base_s: step.base_s.unwrap_or(0.0),
-                per_token_s: step.per_token_s.unwrap_or(0.0),
-                per_sequence_s: step.per_sequence_s.unwrap_or(0.0),
-                per_kv_token_s: step.per_kv_token_s.unwrap_or(0.0),
+                base_s: base_s.unwrap_or(0.0),
+                per_token_s: per_token_s.unwrap_or(0.0),
+                per_sequence_s: per_sequence_s.unwrap_or(0.0),
+                per_kv_token_s: per_kv_token_s.unwrap_or(0.0),
             };
             a.validate().map_err(|e| e.within("serving.step_time"))?;
             StepModel::Affine(a)
         }
-        StepKind::Profile => {
-            let dir = step.profile_dir.ok_or_else(|| {
-                ConfigError::invalid(
-                    "serving.step_time.profile_dir",
-                    "(missing)",
-                    "a directory holding dense.csv, attention.csv and per_sequence.csv",
-                )
-            })?;
-            let profile = Profile::load(
-                "serving.step_time.profile_dir",
-                &dir,
-                inputs,
-                &model,
-                tp,
-                (gpu.link_gb_per_s, gpu.link_latency_us),
-            )?;
-            StepModel::Profile(Box::new(profile))
+        StepTimeTable::Profile { profile_dir } => {
+            let link = (gpu.link_gb_per_s, gpu.link_latency_us);
+            let key = "serving.step_time.profile_dir";
+            StepModel::Profile(Box::new(Profile::load(key, &profile_dir, inputs, &model, tp, link)?))
         }
     };
     let names: Vec<&str> = s.tasks.iter().map(|t| t.name.as_str()).collect();
