@@ -122,3 +122,26 @@ impl GpuSpec {
         if for_kv <= 0.0 { 0 } else { (for_kv / block_bytes).floor().min(f64::from(u32::MAX)) as u32 }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::catalog::{gpu, model};
+
+    #[test]
+    fn derived_kv_capacity_is_near_what_a_real_engine_reported() {
+        // vLLM on an RTX 4090 with Llama-3.1-8B (utilisation 0.9, 2048 batched tokens,
+        // 128 sequences) reported 41,408 KV tokens (LLMServingSim's replay notes).
+        let blocks =
+            gpu("g", "RTX4090").unwrap().kv_blocks(&model("m", "Llama-3.1-8B").unwrap(), 1, 0.9, (2048, 128), 16);
+        let tokens = f64::from(blocks * 16);
+        assert!((tokens - 41_408.0).abs() / 41_408.0 < 0.08, "{blocks} blocks, {tokens} tokens");
+        assert_eq!(blocks, 2434);
+    }
+
+    #[test]
+    fn step_power_rises_from_the_floor_to_the_maximum() {
+        let h100 = gpu("g", "H100").unwrap();
+        assert!((h100.step_power_w(8) - 486.0).abs() < 2.0);
+        assert!(h100.step_power_w(1) < h100.step_power_w(64) && h100.step_power_w(4096) <= h100.active_max_w);
+    }
+}
