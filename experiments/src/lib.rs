@@ -25,6 +25,7 @@
 
 pub mod analysis;
 pub mod batch;
+pub mod calibrate;
 pub mod inputs;
 pub mod output;
 pub mod plot;

@@ -114,6 +114,59 @@ enum Command {
         #[arg(long, value_name = "KEY")]
         x: Option<String>,
     },
+    /// Fit numeric keys of a scenario to measurements: writes the calibrated scenario,
+    /// every evaluation (calibration.parquet), the fitted values with profile
+    /// intervals (fitted.csv) and charts to --out.
+    Calibrate {
+        /// A built-in scenario name or a path to a TOML file.
+        scenario: String,
+        /// A measured file: requests (CSV, Parquet, JSON Lines; vLLM's per-request
+        /// records as they are) or a time series with t_h. Repeatable.
+        #[arg(long, required = true, value_name = "FILE")]
+        observed: Vec<String>,
+        /// A key to fit and its bounds, KEY=LOW..HIGH. Repeatable.
+        #[arg(long = "param", required = true, value_name = "KEY=LOW..HIGH")]
+        params: Vec<String>,
+        /// Search this --param on a log scale. Repeatable.
+        #[arg(long = "log", value_name = "KEY")]
+        log: Vec<String>,
+        /// Metrics to match (relative error), e.g. ttft_mean_s,tpot_mean_s.
+        #[arg(long, value_delimiter = ',', value_name = "METRIC")]
+        target: Vec<String>,
+        /// Request columns whose distributions to match (Kolmogorov-Smirnov), e.g. ttft_s.
+        #[arg(long, value_delimiter = ',', value_name = "COLUMN")]
+        distribution: Vec<String>,
+        /// Time-series columns to match at the observed t_h (squared error), e.g. loss.
+        #[arg(long, value_delimiter = ',', value_name = "COLUMN")]
+        series: Vec<String>,
+        /// Replications per evaluation (the same seeds at every evaluation).
+        #[arg(long, default_value_t = 3)]
+        reps: u64,
+        /// Master seed (default: the scenario's simulation.seed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Most evaluations of the search.
+        #[arg(long, default_value_t = 40)]
+        budget: usize,
+        /// Output directory (default: out/calibrate-<scenario>-<date>-<time>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override a scenario key first, as for run.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// The sim-to-real table of a finished batch: each observed metric beside the
+    /// simulated mean, its interval and relative error (OUT/correspondence.csv).
+    Correspond {
+        /// The batch's output directory.
+        out: PathBuf,
+        /// The measured file (as for calibrate).
+        #[arg(long, required = true, value_name = "FILE")]
+        observed: String,
+        /// Confidence level of the intervals.
+        #[arg(long, default_value_t = 0.95)]
+        confidence: f64,
+    },
     /// Write (and with --submit, submit) a Slurm job array that runs a batch in shards,
     /// plus a job that merges them once every shard has succeeded.
     Slurm {
@@ -822,6 +875,223 @@ fn slurm(scenario: &str, o: SlurmOptions, submit: bool) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
+struct CalibrateArgs {
+    scenario: String,
+    observed: Vec<String>,
+    params: Vec<String>,
+    log: Vec<String>,
+    target: Vec<String>,
+    distribution: Vec<String>,
+    series: Vec<String>,
+    reps: u64,
+    seed: Option<u64>,
+    budget: usize,
+    out: Option<PathBuf>,
+    overrides: Vec<String>,
+}
+
+/// A dotted key's value in a TOML table (`a.b[2].c`).
+fn toml_at<'t>(table: &'t toml::Table, key: &str) -> Option<&'t toml::Value> {
+    let mut value: Option<&toml::Value> = None;
+    let mut current = table;
+    for step in key.split('.') {
+        let (name, index) = match step.split_once('[') {
+            Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (step, None),
+        };
+        let mut v = current.get(name)?;
+        if let Some(i) = index {
+            v = v.as_array()?.get(i)?;
+        }
+        value = Some(v);
+        if let Some(t) = v.as_table() {
+            current = t;
+        }
+    }
+    value
+}
+
+fn calibrate(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
+    use infersim::calibrate::{
+        CalibrateError, Calibration, Objective, Observed, Param, plot_calibration, plot_distributions,
+        write_evaluations,
+    };
+    let mut s = load(&a.scenario, &a.overrides)?;
+    if let Some(seed) = a.seed {
+        s.seed = seed;
+    }
+    let bad = |m: String| anyhow::Error::new(CalibrateError::Input(m));
+    let objective = match (a.target.is_empty(), a.distribution.is_empty(), a.series.is_empty()) {
+        (false, true, true) => Objective::Metrics(a.target.clone()),
+        (true, false, true) => Objective::Distribution(a.distribution.clone()),
+        (true, true, false) => Objective::Series(a.series.clone()),
+        _ => return Err(bad("give exactly one of --target, --distribution or --series".into())),
+    };
+    if a.reps == 0 || a.budget == 0 {
+        return Err(bad("--reps and --budget must be at least 1".into()));
+    }
+    if s.points.len() != 1 {
+        return Err(bad(format!(
+            "{}: calibrate one point; this scenario sweeps {} (remove its [sweep])",
+            s.source_name,
+            s.points.len()
+        )));
+    }
+    for key in &a.log {
+        if !a.params.iter().any(|p| p.split_once('=').is_some_and(|(k, _)| k.trim() == key)) {
+            return Err(bad(format!("--log {key}: not one of the --param keys")));
+        }
+    }
+    let params = a.params.iter().map(|p| Param::parse(p, &a.log)).collect::<Result<Vec<_>, _>>()?;
+    for p in &params {
+        match toml_at(&s.table, &p.key) {
+            Some(v) if v.is_float() || v.is_integer() => {}
+            Some(v) => return Err(bad(format!("--param {}: the scenario's value is {v}, not a number", p.key))),
+            None => {
+                return Err(bad(format!("--param {}: the scenario has no such key (set it first with --set)", p.key)));
+            }
+        }
+        let mut probe = s.clone();
+        for v in [p.low, p.high] {
+            probe.apply_overrides(&[format!("{}={v:e}", p.key)]).map_err(|e| bad(format!("--param {}: {e}", p.key)))?;
+        }
+    }
+    let mut observed = Observed::default();
+    for path in &a.observed {
+        let o = infersim::calibrate::read_observed(path)?;
+        observed.metrics.extend(o.metrics);
+        observed.samples.extend(o.samples);
+        if o.series.is_some() {
+            observed.series = o.series;
+        }
+    }
+    let out = a.out.clone().unwrap_or_else(|| {
+        let dir = infersim::batch::default_out_dir(&s);
+        dir.with_file_name(format!(
+            "calibrate-{}",
+            dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        ))
+    });
+    if out.exists() && std::fs::read_dir(&out).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        return Err(bad(format!("{}: already exists and is not empty; choose another --out", out.display())));
+    }
+    let work = out.join(".work");
+    let calibration =
+        Calibration { params: params.clone(), objective: objective.clone(), reps: a.reps, budget: a.budget };
+    say!(
+        "infersim {} | calibrate {} | {} parameter(s), budget {} evaluations x {} replications",
+        env!("CARGO_PKG_VERSION"),
+        s.source_name,
+        params.len(),
+        a.budget,
+        a.reps
+    );
+    let fitted = match infersim::calibrate::calibrate(&s, &calibration, &observed, &work) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&out);
+            return Err(e.into());
+        }
+    };
+    std::fs::create_dir_all(out.join("plots"))?;
+    write_evaluations(&out.join("calibration.parquet"), &params, &fitted)?;
+    let best = &fitted.evaluations[fitted.best];
+    let mut fitted_csv = String::from("param,value,low,high,profile_low,profile_high,identifiable\n");
+    let mut sets = Vec::new();
+    for (i, p) in params.iter().enumerate() {
+        match fitted.intervals[i] {
+            Some((lo, hi)) => {
+                say!(
+                    "{} = {:.6e}  (objective within twice its minimum for {:.6e} .. {:.6e})",
+                    p.key,
+                    best.values[i],
+                    lo,
+                    hi
+                );
+                fitted_csv.push_str(&format!("{},{},{},{},{lo},{hi},true\n", p.key, best.values[i], p.low, p.high));
+                sets.push(format!("{}={:e}", p.key, best.values[i]));
+            }
+            None => {
+                say!(
+                    "{}: the objective does not change with it within [{}, {}]: it does not influence the target, so no value is fitted",
+                    p.key,
+                    p.low,
+                    p.high
+                );
+                fitted_csv.push_str(&format!("{},,{},{},,,false\n", p.key, p.low, p.high));
+            }
+        }
+    }
+    say!("objective {:.6e} after {} evaluations", best.objective, fitted.evaluations.len());
+    for (name, e) in &best.errors {
+        say!("  {name}: {e:+.4}");
+    }
+    std::fs::write(out.join("fitted.csv"), fitted_csv)?;
+    if !sets.is_empty() {
+        let mut calibrated = s.clone();
+        calibrated.apply_overrides(&sets)?;
+        std::fs::write(out.join("scenario.toml"), calibrated.to_toml())?;
+        if let Objective::Distribution(columns) = &objective {
+            let dir = work.join("best");
+            infersim::calibrate::evaluate(&calibrated, &objective, &observed, a.reps, &dir)?;
+            let ks = infersim::calibrate::trace_ks(&dir, a.reps, &observed);
+            let sim: Vec<(String, Vec<f64>)> =
+                ks.into_iter().filter(|k| columns.contains(&k.0)).map(|(n, _, v)| (n, v)).collect();
+            plot_distributions(&out.join("plots"), &observed, &sim)?;
+        }
+    }
+    plot_calibration(&out.join("plots"), &params, &fitted)?;
+    let _ = std::fs::remove_dir_all(&work);
+    say!("output: {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn correspond(out: &std::path::Path, observed: &str, confidence: f64) -> anyhow::Result<ExitCode> {
+    use infersim::calibrate::{correspondence, correspondence_csv, read_replications, trace_ks};
+    let replications = read_replications(out)?;
+    let observed = infersim::calibrate::read_observed(observed)?;
+    let rows = correspondence(&replications, &observed, confidence);
+    let reps = replications.height() as u64;
+    let ks: Vec<(String, f64)> = trace_ks(out, reps, &observed).into_iter().map(|(n, d, _)| (n, d)).collect();
+    if rows.is_empty() && ks.is_empty() {
+        return Err(anyhow::Error::new(infersim::calibrate::CalibrateError::Input(format!(
+            "{}: reports none of the observed metrics ({})",
+            out.display(),
+            observed.metrics.iter().map(|m| m.0.as_str()).collect::<Vec<_>>().join(", ")
+        ))));
+    }
+    let width = rows.iter().map(|r| r.metric.len()).max().unwrap_or(6).max(6);
+    say!(
+        "{:<width$} {:>12} {:>12} {:>27} {:>9} {:>7}",
+        "metric",
+        "observed",
+        "simulated",
+        format!("{:.0}% CI", confidence * 100.0),
+        "error",
+        "inside"
+    );
+    for r in &rows {
+        say!(
+            "{:<width$} {:>12} {:>12} {:>27} {:>+8.1}% {:>7}",
+            r.metric,
+            fmt_value(r.observed),
+            fmt_value(r.simulated_mean),
+            format!("[{}, {}]", fmt_value(r.ci.0), fmt_value(r.ci.1)),
+            r.relative_error * 100.0,
+            if r.inside { "yes" } else { "no" }
+        );
+    }
+    for (name, d) in &ks {
+        say!("KS distance of {name}: {d:.4}");
+    }
+    let path = out.join("correspondence.csv");
+    let tmp = out.join("correspondence.csv.tmp");
+    std::fs::write(&tmp, correspondence_csv(&rows, &ks))?;
+    std::fs::rename(&tmp, &path)?;
+    say!("written: {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 /// 1 for a run that failed (a file that could not be written or read back, a
 /// computation that failed), 2 for bad input (the scenario, the options, an output
 /// directory that is occupied): what the README promises.
@@ -831,7 +1101,10 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     use infersim::output::OutputError;
     use infersim::plot::PlotError;
     let failed = e.chain().any(|cause| {
-        cause.is::<OutputError>()
+        matches!(
+            cause.downcast_ref::<infersim::calibrate::CalibrateError>(),
+            Some(infersim::calibrate::CalibrateError::Failed(_))
+        ) || cause.is::<OutputError>()
             || cause.is::<std::io::Error>()
             || matches!(
                 cause.downcast_ref::<AnalysisError>(),
@@ -857,6 +1130,34 @@ fn main() -> ExitCode {
         }
         Command::Compare { base, candidate, fail_on, confidence } => compare(&base, &candidate, &fail_on, confidence),
         Command::Plot { dir, to, confidence, x } => plot(&dir, to, confidence, x.as_deref()),
+        Command::Calibrate {
+            scenario,
+            observed,
+            params,
+            log,
+            target,
+            distribution,
+            series,
+            reps,
+            seed,
+            budget,
+            out,
+            overrides,
+        } => calibrate(CalibrateArgs {
+            scenario,
+            observed,
+            params,
+            log,
+            target,
+            distribution,
+            series,
+            reps,
+            seed,
+            budget,
+            out,
+            overrides,
+        }),
+        Command::Correspond { out, observed, confidence } => correspond(&out, &observed, confidence),
         Command::Slurm { scenario, options, submit } => slurm(&scenario, options, submit),
         Command::List => {
             let width = BUILTIN.iter().map(|(name, _)| name.len()).max().unwrap_or(0);

@@ -210,6 +210,19 @@ where
     root.present().map_err(|e| e.to_string())
 }
 
+/// Plain lines (no intervals) as `<stem>.png` and `<stem>.svg` in `dir`: for charts
+/// drawn outside a batch's plots (calibration's objective and distributions).
+pub fn line_chart(
+    dir: &Path,
+    stem: &str,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    lines: &[Line],
+) -> Result<Vec<PathBuf>, PlotError> {
+    chart(dir, stem, title, x_label, y_label, lines, Bands::None, &Marks::default())
+}
+
 /// Draws one chart as `<stem>.png` and `<stem>.svg` in `dir`, each written under a
 /// temporary name and renamed into place.
 #[allow(clippy::too_many_arguments)]

@@ -1,0 +1,201 @@
+//! `infersim calibrate` and `infersim correspond` as a user runs them: parameters
+//! recovered from data generated at values nobody tuned for, a flat objective said to
+//! be flat, bad input refused with nothing written, and the sim-to-real table.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn infersim(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_infersim")).args(args).current_dir(cwd).output().expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The fitted value of `key` from fitted.csv.
+fn fitted(out: &Path, key: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(out.join("fitted.csv")).unwrap();
+    text.lines().find(|l| l.starts_with(&format!("{key},"))).and_then(|l| l.split(',').nth(1)?.parse().ok())
+}
+
+/// A loss trajectory of the BLOOM model at a drift per request of 2.3e-5, then
+/// `drift.per_request` calibrated from that trajectory alone: within 1%.
+#[test]
+fn drift_is_recovered_from_a_loss_trajectory() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = infersim(
+        dir.path(),
+        &["run", "bloom-sd", "--set", "drift.per_request=2.3e-5", "--trace", "timeseries", "--out", "gen", "-q"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let observed = "gen/traces/point=0/rep=0/timeseries.parquet";
+    let args = [
+        "calibrate",
+        "bloom-sd",
+        "--observed",
+        observed,
+        "--param",
+        "drift.per_request=1e-6..1e-4",
+        "--log",
+        "drift.per_request",
+        "--series",
+        "loss",
+        "--reps",
+        "1",
+        "--budget",
+        "40",
+        "--out",
+        "cal",
+    ];
+    let o = infersim(dir.path(), &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let drift = fitted(&dir.path().join("cal"), "drift.per_request").expect("a fitted value");
+    assert!((drift - 2.3e-5).abs() / 2.3e-5 < 0.01, "recovered {drift}");
+    // The calibrated scenario runs as it is and carries the value.
+    let scenario = std::fs::read_to_string(dir.path().join("cal/scenario.toml")).unwrap();
+    assert!(scenario.contains("per_request = 0.0000230"), "{scenario}");
+    assert!(dir.path().join("cal/calibration.parquet").is_file());
+    assert!(dir.path().join("cal/plots/objective_drift_per_request.png").is_file());
+    let o = infersim(dir.path(), &["validate", "cal/scenario.toml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// A replay simulated with a per-step host overhead of 3.7 ms; the overhead
+/// calibrated back from its requests file: within 5%. Then the correspondence table
+/// of the calibrated replay against that file.
+#[test]
+fn step_overhead_is_recovered_from_a_requests_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = infersim(
+        dir.path(),
+        &[
+            "run",
+            "vllm-replay",
+            "--set",
+            "serving.engine.step_overhead_s=0.0037",
+            "--trace",
+            "requests",
+            "--out",
+            "gen",
+            "-q",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let observed = "gen/traces/point=0/rep=0/requests.parquet";
+    let args = [
+        "calibrate",
+        "vllm-replay",
+        "--observed",
+        observed,
+        "--param",
+        "serving.engine.step_overhead_s=0..0.01",
+        "--target",
+        "ttft_mean_s,tpot_mean_s,e2e_mean_s",
+        "--reps",
+        "1",
+        "--budget",
+        "30",
+        "--out",
+        "cal",
+    ];
+    let o = infersim(dir.path(), &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let overhead = fitted(&dir.path().join("cal"), "serving.engine.step_overhead_s").unwrap();
+    assert!((overhead - 0.0037).abs() / 0.0037 < 0.05, "recovered {overhead}");
+    // Run the calibrated scenario and compare it with the observed file.
+    let o = infersim(dir.path(), &["run", "cal/scenario.toml", "--trace", "requests", "--out", "check", "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = infersim(dir.path(), &["correspond", "check", "--observed", observed]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("KS distance of ttft_s"), "{}", stdout(&o));
+    let table = std::fs::read_to_string(dir.path().join("check/correspondence.csv")).unwrap();
+    assert!(table.starts_with("metric,observed,simulated_mean,ci_low,ci_high,relative_error,inside\n"));
+    let row = table.lines().find(|l| l.starts_with("tpot_mean_s,")).unwrap();
+    let error: f64 = row.split(',').nth(5).unwrap().parse().unwrap();
+    assert!(error.abs() < 0.01, "{row}");
+}
+
+/// A parameter the target does not depend on: said to be flat, no value fitted.
+#[test]
+fn a_parameter_without_influence_is_reported_flat() {
+    let dir = tempfile::tempdir().unwrap();
+    let observed =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/llm-serving/vllm/RTXPRO6000-Llama-3.1-8B/requests.jsonl");
+    let observed = observed.to_str().unwrap();
+    let args = [
+        "calibrate",
+        "vllm-replay",
+        "--observed",
+        observed,
+        "--param",
+        "serving.power.pue=1.0..2.0",
+        "--target",
+        "ttft_mean_s",
+        "--reps",
+        "1",
+        "--budget",
+        "8",
+        "--out",
+        "cal",
+    ];
+    let o = infersim(dir.path(), &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("serving.power.pue: the objective does not change with it"), "{}", stdout(&o));
+    assert_eq!(fitted(&dir.path().join("cal"), "serving.power.pue"), None);
+    assert!(!dir.path().join("cal/scenario.toml").exists(), "no calibrated scenario from a flat objective");
+}
+
+/// Bad input: exit 2, one line, nothing written.
+#[test]
+fn bad_calibrations_are_refused_with_nothing_written() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.csv"), "a,b\n1,2\n").unwrap();
+    let observed =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/llm-serving/vllm/RTXPRO6000-Llama-3.1-8B/requests.jsonl");
+    let observed = observed.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--param", "serving.model=1..2", "--target", "ttft_mean_s"], "not a number"),
+        (&["--param", "serving.engine.step_overhead_s=0.01..0", "--target", "ttft_mean_s"], "LOW < HIGH"),
+        (&["--param", "serving.engine.nothing=0..1", "--target", "ttft_mean_s"], "no such key"),
+        (&["--param", "serving.engine.step_overhead_s=0..0.01"], "exactly one of --target"),
+        (
+            &["--param", "serving.engine.step_overhead_s=0..0.01", "--target", "goodput_per_kwh"],
+            "gives no goodput_per_kwh",
+        ),
+    ];
+    for (extra, message) in cases {
+        let args: Vec<&str> =
+            ["calibrate", "vllm-replay", "--observed", observed, "--out", "cal", "--budget", "3", "--reps", "1"]
+                .into_iter()
+                .chain(extra.iter().copied())
+                .collect();
+        let o = infersim(dir.path(), &args);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(message), "{extra:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o).trim_end().lines().count(), 1, "{}", stderr(&o));
+        assert!(!dir.path().join("cal").exists(), "{extra:?}: nothing written");
+    }
+    let o = infersim(
+        dir.path(),
+        &[
+            "calibrate",
+            "vllm-replay",
+            "--observed",
+            "empty.csv",
+            "--param",
+            "serving.engine.step_overhead_s=0..0.01",
+            "--target",
+            "ttft_mean_s",
+            "--out",
+            "cal",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no columns to compare"), "{}", stderr(&o));
+    assert!(!dir.path().join("cal").exists());
+}
