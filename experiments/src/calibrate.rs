@@ -4,7 +4,7 @@
 //! runs the scenario at candidate values (every evaluation on the same seeds, common
 //! random numbers, so the objective is smooth in the parameters), measures the distance
 //! between simulated and observed summaries, distributions or time series, and
-//! searches the bounds with Nelder-Mead (argmin). [`correspond`] prints and writes the
+//! searches the bounds with Nelder-Mead (argmin). [`correspondence`] gives the
 //! sim-to-real table of a finished batch against an observed file.
 //!
 //! Observed files are read like any data file (CSV, Parquet, JSON Lines). A requests
