@@ -447,7 +447,7 @@ pub struct Calibration {
     pub objective: Objective,
     /// Replications per evaluation.
     pub reps: u64,
-    /// Most evaluations of the search (the profile afterwards adds 4 per parameter).
+    /// Most evaluations of the search (the profile afterwards adds 10 per parameter).
     pub budget: usize,
 }
 
@@ -581,7 +581,7 @@ pub fn calibrate(
         };
         let u0 = to_u(best_values[i]);
         let mut along = vec![(best_values[i], best_objective)];
-        for step in [-0.1, -0.02, 0.02, 0.1] {
+        for step in [-0.05, -0.02, -0.01, -0.005, -0.002, 0.002, 0.005, 0.01, 0.02, 0.05] {
             let mut v = best_values.clone();
             v[i] = p.at(u0 + step);
             along.push((v[i], profile_problem.run(&v)?));

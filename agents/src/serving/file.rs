@@ -45,7 +45,7 @@ struct ServingTable {
     tasks: Vec<Task>,
     service: Option<BatchTime>,
     model: Option<Named<ModelSpec>>,
-    gpu: Option<Named<GpuSpec>>,
+    gpu: Option<Named<GpuTable>>,
     tp: Option<i64>,
     step_time: Option<StepTimeTable>,
     measured: Option<String>,
@@ -61,6 +61,59 @@ struct ServingTable {
 enum Named<T> {
     Name(String),
     Spec(T),
+}
+
+/// `[serving.gpu]`: a built-in GPU by `name` with some numbers replaced (efficiency
+/// factors to calibrate, say), or a new GPU with every number given.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GpuTable {
+    name: String,
+    peak_bf16_tflops: Option<f64>,
+    memory_gb_per_s: Option<f64>,
+    memory_gb: Option<f64>,
+    bandwidth_efficiency: Option<f64>,
+    prefill_mfu: Option<f64>,
+    decode_mfu: Option<f64>,
+    tdp_w: Option<f64>,
+    idle_w: Option<f64>,
+    active_base_w: Option<f64>,
+    active_max_w: Option<f64>,
+    power_tokens_scale: Option<f64>,
+    link_gb_per_s: Option<f64>,
+    link_latency_us: Option<f64>,
+}
+
+impl GpuTable {
+    fn resolve(self) -> Result<GpuSpec, ConfigError> {
+        let base = catalog::builtin_gpus().into_iter().find(|g| g.name == self.name);
+        let field = |key: &str, given: Option<f64>, built_in: Option<f64>| {
+            given.or(built_in).ok_or_else(|| {
+                ConfigError::invalid(
+                    format!("serving.gpu.{key}"),
+                    "(missing)",
+                    format!("a value ({} is not a built-in GPU, so every number is needed)", self.name),
+                )
+            })
+        };
+        let b = base.as_ref();
+        Ok(GpuSpec {
+            name: self.name.clone(),
+            peak_bf16_tflops: field("peak_bf16_tflops", self.peak_bf16_tflops, b.map(|g| g.peak_bf16_tflops))?,
+            memory_gb_per_s: field("memory_gb_per_s", self.memory_gb_per_s, b.map(|g| g.memory_gb_per_s))?,
+            memory_gb: field("memory_gb", self.memory_gb, b.map(|g| g.memory_gb))?,
+            bandwidth_efficiency: field("bandwidth_efficiency", self.bandwidth_efficiency, b.map(|g| g.bandwidth_efficiency))?,
+            prefill_mfu: field("prefill_mfu", self.prefill_mfu, b.map(|g| g.prefill_mfu))?,
+            decode_mfu: field("decode_mfu", self.decode_mfu, b.map(|g| g.decode_mfu))?,
+            tdp_w: field("tdp_w", self.tdp_w, b.map(|g| g.tdp_w))?,
+            idle_w: field("idle_w", self.idle_w, b.map(|g| g.idle_w))?,
+            active_base_w: field("active_base_w", self.active_base_w, b.map(|g| g.active_base_w))?,
+            active_max_w: field("active_max_w", self.active_max_w, b.map(|g| g.active_max_w))?,
+            power_tokens_scale: field("power_tokens_scale", self.power_tokens_scale, b.map(|g| g.power_tokens_scale))?,
+            link_gb_per_s: field("link_gb_per_s", self.link_gb_per_s, b.map(|g| g.link_gb_per_s))?,
+            link_latency_us: field("link_latency_us", self.link_latency_us, b.map(|g| g.link_latency_us))?,
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -291,7 +344,7 @@ fn resolve_continuous(
             ));
         }
         Some(Named::Name(name)) => catalog::gpu("serving.gpu", &name)?,
-        Some(Named::Spec(g)) => g,
+        Some(Named::Spec(g)) => g.resolve()?,
     };
     gpu.validate().map_err(|e| e.within("serving.gpu"))?;
     let tp = int_in("serving.tp", s.tp.unwrap_or(1), 1, 64)?;
