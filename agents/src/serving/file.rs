@@ -102,7 +102,11 @@ impl GpuTable {
             peak_bf16_tflops: field("peak_bf16_tflops", self.peak_bf16_tflops, b.map(|g| g.peak_bf16_tflops))?,
             memory_gb_per_s: field("memory_gb_per_s", self.memory_gb_per_s, b.map(|g| g.memory_gb_per_s))?,
             memory_gb: field("memory_gb", self.memory_gb, b.map(|g| g.memory_gb))?,
-            bandwidth_efficiency: field("bandwidth_efficiency", self.bandwidth_efficiency, b.map(|g| g.bandwidth_efficiency))?,
+            bandwidth_efficiency: field(
+                "bandwidth_efficiency",
+                self.bandwidth_efficiency,
+                b.map(|g| g.bandwidth_efficiency),
+            )?,
             prefill_mfu: field("prefill_mfu", self.prefill_mfu, b.map(|g| g.prefill_mfu))?,
             decode_mfu: field("decode_mfu", self.decode_mfu, b.map(|g| g.decode_mfu))?,
             tdp_w: field("tdp_w", self.tdp_w, b.map(|g| g.tdp_w))?,
