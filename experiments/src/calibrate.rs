@@ -449,6 +449,8 @@ pub struct Calibration {
     pub reps: u64,
     /// Most evaluations of the search (the profile afterwards adds 10 per parameter).
     pub budget: usize,
+    /// Counts evaluations as they finish (hidden when not wanted).
+    pub progress: indicatif::ProgressBar,
 }
 
 /// The result of a calibration.
@@ -485,6 +487,7 @@ impl Problem<'_> {
         let (objective, errors) =
             evaluate(&s, &self.calibration.objective, self.observed, self.calibration.reps, &self.work)?;
         self.log.lock().expect("not poisoned").push(Evaluation { values: values.to_vec(), objective, errors });
+        self.calibration.progress.inc(1);
         Ok(objective)
     }
 }

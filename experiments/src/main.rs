@@ -976,8 +976,18 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
         return Err(bad(format!("{}: already exists and is not empty; choose another --out", out.display())));
     }
     let work = out.join(".work");
+    let progress = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new((a.budget + 10 * params.len()) as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} evaluations  {elapsed}")
+                .expect("a valid progress template"),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
     let calibration =
-        Calibration { params: params.clone(), objective: objective.clone(), reps: a.reps, budget: a.budget };
+        Calibration { params: params.clone(), objective: objective.clone(), reps: a.reps, budget: a.budget, progress };
     say!(
         "infersim {} | calibrate {} | {} parameter(s), budget {} evaluations x {} replications",
         env!("CARGO_PKG_VERSION"),
@@ -987,7 +997,10 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
         a.reps
     );
     let fitted = match infersim::calibrate::calibrate(&s, &calibration, &observed, &work) {
-        Ok(f) => f,
+        Ok(f) => {
+            calibration.progress.finish_and_clear();
+            f
+        }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&out);
             return Err(e.into());
