@@ -117,44 +117,7 @@ enum Command {
     /// Fit numeric keys of a scenario to measurements: writes the calibrated scenario,
     /// every evaluation (calibration.parquet), the fitted values with profile
     /// intervals (fitted.csv) and charts to --out.
-    Calibrate {
-        /// A built-in scenario name or a path to a TOML file.
-        scenario: String,
-        /// A measured file: requests (CSV, Parquet, JSON Lines; vLLM's per-request
-        /// records as they are) or a time series with t_h. Repeatable.
-        #[arg(long, required = true, value_name = "FILE")]
-        observed: Vec<String>,
-        /// A key to fit and its bounds, KEY=LOW..HIGH. Repeatable.
-        #[arg(long = "param", required = true, value_name = "KEY=LOW..HIGH")]
-        params: Vec<String>,
-        /// Search this --param on a log scale. Repeatable.
-        #[arg(long = "log", value_name = "KEY")]
-        log: Vec<String>,
-        /// Metrics to match (relative error), e.g. ttft_mean_s,tpot_mean_s.
-        #[arg(long, value_delimiter = ',', value_name = "METRIC")]
-        target: Vec<String>,
-        /// Request columns whose distributions to match (Kolmogorov-Smirnov), e.g. ttft_s.
-        #[arg(long, value_delimiter = ',', value_name = "COLUMN")]
-        distribution: Vec<String>,
-        /// Time-series columns to match at the observed t_h (squared error), e.g. loss.
-        #[arg(long, value_delimiter = ',', value_name = "COLUMN")]
-        series: Vec<String>,
-        /// Replications per evaluation (the same seeds at every evaluation).
-        #[arg(long, default_value_t = 3)]
-        reps: u64,
-        /// Master seed (default: the scenario's simulation.seed).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Most evaluations of the search.
-        #[arg(long, default_value_t = 40)]
-        budget: usize,
-        /// Output directory (default: out/calibrate-<scenario>-<date>-<time>).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Override a scenario key first, as for run.
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        overrides: Vec<String>,
-    },
+    Calibrate(CalibrateArgs),
     /// The sim-to-real table of a finished batch: each observed metric beside the
     /// simulated mean, its interval and relative error (OUT/correspondence.csv).
     Correspond {
@@ -875,18 +838,43 @@ fn slurm(scenario: &str, o: SlurmOptions, submit: bool) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
+#[derive(clap::Args)]
 struct CalibrateArgs {
+    /// A built-in scenario name or a path to a TOML file.
     scenario: String,
+    /// A measured file: requests (CSV, Parquet, JSON Lines; vLLM's per-request
+    /// records as they are) or a time series with t_h. Repeatable.
+    #[arg(long, required = true, value_name = "FILE")]
     observed: Vec<String>,
+    /// A key to fit and its bounds, KEY=LOW..HIGH. Repeatable.
+    #[arg(long = "param", required = true, value_name = "KEY=LOW..HIGH")]
     params: Vec<String>,
+    /// Search this --param on a log scale. Repeatable.
+    #[arg(long = "log", value_name = "KEY")]
     log: Vec<String>,
+    /// Metrics to match (relative error), e.g. ttft_mean_s,tpot_mean_s.
+    #[arg(long, value_delimiter = ',', value_name = "METRIC")]
     target: Vec<String>,
+    /// Request columns whose distributions to match (Kolmogorov-Smirnov), e.g. ttft_s.
+    #[arg(long, value_delimiter = ',', value_name = "COLUMN")]
     distribution: Vec<String>,
+    /// Time-series columns to match at the observed t_h (squared error), e.g. loss.
+    #[arg(long, value_delimiter = ',', value_name = "COLUMN")]
     series: Vec<String>,
+    /// Replications per evaluation (the same seeds at every evaluation).
+    #[arg(long, default_value_t = 3)]
     reps: u64,
+    /// Master seed (default: the scenario's simulation.seed).
+    #[arg(long)]
     seed: Option<u64>,
+    /// Most evaluations of the search.
+    #[arg(long, default_value_t = 40)]
     budget: usize,
+    /// Output directory (default: out/calibrate-<scenario>-<date>-<time>).
+    #[arg(long)]
     out: Option<PathBuf>,
+    /// Override a scenario key first, as for run.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
 }
 
@@ -1143,33 +1131,7 @@ fn main() -> ExitCode {
         }
         Command::Compare { base, candidate, fail_on, confidence } => compare(&base, &candidate, &fail_on, confidence),
         Command::Plot { dir, to, confidence, x } => plot(&dir, to, confidence, x.as_deref()),
-        Command::Calibrate {
-            scenario,
-            observed,
-            params,
-            log,
-            target,
-            distribution,
-            series,
-            reps,
-            seed,
-            budget,
-            out,
-            overrides,
-        } => calibrate(CalibrateArgs {
-            scenario,
-            observed,
-            params,
-            log,
-            target,
-            distribution,
-            series,
-            reps,
-            seed,
-            budget,
-            out,
-            overrides,
-        }),
+        Command::Calibrate(args) => calibrate(args),
         Command::Correspond { out, observed, confidence } => correspond(&out, &observed, confidence),
         Command::Slurm { scenario, options, submit } => slurm(&scenario, options, submit),
         Command::List => {

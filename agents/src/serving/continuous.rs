@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     ARRIVAL_STREAM, ArrivalGenerator, ArrivalProcess, FAILURE_STREAM_BASE, REQUEST_STREAM, ROUTING_STREAM,
-    RequestOutcome, RequestRecord, ServingSample, Task, TokenSampler,
+    RequestOutcome, RequestRecord, ServingSample, Task, TokenSampler, draw_request,
 };
 use crate::error::{ConfigError, RunError, check};
 use crate::failures::Failures;
@@ -427,16 +427,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let now = ctx.now();
         let replayed = self.arrivals.replayed(self.stats.arrivals as usize);
         let rng = ctx.rng(REQUEST_STREAM);
-        let task = match replayed.and_then(|r| r.task) {
-            Some(task) => usize::from(task),
-            None => {
-                let u: f64 = rng.random();
-                self.cumulative_weights.iter().position(|&c| u < c).unwrap_or(self.cumulative_weights.len() - 1)
-            }
-        };
-        let (prompt_sampler, output_sampler) = self.token_samplers[task];
-        let prompt = replayed.and_then(|r| r.prompt_tokens).unwrap_or_else(|| prompt_sampler.sample(rng));
-        let output = replayed.and_then(|r| r.output_tokens).unwrap_or_else(|| output_sampler.sample(rng));
+        let (task, prompt, output) = draw_request(replayed, rng, &self.cumulative_weights, &self.token_samplers);
         self.stats.arrivals += 1;
         self.stats.first_arrival.get_or_insert(now);
         if now >= self.warmup {

@@ -519,6 +519,28 @@ impl TokenSampler {
     }
 }
 
+/// A request's task (by weight) and its prompt and output tokens, each taken from the
+/// replayed trace where it gives them: one rule for both engines, so that they see
+/// the same requests from the same stream.
+fn draw_request<R: Rng + ?Sized>(
+    replayed: Option<ReplayedRequest>,
+    rng: &mut R,
+    cumulative_weights: &[f64],
+    token_samplers: &[(TokenSampler, TokenSampler)],
+) -> (usize, u32, u32) {
+    let task = match replayed.and_then(|r| r.task) {
+        Some(task) => usize::from(task),
+        None => {
+            let u: f64 = rng.random();
+            cumulative_weights.iter().position(|&c| u < c).unwrap_or(cumulative_weights.len() - 1)
+        }
+    };
+    let (prompt_sampler, output_sampler) = token_samplers[task];
+    let prompt = replayed.and_then(|r| r.prompt_tokens).unwrap_or_else(|| prompt_sampler.sample(rng));
+    let output = replayed.and_then(|r| r.output_tokens).unwrap_or_else(|| output_sampler.sample(rng));
+    (task, prompt, output)
+}
+
 /// The serving world's state at one instant of the sampling grid.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ServingSample {
@@ -884,16 +906,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         let now = ctx.now();
         let replayed = self.arrivals.replayed(self.stats.arrivals as usize);
         let rng = ctx.rng(REQUEST_STREAM);
-        let task = match replayed.and_then(|r| r.task) {
-            Some(task) => usize::from(task),
-            None => {
-                let u: f64 = rng.random();
-                self.cumulative_weights.iter().position(|&c| u < c).unwrap_or(self.cumulative_weights.len() - 1)
-            }
-        };
-        let (prompt_sampler, output_sampler) = self.token_samplers[task];
-        let prompt = replayed.and_then(|r| r.prompt_tokens).unwrap_or_else(|| prompt_sampler.sample(rng));
-        let mut output = replayed.and_then(|r| r.output_tokens).unwrap_or_else(|| output_sampler.sample(rng));
+        let (task, prompt, mut output) = draw_request(replayed, rng, &self.cumulative_weights, &self.token_samplers);
         // Drawn only for tasks that have history, so other scenarios keep their numbers.
         let history_available = self.history_samplers[task].map_or(0, |h| h.sample(rng));
         let history = self.config.history;
