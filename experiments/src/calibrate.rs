@@ -251,7 +251,7 @@ impl Observed {
 }
 
 /// One evaluation of the objective.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Evaluation {
     /// Parameter values, in `--param` order.
     pub values: Vec<f64>,
@@ -472,6 +472,71 @@ struct Problem<'a> {
     work: PathBuf,
     log: Mutex<Vec<Evaluation>>,
     error: Mutex<Option<CalibrateError>>,
+    journal: &'a Journal,
+}
+
+/// Every finished evaluation, one JSON line each, after a first line naming the
+/// calibration: an interrupted calibration resumes by replaying it (the search is
+/// deterministic given the objective's values, so it retraces its path at no cost
+/// and goes on where it stopped).
+pub struct Journal {
+    path: PathBuf,
+    done: Mutex<Vec<Evaluation>>,
+}
+
+impl Journal {
+    /// Opens (or starts) the journal at `path` for the calibration `header` names;
+    /// a journal of another calibration is refused.
+    pub fn open(path: &Path, header: &str) -> Result<Journal, CalibrateError> {
+        let mut done = Vec::new();
+        match fs::read_to_string(path) {
+            Ok(text) => {
+                let mut lines = text.lines();
+                if lines.next() != Some(header) {
+                    return Err(input(format!(
+                        "{}: the interrupted calibration there was of another scenario, parameters or target",
+                        path.display()
+                    )));
+                }
+                // A last line cut by the interruption is dropped.
+                done.extend(lines.filter_map(|l| serde_json::from_str::<Evaluation>(l).ok()));
+            }
+            Err(_) => {
+                if let Some(dir) = path.parent() {
+                    fs::create_dir_all(dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
+                }
+                fs::write(path, format!("{header}\n")).map_err(|e| failed(format!("{}: {e}", path.display())))?;
+            }
+        }
+        Ok(Journal { path: path.to_path_buf(), done: Mutex::new(done) })
+    }
+
+    /// Evaluations it holds.
+    pub fn len(&self) -> usize {
+        self.done.lock().expect("not poisoned").len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn find(&self, values: &[f64]) -> Option<Evaluation> {
+        let same = |e: &Evaluation| e.values.iter().map(|v| v.to_bits()).eq(values.iter().map(|v| v.to_bits()));
+        self.done.lock().expect("not poisoned").iter().find(|e| same(e)).cloned()
+    }
+
+    fn record(&self, e: &Evaluation) -> Result<(), CalibrateError> {
+        use std::io::Write as _;
+        let line = serde_json::to_string(e).map_err(failed)?;
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| failed(format!("{}: {e}", self.path.display())))?;
+        writeln!(file, "{line}").map_err(|e| failed(format!("{}: {e}", self.path.display())))?;
+        self.done.lock().expect("not poisoned").push(e.clone());
+        Ok(())
+    }
 }
 
 impl Problem<'_> {
@@ -480,13 +545,21 @@ impl Problem<'_> {
     }
 
     fn run(&self, values: &[f64]) -> Result<f64, CalibrateError> {
+        if let Some(e) = self.journal.find(values) {
+            let objective = e.objective;
+            self.log.lock().expect("not poisoned").push(e);
+            self.calibration.progress.inc(1);
+            return Ok(objective);
+        }
         let mut s = self.base.clone();
         let sets: Vec<String> =
             self.calibration.params.iter().zip(values).map(|(p, v)| format!("{}={v:e}", p.key)).collect();
         s.apply_overrides(&sets).map_err(|e| input(e.to_string()))?;
         let (objective, errors) =
             evaluate(&s, &self.calibration.objective, self.observed, self.calibration.reps, &self.work)?;
-        self.log.lock().expect("not poisoned").push(Evaluation { values: values.to_vec(), objective, errors });
+        let evaluation = Evaluation { values: values.to_vec(), objective, errors };
+        self.journal.record(&evaluation)?;
+        self.log.lock().expect("not poisoned").push(evaluation);
         self.calibration.progress.inc(1);
         Ok(objective)
     }
@@ -525,11 +598,13 @@ impl Problem<'_> {
 
 /// Fits the parameters: Nelder-Mead in the unit cube of the (log) bounds from its
 /// centre, then a profile of the objective along each parameter around the optimum.
+/// Evaluations already in `journal` are not run again.
 pub fn calibrate(
     base: &Scenario,
     calibration: &Calibration,
     observed: &Observed,
     work: &Path,
+    journal: &Journal,
 ) -> Result<Fitted, CalibrateError> {
     use argmin::core::{Executor, State};
     use argmin::solver::neldermead::NelderMead;
@@ -541,6 +616,7 @@ pub fn calibrate(
         work: work.join("eval"),
         log: Mutex::new(Vec::new()),
         error: Mutex::new(None),
+        journal,
     };
     // Check the inputs on the first point before searching.
     problem.run(&problem.values(&vec![0.5; d]))?;
@@ -576,6 +652,7 @@ pub fn calibrate(
         work: work.join("eval"),
         log: Mutex::new(Vec::new()),
         error: Mutex::new(None),
+        journal,
     };
     let mut intervals = Vec::new();
     for (i, p) in calibration.params.iter().enumerate() {

@@ -876,6 +876,10 @@ struct CalibrateArgs {
     /// Override a scenario key first, as for run.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// Continue the interrupted calibration in --out: evaluations it finished are not
+    /// run again.
+    #[arg(long, requires = "out")]
+    resume: bool,
 }
 
 /// A dotted key's value in a TOML table (`a.b[2].c`).
@@ -960,10 +964,30 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
             dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
         ))
     });
-    if out.exists() && std::fs::read_dir(&out).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        return Err(bad(format!("{}: already exists and is not empty; choose another --out", out.display())));
-    }
     let work = out.join(".work");
+    let journal_path = work.join("evaluations.jsonl");
+    if a.resume {
+        if !journal_path.is_file() {
+            return Err(bad(format!("{}: no interrupted calibration to resume", out.display())));
+        }
+    } else if out.exists() && std::fs::read_dir(&out).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        return Err(bad(format!(
+            "{}: already exists and is not empty; choose another --out, or add --resume to continue the calibration in it",
+            out.display()
+        )));
+    }
+    // What the journal is of: the scenario as resolved, the parameters, the target.
+    let header = serde_json::json!({
+        "scenario": s.to_toml(),
+        "seed": s.seed,
+        "params": a.params,
+        "log": a.log,
+        "objective": format!("{objective:?}"),
+        "reps": a.reps,
+        "observed": a.observed,
+    })
+    .to_string();
+    let journal = infersim::calibrate::Journal::open(&journal_path, &header)?;
     let progress = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new((a.budget + 10 * params.len()) as u64);
         bar.set_style(
@@ -984,13 +1008,16 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
         a.budget,
         a.reps
     );
-    let fitted = match infersim::calibrate::calibrate(&s, &calibration, &observed, &work) {
+    let fitted = match infersim::calibrate::calibrate(&s, &calibration, &observed, &work, &journal) {
         Ok(f) => {
             calibration.progress.finish_and_clear();
             f
         }
         Err(e) => {
-            let _ = std::fs::remove_dir_all(&out);
+            // Nothing to resume: leave nothing behind.
+            if journal.is_empty() {
+                let _ = std::fs::remove_dir_all(&out);
+            }
             return Err(e.into());
         }
     };

@@ -255,3 +255,65 @@ fn the_measured_run_calibrates_the_roofline() {
         assert!(e.abs() < 0.03, "{metric}: {e:+.3} after calibration");
     }
 }
+
+/// A calibration killed mid-way resumes from its journal with `--resume` and ends
+/// where an uninterrupted one does, without rerunning what had finished.
+#[test]
+fn an_interrupted_calibration_resumes_to_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = infersim(
+        dir.path(),
+        &["run", "bloom-sd", "--set", "drift.per_request=2.3e-5", "--trace", "timeseries", "--out", "gen", "-q"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let args = |out: &'static str| {
+        vec![
+            "calibrate",
+            "bloom-sd",
+            "--observed",
+            "gen/traces/point=0/rep=0/timeseries.parquet",
+            "--param",
+            "drift.per_request=1e-6..1e-4",
+            "--log",
+            "drift.per_request",
+            "--series",
+            "loss",
+            "--reps",
+            "1",
+            "--budget",
+            "30",
+            "--out",
+            out,
+        ]
+    };
+    let o = infersim(dir.path(), &args("whole"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The same calibration, killed once its journal holds a few evaluations.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_infersim"))
+        .args(args("cut"))
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let journal = dir.path().join("cut/.work/evaluations.jsonl");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&journal).map_or(0, |t| t.lines().count()) < 5 {
+        assert!(started.elapsed().as_secs() < 120, "no progress");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!dir.path().join("cut/fitted.csv").exists(), "killed before it finished");
+    let o = infersim(dir.path(), &args("cut"));
+    assert_eq!(o.status.code(), Some(2), "an occupied --out without --resume is refused");
+    let mut resume = args("cut");
+    resume.push("--resume");
+    let o = infersim(dir.path(), &resume);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let read = |out: &str| std::fs::read_to_string(dir.path().join(out).join("fitted.csv")).unwrap();
+    assert_eq!(read("cut"), read("whole"));
+    // A finished calibration has nothing left to resume.
+    let o = infersim(dir.path(), &resume);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
