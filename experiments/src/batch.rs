@@ -1,11 +1,11 @@
 //! A Monte Carlo batch written to an output directory.
 //!
-//! Every finished replication is saved at once as a part file (atomically), so an
-//! interrupted batch loses only the replications that were running; `--resume` runs
-//! what is missing. When every replication of the shard is done, the parts are
-//! assembled in (point, replication) order into `replications.parquet` (identical
-//! bytes whatever the thread count or the interruptions), the summary is computed,
-//! and the parts are removed.
+//! Every finished replication is appended at once to a journal (`parts.jsonl`, one
+//! line each), so an interrupted batch loses only the replications that were running;
+//! `--resume` runs what is missing. When every replication of the shard is done, the
+//! journal is assembled in (point, replication) order into `replications.parquet`
+//! (identical bytes whatever the thread count or the interruptions), the summary is
+//! computed, and the journal is removed.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::{AnalysisError, scan_replications, summarize, write_csv, write_frame_parquet};
 use crate::output::{
-    OutputError, ReplicationRecord, metric_columns, parameter_column_name, read_parts, replications_batch,
-    write_atomically, write_parquet, write_part,
+    OutputError, PartsWriter, ReplicationRecord, metric_columns, parameter_column_name, parts_path, read_parts,
+    replications_batch, rewrite_parts, write_atomically, write_parquet,
 };
 use crate::runner::{RunError, Shard, TraceSpec, run_items, work_items};
 use crate::scenario::Scenario;
@@ -297,17 +297,14 @@ pub fn run_batch(
         fs::create_dir_all(out).map_err(|error| BatchError::OutputUnusable { path: out.clone(), error })?;
         fs::write(out.join("scenario.toml"), scenario.to_toml()).map_err(io_err(&out.join("scenario.toml")))?;
     }
-    fs::create_dir_all(out.join("parts")).map_err(io_err(&out.join("parts")))?;
     // Failed replications are tried again on resume.
-    let mut done: BTreeSet<(u32, u64)> = BTreeSet::new();
-    for record in read_parts(out)? {
-        if record.error.is_some() {
-            let path = crate::output::part_path(out, record.point, record.replication);
-            fs::remove_file(&path).map_err(io_err(&path))?;
-        } else {
-            done.insert((record.point, record.replication));
-        }
+    let previous = read_parts(out)?;
+    let finished: Vec<ReplicationRecord> = previous.iter().filter(|r| r.error.is_none()).cloned().collect();
+    if finished.len() != previous.len() || (spec.resume && parts_path(out).exists()) {
+        // Also drops a line cut short by the interruption.
+        rewrite_parts(out, &finished)?;
     }
+    let done: BTreeSet<(u32, u64)> = finished.iter().map(|r| (r.point, r.replication)).collect();
     let todo: Vec<(u32, u64)> = items.iter().copied().filter(|i| !done.contains(i)).collect();
     manifest.completed = done.len() as u64;
     write_manifest(out, &manifest)?;
@@ -319,11 +316,13 @@ pub fn run_batch(
             OutputError::Format { path: out.clone(), message: format!("simulation.sample_interval_s: {e}") }
         })?,
     };
+    let parts = std::sync::Mutex::new(PartsWriter::open(out)?);
     run_items(&scenario.points, &todo, spec.seed, spec.threads, &trace, cancel, |record| {
-        write_part(out, &record)?;
+        parts.lock().expect("not poisoned").append(&record)?;
         progress(&record);
         Ok::<(), OutputError>(())
     })??;
+    parts.into_inner().expect("not poisoned").sync()?;
 
     let records = read_parts(out)?;
     manifest.completed = records.len() as u64;
@@ -349,7 +348,7 @@ pub fn run_batch(
     let summary = summarize_dir(out, &manifest, spec.confidence)?;
     manifest.status = BatchStatus::Complete;
     write_manifest(out, &manifest)?;
-    fs::remove_dir_all(out.join("parts")).map_err(io_err(&out.join("parts")))?;
+    fs::remove_file(parts_path(out)).map_err(io_err(&parts_path(out)))?;
     Ok(BatchReport { manifest, summary: Some(summary) })
 }
 

@@ -5,7 +5,7 @@
 //! OUT/scenario.toml          the resolved scenario
 //! OUT/replications.parquet   one row per (point, replication)
 //! OUT/summary.parquet, .csv  one row per (point, metric)
-//! OUT/parts/                 one file per finished replication while a batch is under way
+//! OUT/parts.jsonl            one line per finished replication while a batch is under way
 //! ```
 //!
 //! Every file appears atomically: it is written under a temporary name in the same
@@ -148,7 +148,7 @@ pub fn parameter_column_name(key: &str) -> String {
     key.replace('.', "_")
 }
 
-/// One finished replication, as kept in `parts/` and in `replications.parquet`.
+/// One finished replication, as kept in `parts.jsonl` and in `replications.parquet`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReplicationRecord {
     /// Point index in the sweep (0 without a sweep).
@@ -214,40 +214,83 @@ pub fn metric_columns(records: &[ReplicationRecord]) -> Vec<(String, bool)> {
     names
 }
 
-/// File name of a replication's part file.
-pub fn part_path(out: &Path, point: u32, replication: u64) -> PathBuf {
-    out.join("parts").join(format!("point-{point}-rep-{replication}.json"))
+/// The journal of finished replications in a batch's directory: one JSON line each,
+/// appended as they finish, removed once replications.parquet is written.
+pub fn parts_path(out: &Path) -> PathBuf {
+    out.join("parts.jsonl")
 }
 
-/// Saves one finished replication atomically.
-pub fn write_part(out: &Path, record: &ReplicationRecord) -> Result<(), OutputError> {
-    let path = part_path(out, record.point, record.replication);
-    write_atomically(&path, |w| {
-        serde_json::to_writer(&mut *w, record).map_err(|e| format_err(&path)(e.to_string()))?;
-        w.flush().map_err(io(&path))
-    })
+/// Appends finished replications to `parts.jsonl`: one `write` per record (the
+/// kernel keeps it when the process is killed), and the file synced to disk at most
+/// once a second (so a power cut loses at most the last second), instead of a file
+/// created, synced and renamed per replication.
+#[derive(Debug)]
+pub struct PartsWriter {
+    path: PathBuf,
+    file: File,
+    synced: std::time::Instant,
 }
 
-/// Reads every part file under `out/parts`, sorted by (point, replication).
+impl PartsWriter {
+    /// Opens the journal for appending, creating it if needed.
+    pub fn open(out: &Path) -> Result<PartsWriter, OutputError> {
+        let path = parts_path(out);
+        let file = fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+        Ok(PartsWriter { path, file, synced: std::time::Instant::now() })
+    }
+
+    /// Saves one finished replication.
+    pub fn append(&mut self, record: &ReplicationRecord) -> Result<(), OutputError> {
+        let mut line = serde_json::to_vec(record).map_err(|e| format_err(&self.path)(e.to_string()))?;
+        line.push(b'\n');
+        self.file.write_all(&line).map_err(io(&self.path))?;
+        if self.synced.elapsed() >= std::time::Duration::from_secs(1) {
+            self.file.sync_data().map_err(io(&self.path))?;
+            self.synced = std::time::Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Syncs what was appended.
+    pub fn sync(&mut self) -> Result<(), OutputError> {
+        self.file.sync_data().map_err(io(&self.path))
+    }
+}
+
+/// Reads the journal of finished replications, sorted by (point, replication). A
+/// last line cut short by an interruption is ignored (that replication runs again);
+/// any other bad line is an error.
 pub fn read_parts(out: &Path) -> Result<Vec<ReplicationRecord>, OutputError> {
-    let dir = out.join("parts");
-    let mut records = Vec::new();
-    let entries = match fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(records),
-        Err(e) => return Err(io(&dir)(e)),
+    let path = parts_path(out);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(&path)(e)),
     };
-    for entry in entries {
-        let path = entry.map_err(io(&dir))?.path();
-        if path.extension().is_some_and(|e| e == "json") {
-            let text = fs::read_to_string(&path).map_err(io(&path))?;
-            let record: ReplicationRecord =
-                serde_json::from_str(&text).map_err(|e| format_err(&path)(e.to_string()))?;
-            records.push(record);
+    let mut records = Vec::new();
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        match serde_json::from_str::<ReplicationRecord>(line) {
+            Ok(record) => records.push(record),
+            Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {}
+            Err(e) => return Err(format_err(&path)(format!("line {}: {e}", i + 1))),
         }
     }
     records.sort_by_key(|r| (r.point, r.replication));
     Ok(records)
+}
+
+/// Replaces the journal with these records (resume drops failed replications, to run
+/// them again).
+pub fn rewrite_parts(out: &Path, records: &[ReplicationRecord]) -> Result<(), OutputError> {
+    let path = parts_path(out);
+    write_atomically(&path, |w| {
+        for r in records {
+            serde_json::to_writer(&mut *w, r).map_err(|e| format_err(&path)(e.to_string()))?;
+            w.write_all(b"\n").map_err(io(&path))?;
+        }
+        w.flush().map_err(io(&path))
+    })
 }
 
 /// Builds the `replications.parquet` batch: point, replication, seed, the swept
@@ -317,16 +360,19 @@ mod tests {
             ],
             error: None,
         };
-        write_part(&dir, &a).unwrap();
-        write_part(&dir, &b).unwrap();
-        assert_eq!(read_parts(&dir).unwrap(), vec![b, a]);
-        assert!(
-            fs::read_dir(dir.join("parts")).unwrap().all(|e| !e
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with('.'))
-        );
+        let mut w = PartsWriter::open(&dir).unwrap();
+        w.append(&a).unwrap();
+        w.append(&b).unwrap();
+        w.sync().unwrap();
+        assert_eq!(read_parts(&dir).unwrap(), vec![b.clone(), a.clone()]);
+        // A line cut short by an interruption is dropped; a bad line elsewhere is an error.
+        let text = fs::read_to_string(parts_path(&dir)).unwrap();
+        fs::write(parts_path(&dir), format!("{text}{{\"point\": 2, \"repl")).unwrap();
+        assert_eq!(read_parts(&dir).unwrap(), vec![b.clone(), a.clone()]);
+        fs::write(parts_path(&dir), format!("garbage\n{text}")).unwrap();
+        assert!(read_parts(&dir).unwrap_err().to_string().contains("line 1"));
+        rewrite_parts(&dir, std::slice::from_ref(&a)).unwrap();
+        assert_eq!(read_parts(&dir).unwrap(), vec![a]);
         fs::remove_dir_all(&dir).unwrap();
     }
 

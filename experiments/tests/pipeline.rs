@@ -51,7 +51,7 @@ fn a_batch_writes_every_output_and_they_read_back() {
     for f in ["manifest.json", "scenario.toml", "replications.parquet", "summary.parquet", "summary.csv"] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
-    assert!(!out.join("parts").exists(), "parts are removed once assembled");
+    assert!(!out.join("parts.jsonl").exists(), "the journal is removed once assembled");
     let reps = read(out.join("replications.parquet"));
     assert_eq!(reps.height(), 5);
     let names: Vec<String> = reps.get_column_names().iter().map(|n| n.to_string()).collect();
@@ -85,10 +85,9 @@ fn replications_are_byte_identical_for_one_and_two_threads() {
     assert_eq!(fs::read(a.join("summary.csv")).unwrap(), fs::read(b.join("summary.csv")).unwrap());
 }
 
+/// Replications in the journal (complete lines).
 fn parts(dir: &Path) -> usize {
-    fs::read_dir(dir.join("parts"))
-        .map(|d| d.filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json")).count())
-        .unwrap_or(0)
+    fs::read_to_string(dir.join("parts.jsonl")).map(|t| t.matches('\n').count()).unwrap_or(0)
 }
 
 /// Starts a long batch, waits until some replications are saved, and stops it with
