@@ -25,6 +25,11 @@ use crate::runner::{RunError, Shard, TraceSpec, run_items, work_items};
 use crate::scenario::Scenario;
 use crate::trace::TraceLevel;
 
+/// The manifest's statement of how seeds are derived.
+pub const SEED_RULE: &str = "replication r (at every point) runs on infersim_engine::replication_seed(seed, r): \
+     SplitMix64's finaliser folded over (seed, r) from a fixed domain constant; each of its random streams is \
+     derived from that and the stream's id (engine/src/rng.rs)";
+
 /// How to run a batch.
 #[derive(Clone, Debug)]
 pub struct BatchSpec {
@@ -98,8 +103,11 @@ pub struct Manifest {
     pub seed: u64,
     /// Replications per point.
     pub replications: u64,
-    /// The 64-bit seed of each replication index (the same at every point).
-    pub replication_seeds: Vec<u64>,
+    /// How each replication's 64-bit seed (the `seed` column of
+    /// replications.parquet) follows from the master seed and its index: a rule
+    /// rather than a list, so the manifest does not grow with the replications.
+    #[serde(default)]
+    pub seed_rule: String,
     /// This directory's slice of the batch, `[I, N]`.
     pub shard: [u64; 2],
     /// Threads used by the latest run.
@@ -200,7 +208,7 @@ fn new_manifest(scenario: &Scenario, spec: &BatchSpec, expected: u64) -> Manifes
         scenario_toml: scenario.to_toml(),
         seed: spec.seed,
         replications: spec.replications,
-        replication_seeds: (0..spec.replications).map(|r| infersim_engine::replication_seed(spec.seed, r)).collect(),
+        seed_rule: SEED_RULE.to_string(),
         shard: [spec.shard.index, spec.shard.count],
         threads: spec.threads,
         parameter_columns: keys.iter().map(|k| parameter_column_name(k)).collect(),

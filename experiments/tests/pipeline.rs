@@ -62,8 +62,10 @@ fn a_batch_writes_every_output_and_they_read_back() {
     assert_eq!(m["status"], "complete");
     assert_eq!(m["completed"], 5);
     let seeds: Vec<u64> = reps.column("seed").unwrap().u64().unwrap().into_no_null_iter().collect();
-    let recorded: Vec<u64> = m["replication_seeds"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
-    assert_eq!(seeds, recorded);
+    // The manifest states the rule, and the recorded seeds follow it.
+    assert!(m["seed_rule"].as_str().unwrap().contains("replication_seed(seed, r)"));
+    let rule: Vec<u64> = (0..5).map(|r| infersim_engine::replication_seed(11, r)).collect();
+    assert_eq!(seeds, rule);
     // Invariants of every row: served customers' waits are below their sojourns.
     let wait = reps.column("wait_s").unwrap().f64().unwrap().clone();
     let sojourn = reps.column("sojourn_s").unwrap().f64().unwrap().clone();
