@@ -21,7 +21,7 @@ pub const QUANTILE_SIGNIFICANT_DIGITS: u8 = 3;
 /// assert!((p99 - 0.099).abs() <= 0.099 * 1e-3);
 /// ```
 ///
-/// While it holds few records ([`SMALL`] or fewer) it also keeps them, and answers
+/// While it holds few records (256 or fewer) it also keeps them, and answers
 /// quantiles from them: the same values the histogram gives (the top of the sample's
 /// bucket), without scanning the histogram's buckets, which dominated short
 /// replications.
