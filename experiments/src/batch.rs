@@ -284,6 +284,7 @@ pub fn run_batch(
     if !(spec.confidence > 0.0 && spec.confidence < 1.0) {
         return Err(AnalysisError::BadConfidence(spec.confidence).into());
     }
+    crate::runner::check_batch_size(scenario.points.len(), spec.replications, spec.shard)?;
     let started = Instant::now();
     let items = work_items(scenario.points.len(), spec.replications, spec.shard);
     let out = &spec.out;

@@ -356,6 +356,7 @@ fn run(
         confidence,
         trace,
     };
+    infersim::runner::check_batch_size(s.points.len(), spec.replications, spec.shard)?;
     let cancel = Arc::new(AtomicBool::new(false));
     install_interrupt(Arc::clone(&cancel));
     let total = infersim::runner::work_items(s.points.len(), spec.replications, spec.shard).len() as u64;

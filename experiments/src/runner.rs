@@ -132,6 +132,20 @@ pub enum RunError {
     /// `--threads 0`.
     #[error("--threads must be at least 1")]
     NoThreads,
+    /// More replications than one process can hold the records of.
+    #[error(
+        "{points} points x {replications} replications is {total} replications for this process; at most \
+         {MAX_REPLICATIONS} can run in one (each one's record is kept until replications.parquet is written, about \
+         2 KB each): split the batch with --shard I/N"
+    )]
+    TooManyReplications {
+        /// Points of the scenario.
+        points: usize,
+        /// --reps.
+        replications: u64,
+        /// This process's share.
+        total: u128,
+    },
     /// The thread pool could not start.
     #[error("cannot start {threads} worker threads: {message}")]
     ThreadPool {
@@ -140,6 +154,20 @@ pub enum RunError {
         /// Why.
         message: String,
     },
+}
+
+/// The most replications one process runs: their records (about 2 KB each) stay in
+/// memory until replications.parquet is written, so 10 million is about 20 GB.
+pub const MAX_REPLICATIONS: u64 = 10_000_000;
+
+/// Refuses a batch whose share for this process exceeds [`MAX_REPLICATIONS`], before
+/// anything is allocated or written.
+pub fn check_batch_size(points: usize, replications: u64, shard: Shard) -> Result<(), RunError> {
+    let total = (points as u128 * u128::from(replications)).div_ceil(u128::from(shard.count.max(1)));
+    if total > u128::from(MAX_REPLICATIONS) {
+        return Err(RunError::TooManyReplications { points, replications, total });
+    }
+    Ok(())
 }
 
 /// Runs `items` on `threads` threads, handing each finished record to `done` (which
