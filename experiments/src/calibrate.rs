@@ -606,7 +606,7 @@ pub fn calibrate(
     work: &Path,
     journal: &Journal,
 ) -> Result<Fitted, CalibrateError> {
-    use argmin::core::{Executor, State};
+    use argmin::core::Executor;
     use argmin::solver::neldermead::NelderMead;
     let d = calibration.params.len();
     let problem = Problem {
@@ -637,23 +637,13 @@ pub fn calibrate(
     {
         return Err(failed(e));
     }
-    let _ = result.map(|r| r.state().get_best_param().cloned());
-    let mut evaluations = problem.log.into_inner().expect("not poisoned");
-    let best = (0..evaluations.len())
-        .min_by(|&a, &b| evaluations[a].objective.total_cmp(&evaluations[b].objective))
+    let searched = problem.log.lock().expect("not poisoned").clone();
+    let best = (0..searched.len())
+        .min_by(|&a, &b| searched[a].objective.total_cmp(&searched[b].objective))
         .expect("one evaluation");
     // Profile: the objective at the optimum moved along each parameter.
-    let best_values = evaluations[best].values.clone();
-    let best_objective = evaluations[best].objective;
-    let profile_problem = Problem {
-        base,
-        calibration,
-        observed,
-        work: work.join("eval"),
-        log: Mutex::new(Vec::new()),
-        error: Mutex::new(None),
-        journal,
-    };
+    let best_values = searched[best].values.clone();
+    let best_objective = searched[best].objective;
     let mut intervals = Vec::new();
     for (i, p) in calibration.params.iter().enumerate() {
         let to_u = |x: f64| {
@@ -664,9 +654,9 @@ pub fn calibrate(
         for step in [-0.05, -0.02, -0.01, -0.005, -0.002, 0.002, 0.005, 0.01, 0.02, 0.05] {
             let mut v = best_values.clone();
             v[i] = p.at(u0 + step);
-            along.push((v[i], profile_problem.run(&v)?));
+            along.push((v[i], problem.run(&v)?));
         }
-        let all: Vec<f64> = evaluations.iter().map(|e| e.objective).chain(along.iter().map(|a| a.1)).collect();
+        let all: Vec<f64> = searched.iter().map(|e| e.objective).chain(along.iter().map(|a| a.1)).collect();
         let (lo, hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
         let flat = hi - lo <= 1e-12 + 1e-6 * lo.abs();
         let along_flat = along.iter().all(|(_, o)| (o - best_objective).abs() <= 1e-12 + 1e-6 * best_objective.abs());
@@ -681,7 +671,7 @@ pub fn calibrate(
             intervals.push(Some((a, b)));
         }
     }
-    evaluations.extend(profile_problem.log.into_inner().expect("not poisoned"));
+    let evaluations = problem.log.into_inner().expect("not poisoned");
     let _ = fs::remove_dir_all(work.join("eval"));
     Ok(Fitted { evaluations, best, intervals })
 }
