@@ -29,7 +29,7 @@ use rayon::prelude::*;
 
 use crate::inputs::FileInputs;
 use crate::output::MetricCell;
-use crate::plot::{Line, line_chart};
+use crate::plot::{Line, line_chart, scatter_chart};
 use crate::runner::{TraceSpec, run_replication};
 use crate::scenario::Scenario;
 use crate::trace::{TraceLevel, trace_dir};
@@ -719,7 +719,7 @@ pub fn plot_calibration(dir: &Path, params: &[Param], fitted: &Fitted) -> Result
         let line = Line { label: "evaluations".into(), points };
         let stem = format!("objective_{}", p.key.replace('.', "_"));
         written.extend(
-            line_chart(dir, &stem, &format!("objective against {}", p.key), &p.key, "objective", &[line])
+            scatter_chart(dir, &stem, &format!("objective against {}", p.key), &p.key, "objective", &[line])
                 .map_err(failed)?,
         );
     }

@@ -74,6 +74,8 @@ pub struct Line {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Bands {
     None,
+    /// Markers only, no line: points that are not a sequence (calibration evaluations).
+    Points,
     Shaded,
     Bars,
 }
@@ -192,6 +194,14 @@ where
                 }))
                 .map_err(|e| e.to_string())?;
         }
+        if bands == Bands::Points {
+            chart
+                .draw_series(line.points.iter().map(|p| Circle::new((p.0, p.1), 4, color.filled())))
+                .map_err(|e| e.to_string())?
+                .label(line.label.clone())
+                .legend(move |(x, y)| Circle::new((x + 9, y), 4, color.filled()));
+            continue;
+        }
         chart
             .draw_series(LineSeries::new(line.points.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))
             .map_err(|e| e.to_string())?
@@ -221,6 +231,19 @@ pub fn line_chart(
     lines: &[Line],
 ) -> Result<Vec<PathBuf>, PlotError> {
     chart(dir, stem, title, x_label, y_label, lines, Bands::None, &Marks::default())
+}
+
+/// Markers only (no lines) as `<stem>.png` and `<stem>.svg` in `dir`: for points that
+/// are not a sequence, such as a calibration's evaluations against one parameter.
+pub fn scatter_chart(
+    dir: &Path,
+    stem: &str,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    points: &[Line],
+) -> Result<Vec<PathBuf>, PlotError> {
+    chart(dir, stem, title, x_label, y_label, points, Bands::Points, &Marks::default())
 }
 
 /// Draws one chart as `<stem>.png` and `<stem>.svg` in `dir`, each written under a
