@@ -105,11 +105,11 @@ impl GpuSpec {
 
     /// KV blocks of `block_size` tokens that fit a replica of `tp` of these GPUs:
     /// `memory x utilisation - weights - activation reserve`, over the bytes of a
-    /// block. The reserve is what vLLM's profiling run peaks at, estimated as the
-    /// activations of a `max_num_batched_tokens` step: `tokens x (hidden + 2 x
-    /// intermediate + vocab... )` is dominated by the logits and the MLP, so
-    /// `tokens x (2 x intermediate + 4 x hidden) x 4 bytes` (fp32 intermediates), plus
-    /// the logits of `max_num_seqs` sequences in fp32.
+    /// block. The reserve stands for what vLLM's profiling run peaks at: the fp32
+    /// activations of a `max_num_batched_tokens` step, `tokens x (2 x intermediate / tp
+    /// + 4 x hidden) x 4 bytes` per GPU (the gated MLP's and the residual stream's),
+    /// plus the fp32 logits of `max_num_seqs` sequences. `limits` is
+    /// (`max_num_batched_tokens`, `max_num_seqs`).
     pub fn kv_blocks(&self, model: &ModelSpec, tp: u32, utilisation: f64, limits: (u32, u32), block_size: u32) -> u32 {
         let (max_tokens, max_seqs) = (f64::from(limits.0), f64::from(limits.1));
         let tp_f = f64::from(tp);
