@@ -1,8 +1,7 @@
 //! The adaptive video pipeline through the binary: the delta sweep with its metrics and
 //! its Pareto chart, and IPA against a fixed configuration on common random numbers.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 #[test]
 fn the_energy_weight_sweep_trades_accuracy_for_energy_and_draws_its_front() {

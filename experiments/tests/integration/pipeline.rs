@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use polars::prelude::*;
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_infersim"))
@@ -175,7 +174,7 @@ fn a_sweep_split_into_shards_merges_into_the_unsharded_batch() {
 fn validated_input_that_once_overflowed_the_clock_is_now_refused() {
     // Two customers with a mean service of 1e10 s used to overflow the 584 years integer
     // time holds in half the replications; such rates are refused before anything runs
-    // (failed replications are tested with a failing world in tests/worlds.rs).
+    // (failed replications are tested with a failing world in integration/worlds.rs).
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("fails");
     let o = infersim(&[

@@ -1,6 +1,5 @@
 //! Helpers shared by the end-to-end tests: running the binary and reading its Parquet
 //! outputs back with polars. Each test file uses some of them.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -6,8 +6,7 @@
 use std::path::Path;
 use std::process::Output;
 
-mod common;
-use common::*;
+use crate::common::*;
 
 /// A shorter batch than the built-in's 24 h x 10, with the new task at hour 3 and the
 /// scheduled departure at hour 4.

@@ -7,8 +7,7 @@ use std::process::Command;
 
 use polars::prelude::*;
 
-mod common;
-use common::*;
+use crate::common::*;
 
 fn reference(name: &str) -> Vec<Vec<f64>> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/reference/bloom-sd").join(name);

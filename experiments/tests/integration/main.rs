@@ -1,0 +1,17 @@
+//! End-to-end tests of the `infersim` binary and library, linked into one test binary:
+//! each file here was its own binary once, and every one of them links polars, arrow
+//! and parquet, so eleven links cost minutes and gigabytes of disk. Run one group with
+//! a filter, e.g. `cargo test -p infersim --test integration llm::`.
+
+mod bloom;
+mod calibrate;
+mod cli;
+mod common;
+mod llm;
+mod mutations;
+mod network;
+mod pipeline;
+mod pipeline_adaptation;
+mod readme;
+mod slurm;
+mod worlds;
