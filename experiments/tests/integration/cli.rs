@@ -102,7 +102,7 @@ fn a_scenario_file_with_a_typo_names_file_and_line() {
     let dir = std::env::temp_dir().join(format!("infersim-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("typo.toml");
-    let text = include_str!("../../data/scenarios/mmc.toml").replace("customers = 100000", "customer = 100000");
+    let text = include_str!("../../../data/scenarios/mmc.toml").replace("customers = 100000", "customer = 100000");
     std::fs::write(&path, &text).unwrap();
     let line = text.lines().position(|l| l.starts_with("customer =")).unwrap() + 1;
     let o = infersim(&["validate", path.to_str().unwrap()]);
@@ -136,7 +136,7 @@ fn the_default_run_is_the_llm_serving_scenario() {
 #[test]
 fn a_profile_used_beyond_its_measured_sizes_is_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let text = include_str!("../../data/scenarios/serving.toml");
+    let text = include_str!("../../../data/scenarios/serving.toml");
     let affine = "kind = \"affine\"\nbase_s = 0.08\nper_request_s = 0.02\nper_token_s = 0.0004";
     assert!(text.contains(affine), "the built-in scenario's service section changed; update this test");
     let with_profile = |sizes: &str, latencies: &str| {

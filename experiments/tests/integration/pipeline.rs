@@ -141,7 +141,7 @@ fn an_interrupted_or_killed_batch_resumes_to_the_same_result() {
 fn a_sweep_split_into_shards_merges_into_the_unsharded_batch() {
     let tmp = tempfile::tempdir().unwrap();
     let scenario = tmp.path().join("sweep.toml");
-    let text = include_str!("../../data/scenarios/mmc.toml").to_string()
+    let text = include_str!("../../../data/scenarios/mmc.toml").to_string()
         + "\n[sweep]\nstation.servers = [4, 5]\nstation.arrival_rate_per_s = [2.0, 3.0]\n";
     fs::write(&scenario, text).unwrap();
     let sc = s(&scenario);
@@ -315,7 +315,7 @@ fn traces_are_written_per_replication_and_change_no_result() {
 fn plot_draws_png_and_svg_for_traces_and_sweeps() {
     let tmp = tempfile::tempdir().unwrap();
     let scenario = tmp.path().join("sweep.toml");
-    let text = include_str!("../../data/scenarios/mmc.toml").to_string() + "\n[sweep]\nstation.servers = [4, 5]\n";
+    let text = include_str!("../../../data/scenarios/mmc.toml").to_string() + "\n[sweep]\nstation.servers = [4, 5]\n";
     fs::write(&scenario, text).unwrap();
     let out = tmp.path().join("b");
     run(&out, &[s(&scenario), "--reps", "3", "--trace", "requests", "--set", "simulation.sample_interval_s=30"]);
@@ -416,7 +416,7 @@ fn a_recorded_trace_is_replayed_exactly_and_a_bad_one_is_refused() {
         csv += &format!("{:.3},{task},{},{},u{i}\n", i as f64 * 0.25, 100 + i, 50,);
     }
     fs::write(tmp.path().join("trace.csv"), &csv).unwrap();
-    let text = include_str!("../../data/scenarios/serving.toml")
+    let text = include_str!("../../../data/scenarios/serving.toml")
         .replace("kind = \"poisson\"\nrate_per_s = 20.0", "kind = \"trace\"\npath = \"trace.csv\"")
         .replace("duration_s = 1800.0", "duration_s = 100.0")
         .replace("warmup_s = 120.0", "warmup_s = 0.0");
