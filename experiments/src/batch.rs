@@ -1,13 +1,14 @@
 //! A Monte Carlo batch written to an output directory.
 //!
 //! Every finished replication is appended at once to a journal (`parts.jsonl`, one
-//! line each), so an interrupted batch loses only the replications that were running;
-//! `--resume` runs what is missing. When every replication of the shard is done, the
-//! journal is assembled in (point, replication) order into `replications.parquet`
-//! (identical bytes whatever the thread count or the interruptions), the summary is
-//! computed, and the journal is removed.
+//! line each, see [`crate::journal`]), so an interrupted batch loses only the
+//! replications that were running; `--resume` runs what is missing. When every
+//! replication of the shard is done, the journal is sorted into (point, replication)
+//! order and streamed into `replications.parquet` (identical bytes whatever the thread
+//! count or the interruptions), the summary is computed, and the journal is removed.
+//! Nothing here holds the batch's records or work items in memory: a batch of any
+//! size runs in the memory of one replication and one sorting chunk.
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -17,11 +18,9 @@ use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::{AnalysisError, scan_replications, summarize, write_csv, write_frame_parquet};
-use crate::output::{
-    OutputError, PartsWriter, ReplicationRecord, metric_columns, parameter_column_name, parts_path, read_parts,
-    replications_batch, rewrite_parts, write_atomically, write_parquet,
-};
-use crate::runner::{RunError, Shard, TraceSpec, run_items, work_items};
+use crate::journal::{Journal, JournalWriter, journal_path};
+use crate::output::{OutputError, ReplicationRecord, parameter_column_name, write_atomically};
+use crate::runner::{RunError, Shard, TraceSpec, WorkPlan, run_items};
 use crate::scenario::Scenario;
 use crate::trace::TraceLevel;
 
@@ -284,11 +283,10 @@ pub fn run_batch(
     if !(spec.confidence > 0.0 && spec.confidence < 1.0) {
         return Err(AnalysisError::BadConfidence(spec.confidence).into());
     }
-    crate::runner::check_batch_size(scenario.points.len(), spec.replications, spec.shard)?;
+    let plan = WorkPlan::new(scenario.points.len(), spec.replications, spec.shard)?;
     let started = Instant::now();
-    let items = work_items(scenario.points.len(), spec.replications, spec.shard);
     let out = &spec.out;
-    let mut manifest = new_manifest(scenario, spec, items.len() as u64);
+    let mut manifest = new_manifest(scenario, spec, plan.len());
     if spec.resume {
         let previous = read_manifest(out).map_err(|_| BatchError::NothingToResume(out.clone()))?;
         check_resumable(out, &previous, &manifest)?;
@@ -306,16 +304,14 @@ pub fn run_batch(
         fs::create_dir_all(out).map_err(|error| BatchError::OutputUnusable { path: out.clone(), error })?;
         fs::write(out.join("scenario.toml"), scenario.to_toml()).map_err(io_err(&out.join("scenario.toml")))?;
     }
-    // Failed replications are tried again on resume.
-    let previous = read_parts(out)?;
-    let finished: Vec<ReplicationRecord> = previous.iter().filter(|r| r.error.is_none()).cloned().collect();
-    if finished.len() != previous.len() || (spec.resume && parts_path(out).exists()) {
-        // Also drops a line cut short by the interruption.
-        rewrite_parts(out, &finished)?;
+    let journal = Journal::new(out);
+    let previous = journal.scan(spec.replications)?;
+    if !previous.failed.is_empty() || (spec.resume && journal.exists()) {
+        // Failed replications are tried again on resume; this also drops a line cut
+        // short by the interruption.
+        journal.drop_failures()?;
     }
-    let done: BTreeSet<(u32, u64)> = finished.iter().map(|r| (r.point, r.replication)).collect();
-    let todo: Vec<(u32, u64)> = items.iter().copied().filter(|i| !done.contains(i)).collect();
-    manifest.completed = done.len() as u64;
+    manifest.completed = previous.succeeded;
     write_manifest(out, &manifest)?;
 
     let trace = TraceSpec {
@@ -325,21 +321,21 @@ pub fn run_batch(
             OutputError::Format { path: out.clone(), message: format!("simulation.sample_interval_s: {e}") }
         })?,
     };
-    let parts = std::sync::Mutex::new(PartsWriter::open(out)?);
-    run_items(&scenario.points, &todo, spec.seed, spec.threads, &trace, cancel, |record| {
-        parts.lock().expect("not poisoned").append(&record)?;
+    let writer = std::sync::Mutex::new(JournalWriter::open(out)?);
+    run_items(&scenario.points, &plan, &previous.done, spec.seed, spec.threads, &trace, cancel, |record| {
+        writer.lock().expect("not poisoned").append(&record)?;
         progress(&record);
         Ok::<(), OutputError>(())
     })??;
-    parts.into_inner().expect("not poisoned").sync()?;
+    writer.into_inner().expect("not poisoned").sync()?;
+    drop(previous);
 
-    let records = read_parts(out)?;
-    manifest.completed = records.len() as u64;
-    manifest.failed = records
-        .iter()
-        .filter_map(|r| {
-            r.error.as_ref().map(|e| FailedReplication { point: r.point, replication: r.replication, error: e.clone() })
-        })
+    let scan = journal.scan(spec.replications)?;
+    manifest.completed = scan.succeeded + scan.failed.len() as u64;
+    manifest.failed = scan
+        .failed
+        .into_iter()
+        .map(|(point, replication, error)| FailedReplication { point, replication, error })
         .collect();
     manifest.elapsed_s = started.elapsed().as_secs_f64();
     if manifest.completed < manifest.expected {
@@ -347,17 +343,19 @@ pub fn run_batch(
         write_manifest(out, &manifest)?;
         return Ok(BatchReport { manifest, summary: None });
     }
-    let succeeded: Vec<ReplicationRecord> = records.into_iter().filter(|r| r.error.is_none()).collect();
     let params: Vec<Vec<toml::Value>> = scenario.points.iter().map(|p| p.params.clone()).collect();
-    let metrics = metric_columns(&succeeded);
-    manifest.metrics = metrics.iter().map(|(name, _)| name.clone()).collect();
-    let batch = replications_batch(&succeeded, &manifest.sweep_keys, &params, &metrics)
-        .map_err(|e| OutputError::Format { path: out.join("replications.parquet"), message: e.to_string() })?;
-    write_parquet(&out.join("replications.parquet"), &batch)?;
+    manifest.metrics = scan.metrics.iter().map(|(name, _)| name.clone()).collect();
+    journal.write_parquet(
+        &out.join("replications.parquet"),
+        &out.join(".work").join("sort"),
+        &manifest.sweep_keys,
+        &params,
+        &scan.metrics,
+    )?;
     let summary = summarize_dir(out, &manifest, spec.confidence)?;
     manifest.status = BatchStatus::Complete;
     write_manifest(out, &manifest)?;
-    fs::remove_file(parts_path(out)).map_err(io_err(&parts_path(out)))?;
+    fs::remove_file(journal_path(out)).map_err(io_err(&journal_path(out)))?;
     Ok(BatchReport { manifest, summary: Some(summary) })
 }
 

@@ -27,6 +27,7 @@ pub mod analysis;
 pub mod batch;
 pub mod calibrate;
 pub mod inputs;
+pub mod journal;
 pub mod output;
 pub mod plot;
 pub mod registry;

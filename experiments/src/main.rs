@@ -356,10 +356,9 @@ fn run(
         confidence,
         trace,
     };
-    infersim::runner::check_batch_size(s.points.len(), spec.replications, spec.shard)?;
+    let total = infersim::runner::WorkPlan::new(s.points.len(), spec.replications, spec.shard)?.len();
     let cancel = Arc::new(AtomicBool::new(false));
     install_interrupt(Arc::clone(&cancel));
-    let total = infersim::runner::work_items(s.points.len(), spec.replications, spec.shard).len() as u64;
     let bar = if quiet || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
     } else {

@@ -6,18 +6,19 @@
 //! OUT/replications.parquet   one row per (point, replication)
 //! OUT/summary.parquet, .csv  one row per (point, metric)
 //! OUT/parts.jsonl            one line per finished replication while a batch is under way
+//!                            (see [`crate::journal`])
 //! ```
 //!
 //! Every file appears atomically: it is written under a temporary name in the same
 //! directory and renamed into place, so a reader (or a crash) never sees half a file.
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, UInt32Array, UInt64Array};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
+use arrow::datatypes::{DataType, Schema};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -200,135 +201,6 @@ impl ReplicationRecord {
     }
 }
 
-/// The metric names of a batch's records, in order of first appearance, with whether
-/// each is a flag.
-pub fn metric_columns(records: &[ReplicationRecord]) -> Vec<(String, bool)> {
-    let mut names: Vec<(String, bool)> = Vec::new();
-    for r in records {
-        for (name, value) in &r.metrics {
-            if !names.iter().any(|(n, _)| n == name) {
-                names.push((name.clone(), matches!(value, MetricCell::Flag(_))));
-            }
-        }
-    }
-    names
-}
-
-/// The journal of finished replications in a batch's directory: one JSON line each,
-/// appended as they finish, removed once replications.parquet is written.
-pub fn parts_path(out: &Path) -> PathBuf {
-    out.join("parts.jsonl")
-}
-
-/// Appends finished replications to `parts.jsonl`: one `write` per record (the
-/// kernel keeps it when the process is killed), and the file synced to disk at most
-/// once a second (so a power cut loses at most the last second), instead of a file
-/// created, synced and renamed per replication.
-#[derive(Debug)]
-pub struct PartsWriter {
-    path: PathBuf,
-    file: File,
-    synced: std::time::Instant,
-}
-
-impl PartsWriter {
-    /// Opens the journal for appending, creating it if needed.
-    pub fn open(out: &Path) -> Result<PartsWriter, OutputError> {
-        let path = parts_path(out);
-        let file = fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
-        Ok(PartsWriter { path, file, synced: std::time::Instant::now() })
-    }
-
-    /// Saves one finished replication.
-    pub fn append(&mut self, record: &ReplicationRecord) -> Result<(), OutputError> {
-        let mut line = serde_json::to_vec(record).map_err(|e| format_err(&self.path)(e.to_string()))?;
-        line.push(b'\n');
-        self.file.write_all(&line).map_err(io(&self.path))?;
-        if self.synced.elapsed() >= std::time::Duration::from_secs(1) {
-            self.file.sync_data().map_err(io(&self.path))?;
-            self.synced = std::time::Instant::now();
-        }
-        Ok(())
-    }
-
-    /// Syncs what was appended.
-    pub fn sync(&mut self) -> Result<(), OutputError> {
-        self.file.sync_data().map_err(io(&self.path))
-    }
-}
-
-/// Reads the journal of finished replications, sorted by (point, replication). A
-/// last line cut short by an interruption is ignored (that replication runs again);
-/// any other bad line is an error.
-pub fn read_parts(out: &Path) -> Result<Vec<ReplicationRecord>, OutputError> {
-    let path = parts_path(out);
-    let text = match fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io(&path)(e)),
-    };
-    let mut records = Vec::new();
-    let lines: Vec<&str> = text.lines().collect();
-    for (i, line) in lines.iter().enumerate() {
-        match serde_json::from_str::<ReplicationRecord>(line) {
-            Ok(record) => records.push(record),
-            Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {}
-            Err(e) => return Err(format_err(&path)(format!("line {}: {e}", i + 1))),
-        }
-    }
-    records.sort_by_key(|r| (r.point, r.replication));
-    Ok(records)
-}
-
-/// Replaces the journal with these records (resume drops failed replications, to run
-/// them again).
-pub fn rewrite_parts(out: &Path, records: &[ReplicationRecord]) -> Result<(), OutputError> {
-    let path = parts_path(out);
-    write_atomically(&path, |w| {
-        for r in records {
-            serde_json::to_writer(&mut *w, r).map_err(|e| format_err(&path)(e.to_string()))?;
-            w.write_all(b"\n").map_err(io(&path))?;
-        }
-        w.flush().map_err(io(&path))
-    })
-}
-
-/// Builds the `replications.parquet` batch: point, replication, seed, the swept
-/// parameters of each row's point, then every metric.
-pub fn replications_batch(
-    records: &[ReplicationRecord],
-    sweep_keys: &[String],
-    point_params: &[Vec<Value>],
-    metric_names: &[(String, bool)],
-) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let mut fields = vec![
-        Field::new("point", DataType::UInt32, false),
-        Field::new("replication", DataType::UInt64, false),
-        Field::new("seed", DataType::UInt64, false),
-    ];
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(records.iter().map(|r| r.point).collect::<UInt32Array>()),
-        Arc::new(records.iter().map(|r| r.replication).collect::<UInt64Array>()),
-        Arc::new(records.iter().map(|r| r.seed).collect::<UInt64Array>()),
-    ];
-    for (k, key) in sweep_keys.iter().enumerate() {
-        let values: Vec<&Value> = records.iter().map(|r| &point_params[r.point as usize][k]).collect();
-        let (dtype, array) = parameter_column(&values);
-        fields.push(Field::new(parameter_column_name(key), dtype, false));
-        columns.push(array);
-    }
-    for (name, flag) in metric_names {
-        if *flag {
-            fields.push(Field::new(name, DataType::Boolean, true));
-            columns.push(Arc::new(records.iter().map(|r| r.metric(name).map(|x| x != 0.0)).collect::<BooleanArray>()));
-        } else {
-            fields.push(Field::new(name, DataType::Float64, true));
-            columns.push(Arc::new(records.iter().map(|r| r.metric(name)).collect::<Float64Array>()));
-        }
-    }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,42 +210,6 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("parts")).unwrap();
         dir
-    }
-
-    #[test]
-    fn parts_round_trip_exactly_and_sorted() {
-        let dir = tmp("parts");
-        let a = ReplicationRecord {
-            point: 1,
-            replication: 0,
-            seed: 7,
-            metrics: vec![("a".into(), MetricCell::Number(Some(0.1 + 0.2))), ("b".into(), MetricCell::Flag(true))],
-            error: None,
-        };
-        let b = ReplicationRecord {
-            point: 0,
-            replication: 3,
-            seed: 9,
-            metrics: vec![
-                ("a".into(), MetricCell::Number(Some(f64::MIN_POSITIVE))),
-                ("b".into(), MetricCell::Number(None)),
-            ],
-            error: None,
-        };
-        let mut w = PartsWriter::open(&dir).unwrap();
-        w.append(&a).unwrap();
-        w.append(&b).unwrap();
-        w.sync().unwrap();
-        assert_eq!(read_parts(&dir).unwrap(), vec![b.clone(), a.clone()]);
-        // A line cut short by an interruption is dropped; a bad line elsewhere is an error.
-        let text = fs::read_to_string(parts_path(&dir)).unwrap();
-        fs::write(parts_path(&dir), format!("{text}{{\"point\": 2, \"repl")).unwrap();
-        assert_eq!(read_parts(&dir).unwrap(), vec![b.clone(), a.clone()]);
-        fs::write(parts_path(&dir), format!("garbage\n{text}")).unwrap();
-        assert!(read_parts(&dir).unwrap_err().to_string().contains("line 1"));
-        rewrite_parts(&dir, std::slice::from_ref(&a)).unwrap();
-        assert_eq!(read_parts(&dir).unwrap(), vec![a]);
-        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

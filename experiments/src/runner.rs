@@ -5,11 +5,10 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use infersim_agents::world::Replication;
 use infersim_engine::{SimDuration, replication_seed};
-use rayon::prelude::*;
 
 use crate::output::{MetricCell, ReplicationRecord};
 use crate::registry::TraceTarget;
@@ -77,14 +76,70 @@ impl Shard {
     }
 }
 
-/// Every (point, replication) of a batch that belongs to `shard`, point-major.
-pub fn work_items(points: usize, replications: u64, shard: Shard) -> Vec<(u32, u64)> {
-    (0..points as u32)
-        .flat_map(|p| (0..replications).map(move |r| (p, r)))
-        .enumerate()
-        .filter(|(g, _)| shard.owns(*g as u64))
-        .map(|(_, item)| item)
-        .collect()
+/// The work items of a batch that belong to one shard, produced as they are consumed:
+/// item `k` of the shard is computed from `k`, never stored, so a batch of any size
+/// costs the same memory. Global positions run point-major (point x replications + r)
+/// and are dealt round-robin to shards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkPlan {
+    points: u64,
+    replications: u64,
+    shard: Shard,
+    total: u64,
+}
+
+impl WorkPlan {
+    /// The plan of `points` x `replications` for `shard`, refused when the number of
+    /// work items cannot be represented.
+    pub fn new(points: usize, replications: u64, shard: Shard) -> Result<WorkPlan, RunError> {
+        if replications == 0 {
+            return Err(RunError::NoReplications);
+        }
+        let total =
+            (points as u64).checked_mul(replications).ok_or(RunError::TooManyReplications { points, replications })?;
+        Ok(WorkPlan { points: points as u64, replications, shard, total })
+    }
+
+    /// Work items of the whole batch (every shard).
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Work items of this shard.
+    pub fn len(&self) -> u64 {
+        let first = self.shard.index - 1;
+        if self.total <= first { 0 } else { (self.total - first).div_ceil(self.shard.count) }
+    }
+
+    /// Whether this shard has nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The global position of this shard's `k`-th item.
+    pub fn global(&self, k: u64) -> u64 {
+        k * self.shard.count + (self.shard.index - 1)
+    }
+
+    /// (point, replication) at global position `g`.
+    pub fn item_at(&self, g: u64) -> (u32, u64) {
+        ((g / self.replications) as u32, g % self.replications)
+    }
+
+    /// The global position of (point, replication).
+    pub fn position(&self, point: u32, replication: u64) -> u64 {
+        u64::from(point) * self.replications + replication
+    }
+
+    /// This shard's items in order.
+    pub fn items(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        (0..self.len()).map(|k| self.item_at(self.global(k)))
+    }
+
+    /// Points of the batch.
+    pub fn points(&self) -> u64 {
+        self.points
+    }
 }
 
 /// Runs one replication of one point. A failure, including a panic inside the model,
@@ -132,19 +187,16 @@ pub enum RunError {
     /// `--threads 0`.
     #[error("--threads must be at least 1")]
     NoThreads,
-    /// More replications than one process can hold the records of.
+    /// More work items than a 64-bit count holds.
     #[error(
-        "{points} points x {replications} replications is {total} replications for this process; at most \
-         {MAX_REPLICATIONS} can run in one (each one's record is kept until replications.parquet is written, about \
-         2 KB each): split the batch with --shard I/N"
+        "{points} points x {replications} replications is more than 2^64 replications, which cannot be counted; \
+         ask for fewer --reps"
     )]
     TooManyReplications {
         /// Points of the scenario.
         points: usize,
         /// --reps.
         replications: u64,
-        /// This process's share.
-        total: u128,
     },
     /// The thread pool could not start.
     #[error("cannot start {threads} worker threads: {message}")]
@@ -156,26 +208,17 @@ pub enum RunError {
     },
 }
 
-/// The most replications one process runs: their records (about 2 KB each) stay in
-/// memory until replications.parquet is written, so 10 million is about 20 GB.
-pub const MAX_REPLICATIONS: u64 = 10_000_000;
-
-/// Refuses a batch whose share for this process exceeds [`MAX_REPLICATIONS`], before
-/// anything is allocated or written.
-pub fn check_batch_size(points: usize, replications: u64, shard: Shard) -> Result<(), RunError> {
-    let total = (points as u128 * u128::from(replications)).div_ceil(u128::from(shard.count.max(1)));
-    if total > u128::from(MAX_REPLICATIONS) {
-        return Err(RunError::TooManyReplications { points, replications, total });
-    }
-    Ok(())
-}
-
-/// Runs `items` on `threads` threads, handing each finished record to `done` (which
-/// may be called from any worker, in any order). Items not yet started when `cancel`
+/// Runs this shard's work items on `threads` threads, handing each finished record to
+/// `done` (called from any worker, in any order). Workers take the next item from a
+/// shared counter, so items start in order and finish nearly in order (the journal
+/// then stays a few ranges), and none is ever listed. Items in `skip` (global
+/// positions finished earlier) are passed over; items not yet started when `cancel`
 /// becomes true are skipped. Returns the first error `done` returned, if any.
+#[allow(clippy::too_many_arguments)]
 pub fn run_items<E: Send>(
     points: &[Point],
-    items: &[(u32, u64)],
+    plan: &WorkPlan,
+    skip: &crate::journal::RangeSet,
     master_seed: u64,
     threads: usize,
     trace: &TraceSpec,
@@ -189,14 +232,35 @@ pub fn run_items<E: Send>(
         .num_threads(threads)
         .build()
         .map_err(|e| RunError::ThreadPool { threads, message: e.to_string() })?;
-    Ok(pool.install(|| {
-        items.par_iter().with_max_len(1).try_for_each(|&(p, r)| {
-            if cancel.load(Ordering::Relaxed) {
-                return Ok(());
+    let next = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    let first_error = std::sync::Mutex::new(None);
+    let items = plan.len();
+    pool.broadcast(|_| {
+        loop {
+            if cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
+                return;
             }
-            done(run_replication(&points[p as usize], master_seed, r, trace))
-        })
-    }))
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            if k >= items {
+                return;
+            }
+            let g = plan.global(k);
+            if skip.contains(g) {
+                continue;
+            }
+            let (p, r) = plan.item_at(g);
+            if let Err(e) = done(run_replication(&points[p as usize], master_seed, r, trace)) {
+                stop.store(true, Ordering::Relaxed);
+                first_error.lock().expect("not poisoned").get_or_insert(e);
+                return;
+            }
+        }
+    });
+    Ok(match first_error.into_inner().expect("not poisoned") {
+        Some(e) => Err(e),
+        None => Ok(()),
+    })
 }
 
 #[cfg(test)]
@@ -211,9 +275,10 @@ mod tests {
         s
     }
 
-    fn collect(s: &Scenario, items: &[(u32, u64)], threads: usize) -> Vec<ReplicationRecord> {
+    fn collect(s: &Scenario, plan: &WorkPlan, threads: usize) -> Vec<ReplicationRecord> {
         let out = Mutex::new(Vec::new());
-        run_items(&s.points, items, 9, threads, &TraceSpec::none(), &AtomicBool::new(false), |r| {
+        let skip = crate::journal::RangeSet::default();
+        run_items(&s.points, plan, &skip, 9, threads, &TraceSpec::none(), &AtomicBool::new(false), |r| {
             out.lock().unwrap().push(r);
             Ok::<(), ()>(())
         })
@@ -227,20 +292,30 @@ mod tests {
     #[test]
     fn records_do_not_depend_on_the_thread_count() {
         let s = small();
-        let items = work_items(1, 6, Shard::ALL);
-        let one = collect(&s, &items, 1);
-        assert_eq!(one, collect(&s, &items, 2));
+        let plan = WorkPlan::new(1, 6, Shard::ALL).unwrap();
+        let one = collect(&s, &plan, 1);
+        assert_eq!(one, collect(&s, &plan, 2));
         assert_eq!(one[3].seed, replication_seed(9, 3));
         assert!(one.iter().all(|r| r.error.is_none()));
     }
 
     #[test]
     fn shards_partition_the_batch() {
-        let all = work_items(3, 5, Shard::ALL);
+        let all: Vec<_> = WorkPlan::new(3, 5, Shard::ALL).unwrap().items().collect();
         assert_eq!(all.len(), 15);
-        let mut union: Vec<_> = (1..=4).flat_map(|i| work_items(3, 5, Shard { index: i, count: 4 })).collect();
-        union.sort();
-        assert_eq!(union, all);
+        assert_eq!(all[7], (1, 2));
+        for count in [1, 4, 15, 16] {
+            let plans: Vec<_> = (1..=count).map(|i| WorkPlan::new(3, 5, Shard { index: i, count }).unwrap()).collect();
+            let mut union: Vec<_> = plans.iter().flat_map(|p| p.items()).collect();
+            assert_eq!(plans.iter().map(WorkPlan::len).sum::<u64>(), 15, "{count} shards");
+            union.sort();
+            assert_eq!(union, all);
+        }
+        // Counts that do not fit in 64 bits are refused; large ones cost nothing.
+        assert!(WorkPlan::new(3, u64::MAX / 2, Shard::ALL).is_err());
+        let huge = WorkPlan::new(2, 100_000_000_000, Shard { index: 3, count: 7 }).unwrap();
+        assert_eq!(huge.item_at(huge.global(1_000_000_000)), (0, 7_000_000_002));
+        assert_eq!(huge.len(), 28_571_428_572);
         assert_eq!(Shard::parse("2/8"), Ok(Shard { index: 2, count: 8 }));
         for bad in ["3/2", "0/2", "1/0", "x", "1/x"] {
             assert!(Shard::parse(bad).is_err(), "{bad}");
@@ -252,7 +327,9 @@ mod tests {
         let s = small();
         let cancel = AtomicBool::new(true);
         let count = Mutex::new(0);
-        run_items(&s.points, &work_items(1, 4, Shard::ALL), 1, 1, &TraceSpec::none(), &cancel, |_| {
+        let plan = WorkPlan::new(1, 4, Shard::ALL).unwrap();
+        let skip = crate::journal::RangeSet::default();
+        run_items(&s.points, &plan, &skip, 1, 1, &TraceSpec::none(), &cancel, |_| {
             *count.lock().unwrap() += 1;
             Ok::<(), ()>(())
         })

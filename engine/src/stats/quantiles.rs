@@ -21,18 +21,20 @@ pub const QUANTILE_SIGNIFICANT_DIGITS: u8 = 3;
 /// assert!((p99 - 0.099).abs() <= 0.099 * 1e-3);
 /// ```
 ///
-/// While it holds few records (256 or fewer) it also keeps them, and answers
-/// quantiles from them: the same values the histogram gives (the top of the sample's
-/// bucket), without scanning the histogram's buckets, which dominated short
-/// replications.
+/// While it holds few records (256 or fewer) it keeps them instead, and builds the
+/// histogram only when a 257th arrives: short replications (a hundred customers) then
+/// never allocate and zero a histogram, nor scan its buckets for a quantile. Quantiles
+/// and the mean from the records are exactly the histogram's (each value reported as
+/// its bucket would report it, summed in the histogram's order).
 #[derive(Clone, Debug)]
 pub struct LatencyHistogram {
-    histogram: Histogram<u64>,
-    /// Every record while there are at most `SMALL` of them; empty (and unused) after.
+    /// Built once there are more than [`SMALL`] records.
+    histogram: Option<Box<Histogram<u64>>>,
+    /// Every record while there is no histogram; empty after.
     small: Vec<u64>,
 }
 
-/// Records up to which [`LatencyHistogram`] also keeps them.
+/// Records up to which [`LatencyHistogram`] keeps them instead of a histogram.
 pub const SMALL: usize = 256;
 
 impl Default for LatencyHistogram {
@@ -41,47 +43,73 @@ impl Default for LatencyHistogram {
     }
 }
 
+/// An empty histogram of infersim's precision.
+fn empty_histogram() -> Histogram<u64> {
+    let mut histogram =
+        Histogram::new(QUANTILE_SIGNIFICANT_DIGITS).expect("3 significant digits is a valid HDR histogram precision");
+    histogram.auto(true);
+    histogram
+}
+
+/// An empty histogram shared by every [`LatencyHistogram`] that has not built its own:
+/// its bucket arithmetic (which values share a bucket) depends only on the precision.
+fn bucket_rule() -> &'static Histogram<u64> {
+    static RULE: std::sync::OnceLock<Histogram<u64>> = std::sync::OnceLock::new();
+    RULE.get_or_init(empty_histogram)
+}
+
 impl LatencyHistogram {
     /// An empty histogram that grows to whatever range it is given.
     pub fn new() -> Self {
-        let mut histogram = Histogram::new(QUANTILE_SIGNIFICANT_DIGITS)
-            .expect("3 significant digits is a valid HDR histogram precision");
-        histogram.auto(true);
-        LatencyHistogram { histogram, small: Vec::new() }
+        LatencyHistogram { histogram: None, small: Vec::new() }
     }
 
-    /// Whether `small` holds every record.
-    fn small_is_complete(&self) -> bool {
-        self.small.len() as u64 == self.histogram.len()
+    /// The histogram, built from the records kept so far.
+    fn histogram_mut(&mut self) -> &mut Histogram<u64> {
+        let small = &mut self.small;
+        self.histogram.get_or_insert_with(|| {
+            let mut h = empty_histogram();
+            for &v in small.iter() {
+                h.record(v).expect("auto-resizing HDR histogram rejected a value: broken invariant");
+            }
+            *small = Vec::new();
+            Box::new(h)
+        })
     }
 
     /// Records one duration.
     #[inline]
     pub fn record(&mut self, d: SimDuration) {
-        if self.small_is_complete() {
-            if self.small.len() < SMALL {
-                self.small.push(d.as_nanos());
-            } else {
-                self.small = Vec::new();
-            }
+        if self.histogram.is_none() && self.small.len() < SMALL {
+            self.small.push(d.as_nanos());
+        } else {
+            // Auto-resizing histograms accept any u64, so this cannot fail.
+            self.histogram_mut()
+                .record(d.as_nanos())
+                .expect("auto-resizing HDR histogram rejected a value: broken invariant");
         }
-        // Auto-resizing histograms accept any u64, so this cannot fail.
-        self.histogram.record(d.as_nanos()).expect("auto-resizing HDR histogram rejected a value: broken invariant");
     }
 
     /// Adds every record of `other`.
     pub fn merge(&mut self, other: &LatencyHistogram) {
-        if self.small_is_complete() && other.small_is_complete() && self.small.len() + other.small.len() <= SMALL {
+        if self.histogram.is_none() && other.histogram.is_none() && self.small.len() + other.small.len() <= SMALL {
             self.small.extend_from_slice(&other.small);
-        } else {
-            self.small = Vec::new();
+            return;
         }
-        self.histogram.add(&other.histogram).expect("auto-resizing HDR histogram rejected a merge: broken invariant");
+        let h = self.histogram_mut();
+        match &other.histogram {
+            Some(o) => h.add(&**o).expect("auto-resizing HDR histogram rejected a merge: broken invariant"),
+            None => {
+                for &v in &other.small {
+                    h.record(v).expect("auto-resizing HDR histogram rejected a value: broken invariant");
+                }
+            }
+        }
     }
 
     /// Number of records.
     pub fn count(&self) -> u64 {
-        self.histogram.len()
+        self.histogram.as_ref().map_or(self.small.len() as u64, |h| h.len())
     }
 
     /// The `q`-quantile in seconds (`q` in [0, 1]); `None` when empty.
@@ -91,15 +119,16 @@ impl LatencyHistogram {
             return None;
         }
         let q = q.clamp(0.0, 1.0);
-        let nanos = if self.small_is_complete() {
-            // The histogram's rule: the first bucket whose cumulative count reaches
-            // ceil(q x count) (at least 1), reported as its highest value (lowest at q = 0).
-            let k = ((q * count as f64).ceil() as u64).max(1) as usize;
-            let mut sorted = self.small.clone();
-            let (_, &mut v, _) = sorted.select_nth_unstable(k - 1);
-            if q == 0.0 { self.histogram.lowest_equivalent(v) } else { self.histogram.highest_equivalent(v) }
-        } else {
-            self.histogram.value_at_quantile(q)
+        let nanos = match &self.histogram {
+            Some(h) => h.value_at_quantile(q),
+            None => {
+                // The histogram's rule: the first bucket whose cumulative count reaches
+                // ceil(q x count) (at least 1), reported as its highest value (lowest at q = 0).
+                let k = ((q * count as f64).ceil() as u64).max(1) as usize;
+                let mut sorted = self.small.clone();
+                let (_, &mut v, _) = sorted.select_nth_unstable(k - 1);
+                if q == 0.0 { bucket_rule().lowest_equivalent(v) } else { bucket_rule().highest_equivalent(v) }
+            }
         };
         Some(nanos as f64 / 1e9)
     }
@@ -121,7 +150,30 @@ impl LatencyHistogram {
 
     /// The mean in seconds (from the histogram, so within the stated precision).
     pub fn mean_s(&self) -> Option<f64> {
-        (self.count() > 0).then(|| self.histogram.mean() / 1e9)
+        let count = self.count();
+        if count == 0 {
+            return None;
+        }
+        let nanos = match &self.histogram {
+            Some(h) => h.mean(),
+            None => {
+                // As `Histogram::mean`: buckets in increasing order, each adding its
+                // median value x its count / the total.
+                let rule = bucket_rule();
+                let mut sorted = self.small.clone();
+                sorted.sort_unstable();
+                let mut total = 0.0_f64;
+                let mut i = 0;
+                while i < sorted.len() {
+                    let top = rule.highest_equivalent(sorted[i]);
+                    let j = i + sorted[i..].iter().take_while(|&&v| v <= top).count();
+                    total += rule.median_equivalent(top) as f64 * (j - i) as f64 / count as f64;
+                    i = j;
+                }
+                total
+            }
+        };
+        Some(nanos / 1e9)
     }
 }
 
@@ -137,13 +189,25 @@ mod tests {
             let mut h = LatencyHistogram::new();
             let mut halves = (LatencyHistogram::new(), LatencyHistogram::new());
             for i in 0..n {
-                let d = SimDuration::from_nanos(rng.random_range(1..10_000_000_000_u64));
+                // A third of them crowded into a few buckets, the rest spread over ten decades.
+                let d = SimDuration::from_nanos(if i % 3 == 0 {
+                    rng.random_range(1000..1010)
+                } else {
+                    rng.random_range(1..10_000_000_000_u64)
+                });
                 h.record(d);
                 if i % 2 == 0 { halves.0.record(d) } else { halves.1.record(d) }
             }
             halves.0.merge(&halves.1);
+            let mut all = empty_histogram();
+            for &v in &h.small {
+                all.record(v).unwrap();
+            }
+            let all = h.histogram.as_deref().unwrap_or(&all);
+            assert_eq!(h.mean_s(), Some(all.mean() / 1e9), "mean, n {n}");
+            assert_eq!(halves.0.mean_s(), Some(all.mean() / 1e9), "merged mean, n {n}");
             for q in [0.0, 0.001, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0] {
-                let from_buckets = h.histogram.value_at_quantile(q) as f64 / 1e9;
+                let from_buckets = all.value_at_quantile(q) as f64 / 1e9;
                 assert_eq!(h.quantile_s(q), Some(from_buckets), "n {n}, q {q}");
                 assert_eq!(halves.0.quantile_s(q), Some(from_buckets), "merged, n {n}, q {q}");
             }

@@ -1,0 +1,803 @@
+//! The journal of a batch under way (`OUT/parts.jsonl`) and its assembly into
+//! `replications.parquet`, both in memory that does not grow with the batch.
+//!
+//! Each finished replication is one line, appended the moment it finishes. Metric names
+//! are not repeated on every line: a schema line names them, and the record lines after
+//! it hold values only, in that order:
+//!
+//! ```text
+//! {"metrics":[["wait_s",false],["stable",true]]}
+//! [0,17,4021855520719,null,[0.81,true]]
+//! [0,18,9135226041731,"panicked: ...",[]]
+//! ```
+//!
+//! A record line is `[point, replication, seed, error or null, [values]]`; a value is a
+//! number, `null` (undefined) or a flag. A last line cut short by an interruption is
+//! ignored, so that replication runs again.
+//!
+//! Assembly is an external sort: the journal is read in chunks of bounded size, each
+//! chunk sorted by (point, replication); one chunk is written straight to Parquet, more
+//! are written as sorted runs and merged. Memory is that of one chunk, however many
+//! replications the batch has.
+//!
+//! ```
+//! use infersim::journal::{Journal, JournalWriter};
+//! use infersim::output::{MetricCell, ReplicationRecord};
+//! let dir = std::env::temp_dir().join(format!("infersim-journal-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir).unwrap();
+//! let mut w = JournalWriter::open(&dir).unwrap();
+//! for r in [3u64, 1, 2] {
+//!     let metrics = vec![("wait_s".to_string(), MetricCell::Number(Some(r as f64)))];
+//!     w.append(&ReplicationRecord { point: 0, replication: r, seed: 7, metrics, error: None }).unwrap();
+//! }
+//! w.sync().unwrap();
+//! let scan = Journal::new(&dir).scan(10).unwrap();
+//! assert_eq!((scan.succeeded, scan.metrics.len()), (3, 1));
+//! # std::fs::remove_dir_all(dir).unwrap();
+//! ```
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, UInt32Array, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use serde_json::Value as Json;
+use toml::Value;
+
+use crate::output::{
+    MetricCell, OutputError, ReplicationRecord, parameter_column, parameter_column_name, write_atomically,
+    writer_properties,
+};
+
+/// A metric column: its name and whether it is a flag.
+pub type MetricColumn = (String, bool);
+
+/// The journal file of an output directory.
+pub fn journal_path(out: &Path) -> PathBuf {
+    out.join("parts.jsonl")
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutputError + '_ {
+    move |error| OutputError::Io { path: path.to_path_buf(), error }
+}
+
+fn bad(path: &Path, line: u64, message: impl std::fmt::Display) -> OutputError {
+    OutputError::Format { path: path.to_path_buf(), message: format!("line {line}: {message}") }
+}
+
+/// Appends finished replications to the journal: one `write` per record (the kernel
+/// keeps it if the process is killed), synced to disk at most once a second (a power
+/// cut loses at most the last second).
+#[derive(Debug)]
+pub struct JournalWriter {
+    path: PathBuf,
+    file: File,
+    synced: std::time::Instant,
+    /// The metric columns of the last schema line this writer wrote.
+    schema: Vec<MetricColumn>,
+    line: Vec<u8>,
+}
+
+impl JournalWriter {
+    /// Opens the journal of `out` for appending, creating it if needed.
+    pub fn open(out: &Path) -> Result<JournalWriter, OutputError> {
+        let path = journal_path(out);
+        let file = fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io(&path))?;
+        Ok(JournalWriter { path, file, synced: std::time::Instant::now(), schema: Vec::new(), line: Vec::new() })
+    }
+
+    /// Saves one finished replication.
+    pub fn append(&mut self, record: &ReplicationRecord) -> Result<(), OutputError> {
+        self.line.clear();
+        let same_schema = self.schema.len() == record.metrics.len()
+            && self
+                .schema
+                .iter()
+                .zip(&record.metrics)
+                .all(|((n, f), (name, v))| n == name && *f == matches!(v, MetricCell::Flag(_)));
+        if !same_schema && record.error.is_none() {
+            self.schema = record.metrics.iter().map(|(n, v)| (n.clone(), matches!(v, MetricCell::Flag(_)))).collect();
+            encode_schema(&mut self.line, &self.schema);
+        }
+        encode_record(&mut self.line, record.point, record.replication, record.seed, record.error.as_deref(), {
+            record.metrics.iter().map(|(_, v)| *v)
+        });
+        self.file.write_all(&self.line).map_err(io(&self.path))?;
+        if self.synced.elapsed() >= std::time::Duration::from_secs(1) {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Syncs what was appended.
+    pub fn sync(&mut self) -> Result<(), OutputError> {
+        self.file.sync_data().map_err(io(&self.path))?;
+        self.synced = std::time::Instant::now();
+        Ok(())
+    }
+}
+
+fn encode_schema(line: &mut Vec<u8>, schema: &[MetricColumn]) {
+    let columns: Vec<(&str, bool)> = schema.iter().map(|(n, f)| (n.as_str(), *f)).collect();
+    line.extend_from_slice(b"{\"metrics\":");
+    serde_json::to_writer(&mut *line, &columns).expect("metric names serialise");
+    line.extend_from_slice(b"}\n");
+}
+
+fn encode_record(
+    line: &mut Vec<u8>,
+    point: u32,
+    replication: u64,
+    seed: u64,
+    error: Option<&str>,
+    values: impl Iterator<Item = MetricCell>,
+) {
+    use std::io::Write as _;
+    let _ = write!(line, "[{point},{replication},{seed},");
+    match error {
+        Some(e) => serde_json::to_writer(&mut *line, e).expect("a string serialises"),
+        None => line.extend_from_slice(b"null"),
+    }
+    line.extend_from_slice(b",[");
+    for (i, v) in values.enumerate() {
+        if i > 0 {
+            line.push(b',');
+        }
+        match v {
+            // serde_json writes f64 with the shortest digits that read back exactly,
+            // and non-finite values as null.
+            MetricCell::Number(Some(x)) => serde_json::to_writer(&mut *line, &x).expect("a number serialises"),
+            MetricCell::Number(None) => line.extend_from_slice(b"null"),
+            MetricCell::Flag(b) => line.extend_from_slice(if b { b"true" } else { b"false" }),
+        }
+    }
+    line.extend_from_slice(b"]]\n");
+}
+
+/// One replication as read back from a journal: its values in the order of the schema
+/// line it followed (`schema`, an index into the reader's schemas).
+#[derive(Clone, Debug, PartialEq)]
+pub struct JournalRow {
+    /// Point index.
+    pub point: u32,
+    /// Replication index.
+    pub replication: u64,
+    /// Its seed.
+    pub seed: u64,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// Which schema its values follow.
+    pub schema: usize,
+    /// Metric values.
+    pub values: Vec<MetricCell>,
+}
+
+impl JournalRow {
+    fn key(&self) -> (u32, u64) {
+        (self.point, self.replication)
+    }
+}
+
+/// Reads a journal line by line.
+struct JournalReader {
+    path: PathBuf,
+    lines: std::iter::Peekable<std::io::Lines<BufReader<File>>>,
+    line_no: u64,
+    /// Every distinct schema seen so far.
+    schemas: Vec<Vec<MetricColumn>>,
+    current: Option<usize>,
+    /// Whether the file ends with a newline (else its last line may be cut short).
+    ends_with_newline: bool,
+}
+
+impl JournalReader {
+    fn open(path: &Path) -> Result<Option<JournalReader>, OutputError> {
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(path)(e)),
+        };
+        let ends_with_newline = {
+            use std::io::{Read, Seek, SeekFrom};
+            let len = file.metadata().map_err(io(path))?.len();
+            if len == 0 {
+                true
+            } else {
+                file.seek(SeekFrom::End(-1)).map_err(io(path))?;
+                let mut last = [0u8];
+                file.read_exact(&mut last).map_err(io(path))?;
+                file.seek(SeekFrom::Start(0)).map_err(io(path))?;
+                last[0] == b'\n'
+            }
+        };
+        Ok(Some(JournalReader {
+            path: path.to_path_buf(),
+            lines: BufReader::with_capacity(1 << 16, file).lines().peekable(),
+            line_no: 0,
+            schemas: Vec::new(),
+            current: None,
+            ends_with_newline,
+        }))
+    }
+
+    /// The next record, `None` at the end. A cut last line ends the journal.
+    fn next_row(&mut self) -> Result<Option<JournalRow>, OutputError> {
+        loop {
+            let Some(line) = self.lines.next() else { return Ok(None) };
+            let line = line.map_err(io(&self.path))?;
+            self.line_no += 1;
+            let last = self.lines.peek().is_none();
+            match self.parse(&line) {
+                Ok(Some(row)) => return Ok(Some(row)),
+                Ok(None) => {}
+                Err(_) if last && !self.ends_with_newline => return Ok(None),
+                Err(message) => return Err(bad(&self.path, self.line_no, message)),
+            }
+        }
+    }
+
+    /// A record, or `None` for a schema line.
+    fn parse(&mut self, line: &str) -> Result<Option<JournalRow>, String> {
+        if line.starts_with('{') {
+            #[derive(serde::Deserialize)]
+            struct SchemaLine {
+                metrics: Vec<MetricColumn>,
+            }
+            let schema = serde_json::from_str::<SchemaLine>(line).map_err(|e| e.to_string())?.metrics;
+            let index = match self.schemas.iter().position(|s| *s == schema) {
+                Some(i) => i,
+                None => {
+                    self.schemas.push(schema);
+                    self.schemas.len() - 1
+                }
+            };
+            self.current = Some(index);
+            return Ok(None);
+        }
+        let (point, replication, seed, error, values): (u32, u64, u64, Option<String>, Vec<Json>) =
+            serde_json::from_str(line).map_err(|e| e.to_string())?;
+        let schema = match (self.current, &error) {
+            (Some(s), _) => s,
+            (None, Some(_)) => usize::MAX,
+            (None, None) => return Err("a record before any schema line".into()),
+        };
+        let width = self.schemas.get(schema).map_or(0, Vec::len);
+        if error.is_none() && values.len() != width {
+            return Err(format!("{} values where the schema names {width}", values.len()));
+        }
+        let values = values
+            .into_iter()
+            .map(|v| match v {
+                Json::Null => Ok(MetricCell::Number(None)),
+                Json::Bool(b) => Ok(MetricCell::Flag(b)),
+                Json::Number(n) => Ok(MetricCell::Number(n.as_f64())),
+                other => Err(format!("{other} is not a metric value")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(JournalRow { point, replication, seed, error, schema, values }))
+    }
+}
+
+/// Global positions of finished work items, kept as disjoint ranges: a batch's items
+/// finish nearly in order, so this stays a handful of ranges however many finish.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeSet {
+    /// start -> end (exclusive).
+    ranges: BTreeMap<u64, u64>,
+    len: u64,
+}
+
+impl RangeSet {
+    /// Adds `x`.
+    pub fn insert(&mut self, x: u64) {
+        if self.contains(x) {
+            return;
+        }
+        let mut start = x;
+        let mut end = x + 1;
+        if let Some((&s, &e)) = self.ranges.range(..x).next_back()
+            && e == x
+        {
+            start = s;
+            self.ranges.remove(&s);
+        }
+        if let Some(e) = self.ranges.remove(&end) {
+            end = e;
+        }
+        self.ranges.insert(start, end);
+        self.len += 1;
+    }
+
+    /// Whether `x` is in the set.
+    pub fn contains(&self, x: u64) -> bool {
+        self.ranges.range(..=x).next_back().is_some_and(|(_, &e)| x < e)
+    }
+
+    /// How many positions it holds.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How many disjoint ranges it is kept as.
+    pub fn ranges(&self) -> usize {
+        self.ranges.len()
+    }
+}
+
+/// What a pass over a journal found.
+#[derive(Clone, Debug, Default)]
+pub struct JournalScan {
+    /// Metric columns in order of first appearance.
+    pub metrics: Vec<MetricColumn>,
+    /// Replications that succeeded, by global position (point x replications + r).
+    pub done: RangeSet,
+    /// How many succeeded.
+    pub succeeded: u64,
+    /// Those that failed: point, replication, error.
+    pub failed: Vec<(u32, u64, String)>,
+}
+
+/// The journal of one output directory.
+#[derive(Clone, Debug)]
+pub struct Journal {
+    path: PathBuf,
+}
+
+/// Metric values held in memory at once while sorting: about 16 bytes each, so this
+/// bounds a chunk to roughly 64 MB whatever the batch's size.
+const CHUNK_VALUES: usize = 4_000_000;
+
+/// Rows per Parquet row group of replications.parquet.
+const ROW_GROUP_ROWS: usize = 65_536;
+
+impl Journal {
+    /// The journal of `out`.
+    pub fn new(out: &Path) -> Journal {
+        Journal { path: journal_path(out) }
+    }
+
+    /// Whether the file exists.
+    pub fn exists(&self) -> bool {
+        self.path.exists()
+    }
+
+    fn for_each(&self, mut f: impl FnMut(JournalRow, &[Vec<MetricColumn>])) -> Result<bool, OutputError> {
+        let Some(mut reader) = JournalReader::open(&self.path)? else { return Ok(false) };
+        while let Some(row) = reader.next_row()? {
+            f(row, &reader.schemas);
+        }
+        Ok(true)
+    }
+
+    /// One pass over the journal: metric columns, which replications succeeded and which
+    /// failed. `replications` (per point) turns (point, r) into a global position.
+    pub fn scan(&self, replications: u64) -> Result<JournalScan, OutputError> {
+        let mut scan = JournalScan::default();
+        self.for_each(|row, schemas| {
+            if let Some(error) = row.error {
+                scan.failed.push((row.point, row.replication, error));
+                return;
+            }
+            for column in &schemas[row.schema] {
+                if !scan.metrics.iter().any(|(n, _)| *n == column.0) {
+                    scan.metrics.push(column.clone());
+                }
+            }
+            scan.done.insert(u64::from(row.point) * replications + row.replication);
+            scan.succeeded += 1;
+        })?;
+        Ok(scan)
+    }
+
+    /// Rewrites the journal with its successful records only (failed replications are
+    /// run again on resume), dropping a line cut short by an interruption.
+    pub fn drop_failures(&self) -> Result<(), OutputError> {
+        let Some(mut reader) = JournalReader::open(&self.path)? else { return Ok(()) };
+        write_atomically(&self.path, |w| {
+            let mut written_schema = usize::MAX;
+            let mut line = Vec::new();
+            while let Some(row) = reader.next_row()? {
+                if row.error.is_some() {
+                    continue;
+                }
+                line.clear();
+                if row.schema != written_schema {
+                    encode_schema(&mut line, &reader.schemas[row.schema]);
+                    written_schema = row.schema;
+                }
+                encode_record(&mut line, row.point, row.replication, row.seed, None, row.values.into_iter());
+                w.write_all(&line).map_err(io(&self.path))?;
+            }
+            w.flush().map_err(io(&self.path))
+        })
+    }
+
+    /// Writes the successful records to `parquet` (atomically), sorted by (point,
+    /// replication): point, replication, seed, one column per swept key (`sweep_keys`,
+    /// values from `point_params`), then `metrics`. Temporary sorted runs, when the
+    /// journal is larger than one chunk, go to `work` and are removed.
+    pub fn write_parquet(
+        &self,
+        parquet: &Path,
+        work: &Path,
+        sweep_keys: &[String],
+        point_params: &[Vec<Value>],
+        metrics: &[MetricColumn],
+    ) -> Result<u64, OutputError> {
+        let chunk_rows = (CHUNK_VALUES / metrics.len().max(1)).max(1024);
+        self.write_parquet_in_chunks(parquet, work, sweep_keys, point_params, metrics, chunk_rows)
+    }
+
+    fn write_parquet_in_chunks(
+        &self,
+        parquet: &Path,
+        work: &Path,
+        sweep_keys: &[String],
+        point_params: &[Vec<Value>],
+        metrics: &[MetricColumn],
+        chunk_rows: usize,
+    ) -> Result<u64, OutputError> {
+        let mut chunk: Vec<(JournalRow, Arc<Vec<usize>>)> = Vec::new();
+        let mut runs: Vec<PathBuf> = Vec::new();
+        let mut mappings: Vec<Arc<Vec<usize>>> = Vec::new();
+        let layout = Layout { sweep_keys, point_params, metrics };
+        let mut failure = None;
+        let spill = |chunk: &mut Vec<(JournalRow, Arc<Vec<usize>>)>, runs: &mut Vec<PathBuf>| {
+            chunk.sort_unstable_by_key(|(r, _)| r.key());
+            fs::create_dir_all(work).map_err(io(work))?;
+            let path = work.join(format!("sorted-run-{}.jsonl", runs.len()));
+            let file = File::create(&path).map_err(io(&path))?;
+            let mut w = BufWriter::new(file);
+            let mut line = Vec::new();
+            encode_schema(&mut line, metrics);
+            for (row, map) in chunk.drain(..) {
+                encode_record(&mut line, row.point, row.replication, row.seed, None, layout.aligned(&row, &map));
+                w.write_all(&line).map_err(io(&path))?;
+                line.clear();
+            }
+            w.flush().map_err(io(&path))?;
+            runs.push(path);
+            Ok::<(), OutputError>(())
+        };
+        self.for_each(|row, schemas| {
+            if row.error.is_some() || failure.is_some() {
+                return;
+            }
+            while mappings.len() < schemas.len() {
+                let s = &schemas[mappings.len()];
+                let map = metrics.iter().map(|(n, _)| s.iter().position(|(m, _)| m == n).unwrap_or(usize::MAX));
+                mappings.push(Arc::new(map.collect()));
+            }
+            let map = Arc::clone(&mappings[row.schema]);
+            chunk.push((row, map));
+            if chunk.len() >= chunk_rows
+                && let Err(e) = spill(&mut chunk, &mut runs)
+            {
+                failure = Some(e);
+            }
+        })?;
+        if let Some(e) = failure {
+            let _ = fs::remove_dir_all(work);
+            return Err(e);
+        }
+        let result = if runs.is_empty() {
+            chunk.sort_unstable_by_key(|(r, _)| r.key());
+            layout.write(parquet, chunk.into_iter().map(|(row, map)| Ok(layout.aligned_row(row, &map))))
+        } else {
+            let spilled = if chunk.is_empty() { Ok(()) } else { spill(&mut chunk, &mut runs) };
+            spilled.and_then(|()| layout.write(parquet, merge_runs(&runs)?))
+        };
+        if !runs.is_empty() {
+            let _ = fs::remove_dir_all(work);
+        }
+        result
+    }
+}
+
+/// A row with its values in the batch's metric order.
+struct AlignedRow {
+    point: u32,
+    replication: u64,
+    seed: u64,
+    values: Vec<MetricCell>,
+}
+
+/// Sorted runs merged into one sorted stream of rows.
+fn merge_runs(runs: &[PathBuf]) -> Result<impl Iterator<Item = Result<AlignedRow, OutputError>>, OutputError> {
+    let mut readers = Vec::new();
+    let mut heap = BinaryHeap::new();
+    for (i, path) in runs.iter().enumerate() {
+        let mut reader = JournalReader::open(path)?.ok_or_else(|| io(path)(std::io::ErrorKind::NotFound.into()))?;
+        if let Some(row) = reader.next_row()? {
+            heap.push(Reverse(((row.point, row.replication), i)));
+            readers.push((reader, Some(row)));
+        } else {
+            readers.push((reader, None));
+        }
+    }
+    Ok(std::iter::from_fn(move || {
+        let Reverse((_, i)) = heap.pop()?;
+        let (reader, slot) = &mut readers[i];
+        let row = slot.take().expect("a run in the heap holds its next row");
+        match reader.next_row() {
+            Ok(Some(next)) => {
+                heap.push(Reverse(((next.point, next.replication), i)));
+                *slot = Some(next);
+            }
+            Ok(None) => {}
+            Err(e) => return Some(Err(e)),
+        }
+        Some(Ok(AlignedRow { point: row.point, replication: row.replication, seed: row.seed, values: row.values }))
+    }))
+}
+
+/// The columns of replications.parquet.
+struct Layout<'a> {
+    sweep_keys: &'a [String],
+    point_params: &'a [Vec<Value>],
+    metrics: &'a [MetricColumn],
+}
+
+impl Layout<'_> {
+    /// `row`'s values in the batch's metric order (`map[j]`: where metric j is in the
+    /// row's own schema), undefined where its schema lacks one.
+    fn aligned<'r>(&self, row: &'r JournalRow, map: &'r [usize]) -> impl Iterator<Item = MetricCell> + 'r {
+        map.iter().map(|&k| row.values.get(k).copied().unwrap_or(MetricCell::Number(None)))
+    }
+
+    fn aligned_row(&self, row: JournalRow, map: &[usize]) -> AlignedRow {
+        let values = self.aligned(&row, map).collect();
+        AlignedRow { point: row.point, replication: row.replication, seed: row.seed, values }
+    }
+
+    fn schema(&self) -> Arc<Schema> {
+        let mut fields = vec![
+            Field::new("point", DataType::UInt32, false),
+            Field::new("replication", DataType::UInt64, false),
+            Field::new("seed", DataType::UInt64, false),
+        ];
+        for (k, key) in self.sweep_keys.iter().enumerate() {
+            let values: Vec<&Value> = self.point_params.iter().map(|p| &p[k]).collect();
+            fields.push(Field::new(parameter_column_name(key), parameter_column(&values).0, false));
+        }
+        for (name, flag) in self.metrics {
+            fields.push(Field::new(name, if *flag { DataType::Boolean } else { DataType::Float64 }, true));
+        }
+        Arc::new(Schema::new(fields))
+    }
+
+    fn batch(&self, schema: &Arc<Schema>, rows: &[AlignedRow]) -> Result<RecordBatch, arrow::error::ArrowError> {
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(rows.iter().map(|r| r.point).collect::<UInt32Array>()),
+            Arc::new(rows.iter().map(|r| r.replication).collect::<UInt64Array>()),
+            Arc::new(rows.iter().map(|r| r.seed).collect::<UInt64Array>()),
+        ];
+        for k in 0..self.sweep_keys.len() {
+            // Typed by every point's value, so that every row group agrees.
+            let all: Vec<&Value> = self.point_params.iter().map(|p| &p[k]).collect();
+            let dtype = parameter_column(&all).0;
+            let values: Vec<&Value> = rows.iter().map(|r| &self.point_params[r.point as usize][k]).collect();
+            let array = parameter_column(&values).1;
+            columns.push(arrow::compute::cast(&array, &dtype)?);
+        }
+        for (j, (_, flag)) in self.metrics.iter().enumerate() {
+            if *flag {
+                columns.push(Arc::new(
+                    rows.iter().map(|r| r.values[j].number().map(|x| x != 0.0)).collect::<BooleanArray>(),
+                ));
+            } else {
+                columns.push(Arc::new(rows.iter().map(|r| r.values[j].number()).collect::<Float64Array>()));
+            }
+        }
+        RecordBatch::try_new(Arc::clone(schema), columns)
+    }
+
+    /// Streams sorted rows into `path` in row groups.
+    fn write(
+        &self,
+        path: &Path,
+        rows: impl Iterator<Item = Result<AlignedRow, OutputError>>,
+    ) -> Result<u64, OutputError> {
+        let schema = self.schema();
+        let format =
+            |e: &dyn std::fmt::Display| OutputError::Format { path: path.to_path_buf(), message: e.to_string() };
+        let mut count = 0;
+        write_atomically(path, |w| {
+            let mut writer =
+                ArrowWriter::try_new(w, Arc::clone(&schema), Some(writer_properties())).map_err(|e| format(&e))?;
+            let mut buffer = Vec::with_capacity(ROW_GROUP_ROWS);
+            let flush = |buffer: &mut Vec<AlignedRow>, writer: &mut ArrowWriter<_>| {
+                let batch = self.batch(&schema, buffer).map_err(|e| format(&e))?;
+                writer.write(&batch).map_err(|e| format(&e))?;
+                writer.flush().map_err(|e| format(&e))?;
+                buffer.clear();
+                Ok::<(), OutputError>(())
+            };
+            for row in rows {
+                buffer.push(row?);
+                count += 1;
+                if buffer.len() == ROW_GROUP_ROWS {
+                    flush(&mut buffer, &mut writer)?;
+                }
+            }
+            if !buffer.is_empty() || count == 0 {
+                flush(&mut buffer, &mut writer)?;
+            }
+            writer.close().map_err(|e| format(&e))?;
+            Ok(())
+        })?;
+        Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("infersim-journal-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn record(point: u32, replication: u64, metrics: Vec<(&str, MetricCell)>) -> ReplicationRecord {
+        let metrics = metrics.into_iter().map(|(n, v)| (n.to_string(), v)).collect();
+        ReplicationRecord { point, replication, seed: replication * 3 + 1, metrics, error: None }
+    }
+
+    fn rows(dir: &Path) -> Vec<JournalRow> {
+        let mut out = Vec::new();
+        Journal::new(dir).for_each(|r, _| out.push(r)).unwrap();
+        out
+    }
+
+    #[test]
+    fn records_round_trip_exactly() {
+        let dir = tmp("round-trip");
+        let a = record(1, 0, vec![("a", MetricCell::Number(Some(0.1 + 0.2))), ("b", MetricCell::Flag(true))]);
+        let b = record(0, 3, vec![("a", MetricCell::Number(Some(f64::MIN_POSITIVE))), ("b", MetricCell::Flag(false))]);
+        let c = record(0, 4, vec![("a", MetricCell::Number(None))]);
+        let mut failed = record(0, 5, vec![]);
+        failed.error = Some("panicked: \"quoted\"\nline".into());
+        let mut w = JournalWriter::open(&dir).unwrap();
+        for r in [&a, &b, &c, &failed] {
+            w.append(r).unwrap();
+        }
+        w.sync().unwrap();
+        let back = rows(&dir);
+        assert_eq!(back.len(), 4);
+        assert_eq!(back[0].values, vec![MetricCell::Number(Some(0.1 + 0.2)), MetricCell::Flag(true)]);
+        assert_eq!(back[1].values[0], MetricCell::Number(Some(f64::MIN_POSITIVE)));
+        assert_eq!((back[2].schema, back[0].schema), (1, 0), "a record with other metrics starts a schema");
+        assert_eq!(back[3].error, failed.error);
+        let scan = Journal::new(&dir).scan(10).unwrap();
+        assert_eq!(scan.metrics, vec![("a".to_string(), false), ("b".to_string(), true)]);
+        assert_eq!((scan.succeeded, scan.failed.len()), (3, 1));
+        assert!(scan.done.contains(10) && scan.done.contains(3) && !scan.done.contains(5));
+        // Names once per schema, not once per line.
+        let text = fs::read_to_string(journal_path(&dir)).unwrap();
+        assert_eq!(text.matches("\"a\"").count(), 2, "{text}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_cut_last_line_is_dropped_and_other_bad_lines_are_errors() {
+        let dir = tmp("cut");
+        let mut w = JournalWriter::open(&dir).unwrap();
+        w.append(&record(0, 0, vec![("a", MetricCell::Number(Some(1.0)))])).unwrap();
+        w.append(&record(0, 1, vec![("a", MetricCell::Number(Some(2.0)))])).unwrap();
+        let path = journal_path(&dir);
+        let text = fs::read_to_string(&path).unwrap();
+        fs::write(&path, format!("{text}[0,2,7,null,[3.")).unwrap();
+        assert_eq!(rows(&dir).len(), 2);
+        Journal::new(&dir).drop_failures().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), text, "the cut line is gone, the rest is as written");
+        fs::write(&path, format!("garbage\n{text}")).unwrap();
+        let e = Journal::new(&dir).scan(10).unwrap_err().to_string();
+        assert!(e.contains("line 1"), "{e}");
+        fs::write(&path, "[0,0,1,null,[1.0]]\n").unwrap();
+        assert!(Journal::new(&dir).scan(10).unwrap_err().to_string().contains("before any schema"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn drop_failures_keeps_every_success() {
+        let dir = tmp("drop");
+        let mut w = JournalWriter::open(&dir).unwrap();
+        for r in 0..6 {
+            let mut rec = record(0, r, vec![("a", MetricCell::Number(Some(r as f64)))]);
+            if r % 2 == 1 {
+                rec = record(0, r, vec![]);
+                rec.error = Some("no".into());
+            }
+            w.append(&rec).unwrap();
+        }
+        Journal::new(&dir).drop_failures().unwrap();
+        let back: Vec<u64> = rows(&dir).iter().map(|r| r.replication).collect();
+        assert_eq!(back, vec![0, 2, 4]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn range_sets_merge_neighbours() {
+        let mut s = RangeSet::default();
+        for x in [5, 3, 4, 10, 0, 1, 2, 4] {
+            s.insert(x);
+        }
+        assert_eq!((s.len(), s.ranges()), (7, 2));
+        assert!((0..=5).all(|x| s.contains(x)) && s.contains(10));
+        assert!(!s.contains(6) && !s.contains(9) && !s.contains(11));
+        s.insert(6);
+        s.insert(7);
+        s.insert(9);
+        s.insert(8);
+        assert_eq!((s.len(), s.ranges()), (11, 1));
+    }
+
+    fn parquet_rows(path: &Path) -> Vec<(u32, u64, Option<f64>)> {
+        use arrow::array::Array;
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap().build().unwrap();
+        let mut out = Vec::new();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let p = batch.column(0).as_any().downcast_ref::<UInt32Array>().unwrap();
+            let r = batch.column(1).as_any().downcast_ref::<UInt64Array>().unwrap();
+            let a = batch.column_by_name("a").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
+            for i in 0..batch.num_rows() {
+                out.push((p.value(i), r.value(i), (!a.is_null(i)).then(|| a.value(i))));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn assembly_sorts_in_one_chunk_or_many_runs_alike() {
+        let dir = tmp("sort");
+        let mut w = JournalWriter::open(&dir).unwrap();
+        // Finished out of order, over two points, with a schema change and a failure.
+        let n = 3000u64;
+        for k in 0..2 * n {
+            let (p, r) = ((k * 7919 % (2 * n)) as u32 % 2, (k * 7919 % (2 * n)) / 2);
+            let rec = if r == 17 {
+                let mut f = record(p, r, vec![]);
+                f.error = Some("failed".into());
+                f
+            } else if r % 100 == 0 {
+                record(p, r, vec![("b", MetricCell::Flag(true))])
+            } else {
+                record(p, r, vec![("a", MetricCell::Number(Some(r as f64))), ("b", MetricCell::Flag(false))])
+            };
+            w.append(&rec).unwrap();
+        }
+        let journal = Journal::new(&dir);
+        let scan = journal.scan(n).unwrap();
+        let params = vec![vec![Value::Integer(1)], vec![Value::Float(2.5)]];
+        let keys = vec!["x.y".to_string()];
+        let one = dir.join("one.parquet");
+        assert_eq!(journal.write_parquet(&one, &dir.join("work"), &keys, &params, &scan.metrics).unwrap(), 2 * n - 2);
+        let got = parquet_rows(&one);
+        let want: Vec<_> = (0..2u32)
+            .flat_map(|p| (0..n).filter(|&r| r != 17).map(move |r| (p, r, (r % 100 != 0).then_some(r as f64))))
+            .collect();
+        assert_eq!(got, want);
+        // Sorted runs of 500 rows (12 of them) merge to the same bytes.
+        let many = dir.join("many.parquet");
+        journal.write_parquet_in_chunks(&many, &dir.join("work"), &keys, &params, &scan.metrics, 500).unwrap();
+        assert_eq!(fs::read(&many).unwrap(), fs::read(&one).unwrap());
+        assert!(!dir.join("work").exists(), "sorted runs are removed");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
