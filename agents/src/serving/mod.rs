@@ -1159,6 +1159,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         let energy_kwh = it_kwh + energy_overhead_kwh;
         let served_all = s.served_all as f64;
         let window_s = c.duration_s - c.warmup_s;
+        let [latency_p50_s, latency_p95_s, latency_p99_s] = s.latency.quantiles_s([0.50, 0.95, 0.99]);
         ServingRun {
             requests: s.counted,
             served: s.served,
@@ -1169,9 +1170,9 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             truncated: s.truncated,
             throughput_per_s: s.served as f64 / window_s,
             latency_mean_s: s.latency_s.mean(),
-            latency_p50_s: s.latency.p50_s(),
-            latency_p95_s: s.latency.p95_s(),
-            latency_p99_s: s.latency.p99_s(),
+            latency_p50_s,
+            latency_p95_s,
+            latency_p99_s,
             slo_attainment: (s.counted > 0).then(|| s.slo_met as f64 / s.counted as f64),
             quality_mean: s.quality.mean(),
             batch_size_mean: s.batch_size.mean(),

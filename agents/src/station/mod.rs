@@ -505,6 +505,7 @@ impl<O: Observer<CustomerRecord>, S: Observer<StationSample>> Station<O, S> {
         let served = s.sojourn_s.count();
         let queue_len = s.queue_len.mean_until(end);
         let busy = s.busy.mean_until(end);
+        let [sojourn_p50_s, sojourn_p95_s, sojourn_p99_s] = s.sojourn.quantiles_s([0.50, 0.95, 0.99]);
         StationRun {
             wait_s: s.wait_s.mean(),
             sojourn_s: s.sojourn_s.mean(),
@@ -513,9 +514,9 @@ impl<O: Observer<CustomerRecord>, S: Observer<StationSample>> Station<O, S> {
             utilisation: busy.map(|b| b / f64::from(self.config.servers)),
             p_wait: (served > 0).then(|| s.waited as f64 / served as f64),
             p_block: (s.arrivals > 0).then(|| s.blocked as f64 / s.arrivals as f64),
-            sojourn_p50_s: s.sojourn.p50_s(),
-            sojourn_p95_s: s.sojourn.p95_s(),
-            sojourn_p99_s: s.sojourn.p99_s(),
+            sojourn_p50_s,
+            sojourn_p95_s,
+            sojourn_p99_s,
             arrival_rate_per_s: (window_s > 0.0).then(|| s.arrivals.saturating_sub(1) as f64 / window_s),
             arrivals: s.arrivals,
             served,
