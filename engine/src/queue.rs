@@ -5,7 +5,7 @@
 //! order they were scheduled (FIFO), and a run is reproducible to the event.
 //!
 //! Two implementations share one contract, [`EventQueue`]:
-//! - [`HeapQueue`]: `std`'s `BinaryHeap` of small `(time, seq, slot)` keys, with
+//! - [`HeapQueue`]: a 4-ary min-heap of small `(time, seq, slot)` keys, with
 //!   payloads in a slot arena and lazy cancellation (a cancelled key stays in the heap
 //!   and is skipped when it surfaces). The engine's default, chosen by the benchmarks
 //!   in `benches/README.md`.
@@ -25,7 +25,6 @@
 //! ```
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
 
 use priority_queue::PriorityQueue;
 use rustc_hash::FxBuildHasher;
@@ -182,16 +181,110 @@ impl PartialOrd for HeapKey {
     }
 }
 
-/// `std::collections::BinaryHeap` with lazy cancellation; see the [module docs](self).
+impl HeapKey {
+    /// `(time, seq)` as one number, smaller first.
+    #[inline(always)]
+    fn order(&self) -> u128 {
+        (u128::from(self.time.as_nanos()) << 64) | u128::from(self.seq)
+    }
+}
+
+/// A 4-ary min-heap of keys: half the levels of a binary heap, and each level's four
+/// children sit in one cache line. Sifts move a hole instead of swapping.
+#[derive(Debug, Default)]
+struct QuaternaryHeap {
+    keys: Vec<HeapKey>,
+}
+
+impl QuaternaryHeap {
+    #[inline]
+    fn push(&mut self, key: HeapKey) {
+        let order = key.order();
+        let mut hole = self.keys.len();
+        self.keys.push(key);
+        while hole > 0 {
+            let parent = (hole - 1) / 4;
+            if order >= self.keys[parent].order() {
+                break;
+            }
+            self.keys[hole] = self.keys[parent];
+            hole = parent;
+        }
+        self.keys[hole] = key;
+    }
+
+    #[inline]
+    fn pop(&mut self) -> Option<HeapKey> {
+        let last = self.keys.pop()?;
+        let n = self.keys.len();
+        if n == 0 {
+            return Some(last);
+        }
+        let top = self.keys[0];
+        let order = last.order();
+        let mut hole = 0;
+        loop {
+            let first = 4 * hole + 1;
+            if first >= n {
+                break;
+            }
+            let (child, child_order) = if first + 3 < n {
+                // All four children: a tournament of pairs, which compiles to
+                // conditional moves rather than branches.
+                let k = &self.keys[first..first + 4];
+                let (o0, o1, o2, o3) = (k[0].order(), k[1].order(), k[2].order(), k[3].order());
+                let (a, oa) = if o1 < o0 { (first + 1, o1) } else { (first, o0) };
+                let (b, ob) = if o3 < o2 { (first + 3, o3) } else { (first + 2, o2) };
+                if ob < oa { (b, ob) } else { (a, oa) }
+            } else {
+                let mut child = first;
+                let mut child_order = self.keys[first].order();
+                for c in first + 1..n {
+                    let o = self.keys[c].order();
+                    if o < child_order {
+                        child = c;
+                        child_order = o;
+                    }
+                }
+                (child, child_order)
+            };
+            if child_order >= order {
+                break;
+            }
+            self.keys[hole] = self.keys[child];
+            hole = child;
+        }
+        self.keys[hole] = last;
+        Some(top)
+    }
+
+    fn peek(&self) -> Option<&HeapKey> {
+        self.keys.first()
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Keeps the keys `keep` accepts and restores the heap order.
+    fn retain(&mut self, keep: impl FnMut(&HeapKey) -> bool) {
+        let mut kept = std::mem::take(&mut self.keys);
+        kept.retain(keep);
+        kept.sort_unstable_by_key(HeapKey::order);
+        self.keys = kept;
+    }
+}
+
+/// A 4-ary heap of keys with lazy cancellation; see the [module docs](self).
 #[derive(Debug)]
 pub struct HeapQueue<E> {
-    heap: BinaryHeap<HeapKey>,
+    heap: QuaternaryHeap,
     slots: Slots<E>,
 }
 
 impl<E> Default for HeapQueue<E> {
     fn default() -> Self {
-        HeapQueue { heap: BinaryHeap::new(), slots: Slots::default() }
+        HeapQueue { heap: QuaternaryHeap::default(), slots: Slots::default() }
     }
 }
 
