@@ -30,6 +30,7 @@ pub mod feedback;
 pub mod grid;
 pub mod input;
 pub mod llm;
+pub mod min_index;
 pub mod network;
 pub mod pipeline;
 pub mod power;

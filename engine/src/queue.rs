@@ -216,13 +216,19 @@ impl QuaternaryHeap {
     #[inline]
     fn pop(&mut self) -> Option<HeapKey> {
         let last = self.keys.pop()?;
-        let n = self.keys.len();
-        if n == 0 {
+        if self.keys.is_empty() {
             return Some(last);
         }
         let top = self.keys[0];
-        let order = last.order();
-        let mut hole = 0;
+        self.sift_down(0, last);
+        Some(top)
+    }
+
+    /// Places `key` at `hole` or below it, moving smaller children up.
+    #[inline]
+    fn sift_down(&mut self, mut hole: usize, key: HeapKey) {
+        let n = self.keys.len();
+        let order = key.order();
         loop {
             let first = 4 * hole + 1;
             if first >= n {
@@ -254,8 +260,7 @@ impl QuaternaryHeap {
             self.keys[hole] = self.keys[child];
             hole = child;
         }
-        self.keys[hole] = last;
-        Some(top)
+        self.keys[hole] = key;
     }
 
     fn peek(&self) -> Option<&HeapKey> {
@@ -266,12 +271,13 @@ impl QuaternaryHeap {
         self.keys.len()
     }
 
-    /// Keeps the keys `keep` accepts and restores the heap order.
+    /// Keeps the keys `keep` accepts and restores the heap order in linear time
+    /// (Floyd: sift down every parent, last first).
     fn retain(&mut self, keep: impl FnMut(&HeapKey) -> bool) {
-        let mut kept = std::mem::take(&mut self.keys);
-        kept.retain(keep);
-        kept.sort_unstable_by_key(HeapKey::order);
-        self.keys = kept;
+        self.keys.retain(keep);
+        for parent in (0..self.keys.len().div_ceil(4)).rev() {
+            self.sift_down(parent, self.keys[parent]);
+        }
     }
 }
 

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::distributions::lognormal_from_mean_cv;
 use crate::grid::CarbonIntensity;
+use crate::min_index::MinIndex;
 use crate::power::PowerMeter;
 
 mod batch_time;
@@ -582,6 +583,8 @@ pub struct Serving<O = NullObserver, S = NullObserver> {
     token_samplers: Vec<(TokenSampler, TokenSampler)>,
     history_samplers: Vec<Option<TokenSampler>>,
     nodes: Arena<Node>,
+    /// Each node's load, for least-loaded routing without a scan.
+    loads: MinIndex,
     gpus: Arena<Gpu>,
     /// Requests alive now; a request leaves when served, rejected, timed out or lost.
     requests: Slab<Request>,
@@ -748,6 +751,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             cumulative_weights,
             token_samplers,
             history_samplers,
+            loads: MinIndex::new(nodes.len()),
             nodes,
             gpus,
             requests: Slab::new(),
@@ -812,7 +816,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         self.set_power_state(now, busy, self.down_gpus + 1);
         self.gpus[gpu_id].down_since = Some(now);
         let node_id: Id<Node> = Id::from_index(self.gpus[gpu_id].node);
-        self.nodes[node_id].load -= batch.len() as u32;
+        self.add_load(node_id, -(batch.len() as i64));
         for r in batch {
             if self.requests[r].arrival >= self.warmup {
                 self.stats.lost += 1;
@@ -886,6 +890,13 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         self.observer
     }
 
+    /// Changes a node's load (requests queued or in its batches) and its routing key.
+    fn add_load(&mut self, node: Id<Node>, change: i64) {
+        let load = u32::try_from(i64::from(self.nodes[node].load) + change).expect("a node's load stays >= 0");
+        self.nodes[node].load = load;
+        self.loads.set(node.index() as usize, u64::from(load));
+    }
+
     fn route(&mut self, ctx: &mut Context<'_, ServingEvent>) -> Id<Node> {
         let n = self.config.nodes;
         let index = match self.config.routing {
@@ -894,9 +905,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
                 self.next_node = (i + 1) % n;
                 i
             }
-            Routing::LeastLoaded => {
-                self.nodes.iter().min_by_key(|(id, node)| (node.load, id.index())).map_or(0, |(id, _)| id.index())
-            }
+            Routing::LeastLoaded => self.loads.argmin().map_or(0, |i| i as u32),
             Routing::Random => ctx.rng(ROUTING_STREAM).random_range(0..n),
         };
         Id::from_index(index)
@@ -964,7 +973,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
                 self.requests[request].timeout = Some(id);
             }
             self.nodes[node].queue.push_back(request);
-            self.nodes[node].load += 1;
+            self.add_load(node, 1);
             self.dispatch(node, ctx)?;
         }
         let next = self.arrivals.next_after(now, ctx.rng(ARRIVAL_STREAM))?;
@@ -982,7 +991,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         let queue = &mut self.nodes[node].queue;
         let position = queue.iter().position(|r| *r == request).expect("a timeout fires only for a waiting request");
         queue.remove(position);
-        self.nodes[node].load -= 1;
+        self.add_load(node, -1);
         if self.requests[request].arrival >= self.warmup {
             self.stats.timed_out += 1;
         }
@@ -1138,7 +1147,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
                 replica: None,
             });
         }
-        self.nodes[node_id].load -= batch.len() as u32;
+        self.add_load(node_id, -(batch.len() as i64));
         self.dispatch(node_id, ctx)
     }
 
