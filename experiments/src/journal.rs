@@ -27,7 +27,7 @@
 //! std::fs::create_dir_all(&dir).unwrap();
 //! let mut w = JournalWriter::open(&dir).unwrap();
 //! for r in [3u64, 1, 2] {
-//!     let metrics = vec![("wait_s".to_string(), MetricCell::Number(Some(r as f64)))];
+//!     let metrics = vec![("wait_s".into(), MetricCell::Number(Some(r as f64)))];
 //!     w.append(&ReplicationRecord { point: 0, replication: r, seed: 7, metrics, error: None }).unwrap();
 //! }
 //! w.sync().unwrap();
@@ -102,7 +102,8 @@ impl JournalWriter {
                 .zip(&record.metrics)
                 .all(|((n, f), (name, v))| n == name && *f == matches!(v, MetricCell::Flag(_)));
         if !same_schema && record.error.is_none() {
-            self.schema = record.metrics.iter().map(|(n, v)| (n.clone(), matches!(v, MetricCell::Flag(_)))).collect();
+            self.schema =
+                record.metrics.iter().map(|(n, v)| (n.to_string(), matches!(v, MetricCell::Flag(_)))).collect();
             encode_schema(&mut self.line, &self.schema);
         }
         encode_record(&mut self.line, record.point, record.replication, record.seed, record.error.as_deref(), {
@@ -653,7 +654,7 @@ mod tests {
     }
 
     fn record(point: u32, replication: u64, metrics: Vec<(&str, MetricCell)>) -> ReplicationRecord {
-        let metrics = metrics.into_iter().map(|(n, v)| (n.to_string(), v)).collect();
+        let metrics = metrics.into_iter().map(|(n, v)| (n.to_string().into(), v)).collect();
         ReplicationRecord { point, replication, seed: replication * 3 + 1, metrics, error: None }
     }
 

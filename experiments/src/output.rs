@@ -12,6 +12,7 @@
 //! Every file appears atomically: it is written under a temporary name in the same
 //! directory and renamed into place, so a reader (or a crash) never sees half a file.
 
+use std::borrow::Cow;
 use std::fs::{self, File};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -159,7 +160,7 @@ pub struct ReplicationRecord {
     /// The 64-bit seed its streams derive from.
     pub seed: u64,
     /// Metric names and values, in the order the world reports them.
-    pub metrics: Vec<(String, MetricCell)>,
+    pub metrics: Vec<(Cow<'static, str>, MetricCell)>,
     /// Why the replication failed, if it did (it then has no metrics).
     pub error: Option<String>,
 }

@@ -163,9 +163,10 @@ pub fn run_replication(point: &Point, master_seed: u64, replication: u64, trace:
         Err(format!("panicked: {message}"))
     });
     let (metrics, error) = match outcome {
-        Ok(metrics) => {
-            (metrics.iter().map(|(name, value)| (name.to_string(), MetricCell::from(value))).collect(), None)
-        }
+        Ok(metrics) => (
+            metrics.iter().map(|(name, value)| (std::borrow::Cow::Borrowed(name), MetricCell::from(value))).collect(),
+            None,
+        ),
         Err(e) => (Vec::new(), Some(e)),
     };
     ReplicationRecord {

@@ -6,7 +6,11 @@
 //!    cv 0.15: the moments of the shared ShareGPT workload) on 16 H100 replicas of
 //!    Llama-3.1-8B (roofline), one million by default.
 //!
-//! Prints simulated seconds per wall second and events per second.
+//! 3. A fleet of 1,000 H100 replicas (one GPU each) at about 60% load (11,000
+//!    requests/s) for `fleet_s` simulated seconds (second argument, default 30), and
+//!    what a day of it would take at that speed.
+//!
+//! Prints simulated seconds per wall second, events per second and peak memory.
 
 use std::time::Instant;
 
@@ -80,7 +84,15 @@ fn config(
     }
 }
 
-fn time(name: &str, c: &LlmServingConfig) {
+/// Peak resident memory of this process so far, in MB (Linux; 0 elsewhere).
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next());
+    kb.and_then(|v| v.parse::<f64>().ok()).map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Runs `c` once and prints its speed; returns simulated seconds per wall second.
+fn time(name: &str, c: &LlmServingConfig) -> f64 {
     let start = Instant::now();
     let m = run_continuous::<NullObserver, NullObserver>(c, 42, 0, &mut NullObserver, None).unwrap();
     let wall_s = start.elapsed().as_secs_f64();
@@ -90,17 +102,21 @@ fn time(name: &str, c: &LlmServingConfig) {
     };
     let (events, sim_s) = (get("events"), get("makespan_s"));
     println!(
-        "{name}: {:.0} requests, {:.0} steps, {:.0} simulated s in {wall_s:.2} s wall: {:.0} simulated s per wall s, {:.2} M events/s",
+        "{name}: {:.0} requests, {:.0} steps, {:.0} simulated s in {wall_s:.2} s wall: {:.1} simulated s per wall s, \
+         {:.2} M events/s, peak RSS {:.0} MB",
         get("served"),
         get("steps"),
         sim_s,
         sim_s / wall_s,
-        events / wall_s / 1e6
+        events / wall_s / 1e6,
+        peak_rss_mb()
     );
+    sim_s / wall_s
 }
 
 fn main() {
     let requests: u64 = std::env::args().nth(1).map_or(1_000_000, |a| a.parse().expect("a number of requests"));
+    let fleet_s: f64 = std::env::args().nth(2).map_or(30.0, |a| a.parse().expect("simulated seconds of the fleet"));
     let model = catalog::model("model", "Llama-3.1-8B").unwrap();
     let pro = catalog::gpu("gpu", "RTXPRO6000").unwrap();
     let dir = "llm-serving/profiles/RTXPRO6000/Llama-3.1-8B/tp1";
@@ -129,6 +145,11 @@ fn main() {
     big.max_num_batched_tokens = 8192;
     time(
         &format!("{requests} ShareGPT-like requests, 16 H100 replicas, roofline"),
-        &config(ArrivalProcess::Poisson { rate_per_s }, 16, roofline, "H100", big, duration_s),
+        &config(ArrivalProcess::Poisson { rate_per_s }, 16, roofline.clone(), "H100", big, duration_s),
     );
+    let speed = time(
+        &format!("fleet: 1,000 H100 replicas, 11,000 requests/s, {fleet_s} s"),
+        &config(ArrivalProcess::Poisson { rate_per_s: 1000.0 * 11.0 }, 1000, roofline, "H100", big, fleet_s),
+    );
+    println!("  a day of that fleet at this speed: {:.1} h wall", 86_400.0 / speed / 3600.0);
 }
