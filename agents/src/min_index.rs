@@ -20,8 +20,9 @@
 pub struct MinIndex {
     len: usize,
     /// Leaves start at `leaves`; node `i`'s children are `2i` and `2i + 1`. Each node
-    /// holds the winning `(key, index)` of its subtree.
-    tree: Vec<(u64, u32)>,
+    /// holds the winner of its subtree as `key << 32 | index`: one integer comparison
+    /// orders by key, then index.
+    tree: Vec<u64>,
     leaves: usize,
 }
 
@@ -29,11 +30,11 @@ impl MinIndex {
     /// `len` items, every key 0.
     pub fn new(len: usize) -> MinIndex {
         let leaves = len.max(1).next_power_of_two();
-        let index = u32::try_from(len).expect("at most 2^32 items");
-        // Padding leaves never win: the largest key, and an index past every item.
-        let mut tree = vec![(u64::MAX, index); 2 * leaves];
+        assert!(u32::try_from(len).is_ok_and(|n| n < u32::MAX), "fewer than 2^32 - 1 items");
+        // Padding leaves never win: the largest key.
+        let mut tree = vec![u64::MAX; 2 * leaves];
         for i in 0..len {
-            tree[leaves + i] = (0, i as u32);
+            tree[leaves + i] = i as u64;
         }
         for i in (1..leaves).rev() {
             tree[i] = tree[2 * i].min(tree[2 * i + 1]);
@@ -41,12 +42,13 @@ impl MinIndex {
         MinIndex { len, tree, leaves }
     }
 
-    /// Sets item `i`'s key.
+    /// Sets item `i`'s key (below 2^32 - 1).
     #[inline]
     pub fn set(&mut self, i: usize, key: u64) {
         assert!(i < self.len, "item {i} of {}", self.len);
+        assert!(key < u64::from(u32::MAX), "key {key} must be below 2^32 - 1");
         let mut node = self.leaves + i;
-        self.tree[node] = (key, i as u32);
+        self.tree[node] = key << 32 | i as u64;
         while node > 1 {
             node /= 2;
             let winner = self.tree[2 * node].min(self.tree[2 * node + 1]);
@@ -59,12 +61,12 @@ impl MinIndex {
 
     /// Item `i`'s key.
     pub fn key(&self, i: usize) -> u64 {
-        self.tree[self.leaves + i].0
+        self.tree[self.leaves + i] >> 32
     }
 
     /// The item with the smallest key (lowest index among equals); `None` when empty.
     pub fn argmin(&self) -> Option<usize> {
-        (self.len > 0).then(|| self.tree[1].1 as usize)
+        (self.len > 0).then(|| (self.tree[1] & u64::from(u32::MAX)) as usize)
     }
 }
 
