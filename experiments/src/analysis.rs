@@ -97,6 +97,17 @@ pub fn summarize(
         .sort(["point"], SortMultipleOptions::default().with_maintain_order(true))
         .collect()
         .map_err(polars_err("summarising replications"))?;
+    reshape_summary(&wide, id_columns, metrics, confidence)
+}
+
+/// One row per (point, metric) from a frame with one row per point: the id columns,
+/// then `{metric}\u{1}n`, `\u{1}mean` and `\u{1}std` for every metric.
+fn reshape_summary(
+    wide: &DataFrame,
+    id_columns: &[String],
+    metrics: &[String],
+    confidence: f64,
+) -> Result<DataFrame, AnalysisError> {
     // Reshape to one row per (point, metric), metrics in column order.
     let rows = wide.height() * metrics.len();
     let repeat: Vec<IdxSize> =
@@ -147,6 +158,186 @@ pub fn summarize(
         df.with_column(c).map_err(polars_err("building the summary"))?;
     }
     Ok(df)
+}
+
+/// The summary of the `replications.parquet` files of `dirs`, as [`summarize`] gives
+/// it, read in one streaming pass: each file is sorted by (point, replication), the
+/// files are merged in that order, and each (point, metric) keeps a running mean and
+/// variance (Welford). Memory holds one row group per file and one accumulator per
+/// (point, metric), however many replications there are; the order of the merge makes
+/// a batch summarised from its shards give the bits of the unsharded batch.
+pub fn summarize_parquet(
+    dirs: &[PathBuf],
+    id_columns: &[String],
+    metrics: &[String],
+    confidence: f64,
+) -> Result<DataFrame, AnalysisError> {
+    use std::collections::{BTreeMap, BinaryHeap};
+
+    use infersim_engine::stats::Tally;
+
+    if !(confidence > 0.0 && confidence < 1.0) {
+        return Err(AnalysisError::BadConfidence(confidence));
+    }
+    let mut readers = dirs
+        .iter()
+        .map(|dir| SortedRows::open(&dir.join("replications.parquet"), id_columns, metrics))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut heap = BinaryHeap::new();
+    for (i, r) in readers.iter_mut().enumerate() {
+        if let Some(key) = r.key()? {
+            heap.push(std::cmp::Reverse((key, i)));
+        }
+    }
+    // point -> (its id values, one tally per metric)
+    let mut points: BTreeMap<u32, (Vec<AnyValue<'static>>, Vec<Tally>)> = BTreeMap::new();
+    while let Some(std::cmp::Reverse(((point, _), i))) = heap.pop() {
+        let reader = &mut readers[i];
+        let (_, tallies) = points.entry(point).or_insert_with(|| (reader.ids(), vec![Tally::new(); metrics.len()]));
+        for (j, tally) in tallies.iter_mut().enumerate() {
+            if let Some(x) = reader.metric(j) {
+                tally.add(x);
+            }
+        }
+        reader.advance();
+        if let Some(key) = reader.key()? {
+            heap.push(std::cmp::Reverse((key, i)));
+        }
+    }
+    let mut columns: Vec<Column> = Vec::new();
+    for (k, name) in id_columns.iter().enumerate() {
+        let values: Vec<AnyValue<'static>> = points.values().map(|(ids, _)| ids[k].clone()).collect();
+        let series = Series::from_any_values(name.as_str().into(), &values, true)
+            .map_err(polars_err(format!("reading {name}")))?;
+        columns.push(series.into());
+    }
+    for (j, m) in metrics.iter().enumerate() {
+        let tallies = || points.values().map(move |(_, t)| t[j]);
+        columns.push(Column::new(format!("{m}\u{1}n").into(), tallies().map(|t| t.count()).collect::<Vec<u64>>()));
+        columns.push(Column::new(format!("{m}\u{1}mean").into(), tallies().map(|t| t.mean()).collect::<Vec<_>>()));
+        columns.push(Column::new(format!("{m}\u{1}std").into(), tallies().map(|t| t.std_dev()).collect::<Vec<_>>()));
+    }
+    let wide = DataFrame::new(points.len(), columns).map_err(polars_err("building the summary"))?;
+    reshape_summary(&wide, id_columns, metrics, confidence)
+}
+
+/// The rows of one sorted replications.parquet, a row group at a time.
+struct SortedRows {
+    path: PathBuf,
+    batches: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    batch: Option<arrow::record_batch::RecordBatch>,
+    row: usize,
+    /// Column positions in the projected batch.
+    point_column: usize,
+    replication_column: usize,
+    ids: Vec<usize>,
+    metrics: Vec<usize>,
+}
+
+impl SortedRows {
+    fn open(path: &Path, id_columns: &[String], metrics: &[String]) -> Result<SortedRows, AnalysisError> {
+        use parquet::arrow::ProjectionMask;
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+        let bad = |message: String| AnalysisError::Output(OutputError::Format { path: path.to_path_buf(), message });
+        let file = std::fs::File::open(path).map_err(|error| OutputError::Io { path: path.to_path_buf(), error })?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(e.to_string()))?;
+        let schema = builder.schema().clone();
+        let position =
+            |name: &str| schema.index_of(name).map_err(|_| bad(format!("no column {name} in replications.parquet")));
+        // point and replication first, then the ids (point among them), then metrics.
+        let mut wanted = vec![position("point")?, position("replication")?];
+        for name in id_columns.iter().chain(metrics) {
+            wanted.push(position(name)?);
+        }
+        let mut roots = wanted.clone();
+        roots.sort_unstable();
+        roots.dedup();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
+        let at = |file_index: usize| roots.binary_search(&file_index).expect("projected");
+        let batches = builder.with_projection(mask).with_batch_size(65_536).build().map_err(|e| bad(e.to_string()))?;
+        let ids = wanted[2..2 + id_columns.len()].iter().map(|&c| at(c)).collect();
+        let metrics = wanted[2 + id_columns.len()..].iter().map(|&c| at(c)).collect();
+        Ok(SortedRows {
+            path: path.to_path_buf(),
+            batches,
+            batch: None,
+            row: 0,
+            point_column: at(wanted[0]),
+            replication_column: at(wanted[1]),
+            ids,
+            metrics,
+        })
+    }
+
+    /// (point, replication) of the current row, reading the next row group when
+    /// this one is used up; `None` at the end.
+    fn key(&mut self) -> Result<Option<(u32, u64)>, AnalysisError> {
+        use arrow::array::AsArray;
+        use arrow::datatypes::{UInt32Type, UInt64Type};
+        while self.batch.as_ref().is_none_or(|b| self.row >= b.num_rows()) {
+            match self.batches.next() {
+                Some(Ok(batch)) => {
+                    self.batch = Some(batch);
+                    self.row = 0;
+                }
+                Some(Err(e)) => {
+                    let message = e.to_string();
+                    return Err(AnalysisError::Output(OutputError::Format { path: self.path.clone(), message }));
+                }
+                None => return Ok(None),
+            }
+        }
+        let batch = self.batch.as_ref().expect("loaded above");
+        let point = batch.column(self.point_column).as_primitive::<UInt32Type>().value(self.row);
+        let replication = batch.column(self.replication_column).as_primitive::<UInt64Type>().value(self.row);
+        Ok(Some((point, replication)))
+    }
+
+    fn advance(&mut self) {
+        self.row += 1;
+    }
+
+    /// The id columns' values in the current row.
+    fn ids(&self) -> Vec<AnyValue<'static>> {
+        use arrow::array::{Array, AsArray};
+        use arrow::datatypes::{DataType as ArrowType, Float64Type, Int64Type, UInt32Type};
+        let batch = self.batch.as_ref().expect("a current row");
+        self.ids
+            .iter()
+            .map(|&c| {
+                let column = batch.column(c);
+                if column.is_null(self.row) {
+                    return AnyValue::Null;
+                }
+                match column.data_type() {
+                    ArrowType::UInt32 => AnyValue::UInt32(column.as_primitive::<UInt32Type>().value(self.row)),
+                    ArrowType::Int64 => AnyValue::Int64(column.as_primitive::<Int64Type>().value(self.row)),
+                    ArrowType::Float64 => AnyValue::Float64(column.as_primitive::<Float64Type>().value(self.row)),
+                    ArrowType::Boolean => AnyValue::Boolean(column.as_boolean().value(self.row)),
+                    ArrowType::Utf8 => AnyValue::StringOwned(column.as_string::<i32>().value(self.row).into()),
+                    ArrowType::LargeUtf8 => AnyValue::StringOwned(column.as_string::<i64>().value(self.row).into()),
+                    ArrowType::Utf8View => AnyValue::StringOwned(column.as_string_view().value(self.row).into()),
+                    other => AnyValue::StringOwned(format!("{other}").into()),
+                }
+            })
+            .collect()
+    }
+
+    /// Metric `j` of the current row as a number (a flag as 1 or 0); `None` if null.
+    fn metric(&self, j: usize) -> Option<f64> {
+        use arrow::array::{Array, AsArray};
+        use arrow::datatypes::Float64Type;
+        let batch = self.batch.as_ref().expect("a current row");
+        let column = batch.column(self.metrics[j]);
+        if column.is_null(self.row) {
+            return None;
+        }
+        match column.data_type() {
+            arrow::datatypes::DataType::Boolean => Some(f64::from(u8::from(column.as_boolean().value(self.row)))),
+            _ => Some(column.as_primitive::<Float64Type>().value(self.row)),
+        }
+    }
 }
 
 /// Text of one cell for CSV and tables: strings bare, nulls empty.
@@ -471,6 +662,58 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The streaming summary agrees with polars' on a swept batch with integer and
+    /// text parameters, and on the same batch split into shards it gives the same bits.
+    #[test]
+    fn streaming_summary_matches_polars_and_shards() {
+        use crate::batch::{BatchSpec, run_batch};
+        use crate::runner::Shard;
+        use std::sync::atomic::AtomicBool;
+        let text = include_str!("../../data/scenarios/mmc.toml").to_string()
+            + "\n[sweep]\nstation.servers = [4, 5]\nstation.service = [\"exponential\", \"deterministic\"]\n";
+        let mut scenario = crate::scenario::Scenario::parse("sweep.toml", &text).unwrap();
+        scenario.apply_overrides(&["simulation.customers=2000", "simulation.warmup_customers=200"]).unwrap();
+        let root = std::env::temp_dir().join(format!("infersim-summary-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let run = |name: &str, shard| {
+            let out = root.join(name);
+            let spec = BatchSpec {
+                replications: 7,
+                seed: 3,
+                threads: 2,
+                shard,
+                out: out.clone(),
+                resume: false,
+                confidence: 0.95,
+                trace: Default::default(),
+            };
+            let manifest = run_batch(&scenario, &spec, &AtomicBool::new(false), &|_| {}).unwrap().manifest;
+            (out, manifest)
+        };
+        let (whole, manifest) = run("whole", Shard::ALL);
+        let ids: Vec<String> =
+            std::iter::once("point".to_string()).chain(manifest.parameter_columns.iter().cloned()).collect();
+        let streamed = summarize_parquet(std::slice::from_ref(&whole), &ids, &manifest.metrics, 0.9).unwrap();
+        let lazy =
+            summarize(scan_replications(std::slice::from_ref(&whole)).unwrap(), &ids, &manifest.metrics, 0.9).unwrap();
+        assert_eq!(streamed.shape(), lazy.shape());
+        assert!(streamed.select(ids.clone()).unwrap().equals(&lazy.select(ids.clone()).unwrap()));
+        assert!(streamed.column("n").unwrap().equals(lazy.column("n").unwrap()));
+        for name in ["mean", "std", "ci_low", "ci_high"] {
+            let (a, b) = (streamed.column(name).unwrap().f64().unwrap(), lazy.column(name).unwrap().f64().unwrap());
+            for (x, y) in a.iter().zip(b.iter()) {
+                match (x, y) {
+                    (Some(x), Some(y)) => assert!((x - y).abs() <= 1e-9 * (1.0 + y.abs()), "{name}: {x} vs {y}"),
+                    (x, y) => assert_eq!(x, y, "{name}"),
+                }
+            }
+        }
+        let shards: Vec<PathBuf> = (1..=3).map(|i| run(&format!("shard{i}"), Shard { index: i, count: 3 }).0).collect();
+        let merged = summarize_parquet(&shards, &ids, &manifest.metrics, 0.9).unwrap();
+        assert!(merged.equals_missing(&streamed), "shards give the unsharded summary's bits");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn gates_parse_and_judge() {

@@ -17,7 +17,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{AnalysisError, scan_replications, summarize, write_csv, write_frame_parquet};
+use crate::analysis::{AnalysisError, scan_replications, summarize_parquet, write_csv, write_frame_parquet};
 use crate::journal::{Journal, JournalWriter, journal_path};
 use crate::output::{OutputError, ReplicationRecord, parameter_column_name, write_atomically};
 use crate::runner::{RunError, Shard, TraceSpec, WorkPlan, run_items};
@@ -352,6 +352,8 @@ pub fn run_batch(
         &params,
         &scan.metrics,
     )?;
+    // Sorted runs went to .work/sort; the directory goes too when nothing else uses it.
+    let _ = fs::remove_dir(out.join(".work"));
     let summary = summarize_dir(out, &manifest, spec.confidence)?;
     manifest.status = BatchStatus::Complete;
     write_manifest(out, &manifest)?;
@@ -371,7 +373,7 @@ fn summarize_dir(out: &Path, manifest: &Manifest, confidence: f64) -> Result<Dat
 pub fn summarize_dirs(dirs: &[PathBuf], manifest: &Manifest, confidence: f64) -> Result<DataFrame, AnalysisError> {
     let ids: Vec<String> =
         std::iter::once("point".to_string()).chain(manifest.parameter_columns.iter().cloned()).collect();
-    summarize(scan_replications(dirs)?, &ids, &manifest.metrics, confidence)
+    summarize_parquet(dirs, &ids, &manifest.metrics, confidence)
 }
 
 /// A default output directory: `out/<scenario>-<UTC date>-<time>`, made unique.
