@@ -16,7 +16,7 @@
 //! let (mut t_s, mut tokens) = (0.0, 0);
 //! while let Some(step) = replica.schedule() {
 //!     t_s += roofline.step_s(&step);
-//!     replica.complete_step(|_, _| tokens += 1);
+//!     tokens += replica.complete_step((t_s * 1e9) as u64, |_, _| {}).tokens;
 //! }
 //! assert_eq!(tokens, 20);
 //! // A 500-token prefill and 19 decodes of an 8B model on an H100: about 0.15 s.

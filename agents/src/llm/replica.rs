@@ -52,18 +52,47 @@ pub struct Sequence<K> {
     /// Tokens whose KV arrives with the sequence (computed elsewhere and transferred):
     /// counted as computed when it is first admitted.
     preloaded: u32,
+    /// Whether its tokens count in the step statistics (false during a warm-up).
+    pub measured: bool,
+    /// When it produced its latest token (the caller's clock, nanoseconds).
+    last_token_ns: u64,
+    /// Whether it has ever been admitted.
+    admitted: bool,
 }
 
 impl<K> Sequence<K> {
     /// A request with nothing computed.
     pub fn new(key: K, uid: u64, prompt: u32, output: u32) -> Self {
-        Sequence { key, uid, prompt, output, computed: 0, generated: 0, blocks: 0, preemptions: 0, preloaded: 0 }
+        Sequence {
+            key,
+            uid,
+            prompt,
+            output,
+            computed: 0,
+            generated: 0,
+            blocks: 0,
+            preemptions: 0,
+            preloaded: 0,
+            measured: true,
+            last_token_ns: 0,
+            admitted: false,
+        }
     }
 
     /// A request whose prompt was prefilled elsewhere (disaggregated serving): its
-    /// prompt's KV comes with it and its first token is already produced.
-    pub fn prefilled(key: K, uid: u64, prompt: u32, output: u32) -> Self {
-        Sequence { generated: 1, preloaded: prompt, ..Sequence::new(key, uid, prompt, output) }
+    /// prompt's KV comes with it and its first token was produced at `first_token_ns`.
+    pub fn prefilled(key: K, uid: u64, prompt: u32, output: u32, first_token_ns: u64) -> Self {
+        Sequence {
+            generated: 1,
+            preloaded: prompt,
+            last_token_ns: first_token_ns,
+            ..Sequence::new(key, uid, prompt, output)
+        }
+    }
+
+    /// The same sequence, counted in the step statistics or not.
+    pub fn measured(self, measured: bool) -> Self {
+        Sequence { measured, ..self }
     }
 
     /// Tokens known: the prompt and the output so far.
@@ -72,16 +101,24 @@ impl<K> Sequence<K> {
     }
 }
 
-/// What happened to a sequence at the end of a step.
+/// What happened to a sequence at the end of a step, when it is worth telling: every
+/// other token is only counted ([`StepTokens`], [`Replica::step_itls`]), so that a
+/// step's cost to the caller does not grow with the sequences it runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenEvent {
-    /// It produced a token (`first`: its first).
-    Token {
-        /// Its first token.
-        first: bool,
-    },
+    /// It produced its first token (and has more to produce).
+    First,
     /// It produced its last token and left the replica.
     Finished,
+}
+
+/// The tokens a step produced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepTokens {
+    /// Tokens produced, every sequence.
+    pub tokens: u32,
+    /// Of those, tokens of measured sequences.
+    pub measured_tokens: u32,
 }
 
 /// A replica's scheduler state and KV cache.
@@ -93,6 +130,11 @@ pub struct Replica<K> {
     running: Vec<Sequence<K>>,
     /// This step's (index in `running`, tokens) pairs.
     plan: Vec<(usize, u32)>,
+    /// Keys of the sequences this step admits for the first time.
+    first_admitted: Vec<K>,
+    /// The last completed step's inter-token latencies of measured sequences, as
+    /// (nanoseconds, count): nearly every sequence shares one value, the step's length.
+    itls: Vec<(u64, u32)>,
     /// Preemptions, whole run.
     pub preemptions: u64,
 }
@@ -106,6 +148,8 @@ impl<K: Copy> Replica<K> {
             waiting: VecDeque::new(),
             running: Vec::new(),
             plan: Vec::new(),
+            first_admitted: Vec::new(),
+            itls: Vec::new(),
             preemptions: 0,
         }
     }
@@ -149,6 +193,7 @@ impl<K: Copy> Replica<K> {
     /// Plans the next step; `None` if there is nothing to do.
     pub fn schedule(&mut self) -> Option<StepShape> {
         self.plan.clear();
+        self.first_admitted.clear();
         let mut budget = self.limits.max_num_batched_tokens;
         let mut preempted = false;
         let mut i = 0;
@@ -201,6 +246,10 @@ impl<K: Copy> Replica<K> {
                 debug_assert!(ok, "the reservation check covers this chunk");
                 seq.computed = computed;
                 seq.blocks = hit_blocks + needed;
+                if !seq.admitted {
+                    seq.admitted = true;
+                    self.first_admitted.push(seq.key);
+                }
                 self.running.push(seq);
                 self.plan.push((self.running.len() - 1, tokens));
                 budget -= tokens;
@@ -225,9 +274,15 @@ impl<K: Copy> Replica<K> {
         Some(shape)
     }
 
-    /// The sequences of the planned step.
-    pub fn planned_keys(&self) -> impl Iterator<Item = K> + '_ {
-        self.plan.iter().map(|&(i, _)| self.running[i].key)
+    /// The sequences the planned step admits for the first time.
+    pub fn first_admitted(&self) -> &[K] {
+        &self.first_admitted
+    }
+
+    /// The inter-token latencies of the last completed step (measured sequences, every
+    /// token but a first), as (nanoseconds, count).
+    pub fn step_itls(&self) -> &[(u64, u32)] {
+        &self.itls
     }
 
     fn preempt(&mut self, mut victim: Sequence<K>) {
@@ -240,22 +295,39 @@ impl<K: Copy> Replica<K> {
         self.waiting.push_front(victim);
     }
 
-    /// Ends the planned step: computes its tokens, samples a token for every sequence
-    /// whose known tokens are all computed, and hands `on_token` each sequence that
-    /// produced one (finished ones have left the replica).
-    pub fn complete_step(&mut self, mut on_token: impl FnMut(&Sequence<K>, TokenEvent)) {
+    /// Ends the planned step at `now_ns` (the caller's clock): computes its tokens,
+    /// samples a token for every sequence whose known tokens are all computed, and hands
+    /// `on_event` each sequence that produced its first or its last token (finished
+    /// ones have left the replica). The rest are counted in the returned
+    /// [`StepTokens`] and their inter-token latencies in [`Replica::step_itls`].
+    pub fn complete_step(&mut self, now_ns: u64, mut on_event: impl FnMut(&Sequence<K>, TokenEvent)) -> StepTokens {
         let mut any_finished = false;
+        let mut produced = StepTokens::default();
+        self.itls.clear();
         for &(i, tokens) in &self.plan {
             let seq = &mut self.running[i];
             seq.computed += tokens;
-            if seq.computed == seq.known() {
-                seq.generated += 1;
-                if seq.generated >= seq.output {
-                    any_finished = true;
-                    on_token(seq, TokenEvent::Finished);
-                } else {
-                    on_token(seq, TokenEvent::Token { first: seq.generated == 1 });
+            if seq.computed != seq.known() {
+                continue;
+            }
+            seq.generated += 1;
+            produced.tokens += 1;
+            if seq.measured {
+                produced.measured_tokens += 1;
+                if seq.generated > 1 {
+                    let itl = now_ns.saturating_sub(seq.last_token_ns);
+                    match self.itls.iter_mut().find(|(v, _)| *v == itl) {
+                        Some((_, n)) => *n += 1,
+                        None => self.itls.push((itl, 1)),
+                    }
                 }
+            }
+            seq.last_token_ns = now_ns;
+            if seq.generated >= seq.output {
+                any_finished = true;
+                on_event(seq, TokenEvent::Finished);
+            } else if seq.generated == 1 {
+                on_event(seq, TokenEvent::First);
             }
         }
         self.plan.clear();
@@ -269,6 +341,7 @@ impl<K: Copy> Replica<K> {
                 !done
             });
         }
+        produced
     }
 
     /// Removes every sequence (the replica failed), handing each to `on_lost`.
@@ -301,44 +374,56 @@ mod tests {
         EngineLimits { max_num_seqs: 4, max_num_batched_tokens: 64, block_size: 16, num_gpu_blocks: blocks }
     }
 
-    fn run_to_end(r: &mut Replica<u32>) -> (Vec<(u32, TokenEvent)>, Vec<StepShape>) {
-        let (mut events, mut shapes) = (Vec::new(), Vec::new());
+    /// Runs every step (step k ends at k x 10 ns); returns the events, the shapes,
+    /// the tokens counted and every inter-token latency.
+    type Events = Vec<(u32, TokenEvent)>;
+
+    fn run_to_end(r: &mut Replica<u32>) -> (Events, Vec<StepShape>, StepTokens, Vec<u64>) {
+        let (mut events, mut shapes, mut tokens, mut itls) =
+            (Vec::new(), Vec::new(), StepTokens::default(), Vec::new());
         while let Some(shape) = r.schedule() {
             shapes.push(shape);
-            r.complete_step(|s, e| events.push((s.key, e)));
+            let step = r.complete_step(10 * shapes.len() as u64, |s, e| events.push((s.key, e)));
+            tokens.tokens += step.tokens;
+            tokens.measured_tokens += step.measured_tokens;
+            for &(itl, n) in r.step_itls() {
+                itls.extend(std::iter::repeat_n(itl, n as usize));
+            }
             assert!(shapes.len() < 10_000, "no progress");
         }
-        (events, shapes)
+        (events, shapes, tokens, itls)
     }
 
     #[test]
     fn long_prompts_are_chunked_and_the_first_token_ends_the_prefill() {
         let mut r = Replica::new(limits(1000));
         r.enqueue(Sequence::new(0, 0, 100, 3));
-        let (events, shapes) = run_to_end(&mut r);
+        let (events, shapes, tokens, itls) = run_to_end(&mut r);
         // 100 prompt tokens in chunks of 64 and 36, then two decode steps.
         assert_eq!(shapes.iter().map(StepShape::tokens).collect::<Vec<_>>(), [64, 36, 1, 1]);
         assert_eq!(shapes[1].prefill_kv, 64);
         assert_eq!(shapes[2].decodes, 1);
-        assert_eq!(
-            events,
-            [
-                (0, TokenEvent::Token { first: true }),
-                (0, TokenEvent::Token { first: false }),
-                (0, TokenEvent::Finished)
-            ]
-        );
+        // First token at the end of step 2 (20 ns), then 30 and 40 ns: the middle token
+        // is only counted.
+        assert_eq!(events, [(0, TokenEvent::First), (0, TokenEvent::Finished)]);
+        assert_eq!(tokens, StepTokens { tokens: 3, measured_tokens: 3 });
+        assert_eq!(itls, [10, 10]);
         assert_eq!(r.kv().free_blocks(), 999);
     }
 
     #[test]
     fn a_prefilled_sequence_only_decodes() {
         let mut r = Replica::new(limits(1000));
-        r.enqueue(Sequence::prefilled(0, 0, 100, 3));
-        let (events, shapes) = run_to_end(&mut r);
+        // Its first token came at 4 ns, elsewhere; it is not measured.
+        r.enqueue(Sequence::prefilled(0, 0, 100, 3, 4).measured(false));
+        r.enqueue(Sequence::prefilled(1, 1, 100, 3, 4));
+        let (events, shapes, tokens, itls) = run_to_end(&mut r);
         // Its prompt's KV came with it: two decode steps for the second and third token.
-        assert_eq!(shapes.iter().map(|s| (s.decodes, s.decode_kv)).collect::<Vec<_>>(), [(1, 100), (1, 101)]);
-        assert_eq!(events, [(0, TokenEvent::Token { first: false }), (0, TokenEvent::Finished)]);
+        assert_eq!(shapes.iter().map(|s| (s.decodes, s.decode_kv)).collect::<Vec<_>>(), [(2, 200), (2, 202)]);
+        assert_eq!(events, [(0, TokenEvent::Finished), (1, TokenEvent::Finished)]);
+        assert_eq!(tokens, StepTokens { tokens: 4, measured_tokens: 2 });
+        // The measured one: 10 - 4 ns, then 20 - 10 ns.
+        assert_eq!(itls, [6, 10]);
     }
 
     #[test]
@@ -349,9 +434,11 @@ mod tests {
         }
         let first = r.schedule().unwrap();
         assert_eq!((first.prefills, r.running(), r.waiting()), (4, 4, 2));
-        r.complete_step(|_, _| {});
+        assert_eq!(r.first_admitted(), [0, 1, 2, 3]);
+        r.complete_step(10, |_, _| {});
         let second = r.schedule().unwrap();
         assert_eq!((second.decodes, second.prefills), (4, 0));
+        assert!(r.first_admitted().is_empty());
     }
 
     #[test]
@@ -366,14 +453,16 @@ mod tests {
         });
         r.enqueue(Sequence::new(0, 0, 64, 40));
         r.enqueue(Sequence::new(1, 1, 64, 40));
-        let (events, shapes) = run_to_end(&mut r);
+        let (events, shapes, tokens, itls) = run_to_end(&mut r);
         assert!(r.preemptions >= 1);
         let finished: Vec<u32> = events.iter().filter(|e| e.1 == TokenEvent::Finished).map(|e| e.0).collect();
         assert_eq!(finished, [0, 1]);
-        // Every output token was produced exactly once per sequence.
-        for k in [0, 1] {
-            assert_eq!(events.iter().filter(|e| e.0 == k).count(), 40);
-        }
+        // Every output token was produced exactly once per sequence: a first, a last,
+        // and 38 inter-token latencies each; the preempted one's spans its recompute.
+        assert_eq!(events.iter().filter(|e| e.1 == TokenEvent::First).count(), 2);
+        assert_eq!(tokens.tokens, 80);
+        assert_eq!(itls.len(), 78);
+        assert!(itls.iter().any(|&itl| itl > 10), "{itls:?}");
         // The preempted sequence recomputed less than its whole context: its prefix
         // was still cached.
         let recompute = shapes.iter().filter(|s| s.prefills > 0 && s.prefill_kv > 0).count();

@@ -255,7 +255,6 @@ pub struct LlmRequest {
     arrival: SimTime,
     first_scheduled: Option<SimTime>,
     first_token: Option<SimTime>,
-    last_token: SimTime,
     replica: u32,
     client: Option<u32>,
     timeout: Option<EventId>,
@@ -441,7 +440,6 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             arrival: now,
             first_scheduled: None,
             first_token: None,
-            last_token: now,
             replica: 0,
             client,
             timeout: None,
@@ -466,7 +464,9 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         }
         // A prefill replica of a disaggregated fleet produces the first token only.
         let here = if self.config.disaggregation.is_some() { 1 } else { output };
-        self.replicas[replica as usize].engine.enqueue(Sequence::new(id, self.stats.arrivals - 1, prompt, here));
+        let measured = now >= self.warmup;
+        let sequence = Sequence::new(id, self.stats.arrivals - 1, prompt, here).measured(measured);
+        self.replicas[replica as usize].engine.enqueue(sequence);
         self.kick(replica as usize, ctx)
     }
 
@@ -499,10 +499,13 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let r = &mut self.requests[id];
         r.replica = replica;
         let (prompt, output, uid) = (r.prompt, r.output, r.id);
+        let first_token_ns = r.first_token.expect("a prefilled request has its first token").as_nanos();
+        let measured = r.arrival >= self.warmup;
         if !self.replicas[replica as usize].engine.fits(prompt, output) {
             return self.finish(id, RequestOutcome::Rejected, ctx);
         }
-        self.replicas[replica as usize].engine.enqueue(Sequence::prefilled(id, uid, prompt, output));
+        let sequence = Sequence::prefilled(id, uid, prompt, output, first_token_ns).measured(measured);
+        self.replicas[replica as usize].engine.enqueue(sequence);
         self.kick(replica as usize, ctx)
     }
 
@@ -574,7 +577,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let usage = engine.kv().usage();
         stats.kv_usage.add(usage);
         stats.kv_usage_max = stats.kv_usage_max.max(usage);
-        for key in self.replicas[r].engine.planned_keys() {
+        for &key in self.replicas[r].engine.first_admitted() {
             let request = &mut self.requests[key];
             if request.first_scheduled.is_none() {
                 request.first_scheduled = Some(now);
@@ -592,18 +595,20 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let now = ctx.now();
         self.replicas[r].step = None;
         let mut events = std::mem::take(&mut self.token_events);
-        self.replicas[r].engine.complete_step(|seq, e| events.push((seq.key, e, seq.preemptions)));
+        let engine = &mut self.replicas[r].engine;
+        let produced = engine.complete_step(now.as_nanos(), |seq, e| events.push((seq.key, e, seq.preemptions)));
+        self.stats.output_tokens += u64::from(produced.tokens);
+        self.stats.counted_output_tokens += u64::from(produced.measured_tokens);
+        for &(itl_ns, n) in engine.step_itls() {
+            self.stats.itl.record_n(SimDuration::from_nanos(itl_ns), u64::from(n));
+        }
+        // Only first and last tokens reach a request's record: the others are counted
+        // above, so a step's cost here does not grow with the sequences it ran.
         for &(id, event, preemptions) in &events {
-            let counted = self.requests[id].arrival >= self.warmup;
-            self.stats.output_tokens += 1;
-            self.stats.counted_output_tokens += u64::from(counted);
             let request = &mut self.requests[id];
             if request.first_token.is_none() {
                 request.first_token = Some(now);
-            } else if counted {
-                self.stats.itl.record(now - request.last_token);
             }
-            request.last_token = now;
             request.preemptions = preemptions;
             if event == TokenEvent::Finished {
                 if self.config.disaggregation.is_some()

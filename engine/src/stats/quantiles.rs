@@ -94,6 +94,19 @@ impl LatencyHistogram {
         }
     }
 
+    /// Records `n` equal durations.
+    pub fn record_n(&mut self, d: SimDuration, n: u64) {
+        if self.histogram.is_none() && self.small.len() as u64 + n <= SMALL as u64 {
+            for _ in 0..n {
+                self.record(d);
+            }
+        } else {
+            self.histogram_mut()
+                .record_n(d.as_nanos(), n)
+                .expect("auto-resizing HDR histogram rejected a value: broken invariant");
+        }
+    }
+
     /// Adds every record of `other`.
     pub fn merge(&mut self, other: &LatencyHistogram) {
         if self.histogram.is_none() && other.histogram.is_none() && self.small.len() + other.small.len() <= SMALL {
@@ -233,6 +246,15 @@ mod tests {
                 assert_eq!(halves.0.quantile_s(q), Some(from_buckets), "merged, n {n}, q {q}");
             }
             assert_eq!(h.quantiles_s([0.5, 0.99]), [h.p50_s(), h.p99_s()]);
+            // record_n is n records, below the kept-records limit or past it.
+            let (mut one_by_one, mut at_once) = (h.clone(), h.clone());
+            for _ in 0..300 {
+                one_by_one.record(SimDuration::from_nanos(12_345));
+            }
+            at_once.record_n(SimDuration::from_nanos(12_345), 300);
+            assert_eq!(at_once.count(), one_by_one.count());
+            assert_eq!(at_once.quantiles_s([0.0, 0.5, 0.99, 1.0]), one_by_one.quantiles_s([0.0, 0.5, 0.99, 1.0]));
+            assert_eq!(at_once.mean_s(), one_by_one.mean_s());
         }
     }
 
