@@ -25,10 +25,14 @@ use crate::error::{ConfigError, RunError, check};
 use crate::failures::Failures;
 use crate::grid::CarbonIntensity;
 use crate::llm::{EngineLimits, GpuSpec, ModelSpec, Replica, Sequence, StepModel, StepTime, TokenEvent};
+use crate::min_index::MinIndex;
 use crate::power::PowerMeter;
 use crate::world::{MAX_DURATION_S, Metrics};
 
 const J_PER_KWH: f64 = 3.6e6;
+
+/// The routing key of a replica that is down: above any load.
+const DOWN: u64 = u32::MAX as u64 - 1;
 
 /// How the router in front of the replicas picks one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -322,6 +326,10 @@ pub struct LlmServing<'c, O, S> {
     token_samplers: Vec<(TokenSampler, TokenSampler)>,
     requests: Slab<LlmRequest>,
     replicas: Vec<ReplicaState>,
+    /// Each routing pool (the whole fleet, or the prefill and the decode pools) with
+    /// its replicas' loads (waiting + running; [`DOWN`] when down), for
+    /// least-outstanding-requests routing without a scan of the pool per request.
+    pools: Vec<(std::ops::Range<u32>, MinIndex)>,
     next_replica: u32,
     sent: u64,
     horizon: SimTime,
@@ -362,7 +370,13 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
                 link_free: SimTime::ZERO,
             })
             .collect();
+        let n = config.replicas();
+        let pools: Vec<std::ops::Range<u32>> = match config.disaggregation {
+            Some(d) => vec![0..d.prefill_replicas, d.prefill_replicas..n],
+            None => std::iter::once(0..n).collect(),
+        };
         Ok(LlmServing {
+            pools: pools.into_iter().map(|p| (p.clone(), MinIndex::new(p.len()))).collect(),
             config,
             arrivals: ArrivalGenerator::new(config.arrivals.clone()),
             cumulative_weights,
@@ -467,6 +481,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let measured = now >= self.warmup;
         let sequence = Sequence::new(id, self.stats.arrivals - 1, prompt, here).measured(measured);
         self.replicas[replica as usize].engine.enqueue(sequence);
+        self.refresh_load(replica as usize);
         self.kick(replica as usize, ctx)
     }
 
@@ -506,11 +521,27 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         }
         let sequence = Sequence::prefilled(id, uid, prompt, output, first_token_ns).measured(measured);
         self.replicas[replica as usize].engine.enqueue(sequence);
+        self.refresh_load(replica as usize);
         self.kick(replica as usize, ctx)
+    }
+
+    /// Refreshes replica `r`'s routing key after its queue changed or it went down or up.
+    fn refresh_load(&mut self, r: usize) {
+        let state = &self.replicas[r];
+        let key = if state.down { DOWN } else { (state.engine.waiting() + state.engine.running()) as u64 };
+        let r = r as u32;
+        let (pool, loads) = self.pools.iter_mut().find(|(p, _)| p.contains(&r)).expect("every replica is in a pool");
+        loads.set((r - pool.start) as usize, key);
     }
 
     /// Picks an up replica among `pool`.
     fn route(&mut self, pool: std::ops::Range<u32>, ctx: &mut Context<'_, LlmEvent>) -> Option<u32> {
+        if self.config.routing == LlmRouting::LeastOutstandingRequests {
+            // The index's ties go to the lowest replica, as a scan's would.
+            let (_, loads) = self.pools.iter().find(|(p, _)| *p == pool).expect("a routing pool");
+            let best = loads.argmin()?;
+            return (loads.key(best) != DOWN).then_some(pool.start + best as u32);
+        }
         let up: Vec<u32> = pool.clone().filter(|&r| !self.replicas[r as usize].down).collect();
         if up.is_empty() {
             return None;
@@ -602,6 +633,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         for &(itl_ns, n) in engine.step_itls() {
             self.stats.itl.record_n(SimDuration::from_nanos(itl_ns), u64::from(n));
         }
+        self.refresh_load(r);
         // Only first and last tokens reach a request's record: the others are counted
         // above, so a step's cost here does not grow with the sequences it ran.
         for &(id, event, preemptions) in &events {
@@ -714,6 +746,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         self.requests[id].timeout = None;
         let replica = self.requests[id].replica as usize;
         if self.replicas[replica].engine.withdraw(|k| *k == id).is_some() {
+            self.refresh_load(replica);
             self.finish(id, RequestOutcome::TimedOut, ctx)?;
         }
         Ok(())
@@ -728,6 +761,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         self.replicas[r].down = true;
         let mut lost = Vec::new();
         self.replicas[r].engine.drain(|s| lost.push(s));
+        self.refresh_load(r);
         self.set_power(now, r, self.config.gpu.idle_w * f64::from(self.config.tp));
         for s in lost {
             self.requests[s.key].preemptions = s.preemptions;
@@ -741,6 +775,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
 
     fn on_repaired(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
         self.replicas[r].down = false;
+        self.refresh_load(r);
         let failures = self.config.failures.expect("failures are configured");
         let up_s = failures.time_to_failure_s(ctx.rng(failure_stream(r as u32)));
         let at = ctx.now().checked_add(SimDuration::from_secs_f64(up_s)?).unwrap_or(SimTime::MAX);
