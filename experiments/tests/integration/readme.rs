@@ -71,3 +71,26 @@ fn the_bloom_sweep_has_its_cliff_between_3e_4_and_4e_4() {
     );
     assert_eq!(mean(&s, 0, "diverged"), 1.0, "4e-4 per request runs away");
 }
+
+/// The README's first command, `cargo run -- run`, needs exactly one binary among the
+/// workspace's default members (a second one made cargo refuse to choose).
+#[test]
+fn cargo_run_at_the_root_has_one_binary_to_run() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest: toml::Table = std::fs::read_to_string(root.join("Cargo.toml")).unwrap().parse().unwrap();
+    let members = manifest["workspace"]["default-members"].as_array().expect("default-members is set");
+    let mut binaries = Vec::new();
+    for member in members {
+        let dir = root.join(member.as_str().unwrap());
+        let package: toml::Table = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap().parse().unwrap();
+        let declared = package.get("bin").and_then(|b| b.as_array()).map_or(0, Vec::len);
+        let in_src_bin = std::fs::read_dir(dir.join("src/bin")).map_or(0, |d| d.count());
+        let main = usize::from(declared == 0 && dir.join("src/main.rs").exists());
+        for _ in 0..declared + in_src_bin + main {
+            binaries.push(member.as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(binaries, ["experiments"], "binaries of the default members");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(readme.contains("cargo run -- run"), "the README's main command");
+}
