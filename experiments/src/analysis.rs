@@ -221,11 +221,90 @@ pub fn summarize_parquet(
     reshape_summary(&wide, id_columns, metrics, confidence)
 }
 
+/// Merges the sorted `replications.parquet` files of `dirs` (shards of one batch) into
+/// one file at `path`, sorted by (point, replication), streaming: a k-way merge that
+/// holds one row group per input and writes one per 65,536 rows. Returns the rows
+/// written. The inputs must share their columns.
+pub fn merge_replications(dirs: &[PathBuf], path: &Path) -> Result<u64, AnalysisError> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+
+    use arrow::record_batch::{RecordBatch, RecordBatchReader as _};
+    use parquet::arrow::ArrowWriter;
+
+    let inputs: Vec<PathBuf> = dirs.iter().map(|d| d.join("replications.parquet")).collect();
+    let Some(first) = inputs.first() else { return Ok(0) };
+    let names: Vec<String> = {
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let file = std::fs::File::open(first).map_err(|error| OutputError::Io { path: first.clone(), error })?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| OutputError::Format { path: first.clone(), message: e.to_string() })?;
+        builder.schema().fields().iter().map(|f| f.name().clone()).collect()
+    };
+    let others: Vec<String> = names.iter().filter(|n| *n != "point" && *n != "replication").cloned().collect();
+    let mut readers = inputs.iter().map(|p| SortedRows::open(p, &others, &[])).collect::<Result<Vec<_>, _>>()?;
+    let schema = readers[0].batches.schema();
+    let mut heap = BinaryHeap::new();
+    for (i, r) in readers.iter_mut().enumerate() {
+        if let Some(key) = r.key()? {
+            heap.push(Reverse((key, i)));
+        }
+    }
+    let format = |e: &dyn std::fmt::Display| OutputError::Format { path: path.to_path_buf(), message: e.to_string() };
+    let mut rows = 0;
+    write_atomically(path, |w| {
+        let mut writer = ArrowWriter::try_new(w, schema.clone(), Some(crate::output::writer_properties()))
+            .map_err(|e| format(&e))?;
+        // The row groups the pending rows point into, and each input's place in it.
+        let mut pool: Vec<RecordBatch> = Vec::new();
+        let mut in_pool: Vec<Option<(u64, usize)>> = vec![None; readers.len()];
+        let mut picks: Vec<(usize, usize)> = Vec::with_capacity(65_536);
+        let flush = |pool: &mut Vec<RecordBatch>, picks: &mut Vec<(usize, usize)>, writer: &mut ArrowWriter<_>| {
+            let refs: Vec<&RecordBatch> = pool.iter().collect();
+            let batch = arrow::compute::interleave_record_batch(&refs, picks).map_err(|e| format(&e))?;
+            writer.write(&batch).map_err(|e| format(&e))?;
+            writer.flush().map_err(|e| format(&e))?;
+            pool.clear();
+            picks.clear();
+            Ok::<(), OutputError>(())
+        };
+        while let Some(Reverse((_, i))) = heap.pop() {
+            let reader = &mut readers[i];
+            let at = match in_pool[i] {
+                Some((generation, at)) if generation == reader.generation => at,
+                _ => {
+                    pool.push(reader.batch.clone().expect("a reader in the heap has a row"));
+                    in_pool[i] = Some((reader.generation, pool.len() - 1));
+                    pool.len() - 1
+                }
+            };
+            picks.push((at, reader.row));
+            rows += 1;
+            reader.advance();
+            if let Some(key) = reader.key().map_err(|e| format(&e))? {
+                heap.push(Reverse((key, i)));
+            }
+            if picks.len() == 65_536 {
+                flush(&mut pool, &mut picks, &mut writer)?;
+                in_pool.fill(None);
+            }
+        }
+        if !picks.is_empty() {
+            flush(&mut pool, &mut picks, &mut writer)?;
+        }
+        writer.close().map_err(|e| format(&e))?;
+        Ok(())
+    })?;
+    Ok(rows)
+}
+
 /// The rows of one sorted replications.parquet, a row group at a time.
 struct SortedRows {
     path: PathBuf,
     batches: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
     batch: Option<arrow::record_batch::RecordBatch>,
+    /// Counts the row groups read, so a merge knows when `batch` changed.
+    generation: u64,
     row: usize,
     /// Column positions in the projected batch.
     point_column: usize,
@@ -262,6 +341,7 @@ impl SortedRows {
             path: path.to_path_buf(),
             batches,
             batch: None,
+            generation: 0,
             row: 0,
             point_column: at(wanted[0]),
             replication_column: at(wanted[1]),
@@ -279,6 +359,7 @@ impl SortedRows {
             match self.batches.next() {
                 Some(Ok(batch)) => {
                     self.batch = Some(batch);
+                    self.generation += 1;
                     self.row = 0;
                 }
                 Some(Err(e)) => {
@@ -712,6 +793,17 @@ mod tests {
         let shards: Vec<PathBuf> = (1..=3).map(|i| run(&format!("shard{i}"), Shard { index: i, count: 3 }).0).collect();
         let merged = summarize_parquet(&shards, &ids, &manifest.metrics, 0.9).unwrap();
         assert!(merged.equals_missing(&streamed), "shards give the unsharded summary's bits");
+        // Merging the shards' rows gives the unsharded file's rows.
+        let merged_path = root.join("merged.parquet");
+        assert_eq!(merge_replications(&shards, &merged_path).unwrap(), 4 * 7);
+        let read = |p: &Path| {
+            let text = p.to_string_lossy().into_owned();
+            LazyFrame::scan_parquet(PlRefPath::new(text.as_str()), ScanArgsParquet::default())
+                .unwrap()
+                .collect()
+                .unwrap()
+        };
+        assert!(read(&merged_path).equals_missing(&read(&whole.join("replications.parquet"))));
         std::fs::remove_dir_all(&root).unwrap();
     }
 

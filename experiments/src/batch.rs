@@ -17,7 +17,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{AnalysisError, scan_replications, summarize_parquet, write_csv, write_frame_parquet};
+use crate::analysis::{AnalysisError, merge_replications, summarize_parquet, write_csv, write_frame_parquet};
 use crate::journal::{Journal, JournalWriter, journal_path};
 use crate::output::{OutputError, ReplicationRecord, parameter_column_name, write_atomically};
 use crate::runner::{RunError, Shard, TraceSpec, WorkPlan, run_items};
@@ -420,14 +420,9 @@ pub fn write_merged(
     manifest: &Manifest,
     mut summary: DataFrame,
 ) -> Result<(), BatchError> {
-    use polars::prelude::SortMultipleOptions;
     fs::create_dir_all(out).map_err(io_err(out))?;
     if dirs.len() > 1 || dirs[0] != out {
-        let mut merged = scan_replications(dirs)?
-            .sort(["point", "replication"], SortMultipleOptions::default())
-            .collect()
-            .map_err(|error| AnalysisError::Polars { context: "merging replications".into(), error })?;
-        write_frame_parquet(&out.join("replications.parquet"), &mut merged)?;
+        merge_replications(dirs, &out.join("replications.parquet"))?;
     }
     write_frame_parquet(&out.join("summary.parquet"), &mut summary)?;
     write_csv(&out.join("summary.csv"), &summary)?;
