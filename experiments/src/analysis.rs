@@ -8,6 +8,7 @@ use infersim_engine::stats::{BatchMeans, Warmup, batch_means, student_t_quantile
 use polars::prelude::*;
 
 use crate::output::{OutputError, write_atomically};
+use crate::trace::ROW_GROUP_ROWS;
 
 /// Failures of reading or analysing outputs.
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +173,7 @@ pub fn summarize_parquet(
     metrics: &[String],
     confidence: f64,
 ) -> Result<DataFrame, AnalysisError> {
-    use std::collections::{BTreeMap, BinaryHeap};
+    use std::collections::BTreeMap;
 
     use infersim_engine::stats::Tally;
 
@@ -183,27 +184,18 @@ pub fn summarize_parquet(
         .iter()
         .map(|dir| SortedRows::open(&dir.join("replications.parquet"), id_columns, metrics))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut heap = BinaryHeap::new();
-    for (i, r) in readers.iter_mut().enumerate() {
-        if let Some(key) = r.key()? {
-            heap.push(std::cmp::Reverse((key, i)));
-        }
-    }
     // point -> (its id values, one tally per metric)
     let mut points: BTreeMap<u32, (Vec<AnyValue<'static>>, Vec<Tally>)> = BTreeMap::new();
-    while let Some(std::cmp::Reverse(((point, _), i))) = heap.pop() {
-        let reader = &mut readers[i];
-        let (_, tallies) = points.entry(point).or_insert_with(|| (reader.ids(), vec![Tally::new(); metrics.len()]));
+    for_each_merged(&mut readers, |reader| {
+        let (_, tallies) =
+            points.entry(reader.point()).or_insert_with(|| (reader.ids(), vec![Tally::new(); metrics.len()]));
         for (j, tally) in tallies.iter_mut().enumerate() {
             if let Some(x) = reader.metric(j) {
                 tally.add(x);
             }
         }
-        reader.advance();
-        if let Some(key) = reader.key()? {
-            heap.push(std::cmp::Reverse((key, i)));
-        }
-    }
+        Ok(())
+    })?;
     let mut columns: Vec<Column> = Vec::new();
     for (k, name) in id_columns.iter().enumerate() {
         let values: Vec<AnyValue<'static>> = points.values().map(|(ids, _)| ids[k].clone()).collect();
@@ -223,12 +215,9 @@ pub fn summarize_parquet(
 
 /// Merges the sorted `replications.parquet` files of `dirs` (shards of one batch) into
 /// one file at `path`, sorted by (point, replication), streaming: a k-way merge that
-/// holds one row group per input and writes one per 65,536 rows. Returns the rows
+/// holds one row group per input and writes one per [`ROW_GROUP_ROWS`] rows. Returns the rows
 /// written. The inputs must share their columns.
 pub fn merge_replications(dirs: &[PathBuf], path: &Path) -> Result<u64, AnalysisError> {
-    use std::cmp::Reverse;
-    use std::collections::BinaryHeap;
-
     use arrow::record_batch::{RecordBatch, RecordBatchReader as _};
     use parquet::arrow::ArrowWriter;
 
@@ -244,12 +233,6 @@ pub fn merge_replications(dirs: &[PathBuf], path: &Path) -> Result<u64, Analysis
     let others: Vec<String> = names.iter().filter(|n| *n != "point" && *n != "replication").cloned().collect();
     let mut readers = inputs.iter().map(|p| SortedRows::open(p, &others, &[])).collect::<Result<Vec<_>, _>>()?;
     let schema = readers[0].batches.schema();
-    let mut heap = BinaryHeap::new();
-    for (i, r) in readers.iter_mut().enumerate() {
-        if let Some(key) = r.key()? {
-            heap.push(Reverse((key, i)));
-        }
-    }
     let format = |e: &dyn std::fmt::Display| OutputError::Format { path: path.to_path_buf(), message: e.to_string() };
     let mut rows = 0;
     write_atomically(path, |w| {
@@ -257,45 +240,68 @@ pub fn merge_replications(dirs: &[PathBuf], path: &Path) -> Result<u64, Analysis
             .map_err(|e| format(&e))?;
         // The row groups the pending rows point into, and each input's place in it.
         let mut pool: Vec<RecordBatch> = Vec::new();
-        let mut in_pool: Vec<Option<(u64, usize)>> = vec![None; readers.len()];
-        let mut picks: Vec<(usize, usize)> = Vec::with_capacity(65_536);
-        let flush = |pool: &mut Vec<RecordBatch>, picks: &mut Vec<(usize, usize)>, writer: &mut ArrowWriter<_>| {
+        let mut in_pool: Vec<Option<(u64, usize)>> = Vec::new();
+        let mut picks: Vec<(usize, usize)> = Vec::with_capacity(ROW_GROUP_ROWS);
+        let mut flush = |pool: &mut Vec<RecordBatch>, picks: &mut Vec<(usize, usize)>, in_pool: &mut Vec<_>| {
             let refs: Vec<&RecordBatch> = pool.iter().collect();
             let batch = arrow::compute::interleave_record_batch(&refs, picks).map_err(|e| format(&e))?;
             writer.write(&batch).map_err(|e| format(&e))?;
             writer.flush().map_err(|e| format(&e))?;
             pool.clear();
             picks.clear();
+            in_pool.clear();
             Ok::<(), OutputError>(())
         };
-        while let Some(Reverse((_, i))) = heap.pop() {
-            let reader = &mut readers[i];
-            let at = match in_pool[i] {
+        for_each_merged(&mut readers, |reader| {
+            in_pool.resize(in_pool.len().max(reader.input + 1), None);
+            let at = match in_pool[reader.input] {
                 Some((generation, at)) if generation == reader.generation => at,
                 _ => {
-                    pool.push(reader.batch.clone().expect("a reader in the heap has a row"));
-                    in_pool[i] = Some((reader.generation, pool.len() - 1));
+                    pool.push(reader.batch.clone().expect("a merged reader has a row"));
+                    in_pool[reader.input] = Some((reader.generation, pool.len() - 1));
                     pool.len() - 1
                 }
             };
             picks.push((at, reader.row));
             rows += 1;
-            reader.advance();
-            if let Some(key) = reader.key().map_err(|e| format(&e))? {
-                heap.push(Reverse((key, i)));
+            if picks.len() == ROW_GROUP_ROWS {
+                flush(&mut pool, &mut picks, &mut in_pool)?;
             }
-            if picks.len() == 65_536 {
-                flush(&mut pool, &mut picks, &mut writer)?;
-                in_pool.fill(None);
-            }
-        }
+            Ok(())
+        })
+        .map_err(|e| format(&e))?;
         if !picks.is_empty() {
-            flush(&mut pool, &mut picks, &mut writer)?;
+            flush(&mut pool, &mut picks, &mut in_pool)?;
         }
         writer.close().map_err(|e| format(&e))?;
         Ok(())
     })?;
     Ok(rows)
+}
+
+/// Visits the rows of sorted inputs in (point, replication) order (ties by input), a
+/// k-way merge holding one row group per input.
+fn for_each_merged(
+    readers: &mut [SortedRows],
+    mut visit: impl FnMut(&SortedRows) -> Result<(), AnalysisError>,
+) -> Result<(), AnalysisError> {
+    use std::cmp::Reverse;
+    let mut heap = std::collections::BinaryHeap::new();
+    for (i, r) in readers.iter_mut().enumerate() {
+        r.input = i;
+        if let Some(key) = r.key()? {
+            heap.push(Reverse((key, i)));
+        }
+    }
+    while let Some(Reverse((_, i))) = heap.pop() {
+        let reader = &mut readers[i];
+        visit(reader)?;
+        reader.advance();
+        if let Some(key) = reader.key()? {
+            heap.push(Reverse((key, i)));
+        }
+    }
+    Ok(())
 }
 
 /// The rows of one sorted replications.parquet, a row group at a time.
@@ -305,6 +311,8 @@ struct SortedRows {
     batch: Option<arrow::record_batch::RecordBatch>,
     /// Counts the row groups read, so a merge knows when `batch` changed.
     generation: u64,
+    /// Its place among the inputs of a merge.
+    input: usize,
     row: usize,
     /// Column positions in the projected batch.
     point_column: usize,
@@ -334,7 +342,8 @@ impl SortedRows {
         roots.dedup();
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
         let at = |file_index: usize| roots.binary_search(&file_index).expect("projected");
-        let batches = builder.with_projection(mask).with_batch_size(65_536).build().map_err(|e| bad(e.to_string()))?;
+        let batches =
+            builder.with_projection(mask).with_batch_size(ROW_GROUP_ROWS).build().map_err(|e| bad(e.to_string()))?;
         let ids = wanted[2..2 + id_columns.len()].iter().map(|&c| at(c)).collect();
         let metrics = wanted[2 + id_columns.len()..].iter().map(|&c| at(c)).collect();
         Ok(SortedRows {
@@ -342,6 +351,7 @@ impl SortedRows {
             batches,
             batch: None,
             generation: 0,
+            input: 0,
             row: 0,
             point_column: at(wanted[0]),
             replication_column: at(wanted[1]),
@@ -377,6 +387,13 @@ impl SortedRows {
 
     fn advance(&mut self) {
         self.row += 1;
+    }
+
+    /// The point of the current row.
+    fn point(&self) -> u32 {
+        use arrow::array::AsArray;
+        let batch = self.batch.as_ref().expect("a current row");
+        batch.column(self.point_column).as_primitive::<arrow::datatypes::UInt32Type>().value(self.row)
     }
 
     /// The id columns' values in the current row.

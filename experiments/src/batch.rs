@@ -305,7 +305,7 @@ pub fn run_batch(
         fs::write(out.join("scenario.toml"), scenario.to_toml()).map_err(io_err(&out.join("scenario.toml")))?;
     }
     let journal = Journal::new(out);
-    let previous = journal.scan(spec.replications)?;
+    let previous = journal.scan(|p, r| plan.position(p, r))?;
     if !previous.failed.is_empty() || (spec.resume && journal.exists()) {
         // Failed replications are tried again on resume; this also drops a line cut
         // short by the interruption.
@@ -330,7 +330,7 @@ pub fn run_batch(
     writer.into_inner().expect("not poisoned").sync()?;
     drop(previous);
 
-    let scan = journal.scan(spec.replications)?;
+    let scan = journal.scan(|p, r| plan.position(p, r))?;
     manifest.completed = scan.succeeded + scan.failed.len() as u64;
     manifest.failed = scan
         .failed

@@ -31,7 +31,7 @@
 //!     w.append(&ReplicationRecord { point: 0, replication: r, seed: 7, metrics, error: None }).unwrap();
 //! }
 //! w.sync().unwrap();
-//! let scan = Journal::new(&dir).scan(10).unwrap();
+//! let scan = Journal::new(&dir).scan(|p, r| u64::from(p) * 10 + r).unwrap();
 //! assert_eq!((scan.succeeded, scan.metrics.len()), (3, 1));
 //! # std::fs::remove_dir_all(dir).unwrap();
 //! ```
@@ -54,6 +54,7 @@ use crate::output::{
     MetricCell, OutputError, ReplicationRecord, parameter_column, parameter_column_name, write_atomically,
     writer_properties,
 };
+use crate::trace::ROW_GROUP_ROWS;
 
 /// A metric column: its name and whether it is a flag.
 pub type MetricColumn = (String, bool);
@@ -360,9 +361,6 @@ pub struct Journal {
 /// batch's size (mmc's nine metrics: chunks of 111,111 rows).
 const CHUNK_VALUES: usize = 1_000_000;
 
-/// Rows per Parquet row group of replications.parquet.
-const ROW_GROUP_ROWS: usize = 65_536;
-
 impl Journal {
     /// The journal of `out`.
     pub fn new(out: &Path) -> Journal {
@@ -383,8 +381,9 @@ impl Journal {
     }
 
     /// One pass over the journal: metric columns, which replications succeeded and which
-    /// failed. `replications` (per point) turns (point, r) into a global position.
-    pub fn scan(&self, replications: u64) -> Result<JournalScan, OutputError> {
+    /// failed. `position` turns (point, replication) into a global position (the batch's
+    /// [`crate::runner::WorkPlan::position`]).
+    pub fn scan(&self, position: impl Fn(u32, u64) -> u64) -> Result<JournalScan, OutputError> {
         let mut scan = JournalScan::default();
         self.for_each(|row, schemas| {
             if let Some(error) = row.error {
@@ -396,7 +395,7 @@ impl Journal {
                     scan.metrics.push(column.clone());
                 }
             }
-            scan.done.insert(u64::from(row.point) * replications + row.replication);
+            scan.done.insert(position(row.point, row.replication));
             scan.succeeded += 1;
         })?;
         Ok(scan)
@@ -684,7 +683,7 @@ mod tests {
         assert_eq!(back[1].values[0], MetricCell::Number(Some(f64::MIN_POSITIVE)));
         assert_eq!((back[2].schema, back[0].schema), (1, 0), "a record with other metrics starts a schema");
         assert_eq!(back[3].error, failed.error);
-        let scan = Journal::new(&dir).scan(10).unwrap();
+        let scan = Journal::new(&dir).scan(|p, r| u64::from(p) * 10 + r).unwrap();
         assert_eq!(scan.metrics, vec![("a".to_string(), false), ("b".to_string(), true)]);
         assert_eq!((scan.succeeded, scan.failed.len()), (3, 1));
         assert!(scan.done.contains(10) && scan.done.contains(3) && !scan.done.contains(5));
@@ -707,10 +706,16 @@ mod tests {
         Journal::new(&dir).drop_failures().unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), text, "the cut line is gone, the rest is as written");
         fs::write(&path, format!("garbage\n{text}")).unwrap();
-        let e = Journal::new(&dir).scan(10).unwrap_err().to_string();
+        let e = Journal::new(&dir).scan(|p, r| u64::from(p) * 10 + r).unwrap_err().to_string();
         assert!(e.contains("line 1"), "{e}");
         fs::write(&path, "[0,0,1,null,[1.0]]\n").unwrap();
-        assert!(Journal::new(&dir).scan(10).unwrap_err().to_string().contains("before any schema"));
+        assert!(
+            Journal::new(&dir)
+                .scan(|p, r| u64::from(p) * 10 + r)
+                .unwrap_err()
+                .to_string()
+                .contains("before any schema")
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -785,7 +790,7 @@ mod tests {
             w.append(&rec).unwrap();
         }
         let journal = Journal::new(&dir);
-        let scan = journal.scan(n).unwrap();
+        let scan = journal.scan(|p, r| u64::from(p) * n + r).unwrap();
         let params = vec![vec![Value::Integer(1)], vec![Value::Float(2.5)]];
         let keys = vec!["x.y".to_string()];
         let one = dir.join("one.parquet");

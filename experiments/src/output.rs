@@ -20,8 +20,6 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Schema};
-use arrow::record_batch::RecordBatch;
-use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
@@ -52,10 +50,6 @@ pub enum OutputError {
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutputError + '_ {
     move |error| OutputError::Io { path: path.to_path_buf(), error }
-}
-
-fn format_err(path: &Path) -> impl FnOnce(String) -> OutputError + '_ {
-    move |message| OutputError::Format { path: path.to_path_buf(), message }
 }
 
 /// Writes `path` atomically: `write` fills a temporary file beside it, which is then
@@ -112,17 +106,6 @@ pub fn trace_writer_properties(schema: &Schema) -> WriterProperties {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);
     }
     builder.build()
-}
-
-/// Writes one record batch to `path` as Parquet, atomically.
-pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), OutputError> {
-    write_atomically(path, |w| {
-        let mut writer = ArrowWriter::try_new(w, batch.schema(), Some(writer_properties()))
-            .map_err(|e| format_err(path)(e.to_string()))?;
-        writer.write(batch).map_err(|e| format_err(path)(e.to_string()))?;
-        writer.close().map_err(|e| format_err(path)(e.to_string()))?;
-        Ok(())
-    })
 }
 
 /// A column of swept parameter values, typed by the TOML values it holds.

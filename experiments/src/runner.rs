@@ -82,7 +82,6 @@ impl Shard {
 /// and are dealt round-robin to shards.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WorkPlan {
-    points: u64,
     replications: u64,
     shard: Shard,
     total: u64,
@@ -97,12 +96,7 @@ impl WorkPlan {
         }
         let total =
             (points as u64).checked_mul(replications).ok_or(RunError::TooManyReplications { points, replications })?;
-        Ok(WorkPlan { points: points as u64, replications, shard, total })
-    }
-
-    /// Work items of the whole batch (every shard).
-    pub fn total(&self) -> u64 {
-        self.total
+        Ok(WorkPlan { replications, shard, total })
     }
 
     /// Work items of this shard.
@@ -134,11 +128,6 @@ impl WorkPlan {
     /// This shard's items in order.
     pub fn items(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
         (0..self.len()).map(|k| self.item_at(self.global(k)))
-    }
-
-    /// Points of the batch.
-    pub fn points(&self) -> u64 {
-        self.points
     }
 }
 
