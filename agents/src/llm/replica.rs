@@ -11,8 +11,22 @@
 //! sequence fits in the free blocks, though only the blocks of this step's chunk are
 //! taken. At the end of a step every sequence whose known tokens are all computed
 //! samples one token: its first at the end of the step that completes its prefill.
+//!
+//! A step's cost does not grow with the sequences in steady decode. A running sequence
+//! that produced a token at the end of the last step and will compute one token in the
+//! next is a *decoder*; decoders join a cohort that is kept in aggregate: how many
+//! there are, the sum of their cached tokens, how many need a new KV block at each
+//! step (by the step's residue modulo the block size), and when each finishes (a
+//! heap). Each decoder is stored as it was when it joined, and its state at any later
+//! step follows from the steps since. Only the other running sequences (prefilling, or
+//! passed over by an earlier step) are visited one by one. Whenever the cohort could
+//! change what the per-sequence rules decide (the token budget or the free blocks run
+//! short, so order matters and someone may be preempted), it is dissolved back into
+//! individual sequences for that step, so the results are those of the per-sequence
+//! rules exactly (a test runs both on random workloads and compares every step).
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 
 use super::kv::KvCache;
 use super::step_time::StepShape;
@@ -58,6 +72,11 @@ pub struct Sequence<K> {
     last_token_ns: u64,
     /// Whether it has ever been admitted.
     admitted: bool,
+    /// Its place in the running order: admissions counted on this replica (a
+    /// readmitted sequence gets a new one).
+    admission: u64,
+    /// Whether it produced a token in the step being completed and goes on decoding.
+    decoding: bool,
 }
 
 impl<K> Sequence<K> {
@@ -76,6 +95,8 @@ impl<K> Sequence<K> {
             measured: true,
             last_token_ns: 0,
             admitted: false,
+            admission: 0,
+            decoding: false,
         }
     }
 
@@ -121,17 +142,147 @@ pub struct StepTokens {
     pub measured_tokens: u32,
 }
 
+/// The running sequences in steady decode, in aggregate (see the [module docs](self)).
+/// A member is stored as it was at the start of the step it joined for; at the start
+/// of step `g` it has computed `computed + (g - joined)` tokens and generated
+/// `generated + (g - joined)`.
+#[derive(Clone, Debug)]
+struct Cohort<K> {
+    /// Members by slot; `None` is a free slot.
+    members: Vec<Option<(Sequence<K>, u64)>>,
+    free_slots: Vec<u32>,
+    /// (step at whose end it finishes, admission, slot), earliest first.
+    finishing: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    /// Members that need a new block at a step, by the step's residue modulo the block
+    /// size (a decoder needs one whenever its cached tokens fill whole blocks).
+    due_blocks: Vec<u32>,
+    len: u32,
+    /// Members whose tokens count in the statistics.
+    measured: u32,
+    /// Sum over members of (computed - joined): their cached tokens at step `g` sum to
+    /// this plus `len * g`.
+    kv_offset: i64,
+    /// Sum over members of (prompt + output - computed + joined): tokens outstanding at
+    /// step `g` are this minus `len * g`.
+    outstanding_offset: i64,
+    /// At least the newest member's admission.
+    newest_admission: u64,
+}
+
+impl<K: Copy> Cohort<K> {
+    fn new(block_size: u32) -> Self {
+        Cohort {
+            members: Vec::new(),
+            free_slots: Vec::new(),
+            finishing: BinaryHeap::new(),
+            due_blocks: vec![0; block_size.max(1) as usize],
+            len: 0,
+            measured: 0,
+            kv_offset: 0,
+            outstanding_offset: 0,
+            newest_admission: 0,
+        }
+    }
+
+    fn residue(&self, step: u64) -> usize {
+        (step % self.due_blocks.len() as u64) as usize
+    }
+
+    /// The residue class of the steps at which a member needs a new block.
+    fn block_class(&self, seq: &Sequence<K>, joined: u64) -> usize {
+        let m = self.due_blocks.len() as u64;
+        ((joined % m + m - u64::from(seq.computed) % m) % m) as usize
+    }
+
+    /// Adds a decoder as it stands at the start of step `joined`.
+    fn join(&mut self, seq: Sequence<K>, joined: u64) {
+        debug_assert!(seq.computed + 1 == seq.known() && seq.generated >= 1 && seq.generated < seq.output);
+        let class = self.block_class(&seq, joined);
+        self.due_blocks[class] += 1;
+        self.len += 1;
+        self.measured += u32::from(seq.measured);
+        let (computed, joined_i) = (i64::from(seq.computed), joined as i64);
+        self.kv_offset += computed - joined_i;
+        self.outstanding_offset += i64::from(seq.prompt + seq.output) - computed + joined_i;
+        self.newest_admission = self.newest_admission.max(seq.admission);
+        let finish_step = joined + u64::from(seq.output - seq.generated) - 1;
+        let member = Some((seq, joined));
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                self.members[slot as usize] = member;
+                slot
+            }
+            None => {
+                self.members.push(member);
+                u32::try_from(self.members.len() - 1).expect("fewer than 2^32 running sequences")
+            }
+        };
+        self.finishing.push(Reverse((finish_step, seq.admission, slot)));
+    }
+
+    /// Removes the member in `slot`, returning it as stored and its step of joining.
+    fn leave(&mut self, slot: u32) -> (Sequence<K>, u64) {
+        let (seq, joined) = self.members[slot as usize].take().expect("a cohort slot in the heap is occupied");
+        self.free_slots.push(slot);
+        let class = self.block_class(&seq, joined);
+        self.due_blocks[class] -= 1;
+        self.len -= 1;
+        self.measured -= u32::from(seq.measured);
+        let (computed, joined_i) = (i64::from(seq.computed), joined as i64);
+        self.kv_offset -= computed - joined_i;
+        self.outstanding_offset -= i64::from(seq.prompt + seq.output) - computed + joined_i;
+        if self.len == 0 {
+            self.newest_admission = 0;
+        }
+        (seq, joined)
+    }
+
+    /// Every member as it stands at the start of step `step`, in no particular order,
+    /// holding the block for that step's token too if the step is `scheduled`; the
+    /// cohort is left empty.
+    fn dissolve(&mut self, step: u64, scheduled: bool, last_token_ns: u64, kv: &KvCache, into: &mut Vec<Sequence<K>>) {
+        for (seq, joined) in self.members.drain(..).flatten() {
+            let steps = (step - joined) as u32;
+            let computed = seq.computed + steps;
+            into.push(Sequence {
+                computed,
+                generated: seq.generated + steps,
+                blocks: kv.blocks_for(computed + u32::from(scheduled)),
+                last_token_ns,
+                ..seq
+            });
+        }
+        *self = Cohort::new(self.due_blocks.len() as u32);
+    }
+}
+
 /// A replica's scheduler state and KV cache.
 #[derive(Clone, Debug)]
 pub struct Replica<K> {
     limits: EngineLimits,
     kv: KvCache,
     waiting: VecDeque<Sequence<K>>,
+    /// Running sequences outside the cohort, in admission order.
     running: Vec<Sequence<K>>,
+    /// Running sequences in steady decode.
+    cohort: Cohort<K>,
+    /// Whether decoders join the cohort (always, except in the test that checks the
+    /// cohort against the per-sequence rules).
+    use_cohort: bool,
+    /// Steps completed.
+    steps: u64,
+    /// When the last step ended (the caller's clock, nanoseconds).
+    last_step_end_ns: u64,
+    /// Admissions so far.
+    admissions: u64,
+    /// Whether a step is planned and not yet completed.
+    in_flight: bool,
     /// This step's (index in `running`, tokens) pairs.
     plan: Vec<(usize, u32)>,
     /// Keys of the sequences this step admits for the first time.
     first_admitted: Vec<K>,
+    /// Members finishing in the step being completed, in admission order.
+    finished_members: Vec<Sequence<K>>,
     /// The last completed step's inter-token latencies of measured sequences, as
     /// (nanoseconds, count): nearly every sequence shares one value, the step's length.
     itls: Vec<(u64, u32)>,
@@ -147,8 +298,15 @@ impl<K: Copy> Replica<K> {
             kv: KvCache::new(limits.num_gpu_blocks, limits.block_size),
             waiting: VecDeque::new(),
             running: Vec::new(),
+            cohort: Cohort::new(limits.block_size),
+            use_cohort: true,
+            steps: 0,
+            last_step_end_ns: 0,
+            admissions: 0,
+            in_flight: false,
             plan: Vec::new(),
             first_admitted: Vec::new(),
+            finished_members: Vec::new(),
             itls: Vec::new(),
             preemptions: 0,
         }
@@ -166,7 +324,7 @@ impl<K: Copy> Replica<K> {
 
     /// Sequences running.
     pub fn running(&self) -> usize {
-        self.running.len()
+        self.running.len() + self.cohort.len as usize
     }
 
     /// The KV cache.
@@ -177,11 +335,14 @@ impl<K: Copy> Replica<K> {
     /// Tokens still to compute or generate, all sequences here: a load measure for
     /// routers.
     pub fn outstanding_tokens(&self) -> u64 {
-        self.waiting
-            .iter()
-            .chain(&self.running)
-            .map(|s| u64::from(s.prompt + s.output - s.computed.min(s.prompt + s.output)))
-            .sum()
+        let cohort = (self.cohort.outstanding_offset - i64::from(self.cohort.len) * self.steps as i64) as u64;
+        cohort
+            + self
+                .waiting
+                .iter()
+                .chain(&self.running)
+                .map(|s| u64::from(s.prompt + s.output - s.computed.min(s.prompt + s.output)))
+                .sum::<u64>()
     }
 
     /// Whether a sequence this long could ever be admitted (its prompt and output fit
@@ -190,11 +351,35 @@ impl<K: Copy> Replica<K> {
         self.kv.blocks_for(prompt + output) <= self.kv.usable_blocks()
     }
 
+    /// Whether the cohort can take its step ahead of the other running sequences
+    /// without changing what the per-sequence rules decide: its tokens fit the budget,
+    /// its blocks are free, and the others are all newer, so they come after it in the
+    /// running order anyway (they always are: a step serves a prefix of the running
+    /// order, and only the sequences it served join the cohort).
+    fn cohort_steps_alone(&self) -> bool {
+        let cohort = &self.cohort;
+        let due = cohort.due_blocks[cohort.residue(self.steps)];
+        cohort.len <= self.limits.max_num_batched_tokens
+            && due <= self.kv.free_blocks()
+            && self.running.first().is_none_or(|first| first.admission > cohort.newest_admission)
+    }
+
     /// Plans the next step; `None` if there is nothing to do.
     pub fn schedule(&mut self) -> Option<StepShape> {
         self.plan.clear();
         self.first_admitted.clear();
         let mut budget = self.limits.max_num_batched_tokens;
+        if self.cohort.len > 0 && !self.cohort_steps_alone() {
+            self.cohort.dissolve(self.steps, false, self.last_step_end_ns, &self.kv, &mut self.running);
+            self.running.sort_unstable_by_key(|s| s.admission);
+        }
+        let members = self.cohort.len;
+        if members > 0 {
+            let due = self.cohort.due_blocks[self.cohort.residue(self.steps)];
+            let ok = self.kv.allocate(due);
+            debug_assert!(ok, "checked by cohort_steps_alone");
+            budget -= members;
+        }
         let mut preempted = false;
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
@@ -207,6 +392,7 @@ impl<K: Copy> Replica<K> {
             let needed = self.kv.blocks_for(seq.computed + tokens).saturating_sub(seq.blocks);
             let mut scheduled = true;
             while !self.kv.allocate(needed) {
+                // The cohort is older than every sequence here (or it was dissolved).
                 let victim = self.running.pop().expect("the sequence itself is running");
                 self.preempt(victim);
                 preempted = true;
@@ -224,7 +410,7 @@ impl<K: Copy> Replica<K> {
             i += 1;
         }
         if !preempted {
-            while budget > 0 && self.running.len() < self.limits.max_num_seqs as usize {
+            while budget > 0 && self.running() < self.limits.max_num_seqs as usize {
                 let Some(seq) = self.waiting.front() else { break };
                 let known = seq.known();
                 // Full-sequence reservation: the whole current sequence must fit.
@@ -246,6 +432,8 @@ impl<K: Copy> Replica<K> {
                 debug_assert!(ok, "the reservation check covers this chunk");
                 seq.computed = computed;
                 seq.blocks = hit_blocks + needed;
+                seq.admission = self.admissions;
+                self.admissions += 1;
                 if !seq.admitted {
                     seq.admitted = true;
                     self.first_admitted.push(seq.key);
@@ -255,10 +443,15 @@ impl<K: Copy> Replica<K> {
                 budget -= tokens;
             }
         }
-        if self.plan.is_empty() {
+        if self.plan.is_empty() && members == 0 {
             return None;
         }
-        let mut shape = StepShape::default();
+        self.in_flight = true;
+        let mut shape = StepShape {
+            decodes: members,
+            decode_kv: (self.cohort.kv_offset + i64::from(members) * self.steps as i64) as u64,
+            ..StepShape::default()
+        };
         for &(i, tokens) in &self.plan {
             let seq = &self.running[i];
             if seq.generated > 0 && tokens == 1 && seq.computed + 1 == seq.known() {
@@ -298,14 +491,49 @@ impl<K: Copy> Replica<K> {
     /// Ends the planned step at `now_ns` (the caller's clock): computes its tokens,
     /// samples a token for every sequence whose known tokens are all computed, and hands
     /// `on_event` each sequence that produced its first or its last token (finished
-    /// ones have left the replica). The rest are counted in the returned
-    /// [`StepTokens`] and their inter-token latencies in [`Replica::step_itls`].
+    /// ones have left the replica), in admission order. The rest are counted in the
+    /// returned [`StepTokens`] and their inter-token latencies in
+    /// [`Replica::step_itls`].
     pub fn complete_step(&mut self, now_ns: u64, mut on_event: impl FnMut(&Sequence<K>, TokenEvent)) -> StepTokens {
-        let mut any_finished = false;
+        let (step, last_step_end_ns, use_cohort) = (self.steps, self.last_step_end_ns, self.use_cohort);
         let mut produced = StepTokens::default();
         self.itls.clear();
-        for &(i, tokens) in &self.plan {
-            let seq = &mut self.running[i];
+        self.in_flight = false;
+        let Replica { kv, running, cohort, plan, finished_members, itls, .. } = &mut *self;
+        // The cohort: every member produces a token, one step after its last.
+        finished_members.clear();
+        if cohort.len > 0 {
+            produced.tokens += cohort.len;
+            produced.measured_tokens += cohort.measured;
+            if cohort.measured > 0 {
+                itls.push((now_ns.saturating_sub(last_step_end_ns), cohort.measured));
+            }
+            while let Some(&Reverse((finish_step, _, slot))) = cohort.finishing.peek() {
+                if finish_step != step {
+                    debug_assert!(finish_step > step, "a member outlived its last token");
+                    break;
+                }
+                cohort.finishing.pop();
+                let (seq, joined) = cohort.leave(slot);
+                let steps = (step + 1 - joined) as u32;
+                let computed = seq.computed + steps;
+                let done = Sequence {
+                    computed,
+                    generated: seq.generated + steps,
+                    blocks: kv.blocks_for(computed),
+                    last_token_ns: now_ns,
+                    ..seq
+                };
+                kv.release(done.uid, 0, done.blocks);
+                finished_members.push(done);
+            }
+        }
+        // The others, one by one; events interleaved with the members' in admission
+        // order.
+        let mut members_told = 0;
+        let mut any_left = false;
+        for &(i, tokens) in plan.iter() {
+            let seq = &mut running[i];
             seq.computed += tokens;
             if seq.computed != seq.known() {
                 continue;
@@ -316,37 +544,59 @@ impl<K: Copy> Replica<K> {
                 produced.measured_tokens += 1;
                 if seq.generated > 1 {
                     let itl = now_ns.saturating_sub(seq.last_token_ns);
-                    match self.itls.iter_mut().find(|(v, _)| *v == itl) {
+                    match itls.iter_mut().find(|(v, _)| *v == itl) {
                         Some((_, n)) => *n += 1,
-                        None => self.itls.push((itl, 1)),
+                        None => itls.push((itl, 1)),
                     }
                 }
             }
             seq.last_token_ns = now_ns;
-            if seq.generated >= seq.output {
-                any_finished = true;
-                on_event(seq, TokenEvent::Finished);
-            } else if seq.generated == 1 {
-                on_event(seq, TokenEvent::First);
-            }
-        }
-        self.plan.clear();
-        if any_finished {
-            let kv = &mut self.kv;
-            self.running.retain(|s| {
-                let done = s.generated >= s.output;
-                if done {
-                    kv.release(s.uid, 0, s.blocks);
+            let event = if seq.generated >= seq.output {
+                TokenEvent::Finished
+            } else {
+                seq.decoding = true;
+                if seq.generated > 1 {
+                    any_left = true;
+                    continue;
                 }
-                !done
+                TokenEvent::First
+            };
+            any_left = true;
+            while let Some(member) = finished_members.get(members_told).filter(|m| m.admission < seq.admission) {
+                on_event(member, TokenEvent::Finished);
+                members_told += 1;
+            }
+            on_event(seq, event);
+        }
+        for member in &finished_members[members_told..] {
+            on_event(member, TokenEvent::Finished);
+        }
+        plan.clear();
+        if any_left {
+            let joined = step + 1;
+            running.retain_mut(|s| {
+                if s.generated >= s.output {
+                    kv.release(s.uid, 0, s.blocks);
+                    return false;
+                }
+                if std::mem::take(&mut s.decoding) && use_cohort {
+                    cohort.join(*s, joined);
+                    return false;
+                }
+                true
             });
         }
+        self.steps += 1;
+        self.last_step_end_ns = now_ns;
         produced
     }
 
     /// Removes every sequence (the replica failed), handing each to `on_lost`.
     pub fn drain(&mut self, mut on_lost: impl FnMut(Sequence<K>)) {
         self.plan.clear();
+        let scheduled = std::mem::take(&mut self.in_flight);
+        self.cohort.dissolve(self.steps, scheduled, self.last_step_end_ns, &self.kv, &mut self.running);
+        self.running.sort_unstable_by_key(|s| s.admission);
         for s in self.running.drain(..) {
             self.kv.release(s.uid, 0, s.blocks);
             on_lost(s);
@@ -468,5 +718,101 @@ mod tests {
         let recompute = shapes.iter().filter(|s| s.prefills > 0 && s.prefill_kv > 0).count();
         assert!(recompute >= 1, "{shapes:?}");
         assert_eq!(r.kv().free_blocks(), 9);
+    }
+
+    /// Everything a caller can see of one step.
+    #[derive(Debug, PartialEq)]
+    struct Seen {
+        shape: Option<StepShape>,
+        first_admitted: Vec<u32>,
+        events: Vec<(u32, TokenEvent, u32, u32)>,
+        tokens: StepTokens,
+        itls: Vec<(u64, u32)>,
+        kv: KvCache,
+        running: usize,
+        waiting: usize,
+        outstanding_tokens: u64,
+        preemptions: u64,
+    }
+
+    fn observe_step(r: &mut Replica<u32>, now_ns: u64) -> Seen {
+        let shape = r.schedule();
+        let first_admitted = r.first_admitted().to_vec();
+        let (mut events, mut tokens, mut itls) = (Vec::new(), StepTokens::default(), Vec::new());
+        if shape.is_some() {
+            tokens = r.complete_step(now_ns, |s, e| events.push((s.key, e, s.generated, s.preemptions)));
+            itls = r.step_itls().to_vec();
+            itls.sort_unstable();
+        }
+        Seen {
+            shape,
+            first_admitted,
+            events,
+            tokens,
+            itls,
+            kv: r.kv().clone(),
+            running: r.running(),
+            waiting: r.waiting(),
+            outstanding_tokens: r.outstanding_tokens(),
+            preemptions: r.preemptions,
+        }
+    }
+
+    /// The cohort of steady decoders changes nothing: random workloads, many with a
+    /// cache or a token budget too small for what they hold (so sequences are preempted
+    /// and passed over), give the same steps, events, counts, latencies and cache state
+    /// as the per-sequence rules, step by step.
+    #[test]
+    fn the_cohort_gives_what_the_per_sequence_rules_give() {
+        use rand::RngExt;
+        let (mut steps_with_members, mut preempted_members) = (0, 0);
+        for case in 0..60_u64 {
+            let mut rng = infersim_engine::derive_stream(case, 0, infersim_engine::StreamId(0));
+            let limits = EngineLimits {
+                max_num_seqs: rng.random_range(1..=48),
+                max_num_batched_tokens: rng.random_range(4..=384),
+                block_size: [1, 3, 16][rng.random_range(0..3_usize)],
+                num_gpu_blocks: rng.random_range(30..=1500),
+            };
+            let mut fast = Replica::new(limits);
+            let mut slow = Replica::new(limits);
+            slow.use_cohort = false;
+            let (mut now_ns, mut uid) = (0, 0);
+            for _ in 0..1500 {
+                for _ in 0..rng.random_range(0..3) {
+                    let (prompt, output) = (rng.random_range(1..=200), rng.random_range(1..=120));
+                    if !fast.fits(prompt, output) {
+                        continue;
+                    }
+                    let seq = if rng.random_bool(0.1) {
+                        Sequence::prefilled(uid as u32, uid, prompt, output.max(2), now_ns)
+                    } else {
+                        Sequence::new(uid as u32, uid, prompt, output)
+                    };
+                    let seq = seq.measured(rng.random_bool(0.9));
+                    fast.enqueue(seq);
+                    slow.enqueue(seq);
+                    uid += 1;
+                }
+                if rng.random_bool(0.002) {
+                    // A failure mid-step: the planned step never completes.
+                    let (a, b) = (fast.schedule(), slow.schedule());
+                    assert_eq!(a, b);
+                    let (mut lost_fast, mut lost_slow) = (Vec::new(), Vec::new());
+                    fast.drain(|s| lost_fast.push((s.key, s.generated, s.preemptions)));
+                    slow.drain(|s| lost_slow.push((s.key, s.generated, s.preemptions)));
+                    assert_eq!(lost_fast, lost_slow);
+                    assert_eq!(fast.kv(), slow.kv());
+                }
+                now_ns += rng.random_range(1..50);
+                let (members, preemptions) = (fast.cohort.len, fast.preemptions);
+                let (a, b) = (observe_step(&mut fast, now_ns), observe_step(&mut slow, now_ns));
+                assert_eq!(a, b, "case {case}, {limits:?}");
+                steps_with_members += u32::from(members > 0);
+                preempted_members += u32::from(members > 0 && fast.preemptions > preemptions);
+            }
+        }
+        // Both paths were taken: the cohort, and its dissolution to preempt.
+        assert!(steps_with_members > 10_000 && preempted_members > 100, "{steps_with_members} {preempted_members}");
     }
 }
