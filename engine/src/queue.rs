@@ -8,7 +8,9 @@
 //! - [`HeapQueue`]: a 4-ary min-heap of small `(time, seq, slot)` keys, with
 //!   payloads in a slot arena and lazy cancellation (a cancelled key stays in the heap
 //!   and is skipped when it surfaces). The engine's default, chosen by the benchmarks
-//!   in `benches/README.md`.
+//!   in `benches/README.md`. Events [posted](EventQueue::post) without a handle skip
+//!   the arena: they sit in a second heap with their payloads, and the two heaps'
+//!   tops are compared on each pop.
 //! - [`IndexedQueue`]: the `priority-queue` crate's indexed heap, which removes and
 //!   re-prioritises keys in place.
 //!
@@ -34,7 +36,9 @@ use crate::time::SimTime;
 /// Handle of a scheduled event, for cancelling or rescheduling it.
 ///
 /// A handle outlives its event harmlessly: once the event has run or been cancelled,
-/// operations on the handle report that it is not pending.
+/// operations on the handle report that it is not pending. A [posted](EventQueue::post)
+/// event's handle (seen only by event hooks) is never pending: it carries its sequence
+/// number and nothing to cancel it by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct EventId {
     slot: u32,
@@ -63,6 +67,13 @@ pub struct Scheduled<E> {
 pub trait EventQueue<E> {
     /// Schedules `event` at `time` and returns its handle.
     fn push(&mut self, time: SimTime, event: E) -> EventId;
+    /// Schedules `event` at `time` for good: it cannot be cancelled, moved or looked up,
+    /// which lets a queue keep it more cheaply. It takes its sequence number from the
+    /// same counter as [`EventQueue::push`], so the order of events is the same either
+    /// way.
+    fn post(&mut self, time: SimTime, event: E) {
+        self.push(time, event);
+    }
     /// Removes and returns the event with the smallest `(time, seq)`.
     fn pop(&mut self) -> Option<Scheduled<E>>;
     /// The time of the next event without removing it.
@@ -189,16 +200,48 @@ impl HeapKey {
     }
 }
 
-/// A 4-ary min-heap of keys: half the levels of a binary heap, and each level's four
-/// children sit in one cache line. Sifts move a hole instead of swapping.
-#[derive(Debug, Default)]
-struct QuaternaryHeap {
-    keys: Vec<HeapKey>,
+/// What a [`QuaternaryHeap`] orders: `(time, seq)` as one number, smaller first.
+trait Ordered {
+    fn order(&self) -> u128;
 }
 
-impl QuaternaryHeap {
+impl Ordered for HeapKey {
+    #[inline(always)]
+    fn order(&self) -> u128 {
+        HeapKey::order(self)
+    }
+}
+
+/// A posted event: its order and its payload, kept together.
+#[derive(Debug)]
+struct Posted<E> {
+    order: u128,
+    event: E,
+}
+
+impl<E> Ordered for Posted<E> {
+    #[inline(always)]
+    fn order(&self) -> u128 {
+        self.order
+    }
+}
+
+/// A 4-ary min-heap: half the levels of a binary heap, and each level's four children
+/// of a small key sit in one cache line. Sifts swap an entry down or up its path.
+#[derive(Debug)]
+struct QuaternaryHeap<T> {
+    keys: Vec<T>,
+}
+
+impl<T> Default for QuaternaryHeap<T> {
+    fn default() -> Self {
+        QuaternaryHeap { keys: Vec::new() }
+    }
+}
+
+impl<T: Ordered> QuaternaryHeap<T> {
     #[inline]
-    fn push(&mut self, key: HeapKey) {
+    fn push(&mut self, key: T) {
         let order = key.order();
         let mut hole = self.keys.len();
         self.keys.push(key);
@@ -207,28 +250,27 @@ impl QuaternaryHeap {
             if order >= self.keys[parent].order() {
                 break;
             }
-            self.keys[hole] = self.keys[parent];
+            self.keys.swap(hole, parent);
             hole = parent;
         }
-        self.keys[hole] = key;
     }
 
     #[inline]
-    fn pop(&mut self) -> Option<HeapKey> {
+    fn pop(&mut self) -> Option<T> {
         let last = self.keys.pop()?;
         if self.keys.is_empty() {
             return Some(last);
         }
-        let top = self.keys[0];
-        self.sift_down(0, last);
+        let top = std::mem::replace(&mut self.keys[0], last);
+        self.sift_down(0);
         Some(top)
     }
 
-    /// Places `key` at `hole` or below it, moving smaller children up.
+    /// Moves the entry at `hole` down until no child is smaller.
     #[inline]
-    fn sift_down(&mut self, mut hole: usize, key: HeapKey) {
+    fn sift_down(&mut self, mut hole: usize) {
         let n = self.keys.len();
-        let order = key.order();
+        let order = self.keys[hole].order();
         loop {
             let first = 4 * hole + 1;
             if first >= n {
@@ -257,13 +299,12 @@ impl QuaternaryHeap {
             if child_order >= order {
                 break;
             }
-            self.keys[hole] = self.keys[child];
+            self.keys.swap(hole, child);
             hole = child;
         }
-        self.keys[hole] = key;
     }
 
-    fn peek(&self) -> Option<&HeapKey> {
+    fn peek(&self) -> Option<&T> {
         self.keys.first()
     }
 
@@ -273,10 +314,10 @@ impl QuaternaryHeap {
 
     /// Keeps the keys `keep` accepts and restores the heap order in linear time
     /// (Floyd: sift down every parent, last first).
-    fn retain(&mut self, keep: impl FnMut(&HeapKey) -> bool) {
+    fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
         self.keys.retain(keep);
         for parent in (0..self.keys.len().div_ceil(4)).rev() {
-            self.sift_down(parent, self.keys[parent]);
+            self.sift_down(parent);
         }
     }
 }
@@ -284,15 +325,19 @@ impl QuaternaryHeap {
 /// A 4-ary heap of keys with lazy cancellation; see the [module docs](self).
 #[derive(Debug)]
 pub struct HeapQueue<E> {
-    heap: QuaternaryHeap,
+    heap: QuaternaryHeap<HeapKey>,
+    posted: QuaternaryHeap<Posted<E>>,
     slots: Slots<E>,
 }
 
 impl<E> Default for HeapQueue<E> {
     fn default() -> Self {
-        HeapQueue { heap: QuaternaryHeap::default(), slots: Slots::default() }
+        HeapQueue { heap: QuaternaryHeap::default(), posted: QuaternaryHeap::default(), slots: Slots::default() }
     }
 }
+
+/// The slot a posted event's handle names: no slot at all.
+const POSTED_SLOT: u32 = u32::MAX;
 
 impl<E> HeapQueue<E> {
     /// An empty queue.
@@ -329,18 +374,39 @@ impl<E> EventQueue<E> for HeapQueue<E> {
     }
 
     #[inline]
+    fn post(&mut self, time: SimTime, event: E) {
+        let seq = self.slots.next_seq();
+        self.posted.push(Posted { order: (u128::from(time.as_nanos()) << 64) | u128::from(seq), event });
+    }
+
+    #[inline]
     fn pop(&mut self) -> Option<Scheduled<E>> {
-        while let Some(key) = self.heap.pop() {
+        loop {
+            let posted_first = match (self.heap.peek(), self.posted.peek()) {
+                (None, None) => return None,
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+                (Some(key), Some(posted)) => posted.order < key.order(),
+            };
+            if posted_first {
+                let Posted { order, event } = self.posted.pop().expect("peeked");
+                let time = SimTime::from_nanos((order >> 64) as u64);
+                return Some(Scheduled { time, id: EventId { slot: POSTED_SLOT, seq: order as u64 }, event });
+            }
+            let key = self.heap.pop().expect("peeked");
             if let Some((time, event)) = self.slots.take(key.slot, key.seq) {
                 return Some(Scheduled { time, id: EventId { slot: key.slot, seq: key.seq }, event });
             }
         }
-        None
     }
 
     fn peek_time(&mut self) -> Option<SimTime> {
         self.skip_stale();
-        self.heap.peek().map(|k| k.time)
+        let posted = self.posted.peek().map(|p| SimTime::from_nanos((p.order >> 64) as u64));
+        match (self.heap.peek().map(|k| k.time), posted) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn cancel(&mut self, id: EventId) -> Option<E> {
@@ -365,7 +431,7 @@ impl<E> EventQueue<E> for HeapQueue<E> {
     }
 
     fn len(&self) -> usize {
-        self.slots.live()
+        self.slots.live() + self.posted.len()
     }
 }
 
@@ -483,6 +549,10 @@ impl<E> EventQueue<E> for FutureEvents<E> {
         dispatch!(self, q => q.push(time, event))
     }
     #[inline]
+    fn post(&mut self, time: SimTime, event: E) {
+        dispatch!(self, q => q.post(time, event))
+    }
+    #[inline]
     fn pop(&mut self) -> Option<Scheduled<E>> {
         dispatch!(self, q => q.pop())
     }
@@ -565,5 +635,56 @@ mod tests {
         let new = q.push(t(2), 2); // reuses the slot of `old`
         assert_eq!(q.cancel(old), None);
         assert_eq!(q.time_of(new), Some(t(2)));
+    }
+
+    /// Posted and pushed events interleave in one `(time, seq)` order, whatever is
+    /// cancelled; a posted event's handle is never pending.
+    fn posted_contract<Q: EventQueue<u32> + Default>() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(11);
+        let mut q = Q::default();
+        // (time, seq, event, cancelled), as scheduled.
+        let mut expected: Vec<(u64, u64, u32, bool)> = Vec::new();
+        let mut handles = Vec::new();
+        let (mut now, mut popped) = (0, Vec::new());
+        for event in 0..5_000_u32 {
+            let time = now + rng.random_range(0..20_u64);
+            if rng.random_bool(0.5) {
+                q.post(t(time), event);
+            } else {
+                handles.push((expected.len(), q.push(t(time), event)));
+            }
+            expected.push((time, expected.len() as u64, event, false));
+            if rng.random_bool(0.2) && !handles.is_empty() {
+                let (at, id) = handles.swap_remove(rng.random_range(0..handles.len()));
+                if q.cancel(id).is_some() {
+                    expected[at].3 = true;
+                }
+            }
+            if rng.random_bool(0.4)
+                && let Some(s) = q.pop()
+            {
+                assert_eq!(q.time_of(s.id), None);
+                assert_eq!(q.cancel(s.id), None);
+                now = s.time.as_nanos();
+                popped.push((now, s.id.seq(), s.event));
+            }
+        }
+        while let Some(s) = q.pop() {
+            popped.push((s.time.as_nanos(), s.id.seq(), s.event));
+        }
+        // Each pop took the smallest pending key, so the pops are in key order and
+        // are exactly the events never cancelled.
+        assert!(popped.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));
+        let mut kept: Vec<_> = expected.iter().filter(|e| !e.3).map(|e| (e.0, e.1, e.2)).collect();
+        kept.sort_unstable();
+        assert_eq!(popped, kept);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn posted_events_share_the_order_of_scheduled_ones() {
+        posted_contract::<HeapQueue<u32>>();
+        posted_contract::<IndexedQueue<u32>>();
     }
 }

@@ -76,6 +76,16 @@ impl<E> Context<'_, E> {
         Ok(self.queue.push(at, event))
     }
 
+    /// Schedules `event` for good, like [`Context::schedule`] but with no handle to
+    /// cancel or move it by: the cheaper choice for events that always run (an
+    /// arrival, a service completion that nothing interrupts).
+    #[inline]
+    pub fn post(&mut self, when: impl Into<When>, event: E) -> Result<(), ScheduleError> {
+        let at = when.into().resolve(self.now)?;
+        self.queue.post(at, event);
+        Ok(())
+    }
+
     /// Cancels a pending event and returns its payload; `None` if it already ran or
     /// was cancelled.
     pub fn cancel(&mut self, id: EventId) -> Option<E> {
@@ -239,6 +249,13 @@ impl<M: Model> Simulation<M> {
     pub fn schedule(&mut self, when: impl Into<When>, event: M::Event) -> Result<EventId, ScheduleError> {
         let at = when.into().resolve(self.now)?;
         Ok(self.queue.push(at, event))
+    }
+
+    /// Posts an event from outside the model (see [`Context::post`]).
+    pub fn post(&mut self, when: impl Into<When>, event: M::Event) -> Result<(), ScheduleError> {
+        let at = when.into().resolve(self.now)?;
+        self.queue.post(at, event);
+        Ok(())
     }
 
     /// Cancels a pending event from outside the model.

@@ -419,7 +419,7 @@ impl<O: Observer<CustomerRecord>, S: Observer<StationSample>> Station<O, S> {
                 self.stats.waited += 1;
             }
         }
-        ctx.schedule(customer.service, StationEvent::Departure(server))?;
+        ctx.post(customer.service, StationEvent::Departure(server))?;
         self.servers[server].serving = Some(customer);
         Ok(())
     }
@@ -462,7 +462,7 @@ impl<O: Observer<CustomerRecord>, S: Observer<StationSample>> Station<O, S> {
         self.record_state(now);
         if self.arrived < self.config.customers {
             let gap_s = self.interarrival.sample_s(ctx.rng(ARRIVAL_STREAM));
-            ctx.schedule(SimDuration::from_secs_f64(gap_s)?, StationEvent::Arrival)?;
+            ctx.post(SimDuration::from_secs_f64(gap_s)?, StationEvent::Arrival)?;
         } else {
             self.stats.end = Some(now);
         }
@@ -618,7 +618,7 @@ fn start<O: Observer<CustomerRecord>, S: Observer<StationSample>>(
     let interarrival = station.interarrival;
     let mut sim = Simulation::with_queue(station, queue, master_seed, replication);
     let first_s = interarrival.sample_s(sim.rng(ARRIVAL_STREAM));
-    sim.schedule(SimDuration::from_secs_f64(first_s)?, StationEvent::Arrival)?;
+    sim.post(SimDuration::from_secs_f64(first_s)?, StationEvent::Arrival)?;
     Ok(sim)
 }
 
