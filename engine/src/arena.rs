@@ -205,6 +205,12 @@ impl<T> Slab<T> {
         item
     }
 
+    /// The agent in `id`'s slot, if the slot holds one (which may be a later agent
+    /// that reused the slot: keep an identity in the agent to tell them apart).
+    pub fn get(&self, id: Id<T>) -> Option<&T> {
+        self.slots.get(id.index as usize).and_then(Option::as_ref)
+    }
+
     /// Agents alive now.
     pub fn len(&self) -> usize {
         self.slots.len() - self.free.len()

@@ -399,8 +399,8 @@ pub enum ServingEvent {
     BatchTimer(Id<Node>),
     /// A GPU finishes its batch.
     BatchDone(Id<Gpu>),
-    /// A waiting request reaches its task's timeout.
-    Timeout(Id<Request>),
+    /// The oldest waiting request of this task may have reached its timeout.
+    Timeout(u16),
     /// A GPU fails.
     GpuFails(Id<Gpu>),
     /// A failed GPU is back.
@@ -421,7 +421,34 @@ pub struct Request {
     node: u32,
     arrival: SimTime,
     start: SimTime,
-    timeout: Option<EventId>,
+    /// Whether it waits with a timeout running (its task has one and no batch has
+    /// taken it yet).
+    timeout_running: bool,
+}
+
+/// One task's timeouts (see [`Serving`]'s `deadlines`).
+#[derive(Debug, Default)]
+struct Deadlines {
+    /// (deadline, request, its arrival number), oldest first.
+    queue: VecDeque<(SimTime, Id<Request>, u64)>,
+    /// The task's pending [`ServingEvent::Timeout`], due at the deadline at the front.
+    armed: Option<EventId>,
+    /// The task's requests waiting with a timeout running.
+    waiting: u32,
+}
+
+impl Deadlines {
+    /// One of the task's requests stopped waiting; once none waits, the entries left
+    /// are all stale and the pending event is cancelled.
+    fn leave(&mut self, ctx: &mut Context<'_, ServingEvent>) {
+        self.waiting -= 1;
+        if self.waiting == 0 {
+            self.queue.clear();
+            if let Some(event) = self.armed.take() {
+                ctx.cancel(event);
+            }
+        }
+    }
 }
 
 /// A node: its GPUs and queue.
@@ -588,6 +615,13 @@ pub struct Serving<O = NullObserver, S = NullObserver> {
     gpus: Arena<Gpu>,
     /// Requests alive now; a request leaves when served, rejected, timed out or lost.
     requests: Slab<Request>,
+    /// Per task, the deadlines of its requests in arrival order, hence in deadline
+    /// order (a task's timeout is one duration): one pending event per task stands for
+    /// all of them, rather than one per request scheduled and nearly always
+    /// cancelled. Entries of requests that a batch has taken since are skipped when
+    /// they come up, and dropped with the event once none of the task's requests
+    /// waits.
+    deadlines: Vec<Deadlines>,
     next_node: u32,
     horizon: SimTime,
     warmup: SimTime,
@@ -743,6 +777,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             .map_err(|_| ConfigError::invalid("warmup_s", config.warmup_s.to_string(), "at most 584 years"))?;
         let max_wait = SimDuration::from_secs_f64(config.max_wait_s)
             .map_err(|_| ConfigError::invalid("max_wait_s", config.max_wait_s.to_string(), "at most 584 years"))?;
+        let deadlines = config.tasks.iter().map(|_| Deadlines::default()).collect();
         Ok(Serving {
             warmup,
             max_wait,
@@ -755,6 +790,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             nodes,
             gpus,
             requests: Slab::new(),
+            deadlines,
             next_node: 0,
             horizon,
             stats: ServingStats::default(),
@@ -957,7 +993,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             node: 0,
             arrival: now,
             start: now,
-            timeout: None,
+            timeout_running: false,
         });
         if counted {
             self.stats.truncated += u64::from(truncated);
@@ -969,8 +1005,16 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             let node = self.route(ctx);
             self.requests[request].node = node.index();
             if let Some(timeout_s) = self.config.tasks[task].timeout_s {
-                let id = ctx.schedule(SimDuration::from_secs_f64(timeout_s)?, ServingEvent::Timeout(request))?;
-                self.requests[request].timeout = Some(id);
+                let deadline =
+                    now.checked_add(SimDuration::from_secs_f64(timeout_s)?).ok_or(ScheduleError::Overflow)?;
+                let r = &mut self.requests[request];
+                r.timeout_running = true;
+                let deadlines = &mut self.deadlines[task];
+                deadlines.queue.push_back((deadline, request, r.id));
+                deadlines.waiting += 1;
+                if deadlines.armed.is_none() {
+                    deadlines.armed = Some(ctx.schedule(deadline, ServingEvent::Timeout(task as u16))?);
+                }
             }
             self.nodes[node].queue.push_back(request);
             self.add_load(node, 1);
@@ -978,16 +1022,42 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         }
         let next = self.arrivals.next_after(now, ctx.rng(ARRIVAL_STREAM))?;
         if next < self.horizon {
-            ctx.schedule(next, ServingEvent::Arrival)?;
+            ctx.post(next, ServingEvent::Arrival)?;
+        }
+        Ok(())
+    }
+
+    /// A task's timeout event: every request of the task still waiting at its deadline
+    /// gives up, in arrival order; then the event is posted again for the oldest
+    /// request still waiting, if any.
+    fn on_timeouts(&mut self, task: usize, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
+        let now = ctx.now();
+        self.deadlines[task].armed = None;
+        while let Some(&(deadline, request, id)) = self.deadlines[task].queue.front() {
+            let waiting = self.requests.get(request).is_some_and(|r| r.id == id && r.timeout_running);
+            if waiting && deadline > now {
+                break;
+            }
+            self.deadlines[task].queue.pop_front();
+            if waiting {
+                self.time_out(request, ctx)?;
+            }
+        }
+        let deadlines = &mut self.deadlines[task];
+        if let Some(&(deadline, ..)) = deadlines.queue.front()
+            && deadlines.armed.is_none()
+        {
+            deadlines.armed = Some(ctx.schedule(deadline, ServingEvent::Timeout(task as u16))?);
         }
         Ok(())
     }
 
     /// A waiting request gives up: it leaves its node's queue, and the node's batch
     /// timer is recomputed, since the oldest request may have changed.
-    fn on_timeout(&mut self, request: Id<Request>, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
+    fn time_out(&mut self, request: Id<Request>, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
         let node: Id<Node> = Id::from_index(self.requests[request].node);
-        self.requests[request].timeout = None;
+        self.requests[request].timeout_running = false;
+        self.deadlines[usize::from(self.requests[request].task)].leave(ctx);
         let queue = &mut self.nodes[node].queue;
         let position = queue.iter().position(|r| *r == request).expect("a timeout fires only for a waiting request");
         queue.remove(position);
@@ -999,8 +1069,6 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         self.dispatch(node, ctx)
     }
 
-    /// Records a request that was not served; `energy_kwh` is what was spent on it
-    /// (a lost batch's share of its GPU's energy up to the failure).
     fn record_unserved(
         &mut self,
         request: Id<Request>,
@@ -1086,8 +1154,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         for r in &batch {
             let request = &mut self.requests[*r];
             request.start = now;
-            if let Some(timeout) = request.timeout.take() {
-                ctx.cancel(timeout);
+            if std::mem::take(&mut request.timeout_running) {
+                self.deadlines[usize::from(request.task)].leave(ctx);
             }
         }
         let (service_s, extrapolated) = self.config.service.seconds(batch.len(), tokens);
@@ -1219,7 +1287,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Model for Serving<O
                 self.dispatch(node, ctx)
             }
             ServingEvent::BatchDone(gpu) => self.on_batch_done(gpu, ctx),
-            ServingEvent::Timeout(request) => self.on_timeout(request, ctx),
+            ServingEvent::Timeout(task) => self.on_timeouts(usize::from(task), ctx),
             ServingEvent::GpuFails(gpu) => self.on_gpu_fails(gpu, ctx),
             ServingEvent::GpuRepaired(gpu) => self.on_gpu_repaired(gpu, ctx),
         }
@@ -1264,7 +1332,7 @@ fn start<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
     let first = arrivals.next_after(SimTime::ZERO, sim.rng(ARRIVAL_STREAM)).map_err(err)?;
     sim.model_mut().arrivals = arrivals;
     if first < sim.model().horizon {
-        sim.schedule(first, ServingEvent::Arrival).map_err(err)?;
+        sim.post(first, ServingEvent::Arrival).map_err(err)?;
     }
     if let Some(failures) = sim.model().config.failures {
         let horizon = sim.model().horizon;
