@@ -240,7 +240,7 @@ impl<T> Default for QuaternaryHeap<T> {
 }
 
 impl<T: Ordered> QuaternaryHeap<T> {
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, key: T) {
         let order = key.order();
         let mut hole = self.keys.len();
@@ -255,7 +255,7 @@ impl<T: Ordered> QuaternaryHeap<T> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn pop(&mut self) -> Option<T> {
         let last = self.keys.pop()?;
         if self.keys.is_empty() {
@@ -373,13 +373,13 @@ impl<E> EventQueue<E> for HeapQueue<E> {
         id
     }
 
-    #[inline]
+    #[inline(always)]
     fn post(&mut self, time: SimTime, event: E) {
         let seq = self.slots.next_seq();
         self.posted.push(Posted { order: (u128::from(time.as_nanos()) << 64) | u128::from(seq), event });
     }
 
-    #[inline]
+    #[inline(always)]
     fn pop(&mut self) -> Option<Scheduled<E>> {
         loop {
             let posted_first = match (self.heap.peek(), self.posted.peek()) {
@@ -548,11 +548,11 @@ impl<E> EventQueue<E> for FutureEvents<E> {
     fn push(&mut self, time: SimTime, event: E) -> EventId {
         dispatch!(self, q => q.push(time, event))
     }
-    #[inline]
+    #[inline(always)]
     fn post(&mut self, time: SimTime, event: E) {
         dispatch!(self, q => q.post(time, event))
     }
-    #[inline]
+    #[inline(always)]
     fn pop(&mut self) -> Option<Scheduled<E>> {
         dispatch!(self, q => q.pop())
     }
