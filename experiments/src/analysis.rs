@@ -465,8 +465,23 @@ pub fn write_csv(path: &Path, df: &DataFrame) -> Result<(), AnalysisError> {
     Ok(())
 }
 
-/// Writes a frame as zstd Parquet with polars, atomically.
+/// Writes a frame as zstd Parquet, atomically.
 pub fn write_frame_parquet(path: &Path, df: &mut DataFrame) -> Result<(), AnalysisError> {
+    // A small frame of plain columns goes through arrow-rs: polars' writer gathers
+    // small frames through a path that first zeroes an 8 MB buffer, which cost a
+    // short run a third of its time.
+    if let Some(batch) = frame_to_record_batch(df) {
+        let format = |message: String| OutputError::Format { path: path.to_path_buf(), message };
+        write_atomically(path, |w| {
+            let properties = Some(crate::output::writer_properties());
+            let mut writer = parquet::arrow::ArrowWriter::try_new(w, batch.schema(), properties)
+                .map_err(|e| format(e.to_string()))?;
+            writer.write(&batch).map_err(|e| format(e.to_string()))?;
+            writer.close().map_err(|e| format(e.to_string()))?;
+            Ok(())
+        })?;
+        return Ok(());
+    }
     let mut failure = None;
     write_atomically(path, |w| {
         if let Err(e) = ParquetWriter::new(w).with_compression(ParquetCompression::Zstd(None)).finish(df) {
@@ -479,6 +494,38 @@ pub fn write_frame_parquet(path: &Path, df: &mut DataFrame) -> Result<(), Analys
         Some(message) => AnalysisError::Output(OutputError::Format { path: path.to_path_buf(), message }),
         None => AnalysisError::Output(e),
     })
+}
+
+/// The frame as one Arrow record batch, if every column has a plain type (numbers,
+/// booleans, text); `None` otherwise.
+fn frame_to_record_batch(df: &DataFrame) -> Option<arrow::record_batch::RecordBatch> {
+    use std::sync::Arc;
+
+    use arrow::array::{self as aa, ArrayRef};
+    use arrow::datatypes::{DataType as ArrowType, Field, Schema};
+
+    let mut fields = Vec::with_capacity(df.width());
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(df.width());
+    for column in df.columns() {
+        let series = column.as_materialized_series();
+        let (data_type, array): (ArrowType, ArrayRef) = match series.dtype() {
+            DataType::Boolean => {
+                (ArrowType::Boolean, Arc::new(series.bool().ok()?.iter().collect::<aa::BooleanArray>()))
+            }
+            DataType::UInt32 => (ArrowType::UInt32, Arc::new(series.u32().ok()?.iter().collect::<aa::UInt32Array>())),
+            DataType::UInt64 => (ArrowType::UInt64, Arc::new(series.u64().ok()?.iter().collect::<aa::UInt64Array>())),
+            DataType::Int32 => (ArrowType::Int32, Arc::new(series.i32().ok()?.iter().collect::<aa::Int32Array>())),
+            DataType::Int64 => (ArrowType::Int64, Arc::new(series.i64().ok()?.iter().collect::<aa::Int64Array>())),
+            DataType::Float64 => {
+                (ArrowType::Float64, Arc::new(series.f64().ok()?.iter().collect::<aa::Float64Array>()))
+            }
+            DataType::String => (ArrowType::Utf8, Arc::new(series.str().ok()?.iter().collect::<aa::StringArray>())),
+            _ => return None,
+        };
+        fields.push(Field::new(column.name().as_str(), data_type, true));
+        arrays.push(array);
+    }
+    arrow::record_batch::RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).ok()
 }
 
 /// The batch-means interval of one traced series of one replication: what a single
