@@ -79,7 +79,7 @@ impl<E> Context<'_, E> {
     /// Schedules `event` for good, like [`Context::schedule`] but with no handle to
     /// cancel or move it by: the cheaper choice for events that always run (an
     /// arrival, a service completion that nothing interrupts).
-    #[inline]
+    #[inline(always)]
     pub fn post(&mut self, when: impl Into<When>, event: E) -> Result<(), ScheduleError> {
         let at = when.into().resolve(self.now)?;
         self.queue.post(at, event);

@@ -41,41 +41,49 @@ impl SimTime {
     pub const MAX: SimTime = SimTime(u64::MAX);
 
     /// The instant `nanos` nanoseconds after the start.
+    #[inline]
     pub const fn from_nanos(nanos: u64) -> Self {
         SimTime(nanos)
     }
 
     /// The instant `secs` seconds after the start, rounded as [`SimDuration::from_secs_f64`].
+    #[inline]
     pub fn from_secs_f64(secs: f64) -> Result<Self, ScheduleError> {
         SimDuration::from_secs_f64(secs).map(|d| SimTime(d.0))
     }
 
     /// Nanoseconds since the start.
+    #[inline]
     pub const fn as_nanos(self) -> u64 {
         self.0
     }
 
     /// Seconds since the start (exact below 2^53 ns, about 104 days).
+    #[inline]
     pub fn as_secs_f64(self) -> f64 {
         self.0 as f64 / NANOS_PER_SEC
     }
 
     /// Hours since the start.
+    #[inline]
     pub fn as_hours_f64(self) -> f64 {
         self.as_secs_f64() / SECS_PER_HOUR
     }
 
     /// `self + d`, or `None` past [`SimTime::MAX`].
+    #[inline]
     pub fn checked_add(self, d: SimDuration) -> Option<SimTime> {
         self.0.checked_add(d.0).map(SimTime)
     }
 
     /// `self - d`, or `None` before [`SimTime::ZERO`].
+    #[inline]
     pub fn checked_sub(self, d: SimDuration) -> Option<SimTime> {
         self.0.checked_sub(d.0).map(SimTime)
     }
 
     /// The span from `earlier` to `self`, or `None` if `earlier` is later.
+    #[inline]
     pub fn checked_duration_since(self, earlier: SimTime) -> Option<SimDuration> {
         self.0.checked_sub(earlier.0).map(SimDuration)
     }
@@ -88,11 +96,13 @@ impl SimDuration {
     pub const MAX: SimDuration = SimDuration(u64::MAX);
 
     /// A span of `nanos` nanoseconds.
+    #[inline]
     pub const fn from_nanos(nanos: u64) -> Self {
         SimDuration(nanos)
     }
 
     /// A span of whole seconds; `None` if it does not fit.
+    #[inline]
     pub const fn from_secs(secs: u64) -> Option<Self> {
         match secs.checked_mul(1_000_000_000) {
             Some(n) => Some(SimDuration(n)),
@@ -106,6 +116,7 @@ impl SimDuration {
     /// sample below 0.5 ns becomes zero and its event runs at the same instant, after
     /// the events already scheduled there (FIFO). Negative, NaN, infinite and too large
     /// values are errors rather than clamps: a model producing them is broken.
+    #[inline]
     pub fn from_secs_f64(secs: f64) -> Result<Self, ScheduleError> {
         if !secs.is_finite() {
             return Err(ScheduleError::NonFiniteDuration { secs });
@@ -119,21 +130,25 @@ impl SimDuration {
     }
 
     /// Nanoseconds in this span.
+    #[inline]
     pub const fn as_nanos(self) -> u64 {
         self.0
     }
 
     /// Seconds in this span.
+    #[inline]
     pub fn as_secs_f64(self) -> f64 {
         self.0 as f64 / NANOS_PER_SEC
     }
 
     /// Hours in this span.
+    #[inline]
     pub fn as_hours_f64(self) -> f64 {
         self.as_secs_f64() / SECS_PER_HOUR
     }
 
     /// `self + other`, or `None` on overflow.
+    #[inline]
     pub fn checked_add(self, other: SimDuration) -> Option<SimDuration> {
         self.0.checked_add(other.0).map(SimDuration)
     }
@@ -143,6 +158,7 @@ impl SimDuration {
 /// [`SimTime::checked_add`] where the duration comes from input.
 impl Add<SimDuration> for SimTime {
     type Output = SimTime;
+    #[inline]
     fn add(self, d: SimDuration) -> SimTime {
         self.checked_add(d).expect("SimTime overflow: more than 584 years of simulated time")
     }
@@ -151,6 +167,7 @@ impl Add<SimDuration> for SimTime {
 /// Panics before time zero; use [`SimTime::checked_sub`] where that can happen.
 impl Sub<SimDuration> for SimTime {
     type Output = SimTime;
+    #[inline]
     fn sub(self, d: SimDuration) -> SimTime {
         self.checked_sub(d).expect("SimTime went before zero")
     }
@@ -160,6 +177,7 @@ impl Sub<SimDuration> for SimTime {
 /// when the order is not an invariant.
 impl Sub<SimTime> for SimTime {
     type Output = SimDuration;
+    #[inline]
     fn sub(self, earlier: SimTime) -> SimDuration {
         self.checked_duration_since(earlier).expect("SimTime subtraction went negative")
     }
