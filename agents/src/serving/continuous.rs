@@ -330,6 +330,9 @@ pub struct LlmServing<'c, O, S> {
     /// its replicas' loads (waiting + running; [`DOWN`] when down), for
     /// least-outstanding-requests routing without a scan of the pool per request.
     pools: Vec<(std::ops::Range<u32>, MinIndex)>,
+    /// Replicas down now: while none is, a pool's up replicas are the pool itself and
+    /// routing needs no list of them.
+    replicas_down: u32,
     next_replica: u32,
     sent: u64,
     horizon: SimTime,
@@ -387,6 +390,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
                 .collect(),
             requests: Slab::new(),
             replicas,
+            replicas_down: 0,
             next_replica: 0,
             sent: 0,
             horizon: SimTime::from_secs_f64(config.duration_s)?,
@@ -542,10 +546,14 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             let best = loads.argmin()?;
             return (loads.key(best) != DOWN).then_some(pool.start + best as u32);
         }
-        let up: Vec<u32> = pool.clone().filter(|&r| !self.replicas[r as usize].down).collect();
-        if up.is_empty() {
+        // The up replicas in order: the pool itself unless some replica is down.
+        let listed: Option<Vec<u32>> =
+            (self.replicas_down > 0).then(|| pool.clone().filter(|&r| !self.replicas[r as usize].down).collect());
+        let count = listed.as_ref().map_or(pool.len(), Vec::len);
+        if count == 0 {
             return None;
         }
+        let nth = |k: usize| listed.as_ref().map_or(pool.start + k as u32, |up| up[k]);
         let load = |r: u32| {
             let e = &self.replicas[r as usize].engine;
             e.waiting() + e.running()
@@ -553,29 +561,35 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let pick = match self.config.routing {
             LlmRouting::RoundRobin => {
                 // The next up replica of the pool after the last one chosen.
-                let r = up.iter().copied().find(|&r| r >= self.next_replica).unwrap_or(up[0]);
+                let r = match &listed {
+                    None if pool.contains(&self.next_replica) => self.next_replica,
+                    None => pool.start,
+                    Some(up) => up.iter().copied().find(|&r| r >= self.next_replica).unwrap_or(up[0]),
+                };
                 self.next_replica = if r + 1 >= pool.end { pool.start } else { r + 1 };
                 r
             }
-            LlmRouting::LeastOutstandingRequests => *up.iter().min_by_key(|&&r| load(r)).expect("some replica is up"),
-            LlmRouting::LeastKvUsage => *up
-                .iter()
-                .min_by(|&&a, &&b| {
+            LlmRouting::LeastOutstandingRequests => {
+                (0..count).map(nth).min_by_key(|&r| load(r)).expect("some replica is up")
+            }
+            LlmRouting::LeastKvUsage => (0..count)
+                .map(nth)
+                .min_by(|&a, &b| {
                     let (ea, eb) = (&self.replicas[a as usize].engine, &self.replicas[b as usize].engine);
                     ea.kv().usage().total_cmp(&eb.kv().usage()).then(ea.waiting().cmp(&eb.waiting()))
                 })
                 .expect("some replica is up"),
-            LlmRouting::LeastOutstandingTokens => *up
-                .iter()
-                .min_by_key(|&&r| self.replicas[r as usize].engine.outstanding_tokens())
+            LlmRouting::LeastOutstandingTokens => (0..count)
+                .map(nth)
+                .min_by_key(|&r| self.replicas[r as usize].engine.outstanding_tokens())
                 .expect("some replica is up"),
             LlmRouting::PowerOfTwoChoices => {
                 let rng = ctx.rng(ROUTING_STREAM);
-                let a = up[rng.random_range(0..up.len())];
-                let b = up[rng.random_range(0..up.len())];
+                let a = nth(rng.random_range(0..count));
+                let b = nth(rng.random_range(0..count));
                 if load(b) < load(a) { b } else { a }
             }
-            LlmRouting::Random => up[ctx.rng(ROUTING_STREAM).random_range(0..up.len())],
+            LlmRouting::Random => nth(ctx.rng(ROUTING_STREAM).random_range(0..count)),
         };
         Some(pick)
     }
@@ -759,6 +773,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             ctx.cancel(step);
         }
         self.replicas[r].down = true;
+        self.replicas_down += 1;
         let mut lost = Vec::new();
         self.replicas[r].engine.drain(|s| lost.push(s));
         self.refresh_load(r);
@@ -775,6 +790,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
 
     fn on_repaired(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
         self.replicas[r].down = false;
+        self.replicas_down -= 1;
         self.refresh_load(r);
         let failures = self.config.failures.expect("failures are configured");
         let up_s = failures.time_to_failure_s(ctx.rng(failure_stream(r as u32)));
