@@ -23,7 +23,8 @@
 //!                 self.arrivals += 1;
 //!                 let gap_s: f64 = Exp::new(2.0).unwrap().sample(ctx.rng(ARRIVALS));
 //!                 self.gaps_s.add(gap_s);
-//!                 ctx.schedule(SimDuration::from_secs_f64(gap_s)?, Event::Arrival)?;
+//!                 // Posted: an arrival is never cancelled, so it needs no handle.
+//!                 ctx.post(SimDuration::from_secs_f64(gap_s)?, Event::Arrival)?;
 //!             }
 //!         }
 //!         Ok(())
@@ -31,7 +32,7 @@
 //! }
 //!
 //! let mut sim = Simulation::new(Source { arrivals: 0, gaps_s: Tally::new() }, 7, 0);
-//! sim.schedule(SimDuration::ZERO, Event::Arrival)?;
+//! sim.post(SimDuration::ZERO, Event::Arrival)?;
 //! sim.run_until(SimTime::from_secs_f64(1000.0)?)?;
 //! let rate = sim.model().arrivals as f64 / 1000.0;
 //! assert!((rate - 2.0).abs() < 0.2, "about 2 arrivals per second, got {rate}");
