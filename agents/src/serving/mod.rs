@@ -1527,6 +1527,41 @@ mod tests {
         }
     }
 
+    /// Two tasks with different timeouts on two nodes under overload, Poisson
+    /// arrivals: each task's single timeout event must still give every request up
+    /// exactly at its own deadline, never late and never after a batch took it.
+    #[test]
+    fn each_task_s_timeout_event_serves_all_its_requests() {
+        let mut config = simple();
+        config.arrivals = ArrivalProcess::Poisson { rate_per_s: 5.0 };
+        config.nodes = 2;
+        config.max_batch = 2;
+        config.service = BatchTime::Affine { base_s: 0.5, per_request_s: 0.5, per_token_s: 0.0 };
+        let mut slow = config.tasks[0].clone();
+        slow.name = "patient".into();
+        slow.timeout_s = Some(4.0);
+        config.tasks[0].timeout_s = Some(1.0);
+        config.tasks.push(slow);
+        let (run, rows) = run_traced(&config);
+        assert_eq!(run.requests, run.served + run.timed_out + run.rejected);
+        let mut outcomes = [[0_u32; 2]; 2];
+        for r in &rows {
+            let timeout_s = [1.0, 4.0][usize::from(r.task)];
+            match r.outcome {
+                RequestOutcome::Served => {
+                    assert!(r.start_s.unwrap() - r.arrival_s <= timeout_s + 1e-9, "{r:?}");
+                    outcomes[usize::from(r.task)][0] += 1;
+                }
+                RequestOutcome::TimedOut => {
+                    assert!((r.finish_s.unwrap() - r.arrival_s - timeout_s).abs() < 1e-9, "{r:?}");
+                    outcomes[usize::from(r.task)][1] += 1;
+                }
+                _ => panic!("{r:?}"),
+            }
+        }
+        assert!(outcomes.iter().flatten().all(|&n| n > 10), "both tasks both served and timed out: {outcomes:?}");
+    }
+
     #[test]
     fn requests_that_wait_too_long_time_out_and_leave_the_queue() {
         // One request per second, each taking 3 s alone: the queue grows, and requests
