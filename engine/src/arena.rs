@@ -221,6 +221,12 @@ impl<T> Slab<T> {
         self.len() == 0
     }
 
+    /// Removes every agent, in slot order, leaving the slab empty.
+    pub fn drain(&mut self) -> impl Iterator<Item = T> + '_ {
+        self.free.clear();
+        self.slots.drain(..).flatten()
+    }
+
     /// Slots allocated: the most agents ever alive at once.
     pub fn capacity_used(&self) -> usize {
         self.slots.len()
@@ -243,6 +249,17 @@ impl<T> IndexMut<Id<T>> for Slab<T> {
 #[cfg(test)]
 mod slab_tests {
     use super::*;
+
+    #[test]
+    fn drain_takes_the_live_agents_in_slot_order_and_empties_the_slab() {
+        let mut slab = Slab::new();
+        let ids: Vec<_> = (0..4).map(|i| slab.insert(i)).collect();
+        slab.remove(ids[1]);
+        assert_eq!(slab.drain().collect::<Vec<_>>(), [0, 2, 3]);
+        assert!(slab.is_empty());
+        assert_eq!((slab.insert(9), slab.capacity_used()), (Id::from_index(0), 1));
+        assert_eq!(slab.get(ids[1]), None);
+    }
 
     #[test]
     fn slots_are_reused_and_memory_follows_the_live_count() {

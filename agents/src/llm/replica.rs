@@ -18,8 +18,8 @@
 //! there are, the sum of their cached tokens, how many need a new KV block at each
 //! step (by the step's residue modulo the block size), and when each finishes (a
 //! heap). Each decoder is stored as it was when it joined, and its state at any later
-//! step follows from the steps since. Only the other running sequences (prefilling, or
-//! passed over by an earlier step) are visited one by one. Whenever the cohort could
+//! step follows from the steps since. Only the other running sequences (those still
+//! prefilling) are visited one by one. Whenever the cohort could
 //! change what the per-sequence rules decide (the token budget or the free blocks run
 //! short, so order matters and someone may be preempted), it is dissolved back into
 //! individual sequences for that step, so the results are those of the per-sequence
@@ -27,6 +27,8 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+
+use infersim_engine::{Id, Slab};
 
 use super::kv::KvCache;
 use super::step_time::StepShape;
@@ -148,11 +150,10 @@ pub struct StepTokens {
 /// `generated + (g - joined)`.
 #[derive(Clone, Debug)]
 struct Cohort<K> {
-    /// Members by slot; `None` is a free slot.
-    members: Vec<Option<(Sequence<K>, u64)>>,
-    free_slots: Vec<u32>,
-    /// (step at whose end it finishes, admission, slot), earliest first.
-    finishing: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    /// Members, with the step they joined for.
+    members: Slab<Member<K>>,
+    /// (step at whose end it finishes, admission, member), earliest first.
+    finishing: BinaryHeap<Reverse<Finish<K>>>,
     /// Members that need a new block at a step, by the step's residue modulo the block
     /// size (a decoder needs one whenever its cached tokens fill whole blocks).
     due_blocks: Vec<u32>,
@@ -169,11 +170,16 @@ struct Cohort<K> {
     newest_admission: u64,
 }
 
+/// A cohort member as it joined, and the step it joined for.
+type Member<K> = (Sequence<K>, u64);
+
+/// When a member finishes: (step at whose end, its admission, the member).
+type Finish<K> = (u64, u64, Id<Member<K>>);
+
 impl<K: Copy> Cohort<K> {
     fn new(block_size: u32) -> Self {
         Cohort {
-            members: Vec::new(),
-            free_slots: Vec::new(),
+            members: Slab::new(),
             finishing: BinaryHeap::new(),
             due_blocks: vec![0; block_size.max(1) as usize],
             len: 0,
@@ -206,24 +212,13 @@ impl<K: Copy> Cohort<K> {
         self.outstanding_offset += i64::from(seq.prompt + seq.output) - computed + joined_i;
         self.newest_admission = self.newest_admission.max(seq.admission);
         let finish_step = joined + u64::from(seq.output - seq.generated) - 1;
-        let member = Some((seq, joined));
-        let slot = match self.free_slots.pop() {
-            Some(slot) => {
-                self.members[slot as usize] = member;
-                slot
-            }
-            None => {
-                self.members.push(member);
-                u32::try_from(self.members.len() - 1).expect("fewer than 2^32 running sequences")
-            }
-        };
-        self.finishing.push(Reverse((finish_step, seq.admission, slot)));
+        let member = self.members.insert((seq, joined));
+        self.finishing.push(Reverse((finish_step, seq.admission, member)));
     }
 
-    /// Removes the member in `slot`, returning it as stored and its step of joining.
-    fn leave(&mut self, slot: u32) -> (Sequence<K>, u64) {
-        let (seq, joined) = self.members[slot as usize].take().expect("a cohort slot in the heap is occupied");
-        self.free_slots.push(slot);
+    /// Removes a member, returning it as stored and its step of joining.
+    fn leave(&mut self, member: Id<Member<K>>) -> (Sequence<K>, u64) {
+        let (seq, joined) = self.members.remove(member);
         let class = self.block_class(&seq, joined);
         self.due_blocks[class] -= 1;
         self.len -= 1;
@@ -241,7 +236,7 @@ impl<K: Copy> Cohort<K> {
     /// holding the block for that step's token too if the step is `scheduled`; the
     /// cohort is left empty.
     fn dissolve(&mut self, step: u64, scheduled: bool, last_token_ns: u64, kv: &KvCache, into: &mut Vec<Sequence<K>>) {
-        for (seq, joined) in self.members.drain(..).flatten() {
+        for (seq, joined) in self.members.drain() {
             let steps = (step - joined) as u32;
             let computed = seq.computed + steps;
             into.push(Sequence {
@@ -508,13 +503,13 @@ impl<K: Copy> Replica<K> {
             if cohort.measured > 0 {
                 itls.push((now_ns.saturating_sub(last_step_end_ns), cohort.measured));
             }
-            while let Some(&Reverse((finish_step, _, slot))) = cohort.finishing.peek() {
+            while let Some(&Reverse((finish_step, _, member))) = cohort.finishing.peek() {
                 if finish_step != step {
                     debug_assert!(finish_step > step, "a member outlived its last token");
                     break;
                 }
                 cohort.finishing.pop();
-                let (seq, joined) = cohort.leave(slot);
+                let (seq, joined) = cohort.leave(member);
                 let steps = (step + 1 - joined) as u32;
                 let computed = seq.computed + steps;
                 let done = Sequence {
