@@ -192,11 +192,23 @@ impl PartialOrd for HeapKey {
     }
 }
 
+/// `(time, seq)` as one number, smaller first: the order of every heap here.
+#[inline(always)]
+fn pack(time: SimTime, seq: u64) -> u128 {
+    (u128::from(time.as_nanos()) << 64) | u128::from(seq)
+}
+
+/// The `(time, seq)` that [`pack`] packed.
+#[inline(always)]
+fn unpack(order: u128) -> (SimTime, u64) {
+    (SimTime::from_nanos((order >> 64) as u64), order as u64)
+}
+
 impl HeapKey {
     /// `(time, seq)` as one number, smaller first.
     #[inline(always)]
     fn order(&self) -> u128 {
-        (u128::from(self.time.as_nanos()) << 64) | u128::from(self.seq)
+        pack(self.time, self.seq)
     }
 }
 
@@ -376,7 +388,7 @@ impl<E> EventQueue<E> for HeapQueue<E> {
     #[inline(always)]
     fn post(&mut self, time: SimTime, event: E) {
         let seq = self.slots.next_seq();
-        self.posted.push(Posted { order: (u128::from(time.as_nanos()) << 64) | u128::from(seq), event });
+        self.posted.push(Posted { order: pack(time, seq), event });
     }
 
     #[inline(always)]
@@ -390,8 +402,8 @@ impl<E> EventQueue<E> for HeapQueue<E> {
             };
             if posted_first {
                 let Posted { order, event } = self.posted.pop().expect("peeked");
-                let time = SimTime::from_nanos((order >> 64) as u64);
-                return Some(Scheduled { time, id: EventId { slot: POSTED_SLOT, seq: order as u64 }, event });
+                let (time, seq) = unpack(order);
+                return Some(Scheduled { time, id: EventId { slot: POSTED_SLOT, seq }, event });
             }
             let key = self.heap.pop().expect("peeked");
             if let Some((time, event)) = self.slots.take(key.slot, key.seq) {
@@ -402,7 +414,7 @@ impl<E> EventQueue<E> for HeapQueue<E> {
 
     fn peek_time(&mut self) -> Option<SimTime> {
         self.skip_stale();
-        let posted = self.posted.peek().map(|p| SimTime::from_nanos((p.order >> 64) as u64));
+        let posted = self.posted.peek().map(|p| unpack(p.order).0);
         match (self.heap.peek().map(|k| k.time), posted) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -1036,7 +1036,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
     }
 
     /// A task's timeout event: every request of the task still waiting at its deadline
-    /// gives up, in arrival order; then the event is posted again for the oldest
+    /// gives up, in arrival order; then the event is scheduled again for the oldest
     /// request still waiting, if any.
     fn on_timeouts(&mut self, task: usize, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
         let now = ctx.now();
@@ -1077,6 +1077,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         self.dispatch(node, ctx)
     }
 
+    /// Records a request that was not served; `energy_kwh` is what was spent on it
+    /// (a lost batch's share of its GPU's energy up to the failure).
     fn record_unserved(
         &mut self,
         request: Id<Request>,
@@ -1380,14 +1382,6 @@ pub fn run_serving(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn token_rounding_is_f64_round() {
-        let cases = [1.0, 1.5_f64.next_down(), 1.5, 2.5, 3.5_f64.next_down(), 1e6 + 0.5, 1_048_575.7, f64::NAN];
-        for x in cases.into_iter().chain((0..100_000).map(|i| 1.0 + f64::from(i) * 0.013_7)) {
-            assert_eq!(round_tokens(x), x.round() as u32, "{x}");
-        }
-    }
     use infersim_engine::VecObserver;
 
     /// One node, one GPU, evenly spaced arrivals at 1/s, 0.5 s per request, no warm-up;
@@ -1524,6 +1518,14 @@ mod tests {
             assert!(run.batch_size_mean.unwrap() > 1.0, "{routing:?}: load makes batches");
             let nodes_used: std::collections::BTreeSet<u32> = rows.iter().filter_map(|r| r.node).collect();
             assert_eq!(nodes_used.len(), 3, "{routing:?}");
+        }
+    }
+
+    #[test]
+    fn token_rounding_is_f64_round() {
+        let cases = [1.0, 1.5_f64.next_down(), 1.5, 2.5, 3.5_f64.next_down(), 1e6 + 0.5, 1_048_575.7, f64::NAN];
+        for x in cases.into_iter().chain((0..100_000).map(|i| 1.0 + f64::from(i) * 0.013_7)) {
+            assert_eq!(round_tokens(x), x.round() as u32, "{x}");
         }
     }
 
