@@ -237,18 +237,20 @@ impl<K: Copy> Cohort<K> {
     /// cohort is left empty.
     fn dissolve(&mut self, step: u64, scheduled: bool, last_token_ns: u64, kv: &KvCache, into: &mut Vec<Sequence<K>>) {
         for (seq, joined) in self.members.drain() {
-            let steps = (step - joined) as u32;
-            let computed = seq.computed + steps;
-            into.push(Sequence {
-                computed,
-                generated: seq.generated + steps,
-                blocks: kv.blocks_for(computed + u32::from(scheduled)),
-                last_token_ns,
-                ..seq
-            });
+            let mut seq = decoded(seq, step - joined, last_token_ns, kv);
+            seq.blocks = kv.blocks_for(seq.computed + u32::from(scheduled));
+            into.push(seq);
         }
         *self = Cohort::new(self.due_blocks.len() as u32);
     }
+}
+
+/// A member as it joined, after `steps` more decode steps whose last ended at
+/// `last_token_ns`: each computed one token and produced one.
+fn decoded<K>(seq: Sequence<K>, steps: u64, last_token_ns: u64, kv: &KvCache) -> Sequence<K> {
+    let steps = steps as u32;
+    let computed = seq.computed + steps;
+    Sequence { computed, generated: seq.generated + steps, blocks: kv.blocks_for(computed), last_token_ns, ..seq }
 }
 
 /// A replica's scheduler state and KV cache.
@@ -510,15 +512,7 @@ impl<K: Copy> Replica<K> {
                 }
                 cohort.finishing.pop();
                 let (seq, joined) = cohort.leave(member);
-                let steps = (step + 1 - joined) as u32;
-                let computed = seq.computed + steps;
-                let done = Sequence {
-                    computed,
-                    generated: seq.generated + steps,
-                    blocks: kv.blocks_for(computed),
-                    last_token_ns: now_ns,
-                    ..seq
-                };
+                let done = decoded(seq, step + 1 - joined, now_ns, kv);
                 kv.release(done.uid, 0, done.blocks);
                 finished_members.push(done);
             }
@@ -546,17 +540,17 @@ impl<K: Copy> Replica<K> {
                 }
             }
             seq.last_token_ns = now_ns;
+            // It finishes or decodes on: either way `running` is revisited below.
+            any_left = true;
             let event = if seq.generated >= seq.output {
                 TokenEvent::Finished
             } else {
                 seq.decoding = true;
                 if seq.generated > 1 {
-                    any_left = true;
                     continue;
                 }
                 TokenEvent::First
             };
-            any_left = true;
             while let Some(member) = finished_members.get(members_told).filter(|m| m.admission < seq.admission) {
                 on_event(member, TokenEvent::Finished);
                 members_told += 1;
