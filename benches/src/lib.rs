@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
 use infersim_agents::station::{ARRIVAL_STREAM, SERVICE_STREAM};
-use infersim_engine::stats::{LatencyHistogram, Tally, TimeWeighted};
+use infersim_engine::stats::{DurationSum, LatencyHistogram, Occupancy};
 use infersim_engine::{SimDuration, SimTime, derive_stream};
 use rand_distr::{Distribution, Exp};
 
@@ -69,11 +69,10 @@ pub fn bare_mmc(
     let mut idle: Vec<u32> = (0..servers).rev().collect();
     let mut queue: VecDeque<Customer> = VecDeque::new();
     let (mut arrived, mut events) = (0u64, 0u64);
-    let (mut wait, mut sojourn, mut hist) = (Tally::new(), Tally::new(), LatencyHistogram::new());
-    let mut q_tw = TimeWeighted::new(SimTime::ZERO, 0.0);
-    let mut busy_tw = TimeWeighted::new(SimTime::ZERO, 0.0);
+    let (mut wait, mut sojourn, mut hist) = (DurationSum::new(), DurationSum::new(), LatencyHistogram::new());
+    // Customers waiting and servers busy, integrated from each wait and each service.
+    let (mut waiting, mut busy) = (Occupancy::new(SimTime::ZERO), Occupancy::new(SimTime::ZERO));
     let mut waited = 0u64;
-    let mut end: Option<SimTime> = None;
 
     heap.push(Reverse((SimTime::ZERO + secs(interarrival.sample(&mut arrival_rng)), seq, Kind::Arrival)));
     seq += 1;
@@ -84,14 +83,13 @@ pub fn bare_mmc(
                 let index = arrived;
                 arrived += 1;
                 if index == warmup {
-                    q_tw = TimeWeighted::new(now, queue.len() as f64);
-                    busy_tw = TimeWeighted::new(now, f64::from(servers - idle.len() as u32));
+                    (waiting, busy) = (Occupancy::new(now), Occupancy::new(now));
                 }
                 let c = Customer { index, arrival: now, service: secs(service.sample(&mut service_rng)) };
                 match idle.pop() {
                     Some(s) => {
                         if index >= warmup {
-                            wait.add(0.0);
+                            wait.add(SimDuration::ZERO);
                         }
                         heap.push(Reverse((now + c.service, seq, Kind::Departure(s))));
                         seq += 1;
@@ -99,29 +97,28 @@ pub fn bare_mmc(
                     }
                     None => queue.push_back(c),
                 }
-                if end.is_none() {
-                    q_tw.update(now, queue.len() as f64);
-                    busy_tw.update(now, f64::from(servers - idle.len() as u32));
-                }
                 if arrived < customers {
                     heap.push(Reverse((now + secs(interarrival.sample(&mut arrival_rng)), seq, Kind::Arrival)));
                     seq += 1;
                 } else {
-                    end = Some(now);
+                    waiting.close(now);
+                    busy.close(now);
                 }
             }
             Kind::Departure(s) => {
                 let done = serving[s as usize].take().expect("busy server");
+                busy.add(now - done.service, now);
                 if done.index >= warmup {
                     let d = now - done.arrival;
-                    sojourn.add(d.as_secs_f64());
+                    sojourn.add(d);
                     hist.record(d);
                 }
                 match queue.pop_front() {
                     Some(next) => {
+                        waiting.add(next.arrival, now);
                         if next.index >= warmup {
                             let w = now - next.arrival;
-                            wait.add(w.as_secs_f64());
+                            wait.add(w);
                             waited += u64::from(w > SimDuration::ZERO);
                         }
                         heap.push(Reverse((now + next.service, seq, Kind::Departure(s))));
@@ -130,19 +127,14 @@ pub fn bare_mmc(
                     }
                     None => idle.push(s),
                 }
-                if end.is_none() {
-                    q_tw.update(now, queue.len() as f64);
-                    busy_tw.update(now, f64::from(servers - idle.len() as u32));
-                }
             }
         }
     }
-    let end = end.expect("every arrival was generated");
-    let queue_len = q_tw.mean_until(end).unwrap_or(0.0);
-    let busy = busy_tw.mean_until(end).unwrap_or(0.0);
+    let queue_len = waiting.mean().unwrap_or(0.0);
+    let busy = busy.mean().unwrap_or(0.0);
     BareRun {
-        wait_s: wait.mean().unwrap_or(0.0),
-        sojourn_s: sojourn.mean().unwrap_or(0.0),
+        wait_s: wait.mean_s().unwrap_or(0.0),
+        sojourn_s: sojourn.mean_s().unwrap_or(0.0),
         queue_len,
         in_system: queue_len + busy,
         utilisation: busy / f64::from(servers),

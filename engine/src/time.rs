@@ -22,8 +22,10 @@ fn round_half_up(x: f64) -> u64 {
     if x >= EXACT {
         return x as u64;
     }
-    let whole = x as u64; // truncation, exact below 2^52
-    if x - whole as f64 >= 0.5 { whole + 1 } else { whole }
+    // Truncation, exact below 2^52; through i64 because x86-64 converts signed
+    // integers in one instruction and unsigned ones in several.
+    let whole = x as i64;
+    (if x - whole as f64 >= 0.5 { whole + 1 } else { whole }) as u64
 }
 
 /// An instant of simulated time: whole nanoseconds since the start of the run.

@@ -22,7 +22,7 @@ pub mod theory;
 use std::collections::VecDeque;
 
 use infersim_engine::sampling::Grid;
-use infersim_engine::stats::{LatencyHistogram, Tally, TimeWeighted};
+use infersim_engine::stats::{DurationSum, LatencyHistogram, Occupancy};
 use infersim_engine::{
     Arena, Context, Id, Model, NullObserver, Observer, QueueKind, ScheduleError, SimDuration, SimTime, Simulation,
     StreamId,
@@ -266,32 +266,42 @@ struct GridSampler<S> {
 struct WindowStats {
     start: SimTime,
     end: Option<SimTime>,
-    wait_s: Tally,
-    sojourn_s: Tally,
-    sojourn: LatencyHistogram,
+    wait: DurationSum,
+    sojourn: DurationSum,
+    sojourn_quantiles: LatencyHistogram,
     waited: u64,
     blocked: u64,
     arrivals: u64,
-    queue_len: TimeWeighted,
-    /// Busy servers; the number in system is queue length plus this, so its time
-    /// average is derived rather than integrated a third time.
-    busy: TimeWeighted,
+    /// Customers waiting, integrated from each customer's wait; the number in system
+    /// is this plus `busy`, so its time average is derived rather than integrated a
+    /// third time.
+    queue: Occupancy,
+    /// Busy servers, integrated from each service.
+    busy: Occupancy,
 }
 
 impl WindowStats {
-    fn new(start: SimTime, queue_len: usize, busy: u32) -> Self {
+    fn new(start: SimTime) -> Self {
         WindowStats {
             start,
             end: None,
-            wait_s: Tally::new(),
-            sojourn_s: Tally::new(),
-            sojourn: LatencyHistogram::new(),
+            wait: DurationSum::new(),
+            sojourn: DurationSum::new(),
+            sojourn_quantiles: LatencyHistogram::new(),
             waited: 0,
             blocked: 0,
             arrivals: 0,
-            queue_len: TimeWeighted::new(start, queue_len as f64),
-            busy: TimeWeighted::new(start, f64::from(busy)),
+            queue: Occupancy::new(start),
+            busy: Occupancy::new(start),
         }
+    }
+
+    /// The window ends at the last arrival; waits and services still under way count
+    /// up to it.
+    fn close(&mut self, end: SimTime) {
+        self.end = Some(end);
+        self.queue.close(end);
+        self.busy.close(end);
     }
 }
 
@@ -331,7 +341,7 @@ impl<O: Observer<CustomerRecord>> Station<O> {
             queue: VecDeque::new(),
             arrived: 0,
             in_system: 0,
-            stats: WindowStats::new(SimTime::ZERO, 0, 0),
+            stats: WindowStats::new(SimTime::ZERO),
             observer,
             sampler: None,
         })
@@ -386,20 +396,6 @@ impl<O: Observer<CustomerRecord>, S: Observer<StationSample>> Station<O, S> {
         self.config.servers - self.idle.len() as u32
     }
 
-    fn window_open(&self) -> bool {
-        self.stats.end.is_none()
-    }
-
-    /// Records the state after a change, while the window is open.
-    #[inline]
-    fn record_state(&mut self, now: SimTime) {
-        if self.window_open() {
-            let busy = self.busy_servers();
-            self.stats.queue_len.update(now, self.queue.len() as f64);
-            self.stats.busy.update(now, f64::from(busy));
-        }
-    }
-
     fn counted(&self, customer: &Customer) -> bool {
         customer.index >= self.config.warmup_customers
     }
@@ -412,9 +408,10 @@ impl<O: Observer<CustomerRecord>, S: Observer<StationSample>> Station<O, S> {
         ctx: &mut Context<'_, StationEvent>,
     ) -> Result<(), ScheduleError> {
         let now = ctx.now();
+        self.stats.queue.add(customer.arrival, now);
         if self.counted(&customer) {
             let wait = now - customer.arrival;
-            self.stats.wait_s.add(wait.as_secs_f64());
+            self.stats.wait.add(wait);
             if wait > SimDuration::ZERO {
                 self.stats.waited += 1;
             }
@@ -430,7 +427,7 @@ impl<O: Observer<CustomerRecord>, S: Observer<StationSample>> Station<O, S> {
         let index = self.arrived;
         self.arrived += 1;
         if index == self.config.warmup_customers {
-            self.stats = WindowStats::new(now, self.queue.len(), self.busy_servers());
+            self.stats = WindowStats::new(now);
         }
         let service_s = self.service.sample_s(ctx.rng(SERVICE_STREAM));
         let customer = Customer { index, arrival: now, service: SimDuration::from_secs_f64(service_s)? };
@@ -459,12 +456,11 @@ impl<O: Observer<CustomerRecord>, S: Observer<StationSample>> Station<O, S> {
                 None => self.queue.push_back(customer),
             }
         }
-        self.record_state(now);
         if self.arrived < self.config.customers {
             let gap_s = self.interarrival.sample_s(ctx.rng(ARRIVAL_STREAM));
             ctx.post(SimDuration::from_secs_f64(gap_s)?, StationEvent::Arrival)?;
         } else {
-            self.stats.end = Some(now);
+            self.stats.close(now);
         }
         Ok(())
     }
@@ -475,10 +471,11 @@ impl<O: Observer<CustomerRecord>, S: Observer<StationSample>> Station<O, S> {
         let done = self.servers[server].serving.take().expect("departure from an idle server: broken invariant");
         self.in_system -= 1;
         let start = now - done.service;
+        self.stats.busy.add(start, now);
         if self.counted(&done) {
             let sojourn = now - done.arrival;
-            self.stats.sojourn_s.add(sojourn.as_secs_f64());
-            self.stats.sojourn.record(sojourn);
+            self.stats.sojourn.add(sojourn);
+            self.stats.sojourn_quantiles.record(sojourn);
         }
         self.observer.observe(CustomerRecord {
             customer: done.index,
@@ -493,7 +490,6 @@ impl<O: Observer<CustomerRecord>, S: Observer<StationSample>> Station<O, S> {
             Some(next) => self.start_service(server, next, ctx)?,
             None => self.idle.push(server),
         }
-        self.record_state(now);
         Ok(())
     }
 
@@ -502,13 +498,13 @@ impl<O: Observer<CustomerRecord>, S: Observer<StationSample>> Station<O, S> {
         let s = &self.stats;
         let end = s.end.unwrap_or(s.start);
         let window_s = (end - s.start).as_secs_f64();
-        let served = s.sojourn_s.count();
-        let queue_len = s.queue_len.mean_until(end);
-        let busy = s.busy.mean_until(end);
-        let [sojourn_p50_s, sojourn_p95_s, sojourn_p99_s] = s.sojourn.quantiles_s([0.50, 0.95, 0.99]);
+        let served = s.sojourn.count();
+        let queue_len = s.queue.mean();
+        let busy = s.busy.mean();
+        let [sojourn_p50_s, sojourn_p95_s, sojourn_p99_s] = s.sojourn_quantiles.quantiles_s([0.50, 0.95, 0.99]);
         StationRun {
-            wait_s: s.wait_s.mean(),
-            sojourn_s: s.sojourn_s.mean(),
+            wait_s: s.wait.mean_s(),
+            sojourn_s: s.sojourn.mean_s(),
             queue_len,
             in_system: queue_len.zip(busy).map(|(q, b)| q + b),
             utilisation: busy.map(|b| b / f64::from(self.config.servers)),
@@ -826,6 +822,7 @@ impl World for StationWorld {
 mod tests {
     use super::*;
     use infersim_engine::VecObserver;
+    use infersim_engine::stats::Tally;
 
     fn small() -> StationConfig {
         StationConfig::mmc(0.9, 1.0, 2, 500, 50)

@@ -3,12 +3,14 @@
 
 mod batch_means;
 mod ci;
+mod exact;
 mod quantiles;
 mod tally;
 mod time_weighted;
 
 pub use batch_means::{BatchMeans, Warmup, batch_means};
 pub use ci::{ConfidenceInterval, student_t_quantile};
+pub use exact::{DurationSum, Occupancy};
 pub use quantiles::{LatencyHistogram, QUANTILE_SIGNIFICANT_DIGITS};
 pub use tally::{Counter, Tally};
 pub use time_weighted::TimeWeighted;

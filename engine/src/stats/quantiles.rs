@@ -80,14 +80,24 @@ impl LatencyHistogram {
     /// Records one duration.
     #[inline]
     pub fn record(&mut self, d: SimDuration) {
-        if self.histogram.is_none() && self.small.len() < SMALL {
+        match self.histogram.as_deref_mut() {
+            // Auto-resizing histograms accept any u64, so this cannot fail.
+            Some(h) => h.record(d.as_nanos()).expect("auto-resizing HDR histogram rejected a value: broken invariant"),
+            None => self.record_before_histogram(d),
+        }
+    }
+
+    /// Keeps the record, or builds the histogram when this is the first past [`SMALL`]:
+    /// off the hot path, which is a built histogram.
+    #[cold]
+    fn record_before_histogram(&mut self, d: SimDuration) {
+        if self.small.len() < SMALL {
             if self.small.capacity() == 0 {
                 // One allocation instead of seven doublings on the way to SMALL.
                 self.small.reserve_exact(SMALL);
             }
             self.small.push(d.as_nanos());
         } else {
-            // Auto-resizing histograms accept any u64, so this cannot fail.
             self.histogram_mut()
                 .record(d.as_nanos())
                 .expect("auto-resizing HDR histogram rejected a value: broken invariant");
