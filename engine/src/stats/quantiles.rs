@@ -21,21 +21,102 @@ pub const QUANTILE_SIGNIFICANT_DIGITS: u8 = 3;
 /// assert!((p99 - 0.099).abs() <= 0.099 * 1e-3);
 /// ```
 ///
-/// While it holds few records (256 or fewer) it keeps them instead, and builds the
-/// histogram only when a 257th arrives: short replications (a hundred customers) then
-/// never allocate and zero a histogram, nor scan its buckets for a quantile. Quantiles
-/// and the mean from the records are exactly the histogram's (each value reported as
-/// its bucket would report it, summed in the histogram's order).
+/// While it holds few records (256 or fewer) it keeps them instead, and counts them
+/// in buckets only when a 257th arrives: short replications (a hundred customers) then
+/// never allocate and zero the buckets, nor scan them for a quantile. Quantiles and
+/// the mean from the records are exactly the histogram's (each value reported as its
+/// bucket would report it, summed in the histogram's order).
+///
+/// Recording is the hot path (a request, a customer): it counts into the buckets of
+/// the `hdrhistogram` crate's layout directly (an index from the value's leading
+/// zeros, an increment), and reading builds that crate's histogram from the counts,
+/// so quantiles, means and merges are the crate's, bit for bit.
 #[derive(Clone, Debug)]
 pub struct LatencyHistogram {
     /// Built once there are more than [`SMALL`] records.
-    histogram: Option<Box<Histogram<u64>>>,
-    /// Every record while there is no histogram; empty after.
+    buckets: Option<Box<BucketCounts>>,
+    /// Every record while there are no buckets; empty after.
     small: Vec<u64>,
 }
 
-/// Records up to which [`LatencyHistogram`] keeps them instead of a histogram.
+/// Records up to which [`LatencyHistogram`] keeps them instead of counting buckets.
 pub const SMALL: usize = 256;
+
+/// Sub-buckets in the upper half of each bucket, as a power of two: the crate derives
+/// 2 x 10^3 distinguishable values per bucket for 3 significant digits, so 2^11
+/// sub-buckets, of which each bucket past the first uses the upper 2^10.
+const HALF_BUCKET_MAGNITUDE: u32 = 10;
+const HALF_BUCKET: u64 = 1 << HALF_BUCKET_MAGNITUDE;
+/// Values below 2^11 are counted one by one in bucket 0.
+const SUB_BUCKET_MASK: u64 = (1 << (HALF_BUCKET_MAGNITUDE + 1)) - 1;
+
+/// Counts per bucket in the layout of an `hdrhistogram` histogram of
+/// [`QUANTILE_SIGNIFICANT_DIGITS`] with a lowest discernible value of 1 (what
+/// `Histogram::new` builds). `tests` checks that a value's bucket holds exactly the
+/// values the crate considers equivalent to it.
+#[derive(Clone, Debug, Default)]
+struct BucketCounts {
+    counts: Vec<u64>,
+    total: u64,
+}
+
+impl BucketCounts {
+    /// The counts index of `value`: the crate's `index_for`.
+    #[inline(always)]
+    fn index(value: u64) -> usize {
+        // Powers of two past what fits in bucket 0, then the position in the bucket.
+        let bucket = 64 - HALF_BUCKET_MAGNITUDE - 1 - (value | SUB_BUCKET_MASK).leading_zeros();
+        let sub_bucket = value >> bucket;
+        (((u64::from(bucket) + 1) << HALF_BUCKET_MAGNITUDE) + sub_bucket - HALF_BUCKET) as usize
+    }
+
+    /// The lowest value counted at `index`: the inverse of [`index`](Self::index).
+    fn lowest_value(index: usize) -> u64 {
+        let index = index as u64;
+        let sub_bucket = (index & (HALF_BUCKET - 1)) + HALF_BUCKET;
+        match (index >> HALF_BUCKET_MAGNITUDE).checked_sub(1) {
+            Some(bucket) => sub_bucket << bucket,
+            None => sub_bucket - HALF_BUCKET,
+        }
+    }
+
+    #[inline(always)]
+    fn add(&mut self, value: u64, n: u64) {
+        let index = Self::index(value);
+        match self.counts.get_mut(index) {
+            Some(count) => *count = count.saturating_add(n),
+            None => self.grow_and_add(index, n),
+        }
+        self.total = self.total.saturating_add(n);
+    }
+
+    #[cold]
+    fn grow_and_add(&mut self, index: usize, n: u64) {
+        self.counts.resize(index + 1, 0);
+        self.counts[index] = n;
+    }
+
+    fn merge(&mut self, other: &BucketCounts) {
+        if self.counts.len() < other.counts.len() {
+            self.counts.resize(other.counts.len(), 0);
+        }
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine = mine.saturating_add(*theirs);
+        }
+        self.total = self.total.saturating_add(other.total);
+    }
+
+    /// The crate's histogram holding these counts.
+    fn histogram(&self) -> Histogram<u64> {
+        let mut histogram = empty_histogram();
+        for (index, &count) in self.counts.iter().enumerate().filter(|(_, count)| **count > 0) {
+            histogram
+                .record_n(Self::lowest_value(index), count)
+                .expect("auto-resizing HDR histogram rejected a value: broken invariant");
+        }
+        histogram
+    }
+}
 
 impl Default for LatencyHistogram {
     fn default() -> Self {
@@ -61,36 +142,35 @@ fn bucket_rule() -> &'static Histogram<u64> {
 impl LatencyHistogram {
     /// An empty histogram that grows to whatever range it is given.
     pub fn new() -> Self {
-        LatencyHistogram { histogram: None, small: Vec::new() }
+        LatencyHistogram { buckets: None, small: Vec::new() }
     }
 
-    /// The histogram, built from the records kept so far.
-    fn histogram_mut(&mut self) -> &mut Histogram<u64> {
+    /// The buckets, counting the records kept so far.
+    fn buckets_mut(&mut self) -> &mut BucketCounts {
         let small = &mut self.small;
-        self.histogram.get_or_insert_with(|| {
-            let mut h = empty_histogram();
+        self.buckets.get_or_insert_with(|| {
+            let mut buckets = BucketCounts::default();
             for &v in small.iter() {
-                h.record(v).expect("auto-resizing HDR histogram rejected a value: broken invariant");
+                buckets.add(v, 1);
             }
             *small = Vec::new();
-            Box::new(h)
+            Box::new(buckets)
         })
     }
 
     /// Records one duration.
     #[inline]
     pub fn record(&mut self, d: SimDuration) {
-        match self.histogram.as_deref_mut() {
-            // Auto-resizing histograms accept any u64, so this cannot fail.
-            Some(h) => h.record(d.as_nanos()).expect("auto-resizing HDR histogram rejected a value: broken invariant"),
-            None => self.record_before_histogram(d),
+        match self.buckets.as_deref_mut() {
+            Some(buckets) => buckets.add(d.as_nanos(), 1),
+            None => self.record_before_buckets(d),
         }
     }
 
-    /// Keeps the record, or builds the histogram when this is the first past [`SMALL`]:
-    /// off the hot path, which is a built histogram.
+    /// Keeps the record, or counts the buckets when this is the first past [`SMALL`]:
+    /// off the hot path, which is counting.
     #[cold]
-    fn record_before_histogram(&mut self, d: SimDuration) {
+    fn record_before_buckets(&mut self, d: SimDuration) {
         if self.small.len() < SMALL {
             if self.small.capacity() == 0 {
                 // One allocation instead of seven doublings on the way to SMALL.
@@ -98,45 +178,37 @@ impl LatencyHistogram {
             }
             self.small.push(d.as_nanos());
         } else {
-            self.histogram_mut()
-                .record(d.as_nanos())
-                .expect("auto-resizing HDR histogram rejected a value: broken invariant");
+            self.buckets_mut().add(d.as_nanos(), 1);
         }
     }
 
     /// Records `n` equal durations.
     pub fn record_n(&mut self, d: SimDuration, n: u64) {
-        if self.histogram.is_none() && self.small.len() as u64 + n <= SMALL as u64 {
+        if self.buckets.is_none() && self.small.len() as u64 + n <= SMALL as u64 {
             for _ in 0..n {
                 self.record(d);
             }
         } else {
-            self.histogram_mut()
-                .record_n(d.as_nanos(), n)
-                .expect("auto-resizing HDR histogram rejected a value: broken invariant");
+            self.buckets_mut().add(d.as_nanos(), n);
         }
     }
 
     /// Adds every record of `other`.
     pub fn merge(&mut self, other: &LatencyHistogram) {
-        if self.histogram.is_none() && other.histogram.is_none() && self.small.len() + other.small.len() <= SMALL {
+        if self.buckets.is_none() && other.buckets.is_none() && self.small.len() + other.small.len() <= SMALL {
             self.small.extend_from_slice(&other.small);
             return;
         }
-        let h = self.histogram_mut();
-        match &other.histogram {
-            Some(o) => h.add(&**o).expect("auto-resizing HDR histogram rejected a merge: broken invariant"),
-            None => {
-                for &v in &other.small {
-                    h.record(v).expect("auto-resizing HDR histogram rejected a value: broken invariant");
-                }
-            }
+        let mine = self.buckets_mut();
+        match &other.buckets {
+            Some(theirs) => mine.merge(theirs),
+            None => other.small.iter().for_each(|&v| mine.add(v, 1)),
         }
     }
 
     /// Number of records.
     pub fn count(&self) -> u64 {
-        self.histogram.as_ref().map_or(self.small.len() as u64, |h| h.len())
+        self.buckets.as_ref().map_or(self.small.len() as u64, |b| b.total)
     }
 
     /// The `q`-quantile in seconds (`q` in [0, 1]); `None` when empty.
@@ -145,14 +217,15 @@ impl LatencyHistogram {
     }
 
     /// Several quantiles at once (each `q` in [0, 1]), in seconds; `None` when empty.
-    /// Cheaper than one call per quantile while the records are kept: they are sorted
-    /// once.
+    /// Cheaper than one call per quantile: the histogram is built (or the kept
+    /// records sorted) once.
     pub fn quantiles_s<const N: usize>(&self, qs: [f64; N]) -> [Option<f64>; N] {
         let count = self.count();
         if count == 0 {
             return [None; N];
         }
-        let sorted = match &self.histogram {
+        let histogram = self.buckets.as_ref().map(|b| b.histogram());
+        let sorted = match &histogram {
             Some(_) => Vec::new(),
             None => {
                 let mut sorted = self.small.clone();
@@ -162,7 +235,7 @@ impl LatencyHistogram {
         };
         qs.map(|q| {
             let q = q.clamp(0.0, 1.0);
-            let nanos = match &self.histogram {
+            let nanos = match &histogram {
                 Some(h) => h.value_at_quantile(q),
                 None => {
                     // The histogram's rule: the first bucket whose cumulative count
@@ -198,8 +271,8 @@ impl LatencyHistogram {
         if count == 0 {
             return None;
         }
-        let nanos = match &self.histogram {
-            Some(h) => h.mean(),
+        let nanos = match &self.buckets {
+            Some(b) => b.histogram().mean(),
             None => {
                 // As `Histogram::mean`: buckets in increasing order, each adding its
                 // median value x its count / the total.
@@ -226,10 +299,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn few_records_give_the_histograms_own_quantiles() {
+    fn kept_records_and_buckets_give_the_crates_own_quantiles() {
+        // Against the crate's histogram fed every value: below SMALL (records kept),
+        // past it (bucket counts), and merged.
         use rand::{RngExt, SeedableRng};
         let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(3);
-        for n in [1_usize, 2, 7, 100, SMALL, SMALL + 1, 1000] {
+        for n in [1_usize, 2, 7, 100, SMALL, SMALL + 1, 1000, 100_000] {
+            let mut all = empty_histogram();
             let mut h = LatencyHistogram::new();
             let mut halves = (LatencyHistogram::new(), LatencyHistogram::new());
             for i in 0..n {
@@ -240,14 +316,11 @@ mod tests {
                     rng.random_range(1..10_000_000_000_u64)
                 });
                 h.record(d);
+                all.record(d.as_nanos()).unwrap();
                 if i % 2 == 0 { halves.0.record(d) } else { halves.1.record(d) }
             }
             halves.0.merge(&halves.1);
-            let mut all = empty_histogram();
-            for &v in &h.small {
-                all.record(v).unwrap();
-            }
-            let all = h.histogram.as_deref().unwrap_or(&all);
+            assert_eq!((h.count(), halves.0.count()), (n as u64, n as u64));
             assert_eq!(h.mean_s(), Some(all.mean() / 1e9), "mean, n {n}");
             assert_eq!(halves.0.mean_s(), Some(all.mean() / 1e9), "merged mean, n {n}");
             for q in [0.0, 0.001, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0] {
@@ -265,6 +338,32 @@ mod tests {
             assert_eq!(at_once.count(), one_by_one.count());
             assert_eq!(at_once.quantiles_s([0.0, 0.5, 0.99, 1.0]), one_by_one.quantiles_s([0.0, 0.5, 0.99, 1.0]));
             assert_eq!(at_once.mean_s(), one_by_one.mean_s());
+        }
+    }
+
+    #[test]
+    fn buckets_hold_what_the_crate_considers_equivalent() {
+        // The layout is the crate's: a value's bucket starts at the crate's lowest
+        // equivalent value, and the next value past the crate's highest equivalent
+        // falls in the next bucket. Every magnitude, bucket edges and random values.
+        use rand::{RngExt, SeedableRng};
+        assert_eq!(QUANTILE_SIGNIFICANT_DIGITS, 3, "the layout constants are derived for 3 digits");
+        let rule = bucket_rule();
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(11);
+        let mut values: Vec<u64> = (0..64).flat_map(|k| [1u64 << k, (1u64 << k) - 1, (1u64 << k) + 1]).collect();
+        values.extend([0, 2047, 2048, 2049, 4095, 4096, u64::MAX - 1, u64::MAX]);
+        values.extend((0..20_000).map(|_| rng.random::<u64>() >> rng.random_range(0..64)));
+        for v in values {
+            let index = BucketCounts::index(v);
+            assert_eq!(BucketCounts::lowest_value(index), rule.lowest_equivalent(v), "lowest of {v}");
+            let top = rule.highest_equivalent(v);
+            assert_eq!(BucketCounts::index(top), index, "highest of {v}");
+            if let Some(next) = top.checked_add(1) {
+                // The next value shares the bucket exactly when the crate says so (only
+                // at the top of the range, where the crate's highest value is capped).
+                let same = rule.lowest_equivalent(next) == rule.lowest_equivalent(v);
+                assert_eq!(BucketCounts::index(next) == index, same, "past {v}");
+            }
         }
     }
 
