@@ -297,14 +297,16 @@ impl<T: Ordered> QuaternaryHeap<T> {
                 let (b, ob) = if o3 < o2 { (first + 3, o3) } else { (first + 2, o2) };
                 if ob < oa { (b, ob) } else { (a, oa) }
             } else {
-                let mut child = first;
-                let mut child_order = self.keys[first].order();
-                for c in first + 1..n {
-                    let o = self.keys[c].order();
-                    if o < child_order {
-                        child = c;
-                        child_order = o;
-                    }
+                // One to three children (the last parent): unrolled, as a loop over
+                // a range costs more than the comparisons in the small heaps of
+                // queueing models.
+                let k = &self.keys[first..n];
+                let (mut child, mut child_order) = (first, k[0].order());
+                if let Some(o) = k.get(1).map(T::order).filter(|&o| o < child_order) {
+                    (child, child_order) = (first + 1, o);
+                }
+                if let Some(o) = k.get(2).map(T::order).filter(|&o| o < child_order) {
+                    (child, child_order) = (first + 2, o);
                 }
                 (child, child_order)
             };
