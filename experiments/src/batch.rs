@@ -18,7 +18,7 @@ use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::{AnalysisError, merge_replications, summarize_parquet, write_csv, write_frame_parquet};
-use crate::journal::{Journal, JournalWriter, journal_path};
+use crate::journal::{Journal, JournalScan, JournalWriter, journal_path};
 use crate::output::{OutputError, ReplicationRecord, parameter_column_name, write_atomically};
 use crate::runner::{RunError, Shard, TraceSpec, WorkPlan, run_items};
 use crate::scenario::Scenario;
@@ -321,16 +321,19 @@ pub fn run_batch(
             OutputError::Format { path: out.clone(), message: format!("simulation.sample_interval_s: {e}") }
         })?,
     };
-    let writer = std::sync::Mutex::new(JournalWriter::open(out)?);
+    let mut writer = JournalWriter::open(out)?;
+    // What the journal holds: the previous scan (its failures were dropped from the
+    // journal above and run again), then every record appended now.
+    let mut scan = JournalScan { failed: Vec::new(), ..previous.clone() };
     run_items(&scenario.points, &plan, &previous.done, spec.seed, spec.threads, &trace, cancel, |record| {
-        writer.lock().expect("not poisoned").append(&record)?;
+        writer.append(&record)?;
+        scan.note_record(&record, plan.position(record.point, record.replication));
         progress(&record);
         Ok::<(), OutputError>(())
     })??;
-    writer.into_inner().expect("not poisoned").sync()?;
+    writer.sync()?;
     drop(previous);
 
-    let scan = journal.scan(|p, r| plan.position(p, r))?;
     manifest.completed = scan.succeeded + scan.failed.len() as u64;
     manifest.failed = scan
         .failed

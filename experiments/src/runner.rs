@@ -6,6 +6,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::TryRecvError;
 
 use infersim_agents::world::Replication;
 use infersim_engine::{SimDuration, replication_seed};
@@ -199,13 +200,16 @@ pub enum RunError {
 }
 
 /// Runs this shard's work items on `threads` threads, handing each finished record to
-/// `done` (called from any worker, in any order). Workers take the next item from a
-/// shared counter, so items start in order and finish nearly in order (the journal
-/// then stays a few ranges), and none is ever listed. Items in `skip` (global
-/// positions finished earlier) are passed over; items not yet started when `cancel`
-/// becomes true are skipped. Returns the first error `done` returned, if any.
+/// `done` on the calling thread (in the order they finish), so that writing records
+/// down overlaps the simulation instead of taking turns with it on a worker. Workers
+/// take the next item from a shared counter, so items start in order and finish
+/// nearly in order (the journal then stays a few ranges), and none is ever listed.
+/// Records wait in a bounded channel, so memory does not grow with the batch. Items
+/// in `skip` (global positions finished earlier) are passed over; items not yet
+/// started when `cancel` becomes true are skipped. Returns the first error `done`
+/// returned, if any; after it no new item starts.
 #[allow(clippy::too_many_arguments)]
-pub fn run_items<E: Send>(
+pub fn run_items<E>(
     points: &[Point],
     plan: &WorkPlan,
     skip: &crate::journal::RangeSet,
@@ -213,7 +217,7 @@ pub fn run_items<E: Send>(
     threads: usize,
     trace: &TraceSpec,
     cancel: &AtomicBool,
-    done: impl Fn(ReplicationRecord) -> Result<(), E> + Sync,
+    mut done: impl FnMut(ReplicationRecord) -> Result<(), E>,
 ) -> Result<Result<(), E>, RunError> {
     if threads == 0 {
         return Err(RunError::NoThreads);
@@ -224,34 +228,63 @@ pub fn run_items<E: Send>(
         .map_err(|e| RunError::ThreadPool { threads, message: e.to_string() })?;
     let next = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
-    let first_error = std::sync::Mutex::new(None);
     let items = plan.len();
-    pool.broadcast(|_| {
+    let (finished, records) = std::sync::mpsc::sync_channel::<ReplicationRecord>(RECORDS_IN_FLIGHT);
+    let mut first_error = None;
+    std::thread::scope(|scope| {
+        let (stop, next) = (&stop, &next);
+        scope.spawn(move || {
+            pool.broadcast(|_| {
+                loop {
+                    if cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    if k >= items {
+                        return;
+                    }
+                    let g = plan.global(k);
+                    if skip.contains(g) {
+                        continue;
+                    }
+                    let (p, r) = plan.item_at(g);
+                    let record = run_replication(&points[p as usize], master_seed, r, trace);
+                    // The receiver lives until every worker has returned.
+                    finished.send(record).expect("the batch stopped listening: broken invariant");
+                }
+            });
+            // `finished` drops here, which ends the loop below.
+        });
+        // Polled rather than waited on: a worker sending to a waiting receiver must
+        // wake it (a system call and a context switch per record, which doubled the
+        // cost of a batch of tiny replications); a receiver that looks every
+        // millisecond is never asleep in the channel, so sending stays a memory write.
         loop {
-            if cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
-                return;
-            }
-            let k = next.fetch_add(1, Ordering::Relaxed);
-            if k >= items {
-                return;
-            }
-            let g = plan.global(k);
-            if skip.contains(g) {
-                continue;
-            }
-            let (p, r) = plan.item_at(g);
-            if let Err(e) = done(run_replication(&points[p as usize], master_seed, r, trace)) {
-                stop.store(true, Ordering::Relaxed);
-                first_error.lock().expect("not poisoned").get_or_insert(e);
-                return;
+            match records.try_recv() {
+                Ok(record) if first_error.is_none() => {
+                    if let Err(e) = done(record) {
+                        stop.store(true, Ordering::Relaxed);
+                        first_error = Some(e);
+                    }
+                }
+                Ok(_) => {} // drain, so that no worker waits on a full channel
+                Err(TryRecvError::Empty) => std::thread::sleep(POLL_EVERY),
+                Err(TryRecvError::Disconnected) => break,
             }
         }
     });
-    Ok(match first_error.into_inner().expect("not poisoned") {
+    Ok(match first_error {
         Some(e) => Err(e),
         None => Ok(()),
     })
 }
+
+/// Finished records waiting for the calling thread: enough for a millisecond of tiny
+/// replications on many threads, few enough that memory stays flat.
+const RECORDS_IN_FLIGHT: usize = 1024;
+
+/// How long the calling thread sleeps when no record is waiting.
+const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(1);
 
 #[cfg(test)]
 mod tests {
