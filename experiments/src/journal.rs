@@ -262,16 +262,23 @@ impl JournalReader {
             self.current = Some(index);
             return Ok(None);
         }
-        if let Some((point, replication, seed, values)) = parse_plain_record(line) {
-            let Some(schema) = self.current else { return Err("a record before any schema line".into()) };
-            let width = self.schemas[schema].len();
-            if values.len() != width {
-                return Err(format!("{} values where the schema names {width}", values.len()));
+        let (point, replication, seed, error, values) = match parse_plain_record(line) {
+            Some((point, replication, seed, values)) => (point, replication, seed, None, values),
+            None => {
+                let (point, replication, seed, error, values): (u32, u64, u64, Option<String>, Vec<Json>) =
+                    serde_json::from_str(line).map_err(|e| e.to_string())?;
+                let values = values
+                    .into_iter()
+                    .map(|v| match v {
+                        Json::Null => Ok(MetricCell::Number(None)),
+                        Json::Bool(b) => Ok(MetricCell::Flag(b)),
+                        Json::Number(n) => Ok(MetricCell::Number(n.as_f64())),
+                        other => Err(format!("{other} is not a metric value")),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                (point, replication, seed, error, values)
             }
-            return Ok(Some(JournalRow { point, replication, seed, error: None, schema, values }));
-        }
-        let (point, replication, seed, error, values): (u32, u64, u64, Option<String>, Vec<Json>) =
-            serde_json::from_str(line).map_err(|e| e.to_string())?;
+        };
         let schema = match (self.current, &error) {
             (Some(s), _) => s,
             (None, Some(_)) => usize::MAX,
@@ -281,15 +288,6 @@ impl JournalReader {
         if error.is_none() && values.len() != width {
             return Err(format!("{} values where the schema names {width}", values.len()));
         }
-        let values = values
-            .into_iter()
-            .map(|v| match v {
-                Json::Null => Ok(MetricCell::Number(None)),
-                Json::Bool(b) => Ok(MetricCell::Flag(b)),
-                Json::Number(n) => Ok(MetricCell::Number(n.as_f64())),
-                other => Err(format!("{other} is not a metric value")),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(JournalRow { point, replication, seed, error, schema, values }))
     }
 }
@@ -529,7 +527,9 @@ impl Journal {
                 return;
             }
             while mappings.len() < schemas.len() {
-                mappings.push(Arc::new(column_map(metrics, &schemas[mappings.len()])));
+                let s = &schemas[mappings.len()];
+                let map = metrics.iter().map(|(n, _)| s.iter().position(|(m, _)| m == n).unwrap_or(usize::MAX));
+                mappings.push(Arc::new(map.collect()));
             }
             let map = Arc::clone(&mappings[row.schema]);
             chunk.push((row, map));
@@ -544,7 +544,8 @@ impl Journal {
             return Err(e);
         }
         let result = if runs.is_empty() {
-            layout.write_sorted(parquet, chunk)
+            chunk.sort_unstable_by_key(|(r, _)| r.key());
+            layout.write(parquet, chunk.into_iter().map(|(row, map)| Ok(layout.aligned_row(row, &map))))
         } else {
             let spilled = if chunk.is_empty() { Ok(()) } else { spill(&mut chunk, &mut runs) };
             spilled.and_then(|()| layout.write(parquet, merge_runs(&runs)?))
@@ -554,11 +555,6 @@ impl Journal {
         }
         result
     }
-}
-
-/// Where each of the batch's `metrics` sits in `schema` (`usize::MAX`: absent).
-fn column_map(metrics: &[MetricColumn], schema: &[MetricColumn]) -> Vec<usize> {
-    metrics.iter().map(|(n, _)| schema.iter().position(|(m, _)| m == n).unwrap_or(usize::MAX)).collect()
 }
 
 /// A row with its values in the batch's metric order.
@@ -615,12 +611,6 @@ impl Layout<'_> {
     fn aligned_row(&self, row: JournalRow, map: &[usize]) -> AlignedRow {
         let values = self.aligned(&row, map).collect();
         AlignedRow { point: row.point, replication: row.replication, seed: row.seed, values }
-    }
-
-    /// Sorts rows (each with its [`column_map`]) by (point, replication) and writes them.
-    fn write_sorted(&self, path: &Path, mut rows: Vec<(JournalRow, Arc<Vec<usize>>)>) -> Result<u64, OutputError> {
-        rows.sort_unstable_by_key(|(r, _)| r.key());
-        self.write(path, rows.into_iter().map(|(row, map)| Ok(self.aligned_row(row, &map))))
     }
 
     fn schema(&self) -> Arc<Schema> {

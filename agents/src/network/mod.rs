@@ -1161,6 +1161,7 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
     /// The per-replication metrics at `end`.
     pub fn results(&self, end: SimTime, events: u64) -> NetworkRun {
         let s = &self.stats;
+        let [latency_p50_s, latency_p99_s] = s.latency.quantiles_s([0.50, 0.99]);
         let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
         // Every node draws its idle power from joining to leaving (or the end).
         let grid = self.config.grid.as_ref().unwrap_or(&crate::grid::CarbonIntensity::NONE);
@@ -1178,8 +1179,8 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
             answer_rate: ratio(s.answered, s.organic),
             quality_mean: s.quality.mean(),
             latency_mean_s: s.latency.mean_s(),
-            latency_p50_s: s.latency.p50_s(),
-            latency_p99_s: s.latency.p99_s(),
+            latency_p50_s,
+            latency_p99_s,
             slo_attainment: ratio(s.slo_met, s.organic),
             synthetic_queries: s.synthetic,
             requests: s.requests,

@@ -1098,6 +1098,7 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
     /// The per-replication metrics at `end`.
     pub fn results(&self, end: SimTime, events: u64) -> PipelineRun {
         let s = &self.stats;
+        let [latency_p50_s, latency_p99_s] = s.latency.quantiles_s([0.50, 0.99]);
         let alive = f64::from(self.alive_replicas());
         let replica_s = s.replica_s + alive * (end - s.replicas_since).as_secs_f64();
         let energy_kwh = self.energy_kwh(end);
@@ -1120,8 +1121,8 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
             lost: s.lost,
             energy_per_request_kwh: per(energy_kwh),
             accuracy_mean,
-            latency_p50_s: s.latency.p50_s(),
-            latency_p99_s: s.latency.p99_s(),
+            latency_p50_s,
+            latency_p99_s,
             slo_attainment: per(s.slo_met as f64),
             cost_usd,
             cost_per_1k_usd,

@@ -868,6 +868,11 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let per = |x: f64, n: u64| if n > 0 { Some(x / n as f64) } else { None };
         let rate = |n: u64| if measured_s > 0.0 { n as f64 / measured_s } else { 0.0 };
         let window_s = (c.duration_s - c.warmup_s).max(f64::MIN_POSITIVE);
+        // Each histogram read once: reading builds its buckets into a histogram.
+        let [ttft_p50, ttft_p90, ttft_p99] = s.ttft.quantiles_s([0.50, 0.90, 0.99]);
+        let [tpot_p50, tpot_p99] = s.tpot.quantiles_s([0.50, 0.99]);
+        let [itl_p50, itl_p99] = s.itl.quantiles_s([0.50, 0.99]);
+        let [e2e_p50, e2e_p95, e2e_p99] = s.e2e.quantiles_s([0.50, 0.95, 0.99]);
         let mut m = Metrics::new();
         m.count("requests", s.counted)
             .count("served", s.served)
@@ -876,21 +881,21 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             .count("gpu_failures", s.failures)
             .number("throughput_per_s", s.served as f64 / window_s)
             .optional("ttft_mean_s", s.ttft_mean.mean())
-            .optional("ttft_p50_s", s.ttft.p50_s())
-            .optional("ttft_p90_s", s.ttft.quantile_s(0.90))
-            .optional("ttft_p99_s", s.ttft.p99_s())
+            .optional("ttft_p50_s", ttft_p50)
+            .optional("ttft_p90_s", ttft_p90)
+            .optional("ttft_p99_s", ttft_p99)
             .optional("tpot_mean_s", s.tpot_mean.mean())
-            .optional("tpot_p50_s", s.tpot.p50_s())
-            .optional("tpot_p99_s", s.tpot.p99_s())
-            .optional("itl_p50_s", s.itl.p50_s())
-            .optional("itl_p99_s", s.itl.p99_s())
+            .optional("tpot_p50_s", tpot_p50)
+            .optional("tpot_p99_s", tpot_p99)
+            .optional("itl_p50_s", itl_p50)
+            .optional("itl_p99_s", itl_p99)
             .optional("e2e_mean_s", s.e2e_mean.mean())
-            .optional("e2e_p50_s", s.e2e.p50_s())
-            .optional("e2e_p99_s", s.e2e.p99_s())
+            .optional("e2e_p50_s", e2e_p50)
+            .optional("e2e_p99_s", e2e_p99)
             .optional("latency_mean_s", s.e2e_mean.mean())
-            .optional("latency_p50_s", s.e2e.p50_s())
-            .optional("latency_p95_s", s.e2e.p95_s())
-            .optional("latency_p99_s", s.e2e.p99_s())
+            .optional("latency_p50_s", e2e_p50)
+            .optional("latency_p95_s", e2e_p95)
+            .optional("latency_p99_s", e2e_p99)
             .optional("slo_attainment", per(s.slo_met as f64, s.counted))
             .number("makespan_s", makespan_s)
             .number("output_tokens_per_s", rate(s.counted_output_tokens))

@@ -93,23 +93,23 @@ impl DurationSum {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Occupancy {
     start: SimTime,
+    /// [`SimTime::MAX`] while the window is open.
     end: SimTime,
-    closed: bool,
     area_ns: u128,
 }
 
 impl Occupancy {
     /// An empty integral over a window opening at `start`.
     pub const fn new(start: SimTime) -> Self {
-        Occupancy { start, end: SimTime::MAX, closed: false, area_ns: 0 }
+        Occupancy { start, end: SimTime::MAX, area_ns: 0 }
     }
 
-    /// Ends the window at `end` (not before its start); later intervals are clipped
-    /// to it. Intervals added before must not reach past it.
+    /// Ends the window at `end` (not before its start, before the last instant);
+    /// later intervals are clipped to it. Intervals added before must not reach past
+    /// it.
     pub fn close(&mut self, end: SimTime) {
-        debug_assert!(end >= self.start, "window closed before it opened");
+        debug_assert!(end >= self.start && end < SimTime::MAX, "window closed before it opened or at the end of time");
         self.end = end;
-        self.closed = true;
     }
 
     /// Adds a unit present during `[from, to)`, clipped to the window.
@@ -131,7 +131,7 @@ impl Occupancy {
     /// when it is empty.
     pub fn mean(&self) -> Option<f64> {
         let span_ns = (self.end - self.start).as_nanos();
-        (self.closed && span_ns > 0).then(|| self.area_ns as f64 / span_ns as f64)
+        (self.end < SimTime::MAX && span_ns > 0).then(|| self.area_ns as f64 / span_ns as f64)
     }
 }
 

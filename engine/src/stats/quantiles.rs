@@ -30,7 +30,8 @@ pub const QUANTILE_SIGNIFICANT_DIGITS: u8 = 3;
 /// Recording is the hot path (a request, a customer): it counts into the buckets of
 /// the `hdrhistogram` crate's layout directly (an index from the value's leading
 /// zeros, an increment), and reading builds that crate's histogram from the counts,
-/// so quantiles, means and merges are the crate's, bit for bit.
+/// so quantiles and means are the crate's, bit for bit. Each read builds it anew: ask
+/// for several quantiles in one [`quantiles_s`](Self::quantiles_s) call.
 #[derive(Clone, Debug)]
 pub struct LatencyHistogram {
     /// Built once there are more than [`SMALL`] records.
