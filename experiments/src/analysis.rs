@@ -8,7 +8,7 @@ use infersim_engine::stats::{BatchMeans, Warmup, batch_means, student_t_quantile
 use polars::prelude::*;
 
 use crate::output::{OutputError, write_atomically};
-use crate::trace::ROW_GROUP_ROWS;
+use crate::replications::ROW_GROUP_ROWS;
 
 /// Failures of reading or analysing outputs.
 #[derive(Debug, thiserror::Error)]
@@ -236,8 +236,9 @@ pub fn merge_replications(dirs: &[PathBuf], path: &Path) -> Result<u64, Analysis
     let format = |e: &dyn std::fmt::Display| OutputError::Format { path: path.to_path_buf(), message: e.to_string() };
     let mut rows = 0;
     write_atomically(path, |w| {
-        let mut writer = ArrowWriter::try_new(w, schema.clone(), Some(crate::output::writer_properties()))
-            .map_err(|e| format(&e))?;
+        let mut writer =
+            ArrowWriter::try_new(w, schema.clone(), Some(crate::output::replication_writer_properties(&schema)))
+                .map_err(|e| format(&e))?;
         // The row groups the pending rows point into, and each input's place in it.
         let mut pool: Vec<RecordBatch> = Vec::new();
         let mut in_pool: Vec<Option<(u64, usize)>> = Vec::new();

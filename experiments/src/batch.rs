@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::analysis::{AnalysisError, merge_replications, summarize_parquet, write_csv, write_frame_parquet};
 use crate::journal::{Journal, JournalScan, JournalWriter, journal_path};
 use crate::output::{OutputError, ReplicationRecord, parameter_column_name, write_atomically};
+use crate::replications::InOrderWriter;
 use crate::runner::{RunError, Shard, TraceSpec, WorkPlan, run_items};
 use crate::scenario::Scenario;
 use crate::trace::TraceLevel;
@@ -325,11 +326,22 @@ pub fn run_batch(
     // What the journal holds: the previous scan (its failures were dropped from the
     // journal above and run again), then every record appended now.
     let mut scan = JournalScan { failed: Vec::new(), ..previous.clone() };
+    let params: Vec<Vec<toml::Value>> = scenario.points.iter().map(|p| p.params.clone()).collect();
+    let parquet = out.join("replications.parquet");
+    // A fresh batch writes replications.parquet as it goes; one resumed from a journal
+    // sorts the journal into it at the end.
+    let fresh = previous.succeeded == 0 && previous.failed.is_empty();
+    let sweep_keys = manifest.sweep_keys.clone();
+    let mut in_order = fresh.then(|| InOrderWriter::new(&parquet, &sweep_keys, &params));
     run_items(&scenario.points, &plan, &previous.done, spec.seed, spec.threads, &trace, cancel, |record| {
         writer.append(&record)?;
-        scan.note_record(&record, plan.position(record.point, record.replication));
+        let position = plan.position(record.point, record.replication);
+        scan.note_record(&record, position);
         progress(&record);
-        Ok::<(), OutputError>(())
+        match &mut in_order {
+            Some(in_order) => in_order.offer(plan.index_of(position), record),
+            None => Ok(()),
+        }
     })??;
     writer.sync()?;
     drop(previous);
@@ -346,15 +358,15 @@ pub fn run_batch(
         write_manifest(out, &manifest)?;
         return Ok(BatchReport { manifest, summary: None });
     }
-    let params: Vec<Vec<toml::Value>> = scenario.points.iter().map(|p| p.params.clone()).collect();
     manifest.metrics = scan.metrics.iter().map(|(name, _)| name.clone()).collect();
-    journal.write_parquet(
-        &out.join("replications.parquet"),
-        &out.join(".work").join("sort"),
-        &manifest.sweep_keys,
-        &params,
-        &scan.metrics,
-    )?;
+    let written = match in_order {
+        Some(in_order) => in_order.finish(plan.len())?,
+        None => false,
+    };
+    if !written {
+        let work = out.join(".work").join("sort");
+        journal.write_parquet(&parquet, &work, &sweep_keys, &params, &scan.metrics)?;
+    }
     // Sorted runs went to .work/sort; the directory goes too when nothing else uses it.
     let _ = fs::remove_dir(out.join(".work"));
     let summary = summarize_dir(out, &manifest, spec.confidence)?;

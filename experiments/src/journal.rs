@@ -43,18 +43,11 @@ use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Float64Array, UInt32Array, UInt64Array};
-use arrow::datatypes::{DataType, Field, Schema};
-use arrow::record_batch::RecordBatch;
-use parquet::arrow::ArrowWriter;
 use serde_json::Value as Json;
 use toml::Value;
 
-use crate::output::{
-    MetricCell, OutputError, ReplicationRecord, parameter_column, parameter_column_name, write_atomically,
-    writer_properties,
-};
-use crate::trace::ROW_GROUP_ROWS;
+use crate::output::{MetricCell, OutputError, ReplicationRecord, write_atomically};
+use crate::replications::{Layout, same_columns, write_sorted};
 
 /// A metric column: its name and whether it is a flag.
 pub type MetricColumn = (String, bool);
@@ -96,13 +89,7 @@ impl JournalWriter {
     /// Saves one finished replication.
     pub fn append(&mut self, record: &ReplicationRecord) -> Result<(), OutputError> {
         self.line.clear();
-        let same_schema = self.schema.len() == record.metrics.len()
-            && self
-                .schema
-                .iter()
-                .zip(&record.metrics)
-                .all(|((n, f), (name, v))| n == name && *f == matches!(v, MetricCell::Flag(_)));
-        if !same_schema && record.error.is_none() {
+        if record.error.is_none() && !same_columns(&self.schema, record) {
             self.schema =
                 record.metrics.iter().map(|(n, v)| (n.to_string(), matches!(v, MetricCell::Flag(_)))).collect();
             encode_schema(&mut self.line, &self.schema);
@@ -503,7 +490,7 @@ impl Journal {
         let mut chunk: Vec<(JournalRow, Arc<Vec<usize>>)> = Vec::new();
         let mut runs: Vec<PathBuf> = Vec::new();
         let mut mappings: Vec<Arc<Vec<usize>>> = Vec::new();
-        let layout = Layout { sweep_keys, point_params, metrics };
+        let layout = Layout { sweep_keys, point_params, metrics: metrics.to_vec() };
         let mut failure = None;
         let spill = |chunk: &mut Vec<(JournalRow, Arc<Vec<usize>>)>, runs: &mut Vec<PathBuf>| {
             chunk.sort_unstable_by_key(|(r, _)| r.key());
@@ -514,7 +501,7 @@ impl Journal {
             let mut line = Vec::new();
             encode_schema(&mut line, metrics);
             for (row, map) in chunk.drain(..) {
-                encode_record(&mut line, row.point, row.replication, row.seed, None, layout.aligned(&row, &map));
+                encode_record(&mut line, row.point, row.replication, row.seed, None, aligned(&row, &map));
                 w.write_all(&line).map_err(io(&path))?;
                 line.clear();
             }
@@ -545,10 +532,14 @@ impl Journal {
         }
         let result = if runs.is_empty() {
             chunk.sort_unstable_by_key(|(r, _)| r.key());
-            layout.write(parquet, chunk.into_iter().map(|(row, map)| Ok(layout.aligned_row(row, &map))))
+            let rows = chunk.into_iter().map(|(row, map)| {
+                let values = aligned(&row, &map).collect();
+                Ok((row.point, row.replication, row.seed, values))
+            });
+            write_sorted(layout, parquet, rows)
         } else {
             let spilled = if chunk.is_empty() { Ok(()) } else { spill(&mut chunk, &mut runs) };
-            spilled.and_then(|()| layout.write(parquet, merge_runs(&runs)?))
+            spilled.and_then(|()| write_sorted(layout, parquet, merge_runs(&runs)?))
         };
         if !runs.is_empty() {
             let _ = fs::remove_dir_all(work);
@@ -557,13 +548,8 @@ impl Journal {
     }
 }
 
-/// A row with its values in the batch's metric order.
-struct AlignedRow {
-    point: u32,
-    replication: u64,
-    seed: u64,
-    values: Vec<MetricCell>,
-}
+/// A row with its values in the batch's metric order: point, replication, seed, values.
+type AlignedRow = (u32, u64, u64, Vec<MetricCell>);
 
 /// Sorted runs merged into one sorted stream of rows.
 fn merge_runs(runs: &[PathBuf]) -> Result<impl Iterator<Item = Result<AlignedRow, OutputError>>, OutputError> {
@@ -590,107 +576,14 @@ fn merge_runs(runs: &[PathBuf]) -> Result<impl Iterator<Item = Result<AlignedRow
             Ok(None) => {}
             Err(e) => return Some(Err(e)),
         }
-        Some(Ok(AlignedRow { point: row.point, replication: row.replication, seed: row.seed, values: row.values }))
+        Some(Ok((row.point, row.replication, row.seed, row.values)))
     }))
 }
 
-/// The columns of replications.parquet.
-struct Layout<'a> {
-    sweep_keys: &'a [String],
-    point_params: &'a [Vec<Value>],
-    metrics: &'a [MetricColumn],
-}
-
-impl Layout<'_> {
-    /// `row`'s values in the batch's metric order (`map[j]`: where metric j is in the
-    /// row's own schema), undefined where its schema lacks one.
-    fn aligned<'r>(&self, row: &'r JournalRow, map: &'r [usize]) -> impl Iterator<Item = MetricCell> + 'r {
-        map.iter().map(|&k| row.values.get(k).copied().unwrap_or(MetricCell::Number(None)))
-    }
-
-    fn aligned_row(&self, row: JournalRow, map: &[usize]) -> AlignedRow {
-        let values = self.aligned(&row, map).collect();
-        AlignedRow { point: row.point, replication: row.replication, seed: row.seed, values }
-    }
-
-    fn schema(&self) -> Arc<Schema> {
-        let mut fields = vec![
-            Field::new("point", DataType::UInt32, false),
-            Field::new("replication", DataType::UInt64, false),
-            Field::new("seed", DataType::UInt64, false),
-        ];
-        for (k, key) in self.sweep_keys.iter().enumerate() {
-            let values: Vec<&Value> = self.point_params.iter().map(|p| &p[k]).collect();
-            fields.push(Field::new(parameter_column_name(key), parameter_column(&values).0, false));
-        }
-        for (name, flag) in self.metrics {
-            fields.push(Field::new(name, if *flag { DataType::Boolean } else { DataType::Float64 }, true));
-        }
-        Arc::new(Schema::new(fields))
-    }
-
-    fn batch(&self, schema: &Arc<Schema>, rows: &[AlignedRow]) -> Result<RecordBatch, arrow::error::ArrowError> {
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(rows.iter().map(|r| r.point).collect::<UInt32Array>()),
-            Arc::new(rows.iter().map(|r| r.replication).collect::<UInt64Array>()),
-            Arc::new(rows.iter().map(|r| r.seed).collect::<UInt64Array>()),
-        ];
-        for k in 0..self.sweep_keys.len() {
-            // Typed by every point's value, so that every row group agrees.
-            let all: Vec<&Value> = self.point_params.iter().map(|p| &p[k]).collect();
-            let dtype = parameter_column(&all).0;
-            let values: Vec<&Value> = rows.iter().map(|r| &self.point_params[r.point as usize][k]).collect();
-            let array = parameter_column(&values).1;
-            columns.push(arrow::compute::cast(&array, &dtype)?);
-        }
-        for (j, (_, flag)) in self.metrics.iter().enumerate() {
-            if *flag {
-                columns.push(Arc::new(
-                    rows.iter().map(|r| r.values[j].number().map(|x| x != 0.0)).collect::<BooleanArray>(),
-                ));
-            } else {
-                columns.push(Arc::new(rows.iter().map(|r| r.values[j].number()).collect::<Float64Array>()));
-            }
-        }
-        RecordBatch::try_new(Arc::clone(schema), columns)
-    }
-
-    /// Streams sorted rows into `path` in row groups.
-    fn write(
-        &self,
-        path: &Path,
-        rows: impl Iterator<Item = Result<AlignedRow, OutputError>>,
-    ) -> Result<u64, OutputError> {
-        let schema = self.schema();
-        let format =
-            |e: &dyn std::fmt::Display| OutputError::Format { path: path.to_path_buf(), message: e.to_string() };
-        let mut count = 0;
-        write_atomically(path, |w| {
-            let mut writer =
-                ArrowWriter::try_new(w, Arc::clone(&schema), Some(writer_properties())).map_err(|e| format(&e))?;
-            let mut buffer = Vec::with_capacity(ROW_GROUP_ROWS);
-            let flush = |buffer: &mut Vec<AlignedRow>, writer: &mut ArrowWriter<_>| {
-                let batch = self.batch(&schema, buffer).map_err(|e| format(&e))?;
-                writer.write(&batch).map_err(|e| format(&e))?;
-                writer.flush().map_err(|e| format(&e))?;
-                buffer.clear();
-                Ok::<(), OutputError>(())
-            };
-            for row in rows {
-                buffer.push(row?);
-                count += 1;
-                if buffer.len() == ROW_GROUP_ROWS {
-                    flush(&mut buffer, &mut writer)?;
-                }
-            }
-            if !buffer.is_empty() || count == 0 {
-                flush(&mut buffer, &mut writer)?;
-            }
-            writer.close().map_err(|e| format(&e))?;
-            Ok(())
-        })?;
-        Ok(count)
-    }
+/// `row`'s values in the batch's metric order (`map[j]`: where metric j is in the row's
+/// own schema), undefined where its schema lacks one.
+fn aligned<'r>(row: &'r JournalRow, map: &'r [usize]) -> impl Iterator<Item = MetricCell> + 'r {
+    map.iter().map(|&k| row.values.get(k).copied().unwrap_or(MetricCell::Number(None)))
 }
 
 #[cfg(test)]
@@ -834,7 +727,7 @@ mod tests {
     }
 
     fn parquet_rows(path: &Path) -> Vec<(u32, u64, Option<f64>)> {
-        use arrow::array::Array;
+        use arrow::array::{Array, Float64Array, UInt32Array, UInt64Array};
         use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
         let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap().build().unwrap();
         let mut out = Vec::new();

@@ -31,6 +31,7 @@ pub mod journal;
 pub mod output;
 pub mod plot;
 pub mod registry;
+pub mod replications;
 pub mod runner;
 pub mod scenario;
 pub mod slurm;

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Schema};
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 use toml::Value;
@@ -102,6 +102,24 @@ pub fn trace_writer_properties(schema: &Schema) -> WriterProperties {
         // cost a quarter of a traced run for a few percent smaller files.
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(TRACE_ZSTD_LEVEL).expect("1 is a valid zstd level")))
         .set_dictionary_enabled(false);
+    for field in schema.fields().iter().filter(|f| f.data_type() == &DataType::Utf8) {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);
+    }
+    builder.build()
+}
+
+/// Settings for replications.parquet, which a batch fills one row group at a time as
+/// replications finish: as [`writer_properties`], with dictionaries only for text
+/// columns (metrics rarely repeat: a dictionary per column held a hash table of every
+/// value of the row group, doubling the memory of a batch) and statistics per column
+/// chunk but no page index (one page per chunk here; the index would add to the
+/// footer, which the writer holds until the file closes, for every row group).
+pub fn replication_writer_properties(schema: &Schema) -> WriterProperties {
+    let mut builder = writer_properties()
+        .into_builder()
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_offset_index_disabled(true);
     for field in schema.fields().iter().filter(|f| f.data_type() == &DataType::Utf8) {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);
     }

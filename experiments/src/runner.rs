@@ -116,6 +116,11 @@ impl WorkPlan {
         k * self.shard.count + (self.shard.index - 1)
     }
 
+    /// Which of this shard's items global position `g` is (`g` must be one of them).
+    pub fn index_of(&self, g: u64) -> u64 {
+        (g - (self.shard.index - 1)) / self.shard.count
+    }
+
     /// (point, replication) at global position `g`.
     pub fn item_at(&self, g: u64) -> (u32, u64) {
         ((g / self.replications) as u32, g % self.replications)
