@@ -349,7 +349,10 @@ mod tests {
         let x = (point as f64) * 100.0 + replication as f64 / 3.0;
         let metrics = vec![
             ("wait_s".into(), MetricCell::Number(Some(x))),
-            ("empty_s".into(), MetricCell::Number(if replication.is_multiple_of(5) { None } else { Some(f64::INFINITY) })),
+            (
+                "empty_s".into(),
+                MetricCell::Number(if replication.is_multiple_of(5) { None } else { Some(f64::INFINITY) }),
+            ),
             ("stable".into(), MetricCell::Flag(replication.is_multiple_of(2))),
         ];
         ReplicationRecord { point, replication, seed: replication * 7 + 1, metrics, error: None }

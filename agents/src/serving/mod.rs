@@ -24,7 +24,7 @@
 use std::collections::VecDeque;
 
 use infersim_engine::sampling::Grid;
-use infersim_engine::stats::{LatencyHistogram, Tally};
+use infersim_engine::stats::{CompensatedSum, DurationSum, LatencyHistogram};
 use infersim_engine::{
     Arena, Context, EventId, Id, Model, NullObserver, Observer, QueueKind, ScheduleError, SimDuration, SimTime,
     Simulation, Slab, StreamId,
@@ -455,15 +455,40 @@ impl Deadlines {
 #[derive(Debug, Default)]
 pub struct Node {
     gpus: Vec<Id<Gpu>>,
+    /// Which of `gpus` are free (up, with no batch): bit `i % 64` of word `i / 64`, so
+    /// that dispatching finds the first free GPU without visiting every GPU.
+    free: Vec<u64>,
     queue: VecDeque<Id<Request>>,
     timer: Option<EventId>,
     load: u32,
+}
+
+impl Node {
+    /// The first free GPU, in the node's order.
+    #[inline]
+    fn first_free(&self) -> Option<Id<Gpu>> {
+        let (w, word) = self.free.iter().enumerate().find(|(_, word)| **word != 0)?;
+        Some(self.gpus[w * 64 + word.trailing_zeros() as usize])
+    }
+
+    /// Marks the node's `i`-th GPU free or not.
+    #[inline]
+    fn set_free(&mut self, i: u32, free: bool) {
+        let (word, bit) = ((i / 64) as usize, 1u64 << (i % 64));
+        if free {
+            self.free[word] |= bit;
+        } else {
+            self.free[word] &= !bit;
+        }
+    }
 }
 
 /// A GPU and the batch it serves.
 #[derive(Debug, Default)]
 pub struct Gpu {
     node: u32,
+    /// Its place among its node's GPUs.
+    place: u32,
     batch: Vec<Id<Request>>,
     busy_s: f64,
     /// The pending end of its batch, cancelled if it fails first.
@@ -660,11 +685,15 @@ struct ServingStats {
     truncated: u64,
     /// Batches whose time came from a profile extrapolated beyond its measured sizes.
     extrapolated_lookups: u64,
-    latency_s: Tally,
+    /// Latency of counted served requests: exact sums of nanoseconds.
+    latency_s: DurationSum,
     latency: LatencyHistogram,
     slo_met: u64,
-    batch_size: Tally,
-    quality: Tally,
+    /// Batches started and the requests they took (whole run).
+    batches: u64,
+    batched_requests: u64,
+    /// Quality of counted served requests.
+    quality: CompensatedSum,
 }
 
 /// What one replication measured.
@@ -774,8 +803,12 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         let mut gpus = Arena::new();
         for n in 0..config.nodes {
             let mut node = Node::default();
-            for _ in 0..config.gpus_per_node {
-                node.gpus.push(gpus.push(Gpu { node: n, ..Gpu::default() }));
+            for place in 0..config.gpus_per_node {
+                node.gpus.push(gpus.push(Gpu { node: n, place, ..Gpu::default() }));
+            }
+            node.free = vec![0; config.gpus_per_node.div_ceil(64) as usize];
+            for place in 0..config.gpus_per_node {
+                node.set_free(place, true);
             }
             nodes.push(node);
         }
@@ -860,6 +893,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         self.set_power_state(now, busy, self.down_gpus + 1);
         self.gpus[gpu_id].down_since = Some(now);
         let node_id: Id<Node> = Id::from_index(self.gpus[gpu_id].node);
+        self.nodes[node_id].set_free(self.gpus[gpu_id].place, false);
         self.add_load(node_id, -(batch.len() as i64));
         for r in batch {
             if self.requests[r].arrival >= self.warmup {
@@ -879,8 +913,10 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             self.gpus[gpu_id].down_s += (now - since).as_secs_f64();
         }
         self.set_power_state(now, self.busy_gpus, self.down_gpus - 1);
+        let node_id: Id<Node> = Id::from_index(self.gpus[gpu_id].node);
+        self.nodes[node_id].set_free(self.gpus[gpu_id].place, true);
         self.schedule_failure(gpu_id, ctx)?;
-        self.dispatch(Id::from_index(self.gpus[gpu_id].node), ctx)
+        self.dispatch(node_id, ctx)
     }
 
     /// Schedules the next failure of a GPU, if it falls before arrivals stop.
@@ -1124,10 +1160,14 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             let Some(&oldest) = node.queue.front() else { break };
             let due = self.requests[oldest].arrival.checked_add(max_wait).ok_or(ScheduleError::Overflow)?;
             let ready = node.queue.len() >= max_batch || due <= now;
-            let free = node.gpus.iter().copied().find(|g| {
-                let gpu = &self.gpus[*g];
-                gpu.batch.is_empty() && gpu.down_since.is_none()
-            });
+            let free = node.first_free();
+            debug_assert_eq!(
+                free,
+                node.gpus
+                    .iter()
+                    .copied()
+                    .find(|g| self.gpus[*g].batch.is_empty() && self.gpus[*g].down_since.is_none())
+            );
             match (ready, free) {
                 (true, Some(gpu)) => self.start_batch(node_id, gpu, ctx)?,
                 (false, Some(_)) => {
@@ -1172,7 +1212,9 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         }
         let (service_s, extrapolated) = self.config.service.seconds(batch.len(), tokens);
         self.stats.extrapolated_lookups += u64::from(extrapolated);
-        self.stats.batch_size.add(batch.len() as f64);
+        self.stats.batches += 1;
+        self.stats.batched_requests += batch.len() as u64;
+        self.nodes[node_id].set_free(self.gpus[gpu].place, false);
         self.gpus[gpu].batch = batch;
         self.set_busy(now, self.busy_gpus + 1);
         self.gpus[gpu].done = Some(ctx.schedule(SimDuration::from_secs_f64(service_s)?, ServingEvent::BatchDone(gpu))?);
@@ -1197,7 +1239,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             self.stats.served_all += 1;
             if counted {
                 self.stats.served += 1;
-                self.stats.latency_s.add(latency.as_secs_f64());
+                self.stats.latency_s.add(latency);
                 self.stats.latency.record(latency);
                 self.stats.slo_met += u64::from(slo_met);
                 self.stats.quality.add(req.quality);
@@ -1230,6 +1272,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         self.add_load(node_id, -(batch.len() as i64));
         batch.clear();
         self.gpus[gpu_id].batch = batch;
+        self.nodes[node_id].set_free(self.gpus[gpu_id].place, true);
         self.dispatch(node_id, ctx)
     }
 
@@ -1260,13 +1303,13 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             gpu_failures: s.failures,
             truncated: s.truncated,
             throughput_per_s: s.served as f64 / window_s,
-            latency_mean_s: s.latency_s.mean(),
+            latency_mean_s: s.latency_s.mean_s(),
             latency_p50_s,
             latency_p95_s,
             latency_p99_s,
             slo_attainment: (s.counted > 0).then(|| s.slo_met as f64 / s.counted as f64),
             quality_mean: s.quality.mean(),
-            batch_size_mean: s.batch_size.mean(),
+            batch_size_mean: (s.batches > 0).then(|| s.batched_requests as f64 / s.batches as f64),
             extrapolated_lookups: s.extrapolated_lookups,
             gpu_utilisation: if gpu_s > 0.0 { busy_s / gpu_s } else { 0.0 },
             energy_kwh,

@@ -12,7 +12,7 @@ pub use batch_means::{BatchMeans, Warmup, batch_means};
 pub use ci::{ConfidenceInterval, student_t_quantile};
 pub use exact::{DurationSum, Occupancy};
 pub use quantiles::{LatencyHistogram, QUANTILE_SIGNIFICANT_DIGITS};
-pub use tally::{Counter, Tally};
+pub use tally::{CompensatedSum, Counter, Tally};
 pub use time_weighted::TimeWeighted;
 
 /// Why a statistic could not be computed.
