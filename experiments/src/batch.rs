@@ -2,12 +2,14 @@
 //!
 //! Every finished replication is appended at once to a journal (`parts.jsonl`, one
 //! line each, see [`crate::journal`]), so an interrupted batch loses only the
-//! replications that were running; `--resume` runs what is missing. When every
-//! replication of the shard is done, the journal is sorted into (point, replication)
-//! order and streamed into `replications.parquet` (identical bytes whatever the thread
-//! count or the interruptions), the summary is computed, and the journal is removed.
-//! Nothing here holds the batch's records or work items in memory: a batch of any
-//! size runs in the memory of one replication and one sorting chunk.
+//! replications that were running; `--resume` runs what is missing. A fresh batch
+//! also writes `replications.parquet` as records arrive, a row group at a time
+//! ([`crate::replications::InOrderWriter`]); a resumed one sorts the journal into
+//! (point, replication) order when every replication of the shard is done. Both give
+//! identical bytes whatever the thread count or the interruptions. Then the summary is
+//! computed and the journal removed. Nothing here holds the batch's records or work
+//! items in memory: a batch of any size runs in the memory of one replication and one
+//! row group (or sorting chunk), plus the Parquet footer.
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -307,10 +307,12 @@ impl<'a> InOrderWriter<'a> {
             let path = path.to_path_buf();
             move |error| OutputError::Io { path, error }
         };
-        let (file, _) = writer.finish()?;
-        file.sync_all().map_err(io(&self.tmp))?;
-        fs::rename(&self.tmp, &self.path).map_err(io(&self.path))?;
-        Ok(true)
+        let closed = writer.finish().and_then(|(file, _)| file.sync_all().map_err(io(&self.tmp)));
+        let renamed = closed.and_then(|()| fs::rename(&self.tmp, &self.path).map_err(io(&self.path)));
+        if renamed.is_err() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+        renamed.map(|()| true)
     }
 }
 
