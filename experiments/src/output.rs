@@ -21,7 +21,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Schema};
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 use toml::Value;
@@ -89,41 +89,43 @@ pub fn writer_properties() -> WriterProperties {
 }
 
 /// Settings for streaming trace files: as [`writer_properties`], row groups of
-/// [`crate::trace::ROW_GROUP_ROWS`], and dictionary encoding only for text columns. Numbers in a trace (times, latencies, energies)
-/// rarely repeat, so a dictionary would hash every value only to be abandoned; text
-/// (task names, outcomes) takes a few values and compresses well with one.
+/// [`crate::trace::ROW_GROUP_ROWS`], zstd level 1, and dictionaries only for text
+/// columns (task names, outcomes; times, latencies and energies rarely repeat).
 pub fn trace_writer_properties(schema: &Schema) -> WriterProperties {
     // One row group per buffer the sink hands over, so the writer never holds more
     // than that (its default would gather a million rows before writing).
-    let mut builder = writer_properties()
+    let builder = writer_properties()
         .into_builder()
         .set_max_row_group_row_count(Some(crate::trace::ROW_GROUP_ROWS))
         // Level 1: traces are large and written while the simulation runs; level 3
         // cost a quarter of a traced run for a few percent smaller files.
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(TRACE_ZSTD_LEVEL).expect("1 is a valid zstd level")))
-        .set_dictionary_enabled(false);
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(TRACE_ZSTD_LEVEL).expect("1 is a valid zstd level")));
+    dictionaries_for_text_only(builder, schema).build()
+}
+
+/// Dictionary encoding for the text columns of `schema` only: numbers rarely repeat,
+/// so a dictionary would hash every value only to be abandoned, while text takes a few
+/// values and compresses well with one.
+fn dictionaries_for_text_only(builder: WriterPropertiesBuilder, schema: &Schema) -> WriterPropertiesBuilder {
+    let mut builder = builder.set_dictionary_enabled(false);
     for field in schema.fields().iter().filter(|f| f.data_type() == &DataType::Utf8) {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);
     }
-    builder.build()
+    builder
 }
 
 /// Settings for replications.parquet, which a batch fills one row group at a time as
 /// replications finish: as [`writer_properties`], with dictionaries only for text
-/// columns (metrics rarely repeat: a dictionary per column held a hash table of every
-/// value of the row group, doubling the memory of a batch) and statistics per column
+/// columns (a dictionary per metric column held a hash table of every value of the
+/// row group, doubling the memory of a running batch) and statistics per column
 /// chunk but no page index (one page per chunk here; the index would add to the
 /// footer, which the writer holds until the file closes, for every row group).
 pub fn replication_writer_properties(schema: &Schema) -> WriterProperties {
-    let mut builder = writer_properties()
+    let builder = writer_properties()
         .into_builder()
-        .set_dictionary_enabled(false)
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_offset_index_disabled(true);
-    for field in schema.fields().iter().filter(|f| f.data_type() == &DataType::Utf8) {
-        builder = builder.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), true);
-    }
-    builder.build()
+    dictionaries_for_text_only(builder, schema).build()
 }
 
 /// A column of swept parameter values, typed by the TOML values it holds.

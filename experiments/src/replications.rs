@@ -104,10 +104,9 @@ fn stored(cell: MetricCell) -> f64 {
     }
 }
 
-/// Rows waiting to become one row group, column by column: eight bytes a value. Each
-/// group is allocated whole and handed to Arrow as it is, so every group's memory has
-/// the same shape and the allocator reuses it.
-#[derive(Debug)]
+/// Rows waiting to become one row group, column by column: eight bytes a value. A
+/// full group's buffers become its Arrow arrays without a copy.
+#[derive(Debug, Default)]
 struct RowGroup {
     points: Vec<u32>,
     replications: Vec<u64>,
@@ -166,11 +165,16 @@ impl<'a, W: Write + Send> RowGroupWriter<'a, W> {
         self.group.values.extend(values.map(stored));
         debug_assert_eq!(self.group.values.len(), self.group.len() * self.layout.metrics.len());
         self.rows += 1;
-        if self.group.len() == ROW_GROUP_ROWS { self.flush() } else { Ok(()) }
+        if self.group.len() == ROW_GROUP_ROWS {
+            self.flush(RowGroup::with_width(self.layout.metrics.len()))
+        } else {
+            Ok(())
+        }
     }
 
-    fn flush(&mut self) -> Result<(), OutputError> {
-        let group = std::mem::replace(&mut self.group, RowGroup::with_width(self.layout.metrics.len()));
+    /// Writes the group under way as one row group and starts `next`.
+    fn flush(&mut self, next: RowGroup) -> Result<(), OutputError> {
+        let group = std::mem::replace(&mut self.group, next);
         let batch = self.layout.batch(&self.schema, group).map_err(|e| format(&self.path, &e))?;
         self.writer.write(&batch).map_err(|e| format(&self.path, &e))?;
         self.writer.flush().map_err(|e| format(&self.path, &e))
@@ -180,7 +184,7 @@ impl<'a, W: Write + Send> RowGroupWriter<'a, W> {
     /// still has its columns) and the footer; returns the sink and the rows written.
     pub fn finish(mut self) -> Result<(W, u64), OutputError> {
         if self.group.len() > 0 || self.rows == 0 {
-            self.flush()?;
+            self.flush(RowGroup::default())?;
         }
         let sink = self.writer.into_inner().map_err(|e| format(&self.path, &e))?;
         Ok((sink, self.rows))
