@@ -37,7 +37,7 @@ pub enum ConfigError {
 impl ConfigError {
     /// A value that is not allowed.
     pub fn invalid(key: impl Into<String>, value: impl ToString, allowed: impl Into<Cow<'static, str>>) -> Self {
-        ConfigError::Invalid { key: key.into(), value: value.to_string(), allowed: allowed.into() }
+        ConfigError::Invalid { key: key.into(), value: short_number(value.to_string()), allowed: allowed.into() }
     }
 
     /// A problem with a data file, anywhere in it.
@@ -79,6 +79,19 @@ pub fn check(ok: bool, key: &str, value: impl ToString, allowed: &'static str) -
     if ok { Ok(()) } else { Err(ConfigError::invalid(key, value, allowed)) }
 }
 
+/// A number as a person reads it in a message: `1e300` rather than the 301 digits
+/// `f64`'s `Display` writes, `1e-12` rather than twelve zeros. Text that is not a long
+/// number is returned as it is.
+pub fn short_number(text: String) -> String {
+    if text.len() <= 12 {
+        return text;
+    }
+    match text.parse::<f64>() {
+        Ok(x) if x.is_finite() && x != 0.0 && !(1e-4..1e12).contains(&x.abs()) => format!("{x:e}"),
+        _ => text,
+    }
+}
+
 /// Why a replication could not finish. Either is fatal for that replication only.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -95,4 +108,19 @@ pub enum RunError {
 /// rounding: nanoseconds over nanoseconds per hour).
 pub fn hours(t: infersim_engine::SimTime) -> f64 {
     t.as_nanos() as f64 / 3.6e12
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_in_messages_are_short() {
+        let e = ConfigError::invalid("serving.arrivals.rate_per_s", 1e300, "a rate from 0 to 1e9");
+        assert_eq!(e.to_string(), "serving.arrivals.rate_per_s = 1e300 is invalid: expected a rate from 0 to 1e9");
+        assert_eq!(short_number(1e-12_f64.to_string()), "1e-12");
+        assert_eq!(short_number(0.25_f64.to_string()), "0.25");
+        assert_eq!(short_number(123_456_789.5_f64.to_string()), "123456789.5");
+        assert_eq!(short_number("a long name that is no number".into()), "a long name that is no number");
+    }
 }

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::{AnalysisError, merge_replications, summarize_parquet, write_csv, write_frame_parquet};
 use crate::journal::{Journal, JournalScan, JournalWriter, journal_path};
+use crate::lock::{DirLock, LockError, occupied};
 use crate::output::{OutputError, ReplicationRecord, parameter_column_name, write_atomically};
 use crate::replications::InOrderWriter;
 use crate::runner::{RunError, Shard, TraceSpec, WorkPlan, run_items};
@@ -136,6 +137,10 @@ pub struct Manifest {
     pub started_unix_s: u64,
     /// Wall time of the latest run (s).
     pub elapsed_s: f64,
+    /// For a batch `infersim analyze` merged: the directories it was merged from
+    /// (absolute paths); empty for a batch that ran here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<String>,
 }
 
 /// Why a batch could not run or finish.
@@ -154,6 +159,9 @@ pub enum BatchError {
     /// The output directory already holds something and `--resume` was not given.
     #[error("{0}: already exists and is not empty; choose another --out, or add --resume to continue the batch in it")]
     OutputExists(PathBuf),
+    /// Another process is writing the output directory.
+    #[error(transparent)]
+    Locked(#[from] LockError),
     /// The output directory cannot be created.
     #[error("{path}: cannot create the output directory: {error}")]
     OutputUnusable {
@@ -161,6 +169,14 @@ pub enum BatchError {
         path: PathBuf,
         /// Why.
         error: std::io::Error,
+    },
+    /// `analyze --out` names a directory the merge must not write.
+    #[error("{path}: cannot write the merged batch there: {why}; choose another --out")]
+    MergeTarget {
+        /// The directory.
+        path: PathBuf,
+        /// Why not.
+        why: String,
     },
     /// `--resume` on a directory without a batch.
     #[error("{0}: no manifest.json here, so there is no batch to resume")]
@@ -235,6 +251,7 @@ fn new_manifest(scenario: &Scenario, spec: &BatchSpec, expected: u64) -> Manifes
         status: BatchStatus::Running,
         started_unix_s: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         elapsed_s: 0.0,
+        merged_from: Vec::new(),
     }
 }
 
@@ -290,7 +307,14 @@ pub fn run_batch(
     let started = Instant::now();
     let out = &spec.out;
     let mut manifest = new_manifest(scenario, spec, plan.len());
+    // Held until the batch returns: a second process on this directory stops here,
+    // before it reads or writes anything.
+    let _lock;
     if spec.resume {
+        if !out.join("manifest.json").is_file() {
+            return Err(BatchError::NothingToResume(out.clone()));
+        }
+        _lock = DirLock::acquire(out, "run --resume")?;
         let previous = read_manifest(out).map_err(|_| BatchError::NothingToResume(out.clone()))?;
         check_resumable(out, &previous, &manifest)?;
         manifest.started_unix_s = previous.started_unix_s;
@@ -299,12 +323,16 @@ pub fn run_batch(
             return Ok(BatchReport { manifest: previous, summary: Some(summary) });
         }
     } else {
-        let occupied = fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(false);
-        if occupied {
+        if occupied(out) {
             return Err(BatchError::OutputExists(out.clone()));
         }
         // A directory that cannot be made is a bad --out (exit 2), not a failed run.
         fs::create_dir_all(out).map_err(|error| BatchError::OutputUnusable { path: out.clone(), error })?;
+        _lock = DirLock::acquire(out, "run")?;
+        // Another process may have filled it between the look and the lock.
+        if occupied(out) {
+            return Err(BatchError::OutputExists(out.clone()));
+        }
         fs::write(out.join("scenario.toml"), scenario.to_toml()).map_err(io_err(&out.join("scenario.toml")))?;
     }
     let journal = Journal::new(out);
@@ -415,6 +443,13 @@ pub fn default_out_dir(scenario: &Scenario) -> PathBuf {
     dir
 }
 
+/// Seconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub fn utc_timestamp(unix_s: u64) -> String {
+    let (y, mo, d) = civil_from_days((unix_s / 86_400) as i64);
+    let t = unix_s % 86_400;
+    format!("{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
+}
+
 /// Days since 1970-01-01 to a (year, month, day) civil date (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -428,19 +463,61 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
-/// Writes a merged batch (from several shard directories, or rewrites one directory):
+/// Whether two paths name the same directory (either may not exist yet).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (fs::canonicalize(a), fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => std::path::absolute(a).ok() == std::path::absolute(b).ok(),
+    }
+}
+
+/// Checks that `out` may receive the merge of `dirs`: it is none of them and holds
+/// nothing, or a merge of this same batch that `analyze` wrote before (a retried merge
+/// job writes it again). Then takes its lock.
+fn claim_merge_target(dirs: &[PathBuf], out: &Path, manifest: &Manifest) -> Result<DirLock, BatchError> {
+    let refuse = |why: String| BatchError::MergeTarget { path: out.to_path_buf(), why };
+    if let Some(input) = dirs.iter().find(|d| same_dir(d, out)) {
+        return Err(refuse(format!("it is one of the directories being merged ({})", input.display())));
+    }
+    let check = || match read_manifest(out) {
+        _ if !occupied(out) => Ok(()),
+        Ok(there) if there.merged_from.is_empty() => {
+            Err(refuse("it holds a batch that ran there, which the merge would replace".into()))
+        }
+        Ok(there) if !same_batch(&there, manifest) => {
+            Err(refuse("it holds the merge of another batch (scenario, seed or replications differ)".into()))
+        }
+        Ok(_) => Ok(()),
+        Err(_) => Err(refuse("it already exists and is not empty".into())),
+    };
+    check()?;
+    fs::create_dir_all(out).map_err(|error| BatchError::OutputUnusable { path: out.to_path_buf(), error })?;
+    let lock = DirLock::acquire(out, "analyze")?;
+    check()?;
+    Ok(lock)
+}
+
+/// Whether two manifests describe (parts of) the same batch.
+pub fn same_batch(a: &Manifest, b: &Manifest) -> bool {
+    a.scenario_toml == b.scenario_toml && a.seed == b.seed && a.replications == b.replications
+}
+
+/// Writes a merged batch (from several shard directories, or a copy of one):
 /// `replications.parquet` sorted by (point, replication), the summary, the manifest
-/// and the scenario.
+/// (with `merged_from` set) and the scenario. `out` must not be one of `dirs`, and
+/// holds nothing or an earlier merge of the same batch ([`BatchError::MergeTarget`]).
 pub fn write_merged(
     dirs: &[PathBuf],
     out: &Path,
     manifest: &Manifest,
     mut summary: DataFrame,
 ) -> Result<(), BatchError> {
-    fs::create_dir_all(out).map_err(io_err(out))?;
-    if dirs.len() > 1 || dirs[0] != out {
-        merge_replications(dirs, &out.join("replications.parquet"))?;
-    }
+    let mut manifest = manifest.clone();
+    manifest.merged_from =
+        dirs.iter().map(|d| std::path::absolute(d).unwrap_or_else(|_| d.clone()).display().to_string()).collect();
+    let manifest = &manifest;
+    let _lock = claim_merge_target(dirs, out, manifest)?;
+    merge_replications(dirs, &out.join("replications.parquet"))?;
     write_frame_parquet(&out.join("summary.parquet"), &mut summary)?;
     write_csv(&out.join("summary.csv"), &summary)?;
     fs::write(out.join("scenario.toml"), &manifest.scenario_toml).map_err(io_err(&out.join("scenario.toml")))?;
@@ -457,5 +534,6 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_415), (2025, 11, 23));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(utc_timestamp(1_764_979_200 + 3_723), "2025-12-06 01:02:03");
     }
 }

@@ -28,6 +28,7 @@ pub mod batch;
 pub mod calibrate;
 pub mod inputs;
 pub mod journal;
+pub mod lock;
 pub mod output;
 pub mod plot;
 pub mod registry;

@@ -463,7 +463,7 @@ fn analyze(
         .collect::<Result<_, _>>()?;
     let first = &manifests[0];
     for (dir, m) in dirs.iter().zip(&manifests) {
-        if m.scenario_toml != first.scenario_toml || m.seed != first.seed || m.replications != first.replications {
+        if !infersim::batch::same_batch(m, first) {
             bail!(
                 "{}: belongs to another batch than {} (scenario, seed or replications differ)",
                 dir.display(),
@@ -678,6 +678,7 @@ fn compare(
 
 fn plot(dir: &std::path::Path, to: Option<PathBuf>, confidence: f64, x: Option<&str>) -> anyhow::Result<ExitCode> {
     let manifest = complete_manifest(dir)?;
+    let _lock = infersim::lock::DirLock::acquire(dir, "plot")?;
     let summary = summarize_dirs(&[dir.to_path_buf()], &manifest, confidence)?;
     let target = to.unwrap_or_else(|| dir.join("plots"));
     let written = infersim::plot::plot_batch(dir, &manifest, &summary, &target, confidence, x)?;
@@ -970,16 +971,38 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
     });
     let work = out.join(".work");
     let journal_path = work.join("evaluations.jsonl");
-    if a.resume {
-        if !journal_path.is_file() {
-            return Err(bad(format!("{}: no interrupted calibration to resume", out.display())));
+    // The directory's state is read only under its lock: another calibration may be
+    // writing it.
+    let nothing_to_resume = || bad(format!("{}: no interrupted calibration to resume", out.display()));
+    let occupied = || {
+        infersim::lock::occupied(&out).then(|| {
+            bad(format!(
+                "{}: already exists and is not empty; choose another --out, or add --resume to continue the calibration in it",
+                out.display()
+            ))
+        })
+    };
+    let _lock = if a.resume {
+        if !out.is_dir() {
+            return Err(nothing_to_resume());
         }
-    } else if out.exists() && std::fs::read_dir(&out).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        return Err(bad(format!(
-            "{}: already exists and is not empty; choose another --out, or add --resume to continue the calibration in it",
-            out.display()
-        )));
-    }
+        let lock = infersim::lock::DirLock::acquire(&out, "calibrate --resume")?;
+        if !journal_path.is_file() {
+            return Err(nothing_to_resume());
+        }
+        lock
+    } else {
+        if let Some(e) = occupied() {
+            return Err(e);
+        }
+        std::fs::create_dir_all(&out)
+            .map_err(|e| bad(format!("{}: cannot create the output directory: {e}", out.display())))?;
+        let lock = infersim::lock::DirLock::acquire(&out, "calibrate")?;
+        if let Some(e) = occupied() {
+            return Err(e);
+        }
+        lock
+    };
     // What the journal is of: the scenario as resolved, the parameters, the target.
     let header = serde_json::json!({
         "scenario": s.to_toml(),
@@ -1081,6 +1104,7 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
 fn correspond(out: &std::path::Path, observed: &str, confidence: f64) -> anyhow::Result<ExitCode> {
     use infersim::calibrate::{correspondence, correspondence_csv, read_replications, trace_ks};
     let replications = read_replications(out)?;
+    let _lock = infersim::lock::DirLock::acquire(out, "correspond")?;
     let observed = infersim::calibrate::read_observed(observed)?;
     let rows = correspondence(&replications, &observed, confidence);
     let reps = replications.height() as u64;

@@ -10,6 +10,7 @@ mod common;
 mod llm;
 mod mutations;
 mod network;
+mod ownership;
 mod pipeline;
 mod pipeline_adaptation;
 mod readme;
