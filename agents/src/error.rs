@@ -102,6 +102,10 @@ pub enum RunError {
     /// The model computed a time it cannot use (in the past, or beyond 584 years).
     #[error(transparent)]
     Schedule(#[from] ScheduleError),
+    /// The run was interrupted before it ended (not a failure: it runs again on
+    /// resume).
+    #[error("interrupted")]
+    Interrupted,
 }
 
 /// Hours since the start of the run, for rates and grids given per hour (one

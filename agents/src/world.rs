@@ -19,7 +19,7 @@
 
 use std::fmt::Debug;
 
-use infersim_engine::{Observer, SimDuration};
+use infersim_engine::{Interrupt, Observer, SimDuration};
 use serde::de::DeserializeOwned;
 
 use serde::Deserialize;
@@ -126,13 +126,31 @@ impl Window {
     }
 }
 
-/// Which replication to run: its streams derive from (master seed, index).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which replication to run: its streams derive from (master seed, index); its run
+/// stops early when `interrupt` is raised.
+#[derive(Clone, Debug, Default)]
 pub struct Replication {
     /// The batch's master seed.
     pub master_seed: u64,
     /// The replication's index.
     pub index: u64,
+    /// Raised to end the run early (Ctrl-C): a world installs it in its simulation
+    /// ([`infersim_engine::Simulation::set_interrupt`]) and reports
+    /// [`RunError::Interrupted`] through [`Replication::finished`].
+    pub interrupt: Interrupt,
+}
+
+impl Replication {
+    /// Replication `index` under `master_seed`, never interrupted.
+    pub fn new(master_seed: u64, index: u64) -> Self {
+        Replication { master_seed, index, interrupt: Interrupt::default() }
+    }
+
+    /// What a run produced, or [`RunError::Interrupted`] when the interrupt was
+    /// raised (the run may have stopped early, so its numbers stand for nothing).
+    pub fn finished<T>(&self, result: T) -> Result<T, RunError> {
+        if self.interrupt.is_raised() { Err(RunError::Interrupted) } else { Ok(result) }
+    }
 }
 
 /// Where a replication's trace rows go. `sample_every` is the spacing of sampled

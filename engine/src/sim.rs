@@ -1,5 +1,8 @@
 //! The model API and the run loop.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::error::ScheduleError;
 use crate::queue::{EventId, EventQueue, FutureEvents, QueueKind};
 use crate::rng::{RngStreams, SimRng, StreamId};
@@ -135,6 +138,53 @@ pub enum StopReason {
     EventBudget,
     /// A handler called [`Context::stop`].
     Requested,
+    /// The run's [`Interrupt`] was raised (Ctrl-C, say): the model stands wherever
+    /// the last event left it.
+    Interrupted,
+}
+
+/// A flag that ends runs early from outside: raised (by a signal handler, another
+/// thread, a notebook's stop button), every run that holds it returns
+/// [`StopReason::Interrupted`] within [`Interrupt::CHECK_EVERY`] events. Clones share
+/// the flag. The default never rises.
+///
+/// ```
+/// use infersim_engine::Interrupt;
+/// let ctrl_c = Interrupt::new();
+/// let seen_by_a_run = ctrl_c.clone();
+/// ctrl_c.raise();
+/// assert!(seen_by_a_run.is_raised());
+/// assert!(!Interrupt::default().is_raised());
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Interrupt(Option<Arc<AtomicBool>>);
+
+impl Interrupt {
+    /// Events between two looks at the flag: a look is an atomic load, so it costs
+    /// nothing measurable at this spacing, and even the slowest events (an LLM step
+    /// of thousands of sequences) leave a few thousand of them well under a second.
+    pub const CHECK_EVERY: u64 = 4096;
+
+    /// A flag not yet raised.
+    pub fn new() -> Self {
+        Interrupt(Some(Arc::new(AtomicBool::new(false))))
+    }
+
+    /// An interrupt that shares `flag`.
+    pub fn from_flag(flag: Arc<AtomicBool>) -> Self {
+        Interrupt(Some(flag))
+    }
+
+    /// Raises the flag (idempotent); returns whether it was already raised.
+    pub fn raise(&self) -> bool {
+        self.0.as_ref().is_some_and(|f| f.swap(true, Ordering::SeqCst))
+    }
+
+    /// Whether the flag is raised.
+    #[inline]
+    pub fn is_raised(&self) -> bool {
+        self.0.as_ref().is_some_and(|f| f.load(Ordering::Relaxed))
+    }
 }
 
 /// A hook called with every event just before it is handled (for trace hashes and
@@ -183,6 +233,7 @@ pub struct Simulation<M: Model> {
     events_handled: u64,
     stop_requested: bool,
     hook: Option<EventHook<M::Event>>,
+    interrupt: Interrupt,
 }
 
 impl<M: Model> Simulation<M> {
@@ -202,6 +253,7 @@ impl<M: Model> Simulation<M> {
             events_handled: 0,
             stop_requested: false,
             hook: None,
+            interrupt: Interrupt::default(),
         }
     }
 
@@ -238,6 +290,11 @@ impl<M: Model> Simulation<M> {
     /// The random streams, for drawing initial conditions before the run.
     pub fn rng(&mut self, id: StreamId) -> &mut SimRng {
         self.rng.stream(id)
+    }
+
+    /// Makes runs return [`StopReason::Interrupted`] soon after `interrupt` is raised.
+    pub fn set_interrupt(&mut self, interrupt: Interrupt) {
+        self.interrupt = interrupt;
     }
 
     /// Installs a hook called with every event before it is handled.
@@ -282,11 +339,16 @@ impl<M: Model> Simulation<M> {
         self.model.handle(event, &mut ctx)
     }
 
-    /// Runs until the queue empties, the horizon or event budget is reached, or a
-    /// handler asks to stop. A model error ends the run and is returned.
+    /// Runs until the queue empties, the horizon or event budget is reached, a
+    /// handler asks to stop, or the interrupt is raised (looked at every
+    /// [`Interrupt::CHECK_EVERY`] events, and before the first). A model error ends
+    /// the run and is returned.
     pub fn run(&mut self, limits: RunLimits) -> Result<StopReason, M::Error> {
         self.stop_requested = false;
         let mut budget = limits.max_events.unwrap_or(u64::MAX);
+        if self.interrupt.is_raised() {
+            return Ok(StopReason::Interrupted);
+        }
         loop {
             if budget == 0 {
                 return Ok(StopReason::EventBudget);
@@ -308,6 +370,9 @@ impl<M: Model> Simulation<M> {
             self.dispatch(next.time, next.id, next.event)?;
             if self.stop_requested {
                 return Ok(StopReason::Requested);
+            }
+            if self.events_handled.is_multiple_of(Interrupt::CHECK_EVERY) && self.interrupt.is_raised() {
+                return Ok(StopReason::Interrupted);
             }
         }
     }
@@ -392,6 +457,28 @@ mod tests {
         assert_eq!(sim.events_handled(), 6);
         // The stop request does not outlive the run that saw it.
         assert_eq!(sim.run(RunLimits { horizon: None, max_events: Some(2) }), Ok(StopReason::EventBudget));
+    }
+
+    #[test]
+    fn an_interrupt_ends_a_run_that_would_never_end_within_check_every_events() {
+        let interrupt = Interrupt::new();
+        let mut sim = clock(u64::MAX, u64::MAX);
+        sim.set_interrupt(interrupt.clone());
+        assert_eq!(sim.run(RunLimits { horizon: None, max_events: Some(10_000) }), Ok(StopReason::EventBudget));
+        // Raised from another thread while the run goes on.
+        let raiser = interrupt.clone();
+        let handle = std::thread::spawn(move || raiser.raise());
+        handle.join().unwrap();
+        let before = sim.events_handled();
+        assert_eq!(sim.run(RunLimits::default()), Ok(StopReason::Interrupted));
+        assert!(sim.events_handled() - before <= Interrupt::CHECK_EVERY, "{} events", sim.events_handled() - before);
+        // Raised before a run starts: not one event is handled.
+        let handled = sim.events_handled();
+        assert_eq!(sim.run_until(SimTime::MAX), Ok(StopReason::Interrupted));
+        assert_eq!(sim.events_handled(), handled);
+        // Without one, the clock runs on.
+        let mut free = clock(u64::MAX, u64::MAX);
+        assert_eq!(free.run(RunLimits { horizon: None, max_events: Some(10_000) }), Ok(StopReason::EventBudget));
     }
 
     #[test]

@@ -815,7 +815,7 @@ mod tests {
     fn streaming_summary_matches_polars_and_shards() {
         use crate::batch::{BatchSpec, run_batch};
         use crate::runner::Shard;
-        use std::sync::atomic::AtomicBool;
+        use infersim_engine::Interrupt;
         let text = include_str!("../../data/scenarios/mmc.toml").to_string()
             + "\n[sweep]\nstation.servers = [4, 5]\nstation.service = [\"exponential\", \"deterministic\"]\n";
         let mut scenario = crate::scenario::Scenario::parse("sweep.toml", &text).unwrap();
@@ -834,7 +834,7 @@ mod tests {
                 confidence: 0.95,
                 trace: Default::default(),
             };
-            let manifest = run_batch(&scenario, &spec, &AtomicBool::new(false), &|_| {}).unwrap().manifest;
+            let manifest = run_batch(&scenario, &spec, &Interrupt::default(), &|_| {}).unwrap().manifest;
             (out, manifest)
         };
         let (whole, manifest) = run("whole", Shard::ALL);

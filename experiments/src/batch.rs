@@ -13,9 +13,9 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use infersim_engine::Interrupt;
 use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 
@@ -287,11 +287,12 @@ fn check_resumable(dir: &Path, there: &Manifest, here: &Manifest) -> Result<(), 
 }
 
 /// Runs (or resumes) a batch into `spec.out`. `progress` is called with every finished
-/// replication; `cancel` stops the batch after the running replications finish.
+/// replication. Raising `cancel` stops the batch: no replication starts, the running
+/// ones stop within a few thousand events, and what finished is kept for `--resume`.
 pub fn run_batch(
     scenario: &Scenario,
     spec: &BatchSpec,
-    cancel: &AtomicBool,
+    cancel: &Interrupt,
     progress: &(dyn Fn(&ReplicationRecord) + Sync),
 ) -> Result<BatchReport, BatchError> {
     if spec.replications == 0 {

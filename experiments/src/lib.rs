@@ -7,7 +7,7 @@
 //! reproduction), and summaries carry Student-t confidence intervals.
 //!
 //! ```
-//! use std::sync::atomic::AtomicBool;
+//! use infersim_engine::Interrupt;
 //! use infersim::batch::{run_batch, BatchSpec};
 //! use infersim::runner::Shard;
 //! use infersim::scenario::Scenario;
@@ -17,7 +17,7 @@
 //! scenario.apply_overrides(&["simulation.customers=5000", "simulation.warmup_customers=500"]).unwrap();
 //! let out = std::env::temp_dir().join(format!("infersim-doc-{}", std::process::id()));
 //! let spec = BatchSpec { replications: 4, seed: 42, threads: 2, shard: Shard::ALL, out: out.clone(), resume: false, confidence: 0.95, trace: Default::default() };
-//! let report = run_batch(&scenario, &spec, &AtomicBool::new(false), &|_| {}).unwrap();
+//! let report = run_batch(&scenario, &spec, &Interrupt::default(), &|_| {}).unwrap();
 //! assert_eq!(report.manifest.completed, 4);
 //! assert!(out.join("replications.parquet").exists() && out.join("summary.csv").exists());
 //! # std::fs::remove_dir_all(out).unwrap();

@@ -3,8 +3,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
@@ -14,6 +13,7 @@ use infersim::batch::{BatchSpec, BatchStatus, Manifest, default_out_dir, read_ma
 use infersim::runner::Shard;
 use infersim::scenario::{BUILTIN, DEFAULT_SCENARIO, Scenario};
 use infersim::trace::TraceLevel;
+use infersim_engine::Interrupt;
 use infersim_engine::stats::Warmup;
 use polars::prelude::{AnyValue, DataFrame};
 
@@ -316,15 +316,20 @@ fn report_divergence(summary: &DataFrame) {
     }
 }
 
-/// Ctrl-C once: finish the running replications and stop; twice: stop at once.
-fn install_interrupt(cancel: Arc<AtomicBool>) {
+/// Ctrl-C (or SIGTERM, SIGHUP) once: stop the batch, keeping every finished
+/// replication (the running ones stop within a few thousand events and run again on
+/// resume) and writing the manifest; twice: exit at once.
+fn install_interrupt() -> Interrupt {
+    let cancel = Interrupt::new();
+    let flag = cancel.clone();
     let _ = ctrlc::set_handler(move || {
-        if cancel.swap(true, Ordering::SeqCst) {
+        if flag.raise() {
             eprintln!("\ninfersim: interrupted again; stopping now");
             std::process::exit(130);
         }
-        eprintln!("\ninfersim: stopping after the running replications (Ctrl-C again to stop at once)");
+        eprintln!("\ninfersim: stopping; finished replications are kept (Ctrl-C again to stop at once)");
     });
+    cancel
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -357,8 +362,7 @@ fn run(
         trace,
     };
     let total = infersim::runner::WorkPlan::new(s.points.len(), spec.replications, spec.shard)?.len();
-    let cancel = Arc::new(AtomicBool::new(false));
-    install_interrupt(Arc::clone(&cancel));
+    let cancel = install_interrupt();
     let bar = if quiet || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
     } else {

@@ -16,7 +16,7 @@ use infersim_agents::pipeline::PipelineWorld;
 use infersim_agents::retraining::RetrainingWorld;
 use infersim_agents::serving::ServingWorld;
 use infersim_agents::station::StationWorld;
-use infersim_agents::world::{ConfigError, Metrics, Replication, Traces, World};
+use infersim_agents::world::{ConfigError, Metrics, Replication, RunError, Traces, World};
 use infersim_engine::NullObserver;
 use serde::de::{self, Deserializer, Visitor};
 
@@ -53,7 +53,7 @@ pub trait PointModel: Send + Sync + fmt::Debug {
     /// Its world's name.
     fn world(&self) -> &'static str;
     /// Runs one replication, writing the traces `trace` asks for.
-    fn run(&self, replication: Replication, trace: &TraceTarget) -> Result<Metrics, String>;
+    fn run(&self, replication: Replication, trace: &TraceTarget) -> Result<Metrics, ReplicationError>;
     /// Exact values from theory, where the world has them.
     fn analytic(&self) -> Vec<(&'static str, f64)>;
     /// A real run's measured values (source, (metric, value) pairs), if the scenario
@@ -65,6 +65,25 @@ pub trait PointModel: Send + Sync + fmt::Debug {
     fn same_as(&self, other: &dyn PointModel) -> bool;
     /// The configuration, printed.
     fn describe(&self) -> String;
+}
+
+/// Why a replication gave no metrics.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicationError {
+    /// The world could not run it, or it was interrupted ([`RunError::Interrupted`]).
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// A trace file could not be written.
+    #[error(transparent)]
+    Trace(#[from] crate::output::OutputError),
+}
+
+impl ReplicationError {
+    /// Whether the replication was interrupted rather than failed.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, ReplicationError::Run(RunError::Interrupted))
+    }
 }
 
 /// Where one replication's traces go.
@@ -167,7 +186,7 @@ impl<W: World> PointModel for Resolved<W> {
         W::NAME
     }
 
-    fn run(&self, replication: Replication, trace: &TraceTarget) -> Result<Metrics, String> {
+    fn run(&self, replication: Replication, trace: &TraceTarget) -> Result<Metrics, ReplicationError> {
         run_traced::<W>(&self.config, replication, trace)
     }
 
@@ -199,28 +218,25 @@ pub fn run_traced<W: World>(
     config: &W::Config,
     replication: Replication,
     trace: &TraceTarget,
-) -> Result<Metrics, String> {
-    let e = |e: &dyn fmt::Display| e.to_string();
+) -> Result<Metrics, ReplicationError> {
     if trace.level == TraceLevel::Summary {
         let traces = Traces { requests: &mut NullObserver, samples: &mut NullObserver, sample_every: None };
-        return W::run(config, replication, traces).map_err(|x| e(&x));
+        return Ok(W::run(config, replication, traces)?);
     }
     let labels = W::labels(config);
-    let mut samples =
-        ParquetSink::<W::Sample>::create(trace.dir.join("timeseries.parquet"), &labels).map_err(|x| e(&x))?;
+    let mut samples = ParquetSink::<W::Sample>::create(trace.dir.join("timeseries.parquet"), &labels)?;
     let metrics = if trace.level >= TraceLevel::Requests {
-        let mut requests =
-            ParquetSink::<W::Request>::create(trace.dir.join("requests.parquet"), &labels).map_err(|x| e(&x))?;
+        let mut requests = ParquetSink::<W::Request>::create(trace.dir.join("requests.parquet"), &labels)?;
         let traces = Traces { requests: &mut requests, samples: &mut samples, sample_every: Some(trace.sample_every) };
-        let metrics = W::run(config, replication, traces).map_err(|x| e(&x))?;
-        requests.finish().map_err(|x| e(&x))?;
+        let metrics = W::run(config, replication, traces)?;
+        requests.finish()?;
         metrics
     } else {
         let traces =
             Traces { requests: &mut NullObserver, samples: &mut samples, sample_every: Some(trace.sample_every) };
-        W::run(config, replication, traces).map_err(|x| e(&x))?
+        W::run(config, replication, traces)?
     };
-    samples.finish().map_err(|x| e(&x))?;
+    samples.finish()?;
     Ok(metrics)
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::TryRecvError;
 
 use infersim_agents::world::Replication;
-use infersim_engine::{SimDuration, replication_seed};
+use infersim_engine::{Interrupt, SimDuration, replication_seed};
 
 use crate::output::{MetricCell, ReplicationRecord};
 use crate::registry::TraceTarget;
@@ -137,9 +137,24 @@ impl WorkPlan {
     }
 }
 
-/// Runs one replication of one point. A failure, including a panic inside the model,
-/// becomes a record with an error and no metrics, so it cannot take the batch down.
+/// Runs one replication of one point to its end. A failure, including a panic inside
+/// the model, becomes a record with an error and no metrics, so it cannot take the
+/// batch down.
 pub fn run_replication(point: &Point, master_seed: u64, replication: u64, trace: &TraceSpec) -> ReplicationRecord {
+    run_interruptible(point, master_seed, replication, trace, &Interrupt::default())
+        .expect("a replication without an interrupt runs to its end")
+}
+
+/// Like [`run_replication`], but `None` when `interrupt` was raised before the
+/// replication ended: it stopped early, its traces are incomplete, and it must run
+/// again (its trace directory is emptied when it does).
+pub fn run_interruptible(
+    point: &Point,
+    master_seed: u64,
+    replication: u64,
+    trace: &TraceSpec,
+    interrupt: &Interrupt,
+) -> Option<ReplicationRecord> {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let dir = if trace.level == TraceLevel::Summary {
             PathBuf::new()
@@ -147,7 +162,11 @@ pub fn run_replication(point: &Point, master_seed: u64, replication: u64, trace:
             fresh_trace_dir(trace, point.index, replication)?
         };
         let target = TraceTarget { level: trace.level, dir, sample_every: trace.sample_every };
-        point.model.run(Replication { master_seed, index: replication }, &target)
+        let run = Replication { master_seed, index: replication, interrupt: interrupt.clone() };
+        match point.model.run(run, &target) {
+            Err(e) if e.is_interrupted() => Ok(None),
+            other => other.map(Some).map_err(|e| e.to_string()),
+        }
     }))
     .unwrap_or_else(|panic| {
         let message = panic
@@ -158,19 +177,20 @@ pub fn run_replication(point: &Point, master_seed: u64, replication: u64, trace:
         Err(format!("panicked: {message}"))
     });
     let (metrics, error) = match outcome {
-        Ok(metrics) => (
+        Ok(None) => return None,
+        Ok(Some(metrics)) => (
             metrics.iter().map(|(name, value)| (std::borrow::Cow::Borrowed(name), MetricCell::from(value))).collect(),
             None,
         ),
         Err(e) => (Vec::new(), Some(e)),
     };
-    ReplicationRecord {
+    Some(ReplicationRecord {
         point: point.index,
         replication,
         seed: replication_seed(master_seed, replication),
         metrics,
         error,
-    }
+    })
 }
 
 /// Why replications could not be run at all.
@@ -210,9 +230,10 @@ pub enum RunError {
 /// take the next item from a shared counter, so items start in order and finish
 /// nearly in order (the journal then stays a few ranges), and none is ever listed.
 /// Records wait in a bounded channel, so memory does not grow with the batch. Items
-/// in `skip` (global positions finished earlier) are passed over; items not yet
-/// started when `cancel` becomes true are skipped. Returns the first error `done`
-/// returned, if any; after it no new item starts.
+/// in `skip` (global positions finished earlier) are passed over. Once `cancel` is
+/// raised no item starts, and the running ones stop within a few thousand events and
+/// give no record (they run again on resume). Returns the first error `done` returned,
+/// if any; after it no new item starts.
 #[allow(clippy::too_many_arguments)]
 pub fn run_items<E>(
     points: &[Point],
@@ -221,7 +242,7 @@ pub fn run_items<E>(
     master_seed: u64,
     threads: usize,
     trace: &TraceSpec,
-    cancel: &AtomicBool,
+    cancel: &Interrupt,
     mut done: impl FnMut(ReplicationRecord) -> Result<(), E>,
 ) -> Result<Result<(), E>, RunError> {
     if threads == 0 {
@@ -241,7 +262,7 @@ pub fn run_items<E>(
         scope.spawn(move || {
             pool.broadcast(|_| {
                 loop {
-                    if cancel.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
+                    if cancel.is_raised() || stop.load(Ordering::Relaxed) {
                         return;
                     }
                     let k = next.fetch_add(1, Ordering::Relaxed);
@@ -253,7 +274,9 @@ pub fn run_items<E>(
                         continue;
                     }
                     let (p, r) = plan.item_at(g);
-                    let record = run_replication(&points[p as usize], master_seed, r, trace);
+                    let Some(record) = run_interruptible(&points[p as usize], master_seed, r, trace, cancel) else {
+                        return;
+                    };
                     // The receiver lives until every worker has returned.
                     finished.send(record).expect("the batch stopped listening: broken invariant");
                 }
@@ -306,7 +329,7 @@ mod tests {
     fn collect(s: &Scenario, plan: &WorkPlan, threads: usize) -> Vec<ReplicationRecord> {
         let out = Mutex::new(Vec::new());
         let skip = crate::journal::RangeSet::default();
-        run_items(&s.points, plan, &skip, 9, threads, &TraceSpec::none(), &AtomicBool::new(false), |r| {
+        run_items(&s.points, plan, &skip, 9, threads, &TraceSpec::none(), &Interrupt::default(), |r| {
             out.lock().unwrap().push(r);
             Ok::<(), ()>(())
         })
@@ -353,7 +376,8 @@ mod tests {
     #[test]
     fn cancellation_skips_unstarted_items() {
         let s = small();
-        let cancel = AtomicBool::new(true);
+        let cancel = Interrupt::new();
+        cancel.raise();
         let count = Mutex::new(0);
         let plan = WorkPlan::new(1, 4, Shard::ALL).unwrap();
         let skip = crate::journal::RangeSet::default();
@@ -364,6 +388,26 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(*count.lock().unwrap(), 0);
+    }
+
+    /// A replication that would run for hours stops once the interrupt is raised, from
+    /// another thread while it runs, and gives no record: it did not finish.
+    #[test]
+    fn an_interrupt_stops_a_running_replication_and_it_gives_no_record() {
+        let mut s = Scenario::builtin("mmc").unwrap();
+        s.apply_overrides(&["simulation.customers=10000000000", "simulation.warmup_customers=0"]).unwrap();
+        let interrupt = Interrupt::new();
+        let raiser = interrupt.clone();
+        let record = std::thread::scope(|scope| {
+            let run = scope.spawn(|| run_interruptible(&s.points[0], 1, 0, &TraceSpec::none(), &interrupt));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            raiser.raise();
+            run.join().unwrap()
+        });
+        assert!(record.is_none(), "an interrupted replication is not a finished one");
+        // Never raised, the same point runs to its end (a small one).
+        let done = run_interruptible(&small().points[0], 1, 0, &TraceSpec::none(), &Interrupt::new()).unwrap();
+        assert!(done.error.is_none() && !done.metrics.is_empty());
     }
 
     #[test]

@@ -84,7 +84,9 @@ impl World for NetworkWorld {
     ) -> Result<Metrics, RunError> {
         let periods = traces.sample_every.map(|_| traces.samples);
         let mut sim = build_network(config, traces.requests, periods, replication.master_seed, replication.index)?;
-        Ok(finish_network(&mut sim)?.metrics())
+        sim.set_interrupt(replication.interrupt.clone());
+        let metrics = finish_network(&mut sim)?.metrics();
+        replication.finished(metrics)
     }
 
     fn latency_objectives(config: &NetworkConfig) -> Vec<(String, f64)> {

@@ -184,7 +184,9 @@ impl World for PipelineWorld {
     ) -> Result<Metrics, RunError> {
         let samples = traces.sample_every.map(|_| traces.samples);
         let mut sim = build_pipeline(config, traces.requests, samples, replication.master_seed, replication.index)?;
-        Ok(finish_pipeline(&mut sim)?.metrics())
+        sim.set_interrupt(replication.interrupt.clone());
+        let metrics = finish_pipeline(&mut sim)?.metrics();
+        replication.finished(metrics)
     }
 }
 

@@ -241,7 +241,9 @@ impl World for RetrainingWorld {
     ) -> Result<Metrics, RunError> {
         let samples = traces.sample_every.map(|_| traces.samples);
         let mut sim = build_retraining(config, traces.requests, samples, replication.master_seed, replication.index)?;
-        Ok(finish_retraining(&mut sim)?.metrics())
+        sim.set_interrupt(replication.interrupt.clone());
+        let metrics = finish_retraining(&mut sim)?.metrics();
+        replication.finished(metrics)
     }
 }
 

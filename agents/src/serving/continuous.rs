@@ -27,7 +27,7 @@ use crate::grid::CarbonIntensity;
 use crate::llm::{EngineLimits, GpuSpec, ModelSpec, Replica, Sequence, StepModel, StepTime, TokenEvent};
 use crate::min_index::MinIndex;
 use crate::power::PowerMeter;
-use crate::world::{MAX_DURATION_S, Metrics};
+use crate::world::{MAX_DURATION_S, Metrics, Replication};
 
 const J_PER_KWH: f64 = 3.6e6;
 
@@ -968,15 +968,15 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Model for LlmServin
 /// Runs one replication: every request served, timed out or lost.
 pub fn run_continuous<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
     config: &LlmServingConfig,
-    master_seed: u64,
-    replication: u64,
+    replication: &Replication,
     requests: &mut O,
     sampling: Option<(SimDuration, &mut S)>,
 ) -> Result<Metrics, RunError> {
     let world = LlmServing::new(config, requests, sampling)?;
-    let mut sim = infersim_engine::Simulation::new(world, master_seed, replication);
+    let mut sim = infersim_engine::Simulation::new(world, replication.master_seed, replication.index);
+    sim.set_interrupt(replication.interrupt.clone());
     sim.schedule(SimTime::ZERO, LlmEvent::Start)?;
     sim.run(Default::default())?;
     let (end, events) = (sim.now(), sim.events_handled());
-    Ok(sim.model_mut().metrics(end, events))
+    replication.finished(sim.model_mut().metrics(end, events))
 }

@@ -521,8 +521,7 @@ impl World for ServingWorld {
             ServingSetup::Static(c) => run_static(c, replication, traces),
             ServingSetup::Continuous(c) => run_continuous(
                 c,
-                replication.master_seed,
-                replication.index,
+                &replication,
                 traces.requests,
                 traces.sample_every.map(|every| (every, traces.samples)),
             ),
@@ -561,11 +560,17 @@ fn run_static<R: Observer<RequestRecord>, S: Observer<ServingSample>>(
     let (seed, rep) = (replication.master_seed, replication.index);
     let run = match traces.sample_every {
         Some(every) => {
-            finish_serving(&mut build_sampled_serving(config, traces.requests, every, traces.samples, seed, rep)?)?
+            let mut sim = build_sampled_serving(config, traces.requests, every, traces.samples, seed, rep)?;
+            sim.set_interrupt(replication.interrupt.clone());
+            finish_serving(&mut sim)?
         }
-        None => finish_serving(&mut build_serving(config, traces.requests, seed, rep)?)?,
+        None => {
+            let mut sim = build_serving(config, traces.requests, seed, rep)?;
+            sim.set_interrupt(replication.interrupt.clone());
+            finish_serving(&mut sim)?
+        }
     };
-    Ok(run.metrics())
+    replication.finished(run.metrics())
 }
 
 fn resolve_static_values(

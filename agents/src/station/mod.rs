@@ -784,7 +784,7 @@ impl World for StationWorld {
         };
         config.validate().map_err(|e| match e {
             StationError::Config(e) => e.within("station"),
-            StationError::Schedule(e) => ConfigError::invalid("station", e, "durations the clock can hold"),
+            other => ConfigError::invalid("station", other, "durations the clock can hold"),
         })?;
         Ok(config)
     }
@@ -806,11 +806,16 @@ impl World for StationWorld {
                     seed,
                     rep,
                 )?;
+                sim.set_interrupt(replication.interrupt.clone());
                 finish_station(&mut sim)?
             }
-            None => finish_station(&mut build_station(config, traces.requests, QueueKind::default(), seed, rep)?)?,
+            None => {
+                let mut sim = build_station(config, traces.requests, QueueKind::default(), seed, rep)?;
+                sim.set_interrupt(replication.interrupt.clone());
+                finish_station(&mut sim)?
+            }
         };
-        Ok(run.metrics())
+        replication.finished(run.metrics())
     }
 
     fn analytic(config: &StationConfig) -> Vec<(&'static str, f64)> {

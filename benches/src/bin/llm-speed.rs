@@ -21,6 +21,7 @@ use infersim_agents::input::{DataTable, Inputs};
 use infersim_agents::llm::{BUILTIN_DATA, EngineLimits, Profile, Roofline, StepModel, catalog};
 use infersim_agents::serving::continuous::{LlmRouting, LlmServingConfig, run_continuous};
 use infersim_agents::serving::{Task, TokenCount};
+use infersim_agents::world::Replication;
 use infersim_engine::NullObserver;
 
 /// The embedded reference data, read as plain comma-separated text.
@@ -94,7 +95,7 @@ fn peak_rss_mb() -> f64 {
 /// Runs `c` once and prints its speed; returns simulated seconds per wall second.
 fn time(name: &str, c: &LlmServingConfig) -> f64 {
     let start = Instant::now();
-    let m = run_continuous::<NullObserver, NullObserver>(c, 42, 0, &mut NullObserver, None).unwrap();
+    let m = run_continuous::<NullObserver, NullObserver>(c, &Replication::new(42, 0), &mut NullObserver, None).unwrap();
     let wall_s = start.elapsed().as_secs_f64();
     let get = |n: &str| match m.get(n) {
         Some(infersim_agents::world::MetricValue::Number(Some(x))) => x,

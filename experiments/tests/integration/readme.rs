@@ -2,8 +2,8 @@
 //! beside them (the network's and the pipeline's are in network.rs and
 //! pipeline_adaptation.rs, the BLOOM values in bloom.rs).
 
+use infersim_engine::Interrupt;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 
 use infersim::batch::{BatchSpec, run_batch};
 use infersim::runner::Shard;
@@ -25,7 +25,7 @@ fn means(name: &str, overrides: &[&str], replications: u64, dir: &Path) -> DataF
         confidence: 0.95,
         trace: Default::default(),
     };
-    run_batch(&s, &spec, &AtomicBool::new(false), &|_| {}).unwrap().summary.unwrap()
+    run_batch(&s, &spec, &Interrupt::default(), &|_| {}).unwrap().summary.unwrap()
 }
 
 fn mean(summary: &DataFrame, point: u32, metric: &str) -> f64 {

@@ -2,8 +2,8 @@
 //! traces, summarises and compares like the built-in ones after one registration line;
 //! and every built-in world gives byte-identical replications for one and two threads.
 
+use infersim_engine::Interrupt;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 
 use infersim::batch::{BatchSpec, run_batch};
 use infersim::registry::Registry;
@@ -124,8 +124,7 @@ fn a_world_defined_in_a_test_runs_through_the_whole_pipeline() {
     assert_eq!((scenario.world, scenario.points.len()), ("coin", 2));
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("coin");
-    let report =
-        run_batch(&scenario, &spec(&out, 2, TraceLevel::Requests, 8), &AtomicBool::new(false), &|_| {}).unwrap();
+    let report = run_batch(&scenario, &spec(&out, 2, TraceLevel::Requests, 8), &Interrupt::default(), &|_| {}).unwrap();
     assert_eq!(report.manifest.metrics, ["heads", "heads_share", "mostly_heads"]);
     assert_eq!(report.manifest.world, "coin");
     // Replications: the flag is a Boolean column; the share tracks p_heads.
@@ -191,7 +190,7 @@ fn every_built_in_world_gives_the_same_bytes_for_any_thread_count() {
         let bytes = |threads: usize| {
             let out = dir.path().join(format!("{name}-{threads}"));
             let report =
-                run_batch(&s, &spec(&out, threads, TraceLevel::Summary, 3), &AtomicBool::new(false), &|_| {}).unwrap();
+                run_batch(&s, &spec(&out, threads, TraceLevel::Summary, 3), &Interrupt::default(), &|_| {}).unwrap();
             assert!(report.manifest.failed.is_empty(), "{name}: {:?}", report.manifest.failed);
             std::fs::read(out.join("replications.parquet")).unwrap()
         };
@@ -207,7 +206,7 @@ fn compare_pairs_batches_with_boolean_metrics() {
         let mut s = Scenario::builtin("bloom-stochastic").unwrap();
         s.apply_overrides(&["simulation.duration_h=48", &format!("drift.per_request={drift}")]).unwrap();
         let out = dir.path().join(name);
-        let report = run_batch(&s, &spec(&out, 2, TraceLevel::Summary, 3), &AtomicBool::new(false), &|_| {}).unwrap();
+        let report = run_batch(&s, &spec(&out, 2, TraceLevel::Summary, 3), &Interrupt::default(), &|_| {}).unwrap();
         (out, report.manifest.metrics)
     };
     let ((base, metrics), (cand, _)) = (batch("base", "1e-6"), batch("cand", "5e-3"));
@@ -233,7 +232,7 @@ fn a_failing_replication_is_recorded_and_the_others_are_kept() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("fails");
     let report =
-        run_batch(&scenario, &spec(&out, 2, TraceLevel::Timeseries, 12), &AtomicBool::new(false), &|_| {}).unwrap();
+        run_batch(&scenario, &spec(&out, 2, TraceLevel::Timeseries, 12), &Interrupt::default(), &|_| {}).unwrap();
     let failed = &report.manifest.failed;
     assert_eq!(failed.len(), 4, "{failed:?}");
     assert!(failed.iter().all(|f| f.replication % 3 == 1 && f.error.contains("584 years")));
@@ -270,7 +269,7 @@ fn every_world_with_energy_reports_carbon_from_the_shared_grid() {
         let mut s = Scenario::builtin(name).unwrap();
         s.apply_overrides(overrides).unwrap();
         let out = dir.path().join(name);
-        run_batch(&s, &spec(&out, 2, TraceLevel::Summary, 2), &AtomicBool::new(false), &|_| {}).unwrap();
+        run_batch(&s, &spec(&out, 2, TraceLevel::Summary, 2), &Interrupt::default(), &|_| {}).unwrap();
         use polars::prelude::*;
         let reps = ParquetReader::new(std::fs::File::open(out.join("replications.parquet")).unwrap()).finish().unwrap();
         let energy = reps.column("energy_kwh").unwrap().f64().unwrap().get(0).unwrap();
@@ -283,7 +282,7 @@ fn every_world_with_energy_reports_carbon_from_the_shared_grid() {
             .apply_overrides(&["grid.kind=diurnal", "grid.amplitude=0.9", "grid.peak_h=0.5", "grid.period_h=24"])
             .unwrap();
         let out = dir.path().join(format!("{name}-cycle"));
-        run_batch(&cycle, &spec(&out, 2, TraceLevel::Summary, 2), &AtomicBool::new(false), &|_| {}).unwrap();
+        run_batch(&cycle, &spec(&out, 2, TraceLevel::Summary, 2), &Interrupt::default(), &|_| {}).unwrap();
         let reps = ParquetReader::new(std::fs::File::open(out.join("replications.parquet")).unwrap()).finish().unwrap();
         let (e2, c2) = (
             reps.column("energy_kwh").unwrap().f64().unwrap().get(0).unwrap(),
@@ -309,7 +308,7 @@ fn network_tasks_take_any_shared_arrival_process() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("det");
-    let report = run_batch(&s, &spec(&out, 2, TraceLevel::Summary, 2), &AtomicBool::new(false), &|_| {}).unwrap();
+    let report = run_batch(&s, &spec(&out, 2, TraceLevel::Summary, 2), &Interrupt::default(), &|_| {}).unwrap();
     assert!(report.manifest.failed.is_empty());
     use polars::prelude::*;
     let reps = ParquetReader::new(std::fs::File::open(out.join("replications.parquet")).unwrap()).finish().unwrap();
@@ -340,7 +339,7 @@ fn summary_csv_keeps_its_columns_when_a_swept_value_is_a_list() {
     let s = Scenario::parse("lists.toml", &text).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("lists");
-    run_batch(&s, &spec(&out, 2, TraceLevel::Summary, 2), &AtomicBool::new(false), &|_| {}).unwrap();
+    run_batch(&s, &spec(&out, 2, TraceLevel::Summary, 2), &Interrupt::default(), &|_| {}).unwrap();
     let mut reader = csv::Reader::from_path(out.join("summary.csv")).unwrap();
     let width = reader.headers().unwrap().len();
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
@@ -363,7 +362,7 @@ fn the_pipeline_load_takes_any_shared_arrival_process() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("det");
-    let report = run_batch(&s, &spec(&out, 2, TraceLevel::Summary, 2), &AtomicBool::new(false), &|_| {}).unwrap();
+    let report = run_batch(&s, &spec(&out, 2, TraceLevel::Summary, 2), &Interrupt::default(), &|_| {}).unwrap();
     assert!(report.manifest.failed.is_empty(), "{:?}", report.manifest.failed);
     use polars::prelude::*;
     let reps = ParquetReader::new(std::fs::File::open(out.join("replications.parquet")).unwrap()).finish().unwrap();
@@ -389,7 +388,7 @@ fn pipeline_replicas_fail_and_are_repaired() {
     let run = |threads: usize| {
         let out = dir.path().join(format!("fail-{threads}"));
         let report =
-            run_batch(&s, &spec(&out, threads, TraceLevel::Summary, 3), &AtomicBool::new(false), &|_| {}).unwrap();
+            run_batch(&s, &spec(&out, threads, TraceLevel::Summary, 3), &Interrupt::default(), &|_| {}).unwrap();
         assert!(report.manifest.failed.is_empty(), "{:?}", report.manifest.failed);
         std::fs::read(out.join("replications.parquet")).unwrap()
     };
@@ -406,7 +405,7 @@ fn pipeline_replicas_fail_and_are_repaired() {
     let mut plain = Scenario::builtin("ipa-video").unwrap();
     plain.apply_overrides(&["simulation.duration_h=0.5", "adapter.delta=0"]).unwrap();
     let out = dir.path().join("plain");
-    run_batch(&plain, &spec(&out, 2, TraceLevel::Summary, 2), &AtomicBool::new(false), &|_| {}).unwrap();
+    run_batch(&plain, &spec(&out, 2, TraceLevel::Summary, 2), &Interrupt::default(), &|_| {}).unwrap();
     let reps = ParquetReader::new(std::fs::File::open(out.join("replications.parquet")).unwrap()).finish().unwrap();
     assert_eq!(reps.column("lost").unwrap().f64().unwrap().sum(), Some(0.0));
 }
