@@ -26,6 +26,7 @@ use crate::output::{OutputError, ReplicationRecord, parameter_column_name, write
 use crate::replications::InOrderWriter;
 use crate::runner::{RunError, Shard, TraceSpec, WorkPlan, run_items};
 use crate::scenario::Scenario;
+use crate::sweep::SweepGrid;
 use crate::trace::TraceLevel;
 
 /// The manifest's statement of how seeds are derived.
@@ -66,7 +67,7 @@ pub enum BatchStatus {
     Complete,
 }
 
-/// A point of the batch, as recorded in the manifest.
+/// A point of the batch, as manifests before the sweep was stated listed it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ManifestPoint {
     /// Point index.
@@ -119,7 +120,16 @@ pub struct Manifest {
     pub sweep_keys: Vec<String>,
     /// Their column names in replications.parquet.
     pub parameter_columns: Vec<String>,
-    /// Every point of the batch.
+    /// Each swept key's values, in the order of `sweep_keys`: point `p` takes the
+    /// values of `p` in mixed radix, the last key fastest ([`SweepGrid`]).
+    #[serde(default)]
+    pub sweep_values: Vec<Vec<serde_json::Value>>,
+    /// Points of the batch (0 in manifests that list them in `points`).
+    #[serde(default)]
+    pub point_count: u64,
+    /// Every point with its values: how manifests listed them before they stated the
+    /// sweep (still read, so that such batches resume and plot); empty now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub points: Vec<ManifestPoint>,
     /// Metric columns, in order (known once the batch is complete).
     pub metrics: Vec<String>,
@@ -141,6 +151,22 @@ pub struct Manifest {
     /// (absolute paths); empty for a batch that ran here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<String>,
+}
+
+impl Manifest {
+    /// Points of the batch.
+    pub fn point_count(&self) -> u64 {
+        if self.point_count > 0 { self.point_count } else { self.points.len().max(1) as u64 }
+    }
+
+    /// Point `point`'s swept values, by key.
+    pub fn point_params(&self, point: u32) -> Vec<(String, serde_json::Value)> {
+        if let Some(listed) = self.points.get(point as usize) {
+            return listed.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        }
+        let grid = SweepGrid::new(self.sweep_keys.iter().cloned().zip(self.sweep_values.iter().cloned()).collect());
+        self.sweep_keys.iter().cloned().zip(grid.params(u64::from(point))).collect()
+    }
 }
 
 /// Why a batch could not run or finish.
@@ -230,18 +256,15 @@ fn new_manifest(scenario: &Scenario, spec: &BatchSpec, expected: u64) -> Manifes
         shard: [spec.shard.index, spec.shard.count],
         threads: spec.threads,
         parameter_columns: keys.iter().map(|k| parameter_column_name(k)).collect(),
-        points: scenario
-            .points
-            .iter()
-            .map(|p| ManifestPoint {
-                point: p.index,
-                params: keys
-                    .iter()
-                    .zip(&p.params)
-                    .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or(serde_json::Value::Null)))
-                    .collect(),
+        sweep_values: scenario
+            .sweep
+            .entries()
+            .map(|(_, values)| {
+                values.iter().map(|v| serde_json::to_value(v).unwrap_or(serde_json::Value::Null)).collect()
             })
             .collect(),
+        point_count: u64::from(scenario.point_count()),
+        points: Vec::new(),
         sweep_keys: keys,
         metrics: Vec::new(),
         trace: spec.trace,
@@ -304,7 +327,7 @@ pub fn run_batch(
     if !(spec.confidence > 0.0 && spec.confidence < 1.0) {
         return Err(AnalysisError::BadConfidence(spec.confidence).into());
     }
-    let plan = WorkPlan::new(scenario.points.len(), spec.replications, spec.shard)?;
+    let plan = WorkPlan::new(scenario.point_count() as usize, spec.replications, spec.shard)?;
     let started = Instant::now();
     let out = &spec.out;
     let mut manifest = new_manifest(scenario, spec, plan.len());
@@ -357,14 +380,12 @@ pub fn run_batch(
     // What the journal holds: the previous scan (its failures were dropped from the
     // journal above and run again), then every record appended now.
     let mut scan = JournalScan { failed: Vec::new(), ..previous.clone() };
-    let params: Vec<Vec<toml::Value>> = scenario.points.iter().map(|p| p.params.clone()).collect();
     let parquet = out.join("replications.parquet");
     // A fresh batch writes replications.parquet as it goes; one resumed from a journal
     // sorts the journal into it at the end.
     let fresh = previous.succeeded == 0 && previous.failed.is_empty();
-    let sweep_keys = manifest.sweep_keys.clone();
-    let mut in_order = fresh.then(|| InOrderWriter::new(&parquet, &sweep_keys, &params));
-    run_items(&scenario.points, &plan, &previous.done, spec.seed, spec.threads, &trace, cancel, |record| {
+    let mut in_order = fresh.then(|| InOrderWriter::new(&parquet, &scenario.sweep));
+    run_items(scenario, &plan, &previous.done, spec.seed, spec.threads, &trace, cancel, |record| {
         writer.append(&record)?;
         let position = plan.position(record.point, record.replication);
         scan.note_record(&record, position);
@@ -396,7 +417,7 @@ pub fn run_batch(
     };
     if !written {
         let work = out.join(".work").join("sort");
-        journal.write_parquet(&parquet, &work, &sweep_keys, &params, &scan.metrics)?;
+        journal.write_parquet(&parquet, &work, &scenario.sweep, &scan.metrics)?;
     }
     // Sorted runs went to .work/sort; the directory goes too when nothing else uses it.
     let _ = fs::remove_dir(out.join(".work"));
@@ -529,6 +550,47 @@ pub fn write_merged(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Manifests written before the sweep was stated listed every point; they still
+    /// read, with the same points.
+    #[test]
+    fn manifests_that_list_points_still_read() {
+        let mut scenario = Scenario::builtin("mmc").unwrap();
+        scenario.apply_overrides(&["simulation.customers=500", "simulation.warmup_customers=0"]).unwrap();
+        let text = scenario.to_toml()
+            + "[sweep]\nstation.servers = [4, 5]\n\"station.service\" = [\"exponential\", \"deterministic\"]\n";
+        let swept = Scenario::parse("s.toml", &text).unwrap();
+        let spec = BatchSpec {
+            replications: 2,
+            seed: 1,
+            threads: 1,
+            shard: crate::runner::Shard::ALL,
+            out: PathBuf::new(),
+            resume: false,
+            confidence: 0.95,
+            trace: TraceLevel::Summary,
+        };
+        let stated = new_manifest(&swept, &spec, 8);
+        assert_eq!(stated.point_count(), 4);
+        let mut json: serde_json::Value = serde_json::to_value(&stated).unwrap();
+        let listed: Vec<serde_json::Value> = (0..4)
+            .map(|p| {
+                let params: serde_json::Map<String, serde_json::Value> = stated.point_params(p).into_iter().collect();
+                serde_json::json!({"point": p, "params": params})
+            })
+            .collect();
+        let object = json.as_object_mut().unwrap();
+        object.remove("sweep_values");
+        object.remove("point_count");
+        object.insert("points".into(), serde_json::Value::Array(listed));
+        let old: Manifest = serde_json::from_value(json).unwrap();
+        assert_eq!(old.point_count(), 4);
+        for p in 0..4 {
+            assert_eq!(old.point_params(p), stated.point_params(p), "point {p}");
+        }
+        assert_eq!(stated.point_params(1)[0], ("station.servers".to_string(), serde_json::json!(4)));
+        assert_eq!(stated.point_params(1)[1].1, serde_json::json!("deterministic"));
+    }
 
     #[test]
     fn civil_dates() {

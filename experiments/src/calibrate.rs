@@ -274,7 +274,8 @@ fn simulate(
         out: dir.to_path_buf(),
         sample_every: infersim_engine::SimDuration::from_secs_f64(s.sample_interval_s).map_err(failed)?,
     };
-    let records: Vec<_> = (0..reps).into_par_iter().map(|r| run_replication(&s.points[0], s.seed, r, &trace)).collect();
+    let point = s.first_point();
+    let records: Vec<_> = (0..reps).into_par_iter().map(|r| run_replication(&point, s.seed, r, &trace)).collect();
     if let Some(e) = records.iter().find_map(|r| r.error.clone()) {
         return Err(failed(format!("a replication failed: {e}")));
     }

@@ -44,10 +44,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Value as Json;
-use toml::Value;
 
 use crate::output::{MetricCell, OutputError, ReplicationRecord, write_atomically};
 use crate::replications::{Layout, same_columns, write_sorted};
+use crate::sweep::SweepGrid;
 
 /// A metric column: its name and whether it is a flag.
 pub type MetricColumn = (String, bool);
@@ -463,34 +463,32 @@ impl Journal {
     }
 
     /// Writes the successful records to `parquet` (atomically), sorted by (point,
-    /// replication): point, replication, seed, one column per swept key (`sweep_keys`,
-    /// values from `point_params`), then `metrics`. Temporary sorted runs, when the
-    /// journal is larger than one chunk, go to `work` and are removed.
+    /// replication): point, replication, seed, one column per key of `sweep`, then
+    /// `metrics`. Temporary sorted runs, when the journal is larger than one chunk, go
+    /// to `work` and are removed.
     pub fn write_parquet(
         &self,
         parquet: &Path,
         work: &Path,
-        sweep_keys: &[String],
-        point_params: &[Vec<Value>],
+        sweep: &SweepGrid,
         metrics: &[MetricColumn],
     ) -> Result<u64, OutputError> {
         let chunk_rows = (CHUNK_VALUES / metrics.len().max(1)).max(1024);
-        self.write_parquet_in_chunks(parquet, work, sweep_keys, point_params, metrics, chunk_rows)
+        self.write_parquet_in_chunks(parquet, work, sweep, metrics, chunk_rows)
     }
 
     fn write_parquet_in_chunks(
         &self,
         parquet: &Path,
         work: &Path,
-        sweep_keys: &[String],
-        point_params: &[Vec<Value>],
+        sweep: &SweepGrid,
         metrics: &[MetricColumn],
         chunk_rows: usize,
     ) -> Result<u64, OutputError> {
         let mut chunk: Vec<(JournalRow, Arc<Vec<usize>>)> = Vec::new();
         let mut runs: Vec<PathBuf> = Vec::new();
         let mut mappings: Vec<Arc<Vec<usize>>> = Vec::new();
-        let layout = Layout { sweep_keys, point_params, metrics: metrics.to_vec() };
+        let layout = Layout { sweep, metrics: metrics.to_vec() };
         let mut failure = None;
         let spill = |chunk: &mut Vec<(JournalRow, Arc<Vec<usize>>)>, runs: &mut Vec<PathBuf>| {
             chunk.sort_unstable_by_key(|(r, _)| r.key());
@@ -768,10 +766,10 @@ mod tests {
         }
         let journal = Journal::new(&dir);
         let scan = journal.scan(|p, r| u64::from(p) * n + r).unwrap();
-        let params = vec![vec![Value::Integer(1)], vec![Value::Float(2.5)]];
-        let keys = vec!["x.y".to_string()];
+        use toml::Value;
+        let sweep = SweepGrid::new(vec![("x.y".to_string(), vec![Value::Integer(1), Value::Float(2.5)])]);
         let one = dir.join("one.parquet");
-        assert_eq!(journal.write_parquet(&one, &dir.join("work"), &keys, &params, &scan.metrics).unwrap(), 2 * n - 2);
+        assert_eq!(journal.write_parquet(&one, &dir.join("work"), &sweep, &scan.metrics).unwrap(), 2 * n - 2);
         let got = parquet_rows(&one);
         let want: Vec<_> = (0..2u32)
             .flat_map(|p| {
@@ -781,7 +779,7 @@ mod tests {
         assert_eq!(got, want);
         // Sorted runs of 500 rows (12 of them) merge to the same bytes.
         let many = dir.join("many.parquet");
-        journal.write_parquet_in_chunks(&many, &dir.join("work"), &keys, &params, &scan.metrics, 500).unwrap();
+        journal.write_parquet_in_chunks(&many, &dir.join("work"), &sweep, &scan.metrics, 500).unwrap();
         assert_eq!(fs::read(&many).unwrap(), fs::read(&one).unwrap());
         assert!(!dir.join("work").exists(), "sorted runs are removed");
         fs::remove_dir_all(&dir).unwrap();

@@ -36,4 +36,5 @@ pub mod replications;
 pub mod runner;
 pub mod scenario;
 pub mod slurm;
+pub mod sweep;
 pub mod trace;

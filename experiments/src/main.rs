@@ -229,15 +229,15 @@ fn print_summary(summary: &DataFrame, manifest: &Manifest, scenario: Option<&Sce
         let point = f64_at(summary, "point", row).unwrap_or(0.0) as u32;
         if current != Some(point) {
             current = Some(point);
-            theory =
-                scenario.and_then(|s| s.points.get(point as usize)).map(|p| p.model.analytic()).unwrap_or_default();
-            measured = scenario.and_then(|s| s.points.get(point as usize)).and_then(|p| p.model.reference());
+            let model = scenario.and_then(|s| s.point(point).ok()).map(|p| p.model);
+            theory = model.as_ref().map(|m| m.analytic()).unwrap_or_default();
+            measured = model.as_ref().and_then(|m| m.reference());
             say!("");
             if let Some((source, _)) = &measured {
                 say!("measured: {source}");
             }
-            if let Some(p) = manifest.points.get(point as usize).filter(|p| !p.params.is_empty()) {
-                let params: Vec<String> = p.params.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+            let params: Vec<String> = manifest.point_params(point).iter().map(|(k, v)| format!("{k} = {v}")).collect();
+            if !params.is_empty() {
                 say!("point {point}: {}", params.join(", "));
             }
             let header = format!(
@@ -361,7 +361,7 @@ fn run(
         confidence,
         trace,
     };
-    let total = infersim::runner::WorkPlan::new(s.points.len(), spec.replications, spec.shard)?.len();
+    let total = infersim::runner::WorkPlan::new(s.point_count() as usize, spec.replications, spec.shard)?.len();
     let cancel = install_interrupt();
     let bar = if quiet || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
@@ -392,7 +392,7 @@ fn run(
     say!("infersim {} | scenario {} | {}", m.version, m.scenario, m.description);
     say!(
         "{} points x {} replications (shard {}/{}), seed {}, {} threads: {secs:.2} s, {:.1} million events/s",
-        m.points.len(),
+        m.point_count(),
         m.replications,
         m.shard[0],
         m.shard[1],
@@ -621,7 +621,7 @@ fn compare(
         if current != Some(r.point) {
             current = Some(r.point);
             say!("");
-            if bm.points.len() > 1 {
+            if bm.point_count() > 1 {
                 say!("point {}", r.point);
             }
             say!(
@@ -757,7 +757,7 @@ fn slurm(scenario: &str, o: SlurmOptions, submit: bool) -> anyhow::Result<ExitCo
     if replications == 0 {
         bail!("--reps must be at least 1");
     }
-    let items = s.points.len() as u64 * replications;
+    let items = u64::from(s.point_count()).saturating_mul(replications);
     if o.shards > items {
         bail!("--shards {} is more than the batch's {items} replications: some shards would be empty", o.shards);
     }
@@ -931,11 +931,11 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
     if a.reps == 0 || a.budget == 0 {
         return Err(bad("--reps and --budget must be at least 1".into()));
     }
-    if s.points.len() != 1 {
+    if s.point_count() != 1 {
         return Err(bad(format!(
             "{}: calibrate one point; this scenario sweeps {} (remove its [sweep])",
             s.source_name,
-            s.points.len()
+            s.point_count()
         )));
     }
     for key in &a.log {

@@ -306,12 +306,7 @@ fn scan(path: &Path) -> Result<LazyFrame, PolarsError> {
 }
 
 fn label(manifest: &Manifest, point: u32) -> String {
-    match manifest.points.get(point as usize) {
-        Some(p) if !p.params.is_empty() => {
-            p.params.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", ")
-        }
-        _ => String::new(),
-    }
+    manifest.point_params(point).iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", ")
 }
 
 /// The most bins a time-series chart draws.
@@ -404,7 +399,7 @@ fn latency_objectives(manifest: &Manifest) -> Vec<(String, f64)> {
         return Vec::new();
     };
     let mut marks: Vec<(String, f64)> = Vec::new();
-    for point in &scenario.points {
+    for point in scenario.checked_points().filter_map(|p| scenario.point(p).ok()) {
         for (name, slo_s) in point.model.latency_objectives() {
             if !marks.iter().any(|(_, x)| *x == slo_s) {
                 marks.push((format!("SLO {name} {}", tick(&slo_s)), slo_s));
@@ -432,7 +427,7 @@ pub fn plot_batch(
     };
     fs::create_dir_all(dir).map_err(|error| PlotError::Io { path: dir.to_path_buf(), error })?;
     let mut written = Vec::new();
-    let points: Vec<u32> = manifest.points.iter().map(|p| p.point).collect();
+    let points: Vec<u32> = (0..manifest.point_count() as u32).collect();
 
     // Time series: each replication averaged over bins (a few hundred across the run),
     // then the mean over replications with its band, clipped to the range the
@@ -581,10 +576,10 @@ pub fn plot_batch(
                 if metrics.get(i) != Some(metric.as_str()) {
                     continue;
                 }
-                let Some(point) = point_col.get(i).and_then(|p| manifest.points.get(p as usize)) else { continue };
-                let Some(x) = point.params.get(first).and_then(|v| v.as_f64()) else { continue };
+                let Some(params) = point_col.get(i).map(|p| manifest.point_params(p)) else { continue };
+                let Some(x) = params.iter().find(|(k, _)| k == first).and_then(|(_, v)| v.as_f64()) else { continue };
                 let rest: Vec<String> =
-                    point.params.iter().filter(|(k, _)| *k != first).map(|(k, v)| format!("{k} = {v}")).collect();
+                    params.iter().filter(|(k, _)| k != first).map(|(k, v)| format!("{k} = {v}")).collect();
                 let (Some(m), lo, hi) = (mean.get(i), low.get(i), high.get(i)) else { continue };
                 let label = rest.join(", ");
                 let index = match groups.iter().position(|l| l.label == label) {
@@ -636,10 +631,11 @@ pub fn plot_batch(
         for (metric, name) in [("accuracy_mean", "pareto_accuracy_energy"), ("latency_p99_s", "pareto_latency_energy")]
         {
             let mut groups: Vec<Line> = Vec::new();
-            for (p, point) in manifest.points.iter().enumerate() {
+            for p in 0..manifest.point_count() as usize {
                 let (Some((x, _, _)), Some((y, lo, hi))) = (value(p, ENERGY), value(p, metric)) else { continue };
+                let params = manifest.point_params(p as u32);
                 let rest: Vec<String> =
-                    point.params.iter().filter(|(k, _)| *k != first).map(|(k, v)| format!("{k} = {v}")).collect();
+                    params.iter().filter(|(k, _)| k != first).map(|(k, v)| format!("{k} = {v}")).collect();
                 let label = rest.join(", ");
                 match groups.iter_mut().find(|l| l.label == label) {
                     Some(line) => line.points.push((x, y, lo, hi)),

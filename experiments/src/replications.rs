@@ -26,6 +26,7 @@ use crate::journal::MetricColumn;
 use crate::output::{
     MetricCell, OutputError, ReplicationRecord, parameter_column, parameter_column_name, replication_writer_properties,
 };
+use crate::sweep::SweepGrid;
 
 /// Rows per row group of replications.parquet: what a batch holds of its records at
 /// once (about 8 bytes a value: 1.2 MB for mmc's nine metrics, 5 MB for forty).
@@ -39,10 +40,8 @@ const MAX_WAITING: usize = 4096;
 /// then the metrics.
 #[derive(Clone, Debug)]
 pub(crate) struct Layout<'a> {
-    /// Swept keys, in order.
-    pub sweep_keys: &'a [String],
-    /// Each point's swept values, in the order of `sweep_keys`.
-    pub point_params: &'a [Vec<Value>],
+    /// Swept keys and their values: point `p`'s are `sweep.params(p)`.
+    pub sweep: &'a SweepGrid,
     /// Metric columns, in order.
     pub metrics: Vec<MetricColumn>,
 }
@@ -54,8 +53,8 @@ impl Layout<'_> {
             Field::new("replication", DataType::UInt64, false),
             Field::new("seed", DataType::UInt64, false),
         ];
-        for (k, key) in self.sweep_keys.iter().enumerate() {
-            let values: Vec<&Value> = self.point_params.iter().map(|p| &p[k]).collect();
+        for (k, key) in self.sweep.keys().iter().enumerate() {
+            let values: Vec<&Value> = self.sweep.values(k).iter().collect();
             fields.push(Field::new(parameter_column_name(key), parameter_column(&values).0, false));
         }
         for (name, flag) in &self.metrics {
@@ -66,12 +65,12 @@ impl Layout<'_> {
 
     /// One row group's record batch; the buffers move into its arrays.
     fn batch(&self, schema: &Arc<Schema>, rows: RowGroup) -> Result<RecordBatch, arrow::error::ArrowError> {
-        let mut parameters: Vec<ArrayRef> = Vec::with_capacity(self.sweep_keys.len());
-        for k in 0..self.sweep_keys.len() {
-            // Typed by every point's value, so that every row group agrees.
-            let all: Vec<&Value> = self.point_params.iter().map(|p| &p[k]).collect();
+        let mut parameters: Vec<ArrayRef> = Vec::with_capacity(self.sweep.keys().len());
+        for k in 0..self.sweep.keys().len() {
+            // Typed by every value of the key, so that every row group agrees.
+            let all: Vec<&Value> = self.sweep.values(k).iter().collect();
             let dtype = parameter_column(&all).0;
-            let values: Vec<&Value> = rows.points.iter().map(|&p| &self.point_params[p as usize][k]).collect();
+            let values: Vec<&Value> = rows.points.iter().map(|&p| self.sweep.value(u64::from(p), k)).collect();
             let array = parameter_column(&values).1;
             parameters.push(arrow::compute::cast(&array, &dtype)?);
         }
@@ -210,8 +209,7 @@ pub(crate) fn same_columns(columns: &[MetricColumn], record: &ReplicationRecord)
 /// renamed into place by [`InOrderWriter::finish`] once every item has been offered;
 /// dropped before that, it leaves nothing behind.
 pub struct InOrderWriter<'a> {
-    sweep_keys: &'a [String],
-    point_params: &'a [Vec<Value>],
+    sweep: &'a SweepGrid,
     path: PathBuf,
     tmp: PathBuf,
     /// The metrics of the first successful record: every other must report the same.
@@ -226,13 +224,11 @@ pub struct InOrderWriter<'a> {
 }
 
 impl<'a> InOrderWriter<'a> {
-    /// A writer of `path`, for a batch whose points have the swept values `point_params`
-    /// of `sweep_keys`.
-    pub fn new(path: &Path, sweep_keys: &'a [String], point_params: &'a [Vec<Value>]) -> InOrderWriter<'a> {
+    /// A writer of `path`, for a batch whose points sweep `sweep`.
+    pub fn new(path: &Path, sweep: &'a SweepGrid) -> InOrderWriter<'a> {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("replications.parquet");
         InOrderWriter {
-            sweep_keys,
-            point_params,
+            sweep,
             path: path.to_path_buf(),
             tmp: path.with_file_name(format!(".{name}.tmp-{}", std::process::id())),
             metrics: None,
@@ -283,7 +279,7 @@ impl<'a> InOrderWriter<'a> {
         let Some(record) = record else { return Ok(()) };
         if self.writer.is_none() {
             let metrics = self.metrics.clone().expect("set by the first successful record");
-            let layout = Layout { sweep_keys: self.sweep_keys, point_params: self.point_params, metrics };
+            let layout = Layout { sweep: self.sweep, metrics };
             let file = File::create(&self.tmp).map_err(|error| OutputError::Io { path: self.tmp.clone(), error })?;
             self.writer = Some(RowGroupWriter::new(layout, file, &self.tmp)?);
         }
@@ -372,10 +368,9 @@ mod tests {
     /// them; returns whether the in-order file was written, its bytes, and those of the
     /// journal sorted into the file at the end.
     fn both_ways(dir: &Path, records: Vec<(u64, ReplicationRecord)>, items: u64) -> (bool, Vec<u8>, Vec<u8>) {
-        let keys = vec!["station.servers".to_string()];
-        let params = vec![vec![Value::Integer(4)], vec![Value::Integer(5)]];
+        let sweep = SweepGrid::new(vec![("station.servers".to_string(), vec![Value::Integer(4), Value::Integer(5)])]);
         let streamed = dir.join("streamed.parquet");
-        let mut writer = InOrderWriter::new(&streamed, &keys, &params);
+        let mut writer = InOrderWriter::new(&streamed, &sweep);
         let mut journal = JournalWriter::open(dir).unwrap();
         for (k, r) in records {
             journal.append(&r).unwrap();
@@ -384,7 +379,7 @@ mod tests {
         let written = writer.finish(items).unwrap();
         let scan = Journal::new(dir).scan(|p, r| u64::from(p) * 1000 + r).unwrap();
         let sorted = dir.join("sorted.parquet");
-        Journal::new(dir).write_parquet(&sorted, &dir.join("work"), &keys, &params, &scan.metrics).unwrap();
+        Journal::new(dir).write_parquet(&sorted, &dir.join("work"), &sweep, &scan.metrics).unwrap();
         assert_eq!(streamed.exists(), written);
         let streamed_bytes = if written { fs::read(&streamed).unwrap() } else { Vec::new() };
         let leftovers: Vec<_> = fs::read_dir(dir)

@@ -13,7 +13,7 @@ use infersim_engine::{Interrupt, SimDuration, replication_seed};
 
 use crate::output::{MetricCell, ReplicationRecord};
 use crate::registry::TraceTarget;
-use crate::scenario::Point;
+use crate::scenario::{Point, Scenario};
 use crate::trace::{TraceLevel, trace_dir};
 
 /// What to trace and where.
@@ -193,6 +193,17 @@ pub fn run_interruptible(
     })
 }
 
+/// The record of a replication that could not run at all.
+fn failed_record(point: u32, master_seed: u64, replication: u64, error: String) -> ReplicationRecord {
+    ReplicationRecord {
+        point,
+        replication,
+        seed: replication_seed(master_seed, replication),
+        metrics: Vec::new(),
+        error: Some(error),
+    }
+}
+
 /// Why replications could not be run at all.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -236,7 +247,7 @@ pub enum RunError {
 /// if any; after it no new item starts.
 #[allow(clippy::too_many_arguments)]
 pub fn run_items<E>(
-    points: &[Point],
+    scenario: &Scenario,
     plan: &WorkPlan,
     skip: &crate::journal::RangeSet,
     master_seed: u64,
@@ -261,6 +272,9 @@ pub fn run_items<E>(
         let (stop, next) = (&stop, &next);
         scope.spawn(move || {
             pool.broadcast(|_| {
+                // Each worker keeps the point it ran last: items run point by point,
+                // so a point is resolved about once per worker.
+                let mut current: Option<Point> = None;
                 loop {
                     if cancel.is_raised() || stop.load(Ordering::Relaxed) {
                         return;
@@ -274,7 +288,18 @@ pub fn run_items<E>(
                         continue;
                     }
                     let (p, r) = plan.item_at(g);
-                    let Some(record) = run_interruptible(&points[p as usize], master_seed, r, trace, cancel) else {
+                    if current.as_ref().is_none_or(|c| c.index != p) {
+                        current = scenario.point(p).map_err(|e| (p, e.to_string())).map_or_else(
+                            |(p, message)| {
+                                let record = failed_record(p, master_seed, r, message);
+                                finished.send(record).expect("the batch stopped listening: broken invariant");
+                                None
+                            },
+                            Some,
+                        );
+                    }
+                    let Some(point) = &current else { continue };
+                    let Some(record) = run_interruptible(point, master_seed, r, trace, cancel) else {
                         return;
                     };
                     // The receiver lives until every worker has returned.
@@ -329,7 +354,7 @@ mod tests {
     fn collect(s: &Scenario, plan: &WorkPlan, threads: usize) -> Vec<ReplicationRecord> {
         let out = Mutex::new(Vec::new());
         let skip = crate::journal::RangeSet::default();
-        run_items(&s.points, plan, &skip, 9, threads, &TraceSpec::none(), &Interrupt::default(), |r| {
+        run_items(s, plan, &skip, 9, threads, &TraceSpec::none(), &Interrupt::default(), |r| {
             out.lock().unwrap().push(r);
             Ok::<(), ()>(())
         })
@@ -381,7 +406,7 @@ mod tests {
         let count = Mutex::new(0);
         let plan = WorkPlan::new(1, 4, Shard::ALL).unwrap();
         let skip = crate::journal::RangeSet::default();
-        run_items(&s.points, &plan, &skip, 1, 1, &TraceSpec::none(), &cancel, |_| {
+        run_items(&s, &plan, &skip, 1, 1, &TraceSpec::none(), &cancel, |_| {
             *count.lock().unwrap() += 1;
             Ok::<(), ()>(())
         })
@@ -399,25 +424,25 @@ mod tests {
         let interrupt = Interrupt::new();
         let raiser = interrupt.clone();
         let record = std::thread::scope(|scope| {
-            let run = scope.spawn(|| run_interruptible(&s.points[0], 1, 0, &TraceSpec::none(), &interrupt));
+            let run = scope.spawn(|| run_interruptible(&s.first_point(), 1, 0, &TraceSpec::none(), &interrupt));
             std::thread::sleep(std::time::Duration::from_millis(50));
             raiser.raise();
             run.join().unwrap()
         });
         assert!(record.is_none(), "an interrupted replication is not a finished one");
         // Never raised, the same point runs to its end (a small one).
-        let done = run_interruptible(&small().points[0], 1, 0, &TraceSpec::none(), &Interrupt::new()).unwrap();
+        let done = run_interruptible(&small().first_point(), 1, 0, &TraceSpec::none(), &Interrupt::new()).unwrap();
         assert!(done.error.is_none() && !done.metrics.is_empty());
     }
 
     #[test]
     fn analytic_values_exist_where_theory_does() {
         use infersim_agents::station::theory;
-        let a = small().points[0].model.analytic();
+        let a = small().first_point().model.analytic();
         let wait = a.iter().find(|(m, _)| *m == "wait_s").unwrap().1;
         assert!((wait - theory::mmc(3.6, 1.0, 4).unwrap().wait_s).abs() < 1e-12);
         let mut lossy = small();
         lossy.apply_overrides(&["station.capacity=6"]).unwrap();
-        assert!(lossy.points[0].model.analytic().is_empty(), "M/M/4/6 has no formula here");
+        assert!(lossy.first_point().model.analytic().is_empty(), "M/M/4/6 has no formula here");
     }
 }

@@ -5,8 +5,12 @@
 //!
 //! A `[sweep]` table maps dotted keys to lists of values; the scenario then has one
 //! point per combination (the cartesian product, keys in alphabetical order, the last
-//! key varying fastest). Every point is resolved and checked when the scenario loads,
-//! so a bad value fails before anything runs or is written.
+//! key varying fastest; see [`SweepGrid`]). Points are checked when the scenario loads,
+//! so a bad value fails before anything runs or is written: every point of a sweep of
+//! up to [`EAGER_POINTS`] points, and each swept value once in a larger one (whose
+//! points are then resolved as replications reach them, so that a sweep of millions
+//! of points costs no more memory than its value lists; a combination that only fails
+//! together fails that point's replications, with the message).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -17,6 +21,11 @@ use toml::{Table, Value};
 
 use crate::inputs::FileInputs;
 use crate::registry::{AnyWorld, PointModel, Registry, ResolveError};
+use crate::sweep::SweepGrid;
+
+/// Sweeps of up to this many points are resolved whole when they load (and kept);
+/// larger ones are checked value by value and resolved point by point as they run.
+pub const EAGER_POINTS: u64 = 4096;
 
 /// Built-in scenarios: name and TOML text, embedded in the binary.
 pub const BUILTIN: &[(&str, &str)] = &[
@@ -304,11 +313,14 @@ pub struct Scenario {
     /// The raw table after overrides, without the sweep.
     pub table: Table,
     /// Swept keys with their values, in alphabetical key order.
-    pub sweep: Vec<(String, Vec<Value>)>,
+    pub sweep: SweepGrid,
     /// One line on what the scenario is.
     pub description: String,
-    /// Every point; exactly one without a sweep.
-    pub points: Vec<Point>,
+    /// Points resolved when the scenario loaded: every point of a sweep of up to
+    /// [`EAGER_POINTS`], else only the first.
+    resolved: Vec<Arc<dyn PointModel>>,
+    /// Keys set with `--set`, for messages about them.
+    set: Vec<String>,
     /// Replications to run unless the command line says otherwise.
     pub replications: u64,
     /// Master seed unless the command line says otherwise.
@@ -409,7 +421,7 @@ impl Scenario {
                 other => return Err(bad(format!("expected a list of values, found {other}"))),
             }
         }
-        Scenario::resolve(registry, source_name, text, base_dir, table, sweep, &[])
+        Scenario::resolve(registry, source_name, text, base_dir, table, SweepGrid::new(sweep), &[])
     }
 
     /// Applies `key=value` overrides (dotted TOML paths, `name[i]` for the i-th table
@@ -419,7 +431,7 @@ impl Scenario {
     pub fn apply_overrides<S: AsRef<str>>(&mut self, overrides: &[S]) -> Result<(), ScenarioError> {
         let mut table = self.table.clone();
         let mut sweep = self.sweep.clone();
-        let mut set = Vec::new();
+        let mut set = self.set.clone();
         for o in overrides {
             let o = o.as_ref();
             let (key, raw) = o.split_once('=').ok_or_else(|| ScenarioError::BadOverride(o.into()))?;
@@ -431,7 +443,7 @@ impl Scenario {
                 .unwrap_or_else(|| Value::String(raw.trim().into()));
             set_key(&mut table, key, value).ok_or_else(|| ScenarioError::BadOverride(o.into()))?;
             // Setting a swept key pins it: it leaves the sweep.
-            sweep.retain(|(k, _)| k != key);
+            sweep.pin(key);
             set.push(key.to_string());
         }
         let source_name = if self.source_name.ends_with("(with --set)") {
@@ -446,14 +458,78 @@ impl Scenario {
 
     /// The swept keys, in point-parameter order.
     pub fn sweep_keys(&self) -> Vec<String> {
-        self.sweep.iter().map(|(k, _)| k.clone()).collect()
+        self.sweep.keys().to_vec()
+    }
+
+    /// How many points the scenario has (one without a sweep).
+    pub fn point_count(&self) -> u32 {
+        u32::try_from(self.sweep.len().expect("checked when loaded")).expect("checked when loaded")
+    }
+
+    /// Point `index`: its swept values, its tables and its resolved model (resolved
+    /// now, for a point of a large sweep that was not resolved when loading).
+    pub fn point(&self, index: u32) -> Result<Point, ScenarioError> {
+        let table = self.point_table(index)?;
+        let model = match self.resolved.get(index as usize) {
+            Some(model) => Arc::clone(model),
+            None => {
+                let world = self.registry.get(self.world).expect("the scenario's world is registered");
+                let name = format!("{} (sweep point {index})", self.source_name);
+                let inputs = FileInputs::new(&self.base_dir);
+                Scenario::resolve_point(
+                    &self.registry,
+                    world.as_ref(),
+                    &name,
+                    &self.text,
+                    &inputs,
+                    table.clone(),
+                    &self.set,
+                )?
+                .0
+            }
+        };
+        Ok(Point { index, params: self.sweep.params(u64::from(index)), model, table })
+    }
+
+    /// The points checked when the scenario loaded: all of them, or in a sweep of more
+    /// than [`EAGER_POINTS`] those that take each swept value once.
+    pub fn checked_points(&self) -> impl Iterator<Item = u32> + '_ {
+        let all = u64::from(self.point_count()) <= EAGER_POINTS;
+        let listed = if all { Vec::new() } else { self.sweep.covering_points() };
+        (0..if all { self.point_count() } else { 0 }).chain(listed.into_iter().map(|p| p as u32))
+    }
+
+    /// Every point, resolved: for scenarios whose sweeps are small, and for tests.
+    pub fn points(&self) -> Result<Vec<Point>, ScenarioError> {
+        (0..self.point_count()).map(|p| self.point(p)).collect()
+    }
+
+    /// The first point (the only one without a sweep), resolved when the scenario
+    /// loaded.
+    pub fn first_point(&self) -> Point {
+        self.point(0).expect("the first point is resolved when the scenario loads")
+    }
+
+    /// The tables of point `index`: the scenario's with the point's swept values set.
+    fn point_table(&self, index: u32) -> Result<Table, ScenarioError> {
+        let mut table = self.table.clone();
+        for (k, key) in self.sweep.keys().iter().enumerate() {
+            set_key(&mut table, key, self.sweep.value(u64::from(index), k).clone()).ok_or_else(|| {
+                ScenarioError::BadSweep {
+                    source_name: self.source_name.clone(),
+                    key: key.clone(),
+                    problem: "cannot be set".into(),
+                }
+            })?;
+        }
+        Ok(table)
     }
 
     /// Point `index`'s configuration, typed as world `W` (for tests and tools that
     /// know which world they hold).
     pub fn config<W: World>(&self, index: usize) -> Result<W::Config, ScenarioError> {
-        let point = &self.points[index];
-        let (world_table, _) = split_batch_keys(&self.source_name, point.table.clone())?;
+        let point_table = self.point_table(index as u32)?;
+        let (world_table, _) = split_batch_keys(&self.source_name, point_table)?;
         let err = |message: String| ScenarioError::Table {
             source_name: self.source_name.clone(),
             key: W::NAME.into(),
@@ -464,14 +540,15 @@ impl Scenario {
             .map_err(|error| ScenarioError::Config { source_name: self.source_name.clone(), error: Box::new(error) })
     }
 
-    /// Resolves the base table and every point of the sweep.
+    /// Resolves the base table and checks the points of the sweep (all of them up to
+    /// [`EAGER_POINTS`], else every value once).
     fn resolve(
         registry: &Registry,
         source_name: &str,
         text: &str,
         base_dir: &Path,
         mut table: Table,
-        sweep: Vec<(String, Vec<Value>)>,
+        sweep: SweepGrid,
         set: &[String],
     ) -> Result<Scenario, ScenarioError> {
         let world = Scenario::world_of(registry, source_name, &table)?;
@@ -495,55 +572,42 @@ impl Scenario {
             }
         }
         let (model, batch) = base.expect("a variant has fewer than 64 keys");
-        let total: usize = sweep.iter().map(|(_, v)| v.len()).product();
-        let too_many = || ScenarioError::BadSweep {
+        let total = sweep.len().filter(|&n| n <= u64::from(u32::MAX)).ok_or_else(|| ScenarioError::BadSweep {
             source_name: source_name.into(),
             key: String::new(),
             problem: "more than 2^32 points".into(),
-        };
-        let mut points = Vec::with_capacity(total);
-        for index in 0..total {
-            // Mixed radix, last key fastest.
-            let mut rest = index;
-            let mut params = vec![Value::Boolean(false); sweep.len()];
-            let mut point_table = table.clone();
-            for (k, (key, values)) in sweep.iter().enumerate().rev() {
-                let value = values[rest % values.len()].clone();
-                rest /= values.len();
-                set_key(&mut point_table, key, value.clone()).ok_or_else(|| ScenarioError::BadSweep {
-                    source_name: source_name.into(),
-                    key: key.clone(),
-                    problem: "cannot be set".into(),
-                })?;
-                params[k] = value;
-            }
-            let model = if sweep.is_empty() {
-                model.clone()
-            } else {
-                let name = format!("{source_name} (sweep point {index})");
-                Scenario::resolve_point(registry, world.as_ref(), &name, text, &inputs, point_table.clone(), set)?.0
-            };
-            points.push(Point {
-                index: u32::try_from(index).map_err(|_| too_many())?,
-                params,
-                model,
-                table: point_table,
-            });
-        }
-        Ok(Scenario {
+        })?;
+        let mut scenario = Scenario {
             source_name: source_name.into(),
             world: world.name(),
             table,
             sweep,
             description: batch.description,
-            points,
+            resolved: vec![model],
+            set: set.to_vec(),
             replications: batch.replications,
             seed: batch.seed,
             sample_interval_s: batch.sample_interval_s,
             base_dir: base_dir.to_path_buf(),
             registry: registry.clone(),
             text: text.to_string(),
-        })
+        };
+        if scenario.sweep.is_empty() {
+            return Ok(scenario);
+        }
+        // With a sweep, the base table is no point of its own: resolve the points.
+        let eager = total <= EAGER_POINTS;
+        let checked: Vec<u64> = if eager { (0..total).collect() } else { scenario.sweep.covering_points() };
+        scenario.resolved.clear();
+        let mut resolved = Vec::with_capacity(if eager { checked.len() } else { 1 });
+        for index in checked {
+            let point = scenario.point(index as u32)?;
+            if eager || index == 0 {
+                resolved.push(point.model);
+            }
+        }
+        scenario.resolved = resolved;
+        Ok(scenario)
     }
 
     /// The world a scenario describes: the one it names, or else the one whose tables
@@ -640,7 +704,7 @@ impl Scenario {
         let mut table = self.table.clone();
         if !self.sweep.is_empty() {
             let mut sweep = Table::new();
-            for (key, values) in &self.sweep {
+            for (key, values) in self.sweep.entries() {
                 set_key(&mut sweep, key, Value::Array(values.clone())).expect("sweep keys are valid paths");
             }
             table.insert("sweep".into(), Value::Table(sweep));
@@ -862,7 +926,7 @@ mod tests {
         assert_eq!(model("bloom-sd"), RetrainingConfig::bloom());
         assert_eq!(model("bloom-stochastic"), RetrainingConfig::bloom_stochastic());
         let sweep = Scenario::builtin("bloom-sweep").unwrap();
-        assert_eq!(sweep.points.len(), 21);
+        assert_eq!((sweep.point_count() as usize), 21);
         assert_eq!(sweep.sweep_keys(), ["drift.per_request", "monitor.upper"]);
         let grid = Scenario::parse(
             "g.toml",
@@ -880,8 +944,12 @@ mod tests {
     fn the_nineteen_scenario_sweeps_every_policy_and_a_set_pins_one() {
         use infersim_agents::network::RoutingPolicy;
         let s = Scenario::load("nineteen-contenders").unwrap();
-        let policies: Vec<RoutingPolicy> =
-            s.points.iter().map(|p| s.config::<NetworkWorld>(p.index as usize).unwrap().routing.policy).collect();
+        let policies: Vec<RoutingPolicy> = s
+            .points()
+            .unwrap()
+            .into_iter()
+            .map(|p| s.config::<NetworkWorld>(p.index as usize).unwrap().routing.policy)
+            .collect();
         assert_eq!(policies, RoutingPolicy::ALL);
         // The decayed-score point is the agents crate's constructor (used by benchmarks).
         assert_eq!(
@@ -893,7 +961,7 @@ mod tests {
         assert_eq!(c.similarity_matrix()[1][0], 0.5, "sim(70b -> 3b)");
         let mut pinned = s.clone();
         pinned.apply_overrides(&["routing.policy=least_processed", "routing.weight=10"]).unwrap();
-        assert_eq!(pinned.points.len(), 1);
+        assert_eq!(pinned.point_count(), 1);
         let c = &pinned.config::<NetworkWorld>(0).unwrap();
         assert_eq!((c.routing.policy, c.routing.weight), (RoutingPolicy::LeastProcessed, 10.0));
         let e = s.clone().apply_overrides(&["routing.top=0"]).unwrap_err().to_string();
@@ -912,10 +980,8 @@ mod tests {
     #[test]
     fn the_history_scenario_sweeps_the_share_of_history_kept() {
         let s = Scenario::load("llm-history").unwrap();
-        let shares: Vec<f64> = s
-            .points
-            .iter()
-            .map(|p| s.config::<ServingWorld>(p.index as usize).unwrap().into_static().unwrap().history.keep_share)
+        let shares: Vec<f64> = (0..s.point_count())
+            .map(|p| s.config::<ServingWorld>(p as usize).unwrap().into_static().unwrap().history.keep_share)
             .collect();
         assert_eq!(shares, [0.0, 0.25, 0.5, 0.75, 1.0]);
         let e = s.clone().apply_overrides(&["serving.history.keep_share=1.5"]).unwrap_err().to_string();
@@ -948,10 +1014,8 @@ mod tests {
     fn the_ipa_scenario_sweeps_delta_and_reads_its_profiles() {
         use infersim_agents::pipeline::{AdapterPolicy, PipelineConfig};
         let s = Scenario::load("ipa-video").unwrap();
-        let deltas: Vec<f64> = s
-            .points
-            .iter()
-            .map(|p| s.config::<PipelineWorld>(p.index as usize).unwrap().adapter.objective.delta)
+        let deltas: Vec<f64> = (0..s.point_count())
+            .map(|p| s.config::<PipelineWorld>(p as usize).unwrap().adapter.objective.delta)
             .collect();
         assert_eq!(deltas, [0.0, 0.1, 0.5, 2.0, 10.0]);
         // The delta = 0 point is the agents crate's constructor (used by its tests).
@@ -1008,13 +1072,12 @@ mod tests {
         assert!(s.apply_overrides(&["station.servers"]).is_err());
         let e = s.apply_overrides(&["station.service_rate_per_s=0"]).unwrap_err().to_string();
         assert!(e.contains("station.service_rate_per_s = 0 is invalid"), "{e}");
-        assert_eq!(servers(&s.points[0]), 8, "a failed override leaves the scenario unchanged");
+        assert_eq!(servers(&s.first_point()), 8, "a failed override leaves the scenario unchanged");
     }
 
     fn servers(p: &Point) -> u32 {
         let mut s = Scenario::builtin("mmc").unwrap();
         s.table = p.table.clone();
-        s.points = vec![p.clone()];
         s.config::<StationWorld>(0).unwrap().servers
     }
 
@@ -1025,20 +1088,20 @@ mod tests {
         );
         let s = Scenario::parse("t.toml", &text).unwrap();
         assert_eq!(s.sweep_keys(), ["station.servers", "station.service"]);
-        assert_eq!(s.points.len(), 4);
+        assert_eq!(s.point_count(), 4);
         let labels: Vec<(u32, String)> =
-            s.points.iter().map(|p| (servers(p), p.params[1].as_str().unwrap().to_string())).collect();
+            s.points().unwrap().iter().map(|p| (servers(p), p.params[1].as_str().unwrap().to_string())).collect();
         assert_eq!(labels[0], (4, "exponential".into()));
         assert_eq!(labels[1], (4, "deterministic".into()));
         assert_eq!(labels[3], (5, "deterministic".into()));
         // The resolved text reads back as the same sweep.
         let again = Scenario::parse("again.toml", &s.to_toml()).unwrap();
-        assert_eq!(again.points, s.points);
+        assert_eq!(again.points().unwrap(), s.points().unwrap());
         // --set pins a swept key.
         let mut pinned = s.clone();
         pinned.apply_overrides(&["station.servers=6"]).unwrap();
-        assert_eq!(pinned.points.len(), 2);
-        assert!(pinned.points.iter().all(|p| servers(p) == 6));
+        assert_eq!(pinned.point_count(), 2);
+        assert!(pinned.points().unwrap().iter().all(|p| servers(p) == 6));
     }
 
     #[test]

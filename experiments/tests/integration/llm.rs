@@ -20,7 +20,7 @@ fn metric(record: &ReplicationRecord, name: &str) -> f64 {
 }
 
 fn run(s: &Scenario, point: usize, replication: u64) -> ReplicationRecord {
-    run_replication(&s.points[point], s.seed, replication, &TraceSpec::none())
+    run_replication(&s.point(point as u32).unwrap(), s.seed, replication, &TraceSpec::none())
 }
 
 /// The measured run, replayed with the engine configured as it was: infersim's
@@ -30,7 +30,7 @@ fn run(s: &Scenario, point: usize, replication: u64) -> ReplicationRecord {
 fn the_measured_vllm_run_is_reproduced() {
     let s = Scenario::builtin("vllm-replay").unwrap();
     let record = run(&s, 0, 0);
-    let (_, measured) = s.points[0].model.reference().expect("the scenario names the measured run");
+    let (_, measured) = s.first_point().model.reference().expect("the scenario names the measured run");
     let real = |name: &str| measured.iter().find(|(n, _)| n == name).unwrap().1;
     // The measured summary as the run's README states it.
     assert!((real("ttft_mean_s") - 7.10).abs() < 0.01 && (real("tpot_mean_s") - 0.03246).abs() < 1e-4);

@@ -73,7 +73,7 @@ const MUTATIONS: &[&str] = &["0", "-1", "1e308", "1e-300", "9223372036854775807"
 
 /// Runs one replication on a thread; a hang is reported after `limit`.
 fn runs_within(s: &Scenario, limit: Duration) -> Result<(), String> {
-    let point = s.points[0].clone();
+    let point = s.first_point().clone();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(run_replication(&point, 1, 0, &TraceSpec::none()));

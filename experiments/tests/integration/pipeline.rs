@@ -203,6 +203,58 @@ fn a_batch_of_any_size_runs_in_flat_memory() {
     assert!(!refused.exists(), "nothing written");
 }
 
+/// A sweep of fifty million points starts at once, in the memory of its value lists:
+/// points are resolved as replications reach them, and the manifest states the sweep
+/// instead of listing its points. A bad value anywhere in it is still refused before
+/// anything runs.
+#[test]
+fn a_sweep_of_fifty_million_points_runs_in_small_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = tmp.path().join("huge-sweep.toml");
+    let rates: Vec<String> = (0..5000).map(|i| format!("{:.4}", 1.0 + f64::from(i) * 1e-4)).collect();
+    let seeds: Vec<String> = (0..10_000).map(|i| (i * 7).to_string()).collect();
+    let sweep = |rates: &[String]| {
+        format!(
+            "{}\n[sweep]\n\"station.arrival_rate_per_s\" = [{}]\n\"simulation.customers\" = [{}]\n",
+            include_str!("../../../data/scenarios/mmc.toml")
+                .replace("warmup_customers = 10000", "warmup_customers = 0"),
+            rates.join(", "),
+            seeds.iter().map(|c| (1000 + c.parse::<u32>().unwrap() % 1000).to_string()).collect::<Vec<_>>().join(", ")
+        )
+    };
+    fs::write(&scenario, sweep(&rates)).unwrap();
+    let out = tmp.path().join("huge");
+    let mut child = bin()
+        .args(["run", s(&scenario), "-q", "--out", s(&out), "--reps", "1", "--threads", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while parts(&out) < 200 {
+        assert!(Instant::now() < deadline, "not 200 points run in 120 s");
+        assert!(child.try_wait().unwrap().is_none(), "the batch stopped early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let peak_kb = peak_rss_kb(child.id());
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert!(peak_kb < 200_000, "peak {peak_kb} kB for a sweep of 5e7 points");
+    let m = manifest(&out);
+    assert_eq!(m["point_count"], 50_000_000_u64);
+    assert!(m.get("points").is_none(), "the points are not listed");
+    assert!(fs::metadata(out.join("manifest.json")).unwrap().len() < 1_000_000, "the manifest states the sweep");
+    // A bad value at the end of a list is found when the scenario loads.
+    let mut bad = rates.clone();
+    *bad.last_mut().unwrap() = "-1.0".into();
+    fs::write(&scenario, sweep(&bad)).unwrap();
+    let refused = tmp.path().join("refused");
+    let o = infersim(&["run", s(&scenario), "--out", s(&refused)]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("station.arrival_rate_per_s = -1 is invalid"));
+    assert!(!refused.exists());
+}
+
 #[test]
 fn a_sweep_split_into_shards_merges_into_the_unsharded_batch() {
     let tmp = tempfile::tempdir().unwrap();

@@ -121,7 +121,7 @@ fn a_world_defined_in_a_test_runs_through_the_whole_pipeline() {
     // The one registration line:
     let registry = Registry::builtin().with::<coin::Coin>();
     let scenario = Scenario::parse_with(&registry, "coin.toml", COIN, Path::new("")).unwrap();
-    assert_eq!((scenario.world, scenario.points.len()), ("coin", 2));
+    assert_eq!((scenario.world, (scenario.point_count() as usize)), ("coin", 2));
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("coin");
     let report = run_batch(&scenario, &spec(&out, 2, TraceLevel::Requests, 8), &Interrupt::default(), &|_| {}).unwrap();
