@@ -243,6 +243,34 @@ impl ArrivalProcess {
         }
     }
 
+    /// For a replayed trace, what a run from 0 to `duration_s` whose statistics start
+    /// at `warmup_s` leaves out of it, in words naming `key` (where the scenario names
+    /// the file); `None` when every request runs and counts, or for other processes.
+    pub fn trace_cut(&self, key: &str, warmup_s: f64, duration_s: f64) -> Option<String> {
+        let ArrivalProcess::Replay { requests, .. } = self else { return None };
+        let total = requests.len();
+        let beyond = requests.iter().filter(|r| r.time_s >= duration_s).count();
+        let early = requests.iter().filter(|r| r.time_s < warmup_s.min(duration_s)).count();
+        if beyond == 0 && early == 0 {
+            return None;
+        }
+        let mut parts = Vec::new();
+        if beyond > 0 {
+            parts.push(format!(
+                "{beyond} of its {total} requests arrive at or after simulation.duration_s = {duration_s} s and are not \
+                 replayed"
+            ));
+        }
+        if early > 0 {
+            parts.push(format!(
+                "{early} arrive during the warm-up (simulation.warmup_s = {warmup_s} s) and are left out of the statistics"
+            ));
+        }
+        let counted = total - beyond - early;
+        let verdict = if counted == 0 { ", so no request is measured" } else { "" };
+        Some(format!("{key}: {}{verdict}", parts.join("; ")))
+    }
+
     /// Reads the requests of a replayed trace through `inputs`; `key` is where the
     /// scenario names the file, `task_names` the tasks a `task` column may name.
     /// Other processes are left as they are.

@@ -78,6 +78,13 @@ pub trait World: 'static {
         let _ = config;
         Vec::new()
     }
+
+    /// What a user should know about a configuration before it runs, though it is
+    /// valid (a replayed trace that the run's window cuts, say): each is said once.
+    fn warnings(config: &Self::Config) -> Vec<String> {
+        let _ = config;
+        Vec::new()
+    }
 }
 
 /// `[simulation]` of the worlds that run for a stretch of time: `duration_s` or

@@ -362,6 +362,9 @@ fn run(
         trace,
     };
     let total = infersim::runner::WorkPlan::new(s.point_count() as usize, spec.replications, spec.shard)?.len();
+    for warning in s.warnings() {
+        eprintln!("infersim: warning: {warning}");
+    }
     let cancel = install_interrupt();
     let bar = if quiet || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()

@@ -61,6 +61,8 @@ pub trait PointModel: Send + Sync + fmt::Debug {
     fn reference(&self) -> Option<(String, Vec<(String, f64)>)>;
     /// Latency objectives (name, seconds), for charts.
     fn latency_objectives(&self) -> Vec<(String, f64)>;
+    /// What a user should know before it runs (see [`World::warnings`]).
+    fn warnings(&self) -> Vec<String>;
     /// Whether `other` is the same configuration (tests compare points).
     fn same_as(&self, other: &dyn PointModel) -> bool;
     /// The configuration, printed.
@@ -200,6 +202,10 @@ impl<W: World> PointModel for Resolved<W> {
 
     fn latency_objectives(&self) -> Vec<(String, f64)> {
         W::latency_objectives(&self.config)
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        W::warnings(&self.config)
     }
 
     fn same_as(&self, other: &dyn PointModel) -> bool {

@@ -499,6 +499,20 @@ impl Scenario {
         (0..if all { self.point_count() } else { 0 }).chain(listed.into_iter().map(|p| p as u32))
     }
 
+    /// The worlds' warnings about the points checked when the scenario loaded, each
+    /// once.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut all: Vec<String> = Vec::new();
+        for point in self.checked_points().filter_map(|p| self.point(p).ok()) {
+            for w in point.model.warnings() {
+                if !all.contains(&w) {
+                    all.push(w);
+                }
+            }
+        }
+        all
+    }
+
     /// Every point, resolved: for scenarios whose sweeps are small, and for tests.
     pub fn points(&self) -> Result<Vec<Point>, ScenarioError> {
         (0..self.point_count()).map(|p| self.point(p)).collect()

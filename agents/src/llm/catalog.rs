@@ -66,6 +66,11 @@ pub struct ModelSpec {
     /// Whether the output projection shares the embedding's weights.
     #[serde(default)]
     pub tied_embeddings: bool,
+    /// The longest sequence (prompt plus output tokens) it takes: its
+    /// `max_position_embeddings`, which vLLM takes as `max_model_len`; none when not
+    /// given (no limit).
+    #[serde(default)]
+    pub context_tokens: Option<u32>,
 }
 
 impl ModelSpec {
@@ -224,7 +229,7 @@ pub fn builtin_gpus() -> Vec<GpuSpec> {
 
 /// Built-in models (sources: data/README.md, each model's Hugging Face config.json).
 pub fn builtin_models() -> Vec<ModelSpec> {
-    let m = |name: &str, layers, hidden, heads, kv_heads, intermediate, vocab| ModelSpec {
+    let m = |name: &str, layers, hidden, heads, kv_heads, intermediate, vocab, context| ModelSpec {
         name: String::from(name),
         layers,
         hidden,
@@ -235,13 +240,14 @@ pub fn builtin_models() -> Vec<ModelSpec> {
         vocab,
         bytes_per_param: 2.0,
         tied_embeddings: false,
+        context_tokens: Some(context),
     };
     vec![
-        m("Llama-3.1-8B", 32, 4096, 32, 8, 14336, 128_256),
-        m("Llama-3.1-70B", 80, 8192, 64, 8, 28672, 128_256),
-        m("Qwen3-32B", 64, 5120, 64, 8, 25600, 151_936),
-        m("Llama-2-7B", 32, 4096, 32, 32, 11008, 32000),
-        m("Llama-2-70B", 80, 8192, 64, 8, 28672, 32000),
+        m("Llama-3.1-8B", 32, 4096, 32, 8, 14336, 128_256, 131_072),
+        m("Llama-3.1-70B", 80, 8192, 64, 8, 28672, 128_256, 131_072),
+        m("Qwen3-32B", 64, 5120, 64, 8, 25600, 151_936, 40_960),
+        m("Llama-2-7B", 32, 4096, 32, 32, 11008, 32000, 4096),
+        m("Llama-2-70B", 80, 8192, 64, 8, 28672, 32000, 4096),
     ]
 }
 

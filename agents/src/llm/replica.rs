@@ -79,6 +79,9 @@ pub struct Sequence<K> {
     admission: u64,
     /// Whether it produced a token in the step being completed and goes on decoding.
     decoding: bool,
+    /// Its share of the energy of the steps it ran in, by tokens (J): see
+    /// [`Replica::set_step_energy`].
+    pub energy_j: f64,
 }
 
 impl<K> Sequence<K> {
@@ -99,6 +102,7 @@ impl<K> Sequence<K> {
             admitted: false,
             admission: 0,
             decoding: false,
+            energy_j: 0.0,
         }
     }
 
@@ -168,10 +172,14 @@ struct Cohort<K> {
     outstanding_offset: i64,
     /// At least the newest member's admission.
     newest_admission: u64,
+    /// Energy per token of every step the cohort took, summed: each member computed
+    /// one token in each, so a member's share is this less its value when it joined.
+    energy_per_member_j: f64,
 }
 
-/// A cohort member as it joined, and the step it joined for.
-type Member<K> = (Sequence<K>, u64);
+/// A cohort member as it joined, the step it joined for, and the cohort's
+/// `energy_per_member_j` then.
+type Member<K> = (Sequence<K>, u64, f64);
 
 /// When a member finishes: (step at whose end, its admission, the member).
 type Finish<K> = (u64, u64, Id<Member<K>>);
@@ -187,6 +195,7 @@ impl<K: Copy> Cohort<K> {
             kv_offset: 0,
             outstanding_offset: 0,
             newest_admission: 0,
+            energy_per_member_j: 0.0,
         }
     }
 
@@ -212,13 +221,15 @@ impl<K: Copy> Cohort<K> {
         self.outstanding_offset += i64::from(seq.prompt + seq.output) - computed + joined_i;
         self.newest_admission = self.newest_admission.max(seq.admission);
         let finish_step = joined + u64::from(seq.output - seq.generated) - 1;
-        let member = self.members.insert((seq, joined));
+        let member = self.members.insert((seq, joined, self.energy_per_member_j));
         self.finishing.push(Reverse((finish_step, seq.admission, member)));
     }
 
-    /// Removes a member, returning it as stored and its step of joining.
+    /// Removes a member, returning it as stored (with its share of the cohort's
+    /// energy added) and its step of joining.
     fn leave(&mut self, member: Id<Member<K>>) -> (Sequence<K>, u64) {
-        let (seq, joined) = self.members.remove(member);
+        let (mut seq, joined, energy_at_join) = self.members.remove(member);
+        seq.energy_j += self.energy_per_member_j - energy_at_join;
         let class = self.block_class(&seq, joined);
         self.due_blocks[class] -= 1;
         self.len -= 1;
@@ -236,7 +247,8 @@ impl<K: Copy> Cohort<K> {
     /// holding the block for that step's token too if the step is `scheduled`; the
     /// cohort is left empty.
     fn dissolve(&mut self, step: u64, scheduled: bool, last_token_ns: u64, kv: &KvCache, into: &mut Vec<Sequence<K>>) {
-        for (seq, joined) in self.members.drain() {
+        for (mut seq, joined, energy_at_join) in self.members.drain() {
+            seq.energy_j += self.energy_per_member_j - energy_at_join;
             let mut seq = decoded(seq, step - joined, last_token_ns, kv);
             seq.blocks = kv.blocks_for(seq.computed + u32::from(scheduled));
             into.push(seq);
@@ -285,6 +297,9 @@ pub struct Replica<K> {
     itls: Vec<(u64, u32)>,
     /// Preemptions, whole run.
     pub preemptions: u64,
+    /// The energy of the planned step per token it computes (J), shared out to its
+    /// sequences when it completes.
+    step_energy_per_token_j: f64,
 }
 
 impl<K: Copy> Replica<K> {
@@ -306,7 +321,16 @@ impl<K: Copy> Replica<K> {
             finished_members: Vec::new(),
             itls: Vec::new(),
             preemptions: 0,
+            step_energy_per_token_j: 0.0,
         }
+    }
+
+    /// Sets the energy of the planned step (J, all the replica's GPUs): when the step
+    /// completes, each sequence in it is given its share by tokens
+    /// ([`Sequence::energy_j`]), so that the shares of all sequences add up to the
+    /// energy of the steps. Steps whose energy is not set give nothing.
+    pub fn set_step_energy(&mut self, energy_j: f64, tokens: u32) {
+        self.step_energy_per_token_j = if tokens > 0 { energy_j / f64::from(tokens) } else { 0.0 };
     }
 
     /// Queues a request.
@@ -493,6 +517,7 @@ impl<K: Copy> Replica<K> {
     /// [`Replica::step_itls`].
     pub fn complete_step(&mut self, now_ns: u64, mut on_event: impl FnMut(&Sequence<K>, TokenEvent)) -> StepTokens {
         let (step, last_step_end_ns, use_cohort) = (self.steps, self.last_step_end_ns, self.use_cohort);
+        let energy_per_token_j = std::mem::take(&mut self.step_energy_per_token_j);
         let mut produced = StepTokens::default();
         self.itls.clear();
         self.in_flight = false;
@@ -500,6 +525,7 @@ impl<K: Copy> Replica<K> {
         // The cohort: every member produces a token, one step after its last.
         finished_members.clear();
         if cohort.len > 0 {
+            cohort.energy_per_member_j += energy_per_token_j;
             produced.tokens += cohort.len;
             produced.measured_tokens += cohort.measured;
             if cohort.measured > 0 {
@@ -524,6 +550,7 @@ impl<K: Copy> Replica<K> {
         for &(i, tokens) in plan.iter() {
             let seq = &mut running[i];
             seq.computed += tokens;
+            seq.energy_j += f64::from(tokens) * energy_per_token_j;
             if seq.computed != seq.known() {
                 continue;
             }
@@ -709,6 +736,32 @@ mod tests {
         assert_eq!(r.kv().free_blocks(), 9);
     }
 
+    /// Each sequence is given its share of every step it ran in, by tokens, so that
+    /// the shares add up to the energy of the steps.
+    #[test]
+    fn step_energy_is_shared_by_tokens() {
+        let mut r = Replica::new(limits(1000));
+        r.enqueue(Sequence::new(0, 0, 100, 3));
+        r.enqueue(Sequence::new(1, 1, 20, 10));
+        let (mut total_j, mut shares) = (0.0, vec![0.0; 2]);
+        let mut step = 0;
+        while let Some(shape) = r.schedule() {
+            step += 1;
+            let energy_j = step as f64;
+            r.set_step_energy(energy_j, shape.tokens());
+            total_j += energy_j;
+            r.complete_step(10 * step, |s, e| {
+                if e == TokenEvent::Finished {
+                    shares[s.key as usize] = s.energy_j;
+                }
+            });
+        }
+        assert!((shares[0] + shares[1] - total_j).abs() < 1e-9 * total_j, "{shares:?} vs {total_j}");
+        // Step 1 spends its budget of 64 tokens on the first prompt: all of its energy
+        // is the first sequence's.
+        assert!(shares[0] > 1.0 && shares[1] > 0.0);
+    }
+
     /// Everything a caller can see of one step.
     #[derive(Debug, PartialEq)]
     struct Seen {
@@ -717,6 +770,9 @@ mod tests {
         events: Vec<(u32, TokenEvent, u32, u32)>,
         tokens: StepTokens,
         itls: Vec<(u64, u32)>,
+        /// The energy each sequence with an event has had (J), rounded to 1e-9 J: the
+        /// cohort sums per-member shares in another order than the per-sequence rules.
+        energies: Vec<(u32, i64)>,
         kv: KvCache,
         running: usize,
         waiting: usize,
@@ -727,9 +783,15 @@ mod tests {
     fn observe_step(r: &mut Replica<u32>, now_ns: u64) -> Seen {
         let shape = r.schedule();
         let first_admitted = r.first_admitted().to_vec();
-        let (mut events, mut tokens, mut itls) = (Vec::new(), StepTokens::default(), Vec::new());
-        if shape.is_some() {
-            tokens = r.complete_step(now_ns, |s, e| events.push((s.key, e, s.generated, s.preemptions)));
+        let (mut events, mut tokens, mut itls, mut energies) =
+            (Vec::new(), StepTokens::default(), Vec::new(), Vec::new());
+        if let Some(shape) = shape {
+            // A step's energy varies from step to step.
+            r.set_step_energy(0.5 + (now_ns % 7) as f64 * 0.125, shape.tokens());
+            tokens = r.complete_step(now_ns, |s, e| {
+                events.push((s.key, e, s.generated, s.preemptions));
+                energies.push((s.key, (s.energy_j * 1e9).round() as i64));
+            });
             itls = r.step_itls().to_vec();
             itls.sort_unstable();
         }
@@ -739,6 +801,7 @@ mod tests {
             events,
             tokens,
             itls,
+            energies,
             kv: r.kv().clone(),
             running: r.running(),
             waiting: r.waiting(),

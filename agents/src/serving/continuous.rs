@@ -95,6 +95,13 @@ pub struct LlmServingConfig {
     pub tp: u32,
     /// Scheduler limits and KV blocks.
     pub limits: EngineLimits,
+    /// Most requests waiting at one replica: an arrival routed to a replica whose
+    /// queue is full is rejected (a real server answers 429).
+    pub max_queued_requests: u32,
+    /// Most prompt plus output tokens a request may have (vLLM's `max_model_len`):
+    /// longer requests are rejected at arrival, as vLLM refuses them; `None` for no
+    /// limit.
+    pub context_limit_tokens: Option<u32>,
     /// Host time per step: scheduling, input preparation, launches (s).
     pub step_overhead_s: f64,
     /// Host time per step and scheduled sequence: per-request scheduling, sampling and
@@ -166,6 +173,15 @@ impl LlmServingConfig {
             "an integer from 1 to 1,048,576",
         )?;
         check((1..=4096).contains(&l.block_size), "engine.block_size", l.block_size, "an integer from 1 to 4096")?;
+        check(
+            (1..=super::MAX_QUEUED).contains(&self.max_queued_requests),
+            "engine.max_queued_requests",
+            self.max_queued_requests,
+            "an integer from 1 to 10,000,000",
+        )?;
+        if let Some(limit) = self.context_limit_tokens {
+            check(limit >= 2, "context_limit_tokens", limit, "an integer >= 2 (one prompt and one output token)")?;
+        }
         check(
             l.num_gpu_blocks >= 2,
             "engine.num_gpu_blocks",
@@ -259,12 +275,16 @@ pub struct LlmRequest {
     arrival: SimTime,
     first_scheduled: Option<SimTime>,
     first_token: Option<SimTime>,
-    replica: u32,
+    /// Its replica, once routed.
+    replica: Option<u32>,
     client: Option<u32>,
     timeout: Option<EventId>,
     preemptions: u32,
     /// Disaggregated: its KV is crossing to the decode pool.
     transferring: bool,
+    /// Its share of the GPU energy of the steps it ran in, by tokens, on every replica
+    /// it visited (J).
+    energy_j: f64,
 }
 
 struct ReplicaState {
@@ -283,6 +303,7 @@ struct Stats {
     arrivals: u64,
     counted: u64,
     served: u64,
+    rejected: u64,
     timed_out: u64,
     lost: u64,
     failures: u64,
@@ -342,7 +363,7 @@ pub struct LlmServing<'c, O, S> {
     observer: &'c mut O,
     sampling: Option<Sampling<&'c mut S>>,
     stats: Stats,
-    token_events: Vec<(Id<LlmRequest>, TokenEvent, u32)>,
+    token_events: Vec<(Id<LlmRequest>, TokenEvent, u32, f64)>,
 }
 
 impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, O, S> {
@@ -458,12 +479,16 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             arrival: now,
             first_scheduled: None,
             first_token: None,
-            replica: 0,
+            replica: None,
             client,
             timeout: None,
             preemptions: 0,
             transferring: false,
+            energy_j: 0.0,
         });
+        if self.config.context_limit_tokens.is_some_and(|limit| prompt.saturating_add(output) > limit) {
+            return self.finish(id, RequestOutcome::Rejected, ctx);
+        }
         let pool = match self.config.disaggregation {
             Some(d) => 0..d.prefill_replicas,
             None => 0..self.replicas.len() as u32,
@@ -471,9 +496,10 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let Some(replica) = self.route(pool, ctx) else {
             return self.finish(id, RequestOutcome::Lost, ctx);
         };
-        self.requests[id].replica = replica;
-        if !self.replicas[replica as usize].engine.fits(prompt, output) {
-            // Longer than the whole KV cache: it could never run.
+        self.requests[id].replica = Some(replica);
+        let engine = &self.replicas[replica as usize].engine;
+        // Longer than the whole KV cache (it could never run), or a full queue.
+        if !engine.fits(prompt, output) || engine.waiting() >= self.config.max_queued_requests as usize {
             return self.finish(id, RequestOutcome::Rejected, ctx);
         }
         if let Some(timeout_s) = self.config.tasks[task].timeout_s {
@@ -496,7 +522,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let request = &mut self.requests[id];
         request.transferring = true;
         let bytes = f64::from(request.prompt) * self.config.model.kv_bytes_per_token();
-        let link = &mut self.replicas[request.replica as usize].link_free;
+        let link = &mut self.replicas[request.replica.expect("a prefilled request was routed") as usize].link_free;
         let start = (*link).max(now);
         let busy_s = bytes / (d.link_gb_per_s * 1e9);
         *link = start.checked_add(SimDuration::from_secs_f64(busy_s)?).ok_or(ScheduleError::Overflow)?;
@@ -516,11 +542,12 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             return self.finish(id, RequestOutcome::Lost, ctx);
         };
         let r = &mut self.requests[id];
-        r.replica = replica;
+        r.replica = Some(replica);
         let (prompt, output, uid) = (r.prompt, r.output, r.id);
         let first_token_ns = r.first_token.expect("a prefilled request has its first token").as_nanos();
         let measured = r.arrival >= self.warmup;
-        if !self.replicas[replica as usize].engine.fits(prompt, output) {
+        let engine = &self.replicas[replica as usize].engine;
+        if !engine.fits(prompt, output) || engine.waiting() >= self.config.max_queued_requests as usize {
             return self.finish(id, RequestOutcome::Rejected, ctx);
         }
         let sequence = Sequence::prefilled(id, uid, prompt, output, first_token_ns).measured(measured);
@@ -612,6 +639,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         // it holds for the whole step.
         let power_w = f64::from(self.config.tp) * self.config.gpu.step_power_w(shape.tokens());
         self.set_power(now, r, power_w);
+        self.replicas[r].engine.set_step_energy(power_w * step_s, shape.tokens());
         let stats = &mut self.stats;
         stats.steps += 1;
         stats.steps_outside_table += u64::from(outside);
@@ -641,7 +669,8 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         self.replicas[r].step = None;
         let mut events = std::mem::take(&mut self.token_events);
         let engine = &mut self.replicas[r].engine;
-        let produced = engine.complete_step(now.as_nanos(), |seq, e| events.push((seq.key, e, seq.preemptions)));
+        let produced =
+            engine.complete_step(now.as_nanos(), |seq, e| events.push((seq.key, e, seq.preemptions, seq.energy_j)));
         self.stats.output_tokens += u64::from(produced.tokens);
         self.stats.counted_output_tokens += u64::from(produced.measured_tokens);
         for &(itl_ns, n) in engine.step_itls() {
@@ -650,13 +679,15 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         self.refresh_load(r);
         // Only first and last tokens reach a request's record: the others are counted
         // above, so a step's cost here does not grow with the sequences it ran.
-        for &(id, event, preemptions) in &events {
+        for &(id, event, preemptions, energy_j) in &events {
             let request = &mut self.requests[id];
             if request.first_token.is_none() {
                 request.first_token = Some(now);
             }
             request.preemptions = preemptions;
             if event == TokenEvent::Finished {
+                // Its sequence leaves this replica with its share of the steps here.
+                request.energy_j += energy_j;
                 if self.config.disaggregation.is_some()
                     && self.requests[id].output > 1
                     && request_at_prefill(self.config, r)
@@ -715,7 +746,8 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         } else if counted {
             match outcome {
                 RequestOutcome::TimedOut => self.stats.timed_out += 1,
-                RequestOutcome::Lost | RequestOutcome::Rejected => self.stats.lost += 1,
+                RequestOutcome::Lost => self.stats.lost += 1,
+                RequestOutcome::Rejected => self.stats.rejected += 1,
                 RequestOutcome::Served => {}
             }
         }
@@ -730,10 +762,10 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             arrival_s: r.arrival.as_secs_f64(),
             start_s: secs(r.first_scheduled),
             finish_s: Some(now.as_secs_f64()),
-            node: Some(self.replicas[r.replica as usize].node),
+            node: r.replica.map(|replica| self.replicas[replica as usize].node),
             gpu: None,
             batch_size: None,
-            energy_kwh: 0.0,
+            energy_kwh: r.energy_j / J_PER_KWH,
             outcome,
             slo_met,
             warmup: !counted,
@@ -742,7 +774,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             first_scheduled_s: secs(r.first_scheduled),
             first_token_s: secs(r.first_token),
             preemptions: Some(r.preemptions),
-            replica: Some(r.replica),
+            replica: r.replica,
         });
         if let Some(client) = r.client
             && let ArrivalProcess::Closed { requests, think_time_s, .. } = self.config.arrivals
@@ -758,8 +790,10 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
 
     fn on_timeout(&mut self, id: Id<LlmRequest>, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
         self.requests[id].timeout = None;
-        let replica = self.requests[id].replica as usize;
-        if self.replicas[replica].engine.withdraw(|k| *k == id).is_some() {
+        let replica = self.requests[id].replica.expect("a request with a timeout was routed") as usize;
+        if let Some(seq) = self.replicas[replica].engine.withdraw(|k| *k == id) {
+            // Preempted before it gave up, it may have run.
+            self.requests[id].energy_j += seq.energy_j;
             self.refresh_load(replica);
             self.finish(id, RequestOutcome::TimedOut, ctx)?;
         }
@@ -779,7 +813,9 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         self.refresh_load(r);
         self.set_power(now, r, self.config.gpu.idle_w * f64::from(self.config.tp));
         for s in lost {
-            self.requests[s.key].preemptions = s.preemptions;
+            let request = &mut self.requests[s.key];
+            request.preemptions = s.preemptions;
+            request.energy_j += s.energy_j;
             self.finish(s.key, RequestOutcome::Lost, ctx)?;
         }
         let failures = self.config.failures.expect("failures are configured");
@@ -867,7 +903,6 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let cost_usd = facility_j / J_PER_KWH * c.energy_usd_per_kwh + gpus * run_s / 3600.0 * c.gpu_usd_per_hour;
         let per = |x: f64, n: u64| if n > 0 { Some(x / n as f64) } else { None };
         let rate = |n: u64| if measured_s > 0.0 { n as f64 / measured_s } else { 0.0 };
-        let window_s = (c.duration_s - c.warmup_s).max(f64::MIN_POSITIVE);
         // Each histogram read once: reading builds its buckets into a histogram.
         let [ttft_p50, ttft_p90, ttft_p99] = s.ttft.quantiles_s([0.50, 0.90, 0.99]);
         let [tpot_p50, tpot_p99] = s.tpot.quantiles_s([0.50, 0.99]);
@@ -876,10 +911,11 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let mut m = Metrics::new();
         m.count("requests", s.counted)
             .count("served", s.served)
+            .count("rejected", s.rejected)
             .count("timed_out", s.timed_out)
             .count("lost", s.lost)
             .count("gpu_failures", s.failures)
-            .number("throughput_per_s", s.served as f64 / window_s)
+            .number("throughput_per_s", rate(s.served))
             .optional("ttft_mean_s", s.ttft_mean.mean())
             .optional("ttft_p50_s", ttft_p50)
             .optional("ttft_p90_s", ttft_p90)

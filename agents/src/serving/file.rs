@@ -141,6 +141,7 @@ struct EngineTable {
     gpu_memory_utilization: Option<f64>,
     step_overhead_s: Option<f64>,
     step_overhead_per_seq_s: Option<f64>,
+    max_queued_requests: Option<i64>,
 }
 
 /// `[serving.step_time]`: one table per model, picked by `kind`.
@@ -258,7 +259,9 @@ fn resolve_static(s: ServingTable, simulation: &Window, inputs: &dyn Inputs) -> 
             ));
         }
     };
+    let max_queued = s.engine.as_ref().and_then(|e| e.max_queued_requests);
     let s = ResolvedStatic {
+        max_queued_per_gpu: max_queued,
         nodes: s.nodes,
         gpus_per_node: s.gpus_per_node.ok_or_else(|| required("gpus_per_node"))?,
         routing,
@@ -282,6 +285,7 @@ fn resolve_static(s: ServingTable, simulation: &Window, inputs: &dyn Inputs) -> 
 }
 
 struct ResolvedStatic {
+    max_queued_per_gpu: Option<i64>,
     nodes: i64,
     gpus_per_node: i64,
     routing: Routing,
@@ -319,7 +323,6 @@ fn resolve_continuous(
         (s.max_batch.is_some(), "max_batch"),
         (s.max_wait_s.is_some(), "max_wait_s"),
         (s.service.is_some(), "service"),
-        (s.context_limit_tokens.is_some(), "context_limit_tokens"),
         (s.over_limit.is_some(), "over_limit"),
         (s.history.is_some(), "history"),
         (s.power.gpu_idle_w.is_some(), "power.gpu_idle_w"),
@@ -404,9 +407,11 @@ fn resolve_continuous(
     arrivals.load("serving.arrivals", inputs, &names)?;
     let mut grid = s.grid.clone();
     grid.load("serving.grid", inputs)?;
-    let measured = match &s.measured {
-        None => None,
-        Some(path) => Some(read_measured(&inputs.table("serving.measured", path)?)?),
+    let (duration_s, warmup_s) = (simulation.duration_s()?, simulation.warmup_s.unwrap_or(0.0));
+    // `--set serving.measured=""` takes a scenario's measured run away.
+    let measured = match s.measured.as_deref() {
+        None | Some("") => None,
+        Some(path) => Some(read_measured(&inputs.table("serving.measured", path)?, warmup_s, duration_s)?),
     };
     let config = LlmServingConfig {
         arrivals,
@@ -416,6 +421,15 @@ fn resolve_continuous(
         replicas_per_node: int_in("serving.replicas_per_node", s.replicas_per_node.unwrap_or(1), 1, 1024)?,
         tp,
         limits: EngineLimits { max_num_seqs, max_num_batched_tokens, block_size, num_gpu_blocks },
+        max_queued_requests: match e.max_queued_requests {
+            None => super::DEFAULT_MAX_QUEUED,
+            Some(n) => int_in("serving.engine.max_queued_requests", n, 1, i64::from(super::MAX_QUEUED))?,
+        },
+        // vLLM's max_model_len defaults to the model's context length.
+        context_limit_tokens: match s.context_limit_tokens {
+            None => model.context_tokens,
+            Some(n) => Some(int_in("serving.context_limit_tokens", n, 2, i64::from(u32::MAX))?),
+        },
         step_overhead_s: e.step_overhead_s.unwrap_or(0.0),
         step_overhead_per_seq_s: e.step_overhead_per_seq_s.unwrap_or(0.0),
         step_model,
@@ -442,8 +456,11 @@ fn resolve_continuous(
 }
 
 /// The summary of a measured run from its per-request records (vLLM's
-/// `requests.jsonl`: `queued_ts`, `first_token_ts`, `last_token_ts`, `output_toks`).
-pub fn read_measured(table: &crate::input::DataTable) -> Result<Measured, ConfigError> {
+/// `requests.jsonl`: `queued_ts`, `first_token_ts`, `last_token_ts`, `output_toks`),
+/// over the requests a simulated replay of it runs and measures: those queued (counted
+/// from the first) before `duration_s`, and of those, for the latency statistics, the
+/// ones queued from `warmup_s` on. The makespan spans every request that runs.
+pub fn read_measured(table: &crate::input::DataTable, warmup_s: f64, duration_s: f64) -> Result<Measured, ConfigError> {
     let col = |name: &str| table.require(name);
     let (queued, first, last, output) = (
         col("queued_ts")?,
@@ -455,19 +472,29 @@ pub fn read_measured(table: &crate::input::DataTable) -> Result<Measured, Config
     let mut tpot = Vec::new();
     let mut e2e = Vec::new();
     let (mut start, mut end) = (f64::INFINITY, f64::NEG_INFINITY);
+    let mut rows = Vec::with_capacity(table.rows());
     for row in 0..table.rows() {
         let v = |c: usize| table.number(c, row).map_err(|e| table.at(row, e));
-        let (q, f, l, n) = (v(queued)?, v(first)?, v(last)?, v(output)?);
+        rows.push((v(queued)?, v(first)?, v(last)?, v(output)?));
+    }
+    let origin = rows.iter().map(|r| r.0).fold(f64::INFINITY, f64::min);
+    for &(q, f, l, n) in rows.iter().filter(|r| r.0 - origin < duration_s) {
+        start = start.min(q);
+        end = end.max(l);
+        if q - origin < warmup_s {
+            continue;
+        }
         ttft.push(f - q);
         e2e.push(l - q);
         if n > 1.0 {
             tpot.push((l - f) / (n - 1.0));
         }
-        start = start.min(q);
-        end = end.max(l);
     }
     if ttft.is_empty() {
-        return Err(table.error("no requests"));
+        return Err(table.error(format!(
+            "no request queued between the warm-up's end ({warmup_s} s) and simulation.duration_s ({duration_s} s) \
+             of the replay, counted from the first: nothing to compare with"
+        )));
     }
     let mut values = Vec::new();
     for (name, mut xs) in [("ttft", ttft), ("tpot", tpot), ("e2e", e2e)] {
@@ -544,6 +571,14 @@ impl World for ServingWorld {
         Labels(vec![("task", tasks.iter().map(|t| t.name.clone()).collect())])
     }
 
+    fn warnings(config: &ServingSetup) -> Vec<String> {
+        let (arrivals, warmup_s, duration_s) = match config {
+            ServingSetup::Static(c) => (&c.arrivals, c.warmup_s, c.duration_s),
+            ServingSetup::Continuous(c) => (&c.arrivals, c.warmup_s, c.duration_s),
+        };
+        arrivals.trace_cut("serving.arrivals.path", warmup_s, duration_s).into_iter().collect()
+    }
+
     fn reference(config: &ServingSetup) -> Option<(String, Vec<(String, f64)>)> {
         match config {
             ServingSetup::Continuous(c) => c.measured.as_ref().map(|m| (m.source.clone(), m.values.clone())),
@@ -602,6 +637,10 @@ fn resolve_static_values(
             Some(n) => Some(u32::try_from(n).ok().filter(|&n| n >= 2).ok_or_else(|| {
                 ConfigError::invalid("serving.context_limit_tokens", n, "an integer from 2 to 4294967295")
             })?),
+        },
+        max_queued_per_gpu: match s.max_queued_per_gpu {
+            None => super::DEFAULT_MAX_QUEUED,
+            Some(n) => int_in("serving.engine.max_queued_requests", n, 1, i64::from(super::MAX_QUEUED))?,
         },
         over_limit: s.over_limit,
         history: s.history,

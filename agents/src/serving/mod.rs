@@ -61,6 +61,13 @@ pub use crate::failures::Failures;
 /// model's context window.
 pub const MAX_TOKENS: u32 = 1 << 20;
 
+/// Requests a replica (or a GPU of the static engine) lets wait by default: above every
+/// built-in scenario's longest queue (llm-fleet's four replicas at their afternoon
+/// peak hold between 10,000 and 20,000 each), and few enough that an overloaded run
+/// holds about 20 MB per replica (some 200 bytes a waiting request) instead of every
+/// request that arrives.
+pub const DEFAULT_MAX_QUEUED: u32 = 100_000;
+
 /// A token count: fixed, or log-normal with a mean and coefficient of variation,
 /// rounded to a whole number of at least one token.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -148,7 +155,8 @@ pub enum OverLimit {
 pub enum RequestOutcome {
     /// Served to completion.
     Served,
-    /// Refused at arrival (over the context limit).
+    /// Refused at arrival: over the context limit, longer than the whole KV cache, or
+    /// routed to a replica or node whose queue is full.
     Rejected,
     /// Gave up waiting for its batch.
     TimedOut,
@@ -199,6 +207,10 @@ pub struct ServingConfig {
     pub max_wait_s: f64,
     /// Most prompt plus output tokens a request may have; none by default.
     pub context_limit_tokens: Option<u32>,
+    /// Most requests a node's queue holds per GPU of the node: an arrival routed to a
+    /// full node is rejected, as a real server answers 429 rather than queue without
+    /// bound.
+    pub max_queued_per_gpu: u32,
     /// What to do with a request over the limit.
     pub over_limit: OverLimit,
     /// How much conversation history requests send.
@@ -270,6 +282,9 @@ fn validate_tasks(tasks: &[Task]) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The largest queue cap a scenario may set: beyond it, memory bounds nothing.
+pub const MAX_QUEUED: u32 = 10_000_000;
+
 /// A serving configuration's errors are the shared [`ConfigError`].
 pub use crate::error::ConfigError as ServingConfigError;
 use crate::error::{ConfigError, check};
@@ -290,6 +305,12 @@ impl ServingConfig {
         check(self.nodes >= 1, "nodes", self.nodes, "an integer >= 1")?;
         check(self.gpus_per_node >= 1, "gpus_per_node", self.gpus_per_node, "an integer >= 1")?;
         check((1..=65_536).contains(&self.max_batch), "max_batch", self.max_batch, "an integer from 1 to 65536")?;
+        check(
+            (1..=MAX_QUEUED).contains(&self.max_queued_per_gpu),
+            "engine.max_queued_requests",
+            self.max_queued_per_gpu,
+            "an integer from 1 to 10,000,000",
+        )?;
         if let Some(f) = self.failures {
             f.validate().map_err(|e| e.within("failures"))?;
         }
@@ -373,6 +394,7 @@ impl ServingConfig {
             max_batch: 1,
             max_wait_s: 0.0,
             context_limit_tokens: None,
+            max_queued_per_gpu: DEFAULT_MAX_QUEUED,
             over_limit: OverLimit::Reject,
             history: History::default(),
             failures: None,
@@ -694,6 +716,9 @@ struct ServingStats {
     batched_requests: u64,
     /// Quality of counted served requests.
     quality: CompensatedSum,
+    /// The first arrival and the last request served, which bound the measured window.
+    first_arrival: Option<SimTime>,
+    last_finish: SimTime,
 }
 
 /// What one replication measured.
@@ -713,7 +738,8 @@ pub struct ServingRun {
     pub gpu_failures: u64,
     /// Of those, shortened to fit the context limit (and then served or timed out).
     pub truncated: u64,
-    /// Served requests per second over the arrival window after warm-up.
+    /// Served requests per second of the measured window: from the end of the warm-up
+    /// (or the first arrival, if later) to the last request served.
     pub throughput_per_s: f64,
     /// Mean latency (arrival to finish) (s).
     pub latency_mean_s: Option<f64>,
@@ -1013,6 +1039,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         let counted = now >= self.warmup;
         self.stats.arrivals += 1;
         self.stats.counted += u64::from(counted);
+        self.stats.first_arrival.get_or_insert(now);
         let mut truncated = false;
         let mut rejected = false;
         if let Some(limit) = self.config.context_limit_tokens
@@ -1048,6 +1075,12 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         } else {
             let node = self.route(ctx);
             self.requests[request].node = node.index();
+            let capacity = self.config.max_queued_per_gpu as usize * self.config.gpus_per_node as usize;
+            if self.nodes[node].queue.len() >= capacity {
+                self.stats.rejected += u64::from(counted);
+                self.record_unserved(request, RequestOutcome::Rejected, None, 0.0);
+                return self.next_arrival(ctx);
+            }
             if let Some(timeout_s) = self.config.tasks[task].timeout_s {
                 let deadline =
                     now.checked_add(SimDuration::from_secs_f64(timeout_s)?).ok_or(ScheduleError::Overflow)?;
@@ -1064,7 +1097,12 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             self.add_load(node, 1);
             self.dispatch(node, ctx)?;
         }
-        let next = self.arrivals.next_after(now, ctx.rng(ARRIVAL_STREAM))?;
+        self.next_arrival(ctx)
+    }
+
+    /// Posts the next arrival, if it comes before arrivals stop.
+    fn next_arrival(&mut self, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
+        let next = self.arrivals.next_after(ctx.now(), ctx.rng(ARRIVAL_STREAM))?;
         if next < self.horizon {
             ctx.post(next, ServingEvent::Arrival)?;
         }
@@ -1237,6 +1275,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             let slo_met = latency.as_secs_f64() <= self.config.tasks[req.task as usize].slo_s;
             let counted = req.arrival >= self.warmup;
             self.stats.served_all += 1;
+            self.stats.last_finish = now;
             if counted {
                 self.stats.served += 1;
                 self.stats.latency_s.add(latency);
@@ -1292,7 +1331,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
         let energy_overhead_kwh = it_kwh * (c.pue - 1.0);
         let energy_kwh = it_kwh + energy_overhead_kwh;
         let served_all = s.served_all as f64;
-        let window_s = c.duration_s - c.warmup_s;
+        let window_start = s.first_arrival.map_or(self.warmup, |f| f.max(self.warmup));
+        let window_s = (s.last_finish.max(window_start) - window_start).as_secs_f64();
         let [latency_p50_s, latency_p95_s, latency_p99_s] = s.latency.quantiles_s([0.50, 0.95, 0.99]);
         ServingRun {
             requests: s.counted,
@@ -1302,7 +1342,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
             lost: s.lost,
             gpu_failures: s.failures,
             truncated: s.truncated,
-            throughput_per_s: s.served as f64 / window_s,
+            throughput_per_s: if window_s > 0.0 { s.served as f64 / window_s } else { 0.0 },
             latency_mean_s: s.latency_s.mean_s(),
             latency_p50_s,
             latency_p95_s,
@@ -1496,6 +1536,9 @@ mod tests {
         assert!((shares - run.energy_gpu_busy_kwh).abs() < 1e-12, "per-request shares add up to GPU busy energy");
         assert_eq!(run.latency_mean_s, Some(0.5));
         assert_eq!(run.slo_attainment, Some(1.0));
+        // Per second of the measured window: the first arrival (1 s) to the last
+        // request served (99.5 s), not the arrival window.
+        assert!((run.throughput_per_s - 99.0 / 98.5).abs() < 1e-12, "{}", run.throughput_per_s);
     }
 
     #[test]
@@ -1634,6 +1677,26 @@ mod tests {
         let share = run.served as f64 / run.requests as f64;
         assert!((share - 1.0 / 3.0).abs() < 0.02, "{share}");
         assert_eq!(run.slo_attainment, Some(share), "a timed-out request misses its SLO");
+    }
+
+    /// A node's queue holds at most `max_queued_per_gpu` per GPU: later arrivals are
+    /// rejected, and the queue never grows beyond it.
+    #[test]
+    fn a_full_queue_rejects_arrivals() {
+        // One arrival per second, 3 s per request: overload.
+        let mut config = simple();
+        config.service = BatchTime::Affine { base_s: 0.0, per_request_s: 3.0, per_token_s: 0.0 };
+        config.max_queued_per_gpu = 4;
+        let (run, rows) = run_traced(&config);
+        assert_eq!(run.requests, run.served + run.rejected);
+        assert!(run.rejected > 0 && run.served > 0, "{run:?}");
+        // Each served request waited behind at most four others, 3 s each.
+        let longest_wait = rows.iter().filter_map(|r| r.start_s.map(|s| s - r.arrival_s)).fold(0.0, f64::max);
+        assert!(longest_wait <= 4.0 * 3.0 + 1e-9, "{longest_wait}");
+        assert!(rows.iter().filter(|r| r.outcome == RequestOutcome::Rejected).all(|r| r.energy_kwh == 0.0));
+        // Unbounded by default in effect: 100,000 per GPU.
+        let (free, _) = run_traced(&ServingConfig { max_queued_per_gpu: DEFAULT_MAX_QUEUED, ..config });
+        assert_eq!(free.rejected, 0);
     }
 
     #[test]

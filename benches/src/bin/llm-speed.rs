@@ -67,6 +67,8 @@ fn config(
         replicas_per_node: replicas,
         tp: 1,
         limits,
+        max_queued_requests: infersim_agents::serving::DEFAULT_MAX_QUEUED,
+        context_limit_tokens: None,
         step_overhead_s: 0.0,
         step_overhead_per_seq_s: 0.0,
         step_model,

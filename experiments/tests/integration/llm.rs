@@ -215,3 +215,102 @@ fn disaggregated_pools_transfer_kv_and_smooth_decoding() {
     let (tail_split, tail_colocated) = (metric(&split, "itl_p99_s"), metric(&colocated, "itl_p99_s"));
     assert!(tail_split < 0.5 * tail_colocated, "ITL p99 {tail_split} disaggregated vs {tail_colocated} colocated");
 }
+
+/// A replication of `name` with `overrides`, its requests traced: the record and the
+/// request rows.
+fn traced(name: &str, overrides: &[&str]) -> (ReplicationRecord, polars::prelude::DataFrame) {
+    let mut s = Scenario::builtin(name).unwrap();
+    s.apply_overrides(overrides).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = TraceSpec {
+        level: infersim::trace::TraceLevel::Requests,
+        out: dir.path().to_path_buf(),
+        sample_every: infersim_engine::SimDuration::from_secs_f64(1.0).unwrap(),
+    };
+    let record = run_replication(&s.first_point(), s.seed, 0, &trace);
+    let rows = crate::common::read(infersim::trace::trace_dir(dir.path(), 0, 0).join("requests.parquet"));
+    (record, rows)
+}
+
+/// Every request ends one way, counted under its own name: requests over the context
+/// limit (the model's context length unless set), longer than the whole KV cache, or
+/// sent to a replica whose queue is full are `rejected`, never `lost`, in the summary
+/// and in the trace alike.
+#[test]
+fn refused_requests_are_rejected_everywhere() {
+    let short = ["simulation.duration_s=30", "simulation.warmup_s=0"];
+    let count = |rows: &polars::prelude::DataFrame, outcome: &str| {
+        crate::common::strings(rows, "outcome").iter().filter(|o| o.as_deref() == Some(outcome)).count() as f64
+    };
+    let check = |overrides: &[&str], expect_rejected: bool| {
+        let (record, rows) = traced("llm-serving", &[&short[..], overrides].concat());
+        let (requests, served, rejected) =
+            (metric(&record, "requests"), metric(&record, "served"), metric(&record, "rejected"));
+        assert_eq!(metric(&record, "lost"), 0.0, "{overrides:?}");
+        assert_eq!(served + rejected + metric(&record, "timed_out"), requests, "{overrides:?}");
+        assert_eq!((count(&rows, "rejected"), count(&rows, "served")), (rejected, served), "{overrides:?}");
+        assert_eq!(rejected > 0.0, expect_rejected, "{overrides:?}: {rejected} rejected");
+        rejected / requests
+    };
+    // The default limit is Llama-3.1-8B's 131,072 tokens: a 191,000-token prompt is refused.
+    let all =
+        check(&["serving.tasks[0].prompt_tokens.kind=fixed", "serving.tasks[0].prompt_tokens.tokens=191000"], true);
+    assert!((0.5..0.95).contains(&all), "every chat request (80% of them), {all}");
+    check(&["serving.context_limit_tokens=600"], true);
+    check(&["serving.engine.num_gpu_blocks=40"], true);
+    check(&["serving.engine.max_queued_requests=2", "serving.arrivals.rate_per_s=400"], true);
+    check(&[], false);
+}
+
+/// Each served request's `energy_kwh` in the trace is its share, by tokens, of the GPU
+/// energy of every step it ran in: with GPUs that draw nothing when idle, the shares
+/// add up to the fleet's GPU energy.
+#[test]
+fn request_energy_is_each_step_s_energy_shared_by_tokens() {
+    let (record, rows) = traced(
+        "llm-serving",
+        &["simulation.duration_s=30", "simulation.warmup_s=0", "serving.gpu={ name = \"H100\", idle_w = 0.0 }"],
+    );
+    let energy = crate::common::floats(&rows, "energy_kwh");
+    assert!(energy.iter().all(|&e| e > 0.0), "every request ran and drew energy");
+    let shares: f64 = energy.iter().sum();
+    let gpu_kwh = metric(&record, "energy_gpu_kwh");
+    assert!((shares - gpu_kwh).abs() < 1e-9 * gpu_kwh, "shares {shares} kWh, GPUs {gpu_kwh} kWh");
+}
+
+/// Throughput is per second of the measured window (warm-up end to the last token), as
+/// goodput is: for a replayed run without warm-up, the served requests over the makespan.
+#[test]
+fn throughput_is_per_second_of_the_measured_window() {
+    let s = Scenario::builtin("vllm-replay").unwrap();
+    let record = run(&s, 0, 0);
+    let (served, makespan) = (metric(&record, "served"), metric(&record, "makespan_s"));
+    assert!((metric(&record, "throughput_per_s") * makespan - served).abs() < 1e-9 * served);
+}
+
+/// A replay cut by the run's window says so once, and its measured numbers are those of
+/// the requests that ran: with `duration_s = 10`, the 112 of 300 requests queued in the
+/// first 10 s. `serving.measured = ""` takes the comparison away.
+#[test]
+fn a_cut_replay_warns_and_compares_with_the_requests_that_ran() {
+    let mut s = Scenario::builtin("vllm-replay").unwrap();
+    assert!(s.warnings().is_empty(), "the built-in replays its whole trace");
+    let (_, whole) = s.first_point().model.reference().unwrap();
+    s.apply_overrides(&["simulation.duration_s=10", "simulation.warmup_s=2"]).unwrap();
+    let warnings = s.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("188 of its 300 requests arrive at or after simulation.duration_s = 10 s")
+            && warnings[0].contains("arrive during the warm-up"),
+        "{}",
+        warnings[0]
+    );
+    let (_, cut) = s.first_point().model.reference().unwrap();
+    let value = |v: &[(String, f64)], name: &str| v.iter().find(|(n, _)| n == name).unwrap().1;
+    assert!(value(&cut, "makespan_s") < value(&whole, "makespan_s"));
+    assert_ne!(value(&cut, "ttft_mean_s"), value(&whole, "ttft_mean_s"));
+    let record = run(&s, 0, 0);
+    assert!(metric(&record, "requests") < 112.0, "requests queued in the warm-up are not counted");
+    s.apply_overrides(&["serving.measured=\"\""]).unwrap();
+    assert!(s.first_point().model.reference().is_none());
+}
