@@ -142,28 +142,42 @@ pub fn read_json_lines(shown: &str, text: &str) -> Result<DataTable, ConfigError
     Ok(DataTable::from_columns(shown, columns))
 }
 
-/// A Parquet file: numeric columns as numbers, everything else as text.
+/// A Parquet file: numeric and boolean columns as numbers, everything else as text.
+/// Read with arrow-rs, row group by row group.
 pub fn read_parquet(shown: &str) -> Result<DataTable, ConfigError> {
-    use polars::prelude::*;
-    let polars = |e: PolarsError| ConfigError::data(shown, format!("cannot read as Parquet: {e}"));
-    let df = LazyFrame::scan_parquet(PlRefPath::new(shown), ScanArgsParquet::default())
-        .and_then(LazyFrame::collect)
-        .map_err(polars)?;
-    let mut columns = Vec::with_capacity(df.width());
-    for column in df.columns() {
-        let name = column.name().to_string();
-        let data = if column.dtype().is_primitive_numeric() || column.dtype() == &DataType::Boolean {
-            let floats = column.cast(&DataType::Float64).map_err(polars)?;
-            let floats = floats.f64().map_err(polars)?;
-            DataColumn::Numbers((0..floats.len()).map(|i| floats.get(i)).collect())
-        } else {
-            let texts = column.cast(&DataType::String).map_err(polars)?;
-            let texts = texts.str().map_err(polars)?;
-            DataColumn::Texts((0..texts.len()).map(|i| texts.get(i).map(str::to_string)).collect())
-        };
-        columns.push((name, data));
+    use arrow::array::{Array, Float64Array, RecordBatchReader as _, StringArray};
+    use arrow::datatypes::DataType;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let bad = |e: &dyn std::fmt::Display| ConfigError::data(shown, format!("cannot read as Parquet: {e}"));
+    let file = std::fs::File::open(shown).map_err(|e| ConfigError::data(shown, format!("cannot read: {e}")))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(&e))?.build().map_err(|e| bad(&e))?;
+    let schema = reader.schema();
+    let numeric: Vec<bool> =
+        schema.fields().iter().map(|f| f.data_type().is_numeric() || f.data_type() == &DataType::Boolean).collect();
+    let mut columns: Vec<DataColumn> = numeric
+        .iter()
+        .map(|&n| if n { DataColumn::Numbers(Vec::new()) } else { DataColumn::Texts(Vec::new()) })
+        .collect();
+    for batch in reader {
+        let batch = batch.map_err(|e| bad(&e))?;
+        for (i, column) in columns.iter_mut().enumerate() {
+            let array = batch.column(i);
+            match column {
+                DataColumn::Numbers(values) => {
+                    let floats = arrow::compute::cast(array, &DataType::Float64).map_err(|e| bad(&e))?;
+                    let floats = floats.as_any().downcast_ref::<Float64Array>().expect("cast to Float64");
+                    values.extend((0..floats.len()).map(|r| floats.is_valid(r).then(|| floats.value(r))));
+                }
+                DataColumn::Texts(values) => {
+                    let texts = arrow::compute::cast(array, &DataType::Utf8).map_err(|e| bad(&e))?;
+                    let texts = texts.as_any().downcast_ref::<StringArray>().expect("cast to Utf8");
+                    values.extend((0..texts.len()).map(|r| texts.is_valid(r).then(|| texts.value(r).to_string())));
+                }
+            }
+        }
     }
-    Ok(DataTable::from_columns(shown, columns))
+    let named = schema.fields().iter().map(|f| f.name().clone()).zip(columns).collect();
+    Ok(DataTable::from_columns(shown, named))
 }
 
 #[cfg(test)]

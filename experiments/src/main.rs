@@ -879,9 +879,16 @@ struct CalibrateArgs {
     /// Master seed (default: the scenario's simulation.seed).
     #[arg(long)]
     seed: Option<u64>,
-    /// Most evaluations of the search.
-    #[arg(long, default_value_t = 40)]
+    /// Most evaluations in all (the search's and the intervals'): a hard cap.
+    #[arg(long, default_value_t = 60)]
     budget: usize,
+    /// Replications at the optimum taken as observed data, for the intervals'
+    /// threshold.
+    #[arg(long, default_value_t = 40)]
+    interval_reps: u64,
+    /// Coverage of the intervals.
+    #[arg(long, default_value_t = 0.9)]
+    confidence: f64,
     /// Output directory (default: out/calibrate-<scenario>-<date>-<time>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -894,136 +901,33 @@ struct CalibrateArgs {
     resume: bool,
 }
 
-/// A dotted key's value in a TOML table (`a.b[2].c`).
-fn toml_at<'t>(table: &'t toml::Table, key: &str) -> Option<&'t toml::Value> {
-    let mut value: Option<&toml::Value> = None;
-    let mut current = table;
-    for step in key.split('.') {
-        let (name, index) = match step.split_once('[') {
-            Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
-            None => (step, None),
-        };
-        let mut v = current.get(name)?;
-        if let Some(i) = index {
-            v = v.as_array()?.get(i)?;
-        }
-        value = Some(v);
-        if let Some(t) = v.as_table() {
-            current = t;
-        }
-    }
-    value
-}
-
 fn calibrate(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
-    use infersim::calibrate::{
-        CalibrateError, Calibration, Objective, Observed, Param, plot_calibration, plot_distributions,
-        write_evaluations,
-    };
-    let mut s = load(&a.scenario, &a.overrides)?;
-    if let Some(seed) = a.seed {
-        s.seed = seed;
-    }
-    let bad = |m: String| anyhow::Error::new(CalibrateError::Input(m));
+    use infersim::calibrate::{CalibrateError, Interval, Objective, run::Request};
+    let scenario = load(&a.scenario, &a.overrides)?;
     let objective = match (a.target.is_empty(), a.distribution.is_empty(), a.series.is_empty()) {
         (false, true, true) => Objective::Metrics(a.target.clone()),
         (true, false, true) => Objective::Distribution(a.distribution.clone()),
         (true, true, false) => Objective::Series(a.series.clone()),
-        _ => return Err(bad("give exactly one of --target, --distribution or --series".into())),
+        _ => {
+            return Err(CalibrateError::Input("give exactly one of --target, --distribution or --series".into()).into());
+        }
     };
-    if a.reps == 0 || a.budget == 0 {
-        return Err(bad("--reps and --budget must be at least 1".into()));
-    }
-    if s.point_count() != 1 {
-        return Err(bad(format!(
-            "{}: calibrate one point; this scenario sweeps {} (remove its [sweep])",
-            s.source_name,
-            s.point_count()
-        )));
-    }
-    for key in &a.log {
-        if !a.params.iter().any(|p| p.split_once('=').is_some_and(|(k, _)| k.trim() == key)) {
-            return Err(bad(format!("--log {key}: not one of the --param keys")));
-        }
-    }
-    let params = a.params.iter().map(|p| Param::parse(p, &a.log)).collect::<Result<Vec<_>, _>>()?;
-    for p in &params {
-        match toml_at(&s.table, &p.key) {
-            Some(v) if v.is_float() || v.is_integer() => {}
-            Some(v) => return Err(bad(format!("--param {}: the scenario's value is {v}, not a number", p.key))),
-            None => {
-                return Err(bad(format!("--param {}: the scenario has no such key (set it first with --set)", p.key)));
-            }
-        }
-        let mut probe = s.clone();
-        for v in [p.low, p.high] {
-            probe.apply_overrides(&[format!("{}={v:e}", p.key)]).map_err(|e| bad(format!("--param {}: {e}", p.key)))?;
-        }
-    }
-    let mut observed = Observed::default();
-    for path in &a.observed {
-        let o = infersim::calibrate::read_observed(path)?;
-        observed.metrics.extend(o.metrics);
-        observed.samples.extend(o.samples);
-        if o.series.is_some() {
-            observed.series = o.series;
-        }
-    }
-    let out = a.out.clone().unwrap_or_else(|| {
-        let dir = infersim::batch::default_out_dir(&s);
-        dir.with_file_name(format!(
-            "calibrate-{}",
-            dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-        ))
-    });
-    let work = out.join(".work");
-    let journal_path = work.join("evaluations.jsonl");
-    // The directory's state is read only under its lock: another calibration may be
-    // writing it.
-    let nothing_to_resume = || bad(format!("{}: no interrupted calibration to resume", out.display()));
-    let occupied = || {
-        infersim::lock::occupied(&out).then(|| {
-            bad(format!(
-                "{}: already exists and is not empty; choose another --out, or add --resume to continue the calibration in it",
-                out.display()
-            ))
-        })
+    let request = Request {
+        scenario,
+        observed: a.observed.clone(),
+        params: a.params.clone(),
+        log: a.log.clone(),
+        objective,
+        reps: a.reps,
+        seed: a.seed,
+        budget: a.budget,
+        interval_reps: a.interval_reps,
+        confidence: a.confidence,
+        out: a.out.clone(),
+        resume: a.resume,
     };
-    let _lock = if a.resume {
-        if !out.is_dir() {
-            return Err(nothing_to_resume());
-        }
-        let lock = infersim::lock::DirLock::acquire(&out, "calibrate --resume")?;
-        if !journal_path.is_file() {
-            return Err(nothing_to_resume());
-        }
-        lock
-    } else {
-        if let Some(e) = occupied() {
-            return Err(e);
-        }
-        std::fs::create_dir_all(&out)
-            .map_err(|e| bad(format!("{}: cannot create the output directory: {e}", out.display())))?;
-        let lock = infersim::lock::DirLock::acquire(&out, "calibrate")?;
-        if let Some(e) = occupied() {
-            return Err(e);
-        }
-        lock
-    };
-    // What the journal is of: the scenario as resolved, the parameters, the target.
-    let header = serde_json::json!({
-        "scenario": s.to_toml(),
-        "seed": s.seed,
-        "params": a.params,
-        "log": a.log,
-        "objective": format!("{objective:?}"),
-        "reps": a.reps,
-        "observed": a.observed,
-    })
-    .to_string();
-    let journal = infersim::calibrate::Journal::open(&journal_path, &header)?;
     let progress = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new((a.budget + 10 * params.len()) as u64);
+        let bar = ProgressBar::new(a.budget as u64);
         bar.set_style(
             ProgressStyle::with_template("{bar:40} {pos}/{len} evaluations  {elapsed}")
                 .expect("a valid progress template"),
@@ -1032,90 +936,76 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<ExitCode> {
     } else {
         ProgressBar::hidden()
     };
-    let calibration =
-        Calibration { params: params.clone(), objective: objective.clone(), reps: a.reps, budget: a.budget, progress };
     say!(
         "infersim {} | calibrate {} | {} parameter(s), budget {} evaluations x {} replications",
         env!("CARGO_PKG_VERSION"),
-        s.source_name,
-        params.len(),
+        request.scenario.source_name,
+        a.params.len(),
         a.budget,
         a.reps
     );
-    let fitted = match infersim::calibrate::calibrate(&s, &calibration, &observed, &work, &journal) {
-        Ok(f) => {
-            calibration.progress.finish_and_clear();
-            f
+    let cancel = install_interrupt();
+    let report = match infersim::calibrate::run::run(&request, progress, &cancel) {
+        Err(CalibrateError::Interrupted) => {
+            let out = request.out.clone().map_or_else(|| "DIR".into(), |o| o.display().to_string());
+            say!("interrupted: finished evaluations are kept; continue with the same command and --out {out} --resume");
+            return Ok(ExitCode::from(130));
         }
-        Err(e) => {
-            // Nothing to resume: leave nothing behind.
-            if journal.is_empty() {
-                let _ = std::fs::remove_dir_all(&out);
-            }
-            return Err(e.into());
-        }
+        other => other?,
     };
-    std::fs::create_dir_all(out.join("plots"))?;
-    write_evaluations(&out.join("calibration.parquet"), &params, &fitted)?;
-    let best = &fitted.evaluations[fitted.best];
-    let mut fitted_csv = String::from("param,value,low,high,profile_low,profile_high,identifiable\n");
-    let mut sets = Vec::new();
-    for (i, p) in params.iter().enumerate() {
-        match fitted.intervals[i] {
-            Some((lo, hi)) => {
-                say!(
-                    "{} = {:.6e}  (objective within twice its minimum for {:.6e} .. {:.6e})",
-                    p.key,
-                    best.values[i],
-                    lo,
-                    hi
-                );
-                fitted_csv.push_str(&format!("{},{},{},{},{lo},{hi},true\n", p.key, best.values[i], p.low, p.high));
-                sets.push(format!("{}={:e}", p.key, best.values[i]));
-            }
-            None => {
-                say!(
-                    "{}: the objective does not change with it within [{}, {}]: it does not influence the target, so no value is fitted",
-                    p.key,
-                    p.low,
-                    p.high
-                );
-                fitted_csv.push_str(&format!("{},,{},{},,,false\n", p.key, p.low, p.high));
-            }
+    let best = &report.fitted.evaluations[report.fitted.best];
+    for (i, p) in report.params.iter().enumerate() {
+        let value = fmt_value(best.values[i]);
+        match &report.fitted.intervals[i] {
+            Interval::Flat => say!(
+                "{}: the objective does not change with it within [{}, {}]: it does not influence the target, so no value is fitted",
+                p.key,
+                fmt_value(p.low),
+                fmt_value(p.high)
+            ),
+            Interval::NoNoise => say!(
+                "{} = {value}  (no interval: every replication gives the same output, so there is no noise to set one by)",
+                p.key
+            ),
+            Interval::Misfit => say!(
+                "{} = {value}  (no interval: the observed data are farther from the model at its best than its own replications are)",
+                p.key
+            ),
+            Interval::Range { low, high, low_open, high_open } => say!(
+                "{} = {value}  ({:.0}% interval {}{} .. {}{})",
+                p.key,
+                a.confidence * 100.0,
+                if *low_open { "<= " } else { "" },
+                fmt_value(*low),
+                if *high_open { ">= " } else { "" },
+                fmt_value(*high)
+            ),
         }
     }
-    say!("objective {:.6e} after {} evaluations", best.objective, fitted.evaluations.len());
+    if let Some(noise) = &report.fitted.noise {
+        say!(
+            "threshold {} ({:.0}% quantile of the objective of {} replications at the optimum taken as observed data)",
+            fmt_value(noise.threshold),
+            noise.confidence * 100.0,
+            noise.scores.len()
+        );
+    }
+    say!("objective {} after {} evaluations", fmt_value(best.objective), report.fitted.evaluations.len());
     for (name, e) in &best.errors {
         say!("  {name}: {e:+.4}");
     }
-    std::fs::write(out.join("fitted.csv"), fitted_csv)?;
-    if !sets.is_empty() {
-        let mut calibrated = s.clone();
-        calibrated.apply_overrides(&sets)?;
-        std::fs::write(out.join("scenario.toml"), calibrated.to_toml())?;
-        if let Objective::Distribution(columns) = &objective {
-            let dir = work.join("best");
-            infersim::calibrate::evaluate(&calibrated, &objective, &observed, a.reps, &dir)?;
-            let ks = infersim::calibrate::trace_ks(&dir, a.reps, &observed);
-            let sim: Vec<(String, Vec<f64>)> =
-                ks.into_iter().filter(|k| columns.contains(&k.0)).map(|(n, _, v)| (n, v)).collect();
-            plot_distributions(&out.join("plots"), &observed, &sim)?;
-        }
-    }
-    plot_calibration(&out.join("plots"), &params, &fitted)?;
-    let _ = std::fs::remove_dir_all(&work);
-    say!("output: {}", out.display());
+    say!("output: {}", report.out.display());
     Ok(ExitCode::SUCCESS)
 }
 
 fn correspond(out: &std::path::Path, observed: &str, confidence: f64) -> anyhow::Result<ExitCode> {
-    use infersim::calibrate::{correspondence, correspondence_csv, read_replications, trace_ks};
+    use infersim::calibrate::{Observed, correspondence, correspondence_csv, read_replications, trace_ks};
     let replications = read_replications(out)?;
     let _lock = infersim::lock::DirLock::acquire(out, "correspond")?;
-    let observed = infersim::calibrate::read_observed(observed)?;
+    let observed = Observed::read(observed, &infersim::inputs::FileInputs::new(std::path::Path::new(".")))?;
     let rows = correspondence(&replications, &observed, confidence);
     let reps = replications.height() as u64;
-    let ks: Vec<(String, f64)> = trace_ks(out, reps, &observed).into_iter().map(|(n, d, _)| (n, d)).collect();
+    let ks = trace_ks(out, reps, &observed);
     if rows.is_empty() && ks.is_empty() {
         return Err(anyhow::Error::new(infersim::calibrate::CalibrateError::Input(format!(
             "{}: reports none of the observed metrics ({})",
@@ -1134,12 +1024,14 @@ fn correspond(out: &std::path::Path, observed: &str, confidence: f64) -> anyhow:
         "inside"
     );
     for r in &rows {
+        let ci =
+            r.ci.map_or("(needs 2 replications)".into(), |(lo, hi)| format!("[{}, {}]", fmt_value(lo), fmt_value(hi)));
         say!(
             "{:<width$} {:>12} {:>12} {:>27} {:>+8.1}% {:>7}",
             r.metric,
             fmt_value(r.observed),
             fmt_value(r.simulated_mean),
-            format!("[{}, {}]", fmt_value(r.ci.0), fmt_value(r.ci.1)),
+            ci,
             r.relative_error * 100.0,
             if r.inside { "yes" } else { "no" }
         );
@@ -1149,7 +1041,7 @@ fn correspond(out: &std::path::Path, observed: &str, confidence: f64) -> anyhow:
     }
     let path = out.join("correspondence.csv");
     let tmp = out.join("correspondence.csv.tmp");
-    std::fs::write(&tmp, correspondence_csv(&rows, &ks))?;
+    std::fs::write(&tmp, correspondence_csv(&rows, &ks)?)?;
     std::fs::rename(&tmp, &path)?;
     say!("written: {}", path.display());
     Ok(ExitCode::SUCCESS)

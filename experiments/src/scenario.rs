@@ -456,6 +456,12 @@ impl Scenario {
         Ok(())
     }
 
+    /// The value of a dotted key (`serving.engine.step_overhead_s`,
+    /// `node_classes[0].count`) in the scenario's tables, after overrides.
+    pub fn value_at(&self, key: &str) -> Option<&Value> {
+        get_key(&self.table, key)
+    }
+
     /// The swept keys, in point-parameter order.
     pub fn sweep_keys(&self) -> Vec<String> {
         self.sweep.keys().to_vec()

@@ -1,0 +1,194 @@
+//! What a real system measured, read from a file: per-request samples and their
+//! summaries, or a time series. The same reading serves the simulated
+//! pseudo-observations of the interval ([`super::interval`]), so that both sides of a
+//! comparison are computed alike.
+
+use infersim_agents::input::{DataTable, Inputs};
+
+use super::{CalibrateError, input};
+
+/// Named columns of numbers.
+pub type Columns = Vec<(String, Vec<f64>)>;
+
+/// What a real system measured.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    /// Summary values by metric name.
+    pub metrics: Vec<(String, f64)>,
+    /// Per-request samples by column.
+    pub samples: Vec<(String, Vec<f64>)>,
+    /// Time series: `t_h` and columns.
+    pub series: Option<(Vec<f64>, Columns)>,
+}
+
+fn numbers(table: &DataTable, col: usize) -> Vec<Option<f64>> {
+    (0..table.rows()).map(|r| table.number(col, r).ok().filter(|x| x.is_finite())).collect()
+}
+
+/// Sample quantile by linear interpolation between order statistics of sorted values.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let h = (sorted.len() - 1) as f64 * q;
+    let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
+    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
+}
+
+/// Two-sample Kolmogorov-Smirnov distance of sorted samples.
+pub fn ks_distance(a: &[f64], b: &[f64]) -> f64 {
+    if a.is_empty() || b.is_empty() {
+        return 1.0;
+    }
+    let (mut i, mut j, mut d) = (0, 0, 0.0_f64);
+    while i < a.len() && j < b.len() {
+        let x = a[i].min(b[j]);
+        while i < a.len() && a[i] <= x {
+            i += 1;
+        }
+        while j < b.len() && b[j] <= x {
+            j += 1;
+        }
+        d = d.max((i as f64 / a.len() as f64 - j as f64 / b.len() as f64).abs());
+    }
+    d
+}
+
+/// Appends `<stem>_mean_s` and the percentiles of `xs` to `out`.
+fn summarise(stem: &str, mut xs: Vec<f64>, out: &mut Vec<(String, f64)>) {
+    if xs.is_empty() {
+        return;
+    }
+    xs.sort_by(f64::total_cmp);
+    out.push((format!("{stem}_mean_s"), xs.iter().sum::<f64>() / xs.len() as f64));
+    for (q, label) in [(0.5, "p50"), (0.9, "p90"), (0.95, "p95"), (0.99, "p99")] {
+        out.push((format!("{stem}_{label}_s"), quantile(&xs, q)));
+    }
+}
+
+/// Columns in seconds that are instants rather than durations.
+const INSTANTS: [&str; 6] = ["arrival_s", "start_s", "finish_s", "first_scheduled_s", "first_token_s", "t_s"];
+
+impl Observed {
+    /// Reads an observed file through `inputs`.
+    pub fn read(path: &str, inputs: &dyn Inputs) -> Result<Observed, CalibrateError> {
+        let table = inputs.table("--observed", path).map_err(|e| input(e.to_string()))?;
+        let observed = Observed::from_table(&table);
+        if observed.metrics.is_empty() && observed.series.is_none() {
+            return Err(input(format!(
+                "--observed {path}: no columns to compare (a requests file with ttft_s, tpot_s, e2e_s or other *_s \
+                 columns, vLLM's per-request records, or a time series with t_h); columns: {}",
+                table.names().join(", ")
+            )));
+        }
+        Ok(observed)
+    }
+
+    /// What a table holds: a time series (with `t_h`), vLLM's per-request records, or
+    /// requests with columns in seconds (infersim's own `requests.parquet` included,
+    /// whose served requests after warm-up are kept).
+    pub fn from_table(table: &DataTable) -> Observed {
+        let mut observed = Observed::default();
+        if let Some(t) = table.column("t_h") {
+            let t_h: Vec<f64> = numbers(table, t).into_iter().map(|x| x.unwrap_or(f64::NAN)).collect();
+            let columns = table
+                .names()
+                .iter()
+                .enumerate()
+                .filter(|(i, n)| *i != t && n.as_str() != "t_s")
+                .map(|(i, n)| (n.clone(), numbers(table, i).into_iter().map(|x| x.unwrap_or(f64::NAN)).collect()))
+                .collect();
+            observed.series = Some((t_h, columns));
+        }
+        let vllm = ["queued_ts", "first_token_ts", "last_token_ts"].map(|c| table.column(c));
+        let output = table.column_any(&["output_toks", "output_tokens"]);
+        if let ([Some(q), Some(f), Some(l)], Some(n)) = (vllm, output) {
+            observed.read_vllm(table, [q, f, l, n]);
+        } else if observed.series.is_none() {
+            observed.read_requests(table);
+        }
+        for (name, xs) in observed.samples.clone() {
+            summarise(name.trim_end_matches("_s"), xs, &mut observed.metrics);
+        }
+        observed
+    }
+
+    /// vLLM's per-request records: queued, first-token and last-token times, outputs.
+    fn read_vllm(&mut self, table: &DataTable, [q, f, l, n]: [usize; 4]) {
+        let (q, f, l, n) = (numbers(table, q), numbers(table, f), numbers(table, l), numbers(table, n));
+        let (mut ttft, mut tpot, mut e2e) = (Vec::new(), Vec::new(), Vec::new());
+        for r in 0..table.rows() {
+            if let (Some(q), Some(f), Some(l)) = (q[r], f[r], l[r]) {
+                ttft.push(f - q);
+                e2e.push(l - q);
+                if let Some(n) = n[r].filter(|n| *n > 1.0) {
+                    tpot.push((l - f) / (n - 1.0));
+                }
+            }
+        }
+        let start = q.iter().flatten().fold(f64::INFINITY, |a, b| a.min(*b));
+        let end = l.iter().flatten().fold(f64::NEG_INFINITY, |a, b| a.max(*b));
+        self.samples = vec![("ttft_s".into(), ttft), ("tpot_s".into(), tpot), ("e2e_s".into(), e2e)];
+        self.metrics.push(("makespan_s".into(), end - start));
+    }
+
+    /// Requests with durations in seconds (`*_s`); served ones after warm-up when the
+    /// table says which.
+    fn read_requests(&mut self, table: &DataTable) {
+        let served = table
+            .column("outcome")
+            .map(|c| (0..table.rows()).map(|r| table.text(c, r).as_deref() == Some("served")).collect::<Vec<_>>());
+        let warm = table.column("warmup").map(|c| {
+            (0..table.rows()).map(|r| matches!(table.text(c, r).as_deref(), Some("true" | "1"))).collect::<Vec<_>>()
+        });
+        let keep = |r: usize| served.as_ref().is_none_or(|s| s[r]) && warm.as_ref().is_none_or(|w| !w[r]);
+        for (i, name) in table.names().iter().enumerate() {
+            if name.ends_with("_s") && !INSTANTS.contains(&name.as_str()) {
+                let xs: Vec<f64> = numbers(table, i)
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(r, _)| keep(*r))
+                    .filter_map(|(_, x)| x)
+                    .collect();
+                self.samples.push((name.clone(), xs));
+            }
+        }
+        if let (Some(a), Some(f)) = (table.column("arrival_s"), table.column("finish_s")) {
+            let (a, f) = (numbers(table, a), numbers(table, f));
+            let start = a.iter().flatten().fold(f64::INFINITY, |x, y| x.min(*y));
+            let end = f.iter().flatten().fold(f64::NEG_INFINITY, |x, y| x.max(*y));
+            if end > start {
+                self.metrics.push(("makespan_s".into(), end - start));
+            }
+        }
+    }
+
+    /// A summary value by name.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+
+    /// A sample column by name.
+    pub fn sample(&self, name: &str) -> Option<&[f64]> {
+        self.samples.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+    }
+
+    /// Several observed files as one: metrics and samples from all, the last series.
+    pub fn merge(&mut self, other: Observed) {
+        self.metrics.extend(other.metrics);
+        self.samples.extend(other.samples);
+        if other.series.is_some() {
+            self.series = other.series;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ks_distance_is_zero_for_equal_samples_and_one_for_disjoint() {
+        let a = [1.0, 2.0, 3.0];
+        assert_eq!(ks_distance(&a, &a), 0.0);
+        assert_eq!(ks_distance(&a, &[4.0, 5.0]), 1.0);
+        assert!((ks_distance(&[1.0, 2.0, 3.0, 4.0], &[3.0, 4.0, 5.0, 6.0]) - 0.5).abs() < 1e-12);
+    }
+}
