@@ -207,7 +207,19 @@ pub enum BatchError {
     /// `--resume` on a directory without a batch.
     #[error("{0}: no manifest.json here, so there is no batch to resume")]
     NothingToResume(PathBuf),
-    /// `--resume` with a different scenario, seed, replications or shard.
+    /// `--resume` with another scenario: the keys that differ.
+    #[error(
+        "{path}: cannot resume: the batch there is of another scenario; it differs in {}; resume with the \
+         scenario and --set options it ran with",
+        differences.join(", ")
+    )]
+    ResumeOtherScenario {
+        /// The directory.
+        path: PathBuf,
+        /// `key: there -> here`, for each key that differs.
+        differences: Vec<String>,
+    },
+    /// `--resume` with a different seed, replications, trace level or shard.
     #[error("{path}: cannot resume: the batch there has {what} {there}, this run asks for {here}")]
     ResumeMismatch {
         /// The directory.
@@ -291,7 +303,8 @@ fn check_resumable(dir: &Path, there: &Manifest, here: &Manifest) -> Result<(), 
     let mismatch =
         |what, a: String, b: String| BatchError::ResumeMismatch { path: dir.to_path_buf(), what, there: a, here: b };
     if there.scenario_toml != here.scenario_toml {
-        return Err(mismatch("a different scenario (see its scenario.toml)", String::new(), String::new()));
+        let differences = crate::scenario::differences(&there.scenario_toml, &here.scenario_toml);
+        return Err(BatchError::ResumeOtherScenario { path: dir.to_path_buf(), differences });
     }
     if there.seed != here.seed {
         return Err(mismatch("seed", there.seed.to_string(), here.seed.to_string()));

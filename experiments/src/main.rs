@@ -365,6 +365,11 @@ fn run(
     for warning in s.warnings() {
         eprintln!("infersim: warning: {warning}");
     }
+    for key in &s.pinned {
+        eprintln!(
+            "infersim: note: --set {key} pins a swept key: the sweep over it is dropped, and every point takes the value set"
+        );
+    }
     let cancel = install_interrupt();
     let bar = if quiet || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
@@ -406,11 +411,10 @@ fn run(
     say!("output: {}", spec.out.display());
     if m.status == BatchStatus::Interrupted {
         say!(
-            "interrupted: {} of {} replications done and kept; continue with: infersim run {} --out {} --resume",
+            "interrupted: {} of {} replications done and kept; continue with: {}",
             m.completed,
             m.expected,
-            scenario,
-            spec.out.display()
+            resume_command(scenario, &spec, overrides)
         );
         return Ok(ExitCode::from(130));
     }
@@ -431,6 +435,40 @@ fn run(
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A scenario's name without the mark `--set` adds.
+fn scenario_name(name: &str) -> &str {
+    name.strip_suffix(" (with --set)").unwrap_or(name)
+}
+
+/// An argument as a shell reads it back: quoted when it holds anything but plain
+/// characters.
+fn shell_quote(arg: &str) -> String {
+    if !arg.is_empty() && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
+/// The command that continues an interrupted batch: every option the batch depends
+/// on, so that `--resume` accepts it.
+fn resume_command(scenario: &str, spec: &BatchSpec, overrides: &[String]) -> String {
+    let mut args = vec!["infersim".to_string(), "run".into(), shell_quote(scenario)];
+    args.extend(["--out".into(), shell_quote(&spec.out.display().to_string())]);
+    args.extend(["--reps".into(), spec.replications.to_string(), "--seed".into(), spec.seed.to_string()]);
+    for set in overrides {
+        args.extend(["--set".into(), shell_quote(set)]);
+    }
+    if spec.trace != TraceLevel::Summary {
+        args.extend(["--trace".into(), format!("{:?}", spec.trace).to_lowercase()]);
+    }
+    if spec.shard != Shard::ALL {
+        args.extend(["--shard".into(), format!("{}/{}", spec.shard.index, spec.shard.count)]);
+    }
+    args.push("--resume".into());
+    args.join(" ")
 }
 
 /// What `analyze --batch-means` asks for.
@@ -583,7 +621,11 @@ fn signed(x: f64) -> String {
 }
 
 fn complete_manifest(dir: &std::path::Path) -> anyhow::Result<Manifest> {
-    let m = read_manifest(dir).with_context(|| format!("{}: not an infersim output", dir.display()))?;
+    if !dir.is_dir() {
+        bail!("{}: no such directory", dir.display());
+    }
+    // A directory without a readable manifest is bad input, not a failed run.
+    let m = read_manifest(dir).map_err(|e| anyhow::anyhow!("{}: not an infersim output ({e})", dir.display()))?;
     if m.status != BatchStatus::Complete || m.shard[1] != 1 {
         bail!(
             "{}: not a complete, unsharded batch (merge shards with `infersim analyze DIR... --out MERGED` first)",
@@ -613,7 +655,23 @@ fn compare(
         confidence,
     )?;
     let crn = bm.seed == cm.seed;
+    if bm.world != cm.world || scenario_name(&bm.scenario) != scenario_name(&cm.scenario) {
+        eprintln!(
+            "infersim: warning: the batches are of different scenarios ({} and {}): their metrics may not mean the same",
+            bm.scenario, cm.scenario
+        );
+    }
     say!("compare {} -> {}", base.display(), candidate.display());
+    let differences = infersim::scenario::differences(&bm.scenario_toml, &cm.scenario_toml);
+    if !differences.is_empty() {
+        let shown: Vec<&str> = differences.iter().take(6).map(String::as_str).collect();
+        let more = differences.len().saturating_sub(shown.len());
+        say!(
+            "differences: {}{}",
+            shown.join("; "),
+            if more > 0 { format!("; and {more} more") } else { String::new() }
+        );
+    }
     say!(
         "paired by (point, replication); {}",
         if crn { "same seed: common random numbers" } else { "different seeds: independent pairs, wider intervals" }

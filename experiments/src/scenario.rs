@@ -321,6 +321,8 @@ pub struct Scenario {
     resolved: Vec<Arc<dyn PointModel>>,
     /// Keys set with `--set`, for messages about them.
     set: Vec<String>,
+    /// Swept keys that a `--set` pinned to one value (they left the sweep).
+    pub pinned: Vec<String>,
     /// Replications to run unless the command line says otherwise.
     pub replications: u64,
     /// Master seed unless the command line says otherwise.
@@ -432,6 +434,7 @@ impl Scenario {
         let mut table = self.table.clone();
         let mut sweep = self.sweep.clone();
         let mut set = self.set.clone();
+        let mut pinned = self.pinned.clone();
         for o in overrides {
             let o = o.as_ref();
             let (key, raw) = o.split_once('=').ok_or_else(|| ScenarioError::BadOverride(o.into()))?;
@@ -443,7 +446,9 @@ impl Scenario {
                 .unwrap_or_else(|| Value::String(raw.trim().into()));
             set_key(&mut table, key, value).ok_or_else(|| ScenarioError::BadOverride(o.into()))?;
             // Setting a swept key pins it: it leaves the sweep.
-            sweep.pin(key);
+            if sweep.pin(key) {
+                pinned.push(key.to_string());
+            }
             set.push(key.to_string());
         }
         let source_name = if self.source_name.ends_with("(with --set)") {
@@ -453,6 +458,7 @@ impl Scenario {
         };
         let (registry, base_dir, text) = (self.registry.clone(), self.base_dir.clone(), self.text.clone());
         *self = Scenario::resolve(&registry, &source_name, &text, &base_dir, table, sweep, &set)?;
+        self.pinned = pinned;
         Ok(())
     }
 
@@ -605,6 +611,7 @@ impl Scenario {
             description: batch.description,
             resolved: vec![model],
             set: set.to_vec(),
+            pinned: Vec::new(),
             replications: batch.replications,
             seed: batch.seed,
             sample_interval_s: batch.sample_interval_s,
@@ -731,6 +738,42 @@ impl Scenario {
         }
         toml::to_string_pretty(&table).expect("a TOML table always serialises")
     }
+}
+
+/// The keys whose values differ between two resolved scenarios (TOML texts), as
+/// `key: A -> B` (`(unset)` where one has no value), in key order; arrays of tables are
+/// compared element by element. Text that is not TOML differs as a whole.
+pub fn differences(a: &str, b: &str) -> Vec<String> {
+    fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
+        match value {
+            Value::Table(t) => {
+                for (k, v) in t {
+                    flatten(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out);
+                }
+            }
+            Value::Array(items) if items.iter().all(Value::is_table) && !items.is_empty() => {
+                for (i, v) in items.iter().enumerate() {
+                    flatten(&format!("{prefix}[{i}]"), v, out);
+                }
+            }
+            other => out.push((prefix.to_string(), other.to_string())),
+        }
+    }
+    let parse = |text: &str| text.parse::<Table>().map(Value::Table);
+    let (Ok(a), Ok(b)) = (parse(a), parse(b)) else {
+        return if a == b { Vec::new() } else { vec!["(the scenario text)".into()] };
+    };
+    let (mut fa, mut fb) = (Vec::new(), Vec::new());
+    flatten("", &a, &mut fa);
+    flatten("", &b, &mut fb);
+    let (ma, mb): (std::collections::BTreeMap<_, _>, std::collections::BTreeMap<_, _>) =
+        (fa.into_iter().collect(), fb.into_iter().collect());
+    let keys: std::collections::BTreeSet<&String> = ma.keys().chain(mb.keys()).collect();
+    let unset = "(unset)".to_string();
+    keys.into_iter()
+        .filter(|k| ma.get(*k) != mb.get(*k))
+        .map(|k| format!("{k}: {} -> {}", ma.get(k).unwrap_or(&unset), mb.get(k).unwrap_or(&unset)))
+        .collect()
 }
 
 /// Splits the batch's keys off a scenario table; what is left is the world's.
@@ -1121,6 +1164,7 @@ mod tests {
         let mut pinned = s.clone();
         pinned.apply_overrides(&["station.servers=6"]).unwrap();
         assert_eq!(pinned.point_count(), 2);
+        assert_eq!(pinned.pinned, ["station.servers"]);
         assert!(pinned.points().unwrap().iter().all(|p| servers(p) == 6));
     }
 

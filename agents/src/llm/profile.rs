@@ -95,11 +95,33 @@ impl Profile {
         tp: u32,
         link: (f64, f64),
     ) -> Result<Profile, ConfigError> {
-        let file = |name: &str| {
-            let path = if dir.is_empty() { name.to_string() } else { format!("{}/{name}", dir.trim_end_matches('/')) };
-            inputs.table(key, &path)
+        let within = |dir: &str, name: &str| {
+            if dir.is_empty() { name.to_string() } else { format!("{}/{name}", dir.trim_end_matches('/')) }
         };
-        let dense = file("dense.csv")?;
+        // A model's directory holds one directory per tensor-parallel size: take
+        // `tp<tp>` when `dir` is the model's rather than a profile's.
+        let (dir, dense) = match inputs.table(key, &within(dir, "dense.csv")) {
+            Ok(dense) => (dir.to_string(), dense),
+            Err(ConfigError::Invalid { .. }) => {
+                let nested = within(dir, &format!("tp{tp}"));
+                match inputs.table(key, &within(&nested, "dense.csv")) {
+                    Ok(dense) => (nested, dense),
+                    Err(ConfigError::Invalid { .. }) => {
+                        return Err(ConfigError::invalid(
+                            key,
+                            dir,
+                            format!(
+                                "a directory of per-layer profiles (dense.csv, attention.csv, per_sequence.csv), or a \
+                                 model's directory with tp{tp}/ in it (serving.tp = {tp})"
+                            ),
+                        ));
+                    }
+                    Err(other) => return Err(other),
+                }
+            }
+            Err(other) => return Err(other),
+        };
+        let file = |name: &str| inputs.table(key, &within(&dir, name));
         let attention = file("attention.csv")?;
         let per_sequence = file("per_sequence.csv")?;
         let mut layer_ops = Vec::new();
@@ -119,7 +141,7 @@ impl Profile {
         let per_all_reduce_token = 2.0 * (tp_f - 1.0) / tp_f * hidden * model.bytes_per_param / (link.0 * 1e9);
         let layers = f64::from(model.layers);
         Ok(Profile {
-            source: dir.to_string(),
+            source: dir.clone(),
             layer_ops,
             step_ops,
             sequence_ops,

@@ -186,3 +186,79 @@ fn analyze_never_rewrites_the_batch_it_reads() {
     let written = fs::read_to_string(out.join("analysis").join("summary.csv")).unwrap();
     assert!(written.contains("0.9"), "the 90% summary went to DIR/analysis");
 }
+
+/// Messages that say what to do: a resume hint that names every option the batch
+/// depends on, a resume of another scenario that names what differs, a missing
+/// directory that is bad input, a `--set` that pins a swept key said to do so, a
+/// profile directory given at the model's level taken with its `tp` directory.
+#[test]
+fn messages_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cut");
+    let run = |extra: &[&str]| {
+        let args = [&["run", "mmc", "-q", "--out", out.to_str().unwrap(), "--seed", "3"][..], extra].concat();
+        Command::new(env!("CARGO_BIN_EXE_infersim")).args(args).output().unwrap()
+    };
+    // A batch cut short at once by a raised interrupt is the same as any interrupted
+    // one; here, a batch interrupted by SIGINT a moment after it starts.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_infersim"))
+        .args(["run", "mmc", "-q", "--out", out.to_str().unwrap(), "--seed", "3", "--reps", "100000"])
+        .args(["--set", "station.service=deterministic", "--set", "simulation.customers=20000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while !out.join("parts.jsonl").exists() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut text).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let hint = text.lines().find(|l| l.starts_with("interrupted:")).expect("a resume hint");
+    for part in [
+        "--reps 100000",
+        "--seed 3",
+        "--set station.service=deterministic",
+        "--set simulation.customers=20000",
+        "--resume",
+    ] {
+        assert!(hint.contains(part), "{hint}");
+    }
+    let o = run(&["--reps", "100000", "--set", "station.service=deterministic", "--resume"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("differs in simulation.customers: 20000 -> 100000"), "{}", stderr(&o));
+    for args in [&["compare", "/nonexistent/a", "/nonexistent/b"][..], &["plot", "/nonexistent/a"]] {
+        let o = infersim(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains("no such directory"), "{}", stderr(&o));
+    }
+    let sweep = dir.path().join("sweep.toml");
+    std::fs::write(
+        &sweep,
+        include_str!("../../../data/scenarios/mmc.toml").to_string() + "\n[sweep]\nstation.servers = [4, 5]\n",
+    )
+    .unwrap();
+    let o = infersim(&[
+        "run",
+        sweep.to_str().unwrap(),
+        "--reps",
+        "2",
+        "-q",
+        "--set",
+        "station.servers=6",
+        "--set",
+        "simulation.customers=500",
+        "--set",
+        "simulation.warmup_customers=0",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--set station.servers pins a swept key"), "{}", stderr(&o));
+    let model_dir = "serving.step_time.profile_dir=llm-serving/profiles/RTXPRO6000/Llama-3.1-8B";
+    let o = infersim(&["validate", "vllm-replay", "--set", model_dir]);
+    assert!(o.status.success(), "the model's directory is taken with tp1/: {}", stderr(&o));
+    let o = infersim(&["validate", "vllm-replay", "--set", model_dir, "--set", "serving.tp=2"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("or a model's directory with tp2/ in it"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("dense.csv is") && !stderr(&o).contains("video"), "{}", stderr(&o));
+}
