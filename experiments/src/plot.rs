@@ -53,11 +53,13 @@ pub enum PlotError {
     },
 }
 
-/// Extra marks on a chart: vertical lines at x (an SLO, say), and whether the y axis
-/// holds log10 values (its ticks are then written as powers of ten).
+/// Extra marks on a chart: vertical lines at x (an SLO, say), horizontal lines at y (a
+/// threshold), and whether the y axis holds log10 values (its ticks are then written
+/// as powers of ten).
 #[derive(Clone, Debug, Default)]
 struct Marks {
     vertical: Vec<(String, f64)>,
+    horizontal: Vec<(String, f64)>,
     log_y: bool,
 }
 
@@ -115,6 +117,53 @@ fn tick(v: &f64) -> String {
     }
 }
 
+/// An axis label for a column or metric name: words, with the unit its suffix names
+/// (`ttft_p99_s` is "ttft p99 (s)", `energy_kwh` "energy (kWh)").
+pub fn axis_label(name: &str) -> String {
+    const UNITS: [(&str, &str); 11] = [
+        ("_per_s", "per s"),
+        ("_kwh", "kWh"),
+        ("_usd", "USD"),
+        ("_kg", "kg CO2e"),
+        ("_kw", "kW"),
+        ("_w", "W"),
+        ("_j", "J"),
+        ("_gb", "GB"),
+        ("_ms", "ms"),
+        ("_h", "h"),
+        ("_s", "s"),
+    ];
+    for (suffix, unit) in UNITS {
+        if let Some(stem) = name.strip_suffix(suffix).filter(|s| !s.is_empty()) {
+            return format!("{} ({unit})", stem.replace(['_', '.'], " "));
+        }
+    }
+    name.replace(['_', '.'], " ")
+}
+
+/// Lines whose values span more than two orders of magnitude, all above zero, are
+/// drawn on a log10 axis (an interval reaching below zero is cut at a tenth of the
+/// smallest value): on a linear axis the small values all sit on zero.
+fn log_if_wide(lines: &mut [Line]) -> bool {
+    let means = || lines.iter().flat_map(|l| l.points.iter()).map(|p| p.1);
+    let (lo, hi) = means().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
+    if !(lo > 0.0 && hi / lo > 100.0) {
+        return false;
+    }
+    let floor = lo / 10.0;
+    for line in lines.iter_mut() {
+        for p in &mut line.points {
+            (p.1, p.2, p.3) = (p.1.log10(), p.2.max(floor).log10(), p.3.max(floor).log10());
+        }
+    }
+    true
+}
+
+/// Whether every value of the lines is zero: such a chart says nothing.
+fn all_zero(lines: &[Line]) -> bool {
+    lines.iter().flat_map(|l| l.points.iter()).all(|p| p.1 == 0.0 && p.2 == 0.0 && p.3 == 0.0)
+}
+
 fn bounds(lines: &[Line]) -> Option<((f64, f64), (f64, f64))> {
     let pts = lines.iter().flat_map(|l| l.points.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
@@ -145,10 +194,14 @@ fn draw<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let ((x0, mut x1), (y0, y1)) = bounds(lines).ok_or("nothing to draw")?;
+    let ((x0, mut x1), (mut y0, mut y1)) = bounds(lines).ok_or("nothing to draw")?;
     for (_, x) in &marks.vertical {
         // Room for the mark's label to the right of its line.
         x1 = x1.max(*x * 1.15);
+    }
+    for (_, y) in &marks.horizontal {
+        let pad = 0.05 * (y1 - y0).max(y.abs() * 0.1);
+        (y0, y1) = (y0.min(y - pad), y1.max(y + pad));
     }
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut chart = ChartBuilder::on(&root)
@@ -176,6 +229,15 @@ where
             .map_err(|e| e.to_string())?;
         chart
             .draw_series(std::iter::once(Text::new(label.clone(), (*x, y1), ("sans-serif", 16).into_font())))
+            .map_err(|e| e.to_string())?;
+    }
+    for (label, y) in &marks.horizontal {
+        let grey = RGBColor(90, 90, 90);
+        chart
+            .draw_series(std::iter::once(PathElement::new(vec![(x0, *y), (x1, *y)], grey.stroke_width(2))))
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(std::iter::once(Text::new(label.clone(), (x0, *y), ("sans-serif", 16).into_font())))
             .map_err(|e| e.to_string())?;
     }
     for (i, line) in lines.iter().enumerate() {
@@ -234,16 +296,18 @@ pub fn line_chart(
 }
 
 /// Markers only (no lines) as `<stem>.png` and `<stem>.svg` in `dir`: for points that
-/// are not a sequence, such as a calibration's evaluations against one parameter.
+/// are not a sequence, such as a calibration's evaluations against one parameter;
+/// `horizontal` draws labelled lines across (a threshold, say).
 pub fn scatter_chart(
     dir: &Path,
     stem: &str,
     title: &str,
-    x_label: &str,
-    y_label: &str,
+    (x_label, y_label): (&str, &str),
     points: &[Line],
+    horizontal: &[(String, f64)],
 ) -> Result<Vec<PathBuf>, PlotError> {
-    chart(dir, stem, title, x_label, y_label, points, Bands::Points, &Marks::default())
+    let marks = Marks { horizontal: horizontal.to_vec(), ..Marks::default() };
+    chart(dir, stem, title, x_label, y_label, points, Bands::Points, &marks)
 }
 
 /// Draws one chart as `<stem>.png` and `<stem>.svg` in `dir`, each written under a
@@ -402,11 +466,97 @@ fn latency_objectives(manifest: &Manifest) -> Vec<(String, f64)> {
     for point in scenario.checked_points().filter_map(|p| scenario.point(p).ok()) {
         for (name, slo_s) in point.model.latency_objectives() {
             if !marks.iter().any(|(_, x)| *x == slo_s) {
-                marks.push((format!("SLO {name} {}", tick(&slo_s)), slo_s));
+                marks.push((format!("SLO {name} {} s", tick(&slo_s)), slo_s));
             }
         }
     }
     marks
+}
+
+/// The distribution of request column `column` after warm-up, pooled over
+/// replications, a line per point: its CDF (`<column>_cdf`, e.g. `latency_cdf`) and
+/// its tail on a log scale; nothing when no trace has the column.
+fn distribution_charts(
+    requests: &[(u32, u64, PathBuf)],
+    manifest: &Manifest,
+    dir: &Path,
+    column: &str,
+    what: &str,
+    marks: &Marks,
+) -> Result<Vec<PathBuf>, PlotError> {
+    let (mut lines, mut tails) = (Vec::new(), Vec::new());
+    for point in 0..manifest.point_count() as u32 {
+        let files: Vec<LazyFrame> =
+            requests.iter().filter(|f| f.0 == point).map(|f| scan(&f.2)).collect::<Result<_, _>>()?;
+        if files.is_empty() {
+            continue;
+        }
+        let frame = concat(files, UnionArgs::default())?;
+        let schema = frame.clone().collect_schema()?;
+        if schema.get(column).is_none() {
+            continue;
+        }
+        let keep = if schema.get("warmup").is_some() {
+            col("warmup").not().and(col(column).is_not_null())
+        } else {
+            col(column).is_not_null()
+        };
+        let df = frame
+            .filter(keep)
+            .select([col(column).cast(DataType::Float64)])
+            .sort([column], SortMultipleOptions::default())
+            .collect()?;
+        let values = df.column(column)?.f64()?.clone();
+        let n = values.len();
+        if n == 0 {
+            continue;
+        }
+        // At most ~2000 points per line: every k-th order statistic.
+        let step = (n / 2000).max(1);
+        let cdf: Vec<(f64, f64, f64, f64)> = (0..n)
+            .step_by(step)
+            .chain(std::iter::once(n - 1))
+            .filter_map(|i| values.get(i).map(|x| (x, (i + 1) as f64 / n as f64)))
+            .map(|(x, y)| (x, y, y, y))
+            .collect();
+        // The tail: log10 of the share slower than x, down to one request in n.
+        let tail: Vec<(f64, f64, f64, f64)> = (0..n.saturating_sub(1))
+            .filter(|i| {
+                let share = (n - 1 - i) as f64 / n as f64;
+                *i == 0 || share <= 0.5 && ((n - 1 - i) % step.max((n - 1 - i) / 200).max(1) == 0)
+            })
+            .filter_map(|i| values.get(i).map(|x| (x, ((n - 1 - i) as f64 / n as f64).log10())))
+            .map(|(x, y)| (x, y, y, y))
+            .collect();
+        lines.push(Line { label: label(manifest, point), points: cdf });
+        tails.push(Line { label: label(manifest, point), points: tail });
+    }
+    if lines.is_empty() {
+        return Ok(Vec::new());
+    }
+    let stem = column.strip_suffix("_s").unwrap_or(column);
+    let x_label = format!("{} (s)", what.to_lowercase());
+    let mut written = chart(
+        dir,
+        &format!("{stem}_cdf"),
+        &format!("{what} after warm-up, all replications"),
+        &x_label,
+        "share of requests",
+        &lines,
+        Bands::None,
+        marks,
+    )?;
+    written.extend(chart(
+        dir,
+        &format!("{stem}_tail"),
+        &format!("{what}: share of requests slower than x"),
+        &x_label,
+        "share slower (log scale)",
+        &tails,
+        Bands::None,
+        &Marks { log_y: true, ..marks.clone() },
+    )?);
+    Ok(written)
 }
 
 /// Draws every chart the batch in `out` has data for, into `dir`; returns the files.
@@ -475,7 +625,7 @@ pub fn plot_batch(
                 &format!("timeseries_{column}"),
                 &title,
                 &x_label,
-                column,
+                &axis_label(column),
                 &lines,
                 Bands::Shaded,
                 &Marks::default(),
@@ -483,80 +633,19 @@ pub fn plot_batch(
         }
     }
 
-    // Latency distribution after warm-up, pooled over replications, with the SLOs
-    // marked; and its tail on a log scale (the share of requests slower than x).
+    // Latency distributions after warm-up, pooled over replications: end-to-end
+    // latency with the SLOs marked, and for token-level runs time to first token and
+    // time per output token; each with its tail on a log scale (the share of requests
+    // slower than x).
     let requests = trace_files(out, "requests.parquet");
     if !requests.is_empty() {
-        let mut lines = Vec::new();
-        let mut tails = Vec::new();
-        for &point in &points {
-            let files: Vec<LazyFrame> =
-                requests.iter().filter(|f| f.0 == point).map(|f| scan(&f.2)).collect::<Result<_, _>>()?;
-            if files.is_empty() {
-                continue;
-            }
-            let frame = concat(files, UnionArgs::default())?;
-            let schema = frame.clone().collect_schema()?;
-            if schema.get("latency_s").is_none() {
-                continue;
-            }
-            let keep = if schema.get("warmup").is_some() {
-                col("warmup").not().and(col("latency_s").is_not_null())
-            } else {
-                col("latency_s").is_not_null()
-            };
-            let df = frame
-                .filter(keep)
-                .select([col("latency_s").cast(DataType::Float64)])
-                .sort(["latency_s"], SortMultipleOptions::default())
-                .collect()?;
-            let lat = df.column("latency_s")?.f64()?.clone();
-            let n = lat.len();
-            if n == 0 {
-                continue;
-            }
-            // At most ~2000 points per line: every k-th order statistic.
-            let step = (n / 2000).max(1);
-            let pts: Vec<(f64, f64, f64, f64)> = (0..n)
-                .step_by(step)
-                .chain(std::iter::once(n - 1))
-                .filter_map(|i| lat.get(i).map(|x| (x, (i + 1) as f64 / n as f64)))
-                .map(|(x, y)| (x, y, y, y))
-                .collect();
-            // The tail: log10 of the share slower than x, down to one request in n.
-            let tail: Vec<(f64, f64, f64, f64)> = (0..n.saturating_sub(1))
-                .filter(|i| {
-                    let share = (n - 1 - i) as f64 / n as f64;
-                    *i == 0 || share <= 0.5 && ((n - 1 - i) % step.max((n - 1 - i) / 200).max(1) == 0)
-                })
-                .filter_map(|i| lat.get(i).map(|x| (x, ((n - 1 - i) as f64 / n as f64).log10())))
-                .map(|(x, y)| (x, y, y, y))
-                .collect();
-            lines.push(Line { label: label(manifest, point), points: pts });
-            tails.push(Line { label: label(manifest, point), points: tail });
-        }
-        let marks = Marks { vertical: latency_objectives(manifest), log_y: false };
-        if !lines.is_empty() {
-            written.extend(chart(
-                dir,
-                "latency_cdf",
-                "Latency after warm-up (all replications)",
-                "latency (s)",
-                "fraction of requests",
-                &lines,
-                Bands::None,
-                &marks,
-            )?);
-            written.extend(chart(
-                dir,
-                "latency_tail",
-                "Latency tail after warm-up: share of requests slower than x (log scale)",
-                "latency (s)",
-                "share slower (log10)",
-                &tails,
-                Bands::None,
-                &Marks { log_y: true, ..marks },
-            )?);
+        let slos = Marks { vertical: latency_objectives(manifest), ..Marks::default() };
+        for (column, what, marks) in [
+            ("latency_s", "Latency (arrival to finish)", &slos),
+            ("ttft_s", "Time to first token (TTFT)", &Marks::default()),
+            ("tpot_s", "Time per output token (TPOT)", &Marks::default()),
+        ] {
+            written.extend(distribution_charts(&requests, manifest, dir, column, what, marks)?);
         }
     }
 
@@ -591,7 +680,7 @@ pub fn plot_batch(
                 };
                 groups[index].points.push((x, m, lo.unwrap_or(m), hi.unwrap_or(m)));
             }
-            let lines: Vec<Line> = groups
+            let mut lines: Vec<Line> = groups
                 .into_iter()
                 .map(|mut line| {
                     line.points.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -599,24 +688,27 @@ pub fn plot_batch(
                 })
                 .filter(|l| !l.points.is_empty())
                 .collect();
-            if !lines.is_empty() {
-                let title = format!("{metric} against {first} ({:.0}% intervals)", confidence * 100.0);
+            if !lines.is_empty() && !all_zero(&lines) {
+                let log_y = log_if_wide(&mut lines);
+                let title = format!("{metric} ({:.0}% intervals)", confidence * 100.0);
+                let y_label = if log_y { format!("{}, log scale", axis_label(metric)) } else { axis_label(metric) };
                 written.extend(chart(
                     dir,
                     &format!("sweep_{metric}"),
                     &title,
                     first.as_str(),
-                    metric,
+                    &y_label,
                     &lines,
                     Bands::Bars,
-                    &Marks::default(),
+                    &Marks { log_y, ..Marks::default() },
                 )?);
             }
         }
     }
-    // Trade-offs across a sweep: accuracy and tail latency against energy per input,
-    // one marker per point (with its interval), a line per combination of the other
-    // swept keys; the upper-left points of the accuracy chart are its Pareto front.
+    // Trade-offs across a sweep: accuracy and tail latency against energy (per output
+    // token where the runs count tokens, else per request), one marker per point (with
+    // its interval), a line per combination of the other swept keys; the upper-left
+    // points of the accuracy chart are its Pareto front.
     if let Some(first) = x_key.as_ref() {
         let value = |point: usize, metric: &str| -> Option<(f64, f64, f64)> {
             let (metrics, points) =
@@ -627,12 +719,15 @@ pub fn plot_batch(
             let m = at("mean")?;
             Some((m, at("ci_low").unwrap_or(m), at("ci_high").unwrap_or(m)))
         };
-        const ENERGY: &str = "energy_per_request_kwh";
+        let energy = ["energy_per_output_token_j", "energy_per_request_kwh"]
+            .into_iter()
+            .find(|m| manifest.metrics.iter().any(|x| x == m))
+            .unwrap_or("energy_per_request_kwh");
         for (metric, name) in [("accuracy_mean", "pareto_accuracy_energy"), ("latency_p99_s", "pareto_latency_energy")]
         {
             let mut groups: Vec<Line> = Vec::new();
             for p in 0..manifest.point_count() as usize {
-                let (Some((x, _, _)), Some((y, lo, hi))) = (value(p, ENERGY), value(p, metric)) else { continue };
+                let (Some((x, _, _)), Some((y, lo, hi))) = (value(p, energy), value(p, metric)) else { continue };
                 let params = manifest.point_params(p as u32);
                 let rest: Vec<String> =
                     params.iter().filter(|(k, _)| k != first).map(|(k, v)| format!("{k} = {v}")).collect();
@@ -646,9 +741,14 @@ pub fn plot_batch(
                 line.points.sort_by(|a, b| a.0.total_cmp(&b.0));
             }
             if groups.iter().map(|l| l.points.len()).sum::<usize>() >= 2 {
-                let title =
-                    format!("{metric} against energy per input across {first} ({:.0}% intervals)", confidence * 100.0);
-                written.extend(chart(dir, name, &title, ENERGY, metric, &groups, Bands::Bars, &Marks::default())?);
+                let title = format!(
+                    "{} against {} ({:.0}% intervals)",
+                    axis_label(metric),
+                    axis_label(energy),
+                    confidence * 100.0
+                );
+                let (x_label, y_label) = (format!("{} (points: {first})", axis_label(energy)), axis_label(metric));
+                written.extend(chart(dir, name, &title, &x_label, &y_label, &groups, Bands::Bars, &Marks::default())?);
             }
         }
     }
@@ -679,6 +779,25 @@ mod tests {
         assert_eq!((x, mean, low), (0.0025, 2.0, 0.0));
         assert!(high <= 6.0);
         assert_eq!(band[1].1, 1.0);
+    }
+
+    #[test]
+    fn axes_name_their_units_and_wide_ranges_go_on_a_log_scale() {
+        assert_eq!(axis_label("ttft_p99_s"), "ttft p99 (s)");
+        assert_eq!(axis_label("energy_per_output_token_j"), "energy per output token (J)");
+        assert_eq!(axis_label("throughput_per_s"), "throughput (per s)");
+        assert_eq!(axis_label("carbon_kg"), "carbon (kg CO2e)");
+        assert_eq!(axis_label("served"), "served");
+        // 0.2 s beside 40 s: on a linear axis 0.2 would sit on zero.
+        let mut wide =
+            vec![Line { label: String::new(), points: vec![(1.0, 0.2, -0.1, 0.5), (2.0, 40.0, 35.0, 45.0)] }];
+        assert!(log_if_wide(&mut wide));
+        let (y, low) = (wide[0].points[0].1, wide[0].points[0].2);
+        assert!((y - 0.2f64.log10()).abs() < 1e-12 && (low - 0.02f64.log10()).abs() < 1e-12, "{y} {low}");
+        let mut narrow =
+            vec![Line { label: String::new(), points: vec![(1.0, 2.0, 1.0, 3.0), (2.0, 40.0, 35.0, 45.0)] }];
+        assert!(!log_if_wide(&mut narrow));
+        assert!(all_zero(&[Line { label: String::new(), points: vec![(1.0, 0.0, 0.0, 0.0)] }]));
     }
 
     #[test]

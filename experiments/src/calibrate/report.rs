@@ -86,19 +86,15 @@ pub fn plot_calibration(dir: &Path, params: &[Param], fitted: &Fitted) -> Result
         let mut points: Vec<(f64, f64, f64, f64)> =
             fitted.evaluations.iter().map(|e| (e.values[i], e.objective, e.objective, e.objective)).collect();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut lines = vec![Line { label: "evaluations".into(), points }];
-        if let Some(noise) = &fitted.noise {
-            let t = noise.threshold;
-            lines.push(Line {
-                label: format!("{:.0}% threshold (noise at the optimum)", noise.confidence * 100.0),
-                points: vec![(p.low, t, t, t), (p.high, t, t, t)],
-            });
-        }
+        let lines = [Line { label: "evaluations".into(), points }];
+        let threshold: Vec<(String, f64)> = fitted
+            .noise
+            .iter()
+            .map(|n| (format!(" {:.0}% threshold: the interval lies below", n.confidence * 100.0), n.threshold))
+            .collect();
         let stem = format!("objective_{}", p.key.replace('.', "_"));
-        written.extend(
-            scatter_chart(dir, &stem, &format!("objective against {}", p.key), &p.key, "objective", &lines)
-                .map_err(failed)?,
-        );
+        let title = format!("objective against {}", p.key);
+        written.extend(scatter_chart(dir, &stem, &title, (&p.key, "objective"), &lines, &threshold).map_err(failed)?);
     }
     Ok(written)
 }
@@ -130,8 +126,9 @@ pub fn plot_distributions(
         real.sort_by(f64::total_cmp);
         let lines = [cdf("observed", &real), cdf("simulated", &sim)];
         let title = format!("{name}: simulated and observed");
+        let x_label = crate::plot::axis_label(name);
         written.extend(
-            line_chart(dir, &format!("cdf_{name}"), &title, name, "share of requests", &lines).map_err(failed)?,
+            line_chart(dir, &format!("cdf_{name}"), &title, &x_label, "share of requests", &lines).map_err(failed)?,
         );
     }
     Ok(written)

@@ -314,3 +314,43 @@ fn a_cut_replay_warns_and_compares_with_the_requests_that_ran() {
     s.apply_overrides(&["serving.measured=\"\""]).unwrap();
     assert!(s.first_point().model.reference().is_none());
 }
+
+/// A token-level run's charts: TTFT and TPOT distributions beside the end-to-end one,
+/// axes that name their units, and sweep charts of metrics that vary.
+#[test]
+fn an_llm_sweep_draws_token_latencies_and_only_metrics_that_vary() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("load.toml");
+    std::fs::write(
+        &scenario,
+        include_str!("../../../data/scenarios/llm-serving.toml").to_string()
+            + "\n[sweep]\n\"serving.arrivals.rate_per_s\" = [20.0, 100.0]\n",
+    )
+    .unwrap();
+    let out = dir.path().join("b");
+    crate::common::infersim_ok(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "-q",
+        "--reps",
+        "2",
+        "--trace",
+        "requests",
+        "--set",
+        "simulation.duration_s=30",
+        "--set",
+        "simulation.warmup_s=5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    crate::common::infersim_ok(&["plot", out.to_str().unwrap()]);
+    let plots = out.join("plots");
+    for stem in ["latency_cdf", "ttft_cdf", "tpot_cdf", "ttft_tail", "sweep_ttft_p99_s", "pareto_latency_energy"] {
+        assert!(plots.join(format!("{stem}.png")).is_file(), "{stem}.png");
+    }
+    assert!(!plots.join("sweep_lost.png").exists(), "nothing is lost without failures: no chart");
+    let svg = std::fs::read_to_string(plots.join("ttft_cdf.svg")).unwrap();
+    assert!(svg.contains("time to first token (ttft) (s)"), "the axis names its unit");
+    let pareto = std::fs::read_to_string(plots.join("pareto_latency_energy.svg")).unwrap();
+    assert!(pareto.contains("energy per output token (J)") && !pareto.contains("per input"));
+}

@@ -450,6 +450,10 @@ fn plot_draws_png_and_svg_for_traces_and_sweeps() {
         assert!(svg.contains("<svg") && svg.contains(expected), "{stem}.svg lacks {expected}");
     }
     assert!(!plots.join("timeseries_point.png").exists(), "hive columns are not state");
+    // A metric that is zero at every point (no capacity, no blocking) has no chart;
+    // nor does a station have token latencies.
+    assert!(!plots.join("sweep_p_block.png").exists(), "an all-zero metric is not drawn");
+    assert!(!plots.join("ttft_cdf.png").exists());
     let o = infersim(&["plot", s(&out), "--x", "station.arrival_rate_per_s"]);
     assert_eq!(o.status.code(), Some(2), "only a swept key can be the x axis");
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a swept key of this batch; swept: station.servers"));
