@@ -94,3 +94,98 @@ fn cargo_run_at_the_root_has_one_binary_to_run() {
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     assert!(readme.contains("cargo run -- run"), "the README's main command");
 }
+
+/// A fenced block of commands in the README.
+struct Block {
+    /// Its first line in README.md (1-based).
+    line: usize,
+    /// `sh` (a script: every command must succeed) or `console` (a transcript: `$ `
+    /// lines are commands, the lines after each are text its output must contain).
+    kind: String,
+    text: String,
+    /// Why it is not run, from a `<!-- readme-test: skip: ... -->` line just above it.
+    skip: Option<String>,
+}
+
+fn command_blocks(readme: &str) -> Vec<Block> {
+    let lines: Vec<&str> = readme.lines().collect();
+    let mut blocks = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let kind = lines[i].strip_prefix("```").filter(|k| *k == "sh" || *k == "console");
+        let Some(kind) = kind else {
+            i += 1;
+            continue;
+        };
+        let skip = lines[..i]
+            .iter()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .and_then(|l| l.trim().strip_prefix("<!-- readme-test: skip:"))
+            .map(|r| r.trim_end_matches("-->").trim().to_string());
+        let end = (i + 1..lines.len()).find(|&j| lines[j].starts_with("```")).expect("a closed block");
+        blocks.push(Block { line: i + 1, kind: kind.to_string(), text: lines[i + 1..end].join("\n"), skip });
+        i = end + 1;
+    }
+    blocks
+}
+
+/// Every command the README shows runs as it is written, in order, in one working
+/// directory (later commands read what earlier ones wrote), with `infersim` on the
+/// PATH; transcripts (`console` blocks) must print what they show. Blocks marked
+/// `<!-- readme-test: skip: why -->` (a cluster, a build) are counted, not run.
+#[test]
+fn every_command_in_the_readme_runs_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let bin = work.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_infersim"), bin.join("infersim")).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let shell = |script: &str, strict: bool| {
+        let flags = if strict { "-euo" } else { "-uo" };
+        std::process::Command::new("bash")
+            .args([flags, "pipefail", "-c", script])
+            .current_dir(work.path())
+            .env("PATH", &path)
+            .output()
+            .unwrap()
+    };
+    let (mut commands, mut skipped) = (0, Vec::new());
+    for block in command_blocks(&readme) {
+        if let Some(why) = block.skip {
+            skipped.push(format!("line {}: {why}", block.line));
+            continue;
+        }
+        if block.kind == "sh" {
+            commands += block.text.lines().filter(|l| l.trim_start().starts_with("infersim ")).count();
+            let o = shell(&block.text, true);
+            assert!(
+                o.status.success(),
+                "README.md:{}: {}\n{}",
+                block.line,
+                block.text,
+                String::from_utf8_lossy(&o.stderr)
+            );
+            continue;
+        }
+        // A transcript: each `$ command` and the text it prints.
+        let mut lines = block.text.lines().peekable();
+        while let Some(line) = lines.next() {
+            let command = line.strip_prefix("$ ").expect("a transcript starts with `$ `");
+            let mut expected = Vec::new();
+            while let Some(next) = lines.next_if(|l| !l.starts_with("$ ")) {
+                expected.push(next);
+            }
+            let o = shell(command, false);
+            let printed = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+            for text in expected.iter().filter(|t| !t.trim().is_empty()) {
+                assert!(printed.contains(text.trim()), "README.md:{}: `{command}` printed\n{printed}\nnot: {text}", block.line);
+            }
+            commands += 1;
+        }
+    }
+    eprintln!("README: {commands} infersim commands run; {} blocks not run: {}", skipped.len(), skipped.join("; "));
+    assert!(commands >= 20, "{commands} commands: the README's examples were not found");
+}
