@@ -605,11 +605,16 @@ pub fn plot_batch(
             span.column("hi")?.cast(&DataType::Float64)?.f64()?.get(0).unwrap_or(0.0),
         );
         let bin_h = nice_bin_h((t1 - t0) / MAX_BINS as f64);
+        // Runs shorter than two hours are drawn in seconds.
+        let (unit, per_hour) = if t1 - t0 < 2.0 { ("s", 3600.0) } else { ("h", 1.0) };
         for column in &columns {
             let mut lines = Vec::new();
             for &point in &points {
                 let frame = all.clone().filter(col("point").eq(lit(point)));
-                let binned = binned_band(frame, column, bin_h, confidence)?;
+                let mut binned = binned_band(frame, column, bin_h, confidence)?;
+                for p in &mut binned {
+                    p.0 *= per_hour;
+                }
                 if !binned.is_empty() {
                     lines.push(Line { label: label(manifest, point), points: binned });
                 }
@@ -617,9 +622,12 @@ pub fn plot_batch(
             if lines.is_empty() {
                 continue;
             }
-            let title = format!("{column}: mean over replications, {:.0}% band", confidence * 100.0);
-            let x_label =
-                if bin_h > 0.0 { format!("time (h); means over {} bins", fmt_bin(bin_h)) } else { "time (h)".into() };
+            let title = format!("{}: mean over replications, {:.0}% band", axis_label(column), confidence * 100.0);
+            let x_label = if bin_h > 0.0 {
+                format!("time ({unit}); means over {} bins", fmt_bin(bin_h))
+            } else {
+                format!("time ({unit})")
+            };
             written.extend(chart(
                 dir,
                 &format!("timeseries_{column}"),

@@ -181,7 +181,11 @@ fn every_command_in_the_readme_runs_as_written() {
             let o = shell(command, false);
             let printed = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
             for text in expected.iter().filter(|t| !t.trim().is_empty()) {
-                assert!(printed.contains(text.trim()), "README.md:{}: `{command}` printed\n{printed}\nnot: {text}", block.line);
+                assert!(
+                    printed.contains(text.trim()),
+                    "README.md:{}: `{command}` printed\n{printed}\nnot: {text}",
+                    block.line
+                );
             }
             commands += 1;
         }
