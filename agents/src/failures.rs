@@ -8,6 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ConfigError, check};
 
+/// Where the failure streams of machines begin, by convention: machine `m` (a GPU, a
+/// replica's GPU) draws its failures and repairs from stream `FAILURE_STREAM_BASE +
+/// m`, so that adding machines leaves the failures of the others unchanged. A world
+/// whose other streams reach this far chooses a base of its own.
+pub const FAILURE_STREAM_BASE: u32 = 1000;
+
 /// GPU failures: each GPU fails after an exponential time with mean `mtbf_h` and is
 /// repaired after an exponential time with mean `mttr_h`. A batch on a failing GPU is
 /// lost; a GPU that is down draws no power.

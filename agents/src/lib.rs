@@ -34,6 +34,7 @@ pub mod min_index;
 pub mod network;
 pub mod pipeline;
 pub mod power;
+pub mod requests;
 pub mod retraining;
 pub mod serving;
 pub mod station;

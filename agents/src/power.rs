@@ -24,7 +24,8 @@ use infersim_engine::SimTime;
 use crate::error::hours;
 use crate::grid::CarbonIntensity;
 
-const J_PER_KWH: f64 = 3.6e6;
+/// Joules in a kilowatt-hour.
+pub const J_PER_KWH: f64 = 3.6e6;
 
 /// Energy and carbon of a power level that changes at known instants.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

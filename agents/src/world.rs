@@ -60,6 +60,14 @@ pub trait World: 'static {
         Labels::default()
     }
 
+    /// Trace columns (of requests or samples) this configuration does not fill: they
+    /// are left out of its trace files rather than written empty (what one engine of a
+    /// world with two does not measure, say).
+    fn omitted_columns(config: &Self::Config) -> Vec<&'static str> {
+        let _ = config;
+        Vec::new()
+    }
+
     /// Latency objectives (name, seconds), marked on latency charts.
     fn latency_objectives(config: &Self::Config) -> Vec<(String, f64)> {
         let _ = config;
@@ -85,6 +93,62 @@ pub trait World: 'static {
         let _ = config;
         Vec::new()
     }
+}
+
+/// Marks a schema error that happened in a table read by [`read_nested`]: the message
+/// is `NESTED path NESTED message`, the path relative to where the table sits. The
+/// experiments crate joins it to the table's own path.
+pub const NESTED: char = '\u{1e}';
+
+/// Reads `T` from a table already buffered by a world whose tables take one of several
+/// schemas (chosen by a key it read first): a schema error keeps its key path, in the
+/// form [`NESTED`] describes.
+pub fn read_nested<T: DeserializeOwned, E: serde::de::Error>(table: toml::Table) -> Result<T, E> {
+    serde_path_to_error::deserialize(table)
+        .map_err(|e| E::custom(format!("{NESTED}{}{NESTED}{}", e.path(), e.inner().message().trim())))
+}
+
+/// The field names of a struct type's serde schema, read by deserializing it from a
+/// probe that records what the struct asks for (no value is ever built).
+pub fn struct_fields<T: DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{self, Deserializer, Visitor};
+    #[derive(Debug)]
+    struct Probe(Option<&'static [&'static str]>);
+    #[derive(Debug)]
+    struct Stop;
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("probe")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl de::Error for Stop {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Stop
+        }
+    }
+    impl<'de> Deserializer<'de> for &mut Probe {
+        type Error = Stop;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            self.0 = Some(fields);
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+            unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut probe = Probe(None);
+    let _ = T::deserialize(&mut probe);
+    probe.0.unwrap_or(&[])
 }
 
 /// `[simulation]` of the worlds that run for a stretch of time: `duration_s` or

@@ -16,7 +16,7 @@ use infersim_agents::pipeline::PipelineWorld;
 use infersim_agents::retraining::RetrainingWorld;
 use infersim_agents::serving::ServingWorld;
 use infersim_agents::station::StationWorld;
-use infersim_agents::world::{ConfigError, Metrics, Replication, RunError, Traces, World};
+use infersim_agents::world::{ConfigError, Metrics, NESTED, Replication, RunError, Traces, World};
 use infersim_engine::NullObserver;
 use serde::de::{self, Deserializer, Visitor};
 
@@ -162,9 +162,21 @@ impl<W: World> AnyWorld for Entry<W> {
     }
 
     fn resolve(&self, table: toml::Table, inputs: &dyn Inputs) -> Result<Arc<dyn PointModel>, ResolveError> {
-        let file: W::File = serde_path_to_error::deserialize(table).map_err(|e| ResolveError::Schema {
-            path: e.path().to_string(),
-            message: e.inner().message().trim().to_string(),
+        let file: W::File = serde_path_to_error::deserialize(table).map_err(|e| {
+            let (path, message) = (e.path().to_string(), e.inner().message().trim().to_string());
+            // A table the world read nested (one of several schemas): its own path
+            // continues the outer one.
+            match message.strip_prefix(NESTED).and_then(|m| m.split_once(NESTED)) {
+                Some((inner, message)) => {
+                    let path = match (path.as_str(), inner) {
+                        ("." | "", inner) => inner.to_string(),
+                        (outer, "." | "") => outer.to_string(),
+                        (outer, inner) => format!("{outer}.{inner}"),
+                    };
+                    ResolveError::Schema { path, message: message.to_string() }
+                }
+                None => ResolveError::Schema { path, message },
+            }
         })?;
         let config = W::resolve(file, inputs).map_err(ResolveError::Config)?;
         Ok(Arc::new(Resolved::<W> { config }))
@@ -229,10 +241,10 @@ pub fn run_traced<W: World>(
         let traces = Traces { requests: &mut NullObserver, samples: &mut NullObserver, sample_every: None };
         return Ok(W::run(config, replication, traces)?);
     }
-    let labels = W::labels(config);
-    let mut samples = ParquetSink::<W::Sample>::create(trace.dir.join("timeseries.parquet"), &labels)?;
+    let (labels, omitted) = (W::labels(config), W::omitted_columns(config));
+    let mut samples = ParquetSink::<W::Sample>::create(trace.dir.join("timeseries.parquet"), &labels, &omitted)?;
     let metrics = if trace.level >= TraceLevel::Requests {
-        let mut requests = ParquetSink::<W::Request>::create(trace.dir.join("requests.parquet"), &labels)?;
+        let mut requests = ParquetSink::<W::Request>::create(trace.dir.join("requests.parquet"), &labels, &omitted)?;
         let traces = Traces { requests: &mut requests, samples: &mut samples, sample_every: Some(trace.sample_every) };
         let metrics = W::run(config, replication, traces)?;
         requests.finish()?;

@@ -873,11 +873,12 @@ fn schema_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use infersim_agents::arrivals::ArrivalProcess;
     use infersim_agents::grid::CarbonIntensity;
     use infersim_agents::network::NetworkWorld;
     use infersim_agents::pipeline::PipelineWorld;
     use infersim_agents::retraining::RetrainingWorld;
-    use infersim_agents::serving::{ArrivalProcess, ServingWorld};
+    use infersim_agents::serving::ServingWorld;
     use infersim_agents::station::{DurationDistribution, StationWorld};
 
     fn err(text: &str) -> String {

@@ -44,7 +44,8 @@ pub enum TraceLevel {
 pub const ROW_GROUP_ROWS: usize = 65_536;
 
 /// Column buffers for the rows of one trace file, built from the row type's declared
-/// columns ([`TraceRow::columns`]) and the world's labels.
+/// columns ([`TraceRow::columns`]) and the world's labels; columns the configuration
+/// does not fill ([`infersim_agents::world::World::omitted_columns`]) are skipped.
 pub struct Columns<R: TraceRow> {
     schema: SchemaRef,
     buffers: Vec<Buffer>,
@@ -65,16 +66,21 @@ enum Buffer {
     Text(Vec<String>),
     Label(Vec<u16>, Arc<[String]>),
     OptLabel(Vec<Option<u16>>, Arc<[String]>),
+    /// A column left out of the file: its cells are dropped.
+    Skip,
 }
 
 impl<R: TraceRow> Columns<R> {
-    /// Buffers for `R`'s columns; label columns are named by `labels`.
-    pub fn new(labels: &Labels) -> Self {
+    /// Buffers for `R`'s columns but `omitted`; label columns are named by `labels`.
+    pub fn new(labels: &Labels, omitted: &[&str]) -> Self {
         let names = |name: &str| -> Arc<[String]> { labels.of(name).unwrap_or_default().into() };
         let mut fields = Vec::new();
         let buffers = R::columns()
             .iter()
             .map(|c| {
+                if omitted.contains(&c.name) {
+                    return Buffer::Skip;
+                }
                 let (dtype, nullable, buffer) = match c.kind {
                     ColumnKind::F64 => (DataType::Float64, false, Buffer::F64(Vec::new())),
                     ColumnKind::OptF64 => (DataType::Float64, true, Buffer::OptF64(Vec::new())),
@@ -117,6 +123,7 @@ impl<R: TraceRow> Columns<R> {
         self.rows = 0;
         self.buffers
             .iter_mut()
+            .filter(|b| !matches!(b, Buffer::Skip))
             .map(|b| -> ArrayRef {
                 match b {
                     Buffer::F64(v) => Arc::new(Float64Array::from(std::mem::take(v))),
@@ -132,6 +139,7 @@ impl<R: TraceRow> Columns<R> {
                     Buffer::OptLabel(v, names) => Arc::new(StringArray::from_iter(
                         std::mem::take(v).into_iter().map(|i| i.map(|i| label(names, i))),
                     )),
+                    Buffer::Skip => unreachable!("skipped columns are filtered out above"),
                 }
             })
             .collect()
@@ -163,6 +171,7 @@ macro_rules! cells {
                 fn $method(&mut self, value: $ty) {
                     match self.next() {
                         Buffer::$variant(v, ..) => v.push(cells!(@conv value $(|$v| $conv)?)),
+                        Buffer::Skip => {}
                         _ => panic!(concat!("trace row wrote ", stringify!($method), " into a column of another kind")),
                     }
                 }
@@ -222,9 +231,9 @@ fn write_batches(mut writer: ArrowWriter<File>, batches: Receiver<RecordBatch>) 
 
 impl<R: TraceRow> ParquetSink<R> {
     /// Starts writing the trace that will appear at `path`; label columns are named
-    /// by `labels`.
-    pub fn create(path: PathBuf, labels: &Labels) -> Result<Self, OutputError> {
-        let columns = Columns::<R>::new(labels);
+    /// by `labels`, and the columns `omitted` are left out.
+    pub fn create(path: PathBuf, labels: &Labels, omitted: &[&str]) -> Result<Self, OutputError> {
+        let columns = Columns::<R>::new(labels, omitted);
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("trace");
         let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
         let file = File::create(&tmp).map_err(|error| OutputError::Io { path: tmp.clone(), error })?;
@@ -347,7 +356,7 @@ mod tests {
     fn written(rows: u32) -> (tempfile::TempDir, PathBuf, u64) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("timeseries.parquet");
-        let mut sink = ParquetSink::<StationSample>::create(path.clone(), &Labels::default()).unwrap();
+        let mut sink = ParquetSink::<StationSample>::create(path.clone(), &Labels::default(), &[]).unwrap();
         (0..rows).for_each(|i| sink.observe(sample(i)));
         let count = sink.finish().unwrap();
         (dir, path, count)

@@ -2,12 +2,13 @@
 //! wait, a constant service time and Poisson arrivals on one GPU, it is an M/D/1 queue.
 //! Student-t intervals over 30 replications at 99%, fixed seeds.
 
-use infersim_agents::serving::{ArrivalProcess, BatchTime, ServingConfig, run_serving};
+use infersim_agents::arrivals::ArrivalProcess;
+use infersim_agents::serving::batched::{BatchTime, BatchedConfig, BatchedRun, build_batched, run_batched};
 use infersim_agents::station::theory;
 use infersim_engine::stats::ConfidenceInterval;
 
-fn md1(rate_per_s: f64, service_s: f64) -> ServingConfig {
-    let mut config = ServingConfig::single_gpu(ArrivalProcess::Poisson { rate_per_s }, service_s, 40_000.0);
+fn md1(rate_per_s: f64, service_s: f64) -> BatchedConfig {
+    let mut config = BatchedConfig::single_gpu(ArrivalProcess::Poisson { rate_per_s }, service_s, 40_000.0);
     config.tasks[0].slo_s = 10.0;
     config.gpu_idle_w = 60.0;
     config.gpu_max_w = 300.0;
@@ -15,12 +16,8 @@ fn md1(rate_per_s: f64, service_s: f64) -> ServingConfig {
     config
 }
 
-fn interval(
-    config: &ServingConfig,
-    seed: u64,
-    measure: impl Fn(&infersim_agents::serving::ServingRun) -> f64,
-) -> ConfidenceInterval {
-    let values: Vec<f64> = (0..30).map(|r| measure(&run_serving(config, seed, r).unwrap())).collect();
+fn interval(config: &BatchedConfig, seed: u64, measure: impl Fn(&BatchedRun) -> f64) -> ConfidenceInterval {
+    let values: Vec<f64> = (0..30).map(|r| measure(&run_batched(config, seed, r).unwrap())).collect();
     ConfidenceInterval::from_samples(&values, 0.99).unwrap()
 }
 
@@ -52,13 +49,13 @@ fn batching_lowers_energy_per_request_and_raises_latency_at_low_load() {
     let mut batched = alone.clone();
     batched.max_batch = 4;
     batched.max_wait_s = 2.0;
-    let energy = |c: &ServingConfig| interval(c, 9, |r| r.energy_gpu_busy_kwh / r.served as f64).mean;
-    let latency = |c: &ServingConfig| interval(c, 9, |r| r.latency_mean_s.unwrap()).mean;
+    let energy = |c: &BatchedConfig| interval(c, 9, |r| r.energy_gpu_busy_kwh / r.served as f64).mean;
+    let latency = |c: &BatchedConfig| interval(c, 9, |r| r.latency_mean_s.unwrap()).mean;
     assert!(energy(&batched) < 0.6 * energy(&alone), "{} vs {}", energy(&batched), energy(&alone));
     assert!(latency(&batched) > latency(&alone));
 }
 
-fn arrivals_only(arrivals: ArrivalProcess, duration_s: f64) -> ServingConfig {
+fn arrivals_only(arrivals: ArrivalProcess, duration_s: f64) -> BatchedConfig {
     // One fast GPU with big batches: capacity far above any arrival rate used here.
     let mut c = md1(1.0, 0.0001);
     c.arrivals = arrivals;
@@ -68,9 +65,8 @@ fn arrivals_only(arrivals: ArrivalProcess, duration_s: f64) -> ServingConfig {
     c
 }
 
-fn arrival_times(config: &ServingConfig, seed: u64) -> Vec<f64> {
-    let mut sim =
-        infersim_agents::serving::build_serving(config, infersim_engine::VecObserver::default(), seed, 0).unwrap();
+fn arrival_times(config: &BatchedConfig, seed: u64) -> Vec<f64> {
+    let mut sim = build_batched(config, infersim_engine::VecObserver::default(), seed, 0).unwrap();
     sim.run(Default::default()).unwrap();
     let mut t: Vec<f64> = sim.model().observer().rows.iter().map(|r| r.arrival_s).collect();
     t.sort_by(f64::total_cmp);

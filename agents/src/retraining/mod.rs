@@ -51,9 +51,10 @@ pub use config::{
 };
 pub use file::{RetrainingFile, RetrainingWorld};
 
+use crate::arrivals::{ArrivalGenerator, ArrivalProcess};
 use crate::distributions::lognormal_from_mean_cv;
+use crate::failures::FAILURE_STREAM_BASE;
 use crate::grid::CarbonIntensity;
-use crate::serving::{ArrivalGenerator, ArrivalProcess, FAILURE_STREAM_BASE};
 
 /// Stream of inter-arrival times.
 pub const ARRIVAL_STREAM: StreamId = StreamId(0);
@@ -1011,7 +1012,7 @@ impl RetrainingConfig {
             gpus: 16,
             service_s: 5.0,
             service_cv: 0.5,
-            failures: Some(crate::serving::Failures { mtbf_h: 2000.0, mttr_h: 8.0 }),
+            failures: Some(crate::failures::Failures { mtbf_h: 2000.0, mttr_h: 8.0 }),
         };
         c.drift.distribution = DriftDistribution::Gamma { cv: 1.0 };
         c.monitor.policy = Policy::Hysteresis;

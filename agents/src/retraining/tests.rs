@@ -231,7 +231,7 @@ fn failures_lose_requests_and_jobs_and_the_run_goes_on() {
     let mut config = stochastic();
     config.training.pool = TrainingPool::Dedicated { gpus: 2 };
     config.training.samples_per_gpu_h = 25.0; // 100 h jobs
-    config.fleet.failures = Some(crate::serving::Failures { mtbf_h: 200.0, mttr_h: 5.0 });
+    config.fleet.failures = Some(crate::failures::Failures { mtbf_h: 200.0, mttr_h: 5.0 });
     let mut requests = VecObserver::default();
     let run = {
         let mut sim = build_retraining(&config, std::mem::take(&mut requests), None::<NullObserver>, 2, 0).unwrap();

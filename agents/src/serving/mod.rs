@@ -1,49 +1,34 @@
-//! Serving: inference requests arriving at nodes of GPUs that serve them in batches.
+//! The serving world (`world = "serving"`): inference requests arriving at a fleet
+//! that serves them, with energy, carbon and cost. It has two engines, each a module
+//! with its own schema, chosen by `serving.engine.kind`:
 //!
-//! Requests arrive (Poisson or evenly spaced), each with a task drawn by weight, its
-//! prompt and output token counts, and the task's latency SLO. A router sends each
-//! request to a node; a node's requests wait in one FIFO queue. A free GPU starts a
-//! batch when `max_batch` requests wait, or when the oldest has waited `max_wait_s`
-//! (a per-node timer, cancelled or moved as the queue changes). A batch takes a time
-//! given by [`BatchTime`]: affine in requests and tokens, or a measured profile.
+//! - [`continuous`] (the default): LLM replicas running engine iterations with
+//!   vLLM's scheduling and a paged KV cache, token by token;
+//! - [`batched`] (`"static"`, and the default of a `[serving]` table with
+//!   `max_batch`): nodes of GPUs serving requests in whole batches.
 //!
-//! Energy: a GPU draws `gpu_max_w` while it serves a batch and `gpu_idle_w`
-//! otherwise (power = idle + (max - idle) x utilisation, utilisation being 0 or 1 at
-//! any instant); every node draws `node_baseline_w`; the facility multiplies IT power
-//! by its PUE. Carbon is energy times grid intensity; cost is energy times its price
-//! plus GPU-hours times theirs.
-//!
-//! Arrivals stop at `duration_s`; the run ends when every request is served, and
-//! energy is accounted up to that moment. Latency statistics cover requests that
-//! arrived after `warmup_s`.
+//! Both draw their requests alike (tasks, token counts, a replayed trace: the shared
+//! [`crate::requests`]), from the same streams, and write the same trace rows, so
+//! scenarios and outputs read the same whichever engine runs. What one engine does
+//! not measure is left out of its traces rather than written empty.
 //!
 //! Streams: arrivals [`ARRIVAL_STREAM`], request attributes (task, tokens)
 //! [`REQUEST_STREAM`], routing [`ROUTING_STREAM`]: adding GPUs changes none of the
 //! requests a replication presents.
 
-use std::collections::VecDeque;
+use infersim_engine::{Observer, StreamId};
+use serde::Deserialize;
 
-use infersim_engine::sampling::Grid;
-use infersim_engine::stats::{CompensatedSum, DurationSum, LatencyHistogram};
-use infersim_engine::{
-    Arena, Context, EventId, Id, Model, NullObserver, Observer, QueueKind, ScheduleError, SimDuration, SimTime,
-    Simulation, Slab, StreamId,
-};
-use rand::{Rng, RngExt};
-use rand_distr::{Distribution, LogNormal};
-use serde::{Deserialize, Serialize};
+use crate::error::{ConfigError, RunError};
+use crate::input::Inputs;
+use crate::requests::{RequestOutcome, RequestRecord};
+use crate::world::{Label, Labels, Metrics, Replication, Traces, Window, World, read_nested, struct_fields};
 
-use crate::distributions::lognormal_from_mean_cv;
-use crate::grid::CarbonIntensity;
-use crate::min_index::MinIndex;
-use crate::power::PowerMeter;
-
-mod batch_time;
+pub mod batched;
 pub mod continuous;
-mod file;
-pub use crate::arrivals::{ArrivalGenerator, ArrivalProcess, ReplayedRequest};
-pub use batch_time::BatchTime;
-pub use file::{ServingFile, ServingWorld};
+
+use batched::{BatchedConfig, BatchedTable};
+use continuous::{ContinuousTable, LlmServingConfig};
 
 /// Stream of inter-arrival times.
 pub const ARRIVAL_STREAM: StreamId = StreamId(0);
@@ -51,578 +36,6 @@ pub const ARRIVAL_STREAM: StreamId = StreamId(0);
 pub const REQUEST_STREAM: StreamId = StreamId(1);
 /// Stream of routing decisions.
 pub const ROUTING_STREAM: StreamId = StreamId(2);
-/// Failures of GPU `g` draw from stream `FAILURE_STREAM_BASE + g`, so adding GPUs
-/// leaves the failures of the others unchanged.
-pub const FAILURE_STREAM_BASE: u32 = 1000;
-
-pub use crate::failures::Failures;
-
-/// The most tokens a prompt, an output or a history may have: 2^20, beyond any
-/// model's context window.
-pub const MAX_TOKENS: u32 = 1 << 20;
-
-/// Requests a replica (or a GPU of the static engine) lets wait by default: above every
-/// built-in scenario's longest queue (llm-fleet's four replicas at their afternoon
-/// peak hold between 10,000 and 20,000 each), and few enough that an overloaded run
-/// holds about 20 MB per replica (some 200 bytes a waiting request) instead of every
-/// request that arrives.
-pub const DEFAULT_MAX_QUEUED: u32 = 100_000;
-
-/// A token count: fixed, or log-normal with a mean and coefficient of variation,
-/// rounded to a whole number of at least one token.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum TokenCount {
-    /// Always this many.
-    Fixed {
-        /// Tokens.
-        tokens: u32,
-    },
-    /// Log-normal.
-    #[serde(rename = "lognormal")]
-    LogNormal {
-        /// Mean tokens.
-        mean: f64,
-        /// Coefficient of variation.
-        cv: f64,
-    },
-}
-
-/// A kind of request.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Task {
-    /// Name, e.g. "chat".
-    pub name: String,
-    /// Relative frequency, > 0.
-    pub weight: f64,
-    /// Prompt tokens.
-    pub prompt_tokens: TokenCount,
-    /// Output tokens.
-    pub output_tokens: TokenCount,
-    /// Latency objective (s).
-    pub slo_s: f64,
-    /// A request still waiting for its batch after this long gives up (s); none by
-    /// default.
-    #[serde(default)]
-    pub timeout_s: Option<f64>,
-    /// Time-to-first-token objective (s), for goodput; none by default.
-    #[serde(default)]
-    pub ttft_slo_s: Option<f64>,
-    /// Time-per-output-token objective (s), for goodput; none by default.
-    #[serde(default)]
-    pub tpot_slo_s: Option<f64>,
-    /// Conversation history the request comes with (tokens); none by default. How
-    /// much of it is sent is [`ServingConfig::history`]'s choice.
-    #[serde(default)]
-    pub history_tokens: Option<TokenCount>,
-}
-
-/// How much conversation history a request sends, and what dropping it costs.
-///
-/// Of `h` history tokens the request keeps `floor(keep_share x h)`, fewer if the
-/// context limit needs it (history goes before the output is shortened); its quality
-/// is `1 - quality_loss x (1 - kept / h)`. Kept history adds prompt tokens, so it costs
-/// batch time and energy.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct History {
-    /// Share of the history kept, in [0, 1].
-    pub keep_share: f64,
-    /// Quality lost when all of the history is dropped, in [0, 1].
-    pub quality_loss: f64,
-}
-
-impl Default for History {
-    fn default() -> Self {
-        History { keep_share: 1.0, quality_loss: 0.3 }
-    }
-}
-
-/// What happens to a request whose prompt plus output exceeds the context limit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OverLimit {
-    /// Refuse it.
-    #[default]
-    Reject,
-    /// Shorten its output to fit (refuse it if the prompt alone does not fit).
-    Truncate,
-}
-
-/// What became of a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RequestOutcome {
-    /// Served to completion.
-    Served,
-    /// Refused at arrival: over the context limit, longer than the whole KV cache, or
-    /// routed to a replica or node whose queue is full.
-    Rejected,
-    /// Gave up waiting for its batch.
-    TimedOut,
-    /// Its batch's GPU failed.
-    Lost,
-}
-
-impl RequestOutcome {
-    /// The name used in outputs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RequestOutcome::Served => "served",
-            RequestOutcome::Rejected => "rejected",
-            RequestOutcome::TimedOut => "timed_out",
-            RequestOutcome::Lost => "lost",
-        }
-    }
-}
-
-/// How a node's router picks a node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Routing {
-    /// Nodes in turn.
-    RoundRobin,
-    /// The node with the fewest requests waiting or in service (lowest index on ties).
-    LeastLoaded,
-    /// A node uniformly at random.
-    Random,
-}
-
-/// Everything that defines a serving world.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ServingConfig {
-    /// How requests arrive.
-    pub arrivals: ArrivalProcess,
-    /// Kinds of request.
-    pub tasks: Vec<Task>,
-    /// Routing across nodes.
-    pub routing: Routing,
-    /// Nodes, >= 1.
-    pub nodes: u32,
-    /// GPUs per node, >= 1.
-    pub gpus_per_node: u32,
-    /// Most requests in one batch, >= 1.
-    pub max_batch: u32,
-    /// Longest a request waits for its batch to fill (s), >= 0.
-    pub max_wait_s: f64,
-    /// Most prompt plus output tokens a request may have; none by default.
-    pub context_limit_tokens: Option<u32>,
-    /// Most requests a node's queue holds per GPU of the node: an arrival routed to a
-    /// full node is rejected, as a real server answers 429 rather than queue without
-    /// bound.
-    pub max_queued_per_gpu: u32,
-    /// What to do with a request over the limit.
-    pub over_limit: OverLimit,
-    /// How much conversation history requests send.
-    pub history: History,
-    /// GPU failures and repairs; none by default.
-    pub failures: Option<Failures>,
-    /// How long a batch takes.
-    pub service: BatchTime,
-    /// GPU power when idle (W).
-    pub gpu_idle_w: f64,
-    /// GPU power when serving (W).
-    pub gpu_max_w: f64,
-    /// Power of each node apart from its GPUs (W).
-    pub node_baseline_w: f64,
-    /// Facility power over IT power, >= 1.
-    pub pue: f64,
-    /// Grid carbon intensity over time.
-    pub grid: CarbonIntensity,
-    /// Energy price (USD per kWh).
-    pub energy_usd_per_kwh: f64,
-    /// GPU rental price (USD per GPU-hour).
-    pub gpu_usd_per_hour: f64,
-    /// Arrivals stop after this long (s).
-    pub duration_s: f64,
-    /// Requests arriving before this are left out of latency statistics (s).
-    pub warmup_s: f64,
-}
-
-/// Checks a task list's values; keys are `tasks[i].<field>`.
-fn validate_tasks(tasks: &[Task]) -> Result<(), ConfigError> {
-    let finite_nonneg = |x: f64| x.is_finite() && x >= 0.0;
-    for (i, t) in tasks.iter().enumerate() {
-        check(t.weight.is_finite() && t.weight > 0.0, &format!("tasks[{i}].weight"), t.weight, "a finite number > 0")?;
-        check(t.slo_s.is_finite() && t.slo_s > 0.0, &format!("tasks[{i}].slo_s"), t.slo_s, "a finite number > 0")?;
-        if let Some(timeout) = t.timeout_s {
-            check(
-                timeout.is_finite() && timeout > 0.0 && timeout <= MAX_DURATION_S,
-                &format!("tasks[{i}].timeout_s"),
-                timeout,
-                "seconds > 0, at most 100 years",
-            )?;
-        }
-        for (what, objective) in [("ttft_slo_s", t.ttft_slo_s), ("tpot_slo_s", t.tpot_slo_s)] {
-            if let Some(v) = objective {
-                check(v.is_finite() && v > 0.0, &format!("tasks[{i}].{what}"), v, "a finite number of seconds > 0")?;
-            }
-        }
-        let history = t.history_tokens.map(|h| ("history_tokens", h));
-        for (what, c) in
-            [("prompt_tokens", t.prompt_tokens), ("output_tokens", t.output_tokens)].into_iter().chain(history)
-        {
-            let key = format!("tasks[{i}].{what}");
-            match c {
-                TokenCount::Fixed { tokens } => {
-                    check((1..=MAX_TOKENS).contains(&tokens), &key, tokens, "from 1 to 1,048,576 tokens")?
-                }
-                TokenCount::LogNormal { mean, cv } => {
-                    check(
-                        mean.is_finite() && (1.0..=f64::from(MAX_TOKENS)).contains(&mean),
-                        &format!("{key}.mean"),
-                        mean,
-                        "from 1 to 1,048,576 tokens",
-                    )?;
-                    check(finite_nonneg(cv) && cv <= 100.0, &format!("{key}.cv"), cv, "a number from 0 to 100")?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The largest queue cap a scenario may set: beyond it, memory bounds nothing.
-pub const MAX_QUEUED: u32 = 10_000_000;
-
-/// A serving configuration's errors are the shared [`ConfigError`].
-pub use crate::error::ConfigError as ServingConfigError;
-use crate::error::{ConfigError, check};
-use crate::world::MAX_DURATION_S;
-
-impl ServingConfig {
-    /// Checks every value; the error names the key and the allowed range.
-    pub fn validate(&self) -> Result<(), ServingConfigError> {
-        let finite_nonneg = |x: f64| x.is_finite() && x >= 0.0;
-        self.arrivals.validate().and_then(|()| self.arrivals.require_open_loop()).map_err(|e| e.within("arrivals"))?;
-        if let ArrivalProcess::Replay { requests, .. } = &self.arrivals
-            && let Some(r) = requests.iter().find(|r| r.task.is_some_and(|t| usize::from(t) >= self.tasks.len()))
-        {
-            check(false, "arrivals.task", r.task.unwrap_or(0), "the index of one of the tasks")?;
-        }
-        check(!self.tasks.is_empty(), "tasks", "[]", "at least one task")?;
-        validate_tasks(&self.tasks)?;
-        check(self.nodes >= 1, "nodes", self.nodes, "an integer >= 1")?;
-        check(self.gpus_per_node >= 1, "gpus_per_node", self.gpus_per_node, "an integer >= 1")?;
-        check((1..=65_536).contains(&self.max_batch), "max_batch", self.max_batch, "an integer from 1 to 65536")?;
-        check(
-            (1..=MAX_QUEUED).contains(&self.max_queued_per_gpu),
-            "engine.max_queued_requests",
-            self.max_queued_per_gpu,
-            "an integer from 1 to 10,000,000",
-        )?;
-        if let Some(f) = self.failures {
-            f.validate().map_err(|e| e.within("failures"))?;
-        }
-        if let Some(limit) = self.context_limit_tokens {
-            check(limit >= 2, "context_limit_tokens", limit, "an integer >= 2 (one prompt and one output token)")?;
-        }
-        let h = self.history;
-        check((0.0..=1.0).contains(&h.keep_share), "history.keep_share", h.keep_share, "a share from 0 to 1")?;
-        check((0.0..=1.0).contains(&h.quality_loss), "history.quality_loss", h.quality_loss, "a number from 0 to 1")?;
-        check(
-            finite_nonneg(self.max_wait_s) && self.max_wait_s <= MAX_DURATION_S,
-            "max_wait_s",
-            self.max_wait_s,
-            "seconds from 0 to 100 years",
-        )?;
-        for (key, v) in [
-            ("gpu_idle_w", self.gpu_idle_w),
-            ("node_baseline_w", self.node_baseline_w),
-            ("energy_usd_per_kwh", self.energy_usd_per_kwh),
-            ("gpu_usd_per_hour", self.gpu_usd_per_hour),
-            ("warmup_s", self.warmup_s),
-        ] {
-            check(finite_nonneg(v), key, v, "a finite number >= 0")?;
-        }
-        self.service.validate()?;
-        // The longest batch there can be (every request at the most tokens) must fit
-        // the clock, or a run could compute a time it cannot hold.
-        let prompt_and_output = 3.0 * f64::from(MAX_TOKENS);
-        let longest_s = self.service.seconds(self.max_batch as usize, f64::from(self.max_batch) * prompt_and_output).0;
-        check(
-            longest_s.is_finite() && longest_s <= MAX_DURATION_S,
-            "service",
-            format!("{longest_s} s for the longest batch"),
-            "a batch time model whose longest batch (max_batch requests of 3 x 1,048,576 tokens) takes at most 100 \
-             years",
-        )?;
-        self.grid.validate().map_err(|e| e.within("grid"))?;
-        check(
-            self.gpu_max_w.is_finite() && self.gpu_max_w >= self.gpu_idle_w,
-            "gpu_max_w",
-            self.gpu_max_w,
-            "a finite number >= gpu_idle_w",
-        )?;
-        check(self.pue.is_finite() && self.pue >= 1.0, "pue", self.pue, "a finite number >= 1")?;
-        check(
-            self.duration_s.is_finite() && self.duration_s > self.warmup_s,
-            "duration_s",
-            self.duration_s,
-            "a finite number > warmup_s",
-        )?;
-        Ok(())
-    }
-
-    /// Total GPUs.
-    pub fn gpus(&self) -> u32 {
-        self.nodes * self.gpus_per_node
-    }
-
-    /// The serving world reduced to a single-server queue: one node with one GPU, one
-    /// task of one-token requests, batches of one started at once, `service_s` per
-    /// request, no failures, a free and carbon-free grid; GPUs draw 100 W idle and
-    /// 400 W busy, nodes nothing. With Poisson arrivals it is an M/D/1 queue, which is
-    /// how the world is checked against queueing theory; tests start from it.
-    pub fn single_gpu(arrivals: ArrivalProcess, service_s: f64, duration_s: f64) -> ServingConfig {
-        ServingConfig {
-            arrivals,
-            tasks: vec![Task {
-                name: "chat".into(),
-                weight: 1.0,
-                prompt_tokens: TokenCount::Fixed { tokens: 1 },
-                output_tokens: TokenCount::Fixed { tokens: 1 },
-                slo_s: 1.0,
-                timeout_s: None,
-                history_tokens: None,
-                ttft_slo_s: None,
-                tpot_slo_s: None,
-            }],
-            routing: Routing::RoundRobin,
-            nodes: 1,
-            gpus_per_node: 1,
-            max_batch: 1,
-            max_wait_s: 0.0,
-            context_limit_tokens: None,
-            max_queued_per_gpu: DEFAULT_MAX_QUEUED,
-            over_limit: OverLimit::Reject,
-            history: History::default(),
-            failures: None,
-            service: BatchTime::Affine { base_s: 0.0, per_request_s: service_s, per_token_s: 0.0 },
-            gpu_idle_w: 100.0,
-            gpu_max_w: 400.0,
-            node_baseline_w: 0.0,
-            pue: 1.0,
-            grid: CarbonIntensity::Constant { kg_per_kwh: 0.0 },
-            energy_usd_per_kwh: 0.0,
-            gpu_usd_per_hour: 0.0,
-            duration_s,
-            warmup_s: 0.0,
-        }
-    }
-}
-
-/// The events of the serving world.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ServingEvent {
-    /// The next request arrives.
-    Arrival,
-    /// A node's oldest request has waited `max_wait_s`.
-    BatchTimer(Id<Node>),
-    /// A GPU finishes its batch.
-    BatchDone(Id<Gpu>),
-    /// The oldest waiting request of this task may have reached its timeout.
-    Timeout(u16),
-    /// A GPU fails.
-    GpuFails(Id<Gpu>),
-    /// A failed GPU is back.
-    GpuRepaired(Id<Gpu>),
-}
-
-/// A request.
-#[derive(Clone, Copy, Debug)]
-pub struct Request {
-    /// Arrival order, from 0 (slots are reused, so this is not the slab index).
-    id: u64,
-    task: u16,
-    tokens: u32,
-    truncated: bool,
-    /// History tokens sent, and the quality that leaves.
-    history_tokens: u32,
-    quality: f64,
-    node: u32,
-    arrival: SimTime,
-    start: SimTime,
-    /// Whether it waits with a timeout running (its task has one and no batch has
-    /// taken it yet).
-    timeout_running: bool,
-}
-
-/// One task's timeouts (see [`Serving`]'s `deadlines`).
-#[derive(Debug, Default)]
-struct Deadlines {
-    /// (deadline, request, its arrival number), oldest first.
-    queue: VecDeque<(SimTime, Id<Request>, u64)>,
-    /// The task's pending [`ServingEvent::Timeout`], due at the deadline at the front.
-    armed: Option<EventId>,
-    /// The task's requests waiting with a timeout running.
-    waiting: u32,
-}
-
-impl Deadlines {
-    /// One of the task's requests stopped waiting; once none waits, the entries left
-    /// are all stale and the pending event is cancelled.
-    fn leave(&mut self, ctx: &mut Context<'_, ServingEvent>) {
-        self.waiting -= 1;
-        if self.waiting == 0 {
-            self.queue.clear();
-            if let Some(event) = self.armed.take() {
-                ctx.cancel(event);
-            }
-        }
-    }
-}
-
-/// A node: its GPUs and queue.
-#[derive(Debug, Default)]
-pub struct Node {
-    gpus: Vec<Id<Gpu>>,
-    /// Which of `gpus` are free (up, with no batch): bit `i % 64` of word `i / 64`, so
-    /// that dispatching finds the first free GPU without visiting every GPU.
-    free: Vec<u64>,
-    queue: VecDeque<Id<Request>>,
-    timer: Option<EventId>,
-    load: u32,
-}
-
-impl Node {
-    /// The first free GPU, in the node's order.
-    #[inline]
-    fn first_free(&self) -> Option<Id<Gpu>> {
-        let (w, word) = self.free.iter().enumerate().find(|(_, word)| **word != 0)?;
-        Some(self.gpus[w * 64 + word.trailing_zeros() as usize])
-    }
-
-    /// Marks the node's `i`-th GPU free or not.
-    #[inline]
-    fn set_free(&mut self, i: u32, free: bool) {
-        let (word, bit) = ((i / 64) as usize, 1u64 << (i % 64));
-        if free {
-            self.free[word] |= bit;
-        } else {
-            self.free[word] &= !bit;
-        }
-    }
-}
-
-/// A GPU and the batch it serves.
-#[derive(Debug, Default)]
-pub struct Gpu {
-    node: u32,
-    /// Its place among its node's GPUs.
-    place: u32,
-    batch: Vec<Id<Request>>,
-    busy_s: f64,
-    /// The pending end of its batch, cancelled if it fails first.
-    done: Option<EventId>,
-    /// When it went down, while it is down.
-    down_since: Option<SimTime>,
-    down_s: f64,
-}
-
-/// One row per request, for traces.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RequestRecord {
-    /// Arrival order, from 0.
-    pub request_id: u64,
-    /// Task index.
-    pub task: u16,
-    /// Prompt plus output tokens (after truncation).
-    pub tokens: u32,
-    /// Whether its output was shortened to fit the context limit.
-    pub truncated: bool,
-    /// History tokens sent (included in `tokens`).
-    pub history_tokens: u32,
-    /// Quality of its answer given the history kept, in [0, 1].
-    pub quality: f64,
-    /// Arrival (s).
-    pub arrival_s: f64,
-    /// Start of its batch (s); `None` unless served.
-    pub start_s: Option<f64>,
-    /// Finish, or the moment it gave up (s); `None` if rejected.
-    pub finish_s: Option<f64>,
-    /// Its node; `None` if rejected.
-    pub node: Option<u32>,
-    /// Its GPU (global index); `None` unless served.
-    pub gpu: Option<u32>,
-    /// Requests in its batch; `None` unless served.
-    pub batch_size: Option<u32>,
-    /// Its share of its batch's GPU energy at full power (kWh): spent and wasted for a
-    /// lost request, 0 for one that never ran.
-    pub energy_kwh: f64,
-    /// What became of it.
-    pub outcome: RequestOutcome,
-    /// Served within its task's SLO.
-    pub slo_met: bool,
-    /// Arrived during warm-up.
-    pub warmup: bool,
-    /// Token-level engines: prompt tokens.
-    pub input_tokens: Option<u32>,
-    /// Token-level engines: output tokens.
-    pub output_tokens: Option<u32>,
-    /// Token-level engines: first scheduled in a step (s).
-    pub first_scheduled_s: Option<f64>,
-    /// Token-level engines: its first token (s).
-    pub first_token_s: Option<f64>,
-    /// Token-level engines: times it was preempted.
-    pub preemptions: Option<u32>,
-    /// Token-level engines: its replica.
-    pub replica: Option<u32>,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum TokenSampler {
-    Fixed(u32),
-    LogNormal(LogNormal<f64>),
-}
-
-impl TokenSampler {
-    fn new(c: TokenCount) -> Self {
-        match c {
-            TokenCount::Fixed { tokens } => TokenSampler::Fixed(tokens),
-            TokenCount::LogNormal { mean, cv } => TokenSampler::LogNormal(lognormal_from_mean_cv(mean, cv)),
-        }
-    }
-
-    fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> u32 {
-        match self {
-            TokenSampler::Fixed(n) => *n,
-            // The tail beyond MAX_TOKENS (a longer request than any model's context) is
-            // cut there, so that batch times stay within the validated bound.
-            TokenSampler::LogNormal(d) => round_tokens(d.sample(rng).clamp(1.0, f64::from(MAX_TOKENS))),
-        }
-    }
-}
-
-/// `x.round() as u32` for `x` in [1, MAX_TOKENS] (half away from zero, NaN to 0)
-/// without the libm call, which was 2% of a serving run: `x - trunc(x)` is exact.
-#[inline]
-fn round_tokens(x: f64) -> u32 {
-    let whole = x as u32;
-    if x - f64::from(whole) >= 0.5 { whole + 1 } else { whole }
-}
-
-/// A request's task (by weight) and its prompt and output tokens, each taken from the
-/// replayed trace where it gives them: one rule for both engines, so that they see
-/// the same requests from the same stream.
-fn draw_request<R: Rng + ?Sized>(
-    replayed: Option<ReplayedRequest>,
-    rng: &mut R,
-    cumulative_weights: &[f64],
-    token_samplers: &[(TokenSampler, TokenSampler)],
-) -> (usize, u32, u32) {
-    let task = match replayed.and_then(|r| r.task) {
-        Some(task) => usize::from(task),
-        None => {
-            let u: f64 = rng.random();
-            cumulative_weights.iter().position(|&c| u < c).unwrap_or(cumulative_weights.len() - 1)
-        }
-    };
-    let (prompt_sampler, output_sampler) = token_samplers[task];
-    let prompt = replayed.and_then(|r| r.prompt_tokens).unwrap_or_else(|| prompt_sampler.sample(rng));
-    let output = replayed.and_then(|r| r.output_tokens).unwrap_or_else(|| output_sampler.sample(rng));
-    (task, prompt, output)
-}
 
 /// The serving world's state at one instant of the sampling grid.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -651,1200 +64,265 @@ pub struct ServingSample {
     pub gpu_power_w: Option<f64>,
 }
 
-struct Sampling<S> {
-    grid: Grid,
-    sink: S,
+/// `[serving.prices]`, the same for both engines.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Prices {
+    pub(crate) energy_usd_per_kwh: f64,
+    pub(crate) gpu_usd_per_hour: f64,
 }
 
-/// The serving world; `O` receives a [`RequestRecord`] per request and `S` a
-/// [`ServingSample`] per instant of the sampling grid, if one is set.
-pub struct Serving<O = NullObserver, S = NullObserver> {
-    config: ServingConfig,
-    arrivals: ArrivalGenerator,
-    cumulative_weights: Vec<f64>,
-    token_samplers: Vec<(TokenSampler, TokenSampler)>,
-    history_samplers: Vec<Option<TokenSampler>>,
-    nodes: Arena<Node>,
-    /// Each node's load, for least-loaded routing without a scan.
-    loads: MinIndex,
-    gpus: Arena<Gpu>,
-    /// Requests alive now; a request leaves when served, rejected, timed out or lost.
-    requests: Slab<Request>,
-    /// Per task, the deadlines of its requests in arrival order, hence in deadline
-    /// order (a task's timeout is one duration): one pending event per task stands for
-    /// all of them, rather than one per request scheduled and nearly always
-    /// cancelled. Entries of requests that a batch has taken since are skipped when
-    /// they come up, and dropped with the event once none of the task's requests
-    /// waits.
-    deadlines: Vec<Deadlines>,
-    next_node: u32,
-    horizon: SimTime,
-    warmup: SimTime,
-    /// `max_wait_s`, converted once.
-    max_wait: SimDuration,
-    stats: ServingStats,
-    observer: O,
-    sampling: Option<Sampling<S>>,
-    /// GPUs serving a batch now.
-    busy_gpus: u32,
-    /// GPUs failed and not yet repaired.
-    down_gpus: u32,
-    /// IT energy and carbon, integrated at every change of busy or down GPUs.
-    it: PowerMeter,
+/// A whole number of `key` in [low, high].
+pub(crate) fn int_in(key: &str, v: i64, low: i64, high: i64) -> Result<u32, ConfigError> {
+    u32::try_from(v)
+        .ok()
+        .filter(|&n| i64::from(n) >= low && i64::from(n) <= high)
+        .ok_or_else(|| ConfigError::invalid(key, v, format!("an integer from {low} to {high}")))
 }
 
-#[derive(Debug, Default)]
-struct ServingStats {
-    arrivals: u64,
-    /// Requests served over the whole run (energy per request divides by this).
-    served_all: u64,
-    counted: u64,
-    served: u64,
-    rejected: u64,
-    timed_out: u64,
-    lost: u64,
-    failures: u64,
-    truncated: u64,
-    /// Batches whose time came from a profile extrapolated beyond its measured sizes.
-    extrapolated_lookups: u64,
-    /// Latency of counted served requests: exact sums of nanoseconds.
-    latency_s: DurationSum,
-    latency: LatencyHistogram,
-    slo_met: u64,
-    /// Batches started and the requests they took (whole run).
-    batches: u64,
-    batched_requests: u64,
-    /// Quality of counted served requests.
-    quality: CompensatedSum,
-    /// The first arrival and the last request served, which bound the measured window.
-    first_arrival: Option<SimTime>,
-    last_finish: SimTime,
+/// `serving.engine.kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EngineKind {
+    Continuous,
+    Static,
 }
 
-/// What one replication measured.
+impl EngineKind {
+    fn name(self) -> &'static str {
+        match self {
+            EngineKind::Continuous => "continuous",
+            EngineKind::Static => "static",
+        }
+    }
+}
+
+/// `[serving]` as written: one engine's schema, chosen by `serving.engine.kind`
+/// (`continuous` unless the table has the static engine's `max_batch`).
+#[derive(Clone, Debug)]
+pub(crate) enum ServingTable {
+    /// The static engine's keys.
+    Static(Box<BatchedTable>),
+    /// The continuous engine's keys.
+    Continuous(Box<ContinuousTable>),
+}
+
+impl<'de> Deserialize<'de> for ServingTable {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut table = toml::Table::deserialize(deserializer)?;
+        let engine = table.get_mut("engine").and_then(toml::Value::as_table_mut);
+        let kind = match engine.and_then(|e| e.remove("kind")) {
+            Some(toml::Value::String(k)) if k == "static" => EngineKind::Static,
+            Some(toml::Value::String(k)) if k == "continuous" => EngineKind::Continuous,
+            Some(other) => {
+                return Err(D::Error::custom(format!(
+                    "{}engine.kind{}unknown variant `{}`, expected `continuous` or `static`",
+                    crate::world::NESTED,
+                    crate::world::NESTED,
+                    other.as_str().map_or_else(|| other.to_string(), str::to_string)
+                )));
+            }
+            None if table.contains_key("max_batch") => EngineKind::Static,
+            None => EngineKind::Continuous,
+        };
+        // A key of the other engine: say so, rather than only that it is unknown here.
+        let (this_fields, other_fields) = match kind {
+            EngineKind::Static => (struct_fields::<BatchedTable>(), struct_fields::<ContinuousTable>()),
+            EngineKind::Continuous => (struct_fields::<ContinuousTable>(), struct_fields::<BatchedTable>()),
+        };
+        if let Some(key) =
+            table.keys().find(|k| !this_fields.contains(&k.as_str()) && other_fields.contains(&k.as_str()))
+        {
+            let other = match kind {
+                EngineKind::Static => EngineKind::Continuous,
+                EngineKind::Continuous => EngineKind::Static,
+            };
+            return Err(D::Error::custom(format!(
+                "{n}{key}{n}it belongs to the other engine (the {} one); serving.engine.kind = \"{}\" is in use",
+                other.name(),
+                kind.name(),
+                n = crate::world::NESTED
+            )));
+        }
+        match kind {
+            EngineKind::Static => read_nested(table).map(|t| ServingTable::Static(Box::new(t))),
+            EngineKind::Continuous => read_nested(table).map(|t| ServingTable::Continuous(Box::new(t))),
+        }
+    }
+}
+
+/// `[serving]` and `[simulation]` as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServingFile {
+    serving: ServingTable,
+    simulation: Window,
+}
+
+/// The serving fleet as a world.
+#[derive(Clone, Copy, Debug)]
+pub struct ServingWorld;
+
+/// A resolved serving world: one of its two engines.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ServingRun {
-    /// Requests that arrived after warm-up.
-    pub requests: u64,
-    /// Of those, served.
-    pub served: u64,
-    /// Of those, refused over the context limit.
-    pub rejected: u64,
-    /// Of those, given up waiting.
-    pub timed_out: u64,
-    /// Of those, lost when their GPU failed.
-    pub lost: u64,
-    /// GPU failures, whole run.
-    pub gpu_failures: u64,
-    /// Of those, shortened to fit the context limit (and then served or timed out).
-    pub truncated: u64,
-    /// Served requests per second of the measured window: from the end of the warm-up
-    /// (or the first arrival, if later) to the last request served.
-    pub throughput_per_s: f64,
-    /// Mean latency (arrival to finish) (s).
-    pub latency_mean_s: Option<f64>,
-    /// Median latency (s).
-    pub latency_p50_s: Option<f64>,
-    /// 95th percentile (s).
-    pub latency_p95_s: Option<f64>,
-    /// 99th percentile (s).
-    pub latency_p99_s: Option<f64>,
-    /// Fraction of counted requests served within their SLO (a rejected or timed-out
-    /// request misses it).
-    pub slo_attainment: Option<f64>,
-    /// Mean quality of counted served requests, given the history they kept.
-    pub quality_mean: Option<f64>,
-    /// Mean requests per batch (all batches).
-    pub batch_size_mean: Option<f64>,
-    /// Batches whose time a profile had to extrapolate, whole run.
-    pub extrapolated_lookups: u64,
-    /// Busy GPU time over available GPU time, whole run.
-    pub gpu_utilisation: f64,
-    /// Facility energy, whole run (kWh).
-    pub energy_kwh: f64,
-    /// GPU energy while serving (kWh).
-    pub energy_gpu_busy_kwh: f64,
-    /// GPU energy while idle (kWh).
-    pub energy_gpu_idle_kwh: f64,
-    /// Node baseline energy (kWh).
-    pub energy_baseline_kwh: f64,
-    /// Facility overhead, (PUE - 1) x IT energy (kWh).
-    pub energy_overhead_kwh: f64,
-    /// Energy per served request, whole run (kWh).
-    pub energy_per_request_kwh: Option<f64>,
-    /// Carbon (kg CO2e).
-    pub carbon_kg: f64,
-    /// Energy plus GPU rental (USD).
-    pub cost_usd: f64,
-    /// Length of the run, arrivals plus drain (s).
-    pub run_s: f64,
-    /// Events handled.
-    pub events: u64,
+#[allow(clippy::large_enum_variant)] // one per point, never in bulk
+pub enum ServingSetup {
+    /// Request-level batches.
+    Static(BatchedConfig),
+    /// Token-level LLM replicas.
+    Continuous(LlmServingConfig),
 }
 
-const J_PER_KWH: f64 = 3.6e6;
-
-impl<O: Observer<RequestRecord>> Serving<O> {
-    /// A validated world with no requests yet.
-    pub fn new(config: ServingConfig, observer: O) -> Result<Self, ServingConfigError> {
-        Serving::with_sampling(config, observer, None)
-    }
-}
-
-impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Serving<O, S> {
-    /// Like [`Serving::new`], also sampling the state every `every` into `sink`.
-    pub fn new_sampled(
-        config: ServingConfig,
-        observer: O,
-        every: SimDuration,
-        sink: S,
-    ) -> Result<Self, ServingConfigError> {
-        let sampling = (every > SimDuration::ZERO).then(|| Sampling { grid: Grid::new(every), sink });
-        Serving::with_sampling(config, observer, sampling)
-    }
-
-    fn with_sampling(
-        config: ServingConfig,
-        observer: O,
-        sampling: Option<Sampling<S>>,
-    ) -> Result<Self, ServingConfigError> {
-        config.validate()?;
-        let arrivals = ArrivalGenerator::new(config.arrivals.clone());
-        let total: f64 = config.tasks.iter().map(|t| t.weight).sum();
-        let cumulative_weights = config
-            .tasks
-            .iter()
-            .scan(0.0, |acc, t| {
-                *acc += t.weight / total;
-                Some(*acc)
-            })
-            .collect();
-        let token_samplers = config
-            .tasks
-            .iter()
-            .map(|t| (TokenSampler::new(t.prompt_tokens), TokenSampler::new(t.output_tokens)))
-            .collect();
-        let history_samplers = config.tasks.iter().map(|t| t.history_tokens.map(TokenSampler::new)).collect();
-        let mut nodes = Arena::new();
-        let mut gpus = Arena::new();
-        for n in 0..config.nodes {
-            let mut node = Node::default();
-            for place in 0..config.gpus_per_node {
-                node.gpus.push(gpus.push(Gpu { node: n, place, ..Gpu::default() }));
-            }
-            node.free = vec![0; config.gpus_per_node.div_ceil(64) as usize];
-            for place in 0..config.gpus_per_node {
-                node.set_free(place, true);
-            }
-            nodes.push(node);
+impl ServingSetup {
+    /// The static engine's configuration, if that is the engine.
+    pub fn into_static(self) -> Option<BatchedConfig> {
+        match self {
+            ServingSetup::Static(c) => Some(c),
+            ServingSetup::Continuous(_) => None,
         }
-        let horizon = SimTime::from_secs_f64(config.duration_s)
-            .map_err(|_| ConfigError::invalid("duration_s", config.duration_s.to_string(), "at most 584 years"))?;
-        let warmup = SimTime::from_secs_f64(config.warmup_s)
-            .map_err(|_| ConfigError::invalid("warmup_s", config.warmup_s.to_string(), "at most 584 years"))?;
-        let max_wait = SimDuration::from_secs_f64(config.max_wait_s)
-            .map_err(|_| ConfigError::invalid("max_wait_s", config.max_wait_s.to_string(), "at most 584 years"))?;
-        let deadlines = config.tasks.iter().map(|_| Deadlines::default()).collect();
-        Ok(Serving {
-            warmup,
-            max_wait,
-            config,
-            arrivals,
-            cumulative_weights,
-            token_samplers,
-            history_samplers,
-            loads: MinIndex::new(nodes.len()),
-            nodes,
-            gpus,
-            requests: Slab::new(),
-            deadlines,
-            next_node: 0,
-            horizon,
-            stats: ServingStats::default(),
-            observer,
-            sampling,
-            busy_gpus: 0,
-            down_gpus: 0,
-            it: PowerMeter::default(),
-        })
     }
 
-    /// The sample sink, if sampling is on.
-    pub fn samples(&self) -> Option<&S> {
-        self.sampling.as_ref().map(|s| &s.sink)
+    /// The continuous engine's configuration, if that is the engine.
+    pub fn into_continuous(self) -> Option<LlmServingConfig> {
+        match self {
+            ServingSetup::Continuous(c) => Some(c),
+            ServingSetup::Static(_) => None,
+        }
     }
 
-    /// Consumes the world, returning its observers.
-    pub fn into_observers(self) -> (O, Option<S>) {
-        (self.observer, self.sampling.map(|s| s.sink))
+    fn tasks(&self) -> &[crate::requests::Task] {
+        match self {
+            ServingSetup::Static(c) => &c.tasks,
+            ServingSetup::Continuous(c) => &c.tasks,
+        }
+    }
+}
+
+/// Trace columns the static engine does not fill (they are the token-level
+/// engine's), and those the continuous engine does not (a replica of `tp` GPUs has no
+/// one GPU, and batches change every step).
+const TOKEN_COLUMNS: [&str; 9] = [
+    "input_tokens",
+    "output_tokens",
+    "first_scheduled_s",
+    "first_token_s",
+    "ttft_s",
+    "tpot_s",
+    "e2e_s",
+    "preemptions",
+    "replica",
+];
+const BATCH_COLUMNS: [&str; 5] = ["gpu", "batch_size", "truncated", "history_tokens", "quality"];
+const SAMPLED_TOKEN_COLUMNS: [&str; 5] =
+    ["running", "kv_usage", "prompt_tokens_per_s", "generation_tokens_per_s", "gpu_power_w"];
+
+impl World for ServingWorld {
+    const NAME: &'static str = "serving";
+    type File = ServingFile;
+    type Config = ServingSetup;
+    type Request = RequestRecord;
+    type Sample = ServingSample;
+
+    fn resolve(file: ServingFile, inputs: &dyn Inputs) -> Result<ServingSetup, ConfigError> {
+        match file.serving {
+            ServingTable::Static(t) => Ok(ServingSetup::Static(batched::resolve(*t, &file.simulation, inputs)?)),
+            ServingTable::Continuous(t) => {
+                Ok(ServingSetup::Continuous(continuous::resolve(*t, &file.simulation, inputs)?))
+            }
+        }
     }
 
-    /// IT power (W) with `busy` GPUs serving and `down` GPUs off.
-    fn it_power_w(&self, busy: u32, down: u32) -> f64 {
-        let c = &self.config;
-        f64::from(busy) * c.gpu_max_w
-            + f64::from(c.gpus() - busy - down) * c.gpu_idle_w
-            + f64::from(c.nodes) * c.node_baseline_w
+    fn run<R: Observer<RequestRecord>, S: Observer<ServingSample>>(
+        config: &ServingSetup,
+        replication: Replication,
+        traces: Traces<'_, R, S>,
+    ) -> Result<Metrics, RunError> {
+        match config {
+            ServingSetup::Static(c) => batched::run_traced(c, replication, traces),
+            ServingSetup::Continuous(c) => continuous::run_continuous(
+                c,
+                &replication,
+                traces.requests,
+                traces.sample_every.map(|every| (every, traces.samples)),
+            ),
+        }
     }
 
-    /// Integrates IT energy up to `now`, then changes the number of busy GPUs.
-    fn set_busy(&mut self, now: SimTime, busy: u32) {
-        self.set_power_state(now, busy, self.down_gpus);
+    fn latency_objectives(config: &ServingSetup) -> Vec<(String, f64)> {
+        config.tasks().iter().map(|t| (t.name.clone(), t.slo_s)).collect()
     }
 
-    /// Integrates IT energy up to `now`, then changes the numbers of busy and down GPUs.
-    fn set_power_state(&mut self, now: SimTime, busy: u32, down: u32) {
-        let power_w = self.it_power_w(self.busy_gpus, self.down_gpus);
-        self.it.hold(now, power_w, &self.config.grid);
-        self.busy_gpus = busy;
-        self.down_gpus = down;
+    fn labels(config: &ServingSetup) -> Labels {
+        Labels(vec![("task", config.tasks().iter().map(|t| t.name.clone()).collect())])
     }
 
-    /// A GPU fails: its batch, if any, is lost; it is repaired later.
-    fn on_gpu_fails(&mut self, gpu_id: Id<Gpu>, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
-        let now = ctx.now();
-        let failures = self.config.failures.expect("failure events exist only with failures configured");
-        self.stats.failures += 1;
-        let batch = std::mem::take(&mut self.gpus[gpu_id].batch);
-        let mut wasted_kwh = 0.0;
-        let busy = if let Some(done) = self.gpus[gpu_id].done.take() {
-            ctx.cancel(done);
-            let busy_s = (now - self.requests[batch[0]].start).as_secs_f64();
-            self.gpus[gpu_id].busy_s += busy_s;
-            wasted_kwh = self.config.gpu_max_w * busy_s / J_PER_KWH / batch.len() as f64;
-            self.busy_gpus - 1
-        } else {
-            self.busy_gpus
+    fn omitted_columns(config: &ServingSetup) -> Vec<&'static str> {
+        match config {
+            ServingSetup::Static(_) => TOKEN_COLUMNS.iter().chain(&SAMPLED_TOKEN_COLUMNS).copied().collect(),
+            ServingSetup::Continuous(_) => BATCH_COLUMNS.to_vec(),
+        }
+    }
+
+    fn warnings(config: &ServingSetup) -> Vec<String> {
+        let (arrivals, warmup_s, duration_s) = match config {
+            ServingSetup::Static(c) => (&c.arrivals, c.warmup_s, c.duration_s),
+            ServingSetup::Continuous(c) => (&c.arrivals, c.warmup_s, c.duration_s),
         };
-        self.set_power_state(now, busy, self.down_gpus + 1);
-        self.gpus[gpu_id].down_since = Some(now);
-        let node_id: Id<Node> = Id::from_index(self.gpus[gpu_id].node);
-        self.nodes[node_id].set_free(self.gpus[gpu_id].place, false);
-        self.add_load(node_id, -(batch.len() as i64));
-        for r in batch {
-            if self.requests[r].arrival >= self.warmup {
-                self.stats.lost += 1;
-            }
-            self.record_unserved(r, RequestOutcome::Lost, Some(now), wasted_kwh);
-        }
-        let repair_s = failures.time_to_repair_s(ctx.rng(failure_stream(gpu_id)));
-        ctx.schedule(SimDuration::from_secs_f64(repair_s)?, ServingEvent::GpuRepaired(gpu_id))?;
-        Ok(())
+        arrivals.trace_cut("serving.arrivals.path", warmup_s, duration_s).into_iter().collect()
     }
 
-    /// A GPU is back: it may fail again (until arrivals stop) and takes work at once.
-    fn on_gpu_repaired(&mut self, gpu_id: Id<Gpu>, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
-        let now = ctx.now();
-        if let Some(since) = self.gpus[gpu_id].down_since.take() {
-            self.gpus[gpu_id].down_s += (now - since).as_secs_f64();
-        }
-        self.set_power_state(now, self.busy_gpus, self.down_gpus - 1);
-        let node_id: Id<Node> = Id::from_index(self.gpus[gpu_id].node);
-        self.nodes[node_id].set_free(self.gpus[gpu_id].place, true);
-        self.schedule_failure(gpu_id, ctx)?;
-        self.dispatch(node_id, ctx)
-    }
-
-    /// Schedules the next failure of a GPU, if it falls before arrivals stop.
-    fn schedule_failure(&mut self, gpu_id: Id<Gpu>, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
-        let Some(failures) = self.config.failures else { return Ok(()) };
-        let up_s = failures.time_to_failure_s(ctx.rng(failure_stream(gpu_id)));
-        let at = ctx.now().checked_add(SimDuration::from_secs_f64(up_s)?).ok_or(ScheduleError::Overflow)?;
-        if at < self.horizon {
-            ctx.schedule(at, ServingEvent::GpuFails(gpu_id))?;
-        }
-        Ok(())
-    }
-
-    /// Emits every grid instant before `now` with the state that held there.
-    fn sample_before(&mut self, now: SimTime) {
-        let pue = self.config.pue;
-        let (it, busy) = (self.it, self.busy_gpus);
-        let power_w = self.it_power_w(busy, self.down_gpus);
-        let grid = &self.config.grid;
-        let Some(sampling) = self.sampling.as_mut() else { return };
-        for t in sampling.grid.due_before(now) {
-            // Summed only when an instant is due: most events pass no grid instant.
-            let queue_len: u32 = self.nodes.iter().map(|(_, n)| n.queue.len() as u32).sum();
-            let energy_kwh = it.energy_j_at(t, power_w) * pue / J_PER_KWH;
-            sampling.sink.observe(ServingSample {
-                t_s: t.as_secs_f64(),
-                queue_len,
-                busy_gpus: busy,
-                power_kw: power_w * pue / 1000.0,
-                energy_kwh,
-                carbon_kg: match grid.constant() {
-                    Some(kg_per_kwh) => energy_kwh * kg_per_kwh,
-                    None => it.carbon_kg_at(t, power_w, grid) * pue,
-                },
-                running: None,
-                kv_usage: None,
-                prompt_tokens_per_s: None,
-                generation_tokens_per_s: None,
-                gpu_power_w: None,
-            });
-        }
-    }
-
-    /// The request observer.
-    pub fn observer(&self) -> &O {
-        &self.observer
-    }
-
-    /// Consumes the world, returning its observer.
-    pub fn into_observer(self) -> O {
-        self.observer
-    }
-
-    /// Changes a node's load (requests queued or in its batches) and its routing key.
-    fn add_load(&mut self, node: Id<Node>, change: i64) {
-        let load = u32::try_from(i64::from(self.nodes[node].load) + change).expect("a node's load stays >= 0");
-        self.nodes[node].load = load;
-        self.loads.set(node.index() as usize, u64::from(load));
-    }
-
-    fn route(&mut self, ctx: &mut Context<'_, ServingEvent>) -> Id<Node> {
-        let n = self.config.nodes;
-        let index = match self.config.routing {
-            Routing::RoundRobin => {
-                let i = self.next_node;
-                self.next_node = (i + 1) % n;
-                i
-            }
-            Routing::LeastLoaded => self.loads.argmin().map_or(0, |i| i as u32),
-            Routing::Random => ctx.rng(ROUTING_STREAM).random_range(0..n),
-        };
-        Id::from_index(index)
-    }
-
-    fn on_arrival(&mut self, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
-        let now = ctx.now();
-        let replayed = self.arrivals.replayed(self.stats.arrivals as usize);
-        let rng = ctx.rng(REQUEST_STREAM);
-        let (task, prompt, mut output) = draw_request(replayed, rng, &self.cumulative_weights, &self.token_samplers);
-        // Drawn only for tasks that have history, so other scenarios keep their numbers.
-        let history_available = self.history_samplers[task].map_or(0, |h| h.sample(rng));
-        let history = self.config.history;
-        let mut history_tokens = (history.keep_share * f64::from(history_available)).floor() as u32;
-        if let Some(limit) = self.config.context_limit_tokens {
-            let room = limit.saturating_sub(prompt.saturating_add(output));
-            history_tokens = history_tokens.min(room);
-        }
-        let quality = if history_available == 0 {
-            1.0
-        } else {
-            1.0 - history.quality_loss * (1.0 - f64::from(history_tokens) / f64::from(history_available))
-        };
-        let prompt = prompt.saturating_add(history_tokens);
-        let counted = now >= self.warmup;
-        self.stats.arrivals += 1;
-        self.stats.counted += u64::from(counted);
-        self.stats.first_arrival.get_or_insert(now);
-        let mut truncated = false;
-        let mut rejected = false;
-        if let Some(limit) = self.config.context_limit_tokens
-            && prompt.saturating_add(output) > limit
-        {
-            match self.config.over_limit {
-                OverLimit::Truncate if prompt < limit => {
-                    output = limit - prompt;
-                    truncated = true;
-                }
-                _ => rejected = true,
-            }
-        }
-        let tokens = prompt.saturating_add(output);
-        let request = self.requests.insert(Request {
-            id: self.stats.arrivals - 1,
-            task: task as u16,
-            tokens,
-            truncated,
-            history_tokens,
-            quality,
-            node: 0,
-            arrival: now,
-            start: now,
-            timeout_running: false,
-        });
-        if counted {
-            self.stats.truncated += u64::from(truncated);
-        }
-        if rejected {
-            self.stats.rejected += u64::from(counted);
-            self.record_unserved(request, RequestOutcome::Rejected, None, 0.0);
-        } else {
-            let node = self.route(ctx);
-            self.requests[request].node = node.index();
-            let capacity = self.config.max_queued_per_gpu as usize * self.config.gpus_per_node as usize;
-            if self.nodes[node].queue.len() >= capacity {
-                self.stats.rejected += u64::from(counted);
-                self.record_unserved(request, RequestOutcome::Rejected, None, 0.0);
-                return self.next_arrival(ctx);
-            }
-            if let Some(timeout_s) = self.config.tasks[task].timeout_s {
-                let deadline =
-                    now.checked_add(SimDuration::from_secs_f64(timeout_s)?).ok_or(ScheduleError::Overflow)?;
-                let r = &mut self.requests[request];
-                r.timeout_running = true;
-                let deadlines = &mut self.deadlines[task];
-                deadlines.queue.push_back((deadline, request, r.id));
-                deadlines.waiting += 1;
-                if deadlines.armed.is_none() {
-                    deadlines.armed = Some(ctx.schedule(deadline, ServingEvent::Timeout(task as u16))?);
-                }
-            }
-            self.nodes[node].queue.push_back(request);
-            self.add_load(node, 1);
-            self.dispatch(node, ctx)?;
-        }
-        self.next_arrival(ctx)
-    }
-
-    /// Posts the next arrival, if it comes before arrivals stop.
-    fn next_arrival(&mut self, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
-        let next = self.arrivals.next_after(ctx.now(), ctx.rng(ARRIVAL_STREAM))?;
-        if next < self.horizon {
-            ctx.post(next, ServingEvent::Arrival)?;
-        }
-        Ok(())
-    }
-
-    /// A task's timeout event: every request of the task still waiting at its deadline
-    /// gives up, in arrival order; then the event is scheduled again for the oldest
-    /// request still waiting, if any.
-    fn on_timeouts(&mut self, task: usize, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
-        let now = ctx.now();
-        self.deadlines[task].armed = None;
-        while let Some(&(deadline, request, id)) = self.deadlines[task].queue.front() {
-            let waiting = self.requests.get(request).is_some_and(|r| r.id == id && r.timeout_running);
-            if waiting && deadline > now {
-                break;
-            }
-            self.deadlines[task].queue.pop_front();
-            if waiting {
-                self.time_out(request, ctx)?;
-            }
-        }
-        let deadlines = &mut self.deadlines[task];
-        if let Some(&(deadline, ..)) = deadlines.queue.front()
-            && deadlines.armed.is_none()
-        {
-            deadlines.armed = Some(ctx.schedule(deadline, ServingEvent::Timeout(task as u16))?);
-        }
-        Ok(())
-    }
-
-    /// A waiting request gives up: it leaves its node's queue, and the node's batch
-    /// timer is recomputed, since the oldest request may have changed.
-    fn time_out(&mut self, request: Id<Request>, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
-        let node: Id<Node> = Id::from_index(self.requests[request].node);
-        self.requests[request].timeout_running = false;
-        self.deadlines[usize::from(self.requests[request].task)].leave(ctx);
-        let queue = &mut self.nodes[node].queue;
-        let position = queue.iter().position(|r| *r == request).expect("a timeout fires only for a waiting request");
-        queue.remove(position);
-        self.add_load(node, -1);
-        if self.requests[request].arrival >= self.warmup {
-            self.stats.timed_out += 1;
-        }
-        self.record_unserved(request, RequestOutcome::TimedOut, Some(ctx.now()), 0.0);
-        self.dispatch(node, ctx)
-    }
-
-    /// Records a request that was not served; `energy_kwh` is what was spent on it
-    /// (a lost batch's share of its GPU's energy up to the failure).
-    fn record_unserved(
-        &mut self,
-        request: Id<Request>,
-        outcome: RequestOutcome,
-        gave_up: Option<SimTime>,
-        energy_kwh: f64,
-    ) {
-        let r = self.requests.remove(request);
-        self.observer.observe(RequestRecord {
-            request_id: r.id,
-            task: r.task,
-            tokens: r.tokens,
-            truncated: r.truncated,
-            history_tokens: r.history_tokens,
-            quality: r.quality,
-            arrival_s: r.arrival.as_secs_f64(),
-            start_s: None,
-            finish_s: gave_up.map(SimTime::as_secs_f64),
-            node: gave_up.map(|_| r.node),
-            gpu: None,
-            batch_size: None,
-            energy_kwh,
-            outcome,
-            slo_met: false,
-            warmup: r.arrival < self.warmup,
-            input_tokens: None,
-            output_tokens: None,
-            first_scheduled_s: None,
-            first_token_s: None,
-            preemptions: None,
-            replica: None,
-        });
-    }
-
-    /// Starts batches on free GPUs while the batching rule allows, and keeps the
-    /// node's timer on the instant its oldest request will have waited `max_wait_s`.
-    fn dispatch(&mut self, node_id: Id<Node>, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
-        let now = ctx.now();
-        let max_batch = self.config.max_batch as usize;
-        let max_wait = self.max_wait;
-        loop {
-            let node = &self.nodes[node_id];
-            let Some(&oldest) = node.queue.front() else { break };
-            let due = self.requests[oldest].arrival.checked_add(max_wait).ok_or(ScheduleError::Overflow)?;
-            let ready = node.queue.len() >= max_batch || due <= now;
-            let free = node.first_free();
-            debug_assert_eq!(
-                free,
-                node.gpus
-                    .iter()
-                    .copied()
-                    .find(|g| self.gpus[*g].batch.is_empty() && self.gpus[*g].down_since.is_none())
-            );
-            match (ready, free) {
-                (true, Some(gpu)) => self.start_batch(node_id, gpu, ctx)?,
-                (false, Some(_)) => {
-                    // Wait for the batch to fill, at most until `due`.
-                    let node = &mut self.nodes[node_id];
-                    match node.timer.and_then(|t| ctx.time_of(t)) {
-                        Some(at) if at == due => {}
-                        Some(_) => node.timer = Some(ctx.reschedule(node.timer.expect("pending"), due)?),
-                        None => node.timer = Some(ctx.schedule(due, ServingEvent::BatchTimer(node_id))?),
-                    }
-                    return Ok(());
-                }
-                (_, None) => break,
-            }
-        }
-        // No timer is needed when the queue is empty or every GPU is busy (a finishing
-        // batch dispatches again).
-        if let Some(timer) = self.nodes[node_id].timer.take() {
-            ctx.cancel(timer);
-        }
-        Ok(())
-    }
-
-    fn start_batch(
-        &mut self,
-        node_id: Id<Node>,
-        gpu: Id<Gpu>,
-        ctx: &mut Context<'_, ServingEvent>,
-    ) -> Result<(), ScheduleError> {
-        let now = ctx.now();
-        let take = (self.config.max_batch as usize).min(self.nodes[node_id].queue.len());
-        // The GPU's empty batch keeps its capacity from the last one: no allocation.
-        let mut batch = std::mem::take(&mut self.gpus[gpu].batch);
-        batch.extend(self.nodes[node_id].queue.drain(..take));
-        let tokens: f64 = batch.iter().map(|r| f64::from(self.requests[*r].tokens)).sum();
-        for r in &batch {
-            let request = &mut self.requests[*r];
-            request.start = now;
-            if std::mem::take(&mut request.timeout_running) {
-                self.deadlines[usize::from(request.task)].leave(ctx);
-            }
-        }
-        let (service_s, extrapolated) = self.config.service.seconds(batch.len(), tokens);
-        self.stats.extrapolated_lookups += u64::from(extrapolated);
-        self.stats.batches += 1;
-        self.stats.batched_requests += batch.len() as u64;
-        self.nodes[node_id].set_free(self.gpus[gpu].place, false);
-        self.gpus[gpu].batch = batch;
-        self.set_busy(now, self.busy_gpus + 1);
-        self.gpus[gpu].done = Some(ctx.schedule(SimDuration::from_secs_f64(service_s)?, ServingEvent::BatchDone(gpu))?);
-        Ok(())
-    }
-
-    fn on_batch_done(&mut self, gpu_id: Id<Gpu>, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
-        let now = ctx.now();
-        let mut batch = std::mem::take(&mut self.gpus[gpu_id].batch);
-        self.gpus[gpu_id].done = None;
-        self.set_busy(now, self.busy_gpus - 1);
-        let node_id: Id<Node> = Id::from_index(self.gpus[gpu_id].node);
-        let start = self.requests[batch[0]].start;
-        let busy_s = (now - start).as_secs_f64();
-        self.gpus[gpu_id].busy_s += busy_s;
-        let energy_share_kwh = self.config.gpu_max_w * busy_s / J_PER_KWH / batch.len() as f64;
-        for r in &batch {
-            let req = self.requests.remove(*r);
-            let latency = now - req.arrival;
-            let slo_met = latency.as_secs_f64() <= self.config.tasks[req.task as usize].slo_s;
-            let counted = req.arrival >= self.warmup;
-            self.stats.served_all += 1;
-            self.stats.last_finish = now;
-            if counted {
-                self.stats.served += 1;
-                self.stats.latency_s.add(latency);
-                self.stats.latency.record(latency);
-                self.stats.slo_met += u64::from(slo_met);
-                self.stats.quality.add(req.quality);
-            }
-            self.observer.observe(RequestRecord {
-                request_id: req.id,
-                task: req.task,
-                tokens: req.tokens,
-                truncated: req.truncated,
-                history_tokens: req.history_tokens,
-                quality: req.quality,
-                arrival_s: req.arrival.as_secs_f64(),
-                start_s: Some(req.start.as_secs_f64()),
-                finish_s: Some(now.as_secs_f64()),
-                node: Some(node_id.index()),
-                gpu: Some(gpu_id.index()),
-                batch_size: Some(batch.len() as u32),
-                energy_kwh: energy_share_kwh,
-                outcome: RequestOutcome::Served,
-                slo_met,
-                warmup: !counted,
-                input_tokens: None,
-                output_tokens: None,
-                first_scheduled_s: None,
-                first_token_s: None,
-                preemptions: None,
-                replica: None,
-            });
-        }
-        self.add_load(node_id, -(batch.len() as i64));
-        batch.clear();
-        self.gpus[gpu_id].batch = batch;
-        self.nodes[node_id].set_free(self.gpus[gpu_id].place, true);
-        self.dispatch(node_id, ctx)
-    }
-
-    /// The measures of a finished run that ended at `end` after `events` events.
-    pub fn results(&self, end: SimTime, events: u64) -> ServingRun {
-        let c = &self.config;
-        let s = &self.stats;
-        let run_s = end.as_secs_f64();
-        let gpu_s = f64::from(c.gpus()) * run_s;
-        let busy_s: f64 = self.gpus.iter().map(|(_, g)| g.busy_s).sum();
-        let down_s: f64 =
-            self.gpus.iter().map(|(_, g)| g.down_s + g.down_since.map_or(0.0, |t| (end - t).as_secs_f64())).sum();
-        let energy_gpu_busy_kwh = c.gpu_max_w * busy_s / J_PER_KWH;
-        let energy_gpu_idle_kwh = c.gpu_idle_w * (gpu_s - busy_s - down_s) / J_PER_KWH;
-        let energy_baseline_kwh = c.node_baseline_w * f64::from(c.nodes) * run_s / J_PER_KWH;
-        let it_kwh = energy_gpu_busy_kwh + energy_gpu_idle_kwh + energy_baseline_kwh;
-        let energy_overhead_kwh = it_kwh * (c.pue - 1.0);
-        let energy_kwh = it_kwh + energy_overhead_kwh;
-        let served_all = s.served_all as f64;
-        let window_start = s.first_arrival.map_or(self.warmup, |f| f.max(self.warmup));
-        let window_s = (s.last_finish.max(window_start) - window_start).as_secs_f64();
-        let [latency_p50_s, latency_p95_s, latency_p99_s] = s.latency.quantiles_s([0.50, 0.95, 0.99]);
-        ServingRun {
-            requests: s.counted,
-            served: s.served,
-            rejected: s.rejected,
-            timed_out: s.timed_out,
-            lost: s.lost,
-            gpu_failures: s.failures,
-            truncated: s.truncated,
-            throughput_per_s: if window_s > 0.0 { s.served as f64 / window_s } else { 0.0 },
-            latency_mean_s: s.latency_s.mean_s(),
-            latency_p50_s,
-            latency_p95_s,
-            latency_p99_s,
-            slo_attainment: (s.counted > 0).then(|| s.slo_met as f64 / s.counted as f64),
-            quality_mean: s.quality.mean(),
-            batch_size_mean: (s.batches > 0).then(|| s.batched_requests as f64 / s.batches as f64),
-            extrapolated_lookups: s.extrapolated_lookups,
-            gpu_utilisation: if gpu_s > 0.0 { busy_s / gpu_s } else { 0.0 },
-            energy_kwh,
-            energy_gpu_busy_kwh,
-            energy_gpu_idle_kwh,
-            energy_baseline_kwh,
-            energy_overhead_kwh,
-            energy_per_request_kwh: (served_all > 0.0).then(|| energy_kwh / served_all),
-            carbon_kg: match c.grid.constant() {
-                Some(kg_per_kwh) => energy_kwh * kg_per_kwh,
-                None => self.it.carbon_kg_at(end, self.it_power_w(self.busy_gpus, self.down_gpus), &c.grid) * c.pue,
-            },
-            cost_usd: energy_kwh * c.energy_usd_per_kwh + gpu_s / 3600.0 * c.gpu_usd_per_hour,
-            run_s,
-            events,
+    fn reference(config: &ServingSetup) -> Option<(String, Vec<(String, f64)>)> {
+        match config {
+            ServingSetup::Continuous(c) => c.measured.as_ref().map(|m| (m.source.clone(), m.values.clone())),
+            ServingSetup::Static(_) => None,
         }
     }
 }
 
-impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Model for Serving<O, S> {
-    type Event = ServingEvent;
-    type Error = ScheduleError;
+crate::trace_row!(RequestRecord, |r| {
+    request_id: u64 = r.request_id,
+    task: Label = Label(r.task),
+    tokens: u32 = r.tokens,
+    truncated: bool = r.truncated,
+    history_tokens: u32 = r.history_tokens,
+    quality: f64 = r.quality,
+    arrival_s: f64 = r.arrival_s,
+    start_s: Option<f64> = r.start_s,
+    finish_s: Option<f64> = r.finish_s,
+    node: Option<u32> = r.node,
+    gpu: Option<u32> = r.gpu,
+    batch_size: Option<u32> = r.batch_size,
+    latency_s: Option<f64> = r.finish_s.filter(|_| r.outcome == RequestOutcome::Served).map(|f| f - r.arrival_s),
+    energy_kwh: f64 = r.energy_kwh,
+    outcome: &str = r.outcome.as_str(),
+    slo_met: bool = r.slo_met,
+    warmup: bool = r.warmup,
+    input_tokens: Option<u32> = r.input_tokens,
+    output_tokens: Option<u32> = r.output_tokens,
+    first_scheduled_s: Option<f64> = r.first_scheduled_s,
+    first_token_s: Option<f64> = r.first_token_s,
+    ttft_s: Option<f64> = r.first_token_s.map(|f| f - r.arrival_s),
+    tpot_s: Option<f64> = match (r.first_token_s, r.finish_s, r.output_tokens) {
+        (Some(first), Some(last), Some(n)) if n > 1 && r.outcome == RequestOutcome::Served => Some((last - first) / f64::from(n - 1)),
+        _ => None,
+    },
+    e2e_s: Option<f64> = r.finish_s.filter(|_| r.outcome == RequestOutcome::Served && r.first_token_s.is_some()).map(|f| f - r.arrival_s),
+    preemptions: Option<u32> = r.preemptions,
+    replica: Option<u32> = r.replica,
+});
 
-    fn handle(&mut self, event: ServingEvent, ctx: &mut Context<'_, ServingEvent>) -> Result<(), ScheduleError> {
-        if self.sampling.is_some() {
-            self.sample_before(ctx.now());
-        }
-        match event {
-            ServingEvent::Arrival => self.on_arrival(ctx),
-            ServingEvent::BatchTimer(node) => {
-                self.nodes[node].timer = None;
-                self.dispatch(node, ctx)
-            }
-            ServingEvent::BatchDone(gpu) => self.on_batch_done(gpu, ctx),
-            ServingEvent::Timeout(task) => self.on_timeouts(usize::from(task), ctx),
-            ServingEvent::GpuFails(gpu) => self.on_gpu_fails(gpu, ctx),
-            ServingEvent::GpuRepaired(gpu) => self.on_gpu_repaired(gpu, ctx),
-        }
-    }
-}
-
-/// Builds one replication with its first arrival scheduled.
-pub fn build_serving<O: Observer<RequestRecord>>(
-    config: &ServingConfig,
-    observer: O,
-    master_seed: u64,
-    replication: u64,
-) -> Result<Simulation<Serving<O>>, ServingConfigError> {
-    start(Serving::new(config.clone(), observer)?, master_seed, replication)
-}
-
-/// Like [`build_serving`], also sampling the state every `every` into `samples`.
-pub fn build_sampled_serving<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
-    config: &ServingConfig,
-    observer: O,
-    every: SimDuration,
-    samples: S,
-    master_seed: u64,
-    replication: u64,
-) -> Result<Simulation<Serving<O, S>>, ServingConfigError> {
-    start(Serving::new_sampled(config.clone(), observer, every, samples)?, master_seed, replication)
-}
-
-/// The random stream of one GPU's failures and repairs.
-fn failure_stream(gpu: Id<Gpu>) -> StreamId {
-    StreamId(FAILURE_STREAM_BASE + gpu.index())
-}
-
-fn start<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
-    world: Serving<O, S>,
-    master_seed: u64,
-    replication: u64,
-) -> Result<Simulation<Serving<O, S>>, ServingConfigError> {
-    let mut sim = Simulation::with_queue(world, QueueKind::default(), master_seed, replication);
-    let err = |e: ScheduleError| ConfigError::invalid("arrivals", e.to_string(), "a first arrival within 584 years");
-    let mut arrivals = sim.model().arrivals.clone();
-    let first = arrivals.next_after(SimTime::ZERO, sim.rng(ARRIVAL_STREAM)).map_err(err)?;
-    sim.model_mut().arrivals = arrivals;
-    if first < sim.model().horizon {
-        sim.post(first, ServingEvent::Arrival).map_err(err)?;
-    }
-    if let Some(failures) = sim.model().config.failures {
-        let horizon = sim.model().horizon;
-        for gpu in sim.model().gpus.ids().collect::<Vec<_>>() {
-            let up_s = failures.time_to_failure_s(sim.rng(failure_stream(gpu)));
-            let at = SimTime::from_secs_f64(up_s).map_err(err)?;
-            if at < horizon {
-                sim.schedule(at, ServingEvent::GpuFails(gpu)).map_err(err)?;
-            }
-        }
-    }
-    Ok(sim)
-}
-
-/// Runs a built replication until every request is done and returns its metrics.
-pub fn finish_serving<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
-    sim: &mut Simulation<Serving<O, S>>,
-) -> Result<ServingRun, ScheduleError> {
-    sim.run(Default::default())?;
-    Ok(sim.model().results(sim.now(), sim.events_handled()))
-}
-
-/// Runs one replication to completion, untraced.
-pub fn run_serving(
-    config: &ServingConfig,
-    master_seed: u64,
-    replication: u64,
-) -> Result<ServingRun, crate::error::RunError> {
-    let mut sim = build_serving(config, NullObserver, master_seed, replication)?;
-    Ok(finish_serving(&mut sim)?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use infersim_engine::VecObserver;
-
-    /// One node, one GPU, evenly spaced arrivals at 1/s, 0.5 s per request, no warm-up;
-    /// 100 + 50 tokens, a 200 W node, PUE 1.5, 0.4 kg/kWh and prices.
-    fn simple() -> ServingConfig {
-        let arrivals = ArrivalProcess::Deterministic { rate_per_s: 1.0, first_gap_fraction: 1.0 };
-        let mut c = ServingConfig::single_gpu(arrivals, 0.5, 100.0);
-        c.tasks[0].prompt_tokens = TokenCount::Fixed { tokens: 100 };
-        c.tasks[0].output_tokens = TokenCount::Fixed { tokens: 50 };
-        c.node_baseline_w = 200.0;
-        c.pue = 1.5;
-        c.grid = CarbonIntensity::Constant { kg_per_kwh: 0.4 };
-        c.energy_usd_per_kwh = 0.1;
-        c.gpu_usd_per_hour = 2.0;
-        c
-    }
-
-    fn run_traced(config: &ServingConfig) -> (ServingRun, Vec<RequestRecord>) {
-        let mut sim = build_serving(config, VecObserver::default(), 1, 0).unwrap();
-        sim.run(Default::default()).unwrap();
-        let run = sim.model().results(sim.now(), sim.events_handled());
-        (run, sim.into_model().into_observer().rows)
-    }
-
-    #[test]
-    fn a_varying_grid_integrates_power_times_intensity() {
-        // A flat cycle gives what the constant gives.
-        let mut flat = simple();
-        flat.grid = CarbonIntensity::Diurnal { kg_per_kwh: 0.4, amplitude: 0.0, peak_h: 0.0, period_h: 24.0 };
-        let (constant, _) = run_traced(&simple());
-        let (cycle, _) = run_traced(&flat);
-        assert!((cycle.carbon_kg - constant.carbon_kg).abs() < 1e-12 * constant.carbon_kg);
-        // A 2-second cycle peaking at 1 s: intensity 0.4 (1 + cos(pi (t - 1))), t in s.
-        let mut cycle = simple();
-        cycle.grid =
-            CarbonIntensity::Diurnal { kg_per_kwh: 0.4, amplitude: 1.0, peak_h: 1.0 / 3600.0, period_h: 2.0 / 3600.0 };
-        let (run, _) = run_traced(&cycle);
-        // By hand. Request k (1..=99) is served on [k, k + 0.5]: the cosine averages
-        // +2/pi there for odd k (50 of them) and -2/pi for even k (49), and the other
-        // way round on the idle half-second after it (k = 1..=98). [0, 1] is idle at
-        // mean intensity 0.4. The 200 W baseline runs to 99.5 s, where the integral of
-        // the intensity is 0.4 (99.5 + sin(98.5 pi) / pi) = 0.4 (99.5 + 1 / pi).
-        let pi = std::f64::consts::PI;
-        let joules_kg_per_kwh = 400.0 * 0.5 * 0.4 * (99.0 + 2.0 / pi) // busy
-            + 100.0 * 0.5 * 0.4 * 98.0 // idle half-seconds
-            + 100.0 * 1.0 * 0.4 // idle first second
-            + 200.0 * 0.4 * (99.5 + 1.0 / pi); // baseline
-        let expected_kg = joules_kg_per_kwh * 1.5 / J_PER_KWH;
-        assert!((run.carbon_kg - expected_kg).abs() < 1e-9 * expected_kg, "{} vs {expected_kg}", run.carbon_kg);
-    }
-
-    #[test]
-    fn energy_is_accounted_exactly() {
-        let (run, rows) = run_traced(&simple());
-        // Arrivals at 1, 2, ..., 99 s; the last is served by 99.5 s.
-        assert_eq!(rows.len(), 99);
-        assert_eq!(run.run_s, 99.5);
-        let kwh = |w: f64, s: f64| w * s / 3.6e6;
-        assert!((run.energy_gpu_busy_kwh - kwh(400.0, 49.5)).abs() < 1e-15);
-        assert!((run.energy_gpu_idle_kwh - kwh(100.0, 50.0)).abs() < 1e-15);
-        assert!((run.energy_baseline_kwh - kwh(200.0, 99.5)).abs() < 1e-15);
-        let it = run.energy_gpu_busy_kwh + run.energy_gpu_idle_kwh + run.energy_baseline_kwh;
-        assert!((run.energy_overhead_kwh - 0.5 * it).abs() < 1e-15);
-        assert!((run.energy_kwh - 1.5 * it).abs() < 1e-15, "total = parts");
-        assert!((run.carbon_kg - 0.4 * run.energy_kwh).abs() < 1e-15);
-        assert!((run.cost_usd - (0.1 * run.energy_kwh + 2.0 * 99.5 / 3600.0)).abs() < 1e-12);
-        assert!((run.gpu_utilisation - 49.5 / 99.5).abs() < 1e-12);
-        let shares: f64 = rows.iter().map(|r| r.energy_kwh).sum();
-        assert!((shares - run.energy_gpu_busy_kwh).abs() < 1e-12, "per-request shares add up to GPU busy energy");
-        assert_eq!(run.latency_mean_s, Some(0.5));
-        assert_eq!(run.slo_attainment, Some(1.0));
-        // Per second of the measured window: the first arrival (1 s) to the last
-        // request served (99.5 s), not the arrival window.
-        assert!((run.throughput_per_s - 99.0 / 98.5).abs() < 1e-12, "{}", run.throughput_per_s);
-    }
-
-    #[test]
-    fn full_batches_start_at_once_and_partial_ones_when_the_oldest_has_waited() {
-        // Batches of 4 fill within 3 s, well before the 10 s limit.
-        let mut config = simple();
-        config.max_batch = 4;
-        config.max_wait_s = 10.0;
-        config.service = BatchTime::Affine { base_s: 0.0, per_request_s: 0.1, per_token_s: 0.0 };
-        config.duration_s = 100.5; // 100 arrivals: 25 full batches
-        let (run, rows) = run_traced(&config);
-        assert_eq!(run.batch_size_mean, Some(4.0));
-        let first = &rows[0];
-        assert_eq!((first.arrival_s, first.start_s, first.batch_size), (1.0, Some(4.0), Some(4)));
-        // With a 0.5 s limit at one request per second, every batch is a lone request
-        // that waited exactly 0.5 s: the timer path.
-        config.max_wait_s = 0.5;
-        let (run, rows) = run_traced(&config);
-        assert_eq!(run.batch_size_mean, Some(1.0));
-        assert!(rows.iter().all(|r| (r.start_s.unwrap() - r.arrival_s - 0.5).abs() < 1e-9), "{:?}", &rows[..2]);
-        // The last requests of a run are not stranded: a partial final batch still runs.
-        config.max_wait_s = 10.0;
-        config.duration_s = 102.5; // 102 arrivals: 25 batches of 4 and one of 2
-        let (run, rows) = run_traced(&config);
-        assert_eq!(rows.len(), 102);
-        assert_eq!(run.served, 102);
-        let last = rows.last().unwrap();
-        assert_eq!((last.batch_size, last.start_s), (Some(2), Some(111.0)), "waited 10 s from its arrival at 101 s");
-    }
-
-    #[test]
-    fn records_are_consistent_under_load_with_several_nodes() {
-        let mut config = simple();
-        config.arrivals = ArrivalProcess::Poisson { rate_per_s: 30.0 };
-        config.tasks.push(Task {
-            name: "code".into(),
-            weight: 3.0,
-            prompt_tokens: TokenCount::LogNormal { mean: 400.0, cv: 0.8 },
-            output_tokens: TokenCount::LogNormal { mean: 200.0, cv: 1.0 },
-            slo_s: 3.0,
-            timeout_s: None,
-            history_tokens: None,
-            ttft_slo_s: None,
-            tpot_slo_s: None,
-        });
-        config.nodes = 3;
-        config.gpus_per_node = 2;
-        config.max_batch = 8;
-        config.max_wait_s = 0.05;
-        config.service = BatchTime::Affine { base_s: 0.05, per_request_s: 0.01, per_token_s: 0.0002 };
-        config.warmup_s = 20.0;
-        for routing in [Routing::RoundRobin, Routing::LeastLoaded, Routing::Random] {
-            config.routing = routing;
-            let (run, rows) = run_traced(&config);
-            assert_eq!(run.requests, run.served);
-            assert!(rows.iter().all(|r| {
-                let (start, finish) = (r.start_s.unwrap(), r.finish_s.unwrap());
-                r.arrival_s <= start && start < finish && r.batch_size.unwrap() <= 8
-            }));
-            assert!(rows.iter().all(|r| r.gpu.unwrap() / 2 == r.node.unwrap()), "a GPU belongs to its node");
-            let code = rows.iter().filter(|r| r.task == 1).count() as f64 / rows.len() as f64;
-            assert!((code - 0.75).abs() < 0.03, "task mix {code}");
-            assert!(run.batch_size_mean.unwrap() > 1.0, "{routing:?}: load makes batches");
-            let nodes_used: std::collections::BTreeSet<u32> = rows.iter().filter_map(|r| r.node).collect();
-            assert_eq!(nodes_used.len(), 3, "{routing:?}");
-        }
-    }
-
-    #[test]
-    fn token_rounding_is_f64_round() {
-        let cases = [1.0, 1.5_f64.next_down(), 1.5, 2.5, 3.5_f64.next_down(), 1e6 + 0.5, 1_048_575.7, f64::NAN];
-        for x in cases.into_iter().chain((0..100_000).map(|i| 1.0 + f64::from(i) * 0.013_7)) {
-            assert_eq!(round_tokens(x), x.round() as u32, "{x}");
-        }
-    }
-
-    /// Two tasks with different timeouts on two nodes under overload, Poisson
-    /// arrivals: each task's single timeout event must still give every request up
-    /// exactly at its own deadline, never late and never after a batch took it.
-    #[test]
-    fn each_task_s_timeout_event_serves_all_its_requests() {
-        let mut config = simple();
-        config.arrivals = ArrivalProcess::Poisson { rate_per_s: 5.0 };
-        config.nodes = 2;
-        config.max_batch = 2;
-        config.service = BatchTime::Affine { base_s: 0.5, per_request_s: 0.5, per_token_s: 0.0 };
-        let mut slow = config.tasks[0].clone();
-        slow.name = "patient".into();
-        slow.timeout_s = Some(4.0);
-        config.tasks[0].timeout_s = Some(1.0);
-        config.tasks.push(slow);
-        let (run, rows) = run_traced(&config);
-        assert_eq!(run.requests, run.served + run.timed_out + run.rejected);
-        let mut outcomes = [[0_u32; 2]; 2];
-        for r in &rows {
-            let timeout_s = [1.0, 4.0][usize::from(r.task)];
-            match r.outcome {
-                RequestOutcome::Served => {
-                    assert!(r.start_s.unwrap() - r.arrival_s <= timeout_s + 1e-9, "{r:?}");
-                    outcomes[usize::from(r.task)][0] += 1;
-                }
-                RequestOutcome::TimedOut => {
-                    assert!((r.finish_s.unwrap() - r.arrival_s - timeout_s).abs() < 1e-9, "{r:?}");
-                    outcomes[usize::from(r.task)][1] += 1;
-                }
-                _ => panic!("{r:?}"),
-            }
-        }
-        assert!(outcomes.iter().flatten().all(|&n| n > 10), "both tasks both served and timed out: {outcomes:?}");
-    }
-
-    #[test]
-    fn requests_that_wait_too_long_time_out_and_leave_the_queue() {
-        // One request per second, each taking 3 s alone: the queue grows, and requests
-        // give up after waiting 2.5 s.
-        let mut config = simple();
-        config.service = BatchTime::Affine { base_s: 0.0, per_request_s: 3.0, per_token_s: 0.0 };
-        config.tasks[0].timeout_s = Some(2.5);
-        config.tasks[0].slo_s = 10.0;
-        let (run, rows) = run_traced(&config);
-        assert_eq!(rows.len() as u64, run.requests, "a record per request, whatever its outcome");
-        assert_eq!(run.requests, run.served + run.timed_out + run.rejected);
-        assert!(run.timed_out > 0 && run.served > 0, "{run:?}");
-        for r in &rows {
-            match r.outcome {
-                RequestOutcome::Served => assert!(r.start_s.unwrap() - r.arrival_s <= 2.5 + 1e-9, "{r:?}"),
-                RequestOutcome::TimedOut => {
-                    assert!((r.finish_s.unwrap() - r.arrival_s - 2.5).abs() < 1e-9, "gave up at its timeout: {r:?}");
-                    assert_eq!((r.start_s, r.gpu, r.energy_kwh), (None, None, 0.0));
-                }
-                RequestOutcome::Rejected | RequestOutcome::Lost => panic!("no context limit or failures here: {r:?}"),
-            }
-        }
-        // The GPU is busy 3 s per served request and arrivals come every second, so
-        // about a third are served.
-        let share = run.served as f64 / run.requests as f64;
-        assert!((share - 1.0 / 3.0).abs() < 0.02, "{share}");
-        assert_eq!(run.slo_attainment, Some(share), "a timed-out request misses its SLO");
-    }
-
-    /// A node's queue holds at most `max_queued_per_gpu` per GPU: later arrivals are
-    /// rejected, and the queue never grows beyond it.
-    #[test]
-    fn a_full_queue_rejects_arrivals() {
-        // One arrival per second, 3 s per request: overload.
-        let mut config = simple();
-        config.service = BatchTime::Affine { base_s: 0.0, per_request_s: 3.0, per_token_s: 0.0 };
-        config.max_queued_per_gpu = 4;
-        let (run, rows) = run_traced(&config);
-        assert_eq!(run.requests, run.served + run.rejected);
-        assert!(run.rejected > 0 && run.served > 0, "{run:?}");
-        // Each served request waited behind at most four others, 3 s each.
-        let longest_wait = rows.iter().filter_map(|r| r.start_s.map(|s| s - r.arrival_s)).fold(0.0, f64::max);
-        assert!(longest_wait <= 4.0 * 3.0 + 1e-9, "{longest_wait}");
-        assert!(rows.iter().filter(|r| r.outcome == RequestOutcome::Rejected).all(|r| r.energy_kwh == 0.0));
-        // Unbounded by default in effect: 100,000 per GPU.
-        let (free, _) = run_traced(&ServingConfig { max_queued_per_gpu: DEFAULT_MAX_QUEUED, ..config });
-        assert_eq!(free.rejected, 0);
-    }
-
-    #[test]
-    fn the_context_limit_rejects_or_truncates_visibly() {
-        let mut config = simple(); // 100 prompt + 50 output tokens
-        config.context_limit_tokens = Some(120);
-        let (run, rows) = run_traced(&config);
-        assert_eq!((run.rejected, run.served, run.truncated), (99, 0, 0));
-        assert!(rows.iter().all(|r| r.outcome == RequestOutcome::Rejected && r.node.is_none()));
-        assert_eq!(run.energy_per_request_kwh, None, "nothing served");
-        config.over_limit = OverLimit::Truncate;
-        let (run, rows) = run_traced(&config);
-        assert_eq!((run.rejected, run.served, run.truncated), (0, 99, 99));
-        assert!(rows.iter().all(|r| r.truncated && r.tokens == 120));
-        // A prompt that alone exceeds the limit cannot be truncated to fit.
-        config.context_limit_tokens = Some(90);
-        let (run, _) = run_traced(&config);
-        assert_eq!((run.rejected, run.truncated), (99, 0));
-    }
-
-    #[test]
-    fn history_is_kept_by_share_cut_first_at_the_limit_and_costs_quality() {
-        let mut config = simple(); // 100 prompt + 50 output tokens
-        config.tasks[0].history_tokens = Some(TokenCount::Fixed { tokens: 400 });
-        config.history = History { keep_share: 0.5, quality_loss: 0.3 };
-        let (run, rows) = run_traced(&config);
-        // Half the history: 200 tokens sent, quality 1 - 0.3 x 0.5.
-        assert!(rows.iter().all(|r| r.history_tokens == 200 && r.tokens == 350 && (r.quality - 0.85).abs() < 1e-12));
-        assert_eq!(run.quality_mean, Some(0.85));
-        // Under a 300-token limit the history shrinks to what fits, before the output.
-        config.context_limit_tokens = Some(300);
-        let (run, rows) = run_traced(&config);
-        assert!(rows.iter().all(|r| r.history_tokens == 150 && r.tokens == 300 && !r.truncated));
-        assert!((run.quality_mean.unwrap() - (1.0 - 0.3 * (1.0 - 150.0 / 400.0))).abs() < 1e-12);
-        // More history, more tokens, longer batches: latency grows with the share kept.
-        config.context_limit_tokens = None;
-        config.service = BatchTime::Affine { base_s: 0.1, per_request_s: 0.0, per_token_s: 0.001 };
-        let latency = |share: f64| {
-            let mut c = config.clone();
-            c.history.keep_share = share;
-            run_traced(&c).0.latency_mean_s.unwrap()
-        };
-        assert!(latency(0.0) < latency(0.5) && latency(0.5) < latency(1.0));
-        // A task without history draws nothing: its numbers do not change.
-        let plain = simple();
-        let mut with_policy = simple();
-        with_policy.history = History { keep_share: 0.2, quality_loss: 0.9 };
-        assert_eq!(run_traced(&plain), run_traced(&with_policy));
-    }
-
-    #[test]
-    fn more_gpus_see_the_same_requests() {
-        let mut config = simple();
-        config.arrivals = ArrivalProcess::Poisson { rate_per_s: 1.5 };
-        config.tasks[0].prompt_tokens = TokenCount::LogNormal { mean: 100.0, cv: 1.0 };
-        let key = |rows: Vec<RequestRecord>| {
-            let mut v: Vec<(u64, u64, u32)> =
-                rows.iter().map(|r| (r.request_id, r.arrival_s.to_bits(), r.tokens)).collect();
-            v.sort();
-            v
-        };
-        let (_, one) = run_traced(&config);
-        config.gpus_per_node = 3;
-        let (_, three) = run_traced(&config);
-        assert_eq!(key(one), key(three));
-    }
-
-    #[test]
-    fn sampling_matches_the_energy_account_and_changes_nothing() {
-        let mut config = simple();
-        config.arrivals = ArrivalProcess::Poisson { rate_per_s: 1.5 };
-        config.gpus_per_node = 2;
-        let (plain, _) = run_traced(&config);
-        let every = SimDuration::from_secs(1).unwrap();
-        let mut sim = build_sampled_serving(&config, NullObserver, every, VecObserver::default(), 1, 0).unwrap();
-        sim.run(Default::default()).unwrap();
-        let sampled = sim.model().results(sim.now(), sim.events_handled());
-        assert_eq!(plain, sampled, "sampling must not change the run");
-        let samples = &sim.model().samples().unwrap().rows;
-        assert_eq!(samples.len(), sim.now().as_secs_f64().ceil() as usize);
-        let (idle_kw, max_kw) = ((2.0 * 100.0 + 200.0) * 1.5 / 1000.0, (2.0 * 400.0 + 200.0) * 1.5 / 1000.0);
-        for s in samples {
-            assert!(s.busy_gpus <= 2);
-            let expected_kw =
-                (f64::from(s.busy_gpus) * 400.0 + f64::from(2 - s.busy_gpus) * 100.0 + 200.0) * 1.5 / 1000.0;
-            assert!((s.power_kw - expected_kw).abs() < 1e-12 && (idle_kw..=max_kw).contains(&s.power_kw));
-            assert!((s.carbon_kg - 0.4 * s.energy_kwh).abs() < 1e-15);
-        }
-        assert!(samples.windows(2).all(|w| w[1].energy_kwh >= w[0].energy_kwh), "cumulative energy never falls");
-        // The last sample lies within a second of the end, at most 1 s of full power short.
-        let last = samples.last().unwrap();
-        let gap_kwh = max_kw * (sim.now().as_secs_f64() - last.t_s) / 3600.0;
-        assert!(
-            last.energy_kwh <= sampled.energy_kwh + 1e-12 && sampled.energy_kwh - last.energy_kwh <= gap_kwh + 1e-12
-        );
-    }
-
-    #[test]
-    fn failing_gpus_lose_their_batch_and_draw_no_power_while_down() {
-        let mut config = simple();
-        config.arrivals = ArrivalProcess::Poisson { rate_per_s: 2.0 };
-        config.gpus_per_node = 4;
-        config.duration_s = 3600.0;
-        config.failures = Some(Failures { mtbf_h: 0.05, mttr_h: 0.01 });
-        let every = SimDuration::from_secs(1).unwrap();
-        let mut sim =
-            build_sampled_serving(&config, VecObserver::default(), every, VecObserver::default(), 1, 0).unwrap();
-        sim.run(Default::default()).unwrap();
-        let run = sim.model().results(sim.now(), sim.events_handled());
-        let rows = &sim.model().observer().rows;
-        assert!(run.gpu_failures > 50 && run.lost > 0, "{run:?}");
-        assert_eq!(run.requests, run.served + run.lost + run.timed_out + run.rejected);
-        for r in rows.iter().filter(|r| r.outcome == RequestOutcome::Lost) {
-            assert!(r.node.is_some() && r.gpu.is_none() && r.start_s.is_none() && r.energy_kwh > 0.0, "{r:?}");
-        }
-        let shares: f64 = rows.iter().map(|r| r.energy_kwh).sum();
-        assert!((shares - run.energy_gpu_busy_kwh).abs() < 1e-12, "served and lost shares add up to GPU busy energy");
-        // Two accountings of energy agree: totals from busy and down seconds, and the
-        // running integral behind the samples (which a forgotten down time would break
-        // by tens of watt-hours).
-        let last = sim.model().samples().unwrap().rows.last().unwrap();
-        let max_kw = (4.0 * 400.0 + 200.0) * 1.5 / 1000.0;
-        let gap_kwh = max_kw * (sim.now().as_secs_f64() - last.t_s) / 3600.0;
-        assert!(last.energy_kwh <= run.energy_kwh + 1e-12 && run.energy_kwh - last.energy_kwh <= gap_kwh + 1e-12);
-        assert!(
-            sim.model()
-                .samples()
-                .unwrap()
-                .rows
-                .iter()
-                .any(|s| s.power_kw < (200.0 * 1.5) / 1000.0 + 4.0 * 0.1 * 1.5 - 0.01),
-            "some samples see a GPU off"
-        );
-    }
-
-    #[test]
-    fn bad_values_name_their_key() {
-        let mut c = simple();
-        c.pue = 0.9;
-        assert_eq!(c.validate().unwrap_err().to_string(), "pue = 0.9 is invalid: expected a finite number >= 1");
-        let mut c = simple();
-        c.tasks[0].weight = 0.0;
-        assert_eq!(c.validate().unwrap_err().key(), "tasks[0].weight");
-        let mut c = simple();
-        c.gpu_max_w = 50.0;
-        assert_eq!(c.validate().unwrap_err().key(), "gpu_max_w");
-        let mut c = simple();
-        c.warmup_s = 200.0;
-        assert_eq!(c.validate().unwrap_err().key(), "duration_s");
-    }
-}
+crate::trace_row!(ServingSample, |s| {
+    t_h: f64 = s.t_s / 3600.0,
+    t_s: f64 = s.t_s,
+    queue_len: u32 = s.queue_len,
+    busy_gpus: u32 = s.busy_gpus,
+    power_kw: f64 = s.power_kw,
+    energy_kwh: f64 = s.energy_kwh,
+    carbon_kg: f64 = s.carbon_kg,
+    running: Option<u32> = s.running,
+    waiting: u32 = s.queue_len,
+    kv_usage: Option<f64> = s.kv_usage,
+    prompt_tokens_per_s: Option<f64> = s.prompt_tokens_per_s,
+    generation_tokens_per_s: Option<f64> = s.generation_tokens_per_s,
+    gpu_power_w: Option<f64> = s.gpu_power_w,
+});

@@ -19,8 +19,8 @@ use infersim_agents::error::ConfigError;
 use infersim_agents::grid::CarbonIntensity;
 use infersim_agents::input::{DataTable, Inputs};
 use infersim_agents::llm::{BUILTIN_DATA, EngineLimits, Profile, Roofline, StepModel, catalog};
+use infersim_agents::requests::{Task, TokenCount};
 use infersim_agents::serving::continuous::{LlmRouting, LlmServingConfig, run_continuous};
-use infersim_agents::serving::{Task, TokenCount};
 use infersim_agents::world::Replication;
 use infersim_engine::NullObserver;
 
@@ -67,7 +67,7 @@ fn config(
         replicas_per_node: replicas,
         tp: 1,
         limits,
-        max_queued_requests: infersim_agents::serving::DEFAULT_MAX_QUEUED,
+        max_queued_requests: infersim_agents::requests::DEFAULT_MAX_QUEUED,
         context_limit_tokens: None,
         step_overhead_s: 0.0,
         step_overhead_per_seq_s: 0.0,

@@ -59,7 +59,9 @@ fn bad_input_is_one_clear_line_and_exit_code_2() {
             &["run", "--set", "station.servers=2"],
             "[station] belongs to the station world, and this scenario is a serving one",
         ),
-        (&["run", "--set", "serving.gpus_per_nod=2"], "did you mean `serving.gpus_per_node`?"),
+        (&["run", "--set", "serving.replicas_per_nod=2"], "did you mean `serving.replicas_per_node`?"),
+        // Each engine's own keys: the static engine's suggestions on a static scenario.
+        (&["run", "serving", "--set", "serving.gpus_per_nod=2"], "did you mean `serving.gpus_per_node`?"),
         (&["run", "mmc", "--set", "station.arrival_rate_per_s=-3"], "station.arrival_rate_per_s = -3 is invalid"),
         (&["run", "mmc", "--set", "station.service=weibull"], "one of exponential, deterministic, lognormal"),
         (

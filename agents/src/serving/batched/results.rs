@@ -1,0 +1,159 @@
+//! What a replication of the static engine measured.
+
+use infersim_engine::{Observer, SimTime};
+
+use super::BatchedServing;
+use crate::power::J_PER_KWH;
+use crate::requests::RequestRecord;
+use crate::serving::ServingSample;
+use crate::world::Metrics;
+
+/// What one replication measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchedRun {
+    /// Requests that arrived after warm-up.
+    pub requests: u64,
+    /// Of those, served.
+    pub served: u64,
+    /// Of those, refused over the context limit.
+    pub rejected: u64,
+    /// Of those, given up waiting.
+    pub timed_out: u64,
+    /// Of those, lost when their GPU failed.
+    pub lost: u64,
+    /// GPU failures, whole run.
+    pub gpu_failures: u64,
+    /// Of those, shortened to fit the context limit (and then served or timed out).
+    pub truncated: u64,
+    /// Served requests per second of the measured window: from the end of the warm-up
+    /// (or the first arrival, if later) to the last request served.
+    pub throughput_per_s: f64,
+    /// Mean latency (arrival to finish) (s).
+    pub latency_mean_s: Option<f64>,
+    /// Median latency (s).
+    pub latency_p50_s: Option<f64>,
+    /// 95th percentile (s).
+    pub latency_p95_s: Option<f64>,
+    /// 99th percentile (s).
+    pub latency_p99_s: Option<f64>,
+    /// Fraction of counted requests served within their SLO (a rejected or timed-out
+    /// request misses it).
+    pub slo_attainment: Option<f64>,
+    /// Mean quality of counted served requests, given the history they kept.
+    pub quality_mean: Option<f64>,
+    /// Mean requests per batch (all batches).
+    pub batch_size_mean: Option<f64>,
+    /// Batches whose time a profile had to extrapolate, whole run.
+    pub extrapolated_lookups: u64,
+    /// Busy GPU time over available GPU time, whole run.
+    pub gpu_utilisation: f64,
+    /// Facility energy, whole run (kWh).
+    pub energy_kwh: f64,
+    /// GPU energy while serving (kWh).
+    pub energy_gpu_busy_kwh: f64,
+    /// GPU energy while idle (kWh).
+    pub energy_gpu_idle_kwh: f64,
+    /// Node baseline energy (kWh).
+    pub energy_baseline_kwh: f64,
+    /// Facility overhead, (PUE - 1) x IT energy (kWh).
+    pub energy_overhead_kwh: f64,
+    /// Energy per served request, whole run (kWh).
+    pub energy_per_request_kwh: Option<f64>,
+    /// Carbon (kg CO2e).
+    pub carbon_kg: f64,
+    /// Energy plus GPU rental (USD).
+    pub cost_usd: f64,
+    /// Length of the run, arrivals plus drain (s).
+    pub run_s: f64,
+    /// Events handled.
+    pub events: u64,
+}
+
+impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> BatchedServing<O, S> {
+    /// The measures of a finished run that ended at `end` after `events` events.
+    pub fn results(&self, end: SimTime, events: u64) -> BatchedRun {
+        let c = &self.config;
+        let s = &self.stats;
+        let run_s = end.as_secs_f64();
+        let gpu_s = f64::from(c.gpus()) * run_s;
+        let busy_s: f64 = self.gpus.iter().map(|(_, g)| g.busy_s).sum();
+        let down_s: f64 =
+            self.gpus.iter().map(|(_, g)| g.down_s + g.down_since.map_or(0.0, |t| (end - t).as_secs_f64())).sum();
+        let energy_gpu_busy_kwh = c.gpu_max_w * busy_s / J_PER_KWH;
+        let energy_gpu_idle_kwh = c.gpu_idle_w * (gpu_s - busy_s - down_s) / J_PER_KWH;
+        let energy_baseline_kwh = c.node_baseline_w * f64::from(c.nodes) * run_s / J_PER_KWH;
+        let it_kwh = energy_gpu_busy_kwh + energy_gpu_idle_kwh + energy_baseline_kwh;
+        let energy_overhead_kwh = it_kwh * (c.pue - 1.0);
+        let energy_kwh = it_kwh + energy_overhead_kwh;
+        let served_all = s.served_all as f64;
+        let window_start = s.first_arrival.map_or(self.warmup, |f| f.max(self.warmup));
+        let window_s = (s.last_finish.max(window_start) - window_start).as_secs_f64();
+        let [latency_p50_s, latency_p95_s, latency_p99_s] = s.latency.quantiles_s([0.50, 0.95, 0.99]);
+        BatchedRun {
+            requests: s.counted,
+            served: s.served,
+            rejected: s.rejected,
+            timed_out: s.timed_out,
+            lost: s.lost,
+            gpu_failures: s.failures,
+            truncated: s.truncated,
+            throughput_per_s: if window_s > 0.0 { s.served as f64 / window_s } else { 0.0 },
+            latency_mean_s: s.latency_s.mean_s(),
+            latency_p50_s,
+            latency_p95_s,
+            latency_p99_s,
+            slo_attainment: (s.counted > 0).then(|| s.slo_met as f64 / s.counted as f64),
+            quality_mean: s.quality.mean(),
+            batch_size_mean: (s.batches > 0).then(|| s.batched_requests as f64 / s.batches as f64),
+            extrapolated_lookups: s.extrapolated_lookups,
+            gpu_utilisation: if gpu_s > 0.0 { busy_s / gpu_s } else { 0.0 },
+            energy_kwh,
+            energy_gpu_busy_kwh,
+            energy_gpu_idle_kwh,
+            energy_baseline_kwh,
+            energy_overhead_kwh,
+            energy_per_request_kwh: (served_all > 0.0).then(|| energy_kwh / served_all),
+            carbon_kg: match c.grid.constant() {
+                Some(kg_per_kwh) => energy_kwh * kg_per_kwh,
+                None => self.it.carbon_kg_at(end, self.it_power_w(self.busy_gpus, self.down_gpus), &c.grid) * c.pue,
+            },
+            cost_usd: energy_kwh * c.energy_usd_per_kwh + gpu_s / 3600.0 * c.gpu_usd_per_hour,
+            run_s,
+            events,
+        }
+    }
+}
+
+impl BatchedRun {
+    /// The per-replication metrics, by name.
+    pub fn metrics(&self) -> Metrics {
+        let mut m = Metrics::new();
+        m.count("requests", self.requests)
+            .count("served", self.served)
+            .count("rejected", self.rejected)
+            .count("timed_out", self.timed_out)
+            .count("lost", self.lost)
+            .count("gpu_failures", self.gpu_failures)
+            .count("truncated", self.truncated)
+            .number("throughput_per_s", self.throughput_per_s)
+            .optional("latency_mean_s", self.latency_mean_s)
+            .optional("latency_p50_s", self.latency_p50_s)
+            .optional("latency_p95_s", self.latency_p95_s)
+            .optional("latency_p99_s", self.latency_p99_s)
+            .optional("slo_attainment", self.slo_attainment)
+            .optional("quality_mean", self.quality_mean)
+            .optional("batch_size_mean", self.batch_size_mean)
+            .count("extrapolated_lookups", self.extrapolated_lookups)
+            .number("gpu_utilisation", self.gpu_utilisation)
+            .number("energy_kwh", self.energy_kwh)
+            .number("energy_gpu_busy_kwh", self.energy_gpu_busy_kwh)
+            .number("energy_gpu_idle_kwh", self.energy_gpu_idle_kwh)
+            .number("energy_baseline_kwh", self.energy_baseline_kwh)
+            .number("energy_overhead_kwh", self.energy_overhead_kwh)
+            .optional("energy_per_request_kwh", self.energy_per_request_kwh)
+            .number("carbon_kg", self.carbon_kg)
+            .number("cost_usd", self.cost_usd)
+            .count("events", self.events);
+        m
+    }
+}

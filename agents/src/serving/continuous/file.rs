@@ -1,0 +1,329 @@
+//! The continuous engine's keys as scenario files write them (`[serving]` with a
+//! `model` and a `gpu`), resolved into an [`LlmServingConfig`]; and the summary of a
+//! measured run to print beside a replay's.
+
+use serde::Deserialize;
+
+use super::{Disaggregation, LlmRouting, LlmServingConfig, Measured};
+use crate::arrivals::ArrivalProcess;
+use crate::error::ConfigError;
+use crate::failures::Failures;
+use crate::grid::CarbonIntensity;
+use crate::input::Inputs;
+use crate::llm::{Affine, EngineLimits, GpuSpec, ModelSpec, Profile, Roofline, StepModel, catalog};
+use crate::requests::{DEFAULT_MAX_QUEUED, MAX_QUEUED, Task};
+use crate::serving::{Prices, int_in};
+use crate::world::Window;
+
+/// `[serving]` of the continuous engine.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ContinuousTable {
+    nodes: i64,
+    replicas_per_node: Option<i64>,
+    routing: LlmRouting,
+    #[serde(default)]
+    engine: EngineTable,
+    context_limit_tokens: Option<i64>,
+    failures: Option<Failures>,
+    arrivals: ArrivalProcess,
+    tasks: Vec<Task>,
+    model: Named<ModelSpec>,
+    gpu: Named<GpuTable>,
+    tp: Option<i64>,
+    #[serde(default)]
+    step_time: StepTimeTable,
+    measured: Option<String>,
+    disaggregation: Option<Disaggregation>,
+    power: Power,
+    grid: CarbonIntensity,
+    prices: Prices,
+}
+
+/// `[serving.power]` of the continuous engine: GPU power comes from the GPU's
+/// catalogue entry (its curve), so only the node and the facility are given here.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Power {
+    node_baseline_w: f64,
+    pue: f64,
+}
+
+/// `[serving.engine]` of the continuous engine (its `kind` was read to choose it).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EngineTable {
+    max_num_seqs: Option<i64>,
+    max_num_batched_tokens: Option<i64>,
+    block_size: Option<i64>,
+    num_gpu_blocks: Option<i64>,
+    gpu_memory_utilization: Option<f64>,
+    step_overhead_s: Option<f64>,
+    step_overhead_per_seq_s: Option<f64>,
+    max_queued_requests: Option<i64>,
+}
+
+/// `[serving.step_time]`: one table per model, picked by `kind`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum StepTimeTable {
+    /// Measured per-layer tables in a directory.
+    Profile { profile_dir: String },
+    /// From the GPU and model specifications.
+    Roofline {},
+    /// A formula.
+    Affine { base_s: Option<f64>, per_token_s: Option<f64>, per_sequence_s: Option<f64>, per_kv_token_s: Option<f64> },
+}
+
+impl Default for StepTimeTable {
+    fn default() -> Self {
+        StepTimeTable::Roofline {}
+    }
+}
+
+/// A catalogue entry by name, or a table that defines one.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum Named<T> {
+    Name(String),
+    Spec(T),
+}
+
+/// `[serving.gpu]`: a built-in GPU by `name` with some numbers replaced (efficiency
+/// factors to calibrate, say), or a new GPU with every number given.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GpuTable {
+    name: String,
+    peak_bf16_tflops: Option<f64>,
+    memory_gb_per_s: Option<f64>,
+    memory_gb: Option<f64>,
+    bandwidth_efficiency: Option<f64>,
+    prefill_mfu: Option<f64>,
+    decode_mfu: Option<f64>,
+    tdp_w: Option<f64>,
+    idle_w: Option<f64>,
+    active_base_w: Option<f64>,
+    active_max_w: Option<f64>,
+    power_tokens_scale: Option<f64>,
+    link_gb_per_s: Option<f64>,
+    link_latency_us: Option<f64>,
+}
+
+impl GpuTable {
+    fn resolve(self) -> Result<GpuSpec, ConfigError> {
+        let base = catalog::builtin_gpus().into_iter().find(|g| g.name == self.name);
+        let field = |key: &str, given: Option<f64>, built_in: Option<f64>| {
+            given.or(built_in).ok_or_else(|| {
+                ConfigError::invalid(
+                    format!("serving.gpu.{key}"),
+                    "(missing)",
+                    format!("a value ({} is not a built-in GPU, so every number is needed)", self.name),
+                )
+            })
+        };
+        let b = base.as_ref();
+        Ok(GpuSpec {
+            name: self.name.clone(),
+            peak_bf16_tflops: field("peak_bf16_tflops", self.peak_bf16_tflops, b.map(|g| g.peak_bf16_tflops))?,
+            memory_gb_per_s: field("memory_gb_per_s", self.memory_gb_per_s, b.map(|g| g.memory_gb_per_s))?,
+            memory_gb: field("memory_gb", self.memory_gb, b.map(|g| g.memory_gb))?,
+            bandwidth_efficiency: field(
+                "bandwidth_efficiency",
+                self.bandwidth_efficiency,
+                b.map(|g| g.bandwidth_efficiency),
+            )?,
+            prefill_mfu: field("prefill_mfu", self.prefill_mfu, b.map(|g| g.prefill_mfu))?,
+            decode_mfu: field("decode_mfu", self.decode_mfu, b.map(|g| g.decode_mfu))?,
+            tdp_w: field("tdp_w", self.tdp_w, b.map(|g| g.tdp_w))?,
+            idle_w: field("idle_w", self.idle_w, b.map(|g| g.idle_w))?,
+            active_base_w: field("active_base_w", self.active_base_w, b.map(|g| g.active_base_w))?,
+            active_max_w: field("active_max_w", self.active_max_w, b.map(|g| g.active_max_w))?,
+            power_tokens_scale: field("power_tokens_scale", self.power_tokens_scale, b.map(|g| g.power_tokens_scale))?,
+            link_gb_per_s: field("link_gb_per_s", self.link_gb_per_s, b.map(|g| g.link_gb_per_s))?,
+            link_latency_us: field("link_latency_us", self.link_latency_us, b.map(|g| g.link_latency_us))?,
+        })
+    }
+}
+
+/// Resolves the continuous engine's tables: catalogue entries, profiles, traces and
+/// measured runs read through `inputs`, every value checked; errors name the key as
+/// the file spells it.
+pub(crate) fn resolve(
+    s: ContinuousTable,
+    simulation: &Window,
+    inputs: &dyn Inputs,
+) -> Result<LlmServingConfig, ConfigError> {
+    let model = match s.model {
+        Named::Name(name) => catalog::model("serving.model", &name)?,
+        Named::Spec(m) => m,
+    };
+    model.validate().map_err(|e| e.within("serving.model"))?;
+    let gpu = match s.gpu {
+        Named::Name(name) => catalog::gpu("serving.gpu", &name)?,
+        Named::Spec(g) => g.resolve()?,
+    };
+    gpu.validate().map_err(|e| e.within("serving.gpu"))?;
+    let tp = int_in("serving.tp", s.tp.unwrap_or(1), 1, 64)?;
+    let e = s.engine;
+    let max_num_seqs = int_in("serving.engine.max_num_seqs", e.max_num_seqs.unwrap_or(256), 1, 65_536)?;
+    let max_num_batched_tokens =
+        int_in("serving.engine.max_num_batched_tokens", e.max_num_batched_tokens.unwrap_or(8192), 1, 1 << 20)?;
+    let block_size = int_in("serving.engine.block_size", e.block_size.unwrap_or(16), 1, 4096)?;
+    let utilisation = e.gpu_memory_utilization.unwrap_or(0.9);
+    if !(utilisation.is_finite() && utilisation > 0.0 && utilisation <= 1.0) {
+        return Err(ConfigError::invalid("serving.engine.gpu_memory_utilization", utilisation, "a share in (0, 1]"));
+    }
+    let num_gpu_blocks = match e.num_gpu_blocks {
+        Some(n) => int_in("serving.engine.num_gpu_blocks", n, 2, i64::from(u32::MAX))?,
+        None => {
+            let derived = gpu.kv_blocks(&model, tp, utilisation, (max_num_batched_tokens, max_num_seqs), block_size);
+            if derived < 2 {
+                return Err(ConfigError::invalid(
+                    "serving.tp",
+                    tp,
+                    format!(
+                        "enough GPUs for {} ({:.1} GB of weights) and a KV cache on {} x {} GB at utilisation {utilisation}",
+                        model.name,
+                        model.weight_bytes() / 1e9,
+                        tp,
+                        gpu.memory_gb
+                    ),
+                ));
+            }
+            derived
+        }
+    };
+    let step_model = match s.step_time.clone() {
+        StepTimeTable::Roofline {} => StepModel::Roofline(Roofline { gpu: gpu.clone(), model: model.clone(), tp }),
+        StepTimeTable::Affine { base_s, per_token_s, per_sequence_s, per_kv_token_s } => {
+            let a = Affine {
+                base_s: base_s.unwrap_or(0.0),
+                per_token_s: per_token_s.unwrap_or(0.0),
+                per_sequence_s: per_sequence_s.unwrap_or(0.0),
+                per_kv_token_s: per_kv_token_s.unwrap_or(0.0),
+            };
+            a.validate().map_err(|e| e.within("serving.step_time"))?;
+            StepModel::Affine(a)
+        }
+        StepTimeTable::Profile { profile_dir } => {
+            let link = (gpu.link_gb_per_s, gpu.link_latency_us);
+            let key = "serving.step_time.profile_dir";
+            StepModel::Profile(Box::new(Profile::load(key, &profile_dir, inputs, &model, tp, link)?))
+        }
+    };
+    let names: Vec<&str> = s.tasks.iter().map(|t| t.name.as_str()).collect();
+    let mut arrivals = s.arrivals.clone();
+    arrivals.load("serving.arrivals", inputs, &names)?;
+    let mut grid = s.grid.clone();
+    grid.load("serving.grid", inputs)?;
+    let (duration_s, warmup_s) = (simulation.duration_s()?, simulation.warmup_s.unwrap_or(0.0));
+    // `--set serving.measured=""` takes a scenario's measured run away.
+    let measured = match s.measured.as_deref() {
+        None | Some("") => None,
+        Some(path) => Some(read_measured(&inputs.table("serving.measured", path)?, warmup_s, duration_s)?),
+    };
+    let config = LlmServingConfig {
+        arrivals,
+        tasks: s.tasks.clone(),
+        routing: s.routing,
+        nodes: int_in("serving.nodes", s.nodes, 1, 100_000)?,
+        replicas_per_node: int_in("serving.replicas_per_node", s.replicas_per_node.unwrap_or(1), 1, 1024)?,
+        tp,
+        limits: EngineLimits { max_num_seqs, max_num_batched_tokens, block_size, num_gpu_blocks },
+        max_queued_requests: match e.max_queued_requests {
+            None => DEFAULT_MAX_QUEUED,
+            Some(n) => int_in("serving.engine.max_queued_requests", n, 1, i64::from(MAX_QUEUED))?,
+        },
+        // vLLM's max_model_len defaults to the model's context length.
+        context_limit_tokens: match s.context_limit_tokens {
+            None => model.context_tokens,
+            Some(n) => Some(int_in("serving.context_limit_tokens", n, 2, i64::from(u32::MAX))?),
+        },
+        step_overhead_s: e.step_overhead_s.unwrap_or(0.0),
+        step_overhead_per_seq_s: e.step_overhead_per_seq_s.unwrap_or(0.0),
+        step_model,
+        gpu,
+        model,
+        node_baseline_w: s.power.node_baseline_w,
+        pue: s.power.pue,
+        grid,
+        energy_usd_per_kwh: s.prices.energy_usd_per_kwh,
+        gpu_usd_per_hour: s.prices.gpu_usd_per_hour,
+        failures: s.failures,
+        duration_s: simulation.duration_s()?,
+        warmup_s: simulation.warmup_s.unwrap_or(0.0),
+        measured,
+        disaggregation: s.disaggregation,
+    };
+    config.validate().map_err(|e| {
+        e.rekey(|key| match key {
+            "duration_s" | "warmup_s" => format!("simulation.{key}"),
+            other => format!("serving.{other}"),
+        })
+    })?;
+    Ok(config)
+}
+
+/// The summary of a measured run from its per-request records (vLLM's
+/// `requests.jsonl`: `queued_ts`, `first_token_ts`, `last_token_ts`, `output_toks`),
+/// over the requests a simulated replay of it runs and measures: those queued (counted
+/// from the first) before `duration_s`, and of those, for the latency statistics, the
+/// ones queued from `warmup_s` on. The makespan spans every request that runs.
+pub fn read_measured(table: &crate::input::DataTable, warmup_s: f64, duration_s: f64) -> Result<Measured, ConfigError> {
+    let col = |name: &str| table.require(name);
+    let (queued, first, last, output) = (
+        col("queued_ts")?,
+        col("first_token_ts")?,
+        col("last_token_ts")?,
+        table.column_any(&["output_toks", "output_tokens"]).ok_or_else(|| table.missing("output_toks"))?,
+    );
+    let mut ttft = Vec::new();
+    let mut tpot = Vec::new();
+    let mut e2e = Vec::new();
+    let (mut start, mut end) = (f64::INFINITY, f64::NEG_INFINITY);
+    let mut rows = Vec::with_capacity(table.rows());
+    for row in 0..table.rows() {
+        let v = |c: usize| table.number(c, row).map_err(|e| table.at(row, e));
+        rows.push((v(queued)?, v(first)?, v(last)?, v(output)?));
+    }
+    let origin = rows.iter().map(|r| r.0).fold(f64::INFINITY, f64::min);
+    for &(q, f, l, n) in rows.iter().filter(|r| r.0 - origin < duration_s) {
+        start = start.min(q);
+        end = end.max(l);
+        if q - origin < warmup_s {
+            continue;
+        }
+        ttft.push(f - q);
+        e2e.push(l - q);
+        if n > 1.0 {
+            tpot.push((l - f) / (n - 1.0));
+        }
+    }
+    if ttft.is_empty() {
+        return Err(table.error(format!(
+            "no request queued between the warm-up's end ({warmup_s} s) and simulation.duration_s ({duration_s} s) \
+             of the replay, counted from the first: nothing to compare with"
+        )));
+    }
+    let mut values = Vec::new();
+    for (name, mut xs) in [("ttft", ttft), ("tpot", tpot), ("e2e", e2e)] {
+        if xs.is_empty() {
+            continue;
+        }
+        xs.sort_by(f64::total_cmp);
+        values.push((format!("{name}_mean_s"), xs.iter().sum::<f64>() / xs.len() as f64));
+        for (q, label) in [(0.5, "p50"), (0.9, "p90"), (0.99, "p99")] {
+            values.push((format!("{name}_{label}_s"), quantile(&xs, q)));
+        }
+    }
+    values.push(("makespan_s".into(), end - start));
+    Ok(Measured { source: table.file().to_string(), values })
+}
+
+/// The `q` quantile of sorted values, by linear interpolation between order statistics.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let h = (sorted.len() - 1) as f64 * q;
+    let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
+    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
+}
