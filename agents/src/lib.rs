@@ -38,4 +38,54 @@ pub mod requests;
 pub mod retraining;
 pub mod serving;
 pub mod station;
+pub mod theory;
 pub mod world;
+
+#[cfg(test)]
+mod tests {
+    /// The worlds, each a module (a directory or a file) of this crate.
+    const WORLDS: [&str; 5] = ["station", "serving", "retraining", "network", "pipeline"];
+
+    /// Every source file of `world`, with its text.
+    fn sources(world: &str) -> Vec<(std::path::PathBuf, String)> {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        let mut stack = vec![src.join(world)];
+        if src.join(format!("{world}.rs")).is_file() {
+            stack = vec![src.join(format!("{world}.rs"))];
+        }
+        while let Some(path) = stack.pop() {
+            if path.is_dir() {
+                stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push((path.clone(), std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+        assert!(!files.is_empty(), "the world {world} has sources");
+        files
+    }
+
+    /// No world imports another: what several use is a shared agent below them.
+    #[test]
+    fn no_world_imports_another_world() {
+        for world in WORLDS {
+            for (path, text) in sources(world) {
+                for other in WORLDS.iter().filter(|o| **o != world) {
+                    let code = text.lines().filter(|l| !l.trim_start().starts_with("//"));
+                    let reaching = code
+                        .filter(|l| {
+                            l.contains(&format!("crate::{other}::"))
+                                || l.contains(&format!("crate::{other}}}"))
+                                || l.contains(&format!("crate::{other};"))
+                        })
+                        .collect::<Vec<_>>();
+                    assert!(
+                        reaching.is_empty(),
+                        "{} ({world}) imports the {other} world: {reaching:?}",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+}

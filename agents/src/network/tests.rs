@@ -159,7 +159,7 @@ fn slot_blocking_matches_erlang_b() {
     let (slots, rate, work_s) = (4, 1.5, 2.0);
     let mut config = single_node(slots, u32::MAX, 1.0, rate, work_s);
     config.duration_s = 20.0 * HOUR;
-    let exact = crate::station::theory::erlang_b(slots, rate * work_s);
+    let exact = crate::theory::erlang_b(slots, rate * work_s);
     let samples: Vec<f64> = (0..20).map(|rep| run_network(&config, 9, rep).unwrap().rate_429.unwrap()).collect();
     let ci = infersim_engine::stats::ConfidenceInterval::from_samples(&samples, 0.99).unwrap();
     assert!(ci.contains(exact), "Erlang B {exact} outside {ci:?}");

@@ -17,7 +17,7 @@
 //! order. So replication `r` presents the same customers with the same work to any
 //! number of servers (common random numbers), even blocked ones.
 
-pub mod theory;
+pub use crate::theory;
 
 use std::collections::VecDeque;
 
@@ -819,7 +819,50 @@ impl World for StationWorld {
     }
 
     fn analytic(config: &StationConfig) -> Vec<(&'static str, f64)> {
-        theory::steady_state(config)
+        steady_state(config)
+    }
+}
+
+/// Steady-state values where the station has a closed form: M/M/c (Erlang C), M/G/1
+/// (Pollaczek-Khinchine) and loss systems M/G/c/c (Erlang B), as (metric, value).
+pub fn steady_state(config: &StationConfig) -> Vec<(&'static str, f64)> {
+    let DurationDistribution::Exponential { mean_s: interarrival_s } = config.interarrival else {
+        return Vec::new();
+    };
+    let lambda = 1.0 / interarrival_s;
+    let service_s = config.service.mean_s();
+    let c = config.servers;
+    let exponential = matches!(config.service, DurationDistribution::Exponential { .. });
+    let waiting = match config.capacity {
+        None if exponential => theory::mmc(lambda, 1.0 / service_s, c),
+        None if c == 1 => theory::mg1(lambda, service_s, config.service.cv()),
+        Some(k) if k == c => {
+            // Erlang B holds for any service distribution (insensitivity).
+            let b = theory::erlang_b(c, lambda * service_s);
+            let carried = lambda * (1.0 - b) * service_s;
+            return vec![
+                ("wait_s", 0.0),
+                ("sojourn_s", service_s),
+                ("queue_len", 0.0),
+                ("in_system", carried),
+                ("p_wait", 0.0),
+                ("p_block", b),
+                ("utilisation", carried / f64::from(c)),
+            ];
+        }
+        _ => None,
+    };
+    match waiting {
+        Some(m) => vec![
+            ("wait_s", m.wait_s),
+            ("sojourn_s", m.sojourn_s),
+            ("queue_len", m.queue_len),
+            ("in_system", m.in_system),
+            ("p_wait", m.p_wait),
+            ("p_block", 0.0),
+            ("utilisation", lambda * service_s / f64::from(c)),
+        ],
+        None => Vec::new(),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Closed-form results of queueing theory, against which the station is validated.
+//! Closed-form results of queueing theory, against which the station (and any world
+//! that reduces to a queue) is validated.
 //!
 //! Notation: arrival rate lambda, service rate mu per server, c servers, offered load
 //! a = lambda / mu (Erlangs), utilisation rho = a / c.
@@ -63,50 +64,6 @@ pub fn mg1(arrival_rate_per_s: f64, service_s: f64, service_cv: f64) -> Option<Q
 fn measures(lambda: f64, mu: f64, wait_s: f64, p_wait: f64) -> QueueMeasures {
     let sojourn_s = wait_s + 1.0 / mu;
     QueueMeasures { wait_s, sojourn_s, queue_len: lambda * wait_s, in_system: lambda * sojourn_s, p_wait }
-}
-
-/// Steady-state values where the station has a closed form: M/M/c (Erlang C), M/G/1
-/// (Pollaczek-Khinchine) and loss systems M/G/c/c (Erlang B), as (metric, value).
-pub fn steady_state(config: &super::StationConfig) -> Vec<(&'static str, f64)> {
-    use super::DurationDistribution;
-    let DurationDistribution::Exponential { mean_s: interarrival_s } = config.interarrival else {
-        return Vec::new();
-    };
-    let lambda = 1.0 / interarrival_s;
-    let service_s = config.service.mean_s();
-    let c = config.servers;
-    let exponential = matches!(config.service, DurationDistribution::Exponential { .. });
-    let waiting = match config.capacity {
-        None if exponential => mmc(lambda, 1.0 / service_s, c),
-        None if c == 1 => mg1(lambda, service_s, config.service.cv()),
-        Some(k) if k == c => {
-            // Erlang B holds for any service distribution (insensitivity).
-            let b = erlang_b(c, lambda * service_s);
-            let carried = lambda * (1.0 - b) * service_s;
-            return vec![
-                ("wait_s", 0.0),
-                ("sojourn_s", service_s),
-                ("queue_len", 0.0),
-                ("in_system", carried),
-                ("p_wait", 0.0),
-                ("p_block", b),
-                ("utilisation", carried / f64::from(c)),
-            ];
-        }
-        _ => None,
-    };
-    match waiting {
-        Some(m) => vec![
-            ("wait_s", m.wait_s),
-            ("sojourn_s", m.sojourn_s),
-            ("queue_len", m.queue_len),
-            ("in_system", m.in_system),
-            ("p_wait", m.p_wait),
-            ("p_block", 0.0),
-            ("utilisation", lambda * service_s / f64::from(c)),
-        ],
-        None => Vec::new(),
-    }
 }
 
 #[cfg(test)]
