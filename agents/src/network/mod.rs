@@ -41,6 +41,7 @@
 //! assert!(run.share_poor.unwrap() < 0.25, "{:?}", run.share_poor);
 //! ```
 
+use crate::failures::Lifecycle;
 use std::cmp::Reverse;
 use std::collections::VecDeque;
 
@@ -125,11 +126,11 @@ pub enum NetworkEvent {
     Scheduled(u32),
 }
 
-/// Whether a node is serving, down or gone.
+/// Whether a node is in the network or gone (whether it is down is the failure
+/// lifecycle's to say).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum NodeState {
     Up,
-    Down,
     Gone,
 }
 
@@ -141,8 +142,6 @@ pub struct Node {
     quality: f64,
     reliability: f64,
     state: NodeState,
-    /// Bumped at every failure and repair, so that superseded events are ignored.
-    epoch: u32,
     /// Queries being served, for failures and departures.
     in_flight: Vec<Id<Query>>,
     contenders: Vec<Id<Contender>>,
@@ -346,7 +345,6 @@ struct Stats {
     busy: crate::power::PowerMeter,
     nodes_joined: u64,
     nodes_left: u64,
-    node_failures: u64,
     periods: u64,
     cold_start_h: Option<f64>,
     /// The late task's requests this period, and those to good nodes.
@@ -427,6 +425,8 @@ pub struct Network<O = NullObserver, S = NullObserver> {
     glob_valid_until: SimTime,
     queries: Slab<Query>,
     stats: Stats,
+    /// Which nodes are down; their epochs tell superseded failure and repair events.
+    life: Lifecycle,
     observer: O,
     periods: Option<S>,
 }
@@ -491,6 +491,7 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
             glob_valid_until: SimTime::MAX,
             queries: Slab::new(),
             stats: Stats::default(),
+            life: Lifecycle::new(0),
             observer,
             periods,
             config,
@@ -555,13 +556,14 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
             quality,
             reliability,
             state: NodeState::Up,
-            epoch: 0,
             in_flight: Vec::new(),
             contenders: Vec::new(),
             joined: now,
             left: None,
         });
         debug_assert_eq!(node, id);
+        let unit = self.life.push();
+        debug_assert_eq!(unit, id.index() as usize, "a node's unit is its index");
         let capacity = f64::from(c.capacity);
         let task_ids: Vec<u16> =
             c.tasks.iter().map(|name| self.config.task_index(name).expect("validated task name") as u16).collect();
@@ -855,7 +857,8 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
         let node = &self.nodes[node_id];
         let slots = self.config.node_classes[class].slots as usize;
         let outcome = match node.state {
-            NodeState::Down | NodeState::Gone => QueryOutcome::Failed,
+            NodeState::Gone => QueryOutcome::Failed,
+            NodeState::Up if self.life.is_down(node_id.index() as usize) => QueryOutcome::Failed,
             NodeState::Up if over_declared || node.in_flight.len() >= slots => QueryOutcome::RateLimited,
             NodeState::Up => {
                 let reliability = node.reliability;
@@ -985,15 +988,12 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
     }
 
     fn fail_node(&mut self, node_id: Id<Node>, ctx: &mut Context<'_, NetworkEvent>) -> Result<(), ScheduleError> {
-        if self.nodes[node_id].state != NodeState::Up {
+        let unit = node_id.index() as usize;
+        if self.nodes[node_id].state != NodeState::Up || self.life.is_down(unit) {
             return Ok(());
         }
-        self.stats.node_failures += 1;
-        let node = &mut self.nodes[node_id];
-        node.state = NodeState::Down;
-        node.epoch += 1;
-        let epoch = node.epoch;
-        let failures = self.config.node_classes[usize::from(node.class)].failures();
+        let epoch = self.life.fail(unit, ctx.now());
+        let failures = self.config.node_classes[usize::from(self.nodes[node_id].class)].failures();
         self.drop_in_flight(node_id, ctx)?;
         let failures = failures.expect("a node fails only when its class has failures");
         let repair_h = failures.time_to_repair_h(ctx.rng(Self::life_stream(node_id)));
@@ -1006,14 +1006,12 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
         epoch: u32,
         ctx: &mut Context<'_, NetworkEvent>,
     ) -> Result<(), ScheduleError> {
-        let node = &mut self.nodes[node_id];
-        if node.state != NodeState::Down || node.epoch != epoch {
+        let unit = node_id.index() as usize;
+        if !self.life.is_down(unit) || self.life.epoch(unit) != epoch {
             return Ok(());
         }
-        node.state = NodeState::Up;
-        node.epoch += 1;
-        let epoch = node.epoch;
-        if let Some(failures) = self.config.node_classes[usize::from(node.class)].failures() {
+        let epoch = self.life.repair(unit, ctx.now());
+        if let Some(failures) = self.config.node_classes[usize::from(self.nodes[node_id].class)].failures() {
             let up_h = failures.time_to_failure_h(ctx.rng(Self::life_stream(node_id)));
             self.schedule_within(ctx, up_h, NetworkEvent::NodeFails { node: node_id, epoch })?;
         }
@@ -1026,6 +1024,8 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
         }
         self.stats.nodes_left += 1;
         self.drop_in_flight(node_id, ctx)?;
+        // Its life ends: a repair it was waiting for is stale.
+        self.life.retire(node_id.index() as usize, ctx.now());
         let node = &mut self.nodes[node_id];
         node.state = NodeState::Gone;
         node.left = Some(ctx.now());
@@ -1052,18 +1052,21 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
                 }
             }
             NodeAction::Leave | NodeAction::Fail => {
-                let wanted = if event.action == NodeAction::Leave { NodeState::Gone } else { NodeState::Down };
+                let life = &self.life;
                 let targets: Vec<Id<Node>> = self
                     .nodes
                     .iter()
-                    .filter(|(_, n)| usize::from(n.class) == class && n.state == NodeState::Up)
+                    .filter(|(id, n)| {
+                        usize::from(n.class) == class && n.state == NodeState::Up && !life.is_down(id.index() as usize)
+                    })
                     .map(|(id, _)| id)
                     .take(event.count as usize)
                     .collect();
                 for node in targets {
-                    match wanted {
-                        NodeState::Gone => self.leave(node, ctx)?,
-                        _ => self.fail_node(node, ctx)?,
+                    if event.action == NodeAction::Leave {
+                        self.leave(node, ctx)?;
+                    } else {
+                        self.fail_node(node, ctx)?;
                     }
                 }
             }
@@ -1197,7 +1200,7 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
             energy_per_query_kwh: (s.answered_all > 0).then(|| energy_kwh / s.answered_all as f64),
             nodes_joined: s.nodes_joined,
             nodes_left: s.nodes_left,
-            node_failures: s.node_failures,
+            node_failures: self.life.failures(),
             periods: s.periods,
             simulated_h: end.as_secs_f64() / S_PER_H,
             events,
@@ -1255,7 +1258,7 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Model for Network<O,
             NetworkEvent::Retry(q) => self.try_next(q, ctx),
             NetworkEvent::PeriodEnd => self.on_period_end(ctx),
             NetworkEvent::NodeFails { node, epoch } => {
-                if self.nodes[node].epoch == epoch {
+                if self.life.epoch(node.index() as usize) == epoch {
                     self.fail_node(node, ctx)
                 } else {
                     Ok(())

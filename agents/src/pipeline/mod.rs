@@ -37,6 +37,7 @@ use rand::RngExt;
 use rand_distr::{Distribution, Exp1};
 use serde::{Deserialize, Serialize};
 
+use crate::failures::Lifecycle;
 use crate::grid::CarbonIntensity;
 use crate::power::PowerMeter;
 
@@ -472,7 +473,7 @@ pub enum PipelineEvent {
         /// Replica index within the stage.
         replica: u32,
         /// The replica's life this event belongs to (stale ones are ignored).
-        epoch: u64,
+        epoch: u32,
     },
     /// A failed replica is back.
     ReplicaRepaired {
@@ -481,7 +482,7 @@ pub enum PipelineEvent {
         /// Replica index within the stage.
         replica: u32,
         /// The replica's life this event belongs to.
-        epoch: u64,
+        epoch: u32,
     },
 }
 
@@ -495,10 +496,6 @@ struct Input {
 struct Replica {
     alive: bool,
     retiring: bool,
-    /// Failed and not yet repaired: serves nothing, draws no power, costs nothing.
-    down: bool,
-    /// Which life of the slot this is: failure and repair events carry it.
-    epoch: u64,
     /// The pending end of its batch, cancelled if it fails first.
     done: Option<EventId>,
     /// The batch it serves: inputs and their variant.
@@ -510,6 +507,10 @@ struct StageState {
     plan: StagePlan,
     queue: VecDeque<(infersim_engine::Id<Input>, SimTime)>,
     replicas: Vec<Replica>,
+    /// Each replica slot's unit in the pipeline's failure lifecycle: a failed replica
+    /// serves nothing, draws no power and costs nothing until repaired; its epoch tells
+    /// failure and repair events of an ended life.
+    units: Vec<usize>,
     timer: Option<EventId>,
     /// Longest an input waits for a batch to fill (s).
     max_wait_s: f64,
@@ -615,11 +616,8 @@ struct Stats {
     replica_s: f64,
     replicas_since: SimTime,
     arrivals_in_interval: u64,
-    /// Replica failures, and the inputs lost with their batches.
-    replica_failures: u64,
+    /// Inputs lost with the batches of failing replicas.
     lost: u64,
-    /// The last epoch handed to a replica.
-    epochs: u64,
 }
 
 /// The pipeline world.
@@ -640,6 +638,8 @@ pub struct Pipeline<O = NullObserver, S = NullObserver> {
     history: VecDeque<f64>,
     feasible: bool,
     stats: Stats,
+    /// Which replica slots are down (see [`StageState`]'s `units`).
+    life: Lifecycle,
     observer: O,
     samples: Option<S>,
 }
@@ -678,12 +678,14 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
                 (plan.stages, plan.feasible)
             }
         };
+        let mut life = Lifecycle::new(0);
         let stages = plan
             .into_iter()
             .map(|p| StageState {
                 plan: p,
                 queue: VecDeque::new(),
                 replicas: (0..p.replicas).map(|_| Replica { alive: true, ..Replica::default() }).collect(),
+                units: (0..p.replicas).map(|_| life.push()).collect(),
                 timer: None,
                 max_wait_s: fill_wait_s(p.batch, predicted_per_s),
             })
@@ -702,6 +704,7 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
             history: VecDeque::new(),
             feasible,
             stats: Stats::default(),
+            life,
             observer,
             samples,
             config,
@@ -745,7 +748,8 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
     }
 
     fn alive_replicas(&self) -> u32 {
-        self.stages.iter().map(|s| s.replicas.iter().filter(|r| r.alive && !r.down).count() as u32).sum()
+        let up = |s: &StageState, r: usize| s.replicas[r].alive && !self.life.is_down(s.units[r]);
+        self.stages.iter().map(|s| (0..s.replicas.len()).filter(|&r| up(s, r)).count() as u32).sum()
     }
 
     fn account_replicas(&mut self, now: SimTime) {
@@ -774,8 +778,12 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
         loop {
             let stage = &self.stages[s];
             let Some(&(_, oldest)) = stage.queue.front() else { break };
-            let Some(r) = stage.replicas.iter().position(|r| r.alive && !r.retiring && !r.down && r.batch.is_empty())
-            else {
+            let life = &self.life;
+            let free = |r: usize| {
+                let replica = &stage.replicas[r];
+                replica.alive && !replica.retiring && !life.is_down(stage.units[r]) && replica.batch.is_empty()
+            };
+            let Some(r) = (0..stage.replicas.len()).find(|&r| free(r)) else {
                 break;
             };
             let batch = stage.plan.batch as usize;
@@ -814,7 +822,7 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
         self.stages[s].replicas[r].done = None;
         if self.stages[s].replicas[r].retiring {
             self.account_replicas(now);
-            self.stages[s].replicas[r] = Replica::default();
+            self.retire(s, r, now);
         }
         if s + 1 < self.stages.len() {
             self.stages[s + 1].queue.extend(done.into_iter().map(|i| (i, now)));
@@ -950,6 +958,7 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
                     }
                     None => {
                         stage.replicas.push(Replica { alive: true, ..Replica::default() });
+                        stage.units.push(self.life.push());
                         started.push((s, stage.replicas.len() - 1));
                     }
                 }
@@ -962,6 +971,7 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
             for &r in alive.iter().take(alive.len().saturating_sub(want)) {
                 if stage.replicas[r].batch.is_empty() {
                     stage.replicas[r] = Replica::default();
+                    self.life.retire(stage.units[r], now);
                 } else {
                     stage.replicas[r].retiring = true;
                 }
@@ -1000,19 +1010,24 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
         StreamId(FAILURE_STREAM_BASE + (s as u32) * 100_000 + r as u32)
     }
 
-    /// A replica starts a new life: a fresh epoch, and its first failure scheduled.
+    /// A replica starts a new life (its slot's epoch moved on when the last one
+    /// ended): its first failure is scheduled.
     fn start_life(&mut self, s: usize, r: usize, ctx: &mut Context<'_, PipelineEvent>) -> Result<(), ScheduleError> {
-        self.stats.epochs += 1;
-        let epoch = self.stats.epochs;
-        self.stages[s].replicas[r].epoch = epoch;
+        let epoch = self.life.epoch(self.stages[s].units[r]);
         self.schedule_failure(s, r, epoch, ctx)
+    }
+
+    /// Replica slot `r` of stage `s` is emptied (retired, or lost while retiring).
+    fn retire(&mut self, s: usize, r: usize, now: SimTime) {
+        self.stages[s].replicas[r] = Replica::default();
+        self.life.retire(self.stages[s].units[r], now);
     }
 
     fn schedule_failure(
         &mut self,
         s: usize,
         r: usize,
-        epoch: u64,
+        epoch: u32,
         ctx: &mut Context<'_, PipelineEvent>,
     ) -> Result<(), ScheduleError> {
         let Some(failures) = self.config.failures else { return Ok(()) };
@@ -1040,16 +1055,15 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
         &mut self,
         s: usize,
         r: usize,
-        epoch: u64,
+        epoch: u32,
         ctx: &mut Context<'_, PipelineEvent>,
     ) -> Result<(), ScheduleError> {
-        let replica = &self.stages[s].replicas[r];
-        if replica.epoch != epoch || !replica.alive || replica.down {
+        let unit = self.stages[s].units[r];
+        if self.life.epoch(unit) != epoch || !self.stages[s].replicas[r].alive || self.life.is_down(unit) {
             return Ok(());
         }
         let now = ctx.now();
         self.account_replicas(now);
-        self.stats.replica_failures += 1;
         let replica = &mut self.stages[s].replicas[r];
         if let Some(done) = replica.done.take() {
             ctx.cancel(done);
@@ -1059,11 +1073,11 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
         for i in lost {
             self.inputs.remove(i);
         }
+        let epoch = self.life.fail(unit, now);
         if self.stages[s].replicas[r].retiring {
-            self.stages[s].replicas[r] = Replica::default();
+            self.retire(s, r, now);
             return Ok(());
         }
-        self.stages[s].replicas[r].down = true;
         let failures = self.config.failures.expect("replicas fail only with failures configured");
         let repair_s = failures.time_to_repair_s(ctx.rng(Self::failure_stream(s, r)));
         self.schedule_within(
@@ -1077,15 +1091,15 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
         &mut self,
         s: usize,
         r: usize,
-        epoch: u64,
+        epoch: u32,
         ctx: &mut Context<'_, PipelineEvent>,
     ) -> Result<(), ScheduleError> {
-        let replica = &self.stages[s].replicas[r];
-        if replica.epoch != epoch || !replica.down {
+        let unit = self.stages[s].units[r];
+        if self.life.epoch(unit) != epoch || !self.life.is_down(unit) {
             return Ok(());
         }
         self.account_replicas(ctx.now());
-        self.stages[s].replicas[r].down = false;
+        let epoch = self.life.repair(unit, ctx.now());
         self.schedule_failure(s, r, epoch, ctx)?;
         self.dispatch(s, ctx)
     }
@@ -1117,7 +1131,7 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
             requests: s.requests,
             energy_kwh,
             carbon_kg,
-            replica_failures: s.replica_failures,
+            replica_failures: self.life.failures(),
             lost: s.lost,
             energy_per_request_kwh: per(energy_kwh),
             accuracy_mean,

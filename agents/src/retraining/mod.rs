@@ -53,7 +53,7 @@ pub use file::{RetrainingFile, RetrainingWorld};
 
 use crate::arrivals::{ArrivalGenerator, ArrivalProcess};
 use crate::distributions::lognormal_from_mean_cv;
-use crate::failures::FAILURE_STREAM_BASE;
+use crate::failures::{FAILURE_STREAM_BASE, Lifecycle};
 use crate::grid::CarbonIntensity;
 
 /// Stream of inter-arrival times.
@@ -248,7 +248,6 @@ struct Stats {
     requests: u64,
     served: u64,
     lost: u64,
-    gpu_failures: u64,
     drift_total: f64,
     latency_s: Tally,
     latency: LatencyHistogram,
@@ -310,6 +309,8 @@ pub struct Retraining<O = NullObserver, S = NullObserver> {
     training_kw: f64,
     flows_since: SimTime,
     stats: Stats,
+    /// The GPUs' up and down epochs (with failures configured).
+    life: Option<Lifecycle>,
     observer: O,
     samples: Option<S>,
 }
@@ -379,6 +380,7 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
             training_kw: 0.0,
             flows_since: SimTime::ZERO,
             stats: Stats::default(),
+            life: config.fleet.failures.map(|_| Lifecycle::new(config.total_gpus() as usize)),
             observer,
             samples,
             config,
@@ -813,7 +815,8 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
 
     fn on_gpu_fails(&mut self, gpu: Id<Gpu>, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
         let now = ctx.now();
-        self.stats.gpu_failures += 1;
+        let failures = self.config.fleet.failures.expect("failure events exist only with failures configured");
+        self.life.as_mut().expect("with failures").fail(gpu.index() as usize, now);
         match self.gpus[gpu].state {
             GpuState::Idle => {
                 if let Some(i) = self.idle_serving.iter().position(|&g| g == gpu) {
@@ -846,13 +849,13 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
             GpuState::Down => unreachable!("a GPU that is down cannot fail"),
         }
         self.gpus[gpu].state = GpuState::Down;
-        let f = self.config.fleet.failures.expect("failure events exist only with failures configured");
-        let repair_s = f.time_to_repair_s(ctx.rng(Self::failure_stream(gpu)));
+        let repair_s = failures.time_to_repair_s(ctx.rng(Self::failure_stream(gpu)));
         ctx.schedule(SimDuration::from_secs_f64(repair_s)?, RetrainingEvent::GpuRepaired(gpu))?;
         Ok(())
     }
 
     fn on_gpu_repaired(&mut self, gpu: Id<Gpu>, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
+        self.life.as_mut().expect("repairs come with failures").repair(gpu.index() as usize, ctx.now());
         self.schedule_failure(gpu, ctx)?;
         self.release(gpu, ctx)
     }
@@ -880,7 +883,7 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
             requests: s.requests,
             served: s.served,
             lost: s.lost,
-            gpu_failures: s.gpu_failures,
+            gpu_failures: self.life.as_ref().map_or(0, Lifecycle::failures),
             latency_mean_s: s.latency_s.mean(),
             latency_p99_s: s.latency.p99_s(),
             energy_kwh,

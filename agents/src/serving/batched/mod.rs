@@ -35,7 +35,7 @@ use rand::RngExt;
 use super::{ARRIVAL_STREAM, REQUEST_STREAM, ROUTING_STREAM, ServingSample};
 use crate::arrivals::ArrivalGenerator;
 use crate::error::ConfigError;
-use crate::failures::FAILURE_STREAM_BASE;
+use crate::failures::{FAILURE_STREAM_BASE, Lifecycle};
 use crate::min_index::MinIndex;
 use crate::power::{J_PER_KWH, PowerMeter};
 use crate::requests::{RequestOutcome, RequestRecord, TokenSampler, draw_request};
@@ -152,9 +152,6 @@ pub struct Gpu {
     busy_s: f64,
     /// The pending end of its batch, cancelled if it fails first.
     done: Option<EventId>,
-    /// When it went down, while it is down.
-    down_since: Option<SimTime>,
-    down_s: f64,
 }
 
 struct Sampling<S> {
@@ -195,6 +192,8 @@ pub struct BatchedServing<O = NullObserver, S = NullObserver> {
     busy_gpus: u32,
     /// GPUs failed and not yet repaired.
     down_gpus: u32,
+    /// Which GPUs are down, and since when (with failures configured).
+    life: Option<Lifecycle>,
     /// IT energy and carbon, integrated at every change of busy or down GPUs.
     it: PowerMeter,
 }
@@ -209,7 +208,6 @@ struct BatchedStats {
     rejected: u64,
     timed_out: u64,
     lost: u64,
-    failures: u64,
     truncated: u64,
     /// Batches whose time came from a profile extrapolated beyond its measured sizes.
     extrapolated_lookups: u64,
@@ -243,6 +241,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> BatchedServing<O, S
 
     fn with_sampling(config: BatchedConfig, observer: O, sampling: Option<Sampling<S>>) -> Result<Self, ConfigError> {
         config.validate()?;
+        let (config_failures, gpu_count) = (config.failures, config.gpus() as usize);
         let arrivals = ArrivalGenerator::new(config.arrivals.clone());
         let total: f64 = config.tasks.iter().map(|t| t.weight).sum();
         let cumulative_weights = config
@@ -299,6 +298,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> BatchedServing<O, S
             sampling,
             busy_gpus: 0,
             down_gpus: 0,
+            life: config_failures.map(|_| Lifecycle::new(gpu_count)),
             it: PowerMeter::default(),
         })
     }
@@ -338,7 +338,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> BatchedServing<O, S
     fn on_gpu_fails(&mut self, gpu_id: Id<Gpu>, ctx: &mut Context<'_, BatchedEvent>) -> Result<(), ScheduleError> {
         let now = ctx.now();
         let failures = self.config.failures.expect("failure events exist only with failures configured");
-        self.stats.failures += 1;
+        self.life.as_mut().expect("with failures").fail(gpu_id.index() as usize, now);
         let batch = std::mem::take(&mut self.gpus[gpu_id].batch);
         let mut wasted_kwh = 0.0;
         let busy = if let Some(done) = self.gpus[gpu_id].done.take() {
@@ -351,7 +351,6 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> BatchedServing<O, S
             self.busy_gpus
         };
         self.set_power_state(now, busy, self.down_gpus + 1);
-        self.gpus[gpu_id].down_since = Some(now);
         let node_id: Id<Node> = Id::from_index(self.gpus[gpu_id].node);
         self.nodes[node_id].set_free(self.gpus[gpu_id].place, false);
         self.add_load(node_id, -(batch.len() as i64));
@@ -369,9 +368,10 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> BatchedServing<O, S
     /// A GPU is back: it may fail again (until arrivals stop) and takes work at once.
     fn on_gpu_repaired(&mut self, gpu_id: Id<Gpu>, ctx: &mut Context<'_, BatchedEvent>) -> Result<(), ScheduleError> {
         let now = ctx.now();
-        if let Some(since) = self.gpus[gpu_id].down_since.take() {
-            self.gpus[gpu_id].down_s += (now - since).as_secs_f64();
-        }
+        self.life
+            .as_mut()
+            .expect("repair events exist only with failures configured")
+            .repair(gpu_id.index() as usize, now);
         self.set_power_state(now, self.busy_gpus, self.down_gpus - 1);
         let node_id: Id<Node> = Id::from_index(self.gpus[gpu_id].node);
         self.nodes[node_id].set_free(self.gpus[gpu_id].place, true);
@@ -635,10 +635,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> BatchedServing<O, S
             let free = node.first_free();
             debug_assert_eq!(
                 free,
-                node.gpus
-                    .iter()
-                    .copied()
-                    .find(|g| self.gpus[*g].batch.is_empty() && self.gpus[*g].down_since.is_none())
+                node.gpus.iter().copied().find(|g| self.gpus[*g].batch.is_empty()
+                    && !self.life.as_ref().is_some_and(|l| l.is_down(g.index() as usize)))
             );
             match (ready, free) {
                 (true, Some(gpu)) => self.start_batch(node_id, gpu, ctx)?,

@@ -3,6 +3,7 @@
 use infersim_engine::{Observer, SimTime};
 
 use super::BatchedServing;
+use crate::failures::Lifecycle;
 use crate::power::J_PER_KWH;
 use crate::requests::RequestRecord;
 use crate::serving::ServingSample;
@@ -77,8 +78,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> BatchedServing<O, S
         let run_s = end.as_secs_f64();
         let gpu_s = f64::from(c.gpus()) * run_s;
         let busy_s: f64 = self.gpus.iter().map(|(_, g)| g.busy_s).sum();
-        let down_s: f64 =
-            self.gpus.iter().map(|(_, g)| g.down_s + g.down_since.map_or(0.0, |t| (end - t).as_secs_f64())).sum();
+        let down_s = self.life.as_ref().map_or(0.0, |l| l.down_s(end));
         let energy_gpu_busy_kwh = c.gpu_max_w * busy_s / J_PER_KWH;
         let energy_gpu_idle_kwh = c.gpu_idle_w * (gpu_s - busy_s - down_s) / J_PER_KWH;
         let energy_baseline_kwh = c.node_baseline_w * f64::from(c.nodes) * run_s / J_PER_KWH;
@@ -95,7 +95,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> BatchedServing<O, S
             rejected: s.rejected,
             timed_out: s.timed_out,
             lost: s.lost,
-            gpu_failures: s.failures,
+            gpu_failures: self.life.as_ref().map_or(0, Lifecycle::failures),
             truncated: s.truncated,
             throughput_per_s: if window_s > 0.0 { s.served as f64 / window_s } else { 0.0 },
             latency_mean_s: s.latency_s.mean_s(),

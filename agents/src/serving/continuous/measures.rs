@@ -87,7 +87,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             .count("rejected", s.rejected)
             .count("timed_out", s.timed_out)
             .count("lost", s.lost)
-            .count("gpu_failures", s.failures)
+            .count("gpu_failures", self.life.failures())
             .number("throughput_per_s", rate(s.served))
             .optional("ttft_mean_s", s.ttft_mean.mean())
             .optional("ttft_p50_s", ttft_p50)

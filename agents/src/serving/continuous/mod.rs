@@ -18,7 +18,7 @@ use infersim_engine::{Context, EventId, Id, Model, Observer, ScheduleError, SimD
 use super::{ARRIVAL_STREAM, REQUEST_STREAM, ServingSample};
 use crate::arrivals::{ArrivalGenerator, ArrivalProcess};
 use crate::error::RunError;
-use crate::failures::FAILURE_STREAM_BASE;
+use crate::failures::{DOWN_POWER_W, FAILURE_STREAM_BASE, Lifecycle, first_failure};
 use crate::llm::{Replica, Sequence, StepTime, TokenEvent};
 use crate::min_index::MinIndex;
 use crate::power::{J_PER_KWH, PowerMeter};
@@ -85,7 +85,8 @@ struct ReplicaState {
     step: Option<EventId>,
     /// GPU power of the whole replica now (W).
     power_w: f64,
-    down: bool,
+    /// Which of its GPUs failed first (its repair draws from that GPU's stream).
+    failed_gpu: u32,
     /// Disaggregated prefill replica: when its outgoing link is next free.
     link_free: SimTime,
 }
@@ -98,7 +99,6 @@ struct Stats {
     rejected: u64,
     timed_out: u64,
     lost: u64,
-    failures: u64,
     steps: u64,
     steps_outside_table: u64,
     prompt_tokens: u64,
@@ -143,9 +143,9 @@ pub struct LlmServing<'c, O, S> {
     /// its replicas' loads (waiting + running; [`DOWN`] when down), for
     /// least-outstanding-requests routing without a scan of the pool per request.
     pools: Vec<(std::ops::Range<u32>, MinIndex)>,
-    /// Replicas down now: while none is, a pool's up replicas are the pool itself and
-    /// routing needs no list of them.
-    replicas_down: u32,
+    /// Which replicas are down: while none is, a pool's up replicas are the pool itself
+    /// and routing needs no list of them.
+    life: Lifecycle,
     next_replica: u32,
     sent: u64,
     horizon: SimTime,
@@ -182,7 +182,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
                 node: r / config.replicas_per_node,
                 step: None,
                 power_w: config.gpu.idle_w * f64::from(config.tp),
-                down: false,
+                failed_gpu: 0,
                 link_free: SimTime::ZERO,
             })
             .collect();
@@ -203,7 +203,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
                 .collect(),
             requests: Slab::new(),
             replicas,
-            replicas_down: 0,
+            life: Lifecycle::new(config.replicas() as usize),
             next_replica: 0,
             sent: 0,
             horizon: SimTime::from_secs_f64(config.duration_s)?,
@@ -236,13 +236,26 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
                 }
             }
         }
-        if let Some(failures) = self.config.failures {
-            for r in 0..self.replicas.len() as u32 {
-                let at = SimTime::from_secs_f64(failures.time_to_failure_s(ctx.rng(failure_stream(r))))?;
-                if at < self.horizon {
-                    ctx.schedule(at, LlmEvent::Fails(r))?;
-                }
+        if self.config.failures.is_some() {
+            for r in 0..self.replicas.len() {
+                self.schedule_failure(r, ctx)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Schedules replica `r`'s next failure, if it falls before arrivals stop: each of
+    /// its GPUs draws a time to failure from its own stream, and the replica fails with
+    /// the first.
+    fn schedule_failure(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
+        let Some(failures) = self.config.failures else { return Ok(()) };
+        let tp = self.config.tp;
+        let (gpu, up_s) =
+            first_failure((0..tp).map(|k| failures.time_to_failure_s(ctx.rng(gpu_failure_stream(r, tp, k)))));
+        self.replicas[r].failed_gpu = gpu as u32;
+        let at = ctx.now().checked_add(SimDuration::from_secs_f64(up_s)?).unwrap_or(SimTime::MAX);
+        if at < self.horizon {
+            ctx.schedule(at, LlmEvent::Fails(r as u32))?;
         }
         Ok(())
     }
@@ -350,7 +363,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
 
     /// Starts a step on an idle replica that has work.
     fn kick(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
-        if self.replicas[r].down || self.replicas[r].step.is_some() {
+        if self.life.is_down(r) || self.replicas[r].step.is_some() {
             return Ok(());
         }
         let now = ctx.now();
@@ -529,16 +542,14 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
 
     fn on_fails(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
         let now = ctx.now();
-        self.stats.failures += 1;
         if let Some(step) = self.replicas[r].step.take() {
             ctx.cancel(step);
         }
-        self.replicas[r].down = true;
-        self.replicas_down += 1;
+        self.life.fail(r, now);
         let mut lost = Vec::new();
         self.replicas[r].engine.drain(|s| lost.push(s));
         self.refresh_load(r);
-        self.set_power(now, r, self.config.gpu.idle_w * f64::from(self.config.tp));
+        self.set_power(now, r, DOWN_POWER_W);
         for s in lost {
             let request = &mut self.requests[s.key];
             request.preemptions = s.preemptions;
@@ -546,21 +557,18 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             self.finish(s.key, RequestOutcome::Lost, ctx)?;
         }
         let failures = self.config.failures.expect("failures are configured");
-        let repair_s = failures.time_to_repair_s(ctx.rng(failure_stream(r as u32)));
+        let stream = gpu_failure_stream(r, self.config.tp, self.replicas[r].failed_gpu);
+        let repair_s = failures.time_to_repair_s(ctx.rng(stream));
         ctx.schedule(SimDuration::from_secs_f64(repair_s)?, LlmEvent::Repaired(r as u32))?;
         Ok(())
     }
 
     fn on_repaired(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
-        self.replicas[r].down = false;
-        self.replicas_down -= 1;
+        let now = ctx.now();
+        self.life.repair(r, now);
         self.refresh_load(r);
-        let failures = self.config.failures.expect("failures are configured");
-        let up_s = failures.time_to_failure_s(ctx.rng(failure_stream(r as u32)));
-        let at = ctx.now().checked_add(SimDuration::from_secs_f64(up_s)?).unwrap_or(SimTime::MAX);
-        if at < self.horizon {
-            ctx.schedule(at, LlmEvent::Fails(r as u32))?;
-        }
+        self.set_power(now, r, self.config.gpu.idle_w * f64::from(self.config.tp));
+        self.schedule_failure(r, ctx)?;
         self.kick(r, ctx)
     }
 }
@@ -570,8 +578,11 @@ fn request_at_prefill(config: &LlmServingConfig, r: usize) -> bool {
     config.disaggregation.is_some_and(|d| (r as u32) < d.prefill_replicas)
 }
 
-fn failure_stream(replica: u32) -> StreamId {
-    StreamId(FAILURE_STREAM_BASE + replica)
+/// The failure stream of GPU `k` of replica `r` (replicas of `tp` GPUs): GPUs are
+/// numbered replica by replica, so a fleet of one-GPU replicas uses the streams of
+/// its replicas.
+fn gpu_failure_stream(r: usize, tp: u32, k: u32) -> StreamId {
+    StreamId(FAILURE_STREAM_BASE + r as u32 * tp + k)
 }
 
 impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Model for LlmServing<'_, O, S> {

@@ -12,7 +12,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     /// Refreshes replica `r`'s routing key after its queue changed or it went down or up.
     pub(super) fn refresh_load(&mut self, r: usize) {
         let state = &self.replicas[r];
-        let key = if state.down { DOWN } else { (state.engine.waiting() + state.engine.running()) as u64 };
+        let key = if self.life.is_down(r) { DOWN } else { (state.engine.waiting() + state.engine.running()) as u64 };
         let r = r as u32;
         let (pool, loads) = self.pools.iter_mut().find(|(p, _)| p.contains(&r)).expect("every replica is in a pool");
         loads.set((r - pool.start) as usize, key);
@@ -28,7 +28,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         }
         // The up replicas in order: the pool itself unless some replica is down.
         let listed: Option<Vec<u32>> =
-            (self.replicas_down > 0).then(|| pool.clone().filter(|&r| !self.replicas[r as usize].down).collect());
+            (self.life.down_now() > 0).then(|| pool.clone().filter(|&r| !self.life.is_down(r as usize)).collect());
         let count = listed.as_ref().map_or(pool.len(), Vec::len);
         if count == 0 {
             return None;
