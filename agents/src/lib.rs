@@ -65,6 +65,40 @@ mod tests {
         files
     }
 
+    /// Every world's metrics, as declared.
+    fn declared() -> Vec<(&'static str, &'static [crate::world::MetricDeclaration])> {
+        vec![
+            ("station", crate::station::StationRun::UNITS),
+            ("serving (static)", crate::serving::batched::BatchedRun::UNITS),
+            ("serving (continuous)", crate::serving::continuous::ContinuousRun::UNITS),
+            ("retraining", crate::retraining::RetrainingRun::UNITS),
+            ("network", crate::network::NetworkRun::UNITS),
+            ("pipeline", crate::pipeline::PipelineRun::UNITS),
+        ]
+    }
+
+    /// A metric's name says its unit where it ends in one, and says what its
+    /// declaration says; the same name is the same quantity, with the same unit and
+    /// type, in every world.
+    #[test]
+    fn metric_names_units_and_types_agree_across_worlds() {
+        let mut seen: std::collections::BTreeMap<&str, (&str, &str, &str)> = Default::default();
+        for (world, metrics) in declared() {
+            for &(name, unit, ty) in metrics {
+                if let Some((suffix, expected)) =
+                    crate::world::UNIT_SUFFIXES.iter().find(|(suffix, _)| name.ends_with(suffix))
+                {
+                    assert_eq!(unit, *expected, "{world}: {name} ends in {suffix}");
+                }
+                if let Some(&(other, u, t)) = seen.get(name) {
+                    assert_eq!((u, t), (unit, ty), "{name}: {other} declares it otherwise than {world}");
+                }
+                seen.insert(name, (world, unit, ty));
+            }
+        }
+        assert!(seen.len() > 100, "{} metrics", seen.len());
+    }
+
     /// No world imports another: what several use is a shared agent below them.
     #[test]
     fn no_world_imports_another_world() {

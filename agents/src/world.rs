@@ -236,6 +236,111 @@ pub struct Traces<'a, R, S> {
     pub sample_every: Option<SimDuration>,
 }
 
+/// A declared metric: its name, its unit and its Rust type.
+pub type MetricDeclaration = (&'static str, &'static str, &'static str);
+
+/// A result field that reports itself as a metric: a count (`u64`), a number
+/// (`f64`), a number that may be undefined (`Option<f64>`) or a flag (`bool`).
+pub trait Metric {
+    /// Adds this value to `metrics` under `name`.
+    fn report(&self, metrics: &mut Metrics, name: &'static str);
+}
+
+impl Metric for u64 {
+    fn report(&self, metrics: &mut Metrics, name: &'static str) {
+        metrics.count(name, *self);
+    }
+}
+
+impl Metric for f64 {
+    fn report(&self, metrics: &mut Metrics, name: &'static str) {
+        metrics.number(name, *self);
+    }
+}
+
+impl Metric for Option<f64> {
+    fn report(&self, metrics: &mut Metrics, name: &'static str) {
+        metrics.optional(name, *self);
+    }
+}
+
+impl Metric for bool {
+    fn report(&self, metrics: &mut Metrics, name: &'static str) {
+        metrics.flag(name, *self);
+    }
+}
+
+/// Declares what one replication of a world measures, each metric once: a struct
+/// whose fields, in order, are the metrics (name, type, unit), then the fields that
+/// are not reported (after `also`). It gets `metrics()`, the [`Metrics`] of a value,
+/// and `UNITS`, each metric's name, unit and type.
+///
+/// ```
+/// infersim_agents::metrics! {
+///     /// What a toy queue measured.
+///     #[derive(Debug)]
+///     pub struct ToyRun {
+///         /// Customers served.
+///         served: u64 = "customers",
+///         /// Mean wait (s); none without a customer.
+///         wait_mean_s: Option<f64> = "s",
+///     }
+///     also {
+///         /// Events handled.
+///         events: u64,
+///     }
+/// }
+/// let run = ToyRun { served: 3, wait_mean_s: None, events: 10 };
+/// assert_eq!(run.metrics().names().collect::<Vec<_>>(), ["served", "wait_mean_s"]);
+/// assert_eq!(ToyRun::UNITS[1], ("wait_mean_s", "s", "Option<f64>"));
+/// ```
+#[macro_export]
+macro_rules! metrics {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $( $(#[$fmeta:meta])* $field:ident : $ty:ty = $unit:literal ),* $(,)?
+        }
+        $( also { $( $(#[$xmeta:meta])* $xfield:ident : $xty:ty ),* $(,)? } )?
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $( $(#[$fmeta])* pub $field: $ty, )*
+            $( $( $(#[$xmeta])* pub $xfield: $xty, )* )?
+        }
+
+        impl $name {
+            /// Each metric's name, unit and type, in the order they are reported.
+            pub const UNITS: &'static [$crate::world::MetricDeclaration] =
+                &[$( (stringify!($field), $unit, stringify!($ty)) ),*];
+
+            /// The per-replication metrics, by name, in the order declared.
+            pub fn metrics(&self) -> $crate::world::Metrics {
+                let mut metrics = $crate::world::Metrics::new();
+                $( $crate::world::Metric::report(&self.$field, &mut metrics, stringify!($field)); )*
+                metrics
+            }
+        }
+    };
+}
+
+/// The units a metric's name may end in, and the unit it then must declare: a test
+/// holds every world's metrics to it, so that a name never says one unit and the
+/// declaration another.
+pub const UNIT_SUFFIXES: [(&str, &str); 11] = [
+    ("_per_s", "per s"),
+    ("_per_h", "per h"),
+    ("_kwh", "kWh"),
+    ("_usd", "USD"),
+    ("_kg", "kg CO2e"),
+    ("_w", "W"),
+    ("_j", "J"),
+    ("_gb", "GB"),
+    ("_h", "h"),
+    ("_s", "s"),
+    ("_tokens", "tokens"),
+];
+
 /// The value of one metric of one replication.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum MetricValue {

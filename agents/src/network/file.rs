@@ -6,8 +6,8 @@ use infersim_engine::Observer;
 use serde::Deserialize;
 
 use super::{
-    NetworkConfig, NetworkPeriod, NetworkQuery, NetworkRun, NodeClass, Routing, ScheduledEvent, Similarity, TaskConfig,
-    Validator, build_network, finish_network,
+    NetworkConfig, NetworkPeriod, NetworkQuery, NodeClass, Routing, ScheduledEvent, Similarity, TaskConfig, Validator,
+    build_network, finish_network,
 };
 use crate::error::{ConfigError, RunError};
 use crate::grid::CarbonIntensity;
@@ -98,41 +98,6 @@ impl World for NetworkWorld {
             ("task", config.tasks.iter().map(|t| t.name.clone()).collect()),
             ("class", config.node_classes.iter().map(|c| c.name.clone()).collect()),
         ])
-    }
-}
-
-impl NetworkRun {
-    /// The per-replication metrics, by name.
-    pub fn metrics(&self) -> Metrics {
-        let mut m = Metrics::new();
-        m.count("organic_queries", self.organic_queries)
-            .count("answered", self.answered)
-            .optional("answer_rate", self.answer_rate)
-            .optional("quality_mean", self.quality_mean)
-            .optional("latency_mean_s", self.latency_mean_s)
-            .optional("latency_p50_s", self.latency_p50_s)
-            .optional("latency_p99_s", self.latency_p99_s)
-            .optional("slo_attainment", self.slo_attainment)
-            .count("synthetic_queries", self.synthetic_queries)
-            .count("requests", self.requests)
-            .optional("attempts_per_query", self.attempts_per_query)
-            .optional("rate_429", self.rate_429)
-            .optional("rate_500", self.rate_500)
-            .optional("share_good", self.share_good)
-            .optional("share_poor", self.share_poor)
-            .optional("share_flaky", self.share_flaky)
-            .optional("cold_start_h", self.cold_start_h)
-            .number("energy_kwh", self.energy_kwh)
-            .optional("energy_per_query_kwh", self.energy_per_query_kwh)
-            .optional("carbon_kg", self.carbon_kg)
-            .optional("cost_usd", self.cost_usd)
-            .count("nodes_joined", self.nodes_joined)
-            .count("nodes_left", self.nodes_left)
-            .count("node_failures", self.node_failures)
-            .count("periods", self.periods)
-            .number("simulated_h", self.simulated_h)
-            .count("events", self.events);
-        m
     }
 }
 

@@ -265,66 +265,68 @@ pub struct NetworkPeriod {
     pub glob: f64,
 }
 
-/// Per-replication results.
-#[derive(Clone, Debug, PartialEq)]
-pub struct NetworkRun {
-    /// Organic queries finished (answered or given up).
-    pub organic_queries: u64,
-    /// Of which answered.
-    pub answered: u64,
-    /// answered / organic_queries.
-    pub answer_rate: Option<f64>,
-    /// Mean true quality of the answers to organic queries.
-    pub quality_mean: Option<f64>,
-    /// Latency of answered organic queries, retries included.
-    pub latency_mean_s: Option<f64>,
-    /// Median of the same.
-    pub latency_p50_s: Option<f64>,
-    /// 99th percentile of the same.
-    pub latency_p99_s: Option<f64>,
-    /// Organic queries answered within the SLO, over all organic queries.
-    pub slo_attainment: Option<f64>,
-    /// Synthetic queries finished.
-    pub synthetic_queries: u64,
-    /// Requests made to contenders (every attempt of every query).
-    pub requests: u64,
-    /// Requests per finished query.
-    pub attempts_per_query: Option<f64>,
-    /// Share of requests answered 429.
-    pub rate_429: Option<f64>,
-    /// Share of requests answered 500.
-    pub rate_500: Option<f64>,
-    /// Share of requests sent to nodes of `good` classes.
-    pub share_good: Option<f64>,
-    /// ... of `poor` classes.
-    pub share_poor: Option<f64>,
-    /// ... of `flaky` classes.
-    pub share_flaky: Option<f64>,
-    /// Hours from the start of the first task that begins after time 0 until the end
-    /// of the first period in which at least `validator.concentration` of its requests
-    /// went to good nodes; none if that never happened (or no task starts late).
-    pub cold_start_h: Option<f64>,
-    /// Energy of the nodes: idle power while present plus busy slots (kWh).
-    pub energy_kwh: f64,
-    /// Carbon of that energy, with the grid's intensity when it was drawn (kg CO2e);
-    /// `None` without a `[grid]`.
-    pub carbon_kg: Option<f64>,
-    /// Energy at its price (USD); `None` without `[prices]`.
-    pub cost_usd: Option<f64>,
-    /// energy_kwh per answered query (organic and synthetic).
-    pub energy_per_query_kwh: Option<f64>,
-    /// Nodes that joined after time 0.
-    pub nodes_joined: u64,
-    /// Nodes that left.
-    pub nodes_left: u64,
-    /// Node failures.
-    pub node_failures: u64,
-    /// Scoring periods completed.
-    pub periods: u64,
-    /// Simulated time (h).
-    pub simulated_h: f64,
-    /// Events handled.
-    pub events: u64,
+crate::metrics! {
+    /// Per-replication results.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct NetworkRun {
+        /// Organic queries finished (answered or given up).
+        organic_queries: u64 = "queries",
+        /// Of which answered.
+        answered: u64 = "queries",
+        /// answered / organic_queries.
+        answer_rate: Option<f64> = "share",
+        /// Mean true quality of the answers to organic queries.
+        quality_mean: Option<f64> = "share",
+        /// Latency of answered organic queries, retries included.
+        latency_mean_s: Option<f64> = "s",
+        /// Median of the same.
+        latency_p50_s: Option<f64> = "s",
+        /// 99th percentile of the same.
+        latency_p99_s: Option<f64> = "s",
+        /// Organic queries answered within the SLO, over all organic queries.
+        slo_attainment: Option<f64> = "share",
+        /// Synthetic queries finished.
+        synthetic_queries: u64 = "queries",
+        /// Requests made to contenders (every attempt of every query).
+        requests: u64 = "requests",
+        /// Requests per finished query.
+        attempts_per_query: Option<f64> = "attempts",
+        /// Share of requests answered 429.
+        rate_429: Option<f64> = "share",
+        /// Share of requests answered 500.
+        rate_500: Option<f64> = "share",
+        /// Share of requests sent to nodes of `good` classes.
+        share_good: Option<f64> = "share",
+        /// ... of `poor` classes.
+        share_poor: Option<f64> = "share",
+        /// ... of `flaky` classes.
+        share_flaky: Option<f64> = "share",
+        /// Hours from the start of the first task that begins after time 0 until the end
+        /// of the first period in which at least `validator.concentration` of its requests
+        /// went to good nodes; none if that never happened (or no task starts late).
+        cold_start_h: Option<f64> = "h",
+        /// Energy of the nodes: idle power while present plus busy slots (kWh).
+        energy_kwh: f64 = "kWh",
+        /// energy_kwh per answered query (organic and synthetic).
+        energy_per_query_kwh: Option<f64> = "kWh",
+        /// Carbon of that energy, with the grid's intensity when it was drawn (kg CO2e);
+        /// `None` without a `[grid]`.
+        carbon_kg: Option<f64> = "kg CO2e",
+        /// Energy at its price (USD); `None` without `[prices]`.
+        cost_usd: Option<f64> = "USD",
+        /// Nodes that joined after time 0.
+        nodes_joined: u64 = "nodes",
+        /// Nodes that left.
+        nodes_left: u64 = "nodes",
+        /// Node failures.
+        node_failures: u64 = "failures",
+        /// Scoring periods completed.
+        periods: u64 = "periods",
+        /// Simulated time (h).
+        simulated_h: f64 = "h",
+        /// Events handled.
+        events: u64 = "events",
+    }
 }
 
 #[derive(Default)]

@@ -6,8 +6,8 @@ use infersim_engine::Observer;
 use serde::Deserialize;
 
 use super::{
-    Adapter, AdapterPolicy, Efficiency, Feedback, Load, Objective, PipelineConfig, PipelineRequest, PipelineRun,
-    PipelineSample, Predictor, Resources, Stage, build_pipeline, finish_pipeline, read_profile,
+    Adapter, AdapterPolicy, Efficiency, Feedback, Load, Objective, PipelineConfig, PipelineRequest, PipelineSample,
+    Predictor, Resources, Stage, build_pipeline, finish_pipeline, read_profile,
 };
 use crate::error::{ConfigError, RunError};
 use crate::failures::Failures;
@@ -187,34 +187,6 @@ impl World for PipelineWorld {
         sim.set_interrupt(replication.interrupt.clone());
         let metrics = finish_pipeline(&mut sim)?.metrics();
         replication.finished(metrics)
-    }
-}
-
-impl PipelineRun {
-    /// The per-replication metrics, by name.
-    pub fn metrics(&self) -> Metrics {
-        let mut m = Metrics::new();
-        m.count("requests", self.requests)
-            .number("energy_kwh", self.energy_kwh)
-            .optional("energy_per_request_kwh", self.energy_per_request_kwh)
-            .optional("carbon_kg", self.carbon_kg)
-            .count("replica_failures", self.replica_failures)
-            .count("lost", self.lost)
-            .optional("accuracy_mean", self.accuracy_mean)
-            .optional("latency_p50_s", self.latency_p50_s)
-            .optional("latency_p99_s", self.latency_p99_s)
-            .optional("slo_attainment", self.slo_attainment)
-            .number("cost_usd", self.cost_usd)
-            .optional("cost_per_1k_usd", self.cost_per_1k_usd)
-            .optional("efficiency", self.efficiency)
-            .optional("quadrant", self.quadrant)
-            .optional("ics_mean", self.ics_mean)
-            .count("reconfigurations", self.reconfigurations)
-            .count("infeasible_intervals", self.infeasible_intervals)
-            .number("cores_mean", self.cores_mean)
-            .number("simulated_h", self.simulated_h)
-            .count("events", self.events);
-        m
     }
 }
 

@@ -552,51 +552,53 @@ pub struct PipelineRequest {
     pub score: Option<u8>,
 }
 
-/// Per-replication results.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PipelineRun {
-    /// Inputs finished.
-    pub requests: u64,
-    /// Energy of all replicas (kWh).
-    pub energy_kwh: f64,
-    /// Carbon of that energy, with the grid's intensity when it was drawn (kg CO2e);
-    /// `None` without a `[grid]`.
-    pub carbon_kg: Option<f64>,
-    /// Replica failures.
-    pub replica_failures: u64,
-    /// Inputs lost with the batch of a failing replica.
-    pub lost: u64,
-    /// energy_kwh per finished input.
-    pub energy_per_request_kwh: Option<f64>,
-    /// Mean normalised accuracy of finished inputs, summed over stages (0..stages).
-    pub accuracy_mean: Option<f64>,
-    /// Latency quantiles (s).
-    pub latency_p50_s: Option<f64>,
-    /// 99th percentile.
-    pub latency_p99_s: Option<f64>,
-    /// Share of finished inputs within the SLA.
-    pub slo_attainment: Option<f64>,
-    /// Core-hours and energy (USD).
-    pub cost_usd: f64,
-    /// cost per 1000 finished inputs (USD).
-    pub cost_per_1k_usd: Option<f64>,
-    /// Quality (accuracy_mean / stages) per USD per 1000 inputs.
-    pub efficiency: Option<f64>,
-    /// 1: high quality, low cost; 2: high quality, high cost; 3: low quality, high
-    /// cost; 4: low quality, low cost (thresholds in `[efficiency]`).
-    pub quadrant: Option<f64>,
-    /// Mean user score (1..5).
-    pub ics_mean: Option<f64>,
-    /// Plans put into effect after the first.
-    pub reconfigurations: u64,
-    /// Intervals in which no plan met the SLA and the load.
-    pub infeasible_intervals: u64,
-    /// Time-average cores in use.
-    pub cores_mean: f64,
-    /// Simulated time (h).
-    pub simulated_h: f64,
-    /// Events handled.
-    pub events: u64,
+crate::metrics! {
+    /// Per-replication results.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct PipelineRun {
+        /// Inputs finished.
+        requests: u64 = "requests",
+        /// Energy of all replicas (kWh).
+        energy_kwh: f64 = "kWh",
+        /// energy_kwh per finished input.
+        energy_per_request_kwh: Option<f64> = "kWh",
+        /// Carbon of that energy, with the grid's intensity when it was drawn (kg CO2e);
+        /// `None` without a `[grid]`.
+        carbon_kg: Option<f64> = "kg CO2e",
+        /// Replica failures.
+        replica_failures: u64 = "failures",
+        /// Inputs lost with the batch of a failing replica.
+        lost: u64 = "requests",
+        /// Mean normalised accuracy of finished inputs, summed over stages (0..stages).
+        accuracy_mean: Option<f64> = "accuracy",
+        /// Latency quantiles (s).
+        latency_p50_s: Option<f64> = "s",
+        /// 99th percentile.
+        latency_p99_s: Option<f64> = "s",
+        /// Share of finished inputs within the SLA.
+        slo_attainment: Option<f64> = "share",
+        /// Core-hours and energy (USD).
+        cost_usd: Option<f64> = "USD",
+        /// cost per 1000 finished inputs (USD).
+        cost_per_1k_usd: Option<f64> = "USD",
+        /// Quality (accuracy_mean / stages) per USD per 1000 inputs.
+        efficiency: Option<f64> = "accuracy per USD per 1000 inputs",
+        /// 1: high quality, low cost; 2: high quality, high cost; 3: low quality, high
+        /// cost; 4: low quality, low cost (thresholds in `[efficiency]`).
+        quadrant: Option<f64> = "quadrant 1-4",
+        /// Mean user score (1..5).
+        ics_mean: Option<f64> = "score 1-5",
+        /// Plans put into effect after the first.
+        reconfigurations: u64 = "plans",
+        /// Intervals in which no plan met the SLA and the load.
+        infeasible_intervals: u64 = "intervals",
+        /// Time-average cores in use.
+        cores_mean: f64 = "cores",
+        /// Simulated time (h).
+        simulated_h: f64 = "h",
+        /// Events handled.
+        events: u64 = "events",
+    }
 }
 
 #[derive(Default)]
@@ -1138,7 +1140,7 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
             latency_p50_s,
             latency_p99_s,
             slo_attainment: per(s.slo_met as f64),
-            cost_usd,
+            cost_usd: Some(cost_usd),
             cost_per_1k_usd,
             efficiency,
             quadrant,

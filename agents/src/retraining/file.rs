@@ -7,8 +7,7 @@ use serde::Deserialize;
 
 use super::{
     Drift, DriftDistribution, Energy, Fleet, LossFunction, Monitor, Policy, Prices, Quality, RetrainingConfig,
-    RetrainingRequest, RetrainingRun, RetrainingSample, Signal, Training, TrainingPool, build_retraining,
-    finish_retraining,
+    RetrainingRequest, RetrainingSample, Signal, Training, TrainingPool, build_retraining, finish_retraining,
 };
 use crate::arrivals::ArrivalProcess;
 use crate::error::{ConfigError, RunError};
@@ -244,42 +243,6 @@ impl World for RetrainingWorld {
         sim.set_interrupt(replication.interrupt.clone());
         let metrics = finish_retraining(&mut sim)?.metrics();
         replication.finished(metrics)
-    }
-}
-
-impl RetrainingRun {
-    /// The per-replication metrics, by name.
-    pub fn metrics(&self) -> Metrics {
-        let mut m = Metrics::new();
-        m.number("final_loss", self.final_loss)
-            .number("min_loss", self.min_loss)
-            .number("max_loss", self.max_loss)
-            .number("mean_loss", self.mean_loss)
-            .number("quality_mean", self.quality_mean)
-            .optional("ics_mean", self.ics_mean)
-            .count("retrain_starts", self.retrain_starts)
-            .count("retrain_completed", self.retrain_completed)
-            .count("retrain_failed", self.retrain_failed)
-            .count("retrain_preempted", self.retrain_preempted)
-            .number("hours_above_upper", self.hours_above_upper)
-            .number("drift_per_h", self.drift_per_h)
-            .count("requests", self.requests)
-            .count("served", self.served)
-            .count("lost", self.lost)
-            .count("gpu_failures", self.gpu_failures)
-            .optional("latency_mean_s", self.latency_mean_s)
-            .optional("latency_p99_s", self.latency_p99_s)
-            .number("energy_kwh", self.energy_kwh)
-            .number("energy_serving_kwh", self.energy_serving_kwh)
-            .number("energy_idle_kwh", self.energy_idle_kwh)
-            .number("energy_training_kwh", self.energy_training_kwh)
-            .number("carbon_kg", self.carbon_kg)
-            .number("cost_usd", self.cost_usd)
-            .flag("diverged", self.diverged)
-            .optional("diverged_at_h", self.diverged_at_h)
-            .number("simulated_h", self.simulated_h)
-            .count("events", self.events);
-        m
     }
 }
 

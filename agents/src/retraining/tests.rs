@@ -64,7 +64,7 @@ fn zero_drift_energy_and_metrics() {
     assert_eq!((run.final_loss, run.min_loss, run.max_loss), (1.931, 1.931, 1.931));
     assert!((run.energy_idle_kwh - 0.28 * 2080.0).abs() < 1e-9);
     assert_eq!(run.energy_training_kwh, 0.0);
-    assert!((run.carbon_kg - 0.394 * run.energy_kwh).abs() < 1e-6);
+    assert!((run.carbon_kg.unwrap() - 0.394 * run.energy_kwh).abs() < 1e-6);
 }
 
 #[test]
@@ -93,7 +93,7 @@ fn runaway_is_detected_stopped_and_finite() {
         assert!(run.final_loss > 10.0 && run.final_loss.is_finite());
         let finite = |x: f64| x.is_finite();
         assert!(got.iter().all(|s| finite(s.loss) && finite(s.training_gpus) && finite(s.processed_data)));
-        for x in [run.mean_loss, run.energy_kwh, run.carbon_kg, run.cost_usd, run.drift_per_h] {
+        for x in [run.mean_loss, run.energy_kwh, run.carbon_kg.unwrap(), run.cost_usd.unwrap(), run.drift_per_h] {
             assert!(x.is_finite());
         }
     }

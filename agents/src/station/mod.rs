@@ -541,42 +541,46 @@ impl<O: Observer<CustomerRecord>, S: Observer<StationSample>> Model for Station<
     }
 }
 
-/// The measures of one replication. A measure that is undefined for the run (for
-/// example the mean wait when every counted customer was blocked) is `None`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct StationRun {
-    /// Mean time in queue of counted customers that were served (s).
-    pub wait_s: Option<f64>,
-    /// Mean time in system of counted customers that were served (s).
-    pub sojourn_s: Option<f64>,
-    /// Time-average number waiting over the window.
-    pub queue_len: Option<f64>,
-    /// Time-average number in the system over the window.
-    pub in_system: Option<f64>,
-    /// Time-average fraction of servers busy over the window.
-    pub utilisation: Option<f64>,
-    /// Fraction of served counted customers that had to wait.
-    pub p_wait: Option<f64>,
-    /// Fraction of counted arrivals that were blocked.
-    pub p_block: Option<f64>,
-    /// Median time in system (s) (HDR histogram, 0.1% precision).
-    pub sojourn_p50_s: Option<f64>,
-    /// 95th percentile of time in system (s).
-    pub sojourn_p95_s: Option<f64>,
-    /// 99th percentile of time in system (s).
-    pub sojourn_p99_s: Option<f64>,
-    /// Arrivals per second over the window (the first counted arrival opens it).
-    pub arrival_rate_per_s: Option<f64>,
-    /// Counted arrivals.
-    pub arrivals: u64,
-    /// Counted customers served.
-    pub served: u64,
-    /// Counted customers blocked.
-    pub blocked: u64,
-    /// Length of the observation window (s).
-    pub window_s: f64,
-    /// Events handled in the whole run.
-    pub events: u64,
+crate::metrics! {
+    /// The measures of one replication. A measure that is undefined for the run (for
+    /// example the mean wait when every counted customer was blocked) is `None`.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub struct StationRun {
+        /// Mean time in queue of counted customers that were served (s).
+        wait_s: Option<f64> = "s",
+        /// Mean time in system of counted customers that were served (s).
+        sojourn_s: Option<f64> = "s",
+        /// Time-average number waiting over the window.
+        queue_len: Option<f64> = "customers",
+        /// Time-average number in the system over the window.
+        in_system: Option<f64> = "customers",
+        /// Fraction of served counted customers that had to wait.
+        p_wait: Option<f64> = "share",
+        /// Fraction of counted arrivals that were blocked.
+        p_block: Option<f64> = "share",
+        /// Time-average fraction of servers busy over the window.
+        utilisation: Option<f64> = "share",
+        /// 99th percentile of time in system (s).
+        sojourn_p99_s: Option<f64> = "s",
+        /// Events handled in the whole run.
+        events: u64 = "events",
+    }
+    also {
+        /// Median time in system (s) (HDR histogram, 0.1% precision).
+        sojourn_p50_s: Option<f64>,
+        /// 95th percentile of time in system (s).
+        sojourn_p95_s: Option<f64>,
+        /// Arrivals per second over the window (the first counted arrival opens it).
+        arrival_rate_per_s: Option<f64>,
+        /// Counted arrivals.
+        arrivals: u64,
+        /// Counted customers served.
+        served: u64,
+        /// Counted customers blocked.
+        blocked: u64,
+        /// Length of the observation window (s).
+        window_s: f64,
+    }
 }
 
 /// Builds the simulation of `config` for one replication, with its first arrival
@@ -654,23 +658,6 @@ crate::trace_row!(StationSample, |s| {
     busy_servers: u32 = s.busy_servers,
     in_system: u32 = s.in_system,
 });
-
-impl StationRun {
-    /// The per-replication metrics, by name.
-    pub fn metrics(&self) -> Metrics {
-        let mut m = Metrics::new();
-        m.optional("wait_s", self.wait_s)
-            .optional("sojourn_s", self.sojourn_s)
-            .optional("queue_len", self.queue_len)
-            .optional("in_system", self.in_system)
-            .optional("p_wait", self.p_wait)
-            .optional("p_block", self.p_block)
-            .optional("utilisation", self.utilisation)
-            .optional("sojourn_p99_s", self.sojourn_p99_s)
-            .count("events", self.events);
-        m
-    }
-}
 
 /// The scenario tables of a station: `[station]` and `[simulation]`.
 #[derive(Clone, Debug, Deserialize)]

@@ -7,67 +7,70 @@ use crate::failures::Lifecycle;
 use crate::power::J_PER_KWH;
 use crate::requests::RequestRecord;
 use crate::serving::ServingSample;
-use crate::world::Metrics;
 
-/// What one replication measured.
-#[derive(Clone, Debug, PartialEq)]
-pub struct BatchedRun {
-    /// Requests that arrived after warm-up.
-    pub requests: u64,
-    /// Of those, served.
-    pub served: u64,
-    /// Of those, refused over the context limit.
-    pub rejected: u64,
-    /// Of those, given up waiting.
-    pub timed_out: u64,
-    /// Of those, lost when their GPU failed.
-    pub lost: u64,
-    /// GPU failures, whole run.
-    pub gpu_failures: u64,
-    /// Of those, shortened to fit the context limit (and then served or timed out).
-    pub truncated: u64,
-    /// Served requests per second of the measured window: from the end of the warm-up
-    /// (or the first arrival, if later) to the last request served.
-    pub throughput_per_s: f64,
-    /// Mean latency (arrival to finish) (s).
-    pub latency_mean_s: Option<f64>,
-    /// Median latency (s).
-    pub latency_p50_s: Option<f64>,
-    /// 95th percentile (s).
-    pub latency_p95_s: Option<f64>,
-    /// 99th percentile (s).
-    pub latency_p99_s: Option<f64>,
-    /// Fraction of counted requests served within their SLO (a rejected or timed-out
-    /// request misses it).
-    pub slo_attainment: Option<f64>,
-    /// Mean quality of counted served requests, given the history they kept.
-    pub quality_mean: Option<f64>,
-    /// Mean requests per batch (all batches).
-    pub batch_size_mean: Option<f64>,
-    /// Batches whose time a profile had to extrapolate, whole run.
-    pub extrapolated_lookups: u64,
-    /// Busy GPU time over available GPU time, whole run.
-    pub gpu_utilisation: f64,
-    /// Facility energy, whole run (kWh).
-    pub energy_kwh: f64,
-    /// GPU energy while serving (kWh).
-    pub energy_gpu_busy_kwh: f64,
-    /// GPU energy while idle (kWh).
-    pub energy_gpu_idle_kwh: f64,
-    /// Node baseline energy (kWh).
-    pub energy_baseline_kwh: f64,
-    /// Facility overhead, (PUE - 1) x IT energy (kWh).
-    pub energy_overhead_kwh: f64,
-    /// Energy per served request, whole run (kWh).
-    pub energy_per_request_kwh: Option<f64>,
-    /// Carbon (kg CO2e).
-    pub carbon_kg: f64,
-    /// Energy plus GPU rental (USD).
-    pub cost_usd: f64,
-    /// Length of the run, arrivals plus drain (s).
-    pub run_s: f64,
-    /// Events handled.
-    pub events: u64,
+crate::metrics! {
+    /// What one replication measured.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct BatchedRun {
+        /// Requests that arrived after warm-up.
+        requests: u64 = "requests",
+        /// Of those, served.
+        served: u64 = "requests",
+        /// Of those, refused over the context limit.
+        rejected: u64 = "requests",
+        /// Of those, given up waiting.
+        timed_out: u64 = "requests",
+        /// Of those, lost when their GPU failed.
+        lost: u64 = "requests",
+        /// GPU failures, whole run.
+        gpu_failures: u64 = "failures",
+        /// Of those, shortened to fit the context limit (and then served or timed out).
+        truncated: u64 = "requests",
+        /// Served requests per second of the measured window: from the end of the warm-up
+        /// (or the first arrival, if later) to the last request served.
+        throughput_per_s: f64 = "per s",
+        /// Mean latency (arrival to finish) (s).
+        latency_mean_s: Option<f64> = "s",
+        /// Median latency (s).
+        latency_p50_s: Option<f64> = "s",
+        /// 95th percentile (s).
+        latency_p95_s: Option<f64> = "s",
+        /// 99th percentile (s).
+        latency_p99_s: Option<f64> = "s",
+        /// Fraction of counted requests served within their SLO (a rejected or timed-out
+        /// request misses it).
+        slo_attainment: Option<f64> = "share",
+        /// Mean quality of counted served requests, given the history they kept.
+        quality_mean: Option<f64> = "share",
+        /// Mean requests per batch (all batches).
+        batch_size_mean: Option<f64> = "requests",
+        /// Batches whose time a profile had to extrapolate, whole run.
+        extrapolated_lookups: u64 = "lookups",
+        /// Busy GPU time over available GPU time, whole run.
+        gpu_utilisation: f64 = "share",
+        /// Facility energy, whole run (kWh).
+        energy_kwh: f64 = "kWh",
+        /// GPU energy while serving (kWh).
+        energy_gpu_busy_kwh: f64 = "kWh",
+        /// GPU energy while idle (kWh).
+        energy_gpu_idle_kwh: f64 = "kWh",
+        /// Node baseline energy (kWh).
+        energy_baseline_kwh: f64 = "kWh",
+        /// Facility overhead, (PUE - 1) x IT energy (kWh).
+        energy_overhead_kwh: f64 = "kWh",
+        /// Energy per served request, whole run (kWh).
+        energy_per_request_kwh: Option<f64> = "kWh",
+        /// Carbon (kg CO2e).
+        carbon_kg: Option<f64> = "kg CO2e",
+        /// Energy plus GPU rental (USD).
+        cost_usd: Option<f64> = "USD",
+        /// Events handled.
+        events: u64 = "events",
+    }
+    also {
+        /// Length of the run, arrivals plus drain (s).
+        run_s: f64,
+    }
 }
 
 impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> BatchedServing<O, S> {
@@ -113,47 +116,13 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> BatchedServing<O, S
             energy_baseline_kwh,
             energy_overhead_kwh,
             energy_per_request_kwh: (served_all > 0.0).then(|| energy_kwh / served_all),
-            carbon_kg: match c.grid.constant() {
+            carbon_kg: Some(match c.grid.constant() {
                 Some(kg_per_kwh) => energy_kwh * kg_per_kwh,
                 None => self.it.carbon_kg_at(end, self.it_power_w(self.busy_gpus, self.down_gpus), &c.grid) * c.pue,
-            },
-            cost_usd: energy_kwh * c.energy_usd_per_kwh + gpu_s / 3600.0 * c.gpu_usd_per_hour,
+            }),
+            cost_usd: Some(energy_kwh * c.energy_usd_per_kwh + gpu_s / 3600.0 * c.gpu_usd_per_hour),
             run_s,
             events,
         }
-    }
-}
-
-impl BatchedRun {
-    /// The per-replication metrics, by name.
-    pub fn metrics(&self) -> Metrics {
-        let mut m = Metrics::new();
-        m.count("requests", self.requests)
-            .count("served", self.served)
-            .count("rejected", self.rejected)
-            .count("timed_out", self.timed_out)
-            .count("lost", self.lost)
-            .count("gpu_failures", self.gpu_failures)
-            .count("truncated", self.truncated)
-            .number("throughput_per_s", self.throughput_per_s)
-            .optional("latency_mean_s", self.latency_mean_s)
-            .optional("latency_p50_s", self.latency_p50_s)
-            .optional("latency_p95_s", self.latency_p95_s)
-            .optional("latency_p99_s", self.latency_p99_s)
-            .optional("slo_attainment", self.slo_attainment)
-            .optional("quality_mean", self.quality_mean)
-            .optional("batch_size_mean", self.batch_size_mean)
-            .count("extrapolated_lookups", self.extrapolated_lookups)
-            .number("gpu_utilisation", self.gpu_utilisation)
-            .number("energy_kwh", self.energy_kwh)
-            .number("energy_gpu_busy_kwh", self.energy_gpu_busy_kwh)
-            .number("energy_gpu_idle_kwh", self.energy_gpu_idle_kwh)
-            .number("energy_baseline_kwh", self.energy_baseline_kwh)
-            .number("energy_overhead_kwh", self.energy_overhead_kwh)
-            .optional("energy_per_request_kwh", self.energy_per_request_kwh)
-            .number("carbon_kg", self.carbon_kg)
-            .number("cost_usd", self.cost_usd)
-            .count("events", self.events);
-        m
     }
 }

@@ -7,7 +7,109 @@ use super::LlmServing;
 use crate::power::J_PER_KWH;
 use crate::requests::RequestRecord;
 use crate::serving::ServingSample;
-use crate::world::Metrics;
+
+crate::metrics! {
+    /// What one replication of the continuous engine measured.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct ContinuousRun {
+        /// Requests that arrived after warm-up.
+        requests: u64 = "requests",
+        /// Of those, served.
+        served: u64 = "requests",
+        /// Of those, refused: over the context limit, longer than the KV cache, or sent to a full queue.
+        rejected: u64 = "requests",
+        /// Of those, given up waiting.
+        timed_out: u64 = "requests",
+        /// Of those, lost to a failure (or with no replica up).
+        lost: u64 = "requests",
+        /// Replica failures (a replica fails with the first of its GPUs), whole run.
+        gpu_failures: u64 = "failures",
+        /// Served requests per second of the measured window (warm-up end to the last token).
+        throughput_per_s: f64 = "per s",
+        /// Mean time to first token (s).
+        ttft_mean_s: Option<f64> = "s",
+        /// Median time to first token (s).
+        ttft_p50_s: Option<f64> = "s",
+        /// 90th percentile of time to first token (s).
+        ttft_p90_s: Option<f64> = "s",
+        /// 99th percentile of time to first token (s).
+        ttft_p99_s: Option<f64> = "s",
+        /// Mean time per output token after the first (s).
+        tpot_mean_s: Option<f64> = "s",
+        /// Median time per output token (s).
+        tpot_p50_s: Option<f64> = "s",
+        /// 99th percentile of time per output token (s).
+        tpot_p99_s: Option<f64> = "s",
+        /// Median gap between consecutive tokens of a request (s).
+        itl_p50_s: Option<f64> = "s",
+        /// 99th percentile of the gap between consecutive tokens (s).
+        itl_p99_s: Option<f64> = "s",
+        /// Mean end-to-end latency, arrival to last token (s).
+        e2e_mean_s: Option<f64> = "s",
+        /// Median end-to-end latency (s).
+        e2e_p50_s: Option<f64> = "s",
+        /// 99th percentile of end-to-end latency (s).
+        e2e_p99_s: Option<f64> = "s",
+        /// The end-to-end latency under the name every world uses (s).
+        latency_mean_s: Option<f64> = "s",
+        /// Median latency (s).
+        latency_p50_s: Option<f64> = "s",
+        /// 95th percentile of latency (s).
+        latency_p95_s: Option<f64> = "s",
+        /// 99th percentile of latency (s).
+        latency_p99_s: Option<f64> = "s",
+        /// Share of counted requests served within their task's SLO.
+        slo_attainment: Option<f64> = "share",
+        /// First arrival to the last token (s).
+        makespan_s: f64 = "s",
+        /// Output tokens of counted requests per second of the measured window.
+        output_tokens_per_s: f64 = "per s",
+        /// Requests that met their TTFT and TPOT objectives, per second of the measured window.
+        goodput_per_s: f64 = "per s",
+        /// Sequences preempted for KV blocks, whole run.
+        preemptions: u64 = "preemptions",
+        /// Share of KV blocks in use, mean over steps.
+        kv_usage_mean: Option<f64> = "share",
+        /// Largest share of KV blocks in use at a step.
+        kv_usage_max: f64 = "share",
+        /// Tokens per step, mean over steps.
+        batch_tokens_mean: Option<f64> = "tokens",
+        /// Sequences running, mean over steps.
+        running_mean: Option<f64> = "sequences",
+        /// Engine steps, all replicas.
+        steps: u64 = "steps",
+        /// Prompt KV caches sent from the prefill to the decode pool.
+        kv_transfers: u64 = "transfers",
+        /// Mean time of a KV transfer (s).
+        kv_transfer_mean_s: Option<f64> = "s",
+        /// KV cache sent between pools (GB).
+        kv_transfer_gb: f64 = "GB",
+        /// Steps whose time a profile had to extrapolate.
+        extrapolated_lookups: u64 = "lookups",
+        /// Mean power of all GPUs over the run (W).
+        gpu_power_mean_w: f64 = "W",
+        /// GPU energy per output token (J), as ML.ENERGY reports it.
+        gpu_energy_per_output_token_j: Option<f64> = "J",
+        /// Facility energy (GPUs, nodes, PUE) per output token (J).
+        energy_per_output_token_j: Option<f64> = "J",
+        /// Facility energy, whole run (kWh).
+        energy_kwh: f64 = "kWh",
+        /// GPU energy (kWh).
+        energy_gpu_kwh: f64 = "kWh",
+        /// Node baseline energy (kWh).
+        energy_baseline_kwh: f64 = "kWh",
+        /// Facility overhead, (PUE - 1) x IT energy (kWh).
+        energy_overhead_kwh: f64 = "kWh",
+        /// Facility energy per served request (kWh).
+        energy_per_request_kwh: Option<f64> = "kWh",
+        /// Carbon (kg CO2e).
+        carbon_kg: Option<f64> = "kg CO2e",
+        /// Energy plus GPU rental (USD).
+        cost_usd: Option<f64> = "USD",
+        /// Events handled.
+        events: u64 = "events",
+    }
+}
 
 impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S> {
     pub(super) fn sample_before(&mut self, now: SimTime) {
@@ -49,8 +151,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         }
     }
 
-    /// The metrics of a finished run that ended at `end`.
-    pub fn metrics(&mut self, end: SimTime, events: u64) -> Metrics {
+    /// What a finished run that ended at `end` measured.
+    pub fn results(&mut self, end: SimTime, events: u64) -> ContinuousRun {
         let c = self.config;
         self.gpu_meter.hold(end, self.gpu_power_w, &c.grid);
         let s = &self.stats;
@@ -81,55 +183,55 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let [tpot_p50, tpot_p99] = s.tpot.quantiles_s([0.50, 0.99]);
         let [itl_p50, itl_p99] = s.itl.quantiles_s([0.50, 0.99]);
         let [e2e_p50, e2e_p95, e2e_p99] = s.e2e.quantiles_s([0.50, 0.95, 0.99]);
-        let mut m = Metrics::new();
-        m.count("requests", s.counted)
-            .count("served", s.served)
-            .count("rejected", s.rejected)
-            .count("timed_out", s.timed_out)
-            .count("lost", s.lost)
-            .count("gpu_failures", self.life.failures())
-            .number("throughput_per_s", rate(s.served))
-            .optional("ttft_mean_s", s.ttft_mean.mean())
-            .optional("ttft_p50_s", ttft_p50)
-            .optional("ttft_p90_s", ttft_p90)
-            .optional("ttft_p99_s", ttft_p99)
-            .optional("tpot_mean_s", s.tpot_mean.mean())
-            .optional("tpot_p50_s", tpot_p50)
-            .optional("tpot_p99_s", tpot_p99)
-            .optional("itl_p50_s", itl_p50)
-            .optional("itl_p99_s", itl_p99)
-            .optional("e2e_mean_s", s.e2e_mean.mean())
-            .optional("e2e_p50_s", e2e_p50)
-            .optional("e2e_p99_s", e2e_p99)
-            .optional("latency_mean_s", s.e2e_mean.mean())
-            .optional("latency_p50_s", e2e_p50)
-            .optional("latency_p95_s", e2e_p95)
-            .optional("latency_p99_s", e2e_p99)
-            .optional("slo_attainment", per(s.slo_met as f64, s.counted))
-            .number("makespan_s", makespan_s)
-            .number("output_tokens_per_s", rate(s.counted_output_tokens))
-            .number("goodput_per_s", rate(s.goodput))
-            .count("preemptions", self.replicas.iter().map(|r| r.engine.preemptions).sum())
-            .optional("kv_usage_mean", s.kv_usage.mean())
-            .number("kv_usage_max", s.kv_usage_max)
-            .optional("batch_tokens_mean", s.batch_tokens.mean())
-            .optional("running_mean", s.running.mean())
-            .count("steps", s.steps)
-            .count("kv_transfers", s.kv_transfers)
-            .optional("kv_transfer_mean_s", s.kv_transfer_s.mean())
-            .number("kv_transfer_gb", s.kv_transfer_bytes / 1e9)
-            .count("extrapolated_lookups", s.steps_outside_table)
-            .number("gpu_power_mean_w", if run_s > 0.0 { gpu_j / run_s } else { 0.0 })
-            .optional("gpu_energy_per_output_token_j", per(gpu_j, s.output_tokens))
-            .optional("energy_per_output_token_j", per(facility_j, s.output_tokens))
-            .number("energy_kwh", facility_j / J_PER_KWH)
-            .number("energy_gpu_kwh", gpu_j / J_PER_KWH)
-            .number("energy_baseline_kwh", baseline_j / J_PER_KWH)
-            .number("energy_overhead_kwh", (facility_j - it_j) / J_PER_KWH)
-            .optional("energy_per_request_kwh", per(facility_j / J_PER_KWH, s.served))
-            .number("carbon_kg", carbon_kg)
-            .number("cost_usd", cost_usd)
-            .count("events", events);
-        m
+        ContinuousRun {
+            requests: s.counted,
+            served: s.served,
+            rejected: s.rejected,
+            timed_out: s.timed_out,
+            lost: s.lost,
+            gpu_failures: self.life.failures(),
+            throughput_per_s: rate(s.served),
+            ttft_mean_s: s.ttft_mean.mean(),
+            ttft_p50_s: ttft_p50,
+            ttft_p90_s: ttft_p90,
+            ttft_p99_s: ttft_p99,
+            tpot_mean_s: s.tpot_mean.mean(),
+            tpot_p50_s: tpot_p50,
+            tpot_p99_s: tpot_p99,
+            itl_p50_s: itl_p50,
+            itl_p99_s: itl_p99,
+            e2e_mean_s: s.e2e_mean.mean(),
+            e2e_p50_s: e2e_p50,
+            e2e_p99_s: e2e_p99,
+            latency_mean_s: s.e2e_mean.mean(),
+            latency_p50_s: e2e_p50,
+            latency_p95_s: e2e_p95,
+            latency_p99_s: e2e_p99,
+            slo_attainment: per(s.slo_met as f64, s.counted),
+            makespan_s,
+            output_tokens_per_s: rate(s.counted_output_tokens),
+            goodput_per_s: rate(s.goodput),
+            preemptions: self.replicas.iter().map(|r| r.engine.preemptions).sum(),
+            kv_usage_mean: s.kv_usage.mean(),
+            kv_usage_max: s.kv_usage_max,
+            batch_tokens_mean: s.batch_tokens.mean(),
+            running_mean: s.running.mean(),
+            steps: s.steps,
+            kv_transfers: s.kv_transfers,
+            kv_transfer_mean_s: s.kv_transfer_s.mean(),
+            kv_transfer_gb: s.kv_transfer_bytes / 1e9,
+            extrapolated_lookups: s.steps_outside_table,
+            gpu_power_mean_w: if run_s > 0.0 { gpu_j / run_s } else { 0.0 },
+            gpu_energy_per_output_token_j: per(gpu_j, s.output_tokens),
+            energy_per_output_token_j: per(facility_j, s.output_tokens),
+            energy_kwh: facility_j / J_PER_KWH,
+            energy_gpu_kwh: gpu_j / J_PER_KWH,
+            energy_baseline_kwh: baseline_j / J_PER_KWH,
+            energy_overhead_kwh: (facility_j - it_j) / J_PER_KWH,
+            energy_per_request_kwh: per(facility_j / J_PER_KWH, s.served),
+            carbon_kg: Some(carbon_kg),
+            cost_usd: Some(cost_usd),
+            events,
+        }
     }
 }

@@ -32,6 +32,7 @@ mod routing;
 pub use config::{Disaggregation, LlmRouting, LlmServingConfig, Measured};
 pub use file::read_measured;
 pub(crate) use file::{ContinuousTable, resolve};
+pub use measures::ContinuousRun;
 
 /// The routing key of a replica that is down: above any load.
 const DOWN: u64 = u32::MAX as u64 - 1;
@@ -629,5 +630,5 @@ pub fn run_continuous<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
     sim.schedule(SimTime::ZERO, LlmEvent::Start)?;
     sim.run(Default::default())?;
     let (end, events) = (sim.now(), sim.events_handled());
-    replication.finished(sim.model_mut().metrics(end, events))
+    replication.finished(sim.model_mut().results(end, events).metrics())
 }
