@@ -75,9 +75,17 @@ impl ConfigError {
 }
 
 /// Checks `ok`; otherwise the error names the key, the value and what is allowed.
-pub fn check(ok: bool, key: &str, value: impl ToString, allowed: &'static str) -> Result<(), ConfigError> {
+pub fn check(ok: bool, key: impl Into<String>, value: impl ToString, allowed: &'static str) -> Result<(), ConfigError> {
     if ok { Ok(()) } else { Err(ConfigError::invalid(key, value, allowed)) }
 }
+
+/// Whether `x` is a span the clock can hold, at least a nanosecond (s).
+pub fn is_duration_s(x: f64) -> bool {
+    x.is_finite() && (1e-9..=crate::world::MAX_DURATION_S).contains(&x)
+}
+
+/// What [`is_duration_s`] allows, as an error message says it.
+pub const DURATION_S: &str = "seconds from 0.000000001 to 100 years";
 
 /// A number as a person reads it in a message: `1e300` rather than the 301 digits
 /// `f64`'s `Display` writes, `1e-12` rather than twelve zeros. Text that is not a long

@@ -158,19 +158,19 @@ pub struct RequestRecord {
 pub(crate) fn validate_tasks(tasks: &[Task]) -> Result<(), ConfigError> {
     let finite_nonneg = |x: f64| x.is_finite() && x >= 0.0;
     for (i, t) in tasks.iter().enumerate() {
-        check(t.weight.is_finite() && t.weight > 0.0, &format!("tasks[{i}].weight"), t.weight, "a finite number > 0")?;
-        check(t.slo_s.is_finite() && t.slo_s > 0.0, &format!("tasks[{i}].slo_s"), t.slo_s, "a finite number > 0")?;
+        check(t.weight.is_finite() && t.weight > 0.0, format!("tasks[{i}].weight"), t.weight, "a finite number > 0")?;
+        check(t.slo_s.is_finite() && t.slo_s > 0.0, format!("tasks[{i}].slo_s"), t.slo_s, "a finite number > 0")?;
         if let Some(timeout) = t.timeout_s {
             check(
                 timeout.is_finite() && timeout > 0.0 && timeout <= MAX_DURATION_S,
-                &format!("tasks[{i}].timeout_s"),
+                format!("tasks[{i}].timeout_s"),
                 timeout,
                 "seconds > 0, at most 100 years",
             )?;
         }
         for (what, objective) in [("ttft_slo_s", t.ttft_slo_s), ("tpot_slo_s", t.tpot_slo_s)] {
             if let Some(v) = objective {
-                check(v.is_finite() && v > 0.0, &format!("tasks[{i}].{what}"), v, "a finite number of seconds > 0")?;
+                check(v.is_finite() && v > 0.0, format!("tasks[{i}].{what}"), v, "a finite number of seconds > 0")?;
             }
         }
         let history = t.history_tokens.map(|h| ("history_tokens", h));
@@ -180,16 +180,16 @@ pub(crate) fn validate_tasks(tasks: &[Task]) -> Result<(), ConfigError> {
             let key = format!("tasks[{i}].{what}");
             match c {
                 TokenCount::Fixed { tokens } => {
-                    check((1..=MAX_TOKENS).contains(&tokens), &key, tokens, "from 1 to 1,048,576 tokens")?
+                    check((1..=MAX_TOKENS).contains(&tokens), &*key, tokens, "from 1 to 1,048,576 tokens")?
                 }
                 TokenCount::LogNormal { mean, cv } => {
                     check(
                         mean.is_finite() && (1.0..=f64::from(MAX_TOKENS)).contains(&mean),
-                        &format!("{key}.mean"),
+                        format!("{key}.mean"),
                         mean,
                         "from 1 to 1,048,576 tokens",
                     )?;
-                    check(finite_nonneg(cv) && cv <= 100.0, &format!("{key}.cv"), cv, "a number from 0 to 100")?;
+                    check(finite_nonneg(cv) && cv <= 100.0, format!("{key}.cv"), cv, "a number from 0 to 100")?;
                 }
             }
         }

@@ -24,7 +24,7 @@ use crate::journal::{Journal, JournalScan, JournalWriter, journal_path};
 use crate::lock::{DirLock, LockError, occupied};
 use crate::output::{OutputError, ReplicationRecord, parameter_column_name, write_atomically};
 use crate::replications::InOrderWriter;
-use crate::runner::{RunError, Shard, TraceSpec, WorkPlan, run_items};
+use crate::runner::{PlanError, Shard, TraceSpec, WorkPlan, run_items};
 use crate::scenario::Scenario;
 use crate::sweep::SweepGrid;
 use crate::trace::TraceLevel;
@@ -175,7 +175,7 @@ impl Manifest {
 pub enum BatchError {
     /// Bad run parameters.
     #[error(transparent)]
-    Run(#[from] RunError),
+    Plan(#[from] PlanError),
     /// A file could not be read or written.
     #[error(transparent)]
     Output(#[from] OutputError),
@@ -332,10 +332,10 @@ pub fn run_batch(
     progress: &(dyn Fn(&ReplicationRecord) + Sync),
 ) -> Result<BatchReport, BatchError> {
     if spec.replications == 0 {
-        return Err(RunError::NoReplications.into());
+        return Err(PlanError::NoReplications.into());
     }
     if spec.threads == 0 {
-        return Err(RunError::NoThreads.into());
+        return Err(PlanError::NoThreads.into());
     }
     if !(spec.confidence > 0.0 && spec.confidence < 1.0) {
         return Err(AnalysisError::BadConfidence(spec.confidence).into());

@@ -63,8 +63,6 @@ pub trait PointModel: Send + Sync + fmt::Debug {
     fn latency_objectives(&self) -> Vec<(String, f64)>;
     /// What a user should know before it runs (see [`World::warnings`]).
     fn warnings(&self) -> Vec<String>;
-    /// Whether `other` is the same configuration (tests compare points).
-    fn same_as(&self, other: &dyn PointModel) -> bool;
     /// The configuration, printed.
     fn describe(&self) -> String;
 }
@@ -218,10 +216,6 @@ impl<W: World> PointModel for Resolved<W> {
 
     fn warnings(&self) -> Vec<String> {
         W::warnings(&self.config)
-    }
-
-    fn same_as(&self, other: &dyn PointModel) -> bool {
-        other.world() == W::NAME && other.describe() == self.describe()
     }
 
     fn describe(&self) -> String {

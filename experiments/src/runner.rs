@@ -91,12 +91,12 @@ pub struct WorkPlan {
 impl WorkPlan {
     /// The plan of `points` x `replications` for `shard`, refused when the number of
     /// work items cannot be represented.
-    pub fn new(points: usize, replications: u64, shard: Shard) -> Result<WorkPlan, RunError> {
+    pub fn new(points: usize, replications: u64, shard: Shard) -> Result<WorkPlan, PlanError> {
         if replications == 0 {
-            return Err(RunError::NoReplications);
+            return Err(PlanError::NoReplications);
         }
         let total =
-            (points as u64).checked_mul(replications).ok_or(RunError::TooManyReplications { points, replications })?;
+            (points as u64).checked_mul(replications).ok_or(PlanError::TooManyReplications { points, replications })?;
         Ok(WorkPlan { replications, shard, total })
     }
 
@@ -207,7 +207,7 @@ fn failed_record(point: u32, master_seed: u64, replication: u64, error: String) 
 /// Why replications could not be run at all.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum RunError {
+pub enum PlanError {
     /// `--reps 0`.
     #[error("--reps must be at least 1")]
     NoReplications,
@@ -255,14 +255,14 @@ pub fn run_items<E>(
     trace: &TraceSpec,
     cancel: &Interrupt,
     mut done: impl FnMut(ReplicationRecord) -> Result<(), E>,
-) -> Result<Result<(), E>, RunError> {
+) -> Result<Result<(), E>, PlanError> {
     if threads == 0 {
-        return Err(RunError::NoThreads);
+        return Err(PlanError::NoThreads);
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
-        .map_err(|e| RunError::ThreadPool { threads, message: e.to_string() })?;
+        .map_err(|e| PlanError::ThreadPool { threads, message: e.to_string() })?;
     let next = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let items = plan.len();

@@ -297,9 +297,14 @@ pub struct Point {
     pub table: Table,
 }
 
+/// Two points are the same when they are the same world's tables at the same place
+/// in the sweep: the model is resolved from the tables alone.
 impl PartialEq for Point {
     fn eq(&self, other: &Point) -> bool {
-        self.index == other.index && self.params == other.params && self.model.same_as(other.model.as_ref())
+        self.index == other.index
+            && self.params == other.params
+            && self.model.world() == other.model.world()
+            && self.table == other.table
     }
 }
 

@@ -289,29 +289,13 @@ pub enum NodeAction {
     Fail,
 }
 
-/// The miner network's configuration errors are the shared [`ConfigError`].
-pub use crate::error::ConfigError as NetworkConfigError;
-use crate::error::ConfigError;
-
-fn check(
-    ok: bool,
-    key: impl Into<String>,
-    value: impl ToString,
-    allowed: &'static str,
-) -> Result<(), NetworkConfigError> {
-    if ok { Ok(()) } else { Err(ConfigError::invalid(key, value, allowed)) }
-}
+use crate::error::{ConfigError, DURATION_S as SECS, check, is_duration_s as secs};
 
 /// Arrival rates the clock can separate (per second).
 fn rate(x: f64) -> bool {
     x == 0.0 || (crate::arrivals::MIN_RATE_PER_S..=crate::arrivals::MAX_RATE_PER_S).contains(&x)
 }
 const RATE: &str = "a rate of 0 or from 0.000001 to 1,000,000 per second";
-/// Durations the clock can hold, at least a nanosecond.
-fn secs(x: f64) -> bool {
-    x.is_finite() && (1e-9..=crate::world::MAX_DURATION_S).contains(&x)
-}
-const SECS: &str = "seconds from 0.000000001 to 100 years";
 /// Hours within the clock's range.
 fn hours(x: f64) -> bool {
     x.is_finite() && (0.0..=crate::world::MAX_DURATION_S / 3600.0).contains(&x)
@@ -331,7 +315,7 @@ fn range_ok(r: [f64; 2], lo: f64, hi: f64) -> bool {
 
 impl NetworkConfig {
     /// Checks every value; the error names the key and the allowed range.
-    pub fn validate(&self) -> Result<(), NetworkConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let finite_pos = |x: f64| x.is_finite() && x > 0.0;
         let finite_non_neg = |x: f64| x.is_finite() && x >= 0.0;
         check(!self.tasks.is_empty(), "tasks", "[]", "at least one [[tasks]] table")?;

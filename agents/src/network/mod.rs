@@ -41,6 +41,7 @@
 //! assert!(run.share_poor.unwrap() < 0.25, "{:?}", run.share_poor);
 //! ```
 
+use crate::error::ConfigError;
 use crate::failures::Lifecycle;
 use std::cmp::Reverse;
 use std::collections::VecDeque;
@@ -59,8 +60,8 @@ mod config;
 mod file;
 pub mod scoring;
 pub use config::{
-    Category, NetworkConfig, NetworkConfigError, NodeAction, NodeClass, Routing, RoutingPolicy, ScheduledEvent,
-    Similarity, TaskConfig, Validator,
+    Category, NetworkConfig, NodeAction, NodeClass, Routing, RoutingPolicy, ScheduledEvent, Similarity, TaskConfig,
+    Validator,
 };
 pub use file::{NetworkFile, NetworkWorld};
 use scoring::{DecayParams, HistoryRow, PeriodCounts};
@@ -435,9 +436,9 @@ pub struct Network<O = NullObserver, S = NullObserver> {
 
 impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
     /// A validated world with no nodes yet (see [`build_network`]).
-    pub fn new(config: NetworkConfig, observer: O, periods: Option<S>) -> Result<Self, NetworkConfigError> {
+    pub fn new(config: NetworkConfig, observer: O, periods: Option<S>) -> Result<Self, ConfigError> {
         config.validate()?;
-        let out_of_range = |key: &str, value: f64| NetworkConfigError::invalid(key, value, "at most 584 years");
+        let out_of_range = |key: &str, value: f64| ConfigError::invalid(key, value, "at most 584 years");
         let horizon = SimTime::from_secs_f64(config.duration_s)
             .map_err(|_| out_of_range("simulation.duration_s", config.duration_s))?;
         let period = SimDuration::from_secs_f64(config.validator.period_s)
@@ -1282,11 +1283,11 @@ pub fn build_network<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>>(
     periods: Option<S>,
     master_seed: u64,
     replication: u64,
-) -> Result<Simulation<Network<O, S>>, NetworkConfigError> {
+) -> Result<Simulation<Network<O, S>>, ConfigError> {
     let world = Network::new(config.clone(), observer, periods)?;
     let mut sim = Simulation::with_queue(world, QueueKind::default(), master_seed, replication);
     sim.schedule(SimTime::ZERO, NetworkEvent::Start)
-        .map_err(|e| NetworkConfigError::invalid("simulation.duration_s", e, "times within 584 years"))?;
+        .map_err(|e| ConfigError::invalid("simulation.duration_s", e, "times within 584 years"))?;
     Ok(sim)
 }
 

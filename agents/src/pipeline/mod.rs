@@ -222,27 +222,13 @@ pub struct PipelineConfig {
     pub duration_s: f64,
 }
 
-/// The pipeline's configuration errors are the shared [`ConfigError`].
-pub use crate::error::ConfigError as PipelineConfigError;
-use crate::error::ConfigError;
-
-fn check(
-    ok: bool,
-    key: impl Into<String>,
-    value: impl ToString,
-    allowed: &'static str,
-) -> Result<(), PipelineConfigError> {
-    if ok { Ok(()) } else { Err(ConfigError::invalid(key, value, allowed)) }
-}
+use crate::error::{ConfigError, DURATION_S as SECS, check, is_duration_s as secs};
 
 impl PipelineConfig {
     /// Checks every value; the error names the key and the allowed range.
-    pub fn validate(&self) -> Result<(), PipelineConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let pos = |x: f64| x.is_finite() && x > 0.0;
         let non_neg = |x: f64| x.is_finite() && x >= 0.0;
-        // Durations the clock can hold, at least a nanosecond.
-        let secs = |x: f64| x.is_finite() && (1e-9..=crate::world::MAX_DURATION_S).contains(&x);
-        const SECS: &str = "seconds from 0.000000001 to 100 years";
         check(!self.stages.is_empty(), "stages", "[]", "at least one [[stages]] table")?;
         for (i, s) in self.stages.iter().enumerate() {
             check(!s.variants.is_empty(), format!("stages[{i}].profile"), &s.name, "a profile with variants")?;
@@ -648,7 +634,7 @@ pub struct Pipeline<O = NullObserver, S = NullObserver> {
 
 impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
     /// A validated world with the initial plan in force.
-    pub fn new(config: PipelineConfig, observer: O, samples: Option<S>) -> Result<Self, PipelineConfigError> {
+    pub fn new(config: PipelineConfig, observer: O, samples: Option<S>) -> Result<Self, ConfigError> {
         config.validate()?;
         let too_long = |key: &str, v: f64| ConfigError::invalid(key, v, "at most 584 years");
         let horizon = SimTime::from_secs_f64(config.duration_s)
@@ -1207,7 +1193,7 @@ pub fn build_pipeline<O: Observer<PipelineRequest>, S: Observer<PipelineSample>>
     samples: Option<S>,
     master_seed: u64,
     replication: u64,
-) -> Result<Simulation<Pipeline<O, S>>, PipelineConfigError> {
+) -> Result<Simulation<Pipeline<O, S>>, ConfigError> {
     let world = Pipeline::new(config.clone(), observer, samples)?;
     let mut sim = Simulation::with_queue(world, QueueKind::default(), master_seed, replication);
     if config.load.arrivals.is_none() {

@@ -271,8 +271,6 @@ pub struct Prices {
     pub gpu_usd_per_hour: f64,
 }
 
-/// The retraining world's configuration errors are the shared [`ConfigError`].
-pub use crate::error::ConfigError as RetrainingConfigError;
 use crate::error::ConfigError;
 
 /// A ready-to-draw drift distribution.
@@ -285,8 +283,8 @@ pub(crate) enum DriftSampler {
 
 impl RetrainingConfig {
     /// Checks every value; the error names the key and the allowed range.
-    pub fn validate(&self) -> Result<(), RetrainingConfigError> {
-        fn bad(key: &str, value: impl ToString, allowed: &'static str) -> Result<(), RetrainingConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn bad(key: &str, value: impl ToString, allowed: &'static str) -> Result<(), ConfigError> {
             Err(ConfigError::invalid(key, value, allowed))
         }
         let finite_pos = |x: f64| x.is_finite() && x > 0.0;

@@ -46,8 +46,8 @@ mod config;
 mod file;
 use config::DriftSampler;
 pub use config::{
-    Drift, DriftDistribution, Energy, Fleet, LossFunction, Monitor, Policy, Prices, Quality, RetrainingConfig,
-    RetrainingConfigError, Signal, Training, TrainingPool,
+    Drift, DriftDistribution, Energy, Fleet, LossFunction, Monitor, Policy, Prices, Quality, RetrainingConfig, Signal,
+    Training, TrainingPool,
 };
 pub use file::{RetrainingFile, RetrainingWorld};
 
@@ -67,7 +67,7 @@ pub const FEEDBACK_STREAM: StreamId = StreamId(3);
 
 const NS_PER_H: f64 = 3.6e12;
 
-use crate::error::hours;
+use crate::error::{ConfigError, hours};
 
 /// The events of the drift-and-retraining world.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -319,18 +319,14 @@ pub struct Retraining<O = NullObserver, S = NullObserver> {
 
 impl<O: Observer<RetrainingRequest>> Retraining<O> {
     /// A validated world with nothing scheduled yet.
-    pub fn new(config: RetrainingConfig, observer: O) -> Result<Self, RetrainingConfigError> {
+    pub fn new(config: RetrainingConfig, observer: O) -> Result<Self, ConfigError> {
         Retraining::with_samples(config, observer, None)
     }
 }
 
 impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O, S> {
     /// A validated world that also hands its per-tick state to `samples`.
-    pub fn with_samples(
-        config: RetrainingConfig,
-        observer: O,
-        samples: Option<S>,
-    ) -> Result<Self, RetrainingConfigError> {
+    pub fn with_samples(config: RetrainingConfig, observer: O, samples: Option<S>) -> Result<Self, ConfigError> {
         config.validate()?;
         let out_of_range = |key: &str, value: f64| crate::error::ConfigError::invalid(key, value, "at most 584 years");
         let horizon = SimTime::from_secs_f64(config.duration_s)
@@ -928,7 +924,7 @@ pub fn build_retraining<O: Observer<RetrainingRequest>, S: Observer<RetrainingSa
     samples: Option<S>,
     master_seed: u64,
     replication: u64,
-) -> Result<Simulation<Retraining<O, S>>, RetrainingConfigError> {
+) -> Result<Simulation<Retraining<O, S>>, ConfigError> {
     let world = Retraining::with_samples(config.clone(), observer, samples)?;
     let mut sim = Simulation::with_queue(world, QueueKind::default(), master_seed, replication);
     let err = |e: ScheduleError| crate::error::ConfigError::invalid("arrivals", e, "a first arrival within 584 years");

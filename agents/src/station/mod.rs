@@ -30,7 +30,7 @@ use infersim_engine::{
 use rand::Rng;
 
 use crate::distributions::lognormal_from_mean_cv;
-use crate::error::ConfigError;
+use crate::error::{ConfigError, RunError};
 use crate::world::{Metrics, Replication, Traces, World};
 use rand_distr::{Distribution, Exp, LogNormal};
 use serde::{Deserialize, Serialize};
@@ -86,7 +86,7 @@ impl DurationDistribution {
         }
     }
 
-    fn sampler(&self, key: &'static str) -> Result<Sampler, StationError> {
+    fn sampler(&self, key: &'static str) -> Result<Sampler, RunError> {
         let mean_s = self.mean_s();
         if !(mean_s.is_finite() && mean_s > 0.0) {
             return Err(out_of_range(key, mean_s, "a finite number of seconds > 0"));
@@ -167,7 +167,7 @@ impl StationConfig {
         self.service.mean_s() / self.interarrival.mean_s()
     }
 
-    fn validate(&self) -> Result<(Sampler, Sampler), StationError> {
+    fn validate(&self) -> Result<(Sampler, Sampler), RunError> {
         if self.servers == 0 {
             return Err(out_of_range("servers", self.servers, "an integer >= 1"));
         }
@@ -183,11 +183,8 @@ impl StationConfig {
     }
 }
 
-/// A station's errors: a value out of range, or a time the engine refused.
-pub use crate::error::RunError as StationError;
-
-fn out_of_range(key: &'static str, value: impl ToString, allowed: &'static str) -> StationError {
-    StationError::Config(ConfigError::invalid(key, value, allowed))
+fn out_of_range(key: &'static str, value: impl ToString, allowed: &'static str) -> RunError {
+    RunError::Config(ConfigError::invalid(key, value, allowed))
 }
 
 /// The station's events: payloads are ids, never data.
@@ -324,7 +321,7 @@ pub struct Station<O = NullObserver, S = NullObserver> {
 
 impl<O: Observer<CustomerRecord>> Station<O> {
     /// A station with no customers, validated.
-    pub fn new(config: StationConfig, observer: O) -> Result<Self, StationError> {
+    pub fn new(config: StationConfig, observer: O) -> Result<Self, RunError> {
         let (interarrival, service) = config.validate()?;
         let mut servers = Arena::with_capacity(config.servers as usize);
         for _ in 0..config.servers {
@@ -591,7 +588,7 @@ pub fn build_station<O: Observer<CustomerRecord>>(
     queue: QueueKind,
     master_seed: u64,
     replication: u64,
-) -> Result<Simulation<Station<O>>, StationError> {
+) -> Result<Simulation<Station<O>>, RunError> {
     start(Station::new(*config, observer)?, queue, master_seed, replication)
 }
 
@@ -604,7 +601,7 @@ pub fn build_sampled_station<O: Observer<CustomerRecord>, S: Observer<StationSam
     queue: QueueKind,
     master_seed: u64,
     replication: u64,
-) -> Result<Simulation<Station<O, S>>, StationError> {
+) -> Result<Simulation<Station<O, S>>, RunError> {
     start(Station::new(*config, observer)?.with_samples(every, samples), queue, master_seed, replication)
 }
 
@@ -614,7 +611,7 @@ fn start<O: Observer<CustomerRecord>, S: Observer<StationSample>>(
     queue: QueueKind,
     master_seed: u64,
     replication: u64,
-) -> Result<Simulation<Station<O, S>>, StationError> {
+) -> Result<Simulation<Station<O, S>>, RunError> {
     let interarrival = station.interarrival;
     let mut sim = Simulation::with_queue(station, queue, master_seed, replication);
     let first_s = interarrival.sample_s(sim.rng(ARRIVAL_STREAM));
@@ -631,7 +628,7 @@ pub fn finish_station<O: Observer<CustomerRecord>, S: Observer<StationSample>>(
 }
 
 /// Runs one replication of `config` to completion, untraced.
-pub fn run_station(config: &StationConfig, master_seed: u64, replication: u64) -> Result<StationRun, StationError> {
+pub fn run_station(config: &StationConfig, master_seed: u64, replication: u64) -> Result<StationRun, RunError> {
     let mut sim = build_station(config, NullObserver, QueueKind::default(), master_seed, replication)?;
     Ok(finish_station(&mut sim)?)
 }
@@ -770,7 +767,7 @@ impl World for StationWorld {
             warmup_customers: warmup,
         };
         config.validate().map_err(|e| match e {
-            StationError::Config(e) => e.within("station"),
+            RunError::Config(e) => e.within("station"),
             other => ConfigError::invalid("station", other, "durations the clock can hold"),
         })?;
         Ok(config)
@@ -930,7 +927,7 @@ mod tests {
     fn invalid_configs_name_the_key_and_range() {
         let mut c = small();
         c.servers = 0;
-        assert!(matches!(Station::new(c, NullObserver), Err(StationError::Config(e)) if e.key() == "servers"));
+        assert!(matches!(Station::new(c, NullObserver), Err(RunError::Config(e)) if e.key() == "servers"));
         let mut c = small();
         c.capacity = Some(1);
         let err = Station::new(c, NullObserver).err().unwrap();
