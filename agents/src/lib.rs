@@ -41,6 +41,17 @@ pub mod station;
 pub mod theory;
 pub mod world;
 
+/// Adds the worlds infersim ships to `worlds`, in the order `infersim list` shows
+/// them: the one list of them.
+pub fn builtin_worlds<W: world::Worlds>(worlds: W) -> W {
+    worlds
+        .with::<station::StationWorld>()
+        .with::<serving::ServingWorld>()
+        .with::<retraining::RetrainingWorld>()
+        .with::<network::NetworkWorld>()
+        .with::<pipeline::PipelineWorld>()
+}
+
 #[cfg(test)]
 mod tests {
     /// The worlds, each a module (a directory or a file) of this crate.

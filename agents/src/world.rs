@@ -93,7 +93,118 @@ pub trait World: 'static {
         let _ = config;
         Vec::new()
     }
+
+    /// What a user should know after a batch, read from its estimates (the points
+    /// where a run ran away, say).
+    fn notes(estimates: &[Estimate]) -> Vec<Note> {
+        let _ = estimates;
+        Vec::new()
+    }
+
+    /// The charts `infersim plot` draws for this world besides time series and sweeps.
+    fn charts() -> Charts {
+        Charts::default()
+    }
+
+    /// Reads a measured file in a format of this world's real systems (vLLM's
+    /// per-request records, say) as samples and values to calibrate against; `None`
+    /// when the table is not in such a format (infersim then reads it as requests with
+    /// columns in seconds, or as a time series).
+    fn observe(table: &DataTable) -> Option<Observation> {
+        let _ = table;
+        None
+    }
+
+    /// Built-in scenarios (name, TOML text): `infersim run NAME` runs them.
+    fn scenarios() -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+
+    /// Built-in data files (name, text) that scenarios may name instead of a path.
+    fn data() -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
 }
+
+/// A collection of worlds (the experiments crate's registry): what
+/// [`crate::builtin_worlds`] adds infersim's worlds to.
+pub trait Worlds: Sized {
+    /// This collection and world `W`.
+    fn with<W: World>(self) -> Self;
+}
+
+/// One metric's estimate at one point of a batch, for [`World::notes`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Estimate {
+    /// The point, from 0.
+    pub point: u32,
+    /// The metric's name.
+    pub metric: String,
+    /// Its mean over replications.
+    pub mean: f64,
+    /// Replications it was measured in.
+    pub replications: u64,
+}
+
+/// Something a user should know after a batch.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Note {
+    /// A caution about how far the numbers can be trusted (written to stderr once).
+    Warning(String),
+    /// A finding to read beside the table (printed after it).
+    Finding(String),
+}
+
+/// A request column whose distribution is charted (its CDF and its tail).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DistributionChart {
+    /// The column of `requests.parquet`, in seconds.
+    pub column: &'static str,
+    /// What it is, for the title: "Time to first token (TTFT)".
+    pub title: &'static str,
+    /// Whether the world's latency objectives are marked on it.
+    pub objectives: bool,
+}
+
+impl DistributionChart {
+    /// End-to-end latency (`latency_s`), the objectives marked: every world's requests
+    /// have it.
+    pub const LATENCY: DistributionChart =
+        DistributionChart { column: "latency_s", title: "Latency (arrival to finish)", objectives: true };
+}
+
+/// A trade-off charted across a sweep: a metric against a cost, a marker per point.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tradeoff {
+    /// The chart's file stem.
+    pub name: &'static str,
+    /// The metric on the vertical axis.
+    pub metric: &'static str,
+    /// The metric on the horizontal axis: the first of these the batch reports.
+    pub against: &'static [&'static str],
+}
+
+/// The charts a world draws by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Charts {
+    /// Request columns whose distributions are drawn.
+    pub distributions: &'static [DistributionChart],
+    /// Trade-offs drawn across a sweep.
+    pub tradeoffs: &'static [Tradeoff],
+}
+
+/// What a measured file holds, read by [`World::observe`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observation {
+    /// Samples by the name of the request column they match (`ttft_s`).
+    pub samples: Vec<(String, Vec<f64>)>,
+    /// Single values by metric name (`makespan_s`).
+    pub values: Vec<(String, f64)>,
+}
+
+/// The request-trace column that flags rows inside the warm-up (not measured):
+/// charts and calibration leave those rows out.
+pub const WARMUP_COLUMN: &str = "warmup";
 
 /// Marks a schema error that happened in a table read by [`read_nested`]: the message
 /// is `NESTED path NESTED message`, the path relative to where the table sits. The

@@ -10,28 +10,25 @@ use std::path::{Path, PathBuf};
 use infersim_agents::input::{DataColumn, DataTable, Inputs};
 use infersim_agents::world::ConfigError;
 
-/// Data files embedded in the binary, by the name scenarios use: the pipeline's
-/// profiles and the LLM serving reference data (embedded once, by the agents crate).
-pub fn builtin_data() -> impl Iterator<Item = &'static (&'static str, &'static str)> {
-    infersim_agents::pipeline::BUILTIN_PROFILES.iter().chain(infersim_agents::llm::BUILTIN_DATA)
-}
-
-/// Reads data files relative to a scenario's directory.
+/// Reads data files relative to a scenario's directory, or the worlds' built-in data
+/// files by name.
 #[derive(Clone, Debug)]
 pub struct FileInputs {
     base_dir: PathBuf,
+    builtin: Vec<(&'static str, &'static str)>,
 }
 
 impl FileInputs {
-    /// Files named relative to `base_dir`.
-    pub fn new(base_dir: &Path) -> Self {
-        FileInputs { base_dir: base_dir.to_path_buf() }
+    /// Files named relative to `base_dir`, or one of `builtin` (name, text) by name
+    /// (a registry's [`crate::registry::Registry::data`]).
+    pub fn new(base_dir: &Path, builtin: Vec<(&'static str, &'static str)>) -> Self {
+        FileInputs { base_dir: base_dir.to_path_buf(), builtin }
     }
 }
 
 impl Inputs for FileInputs {
     fn table(&self, key: &str, name: &str) -> Result<DataTable, ConfigError> {
-        if let Some((_, text)) = builtin_data().find(|(n, _)| *n == name) {
+        if let Some((_, text)) = self.builtin.iter().find(|(n, _)| *n == name) {
             let shown = format!("built-in {name}");
             return if name.ends_with(".jsonl") {
                 read_json_lines(&shown, text)
@@ -41,13 +38,19 @@ impl Inputs for FileInputs {
         }
         let path = self.base_dir.join(name);
         if !path.is_file() {
-            let names: Vec<&str> = builtin_data().map(|(n, _)| *n).filter(|n| !n.contains('/')).collect();
+            let names: Vec<&str> = self.builtin.iter().map(|(n, _)| *n).filter(|n| !n.contains('/')).collect();
+            let mut folders: Vec<&str> =
+                self.builtin.iter().filter_map(|(n, _)| n.split_once('/')).map(|(folder, _)| folder).collect();
+            folders.dedup();
+            let under = match folders.is_empty() {
+                true => String::new(),
+                false => format!(", or a file under {}/ of the project's data/", folders.join("/, ")),
+            };
             return Err(ConfigError::invalid(
                 key,
                 name,
                 format!(
-                    "a built-in profile or data name ({}, or a file under llm-serving/ of the project's data/) or a file \
-                     (CSV, Parquet or JSON Lines)",
+                    "a built-in profile or data name ({}{under}) or a file (CSV, Parquet or JSON Lines)",
                     names.join(", ")
                 ),
             ));
@@ -253,7 +256,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.parquet");
         crate::analysis::write_frame_parquet(&path, &mut frame).unwrap();
-        let table = FileInputs::new(dir.path()).table("arrivals.path", "t.parquet").map_err(|e| e.to_string())?;
+        let table =
+            FileInputs::new(dir.path(), Vec::new()).table("arrivals.path", "t.parquet").map_err(|e| e.to_string())?;
         read_requests(&table, &["chat", "code"])
             .map_err(|e| e.to_string().replace(&path.display().to_string(), "t.parquet"))
     }

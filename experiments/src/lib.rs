@@ -26,6 +26,8 @@
 pub mod analysis;
 pub mod batch;
 pub mod calibrate;
+pub mod cli;
+pub mod error;
 pub mod inputs;
 pub mod journal;
 pub mod lock;

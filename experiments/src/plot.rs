@@ -16,6 +16,9 @@ use polars::prelude::*;
 
 use crate::analysis::AnalysisError;
 use crate::batch::Manifest;
+use crate::registry::Registry;
+use crate::scenario::Scenario;
+use infersim_agents::world::WARMUP_COLUMN;
 
 /// Why a chart could not be drawn.
 #[derive(Debug, thiserror::Error)]
@@ -458,8 +461,9 @@ fn binned_band(
 }
 
 /// Latency objectives of the batch's scenario (task SLOs, say), for marking charts.
-fn latency_objectives(manifest: &Manifest) -> Vec<(String, f64)> {
-    let Ok(scenario) = crate::scenario::Scenario::parse(&manifest.scenario, &manifest.scenario_toml) else {
+fn latency_objectives(manifest: &Manifest, registry: &Registry) -> Vec<(String, f64)> {
+    let scenario = Scenario::parse_with(registry, &manifest.scenario, &manifest.scenario_toml, Path::new(""));
+    let Ok(scenario) = scenario else {
         return Vec::new();
     };
     let mut marks: Vec<(String, f64)> = Vec::new();
@@ -496,8 +500,8 @@ fn distribution_charts(
         if schema.get(column).is_none() {
             continue;
         }
-        let keep = if schema.get("warmup").is_some() {
-            col("warmup").not().and(col(column).is_not_null())
+        let keep = if schema.get(WARMUP_COLUMN).is_some() {
+            col(WARMUP_COLUMN).not().and(col(column).is_not_null())
         } else {
             col(column).is_not_null()
         };
@@ -559,7 +563,9 @@ fn distribution_charts(
     Ok(written)
 }
 
-/// Draws every chart the batch in `out` has data for, into `dir`; returns the files.
+/// Draws every chart the batch in `out` has data for, into `dir`, with the charts of
+/// its world in `registry`; returns the files.
+#[allow(clippy::too_many_arguments)]
 pub fn plot_batch(
     out: &Path,
     manifest: &Manifest,
@@ -567,7 +573,9 @@ pub fn plot_batch(
     dir: &Path,
     confidence: f64,
     x_key: Option<&str>,
+    registry: &Registry,
 ) -> Result<Vec<PathBuf>, PlotError> {
+    let charts = registry.get(&manifest.world).map(|w| w.charts()).unwrap_or_default();
     let x_key = match x_key {
         Some(key) if !manifest.sweep_keys.iter().any(|k| k == key) => {
             return Err(PlotError::NotSwept { key: key.into(), swept: manifest.sweep_keys.join(", ") });
@@ -641,19 +649,15 @@ pub fn plot_batch(
         }
     }
 
-    // Latency distributions after warm-up, pooled over replications: end-to-end
-    // latency with the SLOs marked, and for token-level runs time to first token and
-    // time per output token; each with its tail on a log scale (the share of requests
-    // slower than x).
+    // The world's request distributions after warm-up, pooled over replications
+    // (end-to-end latency with the SLOs marked, say), each with its tail on a log
+    // scale (the share of requests slower than x).
     let requests = trace_files(out, "requests.parquet");
     if !requests.is_empty() {
-        let slos = Marks { vertical: latency_objectives(manifest), ..Marks::default() };
-        for (column, what, marks) in [
-            ("latency_s", "Latency (arrival to finish)", &slos),
-            ("ttft_s", "Time to first token (TTFT)", &Marks::default()),
-            ("tpot_s", "Time per output token (TPOT)", &Marks::default()),
-        ] {
-            written.extend(distribution_charts(&requests, manifest, dir, column, what, marks)?);
+        let slos = Marks { vertical: latency_objectives(manifest, registry), ..Marks::default() };
+        for chart in charts.distributions {
+            let marks = if chart.objectives { slos.clone() } else { Marks::default() };
+            written.extend(distribution_charts(&requests, manifest, dir, chart.column, chart.title, &marks)?);
         }
     }
 
@@ -713,10 +717,9 @@ pub fn plot_batch(
             }
         }
     }
-    // Trade-offs across a sweep: accuracy and tail latency against energy (per output
-    // token where the runs count tokens, else per request), one marker per point (with
-    // its interval), a line per combination of the other swept keys; the upper-left
-    // points of the accuracy chart are its Pareto front.
+    // The world's trade-offs across a sweep (accuracy or tail latency against energy,
+    // say), one marker per point (with its interval), a line per combination of the
+    // other swept keys.
     if let Some(first) = x_key.as_ref() {
         let value = |point: usize, metric: &str| -> Option<(f64, f64, f64)> {
             let (metrics, points) =
@@ -727,12 +730,11 @@ pub fn plot_batch(
             let m = at("mean")?;
             Some((m, at("ci_low").unwrap_or(m), at("ci_high").unwrap_or(m)))
         };
-        let energy = ["energy_per_output_token_j", "energy_per_request_kwh"]
-            .into_iter()
-            .find(|m| manifest.metrics.iter().any(|x| x == m))
-            .unwrap_or("energy_per_request_kwh");
-        for (metric, name) in [("accuracy_mean", "pareto_accuracy_energy"), ("latency_p99_s", "pareto_latency_energy")]
-        {
+        for tradeoff in charts.tradeoffs {
+            let (metric, name) = (tradeoff.metric, tradeoff.name);
+            let Some(energy) = tradeoff.against.iter().find(|m| manifest.metrics.iter().any(|x| x == *m)) else {
+                continue;
+            };
             let mut groups: Vec<Line> = Vec::new();
             for p in 0..manifest.point_count() as usize {
                 let (Some((x, _, _)), Some((y, lo, hi))) = (value(p, energy), value(p, metric)) else { continue };

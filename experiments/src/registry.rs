@@ -10,15 +10,12 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use infersim_agents::input::Inputs;
-use infersim_agents::network::NetworkWorld;
-use infersim_agents::pipeline::PipelineWorld;
-use infersim_agents::retraining::RetrainingWorld;
-use infersim_agents::serving::ServingWorld;
-use infersim_agents::station::StationWorld;
-use infersim_agents::world::{ConfigError, Metrics, NESTED, Replication, RunError, Traces, World};
+use infersim_agents::input::{DataTable, Inputs};
+use infersim_agents::world::{
+    Charts, ConfigError, Estimate, Metrics, NESTED, Note, Observation, Replication, RunError, Traces, World, Worlds,
+    struct_fields,
+};
 use infersim_engine::NullObserver;
-use serde::de::{self, Deserializer, Visitor};
 
 use crate::trace::{ParquetSink, TraceLevel};
 
@@ -31,6 +28,16 @@ pub trait AnyWorld: Send + Sync {
     fn tables(&self) -> &'static [&'static str];
     /// Reads and resolves one point's tables.
     fn resolve(&self, table: toml::Table, inputs: &dyn Inputs) -> Result<Arc<dyn PointModel>, ResolveError>;
+    /// What to tell the user after a batch (see [`World::notes`]).
+    fn notes(&self, estimates: &[Estimate]) -> Vec<Note>;
+    /// The charts it draws by default (see [`World::charts`]).
+    fn charts(&self) -> Charts;
+    /// Reads a measured file of its real systems (see [`World::observe`]).
+    fn observe(&self, table: &DataTable) -> Option<Observation>;
+    /// Its built-in scenarios (name, TOML text).
+    fn scenarios(&self) -> &'static [(&'static str, &'static str)];
+    /// Its built-in data files (name, text).
+    fn data(&self) -> &'static [(&'static str, &'static str)];
 }
 
 /// Why a point's tables could not be resolved.
@@ -101,6 +108,7 @@ pub struct TraceTarget {
 #[derive(Clone)]
 pub struct Registry {
     worlds: Vec<Arc<dyn AnyWorld>>,
+    default_scenario: Option<&'static str>,
 }
 
 impl fmt::Debug for Registry {
@@ -112,24 +120,57 @@ impl fmt::Debug for Registry {
 impl Registry {
     /// No worlds.
     pub fn empty() -> Self {
-        Registry { worlds: Vec::new() }
+        Registry { worlds: Vec::new(), default_scenario: None }
     }
 
-    /// The worlds infersim ships: one line each.
+    /// The worlds infersim ships (the agents crate lists them), `llm-serving` the
+    /// scenario run when none is named.
     pub fn builtin() -> Self {
-        Registry::empty()
-            .with::<StationWorld>()
-            .with::<ServingWorld>()
-            .with::<RetrainingWorld>()
-            .with::<NetworkWorld>()
-            .with::<PipelineWorld>()
+        infersim_agents::builtin_worlds(Registry::empty()).with_default_scenario("llm-serving")
     }
 
-    /// This registry and world `W`.
+    /// This registry and world `W`. Panics if `W`, or a built-in scenario or data
+    /// file of the same name as one of `W`'s, is registered already: a program
+    /// error, found the first time it runs.
     pub fn with<W: World>(mut self) -> Self {
         assert!(self.get(W::NAME).is_none(), "world {} registered twice", W::NAME);
+        for (name, _) in W::scenarios() {
+            assert!(self.scenario(name).is_none(), "two worlds ship a scenario called {name}");
+        }
+        for (name, _) in W::data() {
+            assert!(self.data().iter().all(|(n, _)| n != name), "two worlds ship a data file called {name}");
+        }
         self.worlds.push(Arc::new(Entry::<W>(PhantomData)));
         self
+    }
+
+    /// This registry, running built-in scenario `name` when none is named. Panics if
+    /// no registered world ships it (a program error).
+    pub fn with_default_scenario(mut self, name: &'static str) -> Self {
+        assert!(self.scenario(name).is_some(), "no registered world ships a scenario called {name}");
+        self.default_scenario = Some(name);
+        self
+    }
+
+    /// The scenario run when none is named: the one set, else the first world's
+    /// first built-in scenario.
+    pub fn default_scenario(&self) -> Option<&'static str> {
+        self.default_scenario.or_else(|| self.scenarios().first().map(|(name, _)| *name))
+    }
+
+    /// Every built-in scenario (name, TOML text), world by world.
+    pub fn scenarios(&self) -> Vec<(&'static str, &'static str)> {
+        self.worlds.iter().flat_map(|w| w.scenarios().iter().copied()).collect()
+    }
+
+    /// The TOML text of built-in scenario `name`.
+    pub fn scenario(&self, name: &str) -> Option<&'static str> {
+        self.worlds.iter().flat_map(|w| w.scenarios()).find(|(n, _)| *n == name).map(|(_, text)| *text)
+    }
+
+    /// Every built-in data file (name, text).
+    pub fn data(&self) -> Vec<(&'static str, &'static str)> {
+        self.worlds.iter().flat_map(|w| w.data().iter().copied()).collect()
     }
 
     /// The world called `name`.
@@ -178,6 +219,32 @@ impl<W: World> AnyWorld for Entry<W> {
         })?;
         let config = W::resolve(file, inputs).map_err(ResolveError::Config)?;
         Ok(Arc::new(Resolved::<W> { config }))
+    }
+
+    fn notes(&self, estimates: &[Estimate]) -> Vec<Note> {
+        W::notes(estimates)
+    }
+
+    fn charts(&self) -> Charts {
+        W::charts()
+    }
+
+    fn observe(&self, table: &DataTable) -> Option<Observation> {
+        W::observe(table)
+    }
+
+    fn scenarios(&self) -> &'static [(&'static str, &'static str)] {
+        W::scenarios()
+    }
+
+    fn data(&self) -> &'static [(&'static str, &'static str)] {
+        W::data()
+    }
+}
+
+impl Worlds for Registry {
+    fn with<W: World>(self) -> Self {
+        Registry::with::<W>(self)
     }
 }
 
@@ -250,48 +317,6 @@ pub fn run_traced<W: World>(
     };
     samples.finish()?;
     Ok(metrics)
-}
-
-/// The field names of a struct type's serde schema, read by deserializing it from a
-/// probe that records what the struct asks for (no value is ever built).
-fn struct_fields<T: de::DeserializeOwned>() -> &'static [&'static str] {
-    #[derive(Debug)]
-    struct Probe(Option<&'static [&'static str]>);
-    #[derive(Debug)]
-    struct Stop;
-    impl fmt::Display for Stop {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("probe")
-        }
-    }
-    impl std::error::Error for Stop {}
-    impl de::Error for Stop {
-        fn custom<M: fmt::Display>(_: M) -> Self {
-            Stop
-        }
-    }
-    impl<'de> Deserializer<'de> for &mut Probe {
-        type Error = Stop;
-        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
-            Err(Stop)
-        }
-        fn deserialize_struct<V: Visitor<'de>>(
-            self,
-            _: &'static str,
-            fields: &'static [&'static str],
-            _: V,
-        ) -> Result<V::Value, Stop> {
-            self.0 = Some(fields);
-            Err(Stop)
-        }
-        serde::forward_to_deserialize_any! {
-            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
-            unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
-        }
-    }
-    let mut probe = Probe(None);
-    let _ = T::deserialize(&mut probe);
-    probe.0.unwrap_or(&[])
 }
 
 #[cfg(test)]

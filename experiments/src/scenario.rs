@@ -27,26 +27,6 @@ use crate::sweep::SweepGrid;
 /// larger ones are checked value by value and resolved point by point as they run.
 pub const EAGER_POINTS: u64 = 4096;
 
-/// Built-in scenarios: name and TOML text, embedded in the binary.
-pub const BUILTIN: &[(&str, &str)] = &[
-    ("llm-serving", include_str!("../../data/scenarios/llm-serving.toml")),
-    ("serving", include_str!("../../data/scenarios/serving.toml")),
-    ("mmc", include_str!("../../data/scenarios/mmc.toml")),
-    ("bloom-sd", include_str!("../../data/scenarios/bloom-sd.toml")),
-    ("bloom-stochastic", include_str!("../../data/scenarios/bloom-stochastic.toml")),
-    ("bloom-deployment", include_str!("../../data/scenarios/bloom-deployment.toml")),
-    ("bloom-sweep", include_str!("../../data/scenarios/bloom-sweep.toml")),
-    ("nineteen-contenders", include_str!("../../data/scenarios/nineteen-contenders.toml")),
-    ("ipa-video", include_str!("../../data/scenarios/ipa-video.toml")),
-    ("llm-history", include_str!("../../data/scenarios/llm-history.toml")),
-    ("vllm-replay", include_str!("../../data/scenarios/vllm-replay.toml")),
-    ("llm-fleet", include_str!("../../data/scenarios/llm-fleet.toml")),
-    ("closed-loop-h100", include_str!("../../data/scenarios/closed-loop-h100.toml")),
-];
-
-/// The scenario `infersim run` uses when none is named.
-pub const DEFAULT_SCENARIO: &str = "llm-serving";
-
 /// Keys of the batch rather than of a world: read here, removed before the world
 /// reads its tables, and never swept.
 const BATCH_KEYS: &[&str] =
@@ -352,10 +332,11 @@ struct BatchKeys {
 }
 
 impl Scenario {
-    /// A built-in scenario by name.
+    /// A built-in scenario of infersim's worlds by name.
     pub fn builtin(name: &str) -> Result<Scenario, ScenarioError> {
-        let (_, text) = BUILTIN.iter().find(|(n, _)| *n == name).ok_or_else(|| ScenarioError::Unknown(name.into()))?;
-        Scenario::parse(name, text)
+        let registry = Registry::builtin();
+        let text = registry.scenario(name).ok_or_else(|| ScenarioError::Unknown(name.into()))?;
+        Scenario::parse_with(&registry, name, text, Path::new(""))
     }
 
     /// A built-in name, or else a path to a TOML file.
@@ -365,8 +346,8 @@ impl Scenario {
 
     /// Like [`Scenario::load`], with the worlds of `registry`.
     pub fn load_with(registry: &Registry, name_or_path: &str) -> Result<Scenario, ScenarioError> {
-        if let Some((name, text)) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
-            return Scenario::parse_with(registry, name, text, Path::new(""));
+        if let Some(text) = registry.scenario(name_or_path) {
+            return Scenario::parse_with(registry, name_or_path, text, Path::new(""));
         }
         let path = Path::new(name_or_path);
         if !path.exists() {
@@ -492,7 +473,7 @@ impl Scenario {
             None => {
                 let world = self.registry.get(self.world).expect("the scenario's world is registered");
                 let name = format!("{} (sweep point {index})", self.source_name);
-                let inputs = FileInputs::new(&self.base_dir);
+                let inputs = FileInputs::new(&self.base_dir, self.registry.data());
                 Scenario::resolve_point(
                     &self.registry,
                     world.as_ref(),
@@ -567,7 +548,7 @@ impl Scenario {
             message,
         };
         let file: W::File = world_table.try_into().map_err(|e: toml::de::Error| err(e.message().to_string()))?;
-        W::resolve(file, &FileInputs::new(&self.base_dir))
+        W::resolve(file, &FileInputs::new(&self.base_dir, self.registry.data()))
             .map_err(|error| ScenarioError::Config { source_name: self.source_name.clone(), error: Box::new(error) })
     }
 
@@ -586,7 +567,7 @@ impl Scenario {
         // A `kind` set on the command line replaces its variant: the old variant's
         // keys that the new one does not know are dropped (keys set alongside stay).
         let switched: Vec<String> = set.iter().filter_map(|k| k.strip_suffix(".kind")).map(str::to_string).collect();
-        let inputs = FileInputs::new(base_dir);
+        let inputs = FileInputs::new(base_dir, registry.data());
         let mut base = None;
         for _ in 0..64 {
             match Scenario::resolve_point(registry, world.as_ref(), source_name, text, &inputs, table.clone(), set) {
@@ -894,10 +875,12 @@ mod tests {
 
     #[test]
     fn builtins_parse() {
-        for (name, _) in BUILTIN {
+        let registry = Registry::builtin();
+        for (name, _) in registry.scenarios() {
             Scenario::builtin(name).unwrap();
         }
-        assert!(Scenario::builtin(DEFAULT_SCENARIO).is_ok());
+        assert_eq!(registry.scenarios().len(), 13);
+        assert!(Scenario::builtin(registry.default_scenario().unwrap()).is_ok());
     }
 
     #[test]
@@ -971,11 +954,9 @@ mod tests {
         assert_eq!(c.grid, CarbonIntensity::Diurnal { kg_per_kwh: 0.3, amplitude: 0.5, peak_h: 19.0, period_h: 24.0 });
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("grid.csv"), "t_h,kg_per_kwh\n0,0.5\n6,0.2\n").unwrap();
-        let text = BUILTIN
-            .iter()
-            .find(|(n, _)| *n == "serving")
+        let text = Registry::builtin()
+            .scenario("serving")
             .unwrap()
-            .1
             .replace("kind = \"constant\"\nkg_per_kwh = 0.394", "kind = \"series\"\npath = \"grid.csv\"");
         let s = Scenario::parse_in("s.toml", &text, dir.path()).unwrap();
         let c = &s.config::<ServingWorld>(0).unwrap().into_static().unwrap();
@@ -999,7 +980,7 @@ mod tests {
         assert_eq!(sweep.sweep_keys(), ["drift.per_request", "monitor.upper"]);
         let grid = Scenario::parse(
             "g.toml",
-            &BUILTIN.iter().find(|(n, _)| *n == "bloom-sd").unwrap().1.replace(
+            &Registry::builtin().scenario("bloom-sd").unwrap().replace(
                 "kind = \"constant\"\nkg_per_kwh = 0.394",
                 "kind = \"diurnal\"\nkg_per_kwh = 0.3\namplitude = 1.5\npeak_h = 18.0",
             ),
@@ -1035,7 +1016,7 @@ mod tests {
         assert_eq!((c.routing.policy, c.routing.weight), (RoutingPolicy::LeastProcessed, 10.0));
         let e = s.clone().apply_overrides(&["routing.top=0"]).unwrap_err().to_string();
         assert!(e.contains("routing.top = 0 is invalid: expected an integer >= 1"), "{e}");
-        let text = BUILTIN.iter().find(|(n, _)| *n == "nineteen-contenders").unwrap().1;
+        let text = Registry::builtin().scenario("nineteen-contenders").unwrap();
         let e = Scenario::parse("x.toml", &text.replace("slots = 8", "slotz = 8")).unwrap_err().to_string();
         assert!(e.contains("unknown key `node_classes[0].slotz`; did you mean `node_classes[0].slots`?"), "{e}");
         // Elements of arrays of tables can be set by index.
@@ -1095,7 +1076,7 @@ mod tests {
         assert_eq!(c.adapter.policy, AdapterPolicy::Fixed(vec![("yolov5m".into(), 4, 16), ("resnet50".into(), 4, 4)]));
         let e = s.clone().apply_overrides(&["adapter.policy=magic"]).unwrap_err().to_string();
         assert!(e.contains("adapter.policy = magic is invalid: expected fixed or ipa"), "{e}");
-        let text = BUILTIN.iter().find(|(n, _)| *n == "ipa-video").unwrap().1;
+        let text = Registry::builtin().scenario("ipa-video").unwrap();
         let e =
             Scenario::parse("x.toml", &text.replace("\"video-classifier\"", "\"nope.csv\"")).unwrap_err().to_string();
         assert!(e.contains("stages[1].profile = nope.csv is invalid: expected a built-in profile"), "{e}");

@@ -32,6 +32,10 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::registry::Registry;
+use crate::scenario::{Scenario, ScenarioError};
+use crate::trace::TraceLevel;
+
 /// What a Slurm batch runs and asks the scheduler for.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SlurmBatch {
@@ -177,6 +181,202 @@ pub fn sbatch_scripts(b: &SlurmBatch) -> SbatchScripts {
     SbatchScripts { shards, merge, submit }
 }
 
+/// What `infersim slurm` is asked for, as given.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlurmRequest {
+    /// A built-in scenario name or a path to a scenario file.
+    pub scenario: String,
+    /// `--set` overrides.
+    pub overrides: Vec<String>,
+    /// Array tasks.
+    pub shards: u64,
+    /// The batch directory (relative paths are made absolute).
+    pub dir: PathBuf,
+    /// Replications per point (default: the scenario's).
+    pub reps: Option<u64>,
+    /// Master seed (default: the scenario's).
+    pub seed: Option<u64>,
+    /// What each shard records.
+    pub trace: TraceLevel,
+    /// Confidence level of the merged summary.
+    pub confidence: f64,
+    /// `--partition`.
+    pub partition: Option<String>,
+    /// `--time`.
+    pub time: Option<String>,
+    /// CPUs per array task.
+    pub cpus_per_task: u32,
+    /// `--mem`.
+    pub mem: Option<String>,
+    /// Extra `#SBATCH` lines.
+    pub sbatch: Vec<String>,
+    /// The binary as the compute nodes see it (default: the running one).
+    pub binary: Option<PathBuf>,
+}
+
+/// Why a Slurm batch could not be written or submitted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SlurmError {
+    /// The scenario does not load.
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    /// An option is out of range, or the directory is occupied.
+    #[error("{0}")]
+    Input(String),
+    /// A file could not be written.
+    #[error("{path}: cannot {what}: {error}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// Why not.
+        error: std::io::Error,
+    },
+    /// `sbatch` failed or answered what it should not.
+    #[error("{0}")]
+    Sbatch(String),
+}
+
+/// A checked batch: its scripts' settings and how many replications it holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PreparedBatch {
+    /// What the scripts run.
+    pub batch: SlurmBatch,
+    /// Replications in all (points x replications).
+    pub replications: u64,
+}
+
+/// Checks everything the scripts will run, as `run` would, before anything is
+/// written; built-in scenario names stay names, files are named by absolute path.
+pub fn prepare(registry: &Registry, r: &SlurmRequest) -> Result<PreparedBatch, SlurmError> {
+    let mut s = Scenario::load_with(registry, &r.scenario)?;
+    if !r.overrides.is_empty() {
+        s.apply_overrides(&r.overrides)?;
+    }
+    let input = |message: String| Err(SlurmError::Input(message));
+    if r.shards == 0 {
+        return input("--shards must be at least 1".into());
+    }
+    if r.cpus_per_task == 0 {
+        return input("--cpus-per-task must be at least 1".into());
+    }
+    if !(r.confidence > 0.0 && r.confidence < 1.0) {
+        return input(format!("--confidence {} is invalid: expected a number between 0 and 1", r.confidence));
+    }
+    let replications = r.reps.unwrap_or(s.replications);
+    if replications == 0 {
+        return input("--reps must be at least 1".into());
+    }
+    let items = u64::from(s.point_count()).saturating_mul(replications);
+    if r.shards > items {
+        return input(format!(
+            "--shards {} is more than the batch's {items} replications: some shards would be empty",
+            r.shards
+        ));
+    }
+    let absolute =
+        |p: &Path| std::path::absolute(p).map_err(|error| SlurmError::Io { path: p.into(), what: "resolve", error });
+    let dir = absolute(&r.dir)?;
+    if std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
+        return input(format!("{}: already exists and is not empty; choose another --dir", dir.display()));
+    }
+    let binary = match &r.binary {
+        Some(b) => absolute(b)?,
+        None => std::env::current_exe().map_err(|error| SlurmError::Io {
+            path: "infersim".into(),
+            what: "find this binary (give --binary)",
+            error,
+        })?,
+    };
+    let scenario = match registry.scenario(&r.scenario) {
+        Some(_) => r.scenario.clone(),
+        None => absolute(Path::new(&r.scenario))?.to_string_lossy().into_owned(),
+    };
+    let mut run_args =
+        vec!["--reps".to_string(), replications.to_string(), "--seed".into(), r.seed.unwrap_or(s.seed).to_string()];
+    for set in &r.overrides {
+        run_args.extend(["--set".to_string(), set.clone()]);
+    }
+    if r.trace != TraceLevel::Summary {
+        run_args.extend(["--trace".to_string(), format!("{:?}", r.trace).to_lowercase()]);
+    }
+    run_args.extend(["--confidence".to_string(), r.confidence.to_string()]);
+    let batch = SlurmBatch {
+        binary,
+        scenario,
+        run_args,
+        shards: r.shards,
+        dir,
+        partition: r.partition.clone(),
+        time: r.time.clone(),
+        cpus_per_task: r.cpus_per_task,
+        mem: r.mem.clone(),
+        extra: r.sbatch.clone(),
+        confidence: r.confidence,
+    };
+    Ok(PreparedBatch { batch, replications: items })
+}
+
+/// Writes the batch's scripts (executable) and its logs directory.
+pub fn write_scripts(batch: &SlurmBatch) -> Result<(), SlurmError> {
+    fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> SlurmError {
+        let path = path.to_path_buf();
+        move |error| SlurmError::Io { path, what, error }
+    }
+    let scripts = sbatch_scripts(batch);
+    let logs = batch.dir.join("logs");
+    std::fs::create_dir_all(&logs).map_err(io(&logs, "create"))?;
+    for (name, text) in
+        [("shards.sbatch", &scripts.shards), ("merge.sbatch", &scripts.merge), ("submit.sh", &scripts.submit)]
+    {
+        let path = batch.dir.join(name);
+        std::fs::write(&path, text).map_err(io(&path, "write"))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .map_err(io(&path, "make executable"))?;
+        }
+    }
+    Ok(())
+}
+
+/// What `sbatch ARGS` printed on success, run in `dir`; an error says why it failed.
+pub type Sbatch<'a> = &'a dyn Fn(&[&str], &Path) -> Result<String, String>;
+
+/// Runs the real `sbatch` in `dir`.
+pub fn system_sbatch(args: &[&str], dir: &Path) -> Result<String, String> {
+    let output = std::process::Command::new("sbatch")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("cannot run sbatch: is Slurm installed and on PATH? ({e})"))?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).trim().to_string());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Submits the array, then the merge with `--dependency=afterok` on it, through
+/// `sbatch`; returns both job ids.
+pub fn submit(batch: &SlurmBatch, sbatch: Sbatch<'_>) -> Result<(String, String), SlurmError> {
+    let job = |args: &[&str]| -> Result<String, SlurmError> {
+        let text =
+            sbatch(args, &batch.dir).map_err(|e| SlurmError::Sbatch(format!("sbatch {}: {e}", args.join(" "))))?;
+        // --parsable prints "id" or "id;cluster".
+        let id = text.trim().split(';').next().unwrap_or("").to_string();
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
+            return Err(SlurmError::Sbatch(format!("sbatch {}: unexpected answer {text:?}", args.join(" "))));
+        }
+        Ok(id)
+    };
+    let array = job(&["--parsable", "shards.sbatch"])?;
+    let merge = job(&["--parsable", &format!("--dependency=afterok:{array}"), "merge.sbatch"])?;
+    Ok((array, merge))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,5 +446,87 @@ mod tests {
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote("tasks=[{name = \"x\"}]"), "'tasks=[{name = \"x\"}]'");
         assert_eq!(shell_quote(""), "''");
+    }
+
+    fn request(dir: &Path) -> SlurmRequest {
+        SlurmRequest {
+            scenario: "mmc".into(),
+            overrides: vec!["station.servers=3".into()],
+            shards: 4,
+            dir: dir.join("batch"),
+            reps: Some(8),
+            seed: None,
+            trace: TraceLevel::Timeseries,
+            confidence: 0.9,
+            partition: None,
+            time: None,
+            cpus_per_task: 2,
+            mem: None,
+            sbatch: Vec::new(),
+            binary: Some("/opt/infersim".into()),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_checked_written_and_submitted_with_the_merge_after_the_array() {
+        let tmp = tempfile::tempdir().unwrap();
+        let prepared = prepare(&Registry::builtin(), &request(tmp.path())).unwrap();
+        assert_eq!(prepared.replications, 8);
+        assert_eq!(prepared.batch.scenario, "mmc", "a built-in name stays a name");
+        assert_eq!(
+            prepared.batch.run_args,
+            [
+                "--reps",
+                "8",
+                "--seed",
+                "42",
+                "--set",
+                "station.servers=3",
+                "--trace",
+                "timeseries",
+                "--confidence",
+                "0.9"
+            ]
+        );
+        write_scripts(&prepared.batch).unwrap();
+        for name in ["shards.sbatch", "merge.sbatch", "submit.sh", "logs"] {
+            assert!(tmp.path().join("batch").join(name).exists(), "{name}");
+        }
+        let calls = std::sync::Mutex::new(Vec::new());
+        let fake = |args: &[&str], dir: &Path| -> Result<String, String> {
+            assert_eq!(dir, prepared.batch.dir);
+            let mut calls = calls.lock().unwrap();
+            calls.push(args.join(" "));
+            Ok(format!("{};cluster\n", 100 + calls.len()))
+        };
+        assert_eq!(submit(&prepared.batch, &fake).unwrap(), ("101".into(), "102".into()));
+        assert_eq!(
+            *calls.lock().unwrap(),
+            ["--parsable shards.sbatch", "--parsable --dependency=afterok:101 merge.sbatch"]
+        );
+        let refusing = |_: &[&str], _: &Path| -> Result<String, String> { Err("invalid partition".into()) };
+        let e = submit(&prepared.batch, &refusing).unwrap_err();
+        assert_eq!(e.to_string(), "sbatch --parsable shards.sbatch: invalid partition");
+        assert_eq!(e.kind(), crate::error::ErrorKind::Failed);
+    }
+
+    #[test]
+    fn bad_options_and_occupied_directories_are_refused_before_anything_is_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let registry = Registry::builtin();
+        let refused = |change: &dyn Fn(&mut SlurmRequest)| {
+            let mut r = request(tmp.path());
+            change(&mut r);
+            let e = prepare(&registry, &r).unwrap_err();
+            assert_eq!(e.kind(), crate::error::ErrorKind::Input, "{e}");
+            e.to_string()
+        };
+        assert_eq!(refused(&|r| r.shards = 0), "--shards must be at least 1");
+        assert!(refused(&|r| r.shards = 9).contains("more than the batch's 8 replications"));
+        assert!(refused(&|r| r.confidence = 1.0).contains("between 0 and 1"));
+        assert!(refused(&|r| r.scenario = "no-such".into()).contains("no-such"));
+        std::fs::create_dir_all(tmp.path().join("batch/shard-1")).unwrap();
+        assert!(refused(&|_| ()).contains("already exists and is not empty"));
+        assert!(!tmp.path().join("batch/shards.sbatch").exists());
     }
 }

@@ -12,7 +12,7 @@ use super::{
 use crate::error::{ConfigError, RunError};
 use crate::grid::CarbonIntensity;
 use crate::input::Inputs;
-use crate::world::{Label, Labels, Metrics, Replication, Traces, Window, World};
+use crate::world::{Charts, DistributionChart, Label, Labels, Metrics, Replication, Traces, Window, World};
 
 /// The tables of a miner-network scenario, as written.
 #[derive(Clone, Debug, Deserialize)]
@@ -47,6 +47,14 @@ impl World for NetworkWorld {
     type Config = NetworkConfig;
     type Request = NetworkQuery;
     type Sample = NetworkPeriod;
+
+    fn charts() -> Charts {
+        Charts { distributions: &[DistributionChart::LATENCY], tradeoffs: &[] }
+    }
+
+    fn scenarios() -> &'static [(&'static str, &'static str)] {
+        &[("nineteen-contenders", include_str!("../../../data/scenarios/nineteen-contenders.toml"))]
+    }
 
     fn resolve(file: NetworkFile, inputs: &dyn Inputs) -> Result<NetworkConfig, ConfigError> {
         file.simulation.no_warmup()?;

@@ -13,7 +13,7 @@ use crate::error::{ConfigError, RunError};
 use crate::failures::Failures;
 use crate::grid::CarbonIntensity;
 use crate::input::Inputs;
-use crate::world::{Metrics, Replication, Traces, Window, World};
+use crate::world::{Charts, DistributionChart, Metrics, Replication, Traces, Tradeoff, Window, World};
 
 /// The tables of a pipeline scenario, as written.
 #[derive(Clone, Debug, Deserialize)]
@@ -103,6 +103,27 @@ impl World for PipelineWorld {
     type Config = PipelineConfig;
     type Request = PipelineRequest;
     type Sample = PipelineSample;
+
+    /// Accuracy and tail latency against energy across a sweep: the upper-left points
+    /// of the accuracy chart are its Pareto front.
+    fn charts() -> Charts {
+        const ENERGY: &[&str] = &["energy_per_request_kwh"];
+        Charts {
+            distributions: &[DistributionChart::LATENCY],
+            tradeoffs: &[
+                Tradeoff { name: "pareto_accuracy_energy", metric: "accuracy_mean", against: ENERGY },
+                Tradeoff { name: "pareto_latency_energy", metric: "latency_p99_s", against: ENERGY },
+            ],
+        }
+    }
+
+    fn scenarios() -> &'static [(&'static str, &'static str)] {
+        &[("ipa-video", include_str!("../../../data/scenarios/ipa-video.toml"))]
+    }
+
+    fn data() -> &'static [(&'static str, &'static str)] {
+        super::BUILTIN_PROFILES
+    }
 
     fn resolve(file: PipelineFile, inputs: &dyn Inputs) -> Result<PipelineConfig, ConfigError> {
         let mut stages = Vec::with_capacity(file.stages.len());

@@ -13,7 +13,7 @@ use crate::arrivals::ArrivalProcess;
 use crate::error::{ConfigError, RunError};
 use crate::grid::CarbonIntensity;
 use crate::input::Inputs;
-use crate::world::{Metrics, Replication, Traces, Window, World};
+use crate::world::{Charts, DistributionChart, Estimate, Metrics, Note, Replication, Traces, Window, World};
 
 /// The tables of a drift-and-retraining scenario, as written.
 #[derive(Clone, Debug, Deserialize)]
@@ -109,6 +109,36 @@ impl World for RetrainingWorld {
     type Config = RetrainingConfig;
     type Request = RetrainingRequest;
     type Sample = RetrainingSample;
+
+    /// Where the loss ran away: such replications stop early and carry
+    /// `diverged = true`, so their other metrics cover a shorter run.
+    fn notes(estimates: &[Estimate]) -> Vec<Note> {
+        let diverged = estimates.iter().filter(|e| e.metric == "diverged" && e.mean > 0.0);
+        diverged
+            .map(|e| {
+                Note::Finding(format!(
+                    "RUNAWAY at point {}: the loss diverged in {:.0} of {} replications (diverged = true); those \
+                     stopped when it did, so their other metrics cover fewer hours (see diverged_at_h)",
+                    e.point,
+                    (e.mean * e.replications as f64).round(),
+                    e.replications
+                ))
+            })
+            .collect()
+    }
+
+    fn charts() -> Charts {
+        Charts { distributions: &[DistributionChart::LATENCY], tradeoffs: &[] }
+    }
+
+    fn scenarios() -> &'static [(&'static str, &'static str)] {
+        &[
+            ("bloom-sd", include_str!("../../../data/scenarios/bloom-sd.toml")),
+            ("bloom-stochastic", include_str!("../../../data/scenarios/bloom-stochastic.toml")),
+            ("bloom-deployment", include_str!("../../../data/scenarios/bloom-deployment.toml")),
+            ("bloom-sweep", include_str!("../../../data/scenarios/bloom-sweep.toml")),
+        ]
+    }
 
     fn resolve(file: RetrainingFile, inputs: &dyn Inputs) -> Result<RetrainingConfig, ConfigError> {
         let invalid = |key: &str, value: &dyn std::fmt::Display, allowed: &str| {

@@ -22,7 +22,10 @@ use serde::Deserialize;
 use crate::error::{ConfigError, RunError};
 use crate::input::Inputs;
 use crate::requests::{RequestOutcome, RequestRecord};
-use crate::world::{Label, Labels, Metrics, Replication, Traces, Window, World, read_nested, struct_fields};
+use crate::world::{
+    Charts, DataTable, DistributionChart, Estimate, Label, Labels, Metrics, Note, Observation, Replication, Traces,
+    Tradeoff, Window, World, read_nested, struct_fields,
+};
 
 pub mod batched;
 pub mod continuous;
@@ -276,6 +279,63 @@ impl World for ServingWorld {
             ServingSetup::Continuous(c) => c.measured.as_ref().map(|m| (m.source.clone(), m.values.clone())),
             ServingSetup::Static(_) => None,
         }
+    }
+
+    /// Silent extrapolation is the commonest way such simulations go wrong: says so
+    /// where a service profile was looked up outside its measured batch sizes.
+    fn notes(estimates: &[Estimate]) -> Vec<Note> {
+        let outside = estimates.iter().find(|e| e.metric == "extrapolated_lookups" && e.mean > 0.0);
+        outside
+            .map(|e| {
+                Note::Warning(format!(
+                    "the service profile was used outside its measured batch sizes (extrapolated_lookups > 0 at \
+                     point {}); results there rest on extrapolation",
+                    e.point
+                ))
+            })
+            .into_iter()
+            .collect()
+    }
+
+    fn charts() -> Charts {
+        Charts {
+            distributions: &[
+                DistributionChart::LATENCY,
+                DistributionChart { column: "ttft_s", title: "Time to first token (TTFT)", objectives: false },
+                DistributionChart { column: "tpot_s", title: "Time per output token (TPOT)", objectives: false },
+            ],
+            tradeoffs: &[Tradeoff {
+                name: "pareto_latency_energy",
+                metric: "latency_p99_s",
+                against: &["energy_per_output_token_j", "energy_per_request_kwh"],
+            }],
+        }
+    }
+
+    /// vLLM's per-request records, as TTFT, TPOT and end-to-end samples and the
+    /// makespan; rows missing a time are left out.
+    fn observe(table: &DataTable) -> Option<Observation> {
+        let columns = continuous::VllmRecord::columns(table)?;
+        let records: Vec<continuous::VllmRecord> =
+            (0..table.rows()).filter_map(|row| continuous::VllmRecord::read(table, columns, row).ok()).collect();
+        let samples = continuous::vllm_samples(records.iter()).map(|(c, xs)| (c.to_string(), xs)).into();
+        let values = vec![("makespan_s".to_string(), continuous::vllm_makespan_s(records.iter()))];
+        Some(Observation { samples, values })
+    }
+
+    fn scenarios() -> &'static [(&'static str, &'static str)] {
+        &[
+            ("llm-serving", include_str!("../../../data/scenarios/llm-serving.toml")),
+            ("serving", include_str!("../../../data/scenarios/serving.toml")),
+            ("llm-history", include_str!("../../../data/scenarios/llm-history.toml")),
+            ("vllm-replay", include_str!("../../../data/scenarios/vllm-replay.toml")),
+            ("llm-fleet", include_str!("../../../data/scenarios/llm-fleet.toml")),
+            ("closed-loop-h100", include_str!("../../../data/scenarios/closed-loop-h100.toml")),
+        ]
+    }
+
+    fn data() -> &'static [(&'static str, &'static str)] {
+        crate::llm::BUILTIN_DATA
     }
 }
 

@@ -31,7 +31,7 @@ use rand::Rng;
 
 use crate::distributions::lognormal_from_mean_cv;
 use crate::error::{ConfigError, RunError};
-use crate::world::{Metrics, Replication, Traces, World};
+use crate::world::{Charts, DistributionChart, Metrics, Replication, Traces, World};
 use rand_distr::{Distribution, Exp, LogNormal};
 use serde::{Deserialize, Serialize};
 
@@ -693,6 +693,14 @@ impl World for StationWorld {
     type Config = StationConfig;
     type Request = CustomerRecord;
     type Sample = StationSample;
+
+    fn charts() -> Charts {
+        Charts { distributions: &[DistributionChart::LATENCY], tradeoffs: &[] }
+    }
+
+    fn scenarios() -> &'static [(&'static str, &'static str)] {
+        &[("mmc", include_str!("../../../data/scenarios/mmc.toml"))]
+    }
 
     fn resolve(file: StationFile, _inputs: &dyn crate::input::Inputs) -> Result<StationConfig, ConfigError> {
         let (s, sim) = (&file.station, &file.simulation);

@@ -4,6 +4,9 @@
 //! comparison are computed alike.
 
 use infersim_agents::input::{DataTable, Inputs};
+use infersim_agents::world::{Observation, WARMUP_COLUMN};
+
+use crate::registry::AnyWorld;
 
 use super::{CalibrateError, input};
 
@@ -67,24 +70,38 @@ fn summarise(stem: &str, mut xs: Vec<f64>, out: &mut Vec<(String, f64)>) {
 const INSTANTS: [&str; 6] = ["arrival_s", "start_s", "finish_s", "first_scheduled_s", "first_token_s", "t_s"];
 
 impl Observed {
-    /// Reads an observed file through `inputs`.
-    pub fn read(path: &str, inputs: &dyn Inputs) -> Result<Observed, CalibrateError> {
+    /// Reads an observed file through `inputs`, in a format of `world`'s real systems
+    /// where it is one (see [`AnyWorld::observe`]).
+    pub fn read(path: &str, inputs: &dyn Inputs, world: &dyn AnyWorld) -> Result<Observed, CalibrateError> {
         let table = inputs.table("--observed", path).map_err(|e| input(e.to_string()))?;
-        let observed = Observed::from_table(&table);
+        let observed = Observed::from_table(&table, world);
         if observed.metrics.is_empty() && observed.series.is_none() {
             return Err(input(format!(
                 "--observed {path}: no columns to compare (a requests file with ttft_s, tpot_s, e2e_s or other *_s \
-                 columns, vLLM's per-request records, or a time series with t_h); columns: {}",
+                 columns, a {} world's measured records, or a time series with t_h); columns: {}",
+                world.name(),
                 table.names().join(", ")
             )));
         }
         Ok(observed)
     }
 
-    /// What a table holds: a time series (with `t_h`), vLLM's per-request records, or
-    /// requests with columns in seconds (infersim's own `requests.parquet` included,
-    /// whose served requests after warm-up are kept).
-    pub fn from_table(table: &DataTable) -> Observed {
+    /// What a table holds: a time series (with `t_h`), a measured file `world` reads
+    /// (vLLM's per-request records for the serving world, say), or requests with
+    /// columns in seconds (infersim's own `requests.parquet` included, whose served
+    /// requests after warm-up are kept).
+    pub fn from_table(table: &DataTable, world: &dyn AnyWorld) -> Observed {
+        Observed::reading(table, world.observe(table))
+    }
+
+    /// One of infersim's own traces: requests with columns in seconds, or a time
+    /// series.
+    pub fn from_trace(table: &DataTable) -> Observed {
+        Observed::reading(table, None)
+    }
+
+    /// What `table` holds, `observation` being what a world made of it.
+    fn reading(table: &DataTable, observation: Option<Observation>) -> Observed {
         let mut observed = Observed::default();
         if let Some(t) = table.column("t_h") {
             let t_h: Vec<f64> = numbers(table, t).into_iter().map(|x| x.unwrap_or(f64::NAN)).collect();
@@ -97,10 +114,9 @@ impl Observed {
                 .collect();
             observed.series = Some((t_h, columns));
         }
-        let vllm = ["queued_ts", "first_token_ts", "last_token_ts"].map(|c| table.column(c));
-        let output = table.column_any(&["output_toks", "output_tokens"]);
-        if let ([Some(q), Some(f), Some(l)], Some(n)) = (vllm, output) {
-            observed.read_vllm(table, [q, f, l, n]);
+        if let Some(observation) = observation {
+            observed.samples = observation.samples;
+            observed.metrics = observation.values;
         } else if observed.series.is_none() {
             observed.read_requests(table);
         }
@@ -110,32 +126,13 @@ impl Observed {
         observed
     }
 
-    /// vLLM's per-request records: queued, first-token and last-token times, outputs.
-    fn read_vllm(&mut self, table: &DataTable, [q, f, l, n]: [usize; 4]) {
-        let (q, f, l, n) = (numbers(table, q), numbers(table, f), numbers(table, l), numbers(table, n));
-        let (mut ttft, mut tpot, mut e2e) = (Vec::new(), Vec::new(), Vec::new());
-        for r in 0..table.rows() {
-            if let (Some(q), Some(f), Some(l)) = (q[r], f[r], l[r]) {
-                ttft.push(f - q);
-                e2e.push(l - q);
-                if let Some(n) = n[r].filter(|n| *n > 1.0) {
-                    tpot.push((l - f) / (n - 1.0));
-                }
-            }
-        }
-        let start = q.iter().flatten().fold(f64::INFINITY, |a, b| a.min(*b));
-        let end = l.iter().flatten().fold(f64::NEG_INFINITY, |a, b| a.max(*b));
-        self.samples = vec![("ttft_s".into(), ttft), ("tpot_s".into(), tpot), ("e2e_s".into(), e2e)];
-        self.metrics.push(("makespan_s".into(), end - start));
-    }
-
     /// Requests with durations in seconds (`*_s`); served ones after warm-up when the
     /// table says which.
     fn read_requests(&mut self, table: &DataTable) {
         let served = table
             .column("outcome")
             .map(|c| (0..table.rows()).map(|r| table.text(c, r).as_deref() == Some("served")).collect::<Vec<_>>());
-        let warm = table.column("warmup").map(|c| {
+        let warm = table.column(WARMUP_COLUMN).map(|c| {
             (0..table.rows()).map(|r| matches!(table.text(c, r).as_deref(), Some("true" | "1"))).collect::<Vec<_>>()
         });
         let keep = |r: usize| served.as_ref().is_none_or(|s| s[r]) && warm.as_ref().is_none_or(|w| !w[r]);

@@ -232,7 +232,7 @@ pub fn trace_ks(out: &Path, reps: u64, observed: &Observed) -> Vec<(String, f64)
     for r in 0..reps {
         let path = crate::trace::trace_dir(out, 0, r).join("requests.parquet");
         let Ok(table) = crate::inputs::read_parquet(&path.display().to_string()) else { return Vec::new() };
-        traces.push(Observed::from_table(&table));
+        traces.push(Observed::from_trace(&table));
     }
     let simulated = Simulated { metrics: Vec::new(), traces };
     let mut result = Vec::new();

@@ -114,8 +114,10 @@ impl Request {
         }
         let params = self.checked_params()?;
         let mut observed = Observed::default();
+        let world = s.registry.get(s.first_point().model.world()).expect("a scenario's world is in its registry");
+        let inputs = FileInputs::new(Path::new("."), s.registry.data());
         for path in &self.observed {
-            observed.merge(Observed::read(path, &FileInputs::new(Path::new(".")))?);
+            observed.merge(Observed::read(path, &inputs, world.as_ref())?);
         }
         Ok((params, observed))
     }

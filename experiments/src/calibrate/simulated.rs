@@ -74,7 +74,7 @@ pub fn simulate(
         };
         let path = trace_dir(dir, 0, r).join(file);
         let table = crate::inputs::read_parquet(&path.display().to_string()).map_err(failed)?;
-        out.traces.push(Observed::from_table(&table));
+        out.traces.push(Observed::from_trace(&table));
     }
     Ok(out)
 }

@@ -381,7 +381,7 @@ fn ninety_percent_intervals_cover_the_true_service_rate() {
             };
             assert!(run_replication(&at_truth.first_point(), 10_000 + k, 0, &trace).error.is_none());
             let file = infersim::trace::trace_dir(&dir.path().join("observed"), 0, 0).join("requests.parquet");
-            let observed = Observed::from_table(&infersim::inputs::read_parquet(&file.display().to_string()).unwrap());
+            let observed = Observed::from_trace(&infersim::inputs::read_parquet(&file.display().to_string()).unwrap());
             let calibration = Calibration {
                 params: vec![Param::parse("station.service_rate_per_s=0.8..2.0", &[]).unwrap()],
                 objective: Objective::Distribution(vec!["latency_s".into()]),

@@ -145,7 +145,7 @@ seed = 7
 #[test]
 fn no_decode_step_beats_the_memory_bandwidth() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data");
-    let inputs = infersim::inputs::FileInputs::new(&dir);
+    let inputs = infersim::inputs::FileInputs::new(&dir, Vec::new());
     let profiles = [
         ("RTXPRO6000", "Llama-3.1-8B", 1, "llm-serving/profiles/RTXPRO6000/Llama-3.1-8B/tp1"),
         ("RTX4090", "Llama-3.1-8B", 1, "llm-serving/profiles/RTX4090/Llama-3.1-8B/tp1"),

@@ -7,8 +7,9 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
+use infersim::registry::Registry;
 use infersim::runner::{TraceSpec, run_replication};
-use infersim::scenario::{BUILTIN, Scenario};
+use infersim::scenario::Scenario;
 use toml::{Table, Value};
 
 /// Shortening overrides per built-in scenario (applied first, so an accepted mutation
@@ -88,7 +89,7 @@ fn runs_within(s: &Scenario, limit: Duration) -> Result<(), String> {
 fn mutated_built_in_scenarios_are_refused_or_run() {
     let mut tried = 0;
     let mut problems = Vec::new();
-    for (name, _) in BUILTIN {
+    for (name, _) in Registry::builtin().scenarios() {
         let mut base = Scenario::builtin(name).unwrap();
         base.apply_overrides(short(name)).unwrap();
         let pinned: Vec<&str> = short(name).iter().map(|o| o.split('=').next().unwrap()).collect();

@@ -8,7 +8,7 @@ use std::path::Path;
 use infersim::batch::{BatchSpec, run_batch};
 use infersim::registry::Registry;
 use infersim::runner::Shard;
-use infersim::scenario::{BUILTIN, Scenario};
+use infersim::scenario::Scenario;
 use infersim::trace::TraceLevel;
 
 /// A world of coin flips, written as any world is: one module.
@@ -182,7 +182,7 @@ fn every_built_in_world_gives_the_same_bytes_for_any_thread_count() {
         ("llm-serving", &["simulation.duration_s=40", "simulation.warmup_s=5", "serving.routing=power_of_two_choices"]),
         ("closed-loop-h100", &["serving.arrivals.requests=64", "serving.engine.max_num_seqs=16"]),
     ];
-    assert_eq!(short.len(), BUILTIN.len(), "every built-in scenario is covered");
+    assert_eq!(short.len(), Registry::builtin().scenarios().len(), "every built-in scenario is covered");
     let dir = tempfile::tempdir().unwrap();
     for (name, overrides) in short {
         let mut s = Scenario::builtin(name).unwrap();

@@ -9,7 +9,7 @@ use crate::arrivals::ArrivalProcess;
 use crate::error::ConfigError;
 use crate::failures::Failures;
 use crate::grid::CarbonIntensity;
-use crate::input::Inputs;
+use crate::input::{DataTable, Inputs};
 use crate::llm::{Affine, EngineLimits, GpuSpec, ModelSpec, Profile, Roofline, StepModel, catalog};
 use crate::requests::{DEFAULT_MAX_QUEUED, MAX_QUEUED, Task};
 use crate::serving::{Prices, int_in};
@@ -265,59 +265,107 @@ pub(crate) fn resolve(
     Ok(config)
 }
 
-/// The summary of a measured run from its per-request records (vLLM's
-/// `requests.jsonl`: `queued_ts`, `first_token_ts`, `last_token_ts`, `output_toks`),
-/// over the requests a simulated replay of it runs and measures: those queued (counted
-/// from the first) before `duration_s`, and of those, for the latency statistics, the
-/// ones queued from `warmup_s` on. The makespan spans every request that runs.
-pub fn read_measured(table: &crate::input::DataTable, warmup_s: f64, duration_s: f64) -> Result<Measured, ConfigError> {
-    let col = |name: &str| table.require(name);
-    let (queued, first, last, output) = (
-        col("queued_ts")?,
-        col("first_token_ts")?,
-        col("last_token_ts")?,
-        table.column_any(&["output_toks", "output_tokens"]).ok_or_else(|| table.missing("output_toks"))?,
-    );
-    let mut ttft = Vec::new();
-    let mut tpot = Vec::new();
-    let mut e2e = Vec::new();
-    let (mut start, mut end) = (f64::INFINITY, f64::NEG_INFINITY);
-    let mut rows = Vec::with_capacity(table.rows());
-    for row in 0..table.rows() {
-        let v = |c: usize| table.number(c, row).map_err(|e| table.at(row, e));
-        rows.push((v(queued)?, v(first)?, v(last)?, v(output)?));
+/// One of vLLM's per-request records (its `requests.jsonl`): when the request was
+/// queued, gave its first token and its last (s, on one clock), and how many tokens it
+/// gave.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct VllmRecord {
+    /// `queued_ts`.
+    pub queued_s: f64,
+    /// `first_token_ts`.
+    pub first_token_s: f64,
+    /// `last_token_ts`.
+    pub last_token_s: f64,
+    /// `output_toks` (or `output_tokens`).
+    pub output_tokens: f64,
+}
+
+impl VllmRecord {
+    /// The columns of vLLM's records, in the order of the fields.
+    pub const COLUMNS: [&str; 4] = ["queued_ts", "first_token_ts", "last_token_ts", "output_toks"];
+
+    /// The column of each field in `table`, where it has them all.
+    pub fn columns(table: &DataTable) -> Option<[usize; 4]> {
+        let [q, f, l, _] = Self::COLUMNS.map(|c| table.column(c));
+        Some([q?, f?, l?, table.column_any(&["output_toks", "output_tokens"])?])
     }
-    let origin = rows.iter().map(|r| r.0).fold(f64::INFINITY, f64::min);
-    for &(q, f, l, n) in rows.iter().filter(|r| r.0 - origin < duration_s) {
-        start = start.min(q);
-        end = end.max(l);
-        if q - origin < warmup_s {
-            continue;
-        }
-        ttft.push(f - q);
-        e2e.push(l - q);
-        if n > 1.0 {
-            tpot.push((l - f) / (n - 1.0));
-        }
+
+    /// The record in row `row`; an error names what is not a number.
+    pub fn read(table: &DataTable, [q, f, l, n]: [usize; 4], row: usize) -> Result<VllmRecord, String> {
+        let v = |c: usize| table.number(c, row);
+        Ok(VllmRecord { queued_s: v(q)?, first_token_s: v(f)?, last_token_s: v(l)?, output_tokens: v(n)? })
     }
-    if ttft.is_empty() {
+
+    /// Time to first token (s).
+    pub fn ttft_s(&self) -> f64 {
+        self.first_token_s - self.queued_s
+    }
+
+    /// Queued to last token (s).
+    pub fn e2e_s(&self) -> f64 {
+        self.last_token_s - self.queued_s
+    }
+
+    /// Mean time per output token after the first (s); none for a single token.
+    pub fn tpot_s(&self) -> Option<f64> {
+        (self.output_tokens > 1.0).then(|| (self.last_token_s - self.first_token_s) / (self.output_tokens - 1.0))
+    }
+}
+
+/// Samples of TTFT, TPOT and end-to-end latency (s) of `records`, by the request
+/// column each matches.
+pub fn vllm_samples<'a>(records: impl Iterator<Item = &'a VllmRecord>) -> [(&'static str, Vec<f64>); 3] {
+    let (mut ttft, mut tpot, mut e2e) = (Vec::new(), Vec::new(), Vec::new());
+    for r in records {
+        ttft.push(r.ttft_s());
+        e2e.push(r.e2e_s());
+        tpot.extend(r.tpot_s());
+    }
+    [("ttft_s", ttft), ("tpot_s", tpot), ("e2e_s", e2e)]
+}
+
+/// First queued to last token over `records` (s).
+pub fn vllm_makespan_s<'a>(records: impl Iterator<Item = &'a VllmRecord>) -> f64 {
+    let (start, end) =
+        records.fold((f64::INFINITY, f64::NEG_INFINITY), |(s, e), r| (s.min(r.queued_s), e.max(r.last_token_s)));
+    end - start
+}
+
+/// The summary of a measured run from its per-request records ([`VllmRecord`]), over
+/// the requests a simulated replay of it runs and measures: those queued (counted from
+/// the first) before `duration_s`, and of those, for the latency statistics, the ones
+/// queued from `warmup_s` on. The makespan spans every request that runs.
+pub fn read_measured(table: &DataTable, warmup_s: f64, duration_s: f64) -> Result<Measured, ConfigError> {
+    let columns = VllmRecord::columns(table).ok_or_else(|| {
+        let absent = VllmRecord::COLUMNS.into_iter().find(|c| table.column(c).is_none()).unwrap_or("output_toks");
+        table.missing(absent)
+    })?;
+    let records: Vec<VllmRecord> = (0..table.rows())
+        .map(|row| VllmRecord::read(table, columns, row).map_err(|e| table.at(row, e)))
+        .collect::<Result<_, _>>()?;
+    let origin = records.iter().map(|r| r.queued_s).fold(f64::INFINITY, f64::min);
+    let run: Vec<&VllmRecord> = records.iter().filter(|r| r.queued_s - origin < duration_s).collect();
+    let measured = run.iter().copied().filter(|r| r.queued_s - origin >= warmup_s);
+    let samples = vllm_samples(measured);
+    if samples[0].1.is_empty() {
         return Err(table.error(format!(
             "no request queued between the warm-up's end ({warmup_s} s) and simulation.duration_s ({duration_s} s) \
              of the replay, counted from the first: nothing to compare with"
         )));
     }
     let mut values = Vec::new();
-    for (name, mut xs) in [("ttft", ttft), ("tpot", tpot), ("e2e", e2e)] {
+    for (column, mut xs) in samples {
         if xs.is_empty() {
             continue;
         }
+        let name = column.trim_end_matches("_s");
         xs.sort_by(f64::total_cmp);
         values.push((format!("{name}_mean_s"), xs.iter().sum::<f64>() / xs.len() as f64));
         for (q, label) in [(0.5, "p50"), (0.9, "p90"), (0.99, "p99")] {
             values.push((format!("{name}_{label}_s"), quantile(&xs, q)));
         }
     }
-    values.push(("makespan_s".into(), end - start));
+    values.push(("makespan_s".into(), vllm_makespan_s(run.into_iter())));
     Ok(Measured { source: table.file().to_string(), values })
 }
 

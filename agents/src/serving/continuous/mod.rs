@@ -30,8 +30,8 @@ mod file;
 mod measures;
 mod routing;
 pub use config::{Disaggregation, LlmRouting, LlmServingConfig, Measured};
-pub use file::read_measured;
 pub(crate) use file::{ContinuousTable, resolve};
+pub use file::{VllmRecord, read_measured, vllm_makespan_s, vllm_samples};
 pub use measures::ContinuousRun;
 
 /// The routing key of a replica that is down: above any load.

@@ -1,0 +1,227 @@
+//! `infersim calibrate` (fit a scenario's keys to measurements) and `infersim
+//! correspond` (a finished batch beside measurements).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::print::fmt_value;
+use super::{CliError, install_interrupt, load};
+use crate::calibrate::run::Request;
+use crate::calibrate::{
+    CalibrateError, Interval, Objective, Observed, correspondence, correspondence_csv, read_replications, trace_ks,
+};
+use crate::inputs::FileInputs;
+use crate::lock::DirLock;
+use crate::registry::Registry;
+
+/// Fit numeric keys of a scenario to measurements.
+#[derive(clap::Args)]
+pub(super) struct CalibrateArgs {
+    /// A built-in scenario name or a path to a TOML file.
+    scenario: String,
+    /// A measured file: requests (CSV, Parquet, JSON Lines; vLLM's per-request
+    /// records as they are) or a time series with t_h. Repeatable.
+    #[arg(long, required = true, value_name = "FILE")]
+    observed: Vec<String>,
+    /// A key to fit and its bounds, KEY=LOW..HIGH. Repeatable.
+    #[arg(long = "param", required = true, value_name = "KEY=LOW..HIGH")]
+    params: Vec<String>,
+    /// Search this --param on a log scale. Repeatable.
+    #[arg(long = "log", value_name = "KEY")]
+    log: Vec<String>,
+    /// Metrics to match (relative error), e.g. ttft_mean_s,tpot_mean_s.
+    #[arg(long, value_delimiter = ',', value_name = "METRIC")]
+    target: Vec<String>,
+    /// Request columns whose distributions to match (Kolmogorov-Smirnov), e.g. ttft_s.
+    #[arg(long, value_delimiter = ',', value_name = "COLUMN")]
+    distribution: Vec<String>,
+    /// Time-series columns to match at the observed t_h (squared error), e.g. loss.
+    #[arg(long, value_delimiter = ',', value_name = "COLUMN")]
+    series: Vec<String>,
+    /// Replications per evaluation (the same seeds at every evaluation).
+    #[arg(long, default_value_t = 3)]
+    reps: u64,
+    /// Master seed (default: the scenario's simulation.seed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Most evaluations in all (the search's and the intervals'): a hard cap.
+    #[arg(long, default_value_t = 60)]
+    budget: usize,
+    /// Replications at the optimum taken as observed data, for the intervals'
+    /// threshold.
+    #[arg(long, default_value_t = 40)]
+    interval_reps: u64,
+    /// Coverage of the intervals.
+    #[arg(long, default_value_t = 0.9)]
+    confidence: f64,
+    /// Output directory (default: out/calibrate-<scenario>-<date>-<time>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Override a scenario key first, as for run.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Continue the interrupted calibration in --out: evaluations it finished are not
+    /// run again.
+    #[arg(long, requires = "out")]
+    resume: bool,
+}
+
+/// Calibrates and prints the fitted values; 130 when interrupted.
+pub(super) fn calibrate(registry: &Registry, a: CalibrateArgs) -> Result<ExitCode, CliError> {
+    let scenario = load(registry, &a.scenario, &a.overrides)?;
+    let objective = match (a.target.is_empty(), a.distribution.is_empty(), a.series.is_empty()) {
+        (false, true, true) => Objective::Metrics(a.target.clone()),
+        (true, false, true) => Objective::Distribution(a.distribution.clone()),
+        (true, true, false) => Objective::Series(a.series.clone()),
+        _ => {
+            return Err(CalibrateError::Input("give exactly one of --target, --distribution or --series".into()).into());
+        }
+    };
+    let request = Request {
+        scenario,
+        observed: a.observed.clone(),
+        params: a.params.clone(),
+        log: a.log.clone(),
+        objective,
+        reps: a.reps,
+        seed: a.seed,
+        budget: a.budget,
+        interval_reps: a.interval_reps,
+        confidence: a.confidence,
+        out: a.out.clone(),
+        resume: a.resume,
+    };
+    let progress = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(a.budget as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} evaluations  {elapsed}")
+                .expect("a valid progress template"),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    say!(
+        "infersim {} | calibrate {} | {} parameter(s), budget {} evaluations x {} replications",
+        env!("CARGO_PKG_VERSION"),
+        request.scenario.source_name,
+        a.params.len(),
+        a.budget,
+        a.reps
+    );
+    let cancel = install_interrupt();
+    let report = match crate::calibrate::run::run(&request, progress, &cancel) {
+        Err(CalibrateError::Interrupted) => {
+            let out = request.out.clone().map_or_else(|| "DIR".into(), |o| o.display().to_string());
+            say!("interrupted: finished evaluations are kept; continue with the same command and --out {out} --resume");
+            return Ok(ExitCode::from(130));
+        }
+        other => other?,
+    };
+    let best = &report.fitted.evaluations[report.fitted.best];
+    for (i, p) in report.params.iter().enumerate() {
+        let value = fmt_value(best.values[i]);
+        match &report.fitted.intervals[i] {
+            Interval::Flat => say!(
+                "{}: the objective does not change with it within [{}, {}]: it does not influence the target, so no value is fitted",
+                p.key,
+                fmt_value(p.low),
+                fmt_value(p.high)
+            ),
+            Interval::NoNoise => say!(
+                "{} = {value}  (no interval: every replication gives the same output, so there is no noise to set one by)",
+                p.key
+            ),
+            Interval::Misfit => say!(
+                "{} = {value}  (no interval: the observed data are farther from the model at its best than its own replications are)",
+                p.key
+            ),
+            Interval::Range { low, high, low_open, high_open } => say!(
+                "{} = {value}  ({:.0}% interval {}{} .. {}{})",
+                p.key,
+                a.confidence * 100.0,
+                if *low_open { "<= " } else { "" },
+                fmt_value(*low),
+                if *high_open { ">= " } else { "" },
+                fmt_value(*high)
+            ),
+        }
+    }
+    if let Some(noise) = &report.fitted.noise {
+        say!(
+            "threshold {} ({:.0}% quantile of the objective of {} replications at the optimum taken as observed data)",
+            fmt_value(noise.threshold),
+            noise.confidence * 100.0,
+            noise.scores.len()
+        );
+    }
+    say!("objective {} after {} evaluations", fmt_value(best.objective), report.fitted.evaluations.len());
+    for (name, e) in &best.errors {
+        say!("  {name}: {e:+.4}");
+    }
+    say!("output: {}", report.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The sim-to-real table of the batch in `out`, written to its correspondence.csv.
+pub(super) fn correspond(
+    registry: &Registry,
+    out: &Path,
+    observed: &str,
+    confidence: f64,
+) -> Result<ExitCode, CliError> {
+    let replications = read_replications(out)?;
+    let _lock = DirLock::acquire(out, "correspond")?;
+    let manifest = crate::batch::read_manifest(out)?;
+    let world = registry.get(&manifest.world).ok_or_else(|| CliError::NotABatch {
+        dir: out.to_path_buf(),
+        problem: format!("a batch of the world `{}`, which this program does not know", manifest.world),
+    })?;
+    let observed = Observed::read(observed, &FileInputs::new(Path::new("."), registry.data()), world.as_ref())?;
+    let rows = correspondence(&replications, &observed, confidence);
+    let reps = replications.height() as u64;
+    let ks = trace_ks(out, reps, &observed);
+    if rows.is_empty() && ks.is_empty() {
+        return Err(CliError::Calibrate(CalibrateError::Input(format!(
+            "{}: reports none of the observed metrics ({})",
+            out.display(),
+            observed.metrics.iter().map(|m| m.0.as_str()).collect::<Vec<_>>().join(", ")
+        ))));
+    }
+    let width = rows.iter().map(|r| r.metric.len()).max().unwrap_or(6).max(6);
+    say!(
+        "{:<width$} {:>12} {:>12} {:>27} {:>9} {:>7}",
+        "metric",
+        "observed",
+        "simulated",
+        format!("{:.0}% CI", confidence * 100.0),
+        "error",
+        "inside"
+    );
+    for r in &rows {
+        let ci =
+            r.ci.map_or("(needs 2 replications)".into(), |(lo, hi)| format!("[{}, {}]", fmt_value(lo), fmt_value(hi)));
+        say!(
+            "{:<width$} {:>12} {:>12} {:>27} {:>+8.1}% {:>7}",
+            r.metric,
+            fmt_value(r.observed),
+            fmt_value(r.simulated_mean),
+            ci,
+            r.relative_error * 100.0,
+            if r.inside { "yes" } else { "no" }
+        );
+    }
+    for (name, d) in &ks {
+        say!("KS distance of {name}: {d:.4}");
+    }
+    let path = out.join("correspondence.csv");
+    let tmp = out.join("correspondence.csv.tmp");
+    let write = |error| CliError::Write { path: path.clone(), error };
+    std::fs::write(&tmp, correspondence_csv(&rows, &ks)?).map_err(write)?;
+    std::fs::rename(&tmp, &path).map_err(write)?;
+    say!("written: {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}

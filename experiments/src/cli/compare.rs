@@ -1,0 +1,167 @@
+//! `infersim compare` (two batches, replication by replication, with gates) and
+//! `infersim plot` (a batch's charts).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::CliError;
+use super::print::{fmt_value, signed};
+use crate::analysis::{Gate, compare as compare_batches, scan_replications};
+use crate::batch::{BatchStatus, Manifest, read_manifest, summarize_dirs};
+use crate::lock::DirLock;
+use crate::plot::plot_batch;
+use crate::registry::Registry;
+use crate::scenario::differences;
+
+/// A scenario's name without the mark `--set` adds.
+fn scenario_name(name: &str) -> &str {
+    name.strip_suffix(" (with --set)").unwrap_or(name)
+}
+
+/// The manifest of a complete, unsharded batch in `dir`.
+fn complete_manifest(dir: &Path) -> Result<Manifest, CliError> {
+    let bad = |problem: String| CliError::NotABatch { dir: dir.to_path_buf(), problem };
+    if !dir.is_dir() {
+        return Err(bad("no such directory".into()));
+    }
+    // A directory without a readable manifest is bad input, not a failed run.
+    let m = read_manifest(dir).map_err(|e| bad(format!("not an infersim output ({e})")))?;
+    if m.status != BatchStatus::Complete || m.shard[1] != 1 {
+        return Err(bad(
+            "not a complete, unsharded batch (merge shards with `infersim analyze DIR... --out MERGED` first)".into(),
+        ));
+    }
+    Ok(m)
+}
+
+/// Compares the batches; 1 when a gate fails.
+pub(super) fn compare(
+    base: &Path,
+    candidate: &Path,
+    fail_on: &[String],
+    confidence: f64,
+) -> Result<ExitCode, CliError> {
+    let gates: Vec<Gate> = fail_on.iter().map(|g| Gate::parse(g).map_err(CliError::Usage)).collect::<Result<_, _>>()?;
+    let (bm, cm) = (complete_manifest(base)?, complete_manifest(candidate)?);
+    let metrics: Vec<String> = bm.metrics.iter().filter(|m| cm.metrics.contains(m)).cloned().collect();
+    if let Some(g) = gates.iter().find(|g| !metrics.contains(&g.metric)) {
+        let have = metrics.join(", ");
+        return Err(CliError::Usage(format!(
+            "--fail-on {}: no such metric in both batches; they have: {have}",
+            g.metric
+        )));
+    }
+    let rows = compare_batches(
+        scan_replications(&[base.to_path_buf()])?,
+        scan_replications(&[candidate.to_path_buf()])?,
+        &metrics,
+        confidence,
+    )?;
+    let crn = bm.seed == cm.seed;
+    if bm.world != cm.world || scenario_name(&bm.scenario) != scenario_name(&cm.scenario) {
+        eprintln!(
+            "infersim: warning: the batches are of different scenarios ({} and {}): their metrics may not mean the same",
+            bm.scenario, cm.scenario
+        );
+    }
+    say!("compare {} -> {}", base.display(), candidate.display());
+    let differences = differences(&bm.scenario_toml, &cm.scenario_toml);
+    if !differences.is_empty() {
+        let shown: Vec<&str> = differences.iter().take(6).map(String::as_str).collect();
+        let more = differences.len().saturating_sub(shown.len());
+        say!(
+            "differences: {}{}",
+            shown.join("; "),
+            if more > 0 { format!("; and {more} more") } else { String::new() }
+        );
+    }
+    say!(
+        "paired by (point, replication); {}",
+        if crn { "same seed: common random numbers" } else { "different seeds: independent pairs, wider intervals" }
+    );
+    let mut current = None;
+    let width = rows.iter().map(|r| r.metric.len()).max().unwrap_or(6).max(6);
+    for r in &rows {
+        if current != Some(r.point) {
+            current = Some(r.point);
+            say!("");
+            if bm.point_count() > 1 {
+                say!("point {}", r.point);
+            }
+            say!(
+                "{:<width$} {:>5} {:>12} {:>12} {:>34} {:>9}",
+                "metric",
+                "pairs",
+                "base",
+                "candidate",
+                format!("difference [{:.0}% CI]", confidence * 100.0),
+                "change"
+            );
+        }
+        let diff = match r.difference {
+            Some(ci) => format!("{} [{}, {}]", signed(ci.mean), signed(ci.low), signed(ci.high)),
+            None => "(needs 2 pairs)".into(),
+        };
+        let change = r.relative_change().map_or(String::new(), |c| format!("{:+.2}%", c * 100.0));
+        let mark = if r.significant() { " *" } else { "" };
+        say!(
+            "{:<width$} {:>5} {:>12} {:>12} {:>34} {:>9}{mark}",
+            r.metric,
+            r.pairs,
+            fmt_value(r.base_mean),
+            fmt_value(r.candidate_mean),
+            diff,
+            change
+        );
+    }
+    say!("");
+    say!("* the interval of the difference excludes zero");
+    let failures: Vec<String> = gates
+        .iter()
+        .flat_map(|g| {
+            rows.iter().filter(move |r| r.metric == g.metric && g.fails(r)).map(move |r| {
+                format!(
+                    "{} at point {}: {} (allowed {}{:.2}%)",
+                    r.metric,
+                    r.point,
+                    r.relative_change().map_or("-".into(), |c| format!("{:+.2}%", c * 100.0)),
+                    if g.direction > 0.0 { "+" } else { "-" },
+                    g.tolerance * 100.0
+                )
+            })
+        })
+        .collect();
+    if failures.is_empty() {
+        if !gates.is_empty() {
+            say!("gates passed: {}", fail_on.join(", "));
+        }
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for f in &failures {
+            eprintln!("infersim: gate failed: {f}");
+        }
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// Draws the batch's charts with its world's defaults.
+pub(super) fn plot(
+    registry: &Registry,
+    dir: &Path,
+    to: Option<PathBuf>,
+    confidence: f64,
+    x: Option<&str>,
+) -> Result<ExitCode, CliError> {
+    let manifest = complete_manifest(dir)?;
+    let _lock = DirLock::acquire(dir, "plot")?;
+    let summary = summarize_dirs(&[dir.to_path_buf()], &manifest, confidence)?;
+    let target = to.unwrap_or_else(|| dir.join("plots"));
+    let written = plot_batch(dir, &manifest, &summary, &target, confidence, x, registry)?;
+    if written.is_empty() {
+        say!("nothing to plot: run with --trace timeseries or --trace requests, or with a [sweep]");
+    }
+    for path in written {
+        say!("{}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
