@@ -41,6 +41,9 @@ pub mod station;
 pub mod theory;
 pub mod world;
 
+/// The built-in scenario `infersim run` runs when none is named.
+pub const DEFAULT_SCENARIO: &str = "llm-serving";
+
 /// Adds the worlds infersim ships to `worlds`, in the order `infersim list` shows
 /// them: the one list of them.
 pub fn builtin_worlds<W: world::Worlds>(worlds: W) -> W {

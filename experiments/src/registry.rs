@@ -123,10 +123,10 @@ impl Registry {
         Registry { worlds: Vec::new(), default_scenario: None }
     }
 
-    /// The worlds infersim ships (the agents crate lists them), `llm-serving` the
-    /// scenario run when none is named.
+    /// The worlds infersim ships, and the scenario run when none is named (both
+    /// listed by the agents crate).
     pub fn builtin() -> Self {
-        infersim_agents::builtin_worlds(Registry::empty()).with_default_scenario("llm-serving")
+        infersim_agents::builtin_worlds(Registry::empty()).with_default_scenario(infersim_agents::DEFAULT_SCENARIO)
     }
 
     /// This registry and world `W`. Panics if `W`, or a built-in scenario or data

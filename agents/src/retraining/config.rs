@@ -449,6 +449,63 @@ impl RetrainingConfig {
     }
 }
 
+impl RetrainingConfig {
+    /// The Vensim model of BLOOM's deployment (`bloom_simple.mdl`) with 1e-6 drift per
+    /// request: 558 requests/h served instantly, the [1.9, 2] band, the model file's
+    /// loss function and energy constants, 2080 h.
+    pub fn bloom() -> RetrainingConfig {
+        RetrainingConfig {
+            arrivals: ArrivalProcess::Deterministic { rate_per_s: 0.155, first_gap_fraction: 0.5 },
+            fleet: Fleet { gpus: 16, service_s: 0.0, service_cv: 0.0, failures: None },
+            drift: Drift {
+                per_request: 1e-6,
+                distribution: DriftDistribution::Constant,
+                initial_loss: 1.931,
+                diverge_above: 10.0,
+            },
+            quality: Quality::Linear { best_loss: 1.8, worst_loss: 2.8 },
+            monitor: Monitor { policy: Policy::Vensim, upper: 2.0, lower: 1.9, interval_h: 1.0, signal: Signal::Loss },
+            training: Training {
+                pool: TrainingPool::Dedicated { gpus: 2 },
+                gpus_per_job: 2,
+                samples_per_gpu_h: 0.43157,
+                samples_per_job: 5000.0,
+                base_samples: 5000.0,
+                loss: LossFunction::Vensim { scale: 3398.0, offset: 1400.0 },
+                energy_per_sample_kwh: 0.00242012,
+                gpu_power_kw: 0.0,
+                preempt_above_queue: None,
+            },
+            energy: Energy { per_request_kwh: 0.04784, idle_kwh_per_h: 0.28, pue: 1.0 },
+            grid: CarbonIntensity::Constant { kg_per_kwh: 0.394 },
+            prices: Prices { energy_usd_per_kwh: 0.12, gpu_usd_per_hour: 0.0 },
+            duration_s: 2080.0 * 3600.0,
+        }
+    }
+
+    /// The built-in `bloom-stochastic` scenario: [`RetrainingConfig::bloom`] with
+    /// Poisson arrivals, gamma drift (cv 1), requests queueing for 16 GPUs (5 s, cv
+    /// 0.5), hysteresis retraining in one-hour jobs on 8 GPUs taken from the fleet, and
+    /// GPU failures (MTBF 2000 h, MTTR 8 h).
+    pub fn bloom_stochastic() -> RetrainingConfig {
+        let mut c = RetrainingConfig::bloom();
+        c.arrivals = ArrivalProcess::Poisson { rate_per_s: 0.155 };
+        c.fleet = Fleet {
+            gpus: 16,
+            service_s: 5.0,
+            service_cv: 0.5,
+            failures: Some(crate::failures::Failures { mtbf_h: 2000.0, mttr_h: 8.0 }),
+        };
+        c.drift.distribution = DriftDistribution::Gamma { cv: 1.0 };
+        c.monitor.policy = Policy::Hysteresis;
+        c.training.pool = TrainingPool::Shared;
+        c.training.gpus_per_job = 8;
+        c.training.samples_per_gpu_h = 625.0;
+        c.training.preempt_above_queue = Some(200);
+        c
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,18 +43,21 @@ use infersim_engine::{
 use rand_distr::{Distribution, LogNormal};
 
 mod config;
+mod failures;
 mod file;
+mod results;
+mod training;
 use config::DriftSampler;
 pub use config::{
     Drift, DriftDistribution, Energy, Fleet, LossFunction, Monitor, Policy, Prices, Quality, RetrainingConfig, Signal,
     Training, TrainingPool,
 };
 pub use file::{RetrainingFile, RetrainingWorld};
+pub use results::RetrainingRun;
 
-use crate::arrivals::{ArrivalGenerator, ArrivalProcess};
+use crate::arrivals::ArrivalGenerator;
 use crate::distributions::lognormal_from_mean_cv;
 use crate::failures::{FAILURE_STREAM_BASE, Lifecycle};
-use crate::grid::CarbonIntensity;
 
 /// Stream of inter-arrival times.
 pub const ARRIVAL_STREAM: StreamId = StreamId(0);
@@ -180,69 +183,6 @@ pub struct RetrainingRequest {
     pub energy_kwh: f64,
     /// Served, or lost to a GPU failure.
     pub served: bool,
-}
-
-crate::metrics! {
-    /// What one replication measured.
-    #[derive(Clone, Debug, PartialEq)]
-    pub struct RetrainingRun {
-        /// Loss at the last tick.
-        final_loss: f64 = "loss",
-        /// Lowest loss a tick saw.
-        min_loss: f64 = "loss",
-        /// Highest loss a tick saw.
-        max_loss: f64 = "loss",
-        /// Mean of the loss over ticks.
-        mean_loss: f64 = "loss",
-        /// Mean quality over ticks.
-        quality_mean: Option<f64> = "share",
-        /// Mean user score (1..5) over the run, under the ICS signal.
-        ics_mean: Option<f64> = "score 1-5",
-        /// Retraining starts (jobs; under `vensim`, entries into the above-band state).
-        retrain_starts: u64 = "jobs",
-        /// Jobs that finished (under `vensim`, steps in which the loss function applied).
-        retrain_completed: u64 = "jobs",
-        /// Jobs lost to a GPU failure.
-        retrain_failed: u64 = "jobs",
-        /// Jobs preempted for serving.
-        retrain_preempted: u64 = "jobs",
-        /// Ticks with the loss above the upper bound, times the tick interval (h).
-        hours_above_upper: f64 = "h",
-        /// Total drift added per hour of the run.
-        drift_per_h: f64 = "per h",
-        /// Requests that arrived.
-        requests: u64 = "requests",
-        /// Requests served.
-        served: u64 = "requests",
-        /// Requests lost to GPU failures.
-        lost: u64 = "requests",
-        /// GPU failures.
-        gpu_failures: u64 = "failures",
-        /// Mean latency of served requests (s).
-        latency_mean_s: Option<f64> = "s",
-        /// 99th percentile latency (s).
-        latency_p99_s: Option<f64> = "s",
-        /// Total energy (kWh).
-        energy_kwh: f64 = "kWh",
-        /// Of which serving requests.
-        energy_serving_kwh: f64 = "kWh",
-        /// Of which drawn whatever the load.
-        energy_idle_kwh: f64 = "kWh",
-        /// Of which retraining.
-        energy_training_kwh: f64 = "kWh",
-        /// Carbon (kg CO2e).
-        carbon_kg: Option<f64> = "kg CO2e",
-        /// Energy and GPU-hours at their prices (USD).
-        cost_usd: Option<f64> = "USD",
-        /// Whether the loss ran away and the replication stopped early.
-        diverged: bool = "flag",
-        /// When it did (h).
-        diverged_at_h: Option<f64> = "h",
-        /// Hours simulated (less than the duration when diverged).
-        simulated_h: f64 = "h",
-        /// Events handled.
-        events: u64 = "events",
-    }
 }
 
 #[derive(Debug, Default)]
@@ -545,102 +485,6 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
         Ok(())
     }
 
-    fn in_training_pool(&self, gpu: Id<Gpu>) -> bool {
-        match self.config.training.pool {
-            TrainingPool::Shared => self.gpus[gpu].serving,
-            TrainingPool::Dedicated { .. } => !self.gpus[gpu].serving,
-        }
-    }
-
-    /// Gives an idle GPU to the job; starts the job when it has them all.
-    fn claim(&mut self, gpu: Id<Gpu>, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
-        self.gpus[gpu].state = GpuState::Training;
-        self.job_claims -= 1;
-        let job = self.job.as_mut().expect("claims exist only with a job");
-        job.gpus.push(gpu);
-        if self.job_claims == 0 {
-            let t = &self.config.training;
-            let g = f64::from(t.gpus_per_job);
-            let duration_h = t.samples_per_job / (t.samples_per_gpu_h * g);
-            let done = ctx.schedule(SimDuration::from_secs_f64(duration_h * 3600.0)?, RetrainingEvent::JobDone)?;
-            job.done = Some(done);
-            let kw = (t.samples_per_gpu_h * g * t.energy_per_sample_kwh + g * t.gpu_power_kw) * self.config.energy.pue;
-            self.set_training_kw(ctx.now(), kw);
-        }
-        Ok(())
-    }
-
-    /// Starts a retraining job: it takes idle GPUs of its pool now and claims the
-    /// rest as they free up.
-    fn start_job(&mut self, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
-        debug_assert!(self.job.is_none());
-        self.stats.retrain_starts += 1;
-        self.job = Some(Job { gpus: Vec::new(), done: None });
-        self.job_claims = self.config.training.gpus_per_job;
-        let candidates: Vec<Id<Gpu>> = match self.config.training.pool {
-            TrainingPool::Shared => {
-                let take = (self.job_claims as usize).min(self.idle_serving.len());
-                let at = self.idle_serving.len() - take;
-                self.idle_serving.split_off(at)
-            }
-            TrainingPool::Dedicated { .. } => self
-                .gpus
-                .iter()
-                .filter(|(_, g)| !g.serving && g.state == GpuState::Idle)
-                .map(|(id, _)| id)
-                .take(self.job_claims as usize)
-                .collect(),
-        };
-        for gpu in candidates {
-            self.claim(gpu, ctx)?;
-        }
-        Ok(())
-    }
-
-    /// Ends the job (finished, failed or preempted) and gives its GPUs back.
-    fn end_job(&mut self, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
-        let job = self.job.take().expect("a job to end");
-        if let Some(done) = job.done {
-            ctx.cancel(done);
-        }
-        self.job_claims = 0;
-        self.set_training_kw(ctx.now(), 0.0);
-        for gpu in job.gpus {
-            if self.gpus[gpu].state == GpuState::Training {
-                self.release(gpu, ctx)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn on_job_done(&mut self, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
-        if let Some(job) = self.job.as_mut() {
-            job.done = None;
-        }
-        self.end_job(ctx)?;
-        self.stats.retrain_completed += 1;
-        let t = &self.config.training;
-        self.processed_data += t.samples_per_job;
-        match t.loss {
-            LossFunction::Vensim { scale, offset } => {
-                let d = t.samples_per_job;
-                self.loss += scale * (d.ln() - offset) / (d * d);
-            }
-            LossFunction::PowerLaw { a, b, c } => {
-                self.loss = self.loss.min(a * self.processed_data.powf(-b) + c);
-            }
-        }
-        // A campaign goes on until a job leaves the loss below the lower bound.
-        if self.campaign {
-            if self.below_band() {
-                self.campaign = false;
-            } else {
-                self.start_job(ctx)?;
-            }
-        }
-        Ok(())
-    }
-
     fn on_tick(&mut self, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
         let now = ctx.now();
         self.advance_flows(now);
@@ -796,108 +640,6 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
         }
         Ok(())
     }
-
-    fn failure_stream(gpu: Id<Gpu>) -> StreamId {
-        StreamId(FAILURE_STREAM_BASE + gpu.index())
-    }
-
-    fn schedule_failure(&mut self, gpu: Id<Gpu>, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
-        let Some(f) = self.config.fleet.failures else { return Ok(()) };
-        let up_s = f.time_to_failure_s(ctx.rng(Self::failure_stream(gpu)));
-        let at = ctx.now().checked_add(SimDuration::from_secs_f64(up_s)?).ok_or(ScheduleError::Overflow)?;
-        if at < self.horizon {
-            ctx.schedule(at, RetrainingEvent::GpuFails(gpu))?;
-        }
-        Ok(())
-    }
-
-    fn on_gpu_fails(&mut self, gpu: Id<Gpu>, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
-        let now = ctx.now();
-        let failures = self.config.fleet.failures.expect("failure events exist only with failures configured");
-        self.life.as_mut().expect("with failures").fail(gpu.index() as usize, now);
-        match self.gpus[gpu].state {
-            GpuState::Idle => {
-                if let Some(i) = self.idle_serving.iter().position(|&g| g == gpu) {
-                    self.idle_serving.swap_remove(i);
-                }
-            }
-            GpuState::Serving { id, arrival, start, done } => {
-                ctx.cancel(done);
-                self.stats.lost += 1;
-                self.observer.observe(RetrainingRequest {
-                    request_id: id,
-                    arrival_s: arrival.as_secs_f64(),
-                    start_s: start.as_secs_f64(),
-                    finish_s: now.as_secs_f64(),
-                    gpu: Some(gpu.index()),
-                    latency_s: (now - arrival).as_secs_f64(),
-                    loss: self.loss,
-                    drift: 0.0,
-                    energy_kwh: 0.0,
-                    served: false,
-                });
-            }
-            GpuState::Training => {
-                // The job fails: its other GPUs go back; the campaign (if any) retries
-                // at the next tick.
-                self.gpus[gpu].state = GpuState::Down;
-                self.stats.retrain_failed += 1;
-                self.end_job(ctx)?;
-            }
-            GpuState::Down => unreachable!("a GPU that is down cannot fail"),
-        }
-        self.gpus[gpu].state = GpuState::Down;
-        let repair_s = failures.time_to_repair_s(ctx.rng(Self::failure_stream(gpu)));
-        ctx.schedule(SimDuration::from_secs_f64(repair_s)?, RetrainingEvent::GpuRepaired(gpu))?;
-        Ok(())
-    }
-
-    fn on_gpu_repaired(&mut self, gpu: Id<Gpu>, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
-        self.life.as_mut().expect("repairs come with failures").repair(gpu.index() as usize, ctx.now());
-        self.schedule_failure(gpu, ctx)?;
-        self.release(gpu, ctx)
-    }
-
-    /// What the replication measured, up to `end`.
-    pub fn results(&mut self, end: SimTime, events: u64) -> RetrainingRun {
-        self.advance_flows(end);
-        let s = &self.stats;
-        let simulated_h = hours(end);
-        let energy_kwh = self.energy_kwh();
-        let gpu_hours = f64::from(self.config.total_gpus()) * simulated_h;
-        RetrainingRun {
-            final_loss: s.last_tick_loss.unwrap_or(self.config.drift.initial_loss),
-            min_loss: s.tick_loss.min().unwrap_or(self.loss),
-            max_loss: s.tick_loss.max().unwrap_or(self.loss),
-            mean_loss: s.tick_loss.mean().unwrap_or(self.loss),
-            quality_mean: Some(s.tick_quality.mean().unwrap_or_else(|| self.config.quality.at(self.loss))),
-            ics_mean: s.scores.mean(),
-            retrain_starts: s.retrain_starts,
-            retrain_completed: s.retrain_completed,
-            retrain_failed: s.retrain_failed,
-            retrain_preempted: s.retrain_preempted,
-            hours_above_upper: s.hours_above_upper,
-            drift_per_h: if simulated_h > 0.0 { s.drift_total / simulated_h } else { 0.0 },
-            requests: s.requests,
-            served: s.served,
-            lost: s.lost,
-            gpu_failures: self.life.as_ref().map_or(0, Lifecycle::failures),
-            latency_mean_s: s.latency_s.mean(),
-            latency_p99_s: s.latency.p99_s(),
-            energy_kwh,
-            energy_serving_kwh: s.energy_serving_kwh,
-            energy_idle_kwh: s.energy_idle_kwh,
-            energy_training_kwh: s.energy_training_kwh,
-            carbon_kg: Some(s.carbon_kg),
-            cost_usd: Some(
-                energy_kwh * self.config.prices.energy_usd_per_kwh + gpu_hours * self.config.prices.gpu_usd_per_hour,
-            ),
-            diverged: s.diverged_at.is_some(),
-            diverged_at_h: s.diverged_at.map(hours),
-            simulated_h,
-            events,
-        }
-    }
 }
 
 impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Model for Retraining<O, S> {
@@ -967,63 +709,6 @@ pub fn run_retraining(
 ) -> Result<RetrainingRun, crate::error::RunError> {
     let mut sim = build_retraining::<NullObserver, NullObserver>(config, NullObserver, None, master_seed, replication)?;
     Ok(finish_retraining(&mut sim)?)
-}
-
-impl RetrainingConfig {
-    /// The Vensim model of BLOOM's deployment (`bloom_simple.mdl`) with 1e-6 drift per
-    /// request: 558 requests/h served instantly, the [1.9, 2] band, the model file's
-    /// loss function and energy constants, 2080 h.
-    pub fn bloom() -> RetrainingConfig {
-        RetrainingConfig {
-            arrivals: ArrivalProcess::Deterministic { rate_per_s: 0.155, first_gap_fraction: 0.5 },
-            fleet: Fleet { gpus: 16, service_s: 0.0, service_cv: 0.0, failures: None },
-            drift: Drift {
-                per_request: 1e-6,
-                distribution: DriftDistribution::Constant,
-                initial_loss: 1.931,
-                diverge_above: 10.0,
-            },
-            quality: Quality::Linear { best_loss: 1.8, worst_loss: 2.8 },
-            monitor: Monitor { policy: Policy::Vensim, upper: 2.0, lower: 1.9, interval_h: 1.0, signal: Signal::Loss },
-            training: Training {
-                pool: TrainingPool::Dedicated { gpus: 2 },
-                gpus_per_job: 2,
-                samples_per_gpu_h: 0.43157,
-                samples_per_job: 5000.0,
-                base_samples: 5000.0,
-                loss: LossFunction::Vensim { scale: 3398.0, offset: 1400.0 },
-                energy_per_sample_kwh: 0.00242012,
-                gpu_power_kw: 0.0,
-                preempt_above_queue: None,
-            },
-            energy: Energy { per_request_kwh: 0.04784, idle_kwh_per_h: 0.28, pue: 1.0 },
-            grid: CarbonIntensity::Constant { kg_per_kwh: 0.394 },
-            prices: Prices { energy_usd_per_kwh: 0.12, gpu_usd_per_hour: 0.0 },
-            duration_s: 2080.0 * 3600.0,
-        }
-    }
-
-    /// The built-in `bloom-stochastic` scenario: [`RetrainingConfig::bloom`] with
-    /// Poisson arrivals, gamma drift (cv 1), requests queueing for 16 GPUs (5 s, cv
-    /// 0.5), hysteresis retraining in one-hour jobs on 8 GPUs taken from the fleet, and
-    /// GPU failures (MTBF 2000 h, MTTR 8 h).
-    pub fn bloom_stochastic() -> RetrainingConfig {
-        let mut c = RetrainingConfig::bloom();
-        c.arrivals = ArrivalProcess::Poisson { rate_per_s: 0.155 };
-        c.fleet = Fleet {
-            gpus: 16,
-            service_s: 5.0,
-            service_cv: 0.5,
-            failures: Some(crate::failures::Failures { mtbf_h: 2000.0, mttr_h: 8.0 }),
-        };
-        c.drift.distribution = DriftDistribution::Gamma { cv: 1.0 };
-        c.monitor.policy = Policy::Hysteresis;
-        c.training.pool = TrainingPool::Shared;
-        c.training.gpus_per_job = 8;
-        c.training.samples_per_gpu_h = 625.0;
-        c.training.preempt_above_queue = Some(200);
-        c
-    }
 }
 
 #[cfg(test)]

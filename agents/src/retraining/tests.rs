@@ -1,4 +1,6 @@
 use super::*;
+use crate::arrivals::ArrivalProcess;
+use crate::grid::CarbonIntensity;
 use infersim_engine::VecObserver;
 
 const DRIFT_0: &str = include_str!("../../../data/reference/bloom-sd/drift-0.csv");

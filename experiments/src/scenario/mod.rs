@@ -23,6 +23,10 @@ use crate::inputs::FileInputs;
 use crate::registry::{AnyWorld, PointModel, Registry, ResolveError};
 use crate::sweep::SweepGrid;
 
+mod keys;
+pub use keys::{LineHint, NearestHint, differences};
+use keys::{flatten_sweep, get_key, line_of, nearest, remove_key, set_key};
+
 /// Sweeps of up to this many points are resolved whole when they load (and kept);
 /// larger ones are checked value by value and resolved point by point as they run.
 pub const EAGER_POINTS: u64 = 4096;
@@ -108,160 +112,6 @@ pub enum ScenarioError {
         /// What is wrong.
         message: String,
     },
-}
-
-/// A line number suffix for messages.
-#[derive(Debug, Default)]
-pub struct LineHint(Option<usize>);
-
-impl fmt::Display for LineHint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(line) => write!(f, ":{line}"),
-            None => Ok(()),
-        }
-    }
-}
-
-/// A "did you mean" suffix for messages, or the keys the table allows.
-#[derive(Debug, Default)]
-pub struct NearestHint {
-    nearest: Option<String>,
-    allowed: Vec<String>,
-    note: Option<String>,
-}
-
-impl fmt::Display for NearestHint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(note) = &self.note {
-            return write!(f, "; {note}");
-        }
-        match &self.nearest {
-            Some(key) => write!(f, "; did you mean `{key}`?"),
-            None if self.allowed.is_empty() => Ok(()),
-            None => write!(f, "; this table's keys: {}", self.allowed.join(", ")),
-        }
-    }
-}
-
-/// Edit distance, for suggesting the nearest valid key.
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
-}
-
-/// The allowed name closest to `name`, if it is close enough to be a typo.
-fn nearest<'a>(name: &str, allowed: &'a [String]) -> Option<&'a str> {
-    let best = allowed.iter().map(|k| (levenshtein(name, k), k.as_str())).min();
-    best.filter(|(d, _)| *d <= name.len().max(4) / 2).map(|(_, k)| k)
-}
-
-/// The 1-based line where `key`'s last component is assigned, if it can be found.
-fn line_of(text: &str, key: &str) -> LineHint {
-    let leaf = key.rsplit('.').next().unwrap_or(key);
-    let leaf = leaf.split('[').next().unwrap_or(leaf);
-    let index = text.lines().position(|l| {
-        let l = l.trim_start();
-        l.strip_prefix(leaf).is_some_and(|rest| rest.trim_start().starts_with('='))
-            || l.trim_start_matches('[')
-                .strip_prefix(leaf)
-                .is_some_and(|rest| rest.starts_with(']') || rest.starts_with('.'))
-    });
-    LineHint(index.map(|i| i + 1))
-}
-
-/// One step of a dotted path: a key, or a key and an index into its array.
-fn path_steps(key: &str) -> Option<Vec<(&str, Option<usize>)>> {
-    key.split('.')
-        .map(|part| match part.split_once('[') {
-            None if !part.is_empty() => Some((part, None)),
-            None => None,
-            Some((name, rest)) => Some((name, Some(rest.strip_suffix(']')?.parse().ok()?))),
-        })
-        .collect()
-}
-
-/// The value at a dotted path (`a.b`, `node_classes[0].count`).
-fn get_key<'a>(table: &'a Table, key: &str) -> Option<&'a Value> {
-    let steps = path_steps(key)?;
-    let mut node: Option<&Value> = None;
-    let mut current = table;
-    for (i, (name, index)) in steps.iter().enumerate() {
-        let mut value = current.get(*name)?;
-        if let Some(k) = index {
-            value = value.as_array()?.get(*k)?;
-        }
-        if i + 1 < steps.len() {
-            current = value.as_table()?;
-        }
-        node = Some(value);
-    }
-    node
-}
-
-/// Sets a dotted key in a table, creating intermediate tables; `name[i]` steps into
-/// the i-th table of an existing array.
-fn set_key(table: &mut Table, key: &str, value: Value) -> Option<()> {
-    let steps = path_steps(key)?;
-    let (last, rest) = steps.split_last()?;
-    let mut node = table;
-    for (name, index) in rest {
-        let entry = node.entry(name.to_string()).or_insert_with(|| Value::Table(Table::new()));
-        let entry = match index {
-            Some(k) => entry.as_array_mut()?.get_mut(*k)?,
-            None => entry,
-        };
-        node = entry.as_table_mut()?;
-    }
-    match last.1 {
-        None => {
-            node.insert(last.0.to_string(), value);
-        }
-        Some(k) => *node.get_mut(last.0)?.as_array_mut()?.get_mut(k)? = value,
-    }
-    Some(())
-}
-
-/// Removes a dotted key; returns whether it was there.
-fn remove_key(table: &mut Table, key: &str) -> bool {
-    let Some(steps) = path_steps(key) else { return false };
-    let Some(((last, None), rest)) = steps.split_last() else { return false };
-    let mut node = table;
-    for (name, index) in rest {
-        let Some(entry) = node.get_mut(*name) else { return false };
-        let entry = match index {
-            Some(k) => match entry.as_array_mut().and_then(|a| a.get_mut(*k)) {
-                Some(e) => e,
-                None => return false,
-            },
-            None => entry,
-        };
-        let Some(t) = entry.as_table_mut() else { return false };
-        node = t;
-    }
-    node.remove(*last).is_some()
-}
-
-/// Flattens a sweep table into (dotted key, values) pairs: tables are descended,
-/// anything else (a list of values) ends a key.
-fn flatten_sweep(table: &Table, prefix: &str, out: &mut Vec<(String, Value)>) {
-    for (k, v) in table {
-        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-        match v {
-            Value::Table(t) => flatten_sweep(t, &path, out),
-            _ => out.push((path, v.clone())),
-        }
-    }
 }
 
 /// One point of a (possibly swept) scenario.
@@ -726,42 +576,6 @@ impl Scenario {
     }
 }
 
-/// The keys whose values differ between two resolved scenarios (TOML texts), as
-/// `key: A -> B` (`(unset)` where one has no value), in key order; arrays of tables are
-/// compared element by element. Text that is not TOML differs as a whole.
-pub fn differences(a: &str, b: &str) -> Vec<String> {
-    fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
-        match value {
-            Value::Table(t) => {
-                for (k, v) in t {
-                    flatten(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, v, out);
-                }
-            }
-            Value::Array(items) if items.iter().all(Value::is_table) && !items.is_empty() => {
-                for (i, v) in items.iter().enumerate() {
-                    flatten(&format!("{prefix}[{i}]"), v, out);
-                }
-            }
-            other => out.push((prefix.to_string(), other.to_string())),
-        }
-    }
-    let parse = |text: &str| text.parse::<Table>().map(Value::Table);
-    let (Ok(a), Ok(b)) = (parse(a), parse(b)) else {
-        return if a == b { Vec::new() } else { vec!["(the scenario text)".into()] };
-    };
-    let (mut fa, mut fb) = (Vec::new(), Vec::new());
-    flatten("", &a, &mut fa);
-    flatten("", &b, &mut fb);
-    let (ma, mb): (std::collections::BTreeMap<_, _>, std::collections::BTreeMap<_, _>) =
-        (fa.into_iter().collect(), fb.into_iter().collect());
-    let keys: std::collections::BTreeSet<&String> = ma.keys().chain(mb.keys()).collect();
-    let unset = "(unset)".to_string();
-    keys.into_iter()
-        .filter(|k| ma.get(*k) != mb.get(*k))
-        .map(|k| format!("{k}: {} -> {}", ma.get(k).unwrap_or(&unset), mb.get(k).unwrap_or(&unset)))
-        .collect()
-}
-
 /// Splits the batch's keys off a scenario table; what is left is the world's.
 fn split_batch_keys(source_name: &str, mut table: Table) -> Result<(Table, BatchKeys), ScenarioError> {
     let invalid = |key: &str, value: &dyn fmt::Display, expected: &str| ScenarioError::Config {
@@ -871,7 +685,7 @@ mod tests {
         Scenario::parse("t.toml", text).unwrap_err().to_string()
     }
 
-    const GOOD: &str = include_str!("../../data/scenarios/mmc.toml");
+    const GOOD: &str = include_str!("../../../data/scenarios/mmc.toml");
 
     #[test]
     fn builtins_parse() {
@@ -889,7 +703,7 @@ mod tests {
         let c = &s.config::<ServingWorld>(0).unwrap().into_static().unwrap();
         assert_eq!((c.nodes, c.gpus_per_node, c.max_batch), (2, 4, 8));
         assert_eq!(c.tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["chat", "code"]);
-        let text = include_str!("../../data/scenarios/serving.toml");
+        let text = include_str!("../../../data/scenarios/serving.toml");
         let e =
             Scenario::parse("s.toml", &text.replace("gpus_per_node = 4", "gpus_per_nod = 4")).unwrap_err().to_string();
         assert!(e.contains("unknown key `serving.gpus_per_nod`; did you mean `serving.gpus_per_node`?"), "{e}");
