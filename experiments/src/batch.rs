@@ -20,7 +20,7 @@ use polars::prelude::DataFrame;
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::{AnalysisError, merge_replications, summarize_parquet, write_csv, write_frame_parquet};
-use crate::journal::{Journal, JournalScan, JournalWriter, journal_path};
+use crate::journal::{Journal, JournalScan, JournalWriter, MetricColumn, journal_path};
 use crate::lock::{DirLock, LockError, occupied};
 use crate::output::{OutputError, ReplicationRecord, parameter_column_name, write_atomically};
 use crate::replications::InOrderWriter;
@@ -346,32 +346,10 @@ pub fn run_batch(
     let mut manifest = new_manifest(scenario, spec, plan.len());
     // Held until the batch returns: a second process on this directory stops here,
     // before it reads or writes anything.
-    let _lock;
-    if spec.resume {
-        if !out.join("manifest.json").is_file() {
-            return Err(BatchError::NothingToResume(out.clone()));
-        }
-        _lock = DirLock::acquire(out, "run --resume")?;
-        let previous = read_manifest(out).map_err(|_| BatchError::NothingToResume(out.clone()))?;
-        check_resumable(out, &previous, &manifest)?;
-        manifest.started_unix_s = previous.started_unix_s;
-        if previous.status == BatchStatus::Complete {
-            let summary = summarize_dir(out, &previous, spec.confidence)?;
-            return Ok(BatchReport { manifest: previous, summary: Some(summary) });
-        }
-    } else {
-        if occupied(out) {
-            return Err(BatchError::OutputExists(out.clone()));
-        }
-        // A directory that cannot be made is a bad --out (exit 2), not a failed run.
-        fs::create_dir_all(out).map_err(|error| BatchError::OutputUnusable { path: out.clone(), error })?;
-        _lock = DirLock::acquire(out, "run")?;
-        // Another process may have filled it between the look and the lock.
-        if occupied(out) {
-            return Err(BatchError::OutputExists(out.clone()));
-        }
-        fs::write(out.join("scenario.toml"), scenario.to_toml()).map_err(io_err(&out.join("scenario.toml")))?;
-    }
+    let _lock = match claim_output(scenario, spec, &mut manifest)? {
+        Claimed::Finished(report) => return Ok(*report),
+        Claimed::Locked(lock) => lock,
+    };
     let journal = Journal::new(out);
     let previous = journal.scan(|p, r| plan.position(p, r))?;
     if !previous.failed.is_empty() || (spec.resume && journal.exists()) {
@@ -382,13 +360,7 @@ pub fn run_batch(
     manifest.completed = previous.succeeded;
     write_manifest(out, &manifest)?;
 
-    let trace = TraceSpec {
-        level: spec.trace,
-        out: out.clone(),
-        sample_every: infersim_engine::SimDuration::from_secs_f64(scenario.sample_interval_s).map_err(|e| {
-            OutputError::Format { path: out.clone(), message: format!("simulation.sample_interval_s: {e}") }
-        })?,
-    };
+    let trace = trace_spec(scenario, spec)?;
     let mut writer = JournalWriter::open(out)?;
     // What the journal holds: the previous scan (its failures were dropped from the
     // journal above and run again), then every record appended now.
@@ -424,21 +396,87 @@ pub fn run_batch(
         return Ok(BatchReport { manifest, summary: None });
     }
     manifest.metrics = scan.metrics.iter().map(|(name, _)| name.clone()).collect();
-    let written = match in_order {
-        Some(in_order) => in_order.finish(plan.len())?,
-        None => false,
-    };
-    if !written {
-        let work = out.join(".work").join("sort");
-        journal.write_parquet(&parquet, &work, &scenario.sweep, &scan.metrics)?;
-    }
-    // Sorted runs went to .work/sort; the directory goes too when nothing else uses it.
-    let _ = fs::remove_dir(out.join(".work"));
+    write_replications(in_order, plan.len(), &journal, scenario, &scan.metrics, out)?;
     let summary = summarize_dir(out, &manifest, spec.confidence)?;
     manifest.status = BatchStatus::Complete;
     write_manifest(out, &manifest)?;
     fs::remove_file(journal_path(out)).map_err(io_err(&journal_path(out)))?;
     Ok(BatchReport { manifest, summary: Some(summary) })
+}
+
+/// What to trace, where, and how often to sample.
+fn trace_spec(scenario: &Scenario, spec: &BatchSpec) -> Result<TraceSpec, BatchError> {
+    Ok(TraceSpec {
+        level: spec.trace,
+        out: spec.out.clone(),
+        sample_every: infersim_engine::SimDuration::from_secs_f64(scenario.sample_interval_s).map_err(|e| {
+            OutputError::Format { path: spec.out.clone(), message: format!("simulation.sample_interval_s: {e}") }
+        })?,
+    })
+}
+
+/// Finishes `replications.parquet`: the in-order writer's when it had every record,
+/// else sorted from the journal (through `.work/sort`, removed after).
+fn write_replications(
+    in_order: Option<InOrderWriter<'_>>,
+    items: u64,
+    journal: &Journal,
+    scenario: &Scenario,
+    metrics: &[MetricColumn],
+    out: &Path,
+) -> Result<(), BatchError> {
+    let written = match in_order {
+        Some(in_order) => in_order.finish(items)?,
+        None => false,
+    };
+    if !written {
+        let work = out.join(".work").join("sort");
+        journal.write_parquet(&out.join("replications.parquet"), &work, &scenario.sweep, metrics)?;
+    }
+    // Sorted runs went to .work/sort; the directory goes too when nothing else uses it.
+    let _ = fs::remove_dir(out.join(".work"));
+    Ok(())
+}
+
+/// What claiming the output directory found.
+enum Claimed {
+    /// The directory is this process's until the lock drops.
+    Locked(DirLock),
+    /// A resumed batch that had finished: its report.
+    Finished(Box<BatchReport>),
+}
+
+/// Claims the output directory: a fresh one (refused when it holds anything), or the
+/// batch to resume (refused when it is another's), locked against other processes.
+fn claim_output(scenario: &Scenario, spec: &BatchSpec, manifest: &mut Manifest) -> Result<Claimed, BatchError> {
+    let out = &spec.out;
+    if spec.resume {
+        if !out.join("manifest.json").is_file() {
+            return Err(BatchError::NothingToResume(out.clone()));
+        }
+        let lock = DirLock::acquire(out, "run --resume")?;
+        let previous = read_manifest(out).map_err(|_| BatchError::NothingToResume(out.clone()))?;
+        check_resumable(out, &previous, manifest)?;
+        manifest.started_unix_s = previous.started_unix_s;
+        if previous.status == BatchStatus::Complete {
+            let summary = summarize_dir(out, &previous, spec.confidence)?;
+            return Ok(Claimed::Finished(Box::new(BatchReport { manifest: previous, summary: Some(summary) })));
+        }
+        Ok(Claimed::Locked(lock))
+    } else {
+        if occupied(out) {
+            return Err(BatchError::OutputExists(out.clone()));
+        }
+        // A directory that cannot be made is a bad --out (exit 2), not a failed run.
+        fs::create_dir_all(out).map_err(|error| BatchError::OutputUnusable { path: out.clone(), error })?;
+        let lock = DirLock::acquire(out, "run")?;
+        // Another process may have filled it between the look and the lock.
+        if occupied(out) {
+            return Err(BatchError::OutputExists(out.clone()));
+        }
+        fs::write(out.join("scenario.toml"), scenario.to_toml()).map_err(io_err(&out.join("scenario.toml")))?;
+        Ok(Claimed::Locked(lock))
+    }
 }
 
 /// Computes and writes `summary.parquet` and `summary.csv` for one directory.

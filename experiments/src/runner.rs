@@ -265,47 +265,13 @@ pub fn run_items<E>(
         .map_err(|e| PlanError::ThreadPool { threads, message: e.to_string() })?;
     let next = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
-    let items = plan.len();
     let (finished, records) = std::sync::mpsc::sync_channel::<ReplicationRecord>(RECORDS_IN_FLIGHT);
     let mut first_error = None;
     std::thread::scope(|scope| {
         let (stop, next) = (&stop, &next);
         scope.spawn(move || {
-            pool.broadcast(|_| {
-                // Each worker keeps the point it ran last: items run point by point,
-                // so a point is resolved about once per worker.
-                let mut current: Option<Point> = None;
-                loop {
-                    if cancel.is_raised() || stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    if k >= items {
-                        return;
-                    }
-                    let g = plan.global(k);
-                    if skip.contains(g) {
-                        continue;
-                    }
-                    let (p, r) = plan.item_at(g);
-                    if current.as_ref().is_none_or(|c| c.index != p) {
-                        current = scenario.point(p).map_err(|e| (p, e.to_string())).map_or_else(
-                            |(p, message)| {
-                                let record = failed_record(p, master_seed, r, message);
-                                finished.send(record).expect("the batch stopped listening: broken invariant");
-                                None
-                            },
-                            Some,
-                        );
-                    }
-                    let Some(point) = &current else { continue };
-                    let Some(record) = run_interruptible(point, master_seed, r, trace, cancel) else {
-                        return;
-                    };
-                    // The receiver lives until every worker has returned.
-                    finished.send(record).expect("the batch stopped listening: broken invariant");
-                }
-            });
+            let work = Work { scenario, plan, skip, master_seed, trace, cancel, stop, next };
+            pool.broadcast(|_| work.run(&finished));
             // `finished` drops here, which ends the loop below.
         });
         // Polled rather than waited on: a worker sending to a waiting receiver must
@@ -330,6 +296,60 @@ pub fn run_items<E>(
         Some(e) => Err(e),
         None => Ok(()),
     })
+}
+
+/// What every worker of [`run_items`] shares.
+struct Work<'a> {
+    scenario: &'a Scenario,
+    plan: &'a WorkPlan,
+    skip: &'a crate::journal::RangeSet,
+    master_seed: u64,
+    trace: &'a TraceSpec,
+    cancel: &'a Interrupt,
+    /// Raised when the calling thread stops taking records.
+    stop: &'a AtomicBool,
+    /// The next item to take.
+    next: &'a AtomicU64,
+}
+
+impl Work<'_> {
+    /// One worker: takes items in turn until none is left or the batch stops, sending
+    /// each record to `finished`.
+    fn run(&self, finished: &std::sync::mpsc::SyncSender<ReplicationRecord>) {
+        // Each worker keeps the point it ran last: items run point by point,
+        // so a point is resolved about once per worker.
+        let mut current: Option<Point> = None;
+        loop {
+            if self.cancel.is_raised() || self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let k = self.next.fetch_add(1, Ordering::Relaxed);
+            if k >= self.plan.len() {
+                return;
+            }
+            let g = self.plan.global(k);
+            if self.skip.contains(g) {
+                continue;
+            }
+            let (p, r) = self.plan.item_at(g);
+            if current.as_ref().is_none_or(|c| c.index != p) {
+                current = self.scenario.point(p).map_err(|e| (p, e.to_string())).map_or_else(
+                    |(p, message)| {
+                        let record = failed_record(p, self.master_seed, r, message);
+                        finished.send(record).expect("the batch stopped listening: broken invariant");
+                        None
+                    },
+                    Some,
+                );
+            }
+            let Some(point) = &current else { continue };
+            let Some(record) = run_interruptible(point, self.master_seed, r, self.trace, self.cancel) else {
+                return;
+            };
+            // The receiver lives until every worker has returned.
+            finished.send(record).expect("the batch stopped listening: broken invariant");
+        }
+    }
 }
 
 /// Finished records waiting for the calling thread: enough for a millisecond of tiny

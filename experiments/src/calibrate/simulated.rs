@@ -140,38 +140,7 @@ pub fn score(
                 errors.push((name.clone(), ks_distance(&sim, &real)));
             }
         }
-        Objective::Series(columns) => {
-            let (t_h, series) =
-                observed.series.as_ref().ok_or_else(|| input("--series: the observed file has no t_h column"))?;
-            for name in columns {
-                let real = series
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, v)| v)
-                    .ok_or_else(|| input(format!("--series {name}: the observed file has no {name}")))?;
-                let mut mean = vec![0.0; t_h.len()];
-                for trace in &simulated.traces {
-                    let (t, columns) =
-                        trace.series.as_ref().ok_or_else(|| failed("the simulation gave no time series"))?;
-                    let y =
-                        columns.iter().find(|(n, _)| n == name).map(|(_, v)| v).ok_or_else(|| {
-                            input(format!("--series {name}: the simulated time series has no {name}"))
-                        })?;
-                    for (k, &at) in t_h.iter().enumerate() {
-                        mean[k] += interpolate(t, y, at) / simulated.traces.len() as f64;
-                    }
-                }
-                let (mut sq, mut norm, mut n) = (0.0_f64, 0.0_f64, 0.0_f64);
-                for (a, b) in mean.iter().zip(real) {
-                    if a.is_finite() && b.is_finite() {
-                        sq += (a - b).powi(2);
-                        norm += b * b;
-                        n += 1.0;
-                    }
-                }
-                errors.push((name.clone(), if norm > 0.0 { sq / norm } else { sq / n.max(1.0) }));
-            }
-        }
+        Objective::Series(columns) => series_errors(columns, observed, simulated, &mut errors)?,
     }
     let value = match objective {
         Objective::Metrics(_) => errors.iter().map(|(_, e)| e * e).sum::<f64>() / errors.len() as f64,
@@ -180,6 +149,47 @@ pub fn score(
         }
     };
     Ok((value, errors))
+}
+
+/// Each time-series column's squared error at the observed times, relative to the
+/// observed values' squares (or per point where they are all zero).
+fn series_errors(
+    columns: &[String],
+    observed: &Observed,
+    simulated: &Simulated,
+    errors: &mut Vec<(String, f64)>,
+) -> Result<(), CalibrateError> {
+    let (t_h, series) =
+        observed.series.as_ref().ok_or_else(|| input("--series: the observed file has no t_h column"))?;
+    for name in columns {
+        let real = series
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .ok_or_else(|| input(format!("--series {name}: the observed file has no {name}")))?;
+        let mut mean = vec![0.0; t_h.len()];
+        for trace in &simulated.traces {
+            let (t, columns) = trace.series.as_ref().ok_or_else(|| failed("the simulation gave no time series"))?;
+            let y = columns
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v)
+                .ok_or_else(|| input(format!("--series {name}: the simulated time series has no {name}")))?;
+            for (k, &at) in t_h.iter().enumerate() {
+                mean[k] += interpolate(t, y, at) / simulated.traces.len() as f64;
+            }
+        }
+        let (mut sq, mut norm, mut n) = (0.0_f64, 0.0_f64, 0.0_f64);
+        for (a, b) in mean.iter().zip(real) {
+            if a.is_finite() && b.is_finite() {
+                sq += (a - b).powi(2);
+                norm += b * b;
+                n += 1.0;
+            }
+        }
+        errors.push((name.clone(), if norm > 0.0 { sq / norm } else { sq / n.max(1.0) }));
+    }
+    Ok(())
 }
 
 /// Pooled simulated samples of `column` (for charts).

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::print::fmt_value;
 use super::{CliError, install_interrupt, load};
-use crate::calibrate::run::Request;
+use crate::calibrate::run::{Report, Request};
 use crate::calibrate::{
     CalibrateError, Interval, Objective, Observed, correspondence, correspondence_csv, read_replications, trace_ks,
 };
@@ -94,15 +94,12 @@ pub(super) fn calibrate(registry: &Registry, a: CalibrateArgs) -> Result<ExitCod
         out: a.out.clone(),
         resume: a.resume,
     };
-    let progress = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(a.budget as u64);
-        bar.set_style(
+    let progress = match std::io::stderr().is_terminal() {
+        true => ProgressBar::new(a.budget as u64).with_style(
             ProgressStyle::with_template("{bar:40} {pos}/{len} evaluations  {elapsed}")
                 .expect("a valid progress template"),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
+        ),
+        false => ProgressBar::hidden(),
     };
     say!(
         "infersim {} | calibrate {} | {} parameter(s), budget {} evaluations x {} replications",
@@ -121,6 +118,13 @@ pub(super) fn calibrate(registry: &Registry, a: CalibrateArgs) -> Result<ExitCod
         }
         other => other?,
     };
+    print_fitted(&report, a.confidence);
+    say!("output: {}", report.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The fitted values with their intervals, the threshold and the fit.
+fn print_fitted(report: &Report, confidence: f64) {
     let best = &report.fitted.evaluations[report.fitted.best];
     for (i, p) in report.params.iter().enumerate() {
         let value = fmt_value(best.values[i]);
@@ -142,7 +146,7 @@ pub(super) fn calibrate(registry: &Registry, a: CalibrateArgs) -> Result<ExitCod
             Interval::Range { low, high, low_open, high_open } => say!(
                 "{} = {value}  ({:.0}% interval {}{} .. {}{})",
                 p.key,
-                a.confidence * 100.0,
+                confidence * 100.0,
                 if *low_open { "<= " } else { "" },
                 fmt_value(*low),
                 if *high_open { ">= " } else { "" },
@@ -162,8 +166,6 @@ pub(super) fn calibrate(registry: &Registry, a: CalibrateArgs) -> Result<ExitCod
     for (name, e) in &best.errors {
         say!("  {name}: {e:+.4}");
     }
-    say!("output: {}", report.out.display());
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The sim-to-real table of the batch in `out`, written to its correspondence.csv.

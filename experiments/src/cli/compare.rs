@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use super::CliError;
 use super::print::{fmt_value, signed};
-use crate::analysis::{Gate, compare as compare_batches, scan_replications};
+use crate::analysis::{ComparisonRow, Gate, compare as compare_batches, scan_replications};
 use crate::batch::{BatchStatus, Manifest, read_manifest, summarize_dirs};
 use crate::lock::DirLock;
 use crate::plot::plot_batch;
@@ -79,13 +79,32 @@ pub(super) fn compare(
         "paired by (point, replication); {}",
         if crn { "same seed: common random numbers" } else { "different seeds: independent pairs, wider intervals" }
     );
+    print_rows(&rows, bm.point_count() > 1, confidence);
+    say!("");
+    say!("* the interval of the difference excludes zero");
+    let failures = gate_failures(&gates, &rows);
+    if failures.is_empty() {
+        if !gates.is_empty() {
+            say!("gates passed: {}", fail_on.join(", "));
+        }
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for f in &failures {
+            eprintln!("infersim: gate failed: {f}");
+        }
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// The comparison, a block per point (headed by the point where there are several).
+fn print_rows(rows: &[ComparisonRow], several_points: bool, confidence: f64) {
     let mut current = None;
     let width = rows.iter().map(|r| r.metric.len()).max().unwrap_or(6).max(6);
-    for r in &rows {
+    for r in rows {
         if current != Some(r.point) {
             current = Some(r.point);
             say!("");
-            if bm.point_count() > 1 {
+            if several_points {
                 say!("point {}", r.point);
             }
             say!(
@@ -114,9 +133,12 @@ pub(super) fn compare(
             change
         );
     }
-    say!("");
-    say!("* the interval of the difference excludes zero");
-    let failures: Vec<String> = gates
+}
+
+/// What each gate that fails says: the metric, the point, the change and what was
+/// allowed.
+fn gate_failures(gates: &[Gate], rows: &[ComparisonRow]) -> Vec<String> {
+    gates
         .iter()
         .flat_map(|g| {
             rows.iter().filter(move |r| r.metric == g.metric && g.fails(r)).map(move |r| {
@@ -130,18 +152,7 @@ pub(super) fn compare(
                 )
             })
         })
-        .collect();
-    if failures.is_empty() {
-        if !gates.is_empty() {
-            say!("gates passed: {}", fail_on.join(", "));
-        }
-        Ok(ExitCode::SUCCESS)
-    } else {
-        for f in &failures {
-            eprintln!("infersim: gate failed: {f}");
-        }
-        Ok(ExitCode::from(1))
-    }
+        .collect()
 }
 
 /// Draws the batch's charts with its world's defaults.

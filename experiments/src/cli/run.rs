@@ -9,9 +9,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::print::{print_notes, print_summary};
 use super::{CliError, TraceArg, install_interrupt, load};
-use crate::batch::{BatchSpec, BatchStatus, default_out_dir, run_batch};
+use crate::batch::{BatchSpec, BatchStatus, Manifest, default_out_dir, run_batch};
 use crate::registry::Registry;
 use crate::runner::{Shard, WorkPlan};
+use crate::scenario::Scenario;
 use crate::slurm::shell_quote;
 use crate::trace::TraceLevel;
 
@@ -78,25 +79,9 @@ pub(super) fn run(registry: &Registry, args: RunArgs) -> Result<ExitCode, CliErr
         trace,
     };
     let total = WorkPlan::new(s.point_count() as usize, spec.replications, spec.shard)?.len();
-    for warning in s.warnings() {
-        eprintln!("infersim: warning: {warning}");
-    }
-    for key in &s.pinned {
-        eprintln!(
-            "infersim: note: --set {key} pins a swept key: the sweep over it is dropped, and every point takes the value set"
-        );
-    }
+    warn_before_running(&s);
     let cancel = install_interrupt();
-    let bar = if quiet || !std::io::stderr().is_terminal() {
-        ProgressBar::hidden()
-    } else {
-        let bar = ProgressBar::new(total);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} replications  {msg}  ETA {eta}")
-                .expect("a valid progress template"),
-        );
-        bar
-    };
+    let bar = progress_bar(quiet, total);
     let events = AtomicU64::new(0);
     let started = std::time::Instant::now();
     let report = run_batch(&s, &spec, &cancel, &|record| {
@@ -112,19 +97,7 @@ pub(super) fn run(registry: &Registry, args: RunArgs) -> Result<ExitCode, CliErr
     })?;
     bar.finish_and_clear();
     let m = &report.manifest;
-    let secs = started.elapsed().as_secs_f64();
-    say!("infersim {} | scenario {} | {}", m.version, m.scenario, m.description);
-    say!(
-        "{} points x {} replications (shard {}/{}), seed {}, {} threads: {secs:.2} s, {:.1} million events/s",
-        m.point_count(),
-        m.replications,
-        m.shard[0],
-        m.shard[1],
-        m.seed,
-        spec.threads,
-        events.load(Ordering::Relaxed) as f64 / secs / 1e6
-    );
-    say!("output: {}", spec.out.display());
+    print_header(m, &spec, started.elapsed().as_secs_f64(), events.load(Ordering::Relaxed));
     if m.status == BatchStatus::Interrupted {
         say!(
             "interrupted: {} of {} replications done and kept; continue with: {}",
@@ -150,6 +123,47 @@ pub(super) fn run(registry: &Registry, args: RunArgs) -> Result<ExitCode, CliErr
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a user should know before a batch starts: the scenario's warnings, and swept
+/// keys that `--set` pinned.
+fn warn_before_running(s: &Scenario) {
+    for warning in s.warnings() {
+        eprintln!("infersim: warning: {warning}");
+    }
+    for key in &s.pinned {
+        eprintln!(
+            "infersim: note: --set {key} pins a swept key: the sweep over it is dropped, and every point takes the value set"
+        );
+    }
+}
+
+/// A bar of `total` replications on a terminal; hidden with `--quiet` or when stderr
+/// is not a terminal.
+fn progress_bar(quiet: bool, total: u64) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    let style = ProgressStyle::with_template("{bar:40} {pos}/{len} replications  {msg}  ETA {eta}");
+    bar.set_style(style.expect("a valid progress template"));
+    bar
+}
+
+/// What ran, how fast, and where it went.
+fn print_header(m: &Manifest, spec: &BatchSpec, secs: f64, events: u64) {
+    say!("infersim {} | scenario {} | {}", m.version, m.scenario, m.description);
+    say!(
+        "{} points x {} replications (shard {}/{}), seed {}, {} threads: {secs:.2} s, {:.1} million events/s",
+        m.point_count(),
+        m.replications,
+        m.shard[0],
+        m.shard[1],
+        m.seed,
+        spec.threads,
+        events as f64 / secs / 1e6
+    );
+    say!("output: {}", spec.out.display());
 }
 
 /// The command that continues an interrupted batch: every option the batch depends

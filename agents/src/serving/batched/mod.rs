@@ -441,22 +441,34 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> BatchedServing<O, S
                 return self.next_arrival(ctx);
             }
             if let Some(timeout_s) = self.config.tasks[task].timeout_s {
-                let deadline =
-                    now.checked_add(SimDuration::from_secs_f64(timeout_s)?).ok_or(ScheduleError::Overflow)?;
-                let r = &mut self.requests[request];
-                r.timeout_running = true;
-                let deadlines = &mut self.deadlines[task];
-                deadlines.queue.push_back((deadline, request, r.id));
-                deadlines.waiting += 1;
-                if deadlines.armed.is_none() {
-                    deadlines.armed = Some(ctx.schedule(deadline, BatchedEvent::Timeout(task as u16))?);
-                }
+                self.arm_timeout(task, request, timeout_s, ctx)?;
             }
             self.nodes[node].queue.push_back(request);
             self.add_load(node, 1);
             self.dispatch(node, ctx)?;
         }
         self.next_arrival(ctx)
+    }
+
+    /// Starts a queued request's timeout: its deadline joins its task's (in order, the
+    /// timeouts of a task being equal), and the task's timer is armed if it is not.
+    fn arm_timeout(
+        &mut self,
+        task: usize,
+        request: Id<Request>,
+        timeout_s: f64,
+        ctx: &mut Context<'_, BatchedEvent>,
+    ) -> Result<(), ScheduleError> {
+        let deadline = ctx.now().checked_add(SimDuration::from_secs_f64(timeout_s)?).ok_or(ScheduleError::Overflow)?;
+        let r = &mut self.requests[request];
+        r.timeout_running = true;
+        let deadlines = &mut self.deadlines[task];
+        deadlines.queue.push_back((deadline, request, r.id));
+        deadlines.waiting += 1;
+        if deadlines.armed.is_none() {
+            deadlines.armed = Some(ctx.schedule(deadline, BatchedEvent::Timeout(task as u16))?);
+        }
+        Ok(())
     }
 
     /// Posts the next arrival, if it comes before arrivals stop.

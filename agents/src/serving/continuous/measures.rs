@@ -151,6 +151,20 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         }
     }
 
+    /// The run's carbon (kg): its facility energy at a constant intensity, else the
+    /// GPUs' and the nodes' baseline draw each weighted by the intensity when drawn.
+    fn carbon_kg(&self, end: SimTime, facility_j: f64) -> f64 {
+        let c = self.config;
+        match c.grid.constant() {
+            Some(kg) => facility_j / J_PER_KWH * kg,
+            None => {
+                (self.gpu_meter.carbon_kg_at(end, self.gpu_power_w, &c.grid)
+                    + f64::from(c.nodes) * c.node_baseline_w * c.grid.integral(0.0, end.as_hours_f64()) / 1000.0)
+                    * c.pue
+            }
+        }
+    }
+
     /// What a finished run that ended at `end` measured.
     pub fn results(&mut self, end: SimTime, events: u64) -> ContinuousRun {
         let c = self.config;
@@ -167,14 +181,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let baseline_j = f64::from(c.nodes) * c.node_baseline_w * run_s;
         let it_j = gpu_j + baseline_j;
         let facility_j = it_j * c.pue;
-        let carbon_kg = match c.grid.constant() {
-            Some(kg) => facility_j / J_PER_KWH * kg,
-            None => {
-                (self.gpu_meter.carbon_kg_at(end, self.gpu_power_w, &c.grid)
-                    + f64::from(c.nodes) * c.node_baseline_w * c.grid.integral(0.0, end.as_hours_f64()) / 1000.0)
-                    * c.pue
-            }
-        };
+        let carbon_kg = self.carbon_kg(end, facility_j);
         let cost_usd = facility_j / J_PER_KWH * c.energy_usd_per_kwh + gpus * run_s / 3600.0 * c.gpu_usd_per_hour;
         let per = |x: f64, n: u64| if n > 0 { Some(x / n as f64) } else { None };
         let rate = |n: u64| if measured_s > 0.0 { n as f64 / measured_s } else { 0.0 };

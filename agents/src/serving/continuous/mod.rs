@@ -444,6 +444,36 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         self.kick(r, ctx)
     }
 
+    /// Counts a served request's latencies and objectives (when after warm-up);
+    /// returns whether it met its end-to-end objective.
+    fn count_served(&mut self, r: &LlmRequest, now: SimTime, counted: bool) -> Result<bool, ScheduleError> {
+        let task = &self.config.tasks[usize::from(r.task)];
+        self.stats.last_finish = self.stats.last_finish.max(now);
+        let first = r.first_token.unwrap_or(now);
+        let ttft = first - r.arrival;
+        let e2e = now - r.arrival;
+        let tpot_s = (r.output > 1).then(|| (now - first).as_secs_f64() / f64::from(r.output - 1));
+        let slo_met = e2e.as_secs_f64() <= task.slo_s;
+        let good = task.ttft_slo_s.is_none_or(|s| ttft.as_secs_f64() <= s)
+            && task.tpot_slo_s.is_none_or(|s| tpot_s.is_none_or(|t| t <= s))
+            && (task.ttft_slo_s.is_some() || task.tpot_slo_s.is_some() || slo_met);
+        if counted {
+            let s = &mut self.stats;
+            s.served += 1;
+            s.slo_met += u64::from(slo_met);
+            s.goodput += u64::from(good);
+            s.ttft.record(ttft);
+            s.ttft_mean.add(ttft.as_secs_f64());
+            s.e2e.record(e2e);
+            s.e2e_mean.add(e2e.as_secs_f64());
+            if let Some(t) = tpot_s {
+                s.tpot.record(SimDuration::from_secs_f64(t)?);
+                s.tpot_mean.add(t);
+            }
+        }
+        Ok(slo_met)
+    }
+
     /// Records a request that left (served or not) and frees its slot; a closed-loop
     /// client then sends its next request.
     fn finish(
@@ -458,32 +488,9 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             ctx.cancel(t);
         }
         let counted = r.arrival >= self.warmup;
-        let task = &self.config.tasks[usize::from(r.task)];
         let mut slo_met = false;
         if outcome == RequestOutcome::Served {
-            self.stats.last_finish = self.stats.last_finish.max(now);
-            let first = r.first_token.unwrap_or(now);
-            let ttft = first - r.arrival;
-            let e2e = now - r.arrival;
-            let tpot_s = (r.output > 1).then(|| (now - first).as_secs_f64() / f64::from(r.output - 1));
-            slo_met = e2e.as_secs_f64() <= task.slo_s;
-            let good = task.ttft_slo_s.is_none_or(|s| ttft.as_secs_f64() <= s)
-                && task.tpot_slo_s.is_none_or(|s| tpot_s.is_none_or(|t| t <= s))
-                && (task.ttft_slo_s.is_some() || task.tpot_slo_s.is_some() || slo_met);
-            if counted {
-                let s = &mut self.stats;
-                s.served += 1;
-                s.slo_met += u64::from(slo_met);
-                s.goodput += u64::from(good);
-                s.ttft.record(ttft);
-                s.ttft_mean.add(ttft.as_secs_f64());
-                s.e2e.record(e2e);
-                s.e2e_mean.add(e2e.as_secs_f64());
-                if let Some(t) = tpot_s {
-                    s.tpot.record(SimDuration::from_secs_f64(t)?);
-                    s.tpot_mean.add(t);
-                }
-            }
+            slo_met = self.count_served(&r, now, counted)?;
         } else if counted {
             match outcome {
                 RequestOutcome::TimedOut => self.stats.timed_out += 1,

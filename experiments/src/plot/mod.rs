@@ -18,7 +18,11 @@ use crate::analysis::AnalysisError;
 use crate::batch::Manifest;
 use crate::registry::Registry;
 use crate::scenario::Scenario;
-use infersim_agents::world::WARMUP_COLUMN;
+use infersim_agents::world::{Charts, WARMUP_COLUMN};
+
+mod draw;
+use draw::{Bands, Marks, all_zero, chart, log_if_wide, tick};
+pub use draw::{Line, axis_label, line_chart, scatter_chart};
 
 /// Why a chart could not be drawn.
 #[derive(Debug, thiserror::Error)]
@@ -56,294 +60,10 @@ pub enum PlotError {
     },
 }
 
-/// Extra marks on a chart: vertical lines at x (an SLO, say), horizontal lines at y (a
-/// threshold), and whether the y axis holds log10 values (its ticks are then written
-/// as powers of ten).
-#[derive(Clone, Debug, Default)]
-struct Marks {
-    vertical: Vec<(String, f64)>,
-    horizontal: Vec<(String, f64)>,
-    log_y: bool,
-}
-
-/// One line of a chart: points (x, y) with an optional interval (low, high) each.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Line {
-    /// Legend label.
-    pub label: String,
-    /// (x, y, low, high), sorted by x.
-    pub points: Vec<(f64, f64, f64, f64)>,
-}
-
-/// How a chart shows intervals.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Bands {
-    None,
-    /// Markers only, no line: points that are not a sequence (calibration evaluations).
-    Points,
-    Shaded,
-    Bars,
-}
-
-const SIZE: (u32, u32) = (960, 600);
-
-/// Tableau 10: distinct, and every colour readable on white.
-const PALETTE: [RGBColor; 10] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-    RGBColor(188, 189, 34),
-    RGBColor(23, 190, 207),
-];
-
 /// Columns of a trace file that are not state: the time axis, the hive partition
 /// columns polars adds from `point=P/rep=R` directories, and identifiers (a node's
 /// number has no mean worth drawing).
 const NOT_STATE: [&str; 5] = ["t_h", "t_s", "point", "rep", "node"];
-
-/// An axis label that stays distinct from its neighbours whatever the magnitude:
-/// scientific notation for very small or large values, trimmed decimals otherwise.
-fn tick(v: &f64) -> String {
-    let a = v.abs();
-    if a == 0.0 {
-        "0".into()
-    } else if !(1e-2..1e5).contains(&a) {
-        format!("{v:.2e}")
-    } else {
-        let text = format!("{v:.3}");
-        text.trim_end_matches('0').trim_end_matches('.').to_string()
-    }
-}
-
-/// An axis label for a column or metric name: words, with the unit its suffix names
-/// (`ttft_p99_s` is "ttft p99 (s)", `energy_kwh` "energy (kWh)").
-pub fn axis_label(name: &str) -> String {
-    const UNITS: [(&str, &str); 11] = [
-        ("_per_s", "per s"),
-        ("_kwh", "kWh"),
-        ("_usd", "USD"),
-        ("_kg", "kg CO2e"),
-        ("_kw", "kW"),
-        ("_w", "W"),
-        ("_j", "J"),
-        ("_gb", "GB"),
-        ("_ms", "ms"),
-        ("_h", "h"),
-        ("_s", "s"),
-    ];
-    for (suffix, unit) in UNITS {
-        if let Some(stem) = name.strip_suffix(suffix).filter(|s| !s.is_empty()) {
-            return format!("{} ({unit})", stem.replace(['_', '.'], " "));
-        }
-    }
-    name.replace(['_', '.'], " ")
-}
-
-/// Lines whose values span more than two orders of magnitude, all above zero, are
-/// drawn on a log10 axis (an interval reaching below zero is cut at a tenth of the
-/// smallest value): on a linear axis the small values all sit on zero.
-fn log_if_wide(lines: &mut [Line]) -> bool {
-    let means = || lines.iter().flat_map(|l| l.points.iter()).map(|p| p.1);
-    let (lo, hi) = means().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
-    if !(lo > 0.0 && hi / lo > 100.0) {
-        return false;
-    }
-    let floor = lo / 10.0;
-    for line in lines.iter_mut() {
-        for p in &mut line.points {
-            (p.1, p.2, p.3) = (p.1.log10(), p.2.max(floor).log10(), p.3.max(floor).log10());
-        }
-    }
-    true
-}
-
-/// Whether every value of the lines is zero: such a chart says nothing.
-fn all_zero(lines: &[Line]) -> bool {
-    lines.iter().flat_map(|l| l.points.iter()).all(|p| p.1 == 0.0 && p.2 == 0.0 && p.3 == 0.0)
-}
-
-fn bounds(lines: &[Line]) -> Option<((f64, f64), (f64, f64))> {
-    let pts = lines.iter().flat_map(|l| l.points.iter());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
-    for &(x, _, lo, hi) in pts {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y0 = y0.min(lo);
-        y1 = y1.max(hi);
-    }
-    if !(x0.is_finite() && y0.is_finite()) {
-        return None;
-    }
-    let pad = |a: f64, b: f64| if b > a { (b - a) * 0.05 } else { a.abs().max(1.0) * 0.05 };
-    let (px, py) = (pad(x0, x1), pad(y0, y1));
-    Some(((x0 - px, x1 + px), (y0 - py, y1 + py)))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn draw<DB: DrawingBackend>(
-    root: DrawingArea<DB, Shift>,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    lines: &[Line],
-    bands: Bands,
-    marks: &Marks,
-) -> Result<(), String>
-where
-    DB::ErrorType: 'static,
-{
-    let ((x0, mut x1), (mut y0, mut y1)) = bounds(lines).ok_or("nothing to draw")?;
-    for (_, x) in &marks.vertical {
-        // Room for the mark's label to the right of its line.
-        x1 = x1.max(*x * 1.15);
-    }
-    for (_, y) in &marks.horizontal {
-        let pad = 0.05 * (y1 - y0).max(y.abs() * 0.1);
-        (y0, y1) = (y0.min(y - pad), y1.max(y + pad));
-    }
-    root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 26))
-        .margin(18)
-        .x_label_area_size(64)
-        .y_label_area_size(96)
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(|e| e.to_string())?;
-    let power_of_ten = |v: &f64| tick(&10f64.powf(*v));
-    chart
-        .configure_mesh()
-        .x_desc(x_label)
-        .y_desc(y_label)
-        .x_label_formatter(&tick)
-        .y_label_formatter(if marks.log_y { &power_of_ten } else { &tick })
-        .label_style(("sans-serif", 18))
-        .axis_desc_style(("sans-serif", 20))
-        .draw()
-        .map_err(|e| e.to_string())?;
-    for (label, x) in &marks.vertical {
-        let grey = RGBColor(90, 90, 90);
-        chart
-            .draw_series(std::iter::once(PathElement::new(vec![(*x, y0), (*x, y1)], grey.stroke_width(2))))
-            .map_err(|e| e.to_string())?;
-        chart
-            .draw_series(std::iter::once(Text::new(label.clone(), (*x, y1), ("sans-serif", 16).into_font())))
-            .map_err(|e| e.to_string())?;
-    }
-    for (label, y) in &marks.horizontal {
-        let grey = RGBColor(90, 90, 90);
-        chart
-            .draw_series(std::iter::once(PathElement::new(vec![(x0, *y), (x1, *y)], grey.stroke_width(2))))
-            .map_err(|e| e.to_string())?;
-        chart
-            .draw_series(std::iter::once(Text::new(label.clone(), (x0, *y), ("sans-serif", 16).into_font())))
-            .map_err(|e| e.to_string())?;
-    }
-    for (i, line) in lines.iter().enumerate() {
-        let color = PALETTE[i % PALETTE.len()].to_rgba();
-        if bands == Bands::Shaded {
-            let mut polygon: Vec<(f64, f64)> = line.points.iter().map(|p| (p.0, p.3)).collect();
-            polygon.extend(line.points.iter().rev().map(|p| (p.0, p.2)));
-            chart
-                .draw_series(std::iter::once(Polygon::new(polygon, color.mix(0.2).filled())))
-                .map_err(|e| e.to_string())?;
-        }
-        if bands == Bands::Bars {
-            chart
-                .draw_series(line.points.iter().map(|&(x, _, lo, hi)| {
-                    ErrorBar::new_vertical(x, lo, (lo + hi) / 2.0, hi, color.stroke_width(2), 8)
-                }))
-                .map_err(|e| e.to_string())?;
-        }
-        if bands == Bands::Points {
-            chart
-                .draw_series(line.points.iter().map(|p| Circle::new((p.0, p.1), 4, color.filled())))
-                .map_err(|e| e.to_string())?
-                .label(line.label.clone())
-                .legend(move |(x, y)| Circle::new((x + 9, y), 4, color.filled()));
-            continue;
-        }
-        chart
-            .draw_series(LineSeries::new(line.points.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))
-            .map_err(|e| e.to_string())?
-            .label(line.label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3)));
-    }
-    if lines.len() > 1 || !lines[0].label.is_empty() {
-        chart
-            .configure_series_labels()
-            .label_font(("sans-serif", 16))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| e.to_string())?;
-    }
-    root.present().map_err(|e| e.to_string())
-}
-
-/// Plain lines (no intervals) as `<stem>.png` and `<stem>.svg` in `dir`: for charts
-/// drawn outside a batch's plots (calibration's objective and distributions).
-pub fn line_chart(
-    dir: &Path,
-    stem: &str,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    lines: &[Line],
-) -> Result<Vec<PathBuf>, PlotError> {
-    chart(dir, stem, title, x_label, y_label, lines, Bands::None, &Marks::default())
-}
-
-/// Markers only (no lines) as `<stem>.png` and `<stem>.svg` in `dir`: for points that
-/// are not a sequence, such as a calibration's evaluations against one parameter;
-/// `horizontal` draws labelled lines across (a threshold, say).
-pub fn scatter_chart(
-    dir: &Path,
-    stem: &str,
-    title: &str,
-    (x_label, y_label): (&str, &str),
-    points: &[Line],
-    horizontal: &[(String, f64)],
-) -> Result<Vec<PathBuf>, PlotError> {
-    let marks = Marks { horizontal: horizontal.to_vec(), ..Marks::default() };
-    chart(dir, stem, title, x_label, y_label, points, Bands::Points, &marks)
-}
-
-/// Draws one chart as `<stem>.png` and `<stem>.svg` in `dir`, each written under a
-/// temporary name and renamed into place.
-#[allow(clippy::too_many_arguments)]
-fn chart(
-    dir: &Path,
-    stem: &str,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    lines: &[Line],
-    bands: Bands,
-    marks: &Marks,
-) -> Result<Vec<PathBuf>, PlotError> {
-    let mut written = Vec::new();
-    for ext in ["png", "svg"] {
-        let path = dir.join(format!("{stem}.{ext}"));
-        let tmp = dir.join(format!(".{stem}.tmp.{ext}"));
-        let result = if ext == "png" {
-            draw(BitMapBackend::new(&tmp, SIZE).into_drawing_area(), title, x_label, y_label, lines, bands, marks)
-        } else {
-            draw(SVGBackend::new(&tmp, SIZE).into_drawing_area(), title, x_label, y_label, lines, bands, marks)
-        };
-        result.map_err(|message| {
-            let _ = fs::remove_file(&tmp);
-            PlotError::Draw { path: path.clone(), message }
-        })?;
-        fs::rename(&tmp, &path).map_err(|error| PlotError::Io { path: path.clone(), error })?;
-        written.push(path);
-    }
-    Ok(written)
-}
 
 /// Trace files `traces/point=P/rep=R/<name>` with their point and replication.
 fn trace_files(out: &Path, name: &str) -> Vec<(u32, u64, PathBuf)> {
@@ -477,6 +197,36 @@ fn latency_objectives(manifest: &Manifest, registry: &Registry) -> Vec<(String, 
     marks
 }
 
+/// The values of `column` after warm-up of point `point`'s request traces, sorted;
+/// none when the traces lack the column.
+fn sorted_values(
+    requests: &[(u32, u64, PathBuf)],
+    point: u32,
+    column: &str,
+) -> Result<Option<Float64Chunked>, PlotError> {
+    let files: Vec<LazyFrame> =
+        requests.iter().filter(|f| f.0 == point).map(|f| scan(&f.2)).collect::<Result<_, _>>()?;
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let frame = concat(files, UnionArgs::default())?;
+    let schema = frame.clone().collect_schema()?;
+    if schema.get(column).is_none() {
+        return Ok(None);
+    }
+    let keep = if schema.get(WARMUP_COLUMN).is_some() {
+        col(WARMUP_COLUMN).not().and(col(column).is_not_null())
+    } else {
+        col(column).is_not_null()
+    };
+    let df = frame
+        .filter(keep)
+        .select([col(column).cast(DataType::Float64)])
+        .sort([column], SortMultipleOptions::default())
+        .collect()?;
+    Ok(Some(df.column(column)?.f64()?.clone()))
+}
+
 /// The distribution of request column `column` after warm-up, pooled over
 /// replications, a line per point: its CDF (`<column>_cdf`, e.g. `latency_cdf`) and
 /// its tail on a log scale; nothing when no trace has the column.
@@ -490,27 +240,7 @@ fn distribution_charts(
 ) -> Result<Vec<PathBuf>, PlotError> {
     let (mut lines, mut tails) = (Vec::new(), Vec::new());
     for point in 0..manifest.point_count() as u32 {
-        let files: Vec<LazyFrame> =
-            requests.iter().filter(|f| f.0 == point).map(|f| scan(&f.2)).collect::<Result<_, _>>()?;
-        if files.is_empty() {
-            continue;
-        }
-        let frame = concat(files, UnionArgs::default())?;
-        let schema = frame.clone().collect_schema()?;
-        if schema.get(column).is_none() {
-            continue;
-        }
-        let keep = if schema.get(WARMUP_COLUMN).is_some() {
-            col(WARMUP_COLUMN).not().and(col(column).is_not_null())
-        } else {
-            col(column).is_not_null()
-        };
-        let df = frame
-            .filter(keep)
-            .select([col(column).cast(DataType::Float64)])
-            .sort([column], SortMultipleOptions::default())
-            .collect()?;
-        let values = df.column(column)?.f64()?.clone();
+        let Some(values) = sorted_values(requests, point, column)? else { continue };
         let n = values.len();
         if n == 0 {
             continue;
@@ -584,9 +314,36 @@ pub fn plot_batch(
         None => manifest.sweep_keys.first().cloned(),
     };
     fs::create_dir_all(dir).map_err(|error| PlotError::Io { path: dir.to_path_buf(), error })?;
-    let mut written = Vec::new();
-    let points: Vec<u32> = (0..manifest.point_count() as u32).collect();
+    // Resolving the scenario's points is the slow part: only for request charts.
+    let traced_requests = !trace_files(out, "requests.parquet").is_empty();
+    let objectives = if traced_requests { latency_objectives(manifest, registry) } else { Vec::new() };
+    let batch = PlotBatch { out, manifest, summary, dir, confidence, x_key, charts, objectives };
+    let mut written = time_series_charts(&batch)?;
+    written.extend(request_charts(&batch)?);
+    written.extend(sweep_charts(&batch)?);
+    written.extend(tradeoff_charts(&batch)?);
+    Ok(written)
+}
 
+/// What the charts of one batch are drawn from.
+struct PlotBatch<'a> {
+    out: &'a Path,
+    manifest: &'a Manifest,
+    summary: &'a DataFrame,
+    dir: &'a Path,
+    confidence: f64,
+    /// The swept key on the x axis of sweep charts.
+    x_key: Option<String>,
+    charts: Charts,
+    /// Latency objectives (label, seconds), marked on latency charts.
+    objectives: Vec<(String, f64)>,
+}
+
+/// Time series of sampled state, a line per point with its band.
+fn time_series_charts(b: &PlotBatch<'_>) -> Result<Vec<PathBuf>, PlotError> {
+    let PlotBatch { out, manifest, dir, confidence, .. } = b;
+    let confidence = *confidence;
+    let mut written = Vec::new();
     // Time series: each replication averaged over bins (a few hundred across the run),
     // then the mean over replications with its band, clipped to the range the
     // quantity took (a queue's band never goes below zero).
@@ -617,7 +374,7 @@ pub fn plot_batch(
         let (unit, per_hour) = if t1 - t0 < 2.0 { ("s", 3600.0) } else { ("h", 1.0) };
         for column in &columns {
             let mut lines = Vec::new();
-            for &point in &points {
+            for point in 0..manifest.point_count() as u32 {
                 let frame = all.clone().filter(col("point").eq(lit(point)));
                 let mut binned = binned_band(frame, column, bin_h, confidence)?;
                 for p in &mut binned {
@@ -648,19 +405,32 @@ pub fn plot_batch(
             )?);
         }
     }
+    Ok(written)
+}
 
+/// The world's request distributions after warm-up.
+fn request_charts(b: &PlotBatch<'_>) -> Result<Vec<PathBuf>, PlotError> {
+    let PlotBatch { out, manifest, dir, .. } = b;
+    let mut written = Vec::new();
     // The world's request distributions after warm-up, pooled over replications
     // (end-to-end latency with the SLOs marked, say), each with its tail on a log
     // scale (the share of requests slower than x).
     let requests = trace_files(out, "requests.parquet");
     if !requests.is_empty() {
-        let slos = Marks { vertical: latency_objectives(manifest, registry), ..Marks::default() };
-        for chart in charts.distributions {
+        let slos = Marks { vertical: b.objectives.clone(), ..Marks::default() };
+        for chart in b.charts.distributions {
             let marks = if chart.objectives { slos.clone() } else { Marks::default() };
             written.extend(distribution_charts(&requests, manifest, dir, chart.column, chart.title, &marks)?);
         }
     }
+    Ok(written)
+}
 
+/// Each metric against the swept key on the x axis.
+fn sweep_charts(b: &PlotBatch<'_>) -> Result<Vec<PathBuf>, PlotError> {
+    let PlotBatch { manifest, summary, dir, confidence, x_key, .. } = b;
+    let confidence = *confidence;
+    let mut written = Vec::new();
     // Sweeps: each metric against one swept parameter (--x, or the first), a line per
     // combination of the others, in sweep order.
     if let Some(first) = x_key.as_ref() {
@@ -717,6 +487,14 @@ pub fn plot_batch(
             }
         }
     }
+    Ok(written)
+}
+
+/// The world's trade-offs across a sweep.
+fn tradeoff_charts(b: &PlotBatch<'_>) -> Result<Vec<PathBuf>, PlotError> {
+    let PlotBatch { manifest, summary, dir, confidence, x_key, .. } = b;
+    let confidence = *confidence;
+    let mut written = Vec::new();
     // The world's trade-offs across a sweep (accuracy or tail latency against energy,
     // say), one marker per point (with its interval), a line per combination of the
     // other swept keys.
@@ -730,7 +508,7 @@ pub fn plot_batch(
             let m = at("mean")?;
             Some((m, at("ci_low").unwrap_or(m), at("ci_high").unwrap_or(m)))
         };
-        for tradeoff in charts.tradeoffs {
+        for tradeoff in b.charts.tradeoffs {
             let (metric, name) = (tradeoff.metric, tradeoff.name);
             let Some(energy) = tradeoff.against.iter().find(|m| manifest.metrics.iter().any(|x| x == *m)) else {
                 continue;
