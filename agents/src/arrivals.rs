@@ -232,7 +232,7 @@ impl ArrivalProcess {
 
 impl ArrivalProcess {
     /// Fails for a closed loop: for worlds whose requests arrive on their own.
-    pub fn require_open_loop(&self) -> Result<(), ConfigError> {
+    pub(crate) fn require_open_loop(&self) -> Result<(), ConfigError> {
         match self {
             ArrivalProcess::Closed { .. } => Err(ConfigError::invalid(
                 "kind",
@@ -246,7 +246,7 @@ impl ArrivalProcess {
     /// For a replayed trace, what a run from 0 to `duration_s` whose statistics start
     /// at `warmup_s` leaves out of it, in words naming `key` (where the scenario names
     /// the file); `None` when every request runs and counts, or for other processes.
-    pub fn trace_cut(&self, key: &str, warmup_s: f64, duration_s: f64) -> Option<String> {
+    pub(crate) fn trace_cut(&self, key: &str, warmup_s: f64, duration_s: f64) -> Option<String> {
         let ArrivalProcess::Replay { requests, .. } = self else { return None };
         let total = requests.len();
         let beyond = requests.iter().filter(|r| r.time_s >= duration_s).count();
@@ -404,9 +404,9 @@ fn date_time_s(text: &str) -> Option<f64> {
 
 /// The highest arrival rate accepted: a million a second, far above any fleet's and
 /// still a thousand nanoseconds apart on average.
-pub const MAX_RATE_PER_S: f64 = 1e6;
+pub(crate) const MAX_RATE_PER_S: f64 = 1e6;
 /// The lowest: one per million seconds (gaps stay well inside the clock's range).
-pub const MIN_RATE_PER_S: f64 = 1e-6;
+pub(crate) const MIN_RATE_PER_S: f64 = 1e-6;
 const RATE_RANGE: &str = "a rate from 0.000001 to 1,000,000 per second";
 
 fn one() -> f64 {
@@ -449,7 +449,7 @@ impl ArrivalGenerator {
 
     /// The next arrival after `now` (for a replayed trace: the next recorded one, or
     /// [`SimTime::MAX`] when the trace is exhausted).
-    pub fn next_after(&mut self, now: SimTime, rng: &mut SimRng) -> Result<SimTime, ScheduleError> {
+    pub(crate) fn next_after(&mut self, now: SimTime, rng: &mut SimRng) -> Result<SimTime, ScheduleError> {
         // An arrival beyond the clock's range never comes (a rate of almost nothing).
         let after = |gap_s: f64| match SimDuration::from_secs_f64(gap_s) {
             Ok(gap) => Ok(now.checked_add(gap).unwrap_or(SimTime::MAX)),

@@ -66,7 +66,7 @@ impl ConfigError {
 
     /// The same error with its key renamed by `rename` (e.g. to the name a scenario
     /// file uses for a value the configuration keeps elsewhere).
-    pub fn rekey(self, rename: impl FnOnce(&str) -> String) -> Self {
+    pub(crate) fn rekey(self, rename: impl FnOnce(&str) -> String) -> Self {
         match self {
             ConfigError::Invalid { key, value, allowed } => ConfigError::Invalid { key: rename(&key), value, allowed },
             other => other,
@@ -85,12 +85,12 @@ pub fn is_duration_s(x: f64) -> bool {
 }
 
 /// What [`is_duration_s`] allows, as an error message says it.
-pub const DURATION_S: &str = "seconds from 0.000000001 to 100 years";
+pub(crate) const DURATION_S: &str = "seconds from 0.000000001 to 100 years";
 
 /// A number as a person reads it in a message: `1e300` rather than the 301 digits
 /// `f64`'s `Display` writes, `1e-12` rather than twelve zeros. Text that is not a long
 /// number is returned as it is.
-pub fn short_number(text: String) -> String {
+pub(crate) fn short_number(text: String) -> String {
     if text.len() <= 12 {
         return text;
     }

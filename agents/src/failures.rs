@@ -35,22 +35,22 @@ impl Failures {
     }
 
     /// Time to the next failure (h), drawn from `rng`.
-    pub fn time_to_failure_h(&self, rng: &mut SimRng) -> f64 {
+    pub(crate) fn time_to_failure_h(&self, rng: &mut SimRng) -> f64 {
         Distribution::<f64>::sample(&Exp1, rng) * self.mtbf_h
     }
 
     /// Time to repair (h), drawn from `rng`.
-    pub fn time_to_repair_h(&self, rng: &mut SimRng) -> f64 {
+    pub(crate) fn time_to_repair_h(&self, rng: &mut SimRng) -> f64 {
         Distribution::<f64>::sample(&Exp1, rng) * self.mttr_h
     }
 
     /// Time to the next failure (s), drawn from `rng`.
-    pub fn time_to_failure_s(&self, rng: &mut SimRng) -> f64 {
+    pub(crate) fn time_to_failure_s(&self, rng: &mut SimRng) -> f64 {
         self.time_to_failure_h(rng) * 3600.0
     }
 
     /// Time to repair (s), drawn from `rng`.
-    pub fn time_to_repair_s(&self, rng: &mut SimRng) -> f64 {
+    pub(crate) fn time_to_repair_s(&self, rng: &mut SimRng) -> f64 {
         self.time_to_repair_h(rng) * 3600.0
     }
 }
@@ -158,7 +158,7 @@ impl Lifecycle {
     /// Unit `u`'s life ends at `now` (a replica retired, a node gone): it is no longer
     /// down (its down time ends here) and its epoch moves on, so that events of the
     /// ended life are stale; returns the new epoch. A unit reused later starts up.
-    pub fn retire(&mut self, u: usize, now: infersim_engine::SimTime) -> u32 {
+    pub(crate) fn retire(&mut self, u: usize, now: infersim_engine::SimTime) -> u32 {
         self.repair(u, now)
     }
 
@@ -169,7 +169,7 @@ impl Lifecycle {
     }
 
     /// Units down now.
-    pub fn down_now(&self) -> usize {
+    pub(crate) fn down_now(&self) -> usize {
         self.down
     }
 }

@@ -55,7 +55,7 @@ fn day_h() -> f64 {
 impl CarbonIntensity {
     /// Zero intensity everywhere: for accounting energy where a scenario gives no grid
     /// (and so reports no carbon).
-    pub const NONE: CarbonIntensity = CarbonIntensity::Constant { kg_per_kwh: 0.0 };
+    pub(crate) const NONE: CarbonIntensity = CarbonIntensity::Constant { kg_per_kwh: 0.0 };
 
     /// Reads a series' points through `inputs` (`key` is the grid table's); other
     /// kinds are left as they are.
@@ -170,7 +170,7 @@ impl CarbonIntensity {
 
 /// A carbon-intensity series from a table with `t_h` (hours from the start of the
 /// run, strictly increasing) and `kg_per_kwh` (>= 0); other columns are ignored.
-pub fn read_series(table: &DataTable) -> Result<Vec<(f64, f64)>, ConfigError> {
+pub(crate) fn read_series(table: &DataTable) -> Result<Vec<(f64, f64)>, ConfigError> {
     let (t_col, v_col) = (table.require("t_h")?, table.require("kg_per_kwh")?);
     let mut points: Vec<(f64, f64)> = Vec::with_capacity(table.rows());
     for row in 0..table.rows() {

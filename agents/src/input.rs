@@ -115,7 +115,7 @@ impl DataTable {
 
     /// The position of the first of `names` the table has (for columns that go by
     /// several names in the files users bring).
-    pub fn column_any(&self, names: &[&str]) -> Option<usize> {
+    pub(crate) fn column_any(&self, names: &[&str]) -> Option<usize> {
         names.iter().find_map(|n| self.column(n))
     }
 

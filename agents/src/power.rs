@@ -25,7 +25,7 @@ use crate::error::hours;
 use crate::grid::CarbonIntensity;
 
 /// Joules in a kilowatt-hour.
-pub const J_PER_KWH: f64 = 3.6e6;
+pub(crate) const J_PER_KWH: f64 = 3.6e6;
 
 /// Energy and carbon of a power level that changes at known instants.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -54,7 +54,7 @@ impl PowerMeter {
     }
 
     /// Energy up to `t` (J), `power_w` being held since the last call.
-    pub fn energy_j_at(&self, t: SimTime, power_w: f64) -> f64 {
+    pub(crate) fn energy_j_at(&self, t: SimTime, power_w: f64) -> f64 {
         self.energy_j + power_w * (t - self.since).as_secs_f64()
     }
 

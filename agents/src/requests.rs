@@ -25,7 +25,7 @@ pub const MAX_TOKENS: u32 = 1 << 20;
 pub const DEFAULT_MAX_QUEUED: u32 = 100_000;
 
 /// The largest queue cap a scenario may set: beyond it, memory bounds nothing.
-pub const MAX_QUEUED: u32 = 10_000_000;
+pub(crate) const MAX_QUEUED: u32 = 10_000_000;
 
 /// A token count: fixed, or log-normal with a mean and coefficient of variation,
 /// rounded to a whole number of at least one token.

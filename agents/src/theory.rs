@@ -26,7 +26,7 @@ pub fn erlang_b(servers: u32, offered_erlangs: f64) -> f64 {
 }
 
 /// Erlang C: the probability that an arrival waits in M/M/c; `None` unless rho < 1.
-pub fn erlang_c(servers: u32, offered_erlangs: f64) -> Option<f64> {
+pub(crate) fn erlang_c(servers: u32, offered_erlangs: f64) -> Option<f64> {
     let c = f64::from(servers);
     let rho = offered_erlangs / c;
     if servers == 0 || !(0.0..1.0).contains(&rho) {

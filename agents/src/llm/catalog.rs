@@ -75,7 +75,7 @@ pub struct ModelSpec {
 
 impl ModelSpec {
     /// Parameters of one decoder layer (projections, MLP and two norms).
-    pub fn layer_params(&self) -> f64 {
+    pub(crate) fn layer_params(&self) -> f64 {
         let (h, q, kv, i) = (
             f64::from(self.hidden),
             f64::from(self.heads * self.head_dim),
@@ -86,7 +86,7 @@ impl ModelSpec {
     }
 
     /// Parameters of the output projection (the LM head).
-    pub fn head_params(&self) -> f64 {
+    pub(crate) fn head_params(&self) -> f64 {
         f64::from(self.hidden) * f64::from(self.vocab)
     }
 
@@ -98,33 +98,33 @@ impl ModelSpec {
 
     /// Bytes of weights a step reads (every layer and the head; the embedding is a
     /// lookup of a few rows).
-    pub fn weight_bytes_read(&self) -> f64 {
+    pub(crate) fn weight_bytes_read(&self) -> f64 {
         (f64::from(self.layers) * self.layer_params() + self.head_params()) * self.bytes_per_param
     }
 
     /// Bytes of weights held in memory.
-    pub fn weight_bytes(&self) -> f64 {
+    pub(crate) fn weight_bytes(&self) -> f64 {
         self.params() * self.bytes_per_param
     }
 
     /// KV cache per token, all layers: 2 (K and V) x layers x KV heads x head dim x bytes.
-    pub fn kv_bytes_per_token(&self) -> f64 {
+    pub(crate) fn kv_bytes_per_token(&self) -> f64 {
         2.0 * f64::from(self.layers) * f64::from(self.kv_heads * self.head_dim) * self.bytes_per_param
     }
 
     /// FLOPs of the layers' matrix products per token (2 per multiply-add).
-    pub fn linear_flops_per_token(&self) -> f64 {
+    pub(crate) fn linear_flops_per_token(&self) -> f64 {
         2.0 * f64::from(self.layers) * self.layer_params()
     }
 
     /// FLOPs of the LM head per sequence that emits logits.
-    pub fn head_flops_per_sequence(&self) -> f64 {
+    pub(crate) fn head_flops_per_sequence(&self) -> f64 {
         2.0 * self.head_params()
     }
 
     /// Attention FLOPs for one query token against one cached token, all layers
     /// (QK^T and PV: 2 products x 2 FLOPs x heads x head dim).
-    pub fn attention_flops_per_pair(&self) -> f64 {
+    pub(crate) fn attention_flops_per_pair(&self) -> f64 {
         4.0 * f64::from(self.layers) * f64::from(self.heads * self.head_dim)
     }
 

@@ -43,12 +43,12 @@ impl KvCache {
     }
 
     /// Blocks that sequences can hold.
-    pub fn usable_blocks(&self) -> u32 {
+    pub(crate) fn usable_blocks(&self) -> u32 {
         self.usable_blocks
     }
 
     /// Blocks in the free queue (cached or not).
-    pub fn free_blocks(&self) -> u32 {
+    pub(crate) fn free_blocks(&self) -> u32 {
         self.free_blocks
     }
 
@@ -61,13 +61,13 @@ impl KvCache {
     }
 
     /// Blocks needed to hold `tokens` tokens.
-    pub fn blocks_for(&self, tokens: u32) -> u32 {
+    pub(crate) fn blocks_for(&self, tokens: u32) -> u32 {
         tokens.div_ceil(self.block_size)
     }
 
     /// Takes `blocks` blocks from the head of the free queue (evicting what they
     /// cached); false, and nothing taken, if there are not enough.
-    pub fn allocate(&mut self, blocks: u32) -> bool {
+    pub(crate) fn allocate(&mut self, blocks: u32) -> bool {
         if blocks > self.free_blocks {
             return false;
         }
@@ -105,13 +105,13 @@ impl KvCache {
     }
 
     /// Blocks of `owner`'s prefix still cached in the free queue.
-    pub fn cached_blocks(&self, owner: u64) -> u32 {
+    pub(crate) fn cached_blocks(&self, owner: u64) -> u32 {
         self.queue.iter().filter(|r| r.owner == Some(owner)).map(|r| r.blocks).sum()
     }
 
     /// Takes `owner`'s cached blocks (up to `blocks` of them) out of the free queue for
     /// it to hold again; the rest of its cache becomes plain free blocks.
-    pub fn reuse_cached(&mut self, owner: u64, blocks: u32) {
+    pub(crate) fn reuse_cached(&mut self, owner: u64, blocks: u32) {
         let mut taken = 0;
         let mut i = 0;
         while i < self.queue.len() {
@@ -131,7 +131,7 @@ impl KvCache {
     }
 
     /// Forgets `owner`'s cache (the sequence has finished or left): its blocks stay free.
-    pub fn forget(&mut self, owner: u64) {
+    pub(crate) fn forget(&mut self, owner: u64) {
         for run in self.queue.iter_mut().filter(|r| r.owner == Some(owner)) {
             run.owner = None;
         }

@@ -355,7 +355,7 @@ impl<K: Copy> Replica<K> {
 
     /// Tokens still to compute or generate, all sequences here: a load measure for
     /// routers.
-    pub fn outstanding_tokens(&self) -> u64 {
+    pub(crate) fn outstanding_tokens(&self) -> u64 {
         let cohort = (self.cohort.outstanding_offset - i64::from(self.cohort.len) * self.steps as i64) as u64;
         cohort
             + self
@@ -489,7 +489,7 @@ impl<K: Copy> Replica<K> {
     }
 
     /// The sequences the planned step admits for the first time.
-    pub fn first_admitted(&self) -> &[K] {
+    pub(crate) fn first_admitted(&self) -> &[K] {
         &self.first_admitted
     }
 
@@ -624,7 +624,7 @@ impl<K: Copy> Replica<K> {
     }
 
     /// Removes a waiting sequence (it gave up); true if it was waiting.
-    pub fn withdraw(&mut self, key_matches: impl Fn(&K) -> bool) -> Option<Sequence<K>> {
+    pub(crate) fn withdraw(&mut self, key_matches: impl Fn(&K) -> bool) -> Option<Sequence<K>> {
         let at = self.waiting.iter().position(|s| key_matches(&s.key))?;
         let s = self.waiting.remove(at)?;
         self.kv.forget(s.uid);

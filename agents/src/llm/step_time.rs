@@ -66,7 +66,7 @@ pub struct Roofline {
 impl Roofline {
     /// Bytes one GPU reads in the step: its share of the weights and of the KV cache
     /// read, plus the new KV it writes.
-    pub fn bytes_per_gpu(&self, s: &StepShape) -> f64 {
+    pub(crate) fn bytes_per_gpu(&self, s: &StepShape) -> f64 {
         let kv = self.model.kv_bytes_per_token();
         let tp = f64::from(self.tp);
         (self.model.weight_bytes_read() + kv * ((s.prefill_kv + s.decode_kv) as f64 + f64::from(s.tokens()))) / tp
@@ -79,7 +79,7 @@ impl Roofline {
 
     /// Time of the two all-reduces per layer of the step's activations over the link
     /// (ring: 2 (tp - 1) / tp of the bytes cross each GPU's link).
-    pub fn all_reduce_s(&self, tokens: u32) -> f64 {
+    pub(crate) fn all_reduce_s(&self, tokens: u32) -> f64 {
         if self.tp <= 1 {
             return 0.0;
         }

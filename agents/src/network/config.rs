@@ -445,7 +445,7 @@ impl NetworkConfig {
     }
 
     /// The most contenders any task has at time 0 (nodes of the classes serving it).
-    pub fn initial_contenders_per_task(&self) -> u32 {
+    pub(crate) fn initial_contenders_per_task(&self) -> u32 {
         self.tasks
             .iter()
             .map(|t| self.node_classes.iter().filter(|c| c.tasks.contains(&t.name)).map(|c| c.count).sum::<u32>())
@@ -454,12 +454,12 @@ impl NetworkConfig {
     }
 
     /// The index of the task named `name`.
-    pub fn task_index(&self, name: &str) -> Option<usize> {
+    pub(crate) fn task_index(&self, name: &str) -> Option<usize> {
         self.tasks.iter().position(|t| t.name == name)
     }
 
     /// The index of the node class named `name`.
-    pub fn class_index(&self, name: &str) -> Option<usize> {
+    pub(crate) fn class_index(&self, name: &str) -> Option<usize> {
         self.node_classes.iter().position(|c| c.name == name)
     }
 

@@ -331,7 +331,7 @@ type RankQueue = PriorityQueue<u32, Reverse<(u64, u32)>, FxBuildHasher>;
 /// Measured (benches/README.md): with 19 contenders a scan is 1.5x (least_processed)
 /// and 2.1x (join_shortest_queue) faster than the queue's hashing and re-pushing; with
 /// 247 the queue is 1.65x and 1.46x faster.
-pub const RANK_QUEUE_MIN_CONTENDERS: u32 = 64;
+pub(crate) const RANK_QUEUE_MIN_CONTENDERS: u32 = 64;
 
 /// The `top` smallest keys, in order: a partial selection, then a sort of the few kept.
 fn smallest<K: Copy>(mut keyed: Vec<K>, top: usize, order: impl Fn(&K, &K) -> std::cmp::Ordering) -> Vec<K> {
@@ -752,7 +752,7 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
 }
 
 /// Runs a built replication to its horizon and returns its metrics.
-pub fn finish_network<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>>(
+pub(crate) fn finish_network<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>>(
     sim: &mut Simulation<Network<O, S>>,
 ) -> Result<NetworkRun, ScheduleError> {
     let horizon = sim.model().horizon;

@@ -78,7 +78,7 @@ struct Candidate {
 }
 
 /// Batch sizes allowed: powers of two up to `cap`.
-pub fn batch_sizes(cap: u32) -> impl Iterator<Item = u32> {
+pub(crate) fn batch_sizes(cap: u32) -> impl Iterator<Item = u32> {
     (0..32).map(|k| 1u32 << k).take_while(move |&b| b <= cap.max(1))
 }
 
@@ -95,7 +95,7 @@ fn fill_s(b: u32, lambda: f64) -> f64 {
 
 /// The objective value and latency of variant `v` at batch `b` in `stage`, with the
 /// fewest replicas that carry `lambda`; none if even `max_replicas` cannot.
-pub fn stage_terms(
+pub(crate) fn stage_terms(
     stage: &Stage,
     v: usize,
     b: u32,

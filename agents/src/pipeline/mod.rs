@@ -58,7 +58,7 @@ pub use profile::{
 };
 
 /// The built-in profiles, by name: CSV text as in data/profiles/.
-pub const BUILTIN_PROFILES: &[(&str, &str)] = &[
+pub(crate) const BUILTIN_PROFILES: &[(&str, &str)] = &[
     ("video-detector", include_str!("../../../data/profiles/video-detector.csv")),
     ("video-classifier", include_str!("../../../data/profiles/video-classifier.csv")),
 ];
@@ -75,7 +75,7 @@ pub const FAILURE_STREAM_BASE: u32 = 1_000_000;
 
 /// The events of the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PipelineEvent {
+pub(crate) enum PipelineEvent {
     /// Time zero: the first plan's replicas start their lives, the first input and
     /// the first adapter tick are scheduled.
     Start,
@@ -202,7 +202,7 @@ struct Stats {
 }
 
 /// The pipeline world.
-pub struct Pipeline<O = NullObserver, S = NullObserver> {
+pub(crate) struct Pipeline<O = NullObserver, S = NullObserver> {
     /// The load's shared arrival process, when it has one.
     arrivals: Option<crate::arrivals::ArrivalGenerator>,
     config: PipelineConfig,
@@ -292,8 +292,9 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Pipeline<O, S> {
         })
     }
 
-    /// Consumes the world, returning its observers.
-    pub fn into_observers(self) -> (O, Option<S>) {
+    /// Consumes the world, returning its observers (for tests).
+    #[cfg(test)]
+    pub(crate) fn into_observers(self) -> (O, Option<S>) {
         (self.observer, self.samples)
     }
 
@@ -634,7 +635,7 @@ impl<O: Observer<PipelineRequest>, S: Observer<PipelineSample>> Model for Pipeli
 }
 
 /// Builds one replication: bursts drawn, first arrival and first tick scheduled.
-pub fn build_pipeline<O: Observer<PipelineRequest>, S: Observer<PipelineSample>>(
+pub(crate) fn build_pipeline<O: Observer<PipelineRequest>, S: Observer<PipelineSample>>(
     config: &PipelineConfig,
     observer: O,
     samples: Option<S>,
@@ -664,7 +665,7 @@ pub fn build_pipeline<O: Observer<PipelineRequest>, S: Observer<PipelineSample>>
 }
 
 /// Runs a built replication to its horizon.
-pub fn finish_pipeline<O: Observer<PipelineRequest>, S: Observer<PipelineSample>>(
+pub(crate) fn finish_pipeline<O: Observer<PipelineRequest>, S: Observer<PipelineSample>>(
     sim: &mut Simulation<Pipeline<O, S>>,
 ) -> Result<PipelineRun, ScheduleError> {
     let horizon = sim.model().horizon;

@@ -441,7 +441,7 @@ impl RetrainingConfig {
     }
 
     /// GPUs that exist: the fleet plus any dedicated training pool.
-    pub fn total_gpus(&self) -> u32 {
+    pub(crate) fn total_gpus(&self) -> u32 {
         match self.training.pool {
             TrainingPool::Shared => self.fleet.gpus,
             TrainingPool::Dedicated { gpus } => self.fleet.gpus + gpus,

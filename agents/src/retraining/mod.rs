@@ -266,7 +266,7 @@ impl<O: Observer<RetrainingRequest>> Retraining<O> {
 
 impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O, S> {
     /// A validated world that also hands its per-tick state to `samples`.
-    pub fn with_samples(config: RetrainingConfig, observer: O, samples: Option<S>) -> Result<Self, ConfigError> {
+    pub(crate) fn with_samples(config: RetrainingConfig, observer: O, samples: Option<S>) -> Result<Self, ConfigError> {
         config.validate()?;
         let out_of_range = |key: &str, value: f64| crate::error::ConfigError::invalid(key, value, "at most 584 years");
         let horizon = SimTime::from_secs_f64(config.duration_s)
@@ -660,7 +660,7 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Model for Re
 }
 
 /// Builds one replication: first arrival, first tick and first failures scheduled.
-pub fn build_retraining<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>>(
+pub(crate) fn build_retraining<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>>(
     config: &RetrainingConfig,
     observer: O,
     samples: Option<S>,
@@ -691,7 +691,7 @@ pub fn build_retraining<O: Observer<RetrainingRequest>, S: Observer<RetrainingSa
 }
 
 /// Runs a built replication to its horizon (or its runaway) and returns its metrics.
-pub fn finish_retraining<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>>(
+pub(crate) fn finish_retraining<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>>(
     sim: &mut Simulation<Retraining<O, S>>,
 ) -> Result<RetrainingRun, ScheduleError> {
     let horizon = sim.model().horizon;

@@ -68,7 +68,7 @@ pub enum DurationDistribution {
 
 impl DurationDistribution {
     /// Exponential with rate `rate_per_s`.
-    pub fn exponential_rate(rate_per_s: f64) -> Self {
+    pub(crate) fn exponential_rate(rate_per_s: f64) -> Self {
         DurationDistribution::Exponential { mean_s: 1.0 / rate_per_s }
     }
 
@@ -350,7 +350,7 @@ impl<O: Observer<CustomerRecord>> Station<O> {
 
 impl<O: Observer<CustomerRecord>, S: Observer<StationSample>> Station<O, S> {
     /// Samples the state every `every` (from time zero) into `sink`.
-    pub fn with_samples<S2: Observer<StationSample>>(self, every: SimDuration, sink: S2) -> Station<O, S2> {
+    pub(crate) fn with_samples<S2: Observer<StationSample>>(self, every: SimDuration, sink: S2) -> Station<O, S2> {
         Station {
             config: self.config,
             interarrival: self.interarrival,
@@ -596,7 +596,7 @@ pub fn build_station<O: Observer<CustomerRecord>>(
 }
 
 /// Like [`build_station`], also sampling the state every `every` into `samples`.
-pub fn build_sampled_station<O: Observer<CustomerRecord>, S: Observer<StationSample>>(
+pub(crate) fn build_sampled_station<O: Observer<CustomerRecord>, S: Observer<StationSample>>(
     config: &StationConfig,
     observer: O,
     every: SimDuration,
@@ -623,7 +623,7 @@ fn start<O: Observer<CustomerRecord>, S: Observer<StationSample>>(
 }
 
 /// Runs a built replication until the station drains and returns its measures.
-pub fn finish_station<O: Observer<CustomerRecord>, S: Observer<StationSample>>(
+pub(crate) fn finish_station<O: Observer<CustomerRecord>, S: Observer<StationSample>>(
     sim: &mut Simulation<Station<O, S>>,
 ) -> Result<StationRun, ScheduleError> {
     sim.run(Default::default())?;

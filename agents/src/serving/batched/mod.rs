@@ -236,7 +236,12 @@ impl<O: Observer<RequestRecord>> BatchedServing<O> {
 
 impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> BatchedServing<O, S> {
     /// Like [`BatchedServing::new`], also sampling the state every `every` into `sink`.
-    pub fn new_sampled(config: BatchedConfig, observer: O, every: SimDuration, sink: S) -> Result<Self, ConfigError> {
+    pub(crate) fn new_sampled(
+        config: BatchedConfig,
+        observer: O,
+        every: SimDuration,
+        sink: S,
+    ) -> Result<Self, ConfigError> {
         let sampling = (every > SimDuration::ZERO).then(|| Sampling { grid: Grid::new(every), sink });
         BatchedServing::with_sampling(config, observer, sampling)
     }
@@ -718,7 +723,7 @@ pub fn build_batched<O: Observer<RequestRecord>>(
 }
 
 /// Like [`build_batched`], also sampling the state every `every` into `samples`.
-pub fn build_sampled_batched<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
+pub(crate) fn build_sampled_batched<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
     config: &BatchedConfig,
     observer: O,
     every: SimDuration,
@@ -756,7 +761,7 @@ fn start<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
 }
 
 /// Runs a built replication until every request is done and returns its metrics.
-pub fn finish_batched<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
+pub(crate) fn finish_batched<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
     sim: &mut Simulation<BatchedServing<O, S>>,
 ) -> Result<BatchedRun, ScheduleError> {
     sim.run(Default::default())?;

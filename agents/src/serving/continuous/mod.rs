@@ -39,7 +39,7 @@ const DOWN: u64 = u32::MAX as u64 - 1;
 
 /// The events of the continuous engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LlmEvent {
+pub(crate) enum LlmEvent {
     /// The run starts: first arrivals, clients and failures are drawn.
     Start,
     /// The next open-loop request arrives.
@@ -60,7 +60,7 @@ pub enum LlmEvent {
 
 /// A request in flight.
 #[derive(Clone, Copy, Debug)]
-pub struct LlmRequest {
+pub(crate) struct LlmRequest {
     id: u64,
     task: u16,
     prompt: u32,
@@ -133,7 +133,7 @@ struct Sampling<S> {
 
 /// The token-level serving world; `O` receives a [`RequestRecord`] per request and `S`
 /// a [`ServingSample`] per sampling instant.
-pub struct LlmServing<'c, O, S> {
+pub(crate) struct LlmServing<'c, O, S> {
     config: &'c LlmServingConfig,
     arrivals: ArrivalGenerator,
     cumulative_weights: Vec<f64>,
