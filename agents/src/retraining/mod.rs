@@ -2,7 +2,7 @@
 //! serves, a monitoring controller that retrains it, and the energy of both.
 //!
 //! Agents:
-//! - a request source ([`ArrivalProcess`]) whose requests queue for the serving
+//! - a request source ([`ArrivalProcess`](crate::arrivals::ArrivalProcess)) whose requests queue for the serving
 //!   GPUs (or are served the instant they arrive when `fleet.service_s` is 0); every
 //!   served request adds drift to the loss;
 //! - a monitoring controller that ticks every `monitor.interval_h`, samples the state

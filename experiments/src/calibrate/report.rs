@@ -147,8 +147,9 @@ pub struct Correspondence {
     pub ci: Option<(f64, f64)>,
     /// (simulated - observed) / observed.
     pub relative_error: f64,
-    /// Whether the observed value lies within the replications' range.
-    pub inside: bool,
+    /// Whether the observed value lies within the replications' range; none from one
+    /// replication (a range of one value says nothing).
+    pub inside: Option<bool>,
 }
 
 fn column_f64(df: &DataFrame, name: &str) -> Option<Vec<Option<f64>>> {
@@ -181,7 +182,7 @@ pub fn correspondence(replications: &DataFrame, observed: &Observed, confidence:
             simulated_mean: mean,
             ci,
             relative_error: if *real != 0.0 { (mean - real) / real } else { mean - real },
-            inside: *real >= lo - tolerance && *real <= hi + tolerance,
+            inside: (values.len() > 1).then_some(*real >= lo - tolerance && *real <= hi + tolerance),
         });
     }
     rows
@@ -198,7 +199,7 @@ pub fn read_replications(out: &Path) -> Result<DataFrame, CalibrateError> {
 }
 
 /// The table as CSV (columns metric, observed, simulated_mean, ci_low, ci_high,
-/// relative_error, inside; the interval empty from one replication), then a row per
+/// relative_error, inside; the interval and inside empty from one replication), then a row per
 /// KS distance.
 pub fn correspondence_csv(rows: &[Correspondence], ks: &[(String, f64)]) -> Result<String, CalibrateError> {
     let mut w = csv::Writer::from_writer(Vec::new());
@@ -213,7 +214,7 @@ pub fn correspondence_csv(rows: &[Correspondence], ks: &[(String, f64)]) -> Resu
             lo,
             hi,
             r.relative_error.to_string(),
-            r.inside.to_string(),
+            r.inside.map_or(String::new(), |inside| inside.to_string()),
         ];
         w.write_record(row).map_err(failed)?;
     }

@@ -213,7 +213,7 @@ pub(super) fn correspond(
             fmt_value(r.simulated_mean),
             ci,
             r.relative_error * 100.0,
-            if r.inside { "yes" } else { "no" }
+            r.inside.map_or("-", |inside| if inside { "yes" } else { "no" })
         );
     }
     for (name, d) in &ks {

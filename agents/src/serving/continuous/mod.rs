@@ -3,7 +3,7 @@
 //! model) behind a router.
 //!
 //! One event per step per replica; tokens are counted inside the step, never one event
-//! each. A replica's GPUs draw [`GpuSpec::step_power_w`] during a step (its host time
+//! each. A replica's GPUs draw [`GpuSpec::step_power_w`](crate::llm::GpuSpec::step_power_w) during a step (its host time
 //! included, as the curve was fitted) and `idle_w` with nothing to do; nodes add
 //! their baseline and the facility its PUE. Requests come open loop (any
 //! [`ArrivalProcess`], a replayed trace included) or from `concurrency` closed-loop
