@@ -2,7 +2,6 @@
 //! summarised as one batch.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use infersim_engine::stats::Warmup;
 
@@ -91,7 +90,7 @@ fn check_shards(dirs: &[PathBuf]) -> Result<Vec<Manifest>, CliError> {
 }
 
 /// Summarises the batch; writes the merged batch where it may.
-pub(super) fn analyze(registry: &Registry, args: AnalyzeArgs) -> Result<ExitCode, CliError> {
+pub(super) fn analyze(registry: &Registry, args: AnalyzeArgs) -> Result<u8, CliError> {
     let AnalyzeArgs { dirs, out, confidence, batch_means, batches, warmup } = args;
     let manifests = check_shards(&dirs)?;
     let first = &manifests[0];
@@ -128,5 +127,5 @@ pub(super) fn analyze(registry: &Registry, args: AnalyzeArgs) -> Result<ExitCode
     print_summary(&summary, &merged, scenario.as_ref());
     print_notes(&summary, &merged, registry);
     print_batch_means(&series_rows, confidence);
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }

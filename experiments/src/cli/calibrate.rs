@@ -3,7 +3,6 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -11,7 +10,8 @@ use super::print::fmt_value;
 use super::{CliError, install_interrupt, load};
 use crate::calibrate::run::{Report, Request};
 use crate::calibrate::{
-    CalibrateError, Interval, Objective, Observed, correspondence, correspondence_csv, read_replications, trace_ks,
+    CalibrateError, Correspondence, Interval, Objective, Observed, correspondence, correspondence_csv,
+    read_replications, trace_ks,
 };
 use crate::inputs::FileInputs;
 use crate::lock::DirLock;
@@ -70,7 +70,7 @@ pub(super) struct CalibrateArgs {
 }
 
 /// Calibrates and prints the fitted values; 130 when interrupted.
-pub(super) fn calibrate(registry: &Registry, a: CalibrateArgs) -> Result<ExitCode, CliError> {
+pub(super) fn calibrate(registry: &Registry, a: CalibrateArgs) -> Result<u8, CliError> {
     let scenario = load(registry, &a.scenario, &a.overrides)?;
     let objective = match (a.target.is_empty(), a.distribution.is_empty(), a.series.is_empty()) {
         (false, true, true) => Objective::Metrics(a.target.clone()),
@@ -114,13 +114,13 @@ pub(super) fn calibrate(registry: &Registry, a: CalibrateArgs) -> Result<ExitCod
         Err(CalibrateError::Interrupted) => {
             let out = request.out.clone().map_or_else(|| "DIR".into(), |o| o.display().to_string());
             say!("interrupted: finished evaluations are kept; continue with the same command and --out {out} --resume");
-            return Ok(ExitCode::from(130));
+            return Ok(130);
         }
         other => other?,
     };
     print_fitted(&report, a.confidence);
     say!("output: {}", report.out.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }
 
 /// The fitted values with their intervals, the threshold and the fit.
@@ -168,13 +168,26 @@ fn print_fitted(report: &Report, confidence: f64) {
     }
 }
 
-/// The sim-to-real table of the batch in `out`, written to its correspondence.csv.
-pub(super) fn correspond(
+/// A finished batch beside measurements: what `infersim correspond` prints.
+#[derive(Clone, Debug)]
+pub struct CorrespondenceTable {
+    /// A row per observed metric the batch reports.
+    pub rows: Vec<Correspondence>,
+    /// The Kolmogorov-Smirnov distance of each observed request column the batch
+    /// traced.
+    pub ks: Vec<(String, f64)>,
+    /// Where the table was written (OUT/correspondence.csv).
+    pub path: PathBuf,
+}
+
+/// The sim-to-real table of the batch in `out` against the measured file `observed`,
+/// written to its correspondence.csv.
+pub fn correspondence_table(
     registry: &Registry,
     out: &Path,
     observed: &str,
     confidence: f64,
-) -> Result<ExitCode, CliError> {
+) -> Result<CorrespondenceTable, CliError> {
     let replications = read_replications(out)?;
     let _lock = DirLock::acquire(out, "correspond")?;
     let manifest = crate::batch::read_manifest(out)?;
@@ -193,6 +206,17 @@ pub(super) fn correspond(
             observed.metrics.iter().map(|m| m.0.as_str()).collect::<Vec<_>>().join(", ")
         ))));
     }
+    let path = out.join("correspondence.csv");
+    let tmp = out.join("correspondence.csv.tmp");
+    let write = |error| CliError::Write { path: path.clone(), error };
+    std::fs::write(&tmp, correspondence_csv(&rows, &ks)?).map_err(write)?;
+    std::fs::rename(&tmp, &path).map_err(write)?;
+    Ok(CorrespondenceTable { rows, ks, path })
+}
+
+/// Prints the sim-to-real table of the batch in `out`, written to its correspondence.csv.
+pub(super) fn correspond(registry: &Registry, out: &Path, observed: &str, confidence: f64) -> Result<u8, CliError> {
+    let CorrespondenceTable { rows, ks, path } = correspondence_table(registry, out, observed, confidence)?;
     let width = rows.iter().map(|r| r.metric.len()).max().unwrap_or(6).max(6);
     say!(
         "{:<width$} {:>12} {:>12} {:>27} {:>9} {:>7}",
@@ -219,11 +243,6 @@ pub(super) fn correspond(
     for (name, d) in &ks {
         say!("KS distance of {name}: {d:.4}");
     }
-    let path = out.join("correspondence.csv");
-    let tmp = out.join("correspondence.csv.tmp");
-    let write = |error| CliError::Write { path: path.clone(), error };
-    std::fs::write(&tmp, correspondence_csv(&rows, &ks)?).map_err(write)?;
-    std::fs::rename(&tmp, &path).map_err(write)?;
     say!("written: {}", path.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }

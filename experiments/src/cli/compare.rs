@@ -2,7 +2,6 @@
 //! `infersim plot` (a batch's charts).
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use super::CliError;
 use super::print::{fmt_value, signed};
@@ -34,16 +33,38 @@ fn complete_manifest(dir: &Path) -> Result<Manifest, CliError> {
     Ok(m)
 }
 
-/// Compares the batches; 1 when a gate fails.
-pub(super) fn compare(
-    base: &Path,
-    candidate: &Path,
-    fail_on: &[String],
-    confidence: f64,
-) -> Result<ExitCode, CliError> {
-    let gates: Vec<Gate> = fail_on.iter().map(|g| Gate::parse(g).map_err(CliError::Usage)).collect::<Result<_, _>>()?;
+/// Two complete batches compared replication by replication: what `infersim compare`
+/// prints, for other front ends.
+#[derive(Clone, Debug)]
+pub struct Comparison {
+    /// The baseline's manifest.
+    pub base: Manifest,
+    /// The candidate's manifest.
+    pub candidate: Manifest,
+    /// The metrics both batches report, in the baseline's order.
+    pub metrics: Vec<String>,
+    /// A row per (point, metric).
+    pub rows: Vec<ComparisonRow>,
+}
+
+/// Compares the complete, unsharded batches in `base` and `candidate` (bad input when
+/// either is not one).
+pub fn comparison(base: &Path, candidate: &Path, confidence: f64) -> Result<Comparison, CliError> {
     let (bm, cm) = (complete_manifest(base)?, complete_manifest(candidate)?);
     let metrics: Vec<String> = bm.metrics.iter().filter(|m| cm.metrics.contains(m)).cloned().collect();
+    let rows = compare_batches(
+        scan_replications(&[base.to_path_buf()])?,
+        scan_replications(&[candidate.to_path_buf()])?,
+        &metrics,
+        confidence,
+    )?;
+    Ok(Comparison { base: bm, candidate: cm, metrics, rows })
+}
+
+/// Compares the batches; 1 when a gate fails.
+pub(super) fn compare(base: &Path, candidate: &Path, fail_on: &[String], confidence: f64) -> Result<u8, CliError> {
+    let gates: Vec<Gate> = fail_on.iter().map(|g| Gate::parse(g).map_err(CliError::Usage)).collect::<Result<_, _>>()?;
+    let Comparison { base: bm, candidate: cm, metrics, rows } = comparison(base, candidate, confidence)?;
     if let Some(g) = gates.iter().find(|g| !metrics.contains(&g.metric)) {
         let have = metrics.join(", ");
         return Err(CliError::Usage(format!(
@@ -51,12 +72,6 @@ pub(super) fn compare(
             g.metric
         )));
     }
-    let rows = compare_batches(
-        scan_replications(&[base.to_path_buf()])?,
-        scan_replications(&[candidate.to_path_buf()])?,
-        &metrics,
-        confidence,
-    )?;
     let crn = bm.seed == cm.seed;
     if bm.world != cm.world || scenario_name(&bm.scenario) != scenario_name(&cm.scenario) {
         eprintln!(
@@ -87,12 +102,12 @@ pub(super) fn compare(
         if !gates.is_empty() {
             say!("gates passed: {}", fail_on.join(", "));
         }
-        Ok(ExitCode::SUCCESS)
+        Ok(0)
     } else {
         for f in &failures {
             eprintln!("infersim: gate failed: {f}");
         }
-        Ok(ExitCode::from(1))
+        Ok(1)
     }
 }
 
@@ -162,7 +177,7 @@ pub(super) fn plot(
     to: Option<PathBuf>,
     confidence: f64,
     x: Option<&str>,
-) -> Result<ExitCode, CliError> {
+) -> Result<u8, CliError> {
     let manifest = complete_manifest(dir)?;
     let _lock = DirLock::acquire(dir, "plot")?;
     let summary = summarize_dirs(&[dir.to_path_buf()], &manifest, confidence)?;
@@ -174,5 +189,5 @@ pub(super) fn plot(
     for path in written {
         say!("{}", path.display());
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }

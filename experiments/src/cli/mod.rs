@@ -48,6 +48,9 @@ macro_rules! say {
 mod analyze;
 mod calibrate;
 mod compare;
+
+pub use calibrate::{CorrespondenceTable, correspondence_table};
+pub use compare::{Comparison, comparison};
 pub mod print;
 mod run;
 mod slurm;
@@ -212,6 +215,12 @@ pub fn main(registry: Registry) -> ExitCode {
 /// Runs the command line `args` (the program's name first) with the worlds of
 /// `registry`: what [`main`] does, callable from tests and other programs.
 pub fn main_with(registry: Registry, args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> ExitCode {
+    ExitCode::from(exit_code_of(registry, args))
+}
+
+/// What [`main_with`] does, giving the exit code as a number (for front ends that
+/// pass it on, such as `python -m infersim`).
+pub fn exit_code_of(registry: Registry, args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> u8 {
     // The default scenario is the registry's: shown in `run --help` like any default.
     let mut command = Cli::command();
     if let Some(name) = registry.default_scenario() {
@@ -222,19 +231,19 @@ pub fn main_with(registry: Registry, args: impl IntoIterator<Item = impl Into<Os
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { ErrorKind::Input.exit_code() } else { 0 });
+            return if e.use_stderr() { ErrorKind::Input.exit_code() } else { 0 };
         }
     };
     match dispatch(&registry, cli.command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("infersim: error: {e}");
-            ExitCode::from(e.kind().exit_code())
+            e.kind().exit_code()
         }
     }
 }
 
-fn dispatch(registry: &Registry, command: Command) -> Result<ExitCode, CliError> {
+fn dispatch(registry: &Registry, command: Command) -> Result<u8, CliError> {
     match command {
         Command::Run(args) => run::run(registry, args),
         Command::Analyze(args) => analyze::analyze(registry, args),
@@ -256,12 +265,12 @@ fn dispatch(registry: &Registry, command: Command) -> Result<ExitCode, CliError>
                 let s = Scenario::load_with(registry, name)?;
                 say!("{name:<width$}  {}", s.description);
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(0)
         }
         Command::Validate { scenario, overrides } => {
             let s = load(registry, &scenario, &overrides)?;
             say!("{}", s.to_toml().trim_end());
-            Ok(ExitCode::SUCCESS)
+            Ok(0)
         }
     }
 }

@@ -2,7 +2,6 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -56,7 +55,7 @@ pub(super) struct RunArgs {
 
 /// Runs the batch; 130 when interrupted (what finished is kept), 1 when a
 /// replication failed.
-pub(super) fn run(registry: &Registry, args: RunArgs) -> Result<ExitCode, CliError> {
+pub(super) fn run(registry: &Registry, args: RunArgs) -> Result<u8, CliError> {
     let RunArgs { scenario, reps, seed, out, threads, overrides, shard, resume, confidence, quiet, trace } = args;
     let scenario = match scenario.as_deref().or(registry.default_scenario()) {
         Some(name) => name.to_string(),
@@ -105,7 +104,7 @@ pub(super) fn run(registry: &Registry, args: RunArgs) -> Result<ExitCode, CliErr
             m.expected,
             resume_command(&scenario, &spec, overrides)
         );
-        return Ok(ExitCode::from(130));
+        return Ok(130);
     }
     if let Some(summary) = &report.summary {
         print_summary(summary, m, Some(&s));
@@ -120,9 +119,9 @@ pub(super) fn run(registry: &Registry, args: RunArgs) -> Result<ExitCode, CliErr
             first.replication,
             first.error
         );
-        return Ok(ExitCode::from(1));
+        return Ok(1);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }
 
 /// What a user should know before a batch starts: the scenario's warnings, and swept

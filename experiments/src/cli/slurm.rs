@@ -2,7 +2,6 @@
 //! library's [`crate::slurm`]).
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use super::{CliError, TraceArg};
 use crate::registry::Registry;
@@ -54,12 +53,7 @@ pub(super) struct SlurmOptions {
 
 /// Writes the batch's sbatch scripts after checking everything they will run; submits
 /// them when asked.
-pub(super) fn slurm(
-    registry: &Registry,
-    scenario: String,
-    o: SlurmOptions,
-    submit: bool,
-) -> Result<ExitCode, CliError> {
+pub(super) fn slurm(registry: &Registry, scenario: String, o: SlurmOptions, submit: bool) -> Result<u8, CliError> {
     let request = SlurmRequest {
         scenario,
         overrides: o.overrides,
@@ -87,7 +81,7 @@ pub(super) fn slurm(
     );
     if !submit {
         say!("submit with: {}", batch.dir.join("submit.sh").display());
-        return Ok(ExitCode::SUCCESS);
+        return Ok(0);
     }
     let (array, merge) = submit_jobs(batch, &system_sbatch)?;
     say!(
@@ -95,5 +89,5 @@ pub(super) fn slurm(
         batch.shards
     );
     say!("merged output: {}", batch.merged_dir().display());
-    Ok(ExitCode::SUCCESS)
+    Ok(0)
 }

@@ -20,6 +20,7 @@ impl fmt::Display for LineHint {
 #[derive(Debug, Default)]
 pub struct NearestHint {
     pub(super) nearest: Option<String>,
+    /// The keys of the table the unknown key was found in (listed when no key is near).
     pub(super) allowed: Vec<String>,
     pub(super) note: Option<String>,
 }

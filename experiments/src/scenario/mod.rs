@@ -114,6 +114,37 @@ pub enum ScenarioError {
     },
 }
 
+impl ScenarioError {
+    /// The dotted key at fault, where there is one (`serving.arrivals.rate_per_s`,
+    /// `node_classes[2]`), or the data file a scenario names.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ScenarioError::UnknownKey { key, .. }
+            | ScenarioError::BadSweep { key, .. }
+            | ScenarioError::Table { key, .. } => Some(key),
+            ScenarioError::BadOverride(text) => text.split_once('=').map(|(key, _)| key.trim()),
+            ScenarioError::Config { error, .. } => Some(error.key()),
+            ScenarioError::Read { .. }
+            | ScenarioError::Unknown(_)
+            | ScenarioError::Malformed { .. }
+            | ScenarioError::World { .. } => None,
+        }
+    }
+
+    /// What the key allows, where the error says: the range or choices of a value, or
+    /// the keys of the table an unknown key was found in.
+    pub fn allowed(&self) -> Option<String> {
+        match self {
+            ScenarioError::UnknownKey { hint, .. } if !hint.allowed.is_empty() => Some(hint.allowed.join(", ")),
+            ScenarioError::Config { error, .. } => match error.as_ref() {
+                ConfigError::Invalid { allowed, .. } => Some(allowed.to_string()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
 /// One point of a (possibly swept) scenario.
 #[derive(Clone, Debug)]
 pub struct Point {
@@ -243,23 +274,38 @@ impl Scenario {
         };
         let mut sweep_entries = Vec::new();
         flatten_sweep(&sweep_table, "", &mut sweep_entries);
-        let mut sweep = Vec::new();
-        for (key, value) in sweep_entries {
-            let bad = |problem: String| ScenarioError::BadSweep {
-                source_name: source_name.into(),
-                key: key.clone(),
-                problem,
-            };
-            if BATCH_KEYS.contains(&key.as_str()) {
-                return Err(bad("this key describes the batch and cannot be swept".into()));
-            }
-            match value {
-                Value::Array(values) if !values.is_empty() => sweep.push((key, values)),
-                Value::Array(_) => return Err(bad("the list of values is empty".into())),
-                other => return Err(bad(format!("expected a list of values, found {other}"))),
-            }
-        }
+        let sweep = checked_sweep(source_name, sweep_entries)?;
         Scenario::resolve(registry, source_name, text, base_dir, table, SweepGrid::new(sweep), &[])
+    }
+
+    /// Adds swept keys (each with its list of values, as in a `[sweep]` table) to the
+    /// scenario's sweep, replacing the values of a key it already sweeps, and
+    /// re-validates. A key set before (`--set`) and now swept is swept.
+    pub fn sweep_over(&mut self, entries: Vec<(String, Value)>) -> Result<(), ScenarioError> {
+        let added = checked_sweep(&self.source_name, entries)?;
+        let mut merged: Vec<(String, Vec<Value>)> = self
+            .sweep
+            .entries()
+            .filter(|(key, _)| !added.iter().any(|(k, _)| k == *key))
+            .map(|(key, values)| (key.clone(), values.clone()))
+            .collect();
+        merged.extend(added);
+        // As a `[sweep]` table reads: keys in alphabetical order, so that the same
+        // sweep gives the same points however it was written.
+        merged.sort_by(|a, b| a.0.cmp(&b.0));
+        let pinned = self.pinned.iter().filter(|k| !merged.iter().any(|(m, _)| m == *k)).cloned().collect();
+        let (registry, base_dir, text) = (self.registry.clone(), self.base_dir.clone(), self.text.clone());
+        *self = Scenario::resolve(
+            &registry,
+            &self.source_name,
+            &text,
+            &base_dir,
+            self.table.clone(),
+            SweepGrid::new(merged),
+            &self.set,
+        )?;
+        self.pinned = pinned;
+        Ok(())
     }
 
     /// Applies `key=value` overrides (dotted TOML paths, `name[i]` for the i-th table
@@ -576,6 +622,24 @@ impl Scenario {
     }
 }
 
+/// Sweep entries checked: each a non-empty list of values, none a key of the batch.
+fn checked_sweep(source_name: &str, entries: Vec<(String, Value)>) -> Result<Vec<(String, Vec<Value>)>, ScenarioError> {
+    let mut sweep = Vec::new();
+    for (key, value) in entries {
+        let bad =
+            |problem: String| ScenarioError::BadSweep { source_name: source_name.into(), key: key.clone(), problem };
+        if BATCH_KEYS.contains(&key.as_str()) {
+            return Err(bad("this key describes the batch and cannot be swept".into()));
+        }
+        match value {
+            Value::Array(values) if !values.is_empty() => sweep.push((key, values)),
+            Value::Array(_) => return Err(bad("the list of values is empty".into())),
+            other => return Err(bad(format!("expected a list of values, found {other}"))),
+        }
+    }
+    Ok(sweep)
+}
+
 /// Splits the batch's keys off a scenario table; what is left is the world's.
 fn split_batch_keys(source_name: &str, mut table: Table) -> Result<(Table, BatchKeys), ScenarioError> {
     let invalid = |key: &str, value: &dyn fmt::Display, expected: &str| ScenarioError::Config {
@@ -652,11 +716,8 @@ fn schema_error(
             source_name: if from_set { "--set".into() } else { source_name.into() },
             line: if from_set { LineHint::default() } else { line_of(text, &key) },
             hint: Box::new(NearestHint {
-                allowed: if suggestion.is_none() {
-                    allowed.iter().map(|a| join(&parent, a)).collect()
-                } else {
-                    Vec::new()
-                },
+                // Shown only without a suggestion; kept for callers (`.allowed` in Python).
+                allowed: allowed.iter().map(|a| join(&parent, a)).collect(),
                 nearest: suggestion,
                 note: None,
             }),

@@ -1,0 +1,5 @@
+"""`python -m infersim`: the infersim command line."""
+
+from infersim import main
+
+main()
