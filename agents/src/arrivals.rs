@@ -1,5 +1,6 @@
 //! Arrival processes, shared by every world whose requests arrive: Poisson,
-//! deterministic, diurnal (thinning), MMPP (bursty) and the replay of a recorded trace.
+//! deterministic, diurnal (thinning), MMPP (bursty), piecewise-constant (a step in load) and
+//! the replay of a recorded trace.
 //!
 //! Every process draws only from the arrival stream it is given, so changing anything
 //! else about a world (GPUs, batching, routing) leaves its arrivals unchanged.
@@ -58,6 +59,15 @@ pub enum ArrivalProcess {
         /// Mean stay in each phase (s).
         mean_sojourn_s: Vec<f64>,
     },
+    /// Poisson with a rate that steps: `rates_per_s[i]` from `at_s[i]` until the next
+    /// step (the last rate holds to the end). A step in load, for autoscalers and
+    /// admission control to follow.
+    Piecewise {
+        /// When each rate starts (s): 0 first, then increasing.
+        at_s: Vec<f64>,
+        /// Requests per second from each start.
+        rates_per_s: Vec<f64>,
+    },
     /// Closed loop: `concurrency` clients, each sending its next request `think_time_s`
     /// after its last one finished, `requests` in all: how serving benchmarks drive a
     /// server. Only a world that tells clients their requests finished can run it (the
@@ -113,6 +123,8 @@ impl ArrivalProcess {
                 let total: f64 = mean_sojourn_s.iter().sum();
                 rates_per_s.iter().zip(mean_sojourn_s).map(|(r, d)| r * d / total).sum()
             }
+            // What it settles to: the last step's rate.
+            ArrivalProcess::Piecewise { rates_per_s, .. } => rates_per_s.last().copied().unwrap_or(0.0),
             ArrivalProcess::Closed { .. } => 0.0,
             ArrivalProcess::Replay { requests, .. } => match (requests.first(), requests.last()) {
                 (Some(first), Some(last)) if last.time_s > first.time_s => {
@@ -138,6 +150,15 @@ impl ArrivalProcess {
             }
             ArrivalProcess::Replay { ref requests, .. } => requests.iter().filter(|r| r.time_s <= t_s).count() as f64,
             ArrivalProcess::Closed { requests, .. } => requests as f64,
+            ArrivalProcess::Piecewise { ref at_s, ref rates_per_s } => {
+                // The integral of the step function over [0, t_s].
+                let ends = at_s.iter().skip(1).copied().chain(std::iter::once(f64::INFINITY));
+                at_s.iter()
+                    .zip(ends)
+                    .zip(rates_per_s)
+                    .map(|((start, end), rate)| rate * (end.min(t_s) - start).max(0.0))
+                    .sum()
+            }
             _ => self.rate_per_s() * t_s,
         }
     }
@@ -198,6 +219,30 @@ impl ArrivalProcess {
                     return bad("mean_sojourn_s", format!("{mean_sojourn_s:?}"), "finite numbers of seconds > 0");
                 }
             }
+            ArrivalProcess::Piecewise { at_s, rates_per_s } => {
+                if at_s.is_empty() || at_s.len() != rates_per_s.len() {
+                    return bad(
+                        "rates_per_s",
+                        format!("{} rates, {} starts", rates_per_s.len(), at_s.len()),
+                        "as many rates_per_s as at_s, at least one",
+                    );
+                }
+                let increasing = at_s.windows(2).all(|w| w[0] < w[1]);
+                if at_s[0] != 0.0 || !increasing || !at_s.iter().all(|t| span(*t) || *t == 0.0) {
+                    return bad(
+                        "at_s",
+                        format!("{at_s:?}"),
+                        "0 first, then increasing times in seconds up to 100 years",
+                    );
+                }
+                if rates_per_s.iter().any(|r| !(*r == 0.0 || rate(*r))) || !rates_per_s.iter().any(|r| *r > 0.0) {
+                    return bad(
+                        "rates_per_s",
+                        format!("{rates_per_s:?}"),
+                        "rates of 0 or from 0.000001 to 1,000,000 per second, one > 0",
+                    );
+                }
+            }
             ArrivalProcess::Closed { concurrency, requests, think_time_s } => {
                 if let Some(c) = concurrency
                     && !(1..=1_000_000).contains(c)
@@ -237,7 +282,7 @@ impl ArrivalProcess {
             ArrivalProcess::Closed { .. } => Err(ConfigError::invalid(
                 "kind",
                 "closed",
-                "poisson, deterministic, diurnal, mmpp or trace (a closed loop needs the serving world's continuous engine)",
+                "poisson, deterministic, diurnal, mmpp, piecewise or trace (a closed loop needs the serving world's continuous engine)",
             )),
             _ => Ok(()),
         }
@@ -479,6 +524,24 @@ impl ArrivalGenerator {
                     if rng.random::<f64>() * max <= rate {
                         return SimTime::from_secs_f64(t);
                     }
+                }
+            }
+            ArrivalProcess::Piecewise { at_s, rates_per_s } => {
+                // Memoryless: within a step, exponential gaps at its rate; a gap that
+                // crosses into the next step restarts there.
+                let mut t = now.as_secs_f64();
+                loop {
+                    let piece = at_s.partition_point(|start| *start <= t).max(1) - 1;
+                    let end = at_s.get(piece + 1).copied().unwrap_or(f64::INFINITY);
+                    let rate = rates_per_s[piece];
+                    let candidate = if rate > 0.0 { t + exp1(rng) / rate } else { f64::INFINITY };
+                    if candidate < end {
+                        return SimTime::from_secs_f64(candidate);
+                    }
+                    if end.is_infinite() {
+                        return Ok(SimTime::MAX);
+                    }
+                    t = end;
                 }
             }
             ArrivalProcess::Mmpp { rates_per_s, mean_sojourn_s } => {

@@ -127,3 +127,29 @@ fn mmpp_arrivals_have_their_mean_rate_and_are_bursty() {
     assert!(bursty > 5.0, "MMPP counts should be overdispersed: {bursty}");
     assert!((0.85..1.15).contains(&poisson), "Poisson counts have dispersion 1: {poisson}");
 }
+
+#[test]
+fn piecewise_arrivals_step_at_their_times() {
+    // 2/s for 1,000 s, none for 500 s, then 10/s: a step up, a gap, a step up again.
+    let process = ArrivalProcess::Piecewise { at_s: vec![0.0, 1_000.0, 1_500.0], rates_per_s: vec![2.0, 0.0, 10.0] };
+    process.validate().unwrap();
+    assert_eq!(process.expected_count(2_000.0), 2.0 * 1_000.0 + 10.0 * 500.0);
+    let config = arrivals_only(process.clone(), 2_000.0);
+    let counts = interval(&config, 29, |r| r.requests as f64);
+    assert!(counts.contains(7_000.0), "{counts:?} misses the integral of the rate, 7000");
+    // Within each step the arrivals are Poisson at its rate, and none come in the gap.
+    let times = arrival_times(&config, 4);
+    let within = |a: f64, b: f64| times.iter().filter(|t| (a..b).contains(*t)).count() as f64;
+    assert_eq!(within(1_000.0, 1_500.0), 0.0);
+    // Counts of 2,000 and 5,000 have standard deviations of 45 and 71: 4 sigma.
+    assert!((within(0.0, 1_000.0) - 2_000.0).abs() < 180.0, "{}", within(0.0, 1_000.0));
+    assert!((within(1_500.0, 2_000.0) - 5_000.0).abs() < 283.0, "{}", within(1_500.0, 2_000.0));
+    let late: Vec<f64> = times.iter().filter(|t| **t >= 1_500.0).map(|t| t - 1_500.0).collect();
+    let dispersion = index_of_dispersion(&late, 5.0, 500.0);
+    assert!((0.8..1.2).contains(&dispersion), "Poisson within a step: {dispersion}");
+    // Starts out of order, or rates and starts that do not pair, are refused by key.
+    let bad = ArrivalProcess::Piecewise { at_s: vec![0.0, 10.0, 5.0], rates_per_s: vec![1.0, 2.0, 3.0] };
+    assert!(bad.validate().unwrap_err().to_string().contains("at_s"));
+    let unpaired = ArrivalProcess::Piecewise { at_s: vec![0.0, 10.0], rates_per_s: vec![1.0] };
+    assert!(unpaired.validate().unwrap_err().to_string().contains("rates_per_s"));
+}

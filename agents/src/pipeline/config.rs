@@ -12,7 +12,7 @@ pub struct Load {
     #[serde(default)]
     pub rate_per_s: f64,
     /// Inputs from a shared arrival process (poisson, deterministic, diurnal, mmpp,
-    /// trace) instead of the cycle with bursts: `[load.arrivals]`.
+    /// piecewise, trace) instead of the cycle with bursts: `[load.arrivals]`.
     #[serde(default)]
     pub arrivals: Option<crate::arrivals::ArrivalProcess>,
     /// Relative swing of the cycle, in [0, 1].
