@@ -47,6 +47,16 @@ pub enum TokenCount {
     },
 }
 
+impl TokenCount {
+    /// The mean of the distribution (tokens).
+    pub fn mean(&self) -> f64 {
+        match *self {
+            TokenCount::Fixed { tokens } => f64::from(tokens),
+            TokenCount::LogNormal { mean, .. } => mean,
+        }
+    }
+}
+
 /// A kind of request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -167,9 +167,6 @@ struct Cohort<K> {
     /// Sum over members of (computed - joined): their cached tokens at step `g` sum to
     /// this plus `len * g`.
     kv_offset: i64,
-    /// Sum over members of (prompt + output - computed + joined): tokens outstanding at
-    /// step `g` are this minus `len * g`.
-    outstanding_offset: i64,
     /// At least the newest member's admission.
     newest_admission: u64,
     /// Energy per token of every step the cohort took, summed: each member computed
@@ -193,7 +190,6 @@ impl<K: Copy> Cohort<K> {
             len: 0,
             measured: 0,
             kv_offset: 0,
-            outstanding_offset: 0,
             newest_admission: 0,
             energy_per_member_j: 0.0,
         }
@@ -218,7 +214,6 @@ impl<K: Copy> Cohort<K> {
         self.measured += u32::from(seq.measured);
         let (computed, joined_i) = (i64::from(seq.computed), joined as i64);
         self.kv_offset += computed - joined_i;
-        self.outstanding_offset += i64::from(seq.prompt + seq.output) - computed + joined_i;
         self.newest_admission = self.newest_admission.max(seq.admission);
         let finish_step = joined + u64::from(seq.output - seq.generated) - 1;
         let member = self.members.insert((seq, joined, self.energy_per_member_j));
@@ -236,7 +231,6 @@ impl<K: Copy> Cohort<K> {
         self.measured -= u32::from(seq.measured);
         let (computed, joined_i) = (i64::from(seq.computed), joined as i64);
         self.kv_offset -= computed - joined_i;
-        self.outstanding_offset -= i64::from(seq.prompt + seq.output) - computed + joined_i;
         if self.len == 0 {
             self.newest_admission = 0;
         }
@@ -353,17 +347,12 @@ impl<K: Copy> Replica<K> {
         &self.kv
     }
 
-    /// Tokens still to compute or generate, all sequences here: a load measure for
-    /// routers.
-    pub(crate) fn outstanding_tokens(&self) -> u64 {
-        let cohort = (self.cohort.outstanding_offset - i64::from(self.cohort.len) * self.steps as i64) as u64;
-        cohort
-            + self
-                .waiting
-                .iter()
-                .chain(&self.running)
-                .map(|s| u64::from(s.prompt + s.output - s.computed.min(s.prompt + s.output)))
-                .sum::<u64>()
+    /// Prompt tokens of the sequences here that have no first token yet: the prefill
+    /// work a router can see (it knows what it sent and what has answered; not how
+    /// far a prefill has got, nor any output length). Decoders (the cohort's members
+    /// included) have answered.
+    pub(crate) fn unanswered_prompt_tokens(&self) -> u64 {
+        self.waiting.iter().chain(&self.running).filter(|s| s.generated == 0).map(|s| u64::from(s.prompt)).sum()
     }
 
     /// Whether a sequence this long could ever be admitted (its prompt and output fit
@@ -644,6 +633,28 @@ mod tests {
     /// the tokens counted and every inter-token latency.
     type Events = Vec<(u32, TokenEvent)>;
 
+    #[test]
+    fn what_a_router_sees_does_not_depend_on_output_lengths() {
+        // Two replicas with the same prompts; one's requests answer in 3 tokens, the
+        // other's in 40. Until the short ones finish, a router sees the same on both.
+        let (mut short, mut long) = (Replica::new(limits(100)), Replica::new(limits(100)));
+        for k in 0..3 {
+            short.enqueue(Sequence::new(k, u64::from(k), 40, 3));
+            long.enqueue(Sequence::new(k, u64::from(k), 40, 40));
+        }
+        assert_eq!(short.unanswered_prompt_tokens(), 120);
+        for step in 1..=3 {
+            let seen = |r: &Replica<u32>| (r.unanswered_prompt_tokens(), r.waiting(), r.running());
+            assert_eq!(seen(&short), seen(&long), "before step {step}");
+            for r in [&mut short, &mut long] {
+                r.schedule();
+                r.complete_step(10 * step, |_, _| {});
+            }
+        }
+        // 64 tokens a step: two prompts prefilled in the first, the third in the second.
+        assert_eq!(long.unanswered_prompt_tokens(), 0);
+    }
+
     fn run_to_end(r: &mut Replica<u32>) -> (Events, Vec<StepShape>, StepTokens, Vec<u64>) {
         let (mut events, mut shapes, mut tokens, mut itls) =
             (Vec::new(), Vec::new(), StepTokens::default(), Vec::new());
@@ -776,7 +787,7 @@ mod tests {
         kv: KvCache,
         running: usize,
         waiting: usize,
-        outstanding_tokens: u64,
+        unanswered_prompt_tokens: u64,
         preemptions: u64,
     }
 
@@ -805,7 +816,7 @@ mod tests {
             kv: r.kv().clone(),
             running: r.running(),
             waiting: r.waiting(),
-            outstanding_tokens: r.outstanding_tokens(),
+            unanswered_prompt_tokens: r.unanswered_prompt_tokens(),
             preemptions: r.preemptions,
         }
     }

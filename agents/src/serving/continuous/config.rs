@@ -22,7 +22,9 @@ pub enum LlmRouting {
     LeastOutstandingRequests,
     /// The replica whose KV cache is least used (then fewest waiting).
     LeastKvUsage,
-    /// The replica with the fewest tokens still to compute or generate.
+    /// The replica with the fewest tokens still to compute or generate, as a router
+    /// estimates them: the prompt tokens of requests not yet answered, plus the tasks'
+    /// mean output length for every request in flight.
     LeastOutstandingTokens,
     /// Two replicas at random, the one with fewer outstanding requests.
     PowerOfTwoChoices,

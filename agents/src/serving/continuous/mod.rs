@@ -148,6 +148,9 @@ pub(crate) struct LlmServing<'c, O, S> {
     /// and routing needs no list of them.
     life: Lifecycle,
     next_replica: u32,
+    /// The tasks' mean output length, weighted by their frequency: the estimate a
+    /// token-counting router works with.
+    mean_output_tokens: f64,
     sent: u64,
     horizon: SimTime,
     warmup: SimTime,
@@ -206,6 +209,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             replicas,
             life: Lifecycle::new(config.replicas() as usize),
             next_replica: 0,
+            mean_output_tokens: config.tasks.iter().map(|t| t.weight / total * t.output_tokens.mean()).sum(),
             sent: 0,
             horizon: SimTime::from_secs_f64(config.duration_s)?,
             warmup: SimTime::from_secs_f64(config.warmup_s)?,

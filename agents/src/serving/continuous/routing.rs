@@ -1,5 +1,6 @@
 //! The router in front of the replicas: which replica a request goes to, from what a
-//! real router sees (outstanding requests, KV usage, tokens still to compute).
+//! real router sees (outstanding requests, KV usage, prompts not yet answered), never a
+//! request's output length.
 
 use infersim_engine::{Context, Observer};
 use rand::RngExt;
@@ -59,10 +60,16 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                     ea.kv().usage().total_cmp(&eb.kv().usage()).then(ea.waiting().cmp(&eb.waiting()))
                 })
                 .expect("some replica is up"),
-            LlmRouting::LeastOutstandingTokens => (0..count)
-                .map(nth)
-                .min_by_key(|&r| self.replicas[r as usize].engine.outstanding_tokens())
-                .expect("some replica is up"),
+            LlmRouting::LeastOutstandingTokens => {
+                // What a router can estimate: prompts not yet answered, and the
+                // workload's mean output for every request in flight (it never knows
+                // a request's own output length).
+                let estimate = |r: u32| {
+                    let e = &self.replicas[r as usize].engine;
+                    e.unanswered_prompt_tokens() as f64 + (e.waiting() + e.running()) as f64 * self.mean_output_tokens
+                };
+                (0..count).map(nth).min_by(|&a, &b| estimate(a).total_cmp(&estimate(b))).expect("some replica is up")
+            }
             LlmRouting::PowerOfTwoChoices => {
                 let rng = ctx.rng(ROUTING_STREAM);
                 let a = nth(rng.random_range(0..count));
