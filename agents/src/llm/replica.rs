@@ -117,6 +117,14 @@ impl<K> Sequence<K> {
         }
     }
 
+    /// The same request sent to another replica after its own failed: nothing of it is
+    /// computed or held there, so the new replica recomputes its prompt and the output
+    /// so far (as after a preemption) and goes on from there; the energy it had is the
+    /// caller's to keep.
+    pub fn moved(self) -> Self {
+        Sequence { computed: 0, blocks: 0, preloaded: 0, admission: 0, decoding: false, energy_j: 0.0, ..self }
+    }
+
     /// The same sequence, counted in the step statistics or not.
     pub fn measured(self, measured: bool) -> Self {
         Sequence { measured, ..self }

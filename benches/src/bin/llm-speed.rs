@@ -80,6 +80,7 @@ fn config(
         energy_usd_per_kwh: 0.12,
         gpu_usd_per_hour: 2.0,
         failures: None,
+        retries: 1,
         duration_s,
         warmup_s: 0.0,
         measured: None,

@@ -40,3 +40,9 @@ pub fn strings(df: &DataFrame, name: &str) -> Vec<Option<String>> {
     let values = df.column(name).unwrap().str().unwrap().clone();
     (0..values.len()).map(|i| values.get(i).map(String::from)).collect()
 }
+
+/// A boolean column, nulls as `None`.
+pub fn bools(df: &DataFrame, name: &str) -> Vec<Option<bool>> {
+    let values = df.column(name).unwrap().bool().unwrap().clone();
+    (0..values.len()).map(|i| values.get(i)).collect()
+}

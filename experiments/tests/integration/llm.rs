@@ -262,6 +262,52 @@ fn refused_requests_are_rejected_everywhere() {
     check(&[], false);
 }
 
+/// Replicas that fail: a request on a failed replica is sent once more, to another
+/// replica, by default (`serving.failures.retries`), and lost only after that. Every
+/// arrival ends one way, warm-up included (`arrived`), in the summary and the trace
+/// alike; with the same seed the failures are the same whatever the retries.
+#[test]
+fn failed_replicas_retry_their_requests_elsewhere_and_every_arrival_is_accounted() {
+    let count = |rows: &polars::prelude::DataFrame, outcome: &str| {
+        crate::common::strings(rows, "outcome").iter().filter(|o| o.as_deref() == Some(outcome)).count() as f64
+    };
+    let run = |retries: &str| {
+        let overrides = [
+            "simulation.duration_s=120",
+            "simulation.warmup_s=20",
+            "serving.failures.mtbf_h=0.02",
+            "serving.failures.mttr_h=0.002",
+            retries,
+        ];
+        let (record, rows) = traced("llm-serving", &overrides);
+        // Every arrival, warm-up included, has its row; the counted ones their metric.
+        assert_eq!(metric(&record, "arrived"), rows.height() as f64, "{retries}");
+        let counted = metric(&record, "served")
+            + metric(&record, "timed_out")
+            + metric(&record, "rejected")
+            + metric(&record, "lost");
+        assert_eq!(counted, metric(&record, "requests"), "{retries}");
+        let warmup = crate::common::bools(&rows, "warmup");
+        let lost_counted = crate::common::strings(&rows, "outcome")
+            .iter()
+            .zip(&warmup)
+            .filter(|(o, w)| o.as_deref() == Some("lost") && **w == Some(false))
+            .count() as f64;
+        assert_eq!(lost_counted, metric(&record, "lost"), "{retries}");
+        (record, count(&rows, "lost"))
+    };
+    let (none, lost_none) = run("serving.failures.retries=0");
+    let (once, lost_once) = run("serving.failures.retries=1");
+    assert!(metric(&none, "gpu_failures") > 3.0, "failures happen: {}", metric(&none, "gpu_failures"));
+    assert_eq!(metric(&none, "gpu_failures"), metric(&once, "gpu_failures"), "the same failures");
+    assert_eq!(metric(&none, "retries"), 0.0);
+    assert!(metric(&once, "retries") > 0.0 && lost_none > 0.0, "requests on failed replicas");
+    // What was lost without retries is mostly saved by one (a request can be unlucky
+    // twice, or find no replica up).
+    assert!(lost_once < 0.5 * lost_none, "lost {lost_once} with a retry, {lost_none} without");
+    assert!(metric(&once, "served") > metric(&none, "served"));
+}
+
 /// Each served request's `energy_kwh` in the trace is its share, by tokens, of the GPU
 /// energy of every step it ran in: with GPUs that draw nothing when idle, the shares
 /// add up to the fleet's GPU energy.

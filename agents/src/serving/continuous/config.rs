@@ -104,6 +104,9 @@ pub struct LlmServingConfig {
     pub gpu_usd_per_hour: f64,
     /// Replica failures (a failed GPU takes its replica down); none by default.
     pub failures: Option<Failures>,
+    /// How many times a request on a replica that fails is sent to another replica of
+    /// its pool before it counts as lost.
+    pub retries: u32,
     /// Arrivals stop after this long (s).
     pub duration_s: f64,
     /// Requests arriving before this are left out of statistics (s).

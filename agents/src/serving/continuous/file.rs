@@ -25,7 +25,7 @@ pub(crate) struct ContinuousTable {
     #[serde(default)]
     engine: EngineTable,
     context_limit_tokens: Option<i64>,
-    failures: Option<Failures>,
+    failures: Option<FailuresTable>,
     arrivals: ArrivalProcess,
     tasks: Vec<Task>,
     model: Named<ModelSpec>,
@@ -88,6 +88,20 @@ enum Named<T> {
     Name(String),
     Spec(T),
 }
+
+/// `[serving.failures]`: the shared failure model and how often a request on a failed
+/// replica is retried elsewhere.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailuresTable {
+    mtbf_h: f64,
+    mttr_h: f64,
+    retries: Option<i64>,
+}
+
+/// A request on a failed replica is sent once more, to another replica, by default
+/// (a router's retry, as production routers do).
+const DEFAULT_RETRIES: i64 = 1;
 
 /// `[serving.gpu]`: a built-in GPU by `name` with some numbers replaced (efficiency
 /// factors to calibrate, say), or a new GPU with every number given.
@@ -250,7 +264,11 @@ pub(crate) fn resolve(
         grid,
         energy_usd_per_kwh: s.prices.energy_usd_per_kwh,
         gpu_usd_per_hour: s.prices.gpu_usd_per_hour,
-        failures: s.failures,
+        failures: s.failures.map(|f| Failures { mtbf_h: f.mtbf_h, mttr_h: f.mttr_h }),
+        retries: match s.failures.and_then(|f| f.retries) {
+            None => DEFAULT_RETRIES as u32,
+            Some(n) => int_in("serving.failures.retries", n, 0, 100)?,
+        },
         duration_s: simulation.duration_s()?,
         warmup_s: simulation.warmup_s.unwrap_or(0.0),
         measured,

@@ -12,6 +12,9 @@ crate::metrics! {
     /// What one replication of the continuous engine measured.
     #[derive(Clone, Debug, PartialEq)]
     pub struct ContinuousRun {
+        /// Every request that arrived, warm-up included: each ends served, timed out,
+        /// rejected or lost before the run ends.
+        arrived: u64 = "requests",
         /// Requests that arrived after warm-up.
         requests: u64 = "requests",
         /// Of those, served.
@@ -24,6 +27,8 @@ crate::metrics! {
         lost: u64 = "requests",
         /// Replica failures (a replica fails with the first of its GPUs), whole run.
         gpu_failures: u64 = "failures",
+        /// Requests sent to another replica after theirs failed (each resend), whole run.
+        retries: u64 = "requests",
         /// Served requests per second of the measured window (warm-up end to the last token).
         throughput_per_s: f64 = "per s",
         /// Mean time to first token (s).
@@ -191,12 +196,14 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let [itl_p50, itl_p99] = s.itl.quantiles_s([0.50, 0.99]);
         let [e2e_p50, e2e_p95, e2e_p99] = s.e2e.quantiles_s([0.50, 0.95, 0.99]);
         ContinuousRun {
+            arrived: s.arrivals,
             requests: s.counted,
             served: s.served,
             rejected: s.rejected,
             timed_out: s.timed_out,
             lost: s.lost,
             gpu_failures: self.life.failures(),
+            retries: s.retries,
             throughput_per_s: rate(s.served),
             ttft_mean_s: s.ttft_mean.mean(),
             ttft_p50_s: ttft_p50,

@@ -73,6 +73,8 @@ pub(crate) struct LlmRequest {
     client: Option<u32>,
     timeout: Option<EventId>,
     preemptions: u32,
+    /// Times sent to another replica after its own failed.
+    retries: u32,
     /// Disaggregated: its KV is crossing to the decode pool.
     transferring: bool,
     /// Its share of the GPU energy of the steps it ran in, by tokens, on every replica
@@ -100,6 +102,8 @@ struct Stats {
     rejected: u64,
     timed_out: u64,
     lost: u64,
+    /// Requests sent to another replica after theirs failed (each time counts).
+    retries: u64,
     steps: u64,
     steps_outside_table: u64,
     prompt_tokens: u64,
@@ -293,6 +297,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             client,
             timeout: None,
             preemptions: 0,
+            retries: 0,
             transferring: false,
             energy_j: 0.0,
         });
@@ -566,13 +571,40 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             let request = &mut self.requests[s.key];
             request.preemptions = s.preemptions;
             request.energy_j += s.energy_j;
-            self.finish(s.key, RequestOutcome::Lost, ctx)?;
+            self.retry_or_lose(s, r, ctx)?;
         }
         let failures = self.config.failures.expect("failures are configured");
         let stream = gpu_failure_stream(r, self.config.tp, self.replicas[r].failed_gpu);
         let repair_s = failures.time_to_repair_s(ctx.rng(stream));
         ctx.schedule(SimDuration::from_secs_f64(repair_s)?, LlmEvent::Repaired(r as u32))?;
         Ok(())
+    }
+
+    /// A request whose replica `failed` failed: sent to another up replica of the same
+    /// pool while it has retries left (it goes on from where it was, recomputing its
+    /// tokens there), else lost.
+    fn retry_or_lose(
+        &mut self,
+        s: Sequence<Id<LlmRequest>>,
+        failed: usize,
+        ctx: &mut Context<'_, LlmEvent>,
+    ) -> Result<(), ScheduleError> {
+        let id = s.key;
+        if self.requests[id].retries >= self.config.retries {
+            return self.finish(id, RequestOutcome::Lost, ctx);
+        }
+        let failed = failed as u32;
+        let pool = self.pools.iter().map(|(p, _)| p.clone()).find(|p| p.contains(&failed)).expect("in a pool");
+        let Some(replica) = self.route(pool, ctx) else {
+            return self.finish(id, RequestOutcome::Lost, ctx);
+        };
+        let request = &mut self.requests[id];
+        request.retries += 1;
+        request.replica = Some(replica);
+        self.stats.retries += 1;
+        self.replicas[replica as usize].engine.enqueue(s.moved());
+        self.refresh_load(replica as usize);
+        self.kick(replica as usize, ctx)
     }
 
     fn on_repaired(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
