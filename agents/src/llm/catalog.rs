@@ -17,8 +17,17 @@ pub struct GpuSpec {
     pub memory_gb_per_s: f64,
     /// Memory capacity (GB, 1e9 bytes).
     pub memory_gb: f64,
-    /// Share of peak bandwidth that decode kernels reach, in (0, 1].
+    /// Share of peak bandwidth that streaming the weights reaches, in (0, 1].
     pub bandwidth_efficiency: f64,
+    /// Share of peak bandwidth that attention's reads of the paged KV cache reach, in
+    /// (0, 1]; `bandwidth_efficiency` when not given.
+    #[serde(default)]
+    pub kv_bandwidth_efficiency: Option<f64>,
+    /// Time per decoder layer and step that no batch hides (µs): the launch and tail
+    /// latencies of the layer's kernels. 0 where `bandwidth_efficiency` was measured
+    /// on whole decode steps and includes it.
+    #[serde(default)]
+    pub layer_latency_us: f64,
     /// Share of peak FLOP/s that prefill (large matrix) work reaches, in (0, 1].
     pub prefill_mfu: f64,
     /// Share of peak FLOP/s that decode work reaches when it is compute-bound, in (0, 1].
@@ -152,6 +161,11 @@ impl ModelSpec {
 }
 
 impl GpuSpec {
+    /// Share of peak bandwidth that reads of the KV cache reach.
+    pub fn kv_bandwidth_efficiency(&self) -> f64 {
+        self.kv_bandwidth_efficiency.unwrap_or(self.bandwidth_efficiency)
+    }
+
     /// Checks every value; keys are relative to the GPU's table.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = |key: &str, v: f64| check(v.is_finite() && v > 0.0, key, v, "a finite number > 0");
@@ -161,8 +175,15 @@ impl GpuSpec {
         positive("tdp_w", self.tdp_w)?;
         positive("power_tokens_scale", self.power_tokens_scale)?;
         positive("link_gb_per_s", self.link_gb_per_s)?;
+        check(
+            self.layer_latency_us.is_finite() && (0.0..=10_000.0).contains(&self.layer_latency_us),
+            "layer_latency_us",
+            self.layer_latency_us,
+            "microseconds from 0 to 10,000",
+        )?;
         for (key, v) in [
             ("bandwidth_efficiency", self.bandwidth_efficiency),
+            ("kv_bandwidth_efficiency", self.kv_bandwidth_efficiency()),
             ("prefill_mfu", self.prefill_mfu),
             ("decode_mfu", self.decode_mfu),
         ] {
@@ -190,6 +211,13 @@ impl GpuSpec {
     }
 }
 
+/// Share of peak bandwidth that streaming a model's weights reaches on the H100 and
+/// B200, and the time per layer and step no batch hides (µs): fitted with the
+/// per-GPU KV-read efficiency and decode MFU to ML.ENERGY v3 by
+/// scripts/fit-step-time.py (data/README.md).
+const STREAMING_EFFICIENCY: f64 = 0.97;
+const LAYER_LATENCY_US: f64 = 78.0;
+
 /// Built-in GPUs (sources: data/README.md).
 pub fn builtin_gpus() -> Vec<GpuSpec> {
     // The H100's power curve is the fit to ML.ENERGY's Llama-3.1-8B runs; the others
@@ -204,6 +232,8 @@ pub fn builtin_gpus() -> Vec<GpuSpec> {
             memory_gb_per_s: bw,
             memory_gb: gb,
             bandwidth_efficiency: eff,
+            kv_bandwidth_efficiency: None,
+            layer_latency_us: 0.0,
             prefill_mfu: mfu.0,
             decode_mfu: mfu.1,
             tdp_w: tdp,
@@ -214,8 +244,18 @@ pub fn builtin_gpus() -> Vec<GpuSpec> {
             link_gb_per_s: link.0,
             link_latency_us: link.1,
         };
+    // H100 and B200: weights streamed near peak, the paged KV cache read at a lower
+    // share, and a fixed time per layer; fitted together to ML.ENERGY v3's inter-token
+    // latencies (every model and batch, data/README.md "Step time on H100 and B200").
+    let decomposed = |g: GpuSpec, kv: f64| GpuSpec {
+        bandwidth_efficiency: STREAMING_EFFICIENCY,
+        kv_bandwidth_efficiency: Some(kv),
+        layer_latency_us: LAYER_LATENCY_US,
+        ..g
+    };
     vec![
-        scaled("H100", 989.5, 3350.0, 80.0, 0.68, (0.45, 0.30), 700.0, (450.0, 5.0)),
+        decomposed(scaled("H100", 989.5, 3350.0, 80.0, 0.68, (0.45, 0.33), 700.0, (450.0, 5.0)), 0.52),
+        decomposed(scaled("B200", 2250.0, 8000.0, 180.0, 0.68, (0.45, 0.43), 1000.0, (900.0, 5.0)), 0.48),
         GpuSpec {
             idle_w: 63.0,
             active_base_w: 250.0,
@@ -244,6 +284,8 @@ pub fn builtin_models() -> Vec<ModelSpec> {
     };
     vec![
         m("Llama-3.1-8B", 32, 4096, 32, 8, 14336, 128_256, 131_072),
+        m("Qwen3-8B", 36, 4096, 32, 8, 12288, 151_936, 40_960),
+        m("Qwen3-14B", 40, 5120, 40, 8, 17408, 151_936, 40_960),
         m("Llama-3.1-70B", 80, 8192, 64, 8, 28672, 128_256, 131_072),
         m("Qwen3-32B", 64, 5120, 64, 8, 25600, 151_936, 40_960),
         m("Llama-2-7B", 32, 4096, 32, 32, 11008, 32000, 4096),
@@ -284,9 +326,11 @@ mod tests {
     #[test]
     fn parameter_counts_match_the_published_sizes() {
         let size = |name: &str| model("m", name).unwrap().params() / 1e9;
-        // Published sizes (billions): 8.03, 70.6, 32.8, 6.74, 69.0.
+        // Published sizes (billions): 8.03, 8.19, 14.8, 70.6, 32.8, 6.74, 69.0.
         for (name, billions) in [
             ("Llama-3.1-8B", 8.03),
+            ("Qwen3-8B", 8.19),
+            ("Qwen3-14B", 14.8),
             ("Llama-3.1-70B", 70.6),
             ("Qwen3-32B", 32.8),
             ("Llama-2-7B", 6.74),

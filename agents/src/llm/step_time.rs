@@ -67,9 +67,16 @@ impl Roofline {
     /// Bytes one GPU reads in the step: its share of the weights and of the KV cache
     /// read, plus the new KV it writes.
     pub(crate) fn bytes_per_gpu(&self, s: &StepShape) -> f64 {
+        let (weights, kv) = self.bytes_per_gpu_split(s);
+        weights + kv
+    }
+
+    /// [`Roofline::bytes_per_gpu`] as (weights, KV cache read and written).
+    fn bytes_per_gpu_split(&self, s: &StepShape) -> (f64, f64) {
         let kv = self.model.kv_bytes_per_token();
         let tp = f64::from(self.tp);
-        (self.model.weight_bytes_read() + kv * ((s.prefill_kv + s.decode_kv) as f64 + f64::from(s.tokens()))) / tp
+        let kv_bytes = kv * ((s.prefill_kv + s.decode_kv) as f64 + f64::from(s.tokens()));
+        (self.model.weight_bytes_read() / tp, kv_bytes / tp)
     }
 
     /// The least time the step can take: its bytes at the GPU's peak bandwidth.
@@ -102,8 +109,12 @@ impl StepTime for Roofline {
         let head_flops = m.head_flops_per_sequence() * f64::from(s.sequences());
         let compute_s =
             prefill_flops / (peak * self.gpu.prefill_mfu) + (decode_flops + head_flops) / (peak * self.gpu.decode_mfu);
-        let memory_s = self.bytes_per_gpu(s) / (self.gpu.memory_gb_per_s * 1e9 * self.gpu.bandwidth_efficiency);
-        (compute_s.max(memory_s) + self.all_reduce_s(s.tokens()), false)
+        let (weights, kv) = self.bytes_per_gpu_split(s);
+        let bandwidth = self.gpu.memory_gb_per_s * 1e9;
+        let memory_s = weights / (bandwidth * self.gpu.bandwidth_efficiency)
+            + kv / (bandwidth * self.gpu.kv_bandwidth_efficiency());
+        let latency_s = f64::from(self.model.layers) * self.gpu.layer_latency_us * 1e-6;
+        (compute_s.max(memory_s) + latency_s + self.all_reduce_s(s.tokens()), false)
     }
 }
 

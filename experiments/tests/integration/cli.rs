@@ -71,7 +71,7 @@ fn bad_input_is_one_clear_line_and_exit_code_2() {
         (&["run", "serving", "--set", "serving.max_batch=0"], "serving.max_batch = 0 is invalid"),
         (&["run", "--set", "serving.engine.max_num_seqs=0"], "serving.engine.max_num_seqs = 0 is invalid"),
         (&["run", "--set", "serving.max_batch=4"], "it belongs to the other engine"),
-        (&["run", "--set", "serving.gpu=TPU"], "one of the built-in GPUs (H100, A100-80GB, RTX4090, RTXPRO6000)"),
+        (&["run", "--set", "serving.gpu=TPU"], "one of the built-in GPUs (H100, B200, A100-80GB, RTX4090, RTXPRO6000)"),
         (&["run", "--set", "simulation.customers=10"], "unknown key `simulation.customers`; this table's keys:"),
         (&["run", "--reps", "0"], "--reps must be at least 1"),
         (&["run", "--threads", "0"], "--threads must be at least 1"),

@@ -86,6 +86,78 @@ fn ml_energy_h100_points_are_reproduced() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
+/// ML.ENERGY v3's configurations the step-time model is not held to, with the
+/// evidence that the run, not the model, is off (data/README.md "Step time on H100 and
+/// B200"): (model, GPU, max_num_seqs).
+const ML_ENERGY_ANOMALIES: [(&str, &str, u32); 10] = [
+    // Power falls while ITL jumps (449-600 W at 128-1024 against 640-690 W at 8, 16
+    // and 2048; ITL triples from 64 to 128): a lower clock.
+    ("Llama-3.1-8B", "B200", 128),
+    ("Llama-3.1-8B", "B200", 256),
+    ("Llama-3.1-8B", "B200", 512),
+    ("Llama-3.1-8B", "B200", 1024),
+    // 494 and 543 W against 646 W at 8, and ITL at 32 and 64 above that at 128.
+    ("Qwen3-8B", "B200", 32),
+    ("Qwen3-8B", "B200", 64),
+    // 709 W at 128 against 955 W at 256, whose ITL is barely longer; 1024 and 2048
+    // bracket the model from both sides (ITL 61.5 ms, then 112.6 ms at 869 W).
+    ("Qwen3-14B", "B200", 128),
+    ("Qwen3-14B", "B200", 1024),
+    ("Qwen3-14B", "B200", 2048),
+    // KV-bound: the run averaged 474 sequences of 512 (preemptions); the derived KV
+    // capacity fits all 512.
+    ("Qwen3-8B", "H100", 512),
+];
+
+/// ML.ENERGY v3 (vLLM 0.11.1, lm-arena chat), all four files: Llama-3.1-8B, Qwen3-8B,
+/// Qwen3-14B and Qwen3-32B on H100 (one and two GPUs) and B200, 78 configurations. The
+/// closed-loop scenario at a steady state (each configuration's max_num_seqs and mean
+/// output length, the roofline from the catalogues) gives every median inter-token
+/// latency within 15% but the runs named in [`ML_ENERGY_ANOMALIES`], and the median
+/// error over all configurations within 5%.
+#[test]
+fn ml_energy_inter_token_latencies_hold_across_models_gpus_and_tensor_parallelism() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/llm-serving/energy");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let (mut errors, mut failures) = (Vec::new(), Vec::new());
+    for path in files {
+        let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let model = match file["model_id"].as_str().unwrap() {
+            "meta-llama/Llama-3.1-8B-Instruct" => "Llama-3.1-8B",
+            other => other.strip_prefix("Qwen/").unwrap(),
+        };
+        for c in file["configurations"].as_array().unwrap() {
+            let gpu = c["gpu_model"].as_str().unwrap();
+            let seqs = c["max_num_seqs"].as_u64().unwrap() as u32;
+            // Setting the swept max_num_seqs pins it: one point.
+            let mut s = Scenario::builtin("closed-loop-h100").unwrap();
+            s.apply_overrides(&[
+                format!("serving.model={model}"),
+                format!("serving.gpu={gpu}"),
+                format!("serving.tp={}", c["num_gpus"]),
+                format!("serving.engine.max_num_seqs={seqs}"),
+                format!("serving.tasks[0].output_tokens.mean={}", c["avg_output_len"]),
+                "serving.arrivals.requests=1000000000".into(),
+                "simulation.duration_s=600".into(),
+            ])
+            .unwrap_or_else(|e| panic!("{e}"));
+            let measured_s = c["median_itl_ms"].as_f64().unwrap() / 1e3;
+            let error = metric(&run(&s, 0, 0), "itl_p50_s") / measured_s - 1.0;
+            errors.push(error.abs());
+            let anomaly = ML_ENERGY_ANOMALIES.contains(&(model, gpu, seqs));
+            if error.abs() > 0.15 && !anomaly {
+                failures.push(format!("{model} {gpu} x{} at {seqs}: ITL {:+.1}%", c["num_gpus"], error * 100.0));
+            }
+        }
+    }
+    assert_eq!(errors.len(), 78, "every configuration of the four files");
+    errors.sort_by(f64::total_cmp);
+    let median = (errors[38] + errors[39]) / 2.0;
+    assert!(median <= 0.05, "median |ITL error| {:.1}%", median * 100.0);
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
 /// One sequence at a time, one step per request, a constant step time: the replica is
 /// an M/D/1 queue, and the mean wait (TTFT minus the step) matches Pollaczek-Khinchine
 /// within a 99% interval over 40 replications.

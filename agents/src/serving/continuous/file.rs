@@ -113,6 +113,8 @@ struct GpuTable {
     memory_gb_per_s: Option<f64>,
     memory_gb: Option<f64>,
     bandwidth_efficiency: Option<f64>,
+    kv_bandwidth_efficiency: Option<f64>,
+    layer_latency_us: Option<f64>,
     prefill_mfu: Option<f64>,
     decode_mfu: Option<f64>,
     tdp_w: Option<f64>,
@@ -147,6 +149,10 @@ impl GpuTable {
                 self.bandwidth_efficiency,
                 b.map(|g| g.bandwidth_efficiency),
             )?,
+            // Optional for a new GPU: the KV cache read at the weights' efficiency, and
+            // no layer latency (its efficiency then taken as measured on whole steps).
+            kv_bandwidth_efficiency: self.kv_bandwidth_efficiency.or(b.and_then(|g| g.kv_bandwidth_efficiency)),
+            layer_latency_us: self.layer_latency_us.or(b.map(|g| g.layer_latency_us)).unwrap_or(0.0),
             prefill_mfu: field("prefill_mfu", self.prefill_mfu, b.map(|g| g.prefill_mfu))?,
             decode_mfu: field("decode_mfu", self.decode_mfu, b.map(|g| g.decode_mfu))?,
             tdp_w: field("tdp_w", self.tdp_w, b.map(|g| g.tdp_w))?,
