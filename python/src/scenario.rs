@@ -43,7 +43,15 @@ impl PyScenario {
         }
         let name: String = match source.cast::<PyString>() {
             Ok(s) => s.to_str()?.to_string(),
-            Err(_) => source.call_method0("__fspath__")?.extract()?,
+            Err(_) => match source.call_method0("__fspath__") {
+                Ok(path) => path.extract()?,
+                Err(_) => {
+                    return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                        "Scenario() takes a built-in scenario's name, a path to a TOML file or a dict of tables, not {}",
+                        source.get_type().name()?
+                    )));
+                }
+            },
         };
         Core::load_with(&registry(), &name).map(|inner| PyScenario { inner }).map_err(|e| from_scenario(&e))
     }

@@ -184,6 +184,8 @@ def test_bad_input_raises_scenario_error_with_the_key_and_what_it_allows(tmp_pat
     assert sorted(p.name for p in occupied.iterdir()) == ["mine.txt"]
     with pytest.raises(TypeError):
         infersim.Scenario("mmc").set({"station.servers": object()})
+    with pytest.raises(TypeError, match="built-in scenario's name, a path"):
+        infersim.Scenario(42)
 
 
 def test_a_file_that_cannot_be_read_back_raises_run_error(tmp_path):
