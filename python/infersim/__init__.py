@@ -382,7 +382,10 @@ def calibrate(
     files = [os.fspath(observed)] if isinstance(observed, (str, os.PathLike)) else [os.fspath(o) for o in observed]
     param_args = []
     for key, bounds in params.items():
-        low, high = bounds
+        try:
+            low, high = (float(b) for b in bounds)
+        except (TypeError, ValueError):
+            raise TypeError(f"params[{key!r}] = {bounds!r}: expected (low, high), two numbers") from None
         param_args.append(f"{key}={low!r}..{high!r}")
 
     def call(path: str, callback: Callable[[int, int], Any] | None) -> tuple[bool, Any]:

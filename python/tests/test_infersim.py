@@ -186,6 +186,8 @@ def test_bad_input_raises_scenario_error_with_the_key_and_what_it_allows(tmp_pat
         infersim.Scenario("mmc").set({"station.servers": object()})
     with pytest.raises(TypeError, match="built-in scenario's name, a path"):
         infersim.Scenario(42)
+    with pytest.raises(TypeError, match="expected \\(low, high\\)"):
+        infersim.calibrate("mmc", OBSERVED, {"station.servers": 3}, target="wait_s", progress=False)
 
 
 def test_a_file_that_cannot_be_read_back_raises_run_error(tmp_path):
