@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use infersim::batch::{BatchSpec, BatchStatus, run_batch as run_library_batch};
 use infersim::calibrate::run::{Request, run as run_calibration};
-use infersim::calibrate::{CalibrateError, Interval, Objective};
+use infersim::calibrate::{CalibrateError, FittedRow, Objective, fitted_rows};
 use infersim::cli::{Comparison, CorrespondenceTable, comparison, correspondence_table};
 use infersim::runner::{Shard, WorkPlan};
 use infersim::trace::TraceLevel;
@@ -257,27 +257,19 @@ fn calibrate(
         Err(CalibrateError::Interrupted) => return Err(run_error("interrupted: finished evaluations are kept")),
         other => other.map_err(lift)?,
     };
-    let best = &report.fitted.evaluations[report.fitted.best];
-    let ps = &report.params;
-    let intervals = &report.fitted.intervals;
-    let range = |i: usize, high: bool| match intervals[i] {
-        Interval::Range { low, high: h, .. } => Some(if high { h } else { low }),
-        _ => None,
-    };
-    let noise_confidence = report.fitted.noise.as_ref().map(|n| n.confidence);
+    // As fitted.csv has them.
+    let rows = fitted_rows(&report.params, &report.fitted);
+    let number = |f: &dyn Fn(&FittedRow) -> Option<f64>| Column::Number(rows.iter().map(f).collect());
     let fitted = ArrowTable::from_columns(vec![
-        ("param", Column::Text(ps.iter().map(|p| p.key.clone()).collect())),
-        (
-            "value",
-            Column::Number((0..ps.len()).map(|i| (intervals[i] != Interval::Flat).then_some(best.values[i])).collect()),
-        ),
-        ("low", Column::Number(ps.iter().map(|p| Some(p.low)).collect())),
-        ("high", Column::Number(ps.iter().map(|p| Some(p.high)).collect())),
-        ("ci_low", Column::Number((0..ps.len()).map(|i| range(i, false)).collect())),
-        ("ci_high", Column::Number((0..ps.len()).map(|i| range(i, true)).collect())),
-        ("confidence", Column::Number(ps.iter().map(|_| noise_confidence).collect())),
-        ("interval", Column::Text(intervals.iter().map(|i| i.status().to_string()).collect())),
-        ("identifiable", Column::Flag(intervals.iter().map(|i| Some(*i != Interval::Flat)).collect())),
+        ("param", Column::Text(rows.iter().map(|r| r.param.clone()).collect())),
+        ("value", number(&|r| r.value)),
+        ("low", number(&|r| Some(r.low))),
+        ("high", number(&|r| Some(r.high))),
+        ("ci_low", number(&|r| r.ci.map(|c| c.0))),
+        ("ci_high", number(&|r| r.ci.map(|c| c.1))),
+        ("confidence", number(&|r| r.confidence)),
+        ("interval", Column::Text(rows.iter().map(|r| r.interval.to_string()).collect())),
+        ("identifiable", Column::Flag(rows.iter().map(|r| Some(r.identifiable)).collect())),
     ]);
     Ok((report.calibrated, fitted))
 }

@@ -38,8 +38,8 @@ pub use interval::{Interval, Noise};
 pub use journal::{Evaluation, Journal};
 pub use observed::{Columns, Observed, ks_distance, quantile};
 pub use report::{
-    Correspondence, correspondence, correspondence_csv, fitted_csv, plot_calibration, plot_distributions,
-    read_replications, trace_ks, write_evaluations,
+    Correspondence, FittedRow, correspondence, correspondence_csv, fitted_csv, fitted_rows, plot_calibration,
+    plot_distributions, read_replications, trace_ks, write_evaluations,
 };
 pub use simulated::{Simulated, score, simulate, trace_level};
 

@@ -45,33 +45,69 @@ pub fn write_evaluations(path: &Path, params: &[Param], fitted: &Fitted) -> Resu
     fs::rename(&tmp, path).map_err(|e| failed(format!("{}: {e}", path.display())))
 }
 
-/// fitted.csv: per parameter its value (empty when the objective does not move with
-/// it), bounds, interval, the interval's confidence and how it came out
-/// ([`Interval::status`]).
-pub fn fitted_csv(params: &[Param], fitted: &Fitted) -> Result<String, CalibrateError> {
+/// One fitted parameter as fitted.csv and the Python package give it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FittedRow {
+    /// The dotted key.
+    pub param: String,
+    /// The fitted value; none when the objective does not move with it.
+    pub value: Option<f64>,
+    /// The search's lower bound.
+    pub low: f64,
+    /// The search's upper bound.
+    pub high: f64,
+    /// The interval, when there is one.
+    pub ci: Option<(f64, f64)>,
+    /// The interval's confidence, when there is noise to set one by.
+    pub confidence: Option<f64>,
+    /// How the interval came out ([`Interval::status`]).
+    pub interval: &'static str,
+    /// Whether the objective moves with it.
+    pub identifiable: bool,
+}
+
+/// Per parameter, its value, bounds, interval, the interval's confidence and how it
+/// came out.
+pub fn fitted_rows(params: &[Param], fitted: &Fitted) -> Vec<FittedRow> {
     let best = &fitted.evaluations[fitted.best];
+    let confidence = fitted.noise.as_ref().map(|n| n.confidence);
+    params
+        .iter()
+        .zip(&fitted.intervals)
+        .zip(&best.values)
+        .map(|((p, interval), &value)| FittedRow {
+            param: p.key.clone(),
+            value: (*interval != Interval::Flat).then_some(value),
+            low: p.low,
+            high: p.high,
+            ci: match interval {
+                Interval::Range { low, high, .. } => Some((*low, *high)),
+                _ => None,
+            },
+            confidence,
+            interval: interval.status(),
+            identifiable: *interval != Interval::Flat,
+        })
+        .collect()
+}
+
+/// fitted.csv: [`fitted_rows`], empty cells where a value is none.
+pub fn fitted_csv(params: &[Param], fitted: &Fitted) -> Result<String, CalibrateError> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let header = ["param", "value", "low", "high", "ci_low", "ci_high", "confidence", "interval", "identifiable"];
     w.write_record(header).map_err(failed)?;
-    let confidence = fitted.noise.as_ref().map_or(String::new(), |n| n.confidence.to_string());
-    for (i, p) in params.iter().enumerate() {
-        let interval = &fitted.intervals[i];
-        let value = if *interval == Interval::Flat { String::new() } else { best.values[i].to_string() };
-        let (ci_low, ci_high) = match interval {
-            Interval::Range { low, high, .. } => (low.to_string(), high.to_string()),
-            _ => (String::new(), String::new()),
-        };
-        let identifiable = (*interval != Interval::Flat).to_string();
+    let cell = |x: Option<f64>| x.map_or(String::new(), |x| x.to_string());
+    for r in fitted_rows(params, fitted) {
         let row = [
-            &p.key,
-            &value,
-            &p.low.to_string(),
-            &p.high.to_string(),
-            &ci_low,
-            &ci_high,
-            &confidence,
-            interval.status(),
-            &identifiable,
+            r.param,
+            cell(r.value),
+            r.low.to_string(),
+            r.high.to_string(),
+            cell(r.ci.map(|c| c.0)),
+            cell(r.ci.map(|c| c.1)),
+            cell(r.confidence),
+            r.interval.to_string(),
+            r.identifiable.to_string(),
         ];
         w.write_record(row).map_err(failed)?;
     }

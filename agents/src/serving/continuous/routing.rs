@@ -68,7 +68,15 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                     let e = &self.replicas[r as usize].engine;
                     e.unanswered_prompt_tokens() as f64 + (e.waiting() + e.running()) as f64 * self.mean_output_tokens
                 };
-                (0..count).map(nth).min_by(|&a, &b| estimate(a).total_cmp(&estimate(b))).expect("some replica is up")
+                // Each replica's estimate once; ties to the first, as a scan's would.
+                let mut best = (f64::INFINITY, nth(0));
+                for r in (0..count).map(nth) {
+                    let e = estimate(r);
+                    if e < best.0 {
+                        best = (e, r);
+                    }
+                }
+                best.1
             }
             LlmRouting::PowerOfTwoChoices => {
                 let rng = ctx.rng(ROUTING_STREAM);
