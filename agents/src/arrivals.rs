@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 use crate::input::{DataTable, Inputs};
+use crate::llm::kv::{Chain, Segment, chain_hash};
 
 /// How requests arrive.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -95,8 +96,18 @@ pub enum ArrivalProcess {
         /// The requests, in time order.
         #[serde(skip)]
         requests: Arc<[ReplayedRequest]>,
+        /// Tokens per id of the trace's `hash_ids` lists (Mooncake's traces: 512).
+        #[serde(default)]
+        hash_block_tokens: Option<u32>,
+        /// Each request's chain of shared prompt segments, from its `hash_ids`; empty
+        /// when the trace has none.
+        #[serde(skip)]
+        chains: Arc<[Chain]>,
     },
 }
+
+/// Mooncake's block of prompt tokens per hash id, the default of `hash_block_tokens`.
+pub const DEFAULT_HASH_BLOCK_TOKENS: u32 = 512;
 
 /// One request of a replayed trace. Task and token counts that the trace leaves out
 /// are drawn as for any other request.
@@ -320,11 +331,21 @@ impl ArrivalProcess {
     /// scenario names the file, `task_names` the tasks a `task` column may name.
     /// Other processes are left as they are.
     pub fn load(&mut self, key: &str, inputs: &dyn Inputs, task_names: &[&str]) -> Result<(), ConfigError> {
-        if let ArrivalProcess::Replay { path, requests } = self {
+        if let ArrivalProcess::Replay { path, requests, hash_block_tokens, chains } = self {
             if path.is_empty() {
                 return Err(ConfigError::invalid(format!("{key}.path"), "(missing)", "the trace file to replay"));
             }
-            *requests = read_requests(&inputs.table(&format!("{key}.path"), path)?, task_names)?.into();
+            let block_tokens = hash_block_tokens.unwrap_or(DEFAULT_HASH_BLOCK_TOKENS);
+            if !(1..=1 << 20).contains(&block_tokens) {
+                return Err(ConfigError::invalid(
+                    format!("{key}.hash_block_tokens"),
+                    block_tokens,
+                    "from 1 to 1,048,576 tokens",
+                ));
+            }
+            let table = inputs.table(&format!("{key}.path"), path)?;
+            *requests = read_requests(&table, task_names)?.into();
+            *chains = read_chains(&table, block_tokens, requests)?.into();
         }
         Ok(())
     }
@@ -332,8 +353,10 @@ impl ArrivalProcess {
 
 /// Arrival-time columns a trace may have, with their scale to seconds and whether
 /// they count from an arbitrary origin (then the first row is time 0).
-const TIME_COLUMNS: [(&str, f64, bool); 5] = [
+const TIME_COLUMNS: [(&str, f64, bool); 6] = [
     ("timestamp_s", 1.0, false),
+    // Mooncake's traces: milliseconds.
+    ("timestamp", 1e-3, false),
     ("arrival_time_s", 1.0, false),
     ("arrival_time_ns", 1e-9, false),
     // vLLM's per-request records: the engine's monotonic clock.
@@ -343,13 +366,13 @@ const TIME_COLUMNS: [(&str, f64, bool); 5] = [
 ];
 
 /// The requests of a trace table. An arrival time is required: `timestamp_s` or
-/// `arrival_time_s` (seconds from the start of the run), `arrival_time_ns`
-/// (nanoseconds), `queued_ts` (vLLM's request records: seconds on a clock whose first
+/// `arrival_time_s` (seconds from the start of the run), `timestamp` (milliseconds,
+/// Mooncake's traces), `arrival_time_ns` (nanoseconds), `queued_ts` (vLLM's request records: seconds on a clock whose first
 /// row becomes 0) or `TIMESTAMP` (the Azure LLM traces: `YYYY-MM-DD HH:MM:SS.fff`, the
 /// first row becoming 0), non-decreasing. Optional, and replacing what would be drawn:
 /// `task` (one of `task_names`), prompt tokens (`prompt_tokens`, `input_toks`,
-/// `input_tokens` or `ContextTokens`) and output tokens (`output_tokens`,
-/// `output_toks` or `GeneratedTokens`). Other columns are ignored. Every row is
+/// `input_tokens`, `ContextTokens` or `input_length`) and output tokens
+/// (`output_tokens`, `output_toks`, `GeneratedTokens` or `output_length`). Other columns are ignored. Every row is
 /// checked; an error names its line or row.
 pub fn read_requests(table: &DataTable, task_names: &[&str]) -> Result<Vec<ReplayedRequest>, ConfigError> {
     let Some((time_col, (time_name, scale, relative))) =
@@ -364,8 +387,8 @@ pub fn read_requests(table: &DataTable, task_names: &[&str]) -> Result<Vec<Repla
     };
     let (task_col, prompt_col, output_col) = (
         table.column("task"),
-        table.column_any(&["prompt_tokens", "input_toks", "input_tokens", "ContextTokens"]),
-        table.column_any(&["output_tokens", "output_toks", "GeneratedTokens"]),
+        table.column_any(&["prompt_tokens", "input_toks", "input_tokens", "ContextTokens", "input_length"]),
+        table.column_any(&["output_tokens", "output_toks", "GeneratedTokens", "output_length"]),
     );
     let mut requests = Vec::with_capacity(table.rows());
     let mut previous = 0.0_f64;
@@ -422,6 +445,44 @@ pub fn read_requests(table: &DataTable, task_names: &[&str]) -> Result<Vec<Repla
         return Err(table.error("the trace has no requests"));
     }
     Ok(requests)
+}
+
+/// The chains of shared prompt segments of a trace's requests, from a `hash_ids`
+/// column (Mooncake's traces: each a list of ids of `block_tokens` prompt tokens; two
+/// requests whose lists begin with the same ids share that prefix); empty without
+/// one. A request's segments stop at its prompt tokens where the trace gives them.
+pub fn read_chains(
+    table: &DataTable,
+    block_tokens: u32,
+    requests: &[ReplayedRequest],
+) -> Result<Vec<Chain>, ConfigError> {
+    let Some(col) = table.column("hash_ids") else { return Ok(Vec::new()) };
+    let mut chains = Vec::with_capacity(table.rows());
+    for (row, request) in requests.iter().enumerate() {
+        let text = table.text(col, row).unwrap_or_default();
+        let ids = parse_id_list(&text).ok_or_else(|| {
+            table.at(row, format!("hash_ids = {text:?} is not a list of whole numbers like [1, 2, 3]"))
+        })?;
+        let prompt = request.prompt_tokens.unwrap_or(u32::MAX);
+        let mut chain = Vec::with_capacity(ids.len());
+        let mut hash = 0;
+        for (k, id) in ids.into_iter().enumerate() {
+            let start = (k as u64 * u64::from(block_tokens)).min(u64::from(u32::MAX)) as u32;
+            if start >= prompt {
+                break;
+            }
+            hash = chain_hash(hash, id);
+            chain.push(Segment { hash, end_tokens: start.saturating_add(block_tokens).min(prompt) });
+        }
+        chains.push(chain.into());
+    }
+    Ok(chains)
+}
+
+/// `[1, 2, 3]` (or `1 2 3`, `1,2,3`) as numbers; `None` if any is not a whole number.
+fn parse_id_list(text: &str) -> Option<Vec<u64>> {
+    let inner = text.trim().trim_start_matches('[').trim_end_matches(']');
+    inner.split([',', ' ']).filter(|t| !t.trim().is_empty()).map(|t| t.trim().parse::<u64>().ok()).collect()
 }
 
 /// Seconds since 1970 of `YYYY-MM-DD HH:MM:SS[.fraction]` (or with a `T`), UTC.
@@ -488,6 +549,15 @@ impl ArrivalGenerator {
     pub fn replayed(&self, index: usize) -> Option<ReplayedRequest> {
         match &self.process {
             ArrivalProcess::Replay { requests, .. } => requests.get(index).copied(),
+            _ => None,
+        }
+    }
+
+    /// For a replayed trace with `hash_ids`, the `index`-th request's chain of shared
+    /// prompt segments.
+    pub fn replayed_chain(&self, index: usize) -> Option<&Chain> {
+        match &self.process {
+            ArrivalProcess::Replay { chains, .. } => chains.get(index),
             _ => None,
         }
     }

@@ -86,6 +86,11 @@ pub struct Task {
     /// `history`).
     #[serde(default)]
     pub history_tokens: Option<TokenCount>,
+    /// A system prompt every request of the task begins with (tokens), in front of
+    /// its prompt tokens: the continuous engine's replicas find its KV cached; none
+    /// by default.
+    #[serde(default)]
+    pub shared_prefix_tokens: Option<u32>,
 }
 
 /// What became of a request.
@@ -160,6 +165,8 @@ pub struct RequestRecord {
     pub first_token_s: Option<f64>,
     /// Token-level engines: times it was preempted.
     pub preemptions: Option<u32>,
+    /// Token-level engines: prompt tokens found in the KV cache when first scheduled.
+    pub cached_tokens: Option<u32>,
     /// Token-level engines: its replica.
     pub replica: Option<u32>,
 }
@@ -182,6 +189,10 @@ pub(crate) fn validate_tasks(tasks: &[Task]) -> Result<(), ConfigError> {
             if let Some(v) = objective {
                 check(v.is_finite() && v > 0.0, format!("tasks[{i}].{what}"), v, "a finite number of seconds > 0")?;
             }
+        }
+        if let Some(shared) = t.shared_prefix_tokens {
+            let key = format!("tasks[{i}].shared_prefix_tokens");
+            check((1..=MAX_TOKENS).contains(&shared), key, shared, "from 1 to 1,048,576 tokens")?;
         }
         let history = t.history_tokens.map(|h| ("history_tokens", h));
         for (what, c) in

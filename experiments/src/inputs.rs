@@ -290,7 +290,7 @@ mod tests {
         let no_time = df!("arrival_s" => [1.0]).unwrap();
         assert_eq!(
             read_parquet_trace(no_time).unwrap_err(),
-            "t.parquet: no arrival time column (one of timestamp_s, arrival_time_s, arrival_time_ns, queued_ts, TIMESTAMP; columns: arrival_s)"
+            "t.parquet: no arrival time column (one of timestamp_s, timestamp, arrival_time_s, arrival_time_ns, queued_ts, TIMESTAMP; columns: arrival_s)"
         );
         let poetry = df!("timestamp_s" => [1.0], "task" => ["poetry"]).unwrap();
         assert!(read_parquet_trace(poetry).unwrap_err().contains("row 1: task \"poetry\" is not one of"));

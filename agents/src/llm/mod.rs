@@ -11,7 +11,7 @@
 //! ```
 //! use infersim_agents::llm::{EngineLimits, Replica, Sequence, StepTime, Roofline, catalog};
 //! let roofline = Roofline { gpu: catalog::gpu("gpu", "H100")?, model: catalog::model("model", "Llama-3.1-8B")?, tp: 1 };
-//! let mut replica = Replica::new(EngineLimits { max_num_seqs: 8, max_num_batched_tokens: 2048, block_size: 16, num_gpu_blocks: 4096 });
+//! let mut replica = Replica::new(EngineLimits { max_num_seqs: 8, max_num_batched_tokens: 2048, block_size: 16, num_gpu_blocks: 4096, prefix_caching: true });
 //! replica.enqueue(Sequence::new("hello", 0, 500, 20));
 //! let (mut t_s, mut tokens) = (0.0, 0);
 //! while let Some(step) = replica.schedule() {
@@ -79,6 +79,10 @@ pub const BUILTIN_DATA: &[(&str, &str)] = &[
     (
         "llm-serving/vllm/RTXPRO6000-Llama-3.1-8B/timeseries.csv",
         include_str!("../../../data/llm-serving/vllm/RTXPRO6000-Llama-3.1-8B/timeseries.csv"),
+    ),
+    (
+        "llm-serving/workloads/mooncake-synthetic.jsonl",
+        include_str!("../../../data/llm-serving/workloads/mooncake-synthetic.jsonl"),
     ),
     (
         "llm-serving/workloads/sharegpt-llama-3.1-8b-300-sps10.csv",

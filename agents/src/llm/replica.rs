@@ -30,7 +30,7 @@ use std::collections::{BinaryHeap, VecDeque};
 
 use infersim_engine::{Id, Slab};
 
-use super::kv::KvCache;
+use super::kv::{Chain, Holding, KvCache, Prefix, splitmix64};
 use super::step_time::StepShape;
 
 /// The engine's limits.
@@ -44,6 +44,9 @@ pub struct EngineLimits {
     pub block_size: u32,
     /// KV blocks (one of them reserved).
     pub num_gpu_blocks: u32,
+    /// Whether freed blocks keep their contents for others to find (vLLM's
+    /// `enable_prefix_caching`, on by default in V1).
+    pub prefix_caching: bool,
 }
 
 /// A request on a replica.
@@ -82,6 +85,17 @@ pub struct Sequence<K> {
     /// Its share of the energy of the steps it ran in, by tokens (J): see
     /// [`Replica::set_step_energy`].
     pub energy_j: f64,
+    /// The name of its own tokens in the KV cache (those after its chain's segments):
+    /// from its `uid`, or a conversation turn's, which the next turn's chain names.
+    pub own: u64,
+    /// Whether its own blocks stay named when it finishes (a conversation goes on).
+    pub keep_own: bool,
+    /// Its chain of shared segments, kept by the replica it is on.
+    chain: Option<Id<Chain>>,
+    /// Its blocks held through the cache's names.
+    holding: Holding,
+    /// Prompt tokens found in the cache when it was first admitted.
+    pub cached_tokens: u32,
 }
 
 impl<K> Sequence<K> {
@@ -103,7 +117,19 @@ impl<K> Sequence<K> {
             admission: 0,
             decoding: false,
             energy_j: 0.0,
+            own: splitmix64(uid),
+            keep_own: false,
+            chain: None,
+            holding: Holding::default(),
+            cached_tokens: 0,
         }
+    }
+
+    /// The same sequence whose own tokens are named `own` and, with `keep_own`, stay
+    /// named when it finishes (a conversation's turn, which the next turn's chain
+    /// names).
+    pub fn owning(self, own: u64, keep_own: bool) -> Self {
+        Sequence { own, keep_own, ..self }
     }
 
     /// A request whose prompt was prefilled elsewhere (disaggregated serving): its
@@ -122,7 +148,17 @@ impl<K> Sequence<K> {
     /// so far (as after a preemption) and goes on from there; the energy it had is the
     /// caller's to keep.
     pub fn moved(self) -> Self {
-        Sequence { computed: 0, blocks: 0, preloaded: 0, admission: 0, decoding: false, energy_j: 0.0, ..self }
+        Sequence {
+            computed: 0,
+            blocks: 0,
+            preloaded: 0,
+            admission: 0,
+            decoding: false,
+            energy_j: 0.0,
+            chain: None,
+            holding: Holding::default(),
+            ..self
+        }
     }
 
     /// The same sequence, counted in the step statistics or not.
@@ -267,6 +303,23 @@ fn decoded<K>(seq: Sequence<K>, steps: u64, last_token_ns: u64, kv: &KvCache) ->
     Sequence { computed, generated: seq.generated + steps, blocks: kv.blocks_for(computed), last_token_ns, ..seq }
 }
 
+/// The cache's view of a sequence: its chain (kept in `chains`) and its own name.
+fn prefix_of<'a, K>(chains: &'a Slab<Chain>, seq: &Sequence<K>) -> Prefix<'a> {
+    Prefix { chain: seq.chain.map_or(&[][..], |c| &chains[c][..]), own: seq.own }
+}
+
+/// Frees the blocks of a sequence that leaves the replica (finished, lost or given up:
+/// its own blocks stay named only if it finished and `keep_own`) and returns its chain.
+fn leave<K>(kv: &mut KvCache, chains: &mut Slab<Chain>, seq: &mut Sequence<K>) -> Option<Chain> {
+    let chain = seq.chain.take().map(|c| chains.remove(c));
+    let prefix = Prefix { chain: chain.as_deref().unwrap_or(&[]), own: seq.own };
+    let keep_own = seq.keep_own && seq.generated >= seq.output;
+    kv.release(prefix, seq.holding, seq.blocks, seq.computed / kv.block_size(), keep_own);
+    seq.holding = Holding::default();
+    seq.blocks = 0;
+    chain
+}
+
 /// A replica's scheduler state and KV cache.
 #[derive(Clone, Debug)]
 pub struct Replica<K> {
@@ -290,8 +343,9 @@ pub struct Replica<K> {
     in_flight: bool,
     /// This step's (index in `running`, tokens) pairs.
     plan: Vec<(usize, u32)>,
-    /// Keys of the sequences this step admits for the first time.
-    first_admitted: Vec<K>,
+    /// Keys of the sequences this step admits for the first time, with the prompt
+    /// tokens each found cached.
+    first_admitted: Vec<(K, u32)>,
     /// Members finishing in the step being completed, in admission order.
     finished_members: Vec<Sequence<K>>,
     /// The last completed step's inter-token latencies of measured sequences, as
@@ -302,6 +356,8 @@ pub struct Replica<K> {
     /// The energy of the planned step per token it computes (J), shared out to its
     /// sequences when it completes.
     step_energy_per_token_j: f64,
+    /// The chains of the sequences here that have one.
+    chains: Slab<Chain>,
 }
 
 impl<K: Copy> Replica<K> {
@@ -309,7 +365,7 @@ impl<K: Copy> Replica<K> {
     pub fn new(limits: EngineLimits) -> Self {
         Replica {
             limits,
-            kv: KvCache::new(limits.num_gpu_blocks, limits.block_size),
+            kv: KvCache::new(limits.num_gpu_blocks, limits.block_size, limits.prefix_caching),
             waiting: VecDeque::new(),
             running: Vec::new(),
             cohort: Cohort::new(limits.block_size),
@@ -324,6 +380,7 @@ impl<K: Copy> Replica<K> {
             itls: Vec::new(),
             preemptions: 0,
             step_energy_per_token_j: 0.0,
+            chains: Slab::new(),
         }
     }
 
@@ -338,6 +395,21 @@ impl<K: Copy> Replica<K> {
     /// Queues a request.
     pub fn enqueue(&mut self, seq: Sequence<K>) {
         self.waiting.push_back(seq);
+    }
+
+    /// Queues a request whose prompt begins with `chain`'s segments.
+    pub fn enqueue_with_chain(&mut self, mut seq: Sequence<K>, chain: Chain) {
+        if !chain.is_empty() {
+            seq.chain = Some(self.chains.insert(chain));
+        }
+        self.waiting.push_back(seq);
+    }
+
+    /// The leading blocks of a request with this chain (and no own tokens cached) that
+    /// this replica's cache holds: what a prefix-aware router sees.
+    pub fn cached_blocks(&self, chain: &[super::kv::Segment], prompt: u32) -> u32 {
+        let max_blocks = prompt.saturating_sub(1) / self.kv.block_size();
+        self.kv.lookup(Prefix { chain, own: 0 }, max_blocks).blocks
     }
 
     /// Sequences waiting.
@@ -361,6 +433,13 @@ impl<K: Copy> Replica<K> {
     /// included) have answered.
     pub(crate) fn unanswered_prompt_tokens(&self) -> u64 {
         self.waiting.iter().chain(&self.running).filter(|s| s.generated == 0).map(|s| u64::from(s.prompt)).sum()
+    }
+
+    /// KV blocks this replica is committed to: those its sequences hold, and those the
+    /// prompts waiting here will take (what a router sees of its KV load).
+    pub(crate) fn committed_blocks(&self) -> u64 {
+        let held = u64::from(self.kv.usable_blocks() - self.kv.free_blocks());
+        held + self.waiting.iter().map(|s| u64::from(self.kv.blocks_for(s.known()))).sum::<u64>()
     }
 
     /// Whether a sequence this long could ever be admitted (its prompt and output fit
@@ -431,30 +510,31 @@ impl<K: Copy> Replica<K> {
             while budget > 0 && self.running() < self.limits.max_num_seqs as usize {
                 let Some(seq) = self.waiting.front() else { break };
                 let known = seq.known();
-                // Full-sequence reservation: the whole current sequence must fit.
-                if self.kv.blocks_for(known) > self.kv.free_blocks() {
-                    break;
-                }
                 let bs = self.kv.block_size();
                 // A cache hit covers whole blocks and leaves the last token to compute.
-                let hit_blocks = self.kv.cached_blocks(seq.uid).min((known - 1) / bs);
+                let hit = self.kv.lookup(prefix_of(&self.chains, seq), (known - 1) / bs);
+                // Full-sequence reservation: the whole current sequence must fit, its
+                // blocks found free counting as taken from the free ones.
+                if self.kv.blocks_for(known) - hit.blocks + hit.free > self.kv.free_blocks() {
+                    break;
+                }
                 // Transferred KV is written into fresh blocks as it is admitted.
-                let computed = (hit_blocks * bs).max(seq.preloaded.min(known - 1));
+                let computed = (hit.blocks * bs).max(seq.preloaded.min(known - 1));
                 let tokens = (known - computed).min(budget);
                 let mut seq = self.waiting.pop_front().expect("peeked");
                 seq.preloaded = 0;
-                self.kv.reuse_cached(seq.uid, hit_blocks);
-                self.kv.forget(seq.uid);
-                let needed = self.kv.blocks_for(computed + tokens).saturating_sub(hit_blocks);
+                seq.holding = self.kv.acquire(prefix_of(&self.chains, &seq), hit.blocks);
+                let needed = self.kv.blocks_for(computed + tokens).saturating_sub(hit.blocks);
                 let ok = self.kv.allocate(needed);
                 debug_assert!(ok, "the reservation check covers this chunk");
                 seq.computed = computed;
-                seq.blocks = hit_blocks + needed;
+                seq.blocks = hit.blocks + needed;
                 seq.admission = self.admissions;
                 self.admissions += 1;
                 if !seq.admitted {
                     seq.admitted = true;
-                    self.first_admitted.push(seq.key);
+                    seq.cached_tokens = hit.blocks * bs;
+                    self.first_admitted.push((seq.key, seq.cached_tokens));
                 }
                 self.running.push(seq);
                 self.plan.push((self.running.len() - 1, tokens));
@@ -485,8 +565,9 @@ impl<K: Copy> Replica<K> {
         Some(shape)
     }
 
-    /// The sequences the planned step admits for the first time.
-    pub(crate) fn first_admitted(&self) -> &[K] {
+    /// The sequences the planned step admits for the first time, with the prompt
+    /// tokens each found cached.
+    pub(crate) fn first_admitted(&self) -> &[(K, u32)] {
         &self.first_admitted
     }
 
@@ -497,8 +578,10 @@ impl<K: Copy> Replica<K> {
     }
 
     fn preempt(&mut self, mut victim: Sequence<K>) {
-        let full = (victim.computed / self.kv.block_size()).min(victim.blocks);
-        self.kv.release(victim.uid, full, victim.blocks - full);
+        // Its full blocks stay named, for it to find when it is readmitted.
+        let full = victim.computed / self.kv.block_size();
+        self.kv.release(prefix_of(&self.chains, &victim), victim.holding, victim.blocks, full, true);
+        victim.holding = Holding::default();
         victim.blocks = 0;
         victim.computed = 0;
         victim.preemptions += 1;
@@ -518,7 +601,7 @@ impl<K: Copy> Replica<K> {
         let mut produced = StepTokens::default();
         self.itls.clear();
         self.in_flight = false;
-        let Replica { kv, running, cohort, plan, finished_members, itls, .. } = &mut *self;
+        let Replica { kv, running, cohort, plan, finished_members, itls, chains, .. } = &mut *self;
         // The cohort: every member produces a token, one step after its last.
         finished_members.clear();
         if cohort.len > 0 {
@@ -535,9 +618,8 @@ impl<K: Copy> Replica<K> {
                 }
                 cohort.finishing.pop();
                 let (seq, joined) = cohort.leave(member);
-                let done = decoded(seq, step + 1 - joined, now_ns, kv);
-                kv.release(done.uid, 0, done.blocks);
-                finished_members.push(done);
+                // It leaves the cache after the step's blocks are named, below.
+                finished_members.push(decoded(seq, step + 1 - joined, now_ns, kv));
             }
         }
         // The others, one by one; events interleaved with the members' in admission
@@ -548,6 +630,12 @@ impl<K: Copy> Replica<K> {
             let seq = &mut running[i];
             seq.computed += tokens;
             seq.energy_j += f64::from(tokens) * energy_per_token_j;
+            if let Some(chain) = seq.chain {
+                let full = seq.computed / kv.block_size();
+                if full > seq.holding.named {
+                    kv.register(Prefix { chain: &chains[chain], own: seq.own }, &mut seq.holding, full);
+                }
+            }
             if seq.computed != seq.known() {
                 continue;
             }
@@ -584,12 +672,17 @@ impl<K: Copy> Replica<K> {
         for member in &finished_members[members_told..] {
             on_event(member, TokenEvent::Finished);
         }
+        // Sequences that finished free their blocks once the step's blocks are named,
+        // in admission order (the members are older than the others).
+        for member in finished_members.iter_mut() {
+            leave(kv, chains, member);
+        }
         plan.clear();
         if any_left {
             let joined = step + 1;
             running.retain_mut(|s| {
                 if s.generated >= s.output {
-                    kv.release(s.uid, 0, s.blocks);
+                    leave(kv, chains, s);
                     return false;
                 }
                 if std::mem::take(&mut s.decoding) && use_cohort {
@@ -604,27 +697,28 @@ impl<K: Copy> Replica<K> {
         produced
     }
 
-    /// Removes every sequence (the replica failed), handing each to `on_lost`.
-    pub fn drain(&mut self, mut on_lost: impl FnMut(Sequence<K>)) {
+    /// Removes every sequence (the replica failed), handing each to `on_lost` with its
+    /// chain (if it was given one).
+    pub fn drain(&mut self, mut on_lost: impl FnMut(Sequence<K>, Option<Chain>)) {
         self.plan.clear();
         let scheduled = std::mem::take(&mut self.in_flight);
         self.cohort.dissolve(self.steps, scheduled, self.last_step_end_ns, &self.kv, &mut self.running);
         self.running.sort_unstable_by_key(|s| s.admission);
-        for s in self.running.drain(..) {
-            self.kv.release(s.uid, 0, s.blocks);
-            on_lost(s);
+        for mut s in self.running.drain(..) {
+            let chain = leave(&mut self.kv, &mut self.chains, &mut s);
+            on_lost(s, chain);
         }
-        for s in self.waiting.drain(..) {
-            self.kv.forget(s.uid);
-            on_lost(s);
+        for mut s in self.waiting.drain(..) {
+            let chain = leave(&mut self.kv, &mut self.chains, &mut s);
+            on_lost(s, chain);
         }
     }
 
     /// Removes a waiting sequence (it gave up); true if it was waiting.
     pub(crate) fn withdraw(&mut self, key_matches: impl Fn(&K) -> bool) -> Option<Sequence<K>> {
         let at = self.waiting.iter().position(|s| key_matches(&s.key))?;
-        let s = self.waiting.remove(at)?;
-        self.kv.forget(s.uid);
+        let mut s = self.waiting.remove(at)?;
+        leave(&mut self.kv, &mut self.chains, &mut s);
         Some(s)
     }
 }
@@ -634,7 +728,13 @@ mod tests {
     use super::*;
 
     fn limits(blocks: u32) -> EngineLimits {
-        EngineLimits { max_num_seqs: 4, max_num_batched_tokens: 64, block_size: 16, num_gpu_blocks: blocks }
+        EngineLimits {
+            max_num_seqs: 4,
+            max_num_batched_tokens: 64,
+            block_size: 16,
+            num_gpu_blocks: blocks,
+            prefix_caching: true,
+        }
     }
 
     /// Runs every step (step k ends at k x 10 ns); returns the events, the shapes,
@@ -719,7 +819,7 @@ mod tests {
         }
         let first = r.schedule().unwrap();
         assert_eq!((first.prefills, r.running(), r.waiting()), (4, 4, 2));
-        assert_eq!(r.first_admitted(), [0, 1, 2, 3]);
+        assert_eq!(r.first_admitted(), [(0, 0), (1, 0), (2, 0), (3, 0)]);
         r.complete_step(10, |_, _| {});
         let second = r.schedule().unwrap();
         assert_eq!((second.decodes, second.prefills), (4, 0));
@@ -735,6 +835,7 @@ mod tests {
             max_num_batched_tokens: 256,
             block_size: 16,
             num_gpu_blocks: 10,
+            prefix_caching: true,
         });
         r.enqueue(Sequence::new(0, 0, 64, 40));
         r.enqueue(Sequence::new(1, 1, 64, 40));
@@ -785,7 +886,7 @@ mod tests {
     #[derive(Debug, PartialEq)]
     struct Seen {
         shape: Option<StepShape>,
-        first_admitted: Vec<u32>,
+        first_admitted: Vec<(u32, u32)>,
         events: Vec<(u32, TokenEvent, u32, u32)>,
         tokens: StepTokens,
         itls: Vec<(u64, u32)>,
@@ -829,6 +930,23 @@ mod tests {
         }
     }
 
+    /// One of three shared prefixes (37 tokens; 37 + 50; 37 + 50 + 64), cut to
+    /// `prompt` tokens.
+    fn shared_chain(which: usize, prompt: u32) -> Chain {
+        let segments = [(1, 37), (2, 87), (3, 151)];
+        let mut hash = 0;
+        let mut chain = Vec::new();
+        for &(id, end) in &segments[..=which] {
+            let start = chain.last().map_or(0, |s: &super::super::kv::Segment| s.end_tokens);
+            if start >= prompt {
+                break;
+            }
+            hash = super::super::kv::chain_hash(hash, id);
+            chain.push(super::super::kv::Segment { hash, end_tokens: end.min(prompt) });
+        }
+        chain.into()
+    }
+
     /// The cohort of steady decoders changes nothing: random workloads, many with a
     /// cache or a token budget too small for what they hold (so sequences are preempted
     /// and passed over), give the same steps, events, counts, latencies and cache state
@@ -836,7 +954,7 @@ mod tests {
     #[test]
     fn the_cohort_gives_what_the_per_sequence_rules_give() {
         use rand::RngExt;
-        let (mut steps_with_members, mut preempted_members) = (0, 0);
+        let (mut steps_with_members, mut preempted_members, mut prefix_hits) = (0, 0, 0);
         for case in 0..60_u64 {
             let mut rng = infersim_engine::derive_stream(case, 0, infersim_engine::StreamId(0));
             let limits = EngineLimits {
@@ -844,6 +962,7 @@ mod tests {
                 max_num_batched_tokens: rng.random_range(4..=384),
                 block_size: [1, 3, 16][rng.random_range(0..3_usize)],
                 num_gpu_blocks: rng.random_range(30..=1500),
+                prefix_caching: rng.random_bool(0.8),
             };
             let mut fast = Replica::new(limits);
             let mut slow = Replica::new(limits);
@@ -861,8 +980,20 @@ mod tests {
                         Sequence::new(uid as u32, uid, prompt, output)
                     };
                     let seq = seq.measured(rng.random_bool(0.9));
-                    fast.enqueue(seq);
-                    slow.enqueue(seq);
+                    // Some begin with one of three system prompts, one of which two
+                    // others extend; some are conversations whose next turn follows.
+                    let chain = rng.random_bool(0.5).then(|| shared_chain(rng.random_range(0..3), prompt));
+                    let seq = if rng.random_bool(0.2) { seq.owning(uid ^ 0xabc, true) } else { seq };
+                    match chain {
+                        Some(chain) => {
+                            fast.enqueue_with_chain(seq, chain.clone());
+                            slow.enqueue_with_chain(seq, chain);
+                        }
+                        None => {
+                            fast.enqueue(seq);
+                            slow.enqueue(seq);
+                        }
+                    }
                     uid += 1;
                 }
                 if rng.random_bool(0.002) {
@@ -870,8 +1001,8 @@ mod tests {
                     let (a, b) = (fast.schedule(), slow.schedule());
                     assert_eq!(a, b);
                     let (mut lost_fast, mut lost_slow) = (Vec::new(), Vec::new());
-                    fast.drain(|s| lost_fast.push((s.key, s.generated, s.preemptions)));
-                    slow.drain(|s| lost_slow.push((s.key, s.generated, s.preemptions)));
+                    fast.drain(|s, _| lost_fast.push((s.key, s.generated, s.preemptions)));
+                    slow.drain(|s, _| lost_slow.push((s.key, s.generated, s.preemptions)));
                     assert_eq!(lost_fast, lost_slow);
                     assert_eq!(fast.kv(), slow.kv());
                 }
@@ -879,11 +1010,15 @@ mod tests {
                 let (members, preemptions) = (fast.cohort.len, fast.preemptions);
                 let (a, b) = (observe_step(&mut fast, now_ns), observe_step(&mut slow, now_ns));
                 assert_eq!(a, b, "case {case}, {limits:?}");
+                fast.kv().check();
+                prefix_hits += a.first_admitted.iter().filter(|(_, cached)| *cached > 0).count();
                 steps_with_members += u32::from(members > 0);
                 preempted_members += u32::from(members > 0 && fast.preemptions > preemptions);
             }
         }
         // Both paths were taken: the cohort, and its dissolution to preempt.
         assert!(steps_with_members > 10_000 && preempted_members > 100, "{steps_with_members} {preempted_members}");
+        // And requests found shared prefixes.
+        assert!(prefix_hits > 1_000, "{prefix_hits}");
     }
 }

@@ -204,7 +204,7 @@ impl ServingSetup {
 /// Trace columns the static engine does not fill (they are the token-level
 /// engine's), and those the continuous engine does not (a replica of `tp` GPUs has no
 /// one GPU, and batches change every step).
-const TOKEN_COLUMNS: [&str; 9] = [
+const TOKEN_COLUMNS: [&str; 10] = [
     "input_tokens",
     "output_tokens",
     "first_scheduled_s",
@@ -213,6 +213,7 @@ const TOKEN_COLUMNS: [&str; 9] = [
     "tpot_s",
     "e2e_s",
     "preemptions",
+    "cached_tokens",
     "replica",
 ];
 const BATCH_COLUMNS: [&str; 5] = ["gpu", "batch_size", "truncated", "history_tokens", "quality"];
@@ -330,6 +331,7 @@ impl World for ServingWorld {
             ("llm-history", include_str!("../../../data/scenarios/llm-history.toml")),
             ("vllm-replay", include_str!("../../../data/scenarios/vllm-replay.toml")),
             ("llm-fleet", include_str!("../../../data/scenarios/llm-fleet.toml")),
+            ("mooncake-replay", include_str!("../../../data/scenarios/mooncake-replay.toml")),
             ("closed-loop-h100", include_str!("../../../data/scenarios/closed-loop-h100.toml")),
         ]
     }
@@ -368,6 +370,7 @@ crate::trace_row!(RequestRecord, |r| {
     },
     e2e_s: Option<f64> = r.finish_s.filter(|_| r.outcome == RequestOutcome::Served && r.first_token_s.is_some()).map(|f| f - r.arrival_s),
     preemptions: Option<u32> = r.preemptions,
+    cached_tokens: Option<u32> = r.cached_tokens,
     replica: Option<u32> = r.replica,
 });
 

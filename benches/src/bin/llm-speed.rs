@@ -58,6 +58,7 @@ fn config(
         ttft_slo_s: None,
         tpot_slo_s: None,
         history_tokens: None,
+        shared_prefix_tokens: None,
     };
     LlmServingConfig {
         arrivals,
@@ -126,13 +127,18 @@ fn main() {
     let dir = "llm-serving/profiles/RTXPRO6000/Llama-3.1-8B/tp1";
     let profile = Profile::load("dir", dir, &Embedded, &model, 1, (pro.link_gb_per_s, pro.link_latency_us)).unwrap();
     let trace = Embedded.table("path", "llm-serving/workloads/sharegpt-llama-3.1-8b-300-sps10.csv").unwrap();
-    let replay =
-        ArrivalProcess::Replay { path: String::new(), requests: read_requests(&trace, &["sharegpt"]).unwrap().into() };
+    let replay = ArrivalProcess::Replay {
+        path: String::new(),
+        requests: read_requests(&trace, &["sharegpt"]).unwrap().into(),
+        hash_block_tokens: None,
+        chains: Vec::new().into(),
+    };
     let limits = |seqs, blocks| EngineLimits {
         max_num_seqs: seqs,
         max_num_batched_tokens: 2048,
         block_size: 16,
         num_gpu_blocks: blocks,
+        prefix_caching: true,
     };
     let blocks = pro.kv_blocks(&model, 1, 0.9, (2048, 128), 16);
     time(

@@ -754,7 +754,7 @@ mod tests {
         for (name, _) in registry.scenarios() {
             Scenario::builtin(name).unwrap();
         }
-        assert_eq!(registry.scenarios().len(), 13);
+        assert_eq!(registry.scenarios().len(), 14);
         assert!(Scenario::builtin(registry.default_scenario().unwrap()).is_ok());
     }
 

@@ -13,6 +13,7 @@ mod network;
 mod ownership;
 mod pipeline;
 mod pipeline_adaptation;
+mod prefix;
 mod readme;
 mod slurm;
 mod worlds;

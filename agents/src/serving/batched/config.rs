@@ -119,6 +119,16 @@ impl BatchedConfig {
         }
         check(!self.tasks.is_empty(), "tasks", "[]", "at least one task")?;
         validate_tasks(&self.tasks)?;
+        if let Some((i, t)) = self.tasks.iter().enumerate().find(|(_, t)| t.shared_prefix_tokens.is_some()) {
+            let key = format!("tasks[{i}].shared_prefix_tokens");
+            let shared = t.shared_prefix_tokens.unwrap_or(0);
+            check(
+                false,
+                key,
+                shared,
+                "none: only the continuous engine caches prefixes (serving.engine.kind = \"continuous\")",
+            )?;
+        }
         check(self.nodes >= 1, "nodes", self.nodes, "an integer >= 1")?;
         check(self.gpus_per_node >= 1, "gpus_per_node", self.gpus_per_node, "an integer >= 1")?;
         check((1..=65_536).contains(&self.max_batch), "max_batch", self.max_batch, "an integer from 1 to 65536")?;
@@ -202,6 +212,7 @@ impl BatchedConfig {
                 slo_s: 1.0,
                 timeout_s: None,
                 history_tokens: None,
+                shared_prefix_tokens: None,
                 ttft_slo_s: None,
                 tpot_slo_s: None,
             }],

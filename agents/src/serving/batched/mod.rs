@@ -559,6 +559,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> BatchedServing<O, S
             first_scheduled_s: None,
             first_token_s: None,
             preemptions: None,
+            cached_tokens: None,
             replica: None,
         });
     }
@@ -679,6 +680,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> BatchedServing<O, S
                 first_scheduled_s: None,
                 first_token_s: None,
                 preemptions: None,
+                cached_tokens: None,
                 replica: None,
             });
         }
@@ -927,6 +929,7 @@ mod tests {
             slo_s: 3.0,
             timeout_s: None,
             history_tokens: None,
+            shared_prefix_tokens: None,
             ttft_slo_s: None,
             tpot_slo_s: None,
         });

@@ -30,6 +30,13 @@ pub enum LlmRouting {
     PowerOfTwoChoices,
     /// A replica uniformly at random.
     Random,
+    /// The replica that costs least for this request, trading the prompt blocks it
+    /// would have to compute (those not found in the replica's cache) against the
+    /// blocks the replica already has to serve, as NVIDIA Dynamo's KV router does with
+    /// its default overlap weight of 1: `cost = (prompt blocks - cached leading
+    /// blocks) + (KV blocks held + prompt blocks of the requests waiting)`, lowest
+    /// index on ties.
+    PrefixAware,
 }
 
 /// Measured numbers to print beside a run's (a real engine's run of the same
@@ -132,6 +139,18 @@ impl LlmServingConfig {
             && let Some(r) = requests.iter().find(|r| r.task.is_some_and(|t| usize::from(t) >= self.tasks.len()))
         {
             check(false, "arrivals.task", r.task.unwrap_or(0), "the index of one of the tasks")?;
+        }
+        if let ArrivalProcess::Replay { chains, .. } = &self.arrivals
+            && !chains.is_empty()
+            && let Some(i) = self.tasks.iter().position(|t| t.shared_prefix_tokens.is_some())
+        {
+            let shared = self.tasks[i].shared_prefix_tokens.unwrap_or(0);
+            check(
+                false,
+                format!("tasks[{i}].shared_prefix_tokens"),
+                shared,
+                "none with a trace whose hash_ids name its prompts' shared prefixes",
+            )?;
         }
         check((1..=100_000).contains(&self.nodes), "nodes", self.nodes, "an integer from 1 to 100,000")?;
         check(

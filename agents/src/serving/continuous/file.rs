@@ -61,6 +61,7 @@ struct EngineTable {
     step_overhead_s: Option<f64>,
     step_overhead_per_seq_s: Option<f64>,
     max_queued_requests: Option<i64>,
+    enable_prefix_caching: Option<bool>,
 }
 
 /// `[serving.step_time]`: one table per model, picked by `kind`.
@@ -250,7 +251,13 @@ pub(crate) fn resolve(
         nodes: int_in("serving.nodes", s.nodes, 1, 100_000)?,
         replicas_per_node: int_in("serving.replicas_per_node", s.replicas_per_node.unwrap_or(1), 1, 1024)?,
         tp,
-        limits: EngineLimits { max_num_seqs, max_num_batched_tokens, block_size, num_gpu_blocks },
+        limits: EngineLimits {
+            max_num_seqs,
+            max_num_batched_tokens,
+            block_size,
+            num_gpu_blocks,
+            prefix_caching: e.enable_prefix_caching.unwrap_or(true),
+        },
         max_queued_requests: match e.max_queued_requests {
             None => DEFAULT_MAX_QUEUED,
             Some(n) => int_in("serving.engine.max_queued_requests", n, 1, i64::from(MAX_QUEUED))?,

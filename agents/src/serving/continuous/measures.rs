@@ -73,6 +73,12 @@ crate::metrics! {
         goodput_per_s: f64 = "per s",
         /// Sequences preempted for KV blocks, whole run.
         preemptions: u64 = "preemptions",
+        /// Share of the measured requests' prompt tokens found in the KV cache when
+        /// each was first scheduled (prefix caching).
+        prefix_hit_rate: Option<f64> = "share",
+        /// Prompt tokens the steps computed, whole run (recomputation after a
+        /// preemption counts again; tokens found cached do not count).
+        prefill_tokens_computed: u64 = "tokens",
         /// Share of KV blocks in use, mean over steps.
         kv_usage_mean: Option<f64> = "share",
         /// Largest share of KV blocks in use at a step.
@@ -226,6 +232,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             output_tokens_per_s: rate(s.counted_output_tokens),
             goodput_per_s: rate(s.goodput),
             preemptions: self.replicas.iter().map(|r| r.engine.preemptions).sum(),
+            prefix_hit_rate: per(s.admitted_cached_tokens as f64, s.admitted_prompt_tokens),
+            prefill_tokens_computed: s.prompt_tokens,
             kv_usage_mean: s.kv_usage.mean(),
             kv_usage_max: s.kv_usage_max,
             batch_tokens_mean: s.batch_tokens.mean(),

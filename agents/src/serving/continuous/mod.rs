@@ -19,6 +19,7 @@ use super::{ARRIVAL_STREAM, REQUEST_STREAM, ServingSample};
 use crate::arrivals::{ArrivalGenerator, ArrivalProcess};
 use crate::error::RunError;
 use crate::failures::{DOWN_POWER_W, FAILURE_STREAM_BASE, Lifecycle, first_failure};
+use crate::llm::kv::{Chain, Segment, chain_hash};
 use crate::llm::{Replica, Sequence, StepTime, TokenEvent};
 use crate::min_index::MinIndex;
 use crate::power::{J_PER_KWH, PowerMeter};
@@ -80,6 +81,8 @@ pub(crate) struct LlmRequest {
     /// Its share of the GPU energy of the steps it ran in, by tokens, on every replica
     /// it visited (J).
     energy_j: f64,
+    /// Prompt tokens found in the KV cache when it was first scheduled.
+    cached_tokens: Option<u32>,
 }
 
 struct ReplicaState {
@@ -125,6 +128,10 @@ struct Stats {
     kv_transfers: u64,
     kv_transfer_s: Tally,
     kv_transfer_bytes: f64,
+    /// Measured requests at their first admission: prompt tokens, and those found
+    /// cached.
+    admitted_prompt_tokens: u64,
+    admitted_cached_tokens: u64,
     first_arrival: Option<SimTime>,
     last_finish: SimTime,
 }
@@ -164,6 +171,8 @@ pub(crate) struct LlmServing<'c, O, S> {
     sampling: Option<Sampling<&'c mut S>>,
     stats: Stats,
     token_events: Vec<(Id<LlmRequest>, TokenEvent, u32, f64)>,
+    /// Each task's shared system prompt as a chain of one segment, if it has one.
+    task_chains: Vec<Option<Chain>>,
 }
 
 impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, O, S> {
@@ -227,6 +236,18 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             }),
             stats: Stats::default(),
             token_events: Vec::new(),
+            task_chains: config
+                .tasks
+                .iter()
+                .map(|t| {
+                    let name = t
+                        .name
+                        .bytes()
+                        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+                    t.shared_prefix_tokens
+                        .map(|end_tokens| Chain::from([Segment { hash: chain_hash(0, name), end_tokens }]))
+                })
+                .collect(),
         })
     }
 
@@ -277,9 +298,18 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
 
     fn new_request(&mut self, client: Option<u32>, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
         let now = ctx.now();
-        let replayed = self.arrivals.replayed(self.stats.arrivals as usize);
+        let index = self.stats.arrivals as usize;
+        let replayed = self.arrivals.replayed(index);
         let rng = ctx.rng(REQUEST_STREAM);
-        let (task, prompt, output) = draw_request(replayed, rng, &self.cumulative_weights, &self.token_samplers);
+        let (task, mut prompt, output) = draw_request(replayed, rng, &self.cumulative_weights, &self.token_samplers);
+        // A task's system prompt goes in front of the prompt; a trace's ids name its own.
+        let chain = match &self.task_chains[task] {
+            Some(chain) => {
+                prompt = prompt.saturating_add(chain[0].end_tokens);
+                Some(chain.clone())
+            }
+            None => self.arrivals.replayed_chain(index).filter(|c| !c.is_empty()).map(|c| within_prompt(c, prompt)),
+        };
         self.stats.arrivals += 1;
         self.stats.first_arrival.get_or_insert(now);
         if now >= self.warmup {
@@ -300,6 +330,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             retries: 0,
             transferring: false,
             energy_j: 0.0,
+            cached_tokens: None,
         });
         if self.config.context_limit_tokens.is_some_and(|limit| prompt.saturating_add(output) > limit) {
             return self.finish(id, RequestOutcome::Rejected, ctx);
@@ -308,7 +339,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             Some(d) => 0..d.prefill_replicas,
             None => 0..self.replicas.len() as u32,
         };
-        let Some(replica) = self.route(pool, ctx) else {
+        let Some(replica) = self.route(pool, chain.as_deref().map(|c| (c, prompt)), ctx) else {
             return self.finish(id, RequestOutcome::Lost, ctx);
         };
         self.requests[id].replica = Some(replica);
@@ -325,7 +356,10 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let here = if self.config.disaggregation.is_some() { 1 } else { output };
         let measured = now >= self.warmup;
         let sequence = Sequence::new(id, self.stats.arrivals - 1, prompt, here).measured(measured);
-        self.replicas[replica as usize].engine.enqueue(sequence);
+        match chain {
+            Some(chain) => self.replicas[replica as usize].engine.enqueue_with_chain(sequence, chain),
+            None => self.replicas[replica as usize].engine.enqueue(sequence),
+        }
         self.refresh_load(replica as usize);
         self.kick(replica as usize, ctx)
     }
@@ -353,7 +387,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
     fn on_kv_arrives(&mut self, id: Id<LlmRequest>, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
         let d = self.config.disaggregation.expect("disaggregated");
         self.requests[id].transferring = false;
-        let Some(replica) = self.route(d.prefill_replicas..self.replicas.len() as u32, ctx) else {
+        let Some(replica) = self.route(d.prefill_replicas..self.replicas.len() as u32, None, ctx) else {
             return self.finish(id, RequestOutcome::Lost, ctx);
         };
         let r = &mut self.requests[id];
@@ -400,10 +434,15 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let usage = engine.kv().usage();
         stats.kv_usage.add(usage);
         stats.kv_usage_max = stats.kv_usage_max.max(usage);
-        for &key in self.replicas[r].engine.first_admitted() {
+        for &(key, cached_tokens) in self.replicas[r].engine.first_admitted() {
             let request = &mut self.requests[key];
             if request.first_scheduled.is_none() {
                 request.first_scheduled = Some(now);
+                request.cached_tokens = Some(cached_tokens);
+                if request.arrival >= self.warmup {
+                    self.stats.admitted_prompt_tokens += u64::from(request.prompt);
+                    self.stats.admitted_cached_tokens += u64::from(cached_tokens);
+                }
                 if let Some(t) = request.timeout.take() {
                     ctx.cancel(t);
                 }
@@ -531,6 +570,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             first_scheduled_s: secs(r.first_scheduled),
             first_token_s: secs(r.first_token),
             preemptions: Some(r.preemptions),
+            cached_tokens: r.cached_tokens,
             replica: r.replica,
         });
         if let Some(client) = r.client
@@ -564,14 +604,14 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         }
         self.life.fail(r, now);
         let mut lost = Vec::new();
-        self.replicas[r].engine.drain(|s| lost.push(s));
+        self.replicas[r].engine.drain(|s, chain| lost.push((s, chain)));
         self.refresh_load(r);
         self.set_power(now, r, DOWN_POWER_W);
-        for s in lost {
+        for (s, chain) in lost {
             let request = &mut self.requests[s.key];
             request.preemptions = s.preemptions;
             request.energy_j += s.energy_j;
-            self.retry_or_lose(s, r, ctx)?;
+            self.retry_or_lose(s, chain, r, ctx)?;
         }
         let failures = self.config.failures.expect("failures are configured");
         let stream = gpu_failure_stream(r, self.config.tp, self.replicas[r].failed_gpu);
@@ -586,6 +626,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
     fn retry_or_lose(
         &mut self,
         s: Sequence<Id<LlmRequest>>,
+        chain: Option<Chain>,
         failed: usize,
         ctx: &mut Context<'_, LlmEvent>,
     ) -> Result<(), ScheduleError> {
@@ -595,14 +636,18 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         }
         let failed = failed as u32;
         let pool = self.pools.iter().map(|(p, _)| p.clone()).find(|p| p.contains(&failed)).expect("in a pool");
-        let Some(replica) = self.route(pool, ctx) else {
+        let prompt = self.requests[id].prompt;
+        let Some(replica) = self.route(pool, chain.as_deref().map(|c| (c, prompt)), ctx) else {
             return self.finish(id, RequestOutcome::Lost, ctx);
         };
         let request = &mut self.requests[id];
         request.retries += 1;
         request.replica = Some(replica);
         self.stats.retries += 1;
-        self.replicas[replica as usize].engine.enqueue(s.moved());
+        match chain {
+            Some(chain) => self.replicas[replica as usize].engine.enqueue_with_chain(s.moved(), chain),
+            None => self.replicas[replica as usize].engine.enqueue(s.moved()),
+        }
         self.refresh_load(replica as usize);
         self.kick(replica as usize, ctx)
     }
@@ -615,6 +660,24 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         self.schedule_failure(r, ctx)?;
         self.kick(r, ctx)
     }
+}
+
+/// `chain` cut to a prompt of `prompt` tokens (a trace's ids may run past a prompt
+/// whose length was drawn).
+fn within_prompt(chain: &Chain, prompt: u32) -> Chain {
+    if chain.last().is_none_or(|s| s.end_tokens <= prompt) {
+        return chain.clone();
+    }
+    let mut start = 0;
+    let mut cut = Vec::with_capacity(chain.len());
+    for s in chain.iter() {
+        if start >= prompt {
+            break;
+        }
+        cut.push(Segment { end_tokens: s.end_tokens.min(prompt), ..*s });
+        start = s.end_tokens;
+    }
+    cut.into()
 }
 
 /// Whether replica `r` is in a disaggregated fleet's prefill pool.

@@ -6,6 +6,7 @@ use infersim_engine::{Context, Observer};
 use rand::RngExt;
 
 use super::{DOWN, LlmEvent, LlmRouting, LlmServing};
+use crate::llm::kv::Segment;
 use crate::requests::RequestRecord;
 use crate::serving::{ROUTING_STREAM, ServingSample};
 
@@ -19,8 +20,14 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         loads.set((r - pool.start) as usize, key);
     }
 
-    /// Picks an up replica among `pool`.
-    pub(super) fn route(&mut self, pool: std::ops::Range<u32>, ctx: &mut Context<'_, LlmEvent>) -> Option<u32> {
+    /// Picks an up replica among `pool` for a request whose prompt (`prompt` tokens)
+    /// begins with `chain`'s shared segments, if it has any.
+    pub(super) fn route(
+        &mut self,
+        pool: std::ops::Range<u32>,
+        request: Option<(&[Segment], u32)>,
+        ctx: &mut Context<'_, LlmEvent>,
+    ) -> Option<u32> {
         if self.config.routing == LlmRouting::LeastOutstandingRequests {
             // The index's ties go to the lowest replica, as a scan's would.
             let (_, loads) = self.pools.iter().find(|(p, _)| *p == pool).expect("a routing pool");
@@ -68,15 +75,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                     let e = &self.replicas[r as usize].engine;
                     e.unanswered_prompt_tokens() as f64 + (e.waiting() + e.running()) as f64 * self.mean_output_tokens
                 };
-                // Each replica's estimate once; ties to the first, as a scan's would.
-                let mut best = (f64::INFINITY, nth(0));
-                for r in (0..count).map(nth) {
-                    let e = estimate(r);
-                    if e < best.0 {
-                        best = (e, r);
-                    }
-                }
-                best.1
+                cheapest((0..count).map(nth), estimate)
             }
             LlmRouting::PowerOfTwoChoices => {
                 let rng = ctx.rng(ROUTING_STREAM);
@@ -85,7 +84,32 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                 if load(b) < load(a) { b } else { a }
             }
             LlmRouting::Random => nth(ctx.rng(ROUTING_STREAM).random_range(0..count)),
+            LlmRouting::PrefixAware => {
+                let bs = self.config.limits.block_size;
+                let cost = |r: u32| {
+                    let e = &self.replicas[r as usize].engine;
+                    let prefill = match request {
+                        Some((chain, prompt)) => prompt.div_ceil(bs) - e.cached_blocks(chain, prompt),
+                        None => 0,
+                    };
+                (u64::from(prefill) + e.committed_blocks()) as f64
+                };
+                cheapest((0..count).map(nth), cost)
+            }
         };
         Some(pick)
     }
+}
+
+/// The replica of least `cost` (each replica's cost computed once), the first on ties
+/// as a scan's would be.
+fn cheapest(replicas: impl Iterator<Item = u32>, cost: impl Fn(u32) -> f64) -> u32 {
+    let mut best = (f64::INFINITY, None);
+    for r in replicas {
+        let c = cost(r);
+        if best.1.is_none() || c < best.0 {
+            best = (c, Some(r));
+        }
+    }
+    best.1.expect("some replica is up")
 }
