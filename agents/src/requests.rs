@@ -91,6 +91,24 @@ pub struct Task {
     /// by default.
     #[serde(default)]
     pub shared_prefix_tokens: Option<u32>,
+    /// Multi-turn conversations: each arrival of the task opens one, whose later turns
+    /// follow its answers; none by default (every request stands alone).
+    #[serde(default)]
+    pub session: Option<SessionSpec>,
+}
+
+/// A task's conversations: `turns` requests, each sent a think time (exponential,
+/// mean `think_time_s`) after the previous one was answered, with a prompt that is
+/// the conversation so far (system prompt, earlier messages and answers) plus a new
+/// message drawn as the task's prompts are.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSpec {
+    /// Turns per conversation, the first included (1 to 1,000).
+    pub turns: u32,
+    /// Mean pause between an answer and the next turn (s).
+    #[serde(default)]
+    pub think_time_s: f64,
 }
 
 /// What became of a request.
@@ -189,6 +207,21 @@ pub(crate) fn validate_tasks(tasks: &[Task]) -> Result<(), ConfigError> {
             if let Some(v) = objective {
                 check(v.is_finite() && v > 0.0, format!("tasks[{i}].{what}"), v, "a finite number of seconds > 0")?;
             }
+        }
+        if let Some(session) = t.session {
+            check(
+                (1..=1000).contains(&session.turns),
+                format!("tasks[{i}].session.turns"),
+                session.turns,
+                "from 1 to 1,000 turns",
+            )?;
+            let think = session.think_time_s;
+            check(
+                finite_nonneg(think) && think <= MAX_DURATION_S,
+                format!("tasks[{i}].session.think_time_s"),
+                think,
+                "seconds >= 0, at most 100 years",
+            )?;
         }
         if let Some(shared) = t.shared_prefix_tokens {
             let key = format!("tasks[{i}].shared_prefix_tokens");

@@ -59,6 +59,7 @@ fn config(
         tpot_slo_s: None,
         history_tokens: None,
         shared_prefix_tokens: None,
+        session: None,
     };
     LlmServingConfig {
         arrivals,

@@ -6,9 +6,17 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
+use infersim::output::MetricCell;
+use infersim::runner::{TraceSpec, run_replication};
+use infersim::scenario::Scenario;
+
 use crate::common::{floats, infersim_ok, optional_floats, read, s, strings};
 
 const BLOCK_TOKENS: usize = 16;
+
+/// The energy and cost accounting every serving scenario states (values of no
+/// consequence here).
+const ACCOUNTING: &str = "[serving.power]\nnode_baseline_w = 0.0\npue = 1.0\n[serving.grid]\nkind = \"constant\"\nkg_per_kwh = 0.4\n[serving.prices]\nenergy_usd_per_kwh = 0.12\ngpu_usd_per_hour = 2.0\n";
 const HASH_BLOCK_TOKENS: usize = 512;
 
 struct Request {
@@ -154,16 +162,7 @@ per_token_s = 0.000001
 [serving.arrivals]
 kind = "trace"
 path = "spaced.jsonl"
-[serving.power]
-node_baseline_w = 0.0
-pue = 1.0
-[serving.grid]
-kind = "constant"
-kg_per_kwh = 0.4
-[serving.prices]
-energy_usd_per_kwh = 0.12
-gpu_usd_per_hour = 2.0
-"#
+{ACCOUNTING}"#
     );
     let path = dir.join(format!("mooncake-{num_gpu_blocks}.toml"));
     std::fs::write(&path, scenario).unwrap();
@@ -215,18 +214,11 @@ fn prefix_hits_on_the_mooncake_trace_equal_independent_references() {
 /// round robin or least outstanding requests, and answers sooner.
 #[test]
 fn prefix_aware_routing_beats_cache_blind_routing_on_the_mooncake_trace() {
-    use infersim::output::MetricCell;
-    use infersim::runner::{TraceSpec, run_replication};
-    use infersim::scenario::Scenario;
     let s = Scenario::builtin("mooncake-replay").unwrap();
     let results: Vec<(f64, f64, f64)> = (0..3)
         .map(|point| {
-            let record = run_replication(&s.point(point).unwrap(), s.seed, 0, &TraceSpec::none());
-            let metric = |name: &str| match record.metrics.iter().find(|(n, _)| n == name) {
-                Some((_, MetricCell::Number(Some(x)))) => *x,
-                other => panic!("{name}: {other:?}"),
-            };
-            (metric("prefix_hit_rate"), metric("ttft_p50_s"), metric("ttft_mean_s"))
+            let m = metrics(&s, point, &["prefix_hit_rate", "ttft_p50_s", "ttft_mean_s"]);
+            (m[0], m[1], m[2])
         })
         .collect();
     let (aware, blind) = (results[2], &results[..2]);
@@ -234,4 +226,70 @@ fn prefix_aware_routing_beats_cache_blind_routing_on_the_mooncake_trace() {
         assert!(aware.0 > 1.5 * other.0, "hit rate {aware:?} vs {other:?}");
         assert!(aware.1 < other.1 && aware.2 < other.2, "TTFT {aware:?} vs {other:?}");
     }
+}
+
+/// Conversations of four turns behind a shared 400-token system prompt, on four
+/// replicas: sending each turn where the conversation's history is cached
+/// (session_affinity) finds most of every prompt cached, prefix_aware (which weighs
+/// the history against load) less, round robin the system prompt and a quarter of the
+/// histories; every request is accounted for.
+#[test]
+fn conversations_find_their_history_where_they_were_served() {
+    let text = r#"
+description = "chat conversations behind a system prompt"
+world = "serving"
+[sweep]
+"serving.routing" = ["round_robin", "session_affinity", "prefix_aware"]
+[serving]
+nodes = 1
+replicas_per_node = 4
+routing = "round_robin"
+model = "Llama-3.1-8B"
+gpu = "H100"
+[serving.engine]
+kind = "continuous"
+[serving.step_time]
+kind = "roofline"
+[serving.arrivals]
+kind = "poisson"
+rate_per_s = 2.0
+[[serving.tasks]]
+name = "chat"
+weight = 1.0
+slo_s = 60.0
+shared_prefix_tokens = 400
+session = { turns = 4, think_time_s = 5.0 }
+prompt_tokens = { kind = "lognormal", mean = 200.0, cv = 1.0 }
+output_tokens = { kind = "lognormal", mean = 200.0, cv = 1.0 }
+[simulation]
+duration_s = 600
+warmup_s = 60
+"#;
+    let s = Scenario::parse("chat.toml", &format!("{text}{ACCOUNTING}")).unwrap();
+    let rates: Vec<f64> = (0..3)
+        .map(|point| {
+            let names = ["served", "timed_out", "lost", "rejected", "arrived", "prefix_hit_rate"];
+            let m = metrics(&s, point, &names);
+            // Four turns per conversation: arrivals are conversations, requests turns.
+            let ended: f64 = m[..4].iter().sum();
+            assert!(m[4] >= ended && m[4] > 2.5 * 2.0 * 540.0, "point {point}: {m:?}");
+            m[5]
+        })
+        .collect();
+    let (round_robin, affinity, aware) = (rates[0], rates[1], rates[2]);
+    // Affinity finds the history unless it was evicted; prefix_aware trades it against
+    // load (each replica's held blocks weigh as much as the blocks it would save).
+    assert!(affinity > 0.75 && aware > round_robin + 0.1, "{rates:?}");
+    assert!(round_robin < affinity - 0.2, "{rates:?}");
+}
+
+/// Replication 0 of `point` of `scenario`: the named metrics (an empty one as 0).
+fn metrics(scenario: &Scenario, point: u32, names: &[&str]) -> Vec<f64> {
+    let record = run_replication(&scenario.point(point).unwrap(), scenario.seed, 0, &TraceSpec::none());
+    assert!(record.error.is_none(), "{:?}", record.error);
+    let value = |name: &&str| match record.metrics.iter().find(|(n, _)| n == name) {
+        Some((_, MetricCell::Number(x))) => x.unwrap_or(0.0),
+        other => panic!("{name}: {other:?}"),
+    };
+    names.iter().map(value).collect()
 }

@@ -129,6 +129,11 @@ impl BatchedConfig {
                 "none: only the continuous engine caches prefixes (serving.engine.kind = \"continuous\")",
             )?;
         }
+        if let Some(i) = self.tasks.iter().position(|t| t.session.is_some()) {
+            let key = format!("tasks[{i}].session");
+            let allowed = "none: conversations are the continuous engine's (serving.engine.kind = \"continuous\")";
+            check(false, key, "(a table)", allowed)?;
+        }
         check(self.nodes >= 1, "nodes", self.nodes, "an integer >= 1")?;
         check(self.gpus_per_node >= 1, "gpus_per_node", self.gpus_per_node, "an integer >= 1")?;
         check((1..=65_536).contains(&self.max_batch), "max_batch", self.max_batch, "an integer from 1 to 65536")?;
@@ -213,6 +218,7 @@ impl BatchedConfig {
                 timeout_s: None,
                 history_tokens: None,
                 shared_prefix_tokens: None,
+                session: None,
                 ttft_slo_s: None,
                 tpot_slo_s: None,
             }],

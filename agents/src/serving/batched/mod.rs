@@ -930,6 +930,7 @@ mod tests {
             timeout_s: None,
             history_tokens: None,
             shared_prefix_tokens: None,
+            session: None,
             ttft_slo_s: None,
             tpot_slo_s: None,
         });

@@ -37,6 +37,10 @@ pub enum LlmRouting {
     /// blocks) + (KV blocks held + prompt blocks of the requests waiting)`, lowest
     /// index on ties.
     PrefixAware,
+    /// A conversation's turns to the replica that served its previous turn while it
+    /// is up (where its history is cached); first turns, and turns whose replica is
+    /// down, as `least_outstanding_requests`.
+    SessionAffinity,
 }
 
 /// Measured numbers to print beside a run's (a real engine's run of the same

@@ -30,10 +30,13 @@ mod config;
 mod file;
 mod measures;
 mod routing;
+mod sessions;
 pub use config::{Disaggregation, LlmRouting, LlmServingConfig, Measured};
 pub(crate) use file::{ContinuousTable, resolve};
 pub use file::{VllmRecord, read_measured, vllm_makespan_s, vllm_samples};
 pub use measures::ContinuousRun;
+use routing::Routed;
+use sessions::Session;
 
 /// The routing key of a replica that is down: above any load.
 const DOWN: u64 = u32::MAX as u64 - 1;
@@ -57,6 +60,8 @@ pub(crate) enum LlmEvent {
     Repaired(u32),
     /// A request's prompt KV has reached the decode pool.
     KvArrives(Id<LlmRequest>),
+    /// A conversation sends its next turn.
+    NextTurn(Id<Session>),
 }
 
 /// A request in flight.
@@ -83,6 +88,21 @@ pub(crate) struct LlmRequest {
     energy_j: f64,
     /// Prompt tokens found in the KV cache when it was first scheduled.
     cached_tokens: Option<u32>,
+    /// The conversation it is a turn of.
+    session: Option<Id<Session>>,
+}
+
+/// A request as it arrives, before it is routed.
+struct NewRequest {
+    task: usize,
+    prompt: u32,
+    output: u32,
+    /// Its prompt's shared segments.
+    chain: Option<Chain>,
+    client: Option<u32>,
+    session: Option<Id<Session>>,
+    /// A conversation turn's own name, and whether it stays cached when it finishes.
+    own: Option<(u64, bool)>,
 }
 
 struct ReplicaState {
@@ -173,6 +193,8 @@ pub(crate) struct LlmServing<'c, O, S> {
     token_events: Vec<(Id<LlmRequest>, TokenEvent, u32, f64)>,
     /// Each task's shared system prompt as a chain of one segment, if it has one.
     task_chains: Vec<Option<Chain>>,
+    /// Conversations under way.
+    sessions: Slab<Session>,
 }
 
 impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, O, S> {
@@ -248,6 +270,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
                         .map(|end_tokens| Chain::from([Segment { hash: chain_hash(0, name), end_tokens }]))
                 })
                 .collect(),
+            sessions: Slab::new(),
         })
     }
 
@@ -297,7 +320,6 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
     }
 
     fn new_request(&mut self, client: Option<u32>, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
-        let now = ctx.now();
         let index = self.stats.arrivals as usize;
         let replayed = self.arrivals.replayed(index);
         let rng = ctx.rng(REQUEST_STREAM);
@@ -310,6 +332,14 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             }
             None => self.arrivals.replayed_chain(index).filter(|c| !c.is_empty()).map(|c| within_prompt(c, prompt)),
         };
+        let (session, own) = self.open_session(task, index as u64, chain.as_deref());
+        self.admit(NewRequest { task, prompt, output, chain, client, session, own }, ctx)
+    }
+
+    /// Routes and queues a request that has just arrived.
+    fn admit(&mut self, new: NewRequest, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
+        let now = ctx.now();
+        let NewRequest { task, prompt, output, chain, client, session, own } = new;
         self.stats.arrivals += 1;
         self.stats.first_arrival.get_or_insert(now);
         if now >= self.warmup {
@@ -331,6 +361,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             transferring: false,
             energy_j: 0.0,
             cached_tokens: None,
+            session,
         });
         if self.config.context_limit_tokens.is_some_and(|limit| prompt.saturating_add(output) > limit) {
             return self.finish(id, RequestOutcome::Rejected, ctx);
@@ -339,7 +370,9 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             Some(d) => 0..d.prefill_replicas,
             None => 0..self.replicas.len() as u32,
         };
-        let Some(replica) = self.route(pool, chain.as_deref().map(|c| (c, prompt)), ctx) else {
+        let previous = session.and_then(|s| self.sessions[s].replica);
+        let routed = Routed { chain: chain.as_deref().unwrap_or(&[]), prompt, previous };
+        let Some(replica) = self.route(pool, routed, ctx) else {
             return self.finish(id, RequestOutcome::Lost, ctx);
         };
         self.requests[id].replica = Some(replica);
@@ -355,7 +388,10 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         // A prefill replica of a disaggregated fleet produces the first token only.
         let here = if self.config.disaggregation.is_some() { 1 } else { output };
         let measured = now >= self.warmup;
-        let sequence = Sequence::new(id, self.stats.arrivals - 1, prompt, here).measured(measured);
+        let mut sequence = Sequence::new(id, self.stats.arrivals - 1, prompt, here).measured(measured);
+        if let Some((own, keep_own)) = own {
+            sequence = sequence.owning(own, keep_own);
+        }
         match chain {
             Some(chain) => self.replicas[replica as usize].engine.enqueue_with_chain(sequence, chain),
             None => self.replicas[replica as usize].engine.enqueue(sequence),
@@ -387,7 +423,8 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
     fn on_kv_arrives(&mut self, id: Id<LlmRequest>, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
         let d = self.config.disaggregation.expect("disaggregated");
         self.requests[id].transferring = false;
-        let Some(replica) = self.route(d.prefill_replicas..self.replicas.len() as u32, None, ctx) else {
+        let routed = Routed { chain: &[], prompt: self.requests[id].prompt, previous: None };
+        let Some(replica) = self.route(d.prefill_replicas..self.replicas.len() as u32, routed, ctx) else {
             return self.finish(id, RequestOutcome::Lost, ctx);
         };
         let r = &mut self.requests[id];
@@ -573,6 +610,9 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             cached_tokens: r.cached_tokens,
             replica: r.replica,
         });
+        if let Some(session) = r.session {
+            self.turn_ended(session, &r, outcome, ctx)?;
+        }
         if let Some(client) = r.client
             && let ArrivalProcess::Closed { requests, think_time_s, .. } = self.config.arrivals
             && self.sent < requests
@@ -636,8 +676,9 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         }
         let failed = failed as u32;
         let pool = self.pools.iter().map(|(p, _)| p.clone()).find(|p| p.contains(&failed)).expect("in a pool");
-        let prompt = self.requests[id].prompt;
-        let Some(replica) = self.route(pool, chain.as_deref().map(|c| (c, prompt)), ctx) else {
+        let routed =
+            Routed { chain: chain.as_deref().unwrap_or(&[]), prompt: self.requests[id].prompt, previous: None };
+        let Some(replica) = self.route(pool, routed, ctx) else {
             return self.finish(id, RequestOutcome::Lost, ctx);
         };
         let request = &mut self.requests[id];
@@ -719,6 +760,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Model for LlmServin
             LlmEvent::Fails(r) => self.on_fails(r as usize, ctx),
             LlmEvent::Repaired(r) => self.on_repaired(r as usize, ctx),
             LlmEvent::KvArrives(id) => self.on_kv_arrives(id, ctx),
+            LlmEvent::NextTurn(session) => self.next_turn(session, ctx),
         }
     }
 }

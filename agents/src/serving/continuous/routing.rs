@@ -10,6 +10,17 @@ use crate::llm::kv::Segment;
 use crate::requests::RequestRecord;
 use crate::serving::{ROUTING_STREAM, ServingSample};
 
+/// What a router knows of the request it routes.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Routed<'a> {
+    /// Its prompt's shared segments (empty if none are known).
+    pub chain: &'a [Segment],
+    /// Its prompt tokens.
+    pub prompt: u32,
+    /// The replica that served its conversation's previous turn.
+    pub previous: Option<u32>,
+}
+
 impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S> {
     /// Refreshes replica `r`'s routing key after its queue changed or it went down or up.
     pub(super) fn refresh_load(&mut self, r: usize) {
@@ -20,15 +31,19 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         loads.set((r - pool.start) as usize, key);
     }
 
-    /// Picks an up replica among `pool` for a request whose prompt (`prompt` tokens)
-    /// begins with `chain`'s shared segments, if it has any.
+    /// Picks an up replica among `pool` for `request`.
     pub(super) fn route(
         &mut self,
         pool: std::ops::Range<u32>,
-        request: Option<(&[Segment], u32)>,
+        request: Routed<'_>,
         ctx: &mut Context<'_, LlmEvent>,
     ) -> Option<u32> {
-        if self.config.routing == LlmRouting::LeastOutstandingRequests {
+        if self.config.routing == LlmRouting::SessionAffinity
+            && let Some(r) = request.previous.filter(|r| pool.contains(r) && !self.life.is_down(*r as usize))
+        {
+            return Some(r);
+        }
+        if matches!(self.config.routing, LlmRouting::LeastOutstandingRequests | LlmRouting::SessionAffinity) {
             // The index's ties go to the lowest replica, as a scan's would.
             let (_, loads) = self.pools.iter().find(|(p, _)| *p == pool).expect("a routing pool");
             let best = loads.argmin()?;
@@ -57,7 +72,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                 self.next_replica = if r + 1 >= pool.end { pool.start } else { r + 1 };
                 r
             }
-            LlmRouting::LeastOutstandingRequests => {
+            LlmRouting::LeastOutstandingRequests | LlmRouting::SessionAffinity => {
                 (0..count).map(nth).min_by_key(|&r| load(r)).expect("some replica is up")
             }
             LlmRouting::LeastKvUsage => (0..count)
@@ -88,11 +103,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                 let bs = self.config.limits.block_size;
                 let cost = |r: u32| {
                     let e = &self.replicas[r as usize].engine;
-                    let prefill = match request {
-                        Some((chain, prompt)) => prompt.div_ceil(bs) - e.cached_blocks(chain, prompt),
-                        None => 0,
-                    };
-                (u64::from(prefill) + e.committed_blocks()) as f64
+                    let prefill = request.prompt.div_ceil(bs) - e.cached_blocks(request.chain, request.prompt);
+                    (u64::from(prefill) + e.committed_blocks()) as f64
                 };
                 cheapest((0..count).map(nth), cost)
             }
