@@ -95,6 +95,10 @@ pub struct Task {
     /// follow its answers; none by default (every request stands alone).
     #[serde(default)]
     pub session: Option<SessionSpec>,
+    /// The model its requests ask for (a name the serving pools serve); needed only
+    /// when the pools serve several.
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 /// A task's conversations: `turns` requests, each sent a think time (exponential,

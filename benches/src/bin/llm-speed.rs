@@ -20,7 +20,7 @@ use infersim_agents::grid::CarbonIntensity;
 use infersim_agents::input::{DataTable, Inputs};
 use infersim_agents::llm::{BUILTIN_DATA, EngineLimits, Profile, Roofline, StepModel, catalog};
 use infersim_agents::requests::{Task, TokenCount};
-use infersim_agents::serving::continuous::{LlmRouting, LlmServingConfig, run_continuous};
+use infersim_agents::serving::continuous::{LlmPool, LlmRouting, LlmServingConfig, Placement, run_continuous};
 use infersim_agents::world::Replication;
 use infersim_engine::NullObserver;
 
@@ -60,13 +60,17 @@ fn config(
         history_tokens: None,
         shared_prefix_tokens: None,
         session: None,
+        model: None,
     };
-    LlmServingConfig {
-        arrivals,
-        tasks: vec![task],
-        routing: LlmRouting::LeastOutstandingRequests,
+    let gpu = catalog::gpu("gpu", gpu).unwrap();
+    let model = catalog::model("model", "Llama-3.1-8B").unwrap();
+    let pool = LlmPool {
+        name: model.name.clone(),
+        serves: model.name.clone(),
+        key: String::new(),
+        replicas,
         nodes: 1,
-        replicas_per_node: replicas,
+        placement: Placement::PerNode(replicas),
         tp: 1,
         limits,
         max_queued_requests: infersim_agents::requests::DEFAULT_MAX_QUEUED,
@@ -74,15 +78,21 @@ fn config(
         step_overhead_s: 0.0,
         step_overhead_per_seq_s: 0.0,
         step_model,
-        gpu: catalog::gpu("gpu", gpu).unwrap(),
-        model: catalog::model("model", "Llama-3.1-8B").unwrap(),
+        gpu,
+        model,
+        gpu_usd_per_hour: 2.0,
+        failures: None,
+        retries: 1,
+    };
+    LlmServingConfig {
+        arrivals,
+        tasks: vec![task],
+        routing: LlmRouting::LeastOutstandingRequests,
+        pools: vec![pool],
         node_baseline_w: 300.0,
         pue: 1.2,
         grid: CarbonIntensity::Constant { kg_per_kwh: 0.394 },
         energy_usd_per_kwh: 0.12,
-        gpu_usd_per_hour: 2.0,
-        failures: None,
-        retries: 1,
         duration_s,
         warmup_s: 0.0,
         measured: None,

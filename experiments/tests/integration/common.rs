@@ -13,6 +13,14 @@ pub fn infersim_ok(args: &[&str]) -> Output {
     o
 }
 
+/// Runs the binary and asserts that it refused its input (exit 2); returns its stderr.
+pub fn infersim_fails(args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_infersim")).args(args).output().expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+    stderr
+}
+
 /// A path as a command-line argument.
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -7,6 +7,7 @@ mod bloom;
 mod calibrate;
 mod cli;
 mod common;
+mod fleet;
 mod llm;
 mod mutations;
 mod network;

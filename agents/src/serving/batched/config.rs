@@ -129,6 +129,10 @@ impl BatchedConfig {
                 "none: only the continuous engine caches prefixes (serving.engine.kind = \"continuous\")",
             )?;
         }
+        if let Some(i) = self.tasks.iter().position(|t| t.model.is_some()) {
+            let allowed = "none: the static engine serves one model (pools are the continuous engine's)";
+            check(false, format!("tasks[{i}].model"), self.tasks[i].model.as_deref().unwrap_or(""), allowed)?;
+        }
         if let Some(i) = self.tasks.iter().position(|t| t.session.is_some()) {
             let key = format!("tasks[{i}].session");
             let allowed = "none: conversations are the continuous engine's (serving.engine.kind = \"continuous\")";
@@ -219,6 +223,7 @@ impl BatchedConfig {
                 history_tokens: None,
                 shared_prefix_tokens: None,
                 session: None,
+                model: None,
                 ttft_slo_s: None,
                 tpot_slo_s: None,
             }],

@@ -931,6 +931,7 @@ mod tests {
             history_tokens: None,
             shared_prefix_tokens: None,
             session: None,
+            model: None,
             ttft_slo_s: None,
             tpot_slo_s: None,
         });

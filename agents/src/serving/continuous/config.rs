@@ -68,19 +68,32 @@ pub struct Disaggregation {
     pub link_latency_us: f64,
 }
 
-/// Everything that defines a token-level serving world.
+/// Where a pool's replicas sit: the nodes that carry the node baseline power.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// `nodes` x this many replicas per node.
+    PerNode(u32),
+    /// Replicas packed onto nodes of this many GPUs (a replica may span two).
+    Packed(u32),
+}
+
+/// A pool of identical replicas: one GPU type, one model, one tensor-parallel size,
+/// one engine configuration.
 #[derive(Clone, Debug, PartialEq)]
-pub struct LlmServingConfig {
-    /// How requests arrive (a closed loop included).
-    pub arrivals: ArrivalProcess,
-    /// Kinds of request.
-    pub tasks: Vec<Task>,
-    /// Router.
-    pub routing: LlmRouting,
-    /// Nodes, >= 1.
+pub struct LlmPool {
+    /// Its name in the scenario and the outputs.
+    pub name: String,
+    /// The model name its requests ask for (the model's own unless given otherwise).
+    pub serves: String,
+    /// Where its keys are in the scenario file, relative to `[serving]` (empty for
+    /// the one-pool keys, `pools[i].` for a pool), for error messages.
+    pub key: String,
+    /// Replicas, >= 1.
+    pub replicas: u32,
+    /// Nodes they sit on.
     pub nodes: u32,
-    /// Replicas per node, >= 1.
-    pub replicas_per_node: u32,
+    /// How replicas map to nodes.
+    pub placement: Placement,
     /// GPUs per replica (tensor parallel), >= 1.
     pub tp: u32,
     /// Scheduler limits and KV blocks.
@@ -103,6 +116,104 @@ pub struct LlmServingConfig {
     pub gpu: GpuSpec,
     /// The model.
     pub model: ModelSpec,
+    /// GPU rental (USD per GPU-hour).
+    pub gpu_usd_per_hour: f64,
+    /// Replica failures (a failed GPU takes its replica down); none by default.
+    pub failures: Option<Failures>,
+    /// How many times a request on a replica that fails is sent to another replica
+    /// serving its model before it counts as lost.
+    pub retries: u32,
+}
+
+impl LlmPool {
+    /// The node (numbered within the pool) of replica `r` of the pool.
+    pub fn node_of(&self, r: u32) -> u32 {
+        match self.placement {
+            Placement::PerNode(per_node) => r / per_node,
+            Placement::Packed(gpus_per_node) => (u64::from(r) * u64::from(self.tp) / u64::from(gpus_per_node)) as u32,
+        }
+    }
+
+    /// Its GPUs.
+    pub fn gpus(&self) -> u32 {
+        self.replicas * self.tp
+    }
+
+    /// Checks every value; the error names the key relative to `[serving]`.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let k = |name: &str| format!("{}{name}", self.key);
+        check((1..=100_000).contains(&self.nodes), k("nodes"), self.nodes, "an integer from 1 to 100,000")?;
+        check(
+            (1..=1_000_000).contains(&self.replicas),
+            k("replicas"),
+            self.replicas,
+            "an integer from 1 to 1,000,000",
+        )?;
+        check((1..=64).contains(&self.tp), k("tp"), self.tp, "an integer from 1 to 64")?;
+        let l = self.limits;
+        check(
+            (1..=65_536).contains(&l.max_num_seqs),
+            k("engine.max_num_seqs"),
+            l.max_num_seqs,
+            "an integer from 1 to 65536",
+        )?;
+        check(
+            (1..=1 << 20).contains(&l.max_num_batched_tokens),
+            k("engine.max_num_batched_tokens"),
+            l.max_num_batched_tokens,
+            "an integer from 1 to 1,048,576",
+        )?;
+        check((1..=4096).contains(&l.block_size), k("engine.block_size"), l.block_size, "an integer from 1 to 4096")?;
+        check(
+            (1..=MAX_QUEUED).contains(&self.max_queued_requests),
+            k("engine.max_queued_requests"),
+            self.max_queued_requests,
+            "an integer from 1 to 10,000,000",
+        )?;
+        if let Some(limit) = self.context_limit_tokens {
+            check(limit >= 2, k("context_limit_tokens"), limit, "an integer >= 2 (one prompt and one output token)")?;
+        }
+        check(
+            l.num_gpu_blocks >= 2,
+            k("engine.num_gpu_blocks"),
+            l.num_gpu_blocks,
+            "an integer >= 2 (one block is reserved); if derived, more GPU memory than the weights need",
+        )?;
+        check(
+            self.step_overhead_s.is_finite() && (0.0..=60.0).contains(&self.step_overhead_s),
+            k("engine.step_overhead_s"),
+            self.step_overhead_s,
+            "seconds from 0 to 60",
+        )?;
+        check(
+            self.step_overhead_per_seq_s.is_finite() && (0.0..=1.0).contains(&self.step_overhead_per_seq_s),
+            k("engine.step_overhead_per_seq_s"),
+            self.step_overhead_per_seq_s,
+            "seconds from 0 to 1",
+        )?;
+        self.gpu.validate().map_err(|e| e.within(&k("gpu")))?;
+        self.model.validate().map_err(|e| e.within(&k("model")))?;
+        let price = self.gpu_usd_per_hour;
+        let price_key = if self.key.is_empty() { "prices.gpu_usd_per_hour".to_string() } else { k("gpu_usd_per_hour") };
+        check(price.is_finite() && price >= 0.0, price_key, price, "a finite number >= 0")?;
+        if let Some(f) = self.failures {
+            f.validate().map_err(|e| e.within(&k("failures")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything that defines a token-level serving world.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlmServingConfig {
+    /// How requests arrive (a closed loop included).
+    pub arrivals: ArrivalProcess,
+    /// Kinds of request.
+    pub tasks: Vec<Task>,
+    /// Router.
+    pub routing: LlmRouting,
+    /// The pools of replicas, in order (replicas are numbered pool by pool).
+    pub pools: Vec<LlmPool>,
     /// Power of each node apart from its GPUs (W).
     pub node_baseline_w: f64,
     /// Facility power over IT power, >= 1.
@@ -111,27 +222,51 @@ pub struct LlmServingConfig {
     pub grid: CarbonIntensity,
     /// Energy price (USD per kWh).
     pub energy_usd_per_kwh: f64,
-    /// GPU rental (USD per GPU-hour).
-    pub gpu_usd_per_hour: f64,
-    /// Replica failures (a failed GPU takes its replica down); none by default.
-    pub failures: Option<Failures>,
-    /// How many times a request on a replica that fails is sent to another replica of
-    /// its pool before it counts as lost.
-    pub retries: u32,
     /// Arrivals stop after this long (s).
     pub duration_s: f64,
     /// Requests arriving before this are left out of statistics (s).
     pub warmup_s: f64,
     /// A real run's numbers to compare with.
     pub measured: Option<Measured>,
-    /// Separate prefill and decode pools; none by default.
+    /// Separate prefill and decode replicas of a single pool; none by default.
     pub disaggregation: Option<Disaggregation>,
 }
 
 impl LlmServingConfig {
     /// Replicas in all.
     pub fn replicas(&self) -> u32 {
-        self.nodes * self.replicas_per_node
+        self.pools.iter().map(|p| p.replicas).sum()
+    }
+
+    /// Nodes in all.
+    pub fn nodes(&self) -> u32 {
+        self.pools.iter().map(|p| p.nodes).sum()
+    }
+
+    /// GPUs in all.
+    pub fn gpus(&self) -> u32 {
+        self.pools.iter().map(LlmPool::gpus).sum()
+    }
+
+    /// The names the pools serve, in order of first appearance.
+    pub fn served_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for p in &self.pools {
+            if !names.contains(&p.serves.as_str()) {
+                names.push(&p.serves);
+            }
+        }
+        names
+    }
+
+    /// The index in [`LlmServingConfig::served_names`] of the model each task's
+    /// requests ask for.
+    pub fn task_models(&self) -> Vec<usize> {
+        let names = self.served_names();
+        self.tasks
+            .iter()
+            .map(|t| t.model.as_deref().and_then(|m| names.iter().position(|n| *n == m)).unwrap_or(0))
+            .collect()
     }
 
     /// Checks every value; the error names the key (relative to `[serving]`).
@@ -156,69 +291,36 @@ impl LlmServingConfig {
                 "none with a trace whose hash_ids name its prompts' shared prefixes",
             )?;
         }
-        check((1..=100_000).contains(&self.nodes), "nodes", self.nodes, "an integer from 1 to 100,000")?;
-        check(
-            (1..=1024).contains(&self.replicas_per_node),
-            "replicas_per_node",
-            self.replicas_per_node,
-            "an integer from 1 to 1024",
-        )?;
-        check((1..=64).contains(&self.tp), "tp", self.tp, "an integer from 1 to 64")?;
-        let l = self.limits;
-        check(
-            (1..=65_536).contains(&l.max_num_seqs),
-            "engine.max_num_seqs",
-            l.max_num_seqs,
-            "an integer from 1 to 65536",
-        )?;
-        check(
-            (1..=1 << 20).contains(&l.max_num_batched_tokens),
-            "engine.max_num_batched_tokens",
-            l.max_num_batched_tokens,
-            "an integer from 1 to 1,048,576",
-        )?;
-        check((1..=4096).contains(&l.block_size), "engine.block_size", l.block_size, "an integer from 1 to 4096")?;
-        check(
-            (1..=MAX_QUEUED).contains(&self.max_queued_requests),
-            "engine.max_queued_requests",
-            self.max_queued_requests,
-            "an integer from 1 to 10,000,000",
-        )?;
-        if let Some(limit) = self.context_limit_tokens {
-            check(limit >= 2, "context_limit_tokens", limit, "an integer >= 2 (one prompt and one output token)")?;
+        check(!self.pools.is_empty(), "pools", "[]", "at least one pool")?;
+        for (i, p) in self.pools.iter().enumerate() {
+            p.validate()?;
+            if let Some(j) = self.pools[..i].iter().position(|q| q.name == p.name) {
+                let allowed = format!("a name no other pool has (pools[{j}] has it)");
+                return Err(ConfigError::invalid(format!("{}name", p.key), &p.name, allowed));
+            }
         }
-        check(
-            l.num_gpu_blocks >= 2,
-            "engine.num_gpu_blocks",
-            l.num_gpu_blocks,
-            "an integer >= 2 (one block is reserved); if derived, more GPU memory than the weights need",
-        )?;
-        check(
-            self.step_overhead_s.is_finite() && (0.0..=60.0).contains(&self.step_overhead_s),
-            "engine.step_overhead_s",
-            self.step_overhead_s,
-            "seconds from 0 to 60",
-        )?;
-        check(
-            self.step_overhead_per_seq_s.is_finite() && (0.0..=1.0).contains(&self.step_overhead_per_seq_s),
-            "engine.step_overhead_per_seq_s",
-            self.step_overhead_per_seq_s,
-            "seconds from 0 to 1",
-        )?;
-        self.gpu.validate().map_err(|e| e.within("gpu"))?;
-        self.model.validate().map_err(|e| e.within("model"))?;
-        for (key, v) in [
-            ("power.node_baseline_w", self.node_baseline_w),
-            ("prices.energy_usd_per_kwh", self.energy_usd_per_kwh),
-            ("prices.gpu_usd_per_hour", self.gpu_usd_per_hour),
-        ] {
+        let names = self.served_names();
+        for (i, t) in self.tasks.iter().enumerate() {
+            let served = format!("({})", names.join(", "));
+            match t.model.as_deref() {
+                Some(m) if !names.contains(&m) => {
+                    let allowed = format!("a model the pools serve {served}");
+                    return Err(ConfigError::invalid(format!("tasks[{i}].model"), m, allowed));
+                }
+                None if names.len() > 1 => {
+                    let allowed = format!("the model its requests ask for: the pools serve several {served}");
+                    return Err(ConfigError::invalid(format!("tasks[{i}].model"), "(missing)", allowed));
+                }
+                _ => {}
+            }
+        }
+        for (key, v) in
+            [("power.node_baseline_w", self.node_baseline_w), ("prices.energy_usd_per_kwh", self.energy_usd_per_kwh)]
+        {
             check(v.is_finite() && v >= 0.0, key, v, "a finite number >= 0")?;
         }
         check(self.pue.is_finite() && self.pue >= 1.0, "power.pue", self.pue, "a finite number >= 1")?;
         self.grid.validate().map_err(|e| e.within("grid"))?;
-        if let Some(f) = self.failures {
-            f.validate().map_err(|e| e.within("failures"))?;
-        }
         check(
             self.duration_s.is_finite() && self.duration_s > self.warmup_s && self.duration_s <= MAX_DURATION_S,
             "duration_s",
@@ -226,6 +328,12 @@ impl LlmServingConfig {
             "a finite number > warmup_s, at most 100 years",
         )?;
         if let Some(d) = self.disaggregation {
+            check(
+                self.pools.len() == 1,
+                "disaggregation",
+                "(a table)",
+                "none with pools (one pool's replicas are split)",
+            )?;
             check(
                 d.prefill_replicas >= 1 && d.prefill_replicas < self.replicas(),
                 "disaggregation.prefill_replicas",

@@ -4,10 +4,10 @@
 
 use serde::Deserialize;
 
-use super::{Disaggregation, LlmRouting, LlmServingConfig, Measured};
+use super::pools::{OnePool, PoolDefaults, PoolTable};
+use super::{Disaggregation, LlmPool, LlmRouting, LlmServingConfig, Measured};
 use crate::arrivals::ArrivalProcess;
 use crate::error::ConfigError;
-use crate::failures::Failures;
 use crate::grid::CarbonIntensity;
 use crate::input::{DataTable, Inputs};
 use crate::llm::{Affine, EngineLimits, GpuSpec, ModelSpec, Profile, Roofline, StepModel, catalog};
@@ -15,11 +15,12 @@ use crate::requests::{DEFAULT_MAX_QUEUED, MAX_QUEUED, Task};
 use crate::serving::{Prices, int_in};
 use crate::world::Window;
 
-/// `[serving]` of the continuous engine.
+/// `[serving]` of the continuous engine: one pool written with the `[serving]` keys
+/// (`model`, `gpu`, `tp`, `nodes` x `replicas_per_node`), or `[[serving.pools]]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ContinuousTable {
-    nodes: i64,
+    nodes: Option<i64>,
     replicas_per_node: Option<i64>,
     routing: LlmRouting,
     #[serde(default)]
@@ -28,11 +29,11 @@ pub(crate) struct ContinuousTable {
     failures: Option<FailuresTable>,
     arrivals: ArrivalProcess,
     tasks: Vec<Task>,
-    model: Named<ModelSpec>,
-    gpu: Named<GpuTable>,
+    model: Option<Named<ModelSpec>>,
+    gpu: Option<Named<GpuTable>>,
     tp: Option<i64>,
-    #[serde(default)]
-    step_time: StepTimeTable,
+    step_time: Option<StepTimeTable>,
+    pools: Option<Vec<PoolTable>>,
     measured: Option<String>,
     disaggregation: Option<Disaggregation>,
     power: Power,
@@ -49,10 +50,11 @@ struct Power {
     pue: f64,
 }
 
-/// `[serving.engine]` of the continuous engine (its `kind` was read to choose it).
+/// `[serving.engine]` of the continuous engine (its `kind` was read to choose it), and
+/// a pool's `engine`, whose keys replace those of `[serving.engine]`.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EngineTable {
+pub(super) struct EngineTable {
     max_num_seqs: Option<i64>,
     max_num_batched_tokens: Option<i64>,
     block_size: Option<i64>,
@@ -64,10 +66,114 @@ struct EngineTable {
     enable_prefix_caching: Option<bool>,
 }
 
+impl EngineTable {
+    /// These keys where given, `base`'s elsewhere.
+    pub(super) fn over(&self, base: &EngineTable) -> EngineTable {
+        EngineTable {
+            max_num_seqs: self.max_num_seqs.or(base.max_num_seqs),
+            max_num_batched_tokens: self.max_num_batched_tokens.or(base.max_num_batched_tokens),
+            block_size: self.block_size.or(base.block_size),
+            num_gpu_blocks: self.num_gpu_blocks.or(base.num_gpu_blocks),
+            gpu_memory_utilization: self.gpu_memory_utilization.or(base.gpu_memory_utilization),
+            step_overhead_s: self.step_overhead_s.or(base.step_overhead_s),
+            step_overhead_per_seq_s: self.step_overhead_per_seq_s.or(base.step_overhead_per_seq_s),
+            max_queued_requests: self.max_queued_requests.or(base.max_queued_requests),
+            enable_prefix_caching: self.enable_prefix_caching.or(base.enable_prefix_caching),
+        }
+    }
+
+    /// The engine limits, queue cap and host overheads of a pool of `tp` x `gpu`
+    /// serving `model`, errors naming keys under `key` (`serving.engine`, or a pool's
+    /// `engine`).
+    pub(super) fn resolve(
+        &self,
+        key: &str,
+        gpu: &GpuSpec,
+        model: &ModelSpec,
+        tp: u32,
+    ) -> Result<(EngineLimits, u32, f64, f64), ConfigError> {
+        let k = |name: &str| format!("{key}.{name}");
+        let max_num_seqs = int_in(&k("max_num_seqs"), self.max_num_seqs.unwrap_or(256), 1, 65_536)?;
+        let max_num_batched_tokens =
+            int_in(&k("max_num_batched_tokens"), self.max_num_batched_tokens.unwrap_or(8192), 1, 1 << 20)?;
+        let block_size = int_in(&k("block_size"), self.block_size.unwrap_or(16), 1, 4096)?;
+        let utilisation = self.gpu_memory_utilization.unwrap_or(0.9);
+        if !(utilisation.is_finite() && utilisation > 0.0 && utilisation <= 1.0) {
+            return Err(ConfigError::invalid(k("gpu_memory_utilization"), utilisation, "a share in (0, 1]"));
+        }
+        let num_gpu_blocks = match self.num_gpu_blocks {
+            Some(n) => int_in(&k("num_gpu_blocks"), n, 2, i64::from(u32::MAX))?,
+            None => {
+                let limits = (max_num_batched_tokens, max_num_seqs);
+                let derived = gpu.kv_blocks(model, tp, utilisation, limits, block_size);
+                if derived < 2 {
+                    let tp_key = key.strip_suffix("engine").unwrap_or("serving.").to_string() + "tp";
+                    return Err(ConfigError::invalid(
+                        tp_key,
+                        tp,
+                        format!(
+                            "enough GPUs for {} ({:.1} GB of weights) and a KV cache on {} x {} GB at utilisation {utilisation}",
+                            model.name,
+                            model.weight_bytes() / 1e9,
+                            tp,
+                            gpu.memory_gb
+                        ),
+                    ));
+                }
+                derived
+            }
+        };
+        let limits = EngineLimits {
+            max_num_seqs,
+            max_num_batched_tokens,
+            block_size,
+            num_gpu_blocks,
+            prefix_caching: self.enable_prefix_caching.unwrap_or(true),
+        };
+        let max_queued = match self.max_queued_requests {
+            None => DEFAULT_MAX_QUEUED,
+            Some(n) => int_in(&k("max_queued_requests"), n, 1, i64::from(MAX_QUEUED))?,
+        };
+        Ok((limits, max_queued, self.step_overhead_s.unwrap_or(0.0), self.step_overhead_per_seq_s.unwrap_or(0.0)))
+    }
+}
+
+impl StepTimeTable {
+    /// The step-time model of a pool of `tp` x `gpu` serving `model`, errors naming
+    /// keys under `key` (`serving.step_time`, or a pool's `step_time`).
+    pub(super) fn resolve(
+        &self,
+        key: &str,
+        gpu: &GpuSpec,
+        model: &ModelSpec,
+        tp: u32,
+        inputs: &dyn Inputs,
+    ) -> Result<StepModel, ConfigError> {
+        Ok(match self.clone() {
+            StepTimeTable::Roofline {} => StepModel::Roofline(Roofline { gpu: gpu.clone(), model: model.clone(), tp }),
+            StepTimeTable::Affine { base_s, per_token_s, per_sequence_s, per_kv_token_s } => {
+                let a = Affine {
+                    base_s: base_s.unwrap_or(0.0),
+                    per_token_s: per_token_s.unwrap_or(0.0),
+                    per_sequence_s: per_sequence_s.unwrap_or(0.0),
+                    per_kv_token_s: per_kv_token_s.unwrap_or(0.0),
+                };
+                a.validate().map_err(|e| e.within(key))?;
+                StepModel::Affine(a)
+            }
+            StepTimeTable::Profile { profile_dir } => {
+                let link = (gpu.link_gb_per_s, gpu.link_latency_us);
+                let dir_key = format!("{key}.profile_dir");
+                StepModel::Profile(Box::new(Profile::load(&dir_key, &profile_dir, inputs, model, tp, link)?))
+            }
+        })
+    }
+}
+
 /// `[serving.step_time]`: one table per model, picked by `kind`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-enum StepTimeTable {
+pub(super) enum StepTimeTable {
     /// Measured per-layer tables in a directory.
     Profile { profile_dir: String },
     /// From the GPU and model specifications.
@@ -85,7 +191,7 @@ impl Default for StepTimeTable {
 /// A catalogue entry by name, or a table that defines one.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
-enum Named<T> {
+pub(super) enum Named<T> {
     Name(String),
     Spec(T),
 }
@@ -94,21 +200,21 @@ enum Named<T> {
 /// replica is retried elsewhere.
 #[derive(Clone, Copy, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FailuresTable {
-    mtbf_h: f64,
-    mttr_h: f64,
-    retries: Option<i64>,
+pub(super) struct FailuresTable {
+    pub mtbf_h: f64,
+    pub mttr_h: f64,
+    pub retries: Option<i64>,
 }
 
 /// A request on a failed replica is sent once more, to another replica, by default
 /// (a router's retry, as production routers do).
-const DEFAULT_RETRIES: i64 = 1;
+pub(super) const DEFAULT_RETRIES: i64 = 1;
 
 /// `[serving.gpu]`: a built-in GPU by `name` with some numbers replaced (efficiency
 /// factors to calibrate, say), or a new GPU with every number given.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GpuTable {
+pub(super) struct GpuTable {
     name: String,
     peak_bf16_tflops: Option<f64>,
     memory_gb_per_s: Option<f64>,
@@ -128,12 +234,13 @@ struct GpuTable {
 }
 
 impl GpuTable {
-    fn resolve(self) -> Result<GpuSpec, ConfigError> {
+    /// The GPU, errors naming keys under `key` (`serving.gpu`, or a pool's `gpu`).
+    pub(super) fn resolve(self, key: &str) -> Result<GpuSpec, ConfigError> {
         let base = catalog::builtin_gpus().into_iter().find(|g| g.name == self.name);
-        let field = |key: &str, given: Option<f64>, built_in: Option<f64>| {
+        let field = |field_key: &str, given: Option<f64>, built_in: Option<f64>| {
             given.or(built_in).ok_or_else(|| {
                 ConfigError::invalid(
-                    format!("serving.gpu.{key}"),
+                    format!("{key}.{field_key}"),
                     "(missing)",
                     format!("a value ({} is not a built-in GPU, so every number is needed)", self.name),
                 )
@@ -175,62 +282,50 @@ pub(crate) fn resolve(
     simulation: &Window,
     inputs: &dyn Inputs,
 ) -> Result<LlmServingConfig, ConfigError> {
-    let model = match s.model {
-        Named::Name(name) => catalog::model("serving.model", &name)?,
-        Named::Spec(m) => m,
+    let shared = PoolDefaults {
+        engine: &s.engine,
+        step_time: s.step_time.as_ref(),
+        context_limit_tokens: s.context_limit_tokens,
+        failures: s.failures,
+        gpu_usd_per_hour: s.prices.gpu_usd_per_hour,
     };
-    model.validate().map_err(|e| e.within("serving.model"))?;
-    let gpu = match s.gpu {
-        Named::Name(name) => catalog::gpu("serving.gpu", &name)?,
-        Named::Spec(g) => g.resolve()?,
-    };
-    gpu.validate().map_err(|e| e.within("serving.gpu"))?;
-    let tp = int_in("serving.tp", s.tp.unwrap_or(1), 1, 64)?;
-    let e = s.engine;
-    let max_num_seqs = int_in("serving.engine.max_num_seqs", e.max_num_seqs.unwrap_or(256), 1, 65_536)?;
-    let max_num_batched_tokens =
-        int_in("serving.engine.max_num_batched_tokens", e.max_num_batched_tokens.unwrap_or(8192), 1, 1 << 20)?;
-    let block_size = int_in("serving.engine.block_size", e.block_size.unwrap_or(16), 1, 4096)?;
-    let utilisation = e.gpu_memory_utilization.unwrap_or(0.9);
-    if !(utilisation.is_finite() && utilisation > 0.0 && utilisation <= 1.0) {
-        return Err(ConfigError::invalid("serving.engine.gpu_memory_utilization", utilisation, "a share in (0, 1]"));
-    }
-    let num_gpu_blocks = match e.num_gpu_blocks {
-        Some(n) => int_in("serving.engine.num_gpu_blocks", n, 2, i64::from(u32::MAX))?,
-        None => {
-            let derived = gpu.kv_blocks(&model, tp, utilisation, (max_num_batched_tokens, max_num_seqs), block_size);
-            if derived < 2 {
+    let pools = match s.pools {
+        Some(tables) => {
+            let given = [
+                ("model", s.model.is_some()),
+                ("gpu", s.gpu.is_some()),
+                ("tp", s.tp.is_some()),
+                ("nodes", s.nodes.is_some()),
+                ("replicas_per_node", s.replicas_per_node.is_some()),
+            ];
+            if let Some((key, _)) = given.iter().find(|(_, given)| *given) {
                 return Err(ConfigError::invalid(
-                    "serving.tp",
-                    tp,
-                    format!(
-                        "enough GPUs for {} ({:.1} GB of weights) and a KV cache on {} x {} GB at utilisation {utilisation}",
-                        model.name,
-                        model.weight_bytes() / 1e9,
-                        tp,
-                        gpu.memory_gb
-                    ),
+                    format!("serving.{key}"),
+                    "(given)",
+                    "none with [[serving.pools]]: each pool names its own model, gpu, tp and size",
                 ));
             }
-            derived
+            if tables.is_empty() {
+                return Err(ConfigError::invalid("serving.pools", "[]", "at least one pool"));
+            }
+            let pools: Result<Vec<LlmPool>, ConfigError> =
+                tables.into_iter().enumerate().map(|(i, t)| t.resolve(i, &shared, inputs)).collect();
+            pools?
         }
-    };
-    let step_model = match s.step_time.clone() {
-        StepTimeTable::Roofline {} => StepModel::Roofline(Roofline { gpu: gpu.clone(), model: model.clone(), tp }),
-        StepTimeTable::Affine { base_s, per_token_s, per_sequence_s, per_kv_token_s } => {
-            let a = Affine {
-                base_s: base_s.unwrap_or(0.0),
-                per_token_s: per_token_s.unwrap_or(0.0),
-                per_sequence_s: per_sequence_s.unwrap_or(0.0),
-                per_kv_token_s: per_kv_token_s.unwrap_or(0.0),
+        None => {
+            let missing = |key: &str| {
+                ConfigError::invalid(format!("serving.{key}"), "(missing)", "a value (or [[serving.pools]])")
             };
-            a.validate().map_err(|e| e.within("serving.step_time"))?;
-            StepModel::Affine(a)
-        }
-        StepTimeTable::Profile { profile_dir } => {
-            let link = (gpu.link_gb_per_s, gpu.link_latency_us);
-            let key = "serving.step_time.profile_dir";
-            StepModel::Profile(Box::new(Profile::load(key, &profile_dir, inputs, &model, tp, link)?))
+            let nodes = int_in("serving.nodes", s.nodes.ok_or_else(|| missing("nodes"))?, 1, 100_000)?;
+            let per_node = int_in("serving.replicas_per_node", s.replicas_per_node.unwrap_or(1), 1, 1024)?;
+            let one = OnePool {
+                gpu: s.gpu.ok_or_else(|| missing("gpu"))?,
+                model: s.model.ok_or_else(|| missing("model"))?,
+                tp: s.tp,
+                nodes,
+                per_node,
+            };
+            vec![one.resolve(&shared, inputs)?]
         }
     };
     let names: Vec<&str> = s.tasks.iter().map(|t| t.name.as_str()).collect();
@@ -248,42 +343,13 @@ pub(crate) fn resolve(
         arrivals,
         tasks: s.tasks.clone(),
         routing: s.routing,
-        nodes: int_in("serving.nodes", s.nodes, 1, 100_000)?,
-        replicas_per_node: int_in("serving.replicas_per_node", s.replicas_per_node.unwrap_or(1), 1, 1024)?,
-        tp,
-        limits: EngineLimits {
-            max_num_seqs,
-            max_num_batched_tokens,
-            block_size,
-            num_gpu_blocks,
-            prefix_caching: e.enable_prefix_caching.unwrap_or(true),
-        },
-        max_queued_requests: match e.max_queued_requests {
-            None => DEFAULT_MAX_QUEUED,
-            Some(n) => int_in("serving.engine.max_queued_requests", n, 1, i64::from(MAX_QUEUED))?,
-        },
-        // vLLM's max_model_len defaults to the model's context length.
-        context_limit_tokens: match s.context_limit_tokens {
-            None => model.context_tokens,
-            Some(n) => Some(int_in("serving.context_limit_tokens", n, 2, i64::from(u32::MAX))?),
-        },
-        step_overhead_s: e.step_overhead_s.unwrap_or(0.0),
-        step_overhead_per_seq_s: e.step_overhead_per_seq_s.unwrap_or(0.0),
-        step_model,
-        gpu,
-        model,
+        pools,
         node_baseline_w: s.power.node_baseline_w,
         pue: s.power.pue,
         grid,
         energy_usd_per_kwh: s.prices.energy_usd_per_kwh,
-        gpu_usd_per_hour: s.prices.gpu_usd_per_hour,
-        failures: s.failures.map(|f| Failures { mtbf_h: f.mtbf_h, mttr_h: f.mttr_h }),
-        retries: match s.failures.and_then(|f| f.retries) {
-            None => DEFAULT_RETRIES as u32,
-            Some(n) => int_in("serving.failures.retries", n, 0, 100)?,
-        },
-        duration_s: simulation.duration_s()?,
-        warmup_s: simulation.warmup_s.unwrap_or(0.0),
+        duration_s,
+        warmup_s,
         measured,
         disaggregation: s.disaggregation,
     };

@@ -131,8 +131,9 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                 self.replicas.iter().fold((0, 0, 0.0), |(w, r, u), s| {
                     (w + s.engine.waiting(), r + s.engine.running(), u + s.engine.kv().usage())
                 });
-            let busy = self.replicas.iter().filter(|s| s.step.is_some()).count() as u32;
-            let baseline_w = f64::from(config.nodes) * config.node_baseline_w;
+            let busy: u32 =
+                self.replicas.iter().filter(|s| s.step.is_some()).map(|s| config.pools[usize::from(s.pool)].tp).sum();
+            let baseline_w = f64::from(config.nodes()) * config.node_baseline_w;
             let it_j = self.gpu_meter.energy_j_at(t, self.gpu_power_w) + baseline_w * t.as_secs_f64();
             let energy_kwh = it_j * config.pue / J_PER_KWH;
             let (last_t, last_prompt, last_output) = sampling.last;
@@ -141,7 +142,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             sampling.sink.observe(ServingSample {
                 t_s: t.as_secs_f64(),
                 queue_len: waiting as u32,
-                busy_gpus: busy * config.tp,
+                busy_gpus: busy,
                 power_kw: (self.gpu_power_w + baseline_w) * config.pue / 1000.0,
                 energy_kwh,
                 carbon_kg: match config.grid.constant() {
@@ -170,7 +171,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             Some(kg) => facility_j / J_PER_KWH * kg,
             None => {
                 (self.gpu_meter.carbon_kg_at(end, self.gpu_power_w, &c.grid)
-                    + f64::from(c.nodes) * c.node_baseline_w * c.grid.integral(0.0, end.as_hours_f64()) / 1000.0)
+                    + f64::from(c.nodes()) * c.node_baseline_w * c.grid.integral(0.0, end.as_hours_f64()) / 1000.0)
                     * c.pue
             }
         }
@@ -187,13 +188,14 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         // the first arrival) to the last token; the whole makespan without a warm-up.
         let window_start = s.first_arrival.map_or(self.warmup, |f| f.max(self.warmup));
         let measured_s = (s.last_finish.max(window_start) - window_start).as_secs_f64();
-        let gpus = f64::from(c.replicas() * c.tp);
+
         let gpu_j = self.gpu_meter.energy_j_at(end, self.gpu_power_w);
-        let baseline_j = f64::from(c.nodes) * c.node_baseline_w * run_s;
+        let baseline_j = f64::from(c.nodes()) * c.node_baseline_w * run_s;
         let it_j = gpu_j + baseline_j;
         let facility_j = it_j * c.pue;
         let carbon_kg = self.carbon_kg(end, facility_j);
-        let cost_usd = facility_j / J_PER_KWH * c.energy_usd_per_kwh + gpus * run_s / 3600.0 * c.gpu_usd_per_hour;
+        let rent_usd: f64 = c.pools.iter().map(|p| f64::from(p.gpus()) * run_s / 3600.0 * p.gpu_usd_per_hour).sum();
+        let cost_usd = facility_j / J_PER_KWH * c.energy_usd_per_kwh + rent_usd;
         let per = |x: f64, n: u64| if n > 0 { Some(x / n as f64) } else { None };
         let rate = |n: u64| if measured_s > 0.0 { n as f64 / measured_s } else { 0.0 };
         // Each histogram read once: reading builds its buckets into a histogram.

@@ -29,12 +29,14 @@ use crate::world::{Metrics, Replication};
 mod config;
 mod file;
 mod measures;
+mod pools;
 mod routing;
 mod sessions;
-pub use config::{Disaggregation, LlmRouting, LlmServingConfig, Measured};
+pub use config::{Disaggregation, LlmPool, LlmRouting, LlmServingConfig, Measured, Placement};
 pub(crate) use file::{ContinuousTable, resolve};
 pub use file::{VllmRecord, read_measured, vllm_makespan_s, vllm_samples};
 pub use measures::ContinuousRun;
+pub use pools::DEFAULT_GPUS_PER_NODE;
 use routing::Routed;
 use sessions::Session;
 
@@ -107,7 +109,15 @@ struct NewRequest {
 
 struct ReplicaState {
     engine: Replica<Id<LlmRequest>>,
+    /// Its pool (an index in the configuration's pools).
+    pool: u16,
+    /// Its routing group, and its place in it.
+    group: u32,
+    in_group: u32,
+    /// Its node, numbered across the fleet.
     node: u32,
+    /// Its first GPU, numbered across the fleet (its failure streams follow from it).
+    first_gpu: u32,
     step: Option<EventId>,
     /// GPU power of the whole replica now (W).
     power_w: f64,
@@ -171,14 +181,14 @@ pub(crate) struct LlmServing<'c, O, S> {
     token_samplers: Vec<(TokenSampler, TokenSampler)>,
     requests: Slab<LlmRequest>,
     replicas: Vec<ReplicaState>,
-    /// Each routing pool (the whole fleet, or the prefill and the decode pools) with
-    /// its replicas' loads (waiting + running; [`DOWN`] when down), for
-    /// least-outstanding-requests routing without a scan of the pool per request.
-    pools: Vec<(std::ops::Range<u32>, MinIndex)>,
+    /// The routing groups: the replicas of the pools that serve one model name (or a
+    /// disaggregated pool's prefill and decode replicas).
+    groups: Vec<RoutingGroup>,
+    /// The group each task's requests are routed in.
+    task_groups: Vec<usize>,
     /// Which replicas are down: while none is, a pool's up replicas are the pool itself
     /// and routing needs no list of them.
     life: Lifecycle,
-    next_replica: u32,
     /// The tasks' mean output length, weighted by their frequency: the estimate a
     /// token-counting router works with.
     mean_output_tokens: f64,
@@ -214,24 +224,30 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
                 acc
             })
             .collect();
-        let gpus = f64::from(config.replicas() * config.tp);
-        let replicas = (0..config.replicas())
-            .map(|r| ReplicaState {
-                engine: Replica::new(config.limits),
-                node: r / config.replicas_per_node,
-                step: None,
-                power_w: config.gpu.idle_w * f64::from(config.tp),
-                failed_gpu: 0,
-                link_free: SimTime::ZERO,
-            })
-            .collect();
-        let n = config.replicas();
-        let pools: Vec<std::ops::Range<u32>> = match config.disaggregation {
-            Some(d) => vec![0..d.prefill_replicas, d.prefill_replicas..n],
-            None => std::iter::once(0..n).collect(),
-        };
+        let mut replicas = Vec::with_capacity(config.replicas() as usize);
+        let (mut first_node, mut first_gpu, mut idle_w) = (0, 0, 0.0);
+        for (p, pool) in config.pools.iter().enumerate() {
+            for local in 0..pool.replicas {
+                replicas.push(ReplicaState {
+                    engine: Replica::new(pool.limits),
+                    pool: p as u16,
+                    group: 0,
+                    in_group: 0,
+                    node: first_node + pool.node_of(local),
+                    first_gpu: first_gpu + local * pool.tp,
+                    step: None,
+                    power_w: pool.gpu.idle_w * f64::from(pool.tp),
+                    failed_gpu: 0,
+                    link_free: SimTime::ZERO,
+                });
+            }
+            idle_w += pool.gpu.idle_w * f64::from(pool.gpus());
+            (first_node, first_gpu) = (first_node + pool.nodes, first_gpu + pool.gpus());
+        }
+        let groups = routing_groups(config, &mut replicas);
         Ok(LlmServing {
-            pools: pools.into_iter().map(|p| (p.clone(), MinIndex::new(p.len()))).collect(),
+            groups,
+            task_groups: config.task_models(),
             config,
             arrivals: ArrivalGenerator::new(config.arrivals.clone()),
             cumulative_weights,
@@ -243,13 +259,12 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             requests: Slab::new(),
             replicas,
             life: Lifecycle::new(config.replicas() as usize),
-            next_replica: 0,
             mean_output_tokens: config.tasks.iter().map(|t| t.weight / total * t.output_tokens.mean()).sum(),
             sent: 0,
             horizon: SimTime::from_secs_f64(config.duration_s)?,
             warmup: SimTime::from_secs_f64(config.warmup_s)?,
             gpu_meter: PowerMeter::default(),
-            gpu_power_w: config.gpu.idle_w * gpus,
+            gpu_power_w: idle_w,
             observer,
             sampling: sampling.filter(|(every, _)| *every > SimDuration::ZERO).map(|(every, sink)| Sampling {
                 grid: Grid::new(every),
@@ -277,7 +292,8 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
     fn start(&mut self, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
         match self.config.arrivals {
             ArrivalProcess::Closed { concurrency, requests, .. } => {
-                let clients = concurrency.unwrap_or(self.config.limits.max_num_seqs * self.config.replicas());
+                let seats = self.config.pools.iter().map(|p| p.limits.max_num_seqs * p.replicas).sum();
+                let clients = concurrency.unwrap_or(seats);
                 for client in 0..u64::from(clients).min(requests) as u32 {
                     ctx.schedule(SimTime::ZERO, LlmEvent::ClientSends(client))?;
                 }
@@ -289,10 +305,8 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
                 }
             }
         }
-        if self.config.failures.is_some() {
-            for r in 0..self.replicas.len() {
-                self.schedule_failure(r, ctx)?;
-            }
+        for r in 0..self.replicas.len() {
+            self.schedule_failure(r, ctx)?;
         }
         Ok(())
     }
@@ -301,16 +315,32 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
     /// its GPUs draws a time to failure from its own stream, and the replica fails with
     /// the first.
     fn schedule_failure(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
-        let Some(failures) = self.config.failures else { return Ok(()) };
-        let tp = self.config.tp;
-        let (gpu, up_s) =
-            first_failure((0..tp).map(|k| failures.time_to_failure_s(ctx.rng(gpu_failure_stream(r, tp, k)))));
+        let pool = self.pool(r);
+        let Some(failures) = pool.failures else { return Ok(()) };
+        let first_gpu = self.replicas[r].first_gpu;
+        let streams = (0..pool.tp).map(|k| gpu_failure_stream(first_gpu + k));
+        let (gpu, up_s) = first_failure(streams.map(|stream| failures.time_to_failure_s(ctx.rng(stream))));
         self.replicas[r].failed_gpu = gpu as u32;
         let at = ctx.now().checked_add(SimDuration::from_secs_f64(up_s)?).unwrap_or(SimTime::MAX);
         if at < self.horizon {
             ctx.schedule(at, LlmEvent::Fails(r as u32))?;
         }
         Ok(())
+    }
+
+    /// The pool of replica `r`.
+    fn pool(&self, r: usize) -> &'c LlmPool {
+        &self.config.pools[usize::from(self.replicas[r].pool)]
+    }
+
+    /// Whether replica `r` takes a request of these lengths now: within its pool's
+    /// context limit, its whole KV cache, and its queue cap.
+    fn takes(&self, r: usize, prompt: u32, output: u32) -> bool {
+        let pool = self.pool(r);
+        let engine = &self.replicas[r].engine;
+        pool.context_limit_tokens.is_none_or(|limit| prompt.saturating_add(output) <= limit)
+            && engine.fits(prompt, output)
+            && engine.waiting() < pool.max_queued_requests as usize
     }
 
     fn set_power(&mut self, now: SimTime, replica: usize, power_w: f64) {
@@ -363,22 +393,20 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             cached_tokens: None,
             session,
         });
-        if self.config.context_limit_tokens.is_some_and(|limit| prompt.saturating_add(output) > limit) {
+        // Longer than any pool of its model takes (as vLLM refuses it).
+        let group = self.task_groups[task];
+        if self.groups[group].context_limit_tokens.is_some_and(|limit| prompt.saturating_add(output) > limit) {
             return self.finish(id, RequestOutcome::Rejected, ctx);
         }
-        let pool = match self.config.disaggregation {
-            Some(d) => 0..d.prefill_replicas,
-            None => 0..self.replicas.len() as u32,
-        };
         let previous = session.and_then(|s| self.sessions[s].replica);
         let routed = Routed { chain: chain.as_deref().unwrap_or(&[]), prompt, previous };
-        let Some(replica) = self.route(pool, routed, ctx) else {
+        let Some(replica) = self.route(group, routed, ctx) else {
             return self.finish(id, RequestOutcome::Lost, ctx);
         };
         self.requests[id].replica = Some(replica);
-        let engine = &self.replicas[replica as usize].engine;
-        // Longer than the whole KV cache (it could never run), or a full queue.
-        if !engine.fits(prompt, output) || engine.waiting() >= self.config.max_queued_requests as usize {
+        // Longer than its pool takes or than the whole KV cache (it could never run), or
+        // a full queue.
+        if !self.takes(replica as usize, prompt, output) {
             return self.finish(id, RequestOutcome::Rejected, ctx);
         }
         if let Some(timeout_s) = self.config.tasks[task].timeout_s {
@@ -406,8 +434,10 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let now = ctx.now();
         let request = &mut self.requests[id];
         request.transferring = true;
-        let bytes = f64::from(request.prompt) * self.config.model.kv_bytes_per_token();
-        let link = &mut self.replicas[request.replica.expect("a prefilled request was routed") as usize].link_free;
+        let prefill = request.replica.expect("a prefilled request was routed") as usize;
+        let bytes = f64::from(request.prompt)
+            * self.config.pools[usize::from(self.replicas[prefill].pool)].model.kv_bytes_per_token();
+        let link = &mut self.replicas[prefill].link_free;
         let start = (*link).max(now);
         let busy_s = bytes / (d.link_gb_per_s * 1e9);
         *link = start.checked_add(SimDuration::from_secs_f64(busy_s)?).ok_or(ScheduleError::Overflow)?;
@@ -421,10 +451,10 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
     }
 
     fn on_kv_arrives(&mut self, id: Id<LlmRequest>, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
-        let d = self.config.disaggregation.expect("disaggregated");
         self.requests[id].transferring = false;
         let routed = Routed { chain: &[], prompt: self.requests[id].prompt, previous: None };
-        let Some(replica) = self.route(d.prefill_replicas..self.replicas.len() as u32, routed, ctx) else {
+        // The decode replicas are the second group.
+        let Some(replica) = self.route(1, routed, ctx) else {
             return self.finish(id, RequestOutcome::Lost, ctx);
         };
         let r = &mut self.requests[id];
@@ -432,8 +462,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let (prompt, output, uid) = (r.prompt, r.output, r.id);
         let first_token_ns = r.first_token.expect("a prefilled request has its first token").as_nanos();
         let measured = r.arrival >= self.warmup;
-        let engine = &self.replicas[replica as usize].engine;
-        if !engine.fits(prompt, output) || engine.waiting() >= self.config.max_queued_requests as usize {
+        if !self.takes(replica as usize, prompt, output) {
             return self.finish(id, RequestOutcome::Rejected, ctx);
         }
         let sequence = Sequence::prefilled(id, uid, prompt, output, first_token_ns).measured(measured);
@@ -448,17 +477,18 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             return Ok(());
         }
         let now = ctx.now();
-        let idle_w = self.config.gpu.idle_w * f64::from(self.config.tp);
+        let pool = self.pool(r);
+        let idle_w = pool.gpu.idle_w * f64::from(pool.tp);
         let Some(shape) = self.replicas[r].engine.schedule() else {
             self.set_power(now, r, idle_w);
             return Ok(());
         };
-        let (gpu_s, outside) = self.config.step_model.timed(&shape);
-        let host_s = self.config.step_overhead_s + self.config.step_overhead_per_seq_s * f64::from(shape.sequences());
+        let (gpu_s, outside) = pool.step_model.timed(&shape);
+        let host_s = pool.step_overhead_s + pool.step_overhead_per_seq_s * f64::from(shape.sequences());
         let step_s = gpu_s + host_s;
         // The power curve is fitted to whole steps' mean power (host time included), so
         // it holds for the whole step.
-        let power_w = f64::from(self.config.tp) * self.config.gpu.step_power_w(shape.tokens());
+        let power_w = f64::from(pool.tp) * pool.gpu.step_power_w(shape.tokens());
         self.set_power(now, r, power_w);
         self.replicas[r].engine.set_step_energy(power_w * step_s, shape.tokens());
         let stats = &mut self.stats;
@@ -653,8 +683,8 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             request.energy_j += s.energy_j;
             self.retry_or_lose(s, chain, r, ctx)?;
         }
-        let failures = self.config.failures.expect("failures are configured");
-        let stream = gpu_failure_stream(r, self.config.tp, self.replicas[r].failed_gpu);
+        let failures = self.pool(r).failures.expect("failures are configured");
+        let stream = gpu_failure_stream(self.replicas[r].first_gpu + self.replicas[r].failed_gpu);
         let repair_s = failures.time_to_repair_s(ctx.rng(stream));
         ctx.schedule(SimDuration::from_secs_f64(repair_s)?, LlmEvent::Repaired(r as u32))?;
         Ok(())
@@ -671,14 +701,13 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         ctx: &mut Context<'_, LlmEvent>,
     ) -> Result<(), ScheduleError> {
         let id = s.key;
-        if self.requests[id].retries >= self.config.retries {
+        if self.requests[id].retries >= self.pool(failed).retries {
             return self.finish(id, RequestOutcome::Lost, ctx);
         }
-        let failed = failed as u32;
-        let pool = self.pools.iter().map(|(p, _)| p.clone()).find(|p| p.contains(&failed)).expect("in a pool");
+        let group = self.replicas[failed].group as usize;
         let routed =
             Routed { chain: chain.as_deref().unwrap_or(&[]), prompt: self.requests[id].prompt, previous: None };
-        let Some(replica) = self.route(pool, routed, ctx) else {
+        let Some(replica) = self.route(group, routed, ctx) else {
             return self.finish(id, RequestOutcome::Lost, ctx);
         };
         let request = &mut self.requests[id];
@@ -697,7 +726,8 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let now = ctx.now();
         self.life.repair(r, now);
         self.refresh_load(r);
-        self.set_power(now, r, self.config.gpu.idle_w * f64::from(self.config.tp));
+        let pool = self.pool(r);
+        self.set_power(now, r, pool.gpu.idle_w * f64::from(pool.tp));
         self.schedule_failure(r, ctx)?;
         self.kick(r, ctx)
     }
@@ -726,11 +756,51 @@ fn request_at_prefill(config: &LlmServingConfig, r: usize) -> bool {
     config.disaggregation.is_some_and(|d| (r as u32) < d.prefill_replicas)
 }
 
-/// The failure stream of GPU `k` of replica `r` (replicas of `tp` GPUs): GPUs are
-/// numbered replica by replica, so a fleet of one-GPU replicas uses the streams of
-/// its replicas.
-fn gpu_failure_stream(r: usize, tp: u32, k: u32) -> StreamId {
-    StreamId(FAILURE_STREAM_BASE + r as u32 * tp + k)
+/// The failure stream of GPU `gpu` of the fleet: GPUs are numbered pool by pool and
+/// replica by replica, so a fleet of one-GPU replicas uses the streams of its replicas.
+fn gpu_failure_stream(gpu: u32) -> StreamId {
+    StreamId(FAILURE_STREAM_BASE + gpu)
+}
+
+/// A routing group: replicas a request may be sent to, their loads (waiting +
+/// running; [`DOWN`] when down) for least-outstanding-requests routing without a scan
+/// per request, and where round robin goes next.
+struct RoutingGroup {
+    replicas: Vec<u32>,
+    loads: MinIndex,
+    next: usize,
+    /// The longest request any of its pools takes.
+    context_limit_tokens: Option<u32>,
+}
+
+/// The routing groups of a fleet (the pools serving each name, in the order
+/// [`LlmServingConfig::served_names`] gives; or a disaggregated pool's prefill then
+/// decode replicas), each replica told its group and its place in it.
+fn routing_groups(config: &LlmServingConfig, replicas: &mut [ReplicaState]) -> Vec<RoutingGroup> {
+    let n = replicas.len() as u32;
+    let members: Vec<Vec<u32>> = match config.disaggregation {
+        Some(d) => vec![(0..d.prefill_replicas).collect(), (d.prefill_replicas..n).collect()],
+        None => config
+            .served_names()
+            .iter()
+            .map(|name| {
+                (0..n).filter(|&r| config.pools[usize::from(replicas[r as usize].pool)].serves == *name).collect()
+            })
+            .collect(),
+    };
+    members
+        .into_iter()
+        .enumerate()
+        .map(|(g, members)| {
+            for (k, &r) in members.iter().enumerate() {
+                (replicas[r as usize].group, replicas[r as usize].in_group) = (g as u32, k as u32);
+            }
+            let limits =
+                members.iter().map(|&r| config.pools[usize::from(replicas[r as usize].pool)].context_limit_tokens);
+            let context_limit_tokens = limits.reduce(|a, b| a.zip(b).map(|(a, b)| a.max(b))).flatten();
+            RoutingGroup { loads: MinIndex::new(members.len()), replicas: members, next: 0, context_limit_tokens }
+        })
+        .collect()
 }
 
 impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Model for LlmServing<'_, O, S> {

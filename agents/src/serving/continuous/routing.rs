@@ -26,52 +26,50 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     pub(super) fn refresh_load(&mut self, r: usize) {
         let state = &self.replicas[r];
         let key = if self.life.is_down(r) { DOWN } else { (state.engine.waiting() + state.engine.running()) as u64 };
-        let r = r as u32;
-        let (pool, loads) = self.pools.iter_mut().find(|(p, _)| p.contains(&r)).expect("every replica is in a pool");
-        loads.set((r - pool.start) as usize, key);
+        self.groups[state.group as usize].loads.set(state.in_group as usize, key);
     }
 
-    /// Picks an up replica among `pool` for `request`.
-    pub(super) fn route(
-        &mut self,
-        pool: std::ops::Range<u32>,
-        request: Routed<'_>,
-        ctx: &mut Context<'_, LlmEvent>,
-    ) -> Option<u32> {
+    /// Picks an up replica of routing group `g` for `request`.
+    pub(super) fn route(&mut self, g: usize, request: Routed<'_>, ctx: &mut Context<'_, LlmEvent>) -> Option<u32> {
         if self.config.routing == LlmRouting::SessionAffinity
-            && let Some(r) = request.previous.filter(|r| pool.contains(r) && !self.life.is_down(*r as usize))
+            && let Some(r) = request
+                .previous
+                .filter(|&r| self.replicas[r as usize].group as usize == g && !self.life.is_down(r as usize))
         {
             return Some(r);
         }
+        let group = &self.groups[g];
         if matches!(self.config.routing, LlmRouting::LeastOutstandingRequests | LlmRouting::SessionAffinity) {
-            // The index's ties go to the lowest replica, as a scan's would.
-            let (_, loads) = self.pools.iter().find(|(p, _)| *p == pool).expect("a routing pool");
-            let best = loads.argmin()?;
-            return (loads.key(best) != DOWN).then_some(pool.start + best as u32);
+            // The index's ties go to the first replica, as a scan's would.
+            let best = group.loads.argmin()?;
+            return (group.loads.key(best) != DOWN).then_some(group.replicas[best]);
         }
-        // The up replicas in order: the pool itself unless some replica is down.
-        let listed: Option<Vec<u32>> =
-            (self.life.down_now() > 0).then(|| pool.clone().filter(|&r| !self.life.is_down(r as usize)).collect());
-        let count = listed.as_ref().map_or(pool.len(), Vec::len);
+        // The places of the up replicas in order: the whole group unless some is down.
+        let listed: Option<Vec<usize>> = (self.life.down_now() > 0)
+            .then(|| (0..group.replicas.len()).filter(|&k| !self.life.is_down(group.replicas[k] as usize)).collect());
+        let count = listed.as_ref().map_or(group.replicas.len(), Vec::len);
         if count == 0 {
             return None;
         }
-        let nth = |k: usize| listed.as_ref().map_or(pool.start + k as u32, |up| up[k]);
+        if self.config.routing == LlmRouting::RoundRobin {
+            // The next up replica of the group after the last one chosen.
+            let len = group.replicas.len();
+            let k = match &listed {
+                None if group.next < len => group.next,
+                None => 0,
+                Some(up) => up.iter().copied().find(|&k| k >= group.next).unwrap_or(up[0]),
+            };
+            let group = &mut self.groups[g];
+            group.next = if k + 1 >= len { 0 } else { k + 1 };
+            return Some(group.replicas[k]);
+        }
+        let nth = |k: usize| group.replicas[listed.as_ref().map_or(k, |up| up[k])];
         let load = |r: u32| {
             let e = &self.replicas[r as usize].engine;
             e.waiting() + e.running()
         };
         let pick = match self.config.routing {
-            LlmRouting::RoundRobin => {
-                // The next up replica of the pool after the last one chosen.
-                let r = match &listed {
-                    None if pool.contains(&self.next_replica) => self.next_replica,
-                    None => pool.start,
-                    Some(up) => up.iter().copied().find(|&r| r >= self.next_replica).unwrap_or(up[0]),
-                };
-                self.next_replica = if r + 1 >= pool.end { pool.start } else { r + 1 };
-                r
-            }
+            LlmRouting::RoundRobin => unreachable!("routed above"),
             LlmRouting::LeastOutstandingRequests | LlmRouting::SessionAffinity => {
                 (0..count).map(nth).min_by_key(|&r| load(r)).expect("some replica is up")
             }
@@ -100,9 +98,9 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             }
             LlmRouting::Random => nth(ctx.rng(ROUTING_STREAM).random_range(0..count)),
             LlmRouting::PrefixAware => {
-                let bs = self.config.limits.block_size;
                 let cost = |r: u32| {
                     let e = &self.replicas[r as usize].engine;
+                    let bs = e.kv().block_size();
                     let prefill = request.prompt.div_ceil(bs) - e.cached_blocks(request.chain, request.prompt);
                     (u64::from(prefill) + e.committed_blocks()) as f64
                 };

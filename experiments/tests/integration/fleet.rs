@@ -1,0 +1,98 @@
+//! Fleets of pools: one pool written out is the one-pool shorthand byte for byte, and
+//! requests go only to the pools that serve their model.
+
+use std::path::Path;
+
+use crate::common::{floats, infersim_ok, read, s, strings};
+
+/// The built-in default's text with its one-pool keys taken out of `[serving]`.
+fn default_without_pool_keys() -> String {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/scenarios/llm-serving.toml"))
+            .unwrap();
+    let pool_keys = ["nodes = ", "replicas_per_node = ", "model = ", "gpu = ", "tp = "];
+    text.lines().filter(|l| !pool_keys.iter().any(|k| l.starts_with(k))).collect::<Vec<_>>().join("\n") + "\n"
+}
+
+/// Runs `text` (written to `name`.toml) for 2 replications with request traces; returns
+/// the bytes of replications.parquet and of replication 1's requests.parquet.
+fn run_bytes(dir: &Path, name: &str, text: &str) -> (Vec<u8>, Vec<u8>) {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    let out = dir.join(name);
+    let sets = ["simulation.duration_s=120", "simulation.warmup_s=10"];
+    let mut args = vec!["run", s(&path), "--reps", "2", "--trace", "requests", "--out", s(&out)];
+    for set in &sets {
+        args.extend(["--set", set]);
+    }
+    infersim_ok(&args);
+    let bytes = |p: &str| std::fs::read(out.join(p)).unwrap();
+    (bytes("replications.parquet"), bytes("traces/point=0/rep=1/requests.parquet"))
+}
+
+#[test]
+fn one_pool_written_out_is_the_shorthand_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    // Failures too, so that the GPUs' failure streams are numbered alike.
+    let failures = "\n[serving.failures]\nmtbf_h = 0.02\nmttr_h = 0.005\n";
+    let original =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/scenarios/llm-serving.toml"))
+            .unwrap();
+    let shorthand = run_bytes(dir.path(), "shorthand", &(original + failures));
+    let pool = "\n[[serving.pools]]\nname = \"Llama-3.1-8B\"\nmodel = \"Llama-3.1-8B\"\ngpu = \"H100\"\ntp = 1\nnodes = 2\nreplicas_per_node = 2\n";
+    let written_out = run_bytes(dir.path(), "pools", &(default_without_pool_keys() + failures + pool));
+    assert!(shorthand.0 == written_out.0, "replications.parquet differs");
+    assert!(shorthand.1 == written_out.1, "requests.parquet differs");
+}
+
+#[test]
+fn requests_go_only_to_the_pools_that_serve_their_model() {
+    let dir = tempfile::tempdir().unwrap();
+    // Chat asks for the 8B model (three H100s), code for the 70B (one replica of four
+    // A100s); the default's tasks are chat and code.
+    let text = default_without_pool_keys()
+        .replace("name = \"code\"\n", "name = \"code\"\nmodel = \"Llama-3.1-70B\"\n")
+        .replace("name = \"chat\"\n", "name = \"chat\"\nmodel = \"Llama-3.1-8B\"\n")
+        + "\n[[serving.pools]]\nname = \"chat-h100\"\nmodel = \"Llama-3.1-8B\"\ngpu = \"H100\"\nreplicas = 3\n\
+           \n[[serving.pools]]\nname = \"code-a100\"\nmodel = \"Llama-3.1-70B\"\ngpu = \"A100-80GB\"\ntp = 4\nreplicas = 1\n";
+    let path = dir.path().join("two-models.toml");
+    std::fs::write(&path, &text).unwrap();
+    let out = dir.path().join("two-models");
+    let sets = ["simulation.duration_s=60", "simulation.warmup_s=5", "serving.arrivals.rate_per_s=10"];
+    let mut args = vec!["run", s(&path), "--reps", "1", "--trace", "requests", "--out", s(&out)];
+    for set in &sets {
+        args.extend(["--set", set]);
+    }
+    infersim_ok(&args);
+    let requests = read(out.join("traces/point=0/rep=0/requests.parquet"));
+    let (tasks, replicas) = (strings(&requests, "task"), floats(&requests, "replica"));
+    let mut seen = [0, 0];
+    for (task, replica) in tasks.iter().zip(&replicas) {
+        match task.as_deref() {
+            Some("chat") => assert!(*replica < 3.0, "a chat request on replica {replica}"),
+            Some("code") => assert_eq!(*replica, 3.0, "a code request on replica {replica}"),
+            other => panic!("task {other:?}"),
+        }
+        seen[usize::from(task.as_deref() == Some("code"))] += 1;
+    }
+    assert!(seen[0] > 100 && seen[1] > 20, "{seen:?}");
+    let replications = read(out.join("replications.parquet"));
+    assert!(floats(&replications, "served")[0] > 0.0);
+
+    // A task must name a model when several are served, and only a served one.
+    let unnamed = text.replace("name = \"code\"\nmodel = \"Llama-3.1-70B\"\n", "name = \"code\"\n");
+    std::fs::write(&path, unnamed).unwrap();
+    let e = crate::common::infersim_fails(&["validate", s(&path)]);
+    assert!(e.contains("tasks[1].model") && e.contains("serve several (Llama-3.1-8B, Llama-3.1-70B)"), "{e}");
+    std::fs::write(
+        &path,
+        text.replace("name = \"code\"\nmodel = \"Llama-3.1-70B\"\n", "name = \"code\"\nmodel = \"Qwen3-8B\"\n"),
+    )
+    .unwrap();
+    let e = crate::common::infersim_fails(&["validate", s(&path)]);
+    assert!(e.contains("tasks[1].model = Qwen3-8B") && e.contains("a model the pools serve"), "{e}");
+    // The one-pool keys and pools do not mix.
+    std::fs::write(&path, text.replace("[serving]\n", "[serving]\ntp = 2\n")).unwrap();
+    let e = crate::common::infersim_fails(&["validate", s(&path)]);
+    assert!(e.contains("serving.tp") && e.contains("none with [[serving.pools]]"), "{e}");
+}
