@@ -65,6 +65,8 @@ pub struct ServingSample {
     pub generation_tokens_per_s: Option<f64>,
     /// Token-level engines: power of all GPUs (W).
     pub gpu_power_w: Option<f64>,
+    /// Token-level engines: replicas provisioned (serving, starting or draining).
+    pub replicas: Option<u32>,
 }
 
 /// `[serving.prices]`, the same for both engines.
@@ -217,8 +219,8 @@ const TOKEN_COLUMNS: [&str; 10] = [
     "replica",
 ];
 const BATCH_COLUMNS: [&str; 5] = ["gpu", "batch_size", "truncated", "history_tokens", "quality"];
-const SAMPLED_TOKEN_COLUMNS: [&str; 5] =
-    ["running", "kv_usage", "prompt_tokens_per_s", "generation_tokens_per_s", "gpu_power_w"];
+const SAMPLED_TOKEN_COLUMNS: [&str; 6] =
+    ["running", "kv_usage", "prompt_tokens_per_s", "generation_tokens_per_s", "gpu_power_w", "replicas"];
 
 impl World for ServingWorld {
     const NAME: &'static str = "serving";
@@ -388,4 +390,5 @@ crate::trace_row!(ServingSample, |s| {
     prompt_tokens_per_s: Option<f64> = s.prompt_tokens_per_s,
     generation_tokens_per_s: Option<f64> = s.generation_tokens_per_s,
     gpu_power_w: Option<f64> = s.gpu_power_w,
+    replicas: Option<u32> = s.replicas,
 });

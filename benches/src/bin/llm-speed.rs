@@ -83,6 +83,7 @@ fn config(
         gpu_usd_per_hour: 2.0,
         failures: None,
         retries: 1,
+        autoscale: None,
     };
     LlmServingConfig {
         arrivals,

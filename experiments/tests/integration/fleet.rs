@@ -96,3 +96,65 @@ fn requests_go_only_to_the_pools_that_serve_their_model() {
     let e = crate::common::infersim_fails(&["validate", s(&path)]);
     assert!(e.contains("serving.tp") && e.contains("none with [[serving.pools]]"), "{e}");
 }
+
+/// One autoscaled pool of Llama-3.1-8B on H100s under a step in load (4 requests/s,
+/// then 40 from 600 s): the autoscaler adds replicas within two decision intervals of
+/// the step, they serve after their cold start (16 GB at 0.9 GB/s plus 64 s), and the
+/// requests that arrive meanwhile wait: their TTFT shows the cold start, and a pool
+/// whose replicas start at once does not show it. Every request is accounted for.
+#[test]
+fn an_autoscaled_pool_follows_a_step_in_load_and_ttft_shows_the_cold_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = default_without_pool_keys().replace(
+        "[serving.arrivals]\nkind = \"poisson\"\nrate_per_s = 60.0\n",
+        "[serving.arrivals]\nkind = \"piecewise\"\nat_s = [0.0, 600.0]\nrates_per_s = [4.0, 40.0]\n",
+    );
+    assert!(base.contains("piecewise"));
+    let run = |name: &str, engine_start_s: f64, load_gb_per_s: f64| {
+        let text = format!(
+            "{base}\n[[serving.pools]]\nname = \"chat\"\nmodel = \"Llama-3.1-8B\"\ngpu = \"H100\"\nreplicas = 1\n\
+             [serving.pools.autoscale]\nmin_replicas = 1\nmax_replicas = 8\nsignal = \"running\"\ntarget = 32.0\n\
+             interval_s = 15.0\nscale_down_delay_s = 300.0\nengine_start_s = {engine_start_s}\nload_gb_per_s = {load_gb_per_s}\n"
+        );
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = dir.path().join(name);
+        let sets = ["simulation.duration_s=1200", "simulation.warmup_s=0"];
+        let mut args = vec!["run", s(&path), "--reps", "1", "--trace", "requests", "--out", s(&out)];
+        for set in &sets {
+            args.extend(["--set", set]);
+        }
+        infersim_ok(&args);
+        out
+    };
+    let cold = run("cold", 64.0, 0.9);
+    let series = read(cold.join("traces/point=0/rep=0/timeseries.parquet"));
+    let (t_s, replicas) = (floats(&series, "t_s"), floats(&series, "replicas"));
+    let at = |t: f64| replicas[t_s.iter().position(|&x| x >= t).unwrap()];
+    assert!(t_s.iter().zip(&replicas).filter(|(t, _)| (300.0..600.0).contains(*t)).all(|(_, &n)| n <= 2.0));
+    // Within two intervals of the step the autoscaler has asked for more.
+    assert!(at(600.0 + 2.0 * 15.0 + 1.0) >= 3.0, "{:?}", &replicas[..]);
+    assert!(at(1100.0) >= 4.0, "{:?}", &replicas[..]);
+
+    // The TTFT of requests that arrived during the first cold start, with and without it.
+    let ttft_p90 = |out: &std::path::Path| {
+        let requests = read(out.join("traces/point=0/rep=0/requests.parquet"));
+        let (arrival, first) =
+            (floats(&requests, "arrival_s"), crate::common::optional_floats(&requests, "first_token_s"));
+        let mut ttfts: Vec<f64> = arrival
+            .iter()
+            .zip(first)
+            .filter(|(a, _)| (615.0..690.0).contains(*a))
+            .map(|(a, f)| f.expect("served") - a)
+            .collect();
+        ttfts.sort_by(f64::total_cmp);
+        ttfts[ttfts.len() * 9 / 10]
+    };
+    let instant = run("instant", 0.0, 1e6);
+    let (with_cold_start, without) = (ttft_p90(&cold), ttft_p90(&instant));
+    assert!(with_cold_start > 5.0 * without && with_cold_start > 10.0, "{with_cold_start} vs {without}");
+    let m = read(cold.join("replications.parquet"));
+    let ended: f64 = ["served", "timed_out", "lost", "rejected"].iter().map(|c| floats(&m, c)[0]).sum();
+    assert_eq!(ended, floats(&m, "arrived")[0]);
+    assert!(floats(&m, "cold_starts")[0] >= 3.0 && floats(&m, "replica_hours")[0] < 8.0 * 1200.0 / 3600.0);
+}

@@ -346,6 +346,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> BatchedServing<O, S
                 prompt_tokens_per_s: None,
                 generation_tokens_per_s: None,
                 gpu_power_w: None,
+                replicas: None,
             });
         }
     }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::arrivals::ArrivalProcess;
-use crate::error::{ConfigError, check};
+use crate::error::{ConfigError, DURATION_S, check, is_duration_s};
 use crate::failures::Failures;
 use crate::grid::CarbonIntensity;
 use crate::llm::{EngineLimits, GpuSpec, ModelSpec, StepModel};
@@ -68,6 +68,70 @@ pub struct Disaggregation {
     pub link_latency_us: f64,
 }
 
+/// What an autoscaler watches, per replica serving, averaged over its pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScaleSignal {
+    /// Sequences running.
+    Running,
+    /// Sequences waiting.
+    Waiting,
+    /// Share of KV blocks held.
+    KvUsage,
+    /// The 90th percentile of the TTFT of the pool's requests that got their first
+    /// token since the last decision (s).
+    TtftP90,
+}
+
+/// A pool's autoscaler: every `interval_s` it sets the replicas to `ceil(serving x
+/// signal / target)` within `[min_replicas, max_replicas]` (the proportional rule of
+/// Kubernetes' horizontal pod autoscaler); it adds replicas at once, each ready after a
+/// cold start, and removes them only when fewer have been wanted for
+/// `scale_down_delay_s`, draining them first.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Autoscale {
+    /// Fewest replicas serving or starting.
+    pub min_replicas: u32,
+    /// Most replicas (the pool's slots).
+    pub max_replicas: u32,
+    /// Replicas serving at the start.
+    pub initial_replicas: u32,
+    /// What it watches.
+    pub signal: ScaleSignal,
+    /// The signal's value per replica it aims for.
+    pub target: f64,
+    /// Time between decisions (s).
+    pub interval_s: f64,
+    /// How long fewer replicas must have been wanted before some are removed (s).
+    pub scale_down_delay_s: f64,
+    /// Time from a replica's start to its first step: its weights over the load
+    /// bandwidth, plus the engine's start (s).
+    pub cold_start_s: f64,
+}
+
+impl Autoscale {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        let k = |name: &str| format!("{key}autoscale.{name}");
+        check(self.min_replicas <= self.max_replicas, k("min_replicas"), self.min_replicas, "at most max_replicas")?;
+        check(
+            (self.min_replicas..=self.max_replicas).contains(&self.initial_replicas),
+            k("replicas"),
+            self.initial_replicas,
+            "replicas serving at the start, from min_replicas to max_replicas",
+        )?;
+        check(self.target.is_finite() && self.target > 0.0, k("target"), self.target, "a finite number > 0")?;
+        check(is_duration_s(self.interval_s), k("interval_s"), self.interval_s, DURATION_S)?;
+        let delay = self.scale_down_delay_s;
+        check(delay.is_finite() && delay >= 0.0, k("scale_down_delay_s"), delay, "seconds >= 0")?;
+        check(
+            self.cold_start_s.is_finite() && (0.0..=86_400.0).contains(&self.cold_start_s),
+            k("cold_start_s"),
+            self.cold_start_s,
+            "seconds from 0 to a day",
+        )
+    }
+}
+
 /// Where a pool's replicas sit: the nodes that carry the node baseline power.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placement {
@@ -123,6 +187,9 @@ pub struct LlmPool {
     /// How many times a request on a replica that fails is sent to another replica
     /// serving its model before it counts as lost.
     pub retries: u32,
+    /// Its autoscaler, if it has one (then `replicas` is its most, and
+    /// `initial_replicas` serve at the start).
+    pub autoscale: Option<Autoscale>,
 }
 
 impl LlmPool {
@@ -198,6 +265,9 @@ impl LlmPool {
         check(price.is_finite() && price >= 0.0, price_key, price, "a finite number >= 0")?;
         if let Some(f) = self.failures {
             f.validate().map_err(|e| e.within(&k("failures")))?;
+        }
+        if let Some(a) = self.autoscale {
+            a.validate(&self.key)?;
         }
         Ok(())
     }

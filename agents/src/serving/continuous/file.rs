@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::pools::{OnePool, PoolDefaults, PoolTable};
+use super::pools::{AutoscaleTable, OnePool, PoolDefaults, PoolTable};
 use super::{Disaggregation, LlmPool, LlmRouting, LlmServingConfig, Measured};
 use crate::arrivals::ArrivalProcess;
 use crate::error::ConfigError;
@@ -34,6 +34,7 @@ pub(crate) struct ContinuousTable {
     tp: Option<i64>,
     step_time: Option<StepTimeTable>,
     pools: Option<Vec<PoolTable>>,
+    autoscale: Option<AutoscaleTable>,
     measured: Option<String>,
     disaggregation: Option<Disaggregation>,
     power: Power,
@@ -288,6 +289,7 @@ pub(crate) fn resolve(
         context_limit_tokens: s.context_limit_tokens,
         failures: s.failures,
         gpu_usd_per_hour: s.prices.gpu_usd_per_hour,
+        autoscale: s.autoscale,
     };
     let pools = match s.pools {
         Some(tables) => {
@@ -297,12 +299,13 @@ pub(crate) fn resolve(
                 ("tp", s.tp.is_some()),
                 ("nodes", s.nodes.is_some()),
                 ("replicas_per_node", s.replicas_per_node.is_some()),
+                ("autoscale", s.autoscale.is_some()),
             ];
             if let Some((key, _)) = given.iter().find(|(_, given)| *given) {
                 return Err(ConfigError::invalid(
                     format!("serving.{key}"),
                     "(given)",
-                    "none with [[serving.pools]]: each pool names its own model, gpu, tp and size",
+                    "none with [[serving.pools]]: each pool names its own model, gpu, tp, size and autoscaler",
                 ));
             }
             if tables.is_empty() {

@@ -97,6 +97,12 @@ crate::metrics! {
         kv_transfer_gb: f64 = "GB",
         /// Steps whose time a profile had to extrapolate.
         extrapolated_lookups: u64 = "lookups",
+        /// Replica-hours provisioned (serving, starting or draining), all pools.
+        replica_hours: f64 = "h",
+        /// Replicas provisioned on average over the run.
+        replicas_mean: f64 = "replicas",
+        /// Replicas started by autoscalers (each paid a cold start).
+        cold_starts: u64 = "starts",
         /// Mean power of all GPUs over the run (W).
         gpu_power_mean_w: f64 = "W",
         /// GPU energy per output token (J), as ML.ENERGY reports it.
@@ -158,6 +164,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                 prompt_tokens_per_s: rate(self.stats.prompt_tokens, last_prompt),
                 generation_tokens_per_s: rate(self.stats.output_tokens, last_output),
                 gpu_power_w: Some(self.gpu_power_w),
+                replicas: Some(self.replicas.iter().filter(|s| s.provisioned_since.is_some()).count() as u32),
             });
             sampling.last = (t, self.stats.prompt_tokens, self.stats.output_tokens);
         }
@@ -194,7 +201,18 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let it_j = gpu_j + baseline_j;
         let facility_j = it_j * c.pue;
         let carbon_kg = self.carbon_kg(end, facility_j);
-        let rent_usd: f64 = c.pools.iter().map(|p| f64::from(p.gpus()) * run_s / 3600.0 * p.gpu_usd_per_hour).sum();
+        // GPUs are paid for while provisioned: the whole run, unless a pool autoscales.
+        let provisioned_s = self.provisioned_s(end);
+        let rent_usd: f64 = c
+            .pools
+            .iter()
+            .zip(&provisioned_s)
+            .map(|(p, replica_s)| match p.autoscale {
+                None => f64::from(p.gpus()) * run_s / 3600.0 * p.gpu_usd_per_hour,
+                Some(_) => replica_s * f64::from(p.tp) / 3600.0 * p.gpu_usd_per_hour,
+            })
+            .sum();
+        let replica_s: f64 = provisioned_s.iter().sum();
         let cost_usd = facility_j / J_PER_KWH * c.energy_usd_per_kwh + rent_usd;
         let per = |x: f64, n: u64| if n > 0 { Some(x / n as f64) } else { None };
         let rate = |n: u64| if measured_s > 0.0 { n as f64 / measured_s } else { 0.0 };
@@ -245,6 +263,9 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             kv_transfer_mean_s: s.kv_transfer_s.mean(),
             kv_transfer_gb: s.kv_transfer_bytes / 1e9,
             extrapolated_lookups: s.steps_outside_table,
+            replica_hours: replica_s / 3600.0,
+            replicas_mean: if run_s > 0.0 { replica_s / run_s } else { 0.0 },
+            cold_starts: s.cold_starts,
             gpu_power_mean_w: if run_s > 0.0 { gpu_j / run_s } else { 0.0 },
             gpu_energy_per_output_token_j: per(gpu_j, s.output_tokens),
             energy_per_output_token_j: per(facility_j, s.output_tokens),

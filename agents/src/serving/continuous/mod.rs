@@ -26,13 +26,15 @@ use crate::power::{J_PER_KWH, PowerMeter};
 use crate::requests::{RequestOutcome, RequestRecord, TokenSampler, draw_request};
 use crate::world::{Metrics, Replication};
 
+mod autoscale;
 mod config;
 mod file;
 mod measures;
 mod pools;
 mod routing;
 mod sessions;
-pub use config::{Disaggregation, LlmPool, LlmRouting, LlmServingConfig, Measured, Placement};
+use autoscale::{Mode, Scaler};
+pub use config::{Autoscale, Disaggregation, LlmPool, LlmRouting, LlmServingConfig, Measured, Placement, ScaleSignal};
 pub(crate) use file::{ContinuousTable, resolve};
 pub use file::{VllmRecord, read_measured, vllm_makespan_s, vllm_samples};
 pub use measures::ContinuousRun;
@@ -64,6 +66,10 @@ pub(crate) enum LlmEvent {
     KvArrives(Id<LlmRequest>),
     /// A conversation sends its next turn.
     NextTurn(Id<Session>),
+    /// An autoscaled pool decides how many replicas it wants.
+    Autoscale(u16),
+    /// A replica has finished its cold start.
+    Started(u32),
 }
 
 /// A request in flight.
@@ -125,6 +131,12 @@ struct ReplicaState {
     failed_gpu: u32,
     /// Disaggregated prefill replica: when its outgoing link is next free.
     link_free: SimTime,
+    /// Whether it serves, starts, drains or is off (autoscaled pools).
+    mode: Mode,
+    /// Since when it has been provisioned (drawing power, paid for), and for how long
+    /// before that (s).
+    provisioned_since: Option<SimTime>,
+    provisioned_s: f64,
 }
 
 #[derive(Default)]
@@ -158,6 +170,8 @@ struct Stats {
     kv_transfers: u64,
     kv_transfer_s: Tally,
     kv_transfer_bytes: f64,
+    /// Replicas started by autoscalers.
+    cold_starts: u64,
     /// Measured requests at their first admission: prompt tokens, and those found
     /// cached.
     admitted_prompt_tokens: u64,
@@ -205,6 +219,11 @@ pub(crate) struct LlmServing<'c, O, S> {
     task_chains: Vec<Option<Chain>>,
     /// Conversations under way.
     sessions: Slab<Session>,
+    /// Each pool's autoscaler state (every pool has one; only autoscaled pools use it).
+    scalers: Vec<Scaler>,
+    /// Replicas not serving (starting, draining or off): while none is, routing needs
+    /// no list of the replicas that take requests.
+    not_serving: u32,
 }
 
 impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, O, S> {
@@ -225,9 +244,12 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             })
             .collect();
         let mut replicas = Vec::with_capacity(config.replicas() as usize);
-        let (mut first_node, mut first_gpu, mut idle_w) = (0, 0, 0.0);
+        let (mut first_node, mut first_gpu, mut idle_w, mut not_serving) = (0, 0, 0.0, 0);
         for (p, pool) in config.pools.iter().enumerate() {
+            let serving = pool.autoscale.map_or(pool.replicas, |a| a.initial_replicas);
             for local in 0..pool.replicas {
+                let on = local < serving;
+                not_serving += u32::from(!on);
                 replicas.push(ReplicaState {
                     engine: Replica::new(pool.limits),
                     pool: p as u16,
@@ -236,12 +258,15 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
                     node: first_node + pool.node_of(local),
                     first_gpu: first_gpu + local * pool.tp,
                     step: None,
-                    power_w: pool.gpu.idle_w * f64::from(pool.tp),
+                    power_w: if on { pool.gpu.idle_w * f64::from(pool.tp) } else { 0.0 },
                     failed_gpu: 0,
                     link_free: SimTime::ZERO,
+                    mode: if on { Mode::Serving } else { Mode::Off },
+                    provisioned_since: on.then_some(SimTime::ZERO),
+                    provisioned_s: 0.0,
                 });
             }
-            idle_w += pool.gpu.idle_w * f64::from(pool.gpus());
+            idle_w += pool.gpu.idle_w * f64::from(serving * pool.tp);
             (first_node, first_gpu) = (first_node + pool.nodes, first_gpu + pool.gpus());
         }
         let groups = routing_groups(config, &mut replicas);
@@ -286,6 +311,8 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
                 })
                 .collect(),
             sessions: Slab::new(),
+            scalers: vec![Scaler::default(); config.pools.len()],
+            not_serving,
         })
     }
 
@@ -307,7 +334,9 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         }
         for r in 0..self.replicas.len() {
             self.schedule_failure(r, ctx)?;
+            self.refresh_load(r);
         }
+        self.start_autoscalers(ctx)?;
         Ok(())
     }
 
@@ -480,7 +509,10 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let pool = self.pool(r);
         let idle_w = pool.gpu.idle_w * f64::from(pool.tp);
         let Some(shape) = self.replicas[r].engine.schedule() else {
-            self.set_power(now, r, idle_w);
+            if matches!(self.replicas[r].mode, Mode::Serving | Mode::Draining) {
+                self.set_power(now, r, idle_w);
+            }
+            self.off_if_drained(r, now);
             return Ok(());
         };
         let (gpu_s, outside) = pool.step_model.timed(&shape);
@@ -539,7 +571,10 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             let request = &mut self.requests[id];
             if request.first_token.is_none() {
                 request.first_token = Some(now);
+                let ttft_s = (now - request.arrival).as_secs_f64();
+                self.note_ttft(r, ttft_s);
             }
+            let request = &mut self.requests[id];
             request.preemptions = preemptions;
             if event == TokenEvent::Finished {
                 // Its sequence leaves this replica with its share of the steps here.
@@ -727,7 +762,8 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         self.life.repair(r, now);
         self.refresh_load(r);
         let pool = self.pool(r);
-        self.set_power(now, r, pool.gpu.idle_w * f64::from(pool.tp));
+        let idle_w = if self.replicas[r].mode == Mode::Off { 0.0 } else { pool.gpu.idle_w * f64::from(pool.tp) };
+        self.set_power(now, r, idle_w);
         self.schedule_failure(r, ctx)?;
         self.kick(r, ctx)
     }
@@ -831,6 +867,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Model for LlmServin
             LlmEvent::Repaired(r) => self.on_repaired(r as usize, ctx),
             LlmEvent::KvArrives(id) => self.on_kv_arrives(id, ctx),
             LlmEvent::NextTurn(session) => self.next_turn(session, ctx),
+            LlmEvent::Autoscale(pool) => self.on_autoscale(usize::from(pool), ctx),
+            LlmEvent::Started(r) => self.on_started(r as usize, ctx),
         }
     }
 }

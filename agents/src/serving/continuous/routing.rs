@@ -25,7 +25,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     /// Refreshes replica `r`'s routing key after its queue changed or it went down or up.
     pub(super) fn refresh_load(&mut self, r: usize) {
         let state = &self.replicas[r];
-        let key = if self.life.is_down(r) { DOWN } else { (state.engine.waiting() + state.engine.running()) as u64 };
+        let key = if self.accepting(r) { (state.engine.waiting() + state.engine.running()) as u64 } else { DOWN };
         self.groups[state.group as usize].loads.set(state.in_group as usize, key);
     }
 
@@ -34,7 +34,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         if self.config.routing == LlmRouting::SessionAffinity
             && let Some(r) = request
                 .previous
-                .filter(|&r| self.replicas[r as usize].group as usize == g && !self.life.is_down(r as usize))
+                .filter(|&r| self.replicas[r as usize].group as usize == g && self.accepting(r as usize))
         {
             return Some(r);
         }
@@ -45,8 +45,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             return (group.loads.key(best) != DOWN).then_some(group.replicas[best]);
         }
         // The places of the up replicas in order: the whole group unless some is down.
-        let listed: Option<Vec<usize>> = (self.life.down_now() > 0)
-            .then(|| (0..group.replicas.len()).filter(|&k| !self.life.is_down(group.replicas[k] as usize)).collect());
+        let listed: Option<Vec<usize>> = (self.life.down_now() > 0 || self.not_serving > 0)
+            .then(|| (0..group.replicas.len()).filter(|&k| self.accepting(group.replicas[k] as usize)).collect());
         let count = listed.as_ref().map_or(group.replicas.len(), Vec::len);
         if count == 0 {
             return None;
