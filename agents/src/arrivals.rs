@@ -103,6 +103,10 @@ pub enum ArrivalProcess {
         /// when the trace has none.
         #[serde(skip)]
         chains: Arc<[Chain]>,
+        /// The model names of the trace's `model` column, and each request's (an index
+        /// in them); both empty when the trace has none.
+        #[serde(skip)]
+        models: (Arc<[String]>, Arc<[u16]>),
     },
 }
 
@@ -331,7 +335,7 @@ impl ArrivalProcess {
     /// scenario names the file, `task_names` the tasks a `task` column may name.
     /// Other processes are left as they are.
     pub fn load(&mut self, key: &str, inputs: &dyn Inputs, task_names: &[&str]) -> Result<(), ConfigError> {
-        if let ArrivalProcess::Replay { path, requests, hash_block_tokens, chains } = self {
+        if let ArrivalProcess::Replay { path, requests, hash_block_tokens, chains, models } = self {
             if path.is_empty() {
                 return Err(ConfigError::invalid(format!("{key}.path"), "(missing)", "the trace file to replay"));
             }
@@ -346,6 +350,8 @@ impl ArrivalProcess {
             let table = inputs.table(&format!("{key}.path"), path)?;
             *requests = read_requests(&table, task_names)?.into();
             *chains = read_chains(&table, block_tokens, requests)?.into();
+            let (names, of) = read_models(&table)?;
+            *models = (names.into(), of.into());
         }
         Ok(())
     }
@@ -479,6 +485,26 @@ pub fn read_chains(
     Ok(chains)
 }
 
+/// The model each request of a trace asks for, from a `model` column: the names in
+/// order of first appearance and each row's index in them; both empty without one.
+pub fn read_models(table: &DataTable) -> Result<(Vec<String>, Vec<u16>), ConfigError> {
+    let Some(col) = table.column("model") else { return Ok((Vec::new(), Vec::new())) };
+    let (mut names, mut of) = (Vec::<String>::new(), Vec::with_capacity(table.rows()));
+    for row in 0..table.rows() {
+        let name = table.text(col, row).filter(|n| !n.is_empty()).ok_or_else(|| table.at(row, "model is empty"))?;
+        let index = match names.iter().position(|n| *n == name) {
+            Some(i) => i,
+            None if names.len() < usize::from(u16::MAX) => {
+                names.push(name);
+                names.len() - 1
+            }
+            None => return Err(table.at(row, "more than 65,535 model names")),
+        };
+        of.push(index as u16);
+    }
+    Ok((names, of))
+}
+
 /// `[1, 2, 3]` (or `1 2 3`, `1,2,3`) as numbers; `None` if any is not a whole number.
 fn parse_id_list(text: &str) -> Option<Vec<u64>> {
     let inner = text.trim().trim_start_matches('[').trim_end_matches(']');
@@ -549,6 +575,17 @@ impl ArrivalGenerator {
     pub fn replayed(&self, index: usize) -> Option<ReplayedRequest> {
         match &self.process {
             ArrivalProcess::Replay { requests, .. } => requests.get(index).copied(),
+            _ => None,
+        }
+    }
+
+    /// For a replayed trace with a `model` column, the model the `index`-th request
+    /// asks for.
+    pub fn replayed_model(&self, index: usize) -> Option<&str> {
+        match &self.process {
+            ArrivalProcess::Replay { models: (names, of), .. } => {
+                of.get(index).map(|&i| names[usize::from(i)].as_str())
+            }
             _ => None,
         }
     }

@@ -334,6 +334,7 @@ impl World for ServingWorld {
             ("vllm-replay", include_str!("../../../data/scenarios/vllm-replay.toml")),
             ("llm-fleet", include_str!("../../../data/scenarios/llm-fleet.toml")),
             ("mooncake-replay", include_str!("../../../data/scenarios/mooncake-replay.toml")),
+            ("hetero-fleet", include_str!("../../../data/scenarios/hetero-fleet.toml")),
             ("closed-loop-h100", include_str!("../../../data/scenarios/closed-loop-h100.toml")),
         ]
     }

@@ -144,6 +144,7 @@ fn main() {
         requests: read_requests(&trace, &["sharegpt"]).unwrap().into(),
         hash_block_tokens: None,
         chains: Vec::new().into(),
+        models: Default::default(),
     };
     let limits = |seqs, blocks| EngineLimits {
         max_num_seqs: seqs,

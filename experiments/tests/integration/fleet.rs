@@ -158,3 +158,47 @@ fn an_autoscaled_pool_follows_a_step_in_load_and_ttft_shows_the_cold_start() {
     assert_eq!(ended, floats(&m, "arrived")[0]);
     assert!(floats(&m, "cold_starts")[0] >= 3.0 && floats(&m, "replica_hours")[0] < 8.0 * 1200.0 / 3600.0);
 }
+
+/// A trace's `model` column sends each request to the pools serving that model, and a
+/// model no pool serves is refused with the names that are.
+#[test]
+fn a_traces_model_column_routes_its_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut trace = String::from("timestamp_s,prompt_tokens,output_tokens,model\n");
+    for i in 0..200 {
+        let model = if i % 3 == 0 { "Llama-3.1-70B" } else { "Llama-3.1-8B" };
+        trace += &format!("{},{},{},{model}\n", f64::from(i) * 0.1, 100 + i, 20 + i % 7);
+    }
+    std::fs::write(dir.path().join("trace.csv"), &trace).unwrap();
+    let text = default_without_pool_keys().replace(
+        "[serving.arrivals]\nkind = \"poisson\"\nrate_per_s = 60.0\n",
+        "[serving.arrivals]\nkind = \"trace\"\npath = \"trace.csv\"\n",
+    ) + "\n[[serving.pools]]\nname = \"small\"\nmodel = \"Llama-3.1-8B\"\ngpu = \"H100\"\nreplicas = 2\n\
+           \n[[serving.pools]]\nname = \"large\"\nmodel = \"Llama-3.1-70B\"\ngpu = \"H100\"\ntp = 4\nreplicas = 1\n";
+    // The default's tasks name no model: the trace's column does.
+    let path = dir.path().join("traced.toml");
+    std::fs::write(&path, &text).unwrap();
+    let out = dir.path().join("traced");
+    infersim_ok(&[
+        "run",
+        s(&path),
+        "--reps",
+        "1",
+        "--trace",
+        "requests",
+        "--out",
+        s(&out),
+        "--set",
+        "simulation.duration_s=60",
+    ]);
+    let requests = read(out.join("traces/point=0/rep=0/requests.parquet"));
+    let (ids, replicas) = (floats(&requests, "request_id"), floats(&requests, "replica"));
+    assert_eq!(ids.len(), 200);
+    for (id, replica) in ids.iter().zip(&replicas) {
+        let large = (*id as u64).is_multiple_of(3);
+        assert_eq!(*replica == 2.0, large, "request {id} on replica {replica}");
+    }
+    std::fs::write(dir.path().join("trace.csv"), trace.replace("Llama-3.1-70B", "Qwen3-32B")).unwrap();
+    let e = crate::common::infersim_fails(&["validate", s(&path)]);
+    assert!(e.contains("Qwen3-32B") && e.contains("Llama-3.1-8B, Llama-3.1-70B"), "{e}");
+}

@@ -182,6 +182,7 @@ fn every_built_in_world_gives_the_same_bytes_for_any_thread_count() {
         ("llm-serving", &["simulation.duration_s=40", "simulation.warmup_s=5", "serving.routing=power_of_two_choices"]),
         ("closed-loop-h100", &["serving.arrivals.requests=64", "serving.engine.max_num_seqs=16"]),
         ("mooncake-replay", &["simulation.duration_s=60"]),
+        ("hetero-fleet", &["simulation.duration_h=0.05", "simulation.warmup_s=10"]),
     ];
     assert_eq!(short.len(), Registry::builtin().scenarios().len(), "every built-in scenario is covered");
     let dir = tempfile::tempdir().unwrap();

@@ -370,6 +370,13 @@ impl LlmServingConfig {
             }
         }
         let names = self.served_names();
+        if let ArrivalProcess::Replay { path, models: (trace_models, _), .. } = &self.arrivals
+            && let Some(m) = trace_models.iter().find(|m| !names.contains(&m.as_str()))
+        {
+            let allowed = format!("a trace whose model column names models the pools serve ({})", names.join(", "));
+            return Err(ConfigError::invalid("arrivals.path", format!("{path} (model {m:?})"), allowed));
+        }
+        let traced_models = matches!(&self.arrivals, ArrivalProcess::Replay { models: (m, _), .. } if !m.is_empty());
         for (i, t) in self.tasks.iter().enumerate() {
             let served = format!("({})", names.join(", "));
             match t.model.as_deref() {
@@ -377,7 +384,8 @@ impl LlmServingConfig {
                     let allowed = format!("a model the pools serve {served}");
                     return Err(ConfigError::invalid(format!("tasks[{i}].model"), m, allowed));
                 }
-                None if names.len() > 1 => {
+                // A trace's model column says it for every request.
+                None if names.len() > 1 && !traced_models => {
                     let allowed = format!("the model its requests ask for: the pools serve several {served}");
                     return Err(ConfigError::invalid(format!("tasks[{i}].model"), "(missing)", allowed));
                 }

@@ -103,6 +103,8 @@ pub(crate) struct LlmRequest {
 /// A request as it arrives, before it is routed.
 struct NewRequest {
     task: usize,
+    /// Its routing group.
+    group: usize,
     prompt: u32,
     output: u32,
     /// Its prompt's shared segments.
@@ -200,6 +202,9 @@ pub(crate) struct LlmServing<'c, O, S> {
     groups: Vec<RoutingGroup>,
     /// The group each task's requests are routed in.
     task_groups: Vec<usize>,
+    /// The model name each group serves (the routing groups of a disaggregated pool
+    /// serve one).
+    group_names: Vec<&'c str>,
     /// Which replicas are down: while none is, a pool's up replicas are the pool itself
     /// and routing needs no list of them.
     life: Lifecycle,
@@ -273,6 +278,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         Ok(LlmServing {
             groups,
             task_groups: config.task_models(),
+            group_names: config.served_names(),
             config,
             arrivals: ArrivalGenerator::new(config.arrivals.clone()),
             cumulative_weights,
@@ -392,13 +398,18 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             None => self.arrivals.replayed_chain(index).filter(|c| !c.is_empty()).map(|c| within_prompt(c, prompt)),
         };
         let (session, own) = self.open_session(task, index as u64, chain.as_deref());
-        self.admit(NewRequest { task, prompt, output, chain, client, session, own }, ctx)
+        // A trace's model column, where it has one, says which pools serve the request.
+        let group = match self.arrivals.replayed_model(index) {
+            Some(model) => self.group_names.iter().position(|n| *n == model).expect("validated: a served model"),
+            None => self.task_groups[task],
+        };
+        self.admit(NewRequest { task, group, prompt, output, chain, client, session, own }, ctx)
     }
 
     /// Routes and queues a request that has just arrived.
     fn admit(&mut self, new: NewRequest, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
         let now = ctx.now();
-        let NewRequest { task, prompt, output, chain, client, session, own } = new;
+        let NewRequest { task, group, prompt, output, chain, client, session, own } = new;
         self.stats.arrivals += 1;
         self.stats.first_arrival.get_or_insert(now);
         if now >= self.warmup {
@@ -423,7 +434,6 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             session,
         });
         // Longer than any pool of its model takes (as vLLM refuses it).
-        let group = self.task_groups[task];
         if self.groups[group].context_limit_tokens.is_some_and(|limit| prompt.saturating_add(output) > limit) {
             return self.finish(id, RequestOutcome::Rejected, ctx);
         }

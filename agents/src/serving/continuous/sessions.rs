@@ -108,7 +108,9 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let chain: Chain = s.chain.as_slice().into();
         let own = Some((s.current, s.turns < spec.turns));
         let prompt = history.saturating_add(message);
-        let new = NewRequest { task, prompt, output, chain: Some(chain), client: None, session: Some(session), own };
+        let group = self.task_groups[task];
+        let new =
+            NewRequest { task, group, prompt, output, chain: Some(chain), client: None, session: Some(session), own };
         self.admit(new, ctx)
     }
 }
