@@ -202,3 +202,37 @@ fn a_traces_model_column_routes_its_requests() {
     let e = crate::common::infersim_fails(&["validate", s(&path)]);
     assert!(e.contains("Qwen3-32B") && e.contains("Llama-3.1-8B, Llama-3.1-70B"), "{e}");
 }
+
+/// Requests are conserved across pools under failures and autoscaling: every request
+/// that arrived was served, timed out, lost or rejected, whatever replicas failed,
+/// started or drained meanwhile.
+#[test]
+fn requests_are_conserved_across_pools_under_failures_and_autoscaling() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = default_without_pool_keys()
+        .replace("name = \"code\"\n", "name = \"code\"\nmodel = \"Llama-3.1-70B\"\ntimeout_s = 20.0\n")
+        .replace("name = \"chat\"\n", "name = \"chat\"\nmodel = \"Llama-3.1-8B\"\n")
+        .replace("rate_per_s = 60.0", "rate_per_s = 30.0")
+        + "\n[[serving.pools]]\nname = \"chat\"\nmodel = \"Llama-3.1-8B\"\ngpu = \"H100\"\nreplicas = 2\n\
+           [serving.pools.failures]\nmtbf_h = 0.05\nmttr_h = 0.01\nretries = 1\n\
+           [serving.pools.autoscale]\nmin_replicas = 1\nmax_replicas = 6\nsignal = \"waiting\"\ntarget = 2.0\n\
+           interval_s = 10.0\nscale_down_delay_s = 60.0\nengine_start_s = 20.0\n\
+           \n[[serving.pools]]\nname = \"code\"\nmodel = \"Llama-3.1-70B\"\ngpu = \"H100\"\ntp = 4\nreplicas = 2\n\
+           [serving.pools.failures]\nmtbf_h = 0.1\nmttr_h = 0.02\nretries = 0\n";
+    let path = dir.path().join("churn.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = dir.path().join("churn");
+    // No warm-up: the outcome counts cover every request, as `arrived` does.
+    let sets = ["--set", "simulation.duration_s=900", "--set", "simulation.warmup_s=0"];
+    infersim_ok(&[&["run", s(&path), "--reps", "3", "--out", s(&out)][..], &sets[..]].concat());
+    let m = read(out.join("replications.parquet"));
+    let arrived = floats(&m, "arrived");
+    let ended: Vec<f64> = (0..arrived.len())
+        .map(|i| ["served", "timed_out", "lost", "rejected"].iter().map(|c| floats(&m, c)[i]).sum())
+        .collect();
+    assert_eq!(ended, arrived);
+    // The failures and the autoscaler both acted.
+    let total = |c: &str| floats(&m, c).iter().sum::<f64>();
+    assert!(total("gpu_failures") > 10.0 && total("lost") > 0.0 && total("retries") > 0.0, "{m}");
+    assert!(total("cold_starts") > 0.0, "{m}");
+}
