@@ -698,7 +698,7 @@ impl<K: Copy> Replica<K> {
     }
 
     /// Removes every sequence (the replica failed), handing each to `on_lost` with its
-    /// chain (if it was given one).
+    /// chain (if it was given one), and empties the KV cache.
     pub fn drain(&mut self, mut on_lost: impl FnMut(Sequence<K>, Option<Chain>)) {
         self.plan.clear();
         let scheduled = std::mem::take(&mut self.in_flight);
@@ -712,6 +712,8 @@ impl<K: Copy> Replica<K> {
             let chain = leave(&mut self.kv, &mut self.chains, &mut s);
             on_lost(s, chain);
         }
+        // The GPUs' memory is lost with them: the replica comes back with an empty cache.
+        self.kv = KvCache::new(self.limits.num_gpu_blocks, self.limits.block_size, self.limits.prefix_caching);
     }
 
     /// Removes a waiting sequence (it gave up); true if it was waiting.

@@ -89,6 +89,7 @@ fn config(
         arrivals,
         tasks: vec![task],
         routing: LlmRouting::LeastOutstandingRequests,
+        kv_overlap_score_weight: 1.0,
         pools: vec![pool],
         node_baseline_w: 300.0,
         pue: 1.2,

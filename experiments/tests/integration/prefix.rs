@@ -281,6 +281,11 @@ warmup_s = 60
     // load (each replica's held blocks weigh as much as the blocks it would save).
     assert!(affinity > 0.75 && aware > round_robin + 0.1, "{rates:?}");
     assert!(round_robin < affinity - 0.2, "{rates:?}");
+    // Weighing a block to compute more than a block held sends more turns home.
+    let mut heavier = s.clone();
+    heavier.apply_overrides(&["serving.kv_overlap_score_weight=8".to_string()]).unwrap();
+    let weighted = metrics(&heavier, 2, &["prefix_hit_rate"])[0];
+    assert!(weighted > aware + 0.05, "{weighted} vs {aware}");
 }
 
 /// Replication 0 of `point` of `scenario`: the named metrics (an empty one as 0).

@@ -32,10 +32,10 @@ pub enum LlmRouting {
     Random,
     /// The replica that costs least for this request, trading the prompt blocks it
     /// would have to compute (those not found in the replica's cache) against the
-    /// blocks the replica already has to serve, as NVIDIA Dynamo's KV router does with
-    /// its default overlap weight of 1: `cost = (prompt blocks - cached leading
-    /// blocks) + (KV blocks held + prompt blocks of the requests waiting)`, lowest
-    /// index on ties.
+    /// blocks the replica already has to serve, as NVIDIA Dynamo's KV router does:
+    /// `cost = w x (prompt blocks - cached leading blocks) + (KV blocks held + prompt
+    /// blocks of the requests waiting)`, `w` the `kv_overlap_score_weight` (1 by
+    /// default, as Dynamo's), lowest index on ties.
     PrefixAware,
     /// A conversation's turns to the replica that served its previous turn while it
     /// is up (where its history is cached); first turns, and turns whose replica is
@@ -282,6 +282,9 @@ pub struct LlmServingConfig {
     pub tasks: Vec<Task>,
     /// Router.
     pub routing: LlmRouting,
+    /// `prefix_aware`: how much a prompt block to compute weighs against a block the
+    /// replica already holds (Dynamo's `kv_overlap_score_weight`, 1 by default).
+    pub kv_overlap_score_weight: f64,
     /// The pools of replicas, in order (replicas are numbered pool by pool).
     pub pools: Vec<LlmPool>,
     /// Power of each node apart from its GPUs (W).
@@ -398,6 +401,8 @@ impl LlmServingConfig {
             check(v.is_finite() && v >= 0.0, key, v, "a finite number >= 0")?;
         }
         check(self.pue.is_finite() && self.pue >= 1.0, "power.pue", self.pue, "a finite number >= 1")?;
+        let w = self.kv_overlap_score_weight;
+        check(w.is_finite() && (0.0..=1e6).contains(&w), "kv_overlap_score_weight", w, "a number from 0 to 1e6")?;
         self.grid.validate().map_err(|e| e.within("grid"))?;
         check(
             self.duration_s.is_finite() && self.duration_s > self.warmup_s && self.duration_s <= MAX_DURATION_S,

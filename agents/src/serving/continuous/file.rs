@@ -23,6 +23,7 @@ pub(crate) struct ContinuousTable {
     nodes: Option<i64>,
     replicas_per_node: Option<i64>,
     routing: LlmRouting,
+    kv_overlap_score_weight: Option<f64>,
     #[serde(default)]
     engine: EngineTable,
     context_limit_tokens: Option<i64>,
@@ -346,6 +347,7 @@ pub(crate) fn resolve(
         arrivals,
         tasks: s.tasks.clone(),
         routing: s.routing,
+        kv_overlap_score_weight: s.kv_overlap_score_weight.unwrap_or(1.0),
         pools,
         node_baseline_w: s.power.node_baseline_w,
         pue: s.power.pue,

@@ -102,7 +102,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                     let e = &self.replicas[r as usize].engine;
                     let bs = e.kv().block_size();
                     let prefill = request.prompt.div_ceil(bs) - e.cached_blocks(request.chain, request.prompt);
-                    (u64::from(prefill) + e.committed_blocks()) as f64
+                    self.config.kv_overlap_score_weight * f64::from(prefill) + e.committed_blocks() as f64
                 };
                 cheapest((0..count).map(nth), cost)
             }
