@@ -462,10 +462,25 @@ pub enum MetricValue {
     Flag(bool),
 }
 
-/// A replication's metrics: names and values, in the order the world reports them.
+/// A replication's metrics: names and values, in the order the world reports them;
+/// and, for a world whose parts are worth a table of their own (a fleet's pools and
+/// models), the same metrics per part.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Metrics {
     values: Vec<(&'static str, MetricValue)>,
+    groups: Vec<MetricGroup>,
+}
+
+/// One part's metrics: its kind (`pool`, `model`: the name of its table and of the
+/// column that names it), its name, and its metrics (without parts of their own).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricGroup {
+    /// What kind of part.
+    pub kind: &'static str,
+    /// Which one.
+    pub name: String,
+    /// Its metrics.
+    pub metrics: Metrics,
 }
 
 impl Metrics {
@@ -473,7 +488,18 @@ impl Metrics {
     pub fn new() -> Self {
         // Room for a world's usual count: growing by doubling costs a batch of tiny
         // replications several reallocations each.
-        Metrics { values: Vec::with_capacity(32) }
+        Metrics { values: Vec::with_capacity(32), groups: Vec::new() }
+    }
+
+    /// Adds a part's metrics (see [`MetricGroup`]).
+    pub fn group(&mut self, kind: &'static str, name: impl Into<String>, metrics: Metrics) -> &mut Self {
+        self.groups.push(MetricGroup { kind, name: name.into(), metrics });
+        self
+    }
+
+    /// The parts' metrics, in the order they were added.
+    pub fn groups(&self) -> &[MetricGroup] {
+        &self.groups
     }
 
     /// A number.

@@ -371,6 +371,8 @@ pub fn run_batch(
     let fresh = previous.succeeded == 0 && previous.failed.is_empty();
     let mut in_order = fresh.then(|| InOrderWriter::new(&parquet, &scenario.sweep));
     run_items(scenario, &plan, &previous.done, spec.seed, spec.threads, &trace, cancel, |record| {
+        // A replication's parts go first: one journalled is complete.
+        crate::groups::append_groups(out, &record)?;
         writer.append(&record)?;
         let position = plan.position(record.point, record.replication);
         scan.note_record(&record, position);
@@ -397,6 +399,7 @@ pub fn run_batch(
     }
     manifest.metrics = scan.metrics.iter().map(|(name, _)| name.clone()).collect();
     write_replications(in_order, plan.len(), &journal, scenario, &scan.metrics, out)?;
+    crate::groups::write_group_tables(out, spec.confidence)?;
     let summary = summarize_dir(out, &manifest, spec.confidence)?;
     manifest.status = BatchStatus::Complete;
     write_manifest(out, &manifest)?;

@@ -28,7 +28,7 @@
 //! let mut w = JournalWriter::open(&dir).unwrap();
 //! for r in [3u64, 1, 2] {
 //!     let metrics = vec![("wait_s".into(), MetricCell::Number(Some(r as f64)))];
-//!     w.append(&ReplicationRecord { point: 0, replication: r, seed: 7, metrics, error: None }).unwrap();
+//!     w.append(&ReplicationRecord { point: 0, replication: r, seed: 7, metrics, error: None, groups: Vec::new() }).unwrap();
 //! }
 //! w.sync().unwrap();
 //! let scan = Journal::new(&dir).scan(|p, r| u64::from(p) * 10 + r).unwrap();
@@ -597,7 +597,7 @@ mod tests {
 
     fn record(point: u32, replication: u64, metrics: Vec<(&str, MetricCell)>) -> ReplicationRecord {
         let metrics = metrics.into_iter().map(|(n, v)| (n.to_string().into(), v)).collect();
-        ReplicationRecord { point, replication, seed: replication * 3 + 1, metrics, error: None }
+        ReplicationRecord { point, replication, seed: replication * 3 + 1, metrics, error: None, groups: Vec::new() }
     }
 
     fn rows(dir: &Path) -> Vec<JournalRow> {

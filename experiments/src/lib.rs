@@ -28,6 +28,7 @@ pub mod batch;
 pub mod calibrate;
 pub mod cli;
 pub mod error;
+pub mod groups;
 pub mod inputs;
 pub mod journal;
 pub mod lock;

@@ -166,6 +166,9 @@ pub struct ReplicationRecord {
     pub metrics: Vec<(Cow<'static, str>, MetricCell)>,
     /// Why the replication failed, if it did (it then has no metrics).
     pub error: Option<String>,
+    /// The metrics of its parts (a fleet's pools and models), if the world reports any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<crate::groups::GroupRecord>,
 }
 
 /// One metric's value as part files keep it: a number (`None` where undefined) or a

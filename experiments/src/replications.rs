@@ -357,11 +357,18 @@ mod tests {
             ),
             ("stable".into(), MetricCell::Flag(replication.is_multiple_of(2))),
         ];
-        ReplicationRecord { point, replication, seed: replication * 7 + 1, metrics, error: None }
+        ReplicationRecord { point, replication, seed: replication * 7 + 1, metrics, error: None, groups: Vec::new() }
     }
 
     fn failed(point: u32, replication: u64) -> ReplicationRecord {
-        ReplicationRecord { point, replication, seed: 3, metrics: Vec::new(), error: Some("no".into()) }
+        ReplicationRecord {
+            point,
+            replication,
+            seed: 3,
+            metrics: Vec::new(),
+            error: Some("no".into()),
+            groups: Vec::new(),
+        }
     }
 
     /// Offers `records` (work item index, record) in the order given and also journals

@@ -176,13 +176,24 @@ pub fn run_interruptible(
             .unwrap_or_else(|| "unknown panic".into());
         Err(format!("panicked: {message}"))
     });
-    let (metrics, error) = match outcome {
+    let cells = |m: &infersim_agents::world::Metrics| {
+        m.iter().map(|(name, value)| (std::borrow::Cow::Borrowed(name), MetricCell::from(value))).collect()
+    };
+    let (metrics, groups, error) = match outcome {
         Ok(None) => return None,
-        Ok(Some(metrics)) => (
-            metrics.iter().map(|(name, value)| (std::borrow::Cow::Borrowed(name), MetricCell::from(value))).collect(),
-            None,
-        ),
-        Err(e) => (Vec::new(), Some(e)),
+        Ok(Some(metrics)) => {
+            let groups = metrics
+                .groups()
+                .iter()
+                .map(|g| crate::groups::GroupRecord {
+                    kind: g.kind.into(),
+                    name: g.name.clone(),
+                    metrics: cells(&g.metrics),
+                })
+                .collect();
+            (cells(&metrics), groups, None)
+        }
+        Err(e) => (Vec::new(), Vec::new(), Some(e)),
     };
     Some(ReplicationRecord {
         point: point.index,
@@ -190,6 +201,7 @@ pub fn run_interruptible(
         seed: replication_seed(master_seed, replication),
         metrics,
         error,
+        groups,
     })
 }
 
@@ -201,6 +213,7 @@ fn failed_record(point: u32, master_seed: u64, replication: u64, error: String) 
         seed: replication_seed(master_seed, replication),
         metrics: Vec::new(),
         error: Some(error),
+        groups: Vec::new(),
     }
 }
 

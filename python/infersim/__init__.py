@@ -158,7 +158,8 @@ class Batch:
     """A finished Monte Carlo batch: its output directory and what it holds.
 
     ``replications`` and ``summary`` are polars DataFrames with the values of
-    replications.parquet and summary.parquet; ``requests()`` and ``timeseries()``
+    replications.parquet and summary.parquet (and, for fleets, ``pools`` and
+    ``models`` those of pools.parquet and models.parquet); ``requests()`` and ``timeseries()``
     scan the traces lazily. A batch run without ``out=`` lives in a temporary
     directory that is removed when the Batch is garbage-collected: keep the Batch
     while you use frames scanned from it, or pass ``out=`` to keep the files.
@@ -195,6 +196,20 @@ class Batch:
         """A row per (point, metric): the swept keys, metric, n, mean, std, ci_low,
         ci_high, confidence."""
         return _read(self.out / "summary.parquet")
+
+    @cached_property
+    def pools(self) -> pl.DataFrame | None:
+        """Fleets of several pools: a row per (point, replication, pool) with the
+        fleet's metrics for that pool (pools.parquet); None otherwise."""
+        path = self.out / "pools.parquet"
+        return _read(path) if path.is_file() else None
+
+    @cached_property
+    def models(self) -> pl.DataFrame | None:
+        """Fleets serving several models: a row per (point, replication, model)
+        (models.parquet); None otherwise."""
+        path = self.out / "models.parquet"
+        return _read(path) if path.is_file() else None
 
     @property
     def metrics(self) -> list[str]:

@@ -266,3 +266,16 @@ def test_the_command_line_ships_with_the_package(tmp_path):
     missing = cli("validate", "no-such-scenario")
     assert missing.returncode == 2 and "no scenario named" in missing.stderr
     assert cli("--version").stdout.strip().endswith(infersim.__version__)
+
+
+def test_a_fleet_of_pools_and_models_has_their_tables(tmp_path):
+    scenario = infersim.Scenario("hetero-fleet").set({"simulation.duration_h": 0.2, "simulation.warmup_s": 30})
+    batch = infersim.run(scenario, reps=1, out=tmp_path / "fleet")
+    pools, models = batch.pools, batch.models
+    assert pools is not None and models is not None
+    assert set(pools["pool"]) == {"chat-h100", "code-a100"}
+    assert set(models["model"]) == {"Llama-3.1-8B", "Llama-3.1-70B"}
+    fleet = batch.replications.group_by("point").agg(pl.col("served").sum()).sort("point")
+    by_pool = pools.group_by("point").agg(pl.col("served").sum()).sort("point")
+    assert fleet["served"].to_list() == by_pool["served"].to_list()
+    assert infersim.run("mmc", reps=1).pools is None

@@ -108,7 +108,7 @@ pub fn summarize(
 
 /// One row per (point, metric) from a frame with one row per point: the id columns,
 /// then `{metric}\u{1}n`, `\u{1}mean` and `\u{1}std` for every metric.
-fn reshape_summary(
+pub(crate) fn reshape_summary(
     wide: &DataFrame,
     id_columns: &[String],
     metrics: &[String],

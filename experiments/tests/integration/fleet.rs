@@ -236,3 +236,33 @@ fn requests_are_conserved_across_pools_under_failures_and_autoscaling() {
     assert!(total("gpu_failures") > 10.0 && total("lost") > 0.0 && total("retries") > 0.0, "{m}");
     assert!(total("cold_starts") > 0.0, "{m}");
 }
+
+/// A fleet of several pools and models writes pools.parquet and models.parquet (a row
+/// per point, replication and pool or model) with their summaries: the pools' counts,
+/// GPU energy and cost add up to the fleet's, and so do the models'.
+#[test]
+fn pools_and_models_get_tables_that_add_up_to_the_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("fleet");
+    let sets = ["--set", "simulation.duration_h=0.3", "--set", "simulation.warmup_s=60"];
+    infersim_ok(&[&["run", "hetero-fleet", "--reps", "2", "--out", s(&out)][..], &sets[..]].concat());
+    assert!(!out.join("groups.jsonl").exists());
+    let fleet = read(out.join("replications.parquet"));
+    for (table, kind) in [("pools.parquet", "pool"), ("models.parquet", "model")] {
+        let parts = read(out.join(table));
+        assert_eq!(parts.height(), 2 * fleet.height(), "{table}");
+        let names = strings(&parts, kind);
+        assert_eq!(names.iter().filter(|n| n.is_some()).count(), parts.height());
+        let (points, reps) = (floats(&parts, "point"), floats(&parts, "replication"));
+        for metric in ["arrived", "served", "energy_gpu_kwh", "cost_usd"] {
+            let values = floats(&parts, metric);
+            for (i, total) in floats(&fleet, metric).iter().enumerate() {
+                let (p, r) = (floats(&fleet, "point")[i], floats(&fleet, "replication")[i]);
+                let sum: f64 = (0..parts.height()).filter(|&k| points[k] == p && reps[k] == r).map(|k| values[k]).sum();
+                assert!((sum - total).abs() <= 1e-9 * total.abs().max(1.0), "{table} {metric}: {sum} vs {total}");
+            }
+        }
+        let summary = read(out.join(table.replace(".parquet", "_summary.parquet")));
+        assert!(summary.height() > 0 && out.join(table.replace(".parquet", "_summary.csv")).exists());
+    }
+}

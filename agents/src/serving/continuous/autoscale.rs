@@ -88,7 +88,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                     let started = ctx.schedule(at, LlmEvent::Started(r as u32))?;
                     self.set_mode(r, Mode::Starting(started));
                     self.provision(r, now);
-                    self.stats.cold_starts += 1;
+                    self.tally(true, Some(p), None, |s| s.cold_starts += 1);
                     to_add -= 1;
                 }
             }

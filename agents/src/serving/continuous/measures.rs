@@ -3,8 +3,9 @@
 
 use infersim_engine::{Observer, SimTime};
 
-use super::LlmServing;
+use super::{LlmServing, Stats};
 use crate::power::J_PER_KWH;
+use crate::power::PowerMeter;
 use crate::requests::RequestRecord;
 use crate::serving::ServingSample;
 
@@ -128,6 +129,19 @@ crate::metrics! {
     }
 }
 
+/// The energy, carbon, cost and capacity of a part of the fleet (all of it, a pool,
+/// or a model's share) over a run.
+#[derive(Clone, Copy, Debug)]
+struct Share {
+    gpu_j: f64,
+    baseline_j: f64,
+    carbon_kg: f64,
+    rent_usd: f64,
+    replica_s: f64,
+    preemptions: u64,
+    gpu_failures: u64,
+}
+
 impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S> {
     pub(super) fn sample_before(&mut self, now: SimTime) {
         let Some(sampling) = self.sampling.as_mut() else { return };
@@ -170,49 +184,123 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         }
     }
 
-    /// The run's carbon (kg): its facility energy at a constant intensity, else the
-    /// GPUs' and the nodes' baseline draw each weighted by the intensity when drawn.
-    fn carbon_kg(&self, end: SimTime, facility_j: f64) -> f64 {
+    /// The carbon (kg) of a part of the fleet whose GPUs `meter` measured (drawing
+    /// `power_w` now) on `nodes` nodes, at facility energy `facility_j`: at a constant
+    /// intensity the energy times it, else the GPUs' and the nodes' draw each weighted
+    /// by the intensity when drawn.
+    fn carbon_kg(&self, end: SimTime, meter: &PowerMeter, power_w: f64, nodes: u32, facility_j: f64) -> f64 {
         let c = self.config;
         match c.grid.constant() {
             Some(kg) => facility_j / J_PER_KWH * kg,
             None => {
-                (self.gpu_meter.carbon_kg_at(end, self.gpu_power_w, &c.grid)
-                    + f64::from(c.nodes()) * c.node_baseline_w * c.grid.integral(0.0, end.as_hours_f64()) / 1000.0)
+                (meter.carbon_kg_at(end, power_w, &c.grid)
+                    + f64::from(nodes) * c.node_baseline_w * c.grid.integral(0.0, end.as_hours_f64()) / 1000.0)
                     * c.pue
             }
         }
     }
 
-    /// What a finished run that ended at `end` measured.
+    /// What a finished run that ended at `end` measured, the whole fleet.
     pub fn results(&mut self, end: SimTime, events: u64) -> ContinuousRun {
         let c = self.config;
         self.gpu_meter.hold(end, self.gpu_power_w, &c.grid);
-        let s = &self.stats;
+        let run_s = end.as_secs_f64();
+        let gpu_j = self.gpu_meter.energy_j_at(end, self.gpu_power_w);
+        let baseline_j = f64::from(c.nodes()) * c.node_baseline_w * run_s;
+        let facility_j = (gpu_j + baseline_j) * c.pue;
+        let provisioned_s = self.provisioned_s(end);
+        let share = Share {
+            gpu_j,
+            baseline_j,
+            carbon_kg: self.carbon_kg(end, &self.gpu_meter, self.gpu_power_w, c.nodes(), facility_j),
+            rent_usd: (0..c.pools.len()).map(|p| self.rent_usd(p, run_s, provisioned_s[p])).sum(),
+            replica_s: provisioned_s.iter().sum(),
+            preemptions: self.replicas.iter().map(|r| r.engine.preemptions).sum(),
+            gpu_failures: self.life.failures(),
+        };
+        self.measured(&self.stats, &share, end, events)
+    }
+
+    /// What each pool and each served model measured, as ("pool" or "model", name,
+    /// metrics). A pool's energy, carbon and cost are its GPUs' and nodes'; a model's
+    /// are the fleet's shared out by its requests' shares of the GPU energy of the
+    /// steps they ran in (idle power, node baseline and rent included), so that the
+    /// models add up to the fleet.
+    pub fn group_results(&mut self, end: SimTime, events: u64) -> Vec<(&'static str, String, ContinuousRun)> {
+        let c = self.config;
+        let run_s = end.as_secs_f64();
+        let provisioned_s = self.provisioned_s(end);
+        let mut groups = Vec::new();
+        for (p, pool) in c.pools.iter().enumerate() {
+            let (meter, power_w) = &mut self.pool_meters[p];
+            meter.hold(end, *power_w, &c.grid);
+            let gpu_j = meter.energy_j_at(end, *power_w);
+            let baseline_j = f64::from(pool.nodes) * c.node_baseline_w * run_s;
+            let (meter, power_w) = &self.pool_meters[p];
+            let facility_j = (gpu_j + baseline_j) * c.pue;
+            let share = Share {
+                gpu_j,
+                baseline_j,
+                carbon_kg: self.carbon_kg(end, meter, *power_w, pool.nodes, facility_j),
+                rent_usd: self.rent_usd(p, run_s, provisioned_s[p]),
+                replica_s: provisioned_s[p],
+                preemptions: self
+                    .replicas
+                    .iter()
+                    .filter(|r| usize::from(r.pool) == p)
+                    .map(|r| r.engine.preemptions)
+                    .sum(),
+                gpu_failures: self.group_stats[p].gpu_failures,
+            };
+            groups.push(("pool", pool.name.clone(), self.measured(&self.group_stats[p], &share, end, events)));
+        }
+        let fleet = self.results(end, events);
+        let fleet_gpu_j = fleet.energy_gpu_kwh * J_PER_KWH;
+        let names = c.served_names();
+        let models = &self.group_stats[c.pools.len()..];
+        let total_j: f64 = models.iter().map(|s| s.requests_energy_j).sum();
+        for (name, stats) in names.iter().zip(models) {
+            let fraction = if total_j > 0.0 { stats.requests_energy_j / total_j } else { 0.0 };
+            let serving = |p: usize| c.pools[p].serves == *name;
+            let share = Share {
+                gpu_j: fleet_gpu_j * fraction,
+                baseline_j: fleet.energy_baseline_kwh * J_PER_KWH * fraction,
+                carbon_kg: fleet.carbon_kg.unwrap_or(0.0) * fraction,
+                rent_usd: (0..c.pools.len()).map(|p| self.rent_usd(p, run_s, provisioned_s[p])).sum::<f64>() * fraction,
+                replica_s: (0..c.pools.len()).filter(|&p| serving(p)).map(|p| provisioned_s[p]).sum(),
+                preemptions: stats.requests_preemptions,
+                gpu_failures: (0..c.pools.len())
+                    .filter(|&p| serving(p))
+                    .map(|p| self.group_stats[p].gpu_failures)
+                    .sum(),
+            };
+            groups.push(("model", (*name).to_string(), self.measured(stats, &share, end, events)));
+        }
+        groups
+    }
+
+    /// GPU rental of pool `p` over a run of `run_s` (its replicas provisioned for
+    /// `replica_s` replica-seconds): the whole run, unless it autoscales.
+    fn rent_usd(&self, p: usize, run_s: f64, replica_s: f64) -> f64 {
+        let pool = &self.config.pools[p];
+        match pool.autoscale {
+            None => f64::from(pool.gpus()) * run_s / 3600.0 * pool.gpu_usd_per_hour,
+            Some(_) => replica_s * f64::from(pool.tp) / 3600.0 * pool.gpu_usd_per_hour,
+        }
+    }
+
+    /// The metrics of statistics `s` with the energy and costs of `share`.
+    fn measured(&self, s: &Stats, share: &Share, end: SimTime, events: u64) -> ContinuousRun {
+        let c = self.config;
         let run_s = end.as_secs_f64();
         let makespan_s = s.first_arrival.map(|f| (s.last_finish.max(f) - f).as_secs_f64()).unwrap_or(0.0);
         // Rates are per second of the measured window: from the end of the warm-up (or
         // the first arrival) to the last token; the whole makespan without a warm-up.
         let window_start = s.first_arrival.map_or(self.warmup, |f| f.max(self.warmup));
         let measured_s = (s.last_finish.max(window_start) - window_start).as_secs_f64();
-
-        let gpu_j = self.gpu_meter.energy_j_at(end, self.gpu_power_w);
-        let baseline_j = f64::from(c.nodes()) * c.node_baseline_w * run_s;
+        let Share { gpu_j, baseline_j, carbon_kg, rent_usd, replica_s, preemptions, gpu_failures } = *share;
         let it_j = gpu_j + baseline_j;
         let facility_j = it_j * c.pue;
-        let carbon_kg = self.carbon_kg(end, facility_j);
-        // GPUs are paid for while provisioned: the whole run, unless a pool autoscales.
-        let provisioned_s = self.provisioned_s(end);
-        let rent_usd: f64 = c
-            .pools
-            .iter()
-            .zip(&provisioned_s)
-            .map(|(p, replica_s)| match p.autoscale {
-                None => f64::from(p.gpus()) * run_s / 3600.0 * p.gpu_usd_per_hour,
-                Some(_) => replica_s * f64::from(p.tp) / 3600.0 * p.gpu_usd_per_hour,
-            })
-            .sum();
-        let replica_s: f64 = provisioned_s.iter().sum();
         let cost_usd = facility_j / J_PER_KWH * c.energy_usd_per_kwh + rent_usd;
         let per = |x: f64, n: u64| if n > 0 { Some(x / n as f64) } else { None };
         let rate = |n: u64| if measured_s > 0.0 { n as f64 / measured_s } else { 0.0 };
@@ -228,7 +316,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             rejected: s.rejected,
             timed_out: s.timed_out,
             lost: s.lost,
-            gpu_failures: self.life.failures(),
+            gpu_failures,
             retries: s.retries,
             throughput_per_s: rate(s.served),
             ttft_mean_s: s.ttft_mean.mean(),
@@ -251,7 +339,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             makespan_s,
             output_tokens_per_s: rate(s.counted_output_tokens),
             goodput_per_s: rate(s.goodput),
-            preemptions: self.replicas.iter().map(|r| r.engine.preemptions).sum(),
+            preemptions,
             prefix_hit_rate: per(s.admitted_cached_tokens as f64, s.admitted_prompt_tokens),
             prefill_tokens_computed: s.prompt_tokens,
             kv_usage_mean: s.kv_usage.mean(),

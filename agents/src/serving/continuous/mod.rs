@@ -96,6 +96,8 @@ pub(crate) struct LlmRequest {
     energy_j: f64,
     /// Prompt tokens found in the KV cache when it was first scheduled.
     cached_tokens: Option<u32>,
+    /// The model it asks for (an index in the served names).
+    model: u16,
     /// The conversation it is a turn of.
     session: Option<Id<Session>>,
 }
@@ -174,6 +176,11 @@ struct Stats {
     kv_transfer_bytes: f64,
     /// Replicas started by autoscalers.
     cold_starts: u64,
+    /// GPU failures (kept for pools; the fleet's come from its lifecycle).
+    gpu_failures: u64,
+    /// Models: the GPU energy shares of their requests (J), and their preemptions.
+    requests_energy_j: f64,
+    requests_preemptions: u64,
     /// Measured requests at their first admission: prompt tokens, and those found
     /// cached.
     admitted_prompt_tokens: u64,
@@ -229,6 +236,14 @@ pub(crate) struct LlmServing<'c, O, S> {
     /// Replicas not serving (starting, draining or off): while none is, routing needs
     /// no list of the replicas that take requests.
     not_serving: u32,
+    /// The statistics of each pool, then of each served model.
+    group_stats: Vec<Stats>,
+    /// Each pool's GPU energy meter and its GPUs' power now (W).
+    pool_meters: Vec<(PowerMeter, f64)>,
+    /// The served model (an index in the served names) of each routing group.
+    group_models: Vec<usize>,
+    /// Sequences a step admits for the first time (kept to reuse its allocation).
+    admitted: Vec<(Id<LlmRequest>, u32)>,
 }
 
 impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, O, S> {
@@ -275,6 +290,11 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             (first_node, first_gpu) = (first_node + pool.nodes, first_gpu + pool.gpus());
         }
         let groups = routing_groups(config, &mut replicas);
+        let names = config.served_names();
+        let group_models = match config.disaggregation {
+            Some(_) => vec![0, 0],
+            None => (0..names.len()).collect(),
+        };
         Ok(LlmServing {
             groups,
             task_groups: config.task_models(),
@@ -319,6 +339,17 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             sessions: Slab::new(),
             scalers: vec![Scaler::default(); config.pools.len()],
             not_serving,
+            group_stats: (0..config.pools.len() + config.served_names().len()).map(|_| Stats::default()).collect(),
+            pool_meters: config
+                .pools
+                .iter()
+                .map(|p| {
+                    let serving = p.autoscale.map_or(p.replicas, |a| a.initial_replicas);
+                    (PowerMeter::default(), p.gpu.idle_w * f64::from(serving * p.tp))
+                })
+                .collect(),
+            group_models,
+            admitted: Vec::new(),
         })
     }
 
@@ -380,8 +411,32 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
 
     fn set_power(&mut self, now: SimTime, replica: usize, power_w: f64) {
         self.gpu_meter.hold(now, self.gpu_power_w, &self.config.grid);
-        self.gpu_power_w += power_w - self.replicas[replica].power_w;
+        let change_w = power_w - self.replicas[replica].power_w;
+        self.gpu_power_w += change_w;
+        let (meter, pool_w) = &mut self.pool_meters[usize::from(self.replicas[replica].pool)];
+        meter.hold(now, *pool_w, &self.config.grid);
+        *pool_w += change_w;
         self.replicas[replica].power_w = power_w;
+    }
+
+    /// Applies `f` to the fleet's statistics (with `fleet`) and to those of `pool` and
+    /// `model`, where given.
+    fn tally(&mut self, fleet: bool, pool: Option<usize>, model: Option<usize>, f: impl Fn(&mut Stats)) {
+        if fleet {
+            f(&mut self.stats);
+        }
+        if let Some(p) = pool {
+            f(&mut self.group_stats[p]);
+        }
+        if let Some(m) = model {
+            let pools = self.config.pools.len();
+            f(&mut self.group_stats[pools + m]);
+        }
+    }
+
+    /// The pool of the replica a request is on, if it was routed.
+    fn pool_of(&self, replica: Option<u32>) -> Option<usize> {
+        replica.map(|r| usize::from(self.replicas[r as usize].pool))
     }
 
     fn new_request(&mut self, client: Option<u32>, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
@@ -410,11 +465,13 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
     fn admit(&mut self, new: NewRequest, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
         let now = ctx.now();
         let NewRequest { task, group, prompt, output, chain, client, session, own } = new;
-        self.stats.arrivals += 1;
-        self.stats.first_arrival.get_or_insert(now);
-        if now >= self.warmup {
-            self.stats.counted += 1;
-        }
+        let (model, counted) = (self.group_models[group], now >= self.warmup);
+        let arrive = |s: &mut Stats| {
+            s.arrivals += 1;
+            s.first_arrival.get_or_insert(now);
+            s.counted += u64::from(counted);
+        };
+        self.tally(true, None, Some(model), arrive);
         let id = self.requests.insert(LlmRequest {
             id: self.stats.arrivals - 1,
             task: task as u16,
@@ -431,6 +488,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             transferring: false,
             energy_j: 0.0,
             cached_tokens: None,
+            model: model as u16,
             session,
         });
         // Longer than any pool of its model takes (as vLLM refuses it).
@@ -443,6 +501,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             return self.finish(id, RequestOutcome::Lost, ctx);
         };
         self.requests[id].replica = Some(replica);
+        self.tally(false, self.pool_of(Some(replica)), None, arrive);
         // Longer than its pool takes or than the whole KV cache (it could never run), or
         // a full queue.
         if !self.takes(replica as usize, prompt, output) {
@@ -482,9 +541,12 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         *link = start.checked_add(SimDuration::from_secs_f64(busy_s)?).ok_or(ScheduleError::Overflow)?;
         let done =
             link.checked_add(SimDuration::from_secs_f64(d.link_latency_us * 1e-6)?).ok_or(ScheduleError::Overflow)?;
-        self.stats.kv_transfers += 1;
-        self.stats.kv_transfer_bytes += bytes;
-        self.stats.kv_transfer_s.add((done - now).as_secs_f64());
+        let transfer_s = (done - now).as_secs_f64();
+        self.tally(true, Some(usize::from(self.replicas[prefill].pool)), None, |s| {
+            s.kv_transfers += 1;
+            s.kv_transfer_bytes += bytes;
+            s.kv_transfer_s.add(transfer_s);
+        });
         ctx.schedule(done, LlmEvent::KvArrives(id))?;
         Ok(())
     }
@@ -533,30 +595,39 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let power_w = f64::from(pool.tp) * pool.gpu.step_power_w(shape.tokens());
         self.set_power(now, r, power_w);
         self.replicas[r].engine.set_step_energy(power_w * step_s, shape.tokens());
-        let stats = &mut self.stats;
-        stats.steps += 1;
-        stats.steps_outside_table += u64::from(outside);
-        stats.prompt_tokens += u64::from(shape.prefill_tokens);
-        stats.batch_tokens.add(f64::from(shape.tokens()));
         let engine = &self.replicas[r].engine;
-        stats.running.add(engine.running() as f64);
-        let usage = engine.kv().usage();
-        stats.kv_usage.add(usage);
-        stats.kv_usage_max = stats.kv_usage_max.max(usage);
-        for &(key, cached_tokens) in self.replicas[r].engine.first_admitted() {
+        let (running, usage) = (engine.running() as f64, engine.kv().usage());
+        let pool = Some(usize::from(self.replicas[r].pool));
+        self.tally(true, pool, None, |stats| {
+            stats.steps += 1;
+            stats.steps_outside_table += u64::from(outside);
+            stats.prompt_tokens += u64::from(shape.prefill_tokens);
+            stats.batch_tokens.add(f64::from(shape.tokens()));
+            stats.running.add(running);
+            stats.kv_usage.add(usage);
+            stats.kv_usage_max = stats.kv_usage_max.max(usage);
+        });
+        let mut admitted = std::mem::take(&mut self.admitted);
+        admitted.extend_from_slice(self.replicas[r].engine.first_admitted());
+        for &(key, cached_tokens) in &admitted {
             let request = &mut self.requests[key];
             if request.first_scheduled.is_none() {
                 request.first_scheduled = Some(now);
                 request.cached_tokens = Some(cached_tokens);
-                if request.arrival >= self.warmup {
-                    self.stats.admitted_prompt_tokens += u64::from(request.prompt);
-                    self.stats.admitted_cached_tokens += u64::from(cached_tokens);
-                }
                 if let Some(t) = request.timeout.take() {
                     ctx.cancel(t);
                 }
+                if request.arrival >= self.warmup {
+                    let (prompt, model) = (u64::from(request.prompt), Some(usize::from(request.model)));
+                    self.tally(true, pool, model, |s| {
+                        s.admitted_prompt_tokens += prompt;
+                        s.admitted_cached_tokens += u64::from(cached_tokens);
+                    });
+                }
             }
         }
+        admitted.clear();
+        self.admitted = admitted;
         let at = now.checked_add(SimDuration::from_secs_f64(step_s)?).ok_or(ScheduleError::Overflow)?;
         self.replicas[r].step = Some(ctx.schedule(at, LlmEvent::StepDone(r as u32))?);
         Ok(())
@@ -569,10 +640,14 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let engine = &mut self.replicas[r].engine;
         let produced =
             engine.complete_step(now.as_nanos(), |seq, e| events.push((seq.key, e, seq.preemptions, seq.energy_j)));
-        self.stats.output_tokens += u64::from(produced.tokens);
-        self.stats.counted_output_tokens += u64::from(produced.measured_tokens);
-        for &(itl_ns, n) in engine.step_itls() {
-            self.stats.itl.record_n(SimDuration::from_nanos(itl_ns), u64::from(n));
+        let engine = &self.replicas[r].engine;
+        let pool = usize::from(self.replicas[r].pool);
+        for stats in [&mut self.stats, &mut self.group_stats[pool]] {
+            stats.output_tokens += u64::from(produced.tokens);
+            stats.counted_output_tokens += u64::from(produced.measured_tokens);
+            for &(itl_ns, n) in engine.step_itls() {
+                stats.itl.record_n(SimDuration::from_nanos(itl_ns), u64::from(n));
+            }
         }
         self.refresh_load(r);
         // Only first and last tokens reach a request's record: the others are counted
@@ -608,7 +683,6 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
     /// returns whether it met its end-to-end objective.
     fn count_served(&mut self, r: &LlmRequest, now: SimTime, counted: bool) -> Result<bool, ScheduleError> {
         let task = &self.config.tasks[usize::from(r.task)];
-        self.stats.last_finish = self.stats.last_finish.max(now);
         let first = r.first_token.unwrap_or(now);
         let ttft = first - r.arrival;
         let e2e = now - r.arrival;
@@ -617,20 +691,30 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let good = task.ttft_slo_s.is_none_or(|s| ttft.as_secs_f64() <= s)
             && task.tpot_slo_s.is_none_or(|s| tpot_s.is_none_or(|t| t <= s))
             && (task.ttft_slo_s.is_some() || task.tpot_slo_s.is_some() || slo_met);
-        if counted {
-            let s = &mut self.stats;
-            s.served += 1;
-            s.slo_met += u64::from(slo_met);
-            s.goodput += u64::from(good);
-            s.ttft.record(ttft);
-            s.ttft_mean.add(ttft.as_secs_f64());
-            s.e2e.record(e2e);
-            s.e2e_mean.add(e2e.as_secs_f64());
-            if let Some(t) = tpot_s {
-                s.tpot.record(SimDuration::from_secs_f64(t)?);
-                s.tpot_mean.add(t);
+        let tpot = tpot_s.map(SimDuration::from_secs_f64).transpose()?;
+        let (output, model) = (u64::from(r.output), usize::from(r.model));
+        // A model's tokens are counted as its requests finish (a pool's, as its steps
+        // produce them).
+        self.tally(false, None, Some(model), |s| {
+            s.output_tokens += output;
+            s.counted_output_tokens += if counted { output } else { 0 };
+        });
+        self.tally(true, self.pool_of(r.replica), Some(model), |s| {
+            s.last_finish = s.last_finish.max(now);
+            if counted {
+                s.served += 1;
+                s.slo_met += u64::from(slo_met);
+                s.goodput += u64::from(good);
+                s.ttft.record(ttft);
+                s.ttft_mean.add(ttft.as_secs_f64());
+                s.e2e.record(e2e);
+                s.e2e_mean.add(e2e.as_secs_f64());
+                if let (Some(t), Some(d)) = (tpot_s, tpot) {
+                    s.tpot.record(d);
+                    s.tpot_mean.add(t);
+                }
             }
-        }
+        });
         Ok(slo_met)
     }
 
@@ -652,13 +736,18 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         if outcome == RequestOutcome::Served {
             slo_met = self.count_served(&r, now, counted)?;
         } else if counted {
-            match outcome {
-                RequestOutcome::TimedOut => self.stats.timed_out += 1,
-                RequestOutcome::Lost => self.stats.lost += 1,
-                RequestOutcome::Rejected => self.stats.rejected += 1,
+            self.tally(true, self.pool_of(r.replica), Some(usize::from(r.model)), |s| match outcome {
+                RequestOutcome::TimedOut => s.timed_out += 1,
+                RequestOutcome::Lost => s.lost += 1,
+                RequestOutcome::Rejected => s.rejected += 1,
                 RequestOutcome::Served => {}
-            }
+            });
         }
+        let (energy_j, preemptions) = (r.energy_j, u64::from(r.preemptions));
+        self.tally(false, None, Some(usize::from(r.model)), |s| {
+            s.requests_energy_j += energy_j;
+            s.requests_preemptions += preemptions;
+        });
         let secs = |t: Option<SimTime>| t.map(SimTime::as_secs_f64);
         self.observer.observe(RequestRecord {
             request_id: r.id,
@@ -718,6 +807,8 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             ctx.cancel(step);
         }
         self.life.fail(r, now);
+        let pool = usize::from(self.replicas[r].pool);
+        self.group_stats[pool].gpu_failures += 1;
         let mut lost = Vec::new();
         self.replicas[r].engine.drain(|s, chain| lost.push((s, chain)));
         self.refresh_load(r);
@@ -758,7 +849,8 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let request = &mut self.requests[id];
         request.retries += 1;
         request.replica = Some(replica);
-        self.stats.retries += 1;
+        let model = Some(usize::from(request.model));
+        self.tally(true, Some(usize::from(self.replicas[failed].pool)), model, |s| s.retries += 1);
         match chain {
             Some(chain) => self.replicas[replica as usize].engine.enqueue_with_chain(s.moved(), chain),
             None => self.replicas[replica as usize].engine.enqueue(s.moved()),
@@ -896,5 +988,14 @@ pub fn run_continuous<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
     sim.schedule(SimTime::ZERO, LlmEvent::Start)?;
     sim.run(Default::default())?;
     let (end, events) = (sim.now(), sim.events_handled());
-    replication.finished(sim.model_mut().results(end, events).metrics())
+    let world = sim.model_mut();
+    let mut metrics = world.results(end, events).metrics();
+    // Pools and models get tables of their own when there is more than one of either.
+    let config = world.config;
+    if config.pools.len() > 1 || config.served_names().len() > 1 {
+        for (kind, name, run) in world.group_results(end, events) {
+            metrics.group(kind, name, run.metrics());
+        }
+    }
+    replication.finished(metrics)
 }
