@@ -61,10 +61,73 @@ pub fn comparison(base: &Path, candidate: &Path, confidence: f64) -> Result<Comp
     Ok(Comparison { base: bm, candidate: cm, metrics, rows })
 }
 
-/// Compares the batches; 1 when a gate fails.
-pub(super) fn compare(base: &Path, candidate: &Path, fail_on: &[String], confidence: f64) -> Result<u8, CliError> {
+/// One part's comparison: its name (empty for the whole batch) and its rows.
+type Part = (String, Vec<ComparisonRow>);
+
+/// The batches compared part by part (`by`: `pool` or `model`): a (name, rows) per
+/// part both have, in the baseline's order, and the metrics both parts' tables have.
+fn comparison_by(
+    base: &Path,
+    candidate: &Path,
+    by: &str,
+    confidence: f64,
+) -> Result<(Vec<String>, Vec<Part>), CliError> {
+    use polars::prelude::*;
+    let file = format!("{by}s.parquet");
+    let table = |dir: &Path| -> Result<DataFrame, CliError> {
+        let path = dir.join(&file);
+        if !path.is_file() {
+            return Err(CliError::Usage(format!(
+                "--by {by}: {} has no {file} (only fleets of several pools or models have one; `pool` and `model` are the kinds)",
+                dir.display()
+            )));
+        }
+        let text = path.to_string_lossy().into_owned();
+        LazyFrame::scan_parquet(PlRefPath::new(text.as_str()), ScanArgsParquet::default())
+            .and_then(LazyFrame::collect)
+            .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
+    };
+    let (b, c) = (table(base)?, table(candidate)?);
+    let ids = ["point", "replication", "seed", by];
+    let names_of = |df: &DataFrame| -> Vec<String> {
+        let mut names = Vec::new();
+        if let Ok(column) = df.column(by).and_then(|c| c.str().cloned()) {
+            for name in column.iter().flatten() {
+                if !names.iter().any(|n: &String| n == name) {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        names
+    };
+    let candidate_names = names_of(&c);
+    let columns = |df: &DataFrame| -> Vec<String> {
+        df.get_column_names().iter().map(|n| n.to_string()).filter(|n| !ids.contains(&n.as_str())).collect()
+    };
+    let candidate_columns = columns(&c);
+    let metrics: Vec<String> = columns(&b).into_iter().filter(|m| candidate_columns.contains(m)).collect();
+    let mut parts = Vec::new();
+    for name in names_of(&b).into_iter().filter(|n| candidate_names.contains(n)) {
+        let only = |df: &DataFrame| df.clone().lazy().filter(col(by).eq(lit(name.clone())));
+        parts.push((name.clone(), compare_batches(only(&b), only(&c), &metrics, confidence)?));
+    }
+    Ok((metrics, parts))
+}
+
+/// Compares the batches (part by part with `by`); 1 when a gate fails.
+pub(super) fn compare(
+    base: &Path,
+    candidate: &Path,
+    fail_on: &[String],
+    confidence: f64,
+    by: Option<&str>,
+) -> Result<u8, CliError> {
     let gates: Vec<Gate> = fail_on.iter().map(|g| Gate::parse(g).map_err(CliError::Usage)).collect::<Result<_, _>>()?;
     let Comparison { base: bm, candidate: cm, metrics, rows } = comparison(base, candidate, confidence)?;
+    let (metrics, parts) = match by {
+        None => (metrics, vec![(String::new(), rows)]),
+        Some(kind) => comparison_by(base, candidate, kind, confidence)?,
+    };
     if let Some(g) = gates.iter().find(|g| !metrics.contains(&g.metric)) {
         let have = metrics.join(", ");
         return Err(CliError::Usage(format!(
@@ -94,10 +157,21 @@ pub(super) fn compare(base: &Path, candidate: &Path, fail_on: &[String], confide
         "paired by (point, replication); {}",
         if crn { "same seed: common random numbers" } else { "different seeds: independent pairs, wider intervals" }
     );
-    print_rows(&rows, bm.point_count() > 1, confidence);
+    let mut failures = Vec::new();
+    for (name, rows) in &parts {
+        if let Some(kind) = by {
+            say!("");
+            say!("{kind} {name}");
+        }
+        print_rows(rows, bm.point_count() > 1, confidence);
+        let mut failed = gate_failures(&gates, rows);
+        if by.is_some() {
+            failed.iter_mut().for_each(|f| *f = format!("{name}: {f}"));
+        }
+        failures.extend(failed);
+    }
     say!("");
     say!("* the interval of the difference excludes zero");
-    let failures = gate_failures(&gates, &rows);
     if failures.is_empty() {
         if !gates.is_empty() {
             say!("gates passed: {}", fail_on.join(", "));

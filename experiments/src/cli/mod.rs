@@ -81,6 +81,9 @@ enum Command {
         /// Confidence level of the intervals.
         #[arg(long, default_value_t = 0.95)]
         confidence: f64,
+        /// Compare part by part: `pool` or `model` (a fleet's pools.parquet or models.parquet), each part's metrics paired by (point, replication).
+        #[arg(long, value_name = "KIND")]
+        by: Option<String>,
     },
     /// Draw the charts of a batch (PNG and SVG): time series with bands, latency CDF, sweeps with intervals.
     Plot {
@@ -247,8 +250,8 @@ fn dispatch(registry: &Registry, command: Command) -> Result<u8, CliError> {
     match command {
         Command::Run(args) => run::run(registry, args),
         Command::Analyze(args) => analyze::analyze(registry, args),
-        Command::Compare { base, candidate, fail_on, confidence } => {
-            compare::compare(&base, &candidate, &fail_on, confidence)
+        Command::Compare { base, candidate, fail_on, confidence, by } => {
+            compare::compare(&base, &candidate, &fail_on, confidence, by.as_deref())
         }
         Command::Plot { dir, to, confidence, x } => compare::plot(registry, &dir, to, confidence, x.as_deref()),
         Command::Calibrate(args) => calibrate::calibrate(registry, args),

@@ -265,4 +265,14 @@ fn pools_and_models_get_tables_that_add_up_to_the_fleet() {
         let summary = read(out.join(table.replace(".parquet", "_summary.parquet")));
         assert!(summary.height() > 0 && out.join(table.replace(".parquet", "_summary.csv")).exists());
     }
+    // compare --by pool pairs each pool's replications; a batch against itself differs
+    // in nothing, and its gates pass.
+    let o = infersim_ok(&["compare", s(&out), s(&out), "--by", "pool", "--fail-on", "ttft_p99_s:+1%"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("pool chat-h100") && text.contains("pool code-a100") && text.contains("gates passed"),
+        "{text}"
+    );
+    let e = crate::common::infersim_fails(&["compare", s(&out), s(&out), "--by", "gpu"]);
+    assert!(e.contains("no gpus.parquet"), "{e}");
 }
