@@ -265,6 +265,10 @@ fn pools_and_models_get_tables_that_add_up_to_the_fleet() {
         let summary = read(out.join(table.replace(".parquet", "_summary.parquet")));
         assert!(summary.height() > 0 && out.join(table.replace(".parquet", "_summary.csv")).exists());
     }
+    // What a model does not measure is absent, not 0; pools have their steps.
+    let (pools, models) = (read(out.join("pools.parquet")), read(out.join("models.parquet")));
+    assert!(models.column("steps").is_err() && models.column("events").is_err());
+    assert!(pools.column("steps").is_ok() && pools.column("events").is_err());
     // compare --by pool pairs each pool's replications; a batch against itself differs
     // in nothing, and its gates pass.
     let o = infersim_ok(&["compare", s(&out), s(&out), "--by", "pool", "--fail-on", "ttft_p99_s:+1%"]);

@@ -24,7 +24,7 @@ use crate::llm::{Replica, Sequence, StepTime, TokenEvent};
 use crate::min_index::MinIndex;
 use crate::power::{J_PER_KWH, PowerMeter};
 use crate::requests::{RequestOutcome, RequestRecord, TokenSampler, draw_request};
-use crate::world::{Metrics, Replication};
+use crate::world::{MetricValue, Metrics, Replication};
 
 mod autoscale;
 mod config;
@@ -975,6 +975,25 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Model for LlmServin
     }
 }
 
+/// Metrics a model's row leaves out: its requests run in steps shared with other
+/// models' requests, so step counts, batch and KV state, ITL and KV transfers are the
+/// pools' (and the event count the fleet's).
+const MODEL_UNMEASURED: [&str; 13] = [
+    "events",
+    "steps",
+    "extrapolated_lookups",
+    "prefill_tokens_computed",
+    "kv_usage_mean",
+    "kv_usage_max",
+    "batch_tokens_mean",
+    "running_mean",
+    "itl_p50_s",
+    "itl_p99_s",
+    "kv_transfers",
+    "kv_transfer_mean_s",
+    "kv_transfer_gb",
+];
+
 /// Runs one replication: every request served, timed out or lost.
 pub fn run_continuous<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
     config: &LlmServingConfig,
@@ -994,7 +1013,17 @@ pub fn run_continuous<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
     let config = world.config;
     if config.pools.len() > 1 || config.served_names().len() > 1 {
         for (kind, name, run) in world.group_results(end, events) {
-            metrics.group(kind, name, run.metrics());
+            // What a part does not measure is left out rather than written as 0: the
+            // events are the fleet's, and steps belong to pools, not to models.
+            let unmeasured: &[&str] = if kind == "model" { &MODEL_UNMEASURED } else { &["events"] };
+            let mut part = Metrics::new();
+            for (metric, value) in run.metrics().iter().filter(|(m, _)| !unmeasured.contains(m)) {
+                match value {
+                    MetricValue::Number(x) => part.optional(metric, x),
+                    MetricValue::Flag(b) => part.flag(metric, b),
+                };
+            }
+            metrics.group(kind, name, part);
         }
     }
     replication.finished(metrics)
