@@ -587,6 +587,7 @@ pub fn write_merged(
     out: &Path,
     manifest: &Manifest,
     mut summary: DataFrame,
+    confidence: f64,
 ) -> Result<(), BatchError> {
     let mut manifest = manifest.clone();
     manifest.merged_from =
@@ -594,6 +595,8 @@ pub fn write_merged(
     let manifest = &manifest;
     let _lock = claim_merge_target(dirs, out, manifest)?;
     merge_replications(dirs, &out.join("replications.parquet"))?;
+    // The shards' pools.parquet, models.parquet (whatever parts the world reports).
+    crate::groups::merge_group_tables(dirs, out, confidence)?;
     write_frame_parquet(&out.join("summary.parquet"), &mut summary)?;
     write_csv(&out.join("summary.csv"), &summary)?;
     fs::write(out.join("scenario.toml"), &manifest.scenario_toml).map_err(io_err(&out.join("scenario.toml")))?;

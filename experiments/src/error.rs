@@ -56,7 +56,7 @@ impl PlotError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             PlotError::Analysis(e) => e.kind(),
-            PlotError::NotSwept { .. } => ErrorKind::Input,
+            PlotError::NotSwept { .. } | PlotError::NoParts { .. } => ErrorKind::Input,
             _ => ErrorKind::Failed,
         }
     }

@@ -72,6 +72,9 @@ pub fn append_groups(out: &Path, record: &ReplicationRecord) -> Result<(), Outpu
     file.write_all(&text).map_err(io)
 }
 
+/// Every part of a batch, by (kind, point, replication, name): its seed and metrics.
+type Parts = BTreeMap<PartKey, (u64, Cells)>;
+
 /// Writes `<kind>s.parquet` and its summaries for every kind of part in
 /// `OUT/groups.jsonl`, then removes it; returns the tables written.
 pub fn write_group_tables(out: &Path, confidence: f64) -> Result<Vec<PathBuf>, AnalysisError> {
@@ -82,21 +85,106 @@ pub fn write_group_tables(out: &Path, confidence: f64) -> Result<Vec<PathBuf>, A
         Err(error) => return Err(OutputError::Io { path, error }.into()),
     };
     // The last line of a part wins.
-    let mut parts: BTreeMap<PartKey, (u64, Cells)> = BTreeMap::new();
-    let mut order: Vec<String> = Vec::new();
+    let mut parts = Parts::new();
+    let mut kinds: Vec<String> = Vec::new();
     for line in BufReader::new(file).lines() {
         let line = line.map_err(|error| OutputError::Io { path: path.clone(), error })?;
         let Ok(l) = serde_json::from_str::<Line>(&line) else {
             // A line cut short by an interruption: its replication ran again.
             continue;
         };
-        if !order.contains(&l.group.kind) {
-            order.push(l.group.kind.clone());
+        if !kinds.contains(&l.group.kind) {
+            kinds.push(l.group.kind.clone());
         }
         parts.insert((l.group.kind, l.point, l.replication, l.group.name), (l.seed, l.group.metrics));
     }
+    let written = write_parts(out, &kinds, &parts, confidence)?;
+    fs::remove_file(&path).map_err(|error| OutputError::Io { path, error })?;
+    Ok(written)
+}
+
+/// The kinds of part whose tables a finished batch directory holds (`pool` for
+/// `pools.parquet` beside `pools_summary.parquet`), in name order.
+pub fn table_kinds(dir: &Path) -> Result<Vec<String>, OutputError> {
+    let io = |error| OutputError::Io { path: dir.to_path_buf(), error };
+    let mut kinds = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io)? {
+        let name = entry.map_err(io)?.file_name().to_string_lossy().into_owned();
+        if let Some(kind) = name.strip_suffix("s_summary.parquet")
+            && !kind.is_empty()
+            && dir.join(format!("{kind}s.parquet")).is_file()
+        {
+            kinds.push(kind.to_string());
+        }
+    }
+    kinds.sort();
+    Ok(kinds)
+}
+
+/// Merges the part tables of shards of one batch into `out`: every row of every
+/// shard's `<kind>s.parquet`, in (point, replication, part) order, and summaries over
+/// them all, as one unsharded batch would have written them. Returns the tables written.
+pub fn merge_group_tables(dirs: &[PathBuf], out: &Path, confidence: f64) -> Result<Vec<PathBuf>, AnalysisError> {
+    let mut kinds: Vec<String> = Vec::new();
+    for dir in dirs {
+        for kind in table_kinds(dir)? {
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+    }
+    let mut parts = Parts::new();
+    for dir in dirs {
+        for kind in &kinds {
+            let path = dir.join(format!("{kind}s.parquet"));
+            if path.is_file() {
+                read_table(&path, kind, &mut parts)?;
+            }
+        }
+    }
+    write_parts(out, &kinds, &parts, confidence)
+}
+
+/// Reads the rows of a part table back into `parts`.
+fn read_table(path: &Path, kind: &str, parts: &mut Parts) -> Result<(), AnalysisError> {
+    let format = |message: String| OutputError::Format { path: path.to_path_buf(), message };
+    let file = File::open(path).map_err(|error| OutputError::Io { path: path.to_path_buf(), error })?;
+    let table = ParquetReader::new(file).finish().map_err(|e| format(e.to_string()))?;
+    let column = |name: &str| table.column(name).map_err(|e| format(e.to_string()));
+    let as_u64 = |name: &str| -> Result<Vec<u64>, OutputError> {
+        let c = column(name)?.cast(&DataType::UInt64).map_err(|e| format(e.to_string()))?;
+        let c = c.u64().map_err(|e| format(e.to_string()))?.clone();
+        c.iter().map(|v| v.ok_or_else(|| format(format!("`{name}` has an empty cell")))).collect()
+    };
+    let (points, replications, seeds) = (as_u64("point")?, as_u64("replication")?, as_u64("seed")?);
+    let names: Vec<String> = {
+        let c = column(kind)?.str().map_err(|e| format(e.to_string()))?.clone();
+        c.iter().map(|v| v.unwrap_or_default().to_string()).collect()
+    };
+    let mut metrics: Vec<(String, Vec<Option<f64>>)> = Vec::new();
+    for c in table.columns() {
+        let name = c.name().as_str();
+        if ["point", "replication", "seed", kind].contains(&name) {
+            continue;
+        }
+        let values = c.cast(&DataType::Float64).map_err(|e| format(e.to_string()))?;
+        let values = values.f64().map_err(|e| format(e.to_string()))?.clone();
+        metrics.push((name.to_string(), values.iter().collect()));
+    }
+    for i in 0..table.height() {
+        let point = u32::try_from(points[i]).map_err(|_| format(format!("point {} out of range", points[i])))?;
+        let cells: Cells =
+            metrics.iter().map(|(m, values)| (Cow::Owned(m.clone()), MetricCell::Number(values[i]))).collect();
+        parts.insert((kind.to_string(), point, replications[i], names[i].clone()), (seeds[i], cells));
+    }
+    Ok(())
+}
+
+/// Writes `<kind>s.parquet` and `<kind>s_summary.parquet`/`.csv` for each kind.
+fn write_parts(out: &Path, kinds: &[String], parts: &Parts, confidence: f64) -> Result<Vec<PathBuf>, AnalysisError> {
     let mut written = Vec::new();
-    for kind in order {
+    for kind in kinds {
+        let kind = kind.clone();
         let rows: Vec<_> = parts.iter().filter(|((k, ..), _)| *k == kind).collect();
         let mut metrics: Vec<String> = Vec::new();
         for (_, (_, values)) in &rows {
@@ -155,6 +243,5 @@ pub fn write_group_tables(out: &Path, confidence: f64) -> Result<Vec<PathBuf>, A
         write_frame_parquet(&out.join(format!("{kind}s_summary.parquet")), &mut summary)?;
         write_csv(&out.join(format!("{kind}s_summary.csv")), &summary)?;
     }
-    fs::remove_file(&path).map_err(|error| OutputError::Io { path, error })?;
     Ok(written)
 }

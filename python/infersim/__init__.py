@@ -307,15 +307,19 @@ def compare(
     base: Batch | str | os.PathLike,
     candidate: Batch | str | os.PathLike,
     confidence: float = 0.95,
+    by: str | None = None,
 ) -> pl.DataFrame:
     """Pairs two batches by (point, replication), as ``infersim compare``: per point
     and metric the means, the mean difference candidate - base and its interval, the
     relative change and whether the interval excludes zero. With the same seed the
-    pairs share their random numbers and the difference is precise.
+    pairs share their random numbers and the difference is precise. ``by="pool"`` or
+    ``by="model"`` compares a fleet part by part (``compare --by``): a ``pool`` or
+    ``model`` column names the part of each row.
 
     >>> infersim.compare(base, candidate).filter(significant=True)  # doctest: +SKIP
+    >>> infersim.compare(base, candidate, by="pool")  # doctest: +SKIP
     """
-    table = pl.DataFrame(_infersim.compare(_dir(base), _dir(candidate), confidence=confidence))
+    table = pl.DataFrame(_infersim.compare(_dir(base), _dir(candidate), confidence=confidence, by=by))
     params = _params(base)
     if params is not None:
         table = params.with_columns(pl.col("point").cast(pl.UInt64)).join(table, on="point", how="right")

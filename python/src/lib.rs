@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use infersim::batch::{BatchSpec, BatchStatus, run_batch as run_library_batch};
 use infersim::calibrate::run::{Request, run as run_calibration};
 use infersim::calibrate::{CalibrateError, FittedRow, Objective, fitted_rows};
-use infersim::cli::{Comparison, CorrespondenceTable, comparison, correspondence_table};
+use infersim::cli::{Comparison, CorrespondenceTable, comparison, comparison_by, correspondence_table};
 use infersim::runner::{Shard, WorkPlan};
 use infersim::trace::TraceLevel;
 use infersim_engine::Interrupt;
@@ -141,25 +141,50 @@ fn read_parquet(path: PathBuf) -> PyResult<ArrowTable> {
 
 /// Pairs two complete batches by (point, replication), as `infersim compare`: per
 /// point and metric the means, the mean difference candidate - base with its
-/// interval, the relative change and whether the interval excludes zero.
+/// interval, the relative change and whether the interval excludes zero. With `by`
+/// (`pool` or `model`), per part of a fleet too: a row per part, point and metric.
 #[pyfunction]
-#[pyo3(signature = (base, candidate, confidence = 0.95))]
-fn compare(py: Python<'_>, base: PathBuf, candidate: PathBuf, confidence: f64) -> PyResult<ArrowTable> {
-    let Comparison { rows, .. } = py.detach(|| comparison(&base, &candidate, confidence)).map_err(lift)?;
-    let number =
-        |f: &dyn Fn(&infersim::analysis::ComparisonRow) -> Option<f64>| Column::Number(rows.iter().map(f).collect());
-    Ok(ArrowTable::from_columns(vec![
-        ("point", Column::Count(rows.iter().map(|r| u64::from(r.point)).collect())),
-        ("metric", Column::Text(rows.iter().map(|r| r.metric.clone()).collect())),
-        ("pairs", Column::Count(rows.iter().map(|r| r.pairs).collect())),
+#[pyo3(signature = (base, candidate, confidence = 0.95, by = None))]
+fn compare(
+    py: Python<'_>,
+    base: PathBuf,
+    candidate: PathBuf,
+    confidence: f64,
+    by: Option<String>,
+) -> PyResult<ArrowTable> {
+    let parts = py
+        .detach(|| match &by {
+            None => {
+                comparison(&base, &candidate, confidence).map(|Comparison { rows, .. }| vec![(String::new(), rows)])
+            }
+            Some(kind) => {
+                // Both batches complete, as the CLI checks first.
+                comparison(&base, &candidate, confidence)?;
+                comparison_by(&base, &candidate, kind, confidence).map(|(_, parts)| parts)
+            }
+        })
+        .map_err(lift)?;
+    let rows: Vec<(&str, &infersim::analysis::ComparisonRow)> =
+        parts.iter().flat_map(|(name, rows)| rows.iter().map(move |r| (name.as_str(), r))).collect();
+    let number = |f: &dyn Fn(&infersim::analysis::ComparisonRow) -> Option<f64>| {
+        Column::Number(rows.iter().map(|(_, r)| f(r)).collect())
+    };
+    let mut columns = vec![("point", Column::Count(rows.iter().map(|(_, r)| u64::from(r.point)).collect()))];
+    if let Some(kind) = &by {
+        columns.push((kind.as_str(), Column::Text(rows.iter().map(|(n, _)| n.to_string()).collect())));
+    }
+    columns.extend([
+        ("metric", Column::Text(rows.iter().map(|(_, r)| r.metric.clone()).collect())),
+        ("pairs", Column::Count(rows.iter().map(|(_, r)| r.pairs).collect())),
         ("base_mean", number(&|r| Some(r.base_mean))),
         ("candidate_mean", number(&|r| Some(r.candidate_mean))),
         ("difference", number(&|r| Some(r.candidate_mean - r.base_mean))),
         ("ci_low", number(&|r| r.difference.map(|d| d.low))),
         ("ci_high", number(&|r| r.difference.map(|d| d.high))),
         ("relative_change", number(&|r| r.relative_change())),
-        ("significant", Column::Flag(rows.iter().map(|r| Some(r.significant())).collect())),
-    ]))
+        ("significant", Column::Flag(rows.iter().map(|(_, r)| Some(r.significant())).collect())),
+    ]);
+    Ok(ArrowTable::from_columns(columns))
 }
 
 /// The sim-to-real table of the batch in `out` against a measured file, as

@@ -278,4 +278,12 @@ def test_a_fleet_of_pools_and_models_has_their_tables(tmp_path):
     fleet = batch.replications.group_by("point").agg(pl.col("served").sum()).sort("point")
     by_pool = pools.group_by("point").agg(pl.col("served").sum()).sort("point")
     assert fleet["served"].to_list() == by_pool["served"].to_list()
+    # compare(by=) pairs each part's replications, as `compare --by`.
+    table = infersim.compare(batch, batch, by="pool")
+    assert table.columns == ["point", "serving_pools[1]_autoscale_target", "pool", *table.columns[3:]]
+    assert set(table["pool"]) == {"chat-h100", "code-a100"}
+    served = table.filter(point=0, pool="code-a100", metric="served").row(0, named=True)
+    assert served["base_mean"] == pools.filter(point=0, pool="code-a100")["served"][0] and served["difference"] == 0
+    with pytest.raises(infersim.ScenarioError, match="no gpus.parquet"):
+        infersim.compare(batch, batch, by="gpu")
     assert infersim.run("mmc", reps=1).pools is None

@@ -113,7 +113,7 @@ pub(super) fn analyze(registry: &Registry, args: AnalyzeArgs) -> Result<u8, CliE
         (None, _) => None,
     };
     if let Some(target) = target {
-        write_merged(&dirs, &target, &merged, summary.clone())?;
+        write_merged(&dirs, &target, &merged, summary.clone(), confidence)?;
         if !series_rows.is_empty() {
             let frame = batch_means_frame(&series_rows, warmup)?;
             write_csv(&target.join("batch_means.csv"), &frame)?;

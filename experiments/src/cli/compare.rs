@@ -8,7 +8,7 @@ use super::print::{fmt_value, signed};
 use crate::analysis::{ComparisonRow, Gate, compare as compare_batches, scan_replications};
 use crate::batch::{BatchStatus, Manifest, read_manifest, summarize_dirs};
 use crate::lock::DirLock;
-use crate::plot::plot_batch;
+use crate::plot::{plot_batch, plot_parts};
 use crate::registry::Registry;
 use crate::scenario::differences;
 
@@ -62,11 +62,11 @@ pub fn comparison(base: &Path, candidate: &Path, confidence: f64) -> Result<Comp
 }
 
 /// One part's comparison: its name (empty for the whole batch) and its rows.
-type Part = (String, Vec<ComparisonRow>);
+pub type Part = (String, Vec<ComparisonRow>);
 
 /// The batches compared part by part (`by`: `pool` or `model`): a (name, rows) per
 /// part both have, in the baseline's order, and the metrics both parts' tables have.
-fn comparison_by(
+pub fn comparison_by(
     base: &Path,
     candidate: &Path,
     by: &str,
@@ -251,14 +251,23 @@ pub(super) fn plot(
     to: Option<PathBuf>,
     confidence: f64,
     x: Option<&str>,
+    by: Option<&str>,
 ) -> Result<u8, CliError> {
     let manifest = complete_manifest(dir)?;
     let _lock = DirLock::acquire(dir, "plot")?;
-    let summary = summarize_dirs(&[dir.to_path_buf()], &manifest, confidence)?;
     let target = to.unwrap_or_else(|| dir.join("plots"));
-    let written = plot_batch(dir, &manifest, &summary, &target, confidence, x, registry)?;
+    let written = match by {
+        Some(kind) => plot_parts(dir, &manifest, kind, &target, confidence, x)?,
+        None => {
+            let summary = summarize_dirs(&[dir.to_path_buf()], &manifest, confidence)?;
+            plot_batch(dir, &manifest, &summary, &target, confidence, x, registry)?
+        }
+    };
     if written.is_empty() {
-        say!("nothing to plot: run with --trace timeseries or --trace requests, or with a [sweep]");
+        match by {
+            Some(kind) => say!("nothing to plot by {kind}: part charts need a [sweep] for their x axis"),
+            None => say!("nothing to plot: run with --trace timeseries or --trace requests, or with a [sweep]"),
+        }
     }
     for path in written {
         say!("{}", path.display());

@@ -50,7 +50,7 @@ mod calibrate;
 mod compare;
 
 pub use calibrate::{CorrespondenceTable, correspondence_table};
-pub use compare::{Comparison, comparison};
+pub use compare::{Comparison, Part, comparison, comparison_by};
 pub mod print;
 mod run;
 mod slurm;
@@ -98,6 +98,10 @@ enum Command {
         /// The swept key on the x axis of sweep charts (default: the first swept key).
         #[arg(long, value_name = "KEY")]
         x: Option<String>,
+        /// Sweep charts part by part: `pool` or `model` (a fleet's pools_summary.parquet
+        /// or models_summary.parquet), a line per part.
+        #[arg(long, value_name = "KIND")]
+        by: Option<String>,
     },
     /// Fit numeric keys of a scenario to measurements: writes the calibrated scenario,
     /// every evaluation (calibration.parquet), the fitted values with profile
@@ -253,7 +257,9 @@ fn dispatch(registry: &Registry, command: Command) -> Result<u8, CliError> {
         Command::Compare { base, candidate, fail_on, confidence, by } => {
             compare::compare(&base, &candidate, &fail_on, confidence, by.as_deref())
         }
-        Command::Plot { dir, to, confidence, x } => compare::plot(registry, &dir, to, confidence, x.as_deref()),
+        Command::Plot { dir, to, confidence, x, by } => {
+            compare::plot(registry, &dir, to, confidence, x.as_deref(), by.as_deref())
+        }
         Command::Calibrate(args) => calibrate::calibrate(registry, args),
         Command::Correspond { out, observed, confidence } => {
             calibrate::correspond(registry, &out, &observed, confidence)

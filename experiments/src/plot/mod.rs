@@ -42,6 +42,14 @@ pub enum PlotError {
         /// The swept keys.
         swept: String,
     },
+    /// `--by` named a kind of part the batch has no table of.
+    #[error("--by {kind}: no {} (only fleets of several pools or models have part tables; `pool` and `model` are the kinds)", path.display())]
+    NoParts {
+        /// The kind asked for.
+        kind: String,
+        /// The summary table that would hold it.
+        path: PathBuf,
+    },
     /// Drawing or writing the image failed.
     #[error("{path}: {message}")]
     Draw {
@@ -325,6 +333,40 @@ pub fn plot_batch(
     Ok(written)
 }
 
+/// Draws a sweep chart per metric of a part table (`by`: `pool` or `model`, from
+/// `<by>s_summary.parquet`), a line per part and combination of the other swept keys,
+/// into `dir`; returns the files.
+pub fn plot_parts(
+    out: &Path,
+    manifest: &Manifest,
+    by: &str,
+    dir: &Path,
+    confidence: f64,
+    x_key: Option<&str>,
+) -> Result<Vec<PathBuf>, PlotError> {
+    let path = out.join(format!("{by}s_summary.parquet"));
+    if !path.is_file() {
+        return Err(PlotError::NoParts { kind: by.into(), path });
+    }
+    let x_key = match x_key {
+        Some(key) if !manifest.sweep_keys.iter().any(|k| k == key) => {
+            return Err(PlotError::NotSwept { key: key.into(), swept: manifest.sweep_keys.join(", ") });
+        }
+        Some(key) => Some(key),
+        None => manifest.sweep_keys.first().map(String::as_str),
+    };
+    let summary = scan(&path)?.collect()?;
+    let mut metrics: Vec<String> = Vec::new();
+    for m in summary.column("metric")?.str()?.iter().flatten() {
+        if !metrics.iter().any(|x| x == m) {
+            metrics.push(m.to_string());
+        }
+    }
+    fs::create_dir_all(dir).map_err(|error| PlotError::Io { path: dir.to_path_buf(), error })?;
+    let parts = Parts { column: Some(by), metrics: &metrics };
+    sweep_lines(manifest, &summary, &parts, dir, confidence, x_key)
+}
+
 /// What the charts of one batch are drawn from.
 struct PlotBatch<'a> {
     out: &'a Path,
@@ -429,11 +471,33 @@ fn request_charts(b: &PlotBatch<'_>) -> Result<Vec<PathBuf>, PlotError> {
 /// Each metric against the swept key on the x axis.
 fn sweep_charts(b: &PlotBatch<'_>) -> Result<Vec<PathBuf>, PlotError> {
     let PlotBatch { manifest, summary, dir, confidence, x_key, .. } = b;
-    let confidence = *confidence;
+    let by = Parts { column: None, metrics: &manifest.metrics };
+    sweep_lines(manifest, summary, &by, dir, *confidence, x_key.as_deref())
+}
+
+/// Whose lines a sweep chart draws: the batch's (`column` None), or each part's of a
+/// part table (`pool`, `model`), and which metrics.
+struct Parts<'a> {
+    column: Option<&'a str>,
+    metrics: &'a [String],
+}
+
+/// Each metric against one swept parameter (`x_key`), a line per combination of the
+/// other swept keys (and per part, with `by`), in sweep order.
+fn sweep_lines(
+    manifest: &Manifest,
+    summary: &DataFrame,
+    by: &Parts<'_>,
+    dir: &Path,
+    confidence: f64,
+    x_key: Option<&str>,
+) -> Result<Vec<PathBuf>, PlotError> {
     let mut written = Vec::new();
-    // Sweeps: each metric against one swept parameter (--x, or the first), a line per
-    // combination of the others, in sweep order.
-    if let Some(first) = x_key.as_ref() {
+    if let Some(first) = x_key {
+        let parts = match by.column {
+            Some(column) => Some(summary.column(column)?.str()?.clone()),
+            None => None,
+        };
         let metrics = summary.column("metric")?.str()?.clone();
         let point_col = summary.column("point")?.u32()?.clone();
         let (mean, low, high) = (
@@ -441,7 +505,7 @@ fn sweep_charts(b: &PlotBatch<'_>) -> Result<Vec<PathBuf>, PlotError> {
             summary.column("ci_low")?.f64()?.clone(),
             summary.column("ci_high")?.f64()?.clone(),
         );
-        for metric in &manifest.metrics {
+        for metric in by.metrics {
             let mut groups: Vec<Line> = Vec::new();
             for i in 0..summary.height() {
                 if metrics.get(i) != Some(metric.as_str()) {
@@ -449,8 +513,11 @@ fn sweep_charts(b: &PlotBatch<'_>) -> Result<Vec<PathBuf>, PlotError> {
                 }
                 let Some(params) = point_col.get(i).map(|p| manifest.point_params(p)) else { continue };
                 let Some(x) = params.iter().find(|(k, _)| k == first).and_then(|(_, v)| v.as_f64()) else { continue };
-                let rest: Vec<String> =
+                let mut rest: Vec<String> =
                     params.iter().filter(|(k, _)| k != first).map(|(k, v)| format!("{k} = {v}")).collect();
+                if let (Some(column), Some(parts)) = (by.column, &parts) {
+                    rest.insert(0, format!("{column} {}", parts.get(i).unwrap_or("")));
+                }
                 let (Some(m), lo, hi) = (mean.get(i), low.get(i), high.get(i)) else { continue };
                 let label = rest.join(", ");
                 let index = match groups.iter().position(|l| l.label == label) {
@@ -474,11 +541,15 @@ fn sweep_charts(b: &PlotBatch<'_>) -> Result<Vec<PathBuf>, PlotError> {
                 let log_y = log_if_wide(&mut lines);
                 let title = format!("{metric} ({:.0}% intervals)", confidence * 100.0);
                 let y_label = if log_y { format!("{}, log scale", axis_label(metric)) } else { axis_label(metric) };
+                let file = match by.column {
+                    Some(column) => format!("sweep_{metric}_by_{column}"),
+                    None => format!("sweep_{metric}"),
+                };
                 written.extend(chart(
                     dir,
-                    &format!("sweep_{metric}"),
+                    &file,
                     &title,
-                    first.as_str(),
+                    first,
                     &y_label,
                     &lines,
                     Bands::Bars,

@@ -279,4 +279,26 @@ fn pools_and_models_get_tables_that_add_up_to_the_fleet() {
     );
     let e = crate::common::infersim_fails(&["compare", s(&out), s(&out), "--by", "gpu"]);
     assert!(e.contains("no gpus.parquet"), "{e}");
+    // plot --by pool: a sweep chart per metric, a line per pool.
+    let plots = dir.path().join("plots");
+    infersim_ok(&["plot", s(&out), "--by", "pool", "--to", s(&plots)]);
+    for chart in ["sweep_ttft_p99_s_by_pool.png", "sweep_energy_gpu_kwh_by_pool.svg"] {
+        assert!(plots.join(chart).is_file(), "{chart}");
+    }
+    let e = crate::common::infersim_fails(&["plot", s(&out), "--by", "gpu", "--to", s(&plots)]);
+    assert!(e.contains("--by gpu: no"), "{e}");
+    // The same batch in two shards, merged: the same tables, byte for byte.
+    let shards: Vec<_> = (1..=2).map(|i| dir.path().join(format!("shard{i}"))).collect();
+    for (i, shard) in shards.iter().enumerate() {
+        let part = format!("{}/2", i + 1);
+        infersim_ok(
+            &[&["run", "hetero-fleet", "--reps", "2", "--shard", &part, "--out", s(shard)][..], &sets[..]].concat(),
+        );
+    }
+    let merged = dir.path().join("merged");
+    infersim_ok(&["analyze", s(&shards[0]), s(&shards[1]), "--out", s(&merged)]);
+    for file in ["pools.parquet", "pools_summary.csv", "models.parquet", "models_summary.parquet"] {
+        let (whole, merged) = (std::fs::read(out.join(file)).unwrap(), std::fs::read(merged.join(file)));
+        assert!(merged.is_ok_and(|m| m == whole), "{file}: the merged shards differ from the whole batch");
+    }
 }
