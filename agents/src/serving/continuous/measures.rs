@@ -90,6 +90,8 @@ crate::metrics! {
         running_mean: Option<f64> = "sequences",
         /// Engine steps, all replicas.
         steps: u64 = "steps",
+        /// Steps a power cap (`power_cap_w`) slowed.
+        steps_throttled: u64 = "steps",
         /// Prompt KV caches sent from the prefill to the decode pool.
         kv_transfers: u64 = "transfers",
         /// Mean time of a KV transfer (s).
@@ -347,6 +349,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             batch_tokens_mean: s.batch_tokens.mean(),
             running_mean: s.running.mean(),
             steps: s.steps,
+            steps_throttled: s.steps_throttled,
             kv_transfers: s.kv_transfers,
             kv_transfer_mean_s: s.kv_transfer_s.mean(),
             kv_transfer_gb: s.kv_transfer_bytes / 1e9,

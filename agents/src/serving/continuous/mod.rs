@@ -3,8 +3,9 @@
 //! model) behind a router.
 //!
 //! One event per step per replica; tokens are counted inside the step, never one event
-//! each. A replica's GPUs draw [`GpuSpec::step_power_w`](crate::llm::GpuSpec::step_power_w) during a step (its host time
-//! included, as the curve was fitted) and `idle_w` with nothing to do; nodes add
+//! each. A replica's GPUs draw [`GpuSpec::step_power_w`](crate::llm::GpuSpec::step_power_w) during a step (what the
+//! step asks of them, within their power limit, which may slow it; see
+//! [`GpuSpec::run_step`](crate::llm::GpuSpec::run_step)) and `idle_w` with nothing to do; nodes add
 //! their baseline and the facility its PUE. Requests come open loop (any
 //! [`ArrivalProcess`], a replayed trace included) or from `concurrency` closed-loop
 //! clients. TTFT = first token - arrival; TPOT = (last token - first token) / (output
@@ -155,6 +156,7 @@ struct Stats {
     retries: u64,
     steps: u64,
     steps_outside_table: u64,
+    steps_throttled: u64,
     prompt_tokens: u64,
     output_tokens: u64,
     counted_output_tokens: u64,
@@ -589,10 +591,17 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         };
         let (gpu_s, outside) = pool.step_model.timed(&shape);
         let host_s = pool.step_overhead_s + pool.step_overhead_per_seq_s * f64::from(shape.sequences());
-        let step_s = gpu_s + host_s;
-        // The power curve is fitted to whole steps' mean power (host time included), so
-        // it holds for the whole step.
-        let power_w = f64::from(pool.tp) * pool.gpu.step_power_w(shape.tokens());
+        // Each GPU draws for what the step asks of it (the roofline's demand, whatever
+        // timed the step), at most its board limit; under a cap, the step may slow.
+        let demand = pool.demand.demand(&shape);
+        let (step_s, gpu_w, throttled) = match pool.power_cap_w {
+            None => (gpu_s + host_s, pool.gpu.step_power_w(&demand, gpu_s + host_s).min(pool.gpu.tdp_w), false),
+            Some(cap_w) => {
+                let run = pool.gpu.run_step(&demand, gpu_s + host_s, cap_w);
+                (run.step_s, run.power_w, run.clock < 1.0)
+            }
+        };
+        let power_w = f64::from(pool.tp) * gpu_w;
         self.set_power(now, r, power_w);
         self.replicas[r].engine.set_step_energy(power_w * step_s, shape.tokens());
         let engine = &self.replicas[r].engine;
@@ -601,6 +610,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         self.tally(true, pool, None, |stats| {
             stats.steps += 1;
             stats.steps_outside_table += u64::from(outside);
+            stats.steps_throttled += u64::from(throttled);
             stats.prompt_tokens += u64::from(shape.prefill_tokens);
             stats.batch_tokens.add(f64::from(shape.tokens()));
             stats.running.add(running);
@@ -978,9 +988,10 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Model for LlmServin
 /// Metrics a model's row leaves out: its requests run in steps shared with other
 /// models' requests, so step counts, batch and KV state, ITL and KV transfers are the
 /// pools' (and the event count the fleet's).
-const MODEL_UNMEASURED: [&str; 13] = [
+const MODEL_UNMEASURED: [&str; 14] = [
     "events",
     "steps",
+    "steps_throttled",
     "extrapolated_lookups",
     "prefill_tokens_computed",
     "kv_usage_mean",

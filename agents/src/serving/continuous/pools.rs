@@ -11,7 +11,7 @@ use super::{Autoscale, LlmPool, Placement, ScaleSignal};
 use crate::error::ConfigError;
 use crate::failures::Failures;
 use crate::input::Inputs;
-use crate::llm::{ModelSpec, catalog};
+use crate::llm::{ModelSpec, Roofline, catalog};
 use crate::serving::int_in;
 
 /// GPUs per node when a pool gives `replicas` alone (an HGX or DGX node).
@@ -24,6 +24,8 @@ pub(super) struct PoolDefaults<'a> {
     pub context_limit_tokens: Option<i64>,
     pub failures: Option<FailuresTable>,
     pub gpu_usd_per_hour: f64,
+    /// `serving.power_cap_w`.
+    pub power_cap_w: Option<f64>,
     /// `[serving.autoscale]` (for the one-pool keys only).
     pub autoscale: Option<AutoscaleTable>,
 }
@@ -47,6 +49,7 @@ pub(crate) struct PoolTable {
     gpu_usd_per_hour: Option<f64>,
     serves: Option<String>,
     role: Option<String>,
+    power_cap_w: Option<f64>,
     autoscale: Option<AutoscaleTable>,
 }
 
@@ -108,6 +111,7 @@ struct Parts<'a> {
     failures: Option<FailuresTable>,
     gpu_usd_per_hour: f64,
     serves: Option<String>,
+    power_cap_w: Option<f64>,
     autoscale: Option<AutoscaleTable>,
 }
 
@@ -127,6 +131,7 @@ impl OnePool {
             failures: shared.failures,
             gpu_usd_per_hour: shared.gpu_usd_per_hour,
             serves: None,
+            power_cap_w: shared.power_cap_w,
             autoscale: shared.autoscale,
         };
         parts.resolve(inputs)
@@ -187,6 +192,7 @@ impl PoolTable {
             failures: self.failures.or(shared.failures),
             gpu_usd_per_hour: self.gpu_usd_per_hour.unwrap_or(shared.gpu_usd_per_hour),
             serves: self.serves,
+            power_cap_w: self.power_cap_w.or(shared.power_cap_w),
             autoscale: self.autoscale,
         };
         parts.resolve(inputs)
@@ -269,6 +275,20 @@ impl Parts<'_> {
                 (replicas, nodes, Placement::Packed(gpus_per_node))
             }
         };
+        let power_cap_w = match self.power_cap_w {
+            None => None,
+            Some(cap) if cap.is_finite() && cap > gpu.static_w && cap <= gpu.tdp_w => Some(cap),
+            Some(cap) => {
+                return Err(ConfigError::invalid(
+                    format!("{key}.power_cap_w"),
+                    cap,
+                    format!(
+                        "watts per GPU above the GPU's static power ({:.1} W) and at most its board limit ({:.1} W)",
+                        gpu.static_w, gpu.tdp_w
+                    ),
+                ));
+            }
+        };
         let relative = key.strip_prefix("serving").unwrap_or(key).trim_start_matches('.');
         Ok(LlmPool {
             name: self.name.unwrap_or_else(|| model.name.clone()),
@@ -288,6 +308,8 @@ impl Parts<'_> {
             step_overhead_s,
             step_overhead_per_seq_s,
             step_model,
+            demand: Roofline { gpu: gpu.clone(), model: model.clone(), tp },
+            power_cap_w,
             gpu,
             model,
             gpu_usd_per_hour: self.gpu_usd_per_hour,
