@@ -67,6 +67,7 @@ fn config(
     let pool = LlmPool {
         name: model.name.clone(),
         serves: model.name.clone(),
+        role: infersim_agents::serving::continuous::PoolRole::Mixed,
         key: String::new(),
         replicas,
         nodes: 1,

@@ -302,3 +302,57 @@ fn pools_and_models_get_tables_that_add_up_to_the_fleet() {
         assert!(merged.is_ok_and(|m| m == whole), "{file}: the merged shards differ from the whole batch");
     }
 }
+
+/// Prefill and decode pools (`role`) are the one-pool split of `[serving.disaggregation]`
+/// written out: the same replicas in the same order give the same bytes; and the
+/// decode pool may be another GPU.
+#[test]
+fn prefill_and_decode_pools_are_the_split_pool_written_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let failures = "\n[serving.failures]\nmtbf_h = 0.05\nmttr_h = 0.005\n";
+    let link = "\n[serving.disaggregation]\nlink_gb_per_s = 50.0\nlink_latency_us = 20.0\n";
+    let original =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/scenarios/llm-serving.toml"))
+            .unwrap()
+            .replace("nodes = 2\n", "nodes = 4\n")
+            .replace("replicas_per_node = 2\n", "replicas_per_node = 1\n");
+    assert!(original.contains("nodes = 4\n") && original.contains("replicas_per_node = 1\n"));
+    let split = original
+        + failures
+        + &link.replace("[serving.disaggregation]\n", "[serving.disaggregation]\nprefill_replicas = 1\n");
+    let shorthand = run_bytes(dir.path(), "split", &split);
+    let pool = |name: &str, role: &str, gpu: &str, nodes: u32| {
+        format!(
+            "\n[[serving.pools]]\nname = \"{name}\"\nrole = \"{role}\"\nmodel = \"Llama-3.1-8B\"\ngpu = \"{gpu}\"\nnodes = {nodes}\nreplicas_per_node = 1\n"
+        )
+    };
+    let pools = default_without_pool_keys() + failures + link;
+    let written_out = run_bytes(
+        dir.path(),
+        "roles",
+        &(pools.clone() + &pool("prefill", "prefill", "H100", 1) + &pool("decode", "decode", "H100", 3)),
+    );
+    assert!(shorthand.0 == written_out.0, "replications.parquet differs");
+    assert!(shorthand.1 == written_out.1, "requests.parquet differs");
+    // Prefill on H100s, decode on A100s: every request's KV crosses once, from the
+    // prefill pool.
+    let out = dir.path().join("mixed-gpus");
+    let path = dir.path().join("mixed-gpus.toml");
+    std::fs::write(&path, pools + &pool("prefill", "prefill", "H100", 1) + &pool("decode", "decode", "A100-80GB", 3))
+        .unwrap();
+    infersim_ok(&["run", s(&path), "--reps", "1", "--set", "simulation.duration_s=60", "--out", s(&out)]);
+    let parts = read(out.join("pools.parquet"));
+    let names = strings(&parts, "pool");
+    let at = |name: &str| names.iter().position(|n| n.as_deref() == Some(name)).unwrap();
+    let (transfers, served, arrived) =
+        (floats(&parts, "kv_transfers"), floats(&parts, "served"), floats(&parts, "arrived"));
+    // Every arrival (warm-up included) prefilled and crossed; every request served
+    // after the warm-up finished on a decode replica.
+    assert!(transfers[at("prefill")] >= 0.99 * arrived[at("prefill")] && transfers[at("decode")] == 0.0);
+    let fleet = read(out.join("replications.parquet"));
+    assert!(served[at("prefill")] == 0.0 && served[at("decode")] == floats(&fleet, "served")[0], "{served:?}");
+    // A prefill pool without a decode pool for its name is refused, naming the key.
+    std::fs::write(&path, default_without_pool_keys() + link + &pool("prefill", "prefill", "H100", 1)).unwrap();
+    let e = crate::common::infersim_fails(&["validate", s(&path)]);
+    assert!(e.contains("serving.pools[0].role") && e.contains("decode pool"), "{e}");
+}

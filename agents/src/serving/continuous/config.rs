@@ -53,15 +53,19 @@ pub struct Measured {
     pub values: Vec<(String, f64)>,
 }
 
-/// Prefill/decode disaggregation: the first `prefill_replicas` replicas prefill
-/// prompts and produce first tokens; the rest decode. A prompt's KV cache
-/// (`prompt x KV bytes per token`) crosses a link from its prefill replica (one transfer
-/// at a time per replica) before the request queues at a decode replica.
+/// Prefill/decode disaggregation: prefill replicas (the first `prefill_replicas` of
+/// the one pool, or the pools of `role = "prefill"`) prefill prompts and produce first
+/// tokens; decode replicas (the rest, or the pools of `role = "decode"` serving the
+/// same name) produce the others. A prompt's KV cache (`prompt x KV bytes per
+/// token`) crosses a link from its prefill replica (one transfer at a time per
+/// replica) before the request queues at a decode replica.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Disaggregation {
-    /// Replicas in the prefill pool (the first ones); the others decode.
-    pub prefill_replicas: u32,
+    /// With the one-pool keys: replicas of the pool that prefill (the first ones);
+    /// the others decode. With pools, none: their roles say.
+    #[serde(default)]
+    pub prefill_replicas: Option<u32>,
     /// Link bandwidth from a prefill replica (GB/s).
     pub link_gb_per_s: f64,
     /// Latency of one transfer (µs).
@@ -141,6 +145,19 @@ pub enum Placement {
     Packed(u32),
 }
 
+/// What a pool's replicas do with a request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PoolRole {
+    /// Prefill and decode (vLLM's default).
+    #[default]
+    Mixed,
+    /// Prefill and the first token; the KV cache then goes to a decode pool serving
+    /// the same name.
+    Prefill,
+    /// The tokens after the first, from a prefill pool's KV cache.
+    Decode,
+}
+
 /// A pool of identical replicas: one GPU type, one model, one tensor-parallel size,
 /// one engine configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -149,6 +166,8 @@ pub struct LlmPool {
     pub name: String,
     /// The model name its requests ask for (the model's own unless given otherwise).
     pub serves: String,
+    /// What its replicas do: prefill and decode, or one of them.
+    pub role: PoolRole,
     /// Where its keys are in the scenario file, relative to `[serving]` (empty for
     /// the one-pool keys, `pools[i].` for a pool), for error messages.
     pub key: String,
@@ -340,6 +359,82 @@ impl LlmServingConfig {
         names
     }
 
+    /// Whether any pool prefills or decodes only.
+    pub fn has_roles(&self) -> bool {
+        self.pools.iter().any(|p| p.role != PoolRole::Mixed)
+    }
+
+    /// Prefill and decode: the one pool's split, or pools of both roles for every
+    /// name any of them serves, and a link for the KV caches.
+    fn validate_roles(&self) -> Result<(), ConfigError> {
+        let roles = self.has_roles();
+        if roles {
+            for name in self.served_names() {
+                let serving: Vec<&LlmPool> = self.pools.iter().filter(|p| p.serves == name).collect();
+                let has = |role: PoolRole| serving.iter().any(|p| p.role == role);
+                let split = has(PoolRole::Prefill) || has(PoolRole::Decode);
+                if let Some(p) = serving.iter().find(|p| p.role == PoolRole::Mixed).filter(|_| split) {
+                    let expected = format!("\"prefill\" or \"decode\", as the other pools serving {name}");
+                    return Err(ConfigError::invalid(format!("{}role", p.key), "mixed", expected));
+                }
+                for (role, other, text) in
+                    [(PoolRole::Prefill, PoolRole::Decode, "decode"), (PoolRole::Decode, PoolRole::Prefill, "prefill")]
+                {
+                    if let Some(p) = serving.iter().find(|p| p.role == role).filter(|_| !has(other)) {
+                        let expected = format!("a role with a {text} pool serving {name} too");
+                        return Err(ConfigError::invalid(
+                            format!("{}role", p.key),
+                            format!("{role:?}").to_lowercase(),
+                            expected,
+                        ));
+                    }
+                }
+            }
+        }
+        let Some(d) = self.disaggregation else {
+            return check(
+                !roles,
+                "disaggregation",
+                "(missing)",
+                "a table with link_gb_per_s and link_latency_us for the KV caches of prefill pools",
+            );
+        };
+        match d.prefill_replicas {
+            Some(k) => {
+                check(
+                    self.pools.len() == 1,
+                    "disaggregation.prefill_replicas",
+                    k,
+                    "none with pools (their roles say which prefill)",
+                )?;
+                check(
+                    k >= 1 && k < self.replicas(),
+                    "disaggregation.prefill_replicas",
+                    k,
+                    "an integer from 1 to the replicas less one (the rest decode)",
+                )?;
+            }
+            None => check(
+                roles,
+                "disaggregation.prefill_replicas",
+                "(missing)",
+                "the replicas that prefill (or pools with role = \"prefill\" and \"decode\")",
+            )?,
+        }
+        check(
+            d.link_gb_per_s.is_finite() && d.link_gb_per_s >= 1e-3,
+            "disaggregation.link_gb_per_s",
+            d.link_gb_per_s,
+            "a finite number >= 0.001",
+        )?;
+        check(
+            d.link_latency_us.is_finite() && (0.0..=1e9).contains(&d.link_latency_us),
+            "disaggregation.link_latency_us",
+            d.link_latency_us,
+            "microseconds from 0 to 1e9",
+        )
+    }
+
     /// The index in [`LlmServingConfig::served_names`] of the model each task's
     /// requests ask for.
     pub fn task_models(&self) -> Vec<usize> {
@@ -418,32 +513,7 @@ impl LlmServingConfig {
             self.duration_s,
             "a finite number > warmup_s, at most 100 years",
         )?;
-        if let Some(d) = self.disaggregation {
-            check(
-                self.pools.len() == 1,
-                "disaggregation",
-                "(a table)",
-                "none with pools (one pool's replicas are split)",
-            )?;
-            check(
-                d.prefill_replicas >= 1 && d.prefill_replicas < self.replicas(),
-                "disaggregation.prefill_replicas",
-                d.prefill_replicas,
-                "an integer from 1 to the replicas less one (the rest decode)",
-            )?;
-            check(
-                d.link_gb_per_s.is_finite() && d.link_gb_per_s >= 1e-3,
-                "disaggregation.link_gb_per_s",
-                d.link_gb_per_s,
-                "a finite number >= 0.001",
-            )?;
-            check(
-                d.link_latency_us.is_finite() && (0.0..=1e9).contains(&d.link_latency_us),
-                "disaggregation.link_latency_us",
-                d.link_latency_us,
-                "microseconds from 0 to 1e9",
-            )?;
-        }
+        self.validate_roles()?;
         check(self.warmup_s.is_finite() && self.warmup_s >= 0.0, "warmup_s", self.warmup_s, "a finite number >= 0")
     }
 }

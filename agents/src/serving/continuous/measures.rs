@@ -215,7 +215,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             gpu_j,
             baseline_j,
             carbon_kg: self.carbon_kg(end, &self.gpu_meter, self.gpu_power_w, c.nodes(), facility_j),
-            rent_usd: (0..c.pools.len()).map(|p| self.rent_usd(p, run_s, provisioned_s[p])).sum(),
+            rent_usd: self.fleet_rent_usd(run_s, &provisioned_s),
             replica_s: provisioned_s.iter().sum(),
             preemptions: self.replicas.iter().map(|r| r.engine.preemptions).sum(),
             gpu_failures: self.life.failures(),
@@ -268,7 +268,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                 gpu_j: fleet_gpu_j * fraction,
                 baseline_j: fleet.energy_baseline_kwh * J_PER_KWH * fraction,
                 carbon_kg: fleet.carbon_kg.unwrap_or(0.0) * fraction,
-                rent_usd: (0..c.pools.len()).map(|p| self.rent_usd(p, run_s, provisioned_s[p])).sum::<f64>() * fraction,
+                rent_usd: self.fleet_rent_usd(run_s, &provisioned_s) * fraction,
                 replica_s: (0..c.pools.len()).filter(|&p| serving(p)).map(|p| provisioned_s[p]).sum(),
                 preemptions: stats.requests_preemptions,
                 gpu_failures: (0..c.pools.len())
@@ -279,6 +279,25 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             groups.push(("model", (*name).to_string(), self.measured(stats, &share, end, events)));
         }
         groups
+    }
+
+    /// GPU rental of the whole fleet over a run of `run_s`: the pools that do not
+    /// autoscale counted by GPUs per price (so that a pool split in two costs what it
+    /// did whole, to the bit), then the autoscaled ones.
+    fn fleet_rent_usd(&self, run_s: f64, provisioned_s: &[f64]) -> f64 {
+        let mut gpus_at: Vec<(f64, u64)> = Vec::new();
+        let mut autoscaled = 0.0;
+        for (p, pool) in self.config.pools.iter().enumerate() {
+            if pool.autoscale.is_some() {
+                autoscaled += self.rent_usd(p, run_s, provisioned_s[p]);
+                continue;
+            }
+            match gpus_at.iter_mut().find(|(price, _)| price.to_bits() == pool.gpu_usd_per_hour.to_bits()) {
+                Some((_, gpus)) => *gpus += u64::from(pool.gpus()),
+                None => gpus_at.push((pool.gpu_usd_per_hour, u64::from(pool.gpus()))),
+            }
+        }
+        gpus_at.iter().map(|&(price, gpus)| gpus as f64 * run_s / 3600.0 * price).sum::<f64>() + autoscaled
     }
 
     /// GPU rental of pool `p` over a run of `run_s` (its replicas provisioned for

@@ -35,7 +35,9 @@ mod pools;
 mod routing;
 mod sessions;
 use autoscale::{Mode, Scaler};
-pub use config::{Autoscale, Disaggregation, LlmPool, LlmRouting, LlmServingConfig, Measured, Placement, ScaleSignal};
+pub use config::{
+    Autoscale, Disaggregation, LlmPool, LlmRouting, LlmServingConfig, Measured, Placement, PoolRole, ScaleSignal,
+};
 pub(crate) use file::{ContinuousTable, resolve};
 pub use file::{VllmRecord, read_measured, vllm_makespan_s, vllm_samples};
 pub use measures::ContinuousRun;
@@ -134,7 +136,9 @@ struct ReplicaState {
     power_w: f64,
     /// Which of its GPUs failed first (its repair draws from that GPU's stream).
     failed_gpu: u32,
-    /// Disaggregated prefill replica: when its outgoing link is next free.
+    /// Whether it prefills only (a prefill pool's, or the first of a split pool).
+    prefill: bool,
+    /// Prefill replica: when its outgoing link is next free.
     link_free: SimTime,
     /// Whether it serves, starts, drains or is off (autoscaled pools).
     mode: Mode,
@@ -209,11 +213,14 @@ pub(crate) struct LlmServing<'c, O, S> {
     /// The routing groups: the replicas of the pools that serve one model name (or a
     /// disaggregated pool's prefill and decode replicas).
     groups: Vec<RoutingGroup>,
-    /// The group each task's requests are routed in.
+    /// The group each task's requests are routed in first.
     task_groups: Vec<usize>,
-    /// The model name each group serves (the routing groups of a disaggregated pool
-    /// serve one).
-    group_names: Vec<&'c str>,
+    /// The model names the pools serve, and the group a request for each is routed
+    /// in first (its prefill replicas' where it has some).
+    served_names: Vec<&'c str>,
+    name_groups: Vec<usize>,
+    /// The decode group of each prefill group.
+    decode_groups: Vec<Option<usize>>,
     /// Which replicas are down: while none is, a pool's up replicas are the pool itself
     /// and routing needs no list of them.
     life: Lifecycle,
@@ -282,6 +289,8 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
                     step: None,
                     power_w: if on { pool.gpu.idle_w * f64::from(pool.tp) } else { 0.0 },
                     failed_gpu: 0,
+                    prefill: pool.role == PoolRole::Prefill
+                        || config.disaggregation.and_then(|d| d.prefill_replicas).is_some_and(|k| local < k),
                     link_free: SimTime::ZERO,
                     mode: if on { Mode::Serving } else { Mode::Off },
                     provisioned_since: on.then_some(SimTime::ZERO),
@@ -291,16 +300,14 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             idle_w += pool.gpu.idle_w * f64::from(serving * pool.tp);
             (first_node, first_gpu) = (first_node + pool.nodes, first_gpu + pool.gpus());
         }
-        let groups = routing_groups(config, &mut replicas);
-        let names = config.served_names();
-        let group_models = match config.disaggregation {
-            Some(_) => vec![0, 0],
-            None => (0..names.len()).collect(),
-        };
+        let Groups { groups, models: group_models, decode: decode_groups, first } =
+            routing_groups(config, &mut replicas);
         Ok(LlmServing {
             groups,
-            task_groups: config.task_models(),
-            group_names: config.served_names(),
+            task_groups: config.task_models().into_iter().map(|name| first[name]).collect(),
+            served_names: config.served_names(),
+            name_groups: first,
+            decode_groups,
             config,
             arrivals: ArrivalGenerator::new(config.arrivals.clone()),
             cumulative_weights,
@@ -457,7 +464,9 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let (session, own) = self.open_session(task, index as u64, chain.as_deref());
         // A trace's model column, where it has one, says which pools serve the request.
         let group = match self.arrivals.replayed_model(index) {
-            Some(model) => self.group_names.iter().position(|n| *n == model).expect("validated: a served model"),
+            Some(model) => {
+                self.name_groups[self.served_names.iter().position(|n| *n == model).expect("validated: a served model")]
+            }
             None => self.task_groups[task],
         };
         self.admit(NewRequest { task, group, prompt, output, chain, client, session, own }, ctx)
@@ -513,8 +522,8 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             self.requests[id].timeout =
                 Some(ctx.schedule(SimDuration::from_secs_f64(timeout_s)?, LlmEvent::Timeout(id))?);
         }
-        // A prefill replica of a disaggregated fleet produces the first token only.
-        let here = if self.config.disaggregation.is_some() { 1 } else { output };
+        // A prefill replica produces the first token only.
+        let here = if self.replicas[replica as usize].prefill { 1 } else { output };
         let measured = now >= self.warmup;
         let mut sequence = Sequence::new(id, self.stats.arrivals - 1, prompt, here).measured(measured);
         if let Some((own, keep_own)) = own {
@@ -556,8 +565,11 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
     fn on_kv_arrives(&mut self, id: Id<LlmRequest>, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
         self.requests[id].transferring = false;
         let routed = Routed { chain: &[], prompt: self.requests[id].prompt, previous: None };
-        // The decode replicas are the second group.
-        let Some(replica) = self.route(1, routed, ctx) else {
+        // The decode group of the group its prefill replica is in.
+        let prefill = self.requests[id].replica.expect("a prefilled request was routed") as usize;
+        let group =
+            self.decode_groups[self.replicas[prefill].group as usize].expect("a prefill group decodes somewhere");
+        let Some(replica) = self.route(group, routed, ctx) else {
             return self.finish(id, RequestOutcome::Lost, ctx);
         };
         let r = &mut self.requests[id];
@@ -674,10 +686,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             if event == TokenEvent::Finished {
                 // Its sequence leaves this replica with its share of the steps here.
                 request.energy_j += energy_j;
-                if self.config.disaggregation.is_some()
-                    && self.requests[id].output > 1
-                    && request_at_prefill(self.config, r)
-                {
+                if self.replicas[r].prefill && self.requests[id].output > 1 {
                     self.send_kv(id, ctx)?;
                 } else {
                     self.finish(id, RequestOutcome::Served, ctx)?;
@@ -899,11 +908,6 @@ fn within_prompt(chain: &Chain, prompt: u32) -> Chain {
     cut.into()
 }
 
-/// Whether replica `r` is in a disaggregated fleet's prefill pool.
-fn request_at_prefill(config: &LlmServingConfig, r: usize) -> bool {
-    config.disaggregation.is_some_and(|d| (r as u32) < d.prefill_replicas)
-}
-
 /// The failure stream of GPU `gpu` of the fleet: GPUs are numbered pool by pool and
 /// replica by replica, so a fleet of one-GPU replicas uses the streams of its replicas.
 fn gpu_failure_stream(gpu: u32) -> StreamId {
@@ -921,22 +925,38 @@ struct RoutingGroup {
     context_limit_tokens: Option<u32>,
 }
 
-/// The routing groups of a fleet (the pools serving each name, in the order
-/// [`LlmServingConfig::served_names`] gives; or a disaggregated pool's prefill then
-/// decode replicas), each replica told its group and its place in it.
-fn routing_groups(config: &LlmServingConfig, replicas: &mut [ReplicaState]) -> Vec<RoutingGroup> {
+/// A fleet's routing groups and what each is for.
+struct Groups {
+    groups: Vec<RoutingGroup>,
+    /// The served model (an index in the served names) of each group.
+    models: Vec<usize>,
+    /// The decode group of each prefill group.
+    decode: Vec<Option<usize>>,
+    /// The group a request for each served name goes to first.
+    first: Vec<usize>,
+}
+
+/// The routing groups of a fleet: for each name [`LlmServingConfig::served_names`]
+/// gives, in its order, the replicas of the pools that serve it, or its prefill
+/// replicas then its decode replicas; each replica told its group and its place in it.
+fn routing_groups(config: &LlmServingConfig, replicas: &mut [ReplicaState]) -> Groups {
     let n = replicas.len() as u32;
-    let members: Vec<Vec<u32>> = match config.disaggregation {
-        Some(d) => vec![(0..d.prefill_replicas).collect(), (d.prefill_replicas..n).collect()],
-        None => config
-            .served_names()
-            .iter()
-            .map(|name| {
-                (0..n).filter(|&r| config.pools[usize::from(replicas[r as usize].pool)].serves == *name).collect()
-            })
-            .collect(),
-    };
-    members
+    let (mut members, mut models, mut decode, mut first) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, name) in config.served_names().into_iter().enumerate() {
+        let serving: Vec<u32> =
+            (0..n).filter(|&r| config.pools[usize::from(replicas[r as usize].pool)].serves == name).collect();
+        let (prefill, rest): (Vec<u32>, Vec<u32>) = serving.into_iter().partition(|&r| replicas[r as usize].prefill);
+        first.push(members.len());
+        if !prefill.is_empty() {
+            decode.push(Some(members.len() + 1));
+            members.push(prefill);
+            models.push(i);
+        }
+        decode.push(None);
+        members.push(rest);
+        models.push(i);
+    }
+    let groups = members
         .into_iter()
         .enumerate()
         .map(|(g, members)| {
@@ -948,7 +968,8 @@ fn routing_groups(config: &LlmServingConfig, replicas: &mut [ReplicaState]) -> V
             let context_limit_tokens = limits.reduce(|a, b| a.zip(b).map(|(a, b)| a.max(b))).flatten();
             RoutingGroup { loads: MinIndex::new(members.len()), replicas: members, next: 0, context_limit_tokens }
         })
-        .collect()
+        .collect();
+    Groups { groups, models, decode, first }
 }
 
 impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Model for LlmServing<'_, O, S> {

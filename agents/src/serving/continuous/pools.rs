@@ -7,7 +7,7 @@
 use serde::Deserialize;
 
 use super::file::{DEFAULT_RETRIES, EngineTable, FailuresTable, GpuTable, Named, StepTimeTable};
-use super::{Autoscale, LlmPool, Placement, ScaleSignal};
+use super::{Autoscale, LlmPool, Placement, PoolRole, ScaleSignal};
 use crate::error::ConfigError;
 use crate::failures::Failures;
 use crate::input::Inputs;
@@ -111,6 +111,7 @@ struct Parts<'a> {
     failures: Option<FailuresTable>,
     gpu_usd_per_hour: f64,
     serves: Option<String>,
+    role: PoolRole,
     power_cap_w: Option<f64>,
     autoscale: Option<AutoscaleTable>,
 }
@@ -131,6 +132,7 @@ impl OnePool {
             failures: shared.failures,
             gpu_usd_per_hour: shared.gpu_usd_per_hour,
             serves: None,
+            role: PoolRole::Mixed,
             power_cap_w: shared.power_cap_w,
             autoscale: shared.autoscale,
         };
@@ -147,13 +149,18 @@ impl PoolTable {
         inputs: &dyn Inputs,
     ) -> Result<LlmPool, ConfigError> {
         let key = format!("serving.pools[{i}]");
-        if let Some(role) = self.role.as_deref().filter(|r| *r != "mixed") {
-            return Err(ConfigError::invalid(
-                format!("{key}.role"),
-                role,
-                "\"mixed\" (prefill and decode pools are not built yet: use [serving.disaggregation] with one pool)",
-            ));
-        }
+        let role = match self.role.as_deref() {
+            None | Some("mixed") => PoolRole::Mixed,
+            Some("prefill") => PoolRole::Prefill,
+            Some("decode") => PoolRole::Decode,
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    format!("{key}.role"),
+                    other,
+                    "\"mixed\", \"prefill\" or \"decode\" (training pools are not built yet)",
+                ));
+            }
+        };
         let size = match (self.replicas, self.nodes) {
             (Some(replicas), None) => {
                 if let Some(n) = self.replicas_per_node {
@@ -192,6 +199,7 @@ impl PoolTable {
             failures: self.failures.or(shared.failures),
             gpu_usd_per_hour: self.gpu_usd_per_hour.unwrap_or(shared.gpu_usd_per_hour),
             serves: self.serves,
+            role,
             power_cap_w: self.power_cap_w.or(shared.power_cap_w),
             autoscale: self.autoscale,
         };
@@ -293,6 +301,7 @@ impl Parts<'_> {
         Ok(LlmPool {
             name: self.name.unwrap_or_else(|| model.name.clone()),
             serves: self.serves.unwrap_or_else(|| model.name.clone()),
+            role: self.role,
             key: if relative.is_empty() { String::new() } else { format!("{relative}.") },
             replicas,
             nodes,
