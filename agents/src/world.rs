@@ -206,6 +206,12 @@ pub struct Observation {
 /// charts and calibration leave those rows out.
 pub const WARMUP_COLUMN: &str = "warmup";
 
+/// The time-series column that names the part of the system a row describes (a
+/// fleet's pool): rows without one describe the whole, and what reads a time series
+/// as one (charts, batch means, calibration) reads those; charts draw the parts'
+/// rows apart.
+pub const PART_COLUMN: &str = "part";
+
 /// Marks a schema error that happened in a table read by [`read_nested`]: the message
 /// is `NESTED path NESTED message`, the path relative to where the table sits. The
 /// experiments crate joins it to the table's own path.

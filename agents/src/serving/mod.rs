@@ -23,8 +23,8 @@ use crate::error::{ConfigError, RunError};
 use crate::input::Inputs;
 use crate::requests::{RequestOutcome, RequestRecord};
 use crate::world::{
-    Charts, DataTable, DistributionChart, Estimate, Label, Labels, Metrics, Note, Observation, Replication, Traces,
-    Tradeoff, Window, World, read_nested, struct_fields,
+    Charts, DataTable, DistributionChart, Estimate, Label, Labels, Metrics, Note, Observation, PART_COLUMN,
+    Replication, Traces, Tradeoff, Window, World, read_nested, struct_fields,
 };
 
 pub mod batched;
@@ -67,6 +67,9 @@ pub struct ServingSample {
     pub gpu_power_w: Option<f64>,
     /// Token-level engines: replicas provisioned (serving, starting or draining).
     pub replicas: Option<u32>,
+    /// The pool the row describes (an index in the pools), for fleets of several
+    /// pools; `None` for the whole fleet.
+    pub part: Option<u16>,
 }
 
 /// `[serving.prices]`, the same for both engines.
@@ -259,13 +262,21 @@ impl World for ServingWorld {
     }
 
     fn labels(config: &ServingSetup) -> Labels {
-        Labels(vec![("task", config.tasks().iter().map(|t| t.name.clone()).collect())])
+        let pools = match config {
+            ServingSetup::Continuous(c) => c.pools.iter().map(|p| p.name.clone()).collect(),
+            ServingSetup::Static(_) => Vec::new(),
+        };
+        Labels(vec![("task", config.tasks().iter().map(|t| t.name.clone()).collect()), (PART_COLUMN, pools)])
     }
 
     fn omitted_columns(config: &ServingSetup) -> Vec<&'static str> {
         match config {
-            ServingSetup::Static(_) => TOKEN_COLUMNS.iter().chain(&SAMPLED_TOKEN_COLUMNS).copied().collect(),
-            ServingSetup::Continuous(_) => BATCH_COLUMNS.to_vec(),
+            ServingSetup::Static(_) => {
+                TOKEN_COLUMNS.iter().chain(&SAMPLED_TOKEN_COLUMNS).chain(&[PART_COLUMN]).copied().collect()
+            }
+            // Fleets of several pools sample each pool too.
+            ServingSetup::Continuous(c) if c.pools.len() > 1 => BATCH_COLUMNS.to_vec(),
+            ServingSetup::Continuous(_) => BATCH_COLUMNS.iter().chain(&[PART_COLUMN]).copied().collect(),
         }
     }
 
@@ -392,4 +403,5 @@ crate::trace_row!(ServingSample, |s| {
     generation_tokens_per_s: Option<f64> = s.generation_tokens_per_s,
     gpu_power_w: Option<f64> = s.gpu_power_w,
     replicas: Option<u32> = s.replicas,
+    part: Option<Label> = s.part.map(Label),
 });

@@ -2,6 +2,7 @@
 //! and replication.
 
 use super::*;
+use infersim_agents::world::PART_COLUMN;
 
 /// The batch-means interval of one traced series of one replication: what a single
 /// long run says about a steady-state mean, without independent replications.
@@ -81,6 +82,11 @@ pub fn batch_means_of_traces(
             if schema.get(series).is_none() {
                 continue;
             }
+            // A time series' rows of a part (a fleet's pool) are not the series.
+            let frame = match schema.get(PART_COLUMN) {
+                Some(_) => frame.filter(col(PART_COLUMN).is_null()),
+                None => frame,
+            };
             let column = frame
                 .select([col(series).cast(DataType::Float64)])
                 .drop_nulls(None)

@@ -4,7 +4,7 @@
 //! comparison are computed alike.
 
 use infersim_agents::input::{DataTable, Inputs};
-use infersim_agents::world::{Observation, WARMUP_COLUMN};
+use infersim_agents::world::{Observation, PART_COLUMN, WARMUP_COLUMN};
 
 use crate::registry::AnyWorld;
 
@@ -104,13 +104,21 @@ impl Observed {
     fn reading(table: &DataTable, observation: Option<Observation>) -> Observed {
         let mut observed = Observed::default();
         if let Some(t) = table.column("t_h") {
-            let t_h: Vec<f64> = numbers(table, t).into_iter().map(|x| x.unwrap_or(f64::NAN)).collect();
+            // Rows of a part (a fleet's pool) are not the series.
+            let whole: Vec<bool> = match table.column(PART_COLUMN) {
+                Some(c) => (0..table.rows()).map(|r| table.text(c, r).is_none_or(|p| p.is_empty())).collect(),
+                None => vec![true; table.rows()],
+            };
+            let kept = |values: Vec<Option<f64>>| -> Vec<f64> {
+                values.into_iter().zip(&whole).filter(|(_, w)| **w).map(|(x, _)| x.unwrap_or(f64::NAN)).collect()
+            };
+            let t_h = kept(numbers(table, t));
             let columns = table
                 .names()
                 .iter()
                 .enumerate()
-                .filter(|(i, n)| *i != t && n.as_str() != "t_s")
-                .map(|(i, n)| (n.clone(), numbers(table, i).into_iter().map(|x| x.unwrap_or(f64::NAN)).collect()))
+                .filter(|(i, n)| *i != t && n.as_str() != "t_s" && n.as_str() != PART_COLUMN)
+                .map(|(i, n)| (n.clone(), kept(numbers(table, i))))
                 .collect();
             observed.series = Some((t_h, columns));
         }

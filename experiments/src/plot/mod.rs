@@ -18,7 +18,7 @@ use crate::analysis::AnalysisError;
 use crate::batch::Manifest;
 use crate::registry::Registry;
 use crate::scenario::Scenario;
-use infersim_agents::world::{Charts, WARMUP_COLUMN};
+use infersim_agents::world::{Charts, PART_COLUMN, WARMUP_COLUMN};
 
 mod draw;
 use draw::{Bands, Marks, all_zero, chart, log_if_wide, tick};
@@ -405,7 +405,10 @@ fn time_series_charts(b: &PlotBatch<'_>) -> Result<Vec<PathBuf>, PlotError> {
                 |(point, rep, path)| Ok(scan(path)?.with_columns([lit(*point).alias("point"), lit(*rep).alias("rep")])),
             )
             .collect::<Result<_, PolarsError>>()?;
-        let all = concat(frames, UnionArgs::default())?;
+        let everything = concat(frames, UnionArgs::default())?;
+        // Rows of a part (a fleet's pool) are drawn apart; the whole's are the series.
+        let parted = scan(&series[0].2)?.collect_schema()?.get(PART_COLUMN).is_some();
+        let all = if parted { everything.clone().filter(col(PART_COLUMN).is_null()) } else { everything.clone() };
         let span = all.clone().select([col("t_h").min().alias("lo"), col("t_h").max().alias("hi")]).collect()?;
         let (t0, t1) = (
             span.column("lo")?.cast(&DataType::Float64)?.f64()?.get(0).unwrap_or(0.0),
@@ -445,9 +448,63 @@ fn time_series_charts(b: &PlotBatch<'_>) -> Result<Vec<PathBuf>, PlotError> {
                 Bands::Shaded,
                 &Marks::default(),
             )?);
+            if parted {
+                let lines = part_lines(&everything, manifest, column, bin_h, per_hour, confidence)?;
+                if !lines.is_empty() {
+                    written.extend(chart(
+                        dir,
+                        &format!("timeseries_{column}_by_{PART_COLUMN}"),
+                        &title,
+                        &x_label,
+                        &axis_label(column),
+                        &lines,
+                        Bands::Shaded,
+                        &Marks::default(),
+                    )?);
+                }
+            }
         }
     }
     Ok(written)
+}
+
+/// A time-series line per part and point (the point's label after the part's when
+/// the batch has several), from the rows that name a part.
+fn part_lines(
+    all: &LazyFrame,
+    manifest: &Manifest,
+    column: &str,
+    bin_h: f64,
+    per_hour: f64,
+    confidence: f64,
+) -> Result<Vec<Line>, PlotError> {
+    let rows = all.clone().filter(col(PART_COLUMN).is_not_null());
+    let parts_frame = rows
+        .clone()
+        .select([col(PART_COLUMN).cast(DataType::String)])
+        .unique_stable(None, UniqueKeepStrategy::First)
+        .collect()?;
+    let parts: Vec<String> = parts_frame.column(PART_COLUMN)?.str()?.iter().flatten().map(str::to_string).collect();
+    let mut lines = Vec::new();
+    for part in &parts {
+        for point in 0..manifest.point_count() as u32 {
+            let frame = rows.clone().filter(
+                col("point").eq(lit(point)).and(col(PART_COLUMN).cast(DataType::String).eq(lit(part.as_str()))),
+            );
+            let mut binned = binned_band(frame, column, bin_h, confidence)?;
+            for p in &mut binned {
+                p.0 *= per_hour;
+            }
+            if !binned.is_empty() {
+                let label = match manifest.point_count() {
+                    1 => part.clone(),
+                    _ => format!("{part}, {}", label(manifest, point)),
+                };
+                lines.push(Line { label, points: binned });
+            }
+        }
+    }
+    Ok(lines)
 }
 
 /// The world's request distributions after warm-up.

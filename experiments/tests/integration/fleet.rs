@@ -245,8 +245,27 @@ fn pools_and_models_get_tables_that_add_up_to_the_fleet() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("fleet");
     let sets = ["--set", "simulation.duration_h=0.3", "--set", "simulation.warmup_s=60"];
-    infersim_ok(&[&["run", "hetero-fleet", "--reps", "2", "--out", s(&out)][..], &sets[..]].concat());
+    let traced = ["--trace", "timeseries"];
+    infersim_ok(&[&["run", "hetero-fleet", "--reps", "2", "--out", s(&out)][..], &sets[..], &traced[..]].concat());
     assert!(!out.join("groups.jsonl").exists());
+    // The time series samples each pool too (`part`), and the pools add up to the fleet.
+    let series = read(out.join("traces/point=0/rep=1/timeseries.parquet"));
+    let (parts, t) = (strings(&series, "part"), floats(&series, "t_s"));
+    for column in ["replicas", "running", "gpu_power_w", "energy_kwh"] {
+        let values = floats(&series, column);
+        for (i, _) in parts.iter().enumerate().filter(|(_, p)| p.is_none()) {
+            let of_parts: f64 =
+                (0..series.height()).filter(|&k| t[k] == t[i] && parts[k].is_some()).map(|k| values[k]).sum();
+            assert!(
+                (of_parts - values[i]).abs() <= 1e-9 * values[i].abs().max(1.0),
+                "{column} at {}: {of_parts} vs {}",
+                t[i],
+                values[i]
+            );
+        }
+    }
+    let named: std::collections::BTreeSet<_> = parts.iter().flatten().cloned().collect();
+    assert_eq!(named.into_iter().collect::<Vec<_>>(), ["chat-h100", "code-a100"]);
     let fleet = read(out.join("replications.parquet"));
     for (table, kind) in [("pools.parquet", "pool"), ("models.parquet", "model")] {
         let parts = read(out.join(table));
@@ -283,6 +302,11 @@ fn pools_and_models_get_tables_that_add_up_to_the_fleet() {
     let plots = dir.path().join("plots");
     infersim_ok(&["plot", s(&out), "--by", "pool", "--to", s(&plots)]);
     for chart in ["sweep_ttft_p99_s_by_pool.png", "sweep_energy_gpu_kwh_by_pool.svg"] {
+        assert!(plots.join(chart).is_file(), "{chart}");
+    }
+    // Time series: the fleet's, and a line per pool.
+    infersim_ok(&["plot", s(&out), "--to", s(&plots)]);
+    for chart in ["timeseries_replicas.png", "timeseries_replicas_by_part.png"] {
         assert!(plots.join(chart).is_file(), "{chart}");
     }
     let e = crate::common::infersim_fails(&["plot", s(&out), "--by", "gpu", "--to", s(&plots)]);

@@ -347,6 +347,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> BatchedServing<O, S
                 generation_tokens_per_s: None,
                 gpu_power_w: None,
                 replicas: None,
+                part: None,
             });
         }
     }

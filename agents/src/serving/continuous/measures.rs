@@ -146,43 +146,70 @@ struct Share {
 
 impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S> {
     pub(super) fn sample_before(&mut self, now: SimTime) {
-        let Some(sampling) = self.sampling.as_mut() else { return };
-        let config = self.config;
+        let Some(mut sampling) = self.sampling.take() else { return };
+        let pools = self.config.pools.len();
         for t in sampling.grid.due_before(now) {
-            let (waiting, running, usage): (usize, usize, f64) =
-                self.replicas.iter().fold((0, 0, 0.0), |(w, r, u), s| {
-                    (w + s.engine.waiting(), r + s.engine.running(), u + s.engine.kv().usage())
-                });
-            let busy: u32 =
-                self.replicas.iter().filter(|s| s.step.is_some()).map(|s| config.pools[usize::from(s.pool)].tp).sum();
-            let baseline_w = f64::from(config.nodes()) * config.node_baseline_w;
-            let it_j = self.gpu_meter.energy_j_at(t, self.gpu_power_w) + baseline_w * t.as_secs_f64();
-            let energy_kwh = it_j * config.pue / J_PER_KWH;
             let (last_t, last_prompt, last_output) = sampling.last;
             let dt = (t - last_t).as_secs_f64();
             let rate = |now: u64, then: u64| if dt > 0.0 { Some((now - then) as f64 / dt) } else { None };
-            sampling.sink.observe(ServingSample {
-                t_s: t.as_secs_f64(),
-                queue_len: waiting as u32,
-                busy_gpus: busy,
-                power_kw: (self.gpu_power_w + baseline_w) * config.pue / 1000.0,
-                energy_kwh,
-                carbon_kg: match config.grid.constant() {
-                    Some(kg) => energy_kwh * kg,
-                    None => {
-                        (self.gpu_meter.carbon_kg_at(t, self.gpu_power_w, &config.grid)
-                            + baseline_w * config.grid.integral(0.0, t.as_hours_f64()) / 1000.0)
-                            * config.pue
-                    }
-                },
-                running: Some(running as u32),
-                kv_usage: Some(usage / self.replicas.len() as f64),
-                prompt_tokens_per_s: rate(self.stats.prompt_tokens, last_prompt),
-                generation_tokens_per_s: rate(self.stats.output_tokens, last_output),
-                gpu_power_w: Some(self.gpu_power_w),
-                replicas: Some(self.replicas.iter().filter(|s| s.provisioned_since.is_some()).count() as u32),
-            });
-            sampling.last = (t, self.stats.prompt_tokens, self.stats.output_tokens);
+            let tokens = (self.stats.prompt_tokens, self.stats.output_tokens);
+            let mut row = self.sampled(t, None, &self.gpu_meter, self.gpu_power_w);
+            (row.prompt_tokens_per_s, row.generation_tokens_per_s) =
+                (rate(tokens.0, last_prompt), rate(tokens.1, last_output));
+            sampling.sink.observe(row);
+            // Several pools: a row for each, its `part` the pool.
+            for p in (0..pools).filter(|_| pools > 1) {
+                let (meter, pool_w) = &self.pool_meters[p];
+                let mut row = self.sampled(t, Some(p), meter, *pool_w);
+                let (s, (prompt, output)) = (&self.group_stats[p], sampling.last_pools[p]);
+                (row.prompt_tokens_per_s, row.generation_tokens_per_s) =
+                    (rate(s.prompt_tokens, prompt), rate(s.output_tokens, output));
+                sampling.last_pools[p] = (s.prompt_tokens, s.output_tokens);
+                sampling.sink.observe(row);
+            }
+            sampling.last = (t, tokens.0, tokens.1);
+        }
+        self.sampling = Some(sampling);
+    }
+
+    /// The state at instant `t` of the fleet (`pool` None) or of one pool, whose GPUs
+    /// `meter` measures and draw `gpu_w` now; token rates are left to the caller.
+    fn sampled(&self, t: SimTime, pool: Option<usize>, meter: &PowerMeter, gpu_w: f64) -> ServingSample {
+        let config = self.config;
+        let members = self.replicas.iter().filter(|r| pool.is_none_or(|p| usize::from(r.pool) == p));
+        let (mut waiting, mut running, mut usage, mut count, mut busy, mut provisioned) = (0, 0, 0.0, 0, 0, 0);
+        for r in members {
+            (waiting, running, usage) =
+                (waiting + r.engine.waiting(), running + r.engine.running(), usage + r.engine.kv().usage());
+            count += 1;
+            busy += if r.step.is_some() { config.pools[usize::from(r.pool)].tp } else { 0 };
+            provisioned += u32::from(r.provisioned_since.is_some());
+        }
+        let nodes = pool.map_or(config.nodes(), |p| config.pools[p].nodes);
+        let baseline_w = f64::from(nodes) * config.node_baseline_w;
+        let it_j = meter.energy_j_at(t, gpu_w) + baseline_w * t.as_secs_f64();
+        let energy_kwh = it_j * config.pue / J_PER_KWH;
+        ServingSample {
+            t_s: t.as_secs_f64(),
+            queue_len: waiting as u32,
+            busy_gpus: busy,
+            power_kw: (gpu_w + baseline_w) * config.pue / 1000.0,
+            energy_kwh,
+            carbon_kg: match config.grid.constant() {
+                Some(kg) => energy_kwh * kg,
+                None => {
+                    (meter.carbon_kg_at(t, gpu_w, &config.grid)
+                        + baseline_w * config.grid.integral(0.0, t.as_hours_f64()) / 1000.0)
+                        * config.pue
+                }
+            },
+            running: Some(running as u32),
+            kv_usage: Some(usage / f64::from(count.max(1))),
+            prompt_tokens_per_s: None,
+            generation_tokens_per_s: None,
+            gpu_power_w: Some(gpu_w),
+            replicas: Some(provisioned),
+            part: pool.map(|p| p as u16),
         }
     }
 

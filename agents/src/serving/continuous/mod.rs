@@ -199,6 +199,9 @@ struct Sampling<S> {
     grid: Grid,
     sink: S,
     last: (SimTime, u64, u64),
+    /// Each pool's prompt and output tokens at the last instant (fleets of several
+    /// pools sample each pool too).
+    last_pools: Vec<(u64, u64)>,
 }
 
 /// The token-level serving world; `O` receives a [`RequestRecord`] per request and `S`
@@ -330,6 +333,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
                 grid: Grid::new(every),
                 sink,
                 last: (SimTime::ZERO, 0, 0),
+                last_pools: vec![(0, 0); config.pools.len()],
             }),
             stats: Stats::default(),
             token_events: Vec::new(),
