@@ -380,3 +380,18 @@ fn prefill_and_decode_pools_are_the_split_pool_written_out() {
     let e = crate::common::infersim_fails(&["validate", s(&path)]);
     assert!(e.contains("serving.pools[0].role") && e.contains("decode pool"), "{e}");
 }
+
+/// The 1,000-GPU benchmark scenario (benches/scenarios) stays valid, and its first
+/// simulated second runs: 1,000 replicas in two pools, prefix-aware.
+#[test]
+fn the_thousand_gpu_benchmark_scenario_runs() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/scenarios/fleet-day-1000-gpus.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench");
+    let sets = ["--set", "simulation.duration_s=1", "--set", "simulation.warmup_s=0"];
+    infersim_ok(&[&["run", s(&path), "--reps", "1", "-q", "--out", s(&out)][..], &sets[..]].concat());
+    let pools = read(out.join("pools.parquet"));
+    let replicas = floats(&pools, "replicas_mean");
+    assert!((replicas[0] - 400.0).abs() < 1e-6 && (replicas[1] - 600.0).abs() < 1e-6, "{replicas:?}");
+    assert!(floats(&read(out.join("replications.parquet")), "arrived")[0] > 2000.0);
+}
