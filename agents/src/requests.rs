@@ -191,6 +191,8 @@ pub struct RequestRecord {
     pub cached_tokens: Option<u32>,
     /// Token-level engines: its replica.
     pub replica: Option<u32>,
+    /// Token-level engines: its replica's pool (an index in the pools).
+    pub pool: Option<u16>,
 }
 
 /// Checks a task list's values; keys are `tasks[i].<field>`.

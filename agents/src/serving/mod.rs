@@ -221,6 +221,8 @@ const TOKEN_COLUMNS: [&str; 10] = [
     "cached_tokens",
     "replica",
 ];
+/// A request's pool and a time-series row's: only fleets of several pools have them.
+const POOL_COLUMNS: [&str; 2] = ["pool", PART_COLUMN];
 const BATCH_COLUMNS: [&str; 5] = ["gpu", "batch_size", "truncated", "history_tokens", "quality"];
 const SAMPLED_TOKEN_COLUMNS: [&str; 6] =
     ["running", "kv_usage", "prompt_tokens_per_s", "generation_tokens_per_s", "gpu_power_w", "replicas"];
@@ -266,17 +268,18 @@ impl World for ServingWorld {
             ServingSetup::Continuous(c) => c.pools.iter().map(|p| p.name.clone()).collect(),
             ServingSetup::Static(_) => Vec::new(),
         };
-        Labels(vec![("task", config.tasks().iter().map(|t| t.name.clone()).collect()), (PART_COLUMN, pools)])
+        let tasks = config.tasks().iter().map(|t| t.name.clone()).collect();
+        Labels(vec![("task", tasks), (PART_COLUMN, pools.clone()), ("pool", pools)])
     }
 
     fn omitted_columns(config: &ServingSetup) -> Vec<&'static str> {
         match config {
             ServingSetup::Static(_) => {
-                TOKEN_COLUMNS.iter().chain(&SAMPLED_TOKEN_COLUMNS).chain(&[PART_COLUMN]).copied().collect()
+                TOKEN_COLUMNS.iter().chain(&SAMPLED_TOKEN_COLUMNS).chain(&POOL_COLUMNS).copied().collect()
             }
-            // Fleets of several pools sample each pool too.
+            // Fleets of several pools name each request's pool and sample each pool too.
             ServingSetup::Continuous(c) if c.pools.len() > 1 => BATCH_COLUMNS.to_vec(),
-            ServingSetup::Continuous(_) => BATCH_COLUMNS.iter().chain(&[PART_COLUMN]).copied().collect(),
+            ServingSetup::Continuous(_) => BATCH_COLUMNS.iter().chain(&POOL_COLUMNS).copied().collect(),
         }
     }
 
@@ -386,6 +389,7 @@ crate::trace_row!(RequestRecord, |r| {
     preemptions: Option<u32> = r.preemptions,
     cached_tokens: Option<u32> = r.cached_tokens,
     replica: Option<u32> = r.replica,
+    pool: Option<Label> = r.pool.map(Label),
 });
 
 crate::trace_row!(ServingSample, |s| {

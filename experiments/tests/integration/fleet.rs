@@ -357,14 +357,30 @@ fn prefill_and_decode_pools_are_the_split_pool_written_out() {
         &(pools.clone() + &pool("prefill", "prefill", "H100", 1) + &pool("decode", "decode", "H100", 3)),
     );
     assert!(shorthand.0 == written_out.0, "replications.parquet differs");
-    assert!(shorthand.1 == written_out.1, "requests.parquet differs");
+    // The same requests; written out as two pools, each also names its pool.
+    let requests = |name: &str| read(dir.path().join(name).join("traces/point=0/rep=1/requests.parquet"));
+    let (one, two) = (requests("split"), requests("roles"));
+    assert!(one.column("pool").is_err() && two.column("pool").is_ok());
+    assert!(one.equals_missing(&two.drop("pool").unwrap()), "requests.parquet differs");
     // Prefill on H100s, decode on A100s: every request's KV crosses once, from the
     // prefill pool.
     let out = dir.path().join("mixed-gpus");
     let path = dir.path().join("mixed-gpus.toml");
     std::fs::write(&path, pools + &pool("prefill", "prefill", "H100", 1) + &pool("decode", "decode", "A100-80GB", 3))
         .unwrap();
-    infersim_ok(&["run", s(&path), "--reps", "1", "--set", "simulation.duration_s=60", "--out", s(&out)]);
+    let traced = ["--trace", "requests"];
+    infersim_ok(
+        &[&["run", s(&path), "--reps", "1", "--set", "simulation.duration_s=60", "--out", s(&out)][..], &traced[..]]
+            .concat(),
+    );
+    // Requests name their pool: the decode pool they finished on.
+    let requests = read(out.join("traces/point=0/rep=0/requests.parquet"));
+    let (pools_of, outcomes) = (strings(&requests, "pool"), strings(&requests, "outcome"));
+    let served = outcomes.iter().filter(|o| o.as_deref() == Some("served")).count();
+    assert!(served > 1000);
+    assert!(
+        pools_of.iter().zip(&outcomes).all(|(p, o)| o.as_deref() != Some("served") || p.as_deref() == Some("decode"))
+    );
     let parts = read(out.join("pools.parquet"));
     let names = strings(&parts, "pool");
     let at = |name: &str| names.iter().position(|n| n.as_deref() == Some(name)).unwrap();

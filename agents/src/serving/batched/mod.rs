@@ -563,6 +563,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> BatchedServing<O, S
             preemptions: None,
             cached_tokens: None,
             replica: None,
+            pool: None,
         });
     }
 
@@ -684,6 +685,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> BatchedServing<O, S
                 preemptions: None,
                 cached_tokens: None,
                 replica: None,
+                pool: None,
             });
         }
         self.add_load(node_id, -(batch.len() as i64));

@@ -796,6 +796,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             preemptions: Some(r.preemptions),
             cached_tokens: r.cached_tokens,
             replica: r.replica,
+            pool: r.replica.map(|replica| self.replicas[replica as usize].pool),
         });
         if let Some(session) = r.session {
             self.turn_ended(session, &r, outcome, ctx)?;
