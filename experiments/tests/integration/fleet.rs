@@ -221,10 +221,20 @@ fn requests_are_conserved_across_pools_under_failures_and_autoscaling() {
            [serving.pools.failures]\nmtbf_h = 0.1\nmttr_h = 0.02\nretries = 0\n";
     let path = dir.path().join("churn.toml");
     std::fs::write(&path, text).unwrap();
-    let out = dir.path().join("churn");
+    // The prefix-aware router too: its index of replicas by committed blocks follows
+    // replicas failing, starting and draining (debug builds check each pick against a
+    // scan of the group).
+    for routing in ["least_outstanding_requests", "prefix_aware"] {
+        conserved(&path, &dir.path().join(routing), routing);
+    }
+}
+
+/// Runs the churning fleet at `path` with `routing`: every arrival ends one way.
+fn conserved(path: &Path, out: &Path, routing: &str) {
     // No warm-up: the outcome counts cover every request, as `arrived` does.
-    let sets = ["--set", "simulation.duration_s=900", "--set", "simulation.warmup_s=0"];
-    infersim_ok(&[&["run", s(&path), "--reps", "3", "--out", s(&out)][..], &sets[..]].concat());
+    let routing = format!("serving.routing={routing}");
+    let sets = ["--set", "simulation.duration_s=900", "--set", "simulation.warmup_s=0", "--set", &routing];
+    infersim_ok(&[&["run", s(path), "--reps", "3", "--out", s(out)][..], &sets[..]].concat());
     let m = read(out.join("replications.parquet"));
     let arrived = floats(&m, "arrived");
     let ended: Vec<f64> = (0..arrived.len())

@@ -12,6 +12,8 @@
 //! tokens - 1); ITL = gap between consecutive tokens of a request; E2E = last token -
 //! arrival (vLLM's benchmark definitions).
 
+use std::collections::BTreeSet;
+
 use infersim_engine::sampling::Grid;
 use infersim_engine::stats::{LatencyHistogram, Tally};
 use infersim_engine::{Context, EventId, Id, Model, Observer, ScheduleError, SimDuration, SimTime, Slab, StreamId};
@@ -598,7 +600,10 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let now = ctx.now();
         let pool = self.pool(r);
         let idle_w = pool.gpu.idle_w * f64::from(pool.tp);
-        let Some(shape) = self.replicas[r].engine.schedule() else {
+        let scheduled = self.replicas[r].engine.schedule();
+        // The step took its blocks.
+        self.refresh_committed(r);
+        let Some(shape) = scheduled else {
             if matches!(self.replicas[r].mode, Mode::Serving | Mode::Draining) {
                 self.set_power(now, r, idle_w);
             }
@@ -928,6 +933,10 @@ struct RoutingGroup {
     next: usize,
     /// The longest request any of its pools takes.
     context_limit_tokens: Option<u32>,
+    /// Prefix-aware routing: the replicas taking requests by the KV blocks they are
+    /// committed to, then by place, and each place's entry (kept only for that router).
+    committed: BTreeSet<(u64, u32)>,
+    committed_key: Vec<Option<u64>>,
 }
 
 /// A fleet's routing groups and what each is for.
@@ -971,7 +980,14 @@ fn routing_groups(config: &LlmServingConfig, replicas: &mut [ReplicaState]) -> G
             let limits =
                 members.iter().map(|&r| config.pools[usize::from(replicas[r as usize].pool)].context_limit_tokens);
             let context_limit_tokens = limits.reduce(|a, b| a.zip(b).map(|(a, b)| a.max(b))).flatten();
-            RoutingGroup { loads: MinIndex::new(members.len()), replicas: members, next: 0, context_limit_tokens }
+            RoutingGroup {
+                loads: MinIndex::new(members.len()),
+                committed: BTreeSet::new(),
+                committed_key: vec![None; members.len()],
+                replicas: members,
+                next: 0,
+                context_limit_tokens,
+            }
         })
         .collect();
     Groups { groups, models, decode, first }

@@ -5,7 +5,7 @@
 use infersim_engine::{Context, Observer};
 use rand::RngExt;
 
-use super::{DOWN, LlmEvent, LlmRouting, LlmServing};
+use super::{DOWN, LlmEvent, LlmRouting, LlmServing, RoutingGroup};
 use crate::llm::kv::Segment;
 use crate::requests::RequestRecord;
 use crate::serving::{ROUTING_STREAM, ServingSample};
@@ -27,6 +27,28 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let state = &self.replicas[r];
         let key = if self.accepting(r) { (state.engine.waiting() + state.engine.running()) as u64 } else { DOWN };
         self.groups[state.group as usize].loads.set(state.in_group as usize, key);
+        self.refresh_committed(r);
+    }
+
+    /// Prefix-aware routing: refreshes replica `r`'s entry in its group's order by
+    /// committed KV blocks (none while it takes no requests).
+    pub(super) fn refresh_committed(&mut self, r: usize) {
+        if self.config.routing != LlmRouting::PrefixAware {
+            return;
+        }
+        let state = &self.replicas[r];
+        let key = self.accepting(r).then(|| state.engine.committed_blocks());
+        let (group, place) = (&mut self.groups[state.group as usize], state.in_group);
+        let old = &mut group.committed_key[place as usize];
+        if *old != key {
+            if let Some(c) = *old {
+                group.committed.remove(&(c, place));
+            }
+            if let Some(c) = key {
+                group.committed.insert((c, place));
+            }
+            *old = key;
+        }
     }
 
     /// Picks an up replica of routing group `g` for `request`.
@@ -104,10 +126,36 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                     let prefill = request.prompt.div_ceil(bs) - e.cached_blocks(request.chain, request.prompt);
                     self.config.kv_overlap_score_weight * f64::from(prefill) + e.committed_blocks() as f64
                 };
-                cheapest((0..count).map(nth), cost)
+                let pick = self.cheapest_by_prefix(group, &cost);
+                debug_assert_eq!(Some(pick), Some(cheapest((0..count).map(nth), cost)), "the index agrees with a scan");
+                pick
             }
         };
         Some(pick)
+    }
+}
+
+impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S> {
+    /// Prefix-aware routing without scoring every replica: a replica's cost is
+    /// `w x (prompt blocks - cached leading blocks) + committed blocks`, and at least one
+    /// prompt block is always computed (never the last token from cache), so
+    /// `w + committed` bounds it from below. Replicas are visited by committed blocks,
+    /// and the visit stops once that bound exceeds the best cost found: the same replica
+    /// a scan picks (the first in the group on ties), scoring only those near the least
+    /// committed.
+    fn cheapest_by_prefix(&self, group: &RoutingGroup, cost: &impl Fn(u32) -> f64) -> u32 {
+        let w = self.config.kv_overlap_score_weight;
+        let mut best: Option<(f64, u32)> = None;
+        for &(committed, place) in &group.committed {
+            if best.is_some_and(|(c, _)| w + committed as f64 > c) {
+                break;
+            }
+            let c = cost(group.replicas[place as usize]);
+            if best.is_none_or(|(b, p)| c < b || (c == b && place < p)) {
+                best = Some((c, place));
+            }
+        }
+        group.replicas[best.expect("some replica is up").1 as usize]
     }
 }
 
