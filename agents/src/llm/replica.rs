@@ -408,8 +408,7 @@ impl<K: Copy> Replica<K> {
     /// The leading blocks of a request with this chain (and no own tokens cached) that
     /// this replica's cache holds: what a prefix-aware router sees.
     pub fn cached_blocks(&self, chain: &[super::kv::Segment], prompt: u32) -> u32 {
-        let max_blocks = prompt.saturating_sub(1) / self.kv.block_size();
-        self.kv.lookup(Prefix { chain, own: 0 }, max_blocks).blocks
+        self.kv.lookup(Prefix { chain, own: 0 }, cacheable_blocks(chain, prompt, self.kv.block_size())).blocks
     }
 
     /// Sequences waiting.
@@ -723,6 +722,14 @@ impl<K: Copy> Replica<K> {
         leave(&mut self.kv, &mut self.chains, &mut s);
         Some(s)
     }
+}
+
+/// The most leading blocks of a prompt of `prompt` tokens whose shared segments are
+/// `chain` that a cache can hold for it: whole blocks of the chain, never the block of
+/// the last prompt token (which must be computed to give the first token).
+pub fn cacheable_blocks(chain: &[super::kv::Segment], prompt: u32, block_size: u32) -> u32 {
+    let chain_blocks = chain.last().map_or(0, |s| s.end_tokens / block_size);
+    (prompt.saturating_sub(1) / block_size).min(chain_blocks)
 }
 
 #[cfg(test)]

@@ -937,6 +937,8 @@ struct RoutingGroup {
     /// committed to, then by place, and each place's entry (kept only for that router).
     committed: BTreeSet<(u64, u32)>,
     committed_key: Vec<Option<u64>>,
+    /// The block sizes of its pools' KV caches.
+    block_sizes: Vec<u32>,
 }
 
 /// A fleet's routing groups and what each is for.
@@ -980,7 +982,14 @@ fn routing_groups(config: &LlmServingConfig, replicas: &mut [ReplicaState]) -> G
             let limits =
                 members.iter().map(|&r| config.pools[usize::from(replicas[r as usize].pool)].context_limit_tokens);
             let context_limit_tokens = limits.reduce(|a, b| a.zip(b).map(|(a, b)| a.max(b))).flatten();
+            let mut block_sizes: Vec<u32> = members
+                .iter()
+                .map(|&r| config.pools[usize::from(replicas[r as usize].pool)].limits.block_size)
+                .collect();
+            block_sizes.sort_unstable();
+            block_sizes.dedup();
             RoutingGroup {
+                block_sizes,
                 loads: MinIndex::new(members.len()),
                 committed: BTreeSet::new(),
                 committed_key: vec![None; members.len()],

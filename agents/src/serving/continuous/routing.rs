@@ -6,6 +6,7 @@ use infersim_engine::{Context, Observer};
 use rand::RngExt;
 
 use super::{DOWN, LlmEvent, LlmRouting, LlmServing, RoutingGroup};
+use crate::llm::cacheable_blocks;
 use crate::llm::kv::Segment;
 use crate::requests::RequestRecord;
 use crate::serving::{ROUTING_STREAM, ServingSample};
@@ -126,7 +127,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                     let prefill = request.prompt.div_ceil(bs) - e.cached_blocks(request.chain, request.prompt);
                     self.config.kv_overlap_score_weight * f64::from(prefill) + e.committed_blocks() as f64
                 };
-                let pick = self.cheapest_by_prefix(group, &cost);
+                let pick = self.cheapest_by_prefix(group, request, &cost);
                 debug_assert_eq!(Some(pick), Some(cheapest((0..count).map(nth), cost)), "the index agrees with a scan");
                 pick
             }
@@ -137,17 +138,25 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
 
 impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S> {
     /// Prefix-aware routing without scoring every replica: a replica's cost is
-    /// `w x (prompt blocks - cached leading blocks) + committed blocks`, and at least one
-    /// prompt block is always computed (never the last token from cache), so
-    /// `w + committed` bounds it from below. Replicas are visited by committed blocks,
-    /// and the visit stops once that bound exceeds the best cost found: the same replica
-    /// a scan picks (the first in the group on ties), scoring only those near the least
+    /// `w x (prompt blocks - cached leading blocks) + committed blocks`, and no replica
+    /// caches more than the request's cacheable blocks (whole blocks of its shared
+    /// segments, never the last token's), so `w x (prompt blocks - cacheable) +
+    /// committed` bounds it from below. Replicas are visited by committed blocks, and
+    /// the visit stops once that bound exceeds the best cost found: the same replica a
+    /// scan picks (the first in the group on ties), scoring only those near the least
     /// committed.
-    fn cheapest_by_prefix(&self, group: &RoutingGroup, cost: &impl Fn(u32) -> f64) -> u32 {
+    fn cheapest_by_prefix(&self, group: &RoutingGroup, request: Routed<'_>, cost: &impl Fn(u32) -> f64) -> u32 {
         let w = self.config.kv_overlap_score_weight;
+        let least_prefill = group
+            .block_sizes
+            .iter()
+            .map(|&bs| request.prompt.div_ceil(bs) - cacheable_blocks(request.chain, request.prompt, bs))
+            .min()
+            .unwrap_or(1);
+        let floor = w * f64::from(least_prefill);
         let mut best: Option<(f64, u32)> = None;
         for &(committed, place) in &group.committed {
-            if best.is_some_and(|(c, _)| w + committed as f64 > c) {
+            if best.is_some_and(|(c, _)| floor + committed as f64 > c) {
                 break;
             }
             let c = cost(group.replicas[place as usize]);
