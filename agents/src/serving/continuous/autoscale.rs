@@ -145,6 +145,11 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                 p90 * serving.len() as f64
             }
         };
+        // Within the tolerance of the target, the replicas stay as they are (the
+        // HPA's rule: it does not chase noise).
+        if !serving.is_empty() && (total / (serving.len() as f64 * a.target) - 1.0).abs() <= a.tolerance {
+            return None;
+        }
         Some((total / a.target).ceil().min(f64::from(u32::MAX)) as u32)
     }
 

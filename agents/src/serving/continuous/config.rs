@@ -104,6 +104,9 @@ pub struct Autoscale {
     pub signal: ScaleSignal,
     /// The signal's value per replica it aims for.
     pub target: f64,
+    /// How far the signal per replica may stray from the target, as a share of it,
+    /// before the replicas change (Kubernetes' HPA tolerance).
+    pub tolerance: f64,
     /// Time between decisions (s).
     pub interval_s: f64,
     /// How long fewer replicas must have been wanted before some are removed (s).
@@ -124,6 +127,12 @@ impl Autoscale {
             "replicas serving at the start, from min_replicas to max_replicas",
         )?;
         check(self.target.is_finite() && self.target > 0.0, k("target"), self.target, "a finite number > 0")?;
+        check(
+            self.tolerance.is_finite() && (0.0..1.0).contains(&self.tolerance),
+            k("tolerance"),
+            self.tolerance,
+            "a share from 0 to below 1",
+        )?;
         check(is_duration_s(self.interval_s), k("interval_s"), self.interval_s, DURATION_S)?;
         let delay = self.scale_down_delay_s;
         check(delay.is_finite() && delay >= 0.0, k("scale_down_delay_s"), delay, "seconds >= 0")?;

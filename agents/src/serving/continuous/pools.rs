@@ -61,6 +61,7 @@ pub(crate) struct AutoscaleTable {
     max_replicas: i64,
     signal: ScaleSignal,
     target: f64,
+    tolerance: Option<f64>,
     interval_s: Option<f64>,
     scale_down_delay_s: Option<f64>,
     load_gb_per_s: Option<f64>,
@@ -74,6 +75,10 @@ pub const DEFAULT_LOAD_GB_PER_S: f64 = 0.9;
 /// with torch.compile's cache warm (bytecode 10 s, graph compilation 13 s, CUDA graph
 /// capture 7 s, engine and imports 34 s).
 pub const DEFAULT_ENGINE_START_S: f64 = 64.0;
+/// How far the signal per replica may stray from its target before the replicas
+/// change, unless given: Kubernetes' horizontal pod autoscaler's default tolerance
+/// (`--horizontal-pod-autoscaler-tolerance`, 0.1).
+pub const DEFAULT_SCALE_TOLERANCE: f64 = 0.1;
 /// Time between autoscaling decisions unless given (s): Kubernetes' horizontal pod
 /// autoscaler's default sync period.
 pub const DEFAULT_SCALE_INTERVAL_S: f64 = 15.0;
@@ -231,6 +236,7 @@ impl AutoscaleTable {
             },
             signal: self.signal,
             target: self.target,
+            tolerance: self.tolerance.unwrap_or(DEFAULT_SCALE_TOLERANCE),
             interval_s: self.interval_s.unwrap_or(DEFAULT_SCALE_INTERVAL_S),
             scale_down_delay_s: self.scale_down_delay_s.unwrap_or(DEFAULT_SCALE_DOWN_DELAY_S),
             cold_start_s: model.weight_bytes() / (load_gb_per_s * 1e9) + engine_start_s,
