@@ -421,3 +421,38 @@ fn the_thousand_gpu_benchmark_scenario_runs() {
     assert!((replicas[0] - 400.0).abs() < 1e-6 && (replicas[1] - 600.0).abs() < 1e-6, "{replicas:?}");
     assert!(floats(&read(out.join("replications.parquet")), "arrived")[0] > 2000.0);
 }
+
+/// A fleet's batch killed mid-way and resumed writes the same pools.parquet and
+/// models.parquet as one run straight through: each replication's parts are saved
+/// before its record, so none is lost and none is counted twice.
+#[test]
+fn a_killed_fleet_batch_resumes_to_the_same_part_tables() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let args =
+        ["--reps", "30", "--threads", "1", "--set", "simulation.duration_h=0.05", "--set", "simulation.warmup_s=0"];
+    let whole = dir.path().join("whole");
+    infersim_ok(&[&["run", "hetero-fleet", "-q", "--out", s(&whole)][..], &args[..]].concat());
+    let out = dir.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_infersim"))
+        .args([&["run", "hetero-fleet", "-q", "--out", s(&out)][..], &args[..]].concat())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let saved = || std::fs::read_to_string(out.join("parts.jsonl")).map_or(0, |t| t.matches('\n').count());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while saved() < 5 {
+        assert!(Instant::now() < deadline, "no replication finished in 120 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(Command::new("kill").args(["-KILL", &child.id().to_string()]).status().unwrap().success());
+    child.wait().unwrap();
+    assert!(!out.join("pools.parquet").exists() && (5..90).contains(&saved()), "{} saved", saved());
+    infersim_ok(&[&["run", "hetero-fleet", "-q", "--out", s(&out), "--resume"][..], &args[..]].concat());
+    for file in ["replications.parquet", "pools.parquet", "models.parquet", "pools_summary.csv"] {
+        let (a, b) = (std::fs::read(whole.join(file)).unwrap(), std::fs::read(out.join(file)).unwrap());
+        assert!(a == b, "{file}: the resumed batch differs");
+    }
+}
