@@ -438,30 +438,14 @@ fn time_series_charts(b: &PlotBatch<'_>) -> Result<Vec<PathBuf>, PlotError> {
             } else {
                 format!("time ({unit})")
             };
-            written.extend(chart(
-                dir,
-                &format!("timeseries_{column}"),
-                &title,
-                &x_label,
-                &axis_label(column),
-                &lines,
-                Bands::Shaded,
-                &Marks::default(),
-            )?);
+            let mut charts = vec![(format!("timeseries_{column}"), lines)];
             if parted {
-                let lines = part_lines(&everything, manifest, column, bin_h, per_hour, confidence)?;
-                if !lines.is_empty() {
-                    written.extend(chart(
-                        dir,
-                        &format!("timeseries_{column}_by_{PART_COLUMN}"),
-                        &title,
-                        &x_label,
-                        &axis_label(column),
-                        &lines,
-                        Bands::Shaded,
-                        &Marks::default(),
-                    )?);
-                }
+                let parts = part_lines(&everything, manifest, column, bin_h, per_hour, confidence)?;
+                charts.push((format!("timeseries_{column}_by_{PART_COLUMN}"), parts));
+            }
+            for (file, lines) in charts.iter().filter(|(_, lines)| !lines.is_empty()) {
+                let y_label = axis_label(column);
+                written.extend(chart(dir, file, &title, &x_label, &y_label, lines, Bands::Shaded, &Marks::default())?);
             }
         }
     }

@@ -231,6 +231,12 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
 
     /// What a finished run that ended at `end` measured, the whole fleet.
     pub fn results(&mut self, end: SimTime, events: u64) -> ContinuousRun {
+        let share = self.fleet_share(end);
+        self.measured(&self.stats, &share, end, events)
+    }
+
+    /// The whole fleet's energy, carbon, cost and capacity over a run that ended at `end`.
+    fn fleet_share(&mut self, end: SimTime) -> Share {
         let c = self.config;
         self.gpu_meter.hold(end, self.gpu_power_w, &c.grid);
         let run_s = end.as_secs_f64();
@@ -238,7 +244,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let baseline_j = f64::from(c.nodes()) * c.node_baseline_w * run_s;
         let facility_j = (gpu_j + baseline_j) * c.pue;
         let provisioned_s = self.provisioned_s(end);
-        let share = Share {
+        Share {
             gpu_j,
             baseline_j,
             carbon_kg: self.carbon_kg(end, &self.gpu_meter, self.gpu_power_w, c.nodes(), facility_j),
@@ -246,8 +252,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             replica_s: provisioned_s.iter().sum(),
             preemptions: self.replicas.iter().map(|r| r.engine.preemptions).sum(),
             gpu_failures: self.life.failures(),
-        };
-        self.measured(&self.stats, &share, end, events)
+        }
     }
 
     /// What each pool and each served model measured, as ("pool" or "model", name,
@@ -283,8 +288,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             };
             groups.push(("pool", pool.name.clone(), self.measured(&self.group_stats[p], &share, end, events)));
         }
-        let fleet = self.results(end, events);
-        let fleet_gpu_j = fleet.energy_gpu_kwh * J_PER_KWH;
+        let fleet = self.fleet_share(end);
         let names = c.served_names();
         let models = &self.group_stats[c.pools.len()..];
         let total_j: f64 = models.iter().map(|s| s.requests_energy_j).sum();
@@ -292,10 +296,10 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             let fraction = if total_j > 0.0 { stats.requests_energy_j / total_j } else { 0.0 };
             let serving = |p: usize| c.pools[p].serves == *name;
             let share = Share {
-                gpu_j: fleet_gpu_j * fraction,
-                baseline_j: fleet.energy_baseline_kwh * J_PER_KWH * fraction,
-                carbon_kg: fleet.carbon_kg.unwrap_or(0.0) * fraction,
-                rent_usd: self.fleet_rent_usd(run_s, &provisioned_s) * fraction,
+                gpu_j: fleet.gpu_j * fraction,
+                baseline_j: fleet.baseline_j * fraction,
+                carbon_kg: fleet.carbon_kg * fraction,
+                rent_usd: fleet.rent_usd * fraction,
                 replica_s: (0..c.pools.len()).filter(|&p| serving(p)).map(|p| provisioned_s[p]).sum(),
                 preemptions: stats.requests_preemptions,
                 gpu_failures: (0..c.pools.len())

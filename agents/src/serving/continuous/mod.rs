@@ -23,7 +23,7 @@ use crate::arrivals::{ArrivalGenerator, ArrivalProcess};
 use crate::error::RunError;
 use crate::failures::{DOWN_POWER_W, FAILURE_STREAM_BASE, Lifecycle, first_failure};
 use crate::llm::kv::{Chain, Segment, chain_hash};
-use crate::llm::{Replica, Sequence, StepTime, TokenEvent};
+use crate::llm::{Replica, Sequence, StepModel, StepTime, TokenEvent};
 use crate::min_index::MinIndex;
 use crate::power::{J_PER_KWH, PowerMeter};
 use crate::requests::{RequestOutcome, RequestRecord, TokenSampler, draw_request};
@@ -610,11 +610,16 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             self.off_if_drained(r, now);
             return Ok(());
         };
-        let (gpu_s, outside) = pool.step_model.timed(&shape);
-        let host_s = pool.step_overhead_s + pool.step_overhead_per_seq_s * f64::from(shape.sequences());
         // Each GPU draws for what the step asks of it (the roofline's demand, whatever
-        // timed the step), at most its board limit; under a cap, the step may slow.
+        // times the step), at most its board limit; under a cap, the step may slow. A
+        // roofline-timed step's time is that demand's (the same roofline), not
+        // computed twice.
         let demand = pool.demand.demand(&shape);
+        let (gpu_s, outside) = match &pool.step_model {
+            StepModel::Roofline(_) => (demand.roofline_s(), false),
+            other => other.timed(&shape),
+        };
+        let host_s = pool.step_overhead_s + pool.step_overhead_per_seq_s * f64::from(shape.sequences());
         let (step_s, gpu_w, throttled) = match pool.power_cap_w {
             None => (gpu_s + host_s, pool.gpu.step_power_w(&demand, gpu_s + host_s).min(pool.gpu.tdp_w), false),
             Some(cap_w) => {
