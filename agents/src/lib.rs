@@ -24,6 +24,7 @@
 
 pub mod arrivals;
 pub mod distributions;
+pub mod drift;
 pub mod error;
 pub mod failures;
 pub mod feedback;

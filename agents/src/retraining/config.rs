@@ -1,10 +1,9 @@
 //! Configuration of the drift-and-retraining world, validated before a run.
 
-use rand_distr::{Gamma, LogNormal};
 use serde::{Deserialize, Serialize};
 
 use crate::arrivals::ArrivalProcess;
-use crate::distributions::lognormal_from_mean_cv;
+pub use crate::drift::{Drift, DriftDistribution, DriftSampler, LossFunction, Monitor, Policy, Quality, Signal};
 use crate::failures::Failures;
 use crate::grid::CarbonIntensity;
 
@@ -51,139 +50,6 @@ pub struct Fleet {
     pub failures: Option<Failures>,
 }
 
-/// The drift each served request adds to the model's loss.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Drift {
-    /// Mean drift per served request (loss units).
-    pub per_request: f64,
-    /// How the drift of one request is distributed around its mean.
-    pub distribution: DriftDistribution,
-    /// Loss at time zero.
-    pub initial_loss: f64,
-    /// A loss above this (or a non-finite value anywhere in the model state) is a
-    /// runaway: the replication stops and is flagged `diverged`.
-    pub diverge_above: f64,
-}
-
-/// The distribution of one request's drift, with mean [`Drift::per_request`].
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum DriftDistribution {
-    /// Exactly the mean.
-    Constant,
-    /// Gamma with this coefficient of variation (shape 1/cv^2).
-    Gamma {
-        /// Standard deviation over mean, > 0.
-        cv: f64,
-    },
-    /// Log-normal with this coefficient of variation.
-    LogNormal {
-        /// Standard deviation over mean, > 0.
-        cv: f64,
-    },
-}
-
-/// Quality of the model's answers as a function of its loss, in [0, 1].
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Quality {
-    /// 1 at `best_loss` or below, 0 at `worst_loss` or above, linear between.
-    Linear {
-        /// Loss of a perfect model.
-        best_loss: f64,
-        /// Loss of a useless one.
-        worst_loss: f64,
-    },
-    /// `exp(-loss)`: the inverse of perplexity, for a cross-entropy loss.
-    InversePerplexity,
-}
-
-impl Quality {
-    /// The quality at `loss`.
-    pub fn at(&self, loss: f64) -> f64 {
-        match *self {
-            Quality::Linear { best_loss, worst_loss } => {
-                ((worst_loss - loss) / (worst_loss - best_loss)).clamp(0.0, 1.0)
-            }
-            Quality::InversePerplexity => (-loss).exp(),
-        }
-    }
-}
-
-/// The monitoring controller: when it looks and what it decides.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Monitor {
-    /// The decision rule.
-    pub policy: Policy,
-    /// Upper bound of the loss band.
-    pub upper: f64,
-    /// Lower bound of the loss band.
-    pub lower: f64,
-    /// Time between ticks (h); the model file's Euler step.
-    pub interval_h: f64,
-    /// What the controller watches: the loss against [lower, upper], or users' scores.
-    pub signal: Signal,
-}
-
-/// What tells the controller that the model is bad, and good again.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub enum Signal {
-    /// The loss: bad above `monitor.upper`, good again below `monitor.lower`.
-    #[default]
-    Loss,
-    /// The inference confidence score: a share of served requests get a user score
-    /// from 1 to 5 (round(1 + 4 x (quality + noise)), quality from the loss at the
-    /// time); each tick averages the scores of its interval. Bad below `start_below`,
-    /// good again above `stop_above`. The controller sees quality only through users,
-    /// late and noisy.
-    Ics {
-        /// ICS under which retraining starts.
-        start_below: f64,
-        /// ICS over which a campaign stops.
-        stop_above: f64,
-        /// Share of served requests that get a score.
-        fraction: f64,
-        /// Noise on a user's perception of quality (before scaling to 1..5).
-        noise_sd: f64,
-    },
-}
-
-/// When retraining starts and stops.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Policy {
-    /// The Vensim model's rules exactly: `loss monitoring` is +0.5 above the band,
-    /// -0.5 below it, 0 inside; training GPUs are a continuous stock adjusted by it;
-    /// the loss function applies while monitoring is positive.
-    Vensim,
-    /// Start a campaign of back-to-back jobs when a tick sees the loss above `upper`;
-    /// keep starting jobs until one finishes with the loss below `lower`.
-    Hysteresis,
-    /// Start a job every `period_h`, whatever the loss.
-    Periodic {
-        /// Time between job starts (h).
-        period_h: f64,
-    },
-    /// Like hysteresis, but once triggered wait for grid intensity at or below the
-    /// threshold, never longer than `deadline_h` after the trigger.
-    CarbonAware {
-        /// Start as soon as a tick sees intensity at or below this (kg CO2e/kWh).
-        threshold_kg_per_kwh: f64,
-        /// Longest wait after the trigger (h).
-        deadline_h: f64,
-    },
-}
-
-impl Policy {
-    /// The policy's name as scenarios spell it.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Policy::Vensim => "vensim",
-            Policy::Hysteresis => "hysteresis",
-            Policy::Periodic { .. } => "periodic",
-            Policy::CarbonAware { .. } => "carbon_aware",
-        }
-    }
-}
-
 /// Where retraining jobs get their GPUs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum TrainingPool {
@@ -193,30 +59,6 @@ pub enum TrainingPool {
     Dedicated {
         /// GPUs in the pool.
         gpus: u32,
-    },
-}
-
-/// How retraining lowers the loss.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum LossFunction {
-    /// The model file's: a change of `scale x (ln D - offset) / D^2` for D samples
-    /// (per hour of retraining under the `vensim` policy, per job otherwise).
-    Vensim {
-        /// 3398 in the model file.
-        scale: f64,
-        /// 1400 in the model file.
-        offset: f64,
-    },
-    /// A finished job sets the loss to `a x D^-b + c`, D being every sample trained
-    /// on so far (`base_samples` plus each finished job's); drift since is undone.
-    PowerLaw {
-        /// Scale.
-        a: f64,
-        /// Exponent.
-        b: f64,
-        /// Irreducible loss.
-        c: f64,
     },
 }
 
@@ -273,14 +115,6 @@ pub struct Prices {
 
 use crate::error::ConfigError;
 
-/// A ready-to-draw drift distribution.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum DriftSampler {
-    Constant(f64),
-    Gamma(Gamma<f64>),
-    LogNormal(LogNormal<f64>),
-}
-
 impl RetrainingConfig {
     /// Checks every value; the error names the key and the allowed range.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -303,64 +137,13 @@ impl RetrainingConfig {
         if let Some(f) = self.fleet.failures {
             f.validate().map_err(|e| e.within("fleet.failures"))?;
         }
-        let d = &self.drift;
-        if !finite_non_neg(d.per_request) {
-            bad("drift.per_request", d.per_request, "a finite number >= 0")?;
+        self.drift.validate("drift")?;
+        if self.drift.per_token != 0.0 {
+            bad("drift.per_token", self.drift.per_token, "0: this world's requests have no tokens (use per_request)")?;
         }
-        match d.distribution {
-            DriftDistribution::Constant => {}
-            DriftDistribution::Gamma { cv } | DriftDistribution::LogNormal { cv } => {
-                if !(finite_pos(cv) && (1e-3..=100.0).contains(&cv)) {
-                    bad("drift.cv", cv, "a number from 0.001 to 100 for gamma and lognormal drift")?;
-                }
-            }
-        }
-        if !d.initial_loss.is_finite() {
-            bad("drift.initial_loss", d.initial_loss, "a finite number")?;
-        }
-        if !(d.diverge_above.is_finite() && d.diverge_above > d.initial_loss) {
-            bad("drift.diverge_above", d.diverge_above, "a finite number above drift.initial_loss")?;
-        }
-        if let Quality::Linear { best_loss, worst_loss } = self.quality
-            && !(best_loss.is_finite() && worst_loss.is_finite() && worst_loss > best_loss)
-        {
-            bad("quality.worst_loss", worst_loss, "a finite number above quality.best_loss")?;
-        }
+        self.quality.validate("quality")?;
+        self.monitor.validate("monitor")?;
         let m = &self.monitor;
-        if !finite_pos(m.interval_h) {
-            bad("monitor.interval_h", m.interval_h, "a finite number of hours > 0")?;
-        }
-        if !(m.lower.is_finite() && m.upper.is_finite() && m.lower <= m.upper) {
-            bad("monitor.lower", m.lower, "a finite number at most monitor.upper")?;
-        }
-        if let Signal::Ics { start_below, stop_above, fraction, noise_sd } = m.signal {
-            if !(1.0..=5.0).contains(&start_below) {
-                bad("monitor.ics_start_below", start_below, "a score from 1 to 5")?;
-            }
-            if !(start_below..=5.0).contains(&stop_above) {
-                bad("monitor.ics_stop_above", stop_above, "a score from monitor.ics_start_below to 5")?;
-            }
-            if !(fraction > 0.0 && fraction <= 1.0) {
-                bad("monitor.feedback_fraction", fraction, "a share in (0, 1]")?;
-            }
-            if !finite_non_neg(noise_sd) {
-                bad("monitor.feedback_noise_sd", noise_sd, "a finite number >= 0")?;
-            }
-        }
-        match m.policy {
-            Policy::Periodic { period_h } if !finite_pos(period_h) => {
-                bad("monitor.period_h", period_h, "a finite number of hours > 0")?;
-            }
-            Policy::CarbonAware { threshold_kg_per_kwh, deadline_h } => {
-                if !finite_non_neg(threshold_kg_per_kwh) {
-                    bad("monitor.threshold_kg_per_kwh", threshold_kg_per_kwh, "a finite number >= 0")?;
-                }
-                if !finite_non_neg(deadline_h) {
-                    bad("monitor.deadline_h", deadline_h, "a finite number of hours >= 0")?;
-                }
-            }
-            _ => {}
-        }
         let t = &self.training;
         if t.gpus_per_job == 0 {
             bad("training.gpus_per_job", 0, "an integer >= 1")?;
@@ -383,18 +166,7 @@ impl RetrainingConfig {
         if !finite_pos(t.base_samples) {
             bad("training.base_samples", t.base_samples, "a finite number > 0")?;
         }
-        match t.loss {
-            LossFunction::Vensim { scale, offset } => {
-                if !(scale.is_finite() && offset.is_finite()) {
-                    bad("training.loss.scale", scale, "finite scale and offset")?;
-                }
-            }
-            LossFunction::PowerLaw { a, b, c } => {
-                if !(finite_non_neg(a) && finite_non_neg(b) && c.is_finite()) {
-                    bad("training.loss.a", a, "a >= 0, b >= 0 and c finite")?;
-                }
-            }
-        }
+        t.loss.validate("training.loss")?;
         if m.policy == Policy::Vensim && !matches!(t.loss, LossFunction::Vensim { .. }) {
             bad("training.loss.kind", "power_law", "vensim when monitor.policy = \"vensim\"")?;
         }
@@ -428,16 +200,7 @@ impl RetrainingConfig {
     }
 
     pub(crate) fn drift_sampler(&self) -> DriftSampler {
-        let mean = self.drift.per_request;
-        match self.drift.distribution {
-            _ if mean == 0.0 => DriftSampler::Constant(0.0),
-            DriftDistribution::Constant => DriftSampler::Constant(mean),
-            DriftDistribution::Gamma { cv } => {
-                let shape = 1.0 / (cv * cv);
-                DriftSampler::Gamma(Gamma::new(shape, mean / shape).expect("validated gamma drift"))
-            }
-            DriftDistribution::LogNormal { cv } => DriftSampler::LogNormal(lognormal_from_mean_cv(mean, cv)),
-        }
+        self.drift.sampler(self.drift.per_request)
     }
 
     /// GPUs that exist: the fleet plus any dedicated training pool.
@@ -458,6 +221,7 @@ impl RetrainingConfig {
             arrivals: ArrivalProcess::Deterministic { rate_per_s: 0.155, first_gap_fraction: 0.5 },
             fleet: Fleet { gpus: 16, service_s: 0.0, service_cv: 0.0, failures: None },
             drift: Drift {
+                per_token: 0.0,
                 per_request: 1e-6,
                 distribution: DriftDistribution::Constant,
                 initial_loss: 1.931,

@@ -6,8 +6,8 @@ use infersim_engine::Observer;
 use serde::Deserialize;
 
 use super::{
-    Drift, DriftDistribution, Energy, Fleet, LossFunction, Monitor, Policy, Prices, Quality, RetrainingConfig,
-    RetrainingRequest, RetrainingSample, Signal, Training, TrainingPool, build_retraining, finish_retraining,
+    Energy, Fleet, LossFunction, Prices, Quality, RetrainingConfig, RetrainingRequest, RetrainingSample, Training,
+    TrainingPool, build_retraining, finish_retraining,
 };
 use crate::arrivals::ArrivalProcess;
 use crate::error::{ConfigError, RunError};
@@ -21,62 +21,14 @@ use crate::world::{Charts, DistributionChart, Estimate, Metrics, Note, Replicati
 pub struct RetrainingFile {
     arrivals: ArrivalProcess,
     fleet: Fleet,
-    drift: DriftTable,
+    drift: crate::drift::DriftTable,
     quality: Quality,
-    monitor: MonitorTable,
+    monitor: crate::drift::MonitorTable,
     training: TrainingTable,
     energy: Energy,
     grid: CarbonIntensity,
     prices: Prices,
     simulation: Window,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DriftTable {
-    per_request: f64,
-    #[serde(default = "default_drift_distribution")]
-    distribution: String,
-    cv: Option<f64>,
-    initial_loss: f64,
-    #[serde(default = "default_diverge_above")]
-    diverge_above: f64,
-}
-
-fn default_drift_distribution() -> String {
-    "constant".into()
-}
-
-fn default_diverge_above() -> f64 {
-    10.0
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MonitorTable {
-    policy: String,
-    upper: f64,
-    lower: f64,
-    #[serde(default = "default_interval_h")]
-    interval_h: f64,
-    period_h: Option<f64>,
-    threshold_kg_per_kwh: Option<f64>,
-    deadline_h: Option<f64>,
-    #[serde(default = "default_signal")]
-    signal: String,
-    ics_start_below: Option<f64>,
-    ics_stop_above: Option<f64>,
-    feedback_fraction: Option<f64>,
-    #[serde(default)]
-    feedback_noise_sd: f64,
-}
-
-fn default_signal() -> String {
-    "loss".into()
-}
-
-fn default_interval_h() -> f64 {
-    1.0
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -145,55 +97,8 @@ impl World for RetrainingWorld {
             ConfigError::invalid(key, value, allowed.to_string())
         };
         let (d, m, t) = (&file.drift, &file.monitor, &file.training);
-        let need = |key: &str, v: Option<f64>, policy: &str| {
-            v.ok_or_else(|| invalid(key, &"(missing)", &format!("a number when monitor.policy = \"{policy}\"")))
-        };
-        let policy = match m.policy.as_str() {
-            "vensim" => Policy::Vensim,
-            "hysteresis" => Policy::Hysteresis,
-            "periodic" => Policy::Periodic { period_h: need("monitor.period_h", m.period_h, "periodic")? },
-            "carbon_aware" => Policy::CarbonAware {
-                threshold_kg_per_kwh: need("monitor.threshold_kg_per_kwh", m.threshold_kg_per_kwh, "carbon_aware")?,
-                deadline_h: need("monitor.deadline_h", m.deadline_h, "carbon_aware")?,
-            },
-            other => {
-                return Err(invalid("monitor.policy", &other, "one of vensim, hysteresis, periodic, carbon_aware"));
-            }
-        };
-        let ics_key = |key: &str, v: Option<f64>| {
-            v.ok_or_else(|| invalid(key, &"(missing)", "a number when monitor.signal = \"ics\""))
-        };
-        let signal = match m.signal.as_str() {
-            "loss" => {
-                for (key, v) in [
-                    ("monitor.ics_start_below", m.ics_start_below),
-                    ("monitor.ics_stop_above", m.ics_stop_above),
-                    ("monitor.feedback_fraction", m.feedback_fraction),
-                ] {
-                    if let Some(v) = v {
-                        return Err(invalid(key, &v, "no value unless monitor.signal = \"ics\""));
-                    }
-                }
-                Signal::Loss
-            }
-            "ics" => Signal::Ics {
-                start_below: ics_key("monitor.ics_start_below", m.ics_start_below)?,
-                stop_above: ics_key("monitor.ics_stop_above", m.ics_stop_above)?,
-                fraction: ics_key("monitor.feedback_fraction", m.feedback_fraction)?,
-                noise_sd: m.feedback_noise_sd,
-            },
-            other => return Err(invalid("monitor.signal", &other, "loss or ics")),
-        };
-        let distribution = match (d.distribution.as_str(), d.cv) {
-            ("constant", None) => DriftDistribution::Constant,
-            ("gamma", Some(cv)) => DriftDistribution::Gamma { cv },
-            ("lognormal", Some(cv)) => DriftDistribution::LogNormal { cv },
-            ("gamma" | "lognormal", None) => {
-                return Err(invalid("drift.cv", &"(missing)", "a number > 0 for gamma and lognormal drift"));
-            }
-            ("constant", Some(cv)) => return Err(invalid("drift.cv", &cv, "no value for constant drift")),
-            (other, _) => return Err(invalid("drift.distribution", &other, "one of constant, gamma, lognormal")),
-        };
+        let drift = d.resolve("drift")?;
+        let monitor = m.resolve("monitor", &["vensim", "hysteresis", "periodic", "carbon_aware"])?;
         let gpus = |key: &str, v: i64| {
             u32::try_from(v).ok().filter(|&n| n >= 1).ok_or_else(|| invalid(key, &v, "an integer from 1 to 4294967295"))
         };
@@ -219,28 +124,23 @@ impl World for RetrainingWorld {
         grid.load("grid", inputs)?;
         file.simulation.no_warmup()?;
         let duration_s = file.simulation.duration_s()?;
-        if !(m.interval_h.is_finite()
-            && m.interval_h > 0.0
-            && m.interval_h * 3600.0 <= crate::world::MAX_DURATION_S
-            && duration_s / (m.interval_h * 3600.0) <= MAX_TICKS)
+        if !(monitor.interval_h.is_finite()
+            && monitor.interval_h > 0.0
+            && monitor.interval_h * 3600.0 <= crate::world::MAX_DURATION_S
+            && duration_s / (monitor.interval_h * 3600.0) <= MAX_TICKS)
         {
             return Err(invalid(
                 "monitor.interval_h",
-                &m.interval_h,
+                &monitor.interval_h,
                 "hours > 0, at most 100 years and at least the run's length / 10,000,000 (more ticks would not end)",
             ));
         }
         let config = RetrainingConfig {
             arrivals,
             fleet: file.fleet,
-            drift: Drift {
-                per_request: d.per_request,
-                distribution,
-                initial_loss: d.initial_loss,
-                diverge_above: d.diverge_above,
-            },
+            drift,
             quality: file.quality,
-            monitor: Monitor { policy, upper: m.upper, lower: m.lower, interval_h: m.interval_h, signal },
+            monitor,
             training: Training {
                 pool,
                 gpus_per_job: gpus("training.gpus_per_job", t.gpus_per_job)?,

@@ -47,11 +47,9 @@ mod failures;
 mod file;
 mod results;
 mod training;
-use config::DriftSampler;
-pub use config::{
-    Drift, DriftDistribution, Energy, Fleet, LossFunction, Monitor, Policy, Prices, Quality, RetrainingConfig, Signal,
-    Training, TrainingPool,
-};
+use crate::drift::DriftSampler;
+pub use crate::drift::{Drift, DriftDistribution, LossFunction, Monitor, Policy, Quality, Signal};
+pub use config::{Energy, Fleet, Prices, RetrainingConfig, Training, TrainingPool};
 pub use file::{RetrainingFile, RetrainingWorld};
 pub use results::RetrainingRun;
 
@@ -424,11 +422,7 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
         ctx: &mut Context<'_, RetrainingEvent>,
     ) {
         let now = ctx.now();
-        let drift = match self.drift {
-            DriftSampler::Constant(x) => x,
-            DriftSampler::Gamma(d) => d.sample(ctx.rng(DRIFT_STREAM)),
-            DriftSampler::LogNormal(d) => d.sample(ctx.rng(DRIFT_STREAM)),
-        };
+        let drift = self.drift.draw(ctx.rng(DRIFT_STREAM));
         let loss = self.loss;
         if let Signal::Ics { fraction, noise_sd, .. } = self.config.monitor.signal {
             let quality = self.config.quality.at(loss);

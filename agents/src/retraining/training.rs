@@ -80,15 +80,7 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
         self.stats.retrain_completed += 1;
         let t = &self.config.training;
         self.processed_data += t.samples_per_job;
-        match t.loss {
-            LossFunction::Vensim { scale, offset } => {
-                let d = t.samples_per_job;
-                self.loss += scale * (d.ln() - offset) / (d * d);
-            }
-            LossFunction::PowerLaw { a, b, c } => {
-                self.loss = self.loss.min(a * self.processed_data.powf(-b) + c);
-            }
-        }
+        self.loss = t.loss.after_job(self.loss, t.samples_per_job, self.processed_data);
         // A campaign goes on until a job leaves the loss below the lower bound.
         if self.campaign {
             if self.below_band() {
