@@ -126,6 +126,8 @@ pub enum Signal {
 /// When retraining starts and stops.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Policy {
+    /// Never retrain: the monitor only watches (the baseline a sweep compares with).
+    None,
     /// The Vensim model's rules exactly: `loss monitoring` is +0.5 above the band,
     /// -0.5 below it, 0 inside; training GPUs are a continuous stock adjusted by it;
     /// the loss function applies while monitoring is positive.
@@ -152,6 +154,7 @@ impl Policy {
     /// The policy's name as scenarios spell it.
     pub fn name(&self) -> &'static str {
         match self {
+            Policy::None => "none",
             Policy::Vensim => "vensim",
             Policy::Hysteresis => "hysteresis",
             Policy::Periodic { .. } => "periodic",
@@ -461,6 +464,7 @@ impl MonitorTable {
             name if !policies.contains(&name) => {
                 return Err(ConfigError::invalid(k("policy"), name, format!("one of {}", policies.join(", "))));
             }
+            "none" => Policy::None,
             "vensim" => Policy::Vensim,
             "hysteresis" => Policy::Hysteresis,
             "periodic" => Policy::Periodic { period_h: need("period_h", self.period_h)? },

@@ -509,6 +509,7 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
             self.end_job(ctx)?;
         }
         match self.config.monitor.policy {
+            Policy::None => {}
             Policy::Vensim => self.vensim_step(now),
             Policy::Hysteresis => {
                 if !self.campaign && self.above_band() {

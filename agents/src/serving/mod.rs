@@ -70,6 +70,10 @@ pub struct ServingSample {
     /// The pool the row describes (an index in the pools), for fleets of several
     /// pools; `None` for the whole fleet.
     pub part: Option<u16>,
+    /// A fleet with a drifting model: its loss (the fleet's row only).
+    pub loss: Option<f64>,
+    /// A fleet with a drifting model: replicas training now.
+    pub replicas_training: Option<u32>,
 }
 
 /// `[serving.prices]`, the same for both engines.
@@ -349,6 +353,7 @@ impl World for ServingWorld {
             ("llm-fleet", include_str!("../../../data/scenarios/llm-fleet.toml")),
             ("mooncake-replay", include_str!("../../../data/scenarios/mooncake-replay.toml")),
             ("hetero-fleet", include_str!("../../../data/scenarios/hetero-fleet.toml")),
+            ("fleet-retraining", include_str!("../../../data/scenarios/fleet-retraining.toml")),
             ("closed-loop-h100", include_str!("../../../data/scenarios/closed-loop-h100.toml")),
         ]
     }
@@ -408,4 +413,6 @@ crate::trace_row!(ServingSample, |s| {
     gpu_power_w: Option<f64> = s.gpu_power_w,
     replicas: Option<u32> = s.replicas,
     part: Option<Label> = s.part.map(Label),
+    loss: Option<f64> = s.loss,
+    replicas_training: Option<u32> = s.replicas_training,
 });

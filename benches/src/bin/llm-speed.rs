@@ -102,6 +102,7 @@ fn config(
         warmup_s: 0.0,
         measured: None,
         disaggregation: None,
+        retraining: None,
     }
 }
 

@@ -348,6 +348,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> BatchedServing<O, S
                 gpu_power_w: None,
                 replicas: None,
                 part: None,
+                loss: None,
+                replicas_training: None,
             });
         }
     }

@@ -22,6 +22,12 @@ pub(super) enum Mode {
     Draining,
     /// Not provisioned.
     Off,
+    /// A training pool's replica between jobs: provisioned, idle, serving nothing.
+    Reserved,
+    /// Taken by a retraining job: no new requests; it trains once drained.
+    ToTrain,
+    /// Training.
+    Training,
 }
 
 /// An autoscaled pool's state between decisions.
@@ -168,7 +174,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         }
     }
 
-    fn set_mode(&mut self, r: usize, mode: Mode) {
+    pub(super) fn set_mode(&mut self, r: usize, mode: Mode) {
         let was_serving = self.replicas[r].mode == Mode::Serving;
         self.replicas[r].mode = mode;
         match (was_serving, mode == Mode::Serving) {

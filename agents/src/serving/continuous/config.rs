@@ -165,6 +165,9 @@ pub enum PoolRole {
     Prefill,
     /// The tokens after the first, from a prefill pool's KV cache.
     Decode,
+    /// No requests: its GPUs run the drifting model's retraining jobs
+    /// (`training.pool = "dedicated"`).
+    Training,
 }
 
 /// A pool of identical replicas: one GPU type, one model, one tensor-parallel size,
@@ -339,6 +342,8 @@ pub struct LlmServingConfig {
     pub measured: Option<Measured>,
     /// Separate prefill and decode replicas of a single pool; none by default.
     pub disaggregation: Option<Disaggregation>,
+    /// A served model that drifts and is retrained; none by default.
+    pub retraining: Option<super::FleetRetraining>,
 }
 
 impl LlmServingConfig {
@@ -360,7 +365,7 @@ impl LlmServingConfig {
     /// The names the pools serve, in order of first appearance.
     pub fn served_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = Vec::new();
-        for p in &self.pools {
+        for p in self.pools.iter().filter(|p| p.role != PoolRole::Training) {
             if !names.contains(&p.serves.as_str()) {
                 names.push(&p.serves);
             }
@@ -370,7 +375,7 @@ impl LlmServingConfig {
 
     /// Whether any pool prefills or decodes only.
     pub fn has_roles(&self) -> bool {
-        self.pools.iter().any(|p| p.role != PoolRole::Mixed)
+        self.pools.iter().any(|p| matches!(p.role, PoolRole::Prefill | PoolRole::Decode))
     }
 
     /// Prefill and decode: the one pool's split, or pools of both roles for every
@@ -379,7 +384,8 @@ impl LlmServingConfig {
         let roles = self.has_roles();
         if roles {
             for name in self.served_names() {
-                let serving: Vec<&LlmPool> = self.pools.iter().filter(|p| p.serves == name).collect();
+                let serving: Vec<&LlmPool> =
+                    self.pools.iter().filter(|p| p.serves == name && p.role != PoolRole::Training).collect();
                 let has = |role: PoolRole| serving.iter().any(|p| p.role == role);
                 let split = has(PoolRole::Prefill) || has(PoolRole::Decode);
                 if let Some(p) = serving.iter().find(|p| p.role == PoolRole::Mixed).filter(|_| split) {

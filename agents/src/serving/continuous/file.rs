@@ -5,8 +5,10 @@
 use serde::Deserialize;
 
 use super::pools::{AutoscaleTable, OnePool, PoolDefaults, PoolTable};
+use super::retraining::{RetrainingTables, TrainingTable};
 use super::{Disaggregation, LlmPool, LlmRouting, LlmServingConfig, Measured};
 use crate::arrivals::ArrivalProcess;
+use crate::drift::{DriftTable, MonitorTable, Quality};
 use crate::error::ConfigError;
 use crate::grid::CarbonIntensity;
 use crate::input::{DataTable, Inputs};
@@ -43,6 +45,10 @@ pub(crate) struct ContinuousTable {
     power: Power,
     grid: CarbonIntensity,
     prices: Prices,
+    drift: Option<DriftTable>,
+    quality: Option<Quality>,
+    monitor: Option<MonitorTable>,
+    training: Option<TrainingTable>,
 }
 
 /// `[serving.power]` of the continuous engine: GPU power comes from the GPU's
@@ -348,7 +354,7 @@ pub(crate) fn resolve(
         None | Some("") => None,
         Some(path) => Some(read_measured(&inputs.table("serving.measured", path)?, warmup_s, duration_s)?),
     };
-    let config = LlmServingConfig {
+    let mut config = LlmServingConfig {
         arrivals,
         tasks: s.tasks.clone(),
         routing: s.routing,
@@ -362,6 +368,7 @@ pub(crate) fn resolve(
         warmup_s,
         measured,
         disaggregation: s.disaggregation,
+        retraining: None,
     };
     config.validate().map_err(|e| {
         e.rekey(|key| match key {
@@ -369,6 +376,8 @@ pub(crate) fn resolve(
             other => format!("serving.{other}"),
         })
     })?;
+    let tables = RetrainingTables { drift: s.drift, quality: s.quality, monitor: s.monitor, training: s.training };
+    config.retraining = tables.resolve(&config.pools, &config.served_names())?;
     Ok(config)
 }
 

@@ -210,6 +210,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             gpu_power_w: Some(gpu_w),
             replicas: Some(provisioned),
             part: pool.map(|p| p as u16),
+            loss: self.retrainer.as_ref().filter(|_| pool.is_none()).map(|rt| rt.loss()),
+            replicas_training: self.replicas_training(pool),
         }
     }
 

@@ -34,6 +34,7 @@ mod config;
 mod file;
 mod measures;
 mod pools;
+mod retraining;
 mod routing;
 mod sessions;
 use autoscale::{Mode, Scaler};
@@ -44,11 +45,16 @@ pub(crate) use file::{ContinuousTable, resolve};
 pub use file::{VllmRecord, read_measured, vllm_makespan_s, vllm_samples};
 pub use measures::ContinuousRun;
 pub use pools::DEFAULT_GPUS_PER_NODE;
+use retraining::Retrainer;
+pub use retraining::{DRIFT_STREAM, FleetRetraining, FleetTraining, TRAINING_MFU, TRAINING_POWER_SHARE, TrainingPlace};
 use routing::Routed;
 use sessions::Session;
 
 /// The routing key of a replica that is down: above any load.
 const DOWN: u64 = u32::MAX as u64 - 1;
+
+/// The group of a replica that takes no requests (a training pool's).
+const NO_GROUP: u32 = u32::MAX;
 
 /// The events of the continuous engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -75,6 +81,12 @@ pub(crate) enum LlmEvent {
     Autoscale(u16),
     /// A replica has finished its cold start.
     Started(u32),
+    /// The drifting model's monitor looks at its loss.
+    Monitor,
+    /// The retraining job has trained.
+    TrainingDone,
+    /// A carbon-aware wait for low-carbon hours reaches its deadline.
+    CarbonDeadline,
 }
 
 /// A request in flight.
@@ -258,6 +270,8 @@ pub(crate) struct LlmServing<'c, O, S> {
     group_models: Vec<usize>,
     /// Sequences a step admits for the first time (kept to reuse its allocation).
     admitted: Vec<(Id<LlmRequest>, u32)>,
+    /// The drifting model and its retraining, if the scenario has one.
+    retrainer: Option<Retrainer>,
 }
 
 impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, O, S> {
@@ -279,15 +293,23 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             .collect();
         let mut replicas = Vec::with_capacity(config.replicas() as usize);
         let (mut first_node, mut first_gpu, mut idle_w, mut not_serving) = (0, 0, 0.0, 0);
+        // Training pools are provisioned only for dedicated jobs: with shared ones they
+        // are left out (neither drawn nor paid), so that one scenario can sweep where
+        // training runs.
+        let reserved =
+            config.retraining.as_ref().is_some_and(|rt| matches!(rt.training.place, TrainingPlace::Dedicated { .. }));
         for (p, pool) in config.pools.iter().enumerate() {
-            let serving = pool.autoscale.map_or(pool.replicas, |a| a.initial_replicas);
+            let serving = match pool.role {
+                PoolRole::Training if !reserved => 0,
+                _ => pool.autoscale.map_or(pool.replicas, |a| a.initial_replicas),
+            };
             for local in 0..pool.replicas {
                 let on = local < serving;
-                not_serving += u32::from(!on);
+                not_serving += u32::from(!on || pool.role == PoolRole::Training);
                 replicas.push(ReplicaState {
                     engine: Replica::new(pool.limits),
                     pool: p as u16,
-                    group: 0,
+                    group: NO_GROUP,
                     in_group: 0,
                     node: first_node + pool.node_of(local),
                     first_gpu: first_gpu + local * pool.tp,
@@ -297,7 +319,11 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
                     prefill: pool.role == PoolRole::Prefill
                         || config.disaggregation.and_then(|d| d.prefill_replicas).is_some_and(|k| local < k),
                     link_free: SimTime::ZERO,
-                    mode: if on { Mode::Serving } else { Mode::Off },
+                    mode: match (pool.role, on) {
+                        (PoolRole::Training, true) => Mode::Reserved,
+                        (_, true) => Mode::Serving,
+                        (_, false) => Mode::Off,
+                    },
                     provisioned_since: on.then_some(SimTime::ZERO),
                     provisioned_s: 0.0,
                 });
@@ -365,13 +391,20 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
                 .collect(),
             group_models,
             admitted: Vec::new(),
+            retrainer: config.retraining.as_ref().map(Retrainer::new).transpose()?,
         })
     }
 
     fn start(&mut self, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
         match self.config.arrivals {
             ArrivalProcess::Closed { concurrency, requests, .. } => {
-                let seats = self.config.pools.iter().map(|p| p.limits.max_num_seqs * p.replicas).sum();
+                let seats = self
+                    .config
+                    .pools
+                    .iter()
+                    .filter(|p| p.role != PoolRole::Training)
+                    .map(|p| p.limits.max_num_seqs * p.replicas)
+                    .sum();
                 let clients = concurrency.unwrap_or(seats);
                 for client in 0..u64::from(clients).min(requests) as u32 {
                     ctx.schedule(SimTime::ZERO, LlmEvent::ClientSends(client))?;
@@ -389,7 +422,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             self.refresh_load(r);
         }
         self.start_autoscalers(ctx)?;
-        Ok(())
+        self.start_monitor(ctx)
     }
 
     /// Schedules replica `r`'s next failure, if it falls before arrivals stop: each of
@@ -604,10 +637,15 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         // The step took its blocks.
         self.refresh_committed(r);
         let Some(shape) = scheduled else {
-            if matches!(self.replicas[r].mode, Mode::Serving | Mode::Draining) {
+            if matches!(self.replicas[r].mode, Mode::Serving | Mode::Draining | Mode::ToTrain) {
                 self.set_power(now, r, idle_w);
             }
             self.off_if_drained(r, now);
+            if self.replicas[r].mode == Mode::ToTrain
+                && self.replicas[r].engine.waiting() + self.replicas[r].engine.running() == 0
+            {
+                self.train(r, ctx)?;
+            }
             return Ok(());
         };
         // Each GPU draws for what the step asks of it (the roofline's demand, whatever
@@ -692,8 +730,13 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             let request = &mut self.requests[id];
             if request.first_token.is_none() {
                 request.first_token = Some(now);
-                let ttft_s = (now - request.arrival).as_secs_f64();
-                self.note_ttft(r, ttft_s);
+                let ttft = now - request.arrival;
+                self.note_ttft(r, ttft.as_secs_f64());
+                if let Some(rt) = self.retrainer.as_mut()
+                    && self.requests[id].arrival >= self.warmup
+                {
+                    rt.note_ttft(ttft);
+                }
             }
             let request = &mut self.requests[id];
             request.preemptions = preemptions;
@@ -748,6 +791,12 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
                 }
             }
         });
+        if counted
+            && good
+            && let Some(rt) = self.retrainer.as_mut()
+        {
+            rt.note_good();
+        }
         Ok(slo_met)
     }
 
@@ -768,6 +817,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let mut slo_met = false;
         if outcome == RequestOutcome::Served {
             slo_met = self.count_served(&r, now, counted)?;
+            self.served_drifts(usize::from(r.model), r.output, counted, ctx);
         } else if counted {
             self.tally(true, self.pool_of(r.replica), Some(usize::from(r.model)), |s| match outcome {
                 RequestOutcome::TimedOut => s.timed_out += 1,
@@ -964,8 +1014,12 @@ fn routing_groups(config: &LlmServingConfig, replicas: &mut [ReplicaState]) -> G
     let n = replicas.len() as u32;
     let (mut members, mut models, mut decode, mut first) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, name) in config.served_names().into_iter().enumerate() {
-        let serving: Vec<u32> =
-            (0..n).filter(|&r| config.pools[usize::from(replicas[r as usize].pool)].serves == name).collect();
+        let serving: Vec<u32> = (0..n)
+            .filter(|&r| {
+                let pool = &config.pools[usize::from(replicas[r as usize].pool)];
+                pool.serves == name && pool.role != PoolRole::Training
+            })
+            .collect();
         let (prefill, rest): (Vec<u32>, Vec<u32>) = serving.into_iter().partition(|&r| replicas[r as usize].prefill);
         first.push(members.len());
         if !prefill.is_empty() {
@@ -1037,6 +1091,9 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Model for LlmServin
             LlmEvent::NextTurn(session) => self.next_turn(session, ctx),
             LlmEvent::Autoscale(pool) => self.on_autoscale(usize::from(pool), ctx),
             LlmEvent::Started(r) => self.on_started(r as usize, ctx),
+            LlmEvent::Monitor => self.on_monitor(ctx),
+            LlmEvent::TrainingDone => self.on_training_done(ctx),
+            LlmEvent::CarbonDeadline => self.on_carbon_deadline(ctx),
         }
     }
 }
@@ -1076,6 +1133,10 @@ pub fn run_continuous<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
     let (end, events) = (sim.now(), sim.events_handled());
     let world = sim.model_mut();
     let mut metrics = world.results(end, events).metrics();
+    if let Some(rt) = &world.retrainer {
+        let from = world.warmup.min(end);
+        rt.add_metrics(&mut metrics, from, world.stats.last_finish.max(from), end);
+    }
     // Pools and models get tables of their own when there is more than one of either.
     let config = world.config;
     if config.pools.len() > 1 || config.served_names().len() > 1 {

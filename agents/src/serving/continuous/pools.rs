@@ -158,11 +158,12 @@ impl PoolTable {
             None | Some("mixed") => PoolRole::Mixed,
             Some("prefill") => PoolRole::Prefill,
             Some("decode") => PoolRole::Decode,
+            Some("training") => PoolRole::Training,
             Some(other) => {
                 return Err(ConfigError::invalid(
                     format!("{key}.role"),
                     other,
-                    "\"mixed\", \"prefill\" or \"decode\" (training pools are not built yet)",
+                    "\"mixed\", \"prefill\", \"decode\" or \"training\"",
                 ));
             }
         };

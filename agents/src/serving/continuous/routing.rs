@@ -5,7 +5,7 @@
 use infersim_engine::{Context, Observer};
 use rand::RngExt;
 
-use super::{DOWN, LlmEvent, LlmRouting, LlmServing, RoutingGroup};
+use super::{DOWN, LlmEvent, LlmRouting, LlmServing, NO_GROUP, RoutingGroup};
 use crate::llm::cacheable_blocks;
 use crate::llm::kv::Segment;
 use crate::requests::RequestRecord;
@@ -26,6 +26,9 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     /// Refreshes replica `r`'s routing key after its queue changed or it went down or up.
     pub(super) fn refresh_load(&mut self, r: usize) {
         let state = &self.replicas[r];
+        if state.group == NO_GROUP {
+            return;
+        }
         let key = if self.accepting(r) { (state.engine.waiting() + state.engine.running()) as u64 } else { DOWN };
         self.groups[state.group as usize].loads.set(state.in_group as usize, key);
         self.refresh_committed(r);
@@ -38,6 +41,9 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             return;
         }
         let state = &self.replicas[r];
+        if state.group == NO_GROUP {
+            return;
+        }
         let key = self.accepting(r).then(|| state.engine.committed_blocks());
         let (group, place) = (&mut self.groups[state.group as usize], state.in_group);
         let old = &mut group.committed_key[place as usize];
