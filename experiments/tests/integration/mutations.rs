@@ -27,6 +27,7 @@ fn short(name: &str) -> &'static [&'static str] {
         "closed-loop-h100" => &["serving.arrivals.requests=20", "simulation.duration_s=60"],
         "mooncake-replay" => &["simulation.duration_s=20"],
         "hetero-fleet" => &["simulation.duration_h=0.01", "simulation.warmup_s=5"],
+        "fleet-retraining" => &["simulation.duration_s=3600", "simulation.warmup_s=60"],
         other => panic!("no shortening for built-in scenario {other}"),
     }
 }

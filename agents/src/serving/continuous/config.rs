@@ -352,9 +352,24 @@ impl LlmServingConfig {
         self.pools.iter().map(|p| p.replicas).sum()
     }
 
-    /// Nodes in all.
+    /// Nodes in all, those of pools left out excepted.
     pub fn nodes(&self) -> u32 {
-        self.pools.iter().map(|p| p.nodes).sum()
+        (0..self.pools.len()).map(|p| self.pool_nodes(p)).sum()
+    }
+
+    /// Whether pool `p` is part of the fleet: a training pool is only with dedicated
+    /// retraining jobs (with shared ones it is left out, neither drawn nor paid).
+    pub fn pool_present(&self, p: usize) -> bool {
+        self.pools[p].role != PoolRole::Training
+            || self
+                .retraining
+                .as_ref()
+                .is_some_and(|rt| matches!(rt.training.place, super::TrainingPlace::Dedicated { .. }))
+    }
+
+    /// The nodes of pool `p` that draw their baseline: none for a pool left out.
+    pub fn pool_nodes(&self, p: usize) -> u32 {
+        if self.pool_present(p) { self.pools[p].nodes } else { 0 }
     }
 
     /// GPUs in all.

@@ -377,7 +377,7 @@ pub(crate) fn resolve(
         })
     })?;
     let tables = RetrainingTables { drift: s.drift, quality: s.quality, monitor: s.monitor, training: s.training };
-    config.retraining = tables.resolve(&config.pools, &config.served_names())?;
+    config.retraining = tables.resolve(&config.pools, &config.served_names(), config.duration_s)?;
     Ok(config)
 }
 

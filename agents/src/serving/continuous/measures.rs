@@ -185,7 +185,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             busy += if r.step.is_some() { config.pools[usize::from(r.pool)].tp } else { 0 };
             provisioned += u32::from(r.provisioned_since.is_some());
         }
-        let nodes = pool.map_or(config.nodes(), |p| config.pools[p].nodes);
+        let nodes = pool.map_or(config.nodes(), |p| config.pool_nodes(p));
         let baseline_w = f64::from(nodes) * config.node_baseline_w;
         let it_j = meter.energy_j_at(t, gpu_w) + baseline_w * t.as_secs_f64();
         let energy_kwh = it_j * config.pue / J_PER_KWH;
@@ -271,13 +271,13 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             let (meter, power_w) = &mut self.pool_meters[p];
             meter.hold(end, *power_w, &c.grid);
             let gpu_j = meter.energy_j_at(end, *power_w);
-            let baseline_j = f64::from(pool.nodes) * c.node_baseline_w * run_s;
+            let baseline_j = f64::from(c.pool_nodes(p)) * c.node_baseline_w * run_s;
             let (meter, power_w) = &self.pool_meters[p];
             let facility_j = (gpu_j + baseline_j) * c.pue;
             let share = Share {
                 gpu_j,
                 baseline_j,
-                carbon_kg: self.carbon_kg(end, meter, *power_w, pool.nodes, facility_j),
+                carbon_kg: self.carbon_kg(end, meter, *power_w, c.pool_nodes(p), facility_j),
                 rent_usd: self.rent_usd(p, run_s, provisioned_s[p]),
                 replica_s: provisioned_s[p],
                 preemptions: self

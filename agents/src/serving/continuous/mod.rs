@@ -296,11 +296,9 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         // Training pools are provisioned only for dedicated jobs: with shared ones they
         // are left out (neither drawn nor paid), so that one scenario can sweep where
         // training runs.
-        let reserved =
-            config.retraining.as_ref().is_some_and(|rt| matches!(rt.training.place, TrainingPlace::Dedicated { .. }));
         for (p, pool) in config.pools.iter().enumerate() {
             let serving = match pool.role {
-                PoolRole::Training if !reserved => 0,
+                PoolRole::Training if !config.pool_present(p) => 0,
                 _ => pool.autoscale.map_or(pool.replicas, |a| a.initial_replicas),
             };
             for local in 0..pool.replicas {

@@ -32,7 +32,7 @@ use crate::error::{ConfigError, hours};
 use crate::power::PowerMeter;
 use crate::requests::RequestRecord;
 use crate::serving::ServingSample;
-use crate::world::Metrics;
+use crate::world::{MAX_DURATION_S, Metrics};
 
 /// Stream of the drift each served request adds.
 pub const DRIFT_STREAM: StreamId = StreamId(4);
@@ -52,6 +52,9 @@ pub const TRAINING_MFU: f64 = 0.40;
 /// The policies a fleet's monitor runs: the retraining world's, without the Vensim
 /// model's continuous stocks, and `none`.
 const FLEET_POLICIES: [&str; 4] = ["none", "hysteresis", "periodic", "carbon_aware"];
+
+/// The most monitor ticks a run may have: beyond it a run is a hang, not a study.
+const MAX_TICKS: f64 = 1e7;
 
 /// A served model that drifts and is retrained.
 #[derive(Clone, Debug, PartialEq)]
@@ -134,7 +137,12 @@ pub(crate) struct RetrainingTables {
 impl RetrainingTables {
     /// The drifting model the tables describe, or none if none is given; all four
     /// come together.
-    pub(crate) fn resolve(self, pools: &[LlmPool], names: &[&str]) -> Result<Option<FleetRetraining>, ConfigError> {
+    pub(crate) fn resolve(
+        self,
+        pools: &[LlmPool],
+        names: &[&str],
+        duration_s: f64,
+    ) -> Result<Option<FleetRetraining>, ConfigError> {
         let given = [
             ("drift", self.drift.is_some()),
             ("quality", self.quality.is_some()),
@@ -163,6 +171,30 @@ impl RetrainingTables {
         let drift = drift.resolve("serving.drift")?;
         quality.validate("serving.quality")?;
         let monitor = monitor.resolve("serving.monitor", &FLEET_POLICIES)?;
+        // Ticks a run can have, and periods and waits its clock can hold.
+        let tick_s = monitor.interval_h * 3600.0;
+        if !((1e-3..=MAX_DURATION_S).contains(&tick_s) && duration_s / tick_s <= MAX_TICKS) {
+            return Err(ConfigError::invalid(
+                "serving.monitor.interval_h",
+                monitor.interval_h,
+                "hours from 1 ms to 100 years, and at least the run's length / 10,000,000 (more ticks would not end)",
+            ));
+        }
+        match monitor.policy {
+            Policy::Periodic { period_h }
+                if !(period_h >= monitor.interval_h && period_h * 3600.0 <= MAX_DURATION_S) =>
+            {
+                return Err(ConfigError::invalid(
+                    "serving.monitor.period_h",
+                    period_h,
+                    "hours from serving.monitor.interval_h to 100 years",
+                ));
+            }
+            Policy::CarbonAware { deadline_h, .. } if deadline_h * 3600.0 > MAX_DURATION_S => {
+                return Err(ConfigError::invalid("serving.monitor.deadline_h", deadline_h, "hours up to 100 years"));
+            }
+            _ => {}
+        }
         if monitor.signal != Signal::Loss {
             return Err(ConfigError::invalid(
                 "serving.monitor.signal",
@@ -284,8 +316,9 @@ impl TrainingTable {
                 ));
             }
         };
-        if !(job_s.is_finite() && job_s <= crate::world::MAX_DURATION_S) {
-            return Err(ConfigError::invalid(k("samples_per_job"), samples_per_job, "a job shorter than 100 years"));
+        if !(1e-3..=MAX_DURATION_S).contains(&job_s) {
+            let allowed = "a job from 1 ms to 100 years long (with the rate or work given)";
+            return Err(ConfigError::invalid(k("samples_per_job"), samples_per_job, allowed));
         }
         let share = self.gpu_power_share.unwrap_or(TRAINING_POWER_SHARE);
         if !(share > 0.0 && share <= 1.0) {
