@@ -103,6 +103,27 @@ impl DataTable {
         self.rows
     }
 
+    /// The rows for which `keep` (given a row's index) holds, in order, as a table of
+    /// the same file (row numbers and lines as in the whole table's errors).
+    pub fn rows_where(&self, keep: impl Fn(usize) -> bool) -> DataTable {
+        let kept: Vec<usize> = (0..self.rows).filter(|&r| keep(r)).collect();
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| match c {
+                DataColumn::Numbers(v) => DataColumn::Numbers(kept.iter().map(|&r| v[r]).collect()),
+                DataColumn::Texts(v) => DataColumn::Texts(kept.iter().map(|&r| v[r].clone()).collect()),
+            })
+            .collect();
+        DataTable {
+            file: self.file.clone(),
+            names: self.names.clone(),
+            columns,
+            rows: kept.len(),
+            lines: self.lines.as_ref().map(|lines| kept.iter().map(|&r| lines[r]).collect()),
+        }
+    }
+
     /// Column names, in order.
     pub fn names(&self) -> &[String] {
         &self.names

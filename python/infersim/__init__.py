@@ -331,14 +331,17 @@ def correspond(
     batch: Batch | str | os.PathLike,
     observed: str | os.PathLike,
     confidence: float = 0.95,
+    by: str | None = None,
 ) -> pl.DataFrame:
     """The sim-to-real table, as ``infersim correspond``: each observed metric beside
     the simulated mean, its interval, the relative error and whether the observed
-    value lies within the replications (also written to correspondence.csv).
+    value lies within the replications (also written to correspondence.csv). With
+    ``by="pool"`` (or ``"model"``) part by part: the observed file's column of that
+    name groups its rows, and the table gains that column.
 
     >>> infersim.correspond(batch, observed="run.jsonl")  # doctest: +SKIP
     """
-    return pl.DataFrame(_infersim.correspond(_dir(batch), os.fspath(observed), confidence=confidence))
+    return pl.DataFrame(_infersim.correspond(_dir(batch), os.fspath(observed), confidence=confidence, by=by))
 
 
 class Fit:

@@ -193,11 +193,18 @@ fn compare(
 /// observed value lies within the replications; request columns' KS distances as
 /// rows named ks_<column>.
 #[pyfunction]
-#[pyo3(signature = (out, observed, confidence = 0.95))]
-fn correspond(py: Python<'_>, out: PathBuf, observed: String, confidence: f64) -> PyResult<ArrowTable> {
+#[pyo3(signature = (out, observed, confidence = 0.95, by = None))]
+fn correspond(
+    py: Python<'_>,
+    out: PathBuf,
+    observed: String,
+    confidence: f64,
+    by: Option<String>,
+) -> PyResult<ArrowTable> {
     let registry = registry();
     let CorrespondenceTable { rows, ks, .. } =
-        py.detach(|| correspondence_table(&registry, &out, &observed, confidence)).map_err(lift)?;
+        py.detach(|| correspondence_table(&registry, &out, &observed, confidence, by.as_deref())).map_err(lift)?;
+    let parts: Vec<String> = rows.iter().map(|r| r.part.clone().unwrap_or_default()).collect();
     let mut metric: Vec<String> = rows.iter().map(|r| r.metric.clone()).collect();
     let mut observed_v: Vec<Option<f64>> = rows.iter().map(|r| Some(r.observed)).collect();
     let mut mean: Vec<Option<f64>> = rows.iter().map(|r| Some(r.simulated_mean)).collect();
@@ -216,7 +223,7 @@ fn correspond(py: Python<'_>, out: PathBuf, observed: String, confidence: f64) -
         error.push(None);
         inside.push(None);
     }
-    Ok(ArrowTable::from_columns(vec![
+    let mut columns = vec![
         ("metric", Column::Text(metric)),
         ("observed", Column::Number(observed_v)),
         ("simulated_mean", Column::Number(mean)),
@@ -224,7 +231,13 @@ fn correspond(py: Python<'_>, out: PathBuf, observed: String, confidence: f64) -
         ("ci_high", Column::Number(high)),
         ("relative_error", Column::Number(error)),
         ("inside", Column::Flag(inside)),
-    ]))
+    ];
+    // Part by part, the part's column first (as correspondence.csv).
+    if let Some(kind) = by {
+        let kind: &'static str = if kind == "model" { "model" } else { "pool" };
+        columns.insert(0, (kind, Column::Text(parts)));
+    }
+    Ok(ArrowTable::from_columns(columns))
 }
 
 /// Fits numeric keys of a scenario to measured files, as `infersim calibrate --out`;

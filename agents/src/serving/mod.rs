@@ -227,6 +227,8 @@ const TOKEN_COLUMNS: [&str; 10] = [
 ];
 /// A request's pool and a time-series row's: only fleets of several pools have them.
 const POOL_COLUMNS: [&str; 2] = ["pool", PART_COLUMN];
+/// A drifting model's sampled state: only fleets with one have them.
+const RETRAINING_COLUMNS: [&str; 2] = ["loss", "replicas_training"];
 const BATCH_COLUMNS: [&str; 5] = ["gpu", "batch_size", "truncated", "history_tokens", "quality"];
 const SAMPLED_TOKEN_COLUMNS: [&str; 6] =
     ["running", "kv_usage", "prompt_tokens_per_s", "generation_tokens_per_s", "gpu_power_w", "replicas"];
@@ -278,12 +280,20 @@ impl World for ServingWorld {
 
     fn omitted_columns(config: &ServingSetup) -> Vec<&'static str> {
         match config {
-            ServingSetup::Static(_) => {
-                TOKEN_COLUMNS.iter().chain(&SAMPLED_TOKEN_COLUMNS).chain(&POOL_COLUMNS).copied().collect()
+            ServingSetup::Static(_) => TOKEN_COLUMNS
+                .iter()
+                .chain(&SAMPLED_TOKEN_COLUMNS)
+                .chain(&POOL_COLUMNS)
+                .chain(&RETRAINING_COLUMNS)
+                .copied()
+                .collect(),
+            // Fleets of several pools name each request's pool and sample each pool
+            // too; fleets with a drifting model sample its loss.
+            ServingSetup::Continuous(c) => {
+                let pools: &[&str] = if c.pools.len() > 1 { &[] } else { &POOL_COLUMNS };
+                let retraining: &[&str] = if c.retraining.is_some() { &[] } else { &RETRAINING_COLUMNS };
+                BATCH_COLUMNS.iter().chain(pools).chain(retraining).copied().collect()
             }
-            // Fleets of several pools name each request's pool and sample each pool too.
-            ServingSetup::Continuous(c) if c.pools.len() > 1 => BATCH_COLUMNS.to_vec(),
-            ServingSetup::Continuous(_) => BATCH_COLUMNS.iter().chain(&POOL_COLUMNS).copied().collect(),
         }
     }
 

@@ -173,6 +173,8 @@ pub fn plot_distributions(
 /// One row of the sim-to-real table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Correspondence {
+    /// The pool or model the row compares (`correspond --by`); none for the whole.
+    pub part: Option<String>,
     /// Metric name (as in replications.parquet).
     pub metric: String,
     /// The observed value.
@@ -213,6 +215,7 @@ pub fn correspondence(replications: &DataFrame, observed: &Observed, confidence:
         let (lo, hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
         let tolerance = 1e-9 * real.abs().max(1e-12);
         rows.push(Correspondence {
+            part: None,
             metric: metric.clone(),
             observed: *real,
             simulated_mean: mean,
@@ -237,12 +240,19 @@ pub fn read_replications(out: &Path) -> Result<DataFrame, CalibrateError> {
 /// The table as CSV (columns metric, observed, simulated_mean, ci_low, ci_high,
 /// relative_error, inside; the interval and inside empty from one replication), then a row per
 /// KS distance.
-pub fn correspondence_csv(rows: &[Correspondence], ks: &[(String, f64)]) -> Result<String, CalibrateError> {
+pub fn correspondence_csv(
+    rows: &[Correspondence],
+    ks: &[(String, f64)],
+    by: Option<&str>,
+) -> Result<String, CalibrateError> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(["metric", "observed", "simulated_mean", "ci_low", "ci_high", "relative_error", "inside"])
-        .map_err(failed)?;
+    let header = ["metric", "observed", "simulated_mean", "ci_low", "ci_high", "relative_error", "inside"];
+    // With parts (`correspond --by pool`), their column comes first.
+    let by = by.map(|kind| [kind]);
+    w.write_record(by.iter().flatten().chain(&header)).map_err(failed)?;
     for r in rows {
         let (lo, hi) = r.ci.map_or((String::new(), String::new()), |(a, b)| (a.to_string(), b.to_string()));
+        let part = by.map(|_| r.part.clone().unwrap_or_default());
         let row = [
             r.metric.clone(),
             r.observed.to_string(),
@@ -252,12 +262,13 @@ pub fn correspondence_csv(rows: &[Correspondence], ks: &[(String, f64)]) -> Resu
             r.relative_error.to_string(),
             r.inside.map_or(String::new(), |inside| inside.to_string()),
         ];
-        w.write_record(row).map_err(failed)?;
+        w.write_record(part.iter().chain(&row)).map_err(failed)?;
     }
     for (name, d) in ks {
         let d = d.to_string();
-        w.write_record([format!("ks_{name}"), "0".into(), d.clone(), d.clone(), d, String::new(), String::new()])
-            .map_err(failed)?;
+        let row = [format!("ks_{name}"), "0".into(), d.clone(), d.clone(), d, String::new(), String::new()];
+        let part = by.map(|_| String::new());
+        w.write_record(part.iter().chain(&row)).map_err(failed)?;
     }
     String::from_utf8(w.into_inner().map_err(failed)?).map_err(failed)
 }

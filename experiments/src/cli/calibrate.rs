@@ -181,12 +181,16 @@ pub struct CorrespondenceTable {
 }
 
 /// The sim-to-real table of the batch in `out` against the measured file `observed`,
-/// written to its correspondence.csv.
+/// written to its correspondence.csv. With `by` (`pool` or `model`), part by part: the
+/// observed file's rows are grouped by its column of that name, and each group is
+/// compared with that part's rows of the batch's pools.parquet or models.parquet
+/// (request columns' KS distances are the whole batch's only, so none are given).
 pub fn correspondence_table(
     registry: &Registry,
     out: &Path,
     observed: &str,
     confidence: f64,
+    by: Option<&str>,
 ) -> Result<CorrespondenceTable, CliError> {
     let replications = read_replications(out)?;
     let _lock = DirLock::acquire(out, "correspond")?;
@@ -195,28 +199,96 @@ pub fn correspondence_table(
         dir: out.to_path_buf(),
         problem: format!("a batch of the world `{}`, which this program does not know", manifest.world),
     })?;
-    let observed = Observed::read(observed, &FileInputs::new(Path::new("."), registry.data()), world.as_ref())?;
-    let rows = correspondence(&replications, &observed, confidence);
-    let reps = replications.height() as u64;
-    let ks = trace_ks(out, reps, &observed);
+    let inputs = FileInputs::new(Path::new("."), registry.data());
+    let (rows, ks, observed) = match by {
+        Some(kind) => {
+            let rows = parts_correspondence(out, observed, kind, &inputs, world.as_ref(), confidence)?;
+            (rows, Vec::new(), None)
+        }
+        None => {
+            let observed = Observed::read(observed, &inputs, world.as_ref())?;
+            let rows = correspondence(&replications, &observed, confidence);
+            let ks = trace_ks(out, replications.height() as u64, &observed);
+            (rows, ks, Some(observed))
+        }
+    };
     if rows.is_empty() && ks.is_empty() {
+        let metrics = observed
+            .map_or("per part".to_string(), |o| o.metrics.iter().map(|m| m.0.as_str()).collect::<Vec<_>>().join(", "));
         return Err(CliError::Calibrate(CalibrateError::Input(format!(
-            "{}: reports none of the observed metrics ({})",
-            out.display(),
-            observed.metrics.iter().map(|m| m.0.as_str()).collect::<Vec<_>>().join(", ")
+            "{}: reports none of the observed metrics ({metrics})",
+            out.display()
         ))));
     }
     let path = out.join("correspondence.csv");
     let tmp = out.join("correspondence.csv.tmp");
     let write = |error| CliError::Write { path: path.clone(), error };
-    std::fs::write(&tmp, correspondence_csv(&rows, &ks)?).map_err(write)?;
+    std::fs::write(&tmp, correspondence_csv(&rows, &ks, by)?).map_err(write)?;
     std::fs::rename(&tmp, &path).map_err(write)?;
     Ok(CorrespondenceTable { rows, ks, path })
 }
 
+/// `correspond --by KIND`: each part named in the observed file's `KIND` column beside
+/// the batch's rows of that part.
+fn parts_correspondence(
+    out: &Path,
+    observed: &str,
+    kind: &str,
+    inputs: &FileInputs,
+    world: &dyn crate::registry::AnyWorld,
+    confidence: f64,
+) -> Result<Vec<Correspondence>, CliError> {
+    use polars::prelude::*;
+    let parts = super::compare::part_table(out, kind)?;
+    let input = |message: String| CliError::Calibrate(CalibrateError::Input(message));
+    let table =
+        infersim_agents::input::Inputs::table(inputs, "--observed", observed).map_err(|e| input(e.to_string()))?;
+    let column = table.column(kind).ok_or_else(|| {
+        input(format!(
+            "--observed {observed}: no `{kind}` column to group its rows by (correspond --by {kind}); columns: {}",
+            table.names().join(", ")
+        ))
+    })?;
+    let known = super::compare::part_names(&parts, kind);
+    let mut names: Vec<String> = Vec::new();
+    for row in 0..table.rows() {
+        if let Some(name) = table.text(column, row).filter(|n| !n.is_empty() && !names.contains(n)) {
+            names.push(name);
+        }
+    }
+    let mut rows = Vec::new();
+    for name in names {
+        if !known.contains(&name) {
+            return Err(input(format!(
+                "--observed {observed}: {kind} `{name}` is not one of the batch's ({})",
+                known.join(", ")
+            )));
+        }
+        let subset = table.rows_where(|r| table.text(column, r).as_deref() == Some(name.as_str()));
+        let part_observed = Observed::from_table(&subset, world);
+        let part = parts
+            .clone()
+            .lazy()
+            .filter(col(kind).eq(lit(name.as_str())))
+            .collect()
+            .map_err(|e| input(format!("{}: {e}", out.display())))?;
+        rows.extend(correspondence(&part, &part_observed, confidence).into_iter().map(|mut r| {
+            r.part = Some(name.clone());
+            r
+        }));
+    }
+    Ok(rows)
+}
+
 /// Prints the sim-to-real table of the batch in `out`, written to its correspondence.csv.
-pub(super) fn correspond(registry: &Registry, out: &Path, observed: &str, confidence: f64) -> Result<u8, CliError> {
-    let CorrespondenceTable { rows, ks, path } = correspondence_table(registry, out, observed, confidence)?;
+pub(super) fn correspond(
+    registry: &Registry,
+    out: &Path,
+    observed: &str,
+    confidence: f64,
+    by: Option<&str>,
+) -> Result<u8, CliError> {
+    let CorrespondenceTable { rows, ks, path } = correspondence_table(registry, out, observed, confidence, by)?;
     let width = rows.iter().map(|r| r.metric.len()).max().unwrap_or(6).max(6);
     say!(
         "{:<width$} {:>12} {:>12} {:>27} {:>9} {:>7}",
@@ -227,7 +299,12 @@ pub(super) fn correspond(registry: &Registry, out: &Path, observed: &str, confid
         "error",
         "inside"
     );
+    let mut part = None;
     for r in &rows {
+        if r.part.is_some() && r.part != part {
+            part = r.part.clone();
+            say!("{} {}:", by.unwrap_or("part"), part.as_deref().unwrap_or_default());
+        }
         let ci =
             r.ci.map_or("(needs 2 replications)".into(), |(lo, hi)| format!("[{}, {}]", fmt_value(lo), fmt_value(hi)));
         say!(

@@ -64,6 +64,37 @@ pub fn comparison(base: &Path, candidate: &Path, confidence: f64) -> Result<Comp
 /// One part's comparison: its name (empty for the whole batch) and its rows.
 pub type Part = (String, Vec<ComparisonRow>);
 
+/// A batch's table of parts of kind `by` (`pool`: pools.parquet; `model`:
+/// models.parquet).
+pub(super) fn part_table(dir: &Path, by: &str) -> Result<polars::prelude::DataFrame, CliError> {
+    use polars::prelude::*;
+    let file = format!("{by}s.parquet");
+    let path = dir.join(&file);
+    if !path.is_file() {
+        return Err(CliError::Usage(format!(
+            "--by {by}: {} has no {file} (only fleets of several pools or models have one; `pool` and `model` are the kinds)",
+            dir.display()
+        )));
+    }
+    let text = path.to_string_lossy().into_owned();
+    LazyFrame::scan_parquet(PlRefPath::new(text.as_str()), ScanArgsParquet::default())
+        .and_then(LazyFrame::collect)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
+}
+
+/// The parts a part table names, in order of first appearance.
+pub(super) fn part_names(df: &polars::prelude::DataFrame, by: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    if let Ok(column) = df.column(by).and_then(|c| c.str().cloned()) {
+        for name in column.iter().flatten() {
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names
+}
+
 /// The batches compared part by part (`by`: `pool` or `model`): a (name, rows) per
 /// part both have, in the baseline's order, and the metrics both parts' tables have.
 pub fn comparison_by(
@@ -73,33 +104,9 @@ pub fn comparison_by(
     confidence: f64,
 ) -> Result<(Vec<String>, Vec<Part>), CliError> {
     use polars::prelude::*;
-    let file = format!("{by}s.parquet");
-    let table = |dir: &Path| -> Result<DataFrame, CliError> {
-        let path = dir.join(&file);
-        if !path.is_file() {
-            return Err(CliError::Usage(format!(
-                "--by {by}: {} has no {file} (only fleets of several pools or models have one; `pool` and `model` are the kinds)",
-                dir.display()
-            )));
-        }
-        let text = path.to_string_lossy().into_owned();
-        LazyFrame::scan_parquet(PlRefPath::new(text.as_str()), ScanArgsParquet::default())
-            .and_then(LazyFrame::collect)
-            .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
-    };
-    let (b, c) = (table(base)?, table(candidate)?);
+    let (b, c) = (part_table(base, by)?, part_table(candidate, by)?);
     let ids = ["point", "replication", "seed", by];
-    let names_of = |df: &DataFrame| -> Vec<String> {
-        let mut names = Vec::new();
-        if let Ok(column) = df.column(by).and_then(|c| c.str().cloned()) {
-            for name in column.iter().flatten() {
-                if !names.iter().any(|n: &String| n == name) {
-                    names.push(name.to_string());
-                }
-            }
-        }
-        names
-    };
+    let names_of = |df: &DataFrame| part_names(df, by);
     let candidate_names = names_of(&c);
     let columns = |df: &DataFrame| -> Vec<String> {
         df.get_column_names().iter().map(|n| n.to_string()).filter(|n| !ids.contains(&n.as_str())).collect()

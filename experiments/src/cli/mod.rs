@@ -118,6 +118,10 @@ enum Command {
         /// Confidence level of the intervals.
         #[arg(long, default_value_t = 0.95)]
         confidence: f64,
+        /// Part by part: `pool` or `model` (the observed file's column of that name
+        /// groups its rows; each group is compared with that part of the batch).
+        #[arg(long, value_name = "KIND")]
+        by: Option<String>,
     },
     /// Write (and with --submit, submit) a Slurm job array that runs a batch in shards,
     /// plus a job that merges them once every shard has succeeded.
@@ -261,8 +265,8 @@ fn dispatch(registry: &Registry, command: Command) -> Result<u8, CliError> {
             compare::plot(registry, &dir, to, confidence, x.as_deref(), by.as_deref())
         }
         Command::Calibrate(args) => calibrate::calibrate(registry, args),
-        Command::Correspond { out, observed, confidence } => {
-            calibrate::correspond(registry, &out, &observed, confidence)
+        Command::Correspond { out, observed, confidence, by } => {
+            calibrate::correspond(registry, &out, &observed, confidence, by.as_deref())
         }
         Command::Slurm { scenario, options, submit } => slurm::slurm(registry, scenario, options, submit),
         Command::List => {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::common::{floats, infersim_ok, read, s, strings};
+use crate::common::{floats, infersim_ok, optional_floats, read, s, strings};
 
 /// The built-in default's text with its one-pool keys taken out of `[serving]`.
 fn default_without_pool_keys() -> String {
@@ -455,4 +455,60 @@ fn a_killed_fleet_batch_resumes_to_the_same_part_tables() {
         let (a, b) = (std::fs::read(whole.join(file)).unwrap(), std::fs::read(out.join(file)).unwrap());
         assert!(a == b, "{file}: the resumed batch differs");
     }
+}
+
+/// `correspond --by pool`: an observed requests file with a `pool` column is compared
+/// pool by pool with the batch's pools.parquet. Observed here is the batch's own
+/// replication 0, so each pool's observed TTFT is its requests' (computed in the test)
+/// and lies within that pool's replications.
+#[test]
+fn correspond_by_pool_compares_each_pools_requests_with_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = default_without_pool_keys()
+        + "\n[[serving.pools]]\nname = \"fast\"\nmodel = \"Llama-3.1-8B\"\ngpu = \"H100\"\nreplicas = 2\n\
+           \n[[serving.pools]]\nname = \"slow\"\nmodel = \"Llama-3.1-8B\"\ngpu = \"A100-80GB\"\nreplicas = 2\n";
+    let path = dir.path().join("two-pools.toml");
+    std::fs::write(&path, &text).unwrap();
+    let out = dir.path().join("two-pools");
+    let sets = ["simulation.duration_s=60", "simulation.warmup_s=5", "serving.arrivals.rate_per_s=20"];
+    let mut args = vec!["run", s(&path), "--reps", "3", "--trace", "requests", "--out", s(&out)];
+    for set in &sets {
+        args.extend(["--set", set]);
+    }
+    infersim_ok(&args);
+    let observed = out.join("traces/point=0/rep=0/requests.parquet");
+    let printed = infersim_ok(&["correspond", s(&out), "--observed", s(&observed), "--by", "pool"]);
+    let printed = String::from_utf8_lossy(&printed.stdout).to_string();
+    assert!(printed.contains("pool fast:") && printed.contains("pool slow:"), "{printed}");
+    let table = read_csv(&out.join("correspondence.csv"));
+    let requests = read(observed);
+    let (pools, ttft, warmup) =
+        (strings(&requests, "pool"), optional_floats(&requests, "ttft_s"), crate::common::bools(&requests, "warmup"));
+    for pool in ["fast", "slow"] {
+        let xs: Vec<f64> = (0..pools.len())
+            .filter(|&i| pools[i].as_deref() == Some(pool) && warmup[i] == Some(false))
+            .filter_map(|i| ttft[i])
+            .collect();
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        let row = table
+            .iter()
+            .find(|r| r[0] == pool && r[1] == "ttft_mean_s")
+            .unwrap_or_else(|| panic!("no ttft_mean_s row for {pool}: {table:?}"));
+        let observed: f64 = row[2].parse().unwrap();
+        assert!((observed - mean).abs() < 1e-9 * mean.max(1e-9), "{pool}: {observed} vs {mean}");
+        assert_eq!(row[7], "true", "{pool}: replication 0 lies within the pool's replications");
+    }
+    // A pool the batch does not have, and a file without the column, are refused.
+    let csv = dir.path().join("other.csv");
+    std::fs::write(&csv, "pool,ttft_s\nnone-such,0.1\n").unwrap();
+    let err = crate::common::infersim_fails(&["correspond", s(&out), "--observed", s(&csv), "--by", "pool"]);
+    assert!(err.contains("none-such") && err.contains("fast, slow"), "{err}");
+    std::fs::write(&csv, "ttft_s\n0.1\n").unwrap();
+    let err = crate::common::infersim_fails(&["correspond", s(&out), "--observed", s(&csv), "--by", "pool"]);
+    assert!(err.contains("no `pool` column"), "{err}");
+}
+
+fn read_csv(path: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines().skip(1).map(|l| l.split(',').map(str::to_string).collect()).collect()
 }
