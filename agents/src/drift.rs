@@ -349,14 +349,21 @@ impl Monitor {
         }
     }
 
-    /// Whether `loss` is above the band (retraining is due).
-    pub fn above_band(&self, loss: f64) -> bool {
-        loss > self.upper
+    /// Whether the watched signal says the model is bad: the loss above the band, or
+    /// users' mean score (`ics`, none before any) below its threshold.
+    pub fn retrain_due(&self, loss: f64, ics: Option<f64>) -> bool {
+        match self.signal {
+            Signal::Loss => loss > self.upper,
+            Signal::Ics { start_below, .. } => ics.is_some_and(|ics| ics < start_below),
+        }
     }
 
-    /// Whether `loss` is below the band (a campaign may stop).
-    pub fn below_band(&self, loss: f64) -> bool {
-        loss < self.lower
+    /// Whether the watched signal says the model is good again (a campaign stops).
+    pub fn good_again(&self, loss: f64, ics: Option<f64>) -> bool {
+        match self.signal {
+            Signal::Loss => loss < self.lower,
+            Signal::Ics { stop_above, .. } => ics.is_some_and(|ics| ics > stop_above),
+        }
     }
 }
 

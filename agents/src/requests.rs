@@ -156,6 +156,9 @@ pub struct RequestRecord {
     pub history_tokens: u32,
     /// Quality of its answer given the history kept, in [0, 1].
     pub quality: f64,
+    /// The score (1-5) a user gave the answer, if one did (a fleet's drifting model
+    /// with the `ics` signal).
+    pub user_score: Option<f64>,
     /// Arrival (s).
     pub arrival_s: f64,
     /// Start of its batch (s); `None` unless served.

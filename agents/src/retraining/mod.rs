@@ -366,18 +366,12 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
     /// Whether the watched signal says the model is bad (loss above the band, or ICS
     /// below its threshold).
     fn above_band(&self) -> bool {
-        match self.config.monitor.signal {
-            Signal::Loss => self.loss > self.config.monitor.upper,
-            Signal::Ics { start_below, .. } => self.stats.ics.is_some_and(|ics| ics < start_below),
-        }
+        self.config.monitor.retrain_due(self.loss, self.stats.ics)
     }
 
     /// Whether the watched signal says the model is good again.
     fn below_band(&self) -> bool {
-        match self.config.monitor.signal {
-            Signal::Loss => self.loss < self.config.monitor.lower,
-            Signal::Ics { stop_above, .. } => self.stats.ics.is_some_and(|ics| ics > stop_above),
-        }
+        self.config.monitor.good_again(self.loss, self.stats.ics)
     }
 
     fn on_arrival(&mut self, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {

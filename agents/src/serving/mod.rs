@@ -227,8 +227,9 @@ const TOKEN_COLUMNS: [&str; 10] = [
 ];
 /// A request's pool and a time-series row's: only fleets of several pools have them.
 const POOL_COLUMNS: [&str; 2] = ["pool", PART_COLUMN];
-/// A drifting model's sampled state: only fleets with one have them.
-const RETRAINING_COLUMNS: [&str; 2] = ["loss", "replicas_training"];
+/// A drifting model's sampled state and its requests' scores: only fleets with one
+/// have them (and, with one, a request's `quality` is its model's when it was served).
+const RETRAINING_COLUMNS: [&str; 3] = ["loss", "replicas_training", "user_score"];
 const BATCH_COLUMNS: [&str; 5] = ["gpu", "batch_size", "truncated", "history_tokens", "quality"];
 const SAMPLED_TOKEN_COLUMNS: [&str; 6] =
     ["running", "kv_usage", "prompt_tokens_per_s", "generation_tokens_per_s", "gpu_power_w", "replicas"];
@@ -292,7 +293,8 @@ impl World for ServingWorld {
             ServingSetup::Continuous(c) => {
                 let pools: &[&str] = if c.pools.len() > 1 { &[] } else { &POOL_COLUMNS };
                 let retraining: &[&str] = if c.retraining.is_some() { &[] } else { &RETRAINING_COLUMNS };
-                BATCH_COLUMNS.iter().chain(pools).chain(retraining).copied().collect()
+                let batch = BATCH_COLUMNS.iter().filter(|&&b| b != "quality" || c.retraining.is_none());
+                batch.chain(pools).chain(retraining).copied().collect()
             }
         }
     }
@@ -380,6 +382,7 @@ crate::trace_row!(RequestRecord, |r| {
     truncated: bool = r.truncated,
     history_tokens: u32 = r.history_tokens,
     quality: f64 = r.quality,
+    user_score: Option<f64> = r.user_score,
     arrival_s: f64 = r.arrival_s,
     start_s: Option<f64> = r.start_s,
     finish_s: Option<f64> = r.finish_s,

@@ -242,3 +242,30 @@ fn training_tables_come_together_and_name_their_keys() {
     let err = crate::common::infersim_fails(&["validate", s(&path)]);
     assert!(err.contains("serving.monitor.policy") && err.contains("none, hysteresis"), "{err}");
 }
+
+/// Users' scores as the monitor's signal: half the answers get a score, each
+/// round(1 + 4 x quality) with no noise (the shared feedback model), and the monitor
+/// retrains on their hourly mean.
+#[test]
+fn users_scores_drive_the_monitor_and_reach_the_requests_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = fleet(DEDICATED).replace(
+        "[serving.monitor]\npolicy = \"hysteresis\"\nupper = 2.0\nlower = 1.9\n",
+        "[serving.monitor]\npolicy = \"hysteresis\"\nupper = 2.0\nlower = 1.9\nsignal = \"ics\"\n\
+         ics_start_below = 4.0\nics_stop_above = 4.5\nfeedback_fraction = 0.5\n",
+    );
+    let out = run(dir.path(), "ics", &text, "requests");
+    let requests = read(out.join("traces/point=0/rep=0/requests.parquet"));
+    let (quality, score) = (floats(&requests, "quality"), optional_floats(&requests, "user_score"));
+    let scored: Vec<(f64, f64)> = quality.iter().zip(&score).filter_map(|(q, s)| s.map(|s| (*q, s))).collect();
+    for &(q, s) in &scored {
+        assert_eq!(s, (1.0 + 4.0 * q).round().clamp(1.0, 5.0), "quality {q}");
+    }
+    let share = scored.len() as f64 / quality.len() as f64;
+    // 86,400 answers: 0.5 within 1% (about 6 standard deviations).
+    assert!((share - 0.5).abs() < 0.01, "{share} of answers scored");
+    let reps = read(out.join("replications.parquet"));
+    let ics = floats(&reps, "ics_mean")[0];
+    assert!((1.0..=5.0).contains(&ics), "{ics}");
+    assert!(floats(&reps, "retrainings")[0] >= 1.0);
+}

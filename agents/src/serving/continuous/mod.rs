@@ -812,10 +812,10 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             ctx.cancel(t);
         }
         let counted = r.arrival >= self.warmup;
-        let mut slo_met = false;
+        let (mut slo_met, mut quality, mut user_score) = (false, 1.0, None);
         if outcome == RequestOutcome::Served {
             slo_met = self.count_served(&r, now, counted)?;
-            self.served_drifts(usize::from(r.model), r.output, counted, ctx);
+            (quality, user_score) = self.served_drifts(usize::from(r.model), r.output, counted, ctx);
         } else if counted {
             self.tally(true, self.pool_of(r.replica), Some(usize::from(r.model)), |s| match outcome {
                 RequestOutcome::TimedOut => s.timed_out += 1,
@@ -836,7 +836,8 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             tokens: r.prompt + r.output,
             truncated: false,
             history_tokens: 0,
-            quality: 1.0,
+            quality,
+            user_score,
             arrival_s: r.arrival.as_secs_f64(),
             start_s: secs(r.first_scheduled),
             finish_s: Some(now.as_secs_f64()),

@@ -36,6 +36,8 @@ use crate::world::{MAX_DURATION_S, Metrics};
 
 /// Stream of the drift each served request adds.
 pub const DRIFT_STREAM: StreamId = StreamId(4);
+/// Stream of users' scores (the `ics` signal).
+pub const FEEDBACK_STREAM: StreamId = StreamId(5);
 
 /// Share of its TDP a GPU draws while training, unless `training.gpu_power_share`
 /// says otherwise: an 8-GPU H100 HGX node training Llama-2-13B peaked at 8.4 kW of its
@@ -194,13 +196,6 @@ impl RetrainingTables {
                 return Err(ConfigError::invalid("serving.monitor.deadline_h", deadline_h, "hours up to 100 years"));
             }
             _ => {}
-        }
-        if monitor.signal != Signal::Loss {
-            return Err(ConfigError::invalid(
-                "serving.monitor.signal",
-                "ics",
-                "loss (users' scores as the monitor's signal are not built on the fleet yet)",
-            ));
         }
         let model = match &t.model {
             Some(m) => names.iter().position(|n| n == m).ok_or_else(|| {
@@ -362,6 +357,10 @@ pub(super) struct Retrainer {
     interval: SimDuration,
     tick_loss: Tally,
     quality: Tally,
+    /// Users' scores: all, and since the last tick; their mean at the last tick.
+    scores: Tally,
+    interval_scores: Tally,
+    ics: Option<f64>,
     retrainings: u64,
     training_gpu_s: f64,
     training_meter: PowerMeter,
@@ -394,6 +393,9 @@ impl Retrainer {
             interval: SimDuration::from_secs_f64(interval_h * 3600.0)?,
             tick_loss: Tally::new(),
             quality: Tally::new(),
+            scores: Tally::new(),
+            interval_scores: Tally::new(),
+            ics: None,
             retrainings: 0,
             training_gpu_s: 0.0,
             training_meter: PowerMeter::default(),
@@ -451,6 +453,7 @@ impl Retrainer {
             .optional("loss_mean", self.tick_loss.mean())
             .number("loss_final", self.loss)
             .optional("quality_mean", self.quality.mean())
+            .optional("ics_mean", self.scores.mean())
             .count("retrainings", self.retrainings)
             .number("training_gpu_hours", self.training_gpu_s / 3600.0)
             .number("training_energy_kwh", self.training_meter.energy_kwh_at(end, self.training_w))
@@ -474,15 +477,33 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     }
 
     /// A served request of model `model` with `output` tokens: its quality is the
-    /// model's now (counted when `counted`), then its drift moves the loss.
-    pub(super) fn served_drifts(&mut self, model: usize, output: u32, counted: bool, ctx: &mut Context<'_, LlmEvent>) {
-        let Some(rt) = self.retrainer.as_mut().filter(|rt| rt.config.model == model) else { return };
+    /// model's now (counted when `counted`), a user may score it (the `ics` signal),
+    /// then its drift moves the loss. Returns its quality and score (1 and none for a
+    /// model that does not drift).
+    pub(super) fn served_drifts(
+        &mut self,
+        model: usize,
+        output: u32,
+        counted: bool,
+        ctx: &mut Context<'_, LlmEvent>,
+    ) -> (f64, Option<f64>) {
+        let Some(rt) = self.retrainer.as_mut().filter(|rt| rt.config.model == model) else { return (1.0, None) };
+        let quality = rt.config.quality.at(rt.loss);
         if counted {
-            rt.quality.add(rt.config.quality.at(rt.loss));
+            rt.quality.add(quality);
+        }
+        let mut score = None;
+        if let Some(Monitor { signal: Signal::Ics { fraction, noise_sd, .. }, .. }) = rt.config.monitor {
+            score = crate::feedback::user_score(quality, noise_sd, fraction, ctx.rng(FEEDBACK_STREAM));
+            if let Some(s) = score {
+                rt.scores.add(s);
+                rt.interval_scores.add(s);
+            }
         }
         let d = &rt.config.drift;
         let mean = d.per_request + d.per_token * f64::from(output);
         rt.loss += rt.unit_drift.draw(ctx.rng(DRIFT_STREAM)) * mean;
+        (quality, score)
     }
 
     /// The monitor looks at the loss and applies its policy.
@@ -496,7 +517,11 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             return Ok(());
         }
         rt.tick_loss.add(rt.loss);
-        let above = monitor.above_band(rt.loss);
+        if let Some(ics) = rt.interval_scores.mean() {
+            rt.ics = Some(ics);
+        }
+        rt.interval_scores = Tally::new();
+        let above = monitor.retrain_due(rt.loss, rt.ics);
         let mut start = false;
         match monitor.policy {
             Policy::Hysteresis => {
@@ -629,7 +654,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         if let Some(since) = rt.window_open.take() {
             rt.windows.push((since, back));
         }
-        let again = rt.campaign && !rt.config.monitor.is_some_and(|m| m.below_band(rt.loss));
+        let again = rt.campaign && !rt.config.monitor.is_some_and(|m| m.good_again(rt.loss, rt.ics));
         if !again {
             rt.campaign = false;
         }
