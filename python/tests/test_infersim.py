@@ -287,3 +287,15 @@ def test_a_fleet_of_pools_and_models_has_their_tables(tmp_path):
     with pytest.raises(infersim.ScenarioError, match="no gpus.parquet"):
         infersim.compare(batch, batch, by="gpu")
     assert infersim.run("mmc", reps=1).pools is None
+
+
+def test_correspond_by_pool_compares_each_pool(tmp_path):
+    scenario = infersim.Scenario("hetero-fleet").set({"simulation.duration_h": 0.05, "simulation.warmup_s": 10})
+    batch = infersim.run(scenario, reps=2, trace="requests", out=tmp_path / "fleet", progress=False)
+    observed = batch.out / "traces" / "point=0" / "rep=0" / "requests.parquet"
+    table = infersim.correspond(batch, observed, by="pool")
+    assert table.columns[0] == "pool"
+    assert set(table["pool"]) == {"chat-h100", "code-a100"}
+    requests = pl.read_parquet(observed).filter(pool="code-a100", warmup=False)
+    row = table.filter(pool="code-a100", metric="ttft_mean_s").row(0, named=True)
+    assert row["observed"] == pytest.approx(requests["ttft_s"].mean(), rel=1e-9)
