@@ -789,11 +789,8 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
                 }
             }
         });
-        if counted
-            && good
-            && let Some(rt) = self.retrainer.as_mut()
-        {
-            rt.note_good();
+        if counted && let Some(rt) = self.retrainer.as_mut() {
+            rt.note_served(good, slo_met);
         }
         Ok(slo_met)
     }

@@ -67,8 +67,8 @@ pub struct FleetRetraining {
     pub drift: Drift,
     /// Its answers' quality by loss.
     pub quality: Quality,
-    /// The monitor; `None` never retrains.
-    pub monitor: Option<Monitor>,
+    /// The monitor (`Policy::None` watches and never retrains).
+    pub monitor: Monitor,
     /// Its retraining jobs.
     pub training: FleetTraining,
 }
@@ -215,8 +215,6 @@ impl RetrainingTables {
             }
         };
         let training = t.resolve(pools, names[model])?;
-        // `none` watches and never acts: kept as no monitor.
-        let monitor = (monitor.policy != Policy::None).then_some(monitor);
         Ok(Some(FleetRetraining { model, drift, quality, monitor, training }))
     }
 }
@@ -370,22 +368,24 @@ pub(super) struct Retrainer {
     window_open: Option<SimTime>,
     ttft_in: LatencyHistogram,
     ttft_out: LatencyHistogram,
-    good_in: u64,
-    good_out: u64,
+    /// Counted requests served, met their objectives (goodput), and met their SLO,
+    /// inside and outside windows.
+    served_in: [u64; 3],
+    served_out: [u64; 3],
     diverged_at: Option<SimTime>,
 }
 
 impl Retrainer {
     pub(super) fn new(config: &FleetRetraining) -> Result<Self, ScheduleError> {
-        let interval_h = config.monitor.map_or(1.0, |m| m.interval_h);
+        let interval_h = config.monitor.interval_h;
         Ok(Retrainer {
             loss: config.drift.initial_loss,
             processed_samples: config.training.base_samples,
             campaign: false,
             job: None,
             // The first periodic job one period in, as in the retraining world.
-            next_periodic: match config.monitor.map(|m| m.policy) {
-                Some(Policy::Periodic { period_h }) => SimTime::from_secs_f64(period_h * 3600.0)?,
+            next_periodic: match config.monitor.policy {
+                Policy::Periodic { period_h } => SimTime::from_secs_f64(period_h * 3600.0)?,
                 _ => SimTime::ZERO,
             },
             carbon_wait: None,
@@ -404,8 +404,8 @@ impl Retrainer {
             window_open: None,
             ttft_in: LatencyHistogram::default(),
             ttft_out: LatencyHistogram::default(),
-            good_in: 0,
-            good_out: 0,
+            served_in: [0; 3],
+            served_out: [0; 3],
             diverged_at: None,
             config: config.clone(),
         })
@@ -425,13 +425,13 @@ impl Retrainer {
         if self.in_window() { self.ttft_in.record(ttft) } else { self.ttft_out.record(ttft) }
     }
 
-    /// Notes a counted request that met its objectives, inside or outside a window.
-    pub(super) fn note_good(&mut self) {
-        if self.in_window() {
-            self.good_in += 1;
-        } else {
-            self.good_out += 1;
-        }
+    /// Notes a counted request served, whether it met its objectives (`good`) and
+    /// its SLO, inside or outside a window.
+    pub(super) fn note_served(&mut self, good: bool, slo_met: bool) {
+        let counts = if self.in_window() { &mut self.served_in } else { &mut self.served_out };
+        counts[0] += 1;
+        counts[1] += u64::from(good);
+        counts[2] += u64::from(slo_met);
     }
 
     /// The metrics of the drifting model over a run whose measured window is
@@ -449,6 +449,7 @@ impl Retrainer {
         let out_s = measured_s - in_s;
         let p99 = |h: &LatencyHistogram| h.quantile_s(0.99);
         let per_s = |n: u64, s: f64| (s > 0.0).then(|| n as f64 / s);
+        let share = |c: [u64; 3]| (c[0] > 0).then(|| c[2] as f64 / c[0] as f64);
         metrics
             .optional("loss_mean", self.tick_loss.mean())
             .number("loss_final", self.loss)
@@ -460,8 +461,10 @@ impl Retrainer {
             .number("training_window_h", in_s / 3600.0)
             .optional("ttft_p99_training_s", p99(&self.ttft_in))
             .optional("ttft_p99_outside_s", p99(&self.ttft_out))
-            .optional("goodput_training_per_s", per_s(self.good_in, in_s))
-            .optional("goodput_outside_per_s", per_s(self.good_out, out_s))
+            .optional("goodput_training_per_s", per_s(self.served_in[1], in_s))
+            .optional("goodput_outside_per_s", per_s(self.served_out[1], out_s))
+            .optional("slo_attainment_training", share(self.served_in))
+            .optional("slo_attainment_outside", share(self.served_out))
             .flag("diverged", self.diverged_at.is_some())
             .optional("diverged_at_h", self.diverged_at.map(hours));
     }
@@ -470,7 +473,7 @@ impl Retrainer {
 impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S> {
     /// Schedules the monitor's first tick (at the start, as the retraining world's).
     pub(super) fn start_monitor(&mut self, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
-        if self.retrainer.as_ref().is_some_and(|rt| rt.config.monitor.is_some()) {
+        if self.retrainer.is_some() {
             ctx.schedule(SimTime::ZERO, LlmEvent::Monitor)?;
         }
         Ok(())
@@ -493,7 +496,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             rt.quality.add(quality);
         }
         let mut score = None;
-        if let Some(Monitor { signal: Signal::Ics { fraction, noise_sd, .. }, .. }) = rt.config.monitor {
+        if let Signal::Ics { fraction, noise_sd, .. } = rt.config.monitor.signal {
             score = crate::feedback::user_score(quality, noise_sd, fraction, ctx.rng(FEEDBACK_STREAM));
             if let Some(s) = score {
                 rt.scores.add(s);
@@ -510,7 +513,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     pub(super) fn on_monitor(&mut self, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
         let now = ctx.now();
         let rt = self.retrainer.as_mut().expect("ticks only with a drifting model");
-        let monitor = rt.config.monitor.expect("ticks only with a monitor");
+        let monitor = rt.config.monitor;
         if !rt.loss.is_finite() || rt.loss > rt.config.drift.diverge_above {
             rt.diverged_at = Some(now);
             ctx.stop();
@@ -524,6 +527,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let above = monitor.retrain_due(rt.loss, rt.ics);
         let mut start = false;
         match monitor.policy {
+            Policy::None => {}
             Policy::Hysteresis => {
                 rt.campaign |= above;
                 start = rt.campaign;
@@ -551,7 +555,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                 }
                 start = rt.campaign;
             }
-            Policy::Vensim | Policy::None => unreachable!("refused for the fleet, or no monitor"),
+            Policy::Vensim => unreachable!("refused for the fleet"),
         }
         let next = now.checked_add(rt.interval).ok_or(ScheduleError::Overflow)?;
         if next <= self.horizon {
@@ -654,7 +658,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         if let Some(since) = rt.window_open.take() {
             rt.windows.push((since, back));
         }
-        let again = rt.campaign && !rt.config.monitor.is_some_and(|m| m.good_again(rt.loss, rt.ics));
+        let again = rt.campaign && !rt.config.monitor.good_again(rt.loss, rt.ics);
         if !again {
             rt.campaign = false;
         }
