@@ -265,8 +265,8 @@ impl TrainingTable {
                 }
                 let replicas =
                     crate::serving::int_in(&k("shared_replicas"), self.shared_replicas.unwrap_or(1), 1, 1_000_000)?;
-                if replicas > p.replicas {
-                    let allowed = format!("at most the pool's {} replicas", p.replicas);
+                if replicas >= p.replicas {
+                    let allowed = format!("fewer than the pool's {} replicas (one at least keeps serving)", p.replicas);
                     return Err(ConfigError::invalid(k("shared_replicas"), replicas, allowed));
                 }
                 (TrainingPlace::Shared { pool, replicas }, pool)
@@ -579,8 +579,9 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     }
 
     /// Starts a job: a dedicated pool's replicas train at once; a shared job's
-    /// replicas stop taking requests and train once drained. With fewer replicas
-    /// serving than a shared job takes, it waits for the next tick.
+    /// replicas (the least loaded) stop taking requests and train once drained. A
+    /// shared job that would leave its pool no replica serving waits for the next
+    /// tick.
     fn start_job(&mut self, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
         let now = ctx.now();
         let rt = self.retrainer.as_ref().expect("a drifting model");
@@ -592,7 +593,9 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                 let mut serving: Vec<usize> = (0..self.replicas.len())
                     .filter(|&r| usize::from(self.replicas[r].pool) == pool && self.accepting(r))
                     .collect();
-                if serving.len() < replicas as usize {
+                // It never takes a pool's last serving replica: it waits (for the next
+                // tick) while the pool has no more serving than it would take.
+                if serving.len() <= replicas as usize {
                     return Ok(());
                 }
                 serving.sort_by_key(|&r| (self.replicas[r].engine.waiting() + self.replicas[r].engine.running(), r));
