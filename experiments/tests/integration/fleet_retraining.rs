@@ -269,3 +269,40 @@ fn users_scores_drive_the_monitor_and_reach_the_requests_file() {
     assert!((1.0..=5.0).contains(&ics), "{ics}");
     assert!(floats(&reps, "retrainings")[0] >= 1.0);
 }
+
+/// The built-in's first direction: retraining lowers the loss and costs training
+/// energy. Ten days, five paired replications (common random numbers): every pair
+/// must agree, a one-sided sign test at 2^-5 = 0.031 < 0.05.
+#[test]
+fn retraining_lowers_the_loss_and_costs_training_energy() {
+    let dir = tempfile::tempdir().unwrap();
+    let builtin =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/scenarios/fleet-retraining.toml"))
+            .unwrap();
+    let text = builtin
+        .replace(
+            "\"serving.monitor.policy\" = [\"none\", \"hysteresis\", \"periodic\", \"carbon_aware\"]",
+            "\"serving.monitor.policy\" = [\"none\", \"hysteresis\"]",
+        )
+        .replace(
+            "\"serving.training.pool\" = [\"dedicated\", \"shared\"]",
+            "\"serving.training.pool\" = [\"dedicated\"]",
+        );
+    assert_ne!(text, builtin);
+    let path = dir.path().join("direction.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = dir.path().join("direction");
+    infersim_ok(&["run", s(&path), "--reps", "5", "--out", s(&out), "--set", "simulation.duration_s=864000"]);
+    let reps = read(out.join("replications.parquet"));
+    let (points, loss, energy) =
+        (floats(&reps, "point"), floats(&reps, "loss_mean"), floats(&reps, "training_energy_kwh"));
+    let of = |p: f64| -> Vec<(f64, f64)> {
+        points.iter().zip(loss.iter().zip(&energy)).filter(|(q, _)| **q == p).map(|(_, (l, e))| (*l, *e)).collect()
+    };
+    let (none, hysteresis) = (of(0.0), of(1.0));
+    assert_eq!((none.len(), hysteresis.len()), (5, 5));
+    for ((l0, e0), (l1, e1)) in none.iter().zip(&hysteresis) {
+        assert!(l1 < l0, "loss {l1} with retraining against {l0} without");
+        assert!(*e0 == 0.0 && *e1 > 0.0, "training energy {e0} without, {e1} with");
+    }
+}
