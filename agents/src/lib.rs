@@ -36,6 +36,7 @@ pub mod network;
 pub mod pipeline;
 pub mod power;
 pub mod requests;
+pub mod scoring;
 pub mod retraining;
 pub mod serving;
 pub mod station;

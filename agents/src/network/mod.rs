@@ -61,7 +61,7 @@ mod config;
 mod file;
 mod results;
 mod routing;
-pub mod scoring;
+pub use crate::scoring;
 pub use config::{
     Category, NetworkConfig, NodeAction, NodeClass, Routing, RoutingPolicy, ScheduledEvent, Similarity, TaskConfig,
     Validator,

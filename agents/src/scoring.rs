@@ -1,8 +1,9 @@
 //! The validator's scoring rules (nineteen PR #75), as pure functions of a contender's
-//! counters and history, so that they can be checked by hand.
+//! counters and history, so that they can be checked by hand. Shared below the worlds:
+//! the miner network uses them, and a fleet whose replicas are miners will.
 //!
 //! ```
-//! use infersim_agents::network::scoring::{iso, period_score, DecayParams, HistoryRow, PeriodCounts};
+//! use infersim_agents::scoring::{iso, period_score, DecayParams, HistoryRow, PeriodCounts};
 //! let params = DecayParams::default();
 //! // One row scored 1.0, an hour old: half its weight is left.
 //! assert_eq!(iso(&[HistoryRow { at_s: 0.0, score: 1.0 }], 3600.0, &params), 0.5);
