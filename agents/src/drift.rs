@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::distributions::lognormal_from_mean_cv;
 use crate::error::ConfigError;
-use infersim_engine::SimRng;
+use infersim_engine::{Context, EventId, ScheduleError, SimDuration, SimRng, SimTime};
 
 /// The drift each served request adds to the model's loss: mean `per_request +
 /// per_token x output tokens`, spread as `distribution` says.
@@ -364,6 +364,92 @@ impl Monitor {
             Signal::Loss => loss < self.lower,
             Signal::Ics { stop_above, .. } => ics.is_some_and(|ics| ics > stop_above),
         }
+    }
+}
+
+/// What the monitor carries from tick to tick under the discrete-job policies: a
+/// campaign under way (jobs back to back until one leaves the model good again), a
+/// carbon-aware wait and its deadline, the next periodic start. One rule for every
+/// world with a monitor; each world starts the jobs.
+#[derive(Clone, Copy, Debug)]
+pub struct Campaign {
+    /// Jobs run back to back until one leaves the model good again.
+    pub active: bool,
+    /// A carbon-aware wait's deadline event.
+    pub carbon_wait: Option<EventId>,
+    /// When the next periodic job is due (the first one period in).
+    pub next_periodic: SimTime,
+}
+
+impl Campaign {
+    /// Nothing under way.
+    pub fn new(monitor: &Monitor) -> Self {
+        let next_periodic = match monitor.policy {
+            Policy::Periodic { period_h } => SimTime::from_secs_f64(period_h * 3600.0).unwrap_or(SimTime::MAX),
+            _ => SimTime::MAX,
+        };
+        Campaign { active: false, carbon_wait: None, next_periodic }
+    }
+
+    /// A tick under `policy` at `ctx.now()`, the signal saying retraining is `due`, the
+    /// grid at `intensity_kg_per_kwh`: whether a job should start now if none runs.
+    /// A carbon-aware wait, when it begins, schedules `deadline` (the world's event for
+    /// [`Campaign::deadline_reached`]). Under `vensim` and `none` it never asks for one.
+    pub fn tick<E>(
+        &mut self,
+        policy: Policy,
+        due: bool,
+        intensity_kg_per_kwh: f64,
+        ctx: &mut Context<'_, E>,
+        deadline: E,
+    ) -> Result<bool, ScheduleError> {
+        let now = ctx.now();
+        Ok(match policy {
+            Policy::None | Policy::Vensim => false,
+            Policy::Hysteresis => {
+                self.active |= due;
+                self.active
+            }
+            Policy::Periodic { period_h } => {
+                let starts = now >= self.next_periodic;
+                if starts {
+                    let period = SimDuration::from_secs_f64(period_h * 3600.0)?;
+                    while self.next_periodic <= now {
+                        self.next_periodic = self.next_periodic.checked_add(period).unwrap_or(SimTime::MAX);
+                    }
+                }
+                starts
+            }
+            Policy::CarbonAware { threshold_kg_per_kwh, deadline_h } => {
+                if !self.active && self.carbon_wait.is_none() && due {
+                    let wait = SimDuration::from_secs_f64(deadline_h * 3600.0)?;
+                    self.carbon_wait = Some(ctx.schedule(wait, deadline)?);
+                }
+                if let Some(wait) = self.carbon_wait
+                    && intensity_kg_per_kwh <= threshold_kg_per_kwh
+                {
+                    ctx.cancel(wait);
+                    self.carbon_wait = None;
+                    self.active = true;
+                }
+                self.active
+            }
+        })
+    }
+
+    /// A carbon-aware wait has lasted its longest: the campaign starts.
+    pub fn deadline_reached(&mut self) {
+        self.carbon_wait = None;
+        self.active = true;
+    }
+
+    /// A job has finished: whether another follows (a campaign goes on until the
+    /// model is `good` again).
+    pub fn after_job(&mut self, good: bool) -> bool {
+        if self.active && good {
+            self.active = false;
+        }
+        self.active
     }
 }
 

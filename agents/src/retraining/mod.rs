@@ -47,7 +47,7 @@ mod failures;
 mod file;
 mod results;
 mod training;
-use crate::drift::DriftSampler;
+use crate::drift::{Campaign, DriftSampler};
 pub use crate::drift::{Drift, DriftDistribution, LossFunction, Monitor, Policy, Quality, Signal};
 pub use config::{Energy, Fleet, Prices, RetrainingConfig, Training, TrainingPool};
 pub use file::{RetrainingFile, RetrainingWorld};
@@ -238,12 +238,8 @@ pub struct Retraining<O = NullObserver, S = NullObserver> {
     job: Option<Job>,
     /// GPUs the job still waits for.
     job_claims: u32,
-    /// A hysteresis or carbon-aware campaign is under way.
-    campaign: bool,
-    /// A carbon-aware trigger waiting for clean power, and its deadline event.
-    carbon_wait: Option<EventId>,
-    /// The next periodic start.
-    next_periodic: SimTime,
+    /// The monitor's campaign, carbon-aware wait and periodic schedule.
+    campaign: Campaign,
     /// Continuous power draws (kW, PUE included) since `flows_since`.
     idle_kw: f64,
     training_kw: f64,
@@ -291,10 +287,6 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
         } else {
             ServiceSampler::LogNormal(lognormal_from_mean_cv(service_s, service_cv))
         };
-        let next_periodic = match config.monitor.policy {
-            Policy::Periodic { period_h } => SimTime::from_secs_f64(period_h * 3600.0).unwrap_or(SimTime::MAX),
-            _ => SimTime::MAX,
-        };
         Ok(Retraining {
             arrivals: ArrivalGenerator::new(config.arrivals.clone()),
             drift: config.drift_sampler(),
@@ -309,9 +301,7 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
             vensim: VensimStocks { training_gpus: 0.0, monitoring: 0.0 },
             job: None,
             job_claims: 0,
-            campaign: false,
-            carbon_wait: None,
-            next_periodic,
+            campaign: Campaign::new(&config.monitor),
             idle_kw: config.energy.idle_kwh_per_h * config.energy.pue,
             training_kw: 0.0,
             flows_since: SimTime::ZERO,
@@ -502,44 +492,14 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
             self.stats.retrain_preempted += 1;
             self.end_job(ctx)?;
         }
-        match self.config.monitor.policy {
-            Policy::None => {}
-            Policy::Vensim => self.vensim_step(now),
-            Policy::Hysteresis => {
-                if !self.campaign && self.above_band() {
-                    self.campaign = true;
-                }
-                if self.campaign && self.job.is_none() && !overloaded {
-                    self.start_job(ctx)?;
-                }
-            }
-            Policy::Periodic { period_h } => {
-                if now >= self.next_periodic {
-                    let period = SimDuration::from_secs_f64(period_h * 3600.0)?;
-                    while self.next_periodic <= now {
-                        self.next_periodic = self.next_periodic.checked_add(period).unwrap_or(SimTime::MAX);
-                    }
-                    if self.job.is_none() && !overloaded {
-                        self.start_job(ctx)?;
-                    }
-                }
-            }
-            Policy::CarbonAware { threshold_kg_per_kwh, deadline_h } => {
-                if !self.campaign && self.carbon_wait.is_none() && self.above_band() {
-                    let deadline = SimDuration::from_secs_f64(deadline_h * 3600.0)?;
-                    self.carbon_wait = Some(ctx.schedule(deadline, RetrainingEvent::CarbonDeadline)?);
-                }
-                if let Some(wait) = self.carbon_wait
-                    && self.config.grid.at(hours(now)) <= threshold_kg_per_kwh
-                {
-                    ctx.cancel(wait);
-                    self.carbon_wait = None;
-                    self.campaign = true;
-                }
-                if self.campaign && self.job.is_none() && !overloaded {
-                    self.start_job(ctx)?;
-                }
-            }
+        let policy = self.config.monitor.policy;
+        if policy == Policy::Vensim {
+            self.vensim_step(now);
+        }
+        let (due, intensity) = (self.above_band(), self.config.grid.at(hours(now)));
+        let wanted = self.campaign.tick(policy, due, intensity, ctx, RetrainingEvent::CarbonDeadline)?;
+        if wanted && self.job.is_none() && !overloaded {
+            self.start_job(ctx)?;
         }
         let next = now.checked_add(self.interval).ok_or(ScheduleError::Overflow)?;
         if next <= self.horizon {
@@ -622,8 +582,7 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
     }
 
     fn on_carbon_deadline(&mut self, ctx: &mut Context<'_, RetrainingEvent>) -> Result<(), ScheduleError> {
-        self.carbon_wait = None;
-        self.campaign = true;
+        self.campaign.deadline_reached();
         if self.job.is_none() {
             self.start_job(ctx)?;
         }

@@ -82,12 +82,8 @@ impl<O: Observer<RetrainingRequest>, S: Observer<RetrainingSample>> Retraining<O
         self.processed_data += t.samples_per_job;
         self.loss = t.loss.after_job(self.loss, t.samples_per_job, self.processed_data);
         // A campaign goes on until a job leaves the loss below the lower bound.
-        if self.campaign {
-            if self.below_band() {
-                self.campaign = false;
-            } else {
-                self.start_job(ctx)?;
-            }
+        if self.campaign.after_job(self.below_band()) {
+            self.start_job(ctx)?;
         }
         Ok(())
     }

@@ -27,7 +27,9 @@ use serde::Deserialize;
 use super::autoscale::Mode;
 use super::pools::{DEFAULT_ENGINE_START_S, DEFAULT_LOAD_GB_PER_S};
 use super::{LlmEvent, LlmPool, LlmServing, PoolRole};
-use crate::drift::{Drift, DriftSampler, DriftTable, LossFunction, Monitor, MonitorTable, Policy, Quality, Signal};
+use crate::drift::{
+    Campaign, Drift, DriftSampler, DriftTable, LossFunction, Monitor, MonitorTable, Policy, Quality, Signal,
+};
 use crate::error::{ConfigError, hours};
 use crate::power::PowerMeter;
 use crate::requests::RequestRecord;
@@ -346,10 +348,8 @@ pub(super) struct Retrainer {
     config: FleetRetraining,
     loss: f64,
     processed_samples: f64,
-    campaign: bool,
+    campaign: Campaign,
     job: Option<Job>,
-    next_periodic: SimTime,
-    carbon_wait: Option<EventId>,
     /// Drift of mean 1, scaled by each request's mean.
     unit_drift: DriftSampler,
     interval: SimDuration,
@@ -381,14 +381,8 @@ impl Retrainer {
         Ok(Retrainer {
             loss: config.drift.initial_loss,
             processed_samples: config.training.base_samples,
-            campaign: false,
+            campaign: Campaign::new(&config.monitor),
             job: None,
-            // The first periodic job one period in, as in the retraining world.
-            next_periodic: match config.monitor.policy {
-                Policy::Periodic { period_h } => SimTime::from_secs_f64(period_h * 3600.0)?,
-                _ => SimTime::ZERO,
-            },
-            carbon_wait: None,
             unit_drift: config.drift.sampler(1.0),
             interval: SimDuration::from_secs_f64(interval_h * 3600.0)?,
             tick_loss: Tally::new(),
@@ -524,39 +518,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             rt.ics = Some(ics);
         }
         rt.interval_scores = Tally::new();
-        let above = monitor.retrain_due(rt.loss, rt.ics);
-        let mut start = false;
-        match monitor.policy {
-            Policy::None => {}
-            Policy::Hysteresis => {
-                rt.campaign |= above;
-                start = rt.campaign;
-            }
-            Policy::Periodic { period_h } => {
-                if now >= rt.next_periodic {
-                    let period = SimDuration::from_secs_f64(period_h * 3600.0)?;
-                    while rt.next_periodic <= now {
-                        rt.next_periodic = rt.next_periodic.checked_add(period).unwrap_or(SimTime::MAX);
-                    }
-                    start = true;
-                }
-            }
-            Policy::CarbonAware { threshold_kg_per_kwh, deadline_h } => {
-                if !rt.campaign && rt.carbon_wait.is_none() && above {
-                    let deadline = SimDuration::from_secs_f64(deadline_h * 3600.0)?;
-                    rt.carbon_wait = Some(ctx.schedule(deadline, LlmEvent::CarbonDeadline)?);
-                }
-                if let Some(wait) = rt.carbon_wait
-                    && self.config.grid.at(hours(now)) <= threshold_kg_per_kwh
-                {
-                    ctx.cancel(wait);
-                    rt.carbon_wait = None;
-                    rt.campaign = true;
-                }
-                start = rt.campaign;
-            }
-            Policy::Vensim => unreachable!("refused for the fleet"),
-        }
+        let (due, intensity) = (monitor.retrain_due(rt.loss, rt.ics), self.config.grid.at(hours(now)));
+        let start = rt.campaign.tick(monitor.policy, due, intensity, ctx, LlmEvent::CarbonDeadline)?;
         let next = now.checked_add(rt.interval).ok_or(ScheduleError::Overflow)?;
         if next <= self.horizon {
             ctx.schedule(next, LlmEvent::Monitor)?;
@@ -570,8 +533,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     /// A carbon-aware wait has lasted its longest: the campaign starts.
     pub(super) fn on_carbon_deadline(&mut self, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
         let rt = self.retrainer.as_mut().expect("a drifting model");
-        rt.carbon_wait = None;
-        rt.campaign = true;
+        rt.campaign.deadline_reached();
         if rt.job.is_none() {
             self.start_job(ctx)?;
         }
@@ -661,10 +623,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         if let Some(since) = rt.window_open.take() {
             rt.windows.push((since, back));
         }
-        let again = rt.campaign && !rt.config.monitor.good_again(rt.loss, rt.ics);
-        if !again {
-            rt.campaign = false;
-        }
+        let again = rt.campaign.after_job(rt.config.monitor.good_again(rt.loss, rt.ics));
         for r in job.replicas {
             let pool = self.pool(r);
             let idle_w = pool.gpu.idle_w * f64::from(pool.tp);
