@@ -276,21 +276,7 @@ fn users_scores_drive_the_monitor_and_reach_the_requests_file() {
 #[test]
 fn retraining_lowers_the_loss_and_costs_training_energy() {
     let dir = tempfile::tempdir().unwrap();
-    let builtin =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/scenarios/fleet-retraining.toml"))
-            .unwrap();
-    let text = builtin
-        .replace(
-            "\"serving.monitor.policy\" = [\"none\", \"hysteresis\", \"periodic\", \"carbon_aware\"]",
-            "\"serving.monitor.policy\" = [\"none\", \"hysteresis\"]",
-        )
-        .replace(
-            "\"serving.training.pool\" = [\"dedicated\", \"shared\"]",
-            "\"serving.training.pool\" = [\"dedicated\"]",
-        );
-    assert_ne!(text, builtin);
-    let path = dir.path().join("direction.toml");
-    std::fs::write(&path, text).unwrap();
+    let path = builtin_swept(dir.path(), "direction", "[\"none\", \"hysteresis\"]", "[\"dedicated\"]");
     let out = dir.path().join("direction");
     infersim_ok(&["run", s(&path), "--reps", "5", "--out", s(&out), "--set", "simulation.duration_s=864000"]);
     let reps = read(out.join("replications.parquet"));
@@ -315,16 +301,7 @@ fn retraining_lowers_the_loss_and_costs_training_energy() {
 #[test]
 fn shared_training_raises_ttft_inside_training_windows() {
     let dir = tempfile::tempdir().unwrap();
-    let builtin =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/scenarios/fleet-retraining.toml"))
-            .unwrap();
-    let text = builtin.replace(
-        "\"serving.monitor.policy\" = [\"none\", \"hysteresis\", \"periodic\", \"carbon_aware\"]",
-        "\"serving.monitor.policy\" = [\"hysteresis\"]",
-    );
-    assert_ne!(text, builtin);
-    let path = dir.path().join("loaded.toml");
-    std::fs::write(&path, text).unwrap();
+    let path = builtin_swept(dir.path(), "loaded", "[\"hysteresis\"]", "[\"dedicated\", \"shared\"]");
     let out = dir.path().join("loaded");
     let sets = ["simulation.duration_s=14400", "serving.arrivals.rate_per_s=6", "serving.drift.per_request=3.2e-6"];
     let mut args = vec!["run", s(&path), "--reps", "5", "--out", s(&out)];
@@ -342,4 +319,25 @@ fn shared_training_raises_ttft_inside_training_windows() {
     for (d, s) in dedicated.iter().zip(&shared) {
         assert!(s > d, "TTFT p99 in training windows: shared {s} s, dedicated {d} s");
     }
+}
+
+/// The built-in `fleet-retraining` with its sweep cut to these policies and training
+/// pools (TOML lists), written to `dir/name.toml`.
+fn builtin_swept(dir: &Path, name: &str, policies: &str, pools: &str) -> std::path::PathBuf {
+    let builtin =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/scenarios/fleet-retraining.toml"))
+            .unwrap();
+    let text = builtin
+        .replace(
+            "\"serving.monitor.policy\" = [\"none\", \"hysteresis\", \"periodic\", \"carbon_aware\"]",
+            &format!("\"serving.monitor.policy\" = {policies}"),
+        )
+        .replace(
+            "\"serving.training.pool\" = [\"dedicated\", \"shared\"]",
+            &format!("\"serving.training.pool\" = {pools}"),
+        );
+    assert_ne!(text, builtin, "the built-in's sweep is as this test expects");
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
 }
