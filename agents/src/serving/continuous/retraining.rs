@@ -224,13 +224,55 @@ impl RetrainingTables {
 impl TrainingTable {
     fn resolve(&self, pools: &[LlmPool], model: &str) -> Result<FleetTraining, ConfigError> {
         let k = |name: &str| format!("serving.training.{name}");
+        let (place, pool) = self.place(pools, model)?;
+        let p = &pools[pool];
+        if p.failures.is_some() {
+            let allowed = "none on a pool that trains (failures of training GPUs are not built yet)";
+            return Err(ConfigError::invalid(format!("serving.{}failures", p.key), "(given)", allowed));
+        }
+        let gpus = match place {
+            TrainingPlace::Dedicated { .. } => p.gpus(),
+            TrainingPlace::Shared { replicas, .. } => replicas * p.tp,
+        };
+        let samples_per_job = positive(&k("samples_per_job"), self.samples_per_job)?;
+        positive(&k("base_samples"), self.base_samples)?;
+        self.loss.validate("serving.training.loss")?;
+        let job_s = self.job_s(&pools[pool], gpus, samples_per_job)?;
+        if !(1e-3..=MAX_DURATION_S).contains(&job_s) {
+            let allowed = "a job from 1 ms to 100 years long (with the rate or work given)";
+            return Err(ConfigError::invalid(k("samples_per_job"), samples_per_job, allowed));
+        }
+        let share = self.gpu_power_share.unwrap_or(TRAINING_POWER_SHARE);
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(ConfigError::invalid(k("gpu_power_share"), share, "a share of TDP in (0, 1]"));
+        }
+        let cold_start_s = p.autoscale.map_or_else(
+            || p.model.weight_bytes() / (DEFAULT_LOAD_GB_PER_S * 1e9) + DEFAULT_ENGINE_START_S,
+            |a| a.cold_start_s,
+        );
+        Ok(FleetTraining {
+            place,
+            gpus,
+            job_s,
+            samples_per_job,
+            base_samples: self.base_samples,
+            loss: self.loss,
+            gpu_power_w: share * p.gpu.tdp_w,
+            cold_start_s,
+        })
+    }
+
+    /// Where the jobs train, and the pool that is: a training pool (dedicated) or a
+    /// mixed pool serving the drifting model (shared).
+    fn place(&self, pools: &[LlmPool], model: &str) -> Result<(TrainingPlace, usize), ConfigError> {
+        let k = |name: &str| format!("serving.training.{name}");
         let find = |name: &str| {
             pools.iter().position(|p| p.name == name).ok_or_else(|| {
                 let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
                 ConfigError::invalid(k("from_pool"), name, format!("the name of a pool ({})", names.join(", ")))
             })
         };
-        let (place, pool) = match self.pool.as_str() {
+        Ok(match self.pool.as_str() {
             "dedicated" => {
                 let pool = match &self.from_pool {
                     Some(name) => find(name)?,
@@ -274,30 +316,23 @@ impl TrainingTable {
                 (TrainingPlace::Shared { pool, replicas }, pool)
             }
             other => return Err(ConfigError::invalid(k("pool"), other, "dedicated or shared")),
-        };
-        let p = &pools[pool];
-        if p.failures.is_some() {
-            let allowed = "none on a pool that trains (failures of training GPUs are not built yet)";
-            return Err(ConfigError::invalid(format!("serving.{}failures", p.key), "(given)", allowed));
-        }
-        let gpus = match place {
-            TrainingPlace::Dedicated { .. } => p.gpus(),
-            TrainingPlace::Shared { replicas, .. } => replicas * p.tp,
-        };
-        let positive = |name: &str, v: f64| {
-            if v.is_finite() && v > 0.0 { Ok(v) } else { Err(ConfigError::invalid(k(name), v, "a finite number > 0")) }
-        };
-        let samples_per_job = positive("samples_per_job", self.samples_per_job)?;
-        positive("base_samples", self.base_samples)?;
-        self.loss.validate("serving.training.loss")?;
-        let job_s = match (self.samples_per_gpu_h, self.tokens_per_sample) {
-            (Some(rate), None) => samples_per_job / (positive("samples_per_gpu_h", rate)? * f64::from(gpus)) * 3600.0,
+        })
+    }
+
+    /// How long a job of `samples_per_job` trains on `gpus` GPUs of pool `p` (s): from
+    /// the samples a GPU trains on per hour, or from the work of its tokens.
+    fn job_s(&self, p: &LlmPool, gpus: u32, samples_per_job: f64) -> Result<f64, ConfigError> {
+        let k = |name: &str| format!("serving.training.{name}");
+        Ok(match (self.samples_per_gpu_h, self.tokens_per_sample) {
+            (Some(rate), None) => {
+                samples_per_job / (positive(&k("samples_per_gpu_h"), rate)? * f64::from(gpus)) * 3600.0
+            }
             (None, Some(tokens)) => {
                 let mfu = self.mfu.unwrap_or(TRAINING_MFU);
                 if !(mfu > 0.0 && mfu <= 1.0) {
                     return Err(ConfigError::invalid(k("mfu"), mfu, "a share in (0, 1]"));
                 }
-                let flops = samples_per_job * positive("tokens_per_sample", tokens)? * 6.0 * p.model.params();
+                let flops = samples_per_job * positive(&k("tokens_per_sample"), tokens)? * 6.0 * p.model.params();
                 flops / (f64::from(gpus) * p.gpu.peak_bf16_tflops * 1e12 * mfu)
             }
             (Some(_), Some(_)) => {
@@ -310,30 +345,13 @@ impl TrainingTable {
                     "samples a GPU trains on per hour, or tokens_per_sample (the job's work from the catalogue)",
                 ));
             }
-        };
-        if !(1e-3..=MAX_DURATION_S).contains(&job_s) {
-            let allowed = "a job from 1 ms to 100 years long (with the rate or work given)";
-            return Err(ConfigError::invalid(k("samples_per_job"), samples_per_job, allowed));
-        }
-        let share = self.gpu_power_share.unwrap_or(TRAINING_POWER_SHARE);
-        if !(share > 0.0 && share <= 1.0) {
-            return Err(ConfigError::invalid(k("gpu_power_share"), share, "a share of TDP in (0, 1]"));
-        }
-        let cold_start_s = p.autoscale.map_or_else(
-            || p.model.weight_bytes() / (DEFAULT_LOAD_GB_PER_S * 1e9) + DEFAULT_ENGINE_START_S,
-            |a| a.cold_start_s,
-        );
-        Ok(FleetTraining {
-            place,
-            gpus,
-            job_s,
-            samples_per_job,
-            base_samples: self.base_samples,
-            loss: self.loss,
-            gpu_power_w: share * p.gpu.tdp_w,
-            cold_start_s,
         })
     }
+}
+
+/// `v` if it is a finite number above 0; else the error names `key`.
+fn positive(key: &str, v: f64) -> Result<f64, ConfigError> {
+    if v.is_finite() && v > 0.0 { Ok(v) } else { Err(ConfigError::invalid(key, v, "a finite number > 0")) }
 }
 
 /// A job under way: its replicas, those still draining, and its end.
