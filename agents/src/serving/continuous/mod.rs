@@ -16,23 +16,25 @@ use std::collections::BTreeSet;
 
 use infersim_engine::sampling::Grid;
 use infersim_engine::stats::{LatencyHistogram, Tally};
-use infersim_engine::{Context, EventId, Id, Model, Observer, ScheduleError, SimDuration, SimTime, Slab, StreamId};
+use infersim_engine::{Context, EventId, Id, Model, Observer, ScheduleError, SimDuration, SimTime, Slab};
 
 use super::{ARRIVAL_STREAM, REQUEST_STREAM, ServingSample};
 use crate::arrivals::{ArrivalGenerator, ArrivalProcess};
 use crate::error::RunError;
-use crate::failures::{DOWN_POWER_W, FAILURE_STREAM_BASE, Lifecycle, first_failure};
+use crate::failures::Lifecycle;
 use crate::llm::kv::{Chain, Segment, chain_hash};
 use crate::llm::{Replica, Sequence, StepModel, StepTime, TokenEvent};
 use crate::min_index::MinIndex;
-use crate::power::{J_PER_KWH, PowerMeter};
+use crate::power::PowerMeter;
 use crate::requests::{RequestOutcome, RequestRecord, TokenSampler, draw_request};
 use crate::world::{MetricValue, Metrics, Replication};
 
 mod autoscale;
 mod config;
+mod failures;
 mod file;
 mod measures;
+mod outcomes;
 mod pools;
 mod retraining;
 mod routing;
@@ -47,7 +49,7 @@ pub use measures::ContinuousRun;
 pub use pools::DEFAULT_GPUS_PER_NODE;
 use retraining::Retrainer;
 pub use retraining::{DRIFT_STREAM, FleetRetraining, FleetTraining, TRAINING_MFU, TRAINING_POWER_SHARE, TrainingPlace};
-use routing::Routed;
+use routing::{Groups, Routed, routing_groups};
 use sessions::Session;
 
 /// The routing key of a replica that is down: above any load.
@@ -423,23 +425,6 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         self.start_monitor(ctx)
     }
 
-    /// Schedules replica `r`'s next failure, if it falls before arrivals stop: each of
-    /// its GPUs draws a time to failure from its own stream, and the replica fails with
-    /// the first.
-    fn schedule_failure(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
-        let pool = self.pool(r);
-        let Some(failures) = pool.failures else { return Ok(()) };
-        let first_gpu = self.replicas[r].first_gpu;
-        let streams = (0..pool.tp).map(|k| gpu_failure_stream(first_gpu + k));
-        let (gpu, up_s) = first_failure(streams.map(|stream| failures.time_to_failure_s(ctx.rng(stream))));
-        self.replicas[r].failed_gpu = gpu as u32;
-        let at = ctx.now().checked_add(SimDuration::from_secs_f64(up_s)?).unwrap_or(SimTime::MAX);
-        if at < self.horizon {
-            ctx.schedule(at, LlmEvent::Fails(r as u32))?;
-        }
-        Ok(())
-    }
-
     /// The pool of replica `r`.
     fn pool(&self, r: usize) -> &'c LlmPool {
         &self.config.pools[usize::from(self.replicas[r].pool)]
@@ -752,203 +737,6 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         self.token_events = events;
         self.kick(r, ctx)
     }
-
-    /// Counts a served request's latencies and objectives (when after warm-up);
-    /// returns whether it met its end-to-end objective.
-    fn count_served(&mut self, r: &LlmRequest, now: SimTime, counted: bool) -> Result<bool, ScheduleError> {
-        let task = &self.config.tasks[usize::from(r.task)];
-        let first = r.first_token.unwrap_or(now);
-        let ttft = first - r.arrival;
-        let e2e = now - r.arrival;
-        let tpot_s = (r.output > 1).then(|| (now - first).as_secs_f64() / f64::from(r.output - 1));
-        let slo_met = e2e.as_secs_f64() <= task.slo_s;
-        let good = task.ttft_slo_s.is_none_or(|s| ttft.as_secs_f64() <= s)
-            && task.tpot_slo_s.is_none_or(|s| tpot_s.is_none_or(|t| t <= s))
-            && (task.ttft_slo_s.is_some() || task.tpot_slo_s.is_some() || slo_met);
-        let tpot = tpot_s.map(SimDuration::from_secs_f64).transpose()?;
-        let (output, model) = (u64::from(r.output), usize::from(r.model));
-        // A model's tokens are counted as its requests finish (a pool's, as its steps
-        // produce them).
-        self.tally(false, None, Some(model), |s| {
-            s.output_tokens += output;
-            s.counted_output_tokens += if counted { output } else { 0 };
-        });
-        self.tally(true, self.pool_of(r.replica), Some(model), |s| {
-            s.last_finish = s.last_finish.max(now);
-            if counted {
-                s.served += 1;
-                s.slo_met += u64::from(slo_met);
-                s.goodput += u64::from(good);
-                s.ttft.record(ttft);
-                s.ttft_mean.add(ttft.as_secs_f64());
-                s.e2e.record(e2e);
-                s.e2e_mean.add(e2e.as_secs_f64());
-                if let (Some(t), Some(d)) = (tpot_s, tpot) {
-                    s.tpot.record(d);
-                    s.tpot_mean.add(t);
-                }
-            }
-        });
-        if counted && let Some(rt) = self.retrainer.as_mut() {
-            rt.note_served(good, slo_met);
-        }
-        Ok(slo_met)
-    }
-
-    /// Records a request that left (served or not) and frees its slot; a closed-loop
-    /// client then sends its next request.
-    fn finish(
-        &mut self,
-        id: Id<LlmRequest>,
-        outcome: RequestOutcome,
-        ctx: &mut Context<'_, LlmEvent>,
-    ) -> Result<(), ScheduleError> {
-        let now = ctx.now();
-        let r = self.requests.remove(id);
-        if let Some(t) = r.timeout {
-            ctx.cancel(t);
-        }
-        let counted = r.arrival >= self.warmup;
-        let (mut slo_met, mut quality, mut user_score) = (false, 1.0, None);
-        if outcome == RequestOutcome::Served {
-            slo_met = self.count_served(&r, now, counted)?;
-            (quality, user_score) = self.served_drifts(usize::from(r.model), r.output, counted, ctx);
-        } else if counted {
-            self.tally(true, self.pool_of(r.replica), Some(usize::from(r.model)), |s| match outcome {
-                RequestOutcome::TimedOut => s.timed_out += 1,
-                RequestOutcome::Lost => s.lost += 1,
-                RequestOutcome::Rejected => s.rejected += 1,
-                RequestOutcome::Served => {}
-            });
-        }
-        let (energy_j, preemptions) = (r.energy_j, u64::from(r.preemptions));
-        self.tally(false, None, Some(usize::from(r.model)), |s| {
-            s.requests_energy_j += energy_j;
-            s.requests_preemptions += preemptions;
-        });
-        let secs = |t: Option<SimTime>| t.map(SimTime::as_secs_f64);
-        self.observer.observe(RequestRecord {
-            request_id: r.id,
-            task: r.task,
-            tokens: r.prompt + r.output,
-            truncated: false,
-            history_tokens: 0,
-            quality,
-            user_score,
-            arrival_s: r.arrival.as_secs_f64(),
-            start_s: secs(r.first_scheduled),
-            finish_s: Some(now.as_secs_f64()),
-            node: r.replica.map(|replica| self.replicas[replica as usize].node),
-            gpu: None,
-            batch_size: None,
-            energy_kwh: r.energy_j / J_PER_KWH,
-            outcome,
-            slo_met,
-            warmup: !counted,
-            input_tokens: Some(r.prompt),
-            output_tokens: Some(r.output),
-            first_scheduled_s: secs(r.first_scheduled),
-            first_token_s: secs(r.first_token),
-            preemptions: Some(r.preemptions),
-            cached_tokens: r.cached_tokens,
-            replica: r.replica,
-            pool: r.replica.map(|replica| self.replicas[replica as usize].pool),
-        });
-        if let Some(session) = r.session {
-            self.turn_ended(session, &r, outcome, ctx)?;
-        }
-        if let Some(client) = r.client
-            && let ArrivalProcess::Closed { requests, think_time_s, .. } = self.config.arrivals
-            && self.sent < requests
-        {
-            let at = now.checked_add(SimDuration::from_secs_f64(think_time_s)?).ok_or(ScheduleError::Overflow)?;
-            if at < self.horizon {
-                ctx.schedule(at, LlmEvent::ClientSends(client))?;
-            }
-        }
-        Ok(())
-    }
-
-    fn on_timeout(&mut self, id: Id<LlmRequest>, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
-        self.requests[id].timeout = None;
-        let replica = self.requests[id].replica.expect("a request with a timeout was routed") as usize;
-        if let Some(seq) = self.replicas[replica].engine.withdraw(|k| *k == id) {
-            // Preempted before it gave up, it may have run.
-            self.requests[id].energy_j += seq.energy_j;
-            self.refresh_load(replica);
-            self.finish(id, RequestOutcome::TimedOut, ctx)?;
-        }
-        Ok(())
-    }
-
-    fn on_fails(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
-        let now = ctx.now();
-        if let Some(step) = self.replicas[r].step.take() {
-            ctx.cancel(step);
-        }
-        self.life.fail(r, now);
-        let pool = usize::from(self.replicas[r].pool);
-        self.group_stats[pool].gpu_failures += 1;
-        let mut lost = Vec::new();
-        self.replicas[r].engine.drain(|s, chain| lost.push((s, chain)));
-        self.refresh_load(r);
-        self.set_power(now, r, DOWN_POWER_W);
-        for (s, chain) in lost {
-            let request = &mut self.requests[s.key];
-            request.preemptions = s.preemptions;
-            request.energy_j += s.energy_j;
-            self.retry_or_lose(s, chain, r, ctx)?;
-        }
-        let failures = self.pool(r).failures.expect("failures are configured");
-        let stream = gpu_failure_stream(self.replicas[r].first_gpu + self.replicas[r].failed_gpu);
-        let repair_s = failures.time_to_repair_s(ctx.rng(stream));
-        ctx.schedule(SimDuration::from_secs_f64(repair_s)?, LlmEvent::Repaired(r as u32))?;
-        Ok(())
-    }
-
-    /// A request whose replica `failed` failed: sent to another up replica of the same
-    /// pool while it has retries left (it goes on from where it was, recomputing its
-    /// tokens there), else lost.
-    fn retry_or_lose(
-        &mut self,
-        s: Sequence<Id<LlmRequest>>,
-        chain: Option<Chain>,
-        failed: usize,
-        ctx: &mut Context<'_, LlmEvent>,
-    ) -> Result<(), ScheduleError> {
-        let id = s.key;
-        if self.requests[id].retries >= self.pool(failed).retries {
-            return self.finish(id, RequestOutcome::Lost, ctx);
-        }
-        let group = self.replicas[failed].group as usize;
-        let routed =
-            Routed { chain: chain.as_deref().unwrap_or(&[]), prompt: self.requests[id].prompt, previous: None };
-        let Some(replica) = self.route(group, routed, ctx) else {
-            return self.finish(id, RequestOutcome::Lost, ctx);
-        };
-        let request = &mut self.requests[id];
-        request.retries += 1;
-        request.replica = Some(replica);
-        let model = Some(usize::from(request.model));
-        self.tally(true, Some(usize::from(self.replicas[failed].pool)), model, |s| s.retries += 1);
-        match chain {
-            Some(chain) => self.replicas[replica as usize].engine.enqueue_with_chain(s.moved(), chain),
-            None => self.replicas[replica as usize].engine.enqueue(s.moved()),
-        }
-        self.refresh_load(replica as usize);
-        self.kick(replica as usize, ctx)
-    }
-
-    fn on_repaired(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
-        let now = ctx.now();
-        self.life.repair(r, now);
-        self.refresh_load(r);
-        let pool = self.pool(r);
-        let idle_w = if self.replicas[r].mode == Mode::Off { 0.0 } else { pool.gpu.idle_w * f64::from(pool.tp) };
-        self.set_power(now, r, idle_w);
-        self.schedule_failure(r, ctx)?;
-        self.kick(r, ctx)
-    }
 }
 
 /// `chain` cut to a prompt of `prompt` tokens (a trace's ids may run past a prompt
@@ -969,12 +757,6 @@ fn within_prompt(chain: &Chain, prompt: u32) -> Chain {
     cut.into()
 }
 
-/// The failure stream of GPU `gpu` of the fleet: GPUs are numbered pool by pool and
-/// replica by replica, so a fleet of one-GPU replicas uses the streams of its replicas.
-fn gpu_failure_stream(gpu: u32) -> StreamId {
-    StreamId(FAILURE_STREAM_BASE + gpu)
-}
-
 /// A routing group: replicas a request may be sent to, their loads (waiting +
 /// running; [`DOWN`] when down) for least-outstanding-requests routing without a scan
 /// per request, and where round robin goes next.
@@ -990,71 +772,6 @@ struct RoutingGroup {
     committed_key: Vec<Option<u64>>,
     /// The block sizes of its pools' KV caches.
     block_sizes: Vec<u32>,
-}
-
-/// A fleet's routing groups and what each is for.
-struct Groups {
-    groups: Vec<RoutingGroup>,
-    /// The served model (an index in the served names) of each group.
-    models: Vec<usize>,
-    /// The decode group of each prefill group.
-    decode: Vec<Option<usize>>,
-    /// The group a request for each served name goes to first.
-    first: Vec<usize>,
-}
-
-/// The routing groups of a fleet: for each name [`LlmServingConfig::served_names`]
-/// gives, in its order, the replicas of the pools that serve it, or its prefill
-/// replicas then its decode replicas; each replica told its group and its place in it.
-fn routing_groups(config: &LlmServingConfig, replicas: &mut [ReplicaState]) -> Groups {
-    let n = replicas.len() as u32;
-    let (mut members, mut models, mut decode, mut first) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (i, name) in config.served_names().into_iter().enumerate() {
-        let serving: Vec<u32> = (0..n)
-            .filter(|&r| {
-                let pool = &config.pools[usize::from(replicas[r as usize].pool)];
-                pool.serves == name && pool.role != PoolRole::Training
-            })
-            .collect();
-        let (prefill, rest): (Vec<u32>, Vec<u32>) = serving.into_iter().partition(|&r| replicas[r as usize].prefill);
-        first.push(members.len());
-        if !prefill.is_empty() {
-            decode.push(Some(members.len() + 1));
-            members.push(prefill);
-            models.push(i);
-        }
-        decode.push(None);
-        members.push(rest);
-        models.push(i);
-    }
-    let groups = members
-        .into_iter()
-        .enumerate()
-        .map(|(g, members)| {
-            for (k, &r) in members.iter().enumerate() {
-                (replicas[r as usize].group, replicas[r as usize].in_group) = (g as u32, k as u32);
-            }
-            let limits =
-                members.iter().map(|&r| config.pools[usize::from(replicas[r as usize].pool)].context_limit_tokens);
-            let context_limit_tokens = limits.reduce(|a, b| a.zip(b).map(|(a, b)| a.max(b))).flatten();
-            let mut block_sizes: Vec<u32> = members
-                .iter()
-                .map(|&r| config.pools[usize::from(replicas[r as usize].pool)].limits.block_size)
-                .collect();
-            block_sizes.sort_unstable();
-            block_sizes.dedup();
-            RoutingGroup {
-                block_sizes,
-                loads: MinIndex::new(members.len()),
-                committed: BTreeSet::new(),
-                committed_key: vec![None; members.len()],
-                replicas: members,
-                next: 0,
-                context_limit_tokens,
-            }
-        })
-        .collect();
-    Groups { groups, models, decode, first }
 }
 
 impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Model for LlmServing<'_, O, S> {

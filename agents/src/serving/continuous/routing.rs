@@ -5,9 +5,12 @@
 use infersim_engine::{Context, Observer};
 use rand::RngExt;
 
-use super::{DOWN, LlmEvent, LlmRouting, LlmServing, NO_GROUP, RoutingGroup};
+use std::collections::BTreeSet;
+
+use super::{DOWN, LlmEvent, LlmRouting, LlmServing, LlmServingConfig, NO_GROUP, PoolRole, ReplicaState, RoutingGroup};
 use crate::llm::cacheable_blocks;
 use crate::llm::kv::Segment;
+use crate::min_index::MinIndex;
 use crate::requests::RequestRecord;
 use crate::serving::{ROUTING_STREAM, ServingSample};
 
@@ -185,4 +188,69 @@ fn cheapest(replicas: impl Iterator<Item = u32>, cost: impl Fn(u32) -> f64) -> u
         }
     }
     best.1.expect("some replica is up")
+}
+
+/// A fleet's routing groups and what each is for.
+pub(super) struct Groups {
+    pub groups: Vec<RoutingGroup>,
+    /// The served model (an index in the served names) of each group.
+    pub models: Vec<usize>,
+    /// The decode group of each prefill group.
+    pub decode: Vec<Option<usize>>,
+    /// The group a request for each served name goes to first.
+    pub first: Vec<usize>,
+}
+
+/// The routing groups of a fleet: for each name [`LlmServingConfig::served_names`]
+/// gives, in its order, the replicas of the pools that serve it, or its prefill
+/// replicas then its decode replicas; each replica told its group and its place in it.
+pub(super) fn routing_groups(config: &LlmServingConfig, replicas: &mut [ReplicaState]) -> Groups {
+    let n = replicas.len() as u32;
+    let (mut members, mut models, mut decode, mut first) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, name) in config.served_names().into_iter().enumerate() {
+        let serving: Vec<u32> = (0..n)
+            .filter(|&r| {
+                let pool = &config.pools[usize::from(replicas[r as usize].pool)];
+                pool.serves == name && pool.role != PoolRole::Training
+            })
+            .collect();
+        let (prefill, rest): (Vec<u32>, Vec<u32>) = serving.into_iter().partition(|&r| replicas[r as usize].prefill);
+        first.push(members.len());
+        if !prefill.is_empty() {
+            decode.push(Some(members.len() + 1));
+            members.push(prefill);
+            models.push(i);
+        }
+        decode.push(None);
+        members.push(rest);
+        models.push(i);
+    }
+    let groups = members
+        .into_iter()
+        .enumerate()
+        .map(|(g, members)| {
+            for (k, &r) in members.iter().enumerate() {
+                (replicas[r as usize].group, replicas[r as usize].in_group) = (g as u32, k as u32);
+            }
+            let limits =
+                members.iter().map(|&r| config.pools[usize::from(replicas[r as usize].pool)].context_limit_tokens);
+            let context_limit_tokens = limits.reduce(|a, b| a.zip(b).map(|(a, b)| a.max(b))).flatten();
+            let mut block_sizes: Vec<u32> = members
+                .iter()
+                .map(|&r| config.pools[usize::from(replicas[r as usize].pool)].limits.block_size)
+                .collect();
+            block_sizes.sort_unstable();
+            block_sizes.dedup();
+            RoutingGroup {
+                block_sizes,
+                loads: MinIndex::new(members.len()),
+                committed: BTreeSet::new(),
+                committed_key: vec![None; members.len()],
+                replicas: members,
+                next: 0,
+                context_limit_tokens,
+            }
+        })
+        .collect();
+    Groups { groups, models, decode, first }
 }
