@@ -198,6 +198,10 @@ fn the_fleets_loss_is_the_retraining_worlds_less_the_requests_in_flight() {
     assert!((gpu_h - retrainings * 5.0).abs() < 1e-9, "{gpu_h} GPU-hours");
     let kwh = floats(&ours, "training_energy_kwh")[0];
     assert!((kwh - retrainings * 5.0 * 0.76 * 0.7).abs() < 1e-6, "{kwh} kWh");
+    // The model's replica-hours are its serving pool's: a training pool serves nothing.
+    let (pools, models) = (read(fleet_out.join("pools.parquet")), read(fleet_out.join("models.parquet")));
+    let chat = crate::common::strings(&pools, "pool").iter().position(|p| p.as_deref() == Some("chat")).unwrap();
+    assert_eq!(floats(&models, "replica_hours")[0], floats(&pools, "replica_hours")[chat]);
 }
 
 /// A shared job takes a serving replica: it drains, trains and comes back after a

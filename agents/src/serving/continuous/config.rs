@@ -245,6 +245,12 @@ impl LlmPool {
         self.replicas * self.tp
     }
 
+    /// Whether requests for `name` are routed to it: it serves that name and takes
+    /// requests at all (a training pool takes none, whatever its `serves`).
+    pub fn serves_requests_for(&self, name: &str) -> bool {
+        self.role != PoolRole::Training && self.serves == name
+    }
+
     /// Checks every value; the error names the key relative to `[serving]`.
     fn validate(&self) -> Result<(), ConfigError> {
         let k = |name: &str| format!("{}{name}", self.key);
@@ -380,8 +386,8 @@ impl LlmServingConfig {
     /// The names the pools serve, in order of first appearance.
     pub fn served_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = Vec::new();
-        for p in self.pools.iter().filter(|p| p.role != PoolRole::Training) {
-            if !names.contains(&p.serves.as_str()) {
+        for p in &self.pools {
+            if p.serves_requests_for(&p.serves) && !names.contains(&p.serves.as_str()) {
                 names.push(&p.serves);
             }
         }
@@ -399,8 +405,7 @@ impl LlmServingConfig {
         let roles = self.has_roles();
         if roles {
             for name in self.served_names() {
-                let serving: Vec<&LlmPool> =
-                    self.pools.iter().filter(|p| p.serves == name && p.role != PoolRole::Training).collect();
+                let serving: Vec<&LlmPool> = self.pools.iter().filter(|p| p.serves_requests_for(name)).collect();
                 let has = |role: PoolRole| serving.iter().any(|p| p.role == role);
                 let split = has(PoolRole::Prefill) || has(PoolRole::Decode);
                 if let Some(p) = serving.iter().find(|p| p.role == PoolRole::Mixed).filter(|_| split) {

@@ -296,7 +296,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let total_j: f64 = models.iter().map(|s| s.requests_energy_j).sum();
         for (name, stats) in names.iter().zip(models) {
             let fraction = if total_j > 0.0 { stats.requests_energy_j / total_j } else { 0.0 };
-            let serving = |p: usize| c.pools[p].serves == *name;
+            let serving = |p: usize| c.pools[p].serves_requests_for(name);
             let share = Share {
                 gpu_j: fleet.gpu_j * fraction,
                 baseline_j: fleet.baseline_j * fraction,

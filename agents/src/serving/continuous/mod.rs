@@ -402,7 +402,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
                     .config
                     .pools
                     .iter()
-                    .filter(|p| p.role != PoolRole::Training)
+                    .filter(|p| p.serves_requests_for(&p.serves))
                     .map(|p| p.limits.max_num_seqs * p.replicas)
                     .sum();
                 let clients = concurrency.unwrap_or(seats);

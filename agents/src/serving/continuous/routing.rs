@@ -7,7 +7,7 @@ use rand::RngExt;
 
 use std::collections::BTreeSet;
 
-use super::{DOWN, LlmEvent, LlmRouting, LlmServing, LlmServingConfig, NO_GROUP, PoolRole, ReplicaState, RoutingGroup};
+use super::{DOWN, LlmEvent, LlmRouting, LlmServing, LlmServingConfig, NO_GROUP, ReplicaState, RoutingGroup};
 use crate::llm::cacheable_blocks;
 use crate::llm::kv::Segment;
 use crate::min_index::MinIndex;
@@ -209,10 +209,7 @@ pub(super) fn routing_groups(config: &LlmServingConfig, replicas: &mut [ReplicaS
     let (mut members, mut models, mut decode, mut first) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (i, name) in config.served_names().into_iter().enumerate() {
         let serving: Vec<u32> = (0..n)
-            .filter(|&r| {
-                let pool = &config.pools[usize::from(replicas[r as usize].pool)];
-                pool.serves == name && pool.role != PoolRole::Training
-            })
+            .filter(|&r| config.pools[usize::from(replicas[r as usize].pool)].serves_requests_for(name))
             .collect();
         let (prefill, rest): (Vec<u32>, Vec<u32>) = serving.into_iter().partition(|&r| replicas[r as usize].prefill);
         first.push(members.len());
