@@ -87,6 +87,7 @@ mod tests {
             ("station", crate::station::StationRun::UNITS),
             ("serving (static)", crate::serving::batched::BatchedRun::UNITS),
             ("serving (continuous)", crate::serving::continuous::ContinuousRun::UNITS),
+            ("serving (a fleet's drifting model)", crate::serving::continuous::FleetRetrainingRun::UNITS),
             ("retraining", crate::retraining::RetrainingRun::UNITS),
             ("network", crate::network::NetworkRun::UNITS),
             ("pipeline", crate::pipeline::PipelineRun::UNITS),

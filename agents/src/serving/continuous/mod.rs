@@ -48,7 +48,9 @@ pub use file::{VllmRecord, read_measured, vllm_makespan_s, vllm_samples};
 pub use measures::ContinuousRun;
 pub use pools::DEFAULT_GPUS_PER_NODE;
 use retraining::Retrainer;
-pub use retraining::{DRIFT_STREAM, FleetRetraining, FleetTraining, TRAINING_MFU, TRAINING_POWER_SHARE, TrainingPlace};
+pub use retraining::{
+    DRIFT_STREAM, FleetRetraining, FleetRetrainingRun, FleetTraining, TRAINING_MFU, TRAINING_POWER_SHARE, TrainingPlace,
+};
 use routing::{Groups, Routed, routing_groups};
 use sessions::Session;
 
@@ -848,7 +850,12 @@ pub fn run_continuous<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
     let mut metrics = world.results(end, events).metrics();
     if let Some(rt) = &world.retrainer {
         let from = world.warmup.min(end);
-        rt.add_metrics(&mut metrics, from, world.stats.last_finish.max(from), end);
+        for (metric, value) in rt.results(from, world.stats.last_finish.max(from), end).metrics().iter() {
+            match value {
+                MetricValue::Number(x) => metrics.optional(metric, x),
+                MetricValue::Flag(b) => metrics.flag(metric, b),
+            };
+        }
     }
     // Pools and models get tables of their own when there is more than one of either.
     let config = world.config;

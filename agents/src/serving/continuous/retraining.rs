@@ -34,7 +34,7 @@ use crate::error::{ConfigError, hours};
 use crate::power::PowerMeter;
 use crate::requests::RequestRecord;
 use crate::serving::ServingSample;
-use crate::world::{MAX_DURATION_S, Metrics};
+use crate::world::MAX_DURATION_S;
 
 /// Stream of the drift each served request adds.
 pub const DRIFT_STREAM: StreamId = StreamId(4);
@@ -446,9 +446,9 @@ impl Retrainer {
         counts[2] += u64::from(slo_met);
     }
 
-    /// The metrics of the drifting model over a run whose measured window is
+    /// What the drifting model measured over a run whose measured window is
     /// `[from, to]` and that ended at `end`.
-    pub(super) fn add_metrics(&self, metrics: &mut Metrics, from: SimTime, to: SimTime, end: SimTime) {
+    pub(super) fn results(&self, from: SimTime, to: SimTime, end: SimTime) -> FleetRetrainingRun {
         let mut in_s = 0.0;
         let windows = self.windows.iter().copied().chain(self.window_open.map(|s| (s, end)));
         for (a, b) in windows {
@@ -459,26 +459,67 @@ impl Retrainer {
         }
         let measured_s = if to > from { (to - from).as_secs_f64() } else { 0.0 };
         let out_s = measured_s - in_s;
-        let p99 = |h: &LatencyHistogram| h.quantile_s(0.99);
         let per_s = |n: u64, s: f64| (s > 0.0).then(|| n as f64 / s);
         let share = |c: [u64; 3]| (c[0] > 0).then(|| c[2] as f64 / c[0] as f64);
-        metrics
-            .optional("loss_mean", self.tick_loss.mean())
-            .number("loss_final", self.loss)
-            .optional("quality_mean", self.quality.mean())
-            .optional("ics_mean", self.scores.mean())
-            .count("retrainings", self.retrainings)
-            .number("training_gpu_hours", self.training_gpu_s / 3600.0)
-            .number("training_energy_kwh", self.training_meter.energy_kwh_at(end, self.training_w))
-            .number("training_window_h", in_s / 3600.0)
-            .optional("ttft_p99_training_s", p99(&self.ttft_in))
-            .optional("ttft_p99_outside_s", p99(&self.ttft_out))
-            .optional("goodput_training_per_s", per_s(self.served_in[1], in_s))
-            .optional("goodput_outside_per_s", per_s(self.served_out[1], out_s))
-            .optional("slo_attainment_training", share(self.served_in))
-            .optional("slo_attainment_outside", share(self.served_out))
-            .flag("diverged", self.diverged_at.is_some())
-            .optional("diverged_at_h", self.diverged_at.map(hours));
+        FleetRetrainingRun {
+            loss_mean: self.tick_loss.mean(),
+            final_loss: self.loss,
+            quality_mean: self.quality.mean(),
+            ics_mean: self.scores.mean(),
+            retrainings: self.retrainings,
+            training_gpu_hours: self.training_gpu_s / 3600.0,
+            training_energy_kwh: self.training_meter.energy_kwh_at(end, self.training_w),
+            training_window_h: in_s / 3600.0,
+            ttft_p99_training_s: self.ttft_in.quantile_s(0.99),
+            ttft_p99_outside_s: self.ttft_out.quantile_s(0.99),
+            goodput_training_per_s: per_s(self.served_in[1], in_s),
+            goodput_outside_per_s: per_s(self.served_out[1], out_s),
+            slo_attainment_training: share(self.served_in),
+            slo_attainment_outside: share(self.served_out),
+            diverged: self.diverged_at.is_some(),
+            diverged_at_h: self.diverged_at.map(hours),
+        }
+    }
+}
+
+crate::metrics! {
+    /// What a fleet's drifting model measured: added to the fleet's metrics when the
+    /// scenario has one.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct FleetRetrainingRun {
+        /// Loss, mean over the monitor's ticks.
+        loss_mean: Option<f64> = "loss",
+        /// Loss at the end.
+        final_loss: f64 = "loss",
+        /// Quality of the answers served after warm-up, mean.
+        quality_mean: Option<f64> = "share",
+        /// Users' mean score (with the `ics` signal).
+        ics_mean: Option<f64> = "score 1-5",
+        /// Retraining jobs that finished.
+        retrainings: u64 = "jobs",
+        /// GPU-hours spent training.
+        training_gpu_hours: f64 = "h",
+        /// Energy of the training GPUs while they trained (kWh, GPUs only).
+        training_energy_kwh: f64 = "kWh",
+        /// Hours of the measured window inside training windows (a job's start to its
+        /// replicas serving again).
+        training_window_h: f64 = "h",
+        /// 99th percentile of TTFT of first tokens inside training windows (s).
+        ttft_p99_training_s: Option<f64> = "s",
+        /// 99th percentile of TTFT outside them (s).
+        ttft_p99_outside_s: Option<f64> = "s",
+        /// Requests that met their objectives per second inside training windows.
+        goodput_training_per_s: Option<f64> = "per s",
+        /// The same outside them.
+        goodput_outside_per_s: Option<f64> = "per s",
+        /// Share of the requests finished inside training windows that met their SLO.
+        slo_attainment_training: Option<f64> = "share",
+        /// The same outside them.
+        slo_attainment_outside: Option<f64> = "share",
+        /// Whether the loss ran away and the run stopped early.
+        diverged: bool = "flag",
+        /// When it did (h).
+        diverged_at_h: Option<f64> = "h",
     }
 }
 
