@@ -720,7 +720,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
                 if let Some(rt) = self.retrainer.as_mut()
                     && self.requests[id].arrival >= self.warmup
                 {
-                    rt.note_ttft(ttft);
+                    rt.note_ttft(now, ttft);
                 }
             }
             let request = &mut self.requests[id];

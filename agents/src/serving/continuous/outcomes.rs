@@ -48,7 +48,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             }
         });
         if counted && let Some(rt) = self.retrainer.as_mut() {
-            rt.note_served(good, slo_met);
+            rt.note_served(now, good, slo_met);
         }
         Ok(slo_met)
     }

@@ -354,10 +354,12 @@ fn positive(key: &str, v: f64) -> Result<f64, ConfigError> {
     if v.is_finite() && v > 0.0 { Ok(v) } else { Err(ConfigError::invalid(key, v, "a finite number > 0")) }
 }
 
-/// A job under way: its replicas, those still draining, and its end.
+/// A job under way: its replicas, those still draining, since when it trains (all its
+/// replicas drained), and its end.
 struct Job {
     replicas: Vec<usize>,
     draining: u32,
+    training_since: Option<SimTime>,
     done: Option<EventId>,
 }
 
@@ -381,9 +383,12 @@ pub(super) struct Retrainer {
     training_gpu_s: f64,
     training_meter: PowerMeter,
     training_w: f64,
-    /// Training windows: from a job's start to its replicas serving again.
+    /// Training windows: from a job's start to its replicas serving again (a shared
+    /// job's after their cold start); the one under way, if any, and until when the
+    /// last one closed lasts.
     windows: Vec<(SimTime, SimTime)>,
     window_open: Option<SimTime>,
+    window_until: SimTime,
     ttft_in: LatencyHistogram,
     ttft_out: LatencyHistogram,
     /// Counted requests served, met their objectives (goodput), and met their SLO,
@@ -414,6 +419,7 @@ impl Retrainer {
             training_w: 0.0,
             windows: Vec::new(),
             window_open: None,
+            window_until: SimTime::ZERO,
             ttft_in: LatencyHistogram::default(),
             ttft_out: LatencyHistogram::default(),
             served_in: [0; 3],
@@ -423,24 +429,31 @@ impl Retrainer {
         })
     }
 
+    /// How long the job under way has trained by `t` (s): 0 without one, or while its
+    /// replicas still drain.
+    fn training_s_at(&self, t: SimTime) -> f64 {
+        let since = self.job.as_ref().and_then(|j| j.training_since);
+        since.map_or(0.0, |s| (t - s).as_secs_f64())
+    }
+
     /// The model's loss now.
     pub(super) fn loss(&self) -> f64 {
         self.loss
     }
 
-    fn in_window(&self) -> bool {
-        self.window_open.is_some()
+    fn in_window(&self, now: SimTime) -> bool {
+        self.window_open.is_some() || now < self.window_until
     }
 
-    /// Notes a first token's TTFT, inside or outside a training window.
-    pub(super) fn note_ttft(&mut self, ttft: SimDuration) {
-        if self.in_window() { self.ttft_in.record(ttft) } else { self.ttft_out.record(ttft) }
+    /// Notes a first token's TTFT at `now`, inside or outside a training window.
+    pub(super) fn note_ttft(&mut self, now: SimTime, ttft: SimDuration) {
+        if self.in_window(now) { self.ttft_in.record(ttft) } else { self.ttft_out.record(ttft) }
     }
 
-    /// Notes a counted request served, whether it met its objectives (`good`) and
-    /// its SLO, inside or outside a window.
-    pub(super) fn note_served(&mut self, good: bool, slo_met: bool) {
-        let counts = if self.in_window() { &mut self.served_in } else { &mut self.served_out };
+    /// Notes a counted request served at `now`, whether it met its objectives (`good`)
+    /// and its SLO, inside or outside a window.
+    pub(super) fn note_served(&mut self, now: SimTime, good: bool, slo_met: bool) {
+        let counts = if self.in_window(now) { &mut self.served_in } else { &mut self.served_out };
         counts[0] += 1;
         counts[1] += u64::from(good);
         counts[2] += u64::from(slo_met);
@@ -467,7 +480,8 @@ impl Retrainer {
             quality_mean: self.quality.mean(),
             ics_mean: self.scores.mean(),
             retrainings: self.retrainings,
-            training_gpu_hours: self.training_gpu_s / 3600.0,
+            training_gpu_hours: (self.training_gpu_s + self.training_s_at(end) * f64::from(self.config.training.gpus))
+                / 3600.0,
             training_energy_kwh: self.training_meter.energy_kwh_at(end, self.training_w),
             training_window_h: in_s / 3600.0,
             ttft_p99_training_s: self.ttft_in.quantile_s(0.99),
@@ -625,8 +639,17 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             }
         };
         let rt = self.retrainer.as_mut().expect("a drifting model");
-        rt.window_open = Some(now);
-        rt.job = Some(Job { draining: replicas.len() as u32, replicas: replicas.clone(), done: None });
+        // A job that starts while the last one's replicas are still starting continues
+        // its window.
+        rt.window_open = Some(match rt.windows.last() {
+            Some(&(since, until)) if until > now => {
+                rt.windows.pop();
+                since
+            }
+            _ => now,
+        });
+        let draining = replicas.len() as u32;
+        rt.job = Some(Job { draining, replicas: replicas.clone(), training_since: None, done: None });
         for r in replicas {
             match self.replicas[r].mode {
                 Mode::Reserved => self.train(r, ctx)?,
@@ -652,9 +675,9 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let job = rt.job.as_mut().expect("a replica trains for a job");
         job.draining -= 1;
         if job.draining == 0 {
-            let job_s = rt.config.training.job_s;
-            rt.training_gpu_s += f64::from(rt.config.training.gpus) * job_s;
-            job.done = Some(ctx.schedule(SimDuration::from_secs_f64(job_s)?, LlmEvent::TrainingDone)?);
+            job.training_since = Some(now);
+            let job_s = SimDuration::from_secs_f64(rt.config.training.job_s)?;
+            job.done = Some(ctx.schedule(job_s, LlmEvent::TrainingDone)?);
         }
         self.set_power(now, r, power_w);
         Ok(())
@@ -666,9 +689,10 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     pub(super) fn on_training_done(&mut self, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
         let now = ctx.now();
         let rt = self.retrainer.as_mut().expect("a drifting model");
+        let t = rt.config.training;
+        rt.training_gpu_s += rt.training_s_at(now) * f64::from(t.gpus);
         let job = rt.job.take().expect("a job ends");
         rt.retrainings += 1;
-        let t = rt.config.training;
         rt.processed_samples += t.samples_per_job;
         rt.loss = t.loss.after_job(rt.loss, t.samples_per_job, rt.processed_samples);
         rt.training_meter.hold(now, rt.training_w, &self.config.grid);
@@ -682,6 +706,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         if let Some(since) = rt.window_open.take() {
             rt.windows.push((since, back));
         }
+        rt.window_until = back;
         let again = rt.campaign.after_job(rt.config.monitor.good_again(rt.loss, rt.ics));
         for r in job.replicas {
             let pool = self.pool(r);
