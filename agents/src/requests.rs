@@ -154,8 +154,10 @@ pub struct RequestRecord {
     pub truncated: bool,
     /// History tokens sent (included in `tokens`).
     pub history_tokens: u32,
-    /// Quality of its answer given the history kept, in [0, 1].
-    pub quality: f64,
+    /// Quality of its answer in [0, 1] (given the history kept, or its model's loss when
+    /// served); `None` where nothing models it (a fleet's model that does not drift,
+    /// an answer never given).
+    pub quality: Option<f64>,
     /// The score (1-5) a user gave the answer, if one did (a fleet's drifting model
     /// with the `ics` signal).
     pub user_score: Option<f64>,

@@ -381,7 +381,7 @@ crate::trace_row!(RequestRecord, |r| {
     tokens: u32 = r.tokens,
     truncated: bool = r.truncated,
     history_tokens: u32 = r.history_tokens,
-    quality: f64 = r.quality,
+    quality: Option<f64> = r.quality,
     user_score: Option<f64> = r.user_score,
     arrival_s: f64 = r.arrival_s,
     start_s: Option<f64> = r.start_s,

@@ -547,7 +547,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> BatchedServing<O, S
             tokens: r.tokens,
             truncated: r.truncated,
             history_tokens: r.history_tokens,
-            quality: r.quality,
+            quality: Some(r.quality),
             user_score: None,
             arrival_s: r.arrival.as_secs_f64(),
             start_s: None,
@@ -670,7 +670,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> BatchedServing<O, S
                 tokens: req.tokens,
                 truncated: req.truncated,
                 history_tokens: req.history_tokens,
-                quality: req.quality,
+                quality: Some(req.quality),
                 user_score: None,
                 arrival_s: req.arrival.as_secs_f64(),
                 start_s: Some(req.start.as_secs_f64()),
@@ -1072,7 +1072,9 @@ mod tests {
         config.history = History { keep_share: 0.5, quality_loss: 0.3 };
         let (run, rows) = run_traced(&config);
         // Half the history: 200 tokens sent, quality 1 - 0.3 x 0.5.
-        assert!(rows.iter().all(|r| r.history_tokens == 200 && r.tokens == 350 && (r.quality - 0.85).abs() < 1e-12));
+        assert!(rows.iter().all(|r| r.history_tokens == 200
+            && r.tokens == 350
+            && r.quality.is_some_and(|q| (q - 0.85).abs() < 1e-12)));
         assert_eq!(run.quality_mean, Some(0.85));
         // Under a 300-token limit the history shrinks to what fits, before the output.
         config.context_limit_tokens = Some(300);

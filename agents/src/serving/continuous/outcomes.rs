@@ -67,7 +67,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             ctx.cancel(t);
         }
         let counted = r.arrival >= self.warmup;
-        let (mut slo_met, mut quality, mut user_score) = (false, 1.0, None);
+        let (mut slo_met, mut quality, mut user_score) = (false, None, None);
         if outcome == RequestOutcome::Served {
             slo_met = self.count_served(&r, now, counted)?;
             (quality, user_score) = self.served_drifts(usize::from(r.model), r.output, counted, ctx);

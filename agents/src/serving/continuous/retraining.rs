@@ -548,16 +548,16 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
 
     /// A served request of model `model` with `output` tokens: its quality is the
     /// model's now (counted when `counted`), a user may score it (the `ics` signal),
-    /// then its drift moves the loss. Returns its quality and score (1 and none for a
-    /// model that does not drift).
+    /// then its drift moves the loss. Returns its quality and score (none for a model
+    /// that does not drift: nothing models its quality).
     pub(super) fn served_drifts(
         &mut self,
         model: usize,
         output: u32,
         counted: bool,
         ctx: &mut Context<'_, LlmEvent>,
-    ) -> (f64, Option<f64>) {
-        let Some(rt) = self.retrainer.as_mut().filter(|rt| rt.config.model == model) else { return (1.0, None) };
+    ) -> (Option<f64>, Option<f64>) {
+        let Some(rt) = self.retrainer.as_mut().filter(|rt| rt.config.model == model) else { return (None, None) };
         let quality = rt.config.quality.at(rt.loss);
         if counted {
             rt.quality.add(quality);
@@ -573,7 +573,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let d = &rt.config.drift;
         let mean = d.per_request + d.per_token * f64::from(output);
         rt.loss += rt.unit_drift.draw(ctx.rng(DRIFT_STREAM)) * mean;
-        (quality, score)
+        (Some(quality), score)
     }
 
     /// The monitor looks at the loss and applies its policy.
