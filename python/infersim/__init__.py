@@ -337,7 +337,8 @@ def correspond(
     the simulated mean, its interval, the relative error and whether the observed
     value lies within the replications (also written to correspondence.csv). With
     ``by="pool"`` (or ``"model"``) part by part: the observed file's column of that
-    name groups its rows, and the table gains that column.
+    name groups its rows, and the table gains that column (written to
+    correspondence_by_pool.csv, beside correspondence.csv).
 
     >>> infersim.correspond(batch, observed="run.jsonl")  # doctest: +SKIP
     """

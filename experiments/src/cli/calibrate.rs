@@ -176,12 +176,14 @@ pub struct CorrespondenceTable {
     /// The Kolmogorov-Smirnov distance of each observed request column the batch
     /// traced.
     pub ks: Vec<(String, f64)>,
-    /// Where the table was written (OUT/correspondence.csv).
+    /// Where the table was written (OUT/correspondence.csv, or
+    /// OUT/correspondence_by_pool.csv part by part).
     pub path: PathBuf,
 }
 
 /// The sim-to-real table of the batch in `out` against the measured file `observed`,
-/// written to its correspondence.csv. With `by` (`pool` or `model`), part by part: the
+/// written to its correspondence.csv. With `by` (`pool` or `model`), part by part (to
+/// correspondence_by_pool.csv or _by_model.csv, beside the whole batch's table): the
 /// observed file's rows are grouped by its column of that name, and each group is
 /// compared with that part's rows of the batch's pools.parquet or models.parquet
 /// (request columns' KS distances are the whole batch's only, so none are given).
@@ -192,6 +194,9 @@ pub fn correspondence_table(
     confidence: f64,
     by: Option<&str>,
 ) -> Result<CorrespondenceTable, CliError> {
+    if let Some(kind) = by.filter(|k| !["pool", "model"].contains(k)) {
+        return Err(CliError::Usage(format!("--by {kind}: the kinds of parts are `pool` and `model`")));
+    }
     let replications = read_replications(out)?;
     let _lock = DirLock::acquire(out, "correspond")?;
     let manifest = crate::batch::read_manifest(out)?;
@@ -220,8 +225,8 @@ pub fn correspondence_table(
             out.display()
         ))));
     }
-    let path = out.join("correspondence.csv");
-    let tmp = out.join("correspondence.csv.tmp");
+    let name = by.map_or("correspondence.csv".to_string(), |kind| format!("correspondence_by_{kind}.csv"));
+    let (path, tmp) = (out.join(&name), out.join(format!("{name}.tmp")));
     let write = |error| CliError::Write { path: path.clone(), error };
     std::fs::write(&tmp, correspondence_csv(&rows, &ks, by)?).map_err(write)?;
     std::fs::rename(&tmp, &path).map_err(write)?;

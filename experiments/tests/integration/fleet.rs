@@ -477,10 +477,13 @@ fn correspond_by_pool_compares_each_pools_requests_with_its_rows() {
     }
     infersim_ok(&args);
     let observed = out.join("traces/point=0/rep=0/requests.parquet");
+    infersim_ok(&["correspond", s(&out), "--observed", s(&observed)]);
+    let whole = std::fs::read(out.join("correspondence.csv")).unwrap();
     let printed = infersim_ok(&["correspond", s(&out), "--observed", s(&observed), "--by", "pool"]);
+    assert_eq!(std::fs::read(out.join("correspondence.csv")).unwrap(), whole, "the whole batch's table stays");
     let printed = String::from_utf8_lossy(&printed.stdout).to_string();
     assert!(printed.contains("pool fast:") && printed.contains("pool slow:"), "{printed}");
-    let table = read_csv(&out.join("correspondence.csv"));
+    let table = read_csv(&out.join("correspondence_by_pool.csv"));
     let requests = read(observed);
     let (pools, ttft, warmup) =
         (strings(&requests, "pool"), optional_floats(&requests, "ttft_s"), crate::common::bools(&requests, "warmup"));
@@ -506,6 +509,8 @@ fn correspond_by_pool_compares_each_pools_requests_with_its_rows() {
     std::fs::write(&csv, "ttft_s\n0.1\n").unwrap();
     let err = crate::common::infersim_fails(&["correspond", s(&out), "--observed", s(&csv), "--by", "pool"]);
     assert!(err.contains("no `pool` column"), "{err}");
+    let err = crate::common::infersim_fails(&["correspond", s(&out), "--observed", s(&csv), "--by", "../pool"]);
+    assert!(err.contains("`pool` and `model`"), "{err}");
 }
 
 fn read_csv(path: &Path) -> Vec<Vec<String>> {
