@@ -349,6 +349,31 @@ impl Monitor {
         }
     }
 
+    /// Checks that a run of `duration_s` can hold this monitor: ticks, periods and
+    /// carbon-aware waits from 1 ms to 100 years (shorter ones round to no time and
+    /// never advance the clock), and at most [`MAX_MONITOR_TICKS`] ticks. Keys are
+    /// named under `at`.
+    pub fn check_run(&self, at: &str, duration_s: f64) -> Result<(), ConfigError> {
+        let k = |name: &str| format!("{at}.{name}");
+        let holds = |h: f64| (1e-3..=crate::world::MAX_DURATION_S).contains(&(h * 3600.0));
+        if !(holds(self.interval_h) && duration_s / (self.interval_h * 3600.0) <= MAX_MONITOR_TICKS) {
+            return Err(ConfigError::invalid(
+                k("interval_h"),
+                self.interval_h,
+                "hours from 1 ms to 100 years, and at least the run's length / 10,000,000 (more ticks would not end)",
+            ));
+        }
+        match self.policy {
+            Policy::Periodic { period_h } if !holds(period_h) => {
+                Err(ConfigError::invalid(k("period_h"), period_h, "hours from 1 ms to 100 years"))
+            }
+            Policy::CarbonAware { deadline_h, .. } if deadline_h * 3600.0 > crate::world::MAX_DURATION_S => {
+                Err(ConfigError::invalid(k("deadline_h"), deadline_h, "hours up to 100 years"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the watched signal says the model is bad: the loss above the band, or
     /// users' mean score (`ics`, none before any) below its threshold.
     pub fn retrain_due(&self, loss: f64, ics: Option<f64>) -> bool {
@@ -366,6 +391,9 @@ impl Monitor {
         }
     }
 }
+
+/// The most monitor ticks a run may have: beyond it a run is a hang, not a study.
+pub const MAX_MONITOR_TICKS: f64 = 1e7;
 
 /// What the monitor carries from tick to tick under the discrete-job policies: a
 /// campaign under way (jobs back to back until one leaves the model good again), a
@@ -594,5 +622,39 @@ impl MonitorTable {
         let monitor = Monitor { policy, upper: self.upper, lower: self.lower, interval_h: self.interval_h, signal };
         monitor.validate(at)?;
         Ok(monitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn monitor(policy: Policy, interval_h: f64) -> Monitor {
+        Monitor { policy, upper: 2.0, lower: 1.9, interval_h, signal: Signal::Loss }
+    }
+
+    #[test]
+    fn a_run_must_be_able_to_hold_the_monitors_clock() {
+        let day_s = 86_400.0;
+        assert!(monitor(Policy::Hysteresis, 1.0).check_run("monitor", day_s).is_ok());
+        // A tick, or a period, that rounds to no time would never move the clock on.
+        let e = monitor(Policy::Hysteresis, 1e-12).check_run("monitor", day_s).unwrap_err();
+        assert_eq!(e.key(), "monitor.interval_h");
+        let e = monitor(Policy::Periodic { period_h: 1e-12 }, 1.0).check_run("serving.monitor", day_s).unwrap_err();
+        assert_eq!(e.key(), "serving.monitor.period_h");
+        // More than ten million ticks: a hang, not a study.
+        let e = monitor(Policy::Hysteresis, 1e-3).check_run("monitor", 1e4 * day_s).unwrap_err();
+        assert_eq!(e.key(), "monitor.interval_h");
+        let carbon = Policy::CarbonAware { threshold_kg_per_kwh: 0.3, deadline_h: 1e9 };
+        assert_eq!(monitor(carbon, 1.0).check_run("monitor", day_s).unwrap_err().key(), "monitor.deadline_h");
+    }
+
+    #[test]
+    fn a_campaign_runs_until_a_job_leaves_the_model_good() {
+        let mut campaign = Campaign::new(&monitor(Policy::Hysteresis, 1.0));
+        campaign.active = true;
+        assert!(campaign.after_job(false), "still bad: another job");
+        assert!(!campaign.after_job(true), "good again: the campaign ends");
+        assert!(!campaign.after_job(false), "no campaign, no job");
     }
 }

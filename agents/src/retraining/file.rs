@@ -52,9 +52,6 @@ struct TrainingTable {
 #[derive(Clone, Copy, Debug)]
 pub struct RetrainingWorld;
 
-/// The most monitor ticks a run may have: beyond it a run is a hang, not a study.
-const MAX_TICKS: f64 = 1e7;
-
 impl World for RetrainingWorld {
     const NAME: &'static str = "retraining";
     type File = RetrainingFile;
@@ -124,17 +121,7 @@ impl World for RetrainingWorld {
         grid.load("grid", inputs)?;
         file.simulation.no_warmup()?;
         let duration_s = file.simulation.duration_s()?;
-        if !(monitor.interval_h.is_finite()
-            && monitor.interval_h > 0.0
-            && monitor.interval_h * 3600.0 <= crate::world::MAX_DURATION_S
-            && duration_s / (monitor.interval_h * 3600.0) <= MAX_TICKS)
-        {
-            return Err(invalid(
-                "monitor.interval_h",
-                &monitor.interval_h,
-                "hours > 0, at most 100 years and at least the run's length / 10,000,000 (more ticks would not end)",
-            ));
-        }
+        monitor.check_run("monitor", duration_s)?;
         let config = RetrainingConfig {
             arrivals,
             fleet: file.fleet,

@@ -27,9 +27,7 @@ use serde::Deserialize;
 use super::autoscale::Mode;
 use super::pools::{DEFAULT_ENGINE_START_S, DEFAULT_LOAD_GB_PER_S};
 use super::{LlmEvent, LlmPool, LlmServing, PoolRole};
-use crate::drift::{
-    Campaign, Drift, DriftSampler, DriftTable, LossFunction, Monitor, MonitorTable, Policy, Quality, Signal,
-};
+use crate::drift::{Campaign, Drift, DriftSampler, DriftTable, LossFunction, Monitor, MonitorTable, Quality, Signal};
 use crate::error::{ConfigError, hours};
 use crate::power::PowerMeter;
 use crate::requests::RequestRecord;
@@ -56,9 +54,6 @@ pub const TRAINING_MFU: f64 = 0.40;
 /// The policies a fleet's monitor runs: the retraining world's, without the Vensim
 /// model's continuous stocks, and `none`.
 const FLEET_POLICIES: [&str; 4] = ["none", "hysteresis", "periodic", "carbon_aware"];
-
-/// The most monitor ticks a run may have: beyond it a run is a hang, not a study.
-const MAX_TICKS: f64 = 1e7;
 
 /// A served model that drifts and is retrained.
 #[derive(Clone, Debug, PartialEq)]
@@ -175,30 +170,7 @@ impl RetrainingTables {
         let drift = drift.resolve("serving.drift")?;
         quality.validate("serving.quality")?;
         let monitor = monitor.resolve("serving.monitor", &FLEET_POLICIES)?;
-        // Ticks a run can have, and periods and waits its clock can hold.
-        let tick_s = monitor.interval_h * 3600.0;
-        if !((1e-3..=MAX_DURATION_S).contains(&tick_s) && duration_s / tick_s <= MAX_TICKS) {
-            return Err(ConfigError::invalid(
-                "serving.monitor.interval_h",
-                monitor.interval_h,
-                "hours from 1 ms to 100 years, and at least the run's length / 10,000,000 (more ticks would not end)",
-            ));
-        }
-        match monitor.policy {
-            Policy::Periodic { period_h }
-                if !(period_h >= monitor.interval_h && period_h * 3600.0 <= MAX_DURATION_S) =>
-            {
-                return Err(ConfigError::invalid(
-                    "serving.monitor.period_h",
-                    period_h,
-                    "hours from serving.monitor.interval_h to 100 years",
-                ));
-            }
-            Policy::CarbonAware { deadline_h, .. } if deadline_h * 3600.0 > MAX_DURATION_S => {
-                return Err(ConfigError::invalid("serving.monitor.deadline_h", deadline_h, "hours up to 100 years"));
-            }
-            _ => {}
-        }
+        monitor.check_run("serving.monitor", duration_s)?;
         let model = match &t.model {
             Some(m) => names.iter().position(|n| n == m).ok_or_else(|| {
                 ConfigError::invalid(
