@@ -23,6 +23,7 @@
 //! ```
 
 pub mod arrivals;
+pub mod contenders;
 pub mod distributions;
 pub mod drift;
 pub mod error;

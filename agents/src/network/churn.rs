@@ -19,7 +19,6 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
             reliability,
             state: NodeState::Up,
             in_flight: Vec::new(),
-            contenders: Vec::new(),
             joined: now,
             left: None,
         });
@@ -30,20 +29,8 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
         let task_ids: Vec<u16> =
             c.tasks.iter().map(|name| self.config.task_index(name).expect("validated task name") as u16).collect();
         for task in task_ids {
-            let contender = self.contenders.push(Contender {
-                node,
-                task,
-                active: true,
-                period: PeriodCounts { capacity, ..PeriodCounts::default() },
-                quality_sum: 0.0,
-                quality_n: 0,
-                history: VecDeque::new(),
-                glob: 0.0,
-                latency_est_s: self.config.tasks[usize::from(task)].work_s,
-                answered_est: 1.0,
-            });
-            self.nodes[node].contenders.push(contender);
-            self.by_task[usize::from(task)].push(contender);
+            let estimates = Estimates { latency_est_s: self.config.tasks[usize::from(task)].work_s, answered_est: 1.0 };
+            let contender = self.book.add(node.index(), task, capacity, estimates);
             if let Some(ranks) = &mut self.ranks {
                 ranks[usize::from(task)].push(contender.index(), Reverse((0, contender.index())));
             }
@@ -133,13 +120,10 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
         let node = &mut self.nodes[node_id];
         node.state = NodeState::Gone;
         node.left = Some(ctx.now());
-        for i in 0..self.nodes[node_id].contenders.len() {
-            let c = self.nodes[node_id].contenders[i];
-            let task = usize::from(self.contenders[c].task);
-            self.contenders[c].active = false;
-            self.by_task[task].retain(|&x| x != c);
-            if let Some(ranks) = &mut self.ranks {
-                ranks[task].remove(&c.index());
+        self.book.retire(node_id.index());
+        if let Some(ranks) = &mut self.ranks {
+            for &c in self.book.of_node(node_id.index()) {
+                ranks[usize::from(self.book[c].task)].remove(&c.index());
             }
         }
         Ok(())

@@ -44,7 +44,6 @@
 use crate::error::ConfigError;
 use crate::failures::Lifecycle;
 use std::cmp::Reverse;
-use std::collections::VecDeque;
 
 use infersim_engine::stats::{LatencyHistogram, Tally};
 use infersim_engine::{
@@ -61,6 +60,7 @@ mod config;
 mod file;
 mod results;
 mod routing;
+use crate::contenders::{ContenderBook, smallest};
 pub use crate::scoring;
 pub use config::{
     Category, NetworkConfig, NodeAction, NodeClass, Routing, RoutingPolicy, ScheduledEvent, Similarity, TaskConfig,
@@ -68,7 +68,7 @@ pub use config::{
 };
 pub use file::{NetworkFile, NetworkWorld};
 pub use results::NetworkRun;
-use scoring::{DecayParams, HistoryRow, PeriodCounts};
+use scoring::DecayParams;
 
 use crate::distributions::lognormal_from_mean_cv;
 
@@ -149,25 +149,20 @@ pub struct Node {
     state: NodeState,
     /// Queries being served, for failures and departures.
     in_flight: Vec<Id<Query>>,
-    contenders: Vec<Id<Contender>>,
     joined: SimTime,
     left: Option<SimTime>,
 }
 
-/// A (node, task) pair the validator can route to, with its counters and history.
-#[derive(Clone, Debug)]
-pub struct Contender {
-    node: Id<Node>,
-    task: u16,
-    active: bool,
-    period: PeriodCounts,
-    quality_sum: f64,
-    quality_n: u64,
-    history: VecDeque<HistoryRow>,
-    /// glob at [`Network::glob_at`]; decays by a common factor until the next refresh.
-    glob: f64,
-    /// Energy-aware estimates: latency of answered requests, share answered.
+/// A (node, task) pair the validator can route to: the shared book's, with the
+/// energy-aware policy's estimates beside it.
+pub type Contender = crate::contenders::Contender<Estimates>;
+
+/// What energy_aware routing estimates of a contender from its answers.
+#[derive(Clone, Copy, Debug)]
+pub struct Estimates {
+    /// Latency of answered requests (s), smoothed.
     latency_est_s: f64,
+    /// Share answered, smoothed.
     answered_est: f64,
 }
 
@@ -333,22 +328,10 @@ type RankQueue = PriorityQueue<u32, Reverse<(u64, u32)>, FxBuildHasher>;
 /// 247 the queue is 1.65x and 1.46x faster.
 pub(crate) const RANK_QUEUE_MIN_CONTENDERS: u32 = 64;
 
-/// The `top` smallest keys, in order: a partial selection, then a sort of the few kept.
-fn smallest<K: Copy>(mut keyed: Vec<K>, top: usize, order: impl Fn(&K, &K) -> std::cmp::Ordering) -> Vec<K> {
-    if keyed.len() > top {
-        keyed.select_nth_unstable_by(top, &order);
-        keyed.truncate(top);
-    }
-    keyed.sort_unstable_by(order);
-    keyed
-}
-
 /// The miner network with its validator. `O` sees every finished query, `S` every
 /// contender's period.
 pub struct Network<O = NullObserver, S = NullObserver> {
     config: NetworkConfig,
-    similarity: Vec<Vec<f64>>,
-    decay: DecayParams,
     work: Vec<WorkSampler>,
     /// Organic sources given as a shared arrival process, per task.
     organic: Vec<Option<crate::arrivals::ArrivalGenerator>>,
@@ -358,15 +341,10 @@ pub struct Network<O = NullObserver, S = NullObserver> {
     period: SimDuration,
     rtt: SimDuration,
     nodes: Arena<Node>,
-    contenders: Arena<Contender>,
-    /// Active contenders per task, in creation order.
-    by_task: Vec<Vec<Id<Contender>>>,
+    /// The validator's contenders: counters, history, globs.
+    book: ContenderBook<Estimates>,
     /// In-place ranks, for the policies that use them.
     ranks: Option<Vec<RankQueue>>,
-    round_robin: Vec<usize>,
-    /// When the cached globs were computed, and until when they are exact.
-    glob_at: SimTime,
-    glob_valid_until: SimTime,
     queries: Slab<Query>,
     stats: Stats,
     /// Which nodes are down; their epochs tell superseded failure and repair events.
@@ -419,20 +397,18 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
                 .iter()
                 .map(|t| t.organic.clone().map(crate::arrivals::ArrivalGenerator::new))
                 .collect(),
-            similarity: config.similarity_matrix(),
-            decay: DecayParams { half_life_s: r.half_life_s, window_s: r.window_s, weight: r.weight },
+            book: ContenderBook::new(
+                DecayParams { half_life_s: r.half_life_s, window_s: r.window_s, weight: r.weight },
+                r.quality_exponent,
+                config.similarity_matrix(),
+            ),
             work,
             late_task,
             horizon,
             period,
             rtt,
             nodes: Arena::new(),
-            contenders: Arena::new(),
-            by_task: vec![Vec::new(); config.tasks.len()],
             ranks,
-            round_robin: vec![0; config.tasks.len()],
-            glob_at: SimTime::ZERO,
-            glob_valid_until: SimTime::MAX,
             queries: Slab::new(),
             stats: Stats::default(),
             life: Lifecycle::new(0),
@@ -547,7 +523,7 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
         };
         query.tried += 1;
         let (task, work_s) = (query.task, query.work_s);
-        let node_id = self.contenders[c].node;
+        let node_id = Id::<Node>::from_index(self.book[c].node);
         // The request is made.
         self.stats.requests += 1;
         let class = usize::from(self.nodes[node_id].class);
@@ -557,9 +533,8 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
             self.stats.late_requests += 1;
             self.stats.late_good += u64::from(category == Category::Good);
         }
-        let contender = &mut self.contenders[c];
-        contender.period.requests += 1;
-        let over_declared = contender.period.consumed >= contender.period.capacity;
+        self.book.requested(c);
+        let over_declared = self.book.over_declared(c);
         self.update_rank(c);
         let node = &self.nodes[node_id];
         let slots = self.config.node_classes[class].slots as usize;
@@ -569,7 +544,7 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
             NodeState::Up if over_declared || node.in_flight.len() >= slots => QueryOutcome::RateLimited,
             NodeState::Up => {
                 let reliability = node.reliability;
-                self.contenders[c].period.consumed += 1.0;
+                self.book.accepted(c);
                 if ctx.rng(Self::node_stream(node_id)).random::<f64>() < reliability {
                     QueryOutcome::Answered
                 } else {
@@ -598,15 +573,14 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
 
     /// Counts a 429 or 500 against contender `c`.
     fn refused(&mut self, c: Id<Contender>, outcome: QueryOutcome) {
-        let contender = &mut self.contenders[c];
-        if outcome == QueryOutcome::RateLimited {
-            contender.period.rate_limited += 1;
+        let rate_limited = outcome == QueryOutcome::RateLimited;
+        self.book.refused(c, rate_limited);
+        if rate_limited {
             self.stats.rate_limited += 1;
         } else {
-            contender.period.failed += 1;
             self.stats.failed += 1;
         }
-        contender.answered_est *= 0.8;
+        self.book[c].extra.answered_est *= 0.8;
     }
 
     fn on_answered(&mut self, q: Id<Query>, ctx: &mut Context<'_, NetworkEvent>) -> Result<(), ScheduleError> {
@@ -618,12 +592,11 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
         let true_quality = node.quality;
         let noise: f64 = StandardNormal.sample(ctx.rng(VALIDATOR_STREAM));
         let observed = (true_quality + self.config.validator.quality_noise_sd * noise).clamp(0.0, 1.0);
-        let contender = &mut self.contenders[c];
-        contender.quality_sum += observed;
-        contender.quality_n += 1;
+        self.book.observed(c, observed);
         let service_s = (now - start).as_secs_f64();
-        contender.latency_est_s = 0.8 * contender.latency_est_s + 0.2 * service_s;
-        contender.answered_est = 0.8 * contender.answered_est + 0.2;
+        let estimates = &mut self.book[c].extra;
+        estimates.latency_est_s = 0.8 * estimates.latency_est_s + 0.2 * service_s;
+        estimates.answered_est = 0.8 * estimates.answered_est + 0.2;
         self.finish(q, now, Some((true_quality, observed)))
     }
 
@@ -661,7 +634,7 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
             }
         }
         self.stats.answered_all += u64::from(answered);
-        let last = query.tried.checked_sub(1).map(|i| self.contenders[query.candidates[i]].node);
+        let last = query.tried.checked_sub(1).map(|i| self.book[query.candidates[i]].node);
         self.observer.observe(NetworkQuery {
             query_id: query.id,
             task: query.task,
@@ -669,8 +642,8 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
             arrival_s: query.arrival.as_secs_f64(),
             finish_s: now.as_secs_f64(),
             attempts: query.tried as u32,
-            node: last.map(Id::index),
-            class: last.map(|n| self.nodes[n].class),
+            node: last,
+            class: last.map(|n| self.nodes[Id::from_index(n)].class),
             outcome: query.last_outcome,
             quality: quality.map(|(t, _)| t),
             observed_quality: quality.map(|(_, o)| o),

@@ -73,49 +73,33 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
         let now = ctx.now();
         let now_s = now.as_secs_f64();
         self.stats.periods += 1;
-        let exponent = self.config.routing.quality_exponent;
-        let active: Vec<Id<Contender>> = self.by_task.iter().flatten().copied().collect();
-        let mut rows = Vec::with_capacity(active.len());
-        for &c in &active {
-            let contender = &mut self.contenders[c];
-            let counts = contender.period;
-            let observed = (contender.quality_n > 0).then(|| contender.quality_sum / contender.quality_n as f64);
-            let period_score = scoring::period_score(&counts);
-            let score = period_score.map(|p| p * observed.unwrap_or(0.0).powf(exponent));
-            if let Some(score) = score {
-                contender.history.push_back(HistoryRow { at_s: now_s, score });
-            }
-            rows.push((c, counts, period_score, observed, score));
-            contender.period = PeriodCounts { capacity: counts.capacity, ..PeriodCounts::default() };
-            contender.quality_sum = 0.0;
-            contender.quality_n = 0;
-        }
+        let rows = self.book.end_period(now);
+        let active = self.book.active();
         if self.config.routing.policy == RoutingPolicy::LeastProcessed {
             for &c in &active {
                 self.update_rank(c);
             }
         }
         if self.config.routing.policy == RoutingPolicy::DecayedScore || self.periods.is_some() {
-            self.glob_valid_until = SimTime::ZERO;
-            self.refresh_globs(now);
+            self.book.refresh_globs(now);
         }
         if let Some(periods) = &mut self.periods {
-            for (c, counts, period_score, observed, score) in rows {
-                let contender = &self.contenders[c];
+            for row in rows {
+                let (contender, counts) = (&self.book[row.contender], row.counts);
                 periods.observe(NetworkPeriod {
                     t_h: now_s / S_PER_H,
-                    node: contender.node.index(),
-                    class: self.nodes[contender.node].class,
+                    node: contender.node,
+                    class: self.nodes[Id::from_index(contender.node)].class,
                     task: contender.task,
                     requests: counts.requests,
                     rate_limited: counts.rate_limited,
                     failed: counts.failed,
                     consumed: counts.consumed,
                     capacity: counts.capacity,
-                    period_score,
-                    observed_quality: observed,
-                    score,
-                    glob: contender.glob,
+                    period_score: row.period_score,
+                    observed_quality: row.observed_quality,
+                    score: row.score,
+                    glob: contender.glob(),
                 });
             }
         }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::scoring::HistoryRow;
 use infersim_engine::VecObserver;
 
 const HOUR: f64 = 3600.0;
@@ -63,7 +64,7 @@ fn contender_of(
     node: u32,
     task: u16,
 ) -> Id<Contender> {
-    world.nodes[Id::from_index(node)].contenders.iter().copied().find(|&c| world.contenders[c].task == task).unwrap()
+    world.book.of_node(node).iter().copied().find(|&c| world.book[c].task == task).unwrap()
 }
 
 fn rank_of(ranks: &[(u32, f64)], c: Id<Contender>) -> f64 {
@@ -80,29 +81,28 @@ fn hand_built_histories_give_the_formulas_values() {
     let (b3, b70) = (contender_of(world, 1, 0), contender_of(world, 1, 1));
     let now = SimTime::from_secs_f64(HOUR).unwrap();
     // No history: rank = requests made.
-    world.contenders[a3].period.requests = 100;
+    world.book[a3].period.requests = 100;
     assert_eq!(rank_of(&world.ranks_from_history(0, now), a3), 100.0);
     // One row scored 1.0 at age 1 h: iso 0.5, rank 100 - 25.
-    world.contenders[a3].history.push_back(HistoryRow { at_s: 0.0, score: 1.0 });
+    world.book[a3].history.push_back(HistoryRow { at_s: 0.0, score: 1.0 });
     assert_eq!(rank_of(&world.ranks_from_history(0, now), a3), 75.0);
     // glob(70b) = 0.5 x iso(3b) on the same node, while 70b has no history of its own.
     assert_eq!(rank_of(&world.ranks_from_history(1, now), a70), -50.0 * 0.5 * 0.5);
     // 70b's history does not move glob(3b): sim(3b -> 70b) is missing, so 0.
-    world.contenders[a70].history.push_back(HistoryRow { at_s: 0.0, score: 1.0 });
+    world.book[a70].history.push_back(HistoryRow { at_s: 0.0, score: 1.0 });
     assert_eq!(rank_of(&world.ranks_from_history(0, now), a3), 75.0);
     assert_eq!(rank_of(&world.ranks_from_history(1, now), a70), -50.0 * (0.5 + 0.5 * 0.5));
     // Contenders on another node add nothing.
-    world.contenders[b3].history.push_back(HistoryRow { at_s: 0.0, score: 1.0 });
-    world.contenders[b70].history.push_back(HistoryRow { at_s: 0.0, score: 1.0 });
+    world.book[b3].history.push_back(HistoryRow { at_s: 0.0, score: 1.0 });
+    world.book[b70].history.push_back(HistoryRow { at_s: 0.0, score: 1.0 });
     assert_eq!(rank_of(&world.ranks_from_history(1, now), a70), -50.0 * (0.5 + 0.5 * 0.5));
     assert_eq!(rank_of(&world.ranks_from_history(0, now), a3), 75.0);
     // Four rows 1..4 h old: iso 0.9375; with 100 requests made, rank 53.125.
-    world.contenders[a3].history =
-        (1..=4).map(|k| HistoryRow { at_s: HOUR * (5 - k) as f64 - HOUR, score: 1.0 }).collect();
+    world.book[a3].history = (1..=4).map(|k| HistoryRow { at_s: HOUR * (5 - k) as f64 - HOUR, score: 1.0 }).collect();
     let at_4h = SimTime::from_secs_f64(4.0 * HOUR).unwrap();
     assert_eq!(rank_of(&world.ranks_from_history(0, at_4h), a3), 53.125);
     // And the cached ranks the policy uses agree.
-    world.glob_valid_until = SimTime::ZERO;
+    world.book.invalidate_globs();
     assert_eq!(rank_of(&world.ranks_cached(0, at_4h), a3), 53.125);
     // Beyond a day every row is gone.
     let later = SimTime::from_secs_f64(30.0 * HOUR).unwrap();
