@@ -89,6 +89,7 @@ mod tests {
             ("serving (static)", crate::serving::batched::BatchedRun::UNITS),
             ("serving (continuous)", crate::serving::continuous::ContinuousRun::UNITS),
             ("serving (a fleet's drifting model)", crate::serving::continuous::FleetRetrainingRun::UNITS),
+            ("serving (a fleet of miners)", crate::serving::continuous::FleetMinersRun::UNITS),
             ("retraining", crate::retraining::RetrainingRun::UNITS),
             ("network", crate::network::NetworkRun::UNITS),
             ("pipeline", crate::pipeline::PipelineRun::UNITS),

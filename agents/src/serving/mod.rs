@@ -293,7 +293,8 @@ impl World for ServingWorld {
             ServingSetup::Continuous(c) => {
                 let pools: &[&str] = if c.pools.len() > 1 { &[] } else { &POOL_COLUMNS };
                 let retraining: &[&str] = if c.retraining.is_some() { &[] } else { &RETRAINING_COLUMNS };
-                let batch = BATCH_COLUMNS.iter().filter(|&&b| b != "quality" || c.retraining.is_none());
+                let quality = c.retraining.is_some() || c.validator.is_some();
+                let batch = BATCH_COLUMNS.iter().filter(|&&b| b != "quality" || !quality);
                 batch.chain(pools).chain(retraining).copied().collect()
             }
         }
@@ -366,6 +367,7 @@ impl World for ServingWorld {
             ("mooncake-replay", include_str!("../../../data/scenarios/mooncake-replay.toml")),
             ("hetero-fleet", include_str!("../../../data/scenarios/hetero-fleet.toml")),
             ("fleet-retraining", include_str!("../../../data/scenarios/fleet-retraining.toml")),
+            ("fleet-miners", include_str!("../../../data/scenarios/fleet-miners.toml")),
             ("closed-loop-h100", include_str!("../../../data/scenarios/closed-loop-h100.toml")),
         ]
     }

@@ -87,6 +87,7 @@ fn config(
         failures: None,
         retries: 1,
         autoscale: None,
+        miner: None,
     };
     LlmServingConfig {
         arrivals,
@@ -103,6 +104,7 @@ fn config(
         measured: None,
         disaggregation: None,
         retraining: None,
+        validator: None,
     }
 }
 

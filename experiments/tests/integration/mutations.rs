@@ -28,6 +28,7 @@ fn short(name: &str) -> &'static [&'static str] {
         "mooncake-replay" => &["simulation.duration_s=20"],
         "hetero-fleet" => &["simulation.duration_h=0.01", "simulation.warmup_s=5"],
         "fleet-retraining" => &["simulation.duration_s=3600", "simulation.warmup_s=60"],
+        "fleet-miners" => &["simulation.duration_s=300", "simulation.warmup_s=30"],
         other => panic!("no shortening for built-in scenario {other}"),
     }
 }

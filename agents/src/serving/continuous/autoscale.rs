@@ -93,7 +93,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                         now.checked_add(SimDuration::from_secs_f64(a.cold_start_s)?).ok_or(ScheduleError::Overflow)?;
                     let started = ctx.schedule(at, LlmEvent::Started(r as u32))?;
                     self.set_mode(r, Mode::Starting(started));
-                    self.provision(r, now);
+                    self.provision_replica(r, now);
                     self.tally(true, Some(p), None, |s| s.cold_starts += 1);
                     to_add -= 1;
                 }
@@ -111,7 +111,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                     {
                         ctx.cancel(event);
                         self.set_mode(r, Mode::Off);
-                        self.unprovision(r, now);
+                        self.unprovision_replica(r, now);
                         to_remove -= 1;
                     }
                 }
@@ -162,6 +162,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     /// Replica `r` has loaded its weights and started its engine.
     pub(super) fn on_started(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
         self.set_mode(r, Mode::Serving);
+        self.miner_started(r, ctx)?;
         self.kick(r, ctx)
     }
 
@@ -170,7 +171,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let engine = &self.replicas[r].engine;
         if self.replicas[r].mode == Mode::Draining && engine.waiting() + engine.running() == 0 {
             self.set_mode(r, Mode::Off);
-            self.unprovision(r, now);
+            self.unprovision_replica(r, now);
         }
     }
 
@@ -186,14 +187,14 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     }
 
     /// Replica `r` is provisioned from `now`: it draws idle power and is paid for.
-    fn provision(&mut self, r: usize, now: SimTime) {
+    pub(super) fn provision_replica(&mut self, r: usize, now: SimTime) {
         self.replicas[r].provisioned_since = Some(now);
         let pool = self.pool(r);
         self.set_power(now, r, pool.gpu.idle_w * f64::from(pool.tp));
     }
 
     /// Replica `r` is given back at `now`: it draws nothing.
-    fn unprovision(&mut self, r: usize, now: SimTime) {
+    pub(super) fn unprovision_replica(&mut self, r: usize, now: SimTime) {
         if let Some(since) = self.replicas[r].provisioned_since.take() {
             self.replicas[r].provisioned_s += (now - since).as_secs_f64();
         }

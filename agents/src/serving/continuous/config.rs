@@ -41,6 +41,13 @@ pub enum LlmRouting {
     /// is up (where its history is cached); first turns, and turns whose replica is
     /// down, as `least_outstanding_requests`.
     SessionAffinity,
+    /// Miners (with `[serving.validator]`): the `top` contenders of the request's task
+    /// by nineteen's decayed score (requests this period - weight x glob), tried in
+    /// turn.
+    DecayedScore,
+    /// Miners (with `[serving.validator]`): the `top` contenders with the fewest
+    /// requests this period (nineteen's original order).
+    LeastProcessed,
 }
 
 /// Measured numbers to print beside a run's (a real engine's run of the same
@@ -229,9 +236,31 @@ pub struct LlmPool {
     /// Its autoscaler, if it has one (then `replicas` is its most, and
     /// `initial_replicas` serve at the start).
     pub autoscale: Option<Autoscale>,
+    /// What its replicas are as miners, in a fleet with a validator (then `replicas`
+    /// is its slots, and the class's `initial_replicas` serve at the start).
+    pub miner: Option<super::MinerClass>,
 }
 
 impl LlmPool {
+    /// Replicas serving at the start (an autoscaled pool's or a miner pool's initial
+    /// ones; every replica otherwise).
+    pub fn initial_replicas(&self) -> u32 {
+        match (self.autoscale, self.miner) {
+            (Some(a), _) => a.initial_replicas,
+            (None, Some(m)) => m.initial_replicas,
+            (None, None) => self.replicas,
+        }
+    }
+
+    /// Whether its replicas come and go (autoscaled, or miners that join and leave):
+    /// then it is paid by the time each is provisioned.
+    pub fn replicas_vary(&self) -> bool {
+        self.autoscale.is_some()
+            || self
+                .miner
+                .is_some_and(|m| m.leave_per_h > 0.0 || m.join_per_h > 0.0 || m.initial_replicas < self.replicas)
+    }
+
     /// The node (numbered within the pool) of replica `r` of the pool.
     pub fn node_of(&self, r: u32) -> u32 {
         match self.placement {
@@ -350,6 +379,8 @@ pub struct LlmServingConfig {
     pub disaggregation: Option<Disaggregation>,
     /// A served model that drifts and is retrained; none by default.
     pub retraining: Option<super::FleetRetraining>,
+    /// nineteen's validator in front of replicas that are miners; none by default.
+    pub validator: Option<super::FleetValidator>,
 }
 
 impl LlmServingConfig {

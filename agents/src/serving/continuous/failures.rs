@@ -66,6 +66,9 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         ctx: &mut Context<'_, LlmEvent>,
     ) -> Result<(), ScheduleError> {
         let id = s.key;
+        if self.validator.is_some() {
+            return self.miner_dropped(s, chain, ctx);
+        }
         if self.requests[id].retries >= self.pool(failed).retries {
             return self.finish(id, RequestOutcome::Lost, ctx);
         }

@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 
+use super::miners::{MinerTable, SimilarityRow, ValidatorTable, check_miners};
 use super::pools::{AutoscaleTable, OnePool, PoolDefaults, PoolTable};
 use super::retraining::{RetrainingTables, TrainingTable};
 use super::{Disaggregation, LlmPool, LlmRouting, LlmServingConfig, Measured};
@@ -49,6 +50,9 @@ pub(crate) struct ContinuousTable {
     quality: Option<Quality>,
     monitor: Option<MonitorTable>,
     training: Option<TrainingTable>,
+    validator: Option<ValidatorTable>,
+    #[serde(default)]
+    similarity: Vec<SimilarityRow>,
 }
 
 /// `[serving.power]` of the continuous engine: GPU power comes from the GPU's
@@ -369,6 +373,7 @@ pub(crate) fn resolve(
         measured,
         disaggregation: s.disaggregation,
         retraining: None,
+        validator: None,
     };
     config.validate().map_err(|e| {
         e.rekey(|key| match key {
@@ -378,6 +383,32 @@ pub(crate) fn resolve(
     })?;
     let tables = RetrainingTables { drift: s.drift, quality: s.quality, monitor: s.monitor, training: s.training };
     config.retraining = tables.resolve(&config.pools, &config.served_names(), config.duration_s)?;
+    if let Some(table) = s.validator {
+        if !s.similarity.is_empty() && config.tasks.len() < 2 {
+            return Err(ConfigError::invalid("serving.similarity", "(given)", "rows between two tasks or more"));
+        }
+        config.validator = Some(table.resolve(&names, &s.similarity)?);
+        // Every pool that serves is a miner class; `miner` left out: good, quality 1,
+        // reliable, unlimited capacity.
+        for (i, pool) in config.pools.iter_mut().enumerate() {
+            if pool.miner.is_none() && pool.role == super::PoolRole::Mixed {
+                let cold_start_s =
+                    pool.autoscale.map_or_else(|| super::pools::default_cold_start_s(&pool.model), |a| a.cold_start_s);
+                pool.miner =
+                    Some(MinerTable::default().resolve(&format!("serving.pools[{i}]"), pool.replicas, cold_start_s)?.0);
+            }
+        }
+    } else if !s.similarity.is_empty() {
+        return Err(ConfigError::invalid("serving.similarity", "(given)", "only with [serving.validator]"));
+    }
+    let disaggregated = config.disaggregation.is_some();
+    check_miners(
+        config.validator.is_some(),
+        config.routing,
+        &config.pools,
+        config.retraining.is_some(),
+        disaggregated,
+    )?;
     Ok(config)
 }
 

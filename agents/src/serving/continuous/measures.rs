@@ -321,7 +321,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let mut gpus_at: Vec<(f64, u64)> = Vec::new();
         let mut autoscaled = 0.0;
         for (p, pool) in self.config.pools.iter().enumerate() {
-            if pool.autoscale.is_some() || !self.config.pool_present(p) {
+            if pool.replicas_vary() || !self.config.pool_present(p) {
                 autoscaled += self.rent_usd(p, run_s, provisioned_s[p]);
                 continue;
             }
@@ -338,7 +338,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     /// out: a training pool with shared jobs, never provisioned).
     fn rent_usd(&self, p: usize, run_s: f64, replica_s: f64) -> f64 {
         let pool = &self.config.pools[p];
-        if pool.autoscale.is_none() && self.config.pool_present(p) {
+        if !pool.replicas_vary() && self.config.pool_present(p) {
             f64::from(pool.gpus()) * run_s / 3600.0 * pool.gpu_usd_per_hour
         } else {
             replica_s * f64::from(pool.tp) / 3600.0 * pool.gpu_usd_per_hour

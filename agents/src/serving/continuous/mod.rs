@@ -34,6 +34,7 @@ mod config;
 mod failures;
 mod file;
 mod measures;
+mod miners;
 mod outcomes;
 mod pools;
 mod retraining;
@@ -46,6 +47,8 @@ pub use config::{
 pub(crate) use file::{ContinuousTable, resolve};
 pub use file::{VllmRecord, read_measured, vllm_makespan_s, vllm_samples};
 pub use measures::ContinuousRun;
+use miners::{Attempt, Validator};
+pub use miners::{FleetMinersRun, FleetValidator, MinerCategory, MinerClass, VALIDATOR_STREAM};
 pub use pools::DEFAULT_GPUS_PER_NODE;
 use retraining::Retrainer;
 pub use retraining::{
@@ -91,6 +94,14 @@ pub(crate) enum LlmEvent {
     TrainingDone,
     /// A carbon-aware wait for low-carbon hours reaches its deadline.
     CarbonDeadline,
+    /// A validator's scoring period ends.
+    PeriodEnd,
+    /// A 429 or 500 has come back: the request's next contender is asked.
+    NextContender(Id<LlmRequest>),
+    /// A new miner joins a pool.
+    MinerJoins(u16),
+    /// A miner leaves for good.
+    MinerLeaves(u32),
 }
 
 /// A request in flight.
@@ -121,6 +132,9 @@ pub(crate) struct LlmRequest {
     model: u16,
     /// The conversation it is a turn of.
     session: Option<Id<Session>>,
+    /// A fleet of miners: its tour of contenders, and the one that took it.
+    attempt: Option<Id<Attempt>>,
+    contender: Option<Id<crate::contenders::Contender<()>>>,
 }
 
 /// A request as it arrives, before it is routed.
@@ -276,6 +290,8 @@ pub(crate) struct LlmServing<'c, O, S> {
     admitted: Vec<(Id<LlmRequest>, u32)>,
     /// The drifting model and its retraining, if the scenario has one.
     retrainer: Option<Retrainer>,
+    /// The validator, if the replicas are miners.
+    validator: Option<Validator>,
 }
 
 impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, O, S> {
@@ -303,7 +319,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         for (p, pool) in config.pools.iter().enumerate() {
             let serving = match pool.role {
                 PoolRole::Training if !config.pool_present(p) => 0,
-                _ => pool.autoscale.map_or(pool.replicas, |a| a.initial_replicas),
+                _ => pool.initial_replicas(),
             };
             for local in 0..pool.replicas {
                 let on = local < serving;
@@ -387,13 +403,14 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
                 .pools
                 .iter()
                 .map(|p| {
-                    let serving = p.autoscale.map_or(p.replicas, |a| a.initial_replicas);
+                    let serving = p.initial_replicas();
                     (PowerMeter::default(), p.gpu.idle_w * f64::from(serving * p.tp))
                 })
                 .collect(),
             group_models,
             admitted: Vec::new(),
             retrainer: config.retraining.as_ref().map(Retrainer::new).transpose()?,
+            validator: config.validator.as_ref().map(|v| Validator::new(v, config.replicas() as usize)),
         })
     }
 
@@ -424,6 +441,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             self.refresh_load(r);
         }
         self.start_autoscalers(ctx)?;
+        self.start_miners(ctx)?;
         self.start_monitor(ctx)
     }
 
@@ -525,10 +543,15 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             cached_tokens: None,
             model: model as u16,
             session,
+            attempt: None,
+            contender: None,
         });
         // Longer than any pool of its model takes (as vLLM refuses it).
         if self.groups[group].context_limit_tokens.is_some_and(|limit| prompt.saturating_add(output) > limit) {
             return self.finish(id, RequestOutcome::Rejected, ctx);
+        }
+        if self.validator.is_some() {
+            return self.ask_contenders(id, chain, own, ctx);
         }
         let previous = session.and_then(|s| self.sessions[s].replica);
         let routed = Routed { chain: chain.as_deref().unwrap_or(&[]), prompt, previous };
@@ -809,6 +832,10 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Model for LlmServin
             LlmEvent::Monitor => self.on_monitor(ctx),
             LlmEvent::TrainingDone => self.on_training_done(ctx),
             LlmEvent::CarbonDeadline => self.on_carbon_deadline(ctx),
+            LlmEvent::PeriodEnd => self.on_period_end(ctx),
+            LlmEvent::NextContender(id) => self.next_contender(id, ctx),
+            LlmEvent::MinerJoins(pool) => self.on_miner_joins(usize::from(pool), ctx),
+            LlmEvent::MinerLeaves(miner) => self.on_miner_leaves(miner, ctx),
         }
     }
 }
@@ -851,6 +878,14 @@ pub fn run_continuous<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
     if let Some(rt) = &world.retrainer {
         let from = world.warmup.min(end);
         for (metric, value) in rt.results(from, world.stats.last_finish.max(from), end).metrics().iter() {
+            match value {
+                MetricValue::Number(x) => metrics.optional(metric, x),
+                MetricValue::Flag(b) => metrics.flag(metric, b),
+            };
+        }
+    }
+    if let Some(v) = &world.validator {
+        for (metric, value) in v.results(world.stats.arrivals).metrics().iter() {
             match value {
                 MetricValue::Number(x) => metrics.optional(metric, x),
                 MetricValue::Flag(b) => metrics.flag(metric, b),

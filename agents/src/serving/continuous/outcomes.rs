@@ -66,11 +66,15 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         if let Some(t) = r.timeout {
             ctx.cancel(t);
         }
+        self.forget_attempt(&r);
         let counted = r.arrival >= self.warmup;
         let (mut slo_met, mut quality, mut user_score) = (false, None, None);
         if outcome == RequestOutcome::Served {
             slo_met = self.count_served(&r, now, counted)?;
             (quality, user_score) = self.served_drifts(usize::from(r.model), r.output, counted, ctx);
+            if quality.is_none() {
+                quality = self.miner_answered(&r, slo_met, counted, ctx);
+            }
         } else if counted {
             self.tally(true, self.pool_of(r.replica), Some(usize::from(r.model)), |s| match outcome {
                 RequestOutcome::TimedOut => s.timed_out += 1,

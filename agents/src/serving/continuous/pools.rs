@@ -51,6 +51,7 @@ pub(crate) struct PoolTable {
     role: Option<String>,
     power_cap_w: Option<f64>,
     autoscale: Option<AutoscaleTable>,
+    miner: Option<super::miners::MinerTable>,
 }
 
 /// A pool's `autoscale` table.
@@ -119,6 +120,7 @@ struct Parts<'a> {
     role: PoolRole,
     power_cap_w: Option<f64>,
     autoscale: Option<AutoscaleTable>,
+    miner: Option<super::miners::MinerTable>,
 }
 
 impl OnePool {
@@ -140,6 +142,7 @@ impl OnePool {
             role: PoolRole::Mixed,
             power_cap_w: shared.power_cap_w,
             autoscale: shared.autoscale,
+            miner: None,
         };
         parts.resolve(inputs)
     }
@@ -208,6 +211,7 @@ impl PoolTable {
             role,
             power_cap_w: self.power_cap_w.or(shared.power_cap_w),
             autoscale: self.autoscale,
+            miner: self.miner,
         };
         parts.resolve(inputs)
     }
@@ -272,6 +276,15 @@ impl Parts<'_> {
             None => None,
             Some(a) => Some(a.resolve(key, &self.size, &model)?),
         };
+        let initial = match self.size {
+            Size::PerNode { nodes, per_node } => nodes * per_node,
+            Size::Replicas { replicas, .. } => replicas,
+        };
+        let cold_start_s = autoscale.map_or_else(|| default_cold_start_s(&model), |a| a.cold_start_s);
+        let miner = match self.miner {
+            None => None,
+            Some(table) => Some(table.resolve(key, initial, cold_start_s)?),
+        };
         let size = match (&autoscale, self.size) {
             // An autoscaled pool has a slot for each replica it may have.
             (Some(a), Size::Replicas { gpus_per_node, .. }) => {
@@ -279,6 +292,13 @@ impl Parts<'_> {
             }
             (Some(a), Size::PerNode { per_node, .. }) => {
                 Size::PerNode { nodes: a.max_replicas.div_ceil(per_node), per_node }
+            }
+            // A pool of miners has a slot for each miner it may have.
+            (None, Size::Replicas { gpus_per_node, .. }) if miner.is_some_and(|(_, slots)| slots > initial) => {
+                Size::Replicas { replicas: miner.map_or(initial, |(_, slots)| slots), gpus_per_node }
+            }
+            (None, Size::PerNode { per_node, .. }) if miner.is_some_and(|(_, slots)| slots > initial) => {
+                Size::PerNode { nodes: miner.map_or(initial, |(_, slots)| slots).div_ceil(per_node), per_node }
             }
             (None, size) => size,
         };
@@ -335,6 +355,13 @@ impl Parts<'_> {
                 Some(n) => int_in(&format!("{key}.failures.retries"), n, 0, 100)?,
             },
             autoscale,
+            miner: miner.map(|(class, _)| class),
         })
     }
+}
+
+/// A new replica's cold start without an autoscaler's own keys: the model's weights at
+/// [`DEFAULT_LOAD_GB_PER_S`] and [`DEFAULT_ENGINE_START_S`].
+pub(super) fn default_cold_start_s(model: &ModelSpec) -> f64 {
+    model.weight_bytes() / (DEFAULT_LOAD_GB_PER_S * 1e9) + DEFAULT_ENGINE_START_S
 }

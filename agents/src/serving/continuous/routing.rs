@@ -102,6 +102,9 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         };
         let pick = match self.config.routing {
             LlmRouting::RoundRobin => unreachable!("routed above"),
+            LlmRouting::DecayedScore | LlmRouting::LeastProcessed => {
+                unreachable!("validated: miners' routers need [serving.validator], which routes itself")
+            }
             LlmRouting::LeastOutstandingRequests | LlmRouting::SessionAffinity => {
                 (0..count).map(nth).min_by_key(|&r| load(r)).expect("some replica is up")
             }
