@@ -22,6 +22,7 @@
 //! assert!((sojourn_s - exact.sojourn_s).abs() < 0.1 * exact.sojourn_s, "{sojourn_s} vs {}", exact.sojourn_s);
 //! ```
 
+pub mod adaptation;
 pub mod arrivals;
 pub mod contenders;
 pub mod distributions;
@@ -90,6 +91,7 @@ mod tests {
             ("serving (continuous)", crate::serving::continuous::ContinuousRun::UNITS),
             ("serving (a fleet's drifting model)", crate::serving::continuous::FleetRetrainingRun::UNITS),
             ("serving (a fleet of miners)", crate::serving::continuous::FleetMinersRun::UNITS),
+            ("serving (a fleet's variant controller)", crate::serving::continuous::FleetAdaptationRun::UNITS),
             ("retraining", crate::retraining::RetrainingRun::UNITS),
             ("network", crate::network::NetworkRun::UNITS),
             ("pipeline", crate::pipeline::PipelineRun::UNITS),

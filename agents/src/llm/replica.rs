@@ -384,6 +384,17 @@ impl<K: Copy> Replica<K> {
         }
     }
 
+    /// Changes the most sequences it runs at once; takes effect at the next step
+    /// (sequences already running above a lowered limit finish as they are).
+    pub fn set_max_num_seqs(&mut self, max_num_seqs: u32) {
+        self.limits.max_num_seqs = max_num_seqs.max(1);
+    }
+
+    /// The most sequences it runs at once now.
+    pub fn max_num_seqs(&self) -> u32 {
+        self.limits.max_num_seqs
+    }
+
     /// Sets the energy of the planned step (J, all the replica's GPUs): when the step
     /// completes, each sequence in it is given its share by tokens
     /// ([`Sequence::energy_j`]), so that the shares of all sequences add up to the

@@ -42,11 +42,11 @@ use crate::failures::Lifecycle;
 use crate::grid::CarbonIntensity;
 use crate::power::PowerMeter;
 
-pub mod adapter;
+pub use crate::adaptation::planner as adapter;
+use crate::adaptation::profile;
 mod config;
 mod failures;
 mod file;
-mod profile;
 mod results;
 pub use file::{PipelineFile, PipelineWorld};
 pub use results::PipelineRun;

@@ -25,7 +25,8 @@ fn shipped_profiles_trade_latency_for_energy_as_batches_grow() {
 fn single_stage(service_s: f64, rate_per_s: f64, replicas: u32) -> PipelineConfig {
     let mut config = PipelineConfig::video();
     let points = vec![(1.0, service_s), (2.0, 2.0 * service_s), (4.0, 4.0 * service_s)];
-    config.stages = vec![Stage::new("only", vec![Variant { name: "v".into(), accuracy: 1.0, points }]).unwrap()];
+    config.stages =
+        vec![Stage::new("only", vec![Variant { name: "v".into(), accuracy: 1.0, points, replica: None }]).unwrap()];
     config.load = Load {
         rate_per_s,
         arrivals: None,

@@ -368,6 +368,7 @@ impl World for ServingWorld {
             ("hetero-fleet", include_str!("../../../data/scenarios/hetero-fleet.toml")),
             ("fleet-retraining", include_str!("../../../data/scenarios/fleet-retraining.toml")),
             ("fleet-miners", include_str!("../../../data/scenarios/fleet-miners.toml")),
+            ("fleet-adaptation", include_str!("../../../data/scenarios/fleet-adaptation.toml")),
             ("closed-loop-h100", include_str!("../../../data/scenarios/closed-loop-h100.toml")),
         ]
     }

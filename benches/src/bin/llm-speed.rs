@@ -88,6 +88,8 @@ fn config(
         retries: 1,
         autoscale: None,
         miner: None,
+        accuracy: None,
+        adapted: false,
     };
     LlmServingConfig {
         arrivals,
@@ -105,6 +107,7 @@ fn config(
         disaggregation: None,
         retraining: None,
         validator: None,
+        adaptation: None,
     }
 }
 

@@ -756,7 +756,7 @@ mod tests {
         for (name, _) in registry.scenarios() {
             Scenario::builtin(name).unwrap();
         }
-        assert_eq!(registry.scenarios().len(), 17);
+        assert_eq!(registry.scenarios().len(), 18);
         assert!(Scenario::builtin(registry.default_scenario().unwrap()).is_ok());
     }
 

@@ -8,6 +8,7 @@ mod calibrate;
 mod cli;
 mod common;
 mod fleet;
+mod fleet_adaptation;
 mod fleet_miners;
 mod fleet_retraining;
 mod llm;

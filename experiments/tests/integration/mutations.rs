@@ -29,6 +29,7 @@ fn short(name: &str) -> &'static [&'static str] {
         "hetero-fleet" => &["simulation.duration_h=0.01", "simulation.warmup_s=5"],
         "fleet-retraining" => &["simulation.duration_s=3600", "simulation.warmup_s=60"],
         "fleet-miners" => &["simulation.duration_s=300", "simulation.warmup_s=30"],
+        "fleet-adaptation" => &["simulation.duration_s=600", "simulation.warmup_s=30"],
         other => panic!("no shortening for built-in scenario {other}"),
     }
 }

@@ -185,6 +185,7 @@ fn every_built_in_world_gives_the_same_bytes_for_any_thread_count() {
         ("hetero-fleet", &["simulation.duration_h=0.05", "simulation.warmup_s=10"]),
         ("fleet-retraining", &["simulation.duration_s=14400", "serving.drift.per_request=2e-4"]),
         ("fleet-miners", &["simulation.duration_s=3600", "simulation.warmup_s=60", "serving.validator.period_s=300"]),
+        ("fleet-adaptation", &["simulation.duration_s=7200", "serving.adaptation.interval_s=600"]),
     ];
     assert_eq!(short.len(), Registry::builtin().scenarios().len(), "every built-in scenario is covered");
     let dir = tempfile::tempdir().unwrap();

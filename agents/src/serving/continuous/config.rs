@@ -239,6 +239,10 @@ pub struct LlmPool {
     /// What its replicas are as miners, in a fleet with a validator (then `replicas`
     /// is its slots, and the class's `initial_replicas` serve at the start).
     pub miner: Option<super::MinerClass>,
+    /// A variant pool's published accuracy (any scale: the planner ranks them).
+    pub accuracy: Option<f64>,
+    /// Whether a variant controller sizes it.
+    pub adapted: bool,
 }
 
 impl LlmPool {
@@ -256,6 +260,7 @@ impl LlmPool {
     /// then it is paid by the time each is provisioned.
     pub fn replicas_vary(&self) -> bool {
         self.autoscale.is_some()
+            || self.adapted
             || self
                 .miner
                 .is_some_and(|m| m.leave_per_h > 0.0 || m.join_per_h > 0.0 || m.initial_replicas < self.replicas)
@@ -381,6 +386,8 @@ pub struct LlmServingConfig {
     pub retraining: Option<super::FleetRetraining>,
     /// nineteen's validator in front of replicas that are miners; none by default.
     pub validator: Option<super::FleetValidator>,
+    /// A controller choosing variant pools and their batch limits; none by default.
+    pub adaptation: Option<super::FleetAdaptation>,
 }
 
 impl LlmServingConfig {

@@ -51,6 +51,7 @@ pub(crate) struct ContinuousTable {
     monitor: Option<MonitorTable>,
     training: Option<TrainingTable>,
     validator: Option<ValidatorTable>,
+    adaptation: Option<super::adaptation::AdaptationTable>,
     #[serde(default)]
     similarity: Vec<SimilarityRow>,
 }
@@ -374,6 +375,7 @@ pub(crate) fn resolve(
         disaggregation: s.disaggregation,
         retraining: None,
         validator: None,
+        adaptation: None,
     };
     config.validate().map_err(|e| {
         e.rekey(|key| match key {
@@ -400,6 +402,20 @@ pub(crate) fn resolve(
         }
     } else if !s.similarity.is_empty() {
         return Err(ConfigError::invalid("serving.similarity", "(given)", "only with [serving.validator]"));
+    }
+    if let Some(table) = &s.adaptation {
+        if config.validator.is_some() || config.retraining.is_some() || config.disaggregation.is_some() {
+            return Err(ConfigError::invalid(
+                "serving.adaptation",
+                "(given)",
+                "not with [serving.validator], [serving.drift] or disaggregation yet",
+            ));
+        }
+        let adaptation = table.resolve(&config.pools, &config.tasks, &config.served_names())?;
+        for &p in &adaptation.pools {
+            config.pools[p].adapted = true;
+        }
+        config.adaptation = Some(adaptation);
     }
     let disaggregated = config.disaggregation.is_some();
     check_miners(

@@ -29,6 +29,7 @@ use crate::power::PowerMeter;
 use crate::requests::{RequestOutcome, RequestRecord, TokenSampler, draw_request};
 use crate::world::{MetricValue, Metrics, Replication};
 
+mod adaptation;
 mod autoscale;
 mod config;
 mod failures;
@@ -40,6 +41,8 @@ mod pools;
 mod retraining;
 mod routing;
 mod sessions;
+use adaptation::Adapter;
+pub use adaptation::{AdaptPolicy, FleetAdaptation, FleetAdaptationRun};
 use autoscale::{Mode, Scaler};
 pub use config::{
     Autoscale, Disaggregation, LlmPool, LlmRouting, LlmServingConfig, Measured, Placement, PoolRole, ScaleSignal,
@@ -102,6 +105,8 @@ pub(crate) enum LlmEvent {
     MinerJoins(u16),
     /// A miner leaves for good.
     MinerLeaves(u32),
+    /// The variant controller plans.
+    Adapt,
 }
 
 /// A request in flight.
@@ -292,6 +297,8 @@ pub(crate) struct LlmServing<'c, O, S> {
     retrainer: Option<Retrainer>,
     /// The validator, if the replicas are miners.
     validator: Option<Validator>,
+    /// The variant controller, if the scenario has one.
+    adapter: Option<Adapter>,
 }
 
 impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, O, S> {
@@ -411,6 +418,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             admitted: Vec::new(),
             retrainer: config.retraining.as_ref().map(Retrainer::new).transpose()?,
             validator: config.validator.as_ref().map(|v| Validator::new(v, config.replicas() as usize)),
+            adapter: config.adaptation.as_ref().map(|_| Adapter::default()),
         })
     }
 
@@ -442,6 +450,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         }
         self.start_autoscalers(ctx)?;
         self.start_miners(ctx)?;
+        self.start_adapter(ctx)?;
         self.start_monitor(ctx)
     }
 
@@ -836,6 +845,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Model for LlmServin
             LlmEvent::NextContender(id) => self.next_contender(id, ctx),
             LlmEvent::MinerJoins(pool) => self.on_miner_joins(usize::from(pool), ctx),
             LlmEvent::MinerLeaves(miner) => self.on_miner_leaves(miner, ctx),
+            LlmEvent::Adapt => self.on_adapt(ctx),
         }
     }
 }
@@ -878,6 +888,14 @@ pub fn run_continuous<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
     if let Some(rt) = &world.retrainer {
         let from = world.warmup.min(end);
         for (metric, value) in rt.results(from, world.stats.last_finish.max(from), end).metrics().iter() {
+            match value {
+                MetricValue::Number(x) => metrics.optional(metric, x),
+                MetricValue::Flag(b) => metrics.flag(metric, b),
+            };
+        }
+    }
+    if let Some(a) = &world.adapter {
+        for (metric, value) in a.results().metrics().iter() {
             match value {
                 MetricValue::Number(x) => metrics.optional(metric, x),
                 MetricValue::Flag(b) => metrics.flag(metric, b),

@@ -75,6 +75,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             if quality.is_none() {
                 quality = self.miner_answered(&r, slo_met, counted, ctx);
             }
+            self.adapted_answer(r.replica, counted);
         } else if counted {
             self.tally(true, self.pool_of(r.replica), Some(usize::from(r.model)), |s| match outcome {
                 RequestOutcome::TimedOut => s.timed_out += 1,

@@ -52,6 +52,7 @@ pub(crate) struct PoolTable {
     power_cap_w: Option<f64>,
     autoscale: Option<AutoscaleTable>,
     miner: Option<super::miners::MinerTable>,
+    accuracy: Option<f64>,
 }
 
 /// A pool's `autoscale` table.
@@ -121,6 +122,7 @@ struct Parts<'a> {
     power_cap_w: Option<f64>,
     autoscale: Option<AutoscaleTable>,
     miner: Option<super::miners::MinerTable>,
+    accuracy: Option<f64>,
 }
 
 impl OnePool {
@@ -143,6 +145,7 @@ impl OnePool {
             power_cap_w: shared.power_cap_w,
             autoscale: shared.autoscale,
             miner: None,
+            accuracy: None,
         };
         parts.resolve(inputs)
     }
@@ -212,6 +215,7 @@ impl PoolTable {
             power_cap_w: self.power_cap_w.or(shared.power_cap_w),
             autoscale: self.autoscale,
             miner: self.miner,
+            accuracy: self.accuracy,
         };
         parts.resolve(inputs)
     }
@@ -356,6 +360,13 @@ impl Parts<'_> {
             },
             autoscale,
             miner: miner.map(|(class, _)| class),
+            accuracy: match self.accuracy {
+                Some(a) if !a.is_finite() => {
+                    return Err(ConfigError::invalid(format!("{key}.accuracy"), a, "a finite score"));
+                }
+                a => a,
+            },
+            adapted: false,
         })
     }
 }

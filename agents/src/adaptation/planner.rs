@@ -110,9 +110,11 @@ pub(crate) fn stage_terms(
         return None;
     }
     let replicas = needed as u32;
-    let energy_j = limits.busy_w * l / bf;
+    let (cores, busy_w) =
+        stage.variants[v].replica.map_or((limits.cores_per_replica, limits.busy_w), |r| (r.cores, r.busy_w));
+    let energy_j = busy_w * l / bf;
     let value = objective.alpha * stage.normalised_accuracy[v]
-        - objective.beta * f64::from(replicas) * limits.cores_per_replica
+        - objective.beta * f64::from(replicas) * cores
         - objective.gamma * bf
         - objective.delta * energy_j;
     Some((StagePlan { variant: v, batch: b, replicas }, value, l + fill_s(b, lambda)))
@@ -231,10 +233,12 @@ fn fallback(stages: &[Stage], lambda: f64, objective: &Objective, limits: &Limit
                 .expect("a stage has variants");
             let l = stage.latency_s(v, f64::from(b));
             let plan = StagePlan { variant: v, batch: b, replicas: limits.max_replicas };
+            let (cores, busy_w) =
+                stage.variants[v].replica.map_or((limits.cores_per_replica, limits.busy_w), |r| (r.cores, r.busy_w));
             let value = objective.alpha * stage.normalised_accuracy[v]
-                - objective.beta * f64::from(limits.max_replicas) * limits.cores_per_replica
+                - objective.beta * f64::from(limits.max_replicas) * cores
                 - objective.gamma * f64::from(b)
-                - objective.delta * limits.busy_w * l / f64::from(b);
+                - objective.delta * busy_w * l / f64::from(b);
             Candidate { plan, value, latency_s: l + fill_s(b, lambda).min(limits.sla_s) }
         });
         plans.push(pick.plan);
@@ -281,7 +285,7 @@ pub fn brute_force(stages: &[Stage], lambda: f64, objective: &Objective, limits:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::profile::Variant;
+    use crate::adaptation::profile::Variant;
     use infersim_engine::{StreamId, derive_stream};
     use rand::RngExt;
 
@@ -315,7 +319,7 @@ mod tests {
                 let c0 = 0.01 + rng.random::<f64>() * 0.3;
                 let c1 = 0.001 + rng.random::<f64>() * 0.05;
                 let points = [1.0, 2.0, 8.0, 32.0].iter().map(|&b| (b, c0 + c1 * b)).collect();
-                Variant { name: format!("{name}{v}"), accuracy: rng.random::<f64>() * 100.0, points }
+                Variant { name: format!("{name}{v}"), accuracy: rng.random::<f64>() * 100.0, points, replica: None }
             })
             .collect();
         Stage::new(name, variants).unwrap()

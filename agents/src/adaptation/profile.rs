@@ -23,7 +23,7 @@ impl Quadratic {
 /// Needs at least three distinct batch sizes.
 ///
 /// ```
-/// use infersim_agents::pipeline::fit_quadratic;
+/// use infersim_agents::adaptation::fit_quadratic;
 /// let q = fit_quadratic(&[(1.0, 3.0), (2.0, 6.0), (3.0, 11.0), (4.0, 18.0)]).unwrap();
 /// // Exactly b^2 + 2: the fit recovers it.
 /// assert!((q.c2 - 1.0).abs() < 1e-9 && q.c1.abs() < 1e-9 && (q.c0 - 2.0).abs() < 1e-9);
@@ -76,6 +76,18 @@ pub struct Variant {
     pub accuracy: f64,
     /// Measured or derived (batch, latency s) points.
     pub points: Vec<(f64, f64)>,
+    /// What one replica of it costs, where variants differ (a fleet's variant pools:
+    /// GPUs and power per replica); none: the planner's [`Limits`](super::Limits).
+    pub replica: Option<ReplicaCost>,
+}
+
+/// Cores (or GPUs) and busy power of one replica of a variant.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReplicaCost {
+    /// Cores or GPUs per replica (what the objective's beta weighs).
+    pub cores: f64,
+    /// Power of a busy replica (W).
+    pub busy_w: f64,
 }
 
 /// A pipeline stage: its variants, with fitted latencies and normalised accuracies.
@@ -181,7 +193,9 @@ pub fn parse_profile_csv(text: &str) -> Result<Vec<Variant>, ProfileError> {
                 }
                 v.points.push((batch, latency_s));
             }
-            _ => variants.push(Variant { name: name.into(), accuracy, points: vec![(batch, latency_s)] }),
+            _ => {
+                variants.push(Variant { name: name.into(), accuracy, points: vec![(batch, latency_s)], replica: None })
+            }
         }
     }
     if variants.is_empty() {
@@ -219,7 +233,7 @@ pub fn read_profile(table: &crate::input::DataTable) -> Result<Vec<Variant>, cra
                 }
                 v.points.push((batch, latency_s));
             }
-            _ => variants.push(Variant { name, accuracy, points: vec![(batch, latency_s)] }),
+            _ => variants.push(Variant { name, accuracy, points: vec![(batch, latency_s)], replica: None }),
         }
     }
     if variants.is_empty() {
