@@ -66,6 +66,7 @@ fn a_fixed_plan_takes_effect_at_once() {
             "fixed = { pool = \"llama-70b\", replicas = 2, max_num_seqs = 64 }",
             "fixed = { pool = \"llama-8b\", replicas = 3, max_num_seqs = 4 }",
         )
+        .replace("warmup_s = 600.0", "warmup_s = 0.0")
     });
     let out = dir.path().join("out");
     infersim_ok(&["run", s(&path), "--out", s(&out), "--reps", "1"]);
@@ -74,6 +75,8 @@ fn a_fixed_plan_takes_effect_at_once() {
     assert_eq!(v("variant_accuracy_mean"), 73.0);
     assert_eq!(v("variant_switches"), 0.0);
     assert!(v("running_mean") <= 4.0, "running {}", v("running_mean"));
+    // Every request is accounted for (no warm-up: all of them count).
+    assert_eq!(v("served") + v("lost") + v("rejected") + v("timed_out"), v("arrived"));
     let pools = read(out.join("pools.parquet"));
     let hours = |pool: &str| {
         let names = strings(&pools, "pool");

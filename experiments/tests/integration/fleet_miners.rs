@@ -89,6 +89,7 @@ fn full_queues_answer_429_and_requests_move_on() {
         t.replace("max_queued_requests = 32", "max_queued_requests = 1")
             .replace("max_num_seqs = 64", "max_num_seqs = 2")
             .replace("rate_per_s = 3.0", "rate_per_s = 60.0")
+            .replace("warmup_s = 600.0", "warmup_s = 0.0")
     });
     let df = run(&path, &dir.path().join("out"), "1");
     let v = |m: &str| floats(&df, m)[0];
@@ -96,6 +97,8 @@ fn full_queues_answer_429_and_requests_move_on() {
     assert!(v("attempts_per_request") > 1.5, "attempts {}", v("attempts_per_request"));
     assert!(v("rejected") > 0.0, "some requests found every contender full");
     assert!(v("served") > 0.0);
+    // Every request is accounted for (no warm-up: all of them count).
+    assert_eq!(v("served") + v("lost") + v("rejected") + v("timed_out"), v("arrived"));
 }
 
 /// What a fleet of miners needs is checked, naming the key.
