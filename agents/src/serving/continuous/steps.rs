@@ -1,0 +1,143 @@
+//! A replica's engine iterations: a step starts on an idle replica that has work (its
+//! shape planned by the replica, its time from the pool's step-time model, its power
+//! from what it asks of the GPUs, within a cap) and ends one event later, handing back
+//! only first and last tokens.
+
+use infersim_engine::{Context, Observer, ScheduleError, SimDuration};
+
+use super::{LlmEvent, LlmServing, Mode};
+use crate::llm::{StepModel, StepTime, TokenEvent};
+use crate::requests::{RequestOutcome, RequestRecord};
+use crate::serving::ServingSample;
+
+impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S> {
+    /// Starts a step on an idle replica that has work.
+    pub(super) fn kick(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
+        if self.life.is_down(r) || self.replicas[r].step.is_some() {
+            return Ok(());
+        }
+        let now = ctx.now();
+        let pool = self.pool(r);
+        let idle_w = pool.gpu.idle_w * f64::from(pool.tp);
+        let scheduled = self.replicas[r].engine.schedule();
+        // The step took its blocks.
+        self.refresh_committed(r);
+        let Some(shape) = scheduled else {
+            if matches!(self.replicas[r].mode, Mode::Serving | Mode::Draining | Mode::ToTrain) {
+                self.set_power(now, r, idle_w);
+            }
+            self.off_if_drained(r, now);
+            if self.replicas[r].mode == Mode::ToTrain
+                && self.replicas[r].engine.waiting() + self.replicas[r].engine.running() == 0
+            {
+                self.train(r, ctx)?;
+            }
+            return Ok(());
+        };
+        // Each GPU draws for what the step asks of it (the roofline's demand, whatever
+        // times the step), at most its board limit; under a cap, the step may slow. A
+        // roofline-timed step's time is that demand's (the same roofline), not
+        // computed twice.
+        let demand = pool.demand.demand(&shape);
+        let (gpu_s, outside) = match &pool.step_model {
+            StepModel::Roofline(_) => (demand.roofline_s(), false),
+            other => other.timed(&shape),
+        };
+        let host_s = pool.step_overhead_s + pool.step_overhead_per_seq_s * f64::from(shape.sequences());
+        let (step_s, gpu_w, throttled) = match pool.power_cap_w {
+            None => (gpu_s + host_s, pool.gpu.step_power_w(&demand, gpu_s + host_s).min(pool.gpu.tdp_w), false),
+            Some(cap_w) => {
+                let run = pool.gpu.run_step(&demand, gpu_s + host_s, cap_w);
+                (run.step_s, run.power_w, run.clock < 1.0)
+            }
+        };
+        let power_w = f64::from(pool.tp) * gpu_w;
+        self.set_power(now, r, power_w);
+        self.replicas[r].engine.set_step_energy(power_w * step_s, shape.tokens());
+        let engine = &self.replicas[r].engine;
+        let (running, usage) = (engine.running() as f64, engine.kv().usage());
+        let pool = Some(usize::from(self.replicas[r].pool));
+        self.tally(true, pool, None, |stats| {
+            stats.steps += 1;
+            stats.steps_outside_table += u64::from(outside);
+            stats.steps_throttled += u64::from(throttled);
+            stats.prompt_tokens += u64::from(shape.prefill_tokens);
+            stats.batch_tokens.add(f64::from(shape.tokens()));
+            stats.running.add(running);
+            stats.kv_usage.add(usage);
+            stats.kv_usage_max = stats.kv_usage_max.max(usage);
+        });
+        let mut admitted = std::mem::take(&mut self.admitted);
+        admitted.extend_from_slice(self.replicas[r].engine.first_admitted());
+        for &(key, cached_tokens) in &admitted {
+            let request = &mut self.requests[key];
+            if request.first_scheduled.is_none() {
+                request.first_scheduled = Some(now);
+                request.cached_tokens = Some(cached_tokens);
+                if let Some(t) = request.timeout.take() {
+                    ctx.cancel(t);
+                }
+                if request.arrival >= self.warmup {
+                    let (prompt, model) = (u64::from(request.prompt), Some(usize::from(request.model)));
+                    self.tally(true, pool, model, |s| {
+                        s.admitted_prompt_tokens += prompt;
+                        s.admitted_cached_tokens += u64::from(cached_tokens);
+                    });
+                }
+            }
+        }
+        admitted.clear();
+        self.admitted = admitted;
+        let at = now.checked_add(SimDuration::from_secs_f64(step_s)?).ok_or(ScheduleError::Overflow)?;
+        self.replicas[r].step = Some(ctx.schedule(at, LlmEvent::StepDone(r as u32))?);
+        Ok(())
+    }
+
+    pub(super) fn on_step_done(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
+        let now = ctx.now();
+        self.replicas[r].step = None;
+        let mut events = std::mem::take(&mut self.token_events);
+        let engine = &mut self.replicas[r].engine;
+        let produced =
+            engine.complete_step(now.as_nanos(), |seq, e| events.push((seq.key, e, seq.preemptions, seq.energy_j)));
+        let engine = &self.replicas[r].engine;
+        let pool = usize::from(self.replicas[r].pool);
+        for stats in [&mut self.stats, &mut self.group_stats[pool]] {
+            stats.output_tokens += u64::from(produced.tokens);
+            stats.counted_output_tokens += u64::from(produced.measured_tokens);
+            for &(itl_ns, n) in engine.step_itls() {
+                stats.itl.record_n(SimDuration::from_nanos(itl_ns), u64::from(n));
+            }
+        }
+        self.refresh_load(r);
+        // Only first and last tokens reach a request's record: the others are counted
+        // above, so a step's cost here does not grow with the sequences it ran.
+        for &(id, event, preemptions, energy_j) in &events {
+            let request = &mut self.requests[id];
+            if request.first_token.is_none() {
+                request.first_token = Some(now);
+                let ttft = now - request.arrival;
+                self.note_ttft(r, ttft.as_secs_f64());
+                if let Some(rt) = self.retrainer.as_mut()
+                    && self.requests[id].arrival >= self.warmup
+                {
+                    rt.note_ttft(now, ttft);
+                }
+            }
+            let request = &mut self.requests[id];
+            request.preemptions = preemptions;
+            if event == TokenEvent::Finished {
+                // Its sequence leaves this replica with its share of the steps here.
+                request.energy_j += energy_j;
+                if self.replicas[r].prefill && self.requests[id].output > 1 {
+                    self.send_kv(id, ctx)?;
+                } else {
+                    self.finish(id, RequestOutcome::Served, ctx)?;
+                }
+            }
+        }
+        events.clear();
+        self.token_events = events;
+        self.kick(r, ctx)
+    }
+}
