@@ -73,7 +73,7 @@ fn a_fixed_plan_takes_effect_at_once() {
     let df = read(out.join("replications.parquet"));
     let v = |m: &str| floats(&df, m)[0];
     assert_eq!(v("variant_accuracy_mean"), 73.0);
-    assert_eq!(v("variant_switches"), 0.0);
+    assert_eq!((v("variant_switches"), v("plans")), (0.0, 1.0));
     assert!(v("running_mean") <= 4.0, "running {}", v("running_mean"));
     // Every request is accounted for (no warm-up: all of them count).
     assert_eq!(v("served") + v("lost") + v("rejected") + v("timed_out"), v("arrived"));

@@ -263,7 +263,7 @@ crate::metrics! {
     pub struct FleetAdaptationRun {
         /// Mean accuracy of the variants that answered the requests after warm-up.
         variant_accuracy_mean: Option<f64> = "score",
-        /// Plans made.
+        /// Plans made (a fixed plan once).
         plans: u64 = "plans",
         /// Plans that changed the serving variant.
         variant_switches: u64 = "switches",
@@ -332,7 +332,10 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                 (pool, chosen.replicas.min(self.config.pools[pool].replicas).max(1), chosen.batch)
             }
         };
-        adapter.plans += 1;
+        // A fixed plan is made once; later intervals only finish applying it.
+        if !matches!(a.policy, AdaptPolicy::Fixed(..)) || adapter.plan.is_none() {
+            adapter.plans += 1;
+        }
         if adapter.plan.is_some_and(|(p, _, _)| p != plan.0) {
             adapter.switches += 1;
         }
