@@ -50,6 +50,24 @@ pub enum LlmRouting {
     LeastProcessed,
 }
 
+impl LlmRouting {
+    /// The router's name as scenarios write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LlmRouting::RoundRobin => "round_robin",
+            LlmRouting::LeastOutstandingRequests => "least_outstanding_requests",
+            LlmRouting::LeastKvUsage => "least_kv_usage",
+            LlmRouting::LeastOutstandingTokens => "least_outstanding_tokens",
+            LlmRouting::PowerOfTwoChoices => "power_of_two_choices",
+            LlmRouting::Random => "random",
+            LlmRouting::PrefixAware => "prefix_aware",
+            LlmRouting::SessionAffinity => "session_affinity",
+            LlmRouting::DecayedScore => "decayed_score",
+            LlmRouting::LeastProcessed => "least_processed",
+        }
+    }
+}
+
 /// Measured numbers to print beside a run's (a real engine's run of the same
 /// workload), by metric name.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

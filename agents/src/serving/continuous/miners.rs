@@ -65,16 +65,12 @@ pub(crate) enum Range {
 
 impl Range {
     fn resolve(self, key: &str) -> Result<[f64; 2], ConfigError> {
-        let [low, high] = match self {
-            Range::One(x) => [x, x],
-            Range::Span(r) => r,
+        let ([low, high], given) = match self {
+            Range::One(x) => ([x, x], x.to_string()),
+            Range::Span([low, high]) => ([low, high], format!("[{low}, {high}]")),
         };
         if !(low.is_finite() && high.is_finite() && 0.0 <= low && low <= high && high <= 1.0) {
-            return Err(ConfigError::invalid(
-                key,
-                format!("[{low}, {high}]"),
-                "a share in [0, 1] or [low, high] within it",
-            ));
+            return Err(ConfigError::invalid(key, given, "a share in [0, 1] or [low, high] within it"));
         }
         Ok([low, high])
     }
@@ -747,7 +743,7 @@ pub(super) fn check_miners(
         if matches!(routing, LlmRouting::DecayedScore | LlmRouting::LeastProcessed) {
             return Err(ConfigError::invalid(
                 "serving.routing",
-                format!("{routing:?}"),
+                routing.name(),
                 "a router of replicas; decayed_score and least_processed rank miners and need [serving.validator]",
             ));
         }
@@ -763,7 +759,7 @@ pub(super) fn check_miners(
     if !validators.contains(&routing) {
         return Err(ConfigError::invalid(
             "serving.routing",
-            format!("{routing:?}"),
+            routing.name(),
             "with [serving.validator]: decayed_score, least_processed, round_robin or random",
         ));
     }
