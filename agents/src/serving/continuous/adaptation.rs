@@ -29,7 +29,7 @@ use serde::Deserialize;
 use super::{LlmEvent, LlmPool, LlmServing, Mode, PoolRole};
 use crate::adaptation::{Limits, Objective, ReplicaCost, Stage, Variant, solve};
 use crate::error::ConfigError;
-use crate::llm::{StepModel, StepShape, StepTime};
+use crate::llm::StepShape;
 use crate::requests::{RequestRecord, Task};
 use crate::serving::{ServingSample, int_in};
 
@@ -208,35 +208,23 @@ fn workload(tasks: &[Task], names: &[&str], serves: &str) -> (f64, f64) {
     (prompt, mean(&|t| t.output_tokens.mean()))
 }
 
-/// A step of this shape on `pool`: its time (GPU and host) and the replica's power.
-fn timed(pool: &LlmPool, shape: &StepShape) -> (f64, f64) {
-    let demand = pool.demand.demand(shape);
-    let gpu_s = match &pool.step_model {
-        StepModel::Roofline(_) => demand.roofline_s(),
-        other => other.timed(shape).0,
-    };
-    let step_s = gpu_s + pool.step_overhead_s + pool.step_overhead_per_seq_s * f64::from(shape.sequences());
-    (step_s, f64::from(pool.tp) * pool.gpu.step_power_w(&demand, step_s).min(pool.gpu.tdp_w))
-}
-
 /// Pool `pool` as one of the planner's variants.
 fn variant(pool: &LlmPool, prompt: f64, output: f64, batch_cap: u32) -> Result<Variant, ConfigError> {
     let prompt_tokens = prompt.round().max(1.0) as u32;
-    let (prefill_s, _) = timed(
-        pool,
-        &StepShape {
+    let prefill_s = pool
+        .step(&StepShape {
             prefill_tokens: prompt_tokens,
             prefills: 1,
             prefill_pairs: f64::from(prompt_tokens) * (f64::from(prompt_tokens) + 1.0) / 2.0,
             ..StepShape::default()
-        },
-    );
+        })
+        .step_s;
     let context = prompt + output / 2.0;
     let decode = |b: u32| StepShape { decodes: b, decode_kv: (f64::from(b) * context) as u64, ..StepShape::default() };
     let points = crate::adaptation::planner::batch_sizes(batch_cap)
-        .map(|b| (f64::from(b), f64::from(b) * prefill_s + (output - 1.0).max(0.0) * timed(pool, &decode(b)).0))
+        .map(|b| (f64::from(b), f64::from(b) * prefill_s + (output - 1.0).max(0.0) * pool.step(&decode(b)).step_s))
         .collect();
-    let (_, busy_w) = timed(pool, &decode(batch_cap.min(32)));
+    let busy_w = pool.step(&decode(batch_cap.min(32))).power_w;
     Ok(Variant {
         name: pool.name.clone(),
         accuracy: pool.accuracy.unwrap_or(0.0),

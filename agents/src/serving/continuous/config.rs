@@ -7,7 +7,7 @@ use crate::arrivals::ArrivalProcess;
 use crate::error::{ConfigError, DURATION_S, check, is_duration_s};
 use crate::failures::Failures;
 use crate::grid::CarbonIntensity;
-use crate::llm::{EngineLimits, GpuSpec, ModelSpec, Roofline, StepModel};
+use crate::llm::{EngineLimits, GpuSpec, ModelSpec, Roofline, StepModel, StepShape, StepTime};
 use crate::requests::{MAX_QUEUED, Task, validate_tasks};
 use crate::world::MAX_DURATION_S;
 
@@ -263,7 +263,42 @@ pub struct LlmPool {
     pub adapted: bool,
 }
 
+/// A step on one of a pool's replicas, as its GPUs run it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PoolStep {
+    /// Its length, host time included (s).
+    pub step_s: f64,
+    /// The whole replica's GPU power during it (W).
+    pub power_w: f64,
+    /// Whether a power limit slowed it.
+    pub throttled: bool,
+    /// Whether a profile timed it outside its table.
+    pub outside_table: bool,
+}
+
 impl LlmPool {
+    /// A step of this shape on one of its replicas: its time from the step-time model
+    /// plus host overhead, each GPU drawing for what the step asks of it (the
+    /// roofline's demand, whatever times the step), at most its board limit; under a
+    /// cap, the step may slow. A roofline-timed step's time is that demand's (the same
+    /// roofline), not computed twice.
+    pub fn step(&self, shape: &StepShape) -> PoolStep {
+        let demand = self.demand.demand(shape);
+        let (gpu_s, outside_table) = match &self.step_model {
+            StepModel::Roofline(_) => (demand.roofline_s(), false),
+            other => other.timed(shape),
+        };
+        let host_s = self.step_overhead_s + self.step_overhead_per_seq_s * f64::from(shape.sequences());
+        let (step_s, gpu_w, throttled) = match self.power_cap_w {
+            None => (gpu_s + host_s, self.gpu.step_power_w(&demand, gpu_s + host_s).min(self.gpu.tdp_w), false),
+            Some(cap_w) => {
+                let run = self.gpu.run_step(&demand, gpu_s + host_s, cap_w);
+                (run.step_s, run.power_w, run.clock < 1.0)
+            }
+        };
+        PoolStep { step_s, power_w: f64::from(self.tp) * gpu_w, throttled, outside_table }
+    }
+
     /// Replicas serving at the start (an autoscaled pool's or a miner pool's initial
     /// ones; every replica otherwise).
     pub fn initial_replicas(&self) -> u32 {

@@ -46,7 +46,8 @@ use adaptation::Adapter;
 pub use adaptation::{AdaptPolicy, FleetAdaptation, FleetAdaptationRun};
 use autoscale::{Mode, Scaler};
 pub use config::{
-    Autoscale, Disaggregation, LlmPool, LlmRouting, LlmServingConfig, Measured, Placement, PoolRole, ScaleSignal,
+    Autoscale, Disaggregation, LlmPool, LlmRouting, LlmServingConfig, Measured, Placement, PoolRole, PoolStep,
+    ScaleSignal,
 };
 pub(crate) use file::{ContinuousTable, resolve};
 pub use file::{VllmRecord, read_measured, vllm_makespan_s, vllm_samples};

@@ -5,8 +5,9 @@
 
 use infersim_engine::{Context, Observer, ScheduleError, SimDuration};
 
+use super::PoolStep;
 use super::{LlmEvent, LlmServing, Mode};
-use crate::llm::{StepModel, StepTime, TokenEvent};
+use crate::llm::TokenEvent;
 use crate::requests::{RequestOutcome, RequestRecord};
 use crate::serving::ServingSample;
 
@@ -34,24 +35,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             }
             return Ok(());
         };
-        // Each GPU draws for what the step asks of it (the roofline's demand, whatever
-        // times the step), at most its board limit; under a cap, the step may slow. A
-        // roofline-timed step's time is that demand's (the same roofline), not
-        // computed twice.
-        let demand = pool.demand.demand(&shape);
-        let (gpu_s, outside) = match &pool.step_model {
-            StepModel::Roofline(_) => (demand.roofline_s(), false),
-            other => other.timed(&shape),
-        };
-        let host_s = pool.step_overhead_s + pool.step_overhead_per_seq_s * f64::from(shape.sequences());
-        let (step_s, gpu_w, throttled) = match pool.power_cap_w {
-            None => (gpu_s + host_s, pool.gpu.step_power_w(&demand, gpu_s + host_s).min(pool.gpu.tdp_w), false),
-            Some(cap_w) => {
-                let run = pool.gpu.run_step(&demand, gpu_s + host_s, cap_w);
-                (run.step_s, run.power_w, run.clock < 1.0)
-            }
-        };
-        let power_w = f64::from(pool.tp) * gpu_w;
+        let PoolStep { step_s, power_w, throttled, outside_table: outside } = pool.step(&shape);
         self.set_power(now, r, power_w);
         self.replicas[r].engine.set_step_energy(power_w * step_s, shape.tokens());
         let engine = &self.replicas[r].engine;
