@@ -361,9 +361,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                 have += 1;
             }
         }
-        let cold_start_s = self.config.pools[pool]
-            .autoscale
-            .map_or_else(|| super::pools::default_cold_start_s(&self.config.pools[pool].model), |s| s.cold_start_s);
+        let cold_start_s = self.config.pools[pool].cold_start_s();
         for &r in &mine {
             if have < replicas && self.replicas[r].mode == Mode::Off && !self.life.is_down(r) {
                 let at = now.checked_add(SimDuration::from_secs_f64(cold_start_s)?).ok_or(ScheduleError::Overflow)?;

@@ -299,6 +299,19 @@ impl LlmPool {
         PoolStep { step_s, power_w: f64::from(self.tp) * gpu_w, throttled, outside_table }
     }
 
+    /// What a replica that starts pays before it serves (s): its autoscaler's cold
+    /// start, else the model's weights at [`DEFAULT_LOAD_GB_PER_S`](super::pools::DEFAULT_LOAD_GB_PER_S)
+    /// plus [`DEFAULT_ENGINE_START_S`](super::pools::DEFAULT_ENGINE_START_S).
+    pub fn cold_start_s(&self) -> f64 {
+        self.autoscale.map_or_else(
+            || {
+                self.model.weight_bytes() / (super::pools::DEFAULT_LOAD_GB_PER_S * 1e9)
+                    + super::pools::DEFAULT_ENGINE_START_S
+            },
+            |a| a.cold_start_s,
+        )
+    }
+
     /// Replicas serving at the start (an autoscaled pool's or a miner pool's initial
     /// ones; every replica otherwise).
     pub fn initial_replicas(&self) -> u32 {

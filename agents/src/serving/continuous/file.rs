@@ -394,10 +394,7 @@ pub(crate) fn resolve(
         // reliable, unlimited capacity.
         for (i, pool) in config.pools.iter_mut().enumerate() {
             if pool.miner.is_none() && pool.role == super::PoolRole::Mixed {
-                let cold_start_s =
-                    pool.autoscale.map_or_else(|| super::pools::default_cold_start_s(&pool.model), |a| a.cold_start_s);
-                pool.miner =
-                    Some(MinerTable::default().resolve(&format!("serving.pools[{i}]"), pool.replicas, cold_start_s)?.0);
+                pool.miner = Some(MinerTable::default().resolve(&format!("serving.pools[{i}]"), pool.replicas)?.0);
             }
         }
     } else if !s.similarity.is_empty() {

@@ -106,9 +106,6 @@ pub struct MinerClass {
     pub leave_per_h: f64,
     /// Miners serving at the start (the pool's `replicas`; its slots are `max_replicas`).
     pub initial_replicas: u32,
-    /// A joining miner's cold start (s): the pool's weights at its load bandwidth and
-    /// its engine start.
-    pub cold_start_s: f64,
 }
 
 /// Declared capacity unless given: unlimited in effect (the unqueried share is 1, so
@@ -117,7 +114,7 @@ pub const DEFAULT_MINER_CAPACITY: f64 = 1e12;
 
 impl MinerTable {
     /// The class of pool `key`, and the slots it needs beside its `replicas`.
-    pub(super) fn resolve(self, key: &str, replicas: u32, cold_start_s: f64) -> Result<(MinerClass, u32), ConfigError> {
+    pub(super) fn resolve(self, key: &str, replicas: u32) -> Result<(MinerClass, u32), ConfigError> {
         let k = |name: &str| format!("{key}.miner.{name}");
         let rate = |name: &str, v: Option<f64>| {
             let v = v.unwrap_or(0.0);
@@ -143,7 +140,6 @@ impl MinerTable {
             join_per_h: rate("join_per_h", self.join_per_h)?,
             leave_per_h: rate("leave_per_h", self.leave_per_h)?,
             initial_replicas: replicas,
-            cold_start_s,
         };
         Ok((class, slots))
     }
@@ -465,10 +461,11 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             usize::from(self.replicas[r].pool) == p && self.replicas[r].mode == Mode::Off && !self.life.is_down(r)
         });
         if let Some(r) = free {
-            let class = self.config.pools[p].miner.expect("a miner class");
             self.new_miner(r, ctx)?;
             self.validator().joined += 1;
-            let at = now.checked_add(SimDuration::from_secs_f64(class.cold_start_s)?).ok_or(ScheduleError::Overflow)?;
+            let at = now
+                .checked_add(SimDuration::from_secs_f64(self.config.pools[p].cold_start_s())?)
+                .ok_or(ScheduleError::Overflow)?;
             let started = ctx.schedule(at, LlmEvent::Started(r as u32))?;
             self.set_mode(r, Mode::Starting(started));
             self.provision_replica(r, now);

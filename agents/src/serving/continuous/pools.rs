@@ -284,10 +284,9 @@ impl Parts<'_> {
             Size::PerNode { nodes, per_node } => nodes * per_node,
             Size::Replicas { replicas, .. } => replicas,
         };
-        let cold_start_s = autoscale.map_or_else(|| default_cold_start_s(&model), |a| a.cold_start_s);
         let miner = match self.miner {
             None => None,
-            Some(table) => Some(table.resolve(key, initial, cold_start_s)?),
+            Some(table) => Some(table.resolve(key, initial)?),
         };
         let size = match (&autoscale, self.size) {
             // An autoscaled pool has a slot for each replica it may have.
@@ -369,10 +368,4 @@ impl Parts<'_> {
             adapted: false,
         })
     }
-}
-
-/// A new replica's cold start without an autoscaler's own keys: the model's weights at
-/// [`DEFAULT_LOAD_GB_PER_S`] and [`DEFAULT_ENGINE_START_S`].
-pub(super) fn default_cold_start_s(model: &ModelSpec) -> f64 {
-    model.weight_bytes() / (DEFAULT_LOAD_GB_PER_S * 1e9) + DEFAULT_ENGINE_START_S
 }

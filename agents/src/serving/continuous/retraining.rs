@@ -25,7 +25,6 @@ use infersim_engine::{Context, EventId, Observer, ScheduleError, SimDuration, Si
 use serde::Deserialize;
 
 use super::autoscale::Mode;
-use super::pools::{DEFAULT_ENGINE_START_S, DEFAULT_LOAD_GB_PER_S};
 use super::{LlmEvent, LlmPool, LlmServing, PoolRole};
 use crate::drift::{Campaign, Drift, DriftSampler, DriftTable, LossFunction, Monitor, MonitorTable, Quality, Signal};
 use crate::error::{ConfigError, hours};
@@ -218,10 +217,7 @@ impl TrainingTable {
         if !(share > 0.0 && share <= 1.0) {
             return Err(ConfigError::invalid(k("gpu_power_share"), share, "a share of TDP in (0, 1]"));
         }
-        let cold_start_s = p.autoscale.map_or_else(
-            || p.model.weight_bytes() / (DEFAULT_LOAD_GB_PER_S * 1e9) + DEFAULT_ENGINE_START_S,
-            |a| a.cold_start_s,
-        );
+        let cold_start_s = p.cold_start_s();
         Ok(FleetTraining {
             place,
             gpus,
