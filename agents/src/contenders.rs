@@ -36,6 +36,38 @@ use rand::RngExt;
 
 use crate::scoring::{self, DecayParams, HistoryRow, PeriodCounts};
 
+/// The label of a class of nodes (miners), counted by the share metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    /// Good answers, reliably (fast or slow).
+    Good,
+    /// Poor answers.
+    Poor,
+    /// Fails often.
+    Flaky,
+}
+
+impl Category {
+    /// The label as scenario files and traces spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Good => "good",
+            Category::Poor => "poor",
+            Category::Flaky => "flaky",
+        }
+    }
+
+    /// Its place in per-category counters.
+    pub fn index(self) -> usize {
+        match self {
+            Category::Good => 0,
+            Category::Poor => 1,
+            Category::Flaky => 2,
+        }
+    }
+}
+
 /// A (node, task) pair the validator can route to, with its counters and history;
 /// `X` is what the world keeps beside them.
 #[derive(Clone, Debug)]

@@ -111,28 +111,7 @@ fn default_mttr_h() -> f64 {
     1.0
 }
 
-/// The label of a node class, counted by the share metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Category {
-    /// Good answers, reliably (fast or slow).
-    Good,
-    /// Poor answers.
-    Poor,
-    /// Fails often.
-    Flaky,
-}
-
-impl Category {
-    /// The label as scenario files and traces spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::Good => "good",
-            Category::Poor => "poor",
-            Category::Flaky => "flaky",
-        }
-    }
-}
+pub use crate::contenders::Category;
 
 /// sim(from -> to): how much a contender for `to` on the same node tells about one
 /// for `from`.

@@ -291,14 +291,6 @@ struct Stats {
     late_good: u64,
 }
 
-fn category_slot(c: Category) -> usize {
-    match c {
-        Category::Good => 0,
-        Category::Poor => 1,
-        Category::Flaky => 2,
-    }
-}
-
 /// Work of one query: constant or log-normal around the task's mean.
 #[derive(Clone, Copy, Debug)]
 enum WorkSampler {
@@ -528,7 +520,7 @@ impl<O: Observer<NetworkQuery>, S: Observer<NetworkPeriod>> Network<O, S> {
         self.stats.requests += 1;
         let class = usize::from(self.nodes[node_id].class);
         let category = self.config.node_classes[class].category;
-        self.stats.by_category[category_slot(category)] += 1;
+        self.stats.by_category[category.index()] += 1;
         if Some(task) == self.late_task {
             self.stats.late_requests += 1;
             self.stats.late_good += u64::from(category == Category::Good);

@@ -24,7 +24,7 @@ use rand_distr::{Distribution, Exp1, StandardNormal};
 use serde::Deserialize;
 
 use super::{LlmEvent, LlmPool, LlmRequest, LlmRouting, LlmServing, Mode, PoolRole};
-use crate::contenders::{Contender, ContenderBook};
+use crate::contenders::{Category, Contender, ContenderBook};
 use crate::error::ConfigError;
 use crate::llm::Sequence;
 use crate::llm::kv::Chain;
@@ -41,19 +41,6 @@ pub const MINER_STREAM_BASE: u32 = 200_000_000;
 pub const MINER_LIFE_STREAM_BASE: u32 = 300_000_000;
 /// Pool `p`'s joins draw from `MINER_JOIN_STREAM_BASE + p`.
 pub const MINER_JOIN_STREAM_BASE: u32 = 400_000_000;
-
-/// A miner class's kind, for the shares of requests each kind gets (the network
-/// world's categories).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MinerCategory {
-    /// Answers well.
-    Good,
-    /// Answers poorly.
-    Poor,
-    /// Fails often.
-    Flaky,
-}
 
 /// A share given as one value or as a `[low, high]` range drawn from per miner.
 #[derive(Clone, Copy, Debug, Deserialize)]
@@ -80,7 +67,7 @@ impl Range {
 #[derive(Clone, Copy, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MinerTable {
-    category: Option<MinerCategory>,
+    category: Option<Category>,
     quality: Option<Range>,
     reliability: Option<Range>,
     capacity: Option<f64>,
@@ -93,7 +80,7 @@ pub(crate) struct MinerTable {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MinerClass {
     /// Good, poor or flaky.
-    pub category: MinerCategory,
+    pub category: Category,
     /// The true quality of their answers, in [0, 1].
     pub quality: [f64; 2],
     /// The probability that a request they take is answered (else 500).
@@ -133,7 +120,7 @@ impl MinerTable {
             Some(n) => crate::serving::int_in(&k("max_replicas"), n, i64::from(replicas), 1_000_000)?,
         };
         let class = MinerClass {
-            category: self.category.unwrap_or(MinerCategory::Good),
+            category: self.category.unwrap_or(Category::Good),
             quality: self.quality.unwrap_or(Range::One(1.0)).resolve(&k("quality"))?,
             reliability: self.reliability.unwrap_or(Range::One(1.0)).resolve(&k("reliability"))?,
             capacity,
@@ -249,7 +236,7 @@ struct Miner {
     replica: u32,
     quality: f64,
     reliability: f64,
-    category: MinerCategory,
+    category: Category,
     /// Taking requests (joined and started, not yet gone).
     present: bool,
 }
@@ -282,14 +269,6 @@ pub(super) struct Validator {
     joined: u64,
     left: u64,
     periods: u64,
-}
-
-fn slot(c: MinerCategory) -> usize {
-    match c {
-        MinerCategory::Good => 0,
-        MinerCategory::Poor => 1,
-        MinerCategory::Flaky => 2,
-    }
 }
 
 crate::metrics! {
@@ -348,9 +327,9 @@ impl Validator {
             attempts_per_request: ratio(self.requests, arrived),
             rate_429: ratio(self.rate_limited, self.requests),
             rate_500: ratio(self.failed, self.requests),
-            share_good: ratio(self.by_category[0], self.requests),
-            share_poor: ratio(self.by_category[1], self.requests),
-            share_flaky: ratio(self.by_category[2], self.requests),
+            share_good: ratio(self.by_category[Category::Good.index()], self.requests),
+            share_poor: ratio(self.by_category[Category::Poor.index()], self.requests),
+            share_flaky: ratio(self.by_category[Category::Flaky.index()], self.requests),
             miners_joined: self.joined,
             miners_left: self.left,
             periods: self.periods,
@@ -614,7 +593,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let m = v.book[c].node;
         let miner = v.miners[m as usize];
         v.requests += 1;
-        v.by_category[slot(miner.category)] += 1;
+        v.by_category[miner.category.index()] += 1;
         let over_declared = v.book.over_declared(c);
         let r = miner.replica as usize;
         if !miner.present || !self.accepting(r) {

@@ -53,7 +53,7 @@ pub(crate) use file::{ContinuousTable, resolve};
 pub use file::{VllmRecord, read_measured, vllm_makespan_s, vllm_samples};
 pub use measures::ContinuousRun;
 use miners::{Attempt, Validator};
-pub use miners::{FleetMinersRun, FleetValidator, MinerCategory, MinerClass, VALIDATOR_STREAM};
+pub use miners::{FleetMinersRun, FleetValidator, MinerClass, VALIDATOR_STREAM};
 pub use pools::DEFAULT_GPUS_PER_NODE;
 use retraining::Retrainer;
 pub use retraining::{
