@@ -528,6 +528,14 @@ impl Metrics {
         self.push(name, MetricValue::Flag(value))
     }
 
+    /// Adds `values` after these (another run's, say), each as it was reported.
+    pub fn extend(&mut self, values: impl IntoIterator<Item = (&'static str, MetricValue)>) -> &mut Self {
+        for (name, value) in values {
+            self.push(name, value);
+        }
+        self
+    }
+
     fn push(&mut self, name: &'static str, value: MetricValue) -> &mut Self {
         debug_assert!(self.get(name).is_none(), "metric {name} reported twice");
         self.values.push((name, value));

@@ -27,7 +27,7 @@ use crate::llm::{Replica, Sequence, TokenEvent};
 use crate::min_index::MinIndex;
 use crate::power::PowerMeter;
 use crate::requests::{RequestOutcome, RequestRecord, TokenSampler, draw_request};
-use crate::world::{MetricValue, Metrics, Replication};
+use crate::world::{Metrics, Replication};
 
 mod adaptation;
 mod autoscale;
@@ -759,28 +759,13 @@ pub fn run_continuous<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
     let mut metrics = world.results(end, events).metrics();
     if let Some(rt) = &world.retrainer {
         let from = world.warmup.min(end);
-        for (metric, value) in rt.results(from, world.stats.last_finish.max(from), end).metrics().iter() {
-            match value {
-                MetricValue::Number(x) => metrics.optional(metric, x),
-                MetricValue::Flag(b) => metrics.flag(metric, b),
-            };
-        }
+        metrics.extend(rt.results(from, world.stats.last_finish.max(from), end).metrics().iter());
     }
     if let Some(a) = &world.adapter {
-        for (metric, value) in a.results().metrics().iter() {
-            match value {
-                MetricValue::Number(x) => metrics.optional(metric, x),
-                MetricValue::Flag(b) => metrics.flag(metric, b),
-            };
-        }
+        metrics.extend(a.results().metrics().iter());
     }
     if let Some(v) = &world.validator {
-        for (metric, value) in v.results(world.stats.arrivals).metrics().iter() {
-            match value {
-                MetricValue::Number(x) => metrics.optional(metric, x),
-                MetricValue::Flag(b) => metrics.flag(metric, b),
-            };
-        }
+        metrics.extend(v.results(world.stats.arrivals).metrics().iter());
     }
     // Pools and models get tables of their own when there is more than one of either.
     let config = world.config;
@@ -790,12 +775,7 @@ pub fn run_continuous<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
             // events are the fleet's, and steps belong to pools, not to models.
             let unmeasured: &[&str] = if kind == "model" { &MODEL_UNMEASURED } else { &["events"] };
             let mut part = Metrics::new();
-            for (metric, value) in run.metrics().iter().filter(|(m, _)| !unmeasured.contains(m)) {
-                match value {
-                    MetricValue::Number(x) => part.optional(metric, x),
-                    MetricValue::Flag(b) => part.flag(metric, b),
-                };
-            }
+            part.extend(run.metrics().iter().filter(|(m, _)| !unmeasured.contains(m)));
             metrics.group(kind, name, part);
         }
     }
