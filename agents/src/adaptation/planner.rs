@@ -93,6 +93,14 @@ fn fill_s(b: u32, lambda: f64) -> f64 {
     }
 }
 
+/// Cores and busy power of one replica of variant `v`, and its most replicas: its own
+/// where it has them, else the limits'.
+fn replica_terms(stage: &Stage, v: usize, limits: &Limits) -> (f64, f64, u32) {
+    stage.variants[v].replica.map_or((limits.cores_per_replica, limits.busy_w, limits.max_replicas), |r| {
+        (r.cores, r.busy_w, r.max_replicas.min(limits.max_replicas))
+    })
+}
+
 /// The objective value and latency of variant `v` at batch `b` in `stage`, with the
 /// fewest replicas that carry `lambda`; none if even `max_replicas` cannot.
 pub(crate) fn stage_terms(
@@ -106,12 +114,11 @@ pub(crate) fn stage_terms(
     let bf = f64::from(b);
     let l = stage.latency_s(v, bf);
     let needed = (lambda * l / bf).ceil().max(1.0);
-    if needed > f64::from(limits.max_replicas) {
+    let (cores, busy_w, max_replicas) = replica_terms(stage, v, limits);
+    if needed > f64::from(max_replicas) {
         return None;
     }
     let replicas = needed as u32;
-    let (cores, busy_w) =
-        stage.variants[v].replica.map_or((limits.cores_per_replica, limits.busy_w), |r| (r.cores, r.busy_w));
     let energy_j = busy_w * l / bf;
     let value = objective.alpha * stage.normalised_accuracy[v]
         - objective.beta * f64::from(replicas) * cores
@@ -227,16 +234,13 @@ fn fallback(stages: &[Stage], lambda: f64, objective: &Objective, limits: &Limit
             // Nothing carries the load: the highest throughput there is, at full size.
             let (v, b) = (0..stage.variants.len())
                 .flat_map(|v| batch_sizes(limits.batch_cap).map(move |b| (v, b)))
-                .max_by(|x, y| {
-                    stage.throughput_per_s(x.0, f64::from(x.1)).total_cmp(&stage.throughput_per_s(y.0, f64::from(y.1)))
-                })
+                .max_by(|x, y| capacity(stage, limits, *x).total_cmp(&capacity(stage, limits, *y)))
                 .expect("a stage has variants");
             let l = stage.latency_s(v, f64::from(b));
-            let plan = StagePlan { variant: v, batch: b, replicas: limits.max_replicas };
-            let (cores, busy_w) =
-                stage.variants[v].replica.map_or((limits.cores_per_replica, limits.busy_w), |r| (r.cores, r.busy_w));
+            let (cores, busy_w, max_replicas) = replica_terms(stage, v, limits);
+            let plan = StagePlan { variant: v, batch: b, replicas: max_replicas };
             let value = objective.alpha * stage.normalised_accuracy[v]
-                - objective.beta * f64::from(limits.max_replicas) * cores
+                - objective.beta * f64::from(max_replicas) * cores
                 - objective.gamma * f64::from(b)
                 - objective.delta * busy_w * l / f64::from(b);
             Candidate { plan, value, latency_s: l + fill_s(b, lambda).min(limits.sla_s) }
@@ -246,6 +250,17 @@ fn fallback(stages: &[Stage], lambda: f64, objective: &Objective, limits: &Limit
         latency_s += pick.latency_s;
     }
     Plan { stages: plans, value, latency_s, feasible: false }
+}
+
+/// What variant `v` at batch `b` serves at most: one replica's throughput, times its
+/// most replicas where variants have their own (where they share the limits', the
+/// throughput alone orders them the same).
+fn capacity(stage: &Stage, limits: &Limits, (v, b): (usize, u32)) -> f64 {
+    let throughput = stage.throughput_per_s(v, f64::from(b));
+    match stage.variants[v].replica {
+        Some(_) => throughput * f64::from(replica_terms(stage, v, limits).2),
+        None => throughput,
+    }
 }
 
 /// Every combination, for tests: the best feasible plan by the same tie rule.
@@ -285,7 +300,7 @@ pub fn brute_force(stages: &[Stage], lambda: f64, objective: &Objective, limits:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adaptation::profile::Variant;
+    use crate::adaptation::profile::{ReplicaCost, Variant};
     use infersim_engine::{StreamId, derive_stream};
     use rand::RngExt;
 
@@ -295,6 +310,28 @@ mod tests {
 
     fn limits(sla_s: f64) -> Limits {
         Limits { sla_s, batch_cap: 64, max_replicas: 32, cores_per_replica: 1.0, busy_w: 30.0 }
+    }
+
+    /// Variants that carry their own replica cost are priced and bounded by it: the
+    /// accurate one (4 cores a replica, at most 2) is chosen while 2 replicas carry
+    /// the load, and no longer once 3 would be needed, though the limits allow 32.
+    #[test]
+    fn a_variant_s_own_replicas_price_and_bound_it() {
+        // Latency 1 s at any batch: throughput b per replica.
+        let flat = |name: &str, accuracy: f64, cores: f64, max_replicas: u32| Variant {
+            name: name.into(),
+            accuracy,
+            points: vec![(1.0, 1.0), (2.0, 1.0), (4.0, 1.0)],
+            replica: Some(ReplicaCost { cores, busy_w: 100.0, max_replicas }),
+        };
+        let stage = Stage::new("s", vec![flat("small", 1.0, 1.0, 8), flat("large", 2.0, 4.0, 2)]).unwrap();
+        let objective = Objective { alpha: 1.0, beta: 0.01, gamma: 0.0, delta: 0.0 };
+        let l = Limits { sla_s: 10.0, batch_cap: 1, max_replicas: 32, cores_per_replica: 1.0, busy_w: 0.0 };
+        let plan = solve(std::slice::from_ref(&stage), 2.0, &objective, &l);
+        assert_eq!(plan.stages[0], StagePlan { variant: 1, batch: 1, replicas: 2 });
+        assert!((plan.value - (1.0 - 0.01 * 2.0 * 4.0)).abs() < 1e-12);
+        let plan = solve(std::slice::from_ref(&stage), 3.0, &objective, &l);
+        assert_eq!(plan.stages[0], StagePlan { variant: 0, batch: 1, replicas: 3 });
     }
 
     #[test]

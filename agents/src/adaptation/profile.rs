@@ -76,18 +76,21 @@ pub struct Variant {
     pub accuracy: f64,
     /// Measured or derived (batch, latency s) points.
     pub points: Vec<(f64, f64)>,
-    /// What one replica of it costs, where variants differ (a fleet's variant pools:
-    /// GPUs and power per replica); none: the planner's [`Limits`](super::Limits).
+    /// What one replica of it costs and how many it may have, where variants differ (a
+    /// fleet's variant pools: GPUs and power per replica, and the pool's slots); none:
+    /// the planner's [`Limits`](super::Limits).
     pub replica: Option<ReplicaCost>,
 }
 
-/// Cores (or GPUs) and busy power of one replica of a variant.
+/// Cores (or GPUs) and busy power of one replica of a variant, and its most replicas.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ReplicaCost {
     /// Cores or GPUs per replica (what the objective's beta weighs).
     pub cores: f64,
     /// Power of a busy replica (W).
     pub busy_w: f64,
+    /// Most replicas of this variant (also bounded by the limits' `max_replicas`).
+    pub max_replicas: u32,
 }
 
 /// A pipeline stage: its variants, with fitted latencies and normalised accuracies.

@@ -227,9 +227,9 @@ fn variant(pool: &LlmPool, prompt: f64, output: f64, batch_cap: u32) -> Result<V
     let busy_w = pool.step(&decode(batch_cap.min(32))).power_w;
     Ok(Variant {
         name: pool.name.clone(),
-        accuracy: pool.accuracy.unwrap_or(0.0),
+        accuracy: pool.accuracy.expect("checked: a variant pool has an accuracy"),
         points,
-        replica: Some(ReplicaCost { cores: f64::from(pool.tp), busy_w }),
+        replica: Some(ReplicaCost { cores: f64::from(pool.tp), busy_w, max_replicas: pool.replicas }),
     })
 }
 
@@ -306,18 +306,19 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                     delta: if policy == AdaptPolicy::Ipa { 0.0 } else { a.objective.delta },
                     ..a.objective
                 };
-                let slots = a.pools.iter().map(|&p| self.config.pools[p].replicas).max().unwrap_or(1);
+                // Every variant carries its own GPUs, power and slots (its ReplicaCost);
+                // the limits' replica terms only bound them.
                 let limits = Limits {
                     sla_s: a.sla_s,
                     batch_cap: a.batch_cap,
-                    max_replicas: slots,
+                    max_replicas: u32::MAX,
                     cores_per_replica: 1.0,
                     busy_w: 0.0,
                 };
                 let load = (lambda * a.load_margin).max(1e-9);
                 let chosen = solve(std::slice::from_ref(&a.stage), load, &objective, &limits).stages[0];
                 let pool = a.pools[chosen.variant];
-                (pool, chosen.replicas.min(self.config.pools[pool].replicas).max(1), chosen.batch)
+                (pool, chosen.replicas, chosen.batch)
             }
         };
         // A fixed plan is made once; later intervals only finish applying it.
