@@ -300,14 +300,11 @@ impl LlmPool {
     }
 
     /// What a replica that starts pays before it serves (s): its autoscaler's cold
-    /// start, else the model's weights at [`DEFAULT_LOAD_GB_PER_S`](super::pools::DEFAULT_LOAD_GB_PER_S)
-    /// plus [`DEFAULT_ENGINE_START_S`](super::pools::DEFAULT_ENGINE_START_S).
+    /// start, else the model's weights at [`DEFAULT_LOAD_GB_PER_S`](super::DEFAULT_LOAD_GB_PER_S)
+    /// plus [`DEFAULT_ENGINE_START_S`](super::DEFAULT_ENGINE_START_S).
     pub fn cold_start_s(&self) -> f64 {
         self.autoscale.map_or_else(
-            || {
-                self.model.weight_bytes() / (super::pools::DEFAULT_LOAD_GB_PER_S * 1e9)
-                    + super::pools::DEFAULT_ENGINE_START_S
-            },
+            || self.model.weight_bytes() / (super::DEFAULT_LOAD_GB_PER_S * 1e9) + super::DEFAULT_ENGINE_START_S,
             |a| a.cold_start_s,
         )
     }

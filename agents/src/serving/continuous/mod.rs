@@ -54,7 +54,7 @@ pub use file::{VllmRecord, read_measured, vllm_makespan_s, vllm_samples};
 pub use measures::ContinuousRun;
 use miners::{Attempt, Validator};
 pub use miners::{FleetMinersRun, FleetValidator, MinerClass, VALIDATOR_STREAM};
-pub use pools::DEFAULT_GPUS_PER_NODE;
+pub use pools::{DEFAULT_ENGINE_START_S, DEFAULT_GPUS_PER_NODE, DEFAULT_LOAD_GB_PER_S};
 use retraining::Retrainer;
 pub use retraining::{
     DRIFT_STREAM, FleetRetraining, FleetRetrainingRun, FleetTraining, TRAINING_MFU, TRAINING_POWER_SHARE, TrainingPlace,
