@@ -96,6 +96,9 @@ pub struct Sequence<K> {
     holding: Holding,
     /// Prompt tokens found in the cache when it was first admitted.
     pub cached_tokens: u32,
+    /// KV blocks a router booked for it on this replica when it sent it there (see
+    /// [`Replica::booked_blocks`]).
+    pub booked_blocks: u32,
 }
 
 impl<K> Sequence<K> {
@@ -122,6 +125,7 @@ impl<K> Sequence<K> {
             chain: None,
             holding: Holding::default(),
             cached_tokens: 0,
+            booked_blocks: 0,
         }
     }
 
@@ -157,8 +161,14 @@ impl<K> Sequence<K> {
             energy_j: 0.0,
             chain: None,
             holding: Holding::default(),
+            booked_blocks: 0,
             ..self
         }
+    }
+
+    /// The same sequence with `blocks` booked for it by the router that sends it.
+    pub fn booking(self, blocks: u32) -> Self {
+        Sequence { booked_blocks: blocks, ..self }
     }
 
     /// The same sequence, counted in the step statistics or not.
@@ -310,7 +320,8 @@ fn prefix_of<'a, K>(chains: &'a Slab<Chain>, seq: &Sequence<K>) -> Prefix<'a> {
 
 /// Frees the blocks of a sequence that leaves the replica (finished, lost or given up:
 /// its own blocks stay named only if it finished and `keep_own`) and returns its chain.
-fn leave<K>(kv: &mut KvCache, chains: &mut Slab<Chain>, seq: &mut Sequence<K>) -> Option<Chain> {
+fn leave<K>(kv: &mut KvCache, chains: &mut Slab<Chain>, booked: &mut u64, seq: &mut Sequence<K>) -> Option<Chain> {
+    *booked -= u64::from(seq.booked_blocks);
     let chain = seq.chain.take().map(|c| chains.remove(c));
     let prefix = Prefix { chain: chain.as_deref().unwrap_or(&[]), own: seq.own };
     let keep_own = seq.keep_own && seq.generated >= seq.output;
@@ -358,6 +369,8 @@ pub struct Replica<K> {
     step_energy_per_token_j: f64,
     /// The chains of the sequences here that have one.
     chains: Slab<Chain>,
+    /// The blocks booked for the sequences here ([`Replica::booked_blocks`]).
+    booked: u64,
 }
 
 impl<K: Copy> Replica<K> {
@@ -381,6 +394,7 @@ impl<K: Copy> Replica<K> {
             preemptions: 0,
             step_energy_per_token_j: 0.0,
             chains: Slab::new(),
+            booked: 0,
         }
     }
 
@@ -405,6 +419,7 @@ impl<K: Copy> Replica<K> {
 
     /// Queues a request.
     pub fn enqueue(&mut self, seq: Sequence<K>) {
+        self.booked += u64::from(seq.booked_blocks);
         self.waiting.push_back(seq);
     }
 
@@ -413,6 +428,7 @@ impl<K: Copy> Replica<K> {
         if !chain.is_empty() {
             seq.chain = Some(self.chains.insert(chain));
         }
+        self.booked += u64::from(seq.booked_blocks);
         self.waiting.push_back(seq);
     }
 
@@ -445,11 +461,12 @@ impl<K: Copy> Replica<K> {
         self.waiting.iter().chain(&self.running).filter(|s| s.generated == 0).map(|s| u64::from(s.prompt)).sum()
     }
 
-    /// KV blocks this replica is committed to: those its sequences hold, and those the
-    /// prompts waiting here will take (what a router sees of its KV load).
-    pub(crate) fn committed_blocks(&self) -> u64 {
-        let held = u64::from(self.kv.usable_blocks() - self.kv.free_blocks());
-        held + self.waiting.iter().map(|s| u64::from(self.kv.blocks_for(s.known()))).sum::<u64>()
+    /// The KV blocks a router booked here for the requests it sent that have not left
+    /// (each [`Sequence::booked_blocks`]): its own account of the replica's KV load, as
+    /// NVIDIA Dynamo's KV router keeps one from what it routed. It changes only when a
+    /// request arrives or leaves, never as a decode step fills a block.
+    pub(crate) fn booked_blocks(&self) -> u64 {
+        self.booked
     }
 
     /// Whether a sequence this long could ever be admitted (its prompt and output fit
@@ -611,7 +628,7 @@ impl<K: Copy> Replica<K> {
         let mut produced = StepTokens::default();
         self.itls.clear();
         self.in_flight = false;
-        let Replica { kv, running, cohort, plan, finished_members, itls, chains, .. } = &mut *self;
+        let Replica { kv, running, cohort, plan, finished_members, itls, chains, booked, .. } = &mut *self;
         // The cohort: every member produces a token, one step after its last.
         finished_members.clear();
         if cohort.len > 0 {
@@ -685,14 +702,14 @@ impl<K: Copy> Replica<K> {
         // Sequences that finished free their blocks once the step's blocks are named,
         // in admission order (the members are older than the others).
         for member in finished_members.iter_mut() {
-            leave(kv, chains, member);
+            leave(kv, chains, booked, member);
         }
         plan.clear();
         if any_left {
             let joined = step + 1;
             running.retain_mut(|s| {
                 if s.generated >= s.output {
-                    leave(kv, chains, s);
+                    leave(kv, chains, booked, s);
                     return false;
                 }
                 if std::mem::take(&mut s.decoding) && use_cohort {
@@ -715,11 +732,11 @@ impl<K: Copy> Replica<K> {
         self.cohort.dissolve(self.steps, scheduled, self.last_step_end_ns, &self.kv, &mut self.running);
         self.running.sort_unstable_by_key(|s| s.admission);
         for mut s in self.running.drain(..) {
-            let chain = leave(&mut self.kv, &mut self.chains, &mut s);
+            let chain = leave(&mut self.kv, &mut self.chains, &mut self.booked, &mut s);
             on_lost(s, chain);
         }
         for mut s in self.waiting.drain(..) {
-            let chain = leave(&mut self.kv, &mut self.chains, &mut s);
+            let chain = leave(&mut self.kv, &mut self.chains, &mut self.booked, &mut s);
             on_lost(s, chain);
         }
         // The GPUs' memory is lost with them: the replica comes back with an empty cache.
@@ -730,7 +747,7 @@ impl<K: Copy> Replica<K> {
     pub(crate) fn withdraw(&mut self, key_matches: impl Fn(&K) -> bool) -> Option<Sequence<K>> {
         let at = self.waiting.iter().position(|s| key_matches(&s.key))?;
         let mut s = self.waiting.remove(at)?;
-        leave(&mut self.kv, &mut self.chains, &mut s);
+        leave(&mut self.kv, &mut self.chains, &mut self.booked, &mut s);
         Some(s)
     }
 }
@@ -760,6 +777,39 @@ mod tests {
     /// Runs every step (step k ends at k x 10 ns); returns the events, the shapes,
     /// the tokens counted and every inter-token latency.
     type Events = Vec<(u32, TokenEvent)>;
+
+    #[test]
+    fn the_booked_blocks_change_only_when_requests_come_and_go() {
+        // A cache of 6 blocks: the third request preempts, the booking stays.
+        let mut r = Replica::new(limits(6));
+        for k in 0..3 {
+            r.enqueue(Sequence::new(k, u64::from(k), 20, 30).booking(2 + k));
+        }
+        assert_eq!(r.booked_blocks(), 9);
+        let (mut left, mut step) = (0, 0);
+        while r.schedule().is_some() {
+            step += 1;
+            r.complete_step(10 * step, |s, e| {
+                if e == TokenEvent::Finished {
+                    left += s.booked_blocks;
+                }
+            });
+            assert_eq!(r.booked_blocks(), 9 - u64::from(left), "each finished request takes its booking away");
+        }
+        assert!(r.preemptions > 0, "the small cache preempts");
+        assert_eq!(left, 9);
+        assert_eq!(r.booked_blocks(), 0);
+        // A request that gives up or is lost with its replica takes its booking too.
+        r.enqueue(Sequence::new(7, 7, 20, 30).booking(4));
+        r.enqueue(Sequence::new(8, 8, 20, 30).booking(5));
+        assert!(r.withdraw(|&k| k == 8).is_some());
+        assert_eq!(r.booked_blocks(), 4);
+        r.schedule();
+        r.drain(|_, _| {});
+        assert_eq!(r.booked_blocks(), 0);
+        // A sequence moved elsewhere is booked anew by the router that sends it.
+        assert_eq!(Sequence::new(9, 9, 20, 30).booking(3).moved().booked_blocks, 0);
+    }
 
     #[test]
     fn what_a_router_sees_does_not_depend_on_output_lengths() {

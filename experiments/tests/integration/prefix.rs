@@ -278,7 +278,7 @@ warmup_s = 60
         .collect();
     let (round_robin, affinity, aware) = (rates[0], rates[1], rates[2]);
     // Affinity finds the history unless it was evicted; prefix_aware trades it against
-    // load (each replica's held blocks weigh as much as the blocks it would save).
+    // load (each block booked on a replica weighs as much as a block it would save).
     assert!(affinity > 0.75 && aware > round_robin + 0.1, "{rates:?}");
     assert!(round_robin < affinity - 0.2, "{rates:?}");
     // Weighing a block to compute more than a block held sends more turns home.

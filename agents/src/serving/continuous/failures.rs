@@ -83,9 +83,11 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         request.replica = Some(replica);
         let model = Some(usize::from(request.model));
         self.tally(true, Some(usize::from(self.replicas[failed].pool)), model, |s| s.retries += 1);
+        let booked = self.booking(replica as usize, chain.as_deref().unwrap_or(&[]), s.prompt);
+        let moved = s.moved().booking(booked);
         match chain {
-            Some(chain) => self.replicas[replica as usize].engine.enqueue_with_chain(s.moved(), chain),
-            None => self.replicas[replica as usize].engine.enqueue(s.moved()),
+            Some(chain) => self.replicas[replica as usize].engine.enqueue_with_chain(moved, chain),
+            None => self.replicas[replica as usize].engine.enqueue(moved),
         }
         self.refresh_load(replica as usize);
         self.kick(replica as usize, ctx)

@@ -583,7 +583,8 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         // A prefill replica produces the first token only.
         let here = if self.replicas[replica as usize].prefill { 1 } else { output };
         let measured = now >= self.warmup;
-        let mut sequence = Sequence::new(id, self.stats.arrivals - 1, prompt, here).measured(measured);
+        let booked = self.booking(replica as usize, chain.as_deref().unwrap_or(&[]), prompt);
+        let mut sequence = Sequence::new(id, self.stats.arrivals - 1, prompt, here).measured(measured).booking(booked);
         if let Some((own, keep_own)) = own {
             sequence = sequence.owning(own, keep_own);
         }
@@ -638,7 +639,8 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         if !self.takes(replica as usize, prompt, output) {
             return self.finish(id, RequestOutcome::Rejected, ctx);
         }
-        let sequence = Sequence::prefilled(id, uid, prompt, output, first_token_ns).measured(measured);
+        let booked = self.booking(replica as usize, &[], prompt);
+        let sequence = Sequence::prefilled(id, uid, prompt, output, first_token_ns).measured(measured).booking(booked);
         self.replicas[replica as usize].engine.enqueue(sequence);
         self.refresh_load(replica as usize);
         self.kick(replica as usize, ctx)
@@ -672,10 +674,10 @@ struct RoutingGroup {
     next: usize,
     /// The longest request any of its pools takes.
     context_limit_tokens: Option<u32>,
-    /// Prefix-aware routing: the replicas taking requests by the KV blocks they are
-    /// committed to, then by place, and each place's entry (kept only for that router).
-    committed: BTreeSet<(u64, u32)>,
-    committed_key: Vec<Option<u64>>,
+    /// Prefix-aware routing: the replicas taking requests by the KV blocks the router
+    /// booked there, then by place, and each place's entry (kept only for that router).
+    booked: BTreeSet<(u64, u32)>,
+    booked_key: Vec<Option<u64>>,
     /// The block sizes of its pools' KV caches.
     block_sizes: Vec<u32>,
 }

@@ -1,6 +1,6 @@
 //! The router in front of the replicas: which replica a request goes to, from what a
-//! real router sees (outstanding requests, KV usage, prompts not yet answered), never a
-//! request's output length.
+//! real router sees (outstanding requests, KV usage, prompts not yet answered, cached
+//! blocks, the blocks it booked for what it sent), never a request's output length.
 
 use infersim_engine::{Context, Observer};
 use rand::RngExt;
@@ -34,12 +34,12 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         }
         let key = if self.accepting(r) { (state.engine.waiting() + state.engine.running()) as u64 } else { DOWN };
         self.groups[state.group as usize].loads.set(state.in_group as usize, key);
-        self.refresh_committed(r);
+        self.refresh_booked(r);
     }
 
-    /// Prefix-aware routing: refreshes replica `r`'s entry in its group's order by
-    /// committed KV blocks (none while it takes no requests).
-    pub(super) fn refresh_committed(&mut self, r: usize) {
+    /// Prefix-aware routing: refreshes replica `r`'s entry in its group's order by the
+    /// KV blocks the router booked there (none while it takes no requests).
+    pub(super) fn refresh_booked(&mut self, r: usize) {
         if self.config.routing != LlmRouting::PrefixAware {
             return;
         }
@@ -47,18 +47,31 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         if state.group == NO_GROUP {
             return;
         }
-        let key = self.accepting(r).then(|| state.engine.committed_blocks());
+        let key = self.accepting(r).then(|| state.engine.booked_blocks());
         let (group, place) = (&mut self.groups[state.group as usize], state.in_group);
-        let old = &mut group.committed_key[place as usize];
+        let old = &mut group.booked_key[place as usize];
         if *old != key {
             if let Some(c) = *old {
-                group.committed.remove(&(c, place));
+                group.booked.remove(&(c, place));
             }
             if let Some(c) = key {
-                group.committed.insert((c, place));
+                group.booked.insert((c, place));
             }
             *old = key;
         }
+    }
+
+    /// The KV blocks a prefix-aware router books on replica `r` for a request it sends
+    /// there: its prompt's blocks less the leading ones cached there, the blocks it
+    /// adds (0 for the other routers, which keep no book).
+    pub(super) fn booking(&self, r: usize, chain: &[Segment], prompt: u32) -> u32 {
+        if self.config.routing != LlmRouting::PrefixAware {
+            return 0;
+        }
+        let engine = &self.replicas[r].engine;
+        let bs = engine.kv().block_size();
+        let output = (self.mean_output_tokens / f64::from(bs)).ceil() as u32;
+        prompt.div_ceil(bs) - engine.cached_blocks(chain, prompt) + output
     }
 
     /// Picks an up replica of routing group `g` for `request`.
@@ -137,7 +150,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                     let e = &self.replicas[r as usize].engine;
                     let bs = e.kv().block_size();
                     let prefill = request.prompt.div_ceil(bs) - e.cached_blocks(request.chain, request.prompt);
-                    self.config.kv_overlap_score_weight * f64::from(prefill) + e.committed_blocks() as f64
+                    self.config.kv_overlap_score_weight * f64::from(prefill) + e.booked_blocks() as f64
                 };
                 let pick = self.cheapest_by_prefix(group, request, &cost);
                 debug_assert_eq!(Some(pick), Some(cheapest((0..count).map(nth), cost)), "the index agrees with a scan");
@@ -150,13 +163,12 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
 
 impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S> {
     /// Prefix-aware routing without scoring every replica: a replica's cost is
-    /// `w x (prompt blocks - cached leading blocks) + committed blocks`, and no replica
+    /// `w x (prompt blocks - cached leading blocks) + booked blocks`, and no replica
     /// caches more than the request's cacheable blocks (whole blocks of its shared
-    /// segments, never the last token's), so `w x (prompt blocks - cacheable) +
-    /// committed` bounds it from below. Replicas are visited by committed blocks, and
-    /// the visit stops once that bound exceeds the best cost found: the same replica a
-    /// scan picks (the first in the group on ties), scoring only those near the least
-    /// committed.
+    /// segments, never the last token's), so `w x (prompt blocks - cacheable) + booked`
+    /// bounds it from below. Replicas are visited by booked blocks, and the visit stops
+    /// once that bound exceeds the best cost found: the same replica a scan picks (the
+    /// first in the group on ties), scoring only those near the least booked.
     fn cheapest_by_prefix(&self, group: &RoutingGroup, request: Routed<'_>, cost: &impl Fn(u32) -> f64) -> u32 {
         let w = self.config.kv_overlap_score_weight;
         let least_prefill = group
@@ -167,8 +179,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             .unwrap_or(1);
         let floor = w * f64::from(least_prefill);
         let mut best: Option<(f64, u32)> = None;
-        for &(committed, place) in &group.committed {
-            if best.is_some_and(|(c, _)| floor + committed as f64 > c) {
+        for &(booked, place) in &group.booked {
+            if best.is_some_and(|(c, _)| floor + booked as f64 > c) {
                 break;
             }
             let c = cost(group.replicas[place as usize]);
@@ -244,8 +256,8 @@ pub(super) fn routing_groups(config: &LlmServingConfig, replicas: &mut [ReplicaS
             RoutingGroup {
                 block_sizes,
                 loads: MinIndex::new(members.len()),
-                committed: BTreeSet::new(),
-                committed_key: vec![None; members.len()],
+                booked: BTreeSet::new(),
+                booked_key: vec![None; members.len()],
                 replicas: members,
                 next: 0,
                 context_limit_tokens,

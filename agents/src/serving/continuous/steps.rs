@@ -21,8 +21,6 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let pool = self.pool(r);
         let idle_w = pool.gpu.idle_w * f64::from(pool.tp);
         let scheduled = self.replicas[r].engine.schedule();
-        // The step took its blocks.
-        self.refresh_committed(r);
         let Some(shape) = scheduled else {
             if matches!(self.replicas[r].mode, Mode::Serving | Mode::Draining | Mode::ToTrain) {
                 self.set_power(now, r, idle_w);
