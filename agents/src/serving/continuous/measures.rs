@@ -3,6 +3,7 @@
 
 use infersim_engine::{Observer, SimTime};
 
+use super::steps::step_mean;
 use super::{LlmServing, Stats};
 use crate::power::J_PER_KWH;
 use crate::power::PowerMeter;
@@ -398,10 +399,10 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             preemptions,
             prefix_hit_rate: per(s.admitted_cached_tokens as f64, s.admitted_prompt_tokens),
             prefill_tokens_computed: s.prompt_tokens,
-            kv_usage_mean: s.kv_usage.mean(),
+            kv_usage_mean: step_mean(s.kv_usage_sum, s.steps, 2f64.powi(-64)),
             kv_usage_max: s.kv_usage_max,
-            batch_tokens_mean: s.batch_tokens.mean(),
-            running_mean: s.running.mean(),
+            batch_tokens_mean: step_mean(u128::from(s.batch_tokens_sum), s.steps, 1.0),
+            running_mean: step_mean(u128::from(s.running_sum), s.steps, 1.0),
             steps: s.steps,
             steps_throttled: s.steps_throttled,
             kv_transfers: s.kv_transfers,

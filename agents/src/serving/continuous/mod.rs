@@ -212,9 +212,12 @@ struct Stats {
     ttft_mean: Tally,
     tpot_mean: Tally,
     e2e_mean: Tally,
-    batch_tokens: Tally,
-    running: Tally,
-    kv_usage: Tally,
+    /// Per-step sums (of tokens, sequences running, and KV usage in units of
+    /// 2^-64), whose means over `steps` are reported: exact sums, so that they do not
+    /// depend on the order in which the replicas' steps are added.
+    batch_tokens_sum: u64,
+    running_sum: u64,
+    kv_usage_sum: u128,
     kv_usage_max: f64,
     kv_transfers: u64,
     kv_transfer_s: Tally,

@@ -36,17 +36,18 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let PoolStep { step_s, power_w, throttled, outside_table: outside } = pool.step(&shape);
         self.set_power(now, r, power_w);
         self.replicas[r].engine.set_step_energy(power_w * step_s, shape.tokens());
-        let engine = &self.replicas[r].engine;
-        let (running, usage) = (engine.running() as f64, engine.kv().usage());
+        let (running, kv) = (self.replicas[r].engine.running() as u64, self.replicas[r].engine.kv());
+        let usage = kv.usage();
+        let usage_fixed = fixed_share(kv.usable_blocks() - kv.free_blocks(), kv.usable_blocks());
         let pool = Some(usize::from(self.replicas[r].pool));
         self.tally(true, pool, None, |stats| {
             stats.steps += 1;
             stats.steps_outside_table += u64::from(outside);
             stats.steps_throttled += u64::from(throttled);
             stats.prompt_tokens += u64::from(shape.prefill_tokens);
-            stats.batch_tokens.add(f64::from(shape.tokens()));
-            stats.running.add(running);
-            stats.kv_usage.add(usage);
+            stats.batch_tokens_sum += u64::from(shape.tokens());
+            stats.running_sum += running;
+            stats.kv_usage_sum += usage_fixed;
             stats.kv_usage_max = stats.kv_usage_max.max(usage);
         });
         let mut admitted = std::mem::take(&mut self.admitted);
@@ -121,5 +122,35 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         events.clear();
         self.token_events = events;
         self.kick(r, ctx)
+    }
+}
+
+/// `part / whole` in units of 2^-64 (0 for an empty whole): a share that adds up
+/// exactly, whatever the order.
+fn fixed_share(part: u32, whole: u32) -> u128 {
+    if whole == 0 { 0 } else { (u128::from(part) << 64) / u128::from(whole) }
+}
+
+/// The mean of a per-step sum over `steps` steps (`None` before the first), shares
+/// given in units of 2^-64 with `scale`.
+pub(super) fn step_mean(sum: u128, steps: u64, scale: f64) -> Option<f64> {
+    (steps > 0).then(|| sum as f64 * scale / steps as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_shares_add_up_in_any_order_and_average_to_the_share() {
+        let shares = [(1, 3), (2, 3), (5, 7), (0, 9), (9, 9)];
+        let forward: u128 = shares.iter().map(|&(p, w)| fixed_share(p, w)).sum();
+        let backward: u128 = shares.iter().rev().map(|&(p, w)| fixed_share(p, w)).sum();
+        assert_eq!(forward, backward);
+        let mean = step_mean(forward, 5, 2f64.powi(-64)).unwrap();
+        let exact = (1.0 / 3.0 + 2.0 / 3.0 + 5.0 / 7.0 + 0.0 + 1.0) / 5.0;
+        assert!((mean - exact).abs() < 1e-15, "{mean} vs {exact}");
+        assert_eq!(fixed_share(3, 0), 0);
+        assert_eq!(step_mean(0, 0, 1.0), None);
     }
 }
