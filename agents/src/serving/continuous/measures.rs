@@ -6,7 +6,6 @@ use infersim_engine::{Observer, SimTime};
 use super::steps::step_mean;
 use super::{LlmServing, Stats};
 use crate::power::J_PER_KWH;
-use crate::power::PowerMeter;
 use crate::requests::RequestRecord;
 use crate::serving::ServingSample;
 
@@ -145,6 +144,15 @@ struct Share {
     gpu_failures: u64,
 }
 
+/// What a part of the fleet's GPUs draw at an instant and have drawn up to it.
+#[derive(Default)]
+struct GpuDraw {
+    power_w: f64,
+    energy_j: f64,
+    /// Weighted by the grid's intensity when drawn (kg; left 0 at a constant one).
+    carbon_kg: f64,
+}
+
 impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S> {
     pub(super) fn sample_before(&mut self, now: SimTime) {
         let Some(mut sampling) = self.sampling.take() else { return };
@@ -154,14 +162,13 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             let dt = (t - last_t).as_secs_f64();
             let rate = |now: u64, then: u64| if dt > 0.0 { Some((now - then) as f64 / dt) } else { None };
             let tokens = (self.stats.prompt_tokens, self.stats.output_tokens);
-            let mut row = self.sampled(t, None, &self.gpu_meter, self.gpu_power_w);
+            let mut row = self.sampled(t, None);
             (row.prompt_tokens_per_s, row.generation_tokens_per_s) =
                 (rate(tokens.0, last_prompt), rate(tokens.1, last_output));
             sampling.sink.observe(row);
             // Several pools: a row for each, its `part` the pool.
             for p in (0..pools).filter(|_| pools > 1) {
-                let (meter, pool_w) = &self.pool_meters[p];
-                let mut row = self.sampled(t, Some(p), meter, *pool_w);
+                let mut row = self.sampled(t, Some(p));
                 let (s, (prompt, output)) = (&self.group_stats[p], sampling.last_pools[p]);
                 (row.prompt_tokens_per_s, row.generation_tokens_per_s) =
                     (rate(s.prompt_tokens, prompt), rate(s.output_tokens, output));
@@ -173,9 +180,25 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         self.sampling = Some(sampling);
     }
 
-    /// The state at instant `t` of the fleet (`pool` None) or of one pool, whose GPUs
-    /// `meter` measures and draw `gpu_w` now; token rates are left to the caller.
-    fn sampled(&self, t: SimTime, pool: Option<usize>, meter: &PowerMeter, gpu_w: f64) -> ServingSample {
+    /// What the GPUs of the fleet (`pool` None) or of one pool draw at instant `t`, and
+    /// have drawn up to it: the sums of their replicas' meters, in replica order.
+    fn gpu_draw(&self, t: SimTime, pool: Option<usize>) -> GpuDraw {
+        let grid = &self.config.grid;
+        let members = self.replicas.iter().filter(|r| pool.is_none_or(|p| usize::from(r.pool) == p));
+        let mut draw = GpuDraw::default();
+        for r in members {
+            draw.power_w += r.power_w;
+            draw.energy_j += r.meter.energy_j_at(t, r.power_w);
+            if grid.constant().is_none() {
+                draw.carbon_kg += r.meter.carbon_kg_at(t, r.power_w, grid);
+            }
+        }
+        draw
+    }
+
+    /// The state at instant `t` of the fleet (`pool` None) or of one pool; token rates
+    /// are left to the caller.
+    fn sampled(&self, t: SimTime, pool: Option<usize>) -> ServingSample {
         let config = self.config;
         let members = self.replicas.iter().filter(|r| pool.is_none_or(|p| usize::from(r.pool) == p));
         let (mut waiting, mut running, mut usage, mut count, mut busy, mut provisioned) = (0, 0, 0.0, 0, 0, 0);
@@ -188,7 +211,9 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         }
         let nodes = pool.map_or(config.nodes(), |p| config.pool_nodes(p));
         let baseline_w = f64::from(nodes) * config.node_baseline_w;
-        let it_j = meter.energy_j_at(t, gpu_w) + baseline_w * t.as_secs_f64();
+        let gpu = self.gpu_draw(t, pool);
+        let gpu_w = gpu.power_w;
+        let it_j = gpu.energy_j + baseline_w * t.as_secs_f64();
         let energy_kwh = it_j * config.pue / J_PER_KWH;
         ServingSample {
             t_s: t.as_secs_f64(),
@@ -199,9 +224,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             carbon_kg: match config.grid.constant() {
                 Some(kg) => energy_kwh * kg,
                 None => {
-                    (meter.carbon_kg_at(t, gpu_w, &config.grid)
-                        + baseline_w * config.grid.integral(0.0, t.as_hours_f64()) / 1000.0)
-                        * config.pue
+                    (gpu.carbon_kg + baseline_w * config.grid.integral(0.0, t.as_hours_f64()) / 1000.0) * config.pue
                 }
             },
             running: Some(running as u32),
@@ -216,16 +239,16 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         }
     }
 
-    /// The carbon (kg) of a part of the fleet whose GPUs `meter` measured (drawing
-    /// `power_w` now) on `nodes` nodes, at facility energy `facility_j`: at a constant
-    /// intensity the energy times it, else the GPUs' and the nodes' draw each weighted
-    /// by the intensity when drawn.
-    fn carbon_kg(&self, end: SimTime, meter: &PowerMeter, power_w: f64, nodes: u32, facility_j: f64) -> f64 {
+    /// The carbon (kg) of a part of the fleet whose GPUs drew `gpu` up to `end`, on
+    /// `nodes` nodes, at facility energy `facility_j`: at a constant intensity the
+    /// energy times it, else the GPUs' and the nodes' draw each weighted by the
+    /// intensity when drawn.
+    fn carbon_kg(&self, end: SimTime, gpu: &GpuDraw, nodes: u32, facility_j: f64) -> f64 {
         let c = self.config;
         match c.grid.constant() {
             Some(kg) => facility_j / J_PER_KWH * kg,
             None => {
-                (meter.carbon_kg_at(end, power_w, &c.grid)
+                (gpu.carbon_kg
                     + f64::from(nodes) * c.node_baseline_w * c.grid.integral(0.0, end.as_hours_f64()) / 1000.0)
                     * c.pue
             }
@@ -241,16 +264,16 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     /// The whole fleet's energy, carbon, cost and capacity over a run that ended at `end`.
     fn fleet_share(&mut self, end: SimTime) -> Share {
         let c = self.config;
-        self.gpu_meter.hold(end, self.gpu_power_w, &c.grid);
         let run_s = end.as_secs_f64();
-        let gpu_j = self.gpu_meter.energy_j_at(end, self.gpu_power_w);
+        let gpu = self.gpu_draw(end, None);
+        let gpu_j = gpu.energy_j;
         let baseline_j = f64::from(c.nodes()) * c.node_baseline_w * run_s;
         let facility_j = (gpu_j + baseline_j) * c.pue;
         let provisioned_s = self.provisioned_s(end);
         Share {
             gpu_j,
             baseline_j,
-            carbon_kg: self.carbon_kg(end, &self.gpu_meter, self.gpu_power_w, c.nodes(), facility_j),
+            carbon_kg: self.carbon_kg(end, &gpu, c.nodes(), facility_j),
             rent_usd: self.fleet_rent_usd(run_s, &provisioned_s),
             replica_s: provisioned_s.iter().sum(),
             preemptions: self.replicas.iter().map(|r| r.engine.preemptions).sum(),
@@ -269,16 +292,14 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let provisioned_s = self.provisioned_s(end);
         let mut groups = Vec::new();
         for (p, pool) in c.pools.iter().enumerate() {
-            let (meter, power_w) = &mut self.pool_meters[p];
-            meter.hold(end, *power_w, &c.grid);
-            let gpu_j = meter.energy_j_at(end, *power_w);
+            let gpu = self.gpu_draw(end, Some(p));
+            let gpu_j = gpu.energy_j;
             let baseline_j = f64::from(c.pool_nodes(p)) * c.node_baseline_w * run_s;
-            let (meter, power_w) = &self.pool_meters[p];
             let facility_j = (gpu_j + baseline_j) * c.pue;
             let share = Share {
                 gpu_j,
                 baseline_j,
-                carbon_kg: self.carbon_kg(end, meter, *power_w, c.pool_nodes(p), facility_j),
+                carbon_kg: self.carbon_kg(end, &gpu, c.pool_nodes(p), facility_j),
                 rent_usd: self.rent_usd(p, run_s, provisioned_s[p]),
                 replica_s: provisioned_s[p],
                 preemptions: self

@@ -173,6 +173,9 @@ struct ReplicaState {
     step: Option<EventId>,
     /// GPU power of the whole replica now (W).
     power_w: f64,
+    /// Its GPUs' energy and carbon: one meter per replica, so that the fleet's and a
+    /// pool's are sums in replica order whatever the order of the steps.
+    meter: PowerMeter,
     /// Which of its GPUs failed first (its repair draws from that GPU's stream).
     failed_gpu: u32,
     /// Whether it prefills only (a prefill pool's, or the first of a split pool).
@@ -275,8 +278,6 @@ pub(crate) struct LlmServing<'c, O, S> {
     sent: u64,
     horizon: SimTime,
     warmup: SimTime,
-    gpu_meter: PowerMeter,
-    gpu_power_w: f64,
     observer: &'c mut O,
     sampling: Option<Sampling<&'c mut S>>,
     stats: Stats,
@@ -292,8 +293,6 @@ pub(crate) struct LlmServing<'c, O, S> {
     not_serving: u32,
     /// The statistics of each pool, then of each served model.
     group_stats: Vec<Stats>,
-    /// Each pool's GPU energy meter and its GPUs' power now (W).
-    pool_meters: Vec<(PowerMeter, f64)>,
     /// The served model (an index in the served names) of each routing group.
     group_models: Vec<usize>,
     /// Sequences a step admits for the first time (kept to reuse its allocation).
@@ -324,7 +323,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             })
             .collect();
         let mut replicas = Vec::with_capacity(config.replicas() as usize);
-        let (mut first_node, mut first_gpu, mut idle_w, mut not_serving) = (0, 0, 0.0, 0);
+        let (mut first_node, mut first_gpu, mut not_serving) = (0, 0, 0);
         // Training pools are provisioned only for dedicated jobs: with shared ones they
         // are left out (neither drawn nor paid), so that one scenario can sweep where
         // training runs.
@@ -345,6 +344,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
                     first_gpu: first_gpu + local * pool.tp,
                     step: None,
                     power_w: if on { pool.gpu.idle_w * f64::from(pool.tp) } else { 0.0 },
+                    meter: PowerMeter::default(),
                     failed_gpu: 0,
                     prefill: pool.role == PoolRole::Prefill
                         || config.disaggregation.and_then(|d| d.prefill_replicas).is_some_and(|k| local < k),
@@ -358,7 +358,6 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
                     provisioned_s: 0.0,
                 });
             }
-            idle_w += pool.gpu.idle_w * f64::from(serving * pool.tp);
             (first_node, first_gpu) = (first_node + pool.nodes, first_gpu + pool.gpus());
         }
         let Groups { groups, models: group_models, decode: decode_groups, first } =
@@ -384,8 +383,6 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             sent: 0,
             horizon: SimTime::from_secs_f64(config.duration_s)?,
             warmup: SimTime::from_secs_f64(config.warmup_s)?,
-            gpu_meter: PowerMeter::default(),
-            gpu_power_w: idle_w,
             observer,
             sampling: sampling.filter(|(every, _)| *every > SimDuration::ZERO).map(|(every, sink)| Sampling {
                 grid: Grid::new(every),
@@ -411,14 +408,6 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             scalers: vec![Scaler::default(); config.pools.len()],
             not_serving,
             group_stats: (0..config.pools.len() + config.served_names().len()).map(|_| Stats::default()).collect(),
-            pool_meters: config
-                .pools
-                .iter()
-                .map(|p| {
-                    let serving = p.initial_replicas();
-                    (PowerMeter::default(), p.gpu.idle_w * f64::from(serving * p.tp))
-                })
-                .collect(),
             group_models,
             admitted: Vec::new(),
             retrainer: config.retraining.as_ref().map(Retrainer::new).transpose()?,
@@ -475,13 +464,9 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
     }
 
     fn set_power(&mut self, now: SimTime, replica: usize, power_w: f64) {
-        self.gpu_meter.hold(now, self.gpu_power_w, &self.config.grid);
-        let change_w = power_w - self.replicas[replica].power_w;
-        self.gpu_power_w += change_w;
-        let (meter, pool_w) = &mut self.pool_meters[usize::from(self.replicas[replica].pool)];
-        meter.hold(now, *pool_w, &self.config.grid);
-        *pool_w += change_w;
-        self.replicas[replica].power_w = power_w;
+        let state = &mut self.replicas[replica];
+        state.meter.hold(now, state.power_w, &self.config.grid);
+        state.power_w = power_w;
     }
 
     /// Applies `f` to the fleet's statistics (with `fleet`) and to those of `pool` and
