@@ -272,7 +272,7 @@ pub(crate) struct LlmServing<'c, O, S> {
     /// Which replicas are down: while none is, a pool's up replicas are the pool itself
     /// and routing needs no list of them.
     life: Lifecycle,
-    /// The tasks' mean output length, weighted by their frequency: the estimate a
+    /// The workload's mean output length ([`mean_output_tokens`]): the estimate a
     /// token-counting router works with.
     mean_output_tokens: f64,
     sent: u64,
@@ -379,7 +379,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             requests: Slab::new(),
             replicas,
             life: Lifecycle::new(config.replicas() as usize),
-            mean_output_tokens: config.tasks.iter().map(|t| t.weight / total * t.output_tokens.mean()).sum(),
+            mean_output_tokens: mean_output_tokens(config, total),
             sent: 0,
             horizon: SimTime::from_secs_f64(config.duration_s)?,
             warmup: SimTime::from_secs_f64(config.warmup_s)?,
@@ -633,6 +633,20 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         self.refresh_load(replica as usize);
         self.kick(replica as usize, ctx)
     }
+}
+
+/// The workload's mean output length, the estimate a router works with (it never
+/// knows a request's own): a replayed trace's mean where the trace records outputs,
+/// else the tasks' means weighted by their frequencies (`total` their weights' sum).
+fn mean_output_tokens(config: &LlmServingConfig, total: f64) -> f64 {
+    let tasks = || config.tasks.iter().map(|t| t.weight / total * t.output_tokens.mean()).sum();
+    if let ArrivalProcess::Replay { requests, .. } = &config.arrivals {
+        let recorded: Vec<u32> = requests.iter().filter_map(|r| r.output_tokens).collect();
+        if !recorded.is_empty() {
+            return recorded.iter().map(|&n| f64::from(n)).sum::<f64>() / recorded.len() as f64;
+        }
+    }
+    tasks()
 }
 
 /// `chain` cut to a prompt of `prompt` tokens (a trace's ids may run past a prompt
