@@ -465,7 +465,7 @@ impl<K: Copy> Replica<K> {
     /// (each [`Sequence::booked_blocks`]): its own account of the replica's KV load, as
     /// NVIDIA Dynamo's KV router keeps one from what it routed. It changes only when a
     /// request arrives or leaves, never as a decode step fills a block.
-    pub(crate) fn booked_blocks(&self) -> u64 {
+    pub fn booked_blocks(&self) -> u64 {
         self.booked
     }
 
