@@ -344,7 +344,6 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         (pool, replicas, batch): (usize, u32, u32),
         ctx: &mut Context<'_, LlmEvent>,
     ) -> Result<(), ScheduleError> {
-        let now = ctx.now();
         let a = self.config.adaptation.as_ref().expect("a controller");
         let pool_of: Vec<usize> = self.replicas.iter().map(|s| usize::from(s.pool)).collect();
         let slots = |p: usize| (0..pool_of.len()).filter(|&r| pool_of[r] == p).collect::<Vec<usize>>();
@@ -362,43 +361,26 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                 have += 1;
             }
         }
-        let cold_start_s = self.config.pools[pool].cold_start_s();
         for &r in &mine {
             if have < replicas && self.replicas[r].mode == Mode::Off && !self.life.is_down(r) {
-                let at = now.checked_add(SimDuration::from_secs_f64(cold_start_s)?).ok_or(ScheduleError::Overflow)?;
-                let started = ctx.schedule(at, LlmEvent::Started(r as u32))?;
-                self.set_mode(r, Mode::Starting(started));
-                self.provision_replica(r, now);
-                self.tally(true, Some(pool), None, |s| s.cold_starts += 1);
+                self.cold_start(r, ctx)?;
                 have += 1;
             }
         }
         // Extra replicas drain, the least loaded first.
-        let mut serving: Vec<usize> =
-            mine.iter().copied().filter(|&r| self.replicas[r].mode == Mode::Serving).collect();
+        let serving: Vec<usize> = mine.iter().copied().filter(|&r| self.replicas[r].mode == Mode::Serving).collect();
         let extra = (serving.len() as u32).saturating_sub(replicas) as usize;
-        serving
-            .sort_by_key(|&r| (self.replicas[r].engine.waiting() + self.replicas[r].engine.running(), usize::MAX - r));
-        for r in serving.into_iter().take(extra) {
-            self.set_mode(r, Mode::Draining);
-            self.kick(r, ctx)?;
-        }
+        self.drain_least_loaded(serving, extra, ctx)?;
         // Make before break: the other variants go once this one serves in full.
         let ready = mine.iter().filter(|&&r| self.accepting(r)).count() as u32 >= replicas;
         if ready {
             for &p in a.pools.iter().filter(|&&p| p != pool) {
                 for r in slots(p) {
-                    match self.replicas[r].mode {
-                        Mode::Serving => {
-                            self.set_mode(r, Mode::Draining);
-                            self.kick(r, ctx)?;
-                        }
-                        Mode::Starting(event) => {
-                            ctx.cancel(event);
-                            self.set_mode(r, Mode::Off);
-                            self.unprovision_replica(r, now);
-                        }
-                        _ => {}
+                    if self.replicas[r].mode == Mode::Serving {
+                        self.set_mode(r, Mode::Draining);
+                        self.kick(r, ctx)?;
+                    } else {
+                        self.cancel_start(r, ctx);
                     }
                 }
             }

@@ -89,12 +89,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             }
             for &r in &slots {
                 if to_add > 0 && self.replicas[r].mode == Mode::Off {
-                    let at =
-                        now.checked_add(SimDuration::from_secs_f64(a.cold_start_s)?).ok_or(ScheduleError::Overflow)?;
-                    let started = ctx.schedule(at, LlmEvent::Started(r as u32))?;
-                    self.set_mode(r, Mode::Starting(started));
-                    self.provision_replica(r, now);
-                    self.tally(true, Some(p), None, |s| s.cold_starts += 1);
+                    self.cold_start(r, ctx)?;
                     to_add -= 1;
                 }
             }
@@ -106,23 +101,11 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                 // Replicas still starting are cancelled first, the newest slots first;
                 // then the serving replicas with the fewest requests drain.
                 for &r in slots.iter().rev() {
-                    if to_remove > 0
-                        && let Mode::Starting(event) = self.replicas[r].mode
-                    {
-                        ctx.cancel(event);
-                        self.set_mode(r, Mode::Off);
-                        self.unprovision_replica(r, now);
+                    if to_remove > 0 && self.cancel_start(r, ctx) {
                         to_remove -= 1;
                     }
                 }
-                let mut by_load = serving;
-                by_load.sort_by_key(|&r| {
-                    (self.replicas[r].engine.waiting() + self.replicas[r].engine.running(), usize::MAX - r)
-                });
-                for r in by_load.into_iter().take(to_remove as usize) {
-                    self.set_mode(r, Mode::Draining);
-                    self.kick(r, ctx)?;
-                }
+                self.drain_least_loaded(serving, to_remove as usize, ctx)?;
             }
         } else {
             self.scalers[p].below_since = None;
@@ -157,6 +140,46 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             return None;
         }
         Some((total / a.target).ceil().min(f64::from(u32::MAX)) as u32)
+    }
+
+    /// Replica `r`, off, starts now: provisioned at once, serving after its pool's cold
+    /// start (counted in `cold_starts`).
+    pub(super) fn cold_start(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
+        let (now, p) = (ctx.now(), usize::from(self.replicas[r].pool));
+        let cold_start = SimDuration::from_secs_f64(self.config.pools[p].cold_start_s())?;
+        let started =
+            ctx.schedule(now.checked_add(cold_start).ok_or(ScheduleError::Overflow)?, LlmEvent::Started(r as u32))?;
+        self.set_mode(r, Mode::Starting(started));
+        self.provision_replica(r, now);
+        self.tally(true, Some(p), None, |s| s.cold_starts += 1);
+        Ok(())
+    }
+
+    /// Replica `r`, if it is still starting, is called off (no longer paid); whether it
+    /// was.
+    pub(super) fn cancel_start(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> bool {
+        let Mode::Starting(event) = self.replicas[r].mode else { return false };
+        ctx.cancel(event);
+        self.set_mode(r, Mode::Off);
+        self.unprovision_replica(r, ctx.now());
+        true
+    }
+
+    /// The `count` of `serving` replicas with the fewest requests (the later slot on
+    /// ties) drain.
+    pub(super) fn drain_least_loaded(
+        &mut self,
+        mut serving: Vec<usize>,
+        count: usize,
+        ctx: &mut Context<'_, LlmEvent>,
+    ) -> Result<(), ScheduleError> {
+        serving
+            .sort_by_key(|&r| (self.replicas[r].engine.waiting() + self.replicas[r].engine.running(), usize::MAX - r));
+        for r in serving.into_iter().take(count) {
+            self.set_mode(r, Mode::Draining);
+            self.kick(r, ctx)?;
+        }
+        Ok(())
     }
 
     /// Replica `r` has loaded its weights and started its engine.

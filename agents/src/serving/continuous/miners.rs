@@ -435,20 +435,13 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     /// A miner joins pool `p` in a free slot (none free: it does not join), serving
     /// after the pool's cold start.
     pub(super) fn on_miner_joins(&mut self, p: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
-        let now = ctx.now();
         let free = (0..self.replicas.len()).find(|&r| {
             usize::from(self.replicas[r].pool) == p && self.replicas[r].mode == Mode::Off && !self.life.is_down(r)
         });
         if let Some(r) = free {
             self.new_miner(r, ctx)?;
             self.validator().joined += 1;
-            let at = now
-                .checked_add(SimDuration::from_secs_f64(self.config.pools[p].cold_start_s())?)
-                .ok_or(ScheduleError::Overflow)?;
-            let started = ctx.schedule(at, LlmEvent::Started(r as u32))?;
-            self.set_mode(r, Mode::Starting(started));
-            self.provision_replica(r, now);
-            self.tally(true, Some(p), None, |s| s.cold_starts += 1);
+            self.cold_start(r, ctx)?;
         }
         self.schedule_join(p, ctx)
     }
