@@ -94,7 +94,7 @@ pub const BUILTIN_DATA: &[(&str, &str)] = &[
     ),
 ];
 pub use profile::Profile;
-pub use replica::{EngineLimits, Replica, Sequence, TokenEvent, cacheable_blocks};
+pub use replica::{EngineLimits, Replica, Sequence, StepTokens, TokenEvent, cacheable_blocks};
 pub use step_time::{Affine, Demand, Roofline, StepModel, StepShape, StepTime};
 
 /// Lowest clock a power limit can bring the tensor cores to, as a share of the full

@@ -592,6 +592,35 @@ impl<K: Copy> Replica<K> {
         Some(shape)
     }
 
+    /// The shapes of the steps that follow the planned one while the replica stays in
+    /// steady decode, appended to `shapes` (at most `max`): when the planned step runs
+    /// the cohort alone, nothing waits and no member finishes at its end, the next
+    /// step runs the same members one token further, and so on while their new blocks
+    /// are free, up to the step at whose end the first member finishes. Nothing is
+    /// appended otherwise. The state is left as it is: [`Replica::schedule`] and
+    /// [`Replica::complete_step`] take those steps as usual and give these shapes, as
+    /// long as nothing is queued or changed here in between. This is what lets a
+    /// caller post one event for a run of steps instead of one per step.
+    pub fn steady_shapes(&self, max: usize, shapes: &mut Vec<StepShape>) {
+        let cohort = &self.cohort;
+        if !self.in_flight || cohort.len == 0 || !self.running.is_empty() || !self.waiting.is_empty() {
+            return;
+        }
+        let first_finish = cohort.finishing.peek().map(|Reverse((step, ..))| *step);
+        let mut free = self.kv.free_blocks();
+        let mut step = self.steps;
+        while first_finish != Some(step) && shapes.len() < max {
+            step += 1;
+            let due = cohort.due_blocks[cohort.residue(step)];
+            if due > free {
+                break;
+            }
+            free -= due;
+            let decode_kv = (cohort.kv_offset + i64::from(cohort.len) * step as i64) as u64;
+            shapes.push(StepShape { decodes: cohort.len, decode_kv, ..StepShape::default() });
+        }
+    }
+
     /// The sequences the planned step admits for the first time, with the prompt
     /// tokens each found cached.
     pub(crate) fn first_admitted(&self) -> &[(K, u32)] {
@@ -847,6 +876,52 @@ mod tests {
             assert!(shapes.len() < 10_000, "no progress");
         }
         (events, shapes, tokens, itls)
+    }
+
+    #[test]
+    fn steady_shapes_are_the_steps_the_scheduler_takes_up_to_the_next_token_event() {
+        // Three decoders of different lengths in a cache with room for a few blocks
+        // more than they hold: each plan is checked step by step against what
+        // `schedule` gives, and ends at a finish or where blocks run short.
+        let mut r = Replica::new(EngineLimits { max_num_seqs: 8, ..limits(14) });
+        for (k, output) in [(0u32, 40), (1, 25), (2, 60)] {
+            r.enqueue(Sequence::new(k, u64::from(k), 30, output));
+        }
+        let (mut now, mut planned, mut ends) = (0, Vec::new(), Vec::new());
+        let (mut runs, mut longest) = (0, 0);
+        while r.schedule().is_some() {
+            planned.clear();
+            r.steady_shapes(64, &mut planned);
+            if !planned.is_empty() {
+                runs += 1;
+                longest = longest.max(planned.len());
+            }
+            let mut events = 0;
+            for (i, &next) in planned.iter().enumerate() {
+                now += 10;
+                r.complete_step(now, |_, _| events += 1);
+                assert_eq!(events, 0, "a planned step's predecessor has no token event");
+                assert_eq!(r.schedule(), Some(next), "planned step {i} of run {runs}");
+            }
+            now += 10;
+            r.complete_step(now, |_, e| ends.push(e));
+            assert!(now < 100_000, "no progress");
+        }
+        assert!(runs >= 3 && longest >= 10, "{runs} runs, the longest {longest} steps");
+        assert_eq!(ends.iter().filter(|&&e| e == TokenEvent::Finished).count(), 3);
+        // Something queued ends steady decode: nothing is planned past it.
+        let mut r = Replica::new(limits(100));
+        r.enqueue(Sequence::new(0, 0, 10, 50));
+        r.schedule();
+        r.complete_step(10, |_, _| {});
+        r.schedule();
+        let mut planned = Vec::new();
+        r.steady_shapes(64, &mut planned);
+        assert_eq!(planned.len(), 48, "up to the step that ends with the last token");
+        r.enqueue(Sequence::new(1, 1, 10, 50));
+        planned.clear();
+        r.steady_shapes(64, &mut planned);
+        assert!(planned.is_empty());
     }
 
     #[test]

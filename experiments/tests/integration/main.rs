@@ -6,6 +6,7 @@
 mod bloom;
 mod calibrate;
 mod cli;
+mod coalescing;
 mod common;
 mod fleet;
 mod fleet_adaptation;

@@ -349,6 +349,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let slots = |p: usize| (0..pool_of.len()).filter(|&r| pool_of[r] == p).collect::<Vec<usize>>();
         let mine = slots(pool);
         for &r in &mine {
+            self.cut_run(r, ctx)?;
             self.replicas[r].engine.set_max_num_seqs(batch);
         }
         let up =

@@ -70,6 +70,10 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let now = ctx.now();
         let a = self.config.pools[p].autoscale.expect("an autoscaled pool");
         let slots: Vec<usize> = (0..self.replicas.len()).filter(|&r| usize::from(self.replicas[r].pool) == p).collect();
+        // Its signals read the replicas as they are now.
+        for &r in &slots {
+            self.materialise(r, now);
+        }
         let serving: Vec<usize> = slots.iter().copied().filter(|&r| self.accepting(r)).collect();
         let starting = slots.iter().filter(|&&r| matches!(self.replicas[r].mode, Mode::Starting(_))).count() as u32;
         let current = serving.len() as u32 + starting;

@@ -427,6 +427,10 @@ pub struct LlmServingConfig {
     /// `prefix_aware`: how much a prompt block to compute weighs against a block the
     /// replica already holds (Dynamo's `kv_overlap_score_weight`, 1 by default).
     pub kv_overlap_score_weight: f64,
+    /// Whether a replica in steady decode runs the steps up to its next token event
+    /// on one event (`serving.coalesce_steps`, true by default): a speed-up only, the
+    /// results are those of one event per step.
+    pub coalesce_steps: bool,
     /// The pools of replicas, in order (replicas are numbered pool by pool).
     pub pools: Vec<LlmPool>,
     /// Power of each node apart from its GPUs (W).

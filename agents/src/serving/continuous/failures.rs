@@ -32,6 +32,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
 
     pub(super) fn on_fails(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
         let now = ctx.now();
+        self.cut_run(r, ctx)?;
         if let Some(step) = self.replicas[r].step.take() {
             ctx.cancel(step);
         }
@@ -78,6 +79,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let Some(replica) = self.route(group, routed, ctx) else {
             return self.finish(id, RequestOutcome::Lost, ctx);
         };
+        self.cut_run(replica as usize, ctx)?;
         let request = &mut self.requests[id];
         request.retries += 1;
         request.replica = Some(replica);

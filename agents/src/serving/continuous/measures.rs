@@ -157,7 +157,9 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     pub(super) fn sample_before(&mut self, now: SimTime) {
         let Some(mut sampling) = self.sampling.take() else { return };
         let pools = self.config.pools.len();
-        for t in sampling.grid.due_before(now) {
+        while let Some(t) = sampling.grid.due_before(now).next() {
+            // The state at `t`: every step begun by then.
+            self.materialise_all(t);
             let (last_t, last_prompt, last_output) = sampling.last;
             let dt = (t - last_t).as_secs_f64();
             let rate = |now: u64, then: u64| if dt > 0.0 { Some((now - then) as f64 / dt) } else { None };

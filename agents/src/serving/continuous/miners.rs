@@ -468,6 +468,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         v.book.retire(m);
         let r = miner.replica as usize;
         v.slot_miner[r] = None;
+        self.cut_run(r, ctx)?;
         if let Some(step) = self.replicas[r].step.take() {
             ctx.cancel(step);
         }
@@ -644,6 +645,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                 s
             }
         };
+        self.cut_run(r, ctx)?;
         match chain {
             Some(chain) => self.replicas[r].engine.enqueue_with_chain(sequence, chain),
             None => self.replicas[r].engine.enqueue(sequence),

@@ -171,6 +171,9 @@ struct ReplicaState {
     /// Its first GPU, numbered across the fleet (its failure streams follow from it).
     first_gpu: u32,
     step: Option<EventId>,
+    /// The steps planned after the one in flight, in a run of steady decode (none
+    /// begun yet; see [`steps`]).
+    ahead: std::collections::VecDeque<steps::Planned>,
     /// GPU power of the whole replica now (W).
     power_w: f64,
     /// Its GPUs' energy and carbon: one meter per replica, so that the fleet's and a
@@ -303,6 +306,10 @@ pub(crate) struct LlmServing<'c, O, S> {
     validator: Option<Validator>,
     /// The variant controller, if the scenario has one.
     adapter: Option<Adapter>,
+    /// Steps run without an event of their own (coalesced), and the shapes of a run
+    /// being planned (kept to reuse its allocation).
+    coalesced_steps: u64,
+    run_shapes: Vec<crate::llm::StepShape>,
 }
 
 impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, O, S> {
@@ -343,6 +350,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
                     node: first_node + pool.node_of(local),
                     first_gpu: first_gpu + local * pool.tp,
                     step: None,
+                    ahead: std::collections::VecDeque::new(),
                     power_w: if on { pool.gpu.idle_w * f64::from(pool.tp) } else { 0.0 },
                     meter: PowerMeter::default(),
                     failed_gpu: 0,
@@ -413,6 +421,8 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             retrainer: config.retraining.as_ref().map(Retrainer::new).transpose()?,
             validator: config.validator.as_ref().map(|v| Validator::new(v, config.replicas() as usize)),
             adapter: config.adaptation.as_ref().map(|_| Adapter::default()),
+            coalesced_steps: 0,
+            run_shapes: Vec::new(),
         })
     }
 
@@ -558,6 +568,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             return self.finish(id, RequestOutcome::Lost, ctx);
         };
         self.requests[id].replica = Some(replica);
+        self.cut_run(replica as usize, ctx)?;
         self.tally(false, self.pool_of(Some(replica)), None, arrive);
         // Longer than its pool takes or than the whole KV cache (it could never run), or
         // a full queue.
@@ -619,6 +630,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let Some(replica) = self.route(group, routed, ctx) else {
             return self.finish(id, RequestOutcome::Lost, ctx);
         };
+        self.cut_run(replica as usize, ctx)?;
         let r = &mut self.requests[id];
         r.replica = Some(replica);
         let (prompt, output, uid) = (r.prompt, r.output, r.id);
@@ -758,7 +770,8 @@ pub fn run_continuous<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
     sim.set_interrupt(replication.interrupt.clone());
     sim.schedule(SimTime::ZERO, LlmEvent::Start)?;
     sim.run(Default::default())?;
-    let (end, events) = (sim.now(), sim.events_handled());
+    // A coalesced step counts as the event it stands for.
+    let (end, events) = (sim.now(), sim.events_handled() + sim.model().coalesced_steps);
     let world = sim.model_mut();
     let mut metrics = world.results(end, events).metrics();
     if let Some(rt) = &world.retrainer {

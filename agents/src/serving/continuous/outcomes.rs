@@ -139,6 +139,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     ) -> Result<(), ScheduleError> {
         self.requests[id].timeout = None;
         let replica = self.requests[id].replica.expect("a request with a timeout was routed") as usize;
+        self.cut_run(replica, ctx)?;
         if let Some(seq) = self.replicas[replica].engine.withdraw(|k| *k == id) {
             // Preempted before it gave up, it may have run.
             self.requests[id].energy_j += seq.energy_j;

@@ -2,10 +2,11 @@
 //! real router sees (outstanding requests, KV usage, prompts not yet answered, cached
 //! blocks, the blocks it booked for what it sent), never a request's output length.
 
-use infersim_engine::{Context, Observer};
+use infersim_engine::{Context, Observer, SimTime};
 use rand::RngExt;
 
 use std::collections::BTreeSet;
+use std::ops::Bound::{Excluded, Unbounded};
 
 use super::{DOWN, LlmEvent, LlmRouting, LlmServing, LlmServingConfig, NO_GROUP, ReplicaState, RoutingGroup};
 use crate::llm::cacheable_blocks;
@@ -83,6 +84,13 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         {
             return Some(r);
         }
+        let now = ctx.now();
+        match self.config.routing {
+            // What it reads changes with every step: each replica as it is now.
+            LlmRouting::LeastKvUsage => self.materialise_group(g, now),
+            LlmRouting::PrefixAware => return self.route_by_prefix(g, request, now),
+            _ => {}
+        }
         let group = &self.groups[g];
         if matches!(self.config.routing, LlmRouting::LeastOutstandingRequests | LlmRouting::SessionAffinity) {
             // The index's ties go to the first replica, as a scan's would.
@@ -145,18 +153,38 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                 if load(b) < load(a) { b } else { a }
             }
             LlmRouting::Random => nth(ctx.rng(ROUTING_STREAM).random_range(0..count)),
-            LlmRouting::PrefixAware => {
-                let cost = |r: u32| {
-                    let e = &self.replicas[r as usize].engine;
-                    let bs = e.kv().block_size();
-                    let prefill = request.prompt.div_ceil(bs) - e.cached_blocks(request.chain, request.prompt);
-                    self.config.kv_overlap_score_weight * f64::from(prefill) + e.booked_blocks() as f64
-                };
-                let pick = self.cheapest_by_prefix(group, request, &cost);
-                debug_assert_eq!(Some(pick), Some(cheapest((0..count).map(nth), cost)), "the index agrees with a scan");
-                pick
-            }
+            LlmRouting::PrefixAware => unreachable!("routed above"),
         };
+        Some(pick)
+    }
+
+    /// Materialises the planned steps of every replica of routing group `g`.
+    fn materialise_group(&mut self, g: usize, now: SimTime) {
+        for k in 0..self.groups[g].replicas.len() {
+            let r = self.groups[g].replicas[k] as usize;
+            self.materialise(r, now);
+        }
+    }
+
+    /// A prefix-aware router's cost of sending `request` to replica `r`.
+    fn prefix_cost(&self, r: u32, request: Routed<'_>) -> f64 {
+        let e = &self.replicas[r as usize].engine;
+        let bs = e.kv().block_size();
+        let prefill = request.prompt.div_ceil(bs) - e.cached_blocks(request.chain, request.prompt);
+        self.config.kv_overlap_score_weight * f64::from(prefill) + e.booked_blocks() as f64
+    }
+
+    /// Prefix-aware routing in group `g`: the cheapest replica ([`Self::cheapest_by_prefix`]),
+    /// checked against a scan of every replica in builds with debug assertions.
+    fn route_by_prefix(&mut self, g: usize, request: Routed<'_>, now: SimTime) -> Option<u32> {
+        let pick = self.cheapest_by_prefix(g, request, now)?;
+        if cfg!(debug_assertions) {
+            self.materialise_group(g, now);
+            let group = &self.groups[g];
+            let up = group.replicas.iter().copied().filter(|&r| self.accepting(r as usize));
+            let scan = cheapest(up, |r| self.prefix_cost(r, request));
+            debug_assert_eq!(pick, scan, "the index agrees with a scan");
+        }
         Some(pick)
     }
 }
@@ -169,9 +197,11 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     /// bounds it from below. Replicas are visited by booked blocks, and the visit stops
     /// once that bound exceeds the best cost found: the same replica a scan picks (the
     /// first in the group on ties), scoring only those near the least booked.
-    fn cheapest_by_prefix(&self, group: &RoutingGroup, request: Routed<'_>, cost: &impl Fn(u32) -> f64) -> u32 {
+    /// Each replica visited is materialised first (its steps may have evicted cached
+    /// blocks). `None` if no replica of the group takes requests.
+    fn cheapest_by_prefix(&mut self, g: usize, request: Routed<'_>, now: SimTime) -> Option<u32> {
         let w = self.config.kv_overlap_score_weight;
-        let least_prefill = group
+        let least_prefill = self.groups[g]
             .block_sizes
             .iter()
             .map(|&bs| request.prompt.div_ceil(bs) - cacheable_blocks(request.chain, request.prompt, bs))
@@ -179,16 +209,26 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             .unwrap_or(1);
         let floor = w * f64::from(least_prefill);
         let mut best: Option<(f64, u32)> = None;
-        for &(booked, place) in &group.booked {
+        let mut last: Option<(u64, u32)> = None;
+        loop {
+            let booked_order = &self.groups[g].booked;
+            let next = match last {
+                None => booked_order.first(),
+                Some(key) => booked_order.range((Excluded(key), Unbounded)).next(),
+            };
+            let Some(&(booked, place)) = next else { break };
+            last = Some((booked, place));
             if best.is_some_and(|(c, _)| floor + booked as f64 > c) {
                 break;
             }
-            let c = cost(group.replicas[place as usize]);
+            let r = self.groups[g].replicas[place as usize];
+            self.materialise(r as usize, now);
+            let c = self.prefix_cost(r, request);
             if best.is_none_or(|(b, p)| c < b || (c == b && place < p)) {
                 best = Some((c, place));
             }
         }
-        group.replicas[best.expect("some replica is up").1 as usize]
+        best.map(|(_, place)| self.groups[g].replicas[place as usize])
     }
 }
 

@@ -2,14 +2,37 @@
 //! shape planned by the replica, its time from the pool's step-time model, its power
 //! from what it asks of the GPUs, within a cap) and ends one event later, handing back
 //! only first and last tokens.
+//!
+//! Steps are coalesced (`serving.coalesce_steps`, on by default): a replica in steady
+//! decode (its running sequences all decoding, nothing waiting) plans the steps up to
+//! its next token event and posts one event at the end of the last. Anything that
+//! reads or changes the replica before then runs the planned steps begun by then, at
+//! their own times, through the same code ([`LlmServing::materialise`]); a request
+//! queued there, a failure or a new batch limit also ends the run at the step in
+//! flight ([`LlmServing::cut_run`]). The results are those of one event per step; the
+//! `events` metric counts the coalesced steps as the events they stand for.
 
-use infersim_engine::{Context, Observer, ScheduleError, SimDuration};
+use infersim_engine::{Context, Observer, ScheduleError, SimDuration, SimTime};
 
 use super::PoolStep;
 use super::{LlmEvent, LlmServing, Mode};
-use crate::llm::TokenEvent;
+use crate::llm::{StepShape, StepTokens, TokenEvent};
 use crate::requests::{RequestOutcome, RequestRecord};
 use crate::serving::ServingSample;
+
+/// The most steps planned ahead in one run: enough that a replica in steady decode
+/// runs from one token event to the next on one event, few enough that a run cut
+/// short wastes little planning.
+const MAX_RUN_STEPS: usize = 16;
+
+/// A step planned ahead in a run of steady decode: when it starts, its shape, and
+/// what the pool's model makes of it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Planned {
+    start: SimTime,
+    shape: StepShape,
+    step: PoolStep,
+}
 
 impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S> {
     /// Starts a step on an idle replica that has work.
@@ -33,23 +56,9 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             }
             return Ok(());
         };
-        let PoolStep { step_s, power_w, throttled, outside_table: outside } = pool.step(&shape);
-        self.set_power(now, r, power_w);
-        self.replicas[r].engine.set_step_energy(power_w * step_s, shape.tokens());
-        let (running, kv) = (self.replicas[r].engine.running() as u64, self.replicas[r].engine.kv());
-        let usage = kv.usage();
-        let usage_fixed = fixed_share(kv.usable_blocks() - kv.free_blocks(), kv.usable_blocks());
+        let step = pool.step(&shape);
+        self.begin_step(r, now, &shape, step);
         let pool = Some(usize::from(self.replicas[r].pool));
-        self.tally(true, pool, None, |stats| {
-            stats.steps += 1;
-            stats.steps_outside_table += u64::from(outside);
-            stats.steps_throttled += u64::from(throttled);
-            stats.prompt_tokens += u64::from(shape.prefill_tokens);
-            stats.batch_tokens_sum += u64::from(shape.tokens());
-            stats.running_sum += running;
-            stats.kv_usage_sum += usage_fixed;
-            stats.kv_usage_max = stats.kv_usage_max.max(usage);
-        });
         let mut admitted = std::mem::take(&mut self.admitted);
         admitted.extend_from_slice(self.replicas[r].engine.first_admitted());
         for &(key, cached_tokens) in &admitted {
@@ -71,18 +80,104 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         }
         admitted.clear();
         self.admitted = admitted;
-        let at = now.checked_add(SimDuration::from_secs_f64(step_s)?).ok_or(ScheduleError::Overflow)?;
+        let at = now.checked_add(SimDuration::from_secs_f64(step.step_s)?).ok_or(ScheduleError::Overflow)?;
+        let at = self.plan_run(r, at)?;
         self.replicas[r].step = Some(ctx.schedule(at, LlmEvent::StepDone(r as u32))?);
         Ok(())
     }
 
-    pub(super) fn on_step_done(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
-        let now = ctx.now();
-        self.replicas[r].step = None;
-        let mut events = std::mem::take(&mut self.token_events);
-        let engine = &mut self.replicas[r].engine;
-        let produced =
-            engine.complete_step(now.as_nanos(), |seq, e| events.push((seq.key, e, seq.preemptions, seq.energy_j)));
+    /// Accounts for a step that starts on replica `r` at `now`: its power, its
+    /// energy for the sequences in it to share, and the per-step statistics.
+    fn begin_step(&mut self, r: usize, now: SimTime, shape: &StepShape, step: PoolStep) {
+        let PoolStep { step_s, power_w, throttled, outside_table: outside } = step;
+        self.set_power(now, r, power_w);
+        self.replicas[r].engine.set_step_energy(power_w * step_s, shape.tokens());
+        let (running, kv) = (self.replicas[r].engine.running() as u64, self.replicas[r].engine.kv());
+        let usage = kv.usage();
+        let usage_fixed = fixed_share(kv.usable_blocks() - kv.free_blocks(), kv.usable_blocks());
+        let pool = Some(usize::from(self.replicas[r].pool));
+        self.tally(true, pool, None, |stats| {
+            stats.steps += 1;
+            stats.steps_outside_table += u64::from(outside);
+            stats.steps_throttled += u64::from(throttled);
+            stats.prompt_tokens += u64::from(shape.prefill_tokens);
+            stats.batch_tokens_sum += u64::from(shape.tokens());
+            stats.running_sum += running;
+            stats.kv_usage_sum += usage_fixed;
+            stats.kv_usage_max = stats.kv_usage_max.max(usage);
+        });
+    }
+
+    /// The end of the run of steps that begins with the one just started on replica
+    /// `r`, which ends at `first_end`: with steps coalesced, the steady-decode steps
+    /// that follow it up to the next token event ([`Replica::steady_shapes`]) are
+    /// planned here, each timed by the pool's model, and run only when something
+    /// reaches the replica or the run ends ([`Self::materialise`]).
+    fn plan_run(&mut self, r: usize, first_end: SimTime) -> Result<SimTime, ScheduleError> {
+        if !self.config.coalesce_steps {
+            return Ok(first_end);
+        }
+        let mut shapes = std::mem::take(&mut self.run_shapes);
+        shapes.clear();
+        self.replicas[r].engine.steady_shapes(MAX_RUN_STEPS, &mut shapes);
+        let pool = self.pool(r);
+        let mut end = first_end;
+        for shape in &shapes {
+            let step = pool.step(shape);
+            self.replicas[r].ahead.push_back(Planned { start: end, shape: *shape, step });
+            end = end.checked_add(SimDuration::from_secs_f64(step.step_s)?).ok_or(ScheduleError::Overflow)?;
+        }
+        self.run_shapes = shapes;
+        Ok(end)
+    }
+
+    /// Runs replica `r`'s planned steps that began by `until`, each at its own time
+    /// through the same code as a step of its own event would (the one in flight
+    /// ends, the next starts), so that the replica and the statistics are as they
+    /// would be had every step had its event.
+    pub(super) fn materialise(&mut self, r: usize, until: SimTime) {
+        while let Some(&next) = self.replicas[r].ahead.front()
+            && next.start <= until
+        {
+            self.replicas[r].ahead.pop_front();
+            let engine = &mut self.replicas[r].engine;
+            let produced =
+                engine.complete_step(next.start.as_nanos(), |_, _| unreachable!("a planned step has no token events"));
+            self.count_tokens(r, produced);
+            let shape = self.replicas[r].engine.schedule();
+            debug_assert_eq!(shape, Some(next.shape), "a planned step's shape is the one scheduled");
+            self.begin_step(r, next.start, &next.shape, next.step);
+            self.coalesced_steps += 1;
+        }
+    }
+
+    /// Materialises every replica's planned steps that began by `until`.
+    pub(super) fn materialise_all(&mut self, until: SimTime) {
+        for r in 0..self.replicas.len() {
+            self.materialise(r, until);
+        }
+    }
+
+    /// Ends replica `r`'s run of planned steps at the step in flight now, before
+    /// something changes what it runs next (a request queued there, a failure, a new
+    /// batch limit): that step keeps its end, as an event of its own, and the steps
+    /// planned after it are dropped (they are planned again from the new state).
+    pub(super) fn cut_run(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
+        self.materialise(r, ctx.now());
+        let state = &mut self.replicas[r];
+        let Some(next) = state.ahead.front() else { return Ok(()) };
+        let end = next.start;
+        state.ahead.clear();
+        if let Some(event) = state.step.take() {
+            ctx.cancel(event);
+        }
+        self.replicas[r].step = Some(ctx.schedule(end, LlmEvent::StepDone(r as u32))?);
+        Ok(())
+    }
+
+    /// Counts the tokens a step of replica `r` produced, and their inter-token
+    /// latencies.
+    fn count_tokens(&mut self, r: usize, produced: StepTokens) {
         let engine = &self.replicas[r].engine;
         let pool = usize::from(self.replicas[r].pool);
         for stats in [&mut self.stats, &mut self.group_stats[pool]] {
@@ -92,6 +187,19 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                 stats.itl.record_n(SimDuration::from_nanos(itl_ns), u64::from(n));
             }
         }
+    }
+
+    pub(super) fn on_step_done(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
+        let now = ctx.now();
+        // A run's steps before its last, then the last, whose end this is.
+        self.materialise(r, now);
+        debug_assert!(self.replicas[r].ahead.is_empty(), "a run ends with its last step");
+        self.replicas[r].step = None;
+        let mut events = std::mem::take(&mut self.token_events);
+        let engine = &mut self.replicas[r].engine;
+        let produced =
+            engine.complete_step(now.as_nanos(), |seq, e| events.push((seq.key, e, seq.preemptions, seq.energy_j)));
+        self.count_tokens(r, produced);
         self.refresh_load(r);
         // Only first and last tokens reach a request's record: the others are counted
         // above, so a step's cost here does not grow with the sequences it ran.
