@@ -95,7 +95,7 @@ pub const BUILTIN_DATA: &[(&str, &str)] = &[
 ];
 pub use profile::Profile;
 pub use replica::{EngineLimits, Replica, Sequence, StepTokens, TokenEvent, cacheable_blocks};
-pub use step_time::{Affine, Demand, Roofline, StepModel, StepShape, StepTime};
+pub use step_time::{Affine, Demand, Roofline, RooflineTerms, StepModel, StepShape, StepTime};
 
 /// Lowest clock a power limit can bring the tensor cores to, as a share of the full
 /// clock (the H100's lowest supported SM clock, 210 MHz, over its 1,980 MHz boost).

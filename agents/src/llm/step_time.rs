@@ -84,16 +84,94 @@ impl Roofline {
         self.bytes_per_gpu(s) / (self.gpu.memory_gb_per_s * 1e9)
     }
 
-    /// Time of the two all-reduces per layer of the step's activations over the link
-    /// (ring: 2 (tp - 1) / tp of the bytes cross each GPU's link).
-    pub(crate) fn all_reduce_s(&self, tokens: u32) -> f64 {
-        if self.tp <= 1 {
-            return 0.0;
-        }
+    /// Its constants, worked out once ([`RooflineTerms`]).
+    pub fn terms(&self) -> RooflineTerms {
+        let (m, g) = (&self.model, &self.gpu);
         let tp = f64::from(self.tp);
-        let bytes = f64::from(tokens) * f64::from(self.model.hidden) * self.model.bytes_per_param;
-        let one = self.gpu.link_latency_us * 1e-6 + 2.0 * (tp - 1.0) / tp * bytes / (self.gpu.link_gb_per_s * 1e9);
-        2.0 * f64::from(self.model.layers) * one
+        let peak = g.peak_bf16_tflops * 1e12 * tp;
+        let bandwidth = g.memory_gb_per_s * 1e9;
+        RooflineTerms {
+            peak_flops_per_s: peak,
+            prefill_flops_per_s: peak * g.prefill_mfu,
+            decode_flops_per_s: peak * g.decode_mfu,
+            linear_flops_per_token: m.linear_flops_per_token(),
+            attention_flops_per_pair: m.attention_flops_per_pair(),
+            head_flops_per_sequence: m.head_flops_per_sequence(),
+            weights_s: m.weight_bytes_read() / tp / (bandwidth * g.bandwidth_efficiency),
+            kv_bytes_per_token: m.kv_bytes_per_token(),
+            tp,
+            kv_bytes_per_s: bandwidth * g.kv_bandwidth_efficiency(),
+            latency_s: f64::from(m.layers) * g.layer_latency_us * 1e-6,
+            all_reduce: (self.tp > 1).then(|| AllReduce {
+                hidden: f64::from(m.hidden),
+                bytes_per_param: m.bytes_per_param,
+                latency_s: g.link_latency_us * 1e-6,
+                crossing_share: 2.0 * (tp - 1.0) / tp,
+                link_bytes_per_s: g.link_gb_per_s * 1e9,
+                per_step: 2.0 * f64::from(m.layers),
+            }),
+        }
+    }
+}
+
+/// A roofline's constants, worked out once: everything [`Roofline::demand`] needs
+/// beyond the step's shape, so that a pool that times every step of a run does not
+/// work out the model's parameter counts and the GPU's rates each time. Its
+/// [`RooflineTerms::demand`] is the roofline's, to the bit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RooflineTerms {
+    peak_flops_per_s: f64,
+    prefill_flops_per_s: f64,
+    decode_flops_per_s: f64,
+    linear_flops_per_token: f64,
+    attention_flops_per_pair: f64,
+    head_flops_per_sequence: f64,
+    /// The weights' share of a GPU, read at the bandwidth the kernels reach (s).
+    weights_s: f64,
+    kv_bytes_per_token: f64,
+    tp: f64,
+    kv_bytes_per_s: f64,
+    latency_s: f64,
+    /// Tensor parallel only.
+    all_reduce: Option<AllReduce>,
+}
+
+/// The constants of a step's all-reduces (two per layer, a ring over the link: 2 (tp -
+/// 1) / tp of the activations' bytes cross each GPU's link).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct AllReduce {
+    hidden: f64,
+    bytes_per_param: f64,
+    latency_s: f64,
+    crossing_share: f64,
+    link_bytes_per_s: f64,
+    per_step: f64,
+}
+
+impl RooflineTerms {
+    /// Time of the step's all-reduces over the link.
+    fn all_reduce_s(&self, tokens: u32) -> f64 {
+        let Some(a) = &self.all_reduce else { return 0.0 };
+        let bytes = f64::from(tokens) * a.hidden * a.bytes_per_param;
+        a.per_step * (a.latency_s + a.crossing_share * bytes / a.link_bytes_per_s)
+    }
+
+    /// What the step asks of each GPU of the replica (see [`Roofline::demand`]).
+    pub fn demand(&self, s: &StepShape) -> Demand {
+        let prefill_flops =
+            self.linear_flops_per_token * f64::from(s.prefill_tokens) + self.attention_flops_per_pair * s.prefill_pairs;
+        let decode_flops =
+            self.linear_flops_per_token * f64::from(s.decodes) + self.attention_flops_per_pair * s.decode_kv as f64;
+        let head_flops = self.head_flops_per_sequence * f64::from(s.sequences());
+        let kv = self.kv_bytes_per_token * ((s.prefill_kv + s.decode_kv) as f64 + f64::from(s.tokens())) / self.tp;
+        Demand {
+            compute_s: (prefill_flops + decode_flops + head_flops) / self.peak_flops_per_s,
+            compute_bound_s: prefill_flops / self.prefill_flops_per_s
+                + (decode_flops + head_flops) / self.decode_flops_per_s,
+            memory_s: self.weights_s + kv / self.kv_bytes_per_s,
+            link_s: self.all_reduce_s(s.tokens()),
+            latency_s: self.latency_s,
+        }
     }
 }
 
@@ -102,24 +180,7 @@ impl Roofline {
     /// they are combined into a time. Power follows it (see
     /// [`GpuSpec::step_power_w`]), and so does the stretch of a step under a power cap.
     pub fn demand(&self, s: &StepShape) -> Demand {
-        let m = &self.model;
-        let peak = self.gpu.peak_bf16_tflops * 1e12 * f64::from(self.tp);
-        let prefill_flops =
-            m.linear_flops_per_token() * f64::from(s.prefill_tokens) + m.attention_flops_per_pair() * s.prefill_pairs;
-        let decode_flops =
-            m.linear_flops_per_token() * f64::from(s.decodes) + m.attention_flops_per_pair() * s.decode_kv as f64;
-        let head_flops = m.head_flops_per_sequence() * f64::from(s.sequences());
-        let (weights, kv) = self.bytes_per_gpu_split(s);
-        let bandwidth = self.gpu.memory_gb_per_s * 1e9;
-        Demand {
-            compute_s: (prefill_flops + decode_flops + head_flops) / peak,
-            compute_bound_s: prefill_flops / (peak * self.gpu.prefill_mfu)
-                + (decode_flops + head_flops) / (peak * self.gpu.decode_mfu),
-            memory_s: weights / (bandwidth * self.gpu.bandwidth_efficiency)
-                + kv / (bandwidth * self.gpu.kv_bandwidth_efficiency()),
-            link_s: self.all_reduce_s(s.tokens()),
-            latency_s: f64::from(m.layers) * self.gpu.layer_latency_us * 1e-6,
-        }
+        self.terms().demand(s)
     }
 }
 
@@ -276,6 +337,6 @@ mod tests {
         let two = roofline("H100", "Llama-3.1-70B", 2);
         let s = StepShape { decodes: 64, decode_kv: 64 * 1000, ..StepShape::default() };
         assert!(two.step_s(&s) < one.step_s(&s) && two.step_s(&s) > one.step_s(&s) / 2.0);
-        assert!(two.all_reduce_s(64) > 0.0 && one.all_reduce_s(64) == 0.0);
+        assert!(two.terms().all_reduce_s(64) > 0.0 && one.terms().all_reduce_s(64) == 0.0);
     }
 }

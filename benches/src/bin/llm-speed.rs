@@ -79,7 +79,7 @@ fn config(
         step_overhead_s: 0.0,
         step_overhead_per_seq_s: 0.0,
         step_model,
-        demand: Roofline { gpu: gpu.clone(), model: model.clone(), tp: 1 },
+        demand: Roofline { gpu: gpu.clone(), model: model.clone(), tp: 1 }.terms(),
         power_cap_w: None,
         gpu,
         model,

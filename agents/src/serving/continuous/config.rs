@@ -7,7 +7,7 @@ use crate::arrivals::ArrivalProcess;
 use crate::error::{ConfigError, DURATION_S, check, is_duration_s};
 use crate::failures::Failures;
 use crate::grid::CarbonIntensity;
-use crate::llm::{EngineLimits, GpuSpec, ModelSpec, Roofline, StepModel, StepShape, StepTime};
+use crate::llm::{EngineLimits, GpuSpec, ModelSpec, RooflineTerms, StepModel, StepShape, StepTime};
 use crate::requests::{MAX_QUEUED, Task, validate_tasks};
 use crate::world::MAX_DURATION_S;
 
@@ -232,9 +232,10 @@ pub struct LlmPool {
     pub step_overhead_per_seq_s: f64,
     /// GPU time per step.
     pub step_model: StepModel,
-    /// The roofline of its GPUs and model: what each step asks of a GPU, which sets
-    /// its power (and its stretch under a cap) whatever model times the step.
-    pub demand: Roofline,
+    /// The roofline of its GPUs and model ([`Roofline::terms`]): what each step asks
+    /// of a GPU, which sets its power (and its stretch under a cap) whatever model
+    /// times the step.
+    pub demand: RooflineTerms,
     /// Most a GPU may draw (W), below its board limit: steps that would draw more
     /// run at a lower clock. Without a cap, power stops at the board limit and step
     /// times stay as the step-time model gives them (its constants were measured at

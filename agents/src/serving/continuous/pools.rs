@@ -347,7 +347,7 @@ impl Parts<'_> {
             step_overhead_s,
             step_overhead_per_seq_s,
             step_model,
-            demand: Roofline { gpu: gpu.clone(), model: model.clone(), tp },
+            demand: Roofline { gpu: gpu.clone(), model: model.clone(), tp }.terms(),
             power_cap_w,
             gpu,
             model,

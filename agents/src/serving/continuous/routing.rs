@@ -6,7 +6,6 @@ use infersim_engine::{Context, Observer, SimTime};
 use rand::RngExt;
 
 use std::collections::BTreeSet;
-use std::ops::Bound::{Excluded, Unbounded};
 
 use super::{DOWN, LlmEvent, LlmRouting, LlmServing, LlmServingConfig, NO_GROUP, ReplicaState, RoutingGroup};
 use crate::llm::cacheable_blocks;
@@ -209,15 +208,10 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             .unwrap_or(1);
         let floor = w * f64::from(least_prefill);
         let mut best: Option<(f64, u32)> = None;
-        let mut last: Option<(u64, u32)> = None;
-        loop {
-            let booked_order = &self.groups[g].booked;
-            let next = match last {
-                None => booked_order.first(),
-                Some(key) => booked_order.range((Excluded(key), Unbounded)).next(),
-            };
-            let Some(&(booked, place)) = next else { break };
-            last = Some((booked, place));
+        // Materialising a replica's steps leaves the router's book as it is: the
+        // order is set aside while the replicas are visited, and put back.
+        let booked_order = std::mem::take(&mut self.groups[g].booked);
+        for &(booked, place) in &booked_order {
             if best.is_some_and(|(c, _)| floor + booked as f64 > c) {
                 break;
             }
@@ -228,6 +222,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                 best = Some((c, place));
             }
         }
+        self.groups[g].booked = booked_order;
         best.map(|(_, place)| self.groups[g].replicas[place as usize])
     }
 }
