@@ -116,3 +116,15 @@ fn coalesced_steps_give_the_same_bytes_under_failures_conversations_and_every_ro
         same_bytes(dir.path(), routing, &scenario, &overrides);
     }
 }
+
+#[test]
+fn coalesced_steps_give_the_same_bytes_with_disaggregation_and_a_power_cap() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/scenarios/llm-serving.toml");
+    // One replica prefills and three decode, each GPU capped at 450 W (its long
+    // prefills run at a lower clock).
+    let text = std::fs::read_to_string(path).unwrap().replace("tp = 1\n", "tp = 1\npower_cap_w = 450.0\n")
+        + "\n[serving.disaggregation]\nprefill_replicas = 1\nlink_gb_per_s = 50.0\nlink_latency_us = 20.0\n";
+    let scenario = Scenario::parse("split.toml", &text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    same_bytes(dir.path(), "split", &scenario, &["simulation.duration_s=60", "simulation.warmup_s=5"]);
+}
