@@ -133,8 +133,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
 
     /// Runs replica `r`'s planned steps that began by `until`, each at its own time
     /// through the same code as a step of its own event would (the one in flight
-    /// ends, the next starts), so that the replica and the statistics are as they
-    /// would be had every step had its event.
+    /// ends, the next starts), so that the replica and the statistics are what they
+    /// would be if every step had had its own event.
     pub(super) fn materialise(&mut self, r: usize, until: SimTime) {
         while let Some(&next) = self.replicas[r].ahead.front()
             && next.start <= until
