@@ -163,7 +163,10 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             let (last_t, last_prompt, last_output) = sampling.last;
             let dt = (t - last_t).as_secs_f64();
             let rate = |now: u64, then: u64| if dt > 0.0 { Some((now - then) as f64 / dt) } else { None };
-            let tokens = (self.stats.prompt_tokens, self.stats.output_tokens);
+            // The fleet's tokens are its pools'.
+            let tokens = self.group_stats[..pools]
+                .iter()
+                .fold((0, 0), |(prompt, output), s| (prompt + s.prompt_tokens, output + s.output_tokens));
             let mut row = self.sampled(t, None);
             (row.prompt_tokens_per_s, row.generation_tokens_per_s) =
                 (rate(tokens.0, last_prompt), rate(tokens.1, last_output));
@@ -260,7 +263,11 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     /// What a finished run that ended at `end` measured, the whole fleet.
     pub fn results(&mut self, end: SimTime, events: u64) -> ContinuousRun {
         let share = self.fleet_share(end);
-        self.measured(&self.stats, &share, end, events)
+        let mut fleet = self.stats.clone();
+        for pool in &self.group_stats[..self.config.pools.len()] {
+            fleet.add_steps(pool);
+        }
+        self.measured(&fleet, &share, end, events)
     }
 
     /// The whole fleet's energy, carbon, cost and capacity over a run that ended at `end`.

@@ -193,7 +193,7 @@ struct ReplicaState {
     provisioned_s: f64,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Stats {
     arrivals: u64,
     counted: u64,
@@ -241,6 +241,26 @@ struct Stats {
     admitted_cached_tokens: u64,
     first_arrival: Option<SimTime>,
     last_finish: SimTime,
+}
+
+impl Stats {
+    /// Adds a pool's per-step statistics (steps, their tokens, sequences and KV
+    /// usage, the tokens they produced and their inter-token latencies): a step
+    /// belongs to one pool, so the fleet's are its pools' added up, exactly (integer
+    /// sums, a maximum, histogram counts), whatever the order.
+    fn add_steps(&mut self, pool: &Stats) {
+        self.steps += pool.steps;
+        self.steps_outside_table += pool.steps_outside_table;
+        self.steps_throttled += pool.steps_throttled;
+        self.prompt_tokens += pool.prompt_tokens;
+        self.batch_tokens_sum += pool.batch_tokens_sum;
+        self.running_sum += pool.running_sum;
+        self.kv_usage_sum += pool.kv_usage_sum;
+        self.kv_usage_max = self.kv_usage_max.max(pool.kv_usage_max);
+        self.output_tokens += pool.output_tokens;
+        self.counted_output_tokens += pool.counted_output_tokens;
+        self.itl.merge(&pool.itl);
+    }
 }
 
 struct Sampling<S> {

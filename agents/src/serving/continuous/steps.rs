@@ -16,7 +16,7 @@ use infersim_engine::{Context, Observer, ScheduleError, SimDuration, SimTime};
 
 use super::PoolStep;
 use super::{LlmEvent, LlmServing, Mode};
-use crate::llm::{StepShape, StepTokens, TokenEvent};
+use crate::llm::{StepTokens, TokenEvent};
 use crate::requests::{RequestOutcome, RequestRecord};
 use crate::serving::ServingSample;
 
@@ -25,13 +25,13 @@ use crate::serving::ServingSample;
 /// short wastes little planning.
 const MAX_RUN_STEPS: usize = 16;
 
-/// A step planned ahead in a run of steady decode: when it starts, its shape, and
-/// what the pool's model makes of it.
+/// A step planned ahead in a run of steady decode: when it starts, what the pool's
+/// model makes of it, and its sequences (all decoding one token each).
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Planned {
     start: SimTime,
-    shape: StepShape,
     step: PoolStep,
+    decodes: u32,
 }
 
 impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S> {
@@ -57,7 +57,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             return Ok(());
         };
         let step = pool.step(&shape);
-        self.begin_step(r, now, &shape, step);
+        self.begin_step(r, now, (shape.prefill_tokens, shape.tokens()), step);
         let pool = Some(usize::from(self.replicas[r].pool));
         let mut admitted = std::mem::take(&mut self.admitted);
         admitted.extend_from_slice(self.replicas[r].engine.first_admitted());
@@ -86,26 +86,27 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         Ok(())
     }
 
-    /// Accounts for a step that starts on replica `r` at `now`: its power, its
-    /// energy for the sequences in it to share, and the per-step statistics.
-    fn begin_step(&mut self, r: usize, now: SimTime, shape: &StepShape, step: PoolStep) {
+    /// Accounts for a step that starts on replica `r` at `now`, computing
+    /// `(prompt tokens, tokens)`: its power, its energy for the sequences in it to
+    /// share, and the per-step statistics.
+    fn begin_step(&mut self, r: usize, now: SimTime, (prompt_tokens, tokens): (u32, u32), step: PoolStep) {
         let PoolStep { step_s, power_w, throttled, outside_table: outside } = step;
         self.set_power(now, r, power_w);
-        self.replicas[r].engine.set_step_energy(power_w * step_s, shape.tokens());
+        self.replicas[r].engine.set_step_energy(power_w * step_s, tokens);
         let (running, kv) = (self.replicas[r].engine.running() as u64, self.replicas[r].engine.kv());
         let usage = kv.usage();
         let usage_fixed = fixed_share(kv.usable_blocks() - kv.free_blocks(), kv.usable_blocks());
-        let pool = Some(usize::from(self.replicas[r].pool));
-        self.tally(true, pool, None, |stats| {
-            stats.steps += 1;
-            stats.steps_outside_table += u64::from(outside);
-            stats.steps_throttled += u64::from(throttled);
-            stats.prompt_tokens += u64::from(shape.prefill_tokens);
-            stats.batch_tokens_sum += u64::from(shape.tokens());
-            stats.running_sum += running;
-            stats.kv_usage_sum += usage_fixed;
-            stats.kv_usage_max = stats.kv_usage_max.max(usage);
-        });
+        // A step's statistics are its pool's; the fleet's are gathered from the pools
+        // ([`Stats::add_steps`]).
+        let stats = &mut self.group_stats[usize::from(self.replicas[r].pool)];
+        stats.steps += 1;
+        stats.steps_outside_table += u64::from(outside);
+        stats.steps_throttled += u64::from(throttled);
+        stats.prompt_tokens += u64::from(prompt_tokens);
+        stats.batch_tokens_sum += u64::from(tokens);
+        stats.running_sum += running;
+        stats.kv_usage_sum += usage_fixed;
+        stats.kv_usage_max = stats.kv_usage_max.max(usage);
     }
 
     /// The end of the run of steps that begins with the one just started on replica
@@ -124,7 +125,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let mut end = first_end;
         for shape in &shapes {
             let step = pool.step(shape);
-            self.replicas[r].ahead.push_back(Planned { start: end, shape: *shape, step });
+            self.replicas[r].ahead.push_back(Planned { start: end, step, decodes: shape.decodes });
             end = end.checked_add(SimDuration::from_secs_f64(step.step_s)?).ok_or(ScheduleError::Overflow)?;
         }
         self.run_shapes = shapes;
@@ -145,8 +146,16 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                 engine.complete_step(next.start.as_nanos(), |_, _| unreachable!("a planned step has no token events"));
             self.count_tokens(r, produced);
             let shape = self.replicas[r].engine.schedule();
-            debug_assert_eq!(shape, Some(next.shape), "a planned step's shape is the one scheduled");
-            self.begin_step(r, next.start, &next.shape, next.step);
+            debug_assert!(
+                shape.is_some_and(|s| s.decodes == next.decodes && s.tokens() == next.decodes),
+                "a planned step's shape is the one scheduled"
+            );
+            if cfg!(debug_assertions)
+                && let Some(shape) = shape
+            {
+                debug_assert_eq!(self.pool(r).step(&shape), next.step, "and so is its time and power");
+            }
+            self.begin_step(r, next.start, (0, next.decodes), next.step);
             self.coalesced_steps += 1;
         }
     }
@@ -179,13 +188,11 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     /// latencies.
     fn count_tokens(&mut self, r: usize, produced: StepTokens) {
         let engine = &self.replicas[r].engine;
-        let pool = usize::from(self.replicas[r].pool);
-        for stats in [&mut self.stats, &mut self.group_stats[pool]] {
-            stats.output_tokens += u64::from(produced.tokens);
-            stats.counted_output_tokens += u64::from(produced.measured_tokens);
-            for &(itl_ns, n) in engine.step_itls() {
-                stats.itl.record_n(SimDuration::from_nanos(itl_ns), u64::from(n));
-            }
+        let stats = &mut self.group_stats[usize::from(self.replicas[r].pool)];
+        stats.output_tokens += u64::from(produced.tokens);
+        stats.counted_output_tokens += u64::from(produced.measured_tokens);
+        for &(itl_ns, n) in engine.step_itls() {
+            stats.itl.record_n(SimDuration::from_nanos(itl_ns), u64::from(n));
         }
     }
 
