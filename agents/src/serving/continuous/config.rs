@@ -232,9 +232,10 @@ pub struct LlmPool {
     pub step_overhead_per_seq_s: f64,
     /// GPU time per step.
     pub step_model: StepModel,
-    /// The roofline of its GPUs and model ([`Roofline::terms`]): what each step asks
-    /// of a GPU, which sets its power (and its stretch under a cap) whatever model
-    /// times the step.
+    /// The roofline of its GPUs and model
+    /// ([`Roofline::terms`](crate::llm::Roofline::terms)): what each step asks of a
+    /// GPU, which sets its power (and its stretch under a cap) whatever model times
+    /// the step.
     pub demand: RooflineTerms,
     /// Most a GPU may draw (W), below its board limit: steps that would draw more
     /// run at a lower clock. Without a cap, power stops at the board limit and step
