@@ -1,5 +1,5 @@
 //! Coalesced steps change nothing: every token-level built-in (shortened), and the
-//! default with failures, conversations and each router, gives the same bytes in
+//! default with failures, conversations, timeouts and each router, gives the same bytes in
 //! every output file (replications, summaries, pool and model tables, request and
 //! time-series traces) with `serving.coalesce_steps` on and off.
 
@@ -86,10 +86,11 @@ fn coalesced_steps_give_the_same_bytes_in_every_token_level_built_in() {
 fn coalesced_steps_give_the_same_bytes_under_failures_conversations_and_every_router() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/scenarios/llm-serving.toml");
     // Failures every few minutes of a replica's life, retried elsewhere; chat in
-    // conversations behind a shared system prompt; sampled every 2 s; a small cache.
+    // conversations behind a shared system prompt, given up after 3 s of waiting;
+    // sampled every 2 s; a small cache.
     let text = std::fs::read_to_string(path).unwrap().replace(
         "name = \"chat\"\n",
-        "name = \"chat\"\nshared_prefix_tokens = 200\nsession = { turns = 3, think_time_s = 4.0 }\n",
+        "name = \"chat\"\nshared_prefix_tokens = 200\nsession = { turns = 3, think_time_s = 4.0 }\ntimeout_s = 3.0\n",
     ) + "\n[serving.failures]\nmtbf_h = 0.05\nmttr_h = 0.005\n";
     let scenario = Scenario::parse("failing.toml", &text).unwrap();
     let dir = tempfile::tempdir().unwrap();

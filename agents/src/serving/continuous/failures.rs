@@ -32,10 +32,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
 
     pub(super) fn on_fails(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
         let now = ctx.now();
-        self.cut_run(r, ctx)?;
-        if let Some(step) = self.replicas[r].step.take() {
-            ctx.cancel(step);
-        }
+        self.stop_steps(r, ctx);
         self.life.fail(r, now);
         let pool = usize::from(self.replicas[r].pool);
         self.group_stats[pool].gpu_failures += 1;

@@ -468,10 +468,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         v.book.retire(m);
         let r = miner.replica as usize;
         v.slot_miner[r] = None;
-        self.cut_run(r, ctx)?;
-        if let Some(step) = self.replicas[r].step.take() {
-            ctx.cancel(step);
-        }
+        self.stop_steps(r, ctx);
         let mut dropped = Vec::new();
         self.replicas[r].engine.drain(|s, chain| dropped.push((s, chain)));
         self.set_mode(r, Mode::Off);

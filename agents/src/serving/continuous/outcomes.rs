@@ -139,8 +139,9 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     ) -> Result<(), ScheduleError> {
         self.requests[id].timeout = None;
         let replica = self.requests[id].replica.expect("a request with a timeout was routed") as usize;
-        self.cut_run(replica, ctx)?;
         if let Some(seq) = self.replicas[replica].engine.withdraw(|k| *k == id) {
+            // A replica with a request waiting plans no steps ahead.
+            debug_assert!(self.replicas[replica].ahead.is_empty(), "a run with a request waiting");
             // Preempted before it gave up, it may have run.
             self.requests[id].energy_j += seq.energy_j;
             self.refresh_load(replica);

@@ -8,8 +8,8 @@
 //! its next token event and posts one event at the end of the last. Anything that
 //! reads or changes the replica before then runs the planned steps begun by then, at
 //! their own times, through the same code ([`LlmServing::materialise`]); a request
-//! queued there, a failure or a new batch limit also ends the run at the step in
-//! flight ([`LlmServing::cut_run`]). The results are those of one event per step; the
+//! queued there also ends the run at the step in flight ([`LlmServing::cut_run`]),
+//! and a failure stops it ([`LlmServing::stop_steps`]). The results are those of one event per step; the
 //! `events` metric counts the coalesced steps as the events they stand for.
 
 use infersim_engine::{Context, Observer, ScheduleError, SimDuration, SimTime};
@@ -167,10 +167,12 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         }
     }
 
-    /// Ends replica `r`'s run of planned steps at the step in flight now, before
-    /// something changes what it runs next (a request queued there, a failure, a new
-    /// batch limit): that step keeps its end, as an event of its own, and the steps
-    /// planned after it are dropped (they are planned again from the new state).
+    /// Ends replica `r`'s run of planned steps at the step in flight now, before a
+    /// request is queued there (the only change a run's steps would not take as they
+    /// are: a run's steps admit nothing, so a new batch limit, say, waits for the
+    /// request that cuts the run): that step keeps its end, as an event of its own,
+    /// and the steps planned after it are dropped (they are planned again from the
+    /// new state).
     pub(super) fn cut_run(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
         self.materialise(r, ctx.now());
         let state = &mut self.replicas[r];
@@ -182,6 +184,17 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         }
         self.replicas[r].step = Some(ctx.schedule(end, LlmEvent::StepDone(r as u32))?);
         Ok(())
+    }
+
+    /// Stops replica `r`'s steps now (it failed or left): the steps begun by now are
+    /// run, the step in flight is left as it is for the caller to drain, and the rest
+    /// of the plan and the step's event are dropped.
+    pub(super) fn stop_steps(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) {
+        self.materialise(r, ctx.now());
+        self.replicas[r].ahead.clear();
+        if let Some(step) = self.replicas[r].step.take() {
+            ctx.cancel(step);
+        }
     }
 
     /// Counts the tokens a step of replica `r` produced, and their inter-token
