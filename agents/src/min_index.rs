@@ -42,13 +42,26 @@ impl MinIndex {
         MinIndex { len, tree, leaves }
     }
 
+    /// `len` items, every key `key` (below 2^32 - 1).
+    pub fn filled(len: usize, key: u64) -> MinIndex {
+        let mut index = MinIndex::new(len);
+        for i in 0..len {
+            index.set(i, key);
+        }
+        index
+    }
+
     /// Sets item `i`'s key (below 2^32 - 1).
     #[inline]
     pub fn set(&mut self, i: usize, key: u64) {
         assert!(i < self.len, "item {i} of {}", self.len);
         assert!(key < u64::from(u32::MAX), "key {key} must be below 2^32 - 1");
         let mut node = self.leaves + i;
-        self.tree[node] = key << 32 | i as u64;
+        let entry = key << 32 | i as u64;
+        if self.tree[node] == entry {
+            return;
+        }
+        self.tree[node] = entry;
         while node > 1 {
             node /= 2;
             let winner = self.tree[2 * node].min(self.tree[2 * node + 1]);
@@ -75,6 +88,17 @@ mod tests {
     use super::*;
     use infersim_engine::{StreamId, derive_stream};
     use rand::RngExt;
+
+    #[test]
+    fn filled_starts_every_key_at_the_value() {
+        let mut index = MinIndex::filled(5, 7);
+        assert_eq!((0..5).map(|i| index.key(i)).collect::<Vec<_>>(), [7; 5]);
+        assert_eq!(index.argmin(), Some(0));
+        index.set(3, 2);
+        assert_eq!(index.argmin(), Some(3));
+        index.set(3, 9);
+        assert_eq!(index.argmin(), Some(0));
+    }
 
     #[test]
     fn agrees_with_a_scan() {

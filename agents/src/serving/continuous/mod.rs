@@ -12,8 +12,6 @@
 //! tokens - 1); ITL = gap between consecutive tokens of a request; E2E = last token -
 //! arrival (vLLM's benchmark definitions).
 
-use std::collections::BTreeSet;
-
 use infersim_engine::sampling::Grid;
 use infersim_engine::stats::{LatencyHistogram, Tally};
 use infersim_engine::{Context, EventId, Id, Model, Observer, ScheduleError, SimDuration, SimTime, Slab};
@@ -330,6 +328,8 @@ pub(crate) struct LlmServing<'c, O, S> {
     /// being planned (kept to reuse its allocation).
     coalesced_steps: u64,
     run_shapes: Vec<crate::llm::StepShape>,
+    /// Reused by the prefix-aware router: the places it visited and their bookings.
+    visited_places: Vec<(usize, u64)>,
 }
 
 impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, O, S> {
@@ -443,6 +443,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             adapter: config.adaptation.as_ref().map(|_| Adapter::default()),
             coalesced_steps: 0,
             run_shapes: Vec::new(),
+            visited_places: Vec::new(),
         })
     }
 
@@ -708,10 +709,11 @@ struct RoutingGroup {
     next: usize,
     /// The longest request any of its pools takes.
     context_limit_tokens: Option<u32>,
-    /// Prefix-aware routing: the replicas taking requests by the KV blocks the router
-    /// booked there, then by place, and each place's entry (kept only for that router).
-    booked: BTreeSet<(u64, u32)>,
-    booked_key: Vec<Option<u64>>,
+    /// Prefix-aware routing: the KV blocks the router booked on each replica, by place
+    /// ([`DOWN`] while it takes no requests; kept only for that router). A tournament
+    /// tree rather than an ordered set: a booking changes twice per request, and the
+    /// router visits the least booked one or two (`cheapest_by_prefix`).
+    booked: MinIndex,
     /// The block sizes of its pools' KV caches.
     block_sizes: Vec<u32>,
 }

@@ -5,8 +5,6 @@
 use infersim_engine::{Context, Observer, SimTime};
 use rand::RngExt;
 
-use std::collections::BTreeSet;
-
 use super::{DOWN, LlmEvent, LlmRouting, LlmServing, LlmServingConfig, NO_GROUP, ReplicaState, RoutingGroup};
 use crate::llm::cacheable_blocks;
 use crate::llm::kv::Segment;
@@ -47,17 +45,12 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         if state.group == NO_GROUP {
             return;
         }
-        let key = self.accepting(r).then(|| state.engine.booked_blocks());
-        let (group, place) = (&mut self.groups[state.group as usize], state.in_group);
-        let old = &mut group.booked_key[place as usize];
-        if *old != key {
-            if let Some(c) = *old {
-                group.booked.remove(&(c, place));
-            }
-            if let Some(c) = key {
-                group.booked.insert((c, place));
-            }
-            *old = key;
+        // A booking beyond the index's keys (billions of blocks) counts as the largest
+        // below DOWN: the router's bound only gets looser, and it scores costs exactly.
+        let key = if self.accepting(r) { state.engine.booked_blocks().min(DOWN - 1) } else { DOWN };
+        let (booked, place) = (&mut self.groups[state.group as usize].booked, state.in_group as usize);
+        if booked.key(place) != key {
+            booked.set(place, key);
         }
     }
 
@@ -207,23 +200,32 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             .min()
             .unwrap_or(1);
         let floor = w * f64::from(least_prefill);
-        let mut best: Option<(f64, u32)> = None;
-        // Materialising a replica's steps leaves the router's book as it is: the
-        // order is set aside while the replicas are visited, and put back.
-        let booked_order = std::mem::take(&mut self.groups[g].booked);
-        for &(booked, place) in &booked_order {
-            if best.is_some_and(|(c, _)| floor + booked as f64 > c) {
+        let mut best: Option<(f64, usize)> = None;
+        // Materialising a replica's steps leaves the router's book as it is: the book
+        // is set aside while the replicas are visited, least booked first (each one
+        // visited is set to DOWN so that the next least comes up), and restored.
+        let mut order = std::mem::replace(&mut self.groups[g].booked, MinIndex::new(0));
+        let mut visited = std::mem::take(&mut self.visited_places);
+        while let Some(place) = order.argmin() {
+            let booked = order.key(place);
+            if booked == DOWN || best.is_some_and(|(c, _)| floor + booked as f64 > c) {
                 break;
             }
-            let r = self.groups[g].replicas[place as usize];
+            visited.push((place, booked));
+            order.set(place, DOWN);
+            let r = self.groups[g].replicas[place];
             self.materialise(r as usize, now);
             let c = self.prefix_cost(r, request);
             if best.is_none_or(|(b, p)| c < b || (c == b && place < p)) {
                 best = Some((c, place));
             }
         }
-        self.groups[g].booked = booked_order;
-        best.map(|(_, place)| self.groups[g].replicas[place as usize])
+        for (place, booked) in visited.drain(..) {
+            order.set(place, booked);
+        }
+        self.visited_places = visited;
+        self.groups[g].booked = order;
+        best.map(|(_, place)| self.groups[g].replicas[place])
     }
 }
 
@@ -291,8 +293,7 @@ pub(super) fn routing_groups(config: &LlmServingConfig, replicas: &mut [ReplicaS
             RoutingGroup {
                 block_sizes,
                 loads: MinIndex::new(members.len()),
-                booked: BTreeSet::new(),
-                booked_key: vec![None; members.len()],
+                booked: MinIndex::filled(members.len(), DOWN),
                 replicas: members,
                 next: 0,
                 context_limit_tokens,
