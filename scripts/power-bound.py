@@ -15,8 +15,9 @@ per GPU; weights and KV reads with powers of their own; the host's time per
 sequence allowed to draw power too), and finds the coefficients that minimise the
 largest relative error over the configurations, as a mixed-integer linear programme
 that may also leave out up to two more configurations per file than the ones
-data/README.md names as anomalies. Its optimum is a lower bound on the largest error
-of any model of this form on the closed form's steps, which stand in for the
+data/README.md names as anomalies (each coefficient between 0 and 5 times the board
+limit: none reaches 5, and 50 gives the same optimum). Its optimum is a lower bound on
+the largest error of any model of this form on the closed form's steps, which stand in for the
 simulator's closely enough (fitting the simulator's own model to them gives the
 simulator fit's median error, 6.7%, and each file's mean error within 3.1 points).
 Run from the repository's root:
