@@ -21,13 +21,14 @@ time). The measured per-GPU power is then fitted with compute_w, memory_w and
 link_w as shares of the board limit, the same for every GPU, and static_w as a share
 of it per GPU (H100, B200); idle_w stays the catalogue's. The loss is robust (soft L1
 on the relative error, scale 5%), and the configurations named as measurement
-anomalies (experiments/tests/integration/llm.rs) are left out.
+anomalies (data/ml-energy-anomalies.csv, with their evidence) are left out.
 
 Every configuration runs as the simulator's own test does: the closed-loop scenario
 at a steady state (endless requests, 600 s), each configuration's model, GPU, GPU
 count, max_num_seqs and mean output length.
 """
 
+import csv
 import glob
 import json
 from pathlib import Path
@@ -46,19 +47,11 @@ NAMES = {
 }
 TDP_W = {"H100": 700.0, "B200": 1000.0}
 IDLE_W = {"H100": 75.0, "B200": 75.0 / 700.0 * 1000.0}
-# (model, GPU, max_num_seqs) the power fit leaves out, with the evidence in
-# data/README.md: runs whose power falls while ITL jumps (a lower clock).
+# The configurations the power fit leaves out, with their evidence:
+# data/ml-energy-anomalies.csv.
 ANOMALIES = {
-    ("Llama-3.1-8B", "B200", 128),
-    ("Llama-3.1-8B", "B200", 256),
-    ("Llama-3.1-8B", "B200", 512),
-    ("Llama-3.1-8B", "B200", 1024),
-    ("Qwen3-8B", "B200", 32),
-    ("Qwen3-8B", "B200", 64),
-    ("Qwen3-14B", "B200", 128),
-    ("Qwen3-14B", "B200", 1024),
-    ("Qwen3-14B", "B200", 2048),
-    ("Qwen3-8B", "H100", 512),
+    (NAMES[row["model_id"]], row["gpu"], int(row["max_num_seqs"]))
+    for row in csv.DictReader(open(ROOT / "data/ml-energy-anomalies.csv"))
 }
 BASIS = ("static_w", "compute_w", "memory_w", "link_w", "idle_w")
 

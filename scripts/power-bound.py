@@ -15,7 +15,7 @@ per GPU; weights and KV reads with powers of their own; the host's time per
 sequence allowed to draw power too), and finds the coefficients that minimise the
 largest relative error over the configurations, as a mixed-integer linear programme
 that may also leave out up to two more configurations per file than the ones
-data/README.md names as anomalies (each coefficient between 0 and 5 times the board
+data/ml-energy-anomalies.csv names as anomalies (each coefficient between 0 and 5 times the board
 limit: none reaches 5, and 50 gives the same optimum). Its optimum is a lower bound on
 the largest error of any model of this form on the closed form's steps, which stand in for the
 simulator's closely enough (fitting the simulator's own model to them gives the
@@ -28,6 +28,7 @@ It prints the bound for several mean prompt lengths (the closed loop uses 70 tok
 ML.ENERGY's multi-turn prompts may be longer) and the configurations that set it.
 """
 
+import csv
 import importlib.util
 import json
 from pathlib import Path
@@ -41,18 +42,11 @@ steps = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(steps)
 
 TDP_W = {"H100": 700.0, "B200": 1000.0}
-# The anomalies named in data/README.md (and scripts/fit-power.py).
+# The configurations left out as measurement anomalies, with their evidence:
+# data/ml-energy-anomalies.csv (model names as fit-step-time.py gives them).
 ANOMALIES = {
-    ("Llama-3.1-8B-Instruct", "B200", 128),
-    ("Llama-3.1-8B-Instruct", "B200", 256),
-    ("Llama-3.1-8B-Instruct", "B200", 512),
-    ("Llama-3.1-8B-Instruct", "B200", 1024),
-    ("Qwen3-8B", "B200", 32),
-    ("Qwen3-8B", "B200", 64),
-    ("Qwen3-14B", "B200", 128),
-    ("Qwen3-14B", "B200", 1024),
-    ("Qwen3-14B", "B200", 2048),
-    ("Qwen3-8B", "H100", 512),
+    (row["model_id"].split("/")[1], row["gpu"], int(row["max_num_seqs"]))
+    for row in csv.DictReader(open(ROOT / "data/ml-energy-anomalies.csv"))
 }
 EXTRA_EXCLUSIONS_PER_FILE = 2
 
