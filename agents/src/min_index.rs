@@ -16,7 +16,8 @@
 
 /// Keys of `len` items (all 0 at first) with their minimum kept current. Ties go to the
 /// lowest index, as `iter().min_by_key(|(i, k)| (k, i))` would choose.
-#[derive(Clone, Debug)]
+/// `Default` is the index of no items, which allocates nothing.
+#[derive(Clone, Debug, Default)]
 pub struct MinIndex {
     len: usize,
     /// Leaves start at `leaves`; node `i`'s children are `2i` and `2i + 1`. Each node

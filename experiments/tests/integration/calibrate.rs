@@ -278,7 +278,7 @@ fn one_measured_power_calibrates_a_deployment_across_batch_sizes() {
     let measured_w = at(128)["avg_power_watts"].as_f64().unwrap();
     let log: String = (4..65).map(|i| format!("{:.4},{measured_w}\n", f64::from(i) * 0.0025)).collect();
     std::fs::write(dir.path().join("power.csv"), format!("t_h,gpu_power_w\n{log}")).unwrap();
-    let shared_compute_w = infersim_agents::llm::catalog::POWER_SHARES.compute * 700.0;
+    let shared_compute_w = infersim_agents::llm::catalog::gpu("H100", "H100").unwrap().compute_w;
     let point = |c: &serde_json::Value| {
         vec![
             format!("serving.engine.max_num_seqs={}", c["max_num_seqs"]),
@@ -319,8 +319,7 @@ fn one_measured_power_calibrates_a_deployment_across_batch_sizes() {
     assert!(o.status.success(), "{}", stderr(&o));
     // Every batch size of the file, with the shared coefficients and the calibrated one.
     let errors = |scenario: &str, c: &serde_json::Value| -> (f64, f64) {
-        let out = format!("run-{}", c["max_num_seqs"]);
-        let _ = std::fs::remove_dir_all(dir.path().join(&out));
+        let out = format!("{}-{}", scenario.replace('/', "-"), c["max_num_seqs"]);
         let args = with_sets(&["run", scenario, "--reps", "1", "--out", &out, "-q"], &point(c));
         let o = infersim(dir.path(), &args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(o.status.success(), "{}", stderr(&o));

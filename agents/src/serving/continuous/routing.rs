@@ -48,10 +48,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         // A booking beyond the index's keys (billions of blocks) counts as the largest
         // below DOWN: the router's bound only gets looser, and it scores costs exactly.
         let key = if self.accepting(r) { state.engine.booked_blocks().min(DOWN - 1) } else { DOWN };
-        let (booked, place) = (&mut self.groups[state.group as usize].booked, state.in_group as usize);
-        if booked.key(place) != key {
-            booked.set(place, key);
-        }
+        self.groups[state.group as usize].booked.set(state.in_group as usize, key);
     }
 
     /// The KV blocks a prefix-aware router books on replica `r` for a request it sends
@@ -204,7 +201,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         // Materialising a replica's steps leaves the router's book as it is: the book
         // is set aside while the replicas are visited, least booked first (each one
         // visited is set to DOWN so that the next least comes up), and restored.
-        let mut order = std::mem::replace(&mut self.groups[g].booked, MinIndex::new(0));
+        let mut order = std::mem::take(&mut self.groups[g].booked);
         let mut visited = std::mem::take(&mut self.visited_places);
         while let Some(place) = order.argmin() {
             let booked = order.key(place);

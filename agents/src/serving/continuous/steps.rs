@@ -9,8 +9,9 @@
 //! reads or changes the replica before then runs the planned steps begun by then, at
 //! their own times, through the same code ([`LlmServing::materialise`]); a request
 //! queued there also ends the run at the step in flight ([`LlmServing::cut_run`]),
-//! and a failure stops it ([`LlmServing::stop_steps`]). The results are those of one event per step; the
-//! `events` metric counts the coalesced steps as the events they stand for.
+//! and a failure stops it ([`LlmServing::stop_steps`]). The results are those of one
+//! event per step; the `events` metric counts the coalesced steps as the events they
+//! stand for.
 
 use infersim_engine::{Context, Observer, ScheduleError, SimDuration, SimTime};
 
@@ -86,9 +87,9 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         Ok(())
     }
 
-    /// Accounts for a step that starts on replica `r` at `now`, computing
-    /// `(prompt tokens, tokens)`: its power, its energy for the sequences in it to
-    /// share, and the per-step statistics.
+    /// Accounts for a step that starts on replica `r` at `now` with `(prompt tokens,
+    /// tokens)`: its power, its energy for the sequences in it to share, and the
+    /// per-step statistics.
     fn begin_step(&mut self, r: usize, now: SimTime, (prompt_tokens, tokens): (u32, u32), step: PoolStep) {
         let PoolStep { step_s, power_w, throttled, outside_table: outside } = step;
         self.set_power(now, r, power_w);
