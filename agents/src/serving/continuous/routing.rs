@@ -183,11 +183,13 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     /// `w x (prompt blocks - cached leading blocks) + booked blocks`, and no replica
     /// caches more than the request's cacheable blocks (whole blocks of its shared
     /// segments, never the last token's), so `w x (prompt blocks - cacheable) + booked`
-    /// bounds it from below. Replicas are visited by booked blocks, and the visit stops
-    /// once that bound exceeds the best cost found: the same replica a scan picks (the
-    /// first in the group on ties), scoring only those near the least booked.
-    /// Each replica visited is materialised first (its steps may have evicted cached
-    /// blocks). `None` if no replica of the group takes requests.
+    /// bounds it from below. Replicas are visited by (booked blocks, place), and the
+    /// visit stops once that bound exceeds the best cost found, or equals it for a
+    /// replica booked as much as the best (it comes later in the group, so it cannot
+    /// win the tie): the same replica a scan picks (the first in the group on ties),
+    /// scoring only those near the least booked. Each replica visited is materialised
+    /// first (its steps may have evicted cached blocks). `None` if no replica of the
+    /// group takes requests.
     fn cheapest_by_prefix(&mut self, g: usize, request: Routed<'_>, now: SimTime) -> Option<u32> {
         let w = self.config.kv_overlap_score_weight;
         let least_prefill = self.groups[g]
@@ -197,7 +199,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             .min()
             .unwrap_or(1);
         let floor = w * f64::from(least_prefill);
-        let mut best: Option<(f64, usize)> = None;
+        // (cost, place, booked) of the cheapest replica so far.
+        let mut best: Option<(f64, usize, u64)> = None;
         // Materialising a replica's steps leaves the router's book as it is: the book
         // is set aside while the replicas are visited, least booked first (each one
         // visited is set to DOWN so that the next least comes up), and restored.
@@ -205,7 +208,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let mut visited = std::mem::take(&mut self.visited_places);
         while let Some(place) = order.argmin() {
             let booked = order.key(place);
-            if booked == DOWN || best.is_some_and(|(c, _)| floor + booked as f64 > c) {
+            let bound = floor + booked as f64;
+            if booked == DOWN || best.is_some_and(|(c, _, b)| bound > c || (bound == c && booked == b)) {
                 break;
             }
             visited.push((place, booked));
@@ -213,8 +217,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             let r = self.groups[g].replicas[place];
             self.materialise(r as usize, now);
             let c = self.prefix_cost(r, request);
-            if best.is_none_or(|(b, p)| c < b || (c == b && place < p)) {
-                best = Some((c, place));
+            if best.is_none_or(|(b, p, _)| c < b || (c == b && place < p)) {
+                best = Some((c, place, booked));
             }
         }
         for (place, booked) in visited.drain(..) {
@@ -222,7 +226,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         }
         self.visited_places = visited;
         self.groups[g].booked = order;
-        best.map(|(_, place)| self.groups[g].replicas[place])
+        best.map(|(_, place, _)| self.groups[g].replicas[place])
     }
 }
 
