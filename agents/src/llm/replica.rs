@@ -212,6 +212,9 @@ struct Cohort<K> {
     members: Slab<Member<K>>,
     /// (step at whose end it finishes, admission, member), earliest first.
     finishing: BinaryHeap<Reverse<Finish<K>>>,
+    /// The step of the earliest finish (`u64::MAX` with no members): kept beside the
+    /// heap so that a step no member finishes in leaves the heap untouched.
+    next_finish: u64,
     /// Members that need a new block at a step, by the step's residue modulo the block
     /// size (a decoder needs one whenever its cached tokens fill whole blocks).
     due_blocks: Vec<u32>,
@@ -240,6 +243,7 @@ impl<K: Copy> Cohort<K> {
         Cohort {
             members: Slab::new(),
             finishing: BinaryHeap::new(),
+            next_finish: u64::MAX,
             due_blocks: vec![0; block_size.max(1) as usize],
             len: 0,
             measured: 0,
@@ -272,6 +276,7 @@ impl<K: Copy> Cohort<K> {
         let finish_step = joined + u64::from(seq.output - seq.generated) - 1;
         let member = self.members.insert((seq, joined, self.energy_per_member_j));
         self.finishing.push(Reverse((finish_step, seq.admission, member)));
+        self.next_finish = self.next_finish.min(finish_step);
     }
 
     /// Removes a member, returning it as stored (with its share of the cohort's
@@ -606,10 +611,9 @@ impl<K: Copy> Replica<K> {
         if !self.in_flight || cohort.len == 0 || !self.running.is_empty() || !self.waiting.is_empty() {
             return;
         }
-        let first_finish = cohort.finishing.peek().map(|Reverse((step, ..))| *step);
         let mut free = self.kv.free_blocks();
         let mut step = self.steps;
-        while first_finish != Some(step) && shapes.len() < max {
+        while cohort.next_finish != step && shapes.len() < max {
             step += 1;
             let due = cohort.due_blocks[cohort.residue(step)];
             if due > free {
@@ -645,6 +649,31 @@ impl<K: Copy> Replica<K> {
         self.waiting.push_front(victim);
     }
 
+    /// Ends the planned step at `now_ns` and plans the next, for a replica in steady
+    /// decode (the planned step runs the cohort alone, nothing waits, and no member
+    /// finishes at its end; [`Replica::steady_shapes`] gave the next step, so its blocks
+    /// are free): what [`Replica::complete_step`] then [`Replica::schedule`] do in that
+    /// state, without their general paths. Returns the tokens produced (their
+    /// inter-token latencies in [`Replica::step_itls`]) and the next step's shape.
+    pub fn step_steady(&mut self, now_ns: u64) -> (StepTokens, StepShape) {
+        let cohort = &mut self.cohort;
+        debug_assert!(self.in_flight && self.plan.is_empty() && self.running.is_empty() && self.waiting.is_empty());
+        debug_assert!(cohort.len > 0 && cohort.next_finish != self.steps, "no member finishes at its end");
+        cohort.energy_per_member_j += std::mem::take(&mut self.step_energy_per_token_j);
+        self.itls.clear();
+        if cohort.measured > 0 {
+            self.itls.push((now_ns.saturating_sub(self.last_step_end_ns), cohort.measured));
+        }
+        self.steps += 1;
+        self.last_step_end_ns = now_ns;
+        let due = cohort.due_blocks[cohort.residue(self.steps)];
+        let ok = self.kv.allocate(due);
+        debug_assert!(ok, "a steady step's blocks are free");
+        let decode_kv = (cohort.kv_offset + i64::from(cohort.len) * self.steps as i64) as u64;
+        let produced = StepTokens { tokens: cohort.len, measured_tokens: cohort.measured };
+        (produced, StepShape { decodes: cohort.len, decode_kv, ..StepShape::default() })
+    }
+
     /// Ends the planned step at `now_ns` (the caller's clock): computes its tokens,
     /// samples a token for every sequence whose known tokens are all computed, and hands
     /// `on_event` each sequence that produced its first or its last token (finished
@@ -667,12 +696,12 @@ impl<K: Copy> Replica<K> {
             if cohort.measured > 0 {
                 itls.push((now_ns.saturating_sub(last_step_end_ns), cohort.measured));
             }
-            while let Some(&Reverse((finish_step, _, member))) = cohort.finishing.peek() {
-                if finish_step != step {
-                    debug_assert!(finish_step > step, "a member outlived its last token");
-                    break;
-                }
-                cohort.finishing.pop();
+            debug_assert!(cohort.next_finish >= step, "a member outlived its last token");
+            while cohort.next_finish == step {
+                let Some(Reverse((_, _, member))) = cohort.finishing.pop() else {
+                    unreachable!("the earliest finish is a member's")
+                };
+                cohort.next_finish = cohort.finishing.peek().map_or(u64::MAX, |Reverse((s, ..))| *s);
                 let (seq, joined) = cohort.leave(member);
                 // It leaves the cache after the step's blocks are named, below.
                 finished_members.push(decoded(seq, step + 1 - joined, now_ns, kv));
@@ -882,33 +911,46 @@ mod tests {
     fn steady_shapes_are_the_steps_the_scheduler_takes_up_to_the_next_token_event() {
         // Three decoders of different lengths in a cache with room for a few blocks
         // more than they hold: each plan is checked step by step against what
-        // `schedule` gives, and ends at a finish or where blocks run short.
+        // `schedule` gives, and ends at a finish or where blocks run short. A copy
+        // takes the planned steps with `step_steady` and must stay the same.
         let mut r = Replica::new(EngineLimits { max_num_seqs: 8, ..limits(14) });
         for (k, output) in [(0u32, 40), (1, 25), (2, 60)] {
             r.enqueue(Sequence::new(k, u64::from(k), 30, output));
         }
         let (mut now, mut planned, mut ends) = (0, Vec::new(), Vec::new());
         let (mut runs, mut longest) = (0, 0);
-        while r.schedule().is_some() {
+        while let Some(first) = r.schedule() {
             planned.clear();
             r.steady_shapes(64, &mut planned);
             if !planned.is_empty() {
                 runs += 1;
                 longest = longest.max(planned.len());
             }
+            let mut fast = r.clone();
+            r.set_step_energy(f64::from(first.tokens()), first.tokens());
+            fast.set_step_energy(f64::from(first.tokens()), first.tokens());
             let mut events = 0;
             for (i, &next) in planned.iter().enumerate() {
-                now += 10;
-                r.complete_step(now, |_, _| events += 1);
+                now += 10 + i as u64;
+                let tokens = r.complete_step(now, |_, _| events += 1);
                 assert_eq!(events, 0, "a planned step's predecessor has no token event");
                 assert_eq!(r.schedule(), Some(next), "planned step {i} of run {runs}");
+                assert_eq!(fast.step_steady(now), (tokens, next), "step_steady, step {i} of run {runs}");
+                assert_eq!(fast.step_itls(), r.step_itls());
+                assert_eq!(fast.kv().free_blocks(), r.kv().free_blocks());
+                r.set_step_energy(f64::from(next.tokens()) * 1.5, next.tokens());
+                fast.set_step_energy(f64::from(next.tokens()) * 1.5, next.tokens());
             }
             now += 10;
-            r.complete_step(now, |_, e| ends.push(e));
+            let mut fast_ends = Vec::new();
+            fast.complete_step(now, |s, e| fast_ends.push((s.key, e, s.energy_j.to_bits())));
+            let from = ends.len();
+            r.complete_step(now, |s, e| ends.push((s.key, e, s.energy_j.to_bits())));
+            assert_eq!(fast_ends, ends[from..], "the run ends the same either way");
             assert!(now < 100_000, "no progress");
         }
         assert!(runs >= 3 && longest >= 10, "{runs} runs, the longest {longest} steps");
-        assert_eq!(ends.iter().filter(|&&e| e == TokenEvent::Finished).count(), 3);
+        assert_eq!(ends.iter().filter(|&&(_, e, _)| e == TokenEvent::Finished).count(), 3);
         // Something queued ends steady decode: nothing is planned past it.
         let mut r = Replica::new(limits(100));
         r.enqueue(Sequence::new(0, 0, 10, 50));

@@ -171,7 +171,7 @@ struct ReplicaState {
     step: Option<EventId>,
     /// The steps planned after the one in flight, in a run of steady decode (none
     /// begun yet; see [`steps`]).
-    ahead: std::collections::VecDeque<steps::Planned>,
+    run: steps::Run,
     /// GPU power of the whole replica now (W).
     power_w: f64,
     /// Its GPUs' energy and carbon: one meter per replica, so that the fleet's and a
@@ -370,7 +370,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
                     node: first_node + pool.node_of(local),
                     first_gpu: first_gpu + local * pool.tp,
                     step: None,
-                    ahead: std::collections::VecDeque::new(),
+                    run: steps::Run::default(),
                     power_w: if on { pool.gpu.idle_w * f64::from(pool.tp) } else { 0.0 },
                     meter: PowerMeter::default(),
                     failed_gpu: 0,

@@ -141,7 +141,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let replica = self.requests[id].replica.expect("a request with a timeout was routed") as usize;
         if let Some(seq) = self.replicas[replica].engine.withdraw(|k| *k == id) {
             // A replica with a request waiting plans no steps ahead.
-            debug_assert!(self.replicas[replica].ahead.is_empty(), "a run with a request waiting");
+            debug_assert_eq!(self.replicas[replica].run.left, 0, "a run with a request waiting");
             // Preempted before it gave up, it may have run.
             self.requests[id].energy_j += seq.energy_j;
             self.refresh_load(replica);

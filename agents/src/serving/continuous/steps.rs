@@ -23,16 +23,19 @@ use crate::serving::ServingSample;
 
 /// The most steps planned ahead in one run: enough that a replica in steady decode
 /// runs from one token event to the next on one event, few enough that a run cut
-/// short wastes little planning.
+/// short wastes little planning (each planned step is timed when planned and again
+/// when run).
 const MAX_RUN_STEPS: usize = 16;
 
-/// A step planned ahead in a run of steady decode: when it starts, what the pool's
-/// model makes of it, and its sequences (all decoding one token each).
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Planned {
-    start: SimTime,
-    step: PoolStep,
-    decodes: u32,
+/// The steps planned after the one in flight on a replica, in a run of steady decode:
+/// how many, and when the next begins (the end of the one in flight). Their shapes
+/// follow from the replica's state ([`crate::llm::Replica::step_steady`]) and their
+/// times from the pool's model, so that only these two numbers are kept: a replica
+/// visited reads nothing more than its own state.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Run {
+    pub left: u32,
+    next_start: SimTime,
 }
 
 impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S> {
@@ -114,7 +117,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     /// `r`, which ends at `first_end`: with steps coalesced, the steady-decode steps
     /// that follow it up to the next token event ([`Replica::steady_shapes`]) are
     /// planned here, each timed by the pool's model, and run only when something
-    /// reaches the replica or the run ends ([`Self::materialise`]).
+    /// reaches the replica or the run ends ([`Self::materialise`], which times each
+    /// again the same way rather than keep the times).
     fn plan_run(&mut self, r: usize, first_end: SimTime) -> Result<SimTime, ScheduleError> {
         if !self.config.coalesce_steps {
             return Ok(first_end);
@@ -125,10 +129,10 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let pool = self.pool(r);
         let mut end = first_end;
         for shape in &shapes {
-            let step = pool.step(shape);
-            self.replicas[r].ahead.push_back(Planned { start: end, step, decodes: shape.decodes });
-            end = end.checked_add(SimDuration::from_secs_f64(step.step_s)?).ok_or(ScheduleError::Overflow)?;
+            end =
+                end.checked_add(SimDuration::from_secs_f64(pool.step(shape).step_s)?).ok_or(ScheduleError::Overflow)?;
         }
+        self.replicas[r].run = Run { left: shapes.len() as u32, next_start: first_end };
         self.run_shapes = shapes;
         Ok(end)
     }
@@ -138,25 +142,18 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     /// ends, the next starts), so that the replica and the statistics are what they
     /// would be if every step had had its own event.
     pub(super) fn materialise(&mut self, r: usize, until: SimTime) {
-        while let Some(&next) = self.replicas[r].ahead.front()
-            && next.start <= until
+        while let Run { left: 1.., next_start: start } = self.replicas[r].run
+            && start <= until
         {
-            self.replicas[r].ahead.pop_front();
-            let engine = &mut self.replicas[r].engine;
-            let produced =
-                engine.complete_step(next.start.as_nanos(), |_, _| unreachable!("a planned step has no token events"));
+            // What complete_step then schedule would do, in steady decode.
+            let (produced, shape) = self.replicas[r].engine.step_steady(start.as_nanos());
             self.count_tokens(r, produced);
-            let shape = self.replicas[r].engine.schedule();
-            debug_assert!(
-                shape.is_some_and(|s| s.decodes == next.decodes && s.tokens() == next.decodes),
-                "a planned step's shape is the one scheduled"
-            );
-            if cfg!(debug_assertions)
-                && let Some(shape) = shape
-            {
-                debug_assert_eq!(self.pool(r).step(&shape), next.step, "and so is its time and power");
-            }
-            self.begin_step(r, next.start, (0, next.decodes), next.step);
+            let step = self.pool(r).step(&shape);
+            self.begin_step(r, start, (0, shape.decodes), step);
+            let run = &mut self.replicas[r].run;
+            run.left -= 1;
+            // The sum plan_run took without overflow.
+            run.next_start = start + SimDuration::from_secs_f64(step.step_s).expect("timed when planned");
             self.coalesced_steps += 1;
         }
     }
@@ -177,9 +174,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     pub(super) fn cut_run(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
         self.materialise(r, ctx.now());
         let state = &mut self.replicas[r];
-        let Some(next) = state.ahead.front() else { return Ok(()) };
-        let end = next.start;
-        state.ahead.clear();
+        let Run { left: 1.., next_start: end } = state.run else { return Ok(()) };
+        state.run.left = 0;
         if let Some(event) = state.step.take() {
             ctx.cancel(event);
         }
@@ -192,7 +188,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     /// of the plan and the step's event are dropped.
     pub(super) fn stop_steps(&mut self, r: usize, ctx: &mut Context<'_, LlmEvent>) {
         self.materialise(r, ctx.now());
-        self.replicas[r].ahead.clear();
+        self.replicas[r].run.left = 0;
         if let Some(step) = self.replicas[r].step.take() {
             ctx.cancel(step);
         }
@@ -214,7 +210,11 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let now = ctx.now();
         // A run's steps before its last, then the last, whose end this is.
         self.materialise(r, now);
-        debug_assert!(self.replicas[r].ahead.is_empty(), "a run ends with its last step");
+        debug_assert_eq!(self.replicas[r].run.left, 0, "a run ends with its last step");
+        debug_assert!(
+            !self.config.coalesce_steps || self.replicas[r].run.next_start == now,
+            "whose end is this event's time, timed again as planned"
+        );
         self.replicas[r].step = None;
         let mut events = std::mem::take(&mut self.token_events);
         let engine = &mut self.replicas[r].engine;
