@@ -1,5 +1,6 @@
 //! Engine benchmarks: the classic hold model on both future-event lists, M/M/1 events
-//! per second on both, and the engine beside the bare loop on M/M/4 and M/M/1000.
+//! per second on both, the engine beside the bare loop on M/M/4 and M/M/1000, and the
+//! round trip of two threads meeting.
 //! Results and their reading are in benches/README.md.
 
 use std::hint::black_box;
@@ -78,9 +79,45 @@ fn engine_vs_bare(c: &mut Criterion) {
     }
 }
 
+/// Two threads meeting, each waiting for the other's step by spinning on one atomic:
+/// the round trip a parallel event loop pays each time its halves meet (what it
+/// would cost the fleet benchmark to meet at every arrival is in benches/README.md).
+fn handoff(c: &mut Criterion) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+    let mut group = c.benchmark_group("handoff");
+    group.bench_function("round_trip", |b| {
+        b.iter_custom(|trips| {
+            // The main thread writes odd values, the other answers with the next even.
+            let turn = Arc::new(AtomicU64::new(0));
+            let other = Arc::clone(&turn);
+            let answerer = std::thread::spawn(move || {
+                for k in 0..trips {
+                    while other.load(Ordering::Acquire) != 2 * k + 1 {
+                        std::hint::spin_loop();
+                    }
+                    other.store(2 * k + 2, Ordering::Release);
+                }
+            });
+            let start = Instant::now();
+            for k in 0..trips {
+                turn.store(2 * k + 1, Ordering::Release);
+                while turn.load(Ordering::Acquire) != 2 * k + 2 {
+                    std::hint::spin_loop();
+                }
+            }
+            let elapsed: Duration = start.elapsed();
+            answerer.join().expect("the answering thread ends");
+            elapsed
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(4));
-    targets = fel_hold, mm1, engine_vs_bare
+    targets = fel_hold, mm1, engine_vs_bare, handoff
 }
 criterion_main!(benches);
