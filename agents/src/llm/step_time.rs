@@ -158,16 +158,26 @@ impl RooflineTerms {
 
     /// What the step asks of each GPU of the replica (see [`Roofline::demand`]).
     pub fn demand(&self, s: &StepShape) -> Demand {
-        let prefill_flops =
-            self.linear_flops_per_token * f64::from(s.prefill_tokens) + self.attention_flops_per_pair * s.prefill_pairs;
+        // A step without prefill work skips its terms, and one GPU the split: the
+        // rates are positive (validated), and 0 x a, 0 / a, 0 + a and a / 1 are exact,
+        // so the result is the same to the bit, with two divisions fewer on the
+        // steps a run of decode times twice.
+        let prefill = s.prefill_tokens > 0 || s.prefill_pairs != 0.0;
+        let (prefill_flops, prefill_s) = if prefill {
+            let flops = self.linear_flops_per_token * f64::from(s.prefill_tokens)
+                + self.attention_flops_per_pair * s.prefill_pairs;
+            (flops, flops / self.prefill_flops_per_s)
+        } else {
+            (0.0, 0.0)
+        };
         let decode_flops =
             self.linear_flops_per_token * f64::from(s.decodes) + self.attention_flops_per_pair * s.decode_kv as f64;
         let head_flops = self.head_flops_per_sequence * f64::from(s.sequences());
-        let kv = self.kv_bytes_per_token * ((s.prefill_kv + s.decode_kv) as f64 + f64::from(s.tokens())) / self.tp;
+        let kv = self.kv_bytes_per_token * ((s.prefill_kv + s.decode_kv) as f64 + f64::from(s.tokens()));
+        let kv = if self.tp == 1.0 { kv } else { kv / self.tp };
         Demand {
             compute_s: (prefill_flops + decode_flops + head_flops) / self.peak_flops_per_s,
-            compute_bound_s: prefill_flops / self.prefill_flops_per_s
-                + (decode_flops + head_flops) / self.decode_flops_per_s,
+            compute_bound_s: prefill_s + (decode_flops + head_flops) / self.decode_flops_per_s,
             memory_s: self.weights_s + kv / self.kv_bytes_per_s,
             link_s: self.all_reduce_s(s.tokens()),
             latency_s: self.latency_s,
@@ -302,6 +312,37 @@ mod tests {
 
     fn roofline(g: &str, m: &str, tp: u32) -> Roofline {
         Roofline { gpu: gpu("g", g).unwrap(), model: model("m", m).unwrap(), tp }
+    }
+
+    #[test]
+    fn the_decode_only_shortcut_gives_the_general_formula_to_the_bit() {
+        // The formula with every term, written out here, against `demand` (which skips
+        // the prefill terms of a decode-only step and the split over one GPU).
+        for (g, m, tp) in [("H100", "Llama-3.1-8B", 1), ("A100-80GB", "Llama-3.1-70B", 4), ("B200", "Qwen3-8B", 2)] {
+            let t = roofline(g, m, tp).terms();
+            for (decodes, decode_kv, prefill_tokens) in [(1, 1, 0), (16, 11_337, 0), (255, 1_000_003, 0), (7, 900, 512)]
+            {
+                let s = StepShape {
+                    decodes,
+                    decode_kv,
+                    prefill_tokens,
+                    prefills: u32::from(prefill_tokens > 0),
+                    prefill_kv: u64::from(prefill_tokens) / 2,
+                    prefill_pairs: f64::from(prefill_tokens) * 300.5,
+                };
+                let pf = t.linear_flops_per_token * f64::from(s.prefill_tokens)
+                    + t.attention_flops_per_pair * s.prefill_pairs;
+                let df =
+                    t.linear_flops_per_token * f64::from(s.decodes) + t.attention_flops_per_pair * s.decode_kv as f64;
+                let hf = t.head_flops_per_sequence * f64::from(s.sequences());
+                let kv = t.kv_bytes_per_token * ((s.prefill_kv + s.decode_kv) as f64 + f64::from(s.tokens())) / t.tp;
+                let d = t.demand(&s);
+                assert_eq!(d.compute_s.to_bits(), ((pf + df + hf) / t.peak_flops_per_s).to_bits(), "{g} {s:?}");
+                let bound = pf / t.prefill_flops_per_s + (df + hf) / t.decode_flops_per_s;
+                assert_eq!(d.compute_bound_s.to_bits(), bound.to_bits(), "{g} {s:?}");
+                assert_eq!(d.memory_s.to_bits(), (t.weights_s + kv / t.kv_bytes_per_s).to_bits(), "{g} {s:?}");
+            }
+        }
     }
 
     #[test]
