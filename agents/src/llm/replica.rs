@@ -253,6 +253,23 @@ impl<K: Copy> Cohort<K> {
         }
     }
 
+    /// The members' cached tokens read at step `step`: each has one more than at the
+    /// step before.
+    fn decode_kv(&self, step: u64) -> u64 {
+        (self.kv_offset + i64::from(self.len) * step as i64) as u64
+    }
+
+    /// Every member produces a token at the end of a step of `energy_per_token_j` per
+    /// token computed that ended `itl_ns` after the last: its share of the energy, and
+    /// the inter-token latency of the measured ones added to `itls`.
+    fn produce(&mut self, energy_per_token_j: f64, itl_ns: u64, itls: &mut Vec<(u64, u32)>) -> StepTokens {
+        self.energy_per_member_j += energy_per_token_j;
+        if self.measured > 0 {
+            itls.push((itl_ns, self.measured));
+        }
+        StepTokens { tokens: self.len, measured_tokens: self.measured }
+    }
+
     fn residue(&self, step: u64) -> usize {
         (step % self.due_blocks.len() as u64) as usize
     }
@@ -577,11 +594,8 @@ impl<K: Copy> Replica<K> {
             return None;
         }
         self.in_flight = true;
-        let mut shape = StepShape {
-            decodes: members,
-            decode_kv: (self.cohort.kv_offset + i64::from(members) * self.steps as i64) as u64,
-            ..StepShape::default()
-        };
+        let mut shape =
+            StepShape { decodes: members, decode_kv: self.cohort.decode_kv(self.steps), ..StepShape::default() };
         for &(i, tokens) in &self.plan {
             let seq = &self.running[i];
             if seq.generated > 0 && tokens == 1 && seq.computed + 1 == seq.known() {
@@ -620,8 +634,7 @@ impl<K: Copy> Replica<K> {
                 break;
             }
             free -= due;
-            let decode_kv = (cohort.kv_offset + i64::from(cohort.len) * step as i64) as u64;
-            shapes.push(StepShape { decodes: cohort.len, decode_kv, ..StepShape::default() });
+            shapes.push(StepShape { decodes: cohort.len, decode_kv: cohort.decode_kv(step), ..StepShape::default() });
         }
     }
 
@@ -659,19 +672,15 @@ impl<K: Copy> Replica<K> {
         let cohort = &mut self.cohort;
         debug_assert!(self.in_flight && self.plan.is_empty() && self.running.is_empty() && self.waiting.is_empty());
         debug_assert!(cohort.len > 0 && cohort.next_finish != self.steps, "no member finishes at its end");
-        cohort.energy_per_member_j += std::mem::take(&mut self.step_energy_per_token_j);
         self.itls.clear();
-        if cohort.measured > 0 {
-            self.itls.push((now_ns.saturating_sub(self.last_step_end_ns), cohort.measured));
-        }
+        let energy_per_token_j = std::mem::take(&mut self.step_energy_per_token_j);
+        let produced = cohort.produce(energy_per_token_j, now_ns.saturating_sub(self.last_step_end_ns), &mut self.itls);
         self.steps += 1;
         self.last_step_end_ns = now_ns;
         let due = cohort.due_blocks[cohort.residue(self.steps)];
         let ok = self.kv.allocate(due);
         debug_assert!(ok, "a steady step's blocks are free");
-        let decode_kv = (cohort.kv_offset + i64::from(cohort.len) * self.steps as i64) as u64;
-        let produced = StepTokens { tokens: cohort.len, measured_tokens: cohort.measured };
-        (produced, StepShape { decodes: cohort.len, decode_kv, ..StepShape::default() })
+        (produced, StepShape { decodes: cohort.len, decode_kv: cohort.decode_kv(self.steps), ..StepShape::default() })
     }
 
     /// Ends the planned step at `now_ns` (the caller's clock): computes its tokens,
@@ -690,12 +699,7 @@ impl<K: Copy> Replica<K> {
         // The cohort: every member produces a token, one step after its last.
         finished_members.clear();
         if cohort.len > 0 {
-            cohort.energy_per_member_j += energy_per_token_j;
-            produced.tokens += cohort.len;
-            produced.measured_tokens += cohort.measured;
-            if cohort.measured > 0 {
-                itls.push((now_ns.saturating_sub(last_step_end_ns), cohort.measured));
-            }
+            produced = cohort.produce(energy_per_token_j, now_ns.saturating_sub(last_step_end_ns), itls);
             debug_assert!(cohort.next_finish >= step, "a member outlived its last token");
             while cohort.next_finish == step {
                 let Some(Reverse((_, _, member))) = cohort.finishing.pop() else {

@@ -7,7 +7,8 @@
 //! decode (its running sequences all decoding, nothing waiting) plans the steps up to
 //! its next token event and posts one event at the end of the last. Anything that
 //! reads or changes the replica before then runs the planned steps begun by then, at
-//! their own times, through the same code ([`LlmServing::materialise`]); a request
+//! their own times, with the same outcome as their own events
+//! ([`LlmServing::materialise`]); a request
 //! queued there also ends the run at the step in flight ([`LlmServing::cut_run`]),
 //! and a failure stops it ([`LlmServing::stop_steps`]). The results are those of one
 //! event per step; the `events` metric counts the coalesced steps as the events they
@@ -138,9 +139,10 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
     }
 
     /// Runs replica `r`'s planned steps that began by `until`, each at its own time
-    /// through the same code as a step of its own event would (the one in flight
-    /// ends, the next starts), so that the replica and the statistics are what they
-    /// would be if every step had had its own event.
+    /// (the one in flight ends, the next starts): [`Replica::step_steady`] for the
+    /// scheduler's part, which does what `complete_step` then `schedule` would, and
+    /// the same timing and accounting as a step event's, so that the replica and the
+    /// statistics are what they would be if every step had had its own event.
     pub(super) fn materialise(&mut self, r: usize, until: SimTime) {
         while let Run { left: 1.., next_start: start } = self.replicas[r].run
             && start <= until
