@@ -74,6 +74,11 @@ pub trait EventQueue<E> {
     fn post(&mut self, time: SimTime, event: E) {
         self.push(time, event);
     }
+    /// Schedules `event` at `time` for good, like [`EventQueue::post`], but after
+    /// every event at that instant that was not itself posted last, whenever those are
+    /// scheduled (events posted last keep FIFO order among themselves): for a round
+    /// that must see everything that happens at its instant.
+    fn post_last(&mut self, time: SimTime, event: E);
     /// Removes and returns the event with the smallest `(time, seq)`.
     fn pop(&mut self) -> Option<Scheduled<E>>;
     /// The time of the next event without removing it.
@@ -117,6 +122,10 @@ impl<E> Default for Slots<E> {
     }
 }
 
+/// The bit of a sequence number that puts an event after every event without it at
+/// the same instant ([`EventQueue::post_last`]); the counter never reaches it.
+const LAST_AT_INSTANT: u64 = 1 << 63;
+
 impl<E> Slots<E> {
     fn next_seq(&mut self) -> u64 {
         let seq = self.next_seq;
@@ -132,7 +141,13 @@ impl<E> Slots<E> {
 
     #[inline]
     fn insert(&mut self, time: SimTime, event: E) -> EventId {
-        let seq = self.next_seq();
+        self.insert_seq(time, event, 0)
+    }
+
+    /// [`Slots::insert`] with `flag` or-ed into the sequence number.
+    #[inline]
+    fn insert_seq(&mut self, time: SimTime, event: E, flag: u64) -> EventId {
+        let seq = self.next_seq() | flag;
         let slot = Slot { seq, time, event: Some(event) };
         let index = match self.free.pop() {
             Some(index) => {
@@ -393,6 +408,11 @@ impl<E> EventQueue<E> for HeapQueue<E> {
         self.posted.push(Posted { order: pack(time, seq), event });
     }
 
+    fn post_last(&mut self, time: SimTime, event: E) {
+        let seq = self.slots.next_seq() | LAST_AT_INSTANT;
+        self.posted.push(Posted { order: pack(time, seq), event });
+    }
+
     #[inline(always)]
     fn pop(&mut self) -> Option<Scheduled<E>> {
         loop {
@@ -482,6 +502,11 @@ impl<E> EventQueue<E> for IndexedQueue<E> {
         id
     }
 
+    fn post_last(&mut self, time: SimTime, event: E) {
+        let id = self.slots.insert_seq(time, event, LAST_AT_INSTANT);
+        self.queue.push(id.slot, Reverse((time, id.seq)));
+    }
+
     fn pop(&mut self) -> Option<Scheduled<E>> {
         let (slot, Reverse((_, seq))) = self.queue.pop()?;
         let (time, event) =
@@ -565,6 +590,9 @@ impl<E> EventQueue<E> for FutureEvents<E> {
     #[inline(always)]
     fn post(&mut self, time: SimTime, event: E) {
         dispatch!(self, q => q.post(time, event))
+    }
+    fn post_last(&mut self, time: SimTime, event: E) {
+        dispatch!(self, q => q.post_last(time, event))
     }
     #[inline(always)]
     fn pop(&mut self) -> Option<Scheduled<E>> {
@@ -694,6 +722,25 @@ mod tests {
         kept.sort_unstable();
         assert_eq!(popped, kept);
         assert!(q.is_empty());
+    }
+
+    /// An event posted last runs after every other event at its instant, even those
+    /// scheduled after it; events posted last run FIFO among themselves.
+    fn last_contract<Q: EventQueue<u32> + Default>() {
+        let mut q = Q::default();
+        q.post_last(t(10), 1);
+        q.push(t(10), 2);
+        q.post_last(t(10), 3);
+        q.post(t(10), 4);
+        q.push(t(11), 5);
+        q.push(t(9), 6);
+        assert_eq!(drain(&mut q), vec![(9, 6), (10, 2), (10, 4), (10, 1), (10, 3), (11, 5)]);
+    }
+
+    #[test]
+    fn events_posted_last_run_after_their_instant() {
+        last_contract::<HeapQueue<u32>>();
+        last_contract::<IndexedQueue<u32>>();
     }
 
     #[test]

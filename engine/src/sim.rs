@@ -89,6 +89,15 @@ impl<E> Context<'_, E> {
         Ok(())
     }
 
+    /// Posts `event` to run after every other event at its instant, even those
+    /// scheduled later (see [`EventQueue::post_last`]): for a round that must see
+    /// everything that happens at that instant.
+    pub fn post_last(&mut self, when: impl Into<When>, event: E) -> Result<(), ScheduleError> {
+        let at = when.into().resolve(self.now)?;
+        self.queue.post_last(at, event);
+        Ok(())
+    }
+
     /// Cancels a pending event and returns its payload; `None` if it already ran or
     /// was cancelled.
     pub fn cancel(&mut self, id: EventId) -> Option<E> {

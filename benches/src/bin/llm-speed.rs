@@ -96,6 +96,7 @@ fn config(
         tasks: vec![task],
         routing: LlmRouting::LeastOutstandingRequests,
         kv_overlap_score_weight: 1.0,
+        routing_interval_s: 0.0,
         coalesce_steps: true,
         pools: vec![pool],
         node_baseline_w: 300.0,

@@ -116,6 +116,17 @@ fn coalesced_steps_give_the_same_bytes_under_failures_conversations_and_every_ro
         ];
         same_bytes(dir.path(), routing, &scenario, &overrides);
     }
+    // The router in rounds: new requests, retries and next turns wait for them.
+    let overrides = [
+        "simulation.duration_s=90",
+        "simulation.warmup_s=5",
+        "simulation.sample_interval_s=2",
+        "serving.arrivals.rate_per_s=40",
+        "serving.engine.num_gpu_blocks=1200",
+        "serving.routing=prefix_aware",
+        "serving.routing_interval_s=0.005",
+    ];
+    same_bytes(dir.path(), "prefix_aware-rounds", &scenario, &overrides);
 }
 
 #[test]
@@ -128,4 +139,7 @@ fn coalesced_steps_give_the_same_bytes_with_disaggregation_and_a_power_cap() {
     let scenario = Scenario::parse("split.toml", &text).unwrap();
     let dir = tempfile::tempdir().unwrap();
     same_bytes(dir.path(), "split", &scenario, &["simulation.duration_s=60", "simulation.warmup_s=5"]);
+    // Prefilled requests wait for the router's round to reach the decode replicas.
+    let rounds = ["simulation.duration_s=60", "simulation.warmup_s=5", "serving.routing_interval_s=0.002"];
+    same_bytes(dir.path(), "split-rounds", &scenario, &rounds);
 }

@@ -224,16 +224,20 @@ fn requests_are_conserved_across_pools_under_failures_and_autoscaling() {
     // The prefix-aware router too: its index of replicas by committed blocks follows
     // replicas failing, starting and draining (debug builds check each pick against a
     // scan of the group).
-    for routing in ["least_outstanding_requests", "prefix_aware"] {
-        conserved(&path, &dir.path().join(routing), routing);
+    // And the router in rounds, which retries wait for too.
+    for (routing, interval_s) in [("least_outstanding_requests", 0.0), ("prefix_aware", 0.0), ("prefix_aware", 0.02)] {
+        conserved(&path, &dir.path().join(format!("{routing}-{interval_s}")), routing, interval_s);
     }
 }
 
-/// Runs the churning fleet at `path` with `routing`: every arrival ends one way.
-fn conserved(path: &Path, out: &Path, routing: &str) {
+/// Runs the churning fleet at `path` with `routing` (routing every `interval_s`):
+/// every arrival ends one way.
+fn conserved(path: &Path, out: &Path, routing: &str, interval_s: f64) {
     // No warm-up: the outcome counts cover every request, as `arrived` does.
-    let routing = format!("serving.routing={routing}");
-    let sets = ["--set", "simulation.duration_s=900", "--set", "simulation.warmup_s=0", "--set", &routing];
+    let (routing, interval) =
+        (format!("serving.routing={routing}"), format!("serving.routing_interval_s={interval_s}"));
+    let sets =
+        ["--set", "simulation.duration_s=900", "--set", "simulation.warmup_s=0", "--set", &routing, "--set", &interval];
     infersim_ok(&[&["run", s(path), "--reps", "3", "--out", s(out)][..], &sets[..]].concat());
     let m = read(out.join("replications.parquet"));
     let arrived = floats(&m, "arrived");

@@ -20,5 +20,6 @@ mod pipeline;
 mod pipeline_adaptation;
 mod prefix;
 mod readme;
+mod rounds;
 mod slurm;
 mod worlds;

@@ -429,6 +429,11 @@ pub struct LlmServingConfig {
     /// `prefix_aware`: how much a prompt block to compute weighs against a block the
     /// replica already holds (Dynamo's `kv_overlap_score_weight`, 1 by default).
     pub kv_overlap_score_weight: f64,
+    /// How often the router routes (s): every request that arrived since its last
+    /// round (a new request, a retry, a prefilled request for the decode pool) is
+    /// routed at the next multiple of this, after everything else that happens at that
+    /// instant, on the replicas as they are then. 0 (the default): each as it arrives.
+    pub routing_interval_s: f64,
     /// Whether a replica in steady decode runs the steps up to its next token event
     /// on one event (`serving.coalesce_steps`, true by default): a speed-up only, the
     /// results are those of one event per step.
@@ -648,6 +653,13 @@ impl LlmServingConfig {
         check(self.pue.is_finite() && self.pue >= 1.0, "power.pue", self.pue, "a finite number >= 1")?;
         let w = self.kv_overlap_score_weight;
         check(w.is_finite() && (0.0..=1e6).contains(&w), "kv_overlap_score_weight", w, "a number from 0 to 1e6")?;
+        let every = self.routing_interval_s;
+        check(
+            every.is_finite() && (0.0..=60.0).contains(&every),
+            "routing_interval_s",
+            every,
+            "a number of seconds from 0 (each request as it arrives) to 60",
+        )?;
         self.grid.validate().map_err(|e| e.within("grid"))?;
         check(
             self.duration_s.is_finite() && self.duration_s > self.warmup_s && self.duration_s <= MAX_DURATION_S,

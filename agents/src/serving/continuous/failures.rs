@@ -5,7 +5,7 @@
 use infersim_engine::{Context, Id, Observer, ScheduleError, SimDuration, SimTime, StreamId};
 
 use super::routing::Routed;
-use super::{LlmEvent, LlmRequest, LlmServing, Mode};
+use super::{LlmEvent, LlmRequest, LlmServing, Mode, ToRoute};
 use crate::failures::{DOWN_POWER_W, FAILURE_STREAM_BASE, first_failure};
 use crate::llm::Sequence;
 use crate::llm::kv::Chain;
@@ -70,6 +70,22 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         if self.requests[id].retries >= self.pool(failed).retries {
             return self.finish(id, RequestOutcome::Lost, ctx);
         }
+        match self.round_every {
+            Some(_) => self.wait_for_round(ToRoute::Retry { seq: s, chain, failed }, ctx),
+            None => self.retry(s, chain, failed, ctx),
+        }
+    }
+
+    /// Sends a request whose replica `failed` failed to another up replica of its
+    /// routing group (lost if none is up).
+    pub(super) fn retry(
+        &mut self,
+        s: Sequence<Id<LlmRequest>>,
+        chain: Option<Chain>,
+        failed: usize,
+        ctx: &mut Context<'_, LlmEvent>,
+    ) -> Result<(), ScheduleError> {
+        let id = s.key;
         let group = self.replicas[failed].group as usize;
         let routed =
             Routed { chain: chain.as_deref().unwrap_or(&[]), prompt: self.requests[id].prompt, previous: None };

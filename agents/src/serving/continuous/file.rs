@@ -27,6 +27,8 @@ pub(crate) struct ContinuousTable {
     replicas_per_node: Option<i64>,
     routing: LlmRouting,
     kv_overlap_score_weight: Option<f64>,
+    /// How often the router routes (s); 0: each request as it arrives.
+    routing_interval_s: Option<f64>,
     /// Whether replicas in steady decode run their steps on one event per run.
     coalesce_steps: Option<bool>,
     /// Most each GPU may draw (W); every pool's unless it sets its own.
@@ -366,6 +368,7 @@ pub(crate) fn resolve(
         tasks: s.tasks.clone(),
         routing: s.routing,
         kv_overlap_score_weight: s.kv_overlap_score_weight.unwrap_or(1.0),
+        routing_interval_s: s.routing_interval_s.unwrap_or(0.0),
         coalesce_steps: s.coalesce_steps.unwrap_or(true),
         pools,
         node_baseline_w: s.power.node_baseline_w,

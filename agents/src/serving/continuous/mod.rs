@@ -37,6 +37,7 @@ mod miners;
 mod outcomes;
 mod pools;
 mod retraining;
+mod rounds;
 mod routing;
 mod sessions;
 mod steps;
@@ -57,6 +58,7 @@ use retraining::Retrainer;
 pub use retraining::{
     DRIFT_STREAM, FleetRetraining, FleetRetrainingRun, FleetTraining, TRAINING_MFU, TRAINING_POWER_SHARE, TrainingPlace,
 };
+use rounds::{Rounds, ToRoute};
 use routing::{Groups, Routed, routing_groups};
 use sessions::Session;
 
@@ -107,6 +109,8 @@ pub(crate) enum LlmEvent {
     MinerLeaves(u32),
     /// The variant controller plans.
     Adapt,
+    /// The router routes the requests that came since its last round.
+    Round,
 }
 
 /// A request in flight.
@@ -128,6 +132,8 @@ pub(crate) struct LlmRequest {
     retries: u32,
     /// Disaggregated: its KV is crossing to the decode pool.
     transferring: bool,
+    /// It waits for the router's next round.
+    waiting_for_round: bool,
     /// Its share of the GPU energy of the steps it ran in, by tokens, on every replica
     /// it visited (J).
     energy_j: f64,
@@ -330,6 +336,10 @@ pub(crate) struct LlmServing<'c, O, S> {
     run_shapes: Vec<crate::llm::StepShape>,
     /// Reused by the prefix-aware router: the places it visited and their bookings.
     visited_places: Vec<(usize, u64)>,
+    /// The router's interval between rounds, if it routes in rounds, and what waits
+    /// for the next.
+    round_every: Option<SimDuration>,
+    rounds: Rounds,
 }
 
 impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, O, S> {
@@ -444,6 +454,11 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             coalesced_steps: 0,
             run_shapes: Vec::new(),
             visited_places: Vec::new(),
+            round_every: match SimDuration::from_secs_f64(config.routing_interval_s)? {
+                SimDuration::ZERO => None,
+                every => Some(every),
+            },
+            rounds: Rounds::default(),
         })
     }
 
@@ -549,12 +564,11 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let now = ctx.now();
         let NewRequest { task, group, prompt, output, chain, client, session, own } = new;
         let (model, counted) = (self.group_models[group], now >= self.warmup);
-        let arrive = |s: &mut Stats| {
+        self.tally(true, None, Some(model), |s| {
             s.arrivals += 1;
             s.first_arrival.get_or_insert(now);
             s.counted += u64::from(counted);
-        };
-        self.tally(true, None, Some(model), arrive);
+        });
         let id = self.requests.insert(LlmRequest {
             id: self.stats.arrivals - 1,
             task: task as u16,
@@ -569,6 +583,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
             preemptions: 0,
             retries: 0,
             transferring: false,
+            waiting_for_round: false,
             energy_j: 0.0,
             cached_tokens: None,
             model: model as u16,
@@ -583,6 +598,23 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         if self.validator.is_some() {
             return self.ask_contenders(id, chain, own, ctx);
         }
+        let new = NewRequest { task, group, prompt, output, chain, client, session, own };
+        match self.round_every {
+            Some(_) => self.wait_for_round(ToRoute::New(id, new), ctx),
+            None => self.send_new(id, new, ctx),
+        }
+    }
+
+    /// Routes a new request and queues it at its replica.
+    fn send_new(
+        &mut self,
+        id: Id<LlmRequest>,
+        new: NewRequest,
+        ctx: &mut Context<'_, LlmEvent>,
+    ) -> Result<(), ScheduleError> {
+        let NewRequest { task, group, prompt, output, chain, session, own, .. } = new;
+        let (uid, arrival) = (self.requests[id].id, self.requests[id].arrival);
+        let counted = arrival >= self.warmup;
         let previous = session.and_then(|s| self.sessions[s].replica);
         let routed = Routed { chain: chain.as_deref().unwrap_or(&[]), prompt, previous };
         let Some(replica) = self.route(group, routed, ctx) else {
@@ -590,21 +622,29 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         };
         self.requests[id].replica = Some(replica);
         self.cut_run(replica as usize, ctx)?;
-        self.tally(false, self.pool_of(Some(replica)), None, arrive);
+        self.tally(false, self.pool_of(Some(replica)), None, |s| {
+            s.arrivals += 1;
+            s.first_arrival.get_or_insert(arrival);
+            s.counted += u64::from(counted);
+        });
         // Longer than its pool takes or than the whole KV cache (it could never run), or
         // a full queue.
         if !self.takes(replica as usize, prompt, output) {
             return self.finish(id, RequestOutcome::Rejected, ctx);
         }
         if let Some(timeout_s) = self.config.tasks[task].timeout_s {
-            self.requests[id].timeout =
-                Some(ctx.schedule(SimDuration::from_secs_f64(timeout_s)?, LlmEvent::Timeout(id))?);
+            // Waiting for the router's round counts towards the timeout.
+            let deadline =
+                arrival.checked_add(SimDuration::from_secs_f64(timeout_s)?).ok_or(ScheduleError::Overflow)?;
+            if deadline < ctx.now() {
+                return self.finish(id, RequestOutcome::TimedOut, ctx);
+            }
+            self.requests[id].timeout = Some(ctx.schedule(deadline, LlmEvent::Timeout(id))?);
         }
         // A prefill replica produces the first token only.
         let here = if self.replicas[replica as usize].prefill { 1 } else { output };
-        let measured = now >= self.warmup;
         let booked = self.booking(replica as usize, chain.as_deref().unwrap_or(&[]), prompt);
-        let mut sequence = Sequence::new(id, self.stats.arrivals - 1, prompt, here).measured(measured).booking(booked);
+        let mut sequence = Sequence::new(id, uid, prompt, here).measured(counted).booking(booked);
         if let Some((own, keep_own)) = own {
             sequence = sequence.owning(own, keep_own);
         }
@@ -643,6 +683,14 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
 
     fn on_kv_arrives(&mut self, id: Id<LlmRequest>, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
         self.requests[id].transferring = false;
+        match self.round_every {
+            Some(_) => self.wait_for_round(ToRoute::Decode(id), ctx),
+            None => self.send_to_decode(id, ctx),
+        }
+    }
+
+    /// Routes a prefilled request to its decode pool and queues it there.
+    fn send_to_decode(&mut self, id: Id<LlmRequest>, ctx: &mut Context<'_, LlmEvent>) -> Result<(), ScheduleError> {
         let routed = Routed { chain: &[], prompt: self.requests[id].prompt, previous: None };
         // The decode group of the group its prefill replica is in.
         let prefill = self.requests[id].replica.expect("a prefilled request was routed") as usize;
@@ -756,6 +804,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> Model for LlmServin
             LlmEvent::MinerJoins(pool) => self.on_miner_joins(usize::from(pool), ctx),
             LlmEvent::MinerLeaves(miner) => self.on_miner_leaves(miner, ctx),
             LlmEvent::Adapt => self.on_adapt(ctx),
+            LlmEvent::Round => self.on_round(ctx),
         }
     }
 }

@@ -138,6 +138,9 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         ctx: &mut Context<'_, LlmEvent>,
     ) -> Result<(), ScheduleError> {
         self.requests[id].timeout = None;
+        if self.time_out_before_round(id, ctx)? {
+            return Ok(());
+        }
         let replica = self.requests[id].replica.expect("a request with a timeout was routed") as usize;
         if let Some(seq) = self.replicas[replica].engine.withdraw(|k| *k == id) {
             // A replica with a request waiting plans no steps ahead.
