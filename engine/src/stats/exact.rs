@@ -6,6 +6,10 @@
 //! conversion to seconds on the hot path.
 //!
 //! - [`DurationSum`]: count, total and mean of durations (a wait, a sojourn).
+//! - [`FixedSum`]: count, total and mean of non-negative quantities that are not whole
+//!   nanoseconds (a time per token, an energy), each rounded to 2^-32 of its unit and
+//!   summed as an integer: the same bits in any order of addition, so partial sums
+//!   (per replica, per thread) merge into exactly the whole.
 //! - [`Occupancy`]: the time integral of a count (customers waiting, servers busy)
 //!   built from the intervals during which each unit is present, clipped to an
 //!   observation window. It gives the same time average as a [`TimeWeighted`] of
@@ -68,6 +72,66 @@ impl DurationSum {
     /// nearest `f64` in two steps); `None` when empty.
     pub fn mean_s(&self) -> Option<f64> {
         (self.count > 0).then(|| self.total_ns as f64 / self.count as f64 / NANOS_PER_SEC)
+    }
+}
+
+/// Count, total and mean of non-negative quantities, each rounded to the nearest
+/// 2^-32 of its unit (about 2.3e-10: a quarter of a nanosecond for seconds) and summed
+/// as an integer, so that the result does not depend on the order of the additions
+/// (a floating-point sum does, in its last bits). Values up to 2^31 units each.
+///
+/// ```
+/// use infersim_engine::stats::FixedSum;
+/// let (mut forward, mut backward) = (FixedSum::new(), FixedSum::new());
+/// let xs = [0.1, 1e-3, 2.5, 1e6, 3.3e-7];
+/// xs.iter().for_each(|&x| forward.add(x));
+/// xs.iter().rev().for_each(|&x| backward.add(x));
+/// assert_eq!(forward, backward);
+/// assert!((forward.total() - xs.iter().sum::<f64>()).abs() < 1e-8);
+/// assert_eq!(forward.count(), 5);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FixedSum {
+    count: u64,
+    units: u128,
+}
+
+/// Units of a [`FixedSum`] per unit of what it sums.
+const FIXED_UNITS: f64 = (1u64 << 32) as f64;
+
+impl FixedSum {
+    /// No observations.
+    pub const fn new() -> Self {
+        FixedSum { count: 0, units: 0 }
+    }
+
+    /// Adds `x` (finite, at least 0 and below 2^31), rounded to 2^-32.
+    #[inline]
+    pub fn add(&mut self, x: f64) {
+        debug_assert!((0.0..2_147_483_648.0).contains(&x), "a FixedSum takes values in [0, 2^31): {x}");
+        self.count += 1;
+        self.units += (x * FIXED_UNITS).round() as u64 as u128;
+    }
+
+    /// Combines another sum into this one, as if its values had been added.
+    pub fn merge(&mut self, other: &FixedSum) {
+        self.count += other.count;
+        self.units += other.units;
+    }
+
+    /// Number of values added.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Their total (of the rounded values).
+    pub fn total(&self) -> f64 {
+        self.units as f64 / FIXED_UNITS
+    }
+
+    /// Their mean; `None` when empty.
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.units as f64 / FIXED_UNITS / self.count as f64)
     }
 }
 
@@ -139,6 +203,27 @@ impl Occupancy {
 mod tests {
     use super::*;
     use crate::stats::TimeWeighted;
+
+    /// Partial sums over any split, merged in any order, are the whole sum to the bit,
+    /// and the mean is within a rounding unit of the exact one.
+    #[test]
+    fn fixed_sums_do_not_depend_on_the_order_or_the_split() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(3);
+        let xs: Vec<f64> =
+            (0..10_000).map(|_| rng.random_range(0.0..100.0) * rng.random_range(0.0..1.0f64).powi(6)).collect();
+        let mut whole = FixedSum::new();
+        xs.iter().for_each(|&x| whole.add(x));
+        let (mut odd, mut even) = (FixedSum::new(), FixedSum::new());
+        for (i, &x) in xs.iter().enumerate().rev() {
+            if i % 2 == 1 { odd.add(x) } else { even.add(x) }
+        }
+        even.merge(&odd);
+        assert_eq!(even, whole);
+        let exact: f64 = xs.iter().sum::<f64>() / xs.len() as f64;
+        assert!((whole.mean().unwrap() - exact).abs() <= 1e-9 * exact.max(1.0), "{:?} vs {exact}", whole.mean());
+        assert_eq!(FixedSum::new().mean(), None);
+    }
 
     #[test]
     fn duration_sums_are_exact_where_floats_are_not() {

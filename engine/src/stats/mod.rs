@@ -10,7 +10,7 @@ mod time_weighted;
 
 pub use batch_means::{BatchMeans, Warmup, batch_means};
 pub use ci::{ConfidenceInterval, student_t_quantile};
-pub use exact::{DurationSum, Occupancy};
+pub use exact::{DurationSum, FixedSum, Occupancy};
 pub use quantiles::{LatencyHistogram, QUANTILE_SIGNIFICANT_DIGITS};
 pub use tally::{CompensatedSum, Counter, Tally};
 pub use time_weighted::TimeWeighted;

@@ -324,9 +324,9 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         let fleet = self.fleet_share(end);
         let names = c.served_names();
         let models = &self.group_stats[c.pools.len()..];
-        let total_j: f64 = models.iter().map(|s| s.requests_energy_j).sum();
+        let total_j: f64 = models.iter().map(|s| s.requests_energy_j.total()).sum();
         for (name, stats) in names.iter().zip(models) {
-            let fraction = if total_j > 0.0 { stats.requests_energy_j / total_j } else { 0.0 };
+            let fraction = if total_j > 0.0 { stats.requests_energy_j.total() / total_j } else { 0.0 };
             let serving = |p: usize| c.pools[p].serves_requests_for(name);
             let share = Share {
                 gpu_j: fleet.gpu_j * fraction,
@@ -406,7 +406,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             gpu_failures,
             retries: s.retries,
             throughput_per_s: rate(s.served),
-            ttft_mean_s: s.ttft_mean.mean(),
+            ttft_mean_s: s.ttft_mean.mean_s(),
             ttft_p50_s: ttft_p50,
             ttft_p90_s: ttft_p90,
             ttft_p99_s: ttft_p99,
@@ -415,10 +415,10 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             tpot_p99_s: tpot_p99,
             itl_p50_s: itl_p50,
             itl_p99_s: itl_p99,
-            e2e_mean_s: s.e2e_mean.mean(),
+            e2e_mean_s: s.e2e_mean.mean_s(),
             e2e_p50_s: e2e_p50,
             e2e_p99_s: e2e_p99,
-            latency_mean_s: s.e2e_mean.mean(),
+            latency_mean_s: s.e2e_mean.mean_s(),
             latency_p50_s: e2e_p50,
             latency_p95_s: e2e_p95,
             latency_p99_s: e2e_p99,
@@ -436,8 +436,8 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
             steps: s.steps,
             steps_throttled: s.steps_throttled,
             kv_transfers: s.kv_transfers,
-            kv_transfer_mean_s: s.kv_transfer_s.mean(),
-            kv_transfer_gb: s.kv_transfer_bytes / 1e9,
+            kv_transfer_mean_s: s.kv_transfer_s.mean_s(),
+            kv_transfer_gb: s.kv_transfer_gb.total(),
             extrapolated_lookups: s.steps_outside_table,
             replica_hours: replica_s / 3600.0,
             replicas_mean: if run_s > 0.0 { replica_s / run_s } else { 0.0 },

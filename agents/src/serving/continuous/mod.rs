@@ -13,7 +13,7 @@
 //! arrival (vLLM's benchmark definitions).
 
 use infersim_engine::sampling::Grid;
-use infersim_engine::stats::{LatencyHistogram, Tally};
+use infersim_engine::stats::{DurationSum, FixedSum, LatencyHistogram};
 use infersim_engine::{Context, EventId, Id, Model, Observer, ScheduleError, SimDuration, SimTime, Slab};
 
 use super::{ARRIVAL_STREAM, REQUEST_STREAM, ServingSample};
@@ -219,9 +219,11 @@ struct Stats {
     tpot: LatencyHistogram,
     itl: LatencyHistogram,
     e2e: LatencyHistogram,
-    ttft_mean: Tally,
-    tpot_mean: Tally,
-    e2e_mean: Tally,
+    /// Means kept as exact sums (integer nanoseconds, or multiples of 2^-32 s), so
+    /// that they do not depend on the order in which requests finish.
+    ttft_mean: DurationSum,
+    tpot_mean: FixedSum,
+    e2e_mean: DurationSum,
     /// Per-step sums (of tokens, sequences running, and KV usage in units of
     /// 2^-64), whose means over `steps` are reported: exact sums, so that they do not
     /// depend on the order in which the replicas' steps are added.
@@ -230,14 +232,14 @@ struct Stats {
     kv_usage_sum: u128,
     kv_usage_max: f64,
     kv_transfers: u64,
-    kv_transfer_s: Tally,
-    kv_transfer_bytes: f64,
+    kv_transfer_s: DurationSum,
+    kv_transfer_gb: FixedSum,
     /// Replicas started by autoscalers.
     cold_starts: u64,
     /// GPU failures (kept for pools; the fleet's come from its lifecycle).
     gpu_failures: u64,
     /// Models: the GPU energy shares of their requests (J), and their preemptions.
-    requests_energy_j: f64,
+    requests_energy_j: FixedSum,
     requests_preemptions: u64,
     /// Measured requests at their first admission: prompt tokens, and those found
     /// cached.
@@ -671,11 +673,11 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         *link = start.checked_add(SimDuration::from_secs_f64(busy_s)?).ok_or(ScheduleError::Overflow)?;
         let done =
             link.checked_add(SimDuration::from_secs_f64(d.link_latency_us * 1e-6)?).ok_or(ScheduleError::Overflow)?;
-        let transfer_s = (done - now).as_secs_f64();
+        let transfer = done - now;
         self.tally(true, Some(usize::from(self.replicas[prefill].pool)), None, |s| {
             s.kv_transfers += 1;
-            s.kv_transfer_bytes += bytes;
-            s.kv_transfer_s.add(transfer_s);
+            s.kv_transfer_gb.add(bytes / 1e9);
+            s.kv_transfer_s.add(transfer);
         });
         ctx.schedule(done, LlmEvent::KvArrives(id))?;
         Ok(())

@@ -38,9 +38,9 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
                 s.slo_met += u64::from(slo_met);
                 s.goodput += u64::from(good);
                 s.ttft.record(ttft);
-                s.ttft_mean.add(ttft.as_secs_f64());
+                s.ttft_mean.add(ttft);
                 s.e2e.record(e2e);
-                s.e2e_mean.add(e2e.as_secs_f64());
+                s.e2e_mean.add(e2e);
                 if let (Some(t), Some(d)) = (tpot_s, tpot) {
                     s.tpot.record(d);
                     s.tpot_mean.add(t);
@@ -86,7 +86,7 @@ impl<O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'_, O, S
         }
         let (energy_j, preemptions) = (r.energy_j, u64::from(r.preemptions));
         self.tally(false, None, Some(usize::from(r.model)), |s| {
-            s.requests_energy_j += energy_j;
+            s.requests_energy_j.add(energy_j);
             s.requests_preemptions += preemptions;
         });
         let secs = |t: Option<SimTime>| t.map(SimTime::as_secs_f64);
