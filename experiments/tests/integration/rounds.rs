@@ -1,6 +1,7 @@
 //! The router's rounds (`serving.routing_interval_s`): a request waits for the next
 //! multiple of the interval and no longer, its wait counts towards its timeout, and
-//! requests are conserved when retries and decode hand-offs wait for rounds too.
+//! requests are conserved when retries and decode hand-offs wait for rounds too; bad
+//! intervals, and intervals where no router routes, are refused.
 
 use std::path::Path;
 
@@ -121,4 +122,10 @@ fn a_bad_interval_is_refused_with_its_key_and_range() {
     ]);
     assert!(e.contains("routing_interval_s") && e.contains("from 0"), "{e}");
     assert!(!dir.path().join("never").exists());
+    // A validator picks its contenders itself: rounds would not apply, so are refused.
+    let miners = dir.path().join("miners");
+    let set = ["--set", "serving.routing_interval_s=0.01", "--out", s(&miners)];
+    let e = crate::common::infersim_fails(&[&["run", "fleet-miners"][..], &set[..]].concat());
+    assert!(!miners.exists());
+    assert!(e.contains("serving.routing_interval_s") && e.contains("[serving.validator]"), "{e}");
 }

@@ -392,6 +392,14 @@ pub(crate) fn resolve(
     let tables = RetrainingTables { drift: s.drift, quality: s.quality, monitor: s.monitor, training: s.training };
     config.retraining = tables.resolve(&config.pools, &config.served_names(), config.duration_s)?;
     if let Some(table) = s.validator {
+        if config.routing_interval_s > 0.0 {
+            // A validator asks its contenders at once; the router's rounds do not apply.
+            return Err(ConfigError::invalid(
+                "serving.routing_interval_s",
+                config.routing_interval_s,
+                "0 with [serving.validator], which picks its contenders itself as each request arrives",
+            ));
+        }
         if !s.similarity.is_empty() && config.tasks.len() < 2 {
             return Err(ConfigError::invalid("serving.similarity", "(given)", "rows between two tasks or more"));
         }
