@@ -19,7 +19,7 @@
 
 use std::fmt::Debug;
 
-use infersim_engine::{Interrupt, Observer, SimDuration};
+use infersim_engine::{Interrupt, Model, Observer, RunClock, SimDuration, SimTime, Simulation};
 use serde::de::DeserializeOwned;
 
 use serde::Deserialize;
@@ -315,7 +315,7 @@ impl Window {
 }
 
 /// Which replication to run: its streams derive from (master seed, index); its run
-/// stops early when `interrupt` is raised.
+/// stops early when `interrupt` is raised, and shows how far it got on `clock`.
 #[derive(Clone, Debug, Default)]
 pub struct Replication {
     /// The batch's master seed.
@@ -323,15 +323,27 @@ pub struct Replication {
     /// The replication's index.
     pub index: u64,
     /// Raised to end the run early (Ctrl-C): a world installs it in its simulation
-    /// ([`infersim_engine::Simulation::set_interrupt`]) and reports
-    /// [`RunError::Interrupted`] through [`Replication::finished`].
+    /// ([`Replication::attach`]) and reports [`RunError::Interrupted`] through
+    /// [`Replication::finished`].
     pub interrupt: Interrupt,
+    /// Where the run publishes its simulated clock and horizon, for a progress bar.
+    pub clock: RunClock,
 }
 
 impl Replication {
-    /// Replication `index` under `master_seed`, never interrupted.
+    /// Replication `index` under `master_seed`, never interrupted, watched by nobody.
     pub fn new(master_seed: u64, index: u64) -> Self {
-        Replication { master_seed, index, interrupt: Interrupt::default() }
+        Replication { master_seed, index, interrupt: Interrupt::default(), clock: RunClock::default() }
+    }
+
+    /// Installs the interrupt and the clock in a world's simulation, with where its
+    /// run ends (its last arrival, say), if the world knows.
+    pub fn attach<M: Model>(&self, sim: &mut Simulation<M>, horizon: Option<SimTime>) {
+        sim.set_interrupt(self.interrupt.clone());
+        sim.watch(self.clock.clone());
+        if let Some(h) = horizon {
+            self.clock.set_horizon(h);
+        }
     }
 
     /// What a run produced, or [`RunError::Interrupted`] when the interrupt was

@@ -70,5 +70,5 @@ pub use error::ScheduleError;
 pub use observer::{NullObserver, Observer, VecObserver};
 pub use queue::{EventId, EventQueue, FutureEvents, HeapQueue, IndexedQueue, QueueKind, Scheduled};
 pub use rng::{RngStreams, SimRng, StreamId, derive_stream, replication_seed};
-pub use sim::{Context, EventHook, Interrupt, Model, RunLimits, Simulation, StopReason, When};
+pub use sim::{Context, EventHook, Interrupt, Model, RunClock, RunLimits, Simulation, StopReason, When};
 pub use time::{SimDuration, SimTime};

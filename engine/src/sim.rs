@@ -1,7 +1,7 @@
 //! The model API and the run loop.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::error::ScheduleError;
 use crate::queue::{EventId, EventQueue, FutureEvents, QueueKind};
@@ -196,6 +196,51 @@ impl Interrupt {
     }
 }
 
+/// How far a run has got, for whoever watches it from another thread (a progress
+/// bar): the run publishes its clock every [`Interrupt::CHECK_EVERY`] events and when
+/// it returns, and whoever knows where the run ends can set its horizon. A default
+/// clock is one nobody reads.
+///
+/// ```
+/// use infersim_engine::{RunClock, SimTime};
+/// let clock = RunClock::new();
+/// assert_eq!(clock.fraction(), None);
+/// clock.set_horizon(SimTime::from_nanos(200));
+/// assert_eq!(clock.now(), SimTime::ZERO);
+/// assert_eq!(clock.fraction(), Some(0.0));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct RunClock(Arc<[AtomicU64; 2]>);
+
+impl RunClock {
+    /// A clock at zero with no horizon.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The run's clock as last published.
+    pub fn now(&self) -> SimTime {
+        SimTime::from_nanos(self.0[0].load(Ordering::Relaxed))
+    }
+
+    /// Sets where the run ends (its last arrival, say): what [`RunClock::fraction`]
+    /// measures against.
+    pub fn set_horizon(&self, horizon: SimTime) {
+        self.0[1].store(horizon.as_nanos(), Ordering::Relaxed);
+    }
+
+    /// The share of the horizon the clock has passed, in [0, 1]; `None` with no
+    /// horizon set.
+    pub fn fraction(&self) -> Option<f64> {
+        let horizon = self.0[1].load(Ordering::Relaxed);
+        (horizon > 0).then(|| (self.now().as_nanos() as f64 / horizon as f64).min(1.0))
+    }
+
+    fn publish(&self, now: SimTime) {
+        self.0[0].store(now.as_nanos(), Ordering::Relaxed);
+    }
+}
+
 /// A hook called with every event just before it is handled (for trace hashes and
 /// debugging). It costs one predictable branch per event when absent.
 pub type EventHook<E> = Box<dyn FnMut(SimTime, EventId, &E) + Send>;
@@ -243,6 +288,7 @@ pub struct Simulation<M: Model> {
     stop_requested: bool,
     hook: Option<EventHook<M::Event>>,
     interrupt: Interrupt,
+    clock: Option<RunClock>,
 }
 
 impl<M: Model> Simulation<M> {
@@ -263,6 +309,7 @@ impl<M: Model> Simulation<M> {
             stop_requested: false,
             hook: None,
             interrupt: Interrupt::default(),
+            clock: None,
         }
     }
 
@@ -304,6 +351,11 @@ impl<M: Model> Simulation<M> {
     /// Makes runs return [`StopReason::Interrupted`] soon after `interrupt` is raised.
     pub fn set_interrupt(&mut self, interrupt: Interrupt) {
         self.interrupt = interrupt;
+    }
+
+    /// Publishes the clock to `clock` as runs go (see [`RunClock`]).
+    pub fn watch(&mut self, clock: RunClock) {
+        self.clock = Some(clock);
     }
 
     /// Installs a hook called with every event before it is handled.
@@ -353,6 +405,14 @@ impl<M: Model> Simulation<M> {
     /// [`Interrupt::CHECK_EVERY`] events, and before the first). A model error ends
     /// the run and is returned.
     pub fn run(&mut self, limits: RunLimits) -> Result<StopReason, M::Error> {
+        let stopped = self.run_events(limits);
+        if let Some(clock) = &self.clock {
+            clock.publish(self.now);
+        }
+        stopped
+    }
+
+    fn run_events(&mut self, limits: RunLimits) -> Result<StopReason, M::Error> {
         self.stop_requested = false;
         let mut budget = limits.max_events.unwrap_or(u64::MAX);
         if self.interrupt.is_raised() {
@@ -380,8 +440,13 @@ impl<M: Model> Simulation<M> {
             if self.stop_requested {
                 return Ok(StopReason::Requested);
             }
-            if self.events_handled.is_multiple_of(Interrupt::CHECK_EVERY) && self.interrupt.is_raised() {
-                return Ok(StopReason::Interrupted);
+            if self.events_handled.is_multiple_of(Interrupt::CHECK_EVERY) {
+                if let Some(clock) = &self.clock {
+                    clock.publish(self.now);
+                }
+                if self.interrupt.is_raised() {
+                    return Ok(StopReason::Interrupted);
+                }
             }
         }
     }
@@ -488,6 +553,32 @@ mod tests {
         // Without one, the clock runs on.
         let mut free = clock(u64::MAX, u64::MAX);
         assert_eq!(free.run(RunLimits { horizon: None, max_events: Some(10_000) }), Ok(StopReason::EventBudget));
+    }
+
+    /// A watched run publishes its clock every `CHECK_EVERY` events and when it returns.
+    #[test]
+    fn a_watched_run_publishes_its_clock() {
+        let watched = RunClock::new();
+        let mut sim = clock(u64::MAX, u64::MAX);
+        sim.watch(watched.clone());
+        let horizon = SimTime::from_nanos(4 * 1_000 * Interrupt::CHECK_EVERY);
+        watched.set_horizon(horizon);
+        // What the watcher sees just before each event (ticks are 1,000 ns apart).
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (seen_by_hook, watching) = (seen.clone(), watched.clone());
+        sim.set_event_hook(Box::new(move |_, _, _| seen_by_hook.lock().unwrap().push(watching.now().as_nanos())));
+        let events = Interrupt::CHECK_EVERY + 10;
+        assert_eq!(sim.run(RunLimits { horizon: None, max_events: Some(events) }), Ok(StopReason::EventBudget));
+        let seen = std::mem::take(&mut *seen.lock().unwrap());
+        let (before, after) = seen.split_at(Interrupt::CHECK_EVERY as usize);
+        assert!(before.iter().all(|&t| t == 0), "nothing before the first look");
+        let last_tick_looked_at = (Interrupt::CHECK_EVERY - 1) * 1_000;
+        assert!(after.len() == 10 && after.iter().all(|&t| t == last_tick_looked_at), "{after:?}");
+        // And at the return.
+        assert_eq!(watched.now(), sim.now());
+        assert_eq!(watched.fraction(), Some(sim.now().as_nanos() as f64 / horizon.as_nanos() as f64));
+        assert_eq!(sim.run_until(SimTime::from_nanos(2 * horizon.as_nanos())), Ok(StopReason::Horizon));
+        assert_eq!(watched.fraction(), Some(1.0), "at most the whole");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::journal::{Journal, JournalScan, JournalWriter, MetricColumn, journal_
 use crate::lock::{DirLock, LockError, occupied};
 use crate::output::{OutputError, ReplicationRecord, parameter_column_name, write_atomically};
 use crate::replications::InOrderWriter;
-use crate::runner::{PlanError, Shard, TraceSpec, WorkPlan, run_items};
+use crate::runner::{PlanError, Shard, TraceSpec, Watch, WorkPlan, run_items};
 use crate::scenario::Scenario;
 use crate::sweep::SweepGrid;
 use crate::trace::TraceLevel;
@@ -331,6 +331,18 @@ pub fn run_batch(
     cancel: &Interrupt,
     progress: &(dyn Fn(&ReplicationRecord) + Sync),
 ) -> Result<BatchReport, BatchError> {
+    run_batch_watched(scenario, spec, cancel, progress, &Watch::default())
+}
+
+/// [`run_batch`], with each replication's clock in `watch` while it runs (a progress
+/// bar reads how far the replications under way have got).
+pub fn run_batch_watched(
+    scenario: &Scenario,
+    spec: &BatchSpec,
+    cancel: &Interrupt,
+    progress: &(dyn Fn(&ReplicationRecord) + Sync),
+    watch: &Watch,
+) -> Result<BatchReport, BatchError> {
     if spec.replications == 0 {
         return Err(PlanError::NoReplications.into());
     }
@@ -370,7 +382,7 @@ pub fn run_batch(
     // sorts the journal into it at the end.
     let fresh = previous.succeeded == 0 && previous.failed.is_empty();
     let mut in_order = fresh.then(|| InOrderWriter::new(&parquet, &scenario.sweep));
-    run_items(scenario, &plan, &previous.done, spec.seed, spec.threads, &trace, cancel, |record| {
+    run_items(scenario, &plan, &previous.done, spec.seed, spec.threads, &trace, cancel, watch, |record| {
         // A replication's parts go first: one journalled is complete.
         crate::groups::append_groups(out, &record)?;
         writer.append(&record)?;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::TryRecvError;
 
 use infersim_agents::world::Replication;
-use infersim_engine::{Interrupt, SimDuration, replication_seed};
+use infersim_engine::{Interrupt, RunClock, SimDuration, replication_seed};
 
 use crate::output::{MetricCell, ReplicationRecord};
 use crate::registry::TraceTarget;
@@ -155,6 +155,59 @@ pub fn run_interruptible(
     trace: &TraceSpec,
     interrupt: &Interrupt,
 ) -> Option<ReplicationRecord> {
+    run_watched(point, master_seed, replication, trace, interrupt, &Watch::default())
+}
+
+/// The replications running now, each by its clock, for a progress bar: a
+/// replication shows how far it has got while it runs, not only once it is done.
+#[derive(Debug, Default)]
+pub struct Watch {
+    running: std::sync::Mutex<Vec<(u64, RunClock)>>,
+    next: AtomicU64,
+}
+
+impl Watch {
+    /// The replications under way, each as the share of its horizon its clock has
+    /// passed (0 for one whose world sets no horizon).
+    pub fn running(&self) -> Vec<f64> {
+        let running = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        running.iter().map(|(_, clock)| clock.fraction().unwrap_or(0.0)).collect()
+    }
+
+    fn start(&self) -> (u64, RunClock) {
+        let (id, clock) = (self.next.fetch_add(1, Ordering::Relaxed), RunClock::new());
+        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((id, clock.clone()));
+        (id, clock)
+    }
+
+    fn end(&self, id: u64) {
+        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|(k, _)| *k != id);
+    }
+}
+
+/// [`run_interruptible`], with the replication's clock in `watch` while it runs.
+pub fn run_watched(
+    point: &Point,
+    master_seed: u64,
+    replication: u64,
+    trace: &TraceSpec,
+    interrupt: &Interrupt,
+    watch: &Watch,
+) -> Option<ReplicationRecord> {
+    let (id, clock) = watch.start();
+    let record = run_clocked(point, master_seed, replication, trace, interrupt, clock);
+    watch.end(id);
+    record
+}
+
+fn run_clocked(
+    point: &Point,
+    master_seed: u64,
+    replication: u64,
+    trace: &TraceSpec,
+    interrupt: &Interrupt,
+    clock: RunClock,
+) -> Option<ReplicationRecord> {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let dir = if trace.level == TraceLevel::Summary {
             PathBuf::new()
@@ -162,7 +215,7 @@ pub fn run_interruptible(
             fresh_trace_dir(trace, point.index, replication)?
         };
         let target = TraceTarget { level: trace.level, dir, sample_every: trace.sample_every };
-        let run = Replication { master_seed, index: replication, interrupt: interrupt.clone() };
+        let run = Replication { master_seed, index: replication, interrupt: interrupt.clone(), clock: clock.clone() };
         match point.model.run(run, &target) {
             Err(e) if e.is_interrupted() => Ok(None),
             other => other.map(Some).map_err(|e| e.to_string()),
@@ -267,6 +320,7 @@ pub fn run_items<E>(
     threads: usize,
     trace: &TraceSpec,
     cancel: &Interrupt,
+    watch: &Watch,
     mut done: impl FnMut(ReplicationRecord) -> Result<(), E>,
 ) -> Result<Result<(), E>, PlanError> {
     if threads == 0 {
@@ -283,7 +337,7 @@ pub fn run_items<E>(
     std::thread::scope(|scope| {
         let (stop, next) = (&stop, &next);
         scope.spawn(move || {
-            let work = Work { scenario, plan, skip, master_seed, trace, cancel, stop, next };
+            let work = Work { scenario, plan, skip, master_seed, trace, cancel, watch, stop, next };
             pool.broadcast(|_| work.run(&finished));
             // `finished` drops here, which ends the loop below.
         });
@@ -319,6 +373,7 @@ struct Work<'a> {
     master_seed: u64,
     trace: &'a TraceSpec,
     cancel: &'a Interrupt,
+    watch: &'a Watch,
     /// Raised when the calling thread stops taking records.
     stop: &'a AtomicBool,
     /// The next item to take.
@@ -356,7 +411,7 @@ impl Work<'_> {
                 );
             }
             let Some(point) = &current else { continue };
-            let Some(record) = run_interruptible(point, self.master_seed, r, self.trace, self.cancel) else {
+            let Some(record) = run_watched(point, self.master_seed, r, self.trace, self.cancel, self.watch) else {
                 return;
             };
             // The receiver lives until every worker has returned.
@@ -387,7 +442,7 @@ mod tests {
     fn collect(s: &Scenario, plan: &WorkPlan, threads: usize) -> Vec<ReplicationRecord> {
         let out = Mutex::new(Vec::new());
         let skip = crate::journal::RangeSet::default();
-        run_items(s, plan, &skip, 9, threads, &TraceSpec::none(), &Interrupt::default(), |r| {
+        run_items(s, plan, &skip, 9, threads, &TraceSpec::none(), &Interrupt::default(), &Watch::default(), |r| {
             out.lock().unwrap().push(r);
             Ok::<(), ()>(())
         })
@@ -439,7 +494,7 @@ mod tests {
         let count = Mutex::new(0);
         let plan = WorkPlan::new(1, 4, Shard::ALL).unwrap();
         let skip = crate::journal::RangeSet::default();
-        run_items(&s, &plan, &skip, 1, 1, &TraceSpec::none(), &cancel, |_| {
+        run_items(&s, &plan, &skip, 1, 1, &TraceSpec::none(), &cancel, &Watch::default(), |_| {
             *count.lock().unwrap() += 1;
             Ok::<(), ()>(())
         })
@@ -466,6 +521,31 @@ mod tests {
         // Never raised, the same point runs to its end (a small one).
         let done = run_interruptible(&small().first_point(), 1, 0, &TraceSpec::none(), &Interrupt::new()).unwrap();
         assert!(done.error.is_none() && !done.metrics.is_empty());
+    }
+
+    /// While a replication runs, the watch holds its clock, which moves through its
+    /// horizon; the clock is gone once the replication returns.
+    #[test]
+    fn a_watch_sees_a_running_replication_move() {
+        let mut s = Scenario::builtin("llm-serving").unwrap();
+        s.apply_overrides(&["simulation.duration_s=100000"]).unwrap();
+        let (interrupt, watch) = (Interrupt::new(), Watch::default());
+        let seen = std::thread::scope(|scope| {
+            let run = scope.spawn(|| run_watched(&s.first_point(), 1, 0, &TraceSpec::none(), &interrupt, &watch));
+            let mut seen = Vec::new();
+            for _ in 0..4000 {
+                seen = watch.running();
+                if seen.first().is_some_and(|&f| f > 0.0) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            interrupt.raise();
+            assert!(run.join().unwrap().is_none(), "interrupted");
+            seen
+        });
+        assert!(seen.len() == 1 && seen[0] > 0.0 && seen[0] < 1.0, "{seen:?}");
+        assert!(watch.running().is_empty());
     }
 
     #[test]

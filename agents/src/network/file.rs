@@ -92,7 +92,7 @@ impl World for NetworkWorld {
     ) -> Result<Metrics, RunError> {
         let periods = traces.sample_every.map(|_| traces.samples);
         let mut sim = build_network(config, traces.requests, periods, replication.master_seed, replication.index)?;
-        sim.set_interrupt(replication.interrupt.clone());
+        replication.attach(&mut sim, infersim_engine::SimTime::from_secs_f64(config.duration_s).ok());
         let metrics = finish_network(&mut sim)?.metrics();
         replication.finished(metrics)
     }

@@ -157,7 +157,7 @@ impl World for RetrainingWorld {
     ) -> Result<Metrics, RunError> {
         let samples = traces.sample_every.map(|_| traces.samples);
         let mut sim = build_retraining(config, traces.requests, samples, replication.master_seed, replication.index)?;
-        sim.set_interrupt(replication.interrupt.clone());
+        replication.attach(&mut sim, infersim_engine::SimTime::from_secs_f64(config.duration_s).ok());
         let metrics = finish_retraining(&mut sim)?.metrics();
         replication.finished(metrics)
     }

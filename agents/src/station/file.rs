@@ -168,12 +168,12 @@ impl World for StationWorld {
                     seed,
                     rep,
                 )?;
-                sim.set_interrupt(replication.interrupt.clone());
+                replication.attach(&mut sim, None);
                 finish_station(&mut sim)?
             }
             None => {
                 let mut sim = build_station(config, traces.requests, QueueKind::default(), seed, rep)?;
-                sim.set_interrupt(replication.interrupt.clone());
+                replication.attach(&mut sim, None);
                 finish_station(&mut sim)?
             }
         };

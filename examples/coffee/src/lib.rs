@@ -272,7 +272,7 @@ impl World for CoffeeWorld {
             samples: traces.sample_every.map(|every| (traces.samples, every)),
         };
         let mut sim = Simulation::new(morning, replication.master_seed, replication.index);
-        sim.set_interrupt(replication.interrupt.clone());
+        replication.attach(&mut sim, SimTime::from_secs_f64(cafe.duration_s).ok());
         sim.post(SimDuration::ZERO, Event::Arrival)?;
         if sampling {
             sim.post(SimDuration::ZERO, Event::Sample)?;

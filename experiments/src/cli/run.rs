@@ -2,15 +2,15 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::print::{print_notes, print_summary};
 use super::{CliError, TraceArg, install_interrupt, load};
-use crate::batch::{BatchSpec, BatchStatus, Manifest, default_out_dir, run_batch};
+use crate::batch::{BatchSpec, BatchStatus, Manifest, default_out_dir, run_batch_watched};
 use crate::registry::Registry;
-use crate::runner::{Shard, WorkPlan};
+use crate::runner::{Shard, Watch, WorkPlan};
 use crate::scenario::Scenario;
 use crate::slurm::shell_quote;
 use crate::trace::TraceLevel;
@@ -81,18 +81,39 @@ pub(super) fn run(registry: &Registry, args: RunArgs) -> Result<u8, CliError> {
     warn_before_running(&s);
     let cancel = install_interrupt();
     let bar = progress_bar(quiet, total);
-    let events = AtomicU64::new(0);
+    let (events, done, finished) = (AtomicU64::new(0), AtomicU64::new(0), AtomicBool::new(false));
+    let watch = Watch::default();
     let started = std::time::Instant::now();
-    let report = run_batch(&s, &spec, &cancel, &|record| {
-        if let Some(e) = record.metric("events") {
-            let total = events.fetch_add(e as u64, Ordering::Relaxed) + e as u64;
-            // Formatting a message per replication is a measurable share of a batch of
-            // tiny replications: only when someone sees it.
-            if !bar.is_hidden() {
-                bar.set_message(format!("{:.1} M events/s", total as f64 / started.elapsed().as_secs_f64() / 1e6));
-            }
+    let report = std::thread::scope(|scope| {
+        if !bar.is_hidden() {
+            scope.spawn(|| {
+                while !finished.load(Ordering::Relaxed) {
+                    show_progress(
+                        &bar,
+                        &watch,
+                        done.load(Ordering::Relaxed),
+                        total,
+                        events.load(Ordering::Relaxed),
+                        started,
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+            });
         }
-        bar.inc(1);
+        let report = run_batch_watched(
+            &s,
+            &spec,
+            &cancel,
+            &|record| {
+                if let Some(e) = record.metric("events") {
+                    events.fetch_add(e as u64, Ordering::Relaxed);
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            },
+            &watch,
+        );
+        finished.store(true, Ordering::Relaxed);
+        report
     })?;
     bar.finish_and_clear();
     let m = &report.manifest;
@@ -137,16 +158,34 @@ fn warn_before_running(s: &Scenario) {
     }
 }
 
-/// A bar of `total` replications on a terminal; hidden with `--quiet` or when stderr
-/// is not a terminal.
+/// A bar of `total` replications on a terminal, in thousandths of a replication so
+/// that one long replication moves it too; hidden with `--quiet` or when stderr is not
+/// a terminal.
 fn progress_bar(quiet: bool, total: u64) -> ProgressBar {
     if quiet || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new(total);
-    let style = ProgressStyle::with_template("{bar:40} {pos}/{len} replications  {msg}  ETA {eta}");
+    let bar = ProgressBar::new(total * PER_REPLICATION);
+    let style = ProgressStyle::with_template("{bar:40} {msg}  ETA {eta}");
     bar.set_style(style.expect("a valid progress template"));
     bar
+}
+
+/// Steps of the progress bar per replication.
+const PER_REPLICATION: u64 = 1000;
+
+/// Sets the bar to the replications done plus the share of its horizon each one under
+/// way has passed (its simulated clock), and says how many are done and how fast
+/// events go.
+fn show_progress(bar: &ProgressBar, watch: &Watch, done: u64, total: u64, events: u64, started: std::time::Instant) {
+    let running: f64 = watch.running().iter().map(|f| f.min(0.999)).sum();
+    let position = done * PER_REPLICATION + (running * PER_REPLICATION as f64) as u64;
+    bar.set_position(position.min(total * PER_REPLICATION));
+    let rate = match events {
+        0 => String::new(),
+        e => format!("  {:.1} M events/s", e as f64 / started.elapsed().as_secs_f64() / 1e6),
+    };
+    bar.set_message(format!("{done}/{total} replications{rate}"));
 }
 
 /// What ran, how fast, and where it went.

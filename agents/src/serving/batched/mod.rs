@@ -798,12 +798,12 @@ pub fn run_traced<R: Observer<RequestRecord>, S: Observer<ServingSample>>(
     let run = match traces.sample_every {
         Some(every) => {
             let mut sim = build_sampled_batched(config, traces.requests, every, traces.samples, seed, rep)?;
-            sim.set_interrupt(replication.interrupt.clone());
+            replication.attach(&mut sim, SimTime::from_secs_f64(config.duration_s).ok());
             finish_batched(&mut sim)?
         }
         None => {
             let mut sim = build_batched(config, traces.requests, seed, rep)?;
-            sim.set_interrupt(replication.interrupt.clone());
+            replication.attach(&mut sim, SimTime::from_secs_f64(config.duration_s).ok());
             finish_batched(&mut sim)?
         }
     };

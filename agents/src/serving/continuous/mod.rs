@@ -250,6 +250,13 @@ struct Stats {
 }
 
 impl Stats {
+    /// Counts a request that arrived at `at`, `counted` if after the warm-up.
+    fn arrived(&mut self, at: SimTime, counted: bool) {
+        self.arrivals += 1;
+        self.first_arrival.get_or_insert(at);
+        self.counted += u64::from(counted);
+    }
+
     /// Adds a pool's per-step statistics (steps, their tokens, sequences and KV
     /// usage, the tokens they produced and their inter-token latencies): a step
     /// belongs to one pool, so the fleet's are its pools' added up, exactly (integer
@@ -566,11 +573,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let now = ctx.now();
         let NewRequest { task, group, prompt, output, chain, client, session, own } = new;
         let (model, counted) = (self.group_models[group], now >= self.warmup);
-        self.tally(true, None, Some(model), |s| {
-            s.arrivals += 1;
-            s.first_arrival.get_or_insert(now);
-            s.counted += u64::from(counted);
-        });
+        self.tally(true, None, Some(model), |s| s.arrived(now, counted));
         let id = self.requests.insert(LlmRequest {
             id: self.stats.arrivals - 1,
             task: task as u16,
@@ -624,11 +627,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         };
         self.requests[id].replica = Some(replica);
         self.cut_run(replica as usize, ctx)?;
-        self.tally(false, self.pool_of(Some(replica)), None, |s| {
-            s.arrivals += 1;
-            s.first_arrival.get_or_insert(arrival);
-            s.counted += u64::from(counted);
-        });
+        self.tally(false, self.pool_of(Some(replica)), None, |s| s.arrived(arrival, counted));
         // Longer than its pool takes or than the whole KV cache (it could never run), or
         // a full queue.
         if !self.takes(replica as usize, prompt, output) {
@@ -840,7 +839,8 @@ pub fn run_continuous<O: Observer<RequestRecord>, S: Observer<ServingSample>>(
 ) -> Result<Metrics, RunError> {
     let world = LlmServing::new(config, requests, sampling)?;
     let mut sim = infersim_engine::Simulation::new(world, replication.master_seed, replication.index);
-    sim.set_interrupt(replication.interrupt.clone());
+    let horizon = sim.model().horizon;
+    replication.attach(&mut sim, Some(horizon));
     sim.schedule(SimTime::ZERO, LlmEvent::Start)?;
     sim.run(Default::default())?;
     // A coalesced step counts as the event it stands for.
