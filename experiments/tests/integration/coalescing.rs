@@ -94,7 +94,9 @@ fn coalesced_steps_give_the_same_bytes_under_failures_conversations_and_every_ro
     ) + "\n[serving.failures]\nmtbf_h = 0.05\nmttr_h = 0.005\n";
     let scenario = Scenario::parse("failing.toml", &text).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    for routing in [
+    // Every router; then the prefix-aware one in rounds, which new requests, retries
+    // and next turns wait for.
+    let routers = [
         "round_robin",
         "random",
         "least_outstanding_requests",
@@ -103,8 +105,11 @@ fn coalesced_steps_give_the_same_bytes_under_failures_conversations_and_every_ro
         "power_of_two_choices",
         "prefix_aware",
         "session_affinity",
-    ] {
-        let routing_key = format!("serving.routing={routing}");
+    ];
+    let cases = routers.iter().map(|&r| (r, r, 0.0)).chain([("prefix_aware-rounds", "prefix_aware", 0.005)]);
+    for (label, routing, interval_s) in cases {
+        let (routing_key, interval_key) =
+            (format!("serving.routing={routing}"), format!("serving.routing_interval_s={interval_s}"));
         let overrides = [
             "simulation.duration_s=90",
             "simulation.warmup_s=5",
@@ -113,20 +118,10 @@ fn coalesced_steps_give_the_same_bytes_under_failures_conversations_and_every_ro
             // A cache small enough that decode steps evict cached prefixes.
             "serving.engine.num_gpu_blocks=1200",
             &routing_key,
+            &interval_key,
         ];
-        same_bytes(dir.path(), routing, &scenario, &overrides);
+        same_bytes(dir.path(), label, &scenario, &overrides);
     }
-    // The router in rounds: new requests, retries and next turns wait for them.
-    let overrides = [
-        "simulation.duration_s=90",
-        "simulation.warmup_s=5",
-        "simulation.sample_interval_s=2",
-        "serving.arrivals.rate_per_s=40",
-        "serving.engine.num_gpu_blocks=1200",
-        "serving.routing=prefix_aware",
-        "serving.routing_interval_s=0.005",
-    ];
-    same_bytes(dir.path(), "prefix_aware-rounds", &scenario, &overrides);
 }
 
 #[test]

@@ -6,6 +6,10 @@ use std::process::{Command, Output};
 
 use polars::prelude::*;
 
+/// The energy and cost accounting every serving scenario states (values of no
+/// consequence where it is used).
+pub const ACCOUNTING: &str = "[serving.power]\nnode_baseline_w = 0.0\npue = 1.0\n[serving.grid]\nkind = \"constant\"\nkg_per_kwh = 0.4\n[serving.prices]\nenergy_usd_per_kwh = 0.12\ngpu_usd_per_hour = 2.0\n";
+
 /// Runs the binary and asserts that it succeeded, showing its stderr if not.
 pub fn infersim_ok(args: &[&str]) -> Output {
     let o = Command::new(env!("CARGO_BIN_EXE_infersim")).args(args).output().expect("the binary runs");

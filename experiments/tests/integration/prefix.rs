@@ -10,13 +10,10 @@ use infersim::output::MetricCell;
 use infersim::runner::{TraceSpec, run_replication};
 use infersim::scenario::Scenario;
 
-use crate::common::{floats, infersim_ok, optional_floats, read, s, strings};
+use crate::common::{ACCOUNTING, floats, infersim_ok, optional_floats, read, s, strings};
 
 const BLOCK_TOKENS: usize = 16;
 
-/// The energy and cost accounting every serving scenario states (values of no
-/// consequence here).
-const ACCOUNTING: &str = "[serving.power]\nnode_baseline_w = 0.0\npue = 1.0\n[serving.grid]\nkind = \"constant\"\nkg_per_kwh = 0.4\n[serving.prices]\nenergy_usd_per_kwh = 0.12\ngpu_usd_per_hour = 2.0\n";
 const HASH_BLOCK_TOKENS: usize = 512;
 
 struct Request {

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::common::{floats, infersim_ok, optional_floats, read, s, strings};
+use crate::common::{ACCOUNTING, floats, infersim_ok, optional_floats, read, s, strings};
 
 const ROUND_S: f64 = 0.01;
 const TIMEOUT_S: f64 = 0.004;
@@ -42,16 +42,7 @@ per_token_s = 0.000001
 kind = "deterministic"
 rate_per_s = 0.73
 first_gap_fraction = 0.5
-[serving.power]
-node_baseline_w = 0.0
-pue = 1.0
-[serving.grid]
-kind = "constant"
-kg_per_kwh = 0.4
-[serving.prices]
-energy_usd_per_kwh = 0.12
-gpu_usd_per_hour = 2.0
-"#
+{ACCOUNTING}"#
     );
     let name = format!("spaced-{round_s}-{}", !timeout.is_empty());
     let path = dir.join(format!("{name}.toml"));
