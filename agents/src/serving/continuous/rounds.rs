@@ -7,9 +7,9 @@
 //! is part of the request's TTFT and counts towards its timeout.
 //!
 //! Between two rounds nothing passes between replicas: each runs on what it was sent
-//! at the last round, which is what lets a replication's replicas be split between
-//! threads. With an interval of 0 (the default) every request is routed as it
-//! arrives, as before.
+//! at the last round, which is what splitting one replication's replicas between
+//! threads would need (measured in a prototype, not built: benches/README.md). With an
+//! interval of 0 (the default) every request is routed as it arrives.
 
 use infersim_engine::{Context, Id, Observer, ScheduleError, SimDuration, SimTime};
 
