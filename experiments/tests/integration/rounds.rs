@@ -89,12 +89,14 @@ fn waiting_for_a_round_counts_towards_the_timeout() {
     let requests = spaced(dir.path(), ROUND_S, true);
     let outcomes = strings(&requests, "outcome");
     let limit_ns = (TIMEOUT_S * 1e9).round() as i64;
+    let replicas = optional_floats(&requests, "replica");
     let mut timed_out = 0;
-    for (outcome, a) in outcomes.iter().zip(floats(&requests, "arrival_s")) {
-        // Those that would wait past their deadline give up at the round; the others are
-        // served at once (the replica is idle).
+    for ((outcome, a), replica) in outcomes.iter().zip(floats(&requests, "arrival_s")).zip(replicas) {
+        // Those that would wait past their deadline give up at the round, before the
+        // router picks a replica; the others are served at once (the replica is idle).
         let expected = if wait_ns(a) > limit_ns { "timed_out" } else { "served" };
         assert_eq!(outcome.as_deref(), Some(expected), "arrival {a} s, wait {} ns", wait_ns(a));
+        assert_eq!(replica.is_none(), expected == "timed_out", "arrival {a} s: routed only if served");
         timed_out += usize::from(expected == "timed_out");
     }
     assert!(timed_out > 20 && timed_out < outcomes.len() - 20, "{timed_out} of {}", outcomes.len());

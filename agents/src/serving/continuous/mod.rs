@@ -620,6 +620,17 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         let NewRequest { task, group, prompt, output, chain, session, own, .. } = new;
         let (uid, arrival) = (self.requests[id].id, self.requests[id].arrival);
         let counted = arrival >= self.warmup;
+        // Its timeout runs from its arrival: one that passed while it waited for the
+        // router's round gives up at the router, before any replica is chosen.
+        let deadline = match self.config.tasks[task].timeout_s {
+            Some(timeout_s) => {
+                Some(arrival.checked_add(SimDuration::from_secs_f64(timeout_s)?).ok_or(ScheduleError::Overflow)?)
+            }
+            None => None,
+        };
+        if deadline.is_some_and(|d| d < ctx.now()) {
+            return self.finish(id, RequestOutcome::TimedOut, ctx);
+        }
         let previous = session.and_then(|s| self.sessions[s].replica);
         let routed = Routed { chain: chain.as_deref().unwrap_or(&[]), prompt, previous };
         let Some(replica) = self.route(group, routed, ctx) else {
@@ -633,13 +644,7 @@ impl<'c, O: Observer<RequestRecord>, S: Observer<ServingSample>> LlmServing<'c, 
         if !self.takes(replica as usize, prompt, output) {
             return self.finish(id, RequestOutcome::Rejected, ctx);
         }
-        if let Some(timeout_s) = self.config.tasks[task].timeout_s {
-            // Waiting for the router's round counts towards the timeout.
-            let deadline =
-                arrival.checked_add(SimDuration::from_secs_f64(timeout_s)?).ok_or(ScheduleError::Overflow)?;
-            if deadline < ctx.now() {
-                return self.finish(id, RequestOutcome::TimedOut, ctx);
-            }
+        if let Some(deadline) = deadline {
             self.requests[id].timeout = Some(ctx.schedule(deadline, LlmEvent::Timeout(id))?);
         }
         // A prefill replica produces the first token only.
