@@ -168,10 +168,10 @@ pub struct Watch {
 
 impl Watch {
     /// The replications under way, each as the share of its horizon its clock has
-    /// passed (0 for one whose world sets no horizon).
-    pub fn running(&self) -> Vec<f64> {
+    /// passed (`None` for one whose world sets no horizon: how far it got is unknown).
+    pub fn running(&self) -> Vec<Option<f64>> {
         let running = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        running.iter().map(|(_, clock)| clock.fraction().unwrap_or(0.0)).collect()
+        running.iter().map(|(_, clock)| clock.fraction()).collect()
     }
 
     fn start(&self) -> (u64, RunClock) {
@@ -535,7 +535,7 @@ mod tests {
             let mut seen = Vec::new();
             for _ in 0..4000 {
                 seen = watch.running();
-                if seen.first().is_some_and(|&f| f > 0.0) {
+                if seen.first().is_some_and(|f| f.is_some_and(|f| f > 0.0)) {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(5));
@@ -544,7 +544,7 @@ mod tests {
             assert!(run.join().unwrap().is_none(), "interrupted");
             seen
         });
-        assert!(seen.len() == 1 && seen[0] > 0.0 && seen[0] < 1.0, "{seen:?}");
+        assert!(seen.len() == 1 && seen[0].is_some_and(|f| f > 0.0 && f < 1.0), "{seen:?}");
         assert!(watch.running().is_empty());
     }
 

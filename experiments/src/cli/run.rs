@@ -2,7 +2,8 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -81,26 +82,23 @@ pub(super) fn run(registry: &Registry, args: RunArgs) -> Result<u8, CliError> {
     warn_before_running(&s);
     let cancel = install_interrupt();
     let bar = progress_bar(quiet, total);
-    let (events, done, finished) = (AtomicU64::new(0), AtomicU64::new(0), AtomicBool::new(false));
+    let (events, done) = (AtomicU64::new(0), AtomicU64::new(0));
     let watch = Watch::default();
     let started = std::time::Instant::now();
     let report = std::thread::scope(|scope| {
+        // The bar is redrawn five times a second until the batch returns (dropping
+        // `_stop` ends the wait at once, so a short batch is not held back).
+        let (_stop, stopped) = std::sync::mpsc::channel::<()>();
         if !bar.is_hidden() {
-            scope.spawn(|| {
-                while !finished.load(Ordering::Relaxed) {
-                    show_progress(
-                        &bar,
-                        &watch,
-                        done.load(Ordering::Relaxed),
-                        total,
-                        events.load(Ordering::Relaxed),
-                        started,
-                    );
-                    std::thread::sleep(std::time::Duration::from_millis(200));
+            let (bar, watch, done, events) = (&bar, &watch, &done, &events);
+            scope.spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(REDRAW_EVERY) {
+                    let (done, events) = (done.load(Ordering::Relaxed), events.load(Ordering::Relaxed));
+                    show_progress(bar, watch, done, total, events, started);
                 }
             });
         }
-        let report = run_batch_watched(
+        run_batch_watched(
             &s,
             &spec,
             &cancel,
@@ -111,9 +109,7 @@ pub(super) fn run(registry: &Registry, args: RunArgs) -> Result<u8, CliError> {
                 done.fetch_add(1, Ordering::Relaxed);
             },
             &watch,
-        );
-        finished.store(true, Ordering::Relaxed);
-        report
+        )
     })?;
     bar.finish_and_clear();
     let m = &report.manifest;
@@ -174,11 +170,15 @@ fn progress_bar(quiet: bool, total: u64) -> ProgressBar {
 /// Steps of the progress bar per replication.
 const PER_REPLICATION: u64 = 1000;
 
+/// How often the progress bar is redrawn.
+const REDRAW_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Sets the bar to the replications done plus the share of its horizon each one under
 /// way has passed (its simulated clock), and says how many are done and how fast
 /// events go.
 fn show_progress(bar: &ProgressBar, watch: &Watch, done: u64, total: u64, events: u64, started: std::time::Instant) {
-    let running: f64 = watch.running().iter().map(|f| f.min(0.999)).sum();
+    // A replication whose world sets no horizon counts once it is done.
+    let running: f64 = watch.running().into_iter().flatten().map(|f| f.min(0.999)).sum();
     let position = done * PER_REPLICATION + (running * PER_REPLICATION as f64) as u64;
     bar.set_position(position.min(total * PER_REPLICATION));
     let rate = match events {
